@@ -1,0 +1,49 @@
+# Scones Unlimited ML workflow. `make demo` runs the main job in local mode;
+# `make test` runs the linters and the tests. Both install what they need first.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+VENV := .venv
+PYTHON := $(VENV)/bin/python
+LOCAL := .local
+AWS_ENV := $(LOCAL)/aws.env
+LOCAL_AWS_PORT ?= 4566
+BUCKET ?= scones-unlimited-local
+DEMO_EPOCHS ?=
+
+.PHONY: help setup test lint demo local-up local-down clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+setup: $(VENV)/.installed node_modules/.installed ## create .venv and install node modules (no-op when done)
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+lint: setup ## ruff and mypy
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+test: lint ## ruff, mypy, then the whole test suite
+	$(PYTHON) -m pytest
+
+local-up: setup ## start the local AWS on 127.0.0.1:$(LOCAL_AWS_PORT), write $(AWS_ENV)
+	$(PYTHON) -m local_aws up --port $(LOCAL_AWS_PORT)
+
+local-down: ## stop the local AWS
+	@if [ -x $(PYTHON) ]; then $(PYTHON) -m local_aws down; fi
+
+demo: setup ## the main job in local mode (set SCONES_CIFAR_SOURCE offline)
+	$(PYTHON) -m training_job demo --bucket $(BUCKET) $(if $(DEMO_EPOCHS),--epochs $(DEMO_EPOCHS))
+
+clean: local-down ## remove local state and caches (keeps .venv and node_modules)
+	rm -rf $(LOCAL) .serverless .cache

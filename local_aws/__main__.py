@@ -1,0 +1,120 @@
+"""`python -m local_aws up|down|serve|status`: the local AWS for development and tests.
+
+`up` starts moto's server on 127.0.0.1 in the background and writes `.local/aws.env`;
+`down` stops it. `make local-up` and `make local-down` call these.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from local_aws.server import (
+    DEFAULT_HOST,
+    DEFAULT_PORT,
+    client_environment,
+    endpoint_url,
+    serve,
+    wait_until_ready,
+    write_env_file,
+)
+
+STATE_DIR = Path(".local")
+
+
+def _pid_file(state_dir: Path) -> Path:
+    return state_dir / "aws.pid"
+
+
+def _running_pid(state_dir: Path) -> int | None:
+    try:
+        pid = int(_pid_file(state_dir).read_text().strip())
+        os.kill(pid, 0)
+    except (FileNotFoundError, ValueError, ProcessLookupError, PermissionError):
+        return None
+    return pid
+
+
+def up(port: int, host: str, state_dir: Path) -> int:
+    env_file = state_dir / "aws.env"
+    if _running_pid(state_dir) is not None and env_file.exists():
+        print(f"local AWS already running; environment in {env_file}")
+        return 0
+    state_dir.mkdir(parents=True, exist_ok=True)
+    log = (state_dir / "aws.log").open("ab")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "local_aws", "serve", "--port", str(port), "--host", host],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,  # outlives `make local-up`; `down` ends it
+    )
+    _pid_file(state_dir).write_text(f"{process.pid}\n")
+    url = endpoint_url(port, host)
+    try:
+        wait_until_ready(url)
+    except TimeoutError as error:
+        process.terminate()
+        print(f"error: {error}; see {state_dir / 'aws.log'}", file=sys.stderr)
+        return 1
+    write_env_file(env_file, client_environment(port, host))
+    print(f"local AWS on {url}; `source {env_file}` points boto3, the AWS CLI and sls at it")
+    return 0
+
+
+def down(state_dir: Path) -> int:
+    pid = _running_pid(state_dir)
+    if pid is None:
+        print("local AWS is not running")
+    else:
+        os.kill(pid, signal.SIGTERM)
+        for _ in range(100):
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.1)
+        else:
+            os.kill(pid, signal.SIGKILL)
+        print("local AWS stopped")
+    for name in ("aws.pid", "aws.env"):
+        (state_dir / name).unlink(missing_ok=True)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m local_aws",
+        description="AWS APIs on 127.0.0.1 (moto's server) for running this project "
+        "without an AWS account.",
+    )
+    parser.add_argument(
+        "--state-dir", type=Path, default=STATE_DIR, help="where aws.env, aws.pid and aws.log go"
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name, text in (
+        ("up", "start in the background and write STATE_DIR/aws.env"),
+        ("serve", "serve in the foreground until Ctrl-C or SIGTERM"),
+    ):
+        command = commands.add_parser(name, help=text, description=text)
+        command.add_argument("--port", type=int, default=DEFAULT_PORT)
+        command.add_argument(
+            "--host", default=DEFAULT_HOST, help="listen address (default: loopback only)"
+        )
+    commands.add_parser("down", help="stop the server that `up` started")
+    args = parser.parse_args(argv)
+    if args.command == "up":
+        return up(args.port, args.host, args.state_dir)
+    if args.command == "down":
+        return down(args.state_dir)
+    serve(args.port, args.host)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

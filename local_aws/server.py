@@ -1,0 +1,93 @@
+"""The local AWS: moto's server on 127.0.0.1, configured the way this project needs it.
+
+Everything that makes local mode differ from AWS lives in `local_aws/`; `handlers/`,
+`statemachine/` and `training_job/` only ever see endpoint URLs (`AWS_ENDPOINT_URL*`).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import requests
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 4566  # LocalStack's conventional port, so either emulator can serve
+DEFAULT_REGION = "us-east-1"
+
+# Gaps in the emulator that this project closes are installed here, one function each,
+# before the server takes its first request (see docs/local-mode.md).
+EMULATOR_PATCHES: list[Callable[[], None]] = []
+
+
+def endpoint_url(port: int, host: str = DEFAULT_HOST) -> str:
+    return f"http://{host}:{port}"
+
+
+def client_environment(port: int, host: str = DEFAULT_HOST) -> dict[str, str]:
+    """The variables that point boto3, the AWS CLI and osls at the local AWS."""
+    return {
+        "AWS_ENDPOINT_URL": endpoint_url(port, host),
+        "AWS_DEFAULT_REGION": DEFAULT_REGION,
+        "AWS_REGION": DEFAULT_REGION,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+    }
+
+
+def configure_moto() -> None:
+    """Run state machines for real and keep Lambda off Docker (no engine here)."""
+    from moto.core.config import default_user_config
+
+    default_user_config["stepfunctions"] = {"execute_state_machine": True}
+    default_user_config["lambda"] = {"use_docker": False}
+    default_user_config["batch"] = {"use_docker": False}
+    for patch in EMULATOR_PATCHES:
+        patch()
+
+
+def serve(port: int = DEFAULT_PORT, host: str = DEFAULT_HOST) -> None:
+    """Serve the local AWS in the foreground until SIGTERM or SIGINT."""
+    # moto's Step Functions interpreter calls Lambda at localhost:$MOTO_PORT.
+    os.environ["MOTO_PORT"] = str(port)
+    configure_moto()
+    from moto.moto_server.threaded_moto_server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
+    stopped = threading.Event()
+
+    def stop(_signum: int, _frame: object) -> None:
+        stopped.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    server.start()
+    print(f"local AWS listening on {endpoint_url(port, host)}", flush=True)
+    stopped.wait()
+    server.stop()
+
+
+def wait_until_ready(url: str, timeout: float = 60.0) -> None:
+    """Block until the server at `url` answers, or raise TimeoutError."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            requests.get(f"{url}/moto-api/data.json", timeout=2).raise_for_status()
+            return
+        except requests.RequestException:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the local AWS at {url} did not answer in {timeout:.0f}s")
+            time.sleep(0.1)
+
+
+def write_env_file(path: Path, variables: dict[str, str]) -> None:
+    """Write `export NAME=value` lines atomically (a reader never sees half a file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text("".join(f"export {name}={value}\n" for name, value in variables.items()))
+    tmp.replace(path)
