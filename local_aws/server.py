@@ -79,9 +79,11 @@ def wait_until_ready(url: str, timeout: float = 60.0) -> None:
         try:
             requests.get(f"{url}/moto-api/data.json", timeout=2).raise_for_status()
             return
-        except requests.RequestException:
+        except requests.RequestException as error:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"the local AWS at {url} did not answer in {timeout:.0f}s")
+                raise TimeoutError(
+                    f"the local AWS at {url} did not answer in {timeout:.0f}s"
+                ) from error
             time.sleep(0.1)
 
 

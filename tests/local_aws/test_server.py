@@ -33,8 +33,12 @@ def test_up_writes_the_env_file_and_down_stops_the_server(tmp_path: Path) -> Non
         assert requests.get(f"http://127.0.0.1:{port}/moto-api/data.json", timeout=5).ok
         # A second `up` is a no-op, not a second server.
         again = subprocess.run(
-            [*run, "up", "--port", str(port)], cwd=REPO_ROOT, check=True, capture_output=True,
-            text=True, timeout=30,
+            [*run, "up", "--port", str(port)],
+            cwd=REPO_ROOT,
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=30,
         )
         assert "already running" in again.stdout
     finally:
