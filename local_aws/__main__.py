@@ -107,7 +107,23 @@ def main(argv: list[str] | None = None) -> int:
             "--host", default=DEFAULT_HOST, help="listen address (default: loopback only)"
         )
     commands.add_parser("down", help="stop the server that `up` started")
+    demo = commands.add_parser(
+        "demo",
+        help="the main job: the whole workflow in local mode, end to end",
+        description="Start the local AWS (unless one runs), stage the data, train, and print "
+        "a summary; stops everything it started, on Ctrl-C too. Offline, set "
+        "SCONES_CIFAR_SOURCE to a local copy of the CIFAR-100 archive.",
+    )
+    demo.add_argument("--bucket", default="scones-unlimited-local", help="the data bucket")
+    demo.add_argument("--port", type=int, default=DEFAULT_PORT, help="the local AWS port")
+    demo.add_argument("--epochs", type=int, help="training epochs (default: the recipe's)")
     args = parser.parse_args(argv)
+    if args.command == "demo":
+        from local_aws.demo import Demo
+
+        return Demo(
+            bucket=args.bucket, port=args.port, state_dir=args.state_dir, epochs=args.epochs
+        ).run()
     if args.command == "up":
         return up(args.port, args.host, args.state_dir)
     if args.command == "down":

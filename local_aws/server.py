@@ -15,13 +15,19 @@ from pathlib import Path
 
 import requests
 
+from local_aws import cloudformation, events, lambda_executor
+
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 4566  # LocalStack's conventional port, so either emulator can serve
 DEFAULT_REGION = "us-east-1"
 
 # Gaps in the emulator that this project closes are installed here, one function each,
 # before the server takes its first request (see docs/local-mode.md).
-EMULATOR_PATCHES: list[Callable[[], None]] = []
+EMULATOR_PATCHES: list[Callable[[], None]] = [
+    *cloudformation.PATCHES,
+    *events.PATCHES,
+    *lambda_executor.PATCHES,
+]
 
 
 def endpoint_url(port: int, host: str = DEFAULT_HOST) -> str:
@@ -55,6 +61,8 @@ def serve(port: int = DEFAULT_PORT, host: str = DEFAULT_HOST) -> None:
     """Serve the local AWS in the foreground until SIGTERM or SIGINT."""
     # moto's Step Functions interpreter calls Lambda at localhost:$MOTO_PORT.
     os.environ["MOTO_PORT"] = str(port)
+    # Lambda handlers run by the local executor reach this server when nothing else is set.
+    os.environ[lambda_executor.SERVER_URL_VARIABLE] = endpoint_url(port, host)
     configure_moto()
     from moto.moto_server.threaded_moto_server import ThreadedMotoServer
 
@@ -70,6 +78,7 @@ def serve(port: int = DEFAULT_PORT, host: str = DEFAULT_HOST) -> None:
     print(f"local AWS listening on {endpoint_url(port, host)}", flush=True)
     stopped.wait()
     server.stop()
+    lambda_executor.POOLS.shutdown()
 
 
 def wait_until_ready(url: str, timeout: float = 60.0) -> None:

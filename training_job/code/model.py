@@ -2,9 +2,16 @@
 
 Runs inside SageMaker's containers (train.py and inference.py import it as a sibling
 module) and here. The model directory holds:
-  model.pth   the state dict
+  model.pth   the state dict (the frozen whitening filters included)
   model.json  what rebuilds the network and feeds it: architecture, widths, class names,
-              input normalisation
+              input normalisation, test-time augmentation
+
+The network follows Keller Jordan's airbench (CIFAR-10 speedruns): a frozen first layer
+that whitens 2×2 patches (its filters are the training patches' eigenvectors, so the
+net starts from decorrelated inputs and learns faster from few images), then three
+conv-pool-BatchNorm-GELU groups, a max pool and a scaled linear head. In eval mode the
+net averages its logits over the image and its mirror image, so every caller (training's
+evaluation, the endpoint) gets the same test-time augmentation.
 """
 
 from __future__ import annotations
@@ -19,62 +26,108 @@ from torch import nn
 
 WEIGHTS_FILE = "model.pth"
 CONFIG_FILE = "model.json"
+WHITEN_KERNEL = 2
+WHITEN_WIDTH = 2 * 3 * WHITEN_KERNEL**2  # each patch eigenvector and its negation
 
 
-def conv_bn(in_channels: int, out_channels: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
-        nn.BatchNorm2d(out_channels),
-        nn.ReLU(inplace=True),
-    )
+class Conv(nn.Conv2d):
+    """3×3 'same' conv whose first filters start as identities (airbench's dirac init)."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__(in_channels, out_channels, kernel_size=3, padding="same", bias=False)
+
+    def reset_parameters(self) -> None:
+        super().reset_parameters()
+        weight = self.weight.data
+        torch.nn.init.dirac_(weight[: weight.size(1)])
 
 
-class Residual(nn.Module):
-    def __init__(self, channels: int) -> None:
+class ConvGroup(nn.Module):
+    def __init__(self, in_channels: int, out_channels: int) -> None:
         super().__init__()
-        self.body = nn.Sequential(conv_bn(channels, channels), conv_bn(channels, channels))
+        self.conv1 = Conv(in_channels, out_channels)
+        self.pool = nn.MaxPool2d(2)
+        self.norm1 = nn.BatchNorm2d(out_channels, momentum=0.4, eps=1e-12)
+        self.conv2 = Conv(out_channels, out_channels)
+        self.norm2 = nn.BatchNorm2d(out_channels, momentum=0.4, eps=1e-12)
+        self.activation = nn.GELU()
+        # BatchNorm scales stay at 1: only their biases learn, as in airbench.
+        self.norm1.weight.requires_grad_(False)
+        self.norm2.weight.requires_grad_(False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.body(x)
+        x = self.activation(self.norm1(self.pool(self.conv1(x))))
+        return self.activation(self.norm2(self.conv2(x)))
 
 
 class Net(nn.Module):
-    """A small residual network (ResNet-9 shape) for 32×32 RGB images."""
+    """Whitening conv, three conv groups, max pool, linear head; flip-TTA in eval mode."""
 
-    def __init__(self, num_classes: int, widths: tuple[int, int, int, int]) -> None:
+    def __init__(
+        self, num_classes: int, widths: tuple[int, int, int], tta_flip: bool = True
+    ) -> None:
         super().__init__()
-        w0, w1, w2, w3 = widths
+        self.tta_flip = tta_flip
+        self.whiten = nn.Conv2d(3, WHITEN_WIDTH, WHITEN_KERNEL, padding=0, bias=True)
+        self.whiten.weight.requires_grad_(False)
+        w1, w2, w3 = widths
         self.features = nn.Sequential(
-            conv_bn(3, w0),
-            conv_bn(w0, w1),
-            nn.MaxPool2d(2),
-            Residual(w1),
-            conv_bn(w1, w2),
-            nn.MaxPool2d(2),
-            conv_bn(w2, w3),
-            nn.MaxPool2d(2),
-            Residual(w3),
+            nn.GELU(),
+            ConvGroup(WHITEN_WIDTH, w1),
+            ConvGroup(w1, w2),
+            ConvGroup(w2, w3),
             nn.AdaptiveMaxPool2d(1),
             nn.Flatten(),
         )
-        self.head = nn.Linear(w3, num_classes)
+        self.head = nn.Linear(w3, num_classes, bias=False)
+        self.logit_scale = 1 / 9  # airbench's output scaling, which suits label smoothing
+
+    def init_whitening(self, images: torch.Tensor, eps: float = 5e-4) -> None:
+        """Set the frozen first layer from the (normalised) training images' 2×2 patches."""
+        channels = images.shape[1]
+        patches = (
+            images.unfold(2, WHITEN_KERNEL, 1)
+            .unfold(3, WHITEN_KERNEL, 1)
+            .transpose(1, 3)
+            .reshape(-1, channels, WHITEN_KERNEL, WHITEN_KERNEL)
+            .double()
+        )
+        flat = patches.reshape(len(patches), -1)
+        covariance = flat.T @ flat / len(flat)
+        eigenvalues, eigenvectors = torch.linalg.eigh(covariance)
+        eigenvalues = eigenvalues.flip(0).view(-1, 1, 1, 1)
+        filters = eigenvectors.T.reshape(-1, channels, WHITEN_KERNEL, WHITEN_KERNEL).flip(0)
+        scaled = filters / torch.sqrt(eigenvalues.clamp_min(0) + eps)
+        self.whiten.weight.data[:] = torch.cat((scaled, -scaled)).to(self.whiten.weight.dtype)
+        self.whiten.bias.data.zero_()
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """The penultimate-layer embedding (what drift monitoring compares)."""
-        return self.features(x)
+        return self.features(self.whiten(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.embed(x))
+        logits = self.head(self.embed(x)) * self.logit_scale
+        if self.training or not self.tta_flip:
+            return logits
+        mirrored = self.head(self.embed(x.flip(-1))) * self.logit_scale
+        return (logits + mirrored) / 2
 
 
 def build_model(config: dict[str, Any]) -> Net:
-    return Net(num_classes=len(config["classes"]), widths=tuple(config["widths"]))
+    if config.get("architecture") != "airbench":
+        raise ValueError(f"unknown architecture {config.get('architecture')!r}")
+    return Net(
+        num_classes=len(config["classes"]),
+        widths=tuple(config["widths"]),  # type: ignore[arg-type]
+        tta_flip=bool(config.get("tta_flip", True)),
+    )
 
 
 def default_config(classes: list[str], mean: list[float], std: list[float]) -> dict[str, Any]:
     return {
-        "architecture": "resnet9",
-        "widths": [32, 64, 128, 256],
+        "architecture": "airbench",
+        "widths": [64, 256, 256],
+        "tta_flip": True,
         "classes": classes,
         "mean": mean,
         "std": std,

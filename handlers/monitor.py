@@ -1,0 +1,261 @@
+"""monitor: the scheduled drift check of the endpoint's captured traffic.
+
+Each run reads the capture objects written since the last run (S3 listing with
+StartAfter the last key it finished, kept in a small state object), and publishes to
+CloudWatch, per endpoint: how many records it read and how many were damaged, the share
+below the workflow's confidence threshold, the predicted class mix, and a confidence
+drift score: the two-sample Kolmogorov-Smirnov distance between this period's top-class
+confidences and the baseline's, divided by its critical value at alpha 0.01 (so the
+alarm threshold is 1 whatever the sample sizes). Alarms on those metrics page the
+AlarmTopic. Pure Python and boto3: the full statistics run in `training_job monitor`.
+
+Environment:
+  CAPTURE_BUCKET, CAPTURE_PREFIX  where the endpoint's captures are (data_capture/<ep>/)
+  BASELINE_KEY                    baseline.json beside the model (monitor baseline writes it)
+  ENDPOINT_NAME                   the metrics' EndpointName dimension
+  STATE_KEY                       the position object (default monitoring/<endpoint>.json)
+  METRIC_NAMESPACE                default SconesUnlimited/Monitoring
+  SETTLE_SECONDS                  skip objects younger than this (default 120)
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import gzip
+import json
+import math
+import os
+import time
+import zlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import boto3
+
+from handlers.workflow_event import ConfigurationError, log
+
+DEFAULT_NAMESPACE = "SconesUnlimited/Monitoring"
+# Objects younger than this may still be followed by objects with smaller keys (one per
+# capture worker); waiting for them to settle keeps StartAfter from skipping any.
+SETTLE_SECONDS = 120
+MAX_OBJECTS_PER_RUN = 500
+MAX_OBJECT_BYTES = 64 * 1024 * 1024
+MIN_RECORDS_FOR_DRIFT = 20
+KS_ALPHA = 0.01
+
+
+@dataclass
+class Baseline:
+    classes: list[str]
+    threshold: float
+    confidences: list[float]
+    class_share: dict[str, float]
+
+    @classmethod
+    def parse(cls, document: Any) -> Baseline:
+        try:
+            classes = [str(c) for c in document["classes"]]
+            confidences = sorted(float(c) for c in document["confidences"])
+            counts = {str(k): int(v) for k, v in document["class_counts"].items()}
+            threshold = float(document.get("confidence_threshold", 0.93))
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            raise ConfigurationError(f"BASELINE_KEY is not a baseline.json: {error}") from None
+        total = sum(counts.values())
+        if not classes or len(confidences) < 2 or total == 0:
+            raise ConfigurationError("the baseline has no classes or too few records")
+        return cls(classes, threshold, confidences, {c: counts.get(c, 0) / total for c in classes})
+
+
+@dataclass
+class PeriodStats:
+    objects: int = 0
+    records: int = 0
+    damaged: int = 0
+    confidences: list[float] = field(default_factory=list)
+    predicted: dict[str, int] = field(default_factory=dict)
+
+
+def ks_distance(sorted_a: list[float], sorted_b: list[float]) -> float:
+    """The two-sample Kolmogorov-Smirnov statistic of two sorted samples."""
+    i = j = 0
+    distance = 0.0
+    while i < len(sorted_a) and j < len(sorted_b):
+        value = min(sorted_a[i], sorted_b[j])
+        while i < len(sorted_a) and sorted_a[i] <= value:
+            i += 1
+        while j < len(sorted_b) and sorted_b[j] <= value:
+            j += 1
+        distance = max(distance, abs(i / len(sorted_a) - j / len(sorted_b)))
+    return distance
+
+
+def drift_score(baseline: list[float], current: list[float]) -> float:
+    """KS distance over its critical value at KS_ALPHA (asymptotic): above 1 is drift."""
+    n, m = len(baseline), len(current)
+    critical = math.sqrt(-math.log(KS_ALPHA / 2) / 2) * math.sqrt((n + m) / (n * m))
+    return ks_distance(baseline, sorted(current)) / critical
+
+
+def probabilities(record: Any) -> list[float]:
+    output = record["captureData"]["endpointOutput"]
+    data = output["data"]
+    if output.get("encoding") == "BASE64":
+        data = base64.b64decode(data, validate=True)
+    values = json.loads(data)
+    if not isinstance(values, list) or not values:
+        raise ValueError("output is not a list")
+    result = [float(v) for v in values]
+    if not all(0.0 <= v <= 1.0 for v in result):
+        raise ValueError("output is not probabilities")
+    return result
+
+
+def read_object(
+    s3: Any, bucket: str, key: str, size: int, stats: PeriodStats, baseline: Baseline
+) -> None:
+    stats.objects += 1
+    if size > MAX_OBJECT_BYTES:
+        stats.damaged += 1
+        log("WARNING", "capture object too large, skipped", key=key, size=size)
+        return
+    body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    try:
+        if body[:2] == b"\x1f\x8b":
+            body = gzip.decompress(body)
+    except (OSError, EOFError, zlib.error):
+        stats.damaged += 1
+        log("WARNING", "capture object is not readable gzip", key=key)
+        return
+    for line in body.splitlines():
+        if not line.strip():
+            continue
+        try:
+            values = probabilities(json.loads(line))
+        except (ValueError, KeyError, TypeError, binascii.Error):
+            stats.damaged += 1  # truncated or corrupt line, or another kind of record
+            continue
+        if len(values) != len(baseline.classes):
+            stats.damaged += 1  # another model version's answer
+            continue
+        stats.records += 1
+        top = max(range(len(values)), key=values.__getitem__)
+        stats.confidences.append(values[top])
+        name = baseline.classes[top]
+        stats.predicted[name] = stats.predicted.get(name, 0) + 1
+
+
+def _environment(name: str, default: str | None = None) -> str:
+    value = os.environ.get(name, default or "").strip()
+    if not value:
+        raise ConfigurationError(f"{name} is not set")
+    return value
+
+
+def metrics(stats: PeriodStats, baseline: Baseline, endpoint: str) -> list[dict[str, Any]]:
+    dimensions = [{"Name": "EndpointName", "Value": endpoint}]
+    data = [
+        {"MetricName": "CapturedRecords", "Value": stats.records, "Unit": "Count"},
+        {"MetricName": "DamagedRecords", "Value": stats.damaged, "Unit": "Count"},
+    ]
+    if stats.records:
+        low = sum(c < baseline.threshold for c in stats.confidences) / stats.records
+        data.append({"MetricName": "LowConfidenceRate", "Value": low, "Unit": "None"})
+        shares = {c: stats.predicted.get(c, 0) / stats.records for c in baseline.classes}
+        data.append(
+            {
+                "MetricName": "ClassMixShift",  # total variation distance from the baseline mix
+                "Value": sum(abs(shares[c] - baseline.class_share[c]) for c in shares) / 2,
+                "Unit": "None",
+            }
+        )
+        for name, share in shares.items():
+            data.append(
+                {
+                    "MetricName": "ClassShare",
+                    "Value": share,
+                    "Unit": "None",
+                    "Dimensions": [*dimensions, {"Name": "Class", "Value": name}],
+                }
+            )
+    if stats.records >= MIN_RECORDS_FOR_DRIFT:
+        data.append(
+            {
+                "MetricName": "ConfidenceDrift",
+                "Value": drift_score(baseline.confidences, stats.confidences),
+                "Unit": "None",
+            }
+        )
+    for datum in data:
+        datum.setdefault("Dimensions", dimensions)
+    return data
+
+
+def handler(event: object, context: object = None) -> dict[str, Any]:
+    bucket = _environment("CAPTURE_BUCKET")
+    prefix = _environment("CAPTURE_PREFIX")
+    endpoint = _environment("ENDPOINT_NAME")
+    baseline_key = _environment("BASELINE_KEY")
+    state_key = _environment("STATE_KEY", f"monitoring/{endpoint}.json")
+    namespace = _environment("METRIC_NAMESPACE", DEFAULT_NAMESPACE)
+    s3 = boto3.client("s3")
+    try:
+        document = json.loads(s3.get_object(Bucket=bucket, Key=baseline_key)["Body"].read())
+    except s3.exceptions.NoSuchKey:
+        raise ConfigurationError(f"no baseline at s3://{bucket}/{baseline_key}") from None
+    except ValueError as error:
+        raise ConfigurationError(f"BASELINE_KEY is not JSON: {error}") from None
+    baseline = Baseline.parse(document)
+    try:
+        state = json.loads(s3.get_object(Bucket=bucket, Key=state_key)["Body"].read())
+        last_key = str(state.get("last_key") or "")
+    except s3.exceptions.NoSuchKey:
+        last_key = ""
+    except ValueError:
+        log("WARNING", "state object unreadable, starting over", context, key=state_key)
+        last_key = ""
+
+    stats = PeriodStats()
+    settle = _environment("SETTLE_SECONDS", str(SETTLE_SECONDS))
+    if not settle.isdigit():
+        raise ConfigurationError(f"SETTLE_SECONDS must be a whole number, got {settle[:20]!r}")
+    settled_before = time.time() - int(settle)
+    listing: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix}
+    if last_key:
+        listing["StartAfter"] = last_key
+    finished = last_key
+    done = False
+    for page in s3.get_paginator("list_objects_v2").paginate(**listing):
+        for item in page.get("Contents", []):
+            if (
+                item["LastModified"].timestamp() > settled_before
+                or stats.objects >= MAX_OBJECTS_PER_RUN
+            ):
+                done = True
+                break
+            read_object(s3, bucket, item["Key"], item["Size"], stats, baseline)
+            finished = item["Key"]
+        if done:
+            break
+
+    data = metrics(stats, baseline, endpoint)
+    cloudwatch = boto3.client("cloudwatch")
+    for start in range(0, len(data), 20):  # PutMetricData's limit per call is modest; stay under it
+        cloudwatch.put_metric_data(Namespace=namespace, MetricData=data[start : start + 20])
+    # Only after the metrics are out: a failed run re-reads its objects next time.
+    if finished != last_key:
+        s3.put_object(
+            Bucket=bucket,
+            Key=state_key,
+            ContentType="application/json",
+            Body=json.dumps({"last_key": finished}).encode(),
+        )
+    summary = {
+        "objects": stats.objects,
+        "records": stats.records,
+        "damaged": stats.damaged,
+        "last_key": finished,
+        "metrics": {d["MetricName"]: d["Value"] for d in data if d["MetricName"] != "ClassShare"},
+    }
+    log("INFO", "published monitoring metrics", context, **summary)
+    return summary

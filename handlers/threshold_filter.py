@@ -1,0 +1,55 @@
+"""threshold filter: pass confident inferences on, stop doubtful ones.
+
+The event passes when some probability reaches THRESHOLD (default 0.93); otherwise the
+handler raises THRESHOLD_CONFIDENCE_NOT_MET, the error type the state machine catches.
+No boto3 here: this handler calls no AWS API, and stays fast to load.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+from handlers.workflow_event import (
+    ConfigurationError,
+    InvalidEvent,
+    WorkflowError,
+    WorkflowEvent,
+    log,
+)
+
+DEFAULT_THRESHOLD = 0.93
+
+
+class THRESHOLD_CONFIDENCE_NOT_MET(WorkflowError):  # named as the state machine Catches it
+    """No class reaches the confidence threshold."""
+
+
+def handler(event: object, context: object = None) -> dict[str, Any]:
+    threshold = configured_threshold()
+    workflow_event = WorkflowEvent.parse(event)
+    if not workflow_event.inferences:
+        raise InvalidEvent("the event has no inferences (run classify first)")
+    label, confidence = workflow_event.top_inference()
+    fields = {"s3_key": workflow_event.s3_key, "label": label, "confidence": confidence}
+    if confidence < threshold:
+        log("WARNING", "confidence below threshold", context, threshold=threshold, **fields)
+        raise THRESHOLD_CONFIDENCE_NOT_MET(
+            f"best inference {label} at {confidence:.4f} is below the threshold {threshold}"
+        )
+    log("INFO", "confidence meets threshold", context, threshold=threshold, **fields)
+    return workflow_event.response()
+
+
+def configured_threshold() -> float:
+    raw = os.environ.get("THRESHOLD", "").strip()
+    if not raw:
+        return DEFAULT_THRESHOLD
+    try:
+        threshold = float(raw)
+    except ValueError:
+        raise ConfigurationError(f"THRESHOLD must be a number, got {raw[:40]!r}") from None
+    if not (math.isfinite(threshold) and 0.0 < threshold <= 1.0):
+        raise ConfigurationError(f"THRESHOLD must be in (0, 1], got {raw[:40]!r}")
+    return threshold

@@ -1,0 +1,264 @@
+"""Thin fixes for the gaps between moto 5.2.5's CloudFormation and AWS that `sls deploy` hits.
+
+Each `patch_*` function closes one gap, names it in its docstring, and is installed in the
+server process by `local_aws.server.configure_moto` (through `EMULATOR_PATCHES`). Each has a
+test in tests/local_aws/test_cloudformation.py named after the gap. They change how moto
+behaves, never what the project deploys: the template `sls package` writes is the one AWS
+gets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+
+def patch_validate_template_errors_only() -> None:
+    """Gap: moto's ValidateTemplate runs cfn-lint and refuses the template on *any* finding.
+
+    osls calls ValidateTemplate before every deploy, and serverless-step-functions writes a
+    `DependsOn` on the state machine's role that cfn-lint reports as a warning (W3005,
+    "dependency already enforced by a 'GetAtt'"); osls' own templates draw W1020 ("'Fn::Sub'
+    isn't needed"). moto turned the first finding into "The CloudFormation template is
+    invalid: Stack with id <warning text> does not exist". AWS refuses a template only for
+    errors, so keep the findings whose rule id starts with "E" (cfn-lint's errors).
+    """
+    from moto.cloudformation.models import CloudFormationBackend
+    from moto.cloudformation.utils import validate_template_cfn_lint
+
+    def validate_template(self: CloudFormationBackend, template: str) -> list[Any]:
+        return [
+            match
+            for match in validate_template_cfn_lint(template)
+            if str(match.rule.id).startswith("E")
+        ]
+
+    CloudFormationBackend.validate_template = validate_template  # type: ignore[method-assign]
+
+
+def patch_fn_sub_variables_named_by_hashes() -> None:
+    """Gap: moto's `Fn::Sub` drops variables whose names start with a digit.
+
+    serverless-step-functions writes the definition as `{"Fn::Sub": [definition, {"97d2...":
+    {"Fn::GetAtt": [...]}}]}`, naming each variable by an md5 hex digest. moto substitutes
+    the variable map with `string.Template`, whose identifiers cannot start with a digit, so
+    `${97d2...}` survived and was then looked up as a resource ("KeyError: '97d2...'" in
+    ListStackResources, the deploy failing with an HTML 500 page). CloudFormation accepts
+    any alphanumeric name there. Substitute the map's variables first, literally, then let
+    moto resolve what is left (`${AWS::Region}`, `${Resource.Attr}`, `${!literal}`).
+    """
+    from moto.cloudformation import parsing
+
+    original_clean_json = parsing.clean_json
+
+    def clean_json(resource_json: Any, resources_map: Any) -> Any:
+        if isinstance(resource_json, dict) and isinstance(resource_json.get("Fn::Sub"), list):
+            template, variables = resource_json["Fn::Sub"]
+            for name, value in variables.items():
+                template = template.replace(
+                    "${" + name + "}", str(clean_json(value, resources_map))
+                )
+            return original_clean_json({"Fn::Sub": template}, resources_map)
+        return original_clean_json(resource_json, resources_map)
+
+    # `clean_json` recurses through the module global, so nested Subs come back here too.
+    parsing.clean_json = clean_json
+
+
+def patch_state_machines_into_the_served_backend() -> None:
+    """Gap: a state machine created by CloudFormation is invisible to the Step Functions API.
+
+    With `stepfunctions.execute_state_machine` on, moto serves the Step Functions API from
+    its parser backend (`moto.stepfunctions.parser.models.stepfunctions_parser_backends`,
+    the one that runs executions), but `StateMachine.create/update/delete_from_
+    cloudformation_json` write to the plain `stepfunctions_backends`. The stack completed
+    and ListStateMachines stayed empty. Route the three through the backend the API reads
+    (`moto.stepfunctions.responses.get_backend`, which picks by that same config).
+    """
+    from moto.stepfunctions import models
+    from moto.stepfunctions.responses import get_backend
+
+    original_classmethods: dict[str, Callable[..., Any]] = {
+        name: getattr(models.StateMachine, name).__func__
+        for name in (
+            "create_from_cloudformation_json",
+            "update_from_cloudformation_json",
+            "delete_from_cloudformation_json",
+        )
+    }
+
+    class ServedBackends:
+        """Stands in for `stepfunctions_backends[account][region]` inside the three methods."""
+
+        def __getitem__(self, account_id: str) -> Any:
+            return _ServedRegions(account_id)
+
+    class _ServedRegions:
+        def __init__(self, account_id: str) -> None:
+            self.account_id = account_id
+
+        def __getitem__(self, region_name: str) -> Any:
+            return get_backend(self.account_id, region_name)
+
+    def routed(original: Callable[..., Any]) -> Callable[..., Any]:
+        # The methods look `stepfunctions_backends` up in their module's globals at call
+        # time; run each with a copy of those globals where the name means the served one.
+        import types
+
+        function = types.FunctionType(
+            original.__code__,
+            {**original.__globals__, "stepfunctions_backends": ServedBackends()},
+            original.__name__,
+            original.__defaults__,
+            original.__closure__,
+        )
+        return classmethod(function)  # type: ignore[return-value]
+
+    for name, original in original_classmethods.items():
+        setattr(models.StateMachine, name, routed(original))
+
+
+def patch_outputs_after_change_sets() -> None:
+    """Gap: after ExecuteChangeSet, moto's DescribeStacks shows the *previous* template's Outputs.
+
+    `execute_change_set` applies the change set's resources and stores its template text,
+    but never re-parses it, so the stack's output map stays the one built when the stack
+    was created: none at all when osls creates it through a CREATE change set, only
+    `ServerlessDeploymentBucketName` when it was created from osls' create template.
+    serverless-step-functions then crashed after the deploy (`Cannot read properties of
+    undefined (reading 'filter')`), and `sls invoke stepf` could not find the state
+    machine's ARN output (`<Name>Arn`). Rebuild the outputs from the applied template, as
+    `Stack.update` already does for UpdateStack.
+    """
+    from moto.cloudformation.models import CloudFormationBackend
+
+    execute_change_set = CloudFormationBackend.execute_change_set
+
+    def execute_and_refresh_outputs(
+        self: CloudFormationBackend, change_set_name: str, stack_name: str | None = None
+    ) -> None:
+        execute_change_set(self, change_set_name, stack_name)
+        change_set = self.change_sets.get(change_set_name) or next(
+            (cs for cs in self.change_sets.values() if cs.change_set_name == change_set_name),
+            None,
+        )
+        if change_set is None:
+            return
+        stack = self.stacks[change_set.stack_id]
+        stack._parse_template()
+        stack.output_map = stack._create_output_map()
+
+    CloudFormationBackend.execute_change_set = execute_and_refresh_outputs  # type: ignore[method-assign]
+
+
+def patch_execution_names_generated() -> None:
+    """Gap: moto's executing Step Functions backend names an unnamed execution "None".
+
+    StartExecution's `name` is optional; AWS generates a UUID. The parser backend (the one
+    that runs executions) passed the missing name on as `None`, so the second unnamed
+    execution of a state machine failed with "Execution Already Exists: ...:None". That
+    broke `sls invoke stepf` (it sends no name) from its second run, and an EventBridge
+    target (which moto starts with the name ""). Generate the UUID, as the plain backend
+    and AWS do.
+    """
+    import uuid
+
+    from moto.stepfunctions.parser.models import StepFunctionsParserBackend
+
+    start_execution = StepFunctionsParserBackend.start_execution
+
+    def start_named_execution(
+        self: StepFunctionsParserBackend,
+        state_machine_arn: str,
+        name: str | None = None,
+        execution_input: str | None = None,
+        trace_header: str | None = None,
+    ) -> Any:
+        return start_execution(
+            self,
+            state_machine_arn,
+            name or str(uuid.uuid4()),
+            execution_input,  # type: ignore[arg-type]
+            trace_header,  # type: ignore[arg-type]
+        )
+
+    StepFunctionsParserBackend.start_execution = start_named_execution  # type: ignore[method-assign]
+
+
+def patch_bucket_properties_from_templates() -> None:
+    """Gap: moto's `AWS::S3::Bucket` ignores `NotificationConfiguration` and
+    `PublicAccessBlockConfiguration`.
+
+    Only `BucketEncryption` and `Tags` were applied, so a bucket declared with
+    `EventBridgeConfiguration: {EventBridgeEnabled: true}` never sent its Object Created
+    events to EventBridge, and the trigger of the workflow never fired; and the bucket was
+    created without its public access block. Apply both after moto creates or updates the
+    bucket, through the same backend calls the S3 API uses.
+    """
+    from moto.s3.models import FakeBucket, s3_backends
+    from moto.utilities.utils import get_partition
+
+    create = FakeBucket.create_from_cloudformation_json.__func__  # type: ignore[attr-defined]
+    update = FakeBucket.update_from_cloudformation_json.__func__  # type: ignore[attr-defined]
+
+    def apply_properties(bucket: FakeBucket, cloudformation_json: Any, region_name: str) -> None:
+        properties = cloudformation_json.get("Properties") or {}
+        backend = s3_backends[bucket.account_id][get_partition(region_name)]
+        notification = properties.get("NotificationConfiguration") or {}
+        event_bridge = notification.get("EventBridgeConfiguration") or {}
+        if event_bridge.get("EventBridgeEnabled") in (True, "true", "True"):
+            # The S3 API hands moto `EventBridgeConfiguration` as an empty dict.
+            backend.put_bucket_notification_configuration(
+                bucket.name, {"EventBridgeConfiguration": {}}
+            )
+        elif bucket.notification_configuration is not None:
+            bucket.notification_configuration.event_bridge = None
+        block = properties.get("PublicAccessBlockConfiguration")
+        if block:
+            backend.put_public_access_block(
+                bucket.name, {key: str(value).lower() for key, value in block.items()}
+            )
+
+    def create_bucket(
+        cls: type[FakeBucket],
+        resource_name: str,
+        cloudformation_json: Any,
+        account_id: str,
+        region_name: str,
+        **kwargs: Any,
+    ) -> FakeBucket:
+        bucket = create(cls, resource_name, cloudformation_json, account_id, region_name, **kwargs)
+        apply_properties(bucket, cloudformation_json, region_name)
+        return bucket
+
+    def update_bucket(
+        cls: type[FakeBucket],
+        original_resource: Any,
+        new_resource_name: str,
+        cloudformation_json: Any,
+        account_id: str,
+        region_name: str,
+    ) -> FakeBucket:
+        bucket = update(
+            cls,
+            original_resource,
+            new_resource_name,
+            cloudformation_json,
+            account_id,
+            region_name,
+        )
+        apply_properties(bucket, cloudformation_json, region_name)
+        return bucket
+
+    FakeBucket.create_from_cloudformation_json = classmethod(create_bucket)  # type: ignore[assignment]
+    FakeBucket.update_from_cloudformation_json = classmethod(update_bucket)  # type: ignore[assignment]
+
+
+PATCHES: tuple[Callable[[], None], ...] = (
+    patch_validate_template_errors_only,
+    patch_fn_sub_variables_named_by_hashes,
+    patch_state_machines_into_the_served_backend,
+    patch_outputs_after_change_sets,
+    patch_execution_names_generated,
+    patch_bucket_properties_from_templates,
+)

@@ -1,0 +1,170 @@
+"""The local endpoint's settings: one dataclass, its command-line options, and back.
+
+`python -m training_job deploy --mode local` and `python -m local_aws.endpoint` share
+these options; the detached server is started with `to_argv()` of the same settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+DEFAULT_ENDPOINT_NAME = "scones-image-classifier"
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8080
+DEFAULT_MAX_BODY_BYTES = 5 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class EndpointConfig:
+    model_dir: Path
+    endpoint_name: str = DEFAULT_ENDPOINT_NAME
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    workers: int = 1
+    torch_threads: int = 0  # 0: the CPU cores divided among the workers
+    max_batch: int = 32
+    max_batch_wait_ms: float = 2.0
+    max_queue: int = 256
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    body_timeout_seconds: float = 30.0
+    capture_bucket: str | None = None
+    capture_sampling: float = 100.0
+    capture_flush_seconds: float = 2.0
+    capture_buffer_bytes: int = 64 * 1024 * 1024
+
+    def threads_per_worker(self) -> int:
+        if self.torch_threads > 0:
+            return self.torch_threads
+        return max(1, (os.cpu_count() or 1) // self.workers)
+
+    def to_argv(self) -> list[str]:
+        """The options that rebuild this config through `add_arguments` + `from_args`."""
+        argv: list[str] = []
+        for field in fields(self):
+            value = getattr(self, field.name)
+            if value is not None:
+                argv += [f"--{field.name.replace('_', '-')}", str(value)]
+        return argv
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive integer")
+    return value
+
+
+def _percent(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"{value} is not a percentage between 0 and 100")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive number")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """The serving options (everything but the model and the endpoint name)."""
+    defaults = EndpointConfig(model_dir=Path())
+    parser.add_argument(
+        "--host",
+        default=defaults.host,
+        help="listen address (default: %(default)s, loopback only)",
+    )
+    parser.add_argument(
+        "--port", type=int, default=defaults.port, help="listen port (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=defaults.workers,
+        help="server processes sharing the port (SO_REUSEPORT), each batching on its own "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--torch-threads",
+        type=int,
+        default=defaults.torch_threads,
+        help="torch threads per worker (default: the CPU cores divided among the workers)",
+    )
+    parser.add_argument(
+        "--max-batch",
+        type=_positive_int,
+        default=defaults.max_batch,
+        help="most images one forward pass takes (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-batch-wait-ms",
+        type=float,
+        default=defaults.max_batch_wait_ms,
+        help="how long a batch waits for more requests before it runs (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-queue",
+        type=_positive_int,
+        default=defaults.max_queue,
+        help="requests a worker holds before it answers 503 with Retry-After "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-body-bytes",
+        type=_positive_int,
+        default=defaults.max_body_bytes,
+        help="largest request body; larger ones get 413 (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--body-timeout-seconds",
+        type=_positive_float,
+        default=defaults.body_timeout_seconds,
+        help="time allowed to send a request body before 408 (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--capture-sampling",
+        type=_percent,
+        default=defaults.capture_sampling,
+        help="percent of successful requests written to data capture (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--capture-flush-seconds",
+        type=_positive_float,
+        default=defaults.capture_flush_seconds,
+        help="longest time a captured request waits in memory before it is written to S3 "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--capture-buffer-bytes",
+        type=_positive_int,
+        default=defaults.capture_buffer_bytes,
+        help="capture memory per worker; when it is full, records are dropped and counted, "
+        "never the request (default: %(default)s)",
+    )
+
+
+def from_args(
+    args: argparse.Namespace, model_dir: Path, endpoint_name: str, capture_bucket: str | None
+) -> EndpointConfig:
+    return EndpointConfig(
+        model_dir=model_dir,
+        endpoint_name=endpoint_name,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        torch_threads=args.torch_threads,
+        max_batch=args.max_batch,
+        max_batch_wait_ms=args.max_batch_wait_ms,
+        max_queue=args.max_queue,
+        max_body_bytes=args.max_body_bytes,
+        body_timeout_seconds=args.body_timeout_seconds,
+        capture_bucket=capture_bucket,
+        capture_sampling=args.capture_sampling,
+        capture_flush_seconds=args.capture_flush_seconds,
+        capture_buffer_bytes=args.capture_buffer_bytes,
+    )

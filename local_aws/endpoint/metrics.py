@@ -1,0 +1,108 @@
+"""Counters the workers share, and their Prometheus text rendering for `GET /metrics`.
+
+Each worker process writes only its own slot (a shared-memory array of doubles, so no
+lock is needed), and any worker answering `/metrics` sums every slot: the numbers are
+the endpoint's, whichever process the request reached.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import multiprocessing.sharedctypes
+from collections.abc import Sequence
+from typing import Any
+
+STATUSES = (200, 400, 404, 405, 406, 408, 413, 415, 424, 500, 503)
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+CAPTURE_COUNTERS = ("records_written", "records_dropped", "objects_written", "put_failures")
+
+# Slot layout: statuses (+ "other"), latency buckets (+ +Inf), latency sum, batch
+# buckets (+ +Inf), batch sum, then the capture counters.
+_STATUS = 0
+_LATENCY = _STATUS + len(STATUSES) + 1
+_LATENCY_SUM = _LATENCY + len(LATENCY_BUCKETS) + 1
+_BATCH = _LATENCY_SUM + 1
+_BATCH_SUM = _BATCH + len(BATCH_BUCKETS) + 1
+_CAPTURE = _BATCH_SUM + 1
+SLOT_SIZE = _CAPTURE + len(CAPTURE_COUNTERS)
+
+Slot = Any  # a multiprocessing RawArray of doubles (ctypes arrays have no useful stub)
+
+
+def allocate_slots(workers: int) -> list[Slot]:
+    """One zeroed slot per worker, created before the workers so each can be handed all."""
+    context = multiprocessing.get_context("spawn")
+    return [context.RawArray("d", SLOT_SIZE) for _ in range(workers)]
+
+
+def _bucket_index(value: float, bounds: Sequence[float]) -> int:
+    for index, bound in enumerate(bounds):
+        if value <= bound:
+            return index
+    return len(bounds)
+
+
+class WorkerMetrics:
+    """The writing side, for one worker's slot."""
+
+    def __init__(self, slot: Slot) -> None:
+        self.slot = slot
+
+    def observe_request(self, status: int, seconds: float) -> None:
+        index = STATUSES.index(status) if status in STATUSES else len(STATUSES)
+        self.slot[_STATUS + index] += 1
+        self.slot[_LATENCY + _bucket_index(seconds, LATENCY_BUCKETS)] += 1
+        self.slot[_LATENCY_SUM] += seconds
+
+    def observe_batch(self, size: int) -> None:
+        self.slot[_BATCH + _bucket_index(size, BATCH_BUCKETS)] += 1
+        self.slot[_BATCH_SUM] += size
+
+    def count_capture(self, counter: str, amount: int = 1) -> None:
+        self.slot[_CAPTURE + CAPTURE_COUNTERS.index(counter)] += amount
+
+
+def _sum(slots: Sequence[Slot], index: int) -> float:
+    return float(sum(slot[index] for slot in slots))
+
+
+def _histogram(
+    lines: list[str], name: str, slots: Sequence[Slot], start: int, bounds: Sequence[float]
+) -> None:
+    cumulative = 0.0
+    for offset, bound in enumerate([*bounds, float("inf")]):
+        cumulative += _sum(slots, start + offset)
+        label = "+Inf" if bound == float("inf") else f"{bound:g}"
+        lines.append(f'{name}_bucket{{le="{label}"}} {cumulative:g}')
+    lines.append(f"{name}_count {cumulative:g}")
+
+
+def render(slots: Sequence[Slot]) -> str:
+    """All workers' counters in the Prometheus text exposition format (version 0.0.4)."""
+    lines = [
+        "# HELP endpoint_requests_total Invocation requests answered, by HTTP status.",
+        "# TYPE endpoint_requests_total counter",
+    ]
+    for index, status in enumerate([*STATUSES, "other"]):
+        lines.append(f'endpoint_requests_total{{status="{status}"}} {_sum(slots, index):g}')
+    lines += [
+        "# HELP endpoint_request_duration_seconds Time from request to response.",
+        "# TYPE endpoint_request_duration_seconds histogram",
+    ]
+    _histogram(lines, "endpoint_request_duration_seconds", slots, _LATENCY, LATENCY_BUCKETS)
+    lines.append(f"endpoint_request_duration_seconds_sum {_sum(slots, _LATENCY_SUM):g}")
+    lines += [
+        "# HELP endpoint_batch_size Images per forward pass.",
+        "# TYPE endpoint_batch_size histogram",
+    ]
+    _histogram(lines, "endpoint_batch_size", slots, _BATCH, BATCH_BUCKETS)
+    lines.append(f"endpoint_batch_size_sum {_sum(slots, _BATCH_SUM):g}")
+    for offset, counter in enumerate(CAPTURE_COUNTERS):
+        name = f"endpoint_capture_{counter}_total"
+        lines += [
+            f"# HELP {name} Data capture: {counter.replace('_', ' ')}.",
+            f"# TYPE {name} counter",
+            f"{name} {_sum(slots, _CAPTURE + offset):g}",
+        ]
+    return "\n".join(lines) + "\n"

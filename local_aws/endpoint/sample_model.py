@@ -1,0 +1,101 @@
+"""A quickly trained model.tar.gz and real test PNGs, for the endpoint's tests and benchmark.
+
+The images come from the shared CIFAR-100 archive (read by training_job.cifar); the
+model is the project's network (training_job/code/model.py) after a few SGD steps,
+packaged the way the training job packages it: model.pth, model.json and
+code/{inference,model,imaging}.py.
+"""
+
+from __future__ import annotations
+
+import importlib
+import io
+import sys
+import tarfile
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+from PIL import Image
+
+from training_job import cifar
+
+CODE_DIR = Path(__file__).resolve().parents[2] / "training_job" / "code"
+CODE_FILES = ("inference.py", "model.py", "imaging.py")
+CLASSES = ["bicycle", "motorcycle"]
+FINE_LABELS = (8, 48)  # the archive's fine labels of CLASSES, in label order
+
+
+def code_module(name: str) -> ModuleType:
+    """A module of training_job/code, imported as SageMaker's container imports it."""
+    # Appended, not prepended: a file in code/ must not shadow a standard module.
+    if str(CODE_DIR) not in sys.path:
+        sys.path.append(str(CODE_DIR))
+    return importlib.import_module(name)
+
+
+def load_split(archive: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 (N, 32, 32, 3) images and 0/1 labels of one split of the archive."""
+    data = cifar.read_archive(archive).split(split)
+    images = np.stack([cifar.row_to_image(row) for row in data.data])
+    labels = np.array([FINE_LABELS.index(label) for label in data.fine_labels])
+    return images, labels
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def train_quick_model(archive: Path, model_dir: Path, steps: int = 60, seed: int = 0) -> Path:
+    """The project's network after `steps` SGD steps on the train split, saved to model_dir."""
+    import torch
+
+    model = code_module("model")
+    torch.manual_seed(seed)
+    images, labels = load_split(archive, "train")
+    mean = (images.reshape(-1, 3).mean(axis=0) / 255).tolist()
+    std = (images.reshape(-1, 3).std(axis=0) / 255).tolist()
+    config = model.default_config(CLASSES, mean, std)
+    network = model.build_model(config)
+    optimizer = torch.optim.SGD(network.parameters(), lr=0.05, momentum=0.9, nesterov=True)
+    generator = np.random.default_rng(seed)
+    network.train()
+    for _ in range(steps):
+        batch = generator.choice(len(images), size=64, replace=False)
+        inputs = model.to_tensor(images[batch], config)
+        loss = torch.nn.functional.cross_entropy(network(inputs), torch.from_numpy(labels[batch]))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    network.eval()
+    model.save_model(network, config, model_dir)
+    return model_dir
+
+
+def package_model(model_dir: Path, archive_path: Path) -> Path:
+    """model.tar.gz as the training job writes it: the model files and code/."""
+    with tarfile.open(archive_path, "w:gz") as tar:
+        for name in ("model.pth", "model.json"):
+            tar.add(model_dir / name, arcname=name)
+        for name in CODE_FILES:
+            tar.add(CODE_DIR / name, arcname=f"code/{name}")
+    return archive_path
+
+
+def claimed_size_png(width: int, height: int) -> bytes:
+    """A tiny, well-formed PNG whose header claims `width` x `height` pixels (a
+    decompression bomb's shape: a decoder that trusts the header allocates it all)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    pixels = zlib.compress(b"\x00" * 1024)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+    )

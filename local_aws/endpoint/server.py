@@ -1,0 +1,186 @@
+"""The local endpoint's processes: a supervisor and `workers` server processes.
+
+Each worker loads the model through the inference script, binds the same address with
+SO_REUSEPORT (the kernel spreads connections among them) and serves until SIGTERM, when
+it stops accepting, answers what it holds, and writes its buffered capture records. The
+supervisor starts the workers, restarts one that dies, and on SIGTERM or Ctrl-C stops
+them all the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import queue
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+from local_aws.endpoint.config import EndpointConfig
+from local_aws.endpoint.metrics import Slot, WorkerMetrics, allocate_slots
+
+log = logging.getLogger("local_aws.endpoint")
+
+READY_TIMEOUT_SECONDS = 300.0
+STOP_TIMEOUT_SECONDS = 60.0
+
+
+def _configure_logging() -> None:
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(processName)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+async def _serve_worker(
+    config: EndpointConfig, slots: Sequence[Slot], index: int, ready: Any
+) -> None:
+    from aiohttp import web
+
+    from local_aws.endpoint.app import EndpointApp
+    from local_aws.endpoint.batcher import MicroBatcher, load_inference_script
+    from local_aws.endpoint.capture_writer import CaptureWriter
+
+    metrics = WorkerMetrics(slots[index])
+    script = load_inference_script(config.model_dir)
+    model = script.model_fn(str(config.model_dir))
+    batcher = MicroBatcher(
+        script,
+        model,
+        max_batch=config.max_batch,
+        max_wait_seconds=config.max_batch_wait_ms / 1000,
+        max_queue=config.max_queue,
+        metrics=metrics,
+    )
+    capture = (
+        CaptureWriter(
+            config.capture_bucket,
+            config.endpoint_name,
+            flush_seconds=config.capture_flush_seconds,
+            buffer_bytes=config.capture_buffer_bytes,
+            metrics=metrics,
+        )
+        if config.capture_bucket and config.capture_sampling > 0
+        else None
+    )
+    app = EndpointApp(config, batcher, capture, metrics, slots).build()
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(
+        runner,
+        config.host,
+        config.port,
+        reuse_port=True,
+        backlog=1024,
+        shutdown_timeout=STOP_TIMEOUT_SECONDS / 2,
+    )
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stopping.set)
+    batcher.start()
+    await site.start()
+    ready.put(index)
+    await stopping.wait()
+    # Stop accepting, let the requests in flight finish (the batcher still runs), then
+    # write every captured record: after SIGTERM nothing sampled is lost.
+    await runner.cleanup()
+    await batcher.stop()
+    if capture is not None:
+        await asyncio.to_thread(capture.close)
+
+
+def run_worker(config: EndpointConfig, slots: Sequence[Slot], index: int, ready: Any) -> None:
+    """A worker process's entry point."""
+    _configure_logging()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the supervisor, which stops us
+    import torch
+
+    torch.set_num_threads(config.threads_per_worker())
+    asyncio.run(_serve_worker(config, slots, index, ready))
+
+
+def _check_address_free(host: str, port: int) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            raise OSError(f"cannot listen on {host}:{port}: {error.strerror}") from error
+
+
+def _wait_until_ready(processes: list[BaseProcess], ready: Any, stopping: threading.Event) -> bool:
+    deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+    started = 0
+    while started < len(processes):
+        if stopping.is_set() or time.monotonic() > deadline:
+            return False
+        if not all(process.is_alive() for process in processes):
+            return False
+        try:
+            ready.get(timeout=0.2)
+        except queue.Empty:
+            continue
+        started += 1
+    return True
+
+
+def serve(config: EndpointConfig) -> int:
+    """Serve in the foreground until SIGTERM or Ctrl-C; returns the exit code."""
+    _configure_logging()
+    _check_address_free(config.host, config.port)
+    context = multiprocessing.get_context("spawn")  # fork after torch's threads is unsafe
+    slots = allocate_slots(config.workers)
+    ready = context.Queue()
+
+    def start(index: int) -> BaseProcess:
+        process = context.Process(
+            target=run_worker,
+            args=(config, slots, index, ready),
+            name=f"worker-{index}",
+            daemon=False,
+        )
+        process.start()
+        return process
+
+    stopping = threading.Event()
+    previous = {
+        signum: signal.signal(signum, lambda *_: stopping.set())
+        for signum in (signal.SIGTERM, signal.SIGINT)
+    }
+    processes = [start(index) for index in range(config.workers)]
+    if not _wait_until_ready(processes, ready, stopping):
+        log.error("the workers did not start; see the errors above")
+        stopping.set()
+    else:
+        print(
+            f"endpoint {config.endpoint_name} serving on http://{config.host}:{config.port} "
+            f"({config.workers} worker(s), {config.threads_per_worker()} torch thread(s) each)",
+            flush=True,
+        )
+    exit_code = 0 if not stopping.is_set() else 1
+    while not stopping.wait(1.0):
+        for index, process in enumerate(processes):
+            if not process.is_alive():
+                log.warning("worker %d exited with %s; restarting it", index, process.exitcode)
+                processes[index] = start(index)
+    for process in processes:
+        if process.is_alive() and process.pid is not None:
+            process.terminate()  # SIGTERM: the worker's clean shutdown
+    for process in processes:
+        process.join(STOP_TIMEOUT_SECONDS)
+        if process.is_alive():
+            log.error(
+                "worker %s did not stop in %.0fs; killing it", process.name, STOP_TIMEOUT_SECONDS
+            )
+            process.kill()
+            process.join()
+    for signum, handler in previous.items():
+        signal.signal(signum, handler)
+    log.info("endpoint %s stopped", config.endpoint_name)
+    return exit_code

@@ -1,0 +1,116 @@
+"""The trigger of the workflow in the local AWS: S3 -> EventBridge -> Step Functions.
+
+moto's S3 does send an "Object Created" event to EventBridge when the bucket has
+EventBridge notifications on (`local_aws.cloudformation` makes a template's
+`EventBridgeConfiguration` turn them on), and moto matches it against the rules. Two gaps
+remained in moto 5.2.5's `Rule.send_to_targets`:
+
+1. a Step Functions state machine target was not supported at all (it raised
+   `NotImplementedError`, which S3's notifier swallows: no execution ever started);
+2. for events from S3, moto skips the target's `InputTransformer` (`transform_input=False`),
+   and its template filler inserts string values without their JSON quotes.
+
+`patch_state_machine_targets` handles state machine targets itself (every other target
+is left to moto): the target's `Input`, `InputPath` or `InputTransformer` shapes the
+execution's input as EventBridge does, and one execution starts per matching event, with
+a generated name, through the same Step Functions backend the API serves.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import uuid
+from typing import Any
+
+PLACEHOLDER = re.compile(r"<([A-Za-z0-9_.\-]+)>")
+
+
+def _inside_string(template: str, position: int) -> bool:
+    """Whether `position` of a JSON-ish template lies inside a string literal."""
+    inside = False
+    escaped = False
+    for character in template[:position]:
+        if escaped:
+            escaped = False
+        elif character == "\\":
+            escaped = True
+        elif character == '"':
+            inside = not inside
+    return inside
+
+
+def _json_path_value(event: dict[str, Any], path: str) -> Any:
+    """The value at a simple JSONPath (`$.a.b`, `$.a[0]`), or None when absent."""
+    from jsonpath_ng.ext import parse  # moto's own dependency for the same job
+
+    matches = parse(path).find(event)
+    return matches[0].value if matches else None
+
+
+def transform_input(target: dict[str, Any], event: dict[str, Any]) -> str:
+    """The input EventBridge delivers to `target` for `event`."""
+    if "Input" in target:
+        return str(target["Input"])
+    if "InputPath" in target:
+        return json.dumps(_json_path_value(event, target["InputPath"]))
+    transformer = target.get("InputTransformer")
+    if not transformer:
+        return json.dumps(event)
+    values: dict[str, Any] = {
+        name: _json_path_value(event, path)
+        for name, path in (transformer.get("InputPathsMap") or {}).items()
+    }
+    values["aws.events.event"] = values["aws.events.event.json"] = event
+    values["aws.events.rule-arn"] = target.get("_rule_arn", "")
+    template = str(transformer["InputTemplate"])
+
+    def fill(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in values:
+            return match.group(0)
+        value = values[name]
+        if _inside_string(template, match.start()):
+            text = value if isinstance(value, str) else json.dumps(value)
+            return json.dumps(text)[1:-1]  # escaped, without the quotes the template has
+        return json.dumps(value)  # a string gets its quotes, as EventBridge does
+
+    return PLACEHOLDER.sub(fill, template)
+
+
+def start_execution(target_arn: str, execution_input: str) -> None:
+    from moto.stepfunctions.responses import get_backend
+
+    account_id, region = target_arn.split(":")[4], target_arn.split(":")[3]
+    get_backend(account_id, region).start_execution(target_arn, str(uuid.uuid4()), execution_input)
+
+
+def patch_state_machine_targets() -> None:
+    """Gap: moto's EventBridge rules never start a Step Functions target (see the module)."""
+    from moto.events.models import Rule
+
+    send_to_targets = Rule.send_to_targets
+
+    def send_to_targets_and_state_machines(
+        self: Rule, original_event: Any, transform_input: bool = True
+    ) -> None:
+        if not self.event_pattern.matches_event(original_event):
+            return
+        state_machines = [t for t in self.targets if ":states:" in str(t.get("Arn", ""))]
+        for target in state_machines:
+            start_execution(target["Arn"], transform_input_of(self, target, original_event))
+        others = [t for t in self.targets if t not in state_machines]
+        if others:
+            rule = copy.copy(self)
+            rule.targets = others
+            send_to_targets(rule, original_event, transform_input)
+
+    Rule.send_to_targets = send_to_targets_and_state_machines  # type: ignore[method-assign]
+
+
+def transform_input_of(rule: Any, target: dict[str, Any], event: Any) -> str:
+    return transform_input({**target, "_rule_arn": getattr(rule, "arn", "")}, dict(event))
+
+
+PATCHES = (patch_state_machine_targets,)

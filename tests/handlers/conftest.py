@@ -1,0 +1,155 @@
+"""Fixtures for the handler tests: real images, a bucket in the local AWS, and a real
+HTTP server on 127.0.0.1 that speaks SageMaker Runtime's InvokeEndpoint path."""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import boto3
+import pytest
+from PIL import Image
+
+from handlers import classify, serialize
+
+
+def encode_image(image_format: str, size: tuple[int, int] = (32, 32)) -> bytes:
+    """A real image (a synthetic gradient, never one of the data set's images)."""
+    image = Image.new("RGB", size)
+    image.putdata(
+        [
+            (x * 255 // size[0], y * 255 // size[1], 90)
+            for y in range(size[1])
+            for x in range(size[0])
+        ]
+    )
+    buffer = io.BytesIO()
+    image.save(buffer, format=image_format)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="session")
+def png_image() -> bytes:
+    return encode_image("PNG")
+
+
+@pytest.fixture(scope="session")
+def jpeg_image() -> bytes:
+    return encode_image("JPEG")
+
+
+@dataclass
+class LambdaContext:
+    """The attributes of Lambda's context object the handlers read."""
+
+    aws_request_id: str = "c0ffee00-0000-4000-8000-000000000001"
+    function_name: str = "scones-unlimited-test-handler"
+
+
+@pytest.fixture
+def lambda_context() -> LambdaContext:
+    return LambdaContext()
+
+
+@pytest.fixture
+def data_bucket(
+    local_aws: dict[str, str], unique_name: str, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[str]:
+    """A fresh bucket in the local AWS, configured as serialize's DATA_BUCKET."""
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket=unique_name)
+    monkeypatch.setenv("DATA_BUCKET", unique_name)
+    monkeypatch.delenv("ALLOWED_PREFIXES", raising=False)
+    monkeypatch.delenv("MAX_IMAGE_BYTES", raising=False)
+    # A client cached by an earlier test may point at another endpoint.
+    monkeypatch.setattr(serialize, "_s3_client", None)
+    yield unique_name
+
+
+@dataclass
+class Answer:
+    status: int = 200
+    body: bytes = b"[0.973, 0.027]"
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class RuntimeServer:
+    """A SageMaker Runtime stand-in: `POST /endpoints/<name>/invocations`."""
+
+    url: str
+    answers: dict[str, Answer] = field(default_factory=dict)
+    requests: list[dict[str, Any]] = field(default_factory=list)
+
+
+@pytest.fixture(scope="session")
+def runtime_server() -> Iterator[RuntimeServer]:
+    state = RuntimeServer(url="")
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length", "0"))
+            body = self.rfile.read(length)
+            parts = self.path.split("/")
+            name = parts[2] if len(parts) == 4 and parts[3] == "invocations" else ""
+            state.requests.append(
+                {
+                    "path": self.path,
+                    "endpoint": name,
+                    "content_type": self.headers.get("Content-Type"),
+                    "body": body,
+                }
+            )
+            answer = state.answers.get(name)
+            if answer is None:
+                message = f"Endpoint {name} of account 123456789012 not found."
+                answer = Answer(
+                    400,
+                    json.dumps({"message": message}).encode(),
+                    {"x-amzn-ErrorType": "ValidationError"},
+                )
+            self.send_response(answer.status)
+            headers = {"Content-Type": "application/json", **answer.headers}
+            for header, value in headers.items():
+                self.send_header(header, value)
+            self.send_header("Content-Length", str(len(answer.body)))
+            self.end_headers()
+            self.wfile.write(answer.body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    state.url = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def endpoint(
+    runtime_server: RuntimeServer, unique_name: str, monkeypatch: pytest.MonkeyPatch
+) -> RuntimeServer:
+    """An endpoint named `unique_name` on the runtime server, as classify's ENDPOINT_NAME."""
+    runtime_server.answers[unique_name] = Answer()
+    runtime_server.requests.clear()
+    monkeypatch.setenv("ENDPOINT_NAME", unique_name)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME", runtime_server.url)
+    for name, value in {
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("MAX_IMAGE_BYTES", raising=False)
+    monkeypatch.setattr(classify, "_runtime_client", None)
+    return runtime_server

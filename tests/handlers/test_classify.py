@@ -1,0 +1,205 @@
+"""classify against a real HTTP server on 127.0.0.1 speaking SageMaker Runtime's API."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from handlers import classify
+from handlers.workflow_event import ConfigurationError, ImageTooLarge, InvalidEvent, NotAnImage
+from tests.conftest import free_port
+from tests.handlers.conftest import Answer, LambdaContext, RuntimeServer
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def event(image: bytes) -> dict[str, object]:
+    return {
+        "image_data": base64.b64encode(image).decode(),
+        "s3_bucket": "scones-unlimited-test",
+        "s3_key": "test/bike_s_000001.png",
+        "inferences": [],
+    }
+
+
+def test_the_image_is_sent_to_the_endpoint_and_its_probabilities_returned(
+    endpoint: RuntimeServer,
+    png_image: bytes,
+    lambda_context: LambdaContext,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    result = classify.handler(event(png_image), lambda_context)
+    assert result == {"statusCode": 200, "body": {**event(png_image), "inferences": [0.973, 0.027]}}
+    (request,) = endpoint.requests
+    assert request["path"] == f"/endpoints/{request['endpoint']}/invocations"
+    assert request["content_type"] == "image/png"
+    assert request["body"] == png_image
+    record = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert record["label"] == "bicycle"
+    assert record["confidence"] == 0.973
+    assert record["s3_key"] == "test/bike_s_000001.png"
+    assert record["request_id"] == lambda_context.aws_request_id
+
+
+def test_a_jpeg_is_sent_as_image_jpeg(endpoint: RuntimeServer, jpeg_image: bytes) -> None:
+    classify.handler(event(jpeg_image))
+    assert endpoint.requests[0]["content_type"] == "image/jpeg"
+
+
+def test_serializes_return_value_is_accepted_as_the_event(
+    endpoint: RuntimeServer, png_image: bytes
+) -> None:
+    chained = {"statusCode": 200, "body": event(png_image)}
+    assert classify.handler(chained)["body"]["inferences"] == [0.973, 0.027]
+
+
+def test_the_client_is_created_once_per_container(
+    endpoint: RuntimeServer, png_image: bytes
+) -> None:
+    classify.handler(event(png_image))
+    client = classify.runtime_client()
+    classify.handler(event(png_image))
+    assert classify.runtime_client() is client
+    assert len(endpoint.requests) == 2
+
+
+@pytest.mark.parametrize("name", ["", "   "])
+def test_a_missing_endpoint_name_is_a_configuration_error(
+    endpoint: RuntimeServer, png_image: bytes, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    monkeypatch.setenv("ENDPOINT_NAME", name)
+    with pytest.raises(ConfigurationError, match="ENDPOINT_NAME is not set"):
+        classify.handler(event(png_image))
+    monkeypatch.delenv("ENDPOINT_NAME")
+    with pytest.raises(ConfigurationError, match="ENDPOINT_NAME is not set"):
+        classify.handler(event(png_image))
+    assert endpoint.requests == []
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "-leading-dash",
+        "trailing-dash-",
+        "under_score",
+        "has space",
+        "../../admin",
+        "a" * 64,
+        "{{resolve:ssm:/scones-unlimited/endpoint-name}}",
+    ],
+)
+def test_a_malformed_endpoint_name_is_a_configuration_error(
+    endpoint: RuntimeServer, png_image: bytes, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    monkeypatch.setenv("ENDPOINT_NAME", name)
+    with pytest.raises(ConfigurationError, match="not a SageMaker endpoint name"):
+        classify.handler(event(png_image))
+    assert endpoint.requests == []
+
+
+def test_an_endpoint_name_of_63_characters_is_accepted(
+    endpoint: RuntimeServer, png_image: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name = "a-" * 31 + "b"
+    endpoint.answers[name] = Answer()
+    monkeypatch.setenv("ENDPOINT_NAME", name)
+    assert classify.handler(event(png_image))["statusCode"] == 200
+
+
+def test_a_model_error_is_an_endpoint_error_with_the_endpoints_message(
+    endpoint: RuntimeServer, png_image: bytes, unique_name: str
+) -> None:
+    message = "Received client error (400) from primary with message: cannot decode image"
+    endpoint.answers[unique_name] = Answer(
+        424,
+        json.dumps({"ErrorCode": "CLIENT_ERROR_FROM_MODEL", "Message": message}).encode(),
+        {"x-amzn-ErrorType": "ModelError"},
+    )
+    with pytest.raises(classify.EndpointError, match="ModelError: Received client error"):
+        classify.handler(event(png_image))
+
+
+def test_an_unknown_endpoint_is_an_endpoint_error(
+    endpoint: RuntimeServer, png_image: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ENDPOINT_NAME", "no-such-endpoint")
+    with pytest.raises(classify.EndpointError, match=r"no-such-endpoint of account .* not found"):
+        classify.handler(event(png_image))
+
+
+def test_an_unreachable_endpoint_is_an_endpoint_error(
+    endpoint: RuntimeServer, png_image: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    with pytest.raises(classify.EndpointError, match="Could not connect"):
+        classify.handler(event(png_image))
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b"<html>502 Bad Gateway</html>",
+        b'{"predictions": [0.9, 0.1]}',
+        b"[]",
+        b'["bicycle"]',
+        b"[0.9, true]",
+        b"[1.5, -0.5]",
+        b"[NaN, 0.5]",
+        b"[[0.9, 0.1]]",
+        b"\xff\xfe",
+    ],
+)
+def test_a_malformed_endpoint_answer_is_an_invalid_endpoint_response(
+    endpoint: RuntimeServer, png_image: bytes, unique_name: str, body: bytes
+) -> None:
+    endpoint.answers[unique_name] = Answer(200, body)
+    with pytest.raises(classify.InvalidEndpointResponse, match="endpoint's answer"):
+        classify.handler(event(png_image))
+
+
+def test_an_event_without_image_data_is_an_invalid_event(endpoint: RuntimeServer) -> None:
+    with pytest.raises(InvalidEvent, match="no image_data"):
+        classify.handler({"s3_key": "test/a.png"})
+    assert endpoint.requests == []
+
+
+@pytest.mark.parametrize("image_data", ["not base64!", "aGVsbG8", "aGVs\nbG8="])
+def test_image_data_that_is_not_base64_is_an_invalid_event(
+    endpoint: RuntimeServer, image_data: str
+) -> None:
+    with pytest.raises(InvalidEvent, match="base64"):
+        classify.handler({"image_data": image_data})
+    assert endpoint.requests == []
+
+
+def test_image_data_that_is_not_an_image_is_refused(endpoint: RuntimeServer) -> None:
+    with pytest.raises(NotAnImage):
+        classify.handler(event(b"#!/bin/sh\nrm -rf /\n"))
+    assert endpoint.requests == []
+
+
+def test_an_image_over_the_limit_is_refused_before_decoding(
+    endpoint: RuntimeServer, png_image: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MAX_IMAGE_BYTES", str(len(png_image) - 1))
+    with pytest.raises(ImageTooLarge):
+        classify.handler(event(png_image))
+    monkeypatch.delenv("MAX_IMAGE_BYTES")
+    with pytest.raises(ImageTooLarge, match="5242880"):
+        classify.handler({"image_data": "A" * (8 * 1024 * 1024)})
+    assert endpoint.requests == []
+
+
+def test_importing_the_handler_does_not_import_boto3() -> None:
+    code = "import sys, handlers.classify; print('boto3' in sys.modules)"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT
+    )
+    assert result.stdout.strip() == "False", result.stderr

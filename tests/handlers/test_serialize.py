@@ -1,0 +1,153 @@
+"""serialize against the local AWS: real objects in a real (emulated) S3 bucket."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import boto3
+import pytest
+
+from handlers import serialize
+from handlers.workflow_event import ConfigurationError, ImageTooLarge, InvalidEvent, NotAnImage
+from tests.handlers.conftest import LambdaContext
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def put(bucket: str, key: str, body: bytes) -> None:
+    boto3.client("s3").put_object(Bucket=bucket, Key=key, Body=body)
+
+
+def event(bucket: str, key: str) -> dict[str, object]:
+    return {"image_data": "", "s3_bucket": bucket, "s3_key": key, "inferences": []}
+
+
+def test_an_image_under_test_is_returned_base64_encoded(
+    data_bucket: str,
+    png_image: bytes,
+    lambda_context: LambdaContext,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    put(data_bucket, "test/bike_s_000001.png", png_image)
+    result = serialize.handler(event(data_bucket, "test/bike_s_000001.png"), lambda_context)
+    assert result["statusCode"] == 200
+    assert result["body"] == {
+        "image_data": base64.b64encode(png_image).decode(),
+        "s3_bucket": data_bucket,
+        "s3_key": "test/bike_s_000001.png",
+        "inferences": [],
+    }
+    record = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert record["request_id"] == lambda_context.aws_request_id
+    assert record["s3_key"] == "test/bike_s_000001.png"
+
+
+@pytest.mark.parametrize("prefix", ["train/", "incoming/"])
+def test_every_allowed_prefix_is_served(data_bucket: str, jpeg_image: bytes, prefix: str) -> None:
+    put(data_bucket, f"{prefix}photo.jpg", jpeg_image)
+    body = serialize.handler(event(data_bucket, f"{prefix}photo.jpg"))["body"]
+    assert base64.b64decode(body["image_data"]) == jpeg_image
+
+
+def test_a_previous_return_value_is_accepted_as_the_event(
+    data_bucket: str, png_image: bytes
+) -> None:
+    put(data_bucket, "incoming/a.png", png_image)
+    chained = {"statusCode": 200, "body": event(data_bucket, "incoming/a.png")}
+    assert serialize.handler(chained)["body"]["image_data"] == base64.b64encode(png_image).decode()
+
+
+def test_another_bucket_is_not_served(data_bucket: str, unique_name: str, png_image: bytes) -> None:
+    other = f"{unique_name}-other"
+    boto3.client("s3").create_bucket(Bucket=other)
+    put(other, "test/a.png", png_image)
+    with pytest.raises(serialize.BucketNotAllowed, match=other):
+        serialize.handler(event(other, "test/a.png"))
+
+
+@pytest.mark.parametrize(
+    "key", ["models/model.tar.gz", "test.lst", "test/", "Test/a.png", "/test/a.png", "x/test/a.png"]
+)
+def test_keys_outside_the_allowed_prefixes_are_not_served(
+    data_bucket: str, png_image: bytes, key: str
+) -> None:
+    put(data_bucket, key.lstrip("/") or "x", png_image)
+    with pytest.raises(serialize.KeyNotAllowed):
+        serialize.handler(event(data_bucket, key))
+
+
+def test_allowed_prefixes_come_from_the_environment(
+    data_bucket: str, png_image: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    put(data_bucket, "test/a.png", png_image)
+    monkeypatch.setenv("ALLOWED_PREFIXES", "incoming/")
+    with pytest.raises(serialize.KeyNotAllowed, match="incoming/"):
+        serialize.handler(event(data_bucket, "test/a.png"))
+    monkeypatch.setenv("ALLOWED_PREFIXES", " , ")
+    with pytest.raises(ConfigurationError, match="ALLOWED_PREFIXES"):
+        serialize.handler(event(data_bucket, "test/a.png"))
+
+
+def test_a_missing_key_is_image_not_found(data_bucket: str) -> None:
+    with pytest.raises(serialize.ImageNotFound, match=r"test/nothing\.png"):
+        serialize.handler(event(data_bucket, "test/nothing.png"))
+
+
+def test_an_empty_key_is_an_invalid_event(data_bucket: str) -> None:
+    with pytest.raises(InvalidEvent, match="s3_key"):
+        serialize.handler(event(data_bucket, ""))
+
+
+def test_an_object_over_the_limit_is_refused_before_download(
+    data_bucket: str, png_image: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MAX_IMAGE_BYTES", str(len(png_image) - 1))
+    put(data_bucket, "test/big.png", png_image)
+    with pytest.raises(ImageTooLarge, match=str(len(png_image))):
+        serialize.handler(event(data_bucket, "test/big.png"))
+    monkeypatch.setenv("MAX_IMAGE_BYTES", str(len(png_image)))
+    assert serialize.handler(event(data_bucket, "test/big.png"))["statusCode"] == 200
+
+
+def test_the_default_limit_is_5_mb(data_bucket: str, png_image: bytes) -> None:
+    put(data_bucket, "test/huge.png", png_image + bytes(5 * 1024 * 1024))
+    with pytest.raises(ImageTooLarge, match="5242880"):
+        serialize.handler(event(data_bucket, "test/huge.png"))
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"", b"not an image at all", b"%PDF-1.4\n", b"<html><script>alert(1)</script></html>"],
+)
+def test_an_object_that_is_not_an_image_is_refused(data_bucket: str, body: bytes) -> None:
+    put(data_bucket, "incoming/upload.png", body)
+    with pytest.raises(NotAnImage, match=r"incoming/upload\.png"):
+        serialize.handler(event(data_bucket, "incoming/upload.png"))
+
+
+def test_without_data_bucket_nothing_is_served(
+    data_bucket: str, png_image: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    put(data_bucket, "test/a.png", png_image)
+    monkeypatch.delenv("DATA_BUCKET")
+    with pytest.raises(ConfigurationError, match="DATA_BUCKET"):
+        serialize.handler(event(data_bucket, "test/a.png"))
+
+
+@pytest.mark.parametrize("hostile", [["a"], "test/a.png", None, {"s3_key": {"$ne": ""}}])
+def test_hostile_events_are_invalid_events(data_bucket: str, hostile: object) -> None:
+    with pytest.raises(InvalidEvent):
+        serialize.handler(hostile)
+
+
+def test_importing_the_handler_does_not_import_boto3() -> None:
+    # boto3 is ~120 ms of import; it loads on the first invocation, not at import.
+    code = "import sys, handlers.serialize; print('boto3' in sys.modules)"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT
+    )
+    assert result.stdout.strip() == "False", result.stderr

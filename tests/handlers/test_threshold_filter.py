@@ -1,0 +1,124 @@
+"""The threshold filter: confident inferences pass, doubtful ones raise the error the
+state machine catches (its class name is the Lambda errorType)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from handlers import threshold_filter
+from handlers.workflow_event import ConfigurationError, InvalidEvent
+from tests.handlers.conftest import LambdaContext
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True)
+def default_threshold(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("THRESHOLD", raising=False)
+
+
+def event(*inferences: float) -> dict[str, object]:
+    return {
+        "image_data": "aGk=",
+        "s3_bucket": "scones-unlimited-test",
+        "s3_key": "test/bike_s_000001.png",
+        "inferences": list(inferences),
+    }
+
+
+def test_a_confident_inference_passes_unchanged(
+    lambda_context: LambdaContext, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert threshold_filter.handler(event(0.973, 0.027), lambda_context) == {
+        "statusCode": 200,
+        "body": event(0.973, 0.027),
+    }
+    record = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert record["label"] == "bicycle"
+    assert record["confidence"] == 0.973
+    assert record["request_id"] == lambda_context.aws_request_id
+
+
+def test_either_class_can_be_the_confident_one() -> None:
+    assert threshold_filter.handler(event(0.01, 0.99))["statusCode"] == 200
+
+
+def test_exactly_the_threshold_passes() -> None:
+    assert threshold_filter.handler(event(0.93, 0.07))["statusCode"] == 200
+
+
+def test_just_below_the_threshold_is_stopped_with_the_catchable_error_name(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(threshold_filter.THRESHOLD_CONFIDENCE_NOT_MET) as raised:
+        threshold_filter.handler(event(0.9299999, 0.0700001))
+    # Lambda's errorType is the class name: what the state machine's Catch matches.
+    assert type(raised.value).__name__ == "THRESHOLD_CONFIDENCE_NOT_MET"
+    assert "0.93" in str(raised.value)
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["level"] == "WARNING"
+
+
+def test_a_coin_toss_is_stopped() -> None:
+    with pytest.raises(threshold_filter.THRESHOLD_CONFIDENCE_NOT_MET):
+        threshold_filter.handler(event(0.5, 0.5))
+
+
+def test_classifys_return_value_is_accepted_as_the_event() -> None:
+    chained = {"statusCode": 200, "body": event(0.95, 0.05)}
+    assert threshold_filter.handler(chained)["body"] == event(0.95, 0.05)
+
+
+@pytest.mark.parametrize(("threshold", "passes"), [("0.5", True), ("1", False), (" 0.96 ", False)])
+def test_the_threshold_comes_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, threshold: str, passes: bool
+) -> None:
+    monkeypatch.setenv("THRESHOLD", threshold)
+    if passes:
+        assert threshold_filter.handler(event(0.95, 0.05))["statusCode"] == 200
+    else:
+        with pytest.raises(threshold_filter.THRESHOLD_CONFIDENCE_NOT_MET):
+            threshold_filter.handler(event(0.95, 0.05))
+
+
+def test_a_threshold_of_one_passes_certainty() -> None:
+    assert threshold_filter.configured_threshold() == 0.93
+    assert threshold_filter.handler(event(1.0, 0.0))["statusCode"] == 200
+
+
+@pytest.mark.parametrize("threshold", ["high", "0", "-0.5", "1.01", "nan", "inf", "0x1p-1", "93%"])
+def test_a_malformed_threshold_is_a_configuration_error(
+    monkeypatch: pytest.MonkeyPatch, threshold: str
+) -> None:
+    monkeypatch.setenv("THRESHOLD", threshold)
+    with pytest.raises(ConfigurationError, match="THRESHOLD"):
+        threshold_filter.handler(event(0.99, 0.01))
+
+
+def test_an_event_without_inferences_is_an_invalid_event() -> None:
+    with pytest.raises(InvalidEvent, match="no inferences"):
+        threshold_filter.handler(event())
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    [None, "0.99", {"inferences": [2.0]}, {"inferences": ["0.99"]}, {"inferences": [True]}],
+)
+def test_hostile_events_are_invalid_events(hostile: object) -> None:
+    with pytest.raises(InvalidEvent):
+        threshold_filter.handler(hostile)
+
+
+def test_the_filter_imports_neither_boto3_nor_botocore() -> None:
+    code = (
+        "import sys, handlers.threshold_filter; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('boto3', 'botocore')))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT
+    )
+    assert result.stdout.strip() == "[]", result.stderr

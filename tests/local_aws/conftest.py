@@ -1,0 +1,149 @@
+"""A local AWS of this folder's own, a stand-in endpoint, and the fixture project deployed.
+
+The shared `local_aws` fixture's server inherits the test process's environment; these
+tests need the server to carry `AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME` (the executor passes it
+to the handlers) and a secret variable the handlers must *not* see, so they start their own
+`python -m local_aws serve`, the same command.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from local_aws.server import client_environment, endpoint_url, wait_until_ready
+from tests.conftest import REPO_ROOT, free_port
+
+FIXTURE_PROJECT = Path(__file__).resolve().parent / "fixtures" / "workflow"
+SERVER_SECRET = "LOCAL_AWS_TEST_SERVER_ONLY"
+STACK = "localaws-fixture-local"
+IMAGES_BUCKET = "localaws-fixture-local-images"
+CONFIDENT = [0.97, 0.03]
+DOUBTFUL = [0.6, 0.4]
+
+
+class EndpointHandler(BaseHTTPRequestHandler):
+    """`POST /endpoints/<name>/invocations`: confident for even-sized bodies, else doubtful."""
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        ok = self.path.startswith("/endpoints/") and self.path.endswith("/invocations")
+        answer = json.dumps(CONFIDENT if len(body) % 2 == 0 else DOUBTFUL).encode()
+        self.send_response(200 if ok else 404)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@dataclass
+class LocalAws:
+    environment: dict[str, str]
+    log: Path
+
+    def client(self, service: str) -> Any:
+        env = self.environment
+        return boto3.client(
+            service,
+            endpoint_url=env["AWS_ENDPOINT_URL"],
+            region_name=env["AWS_DEFAULT_REGION"],
+            aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+            aws_session_token=env["AWS_SESSION_TOKEN"],
+        )
+
+
+@pytest.fixture(scope="session")
+def fake_endpoint() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), EndpointHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture(scope="session")
+def workflow_aws(
+    tmp_path_factory: pytest.TempPathFactory, fake_endpoint: str
+) -> Iterator[LocalAws]:
+    port = free_port()
+    state = tmp_path_factory.mktemp("workflow-aws")
+    log_path = state / "aws.log"
+    environment = {name: value for name, value in os.environ.items() if not name.startswith("AWS_")}
+    environment.update(
+        {
+            "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": fake_endpoint,
+            "LOCAL_AWS_LAMBDA_CACHE": str(state / "lambda-cache"),
+            SERVER_SECRET: "the handlers must not see this",
+        }
+    )
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "local_aws", "serve", "--port", str(port)],
+            cwd=REPO_ROOT,
+            env=environment,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_until_ready(endpoint_url(port))
+        yield LocalAws(client_environment(port), log_path)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def run_sls(project: Path, local: LocalAws, *args: str, timeout: float = 120) -> Any:
+    environment = {**os.environ, **local.environment, "SLS_TELEMETRY_DISABLED": "1"}
+    return subprocess.run(
+        [str(REPO_ROOT / "node_modules" / ".bin" / "sls"), *args],
+        cwd=project,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture(scope="session")
+def deployed_project(tmp_path_factory: pytest.TempPathFactory, workflow_aws: LocalAws) -> Path:
+    """The fixture project, copied out of the tree and deployed with `sls deploy`."""
+    project = tmp_path_factory.mktemp("project") / "workflow"
+    shutil.copytree(FIXTURE_PROJECT, project)
+    # osls resolves plugins from the service's node_modules, as in the repository root.
+    (project / "node_modules").symlink_to(REPO_ROOT / "node_modules")
+    result = run_sls(project, workflow_aws, "deploy", "--stage", "local")
+    assert result.returncode == 0, result.stdout + result.stderr
+    return project
+
+
+def wait_for_execution(sfn: Any, arn: str, timeout: float = 60) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        described: dict[str, Any] = sfn.describe_execution(executionArn=arn)
+        if described["status"] != "RUNNING":
+            return described
+        assert time.monotonic() < deadline, f"{arn} still running after {timeout}s"
+        time.sleep(0.2)

@@ -1,0 +1,214 @@
+"""`sls deploy` and `sls invoke stepf` against the local AWS, each moto gap named, and the
+reference-shaped workflow run end to end (pass, gate, Catch, Retry)."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.local_aws.conftest import (
+    IMAGES_BUCKET,
+    STACK,
+    LocalAws,
+    run_sls,
+    wait_for_execution,
+)
+
+MACHINE = "ImageWorkflow-local"
+
+
+def machine_arn(local: LocalAws) -> str:
+    machines = local.client("stepfunctions").list_state_machines()["stateMachines"]
+    return next(m["stateMachineArn"] for m in machines if m["name"] == MACHINE)
+
+
+def start(local: LocalAws, key: str) -> dict[str, Any]:
+    sfn = local.client("stepfunctions")
+    event = {"image_data": "", "s3_bucket": IMAGES_BUCKET, "s3_key": key, "inferences": []}
+    arn = sfn.start_execution(
+        stateMachineArn=machine_arn(local), name=uuid.uuid4().hex, input=json.dumps(event)
+    )["executionArn"]
+    return wait_for_execution(sfn, arn)
+
+
+def history(local: LocalAws, execution_arn: str) -> list[dict[str, Any]]:
+    sfn = local.client("stepfunctions")
+    return list(sfn.get_execution_history(executionArn=execution_arn)["events"])
+
+
+def put_image(local: LocalAws, key: str, confident: bool) -> None:
+    # The stand-in endpoint is confident for even-sized bodies.
+    local.client("s3").put_object(
+        Bucket=IMAGES_BUCKET, Key=key, Body=b"xx" if confident else b"xxx"
+    )
+
+
+def test_validate_template_ignores_cfn_lint_warnings_such_as_w3005(
+    deployed_project: Path, workflow_aws: LocalAws
+) -> None:
+    template = deployed_project / ".serverless" / "cloudformation-template-update-stack.json"
+    body = template.read_text()
+    assert "DependsOn" in body  # the state machine's role: cfn-lint's W3005
+    answer = workflow_aws.client("cloudformation").validate_template(TemplateBody=body)
+    assert answer["ResponseMetadata"]["HTTPStatusCode"] == 200
+
+
+def test_validate_template_still_refuses_errors(workflow_aws: LocalAws) -> None:
+    from botocore.exceptions import ClientError
+
+    broken = {"Resources": {"Thing": {"Type": "AWS::S3::Bucket", "Properties": {"Nope": 1}}}}
+    with pytest.raises(ClientError):
+        workflow_aws.client("cloudformation").validate_template(TemplateBody=json.dumps(broken))
+
+
+def test_fn_sub_variables_named_by_hashes_resolve_to_the_function_arns(
+    deployed_project: Path, workflow_aws: LocalAws
+) -> None:
+    sfn = workflow_aws.client("stepfunctions")
+    definition = json.loads(
+        sfn.describe_state_machine(stateMachineArn=machine_arn(workflow_aws))["definition"]
+    )
+    names = [
+        state["Parameters"]["FunctionName"]
+        for state in definition["States"].values()
+        if state["Type"] == "Task"
+    ]
+    assert names == [
+        f"arn:aws:lambda:us-east-1:123456789012:function:{STACK}-{name}"
+        for name in ("serialize", "classify", "threshold")
+    ]
+
+
+def test_the_stacks_state_machine_is_served_by_the_step_functions_api(
+    deployed_project: Path, workflow_aws: LocalAws
+) -> None:
+    resources = workflow_aws.client("cloudformation").describe_stack_resource(
+        StackName=STACK, LogicalResourceId="ImageWorkflow"
+    )["StackResourceDetail"]
+    assert resources["PhysicalResourceId"] == machine_arn(workflow_aws)
+
+
+def test_describe_stacks_shows_the_outputs_of_the_applied_change_set(
+    deployed_project: Path, workflow_aws: LocalAws
+) -> None:
+    stack = workflow_aws.client("cloudformation").describe_stacks(StackName=STACK)["Stacks"][0]
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in stack["Outputs"]}
+    assert outputs["ImageWorkflowArn"] == machine_arn(workflow_aws)
+    assert outputs["ImagesBucketName"] == IMAGES_BUCKET
+
+
+def test_bucket_notification_and_public_access_block_come_from_the_template(
+    deployed_project: Path, workflow_aws: LocalAws
+) -> None:
+    s3 = workflow_aws.client("s3")
+    block = s3.get_public_access_block(Bucket=IMAGES_BUCKET)["PublicAccessBlockConfiguration"]
+    assert all(block.values()) and len(block) == 4
+    encryption = s3.get_bucket_encryption(Bucket=IMAGES_BUCKET)
+    rules = encryption["ServerSideEncryptionConfiguration"]["Rules"]
+    assert rules[0]["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
+
+
+def test_a_confident_image_passes_the_workflow(
+    deployed_project: Path, workflow_aws: LocalAws
+) -> None:
+    put_image(workflow_aws, "test/confident.png", confident=True)
+    execution = start(workflow_aws, "test/confident.png")
+    assert execution["status"] == "SUCCEEDED"
+    body = json.loads(execution["output"])["body"]
+    assert body["inferences"] == [0.97, 0.03]
+    assert body["image_data"] == "eHg="  # base64 of the object, from the serialize handler
+
+
+def test_a_doubtful_image_is_stopped_by_the_threshold_with_its_error_name(
+    deployed_project: Path, workflow_aws: LocalAws
+) -> None:
+    put_image(workflow_aws, "test/doubtful.png", confident=False)
+    execution = start(workflow_aws, "test/doubtful.png")
+    assert execution["status"] == "FAILED"
+    assert execution["error"] == "THRESHOLD_CONFIDENCE_NOT_MET"
+    failures = [
+        e["taskFailedEventDetails"]["error"]
+        for e in history(workflow_aws, execution["executionArn"])
+        if e["type"] == "TaskFailed"
+    ]
+    assert failures == ["THRESHOLD_CONFIDENCE_NOT_MET"]
+
+
+def test_a_handler_that_raises_is_caught_by_states_all(
+    deployed_project: Path, workflow_aws: LocalAws
+) -> None:
+    execution = start(workflow_aws, "test/no-such-object.png")
+    assert execution["status"] == "FAILED"
+    assert execution["error"] == "WorkflowFailed"
+    failures = [
+        e["taskFailedEventDetails"]
+        for e in history(workflow_aws, execution["executionArn"])
+        if e["type"] == "TaskFailed"
+    ]
+    assert [f["error"] for f in failures] == ["NoSuchKey"]
+    assert '"stackTrace"' in failures[0]["cause"]
+
+
+def test_a_throttled_invocation_is_retried_by_the_retry_block(
+    deployed_project: Path, workflow_aws: LocalAws
+) -> None:
+    """Reserved concurrency 0 makes Lambda answer 429, Step Functions' Lambda.TooManyRequests
+    Exception: the service error the Retry block names. Lifting it lets the retry pass."""
+    lambda_ = workflow_aws.client("lambda")
+    sfn = workflow_aws.client("stepfunctions")
+    function = f"{STACK}-serialize"
+    put_image(workflow_aws, "test/retried.png", confident=True)
+    lambda_.put_function_concurrency(FunctionName=function, ReservedConcurrentExecutions=0)
+    try:
+        event = {
+            "image_data": "",
+            "s3_bucket": IMAGES_BUCKET,
+            "s3_key": "test/retried.png",
+            "inferences": [],
+        }
+        arn = sfn.start_execution(
+            stateMachineArn=machine_arn(workflow_aws),
+            name=uuid.uuid4().hex,
+            input=json.dumps(event),
+        )["executionArn"]
+        deadline = time.monotonic() + 30
+        while not any(e["type"] == "TaskFailed" for e in history(workflow_aws, arn)):
+            assert time.monotonic() < deadline, "the throttled attempt never failed"
+            time.sleep(0.1)
+    finally:
+        lambda_.delete_function_concurrency(FunctionName=function)
+    execution = wait_for_execution(sfn, arn)
+    assert execution["status"] == "SUCCEEDED"
+    failures = [
+        e["taskFailedEventDetails"]["error"]
+        for e in history(workflow_aws, arn)
+        if e["type"] == "TaskFailed"
+    ]
+    assert failures and set(failures) == {"Lambda.TooManyRequestsException"}
+
+
+def test_sls_invoke_stepf_prints_the_execution_and_runs_again_without_a_name(
+    deployed_project: Path, workflow_aws: LocalAws
+) -> None:
+    put_image(workflow_aws, "test/a.png", confident=True)
+    args = (
+        "invoke",
+        "stepf",
+        "--stage",
+        "local",
+        "--name",
+        "ImageWorkflow",
+        "--path",
+        "events/workflow.json",
+    )
+    first = run_sls(deployed_project, workflow_aws, *args)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert '"status": "SUCCEEDED"' in first.stdout
+    assert "0.97" in first.stdout
+    second = run_sls(deployed_project, workflow_aws, *args)  # unnamed again: a fresh UUID
+    assert second.returncode == 0, second.stdout + second.stderr

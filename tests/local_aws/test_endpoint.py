@@ -1,0 +1,315 @@
+"""The local endpoint, started as users start it (`deploy --mode local`), over real HTTP:
+predictions, the Runtime API through boto3, every bad input, overload, metrics, and data
+capture written to the local S3 exactly as SageMaker writes it."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import boto3
+import numpy as np
+import pytest
+import requests
+import torch
+from botocore.exceptions import ClientError
+
+from local_aws.endpoint import sample_model
+from tests.conftest import REPO_ROOT, free_port
+from training_job import capture
+
+
+@dataclass(frozen=True)
+class Model:
+    bucket: str
+    model_dir: Path
+    pngs: list[bytes]
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    name: str
+    url: str
+    bucket: str
+    state_dir: Path
+    parameter: str
+
+
+@pytest.fixture(scope="module")
+def model(
+    local_aws: dict[str, str], shared_data: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Model:
+    torch.set_num_threads(1)
+    archive = shared_data / "cifar-100-python-vehicles.tar.gz"
+    work = tmp_path_factory.mktemp("endpoint-model")
+    model_dir = sample_model.train_quick_model(archive, work / "model", steps=3)
+    tarball = sample_model.package_model(model_dir, work / "model.tar.gz")
+    bucket = f"endpoint-{os.getpid()}-{free_port()}"
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket=bucket)
+    s3.upload_file(str(tarball), bucket, "models/quick-job/output/model.tar.gz")
+    images, _labels = sample_model.load_split(archive, "test")
+    return Model(bucket, model_dir, [sample_model.png_bytes(image) for image in images])
+
+
+def deploy(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "training_job", "deploy", "--mode", "local", *argv],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def start(model: Model, state_dir: Path, name: str, *options: str) -> Endpoint:
+    port = free_port()
+    parameter = f"/test/{name}/endpoint-name"
+    started = deploy(
+        "--bucket", model.bucket, "--endpoint-name", name, "--port", str(port),
+        "--state-dir", str(state_dir), "--parameter-name", parameter,
+        "--capture-flush-seconds", "0.5", *options,
+    )  # fmt: skip
+    assert started.returncode == 0, started.stdout + started.stderr
+    return Endpoint(name, f"http://127.0.0.1:{port}", model.bucket, state_dir, parameter)
+
+
+def stop(endpoint: Endpoint) -> None:
+    stopped = deploy(
+        "--endpoint-name", endpoint.name, "--state-dir", str(endpoint.state_dir),
+        "--parameter-name", endpoint.parameter, "--stop",
+    )  # fmt: skip
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    assert "stopped" in stopped.stdout
+
+
+@pytest.fixture(scope="module")
+def endpoint(model: Model, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Endpoint]:
+    running = start(model, tmp_path_factory.mktemp("state"), "classifier", "--workers", "2")
+    yield running
+    stop(running)
+
+
+def post(url: str, body: bytes, content_type: str | None = "image/png") -> requests.Response:
+    headers = {"Content-Type": content_type} if content_type is not None else {}
+    return requests.post(f"{url}/invocations", data=body, headers=headers, timeout=30)
+
+
+def captured_records(bucket: str, endpoint_name: str) -> list[capture.CaptureRecord]:
+    s3 = boto3.client("s3")
+    prefix = f"{capture.CAPTURE_PREFIX}/{endpoint_name}/"
+    records = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for item in page.get("Contents", []):
+            assert item["Key"].endswith(".jsonl")
+            body = s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read().decode()
+            assert body.endswith("\n")
+            records += [capture.parse_line(line) for line in body.splitlines()]
+    return records
+
+
+def test_predictions_equal_in_process_predictions(endpoint: Endpoint, model: Model) -> None:
+    inference = sample_model.code_module("inference")
+    loaded = inference.model_fn(str(model.model_dir))
+    expected = inference.predict_fn(
+        [inference.input_fn(png, "image/png") for png in model.pngs], loaded
+    )
+    # Concurrent clients, so the answers come from micro-batches of several sizes.
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        responses = list(pool.map(lambda png: post(endpoint.url, png), model.pngs))
+    assert all(response.status_code == 200 for response in responses)
+    assert all(r.headers["Content-Type"].startswith("application/json") for r in responses)
+    served = [response.json() for response in responses]
+    np.testing.assert_allclose(served, expected, atol=1e-5)
+    assert [np.argmax(p) for p in served] == [np.argmax(p) for p in expected]
+
+
+def test_boto3_invoke_endpoint_reaches_it_through_the_runtime_endpoint_url(
+    endpoint: Endpoint, model: Model, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME", endpoint.url)
+    runtime = boto3.client("sagemaker-runtime")
+    response = runtime.invoke_endpoint(
+        EndpointName=endpoint.name,
+        ContentType="image/png",
+        Body=model.pngs[0],
+        InferenceId="order-42",
+    )
+    assert response["ContentType"] == "application/json"
+    assert response["InvokedProductionVariant"] == "AllTraffic"
+    probabilities = json.loads(response["Body"].read())
+    assert len(probabilities) == 2 and sum(probabilities) == pytest.approx(1.0, abs=1e-6)
+
+    with pytest.raises(ClientError) as unknown:
+        runtime.invoke_endpoint(EndpointName="no-such", ContentType="image/png", Body=b"x")
+    assert unknown.value.response["Error"]["Code"] == "ValidationError"
+    assert unknown.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+    assert "Endpoint no-such of account" in unknown.value.response["Error"]["Message"]
+
+    with pytest.raises(runtime.exceptions.ModelError) as refused:
+        runtime.invoke_endpoint(EndpointName=endpoint.name, ContentType="text/csv", Body=b"1,2")
+    assert refused.value.response["OriginalStatusCode"] == 415
+    assert "UnsupportedMediaType" in refused.value.response["OriginalMessage"]
+
+    with pytest.raises(runtime.exceptions.ModelError) as not_image:
+        runtime.invoke_endpoint(EndpointName=endpoint.name, ContentType="image/png", Body=b"x")
+    assert not_image.value.response["OriginalStatusCode"] == 400
+
+
+def test_the_endpoint_name_is_published_as_an_ssm_parameter(endpoint: Endpoint) -> None:
+    value = boto3.client("ssm").get_parameter(Name=endpoint.parameter)["Parameter"]["Value"]
+    assert value == endpoint.name
+
+
+def test_ping_answers_200(endpoint: Endpoint) -> None:
+    assert requests.get(f"{endpoint.url}/ping", timeout=5).status_code == 200
+
+
+def _truncated_png(model: Model) -> bytes:
+    return model.pngs[0][: len(model.pngs[0]) // 2]
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "status", "error"),
+    [
+        (b"", "image/png", 400, "InvalidInput"),
+        (b"definitely not an image", "image/png", 400, "InvalidInput"),
+        ("truncated", "image/png", 400, "InvalidInput"),
+        (sample_model.claimed_size_png(50_000, 50_000), "image/png", 400, "InvalidInput"),
+        (b"\x89PNG", "application/json", 415, "UnsupportedMediaType"),
+        (b"\x89PNG", None, 415, "UnsupportedMediaType"),
+        (b"\x00" * (5 * 1024 * 1024 + 1), "image/png", 413, "PayloadTooLarge"),
+    ],
+)
+def test_bad_input_gets_a_specific_json_error_and_status(
+    endpoint: Endpoint, model: Model, body: bytes | str, content_type: str | None, status: int,
+    error: str,
+) -> None:  # fmt: skip
+    payload = _truncated_png(model) if body == "truncated" else body
+    assert isinstance(payload, bytes)
+    response = post(endpoint.url, payload, content_type)
+    assert response.status_code == status
+    document = response.json()
+    assert document["error"] == error and document["message"]
+    assert "Traceback" not in response.text
+
+
+def _raw_request(url: str, request: bytes) -> bytes:
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as connection:
+        connection.sendall(request)
+        return connection.recv(65536)
+
+
+def test_an_oversized_content_length_is_refused_before_the_body_is_sent(
+    endpoint: Endpoint,
+) -> None:
+    # The client promises 1 GB and sends nothing: the answer comes from the header alone.
+    answer = _raw_request(
+        endpoint.url,
+        b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+        b"Content-Length: 1000000000\r\n\r\n",
+    )
+    assert answer.startswith(b"HTTP/1.1 413")
+
+
+def test_a_chunked_body_without_length_is_cut_off_at_the_limit(endpoint: Endpoint) -> None:
+    def chunks() -> Iterator[bytes]:
+        for _ in range(100):
+            yield b"\x00" * (128 * 1024)
+
+    response = requests.post(
+        f"{endpoint.url}/invocations",
+        data=chunks(),
+        headers={"Content-Type": "image/png"},
+        timeout=30,
+    )
+    assert response.status_code == 413
+    assert response.json()["error"] == "PayloadTooLarge"
+
+
+def test_metrics_count_requests_latency_batches_and_capture(endpoint: Endpoint) -> None:
+    assert post(endpoint.url, b"", "image/png").status_code == 400
+    text = requests.get(f"{endpoint.url}/metrics", timeout=5).text
+    values = {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line and not line.startswith("#")
+    }
+    assert values['endpoint_requests_total{status="200"}'] >= 1
+    assert values['endpoint_requests_total{status="400"}'] >= 1
+    assert values['endpoint_requests_total{status="500"}'] == 0
+    assert values["endpoint_request_duration_seconds_count"] >= 2
+    assert values['endpoint_batch_size_bucket{le="+Inf"}'] >= 1
+    assert "endpoint_capture_records_written_total" in values
+    assert "endpoint_capture_records_dropped_total" in values
+
+
+def test_overload_answers_503_with_retry_after_instead_of_queueing(
+    model: Model, tmp_path: Path
+) -> None:
+    busy = start(model, tmp_path, "busy", "--max-queue", "1", "--max-batch", "1",
+                 "--capture-sampling", "0")  # fmt: skip
+    try:
+        with concurrent.futures.ThreadPoolExecutor(32) as pool:
+            responses = list(pool.map(lambda png: post(busy.url, png), model.pngs[:128]))
+    finally:
+        stop(busy)
+    statuses = {response.status_code for response in responses}
+    assert statuses <= {200, 503} and statuses == {200, 503}
+    rejected = next(response for response in responses if response.status_code == 503)
+    assert rejected.headers["Retry-After"] == "1"
+    assert rejected.json()["error"] == "ServiceUnavailable"
+
+
+def test_sampled_requests_are_all_in_the_bucket_after_sigterm(model: Model, tmp_path: Path) -> None:
+    captured = start(model, tmp_path, "captured", "--capture-flush-seconds", "60")
+    sent = model.pngs[:25]
+    answers = []
+    for index, png in enumerate(sent):
+        response = requests.post(
+            f"{captured.url}/endpoints/captured/invocations",
+            data=png,
+            headers={"Content-Type": "image/png", "X-Amzn-SageMaker-Inference-Id": f"id-{index}"},
+            timeout=30,
+        )
+        assert response.status_code == 200
+        answers.append(response.json())
+    # The flush interval is a minute: only the clean shutdown can have written them.
+    stop(captured)
+    records = captured_records(model.bucket, "captured")
+    assert len(records) == len(sent)
+    by_id = {record.inference_id: record for record in records}
+    for index, png in enumerate(sent):
+        record = by_id[f"id-{index}"]
+        assert record.input.content_type == "image/png"
+        assert record.input.encoding == "BASE64" and record.input.body() == png
+        assert record.output.encoding == "JSON"
+        assert record.output.content_type == "application/json"
+        assert json.loads(record.output.body()) == answers[index]
+
+
+def test_sampling_zero_writes_no_capture(model: Model, tmp_path: Path) -> None:
+    silent = start(model, tmp_path, "silent", "--capture-sampling", "0")
+    try:
+        for png in model.pngs[:10]:
+            assert post(silent.url, png).status_code == 200
+    finally:
+        stop(silent)
+    assert captured_records(model.bucket, "silent") == []
+
+
+def test_a_second_start_of_a_running_endpoint_is_refused(endpoint: Endpoint) -> None:
+    again = deploy(
+        "--bucket", endpoint.bucket, "--endpoint-name", endpoint.name,
+        "--state-dir", str(endpoint.state_dir),
+    )  # fmt: skip
+    assert again.returncode == 1
+    assert "already running" in again.stderr

@@ -1,0 +1,265 @@
+"""Functions created in the local AWS run their deployed code, in warm worker processes."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+
+from tests.local_aws.conftest import SERVER_SECRET, LocalAws
+
+ASSUME_ROLE = {
+    "Version": "2012-10-17",
+    "Statement": [
+        {
+            "Effect": "Allow",
+            "Principal": {"Service": "lambda.amazonaws.com"},
+            "Action": "sts:AssumeRole",
+        }
+    ],
+}
+
+PROBE = """
+import json, os, sys, time
+
+def describe(event, context):
+    print("a print must not reach the protocol")  # stdout of the handler
+    return {
+        "pid": os.getpid(),
+        "greeting": os.environ.get("GREETING"),
+        "endpoint": os.environ.get("AWS_ENDPOINT_URL"),
+        "sagemaker_runtime": os.environ.get("AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME"),
+        "secret": os.environ.get("SERVER_SECRET_NAME"),
+        "request_id": context.aws_request_id,
+        "function_name": context.function_name,
+        "memory": context.memory_limit_in_mb,
+        "remaining_ms": context.get_remaining_time_in_millis(),
+        "event": event,
+    }
+
+class ImageRejected(Exception):
+    pass
+
+def fail(event, context):
+    raise ImageRejected("no bicycles on Sundays")
+
+def sleep(event, context):
+    time.sleep(event.get("seconds", 30))
+    return "woke"
+
+def write(event, context):
+    with open(event["path"], "w") as out:
+        out.write(context.aws_request_id)
+    return None
+
+def exit_now(event, context):
+    os._exit(3)
+
+def unserializable(event, context):
+    return {"when": object()}
+""".replace("SERVER_SECRET_NAME", SERVER_SECRET)
+
+
+def package(files: dict[str, str]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, text in files.items():
+            archive.writestr(name, text)
+    return buffer.getvalue()
+
+
+def create(
+    local: LocalAws, name: str, handler: str, code: bytes | None = None, **config: Any
+) -> Any:
+    iam = local.client("iam")
+    role = iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(ASSUME_ROLE))
+    lambda_ = local.client("lambda")
+    lambda_.create_function(
+        FunctionName=name,
+        Runtime="python3.11",
+        Role=role["Role"]["Arn"],
+        Handler=handler,
+        Code={"ZipFile": code or package({"probe.py": PROBE})},
+        **config,
+    )
+    return lambda_
+
+
+def invoke(lambda_: Any, name: str, payload: Any = None, raw: bytes | None = None) -> Any:
+    body = raw if raw is not None else json.dumps(payload if payload is not None else {})
+    response = lambda_.invoke(FunctionName=name, Payload=body)
+    return response, json.loads(response["Payload"].read() or b"null")
+
+
+def test_the_handler_runs_with_its_configuration_and_a_lambda_context(
+    workflow_aws: LocalAws, unique_name: str, fake_endpoint: str
+) -> None:
+    lambda_ = create(
+        workflow_aws,
+        unique_name,
+        "probe.describe",
+        MemorySize=256,
+        Timeout=7,
+        Environment={"Variables": {"GREETING": "hello"}},
+    )
+    response, result = invoke(lambda_, unique_name, {"s3_key": "incoming/a.png"})
+    assert "FunctionError" not in response
+    assert result["greeting"] == "hello"
+    assert result["event"] == {"s3_key": "incoming/a.png"}
+    assert result["function_name"] == unique_name
+    assert result["memory"] == "256"
+    assert 0 < result["remaining_ms"] <= 7000
+    assert len(result["request_id"]) == 36
+    # Endpoints are passed through ("endpoints differ"); nothing else of the server's is.
+    assert result["endpoint"] == workflow_aws.environment["AWS_ENDPOINT_URL"]
+    assert result["sagemaker_runtime"] == fake_endpoint
+    assert result["secret"] is None
+
+
+def test_warm_workers_are_reused_and_replaced_when_the_configuration_changes(
+    workflow_aws: LocalAws, unique_name: str
+) -> None:
+    lambda_ = create(workflow_aws, unique_name, "probe.describe")
+    _, first = invoke(lambda_, unique_name)
+    _, second = invoke(lambda_, unique_name)
+    assert first["pid"] == second["pid"]
+    lambda_.update_function_configuration(
+        FunctionName=unique_name, Environment={"Variables": {"GREETING": "changed"}}
+    )
+    _, third = invoke(lambda_, unique_name)
+    assert third["greeting"] == "changed"
+    assert third["pid"] != first["pid"]
+
+
+def test_a_raised_exception_comes_back_as_lambda_reports_it(
+    workflow_aws: LocalAws, unique_name: str
+) -> None:
+    lambda_ = create(workflow_aws, unique_name, "probe.fail")
+    response, error = invoke(lambda_, unique_name)
+    assert response["StatusCode"] == 200
+    assert response["FunctionError"] == "Unhandled"
+    assert error["errorType"] == "ImageRejected"
+    assert error["errorMessage"] == "no bicycles on Sundays"
+    assert any("probe.py" in frame for frame in error["stackTrace"])
+    assert not any("bootstrap.py" in frame for frame in error["stackTrace"])
+
+
+def test_a_timeout_kills_the_worker_and_reports_sandbox_timedout(
+    workflow_aws: LocalAws, unique_name: str
+) -> None:
+    lambda_ = create(workflow_aws, unique_name, "probe.sleep", Timeout=1)
+    response, error = invoke(lambda_, unique_name, {"seconds": 30})
+    assert response["FunctionError"] == "Unhandled"
+    assert error["errorType"] == "Sandbox.Timedout"
+    assert "Task timed out after 1.00 seconds" in error["errorMessage"]
+    # The next invocation gets a fresh worker that works.
+    response, result = invoke(lambda_, unique_name, {"seconds": 0})
+    assert "FunctionError" not in response
+    assert result == "woke"
+
+
+def test_a_worker_that_exits_reports_runtime_exit_error(
+    workflow_aws: LocalAws, unique_name: str
+) -> None:
+    lambda_ = create(workflow_aws, unique_name, "probe.exit_now")
+    response, error = invoke(lambda_, unique_name)
+    assert response["FunctionError"] == "Unhandled"
+    assert error["errorType"] == "Runtime.ExitError"
+    assert "exit status 3" in error["errorMessage"]
+
+
+def test_a_result_that_is_not_json_reports_a_marshal_error(
+    workflow_aws: LocalAws, unique_name: str
+) -> None:
+    lambda_ = create(workflow_aws, unique_name, "probe.unserializable")
+    response, error = invoke(lambda_, unique_name)
+    assert response["FunctionError"] == "Unhandled"
+    assert error["errorType"] == "Runtime.MarshalError"
+
+
+@pytest.mark.parametrize(
+    ("handler", "files", "error_type"),
+    [
+        ("missing.handler", {"probe.py": PROBE}, "Runtime.ImportModuleError"),
+        ("probe.nothing_here", {"probe.py": PROBE}, "Runtime.HandlerNotFound"),
+        ("probe.describe", {"probe.py": "def describe(:\n"}, "Runtime.ImportModuleError"),
+        ("nodots", {"probe.py": PROBE}, "Runtime.MalformedHandlerName"),
+    ],
+)
+def test_a_package_that_cannot_start_reports_the_init_error(
+    workflow_aws: LocalAws,
+    unique_name: str,
+    handler: str,
+    files: dict[str, str],
+    error_type: str,
+) -> None:
+    lambda_ = create(workflow_aws, unique_name, handler, package(files))
+    response, error = invoke(lambda_, unique_name)
+    assert response["FunctionError"] == "Unhandled"
+    assert error["errorType"] == error_type
+
+
+def test_malformed_and_oversized_payloads_are_refused_before_any_code_runs(
+    workflow_aws: LocalAws, unique_name: str, tmp_path: Path
+) -> None:
+    lambda_ = create(workflow_aws, unique_name, "probe.write")
+    with pytest.raises(ClientError) as malformed:
+        invoke(lambda_, unique_name, raw=b'{"path": "' + str(tmp_path / "x").encode() + b'"')
+    assert malformed.value.response["Error"]["Code"] == "InvalidRequestContentException"
+    with pytest.raises(ClientError) as oversized:
+        invoke(lambda_, unique_name, {"path": str(tmp_path / "y"), "pad": "x" * 6_300_000})
+    assert oversized.value.response["Error"]["Code"] == "RequestTooLargeException"
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_package_with_an_entry_outside_its_root_is_refused_and_nothing_is_written(
+    workflow_aws: LocalAws, unique_name: str, tmp_path: Path
+) -> None:
+    hostile = package({"probe.py": PROBE, "../../escaped.py": "print('out')\n"})
+    lambda_ = create(workflow_aws, unique_name, "probe.describe", hostile)
+    with pytest.raises(ClientError) as refused:
+        invoke(lambda_, unique_name)
+    assert refused.value.response["Error"]["Code"] == "InvalidZipFileException"
+    state = workflow_aws.log.parent  # holds the server's lambda cache
+    assert not list(state.rglob("escaped.py"))
+    assert not [
+        d
+        for d in (state / "lambda-cache").glob("*")
+        if (d / "probe.py").exists() and "../../escaped.py" in str(d)
+    ]
+
+
+def test_reserved_concurrency_of_zero_throttles_as_lambda_does(
+    workflow_aws: LocalAws, unique_name: str
+) -> None:
+    lambda_ = create(workflow_aws, unique_name, "probe.describe")
+    lambda_.put_function_concurrency(FunctionName=unique_name, ReservedConcurrentExecutions=0)
+    with pytest.raises(ClientError) as throttled:
+        invoke(lambda_, unique_name)
+    assert throttled.value.response["Error"]["Code"] == "TooManyRequestsException"
+    assert throttled.value.response["ResponseMetadata"]["HTTPStatusCode"] == 429
+
+
+def test_an_event_invocation_answers_at_once_and_runs_in_the_background(
+    workflow_aws: LocalAws, unique_name: str, tmp_path: Path
+) -> None:
+    import time
+
+    lambda_ = create(workflow_aws, unique_name, "probe.write")
+    target = tmp_path / "ran.txt"
+    response = lambda_.invoke(
+        FunctionName=unique_name,
+        InvocationType="Event",
+        Payload=json.dumps({"path": str(target)}),
+    )
+    assert response["StatusCode"] == 202
+    for _ in range(100):
+        if target.exists() and target.read_text():
+            break
+        time.sleep(0.1)
+    assert len(target.read_text()) == 36  # the request id the context carried

@@ -1,0 +1,314 @@
+"""serverless.yml: `sls package` works offline for each stage, and the CloudFormation it
+writes lints clean, grants least privilege, and wires the trigger, alarms and outputs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.statemachine.packaging import package
+
+CFN_LINT = Path(sys.executable).parent / "cfn-lint"
+MAX_PACKAGE_BYTES = 100 * 1024
+SHARED_FILES = {"handlers/__init__.py", "handlers/workflow_event.py"}
+FUNCTIONS = {
+    "serialize": ("SerializeLambdaFunction", "SerializeRole", "handlers/serialize.py"),
+    "classify": ("ClassifyLambdaFunction", "ClassifyRole", "handlers/classify.py"),
+    "thresholdFilter": (
+        "ThresholdFilterLambdaFunction",
+        "ThresholdFilterRole",
+        "handlers/threshold_filter.py",
+    ),
+}
+LOG_ACTIONS = {"logs:CreateLogStream", "logs:PutLogEvents"}
+
+
+class Packaged:
+    def __init__(self, directory: Path, template: dict[str, Any]) -> None:
+        self.directory = directory
+        self.template = template
+        self.resources: dict[str, Any] = template["Resources"]
+
+    def of_type(self, kind: str) -> dict[str, Any]:
+        return {name: r for name, r in self.resources.items() if r["Type"] == kind}
+
+
+@pytest.fixture(scope="module", params=["local", "dev"])
+def packaged(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Packaged]:
+    directory = tmp_path_factory.mktemp(f"package-{request.param}")
+    yield Packaged(directory, package(request.param, directory))
+
+
+@pytest.fixture(scope="module")
+def with_params(tmp_path_factory: pytest.TempPathFactory) -> Packaged:
+    directory = tmp_path_factory.mktemp("package-params")
+    template = package("dev", directory, "bucket=acme-images", "endpoint=bikes-v2", "threshold=0.8")
+    return Packaged(directory, template)
+
+
+def statements(role: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        statement
+        for policy in role["Properties"].get("Policies", [])
+        for statement in policy["PolicyDocument"]["Statement"]
+    ]
+
+
+def actions(statement: dict[str, Any]) -> list[str]:
+    action = statement["Action"]
+    return [action] if isinstance(action, str) else list(action)
+
+
+def resource_texts(statement: dict[str, Any]) -> list[str]:
+    """Each resource as written: a literal, an Fn::Sub's text, or an intrinsic as JSON."""
+    resources = statement["Resource"]
+    texts = []
+    for resource in resources if isinstance(resources, list) else [resources]:
+        if isinstance(resource, str):
+            texts.append(resource)
+        elif "Fn::Sub" in resource:
+            sub = resource["Fn::Sub"]
+            texts.append(sub[0] if isinstance(sub, list) else sub)
+        else:
+            texts.append(json.dumps(resource, sort_keys=True))
+    return texts
+
+
+def role_actions(packaged: Packaged, role: str) -> set[str]:
+    return {a for s in statements(packaged.resources[role]) for a in actions(s)}
+
+
+def test_the_template_passes_cfn_lint(packaged: Packaged) -> None:
+    # W3005 (a DependsOn already implied by a GetAtt) is in what osls and
+    # serverless-step-functions generate for every function and state machine role, not
+    # in serverless.yml; CloudFormation accepts it. Every other rule applies.
+    result = subprocess.run(
+        [
+            str(CFN_LINT),
+            "--ignore-checks",
+            "W3005",
+            "--",
+            str(packaged.directory / "cloudformation-template-update-stack.json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_no_iam_policy_allows_every_action_or_every_resource(packaged: Packaged) -> None:
+    roles = packaged.of_type("AWS::IAM::Role")
+    assert roles
+    assert not packaged.of_type("AWS::IAM::Policy")
+    assert not packaged.of_type("AWS::IAM::ManagedPolicy")
+    for name, role in roles.items():
+        for statement in statements(role):
+            assert statement["Effect"] == "Allow", name
+            assert all("*" not in action for action in actions(statement)), (name, statement)
+            assert "*" not in statement["Resource"], (name, statement)
+
+
+def test_the_only_wildcards_in_resources_are_the_unavoidable_ones(packaged: Packaged) -> None:
+    bucket = (
+        "scones-unlimited-local" if "local" in packaged.directory.name else "scones-unlimited-dev"
+    )
+    wildcards = {
+        text
+        for role in packaged.of_type("AWS::IAM::Role").values()
+        for statement in statements(role)
+        for text in resource_texts(statement)
+        if "*" in text
+    }
+    assert wildcards == {
+        # The objects under each data prefix: S3 cannot name keys that do not exist yet.
+        f"arn:aws:s3:::{bucket}/test/*",
+        f"arn:aws:s3:::{bucket}/train/*",
+        f"arn:aws:s3:::{bucket}/incoming/*",
+        # The plugin lets the state machine call a function's versions and aliases.
+        "${functionArn}:*",
+    }
+    # Log statements name their own log group; its ARN attribute ends in ":*" (its streams).
+    for _function, (function_id, role, _path) in FUNCTIONS.items():
+        (log_statement,) = [
+            s for s in statements(packaged.resources[role]) if set(actions(s)) == LOG_ACTIONS
+        ]
+        log_group = function_id.replace("LambdaFunction", "LogGroup")
+        assert log_statement["Resource"] == {"Fn::GetAtt": [log_group, "Arn"]}
+
+
+def test_each_function_has_its_own_role_with_only_its_actions(packaged: Packaged) -> None:
+    expected = {
+        "SerializeRole": LOG_ACTIONS | {"s3:GetObject"},
+        "ClassifyRole": LOG_ACTIONS | {"sagemaker:InvokeEndpoint"},
+        "ThresholdFilterRole": LOG_ACTIONS,
+    }
+    for function_id, role, _path in FUNCTIONS.values():
+        properties = packaged.resources[function_id]["Properties"]
+        assert properties["Role"] == {"Fn::GetAtt": [role, "Arn"]}
+        assert role_actions(packaged, role) == expected[role]
+        (principal,) = [
+            s["Principal"]["Service"]
+            for s in packaged.resources[role]["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+        ]
+        assert principal == "lambda.amazonaws.com"
+
+
+def test_classify_may_invoke_only_the_endpoint_named_in_ssm(packaged: Packaged) -> None:
+    parameter = packaged.template["Parameters"]["EndpointName"]
+    assert parameter["Type"] == "AWS::SSM::Parameter::Value<String>"
+    assert parameter["Default"] == "/scones-unlimited/endpoint-name"
+    (invoke,) = [
+        s
+        for s in statements(packaged.resources["ClassifyRole"])
+        if actions(s) == ["sagemaker:InvokeEndpoint"]
+    ]
+    arn, variables = invoke["Resource"]["Fn::Sub"]
+    assert arn.endswith(":endpoint/${Name}")
+    assert variables == {"Name": {"Ref": "EndpointName"}}
+    env = packaged.resources["ClassifyLambdaFunction"]["Properties"]["Environment"]
+    assert env["Variables"] == {"ENDPOINT_NAME": {"Ref": "EndpointName"}}
+
+
+def test_the_trigger_may_only_start_the_workflow(packaged: Packaged) -> None:
+    role = packaged.resources["ImageWorkflowEventToStepFunctionsRole"]
+    assert statements(role) == [
+        {
+            "Effect": "Allow",
+            "Action": ["states:StartExecution"],
+            "Resource": {"Ref": "ImageWorkflow"},
+        }
+    ]
+    workflow_role = packaged.resources["ImageWorkflowRole"]
+    assert role_actions(packaged, "ImageWorkflowRole") == {"lambda:InvokeFunction"}
+    invoked = {
+        r["Fn::GetAtt"][0]
+        for s in statements(workflow_role)
+        for r in s["Resource"]
+        if "Fn::GetAtt" in r
+    }
+    assert invoked == {function_id for function_id, _role, _path in FUNCTIONS.values()}
+
+
+@pytest.mark.parametrize("function", FUNCTIONS)
+def test_each_package_holds_only_its_handler_and_the_shared_module(
+    packaged: Packaged, function: str
+) -> None:
+    artifact = packaged.directory / f"{function}.zip"
+    assert artifact.stat().st_size < MAX_PACKAGE_BYTES
+    with zipfile.ZipFile(artifact) as archive:
+        assert set(archive.namelist()) == SHARED_FILES | {FUNCTIONS[function][2]}
+
+
+def test_the_functions_run_python_3_11_with_stated_sizes(packaged: Packaged) -> None:
+    for function_id, _role, _path in FUNCTIONS.values():
+        properties = packaged.resources[function_id]["Properties"]
+        assert properties["Runtime"] == "python3.11"
+        assert 128 <= properties["MemorySize"] <= 512
+        assert properties["Timeout"] <= 30
+    threshold = packaged.resources["ThresholdFilterLambdaFunction"]["Properties"]
+    assert threshold["Environment"]["Variables"] == {"THRESHOLD": "0.93"}
+
+
+def test_params_reach_the_environment_the_iam_and_the_trigger(with_params: Packaged) -> None:
+    resources = with_params.resources
+    serialize_env = resources["SerializeLambdaFunction"]["Properties"]["Environment"]["Variables"]
+    assert serialize_env == {
+        "DATA_BUCKET": "acme-images",
+        "ALLOWED_PREFIXES": "test/,train/,incoming/",
+    }
+    classify_env = resources["ClassifyLambdaFunction"]["Properties"]["Environment"]["Variables"]
+    assert classify_env == {"ENDPOINT_NAME": "bikes-v2"}
+    threshold_env = resources["ThresholdFilterLambdaFunction"]["Properties"]["Environment"]
+    assert threshold_env["Variables"] == {"THRESHOLD": "0.8"}
+    s3_resources = {
+        text
+        for s in statements(resources["SerializeRole"])
+        if actions(s) == ["s3:GetObject"]
+        for text in resource_texts(s)
+    }
+    assert s3_resources == {
+        f"arn:aws:s3:::acme-images/{p}*" for p in ("test/", "train/", "incoming/")
+    }
+    rule = resources["ImageWorkflowEventsRuleCloudWatchEvent1"]["Properties"]
+    assert rule["EventPattern"]["detail"]["bucket"]["name"] == ["acme-images"]
+    (invoke,) = [
+        s
+        for s in statements(resources["ClassifyRole"])
+        if actions(s) == ["sagemaker:InvokeEndpoint"]
+    ]
+    assert invoke["Resource"]["Fn::Sub"][1] == {"Name": "bikes-v2"}
+
+
+def test_an_upload_under_incoming_starts_the_workflow_with_the_reference_event(
+    packaged: Packaged,
+) -> None:
+    rule = packaged.resources["ImageWorkflowEventsRuleCloudWatchEvent1"]["Properties"]
+    assert rule["State"] == "ENABLED"
+    pattern = rule["EventPattern"]
+    assert pattern["source"] == ["aws.s3"]
+    assert pattern["detail-type"] == ["Object Created"]
+    assert pattern["detail"]["object"]["key"] == [{"prefix": "incoming/"}]
+    (target,) = rule["Targets"]
+    assert target["Arn"] == {"Ref": "ImageWorkflow"}
+    transformer = target["InputTransformer"]
+    assert transformer["InputPathsMap"] == {
+        "bucket": "$.detail.bucket.name",
+        "key": "$.detail.object.key",
+    }
+    # EventBridge puts each value in place of its <name>; the result is the reference event.
+    rendered = (
+        transformer["InputTemplate"]
+        .replace("<bucket>", "scones-unlimited-local")
+        .replace("<key>", "incoming/photo.png")
+    )
+    assert json.loads(rendered) == {
+        "image_data": "",
+        "s3_bucket": "scones-unlimited-local",
+        "s3_key": "incoming/photo.png",
+        "inferences": [],
+    }
+
+
+def test_alarms_watch_failed_executions_and_each_handlers_errors(packaged: Packaged) -> None:
+    alarms = packaged.of_type("AWS::CloudWatch::Alarm").values()
+    watched = {
+        (
+            a["Properties"]["Namespace"],
+            a["Properties"]["MetricName"],
+            *(json.dumps(d["Value"]) for d in a["Properties"]["Dimensions"]),
+        )
+        for a in alarms
+    }
+    assert watched == {
+        ("AWS/States", "ExecutionsFailed", json.dumps({"Ref": "ImageWorkflow"})),
+        *(
+            ("AWS/Lambda", "Errors", json.dumps({"Ref": function_id}))
+            for function_id, _role, _path in FUNCTIONS.values()
+        ),
+    }
+    assert all(a["Properties"]["AlarmActions"] == [{"Ref": "AlarmTopic"}] for a in alarms)
+    assert packaged.resources["AlarmTopic"]["Type"] == "AWS::SNS::Topic"
+
+
+def test_outputs_name_the_state_machine_and_the_alarm_topic(packaged: Packaged) -> None:
+    outputs = packaged.template["Outputs"]
+    assert outputs["ImageWorkflowArn"]["Value"] == {"Ref": "ImageWorkflow"}
+    assert outputs["AlarmTopicArn"]["Value"] == {"Ref": "AlarmTopic"}
+    name = packaged.resources["ImageWorkflow"]["Properties"]["StateMachineName"]
+    assert name.startswith("scones-unlimited-") and name.endswith("-image-workflow")
+
+
+def test_an_unknown_stage_still_packages_with_its_own_bucket(tmp_path: Path) -> None:
+    template = package("qa", tmp_path)
+    env = template["Resources"]["SerializeLambdaFunction"]["Properties"]["Environment"]
+    assert env["Variables"]["DATA_BUCKET"] == "scones-unlimited-qa"

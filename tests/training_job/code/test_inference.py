@@ -1,0 +1,140 @@
+"""The inference script's four functions, called as SageMaker's container calls them."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from local_aws.endpoint import sample_model
+
+inference: ModuleType = sample_model.code_module("inference")
+imaging: ModuleType = sample_model.code_module("imaging")
+Split = tuple[np.ndarray, np.ndarray]
+
+
+@pytest.fixture(scope="module")
+def test_images(shared_data: Path) -> tuple[np.ndarray, np.ndarray]:
+    return sample_model.load_split(shared_data / "cifar-100-python-vehicles.tar.gz", "test")
+
+
+@pytest.fixture(scope="module")
+def loaded(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    torch.set_num_threads(1)
+    model_dir = tmp_path_factory.mktemp("model")
+    sample_model.train_quick_model(shared_data / "cifar-100-python-vehicles.tar.gz", model_dir, 2)
+    return inference.model_fn(str(model_dir))
+
+
+def encoded(
+    image: np.ndarray, fmt: str, mode: str = "RGB", size: tuple[int, int] = (32, 32)
+) -> bytes:
+    picture = Image.fromarray(image).resize(size).convert(mode)
+    buffer = io.BytesIO()
+    picture.save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def test_one_image_gives_class_probabilities_in_label_order(
+    loaded: Any, test_images: Split
+) -> None:
+    images, _labels = test_images
+    data = inference.input_fn(sample_model.png_bytes(images[0]), "image/png")
+    body, content_type = inference.output_fn(inference.predict_fn(data, loaded), "application/json")
+    probabilities = json.loads(body)
+    assert content_type == "application/json"
+    assert len(probabilities) == len(loaded.config["classes"]) == 2
+    assert sum(probabilities) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_a_batch_predicts_what_single_images_predict(loaded: Any, test_images: Split) -> None:
+    images, _labels = test_images
+    batch = [
+        inference.input_fn(sample_model.png_bytes(image), "image/png") for image in images[:16]
+    ]
+    together = inference.predict_fn(batch, loaded)
+    one_by_one = [inference.predict_fn(image, loaded) for image in batch]
+    np.testing.assert_allclose(together, one_by_one, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("fmt", "content_type", "mode", "size"),
+    [
+        ("PNG", "image/png", "RGB", (32, 32)),
+        ("PNG", "image/png", "RGBA", (100, 60)),
+        ("PNG", "image/PNG; charset=binary", "L", (32, 32)),
+        ("PNG", "application/x-image", "P", (17, 17)),
+        ("JPEG", "image/jpeg", "RGB", (640, 480)),
+        ("JPEG", "application/x-image", "CMYK", (33, 33)),
+    ],
+)
+def test_any_size_and_mode_is_converted_exactly_as_training_converts(
+    test_images: Split, fmt: str, content_type: str, mode: str, size: tuple[int, int]
+) -> None:
+    body = encoded(test_images[0][3], fmt, mode, size)
+    array = inference.input_fn(body, content_type)
+    assert array.shape == (32, 32, 3) and array.dtype == np.uint8
+    np.testing.assert_array_equal(array, imaging.decode(body))
+
+
+def test_png_input_keeps_the_archive_pixels(test_images: Split) -> None:
+    image = test_images[0][5]
+    np.testing.assert_array_equal(
+        inference.input_fn(sample_model.png_bytes(image), "image/png"), image
+    )
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "status"),
+    [
+        (b"", "image/png", 400),
+        (b"this is not an image", "image/png", 400),
+        (b"GIF89a" + b"\x00" * 10, "image/jpeg", 400),
+        (sample_model.claimed_size_png(50_000, 50_000), "image/png", 400),
+        (b"\x89PNG\r\n\x1a\n", "application/x-image", 400),
+        (b"{}", "application/json", 415),
+        (b"a,b", "text/csv", 415),
+        (b"\x89PNG", "", 415),
+        (b"\x89PNG", None, 415),
+    ],
+)
+def test_bad_input_raises_an_error_carrying_a_4xx_status(
+    body: bytes, content_type: str | None, status: int
+) -> None:
+    with pytest.raises(inference.InferenceError) as raised:
+        inference.input_fn(body, content_type)
+    assert raised.value.status_code == status
+    assert raised.value.message and raised.value.phrase
+
+
+def test_a_truncated_png_is_refused_with_400(test_images: Split) -> None:
+    whole = encoded(test_images[0][0], "PNG", size=(64, 64))
+    with pytest.raises(inference.InferenceError) as raised:
+        inference.input_fn(whole[: len(whole) // 2], "image/png")
+    assert raised.value.status_code == 400
+
+
+def test_the_error_has_the_toolkit_error_signature() -> None:
+    # sagemaker_inference answers a BaseInferenceToolkitError with its status_code and
+    # any other exception with 500; ours must carry the same three attributes.
+    error = inference.InferenceError(415, "nope")
+    assert (error.status_code, error.message, error.phrase) == (415, "nope", "nope")
+    assert str(error) == "nope"
+
+
+@pytest.mark.parametrize("accept", [None, "", "*/*", "application/json"])
+def test_output_is_json_for_json_or_any_accept(accept: str | None) -> None:
+    assert inference.output_fn([0.25, 0.75], accept) == ("[0.25, 0.75]", "application/json")
+
+
+def test_an_accept_it_cannot_produce_is_refused_with_406() -> None:
+    with pytest.raises(inference.InferenceError) as raised:
+        inference.output_fn([0.25, 0.75], "text/csv")
+    assert raised.value.status_code == 406

@@ -1,0 +1,270 @@
+"""train.py as SageMaker runs it: a subprocess with the SM_* environment contract, on a
+small staged sample of the real data, with a tiny network so each run takes seconds."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from tests.training_job.code.conftest import CODE_DIR
+
+import imaging  # noqa: I001  (a top-level module from training_job/code, as in SageMaker)
+import model as model_lib
+import train as train_module
+
+TINY = ["--epochs", "2", "--batch-size", "20", "--widths", "8,16,16", "--val-fraction", "0.2"]
+METRIC_FIELDS = {
+    "test_accuracy",
+    "val_accuracy",
+    "per_class",
+    "confusion_matrix",
+    "expected_calibration_error",
+    "training_seconds",
+    "seed",
+    "git_commit",
+    "epochs",
+    "hyperparameters",
+    "classes",
+    "counts",
+}
+
+
+def sagemaker_env(channels: dict[str, Path], root: Path) -> dict[str, str]:
+    env = {name: value for name, value in os.environ.items() if not name.startswith("SM_")}
+    env.update(
+        SM_MODEL_DIR=str(root / "model"),
+        SM_OUTPUT_DATA_DIR=str(root / "output" / "data"),
+        SM_OUTPUT_DIR=str(root / "output"),
+        SM_NUM_CPUS="1",
+        SM_NUM_GPUS="0",
+        SCONES_GIT_COMMIT="0123abc",
+        **{f"SM_CHANNEL_{name.upper()}": str(path) for name, path in channels.items()},
+    )
+    (root / "output").mkdir(parents=True, exist_ok=True)
+    return env
+
+
+def run_train(
+    env: dict[str, str], *args: str, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [sys.executable, str(CODE_DIR / "train.py"), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+@pytest.fixture(scope="module")
+def trained(
+    staged_sample: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, dict[str, str], subprocess.CompletedProcess[str]]:
+    root = tmp_path_factory.mktemp("job")
+    env = sagemaker_env(staged_sample, root)
+    result = run_train(env, *TINY, "--seed", "3")
+    return root, env, result
+
+
+def test_a_short_run_writes_the_whole_model_directory(trained: Any) -> None:
+    root, _, result = trained
+    model_dir = root / "model"
+    for name in ("model.pth", "model.json", "metrics.json"):
+        assert (model_dir / name).is_file(), name
+    for plot in ("confusion_matrix.png", "training_curves.png"):
+        with Image.open(model_dir / "plots" / plot) as image:
+            assert image.format == "PNG" and image.size[0] > 100
+    served = {path.name for path in (model_dir / "code").iterdir()}
+    assert {"model.py", "imaging.py"} <= served and "train.py" not in served
+    if (CODE_DIR / "inference.py").exists():
+        assert "inference.py" in served
+    assert "epoch 2/2 loss" in result.stdout and "val_acc" in result.stdout
+
+
+def test_metrics_json_has_every_field_and_is_copied_to_the_output_dir(trained: Any) -> None:
+    root, _, _ = trained
+    metrics = json.loads((root / "model" / "metrics.json").read_text())
+    assert METRIC_FIELDS <= metrics.keys()
+    assert metrics["classes"] == ["bicycle", "motorcycle"]
+    assert metrics["counts"] == {"train": 48, "val": 12, "test": 20}
+    assert metrics["seed"] == 3 and metrics["epochs"] == 2
+    assert metrics["git_commit"] == "0123abc"
+    assert metrics["hyperparameters"]["batch_size"] == 20
+    confusion = np.array(metrics["confusion_matrix"])
+    assert confusion.shape == (2, 2) and confusion.sum() == 20
+    assert confusion.sum(axis=1).tolist() == [10, 10]  # rows are the true labels
+    assert metrics["test_accuracy"] == pytest.approx(np.trace(confusion) / 20)
+    for name in ("bicycle", "motorcycle"):
+        assert set(metrics["per_class"][name]) >= {"precision", "recall", "f1"}
+    assert 0 <= metrics["expected_calibration_error"] <= 1
+    assert metrics["training_seconds"] > 0
+    copied = root / "output" / "data" / "metrics.json"
+    assert copied.read_text() == (root / "model" / "metrics.json").read_text()
+
+
+def staged_test_images(channels: dict[str, Path]) -> tuple[np.ndarray, np.ndarray]:
+    rows = [
+        line.split("\t")
+        for line in (channels["test_lst"] / "test.lst").read_text().split("\n")
+        if line
+    ]
+    images = np.stack(
+        [imaging.decode((channels["test"] / name).read_bytes()) for _, _, name in rows]
+    )
+    return images, np.array([int(label) for _, label, _ in rows])
+
+
+def test_load_model_round_trip_reproduces_the_reported_test_metrics(
+    trained: Any, staged_sample: dict[str, Path]
+) -> None:
+    root, _, _ = trained
+    images, labels = staged_test_images(staged_sample)
+    first, config = model_lib.load_model(root / "model")
+    second, _ = model_lib.load_model(root / "model")
+    with torch.no_grad():
+        batch = model_lib.to_tensor(images, config)
+        probabilities = first(batch).softmax(1)
+        assert torch.equal(probabilities, second(batch).softmax(1))
+    predicted = probabilities.argmax(1).numpy()
+    confusion = np.zeros((2, 2), dtype=int)
+    np.add.at(confusion, (labels, predicted), 1)
+    metrics = json.loads((root / "model" / "metrics.json").read_text())
+    assert confusion.tolist() == metrics["confusion_matrix"]
+    assert first.embed(batch).shape == (20, 16)
+
+
+def test_the_same_seed_gives_identical_weights_and_metrics(
+    staged_sample: dict[str, Path], tmp_path: Path
+) -> None:
+    runs = []
+    for name in ("one", "two"):
+        env = sagemaker_env(staged_sample, tmp_path / name)
+        run_train(env, *TINY, "--seed", "7")
+        model_dir = tmp_path / name / "model"
+        metrics = json.loads((model_dir / "metrics.json").read_text())
+        state = torch.load(model_dir / "model.pth", weights_only=True)
+        runs.append((metrics, state))
+    (first_metrics, first_state), (second_metrics, second_state) = runs
+    for volatile in ("training_seconds",):
+        first_metrics.pop(volatile), second_metrics.pop(volatile)
+    first_metrics["history"].pop("seconds"), second_metrics["history"].pop("seconds")
+    assert first_metrics == second_metrics
+    assert first_state.keys() == second_state.keys()
+    assert all(torch.equal(first_state[key], second_state[key]) for key in first_state)
+
+
+def test_a_missing_channel_fails_with_a_clear_message_and_writes_nothing(
+    staged_sample: dict[str, Path], tmp_path: Path
+) -> None:
+    env = sagemaker_env(staged_sample, tmp_path)
+    del env["SM_CHANNEL_TEST"]
+    result = run_train(env, *TINY, check=False)
+    assert result.returncode != 0
+    assert "the test channel is missing" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "model").exists()
+    assert "test channel is missing" in (tmp_path / "output" / "failure").read_text()
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--epochs", "-1"], "--epochs: must be a positive integer"),
+        (["--epochs", "zero"], "--epochs"),
+        (["--batch-size", "0"], "--batch-size/--batch_size: must be a positive integer, got 0"),
+        (["--val-fraction", "1.5"], "--val-fraction/--val_fraction: must be strictly between 0 and 1"),
+        (["--lr", "nan"], "--lr: must be a finite number"),
+        (["--classes", "bicycle"], "--classes: must be two or more distinct"),
+        (["--classes", "bicycle,bicycle"], "--classes: must be two or more distinct"),
+        (["--widths", "8,16"], "--widths: must be three"),
+        (["--flip", "maybe"], "--flip: must be true or false"),
+        (["--no-such-option", "1"], "unrecognized arguments"),
+    ],
+)
+def test_bad_hyperparameters_exit_non_zero_with_a_clear_message(
+    arguments: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        train_module.main([*arguments, "--model-dir", str(tmp_path / "model")])
+    assert exited.value.code != 0
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "model").exists()
+
+
+def channel_args(channels: dict[str, Path], model_dir: Path) -> list[str]:
+    return [
+        "--train",
+        str(channels["train"]),
+        "--train-lst",
+        str(channels["train_lst"]),
+        "--test",
+        str(channels["test"]),
+        "--test-lst",
+        str(channels["test_lst"]),
+        "--model-dir",
+        str(model_dir),
+    ]
+
+
+def test_underscore_spellings_are_accepted_as_sagemaker_passes_them() -> None:
+    args = train_module.build_parser().parse_args(
+        ["--batch_size", "64", "--val_fraction", "0.2", "--weight_decay", "0.001"]
+    )
+    assert (args.batch_size, args.val_fraction, args.weight_decay) == (64, 0.2, 0.001)
+
+
+def copy_channels(channels: dict[str, Path], root: Path) -> dict[str, Path]:
+    import shutil
+
+    copied = {}
+    for name, path in channels.items():
+        copied[name] = root / name
+        shutil.copytree(path, copied[name])
+    return copied
+
+
+@pytest.mark.parametrize(
+    ("extra", "edit", "message"),
+    [
+        (["--classes", "bicycle,motorcycle,scooter"], None, "class 'scooter' has no training"),
+        (["--classes", "motorcycle,bicycle,car"], None, "class 'car' has no training"),
+        ([], ("train", "0\t2\tbike.png\n"), "label 2 is outside the 2 classes"),
+        ([], ("train", "0\tbike\tbike.png\n"), "label 'bike' is not a number"),
+        ([], ("train", "no tabs here\n"), "expected row<TAB>label<TAB>filename"),
+        ([], ("train", "0\t0\t../../etc/passwd\n"), "points outside the train channel"),
+        ([], ("train", "0\t0\tmissing.png\n"), "cannot read 'missing.png'"),
+        ([], ("test", "0\t1\tgarbage.png\n"), "'garbage.png': not a readable image"),
+        ([], ("test", ""), "lists no images"),
+    ],
+)
+def test_data_that_does_not_match_the_hyperparameters_is_refused(
+    extra: list[str],
+    edit: tuple[str, str] | None,
+    message: str,
+    staged_sample: dict[str, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    channels = copy_channels(staged_sample, tmp_path / "channels")
+    (channels["test"] / "garbage.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    if edit is not None:
+        split, text = edit
+        lst = channels[f"{split}_lst"] / f"{split}.lst"
+        lst.write_text(lst.read_text() + text if text else "")
+    model_dir = tmp_path / "model"
+    code = train_module.main([*TINY, *extra, *channel_args(channels, model_dir)])
+    assert code == 2
+    assert message in capsys.readouterr().err
+    assert not model_dir.exists()

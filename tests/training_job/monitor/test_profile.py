@@ -1,0 +1,80 @@
+"""profile.py: the input statistics on images with known answers, and the baseline files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.training_job.monitor.conftest import Vehicles, png
+from training_job.monitor import model_code
+from training_job.monitor.baseline import Baseline
+
+
+def test_flat_grey_image_has_no_contrast_colour_edges_or_noise() -> None:
+    grey = np.full((1, 32, 32, 3), 128, dtype=np.uint8)
+    values = model_code.profile().input_statistics(grey)
+    assert values["brightness"][0] == pytest.approx(128 / 255, abs=1e-4)
+    for name in ("contrast", "saturation", "colourfulness", "sharpness", "noise"):
+        assert values[name][0] == pytest.approx(0.0, abs=1e-6), name
+
+
+def test_noise_raises_the_noise_estimate_by_its_standard_deviation() -> None:
+    rng = np.random.default_rng(0)
+    noisy = np.clip(128 + rng.normal(0, 10, (4, 32, 32, 3)), 0, 255).astype(np.uint8)
+    noise = model_code.profile().input_statistics(noisy)["noise"]
+    # Immerkær's estimate of sigma, in luma units (colour noise averages down in luma).
+    expected = 10 / 255 * np.sqrt(0.299**2 + 0.587**2 + 0.114**2)
+    assert np.allclose(noise, expected, rtol=0.15)
+
+
+def test_blur_lowers_sharpness_and_pure_red_is_saturated(vehicles: Vehicles) -> None:
+    profile = model_code.profile()
+    images = vehicles.test_images[:20]
+    padded = np.pad(images.astype(np.float32), ((0, 0), (1, 1), (1, 1), (0, 0)), mode="edge")
+    blurred = np.mean(
+        [padded[:, dy : dy + 32, dx : dx + 32] for dy in range(3) for dx in range(3)], axis=0
+    )
+    sharp = profile.input_statistics(images)["sharpness"]
+    soft = profile.input_statistics(blurred.astype(np.uint8))["sharpness"]
+    assert (soft < sharp).all()
+    red = np.zeros((1, 32, 32, 3), dtype=np.uint8)
+    red[..., 0] = 255
+    assert profile.input_statistics(red)["saturation"][0] == pytest.approx(1.0)
+
+
+def test_statistics_refuse_arrays_that_are_not_uint8_rgb_batches() -> None:
+    with pytest.raises(ValueError, match="uint8 images"):
+        model_code.profile().input_statistics(np.zeros((32, 32, 3), dtype=np.uint8))
+    with pytest.raises(ValueError, match="uint8 images"):
+        model_code.profile().input_statistics(np.zeros((2, 32, 32, 3), dtype=np.float32))
+
+
+def test_write_baseline_writes_a_profile_the_monitor_loads(model_dir: Path) -> None:
+    baseline = Baseline.from_dir(model_dir)
+    assert baseline.count == 200
+    assert baseline.classes == ["bicycle", "motorcycle"]
+    assert baseline.embeddings.shape == (200, 32)
+    assert np.allclose(baseline.probabilities.sum(axis=1), 1.0, atol=1e-4)
+    assert baseline.content_types == {"image/png": 200}
+    assert set(baseline.statistics) == set(model_code.profile().STATISTICS)
+    assert not list(model_dir.glob("*.tmp"))
+
+
+def test_write_baseline_refuses_bad_input_and_writes_nothing(
+    model_dir: Path, vehicles: Vehicles, tmp_path: Path
+) -> None:
+    net, config = model_code.model().load_model(model_dir)
+    profile = model_code.profile()
+    images = vehicles.test_images[:4]
+    with pytest.raises(ValueError, match="one per image"):
+        profile.write_baseline(tmp_path, net, config, images, [1, 2])
+    with pytest.raises(ValueError, match="at least 2"):
+        profile.write_baseline(tmp_path, net, config, images[:1], None)
+    assert list(tmp_path.iterdir()) == []
+    profile.write_baseline(tmp_path, net, config, images, None)
+    document = json.loads((tmp_path / "baseline.json").read_text())
+    assert document["upload_bytes"] is None and document["content_types"] is None
+    assert len(png(images[0])) > 0

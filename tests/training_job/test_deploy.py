@@ -1,0 +1,290 @@
+"""`python -m training_job deploy`: the SageMaker requests it makes, checked against the
+local AWS (moto), the model artifact it picks and unpacks, and its command line."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+import time
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+
+from training_job import deploy
+from training_job.__main__ import main
+
+ROLE = "arn:aws:iam::123456789012:role/scones-sagemaker"
+
+
+@pytest.fixture
+def bucket(local_aws: dict[str, str], unique_name: str) -> str:
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket=unique_name)
+    s3.put_object(Bucket=unique_name, Key="models/job-1/output/model.tar.gz", Body=b"old")
+    time.sleep(1.1)  # S3 LastModified has one-second resolution
+    s3.put_object(Bucket=unique_name, Key="models/job-2/output/model.tar.gz", Body=b"new")
+    s3.put_object(Bucket=unique_name, Key="models/job-2/output/metrics.json", Body=b"{}")
+    return unique_name
+
+
+def test_the_newest_model_archive_under_models_is_chosen(bucket: str) -> None:
+    assert (
+        deploy.newest_model_data(boto3.client("s3"), bucket)
+        == f"s3://{bucket}/models/job-2/output/model.tar.gz"
+    )
+
+
+def test_a_bucket_without_a_model_is_an_error_that_says_what_to_do(
+    local_aws: dict[str, str], unique_name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    boto3.client("s3").create_bucket(Bucket=unique_name)
+    code = main(["deploy", "--mode", "sagemaker", "--bucket", unique_name, "--role", ROLE])
+    assert code == 1
+    assert "train a model first" in capsys.readouterr().err
+
+
+def test_sagemaker_deployment_creates_model_capture_endpoint_scaling_and_parameter(
+    bucket: str, unique_name: str
+) -> None:
+    endpoint = f"ep-{unique_name}"
+    parameter = f"/test/{unique_name}/endpoint-name"
+    common = ["--endpoint-name", endpoint, "--parameter-name", parameter]
+    code = main(
+        [
+            "deploy",
+            "--mode",
+            "sagemaker",
+            "--bucket",
+            bucket,
+            "--role",
+            ROLE,
+            *common,
+            "--capture-sampling",
+            "40",
+            "--min-instances",
+            "2",
+            "--max-instances",
+            "5",
+            "--target-invocations",
+            "90",
+            "--instance-type",
+            "ml.c5.large",
+        ]
+    )
+    assert code == 0
+    sm = boto3.client("sagemaker")
+    described = sm.describe_endpoint(EndpointName=endpoint)
+    assert described["EndpointStatus"] == "InService"
+    config = sm.describe_endpoint_config(EndpointConfigName=described["EndpointConfigName"])
+    [variant] = config["ProductionVariants"]
+    assert variant["VariantName"] == "AllTraffic"
+    assert variant["InstanceType"] == "ml.c5.large"
+    assert variant["InitialInstanceCount"] == 2
+    capture_config = config["DataCaptureConfig"]
+    assert capture_config["EnableCapture"] is True
+    assert capture_config["InitialSamplingPercentage"] == 40
+    assert capture_config["DestinationS3Uri"] == f"s3://{bucket}/data_capture"
+    assert {option["CaptureMode"] for option in capture_config["CaptureOptions"]} == {
+        "Input",
+        "Output",
+    }
+    assert capture_config["CaptureContentTypeHeader"] == {"JsonContentTypes": ["application/json"]}
+
+    model = sm.describe_model(ModelName=variant["ModelName"])
+    container = model["PrimaryContainer"]
+    assert model["ExecutionRoleArn"] == ROLE
+    assert container["ModelDataUrl"] == f"s3://{bucket}/models/job-2/output/model.tar.gz"
+    assert "pytorch-inference:2.6.0-cpu-py312" in container["Image"]
+    assert container["Environment"]["SAGEMAKER_PROGRAM"] == "inference.py"
+
+    autoscaling = boto3.client("application-autoscaling")
+    resource = f"endpoint/{endpoint}/variant/AllTraffic"
+    [target] = autoscaling.describe_scalable_targets(
+        ServiceNamespace="sagemaker", ResourceIds=[resource]
+    )["ScalableTargets"]
+    assert target["ScalableDimension"] == "sagemaker:variant:DesiredInstanceCount"
+    assert (target["MinCapacity"], target["MaxCapacity"]) == (2, 5)
+    [policy] = autoscaling.describe_scaling_policies(
+        ServiceNamespace="sagemaker", ResourceId=resource
+    )["ScalingPolicies"]
+    assert policy["PolicyType"] == "TargetTrackingScaling"
+    tracking = policy["TargetTrackingScalingPolicyConfiguration"]
+    assert tracking["TargetValue"] == 90
+    assert tracking["PredefinedMetricSpecification"] == {
+        "PredefinedMetricType": "SageMakerVariantInvocationsPerInstance"
+    }
+    ssm = boto3.client("ssm")
+    stored = ssm.get_parameter(Name=parameter)["Parameter"]
+    assert (stored["Value"], stored["Type"]) == (endpoint, "String")
+
+    # A second deployment under the same name is refused, not half-applied.
+    again = ["deploy", "--mode", "sagemaker", "--bucket", bucket, "--role", ROLE, *common]
+    assert main(again) == 1
+
+    assert main(["deploy", "--mode", "sagemaker", "--delete", *common]) == 0
+    with pytest.raises(ClientError):
+        sm.describe_endpoint(EndpointName=endpoint)
+    with pytest.raises(ClientError):
+        sm.describe_endpoint_config(EndpointConfigName=described["EndpointConfigName"])
+    with pytest.raises(ClientError):
+        sm.describe_model(ModelName=variant["ModelName"])
+    assert not autoscaling.describe_scalable_targets(
+        ServiceNamespace="sagemaker", ResourceIds=[resource]
+    )["ScalableTargets"]
+    assert not autoscaling.describe_scaling_policies(
+        ServiceNamespace="sagemaker", ResourceId=resource
+    )["ScalingPolicies"]
+    with pytest.raises(ClientError, match="ParameterNotFound"):
+        ssm.get_parameter(Name=parameter)
+    # Deleting what is already gone is not an error.
+    assert main(["deploy", "--mode", "sagemaker", "--delete", *common]) == 0
+
+
+def test_explicit_model_data_is_deployed_as_given(bucket: str, unique_name: str) -> None:
+    uri = f"s3://{bucket}/models/job-1/output/model.tar.gz"
+    common = ["--endpoint-name", f"ep-{unique_name}", "--parameter-name", f"/t/{unique_name}"]
+    assert (
+        main(
+            [
+                "deploy",
+                "--mode",
+                "sagemaker",
+                "--bucket",
+                bucket,
+                "--role",
+                ROLE,
+                "--model-data",
+                uri,
+                *common,
+            ]
+        )
+        == 0
+    )
+    sm = boto3.client("sagemaker")
+    config_name = sm.describe_endpoint(EndpointName=f"ep-{unique_name}")["EndpointConfigName"]
+    model_name = sm.describe_endpoint_config(EndpointConfigName=config_name)["ProductionVariants"][
+        0
+    ]["ModelName"]
+    assert sm.describe_model(ModelName=model_name)["PrimaryContainer"]["ModelDataUrl"] == uri
+    assert main(["deploy", "--mode", "sagemaker", "--delete", *common]) == 0
+
+
+@pytest.mark.parametrize(
+    ("argv", "complaint"),
+    [
+        (["--mode", "sagemaker", "--bucket", "b"], "--role"),
+        (["--mode", "local"], "--bucket"),
+        (["--mode", "sagemaker", "--bucket", "b", "--role", ROLE, "--min-instances", "5"], "above"),
+    ],
+)
+def test_missing_or_contradictory_options_are_refused(
+    argv: list[str], complaint: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["deploy", *argv]) == 1
+    assert complaint in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--mode", "cloud", "--bucket", "b"],
+        ["--mode", "sagemaker", "--bucket", "b", "--endpoint-name", "../etc"],
+        ["--mode", "sagemaker", "--bucket", "b", "--endpoint-name", "x" * 64],
+        ["--mode", "sagemaker", "--bucket", "b", "--model-data", "/tmp/model.tar.gz"],
+        ["--mode", "local", "--bucket", "b", "--capture-sampling", "101"],
+        ["--mode", "local", "--bucket", "b", "--workers", "0"],
+        ["--mode", "local", "--bucket", "b", "--max-body-bytes", "-1"],
+    ],
+)
+def test_hostile_option_values_are_usage_errors(argv: list[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["deploy", *argv])
+    assert exited.value.code == 2
+
+
+def test_help_explains_every_option(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["deploy", "--help"])
+    assert exited.value.code == 0
+    text = capsys.readouterr().out
+    for option in (
+        "--mode", "--bucket", "--model-data", "--endpoint-name", "--parameter-name", "--role",
+        "--instance-type", "--min-instances", "--max-instances", "--target-invocations",
+        "--delete", "--host", "--port", "--workers", "--max-batch", "--max-body-bytes",
+        "--capture-sampling", "--capture-flush-seconds", "--foreground", "--stop",
+    ):  # fmt: skip
+        assert option in text
+
+
+# --- unpacking model.tar.gz -------------------------------------------------------------
+
+
+def _archive(path: Path, entries: list[tuple[tarfile.TarInfo, bytes | None]]) -> Path:
+    with tarfile.open(path, "w:gz") as tar:
+        for info, data in entries:
+            if data is not None:
+                info.size = len(data)
+            tar.addfile(info, io.BytesIO(data) if data is not None else None)
+    return path
+
+
+def _file(name: str, data: bytes = b"x") -> tuple[tarfile.TarInfo, bytes]:
+    return tarfile.TarInfo(name), data
+
+
+def _link(name: str, target: str, kind: bytes) -> tuple[tarfile.TarInfo, None]:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname = kind, target
+    return info, None
+
+
+MODEL_FILES = [_file("model.pth"), _file("model.json", b"{}")]
+
+
+def test_a_model_archive_unpacks_whole(tmp_path: Path) -> None:
+    archive = _archive(tmp_path / "model.tar.gz", [*MODEL_FILES, _file("code/inference.py")])
+    destination = tmp_path / "model"
+    deploy.extract_model(archive, destination)
+    assert sorted(p.relative_to(destination).as_posix() for p in destination.rglob("*")) == [
+        "code",
+        "code/inference.py",
+        "model.json",
+        "model.pth",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("entries", "complaint"),
+    [
+        ([*MODEL_FILES, _file("../evil.py")], "outside"),
+        ([*MODEL_FILES, _file("/etc/evil")], "outside"),
+        ([*MODEL_FILES, _file("code/../../evil")], "outside"),
+        ([*MODEL_FILES, _link("code/x", "/etc/passwd", tarfile.SYMTYPE)], "link"),
+        ([*MODEL_FILES, _link("code/y", "model.pth", tarfile.LNKTYPE)], "link"),
+        ([*MODEL_FILES, _link("fifo", "", tarfile.FIFOTYPE)], "special"),
+        ([_file("model.pth")], "model.json"),
+        ([], "model.pth"),
+    ],
+)
+def test_unsafe_or_incomplete_archives_are_refused_and_nothing_is_written(
+    tmp_path: Path, entries: list[Any], complaint: str
+) -> None:
+    archive = _archive(tmp_path / "model.tar.gz", entries)
+    destination = tmp_path / "out" / "model"
+    destination.parent.mkdir()
+    with pytest.raises(deploy.DeployError, match=complaint):
+        deploy.extract_model(archive, destination)
+    assert list(destination.parent.iterdir()) == []
+    assert not (tmp_path / "evil.py").exists()
+
+
+@pytest.mark.parametrize("content", [b"", b"not a tarball", b"\x1f\x8b\x08\x00truncated gzip"])
+def test_unreadable_archives_are_refused(tmp_path: Path, content: bytes) -> None:
+    archive = tmp_path / "model.tar.gz"
+    archive.write_bytes(content)
+    with pytest.raises(deploy.DeployError, match="not a readable"):
+        deploy.extract_model(archive, tmp_path / "model")
+    assert not (tmp_path / "model").exists()

@@ -1,0 +1,328 @@
+"""`python -m training_job train`: local mode runs training_job/code/train.py as SageMaker
+would; SageMaker mode creates the jobs the reference does (checked against the local AWS)."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import subprocess
+import sys
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from tests.conftest import REPO_ROOT
+from tests.local_aws.test_training import keys_under, read_object, stage_sample, tar_members
+from training_job import train
+
+ROLE = "arn:aws:iam::123456789012:role/scones-training"
+TRAIN_PER_CLASS, TEST_PER_CLASS = 20, 10
+
+
+def launch(*argv: str) -> int:
+    """The `train` command as `python -m training_job` dispatches it."""
+    parser = argparse.ArgumentParser(prog="python -m training_job")
+    train.register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["train", *argv])
+    return int(args.func(args))
+
+
+@pytest.fixture(scope="module")
+def bucket(local_aws: dict[str, str], shared_data: Path) -> str:
+    name = "launcher-sample"
+    stage_sample(name, shared_data, train=TRAIN_PER_CLASS, test=TEST_PER_CLASS)
+    return name
+
+
+@pytest.fixture
+def one_cpu() -> Iterator[None]:
+    """The job sees one CPU (SM_NUM_CPUS follows the affinity), so it trains on one thread."""
+    saved = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(saved)})
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, saved)
+
+
+def describe(job_name: str) -> dict[str, Any]:
+    return boto3.client("sagemaker").describe_training_job(TrainingJobName=job_name)
+
+
+def channel_uris(job: dict[str, Any]) -> dict[str, tuple[str, str | None]]:
+    return {
+        channel["ChannelName"]: (
+            channel["DataSource"]["S3DataSource"]["S3Uri"],
+            channel.get("ContentType"),
+        )
+        for channel in job["InputDataConfig"]
+    }
+
+
+def test_help_explains_every_option(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as done:
+        launch("--help")
+    assert done.value.code == 0
+    text = capsys.readouterr().out
+    for option in (
+        "--bucket", "--prefix", "--mode", "--algorithm", "--job-name", "--work-dir",
+        "--epochs", "--batch-size", "--learning-rate", "--seed", "--hyperparameter",
+        "--role", "--instance-type", "--wait", "--no-wait",
+    ):  # fmt: skip
+        assert option in text
+
+
+def test_help_through_the_command_dispatcher() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "training_job", "train", "--help"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "--mode {local,sagemaker}" in done.stdout
+
+
+@pytest.mark.slow
+def test_local_mode_trains_with_the_real_script_and_uploads_the_artifacts(
+    bucket: str, unique_name: str, one_cpu: None, capfd: pytest.CaptureFixture[str]
+) -> None:
+    assert launch("--bucket", bucket, "--job-name", unique_name, "--epochs", "1") == 0
+    out = capfd.readouterr().out
+    base = f"models/{unique_name}/output/"
+    assert keys_under(bucket, f"models/{unique_name}/") == [
+        base + "metrics.json",
+        base + "model.tar.gz",
+        base + "output.tar.gz",
+    ]
+    model = tar_members(read_object(bucket, base + "model.tar.gz"))
+    assert {"model.pth", "model.json", "metrics.json", "code/inference.py"} <= set(model)
+    metrics = json.loads(read_object(bucket, base + "metrics.json"))
+    assert json.loads(model["metrics.json"] or b"") == metrics
+    assert metrics["classes"] == ["bicycle", "motorcycle"]
+    assert metrics["epochs"] == 1
+    assert metrics["counts"]["test"] == 2 * TEST_PER_CLASS
+    assert metrics["git_commit"] != "unknown"
+    assert "test metrics:" in out
+    assert f"accuracy  {metrics['test_accuracy']:.4f}" in out
+    assert "confusion matrix" in out and "motorcycle" in out
+
+
+def test_local_mode_failure_reports_the_script_error_and_uploads_nothing(
+    bucket: str, unique_name: str, one_cpu: None, capfd: pytest.CaptureFixture[str]
+) -> None:
+    code = launch("--bucket", bucket, "--job-name", unique_name, "-H", "translate=99")
+    err = capfd.readouterr().err
+    assert code == 2  # train.py's own exit status for a bad hyperparameter
+    assert f"training job {unique_name} failed with exit code 2" in err
+    assert "--translate must be 0 to 8 pixels" in err
+    assert keys_under(bucket, f"models/{unique_name}/") == []
+
+
+def test_sagemaker_pytorch_job_is_created_as_the_sdk_would(
+    bucket: str, unique_name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = launch(
+        "--bucket", bucket, "--mode", "sagemaker", "--role", ROLE, "--job-name", unique_name,
+        "--epochs", "3", "--learning-rate", "0.1", "--seed", "7", "--no-wait",
+    )  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    job = describe(unique_name)
+    assert job["AlgorithmSpecification"]["TrainingImage"].endswith(
+        f"/pytorch-training:{train.PYTORCH_VERSION}-cpu-{train.PYTHON_VERSION}"
+    )
+    assert job["RoleArn"] == ROLE
+    assert job["ResourceConfig"]["InstanceType"] == "ml.m5.xlarge"
+    assert job["OutputDataConfig"]["S3OutputPath"] == f"s3://{bucket}/models/"
+    assert channel_uris(job) == {
+        "train": (f"s3://{bucket}/train/", None),
+        "train_lst": (f"s3://{bucket}/train.lst", None),
+        "test": (f"s3://{bucket}/test/", None),
+        "test_lst": (f"s3://{bucket}/test.lst", None),
+    }
+    hps = job["HyperParameters"]
+    source = f"s3://{bucket}/models/{unique_name}/source/sourcedir.tar.gz"
+    assert {name: json.loads(value) for name, value in hps.items() if "sagemaker_" not in name} == {
+        "epochs": 3,
+        "lr": 0.1,
+        "seed": 7,
+        "classes": "bicycle,motorcycle",
+    }  # and nothing else: train.py's own defaults apply
+    assert json.loads(hps["sagemaker_program"]) == "train.py"
+    assert json.loads(hps["sagemaker_submit_directory"]) == source
+    with tarfile.open(fileobj=io.BytesIO(read_object(bucket, source.split("/", 3)[3]))) as tar:
+        assert {"train.py", "model.py", "imaging.py", "inference.py"} <= set(tar.getnames())
+
+
+def test_sagemaker_builtin_job_matches_the_reference(
+    bucket: str, unique_name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = launch(
+        "--bucket", bucket, "--mode", "sagemaker", "--algorithm", "builtin", "--role", ROLE,
+        "--job-name", unique_name, "--epochs", "30", "--batch-size", "32", "--no-wait",
+    )  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    job = describe(unique_name)
+    assert job["AlgorithmSpecification"]["TrainingImage"] == (
+        "811284229777.dkr.ecr.us-east-1.amazonaws.com/image-classification:1"
+    )
+    assert job["ResourceConfig"]["InstanceType"] == "ml.p3.2xlarge"
+    image = "application/x-image"
+    assert channel_uris(job) == {
+        "train": (f"s3://{bucket}/train/", image),
+        "train_lst": (f"s3://{bucket}/train.lst", image),
+        "validation": (f"s3://{bucket}/test/", image),
+        "validation_lst": (f"s3://{bucket}/test.lst", image),
+    }
+    assert job["HyperParameters"] == {
+        "image_shape": "3,32,32",
+        "num_classes": "2",
+        "num_training_samples": str(2 * TRAIN_PER_CLASS),
+        "epochs": "30",
+        "mini_batch_size": "32",
+    }
+
+
+def test_sagemaker_wait_reads_metrics_out_of_the_model_and_copies_them_beside_it(
+    bucket: str, unique_name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The local AWS "completes" a job without running it: put its model where it would be.
+    metrics = {
+        "test_accuracy": 0.955,
+        "expected_calibration_error": 0.02,
+        "classes": ["bicycle", "motorcycle"],
+        "per_class": {"bicycle": {"precision": 0.96, "recall": 0.95, "f1": 0.955, "support": 100}},
+        "confusion_matrix": [[95, 5], [4, 96]],
+        "training_seconds": 12.5,
+    }
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w:gz") as tar:
+        body = json.dumps(metrics).encode()
+        info = tarfile.TarInfo("metrics.json")
+        info.size = len(body)
+        tar.addfile(info, io.BytesIO(body))
+    key = f"models/{unique_name}/output/model.tar.gz"
+    boto3.client("s3").put_object(Bucket=bucket, Key=key, Body=archive.getvalue())
+
+    code = launch(
+        "--bucket", bucket, "--mode", "sagemaker", "--role", ROLE, "--job-name", unique_name
+    )  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0
+    assert json.loads(read_object(bucket, f"models/{unique_name}/output/metrics.json")) == metrics
+    assert "accuracy  0.9550" in out and "ECE       0.0200" in out
+    assert "bicycle" in out and "95" in out and "96" in out
+
+
+def test_sagemaker_wait_without_a_model_is_one_clear_error(
+    bucket: str, unique_name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = launch(
+        "--bucket", bucket, "--mode", "sagemaker", "--role", ROLE, "--job-name", unique_name
+    )  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 1
+    assert f"cannot read s3://{bucket}/models/{unique_name}/output/model.tar.gz" in err
+    assert "Traceback" not in err
+
+
+def test_missing_bucket_says_to_stage_first(
+    local_aws: dict[str, str], unique_name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert launch("--bucket", unique_name) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert f"bucket {unique_name} does not exist" in err and "training_job stage" in err
+
+
+def test_bucket_without_manifest_says_to_stage_first(
+    local_aws: dict[str, str], unique_name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    boto3.client("s3").create_bucket(Bucket=unique_name)
+    assert launch("--bucket", unique_name, "--prefix", "runs/a") == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert f"s3://{unique_name}/runs/a/manifest.json not found" in err
+    assert (
+        f"run `python -m training_job stage --bucket {unique_name} --prefix runs/a/` first" in err
+    )
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"", "manifest is not JSON"),
+        (b"\xff\xfe garbage", "manifest is not JSON"),
+        (b"[1, 2]", "must be a JSON object"),
+        (json.dumps({"format": 1, "classes": []}).encode(), "classes"),
+        (b" " * (train.MAX_MANIFEST_BYTES + 1), "not a manifest"),
+    ],
+)
+def test_malformed_manifest_is_one_clear_error(
+    local_aws: dict[str, str],
+    unique_name: str,
+    body: bytes,
+    message: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket=unique_name)
+    s3.put_object(Bucket=unique_name, Key="manifest.json", Body=body)
+    assert launch("--bucket", unique_name) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1
+    assert message in err
+    assert keys_under(unique_name, "models/") == []
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--mode", "sagemaker"], "--mode sagemaker needs --role"),
+        (["--algorithm", "builtin"], "--algorithm builtin runs only with --mode sagemaker"),
+        (["--job-name", "no_underscores"], "invalid --job-name"),
+        (["--job-name", "x" * 64], "invalid --job-name"),
+        (["--hyperparameter", "novalue"], "expects NAME=VALUE"),
+        (["--hyperparameter", "=3"], "expects NAME=VALUE"),
+        (["--hyperparameter", "classes=a,b"], "classes come from manifest.json"),
+        (["--prefix", "bad\nprefix"], "invalid --prefix"),
+        (
+            ["--mode", "sagemaker", "--role", ROLE, "--algorithm", "builtin", "--seed", "1"],
+            "--seed applies to --algorithm pytorch only",
+        ),
+    ],
+)
+def test_usage_errors_exit_2_with_one_line(
+    bucket: str, argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert launch("--bucket", bucket, *argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--algorithm", "xgboost"],
+        ["--mode", "cloud"],
+        ["--epochs", "many"],
+        [],  # no --bucket
+    ],
+)
+def test_argument_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as done:
+        launch(*argv)
+    assert done.value.code == 2
+    assert "error:" in capsys.readouterr().err
+
+
+def test_invalid_bucket_name_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert launch("--bucket", "Not_A_Bucket") == 2
+    assert "invalid bucket name" in capsys.readouterr().err

@@ -1,0 +1,125 @@
+"""The project's bucket: created if missing, and held to the same settings every run.
+
+Private (all four public-access blocks), encrypted by default with SSE-S3 (AES256: the
+ETag of a single-part upload stays the object's MD5, which staging compares against its
+manifest, and no KMS key or per-request KMS cost is involved), TLS-only by policy, and
+sending its events to EventBridge (the workflow's trigger).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+TLS_ONLY_SID = "DenyInsecureTransport"
+# S3's rules for new bucket names (no dots: virtual-hosted TLS breaks on them).
+_BUCKET_NAME = re.compile(r"(?!xn--)(?!sthree-)(?!amzn-s3-demo-)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]")
+
+
+class BucketError(RuntimeError):
+    """The bucket cannot be used: it belongs to someone else, or a setting was refused."""
+
+
+def is_valid_bucket_name(name: str) -> bool:
+    return bool(_BUCKET_NAME.fullmatch(name)) and not name.endswith(("-s3alias", "--ol-s3"))
+
+
+def tls_only_statement(bucket: str) -> dict[str, Any]:
+    return {
+        "Sid": TLS_ONLY_SID,
+        "Effect": "Deny",
+        "Principal": "*",
+        "Action": "s3:*",
+        "Resource": [f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"],
+        "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+    }
+
+
+def ensure_bucket(s3: Any, bucket: str, account_id: str | None = None) -> bool:
+    """Create `bucket` if it is missing, then apply the settings. Returns True if created.
+
+    `account_id` (the caller's, from STS) makes S3 refuse a bucket of that name that
+    another account owns, instead of our settings being attempted on it.
+    """
+    created = False
+    owner = {"ExpectedBucketOwner": account_id} if account_id else {}
+    try:
+        s3.head_bucket(Bucket=bucket, **owner)
+    except ClientError as error:
+        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if status == 404:
+            _create(s3, bucket)
+            created = True
+        elif status == 403:
+            raise BucketError(f"bucket {bucket!r} exists and is not ours (access denied)") from (
+                error
+            )
+        else:
+            raise
+    _apply_settings(s3, bucket, owner)
+    return created
+
+
+def _create(s3: Any, bucket: str) -> None:
+    region = s3.meta.region_name
+    arguments: dict[str, Any] = {"Bucket": bucket, "ObjectOwnership": "BucketOwnerEnforced"}
+    if region and region != "us-east-1":
+        # us-east-1 is S3's default location and refuses an explicit constraint.
+        arguments["CreateBucketConfiguration"] = {"LocationConstraint": region}
+    try:
+        s3.create_bucket(**arguments)
+    except ClientError as error:
+        code = error.response.get("Error", {}).get("Code")
+        if code == "BucketAlreadyOwnedByYou":
+            return  # created by a concurrent run of ours between head and create
+        if code == "BucketAlreadyExists":
+            raise BucketError(f"bucket name {bucket!r} is taken by another account") from error
+        raise
+
+
+def _apply_settings(s3: Any, bucket: str, owner: dict[str, str]) -> None:
+    s3.put_public_access_block(
+        Bucket=bucket,
+        PublicAccessBlockConfiguration={
+            "BlockPublicAcls": True,
+            "IgnorePublicAcls": True,
+            "BlockPublicPolicy": True,
+            "RestrictPublicBuckets": True,
+        },
+        **owner,
+    )
+    s3.put_bucket_encryption(
+        Bucket=bucket,
+        ServerSideEncryptionConfiguration={
+            "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]
+        },
+        **owner,
+    )
+    s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps(_policy(s3, bucket, owner)), **owner)
+    # The notification configuration is replaced as a whole: keep what others configured.
+    notifications = s3.get_bucket_notification_configuration(Bucket=bucket, **owner)
+    notifications.pop("ResponseMetadata", None)
+    notifications["EventBridgeConfiguration"] = {}
+    s3.put_bucket_notification_configuration(
+        Bucket=bucket, NotificationConfiguration=notifications, **owner
+    )
+
+
+def _policy(s3: Any, bucket: str, owner: dict[str, str]) -> dict[str, Any]:
+    """The bucket's policy with our TLS-only statement in it; other statements are kept."""
+    try:
+        policy = json.loads(s3.get_bucket_policy(Bucket=bucket, **owner)["Policy"])
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") != "NoSuchBucketPolicy":
+            raise
+        policy = {"Version": "2012-10-17", "Statement": []}
+    statements = policy.get("Statement", [])
+    if isinstance(statements, dict):
+        statements = [statements]
+    policy["Statement"] = [s for s in statements if s.get("Sid") != TLS_ONLY_SID]
+    policy["Statement"].append(tls_only_statement(bucket))
+    policy.setdefault("Version", "2012-10-17")
+    return policy

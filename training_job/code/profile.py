@@ -1,0 +1,190 @@
+"""The baseline profile the drift monitor compares captured traffic against.
+
+Runs inside the training container (train.py calls `write_baseline` on the validation
+split after training) and here (`python -m training_job monitor` computes the same input
+statistics on captured images and the same embeddings with the same model). Written
+beside the model, so every model carries the profile of the data it was validated on:
+  baseline.json             per-image input statistics, upload sizes and formats, the
+                            predicted-class mix and every validation image's probabilities
+  baseline_embeddings.npy   float32 (N, D): the penultimate-layer embedding of each image
+
+Only numpy, torch and the sibling modules: it ships in the container's code directory.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import model as model_module
+import numpy as np
+import torch
+
+BASELINE_FILE = "baseline.json"
+EMBEDDINGS_FILE = "baseline_embeddings.npy"
+FORMAT_VERSION = 1
+# The workflow's threshold filter drops inferences below this confidence; the monitor
+# watches the share of traffic that falls below it.
+CONFIDENCE_THRESHOLD = 0.93
+# Staged training images are lossless PNG (docs/architecture.md), so their byte sizes are
+# PNG sizes: the baseline's upload format.
+STAGED_CONTENT_TYPE = "image/png"
+EMBED_BATCH = 256
+
+# The per-image statistics, in the order reports show them. Each catches a different
+# camera or pipeline change: exposure (brightness), flat or harsh lighting (contrast),
+# colour casts or greyscale uploads (saturation, colourfulness), defocus or resizing
+# (sharpness), sensor noise or heavy compression (noise).
+STATISTICS = ("brightness", "contrast", "saturation", "colourfulness", "sharpness", "noise")
+
+
+def _luma(images: np.ndarray) -> np.ndarray:
+    rgb = images.astype(np.float32) / 255.0
+    return 0.299 * rgb[..., 0] + 0.587 * rgb[..., 1] + 0.114 * rgb[..., 2]
+
+
+def input_statistics(images: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-image statistics of uint8 (N, H, W, 3) images, each a float64 array of N values."""
+    if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+        raise ValueError(
+            f"expected uint8 images of shape (N, H, W, 3), got {images.dtype} {images.shape}"
+        )
+    rgb = images.astype(np.float32) / 255.0
+    luma = _luma(images)
+    flat_luma = luma.reshape(len(images), -1)
+
+    high = rgb.max(axis=-1)
+    low = rgb.min(axis=-1)
+    saturation = np.where(high > 0, (high - low) / np.maximum(high, 1e-6), 0.0)
+
+    # Hasler & Süsstrunk (2003), "Measuring colourfulness in natural images".
+    red, green, blue = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    rg = (red - green).reshape(len(images), -1)
+    yb = (0.5 * (red + green) - blue).reshape(len(images), -1)
+    colourfulness = np.sqrt(rg.std(axis=1) ** 2 + yb.std(axis=1) ** 2) + 0.3 * np.sqrt(
+        rg.mean(axis=1) ** 2 + yb.mean(axis=1) ** 2
+    )
+
+    # Variance of the 4-neighbour Laplacian: falls when an image is blurred.
+    laplacian = (
+        luma[:, :-2, 1:-1]
+        + luma[:, 2:, 1:-1]
+        + luma[:, 1:-1, :-2]
+        + luma[:, 1:-1, 2:]
+        - 4.0 * luma[:, 1:-1, 1:-1]
+    )
+    # Immerkær (1996), "Fast noise variance estimation": the mask below cancels image
+    # structure up to second order, leaving mostly noise.
+    mask_response = (
+        luma[:, :-2, :-2]
+        + luma[:, :-2, 2:]
+        + luma[:, 2:, :-2]
+        + luma[:, 2:, 2:]
+        - 2.0 * (luma[:, :-2, 1:-1] + luma[:, 2:, 1:-1] + luma[:, 1:-1, :-2] + luma[:, 1:-1, 2:])
+        + 4.0 * luma[:, 1:-1, 1:-1]
+    )
+    inner = mask_response.shape[1] * mask_response.shape[2]
+    noise = math.sqrt(math.pi / 2.0) * np.abs(mask_response).sum(axis=(1, 2)) / (6.0 * inner)
+
+    values = {
+        "brightness": flat_luma.mean(axis=1),
+        "contrast": flat_luma.std(axis=1),
+        "saturation": saturation.reshape(len(images), -1).mean(axis=1),
+        "colourfulness": colourfulness,
+        "sharpness": laplacian.reshape(len(images), -1).var(axis=1),
+        "noise": noise,
+    }
+    return {name: np.asarray(values[name], dtype=np.float64) for name in STATISTICS}
+
+
+@torch.no_grad()
+def embed(net: Any, config: dict[str, Any], images: np.ndarray) -> np.ndarray:
+    """The penultimate-layer embeddings (N, D) of uint8 (N, H, W, 3) images."""
+    net.eval()
+    parts = [
+        net.embed(model_module.to_tensor(images[start : start + EMBED_BATCH], config)).float()
+        for start in range(0, len(images), EMBED_BATCH)
+    ]
+    if not parts:
+        raise ValueError("no images to embed")
+    return torch.cat(parts).numpy()
+
+
+@torch.no_grad()
+def predict(net: Any, config: dict[str, Any], images: np.ndarray) -> np.ndarray:
+    """Class probabilities (N, C) exactly as the endpoint computes them (the net's own
+    forward pass, test-time augmentation included)."""
+    net.eval()
+    parts = [
+        torch.softmax(net(model_module.to_tensor(images[start : start + EMBED_BATCH], config)), 1)
+        for start in range(0, len(images), EMBED_BATCH)
+    ]
+    if not parts:
+        raise ValueError("no images to predict")
+    return torch.cat(parts).float().numpy()
+
+
+def build_baseline(
+    net: Any,
+    config: dict[str, Any],
+    images: np.ndarray,
+    image_bytes_sizes: list[int] | None,
+) -> tuple[dict[str, Any], np.ndarray]:
+    """The baseline document and the embeddings array, without writing anything."""
+    if len(images) < 2:
+        raise ValueError(f"a baseline needs at least 2 validation images, got {len(images)}")
+    if image_bytes_sizes is not None and len(image_bytes_sizes) != len(images):
+        raise ValueError(
+            f"{len(image_bytes_sizes)} byte sizes for {len(images)} images: one per image"
+        )
+    embeddings, probabilities = embed(net, config, images), predict(net, config, images)
+    classes = list(config["classes"])
+    predicted = probabilities.argmax(axis=1)
+    document: dict[str, Any] = {
+        "format_version": FORMAT_VERSION,
+        "count": len(images),
+        "classes": classes,
+        "confidence_threshold": CONFIDENCE_THRESHOLD,
+        "input_statistics": {
+            name: [round(float(v), 6) for v in values]
+            for name, values in input_statistics(images).items()
+        },
+        "upload_bytes": None if image_bytes_sizes is None else [int(s) for s in image_bytes_sizes],
+        "content_types": None
+        if image_bytes_sizes is None
+        else {STAGED_CONTENT_TYPE: len(image_bytes_sizes)},
+        "class_counts": {name: int((predicted == i).sum()) for i, name in enumerate(classes)},
+        "probabilities": [[round(float(p), 6) for p in row] for row in probabilities],
+        "confidences": [round(float(c), 6) for c in probabilities.max(axis=1)],
+        "embeddings_file": EMBEDDINGS_FILE,
+        "embedding_dim": int(embeddings.shape[1]),
+    }
+    return document, embeddings.astype(np.float32)
+
+
+def write_baseline(
+    model_dir: Path,
+    model: torch.nn.Module,
+    config: dict,
+    images: np.ndarray,
+    image_bytes_sizes: list[int] | None,
+) -> None:
+    """Write baseline.json and baseline_embeddings.npy into the model directory.
+
+    `images` is the validation split as uint8 (N, 32, 32, 3); `image_bytes_sizes` the
+    byte sizes of the staged files those images came from (None when unknown: the
+    monitor then skips the size and format tests).
+    """
+    document, embeddings = build_baseline(model, config, images, image_bytes_sizes)
+    model_dir = Path(model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    # Write to temporary names first, so a crash never leaves half a baseline behind.
+    embeddings_tmp = model_dir / (EMBEDDINGS_FILE + ".tmp")
+    with embeddings_tmp.open("wb") as handle:
+        np.save(handle, embeddings)
+    document_tmp = model_dir / (BASELINE_FILE + ".tmp")
+    document_tmp.write_text(json.dumps(document) + "\n")
+    embeddings_tmp.replace(model_dir / EMBEDDINGS_FILE)
+    document_tmp.replace(model_dir / BASELINE_FILE)

@@ -1,0 +1,294 @@
+"""`python -m training_job evaluate`: run the deployed workflow once per test image.
+
+Starts one execution of the state machine per image listed in the test `.lst` (input: the
+workflow event `{"image_data": "", "s3_bucket", "s3_key", "inferences": []}`), at most
+`--concurrency` at a time, waits for each (DescribeExecution with back-off), and reports
+how many succeeded and failed, the failures by error name, the accuracy of the predictions
+that passed the confidence gate, and the share the gate stopped. It calls only Step
+Functions and S3, so it runs the same against AWS and against the local AWS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import uuid
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+from botocore.exceptions import BotoCoreError, ClientError
+from tqdm import tqdm
+
+from training_job.manifests import MAX_LST_BYTES, LstEntry, ManifestError, parse_lst
+
+GATE_ERROR = "THRESHOLD_CONFIDENCE_NOT_MET"
+MAX_CONCURRENCY = 256
+FIRST_POLL_SECONDS = 0.2
+MAX_POLL_SECONDS = 5.0
+
+
+class EvaluationError(RuntimeError):
+    """The evaluation cannot run: a bad argument, a missing state machine or manifest."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one execution ended: its status, its error name, and its output document."""
+
+    key: str
+    label: int
+    status: str
+    error: str | None = None
+    output: str | None = None
+
+
+def split_s3_uri(uri: str, *, want_key: bool) -> tuple[str, str]:
+    """(bucket, key or prefix) of `s3://bucket/rest`; a prefix gets its trailing slash."""
+    if not uri.startswith("s3://"):
+        raise EvaluationError(f"not an s3:// URI: {uri!r}")
+    bucket, _, rest = uri[len("s3://") :].partition("/")
+    if not bucket or (want_key and (not rest or rest.endswith("/"))):
+        raise EvaluationError(f"expected s3://BUCKET/{'KEY' if want_key else 'PREFIX/'}: {uri!r}")
+    if not want_key and rest and not rest.endswith("/"):
+        rest += "/"
+    return bucket, rest
+
+
+def read_labels(s3: Any, uri: str) -> list[LstEntry]:
+    bucket, key = split_s3_uri(uri, want_key=True)
+    try:
+        response = s3.get_object(Bucket=bucket, Key=key)
+        if int(response.get("ContentLength", 0)) > MAX_LST_BYTES:
+            raise EvaluationError(f"{uri} is over {MAX_LST_BYTES} bytes: not a .lst manifest")
+        text = response["Body"].read(MAX_LST_BYTES + 1).decode("utf-8")
+        entries = parse_lst(text)
+    except ClientError as error:
+        raise EvaluationError(f"cannot read {uri}: {error}") from error
+    except (UnicodeDecodeError, ManifestError) as error:
+        raise EvaluationError(f"{uri} is not a .lst manifest: {error}") from error
+    if not entries:
+        raise EvaluationError(f"{uri} lists no images")
+    return entries
+
+
+def resolve_state_machine(sfn: Any, name_or_arn: str) -> str:
+    if name_or_arn.startswith("arn:"):
+        return name_or_arn
+    for page in sfn.get_paginator("list_state_machines").paginate():
+        for machine in page["stateMachines"]:
+            if machine["name"] == name_or_arn:
+                return str(machine["stateMachineArn"])
+    raise EvaluationError(f"no state machine named {name_or_arn!r} in this account and region")
+
+
+def workflow_body(output: str | None) -> dict[str, Any] | None:
+    """The workflow event in an execution's output: `{"statusCode", "body": {...}}` or flat."""
+    try:
+        document = json.loads(output or "")
+    except ValueError:
+        return None
+    if isinstance(document, dict) and "body" in document:
+        document = document["body"]
+        if isinstance(document, str):  # an API-Gateway-style body holds JSON text
+            try:
+                document = json.loads(document)
+            except ValueError:
+                return None
+    return document if isinstance(document, dict) else None
+
+
+def predicted_label(output: str | None) -> int | None:
+    body = workflow_body(output)
+    inferences = body.get("inferences") if body else None
+    if not isinstance(inferences, list) or not inferences:
+        return None
+    if not all(isinstance(p, int | float) and not isinstance(p, bool) for p in inferences):
+        return None
+    return max(range(len(inferences)), key=lambda index: inferences[index])
+
+
+def summarize(outcomes: list[Outcome]) -> dict[str, Any]:
+    """The report: counts, failures by error name, gate accuracy and the stopped share."""
+    succeeded = [o for o in outcomes if o.status == "SUCCEEDED"]
+    failed = [o for o in outcomes if o.status != "SUCCEEDED"]
+    by_error = Counter(o.error or o.status for o in failed)
+    predictions = [(predicted_label(o.output), o.label) for o in succeeded]
+    judged = [(p, label) for p, label in predictions if p is not None]
+    correct = sum(1 for p, label in judged if p == label)
+    return {
+        "executions": len(outcomes),
+        "succeeded": len(succeeded),
+        "failed": len(failed),
+        "failed_by_error": dict(sorted(by_error.items())),
+        "gate_accuracy": correct / len(judged) if judged else None,
+        "stopped_share": by_error.get(GATE_ERROR, 0) / len(outcomes) if outcomes else None,
+    }
+
+
+def run_one(
+    sfn: Any, machine_arn: str, name: str, bucket: str, key: str, label: int, timeout: float
+) -> Outcome:
+    event = {"image_data": "", "s3_bucket": bucket, "s3_key": key, "inferences": []}
+    try:
+        arn = sfn.start_execution(stateMachineArn=machine_arn, name=name, input=json.dumps(event))[
+            "executionArn"
+        ]
+        deadline = time.monotonic() + timeout
+        pause = FIRST_POLL_SECONDS
+        while True:
+            described = sfn.describe_execution(executionArn=arn)
+            if described["status"] != "RUNNING":
+                return Outcome(
+                    key,
+                    label,
+                    described["status"],
+                    described.get("error"),
+                    described.get("output"),
+                )
+            if time.monotonic() > deadline:
+                return Outcome(key, label, "EVALUATION_TIMEOUT", "EvaluationTimeout")
+            time.sleep(pause)
+            pause = min(pause * 1.5, MAX_POLL_SECONDS)
+    except (ClientError, BotoCoreError) as error:
+        code = error.response["Error"]["Code"] if isinstance(error, ClientError) else "Client"
+        return Outcome(key, label, "NOT_STARTED", f"StartOrDescribe.{code}")
+
+
+def evaluate(
+    state_machine: str,
+    images: str,
+    labels: str,
+    concurrency: int,
+    timeout: float,
+    limit: int | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    if not 1 <= concurrency <= MAX_CONCURRENCY:
+        raise EvaluationError(f"--concurrency must be in 1..{MAX_CONCURRENCY}, got {concurrency}")
+    if timeout <= 0:
+        raise EvaluationError(f"--timeout must be positive, got {timeout}")
+    bucket, prefix = split_s3_uri(images, want_key=False)
+    s3 = boto3.client("s3")
+    sfn = boto3.client("stepfunctions")
+    entries = read_labels(s3, labels)[: limit if limit is not None and limit > 0 else None]
+    machine_arn = resolve_state_machine(sfn, state_machine)
+    run_id = uuid.uuid4().hex[:12]  # execution names are unique per state machine for 90 days
+    outcomes: list[Outcome] = []
+    with (
+        ThreadPoolExecutor(max_workers=concurrency) as pool,
+        tqdm(total=len(entries), desc="executions", unit="image", disable=not progress) as bar,
+    ):
+        futures = [
+            pool.submit(
+                run_one,
+                sfn,
+                machine_arn,
+                f"evaluate-{run_id}-{index:05d}",
+                bucket,
+                prefix + entry.filename,
+                entry.label,
+                timeout,
+            )
+            for index, entry in enumerate(entries)
+        ]
+        for future in as_completed(futures):
+            outcomes.append(future.result())
+            bar.update(1)
+    return summarize(outcomes)
+
+
+def format_report(report: dict[str, Any]) -> str:
+    def share(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.1%}"
+
+    lines = [
+        f"executions: {report['executions']}",
+        f"succeeded:  {report['succeeded']}",
+        f"failed:     {report['failed']}",
+    ]
+    lines += [f"  {name}: {count}" for name, count in report["failed_by_error"].items()]
+    lines.append(
+        f"accuracy of the predictions that passed the gate: {share(report['gate_accuracy'])}"
+    )
+    lines.append(f"share stopped by the gate ({GATE_ERROR}): {share(report['stopped_share'])}")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        report = evaluate(
+            args.state_machine,
+            args.images,
+            args.labels,
+            args.concurrency,
+            args.timeout,
+            args.limit,
+            progress=not args.json,
+        )
+    except EvaluationError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except (ClientError, BotoCoreError) as error:
+        print(f"error: AWS refused a call: {error}", file=sys.stderr)
+        return 1
+    print(json.dumps(report) if args.json else format_report(report))
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="run the deployed workflow on every test image and report the gate's effect",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--state-machine",
+        required=True,
+        metavar="NAME_OR_ARN",
+        help="the deployed workflow's state machine, by name or ARN",
+    )
+    parser.add_argument(
+        "--images",
+        required=True,
+        metavar="s3://BUCKET/PREFIX/",
+        help="where the images listed in --labels are (e.g. s3://BUCKET/test/)",
+    )
+    parser.add_argument(
+        "--labels",
+        required=True,
+        metavar="s3://BUCKET/KEY",
+        help="the .lst manifest (row<TAB>label<TAB>filename) giving each image's true label",
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=8,
+        help="executions in flight at once (default: 8)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="give up waiting for one execution after this long (default: 300)",
+    )
+    parser.add_argument(
+        "--limit",
+        type=int,
+        default=None,
+        metavar="N",
+        help="evaluate only the first N images of the manifest",
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print the report as one JSON object (executions, succeeded, failed, "
+        "failed_by_error, gate_accuracy, stopped_share) instead of text",
+    )
+    parser.set_defaults(func=run)

@@ -1,0 +1,388 @@
+"""`python -m training_job monitor baseline | report | check`."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import tempfile
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from training_job.monitor import model_code
+from training_job.monitor.baseline import (
+    Baseline,
+    BaselineError,
+    ensure_baseline,
+    fetch_model,
+    load_baseline,
+    newest_model,
+    parse_s3_url,
+)
+from training_job.monitor.captures import (
+    CaptureSource,
+    CaptureSourceError,
+    ReadCounts,
+    parse_time,
+    read_labels,
+    read_records,
+)
+from training_job.monitor.detectors import DriftMonitor
+from training_job.monitor.report import (
+    MAX_WINDOW_RECORDS,
+    Run,
+    WindowAnalyzer,
+    last_records,
+    windows_by_count,
+    windows_by_time,
+    write_html,
+    write_plots,
+    write_summary,
+)
+
+EXIT_OK, EXIT_ALERT, EXIT_ERROR = 0, 1, 2
+_DURATION = re.compile(r"^(\d+)\s*([smhd])$")
+_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def duration(text: str) -> float:
+    match = _DURATION.match(text.strip())
+    if not match or int(match.group(1)) == 0:
+        raise argparse.ArgumentTypeError(f"expected a duration like 30m, 1h or 1d, got {text!r}")
+    return float(int(match.group(1)) * _SECONDS[match.group(2)])
+
+
+def timestamp(text: str) -> datetime:
+    try:
+        return parse_time(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"expected ISO-8601 time, got {text!r}") from error
+
+
+def window_size(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from error
+    if not 1 <= value <= MAX_WINDOW_RECORDS:
+        raise argparse.ArgumentTypeError(f"window must be 1 to {MAX_WINDOW_RECORDS} records")
+    return value
+
+
+def probability(text: str) -> float:
+    value = float(text)
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text!r}")
+    return value
+
+
+def _add_source_options(parser: argparse.ArgumentParser, default_window: int | None) -> None:
+    parser.add_argument(
+        "--captures",
+        required=True,
+        metavar="URL",
+        help="capture prefix: s3://BUCKET/data_capture/<endpoint>/ (or a local folder of "
+        "capture .jsonl / .jsonl.gz files); every object under it is read, in key order",
+    )
+    parser.add_argument(
+        "--since",
+        type=timestamp,
+        metavar="TIME",
+        help="skip records captured before this ISO-8601 time (UTC if no zone)",
+    )
+    parser.add_argument(
+        "--until",
+        type=timestamp,
+        metavar="TIME",
+        help="skip records captured at or after this ISO-8601 time",
+    )
+    reference = parser.add_mutually_exclusive_group()
+    reference.add_argument(
+        "--model-data",
+        metavar="S3_URL",
+        help="the model artifact s3://.../model.tar.gz whose baseline to compare against "
+        "(default: the newest models/*/output/model.tar.gz in the captures' bucket)",
+    )
+    reference.add_argument(
+        "--model-dir",
+        type=Path,
+        metavar="DIR",
+        help="an unpacked model directory holding model.pth, model.json, baseline.json "
+        "and baseline_embeddings.npy, instead of a model in S3",
+    )
+    parser.add_argument(
+        "--labels",
+        type=Path,
+        metavar="FILE",
+        help="ground truth that arrived later, joined on inferenceId or "
+        "eventId: CSV (inferenceId|eventId,label) or SageMaker ground-truth "
+        "JSON lines; adds accuracy, precision and recall per window",
+    )
+    parser.add_argument(
+        "--alpha",
+        type=probability,
+        default=0.01,
+        help="family-wise false-alarm rate per window, Holm-corrected over "
+        "all tests (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--permutations",
+        type=int,
+        default=2000,
+        help="permutations for the embedding MMD test's p-value (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--embedding-sample",
+        type=window_size,
+        default=200,
+        help="embed at most this many images per window, drawn at random: "
+        "the model pass is the report's slowest step (default: %(default)s)",
+    )
+    if default_window is not None:
+        parser.add_argument(
+            "--window",
+            type=window_size,
+            default=default_window,
+            help="judge the last N usable records (default: %(default)s)",
+        )
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "monitor",
+        help="watch captured endpoint traffic for drift and degraded performance",
+        description="Compare the endpoint's captured traffic with the baseline profile "
+        "written beside the model (input statistics, embeddings, class mix, confidence).",
+    )
+    commands = parser.add_subparsers(dest="monitor_command", required=True, metavar="SUBCOMMAND")
+
+    baseline = commands.add_parser(
+        "baseline",
+        help="publish (or rebuild) the baseline beside a model artifact in S3",
+        description="Copy the baseline packaged in model.tar.gz beside it in S3 "
+        "(models/<job>/output/baseline.json + baseline_embeddings.npy), where the scheduled "
+        "monitor reads it. A model trained without one gets one rebuilt from staged images: "
+        "its validation split (the staged train split cut by train.py's seeded rule, with the "
+        "seed and fraction recorded in the model's metrics.json).",
+    )
+    where = baseline.add_mutually_exclusive_group(required=True)
+    where.add_argument("--model-data", metavar="S3_URL", help="s3://.../model.tar.gz")
+    where.add_argument("--bucket", help="use the newest models/*/output/model.tar.gz here")
+    baseline.add_argument(
+        "--data-prefix",
+        default="",
+        metavar="PREFIX",
+        help="where the staged splits live in the model's bucket: PREFIXtrain.lst, "
+        "PREFIXtrain/, PREFIXtest/ (default: the bucket's root)",
+    )
+    baseline.add_argument(
+        "--images",
+        metavar="S3_URL",
+        help="profile these staged images instead of the validation split (default: the "
+        "validation split, reproduced from the model's metrics.json with train.py's seeded "
+        "split; the staged test split when metrics.json does not say)",
+    )
+    baseline.add_argument(
+        "--rebuild", action="store_true", help="rebuild even when the model packages a baseline"
+    )
+    baseline.set_defaults(func=run_baseline)
+
+    report = commands.add_parser(
+        "report",
+        help="windows of captured traffic -> report.html, plots (PNG) and summary.json",
+        description="Stream every capture record (constant memory), cut it into windows, "
+        "run every detector on each and write report.html (self-contained), the plots and "
+        "summary.json. Damaged records are counted and reported, never fatal.",
+    )
+    _add_source_options(report, default_window=None)
+    size = report.add_mutually_exclusive_group()
+    size.add_argument(
+        "--window",
+        type=window_size,
+        default=None,
+        help="windows of N consecutive records (default: 200)",
+    )
+    size.add_argument(
+        "--every",
+        type=duration,
+        metavar="DURATION",
+        help="windows by capture time instead, e.g. 1h, 30m, 1d",
+    )
+    report.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        metavar="DIR",
+        help="folder for report.html, *.png and summary.json (created)",
+    )
+    report.set_defaults(func=run_report)
+
+    check = commands.add_parser(
+        "check",
+        help="verdicts for the latest window; exit 1 on an alert (for cron and CI)",
+        description="Judge the latest window of captured traffic. Exit status: 0 no alert, "
+        "1 alert, 2 unusable input (no captures, no baseline, bad arguments).",
+    )
+    _add_source_options(check, default_window=200)
+    check.set_defaults(func=run_check)
+
+
+def _reference(
+    args: argparse.Namespace, workdir: Path
+) -> tuple[Baseline, Any, dict[str, Any], str]:
+    """The baseline, the model that embeds captured images, and a description of both."""
+    if args.model_dir is not None:
+        model_dir = args.model_dir
+        baseline = Baseline.from_dir(model_dir)
+        where = str(model_dir)
+    else:
+        if args.model_data:
+            bucket, key = parse_s3_url(args.model_data)
+        else:
+            if not args.captures.startswith("s3://"):
+                raise BaselineError("local captures need --model-dir or --model-data")
+            bucket = parse_s3_url(args.captures.rstrip("/") + "/x")[0]
+            key = newest_model(bucket)
+        model_dir = fetch_model(bucket, key, workdir)
+        baseline = load_baseline(bucket, key, model_dir)
+        where = f"s3://{bucket}/{key}"
+    try:
+        net, config = model_code.model().load_model(model_dir)
+    except (OSError, KeyError, ValueError, RuntimeError) as error:
+        raise BaselineError(f"{where}: cannot load the model ({error})") from error
+    if list(config["classes"]) != baseline.classes:
+        raise BaselineError(f"{where}: the baseline's classes differ from the model's")
+    return baseline, net, config, where
+
+
+def _analyzer(
+    args: argparse.Namespace, baseline: Baseline, net: Any, config: dict
+) -> WindowAnalyzer:
+    if args.permutations < 1:
+        raise ValueError("--permutations must be at least 1")
+    labels = read_labels(args.labels) if args.labels else None
+    monitor = DriftMonitor(alpha=args.alpha, permutations=args.permutations).fit(baseline)
+    return WindowAnalyzer(baseline, net, config, monitor, args.embedding_sample, labels)
+
+
+def _summary(
+    args: argparse.Namespace, where: str, run: Run, analyzer: WindowAnalyzer, counts: ReadCounts
+) -> dict[str, Any]:
+    return {
+        "captures": args.captures,
+        "baseline": where,
+        "alpha": args.alpha,
+        "correction": "holm",
+        "windows": len(run.results),
+        "alerting_windows": sum(r.alert for r in run.results),
+        "records": counts.records,
+        "damage": {**counts.as_dict(), **analyzer.counts.as_dict()},
+        "latest_window": run.results[-1].as_dict() if run.results else None,
+        "window_results": [r.as_dict() for r in run.results],
+    }
+
+
+def _guarded(body: Any, args: argparse.Namespace) -> int:
+    try:
+        return int(body(args))
+    except (BaselineError, CaptureSourceError, ValueError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    except (ClientError, BotoCoreError) as error:
+        print(f"error: AWS: {error}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def run_baseline(args: argparse.Namespace) -> int:
+    def body(args: argparse.Namespace) -> int:
+        if args.model_data:
+            bucket, key = parse_s3_url(args.model_data)
+        else:
+            bucket, key = args.bucket, newest_model(args.bucket)
+        images_prefix = None
+        if args.images:
+            images_bucket, images_prefix = parse_s3_url(args.images.rstrip("/") + "/x")
+            images_prefix = images_prefix[:-1]
+            if images_bucket != bucket:
+                raise ValueError("--images must be in the model's bucket")
+        written, origin = ensure_baseline(
+            bucket, key, args.data_prefix, images_prefix, args.rebuild
+        )
+        print(f"baseline {origin}: " + ", ".join(written))
+        return EXIT_OK
+
+    return _guarded(body, args)
+
+
+def run_report(args: argparse.Namespace) -> int:
+    def body(args: argparse.Namespace) -> int:
+        source = CaptureSource.parse(args.captures)
+        with tempfile.TemporaryDirectory(prefix="monitor-") as workdir:
+            baseline, net, config, where = _reference(args, Path(workdir))
+            analyzer = _analyzer(args, baseline, net, config)
+            counts = ReadCounts()
+            records = read_records(source, counts, args.since, args.until)
+            if args.every:
+                windows = windows_by_time(records, args.every, analyzer.counts)
+            else:
+                windows = windows_by_count(records, args.window or 200)
+            run = Run()
+            run.analyze_all(analyzer, windows)
+            args.out.mkdir(parents=True, exist_ok=True)
+            summary = _summary(args, where, run, analyzer, counts)
+            plots = write_plots(run.results, analyzer, args.alpha, args.out)
+            write_summary(summary, args.out / "summary.json")
+            write_html(summary, plots, args.out / "report.html")
+        print(
+            f"{summary['windows']} windows, {summary['alerting_windows']} alerting, "
+            f"{counts.records} records; report: {args.out / 'report.html'}"
+        )
+        return EXIT_OK
+
+    return _guarded(body, args)
+
+
+def run_check(args: argparse.Namespace) -> int:
+    def body(args: argparse.Namespace) -> int:
+        source = CaptureSource.parse(args.captures)
+        with tempfile.TemporaryDirectory(prefix="monitor-") as workdir:
+            baseline, net, config, where = _reference(args, Path(workdir))
+            analyzer = _analyzer(args, baseline, net, config)
+            counts = ReadCounts()
+            records, total = last_records(
+                read_records(source, counts, args.since, args.until), args.window
+            )
+            result = analyzer.analyze(0, records, total)
+        damage = {
+            k: v
+            for k, v in {**counts.as_dict(), **analyzer.counts.as_dict()}.items()
+            if v and k not in ("objects", "lines", "records")
+        }
+        print(f"baseline: {where}")
+        print(
+            f"window: last {result.records} records ({result.used} usable); damage: "
+            + (", ".join(f"{k}={v}" for k, v in damage.items()) or "none")
+        )
+        if not result.findings:
+            print("no verdict: too few usable records in the window")
+            return EXIT_OK
+        print(f"{'detector':<10} {'test':<20} {'statistic':>10} {'adj. p':>9}  verdict")
+        for f in result.findings:
+            print(
+                f"{f.detector:<10} {f.test:<20} {f.statistic:>10.4g} {f.p_adjusted:>9.3g}  "
+                + ("ALERT" if f.alert else "ok")
+            )
+        if result.performance:
+            print(
+                "performance: "
+                + ", ".join(
+                    f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
+                    for k, v in result.performance.items()
+                )
+            )
+        return EXIT_ALERT if result.alert else EXIT_OK
+
+    return _guarded(body, args)

@@ -1,0 +1,313 @@
+"""Drift detectors: small estimator-like objects, `fit(baseline)` then `test(window)`.
+
+Each test compares one window of captured traffic with the baseline (the validation
+split's profile) and returns Findings: a statistic, a p-value, the threshold and a
+verdict. Windows run many tests at once, so `DriftMonitor` corrects the p-values of a
+window together with Holm's step-down method, which bounds the chance of any false alarm
+in a window by `alpha` whatever the dependence between the tests.
+
+What each detector catches:
+- InputStatisticsDetector: changes in what reaches the endpoint before the model sees
+  it (camera, lighting, compression, resizing, noise, another upload format). Two-sample
+  Kolmogorov-Smirnov per statistic, chi-square of homogeneity for the format mix.
+- EmbeddingDetector: changes in what the model "sees", including content the input
+  statistics miss (new objects, new backgrounds, out-of-distribution images). Maximum
+  mean discrepancy on penultimate-layer embeddings, RBF kernel with the median heuristic,
+  permutation p-value.
+- ClassMixDetector: label shift (more motorcycles than usual) as the model predicts it.
+  Chi-square of homogeneity on predicted-class counts.
+- ConfidenceDetector: the model becoming unsure (or overconfident) on new data.
+  Two-sample KS on the top-class probability.
+- LowConfidenceDetector: more traffic than usual failing the workflow's 0.93 threshold.
+  One-sided conditional binomial test of two rates (Przyborowski & Wilenski, 1940).
+- performance(): accuracy, precision and recall when ground truth arrives later.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+from scipy import stats
+
+from training_job.monitor.baseline import Baseline
+
+# Below this many values a two-sample test says little; the window is reported as thin.
+MIN_SAMPLES = 20
+
+
+@dataclass
+class Window:
+    """One window of captured traffic, as arrays (only records that decoded as images)."""
+
+    statistics: dict[str, np.ndarray]
+    upload_bytes: np.ndarray
+    content_types: Counter[str]
+    probabilities: np.ndarray
+    embeddings: np.ndarray | None = None
+    labels: np.ndarray | None = None  # class index per record, -1 where unknown
+
+    @property
+    def size(self) -> int:
+        return len(self.probabilities)
+
+
+@dataclass
+class Finding:
+    detector: str
+    test: str
+    statistic: float
+    p_value: float
+    threshold: float
+    p_adjusted: float = math.nan
+    alert: bool = False
+    note: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            name: (None if isinstance(v, float) and math.isnan(v) else v)
+            for name, v in self.__dict__.items()
+        }
+
+
+class Detector(Protocol):
+    name: str
+
+    def fit(self, baseline: Baseline) -> Detector: ...
+
+    def test(self, window: Window) -> list[Finding]: ...
+
+
+def _finding(detector: str, test: str, statistic: float, p_value: float) -> Finding:
+    return Finding(detector, test, float(statistic), float(p_value), threshold=math.nan)
+
+
+def _homogeneity(reference: dict[str, int], observed: dict[str, int]) -> tuple[float, float]:
+    """Chi-square test that two samples of categories share one distribution."""
+    categories = sorted(set(reference) | set(observed))
+    table = np.array(
+        [[reference.get(c, 0) for c in categories], [observed.get(c, 0) for c in categories]],
+        dtype=np.float64,
+    )
+    table = table[:, table.sum(axis=0) > 0]
+    if table.shape[1] < 2 or (table.sum(axis=1) == 0).any():
+        return 0.0, 1.0
+    result = stats.chi2_contingency(table, correction=False)
+    return float(result.statistic), float(result.pvalue)
+
+
+class InputStatisticsDetector:
+    """Per-image input statistics and the upload's size and format, against the baseline."""
+
+    name = "input"
+
+    def fit(self, baseline: Baseline) -> InputStatisticsDetector:
+        self.reference = dict(baseline.statistics)
+        self.upload_bytes = baseline.upload_bytes
+        self.content_types = baseline.content_types
+        return self
+
+    def test(self, window: Window) -> list[Finding]:
+        if window.size < MIN_SAMPLES:
+            return []
+        findings = []
+        for name, reference in self.reference.items():
+            observed = window.statistics.get(name)
+            if observed is None or len(observed) < MIN_SAMPLES:
+                continue
+            result = stats.ks_2samp(reference, observed)
+            findings.append(_finding(self.name, name, result.statistic, result.pvalue))
+        if self.upload_bytes is not None and len(window.upload_bytes) >= MIN_SAMPLES:
+            result = stats.ks_2samp(self.upload_bytes, window.upload_bytes)
+            findings.append(_finding(self.name, "upload_bytes", result.statistic, result.pvalue))
+        if self.content_types is not None:
+            statistic, p_value = _homogeneity(self.content_types, dict(window.content_types))
+            findings.append(_finding(self.name, "content_type", statistic, p_value))
+        return findings
+
+
+def _squared_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    distances = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * a @ b.T
+    return np.maximum(distances, 0.0)
+
+
+class EmbeddingDetector:
+    """Maximum mean discrepancy between baseline and window embeddings (Gretton et al.,
+    2012), RBF kernel whose bandwidth is the median baseline distance (fixed at fit, so
+    every window is measured with the same kernel), p-value from `permutations` random
+    relabellings of the pooled sample, computed as one matrix product."""
+
+    name = "embedding"
+
+    def __init__(self, permutations: int = 2000, seed: int = 0, chunk: int = 250) -> None:
+        if permutations < 1:
+            raise ValueError("permutations must be at least 1")
+        self.permutations = permutations
+        self.seed = seed
+        self.chunk = chunk
+
+    def fit(self, baseline: Baseline) -> EmbeddingDetector:
+        self.reference = np.asarray(baseline.embeddings, dtype=np.float64)
+        squared = _squared_distances(self.reference, self.reference)
+        upper = squared[np.triu_indices(len(self.reference), k=1)]
+        median = float(np.median(upper[upper > 0])) if (upper > 0).any() else 1.0
+        self.gamma = 1.0 / median  # k(x, y) = exp(-|x - y|² / median²-distance)
+        self.kernel_xx = np.exp(-self.gamma * squared)
+        return self
+
+    def mmd_squared(self, kernel: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        """Biased MMD² for each row of `weights` (+1/n on one sample, -1/m on the other)."""
+        return np.einsum("ij,ij->i", weights @ kernel, weights)
+
+    def test(self, window: Window) -> list[Finding]:
+        if window.embeddings is None or len(window.embeddings) < MIN_SAMPLES:
+            return []
+        observed = np.asarray(window.embeddings, dtype=np.float64)
+        if observed.shape[1] != self.reference.shape[1]:
+            raise ValueError(
+                f"window embeddings have {observed.shape[1]} dimensions, the baseline "
+                f"{self.reference.shape[1]}: another model?"
+            )
+        n, m = len(self.reference), len(observed)
+        kernel_xy = np.exp(-self.gamma * _squared_distances(self.reference, observed))
+        kernel_yy = np.exp(-self.gamma * _squared_distances(observed, observed))
+        kernel = np.block([[self.kernel_xx, kernel_xy], [kernel_xy.T, kernel_yy]])
+        signs = np.concatenate([np.full(n, 1.0 / n), np.full(m, -1.0 / m)])
+        statistic = float(self.mmd_squared(kernel, signs[None, :])[0])
+        rng = np.random.default_rng(self.seed)
+        exceed = 0
+        for start in range(0, self.permutations, self.chunk):
+            count = min(self.chunk, self.permutations - start)
+            weights = np.stack([rng.permutation(signs) for _ in range(count)])
+            exceed += int((self.mmd_squared(kernel, weights) >= statistic).sum())
+        p_value = (exceed + 1) / (self.permutations + 1)
+        return [_finding(self.name, "mmd", statistic, p_value)]
+
+
+class ClassMixDetector:
+    """Predicted-class counts of the window against the baseline's."""
+
+    name = "output"
+
+    def fit(self, baseline: Baseline) -> ClassMixDetector:
+        self.classes = baseline.classes
+        predicted = baseline.probabilities.argmax(axis=1)
+        self.reference = {c: int((predicted == i).sum()) for i, c in enumerate(self.classes)}
+        return self
+
+    def test(self, window: Window) -> list[Finding]:
+        if window.size < MIN_SAMPLES:
+            return []
+        predicted = window.probabilities.argmax(axis=1)
+        observed = {c: int((predicted == i).sum()) for i, c in enumerate(self.classes)}
+        statistic, p_value = _homogeneity(self.reference, observed)
+        return [_finding(self.name, "class_mix", statistic, p_value)]
+
+
+class ConfidenceDetector:
+    """The distribution of the top-class probability, two-sample KS."""
+
+    name = "output"
+
+    def fit(self, baseline: Baseline) -> ConfidenceDetector:
+        self.reference = baseline.confidences
+        return self
+
+    def test(self, window: Window) -> list[Finding]:
+        if window.size < MIN_SAMPLES:
+            return []
+        result = stats.ks_2samp(self.reference, window.probabilities.max(axis=1))
+        return [_finding(self.name, "confidence", result.statistic, result.pvalue)]
+
+
+class LowConfidenceDetector:
+    """Whether more of the window than of the baseline falls below the threshold.
+
+    Given k0 of n0 baseline and k1 of n1 window records below it, under "same rate" k1 is
+    Binomial(k0 + k1, n1 / (n0 + n1)); the test is one-sided, as fewer unsure answers are
+    no reason to page anyone.
+    """
+
+    name = "output"
+
+    def fit(self, baseline: Baseline) -> LowConfidenceDetector:
+        self.threshold = baseline.threshold
+        self.reference_low = int((baseline.confidences < self.threshold).sum())
+        self.reference_count = baseline.count
+        return self
+
+    def test(self, window: Window) -> list[Finding]:
+        if window.size < MIN_SAMPLES:
+            return []
+        low = int((window.probabilities.max(axis=1) < self.threshold).sum())
+        total = low + self.reference_low
+        rate = low / window.size
+        if total == 0:
+            return [_finding(self.name, "low_confidence_rate", rate, 1.0)]
+        share = window.size / (window.size + self.reference_count)
+        p_value = stats.binomtest(low, total, share, alternative="greater").pvalue
+        return [_finding(self.name, "low_confidence_rate", rate, p_value)]
+
+
+def holm(findings: list[Finding], alpha: float) -> list[Finding]:
+    """Holm's step-down adjusted p-values; alert where the adjusted p-value <= alpha."""
+    order = sorted(range(len(findings)), key=lambda i: findings[i].p_value)
+    running = 0.0
+    for rank, index in enumerate(order):
+        adjusted = min(1.0, (len(findings) - rank) * findings[index].p_value)
+        running = max(running, adjusted)  # adjusted p-values never decrease down the list
+        findings[index].p_adjusted = running
+        findings[index].threshold = alpha
+        findings[index].alert = running <= alpha
+    return findings
+
+
+@dataclass
+class DriftMonitor:
+    """Every detector, fitted on one baseline, with one family-wise error rate per window."""
+
+    alpha: float = 0.01
+    permutations: int = 2000
+    seed: int = 0
+    detectors: list[Any] = field(default_factory=list)
+
+    def fit(self, baseline: Baseline) -> DriftMonitor:
+        if not 0.0 < self.alpha < 1.0:
+            raise ValueError(f"alpha must be in (0, 1), got {self.alpha}")
+        self.detectors = [
+            InputStatisticsDetector().fit(baseline),
+            EmbeddingDetector(self.permutations, self.seed).fit(baseline),
+            ClassMixDetector().fit(baseline),
+            ConfidenceDetector().fit(baseline),
+            LowConfidenceDetector().fit(baseline),
+        ]
+        return self
+
+    def test(self, window: Window) -> list[Finding]:
+        findings = [finding for d in self.detectors for finding in d.test(window)]
+        return holm(findings, self.alpha)
+
+
+def performance(window: Window, classes: list[str]) -> dict[str, Any] | None:
+    """Accuracy and per-class precision and recall over the window's labelled records."""
+    if window.labels is None:
+        return None
+    known = window.labels >= 0
+    if not known.any():
+        return None
+    truth = window.labels[known]
+    predicted = window.probabilities[known].argmax(axis=1)
+    result: dict[str, Any] = {
+        "labelled": int(known.sum()),
+        "accuracy": float((truth == predicted).mean()),
+    }
+    for index, name in enumerate(classes):
+        predicted_here = predicted == index
+        actual_here = truth == index
+        hits = float((predicted_here & actual_here).sum())
+        result[f"precision_{name}"] = hits / predicted_here.sum() if predicted_here.any() else None
+        result[f"recall_{name}"] = hits / actual_here.sum() if actual_here.any() else None
+    return result

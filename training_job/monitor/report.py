@@ -1,0 +1,453 @@
+"""From a stream of capture records to windows, verdicts, plots and an HTML report.
+
+Memory stays bounded however many records there are: one window is held at a time (a
+time window holds a uniform reservoir sample of at most MAX_WINDOW_RECORDS for the tests,
+while its volume counts every record), and only a few numbers per window are kept for the
+plots.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+import random
+from collections import Counter, deque
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from training_job.monitor import model_code
+from training_job.monitor.baseline import Baseline
+from training_job.monitor.captures import CapturedInference
+from training_job.monitor.detectors import DriftMonitor, Finding, Window, performance
+
+MAX_WINDOW_RECORDS = 10_000
+CONFIDENCE_BINS = np.linspace(0.0, 1.0, 51)
+QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
+
+
+@dataclass
+class RecordCounts:
+    """Records the detectors could not use, by reason (never fatal)."""
+
+    not_image: int = 0
+    other_model: int = 0
+    untimed: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class WindowResult:
+    index: int
+    start: datetime | None
+    end: datetime | None
+    records: int
+    used: int
+    not_image: int
+    other_model: int
+    low_confidence_rate: float | None
+    class_share: dict[str, float]
+    confidence_quantiles: list[float]
+    statistic_quantiles: dict[str, list[float]]
+    findings: list[Finding]
+    performance: dict[str, Any] | None
+
+    @property
+    def alert(self) -> bool:
+        return any(f.alert for f in self.findings)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "start": self.start.isoformat() if self.start else None,
+            "end": self.end.isoformat() if self.end else None,
+            "records": self.records,
+            "used": self.used,
+            "not_image": self.not_image,
+            "other_model": self.other_model,
+            "low_confidence_rate": self.low_confidence_rate,
+            "class_share": self.class_share,
+            "confidence_quantiles": self.confidence_quantiles,
+            "alert": self.alert,
+            "findings": [f.as_dict() for f in self.findings],
+            "performance": self.performance,
+        }
+
+
+class WindowAnalyzer:
+    """Decodes a window's records, measures them like the baseline, runs the detectors."""
+
+    def __init__(
+        self,
+        baseline: Baseline,
+        net: Any,
+        config: dict[str, Any],
+        monitor: DriftMonitor,
+        embedding_sample: int,
+        labels: dict[str, str] | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.baseline = baseline
+        self.net = net
+        self.config = config
+        self.monitor = monitor
+        self.embedding_sample = embedding_sample
+        self.labels = labels
+        self.rng = np.random.default_rng(seed)
+        self.imaging = model_code.imaging()
+        self.profile = model_code.profile()
+        self.counts = RecordCounts()
+        self.confidence_histogram = np.zeros(len(CONFIDENCE_BINS) - 1, dtype=np.int64)
+
+    def _label_index(self, record: CapturedInference) -> int:
+        if self.labels is None:
+            return -1
+        for identifier in (record.inference_id, record.event_id):
+            label = self.labels.get(identifier) if identifier else None
+            if label is None:
+                continue
+            if label in self.baseline.classes:
+                return self.baseline.classes.index(label)
+            if label.isdigit() and int(label) < len(self.baseline.classes):
+                return int(label)
+        return -1
+
+    def analyze(self, index: int, records: list[CapturedInference], total: int) -> WindowResult:
+        images, sizes, types, probabilities, labels = [], [], [], [], []
+        not_image = other_model = 0
+        for record in records:
+            if len(record.probabilities) != len(self.baseline.classes):
+                other_model += 1
+                continue
+            try:
+                images.append(self.imaging.decode(record.body))
+            except self.imaging.ImageDecodeError:
+                not_image += 1
+                continue
+            sizes.append(len(record.body))
+            types.append(record.content_type)
+            probabilities.append(record.probabilities)
+            labels.append(self._label_index(record))
+        self.counts.not_image += not_image
+        self.counts.other_model += other_model
+        times = [r.time for r in records if r.time is not None]
+        classes = self.baseline.classes
+        if not images:
+            return WindowResult(
+                index,
+                min(times, default=None),
+                max(times, default=None),
+                total,
+                0,
+                not_image,
+                other_model,
+                None,
+                {},
+                [],
+                {},
+                [],
+                None,
+            )
+        pixels = np.stack(images)
+        window = Window(
+            statistics=self.profile.input_statistics(pixels),
+            upload_bytes=np.asarray(sizes, dtype=np.float64),
+            content_types=Counter(types),
+            probabilities=np.asarray(probabilities, dtype=np.float64),
+            labels=np.asarray(labels, dtype=np.int64),
+        )
+        if len(pixels) > self.embedding_sample:
+            pixels = pixels[np.sort(self.rng.choice(len(pixels), self.embedding_sample, False))]
+        window.embeddings = self.profile.embed(self.net, self.config, pixels)
+        findings = self.monitor.test(window)
+        confidences = window.probabilities.max(axis=1)
+        self.confidence_histogram += np.histogram(confidences, CONFIDENCE_BINS)[0]
+        predicted = window.probabilities.argmax(axis=1)
+        return WindowResult(
+            index=index,
+            start=min(times, default=None),
+            end=max(times, default=None),
+            records=total,
+            used=window.size,
+            not_image=not_image,
+            other_model=other_model,
+            low_confidence_rate=float((confidences < self.baseline.threshold).mean()),
+            class_share={c: float((predicted == i).mean()) for i, c in enumerate(classes)},
+            confidence_quantiles=[float(q) for q in np.quantile(confidences, QUANTILES)],
+            statistic_quantiles={
+                name: [float(q) for q in np.quantile(values, QUANTILES)]
+                for name, values in [
+                    *window.statistics.items(),
+                    ("upload_bytes", window.upload_bytes),
+                ]
+            },
+            findings=findings,
+            performance=performance(window, classes),
+        )
+
+
+def windows_by_count(
+    records: Iterable[CapturedInference], size: int
+) -> Iterator[tuple[list[CapturedInference], int]]:
+    batch: list[CapturedInference] = []
+    for record in records:
+        batch.append(record)
+        if len(batch) == size:
+            yield batch, size
+            batch = []
+    if batch:
+        yield batch, len(batch)
+
+
+def windows_by_time(
+    records: Iterable[CapturedInference], seconds: float, counts: RecordCounts, seed: int = 0
+) -> Iterator[tuple[list[CapturedInference], int]]:
+    """Consecutive records sharing a time bucket; untimed records join the current one."""
+    rng = random.Random(seed)
+    sample: list[CapturedInference] = []
+    total = 0
+    bucket: int | None = None
+    for record in records:
+        if record.time is None:
+            counts.untimed += 1
+            record_bucket = bucket
+        else:
+            record_bucket = math.floor(record.time.timestamp() / seconds)
+        if bucket is not None and record_bucket != bucket and total:
+            yield sample, total
+            sample, total = [], 0
+        bucket = record_bucket
+        total += 1
+        if len(sample) < MAX_WINDOW_RECORDS:
+            sample.append(record)
+        else:  # reservoir sampling keeps a uniform sample in bounded memory
+            slot = rng.randrange(total)
+            if slot < MAX_WINDOW_RECORDS:
+                sample[slot] = record
+    if total:
+        yield sample, total
+
+
+def last_records(
+    records: Iterable[CapturedInference], size: int
+) -> tuple[list[CapturedInference], int]:
+    tail: deque[CapturedInference] = deque(maxlen=size)
+    tail.extend(records)
+    return list(tail), len(tail)
+
+
+# ---- plots and the HTML page -------------------------------------------------------------
+
+
+def _figure() -> tuple[Any, Any]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(9, 3.2), dpi=100)
+    return figure, axes
+
+
+def _save(figure: Any, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    figure.tight_layout()
+    figure.savefig(path, format="png")
+    plt.close(figure)
+    return path
+
+
+def _x(results: list[WindowResult]) -> list[int]:
+    return [r.index for r in results]
+
+
+def write_plots(
+    results: list[WindowResult], analyzer: WindowAnalyzer, alpha: float, out: Path
+) -> list[tuple[str, Path]]:
+    baseline = analyzer.baseline
+    plots: list[tuple[str, Path]] = []
+    x = _x(results)
+
+    figure, axes = _figure()
+    axes.bar(x, [r.records for r in results], color="#888", label="records")
+    axes.bar(x, [r.used for r in results], color="#3a7", label="used by the detectors")
+    axes.set(title="Volume per window", xlabel="window", ylabel="records")
+    axes.legend()
+    plots.append(("Volume", _save(figure, out / "volume.png")))
+
+    figure, axes = _figure()
+    bottom = np.zeros(len(results))
+    for name in baseline.classes:
+        share = np.array([r.class_share.get(name, np.nan) for r in results])
+        axes.bar(x, np.nan_to_num(share), bottom=bottom, label=name)
+        bottom += np.nan_to_num(share)
+    first_share = float((baseline.probabilities.argmax(1) == 0).mean())
+    axes.axhline(first_share, color="k", ls="--", label=f"baseline {baseline.classes[0]} share")
+    axes.set(title="Predicted class mix", xlabel="window", ylabel="share", ylim=(0, 1))
+    axes.legend(loc="lower right")
+    plots.append(("Class mix", _save(figure, out / "class_mix.png")))
+
+    figure, axes = _figure()
+    centres = (CONFIDENCE_BINS[:-1] + CONFIDENCE_BINS[1:]) / 2
+    total = max(1, int(analyzer.confidence_histogram.sum()))
+    axes.bar(centres, analyzer.confidence_histogram / total, width=0.018, label="captured")
+    reference_histogram = np.histogram(baseline.confidences, CONFIDENCE_BINS)[0]
+    axes.step(
+        centres,
+        reference_histogram / len(baseline.confidences),
+        where="mid",
+        color="k",
+        label="baseline",
+    )
+    axes.axvline(baseline.threshold, color="r", ls="--", label=f"threshold {baseline.threshold}")
+    axes.set(title="Top-class confidence", xlabel="confidence", ylabel="share")
+    axes.legend()
+    plots.append(("Confidence histogram", _save(figure, out / "confidence_histogram.png")))
+
+    figure, axes = _figure()
+    valid = [r for r in results if r.confidence_quantiles]
+    if valid:
+        q = np.array([r.confidence_quantiles for r in valid])
+        axes.fill_between(_x(valid), q[:, 0], q[:, 4], alpha=0.3, label="10–90%")
+        axes.plot(_x(valid), q[:, 2], label="median")
+    band = np.quantile(baseline.confidences, [0.1, 0.9])
+    axes.axhspan(band[0], band[1], color="k", alpha=0.08, label="baseline 10–90%")
+    axes.set(title="Confidence over time", xlabel="window", ylabel="confidence")
+    axes.legend()
+    plots.append(("Confidence over time", _save(figure, out / "confidence_over_time.png")))
+
+    figure, axes = _figure()
+    axes.plot(
+        x,
+        [np.nan if r.low_confidence_rate is None else r.low_confidence_rate for r in results],
+        marker=".",
+        label="window",
+    )
+    axes.axhline(
+        float((baseline.confidences < baseline.threshold).mean()),
+        color="k",
+        ls="--",
+        label="baseline",
+    )
+    axes.set(title=f"Share below {baseline.threshold}", xlabel="window", ylabel="share")
+    axes.legend()
+    plots.append(("Low-confidence rate", _save(figure, out / "low_confidence_rate.png")))
+
+    references = dict(baseline.statistics)
+    if baseline.upload_bytes is not None:
+        references["upload_bytes"] = baseline.upload_bytes
+    for name, reference in references.items():
+        figure, axes = _figure()
+        rows = [
+            (r.index, r.statistic_quantiles[name]) for r in results if name in r.statistic_quantiles
+        ]
+        if rows:
+            q = np.array([row[1] for row in rows])
+            axes.fill_between(
+                [row[0] for row in rows], q[:, 1], q[:, 3], alpha=0.3, label="window 25–75%"
+            )
+            axes.plot([row[0] for row in rows], q[:, 2], label="window median")
+        low, high = np.quantile(reference, [0.05, 0.95])
+        axes.axhspan(low, high, color="k", alpha=0.08, label="baseline 5–95%")
+        axes.axhline(float(np.median(reference)), color="k", ls="--", lw=1, label="baseline median")
+        axes.set(title=f"Input statistic: {name}", xlabel="window", ylabel=name)
+        axes.legend(fontsize="small")
+        plots.append((f"Input: {name}", _save(figure, out / f"input_{name}.png")))
+
+    figure, axes = _figure()
+    tests = sorted({(f.detector, f.test) for r in results for f in r.findings})
+    for detector, test in tests:
+        points = [
+            (r.index, f.p_adjusted)
+            for r in results
+            for f in r.findings
+            if (f.detector, f.test) == (detector, test)
+        ]
+        axes.plot(
+            [p[0] for p in points],
+            [max(p[1], 1e-12) for p in points],
+            marker=".",
+            lw=1,
+            label=f"{detector}:{test}",
+        )
+    axes.axhline(alpha, color="r", ls="--", label=f"alert (alpha {alpha})")
+    axes.set_yscale("log")
+    axes.set(title="Holm-adjusted p-value per window", xlabel="window", ylabel="p")
+    if tests:
+        axes.legend(fontsize="x-small", ncol=3)
+    plots.append(("Detector p-values", _save(figure, out / "p_values.png")))
+    return plots
+
+
+def write_html(summary: dict[str, Any], plots: list[tuple[str, Path]], path: Path) -> None:
+    """One self-contained page: every plot inlined as base64, no external resources."""
+    rows = "".join(
+        f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(str(v))}</td></tr>"
+        for k, v in summary["damage"].items()
+    )
+    latest = summary.get("latest_window") or {}
+    finding_rows = "".join(
+        "<tr><td>{}</td><td>{}</td><td>{:.4g}</td><td>{}</td><td>{}</td></tr>".format(
+            html.escape(f["detector"]),
+            html.escape(f["test"]),
+            f["statistic"],
+            "-" if f["p_adjusted"] is None else f"{f['p_adjusted']:.3g}",
+            "ALERT" if f["alert"] else "ok",
+        )
+        for f in latest.get("findings", [])
+    )
+    images = "".join(
+        f"<h3>{html.escape(title)}</h3><img alt='{html.escape(title)}' "
+        f"src='data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}'>"
+        for title, p in plots
+    )
+    verdict = "ALERT" if summary["alerting_windows"] else "no drift detected"
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>Drift report</title>
+<style>body{{font-family:sans-serif;max-width:960px;margin:auto}}td{{padding:2px 8px}}
+img{{max-width:100%}}</style></head><body>
+<h1>Drift report: {html.escape(verdict)}</h1>
+<p>Captures: {html.escape(str(summary["captures"]))}
+<br>Baseline: {html.escape(str(summary["baseline"]))}
+<br>{summary["windows"]} windows, {summary["alerting_windows"]} with an alert
+(Holm family-wise alpha {summary["alpha"]}).</p>
+<h2>Latest window</h2><table><tr><th>detector</th><th>test</th><th>statistic</th>
+<th>adjusted p</th><th>verdict</th></tr>{finding_rows}</table>
+<h2>Damaged or unusable input (counted, skipped)</h2><table>{rows}</table>
+<h2>Plots</h2>{images}</body></html>"""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(page, encoding="utf-8")
+    tmp.replace(path)
+
+
+def write_summary(summary: dict[str, Any], path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+@dataclass
+class Run:
+    """What a report or check run produced."""
+
+    results: list[WindowResult] = field(default_factory=list)
+
+    def analyze_all(
+        self,
+        analyzer: WindowAnalyzer,
+        windows: Iterable[tuple[list[CapturedInference], int]],
+        progress: bool = True,
+    ) -> None:
+        for index, (records, total) in enumerate(
+            tqdm(windows, desc="windows", unit="win", disable=not progress)
+        ):
+            self.results.append(analyzer.analyze(index, records, total))

@@ -1,0 +1,530 @@
+"""`python -m training_job train`: train the classifier on the staged data, here or on SageMaker.
+
+Both modes run the same job: channels `train`, `train_lst`, `test`, `test_lst` from the
+bucket that `python -m training_job stage` filled, output under `s3://BUCKET/models/`:
+  --mode local      (default) runs training_job/code/train.py here, as SageMaker's container
+                    would (local_aws/training.py), and uploads the artifacts where a job would;
+  --mode sagemaker  launches a SageMaker training job through the SageMaker SDK, with that
+                    script (--algorithm pytorch) or the built-in image-classification
+                    algorithm (--algorithm builtin), as the reference does.
+Either way it ends by printing the test metrics.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import re
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import boto3
+from botocore.exceptions import BotoCoreError, ClientError
+
+from local_aws.training import (
+    JOB_NAME_PATTERN,
+    METRICS_FILE,
+    Channel,
+    TrainingJob,
+    TrainingJobError,
+    TrainingJobFailed,
+    run_training_job,
+)
+from training_job.bucket import is_valid_bucket_name
+from training_job.manifests import MANIFEST_NAME, Manifest, ManifestError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SOURCE_DIR = REPO_ROOT / "training_job" / "code"
+ENTRY_POINT = "train.py"
+MODELS_PREFIX = "models/"
+ALGORITHMS = ("pytorch", "builtin")
+# The newest PyTorch training image the installed SDK knows whose Python matches ours.
+PYTORCH_VERSION = "2.5.1"
+PYTHON_VERSION = "py311"
+DEFAULT_INSTANCE_TYPES = {"pytorch": "ml.m5.xlarge", "builtin": "ml.p3.2xlarge"}
+# The algorithms' names for the hyperparameters both take.
+SCRIPT_NAMES = {"epochs": "epochs", "batch-size": "batch-size", "learning-rate": "lr"}
+BUILTIN_NAMES = {
+    "epochs": "epochs",
+    "batch-size": "mini_batch_size",
+    "learning-rate": "learning_rate",
+}
+# Given to the SDK instead of its config files, so what runs is what this file says.
+SDK_CONFIG = {
+    "SchemaVersion": "1.0",
+    "SageMaker": {"PythonSDK": {"Modules": {"TelemetryOptOut": True}}},
+}
+MAX_MANIFEST_BYTES = 1 << 20
+MAX_METRICS_BYTES = 16 << 20
+_HYPERPARAMETER_NAME = re.compile(r"[a-z][a-z0-9_-]{0,63}")
+
+
+class UsageError(Exception):
+    """A bad command line: reported like argparse's errors, exit status 2."""
+
+
+class LaunchError(Exception):
+    """The job cannot start or its result cannot be read: one line, exit status 1."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything about the job except where it runs."""
+
+    bucket: str
+    prefix: str
+    job_name: str
+    algorithm: str
+    manifest: Manifest
+    hyperparameters: dict[str, Any]
+
+    @property
+    def output_path(self) -> str:
+        return f"s3://{self.bucket}/{MODELS_PREFIX}"
+
+    def uri(self, name: str) -> str:
+        return f"s3://{self.bucket}/{self.prefix}{name}"
+
+    def channels(self) -> dict[str, str]:
+        """Channel name -> S3 prefix. The built-in algorithm calls the test data
+        `validation`; the script calls it `test`."""
+        test = "validation" if self.algorithm == "builtin" else "test"
+        return {
+            "train": self.uri("train/"),
+            "train_lst": self.uri("train.lst"),
+            test: self.uri("test/"),
+            f"{test}_lst": self.uri("test.lst"),
+        }
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "train",
+        help="train the classifier on the staged data (locally or on SageMaker)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    where = parser.add_argument_group("data and job")
+    where.add_argument(
+        "--bucket",
+        required=True,
+        help="the bucket `stage` filled; output goes to s3://BUCKET/models/",
+    )
+    where.add_argument(
+        "--prefix", default="", help="the folder in the bucket `stage` wrote to (default: the root)"
+    )
+    where.add_argument(
+        "--mode",
+        choices=("local", "sagemaker"),
+        default="local",
+        help="local: run the training script here (default); sagemaker: launch a SageMaker job",
+    )
+    where.add_argument(
+        "--algorithm",
+        choices=ALGORITHMS,
+        default="pytorch",
+        help="pytorch: our script, training_job/code/train.py (default); builtin: SageMaker's "
+        "image-classification algorithm (--mode sagemaker only)",
+    )
+    where.add_argument(
+        "--job-name",
+        help="the training job's name (default: scones-ALGORITHM-YYYY-MM-DD-HH-MM-SS-mmm, "
+        "the SDK's form); its output goes to s3://BUCKET/models/JOB_NAME/output/",
+    )
+    where.add_argument(
+        "--work-dir",
+        type=Path,
+        help="--mode local: keep the job directory (the /opt/ml stand-in) here, a new or "
+        "empty directory (default: a temporary one, removed afterwards)",
+    )
+    hps = parser.add_argument_group(
+        "hyperparameters",
+        "only those given are passed; the script's own defaults are the tuned ones",
+    )
+    hps.add_argument("--epochs", type=int, help="passes over the training data")
+    hps.add_argument("--batch-size", type=int, help="images per step (builtin: mini_batch_size)")
+    hps.add_argument(
+        "--learning-rate",
+        type=float,
+        help="peak learning rate (train.py: lr, builtin: learning_rate)",
+    )
+    hps.add_argument("--seed", type=int, help="random seed (pytorch only; builtin has none)")
+    hps.add_argument(
+        "--hyperparameter",
+        "-H",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="any other hyperparameter the algorithm takes, passed as given (repeatable)",
+    )
+    cloud = parser.add_argument_group("--mode sagemaker")
+    cloud.add_argument("--role", help="the IAM role ARN the job runs as (required)")
+    cloud.add_argument(
+        "--instance-type",
+        help="default: ml.m5.xlarge for pytorch (CPU is enough), ml.p3.2xlarge for builtin "
+        "(the algorithm needs a GPU)",
+    )
+    cloud.add_argument(
+        "--wait",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="wait for the job, stream its logs and print its metrics (default; Ctrl-C stops "
+        "the waiting, not the job), or return once it is created (--no-wait)",
+    )
+    parser.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        plan = make_plan(args)
+        if args.mode == "local":
+            return train_locally(plan, args.work_dir)
+        return train_on_sagemaker(plan, args)
+    except UsageError as error:
+        print(f"python -m training_job train: error: {error}", file=sys.stderr)
+        return 2
+    except (LaunchError, TrainingJobError, ManifestError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except (BotoCoreError, ClientError) as error:
+        print(f"error: AWS call failed: {error}", file=sys.stderr)
+        return 1
+
+
+def make_plan(args: argparse.Namespace) -> Plan:
+    if not is_valid_bucket_name(args.bucket):
+        raise UsageError(f"invalid bucket name {args.bucket!r}")
+    prefix = normalize_prefix(args.prefix)
+    if args.mode == "local" and args.algorithm == "builtin":
+        raise UsageError("--algorithm builtin runs only with --mode sagemaker")
+    if args.mode == "sagemaker" and not args.role:
+        raise UsageError("--mode sagemaker needs --role (the IAM role ARN the job runs as)")
+    if args.mode == "sagemaker" and args.work_dir is not None:
+        raise UsageError("--work-dir applies to --mode local only")
+    job_name = args.job_name or default_job_name(args.algorithm)
+    if not JOB_NAME_PATTERN.fullmatch(job_name):
+        raise UsageError(
+            f"invalid --job-name {job_name!r}: 1-63 letters, digits and hyphens, "
+            "starting and ending with a letter or digit"
+        )
+    extra = parse_hyperparameters(args.hyperparameter)
+    manifest = read_manifest(args.bucket, prefix)
+    return Plan(
+        bucket=args.bucket,
+        prefix=prefix,
+        job_name=job_name,
+        algorithm=args.algorithm,
+        manifest=manifest,
+        hyperparameters=hyperparameters_for(args, manifest, extra),
+    )
+
+
+def normalize_prefix(prefix: str) -> str:
+    if any(ord(char) < 32 for char in prefix) or len(prefix) > 512:
+        raise UsageError(f"invalid --prefix {prefix!r}")
+    stripped = prefix.strip("/")
+    return f"{stripped}/" if stripped else ""
+
+
+def default_job_name(algorithm: str) -> str:
+    """`scones-ALGORITHM-` and a UTC timestamp to the millisecond, like the SDK's names."""
+    now = time.time()
+    stamp = time.strftime("%Y-%m-%d-%H-%M-%S", time.gmtime(now))
+    return f"scones-{algorithm}-{stamp}-{int(now * 1000) % 1000:03d}"
+
+
+def parse_hyperparameters(pairs: list[str]) -> dict[str, str]:
+    extra: dict[str, str] = {}
+    for pair in pairs:
+        name, equals, value = pair.partition("=")
+        if not equals or not _HYPERPARAMETER_NAME.fullmatch(name) or not value:
+            raise UsageError(f"--hyperparameter expects NAME=VALUE, got {pair!r}")
+        extra[name] = value
+    return extra
+
+
+def hyperparameters_for(
+    args: argparse.Namespace, manifest: Manifest, extra: dict[str, str]
+) -> dict[str, Any]:
+    given = {
+        "epochs": args.epochs,
+        "batch-size": args.batch_size,
+        "learning-rate": args.learning_rate,
+    }
+    if args.algorithm == "pytorch":
+        chosen = {SCRIPT_NAMES[name]: value for name, value in given.items() if value is not None}
+        if args.seed is not None:
+            chosen["seed"] = args.seed
+        clash = {"classes"} & set(extra)
+        if clash:
+            raise UsageError("classes come from manifest.json; do not pass them")
+        return {**chosen, **extra, "classes": ",".join(manifest.classes)}
+    if args.seed is not None:
+        raise UsageError("--seed applies to --algorithm pytorch only (builtin has no seed)")
+    chosen = {BUILTIN_NAMES[name]: value for name, value in given.items() if value is not None}
+    return {
+        "image_shape": "3,32,32",
+        "num_classes": len(manifest.classes),
+        "num_training_samples": manifest.total("train"),
+        **chosen,
+        **extra,
+    }
+
+
+def read_manifest(bucket: str, prefix: str) -> Manifest:
+    s3 = boto3.client("s3")
+    try:
+        s3.head_bucket(Bucket=bucket)
+    except ClientError as error:
+        if _error_code(error) in {"404", "NoSuchBucket", "NotFound"}:
+            raise LaunchError(
+                f"bucket {bucket} does not exist: run `python -m training_job stage "
+                f"--bucket {bucket}` first"
+            ) from error
+        raise
+    key = f"{prefix}{MANIFEST_NAME}"
+    try:
+        head = s3.head_object(Bucket=bucket, Key=key)
+    except ClientError as error:
+        if _error_code(error) in {"404", "NoSuchKey", "NotFound"}:
+            raise LaunchError(
+                f"s3://{bucket}/{key} not found: run `python -m training_job stage "
+                f"--bucket {bucket}{f' --prefix {prefix}' if prefix else ''}` first"
+            ) from error
+        raise
+    if head["ContentLength"] > MAX_MANIFEST_BYTES:
+        raise LaunchError(f"s3://{bucket}/{key} is {head['ContentLength']} bytes: not a manifest")
+    body = s3.get_object(Bucket=bucket, Key=key)["Body"].read(MAX_MANIFEST_BYTES + 1)
+    try:
+        return Manifest.from_json(body)
+    except ManifestError as error:
+        raise LaunchError(f"s3://{bucket}/{key}: {error}") from error
+
+
+def _error_code(error: ClientError) -> str:
+    return str(error.response.get("Error", {}).get("Code", ""))
+
+
+def git_commit() -> str:
+    """The commit the code came from, `-dirty` when tracked files differ from it."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    if not commit:
+        return "unknown"
+    return f"{commit}-dirty" if dirty else commit
+
+
+# --- local mode -------------------------------------------------------------------------
+
+
+def train_locally(plan: Plan, work_dir: Path | None) -> int:
+    job = TrainingJob(
+        name=plan.job_name,
+        entry_point=ENTRY_POINT,
+        source_dir=SOURCE_DIR,
+        channels=[Channel(name, uri) for name, uri in plan.channels().items()],
+        output_path=plan.output_path,
+        hyperparameters=plan.hyperparameters,
+        environment={"SCONES_GIT_COMMIT": git_commit()},
+    )
+    print(f"training job {plan.job_name} (local mode), hyperparameters {plan.hyperparameters}")
+    try:
+        result = run_training_job(job, work_dir=work_dir)
+    except TrainingJobFailed as failed:
+        print(f"error: {failed}:\n{failed.failure}", file=sys.stderr)
+        return failed.exit_code
+    print(f"model: {result.model_artifacts}")
+    print(f"output: {result.output_artifacts}")
+    if result.metrics is None:
+        print(f"error: the job wrote no {METRICS_FILE} into its model directory", file=sys.stderr)
+        return 1
+    print(f"metrics: {result.metrics_uri}")
+    print(format_metrics(result.metrics, job_seconds=result.seconds))
+    return 0
+
+
+# --- SageMaker mode ---------------------------------------------------------------------
+
+
+def train_on_sagemaker(plan: Plan, args: argparse.Namespace) -> int:
+    instance_type = args.instance_type or DEFAULT_INSTANCE_TYPES[plan.algorithm]
+    estimator, inputs = build_estimator(plan, role=args.role, instance_type=instance_type)
+    print(f"training job {plan.job_name} ({plan.algorithm} on {instance_type})")
+    estimator.fit(inputs=inputs, job_name=plan.job_name, wait=args.wait, logs="All")
+    if not args.wait:
+        print(
+            f"created; follow it with `aws sagemaker describe-training-job "
+            f"--training-job-name {plan.job_name}`"
+        )
+        return 0
+    print()  # the SDK's status line ends without one
+    return report_sagemaker_job(plan)
+
+
+def build_estimator(plan: Plan, role: str, instance_type: str) -> tuple[Any, dict[str, Any]]:
+    """The SDK estimator and its inputs; sagemaker is imported here only, as it is slow."""
+    os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")
+    logging.getLogger("sagemaker.config").setLevel(logging.WARNING)
+    import sagemaker
+    from sagemaker.inputs import TrainingInput
+
+    # The SDK switches INFO logging on; botocore's notes on endpoint lookup are noise.
+    logging.getLogger("botocore").setLevel(logging.WARNING)
+    # SDK_CONFIG opts out of the SDK's telemetry, a call to an AWS-owned bucket on every
+    # fit(): our jobs' metadata is not for a third party (and local mode has no route out).
+    session = sagemaker.Session(
+        boto_session=boto3.Session(),
+        default_bucket=plan.bucket,
+        sagemaker_config=SDK_CONFIG,
+    )
+    common: dict[str, Any] = {
+        "role": role,
+        "instance_count": 1,
+        "instance_type": instance_type,
+        "output_path": plan.output_path,
+        "sagemaker_session": session,
+        "hyperparameters": plan.hyperparameters,
+    }
+    if plan.algorithm == "pytorch":
+        from sagemaker.pytorch import PyTorch
+
+        estimator = PyTorch(
+            entry_point=ENTRY_POINT,
+            source_dir=str(SOURCE_DIR),
+            framework_version=PYTORCH_VERSION,
+            py_version=PYTHON_VERSION,
+            code_location=plan.output_path.rstrip("/"),
+            environment={"SCONES_GIT_COMMIT": git_commit()},
+            **common,
+        )
+        return estimator, {name: TrainingInput(uri) for name, uri in plan.channels().items()}
+    image = sagemaker.image_uris.retrieve("image-classification", session.boto_region_name)
+    estimator = sagemaker.estimator.Estimator(image_uri=image, **common)
+    inputs = {
+        name: TrainingInput(uri, content_type="application/x-image")
+        for name, uri in plan.channels().items()
+    }
+    return estimator, inputs
+
+
+def report_sagemaker_job(plan: Plan) -> int:
+    job = boto3.client("sagemaker").describe_training_job(TrainingJobName=plan.job_name)
+    status = job["TrainingJobStatus"]
+    if status != "Completed":
+        print(
+            f"error: training job {plan.job_name} is {status}: "
+            f"{job.get('FailureReason', 'no reason given')}",
+            file=sys.stderr,
+        )
+        return 1
+    artifacts = job["ModelArtifacts"]["S3ModelArtifacts"]
+    print(f"model: {artifacts}")
+    if plan.algorithm == "builtin":
+        # Its model.tar.gz holds MXNet parameters, not our metrics.json: report its own.
+        for metric in job.get("FinalMetricDataList", []):
+            print(f"  {metric['MetricName']:<28} {metric['Value']:.4f}")
+        return 0
+    metrics = copy_metrics_beside(artifacts)
+    seconds = job.get("TrainingTimeInSeconds")
+    print(format_metrics(metrics, job_seconds=float(seconds) if seconds is not None else None))
+    return 0
+
+
+def copy_metrics_beside(model_uri: str) -> dict[str, Any]:
+    """Read metrics.json out of the job's model.tar.gz and put a copy beside it, as a
+    local job does, so tools read the metrics without untarring the model."""
+    match = re.fullmatch(r"s3://([^/]+)/(.+/)?model\.tar\.gz", model_uri)
+    if match is None:
+        raise LaunchError(f"unexpected model artifact location {model_uri}")
+    bucket, folder = match.group(1), match.group(2) or ""
+    s3 = boto3.client("s3")
+    with tempfile.TemporaryFile() as archive:
+        try:
+            s3.download_fileobj(bucket, f"{folder}model.tar.gz", archive)
+        except ClientError as error:
+            raise LaunchError(f"cannot read {model_uri}: {error}") from error
+        archive.seek(0)
+        raw = metrics_from_archive(archive, model_uri)
+    try:
+        metrics = json.loads(raw)
+    except ValueError as error:
+        raise LaunchError(f"{METRICS_FILE} in {model_uri} is not JSON: {error}") from error
+    if not isinstance(metrics, dict):
+        raise LaunchError(f"{METRICS_FILE} in {model_uri} is not a JSON object")
+    s3.put_object(Bucket=bucket, Key=f"{folder}{METRICS_FILE}", Body=raw)
+    print(f"metrics: s3://{bucket}/{folder}{METRICS_FILE}")
+    return metrics
+
+
+def metrics_from_archive(archive: IO[bytes], where: str) -> bytes:
+    try:
+        with tarfile.open(fileobj=archive, mode="r:gz") as tar:
+            for member in tar:
+                if member.name.removeprefix("./") != METRICS_FILE or not member.isfile():
+                    continue
+                if member.size > MAX_METRICS_BYTES:
+                    raise LaunchError(f"{METRICS_FILE} in {where} is {member.size} bytes")
+                extracted = tar.extractfile(member)
+                assert extracted is not None  # a regular file always extracts
+                return extracted.read()
+    except (tarfile.TarError, OSError, EOFError) as error:
+        raise LaunchError(f"{where} is not a readable .tar.gz: {error}") from error
+    raise LaunchError(f"{where} has no {METRICS_FILE} at its root")
+
+
+# --- the report -------------------------------------------------------------------------
+
+
+def format_metrics(metrics: dict[str, Any], job_seconds: float | None = None) -> str:
+    """The test metrics that training_job/code/train.py writes, as a short table."""
+    lines = [
+        "test metrics:",
+        f"  accuracy  {_number(metrics.get('test_accuracy'))}",
+        f"  ECE       {_number(metrics.get('expected_calibration_error'))}",
+        f"  {'class':<14}{'precision':>10}{'recall':>10}{'F1':>10}{'support':>9}",
+    ]
+    per_class = metrics.get("per_class")
+    for name, row in (per_class if isinstance(per_class, dict) else {}).items():
+        if isinstance(row, dict):
+            lines.append(
+                f"  {name!s:<14}{_number(row.get('precision')):>10}"
+                f"{_number(row.get('recall')):>10}{_number(row.get('f1')):>10}"
+                f"{row.get('support', '')!s:>9}"
+            )
+    matrix = metrics.get("confusion_matrix")
+    classes = metrics.get("classes")
+    if isinstance(matrix, list) and isinstance(classes, list) and len(classes) == len(matrix):
+        lines.append("  confusion matrix (rows: true class, columns: predicted)")
+        lines.append("  " + " " * 14 + "".join(f"{str(name)[:10]:>11}" for name in classes))
+        for name, row in zip(classes, matrix, strict=True):
+            cells = row if isinstance(row, list) else [row]
+            lines.append(f"  {str(name)[:13]:<14}" + "".join(f"{cell!s:>11}" for cell in cells))
+    lines.append(f"  training seconds  {_number(metrics.get('training_seconds'), 1)}")
+    if job_seconds is not None:
+        lines.append(f"  job seconds       {_number(job_seconds, 1)}")
+    return "\n".join(lines)
+
+
+def _number(value: Any, digits: int = 4) -> str:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return "n/a"
+    return f"{value:.{digits}f}"
