@@ -15,7 +15,7 @@ from pathlib import Path
 
 import requests
 
-from local_aws import cloudformation, events, lambda_executor
+from local_aws import cloudformation, events, lambda_executor, s3_policy
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 4566  # LocalStack's conventional port, so either emulator can serve
@@ -27,6 +27,7 @@ EMULATOR_PATCHES: list[Callable[[], None]] = [
     *cloudformation.PATCHES,
     *events.PATCHES,
     *lambda_executor.PATCHES,
+    *s3_policy.PATCHES,
 ]
 
 

@@ -87,10 +87,11 @@ def test_fn_sub_variables_named_by_hashes_resolve_to_the_function_arns(
 def test_the_stacks_state_machine_is_served_by_the_step_functions_api(
     deployed_project: Path, workflow_aws: LocalAws
 ) -> None:
-    resources = workflow_aws.client("cloudformation").describe_stack_resource(
-        StackName=STACK, LogicalResourceId="ImageWorkflow"
-    )["StackResourceDetail"]
-    assert resources["PhysicalResourceId"] == machine_arn(workflow_aws)
+    summaries = workflow_aws.client("cloudformation").list_stack_resources(StackName=STACK)[
+        "StackResourceSummaries"
+    ]
+    physical = {r["LogicalResourceId"]: r.get("PhysicalResourceId") for r in summaries}
+    assert physical["ImageWorkflow"] == machine_arn(workflow_aws)
 
 
 def test_describe_stacks_shows_the_outputs_of_the_applied_change_set(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import io
+import os
 import subprocess
 import sys
 import uuid
@@ -371,6 +372,7 @@ def test_help_explains_every_option() -> None:
     completed = subprocess.run(
         [sys.executable, "-m", "training_job", "stage", "--help"],
         cwd=REPO_ROOT,
+        env={k: v for k, v in os.environ.items() if k != stage.SOURCE_ENV},
         capture_output=True,
         text=True,
         timeout=120,

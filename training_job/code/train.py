@@ -150,6 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="cross-entropy label smoothing, in [0, 1)")
     add("translate", type=int, default=2,
         help="random translation augmentation, in pixels (reflect padding); 0 turns it off")
+    add("cutout", type=int, default=0,
+        help="side of a random square erased from each training image, in pixels; 0 turns "
+        "it off")
     add("flip", type=boolean, default=True, help="random horizontal flip augmentation")
     add("ema", type=non_negative_float, default=0.0,
         help="decay of the exponential moving average of the weights kept as the final "
@@ -189,6 +192,7 @@ class Hyperparameters:
     warmup_fraction: float
     label_smoothing: float
     translate: int
+    cutout: int
     flip: bool
     ema: float
     widths: list[int]
@@ -211,6 +215,8 @@ class Hyperparameters:
             raise TrainingError(f"--ema must be in [0, 1), got {self.ema}")
         if not 0 <= self.translate <= 8:
             raise TrainingError(f"--translate must be 0 to 8 pixels, got {self.translate}")
+        if not 0 <= self.cutout <= 32:
+            raise TrainingError(f"--cutout must be 0 to 32 pixels, got {self.cutout}")
 
 
 # --- data ------------------------------------------------------------------------------
@@ -322,9 +328,9 @@ def seed_everything(seed: int) -> None:
 
 
 def augment(
-    images: torch.Tensor, translate: int, flip: bool, generator: torch.Generator
+    images: torch.Tensor, translate: int, flip: bool, cutout: int, generator: torch.Generator
 ) -> torch.Tensor:
-    """Random translation (reflect padding) and horizontal flip, per image."""
+    """Random translation (reflect padding), horizontal flip and cutout, per image."""
     count, _, height, width = images.shape
     if translate:
         padded = nn.functional.pad(images, (translate,) * 4, mode="reflect")
@@ -340,6 +346,15 @@ def augment(
     if flip:
         mirrored = torch.rand(count, generator=generator) < 0.5
         images = torch.where(mirrored.view(-1, 1, 1, 1), images.flip(-1), images)
+    if cutout:
+        # Erased to zero, which after normalisation is the training images' mean colour.
+        corners = torch.randint(0, max(1, height - cutout + 1), (count, 2), generator=generator)
+        rows = torch.arange(height).view(1, -1, 1)
+        columns = torch.arange(width).view(1, 1, -1)
+        top, left = corners[:, 0].view(-1, 1, 1), corners[:, 1].view(-1, 1, 1)
+        erased = ((rows >= top) & (rows < top + cutout) & (columns >= left)
+                  & (columns < left + cutout))
+        images = images.masked_fill(erased.unsqueeze(1), 0.0)
     return images
 
 
@@ -414,7 +429,7 @@ def fit(
         started = time.monotonic()
         net.train()
         order = torch.randperm(len(train_x), generator=generator)
-        images = augment(train_x[order], hp.translate, hp.flip, generator)
+        images = augment(train_x[order], hp.translate, hp.flip, hp.cutout, generator)
         labels = train_y[order]
         total_loss, correct = 0.0, 0
         for start in range(0, len(images), hp.batch_size):

@@ -1,0 +1,244 @@
+"""Endpoint throughput: the local endpoint against its limit and a tutorial-style reference.
+
+Measured in one run, on the same model and the 200 test PNGs of the shared archive:
+  limit      batched in-process inference (the inference script's input_fn + predict_fn
+             on batches, no HTTP), images/s
+  reference  the same model behind a minimal one-request-one-forward route, as tutorials
+             deploy it (stdlib http.server, one process), driven like the endpoint
+  endpoint   local_aws/endpoint (micro-batching, --workers processes)
+The load generator is an asyncio/aiohttp client in closed loop with 1, 8 and 64
+concurrent clients. Goal: at 64 clients at least half the limit and 5x the reference;
+p99 under 25 ms at 8 clients. Other processes share these CPUs: compare ratios.
+
+    .venv/bin/python benchmarks/endpoint_throughput.py [--model-dir DIR] [--workers 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import http.server
+import os
+import socket
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import requests
+from tqdm import tqdm
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+
+from local_aws.endpoint import sample_model  # noqa: E402
+
+DEFAULT_ARCHIVE = REPO_ROOT.parent / "shared" / "data" / "cifar-100-python-vehicles.tar.gz"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# --- the reference: one request, one forward pass ------------------------------------
+
+
+def serve_reference(model_dir: Path, port: int) -> None:
+    """The deployment most tutorials show: a plain handler calling the model per request."""
+    import torch
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    inference = sample_model.code_module("inference")
+    loaded = inference.model_fn(str(model_dir))
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            image = inference.input_fn(body, self.headers.get("Content-Type"))
+            answer, content_type = inference.output_fn(inference.predict_fn(image, loaded), None)
+            data = answer.encode()
+            self.send_response(200)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *_args: object) -> None:
+            pass
+
+    http.server.HTTPServer(("127.0.0.1", port), Handler).serve_forever()
+
+
+# --- measurements --------------------------------------------------------------------
+
+
+def measure_limit(model_dir: Path, pngs: list[bytes], batch: int, rounds: int) -> float:
+    """Images/s of batched in-process inference, decoding included (what a server must do)."""
+    import torch
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    inference = sample_model.code_module("inference")
+    loaded = inference.model_fn(str(model_dir))
+    inference.predict_fn([inference.input_fn(pngs[0], "image/png")] * batch, loaded)  # warm-up
+    started = time.perf_counter()
+    for _ in tqdm(range(rounds), desc="limit", leave=False):
+        for start in range(0, len(pngs), batch):
+            images = [inference.input_fn(png, "image/png") for png in pngs[start : start + batch]]
+            inference.predict_fn(images, loaded)
+    return rounds * len(pngs) / (time.perf_counter() - started)
+
+
+async def drive(url: str, pngs: list[bytes], clients: int, seconds: float) -> dict[str, float]:
+    """Closed-loop load: each client sends the next PNG as soon as its answer arrives."""
+    import aiohttp
+
+    latencies: list[float] = []
+    failures = 0
+    deadline = time.perf_counter() + seconds
+    connector = aiohttp.TCPConnector(limit=clients)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def client(offset: int) -> None:
+            nonlocal failures
+            index = offset
+            while time.perf_counter() < deadline:
+                png = pngs[index % len(pngs)]
+                index += clients
+                sent = time.perf_counter()
+                async with session.post(
+                    url, data=png, headers={"Content-Type": "image/png"}
+                ) as response:
+                    await response.read()
+                    if response.status != 200:
+                        failures += 1
+                        continue
+                latencies.append(time.perf_counter() - sent)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(client(offset) for offset in range(clients)))
+        elapsed = time.perf_counter() - started
+    ordered = np.array(latencies) * 1000
+    return {
+        "rps": len(latencies) / elapsed,
+        "p50": float(np.percentile(ordered, 50)) if len(ordered) else float("nan"),
+        "p99": float(np.percentile(ordered, 99)) if len(ordered) else float("nan"),
+        "failures": failures,
+    }
+
+
+def wait_until_up(url: str, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}")
+        try:
+            requests.get(f"{url}/ping", timeout=1)
+            return
+        except requests.RequestException:
+            time.sleep(0.2)
+    raise TimeoutError(f"{url} did not come up")
+
+
+def run_server(command: list[str], port: int) -> subprocess.Popen[bytes]:
+    process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.DEVNULL)
+    wait_until_up(f"http://127.0.0.1:{port}", process)
+    return process
+
+
+def stop_server(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+def prepare_model(args: argparse.Namespace, work: Path) -> Path:
+    if args.model_dir:
+        return Path(args.model_dir)
+    if args.model_tar:
+        with tarfile.open(args.model_tar) as tar:
+            tar.extractall(work / "model", filter="data")
+        return work / "model"
+    print("no --model-dir: training a quick model on the shared archive (about a minute)")
+    return sample_model.train_quick_model(args.archive, work / "model", steps=60)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model-dir", help="an extracted model directory (model.pth, model.json)")
+    parser.add_argument("--model-tar", help="a model.tar.gz (used when --model-dir is not given)")
+    parser.add_argument("--archive", type=Path, default=DEFAULT_ARCHIVE, help="the CIFAR archive")
+    parser.add_argument("--workers", type=int, default=2, help="endpoint worker processes")
+    parser.add_argument("--max-batch", type=int, default=32, help="endpoint and limit batch size")
+    parser.add_argument(
+        "--clients", default="1,8,64", help="concurrent clients per level (default: %(default)s)"
+    )
+    parser.add_argument("--seconds", type=float, default=8.0, help="duration of each level")
+    parser.add_argument("--serve-reference", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve_reference:
+        serve_reference(Path(args.model_dir), args.port)
+        return 0
+
+    levels = [int(level) for level in args.clients.split(",")]
+    images, _labels = sample_model.load_split(args.archive, "test")
+    pngs = [sample_model.png_bytes(image) for image in images]
+    with tempfile.TemporaryDirectory() as work_dir:
+        model_dir = prepare_model(args, Path(work_dir)).resolve()
+        limit = measure_limit(model_dir, pngs, args.max_batch, rounds=5)
+        results: dict[str, dict[int, dict[str, float]]] = {}
+        servers = {
+            "reference": [sys.executable, __file__, "--serve-reference"],
+            "endpoint": [sys.executable, "-m", "local_aws.endpoint", "--workers",
+                         str(args.workers), "--max-batch", str(args.max_batch)],
+        }  # fmt: skip
+        for name, command in servers.items():
+            port = free_port()
+            process = run_server(
+                [*command, "--model-dir", str(model_dir), "--port", str(port)], port
+            )
+            try:
+                url = f"http://127.0.0.1:{port}/invocations"
+                asyncio.run(drive(url, pngs, 8, 1.0))  # warm-up
+                results[name] = {}
+                for clients in tqdm(levels, desc=name, leave=False):
+                    results[name][clients] = asyncio.run(drive(url, pngs, clients, args.seconds))
+            finally:
+                stop_server(process)
+
+    print(f"\nlimit (batched in-process, batch {args.max_batch}): {limit:,.0f} images/s")
+    print(f"{'server':<10} {'clients':>7} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}")
+    for name, by_clients in results.items():
+        for clients, row in by_clients.items():
+            print(
+                f"{name:<10} {clients:>7} {row['rps']:>9,.0f} {row['p50']:>8.1f} "
+                f"{row['p99']:>8.1f} {row['failures']:>6.0f}"
+            )
+    top = max(levels)
+    endpoint_top = results["endpoint"][top]["rps"]
+    reference_top = results["reference"][top]["rps"]
+    print(f"\nendpoint at {top} clients: {endpoint_top / limit:.2f} x limit (goal >= 0.5), "
+          f"{endpoint_top / reference_top:.1f} x reference (goal >= 5)")  # fmt: skip
+    if 8 in results["endpoint"]:
+        print(f"endpoint p99 at 8 clients: {results['endpoint'][8]['p99']:.1f} ms (goal < 25)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
