@@ -212,14 +212,17 @@ def run_detection(args: argparse.Namespace, bench: Bench) -> None:
             rate(lambda: bench.records(clean_sample()), args.clean_windows),
         )
     )
-    for name, corrupt in SHIFTS.items():
+
+    def shifted(name: str, severity: int) -> Callable[[], list]:
+        corrupt = SHIFTS[name]
+        if corrupt is None:
+            quality = JPEG_QUALITY[severity - 1]
+            return lambda: bench.records(clean_sample(), "JPEG", quality)
+        return lambda: bench.records(corrupt(clean_sample(), severity, rng))
+
+    for name in SHIFTS:
         for severity in args.severities:
-            make: Callable[[], list]
-            if corrupt is None:
-                quality = JPEG_QUALITY[severity - 1]
-                make = lambda q=quality: bench.records(clean_sample(), "JPEG", q)  # noqa: E731
-            else:
-                make = lambda c=corrupt, s=severity: bench.records(c(clean_sample(), s, rng))  # noqa: E731
+            make = shifted(name, severity)
             rows.append((name, str(severity), rate(make, args.windows)))
             print(f"  {name} {severity}: {rows[-1][2]}", file=sys.stderr, flush=True)
     motorcycles, bicycles = np.flatnonzero(test_labels == 1), np.flatnonzero(test_labels == 0)

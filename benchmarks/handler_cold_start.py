@@ -7,9 +7,12 @@ classify handler, plus a Predictor), measured in the same run.
 Each measurement is a fresh interpreter (a cold Lambda container imports everything
 anew) timing, from the inside, the import of the handler module and, for the handlers
 that call AWS, the creation of their boto3 client; the table shows the median of the
-runs. Timing from the inside leaves out the interpreter's own start-up, which Lambda pays
-for every runtime alike. One unmeasured run first writes the bytecode caches, as the
-runtime's own boto3 has them.
+runs, taken round-robin. Timing from the inside leaves out the interpreter's own start-up,
+which Lambda pays for every runtime alike. One unmeasured run first writes the bytecode
+caches, as the runtime's own boto3 has them.
+
+The goals are judged on CPU time: this machine is shared, and wall time there adds the
+wait for a core (both are printed). On an idle machine the two agree within a few ms.
 
 Goals: every package under 100 KB; the threshold filter's import under 20 ms; the
 classify handler's cold start at least 10 times faster than the reference's.
@@ -33,14 +36,18 @@ THRESHOLD_IMPORT_LIMIT_MS = 20.0
 CLASSIFY_SPEEDUP_GOAL = 10.0
 
 TIMER = (
-    "import time; _start = time.perf_counter()\n{code}\n"
-    "print((time.perf_counter() - _start) * 1000)"
+    "import time; _wall, _cpu = time.perf_counter(), time.process_time()\n{code}\n"
+    "print((time.perf_counter() - _wall) * 1000, (time.process_time() - _cpu) * 1000)"
 )
 
 # (row, package zip or None, code timed in a fresh interpreter)
 CASES: list[tuple[str, str | None, str]] = [
-    ("serialize", "serialize.zip", "import handlers.serialize as h; h.s3_client()"),
-    ("classify", "classify.zip", "import handlers.classify as h; h.runtime_client()"),
+    ("serialize", "serialize.zip", "import handlers.serialize as h; h.aws_client('s3')"),
+    (
+        "classify",
+        "classify.zip",
+        "import handlers.classify as h; h.aws_client('sagemaker-runtime')",
+    ),
     ("thresholdFilter", "thresholdFilter.zip", "import handlers.threshold_filter"),
     (
         "reference classify (SageMaker SDK + Predictor)",
@@ -54,7 +61,8 @@ CASES: list[tuple[str, str | None, str]] = [
 ]
 
 
-def cold_start_ms(code: str) -> float:
+def cold_start_ms(code: str) -> tuple[float, float]:
+    """(wall, CPU) milliseconds of `code` in a fresh interpreter."""
     environment = {
         **os.environ,
         # A client needs a region and credentials to be created; nothing is called.
@@ -72,7 +80,8 @@ def cold_start_ms(code: str) -> float:
         text=True,
         check=True,
     )
-    return float(result.stdout.strip().splitlines()[-1])
+    wall, cpu = result.stdout.strip().splitlines()[-1].split()
+    return float(wall), float(cpu)
 
 
 def package(stage: str, directory: Path) -> None:
@@ -120,19 +129,24 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sls package --stage {args.stage} --package {args.package_dir} ...", flush=True)
         package(args.stage, args.package_dir)
 
-    medians: dict[str, float] = {}
-    spreads: dict[str, tuple[float, float]] = {}
-    for row, _zip, code in tqdm(CASES, desc="cold starts", unit="handler"):
+    for _row, _zip, code in CASES:
         cold_start_ms(code)  # writes the bytecode caches; not counted
-        runs = [cold_start_ms(code) for _ in range(args.repeats)]
-        medians[row] = statistics.median(runs)
-        spreads[row] = (min(runs), max(runs))
+    # Round-robin, so a burst of load on this shared machine hits every row alike.
+    walls: dict[str, list[float]] = {row: [] for row, _zip, _code in CASES}
+    cpus: dict[str, list[float]] = {row: [] for row, _zip, _code in CASES}
+    for _ in tqdm(range(args.repeats), desc="cold starts", unit="round"):
+        for row, _zip, code in CASES:
+            wall, cpu = cold_start_ms(code)
+            walls[row].append(wall)
+            cpus[row].append(cpu)
+    wall_ms = {row: statistics.median(runs) for row, runs in walls.items()}
+    cpu_ms = {row: statistics.median(runs) for row, runs in cpus.items()}
 
-    reference = medians[CASES[-1][0]]
+    reference = cpu_ms[CASES[-1][0]]
     print()
     print(
-        f"| handler | package (bytes) | cold start, median of {args.repeats} (ms) "
-        "| min-max (ms) | vs reference |"
+        "| handler | package (bytes) | cold start CPU (ms) | cold start wall (ms) "
+        "| CPU vs reference |"
     )
     print("| --- | ---: | ---: | ---: | ---: |")
     sizes: dict[str, int] = {}
@@ -141,13 +155,13 @@ def main(argv: list[str] | None = None) -> int:
         if zip_name is not None:
             sizes[row] = (args.package_dir / zip_name).stat().st_size
             size = f"{sizes[row]:,}"
-        low, high = spreads[row]
         print(
-            f"| {row} | {size} | {medians[row]:.1f} | {low:.1f}-{high:.1f} "
-            f"| {reference / medians[row]:.1f}x faster |"
+            f"| {row} | {size} | {cpu_ms[row]:.1f} | {wall_ms[row]:.1f} "
+            f"| {reference / cpu_ms[row]:.1f}x less |"
         )
+    print(f"(medians of {args.repeats} fresh interpreters per row)")
 
-    speedup = reference / medians["classify"]
+    speedup = reference / cpu_ms["classify"]
     goals = [
         (
             f"every package < {PACKAGE_LIMIT_BYTES:,} bytes",
@@ -155,8 +169,8 @@ def main(argv: list[str] | None = None) -> int:
         ),
         (
             f"thresholdFilter import < {THRESHOLD_IMPORT_LIMIT_MS:.0f} ms "
-            f"({medians['thresholdFilter']:.1f} ms)",
-            medians["thresholdFilter"] < THRESHOLD_IMPORT_LIMIT_MS,
+            f"({cpu_ms['thresholdFilter']:.1f} ms CPU)",
+            cpu_ms["thresholdFilter"] < THRESHOLD_IMPORT_LIMIT_MS,
         ),
         (
             f"classify cold start >= {CLASSIFY_SPEEDUP_GOAL:.0f}x faster than the reference "

@@ -1,6 +1,6 @@
 """classify: send the event's image to the SageMaker endpoint, return its probabilities.
 
-The endpoint is named by ENDPOINT_NAME and called through boto3's `sagemaker-runtime`
+The endpoint is named by ENDPOINT_NAME and called through botocore's `sagemaker-runtime`
 client (not the SageMaker SDK, which would cost seconds of cold start and megabytes of
 package). The client is created on the first call and kept for the container's life.
 """
@@ -22,6 +22,7 @@ from handlers.workflow_event import (
     NotAnImage,
     WorkflowError,
     WorkflowEvent,
+    aws_client,
     image_content_type,
     log,
     max_image_bytes,
@@ -37,19 +38,6 @@ class EndpointError(WorkflowError):
 
 class InvalidEndpointResponse(WorkflowError):
     """The endpoint answered something other than a JSON list of probabilities."""
-
-
-_runtime_client: Any = None
-
-
-def runtime_client() -> Any:
-    """One sagemaker-runtime client per container, created on first use."""
-    global _runtime_client
-    if _runtime_client is None:
-        import boto3
-
-        _runtime_client = boto3.client("sagemaker-runtime")
-    return _runtime_client
 
 
 def handler(event: object, context: object = None) -> dict[str, Any]:
@@ -101,7 +89,7 @@ def invoke(endpoint_name: str, image: bytes) -> list[float]:
     if content_type is None:
         raise NotAnImage("image_data is not a PNG, JPEG, GIF, BMP or WebP image")
     try:
-        response = runtime_client().invoke_endpoint(
+        response = aws_client("sagemaker-runtime").invoke_endpoint(
             EndpointName=endpoint_name,
             ContentType=content_type,
             Accept="application/json",

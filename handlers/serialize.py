@@ -18,6 +18,7 @@ from handlers.workflow_event import (
     NotAnImage,
     WorkflowError,
     WorkflowEvent,
+    aws_client,
     image_content_type,
     log,
     max_image_bytes,
@@ -36,19 +37,6 @@ class KeyNotAllowed(WorkflowError):
 
 class ImageNotFound(WorkflowError):
     """There is no such object (or it changed while it was being read)."""
-
-
-_s3_client: Any = None
-
-
-def s3_client() -> Any:
-    """One S3 client per container, created on first use."""
-    global _s3_client
-    if _s3_client is None:
-        import boto3
-
-        _s3_client = boto3.client("s3")
-    return _s3_client
 
 
 def handler(event: object, context: object = None) -> dict[str, Any]:
@@ -85,7 +73,7 @@ def allowed_prefixes() -> list[str]:
 def read_image(bucket: str, key: str, limit: int) -> bytes:
     from botocore.exceptions import ClientError
 
-    client = s3_client()
+    client = aws_client("s3")
     try:
         head = client.head_object(Bucket=bucket, Key=key)
         if head["ContentLength"] > limit:

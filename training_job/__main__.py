@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import sys
 
 # Each command module exposes `register(subparsers)`, which adds its parser and sets
@@ -12,7 +11,9 @@ import sys
 COMMANDS = ("stage", "train", "deploy", "evaluate", "monitor")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The CLI; with `only`, just that command's module is imported (some pull in
+    torch or scipy, which would cost every other command seconds of start-up)."""
     parser = argparse.ArgumentParser(
         prog="python -m training_job",
         description="Stage CIFAR-100 data, train the bicycle/motorcycle classifier, deploy "
@@ -20,15 +21,15 @@ def build_parser() -> argparse.ArgumentParser:
         "(the same commands; `source .local/aws.env` points them at the local AWS).",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in COMMANDS:
-        if importlib.util.find_spec(f"training_job.{name}") is None:  # TEMP while helpers build
-            continue
+    for name in COMMANDS if only is None else (only,):
         importlib.import_module(f"training_job.{name}").register(commands)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    only = argv[0] if argv and argv[0] in COMMANDS else None
+    args = build_parser(only).parse_args(argv)
     try:
         return int(args.func(args))
     except KeyboardInterrupt:

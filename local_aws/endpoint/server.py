@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import os
 import queue
 import signal
 import socket
@@ -87,13 +88,24 @@ async def _serve_worker(
     batcher.start()
     await site.start()
     ready.put(index)
+    watch = asyncio.create_task(_stop_when_orphaned(stopping))
     await stopping.wait()
+    watch.cancel()
     # Stop accepting, let the requests in flight finish (the batcher still runs), then
     # write every captured record: after SIGTERM nothing sampled is lost.
     await runner.cleanup()
     await batcher.stop()
     if capture is not None:
         await asyncio.to_thread(capture.close)
+
+
+async def _stop_when_orphaned(stopping: asyncio.Event) -> None:
+    """A worker whose supervisor was killed (kill -9) shuts down cleanly on its own."""
+    supervisor = os.getppid()
+    while os.getppid() == supervisor:
+        await asyncio.sleep(1.0)
+    log.warning("the supervisor is gone; stopping")
+    stopping.set()
 
 
 def run_worker(config: EndpointConfig, slots: Sequence[Slot], index: int, ready: Any) -> None:

@@ -15,7 +15,7 @@ import boto3
 import pytest
 from PIL import Image
 
-from handlers import classify, serialize
+from handlers import workflow_event
 
 
 def encode_image(image_format: str, size: tuple[int, int] = (32, 32)) -> bytes:
@@ -67,7 +67,7 @@ def data_bucket(
     monkeypatch.delenv("ALLOWED_PREFIXES", raising=False)
     monkeypatch.delenv("MAX_IMAGE_BYTES", raising=False)
     # A client cached by an earlier test may point at another endpoint.
-    monkeypatch.setattr(serialize, "_s3_client", None)
+    monkeypatch.setattr(workflow_event, "_clients", {})
     yield unique_name
 
 
@@ -151,5 +151,5 @@ def endpoint(
     }.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("MAX_IMAGE_BYTES", raising=False)
-    monkeypatch.setattr(classify, "_runtime_client", None)
+    monkeypatch.setattr(workflow_event, "_clients", {})
     return runtime_server

@@ -11,7 +11,13 @@ from pathlib import Path
 import pytest
 
 from handlers import classify
-from handlers.workflow_event import ConfigurationError, ImageTooLarge, InvalidEvent, NotAnImage
+from handlers.workflow_event import (
+    ConfigurationError,
+    ImageTooLarge,
+    InvalidEvent,
+    NotAnImage,
+    aws_client,
+)
 from tests.conftest import free_port
 from tests.handlers.conftest import Answer, LambdaContext, RuntimeServer
 
@@ -62,9 +68,9 @@ def test_the_client_is_created_once_per_container(
     endpoint: RuntimeServer, png_image: bytes
 ) -> None:
     classify.handler(event(png_image))
-    client = classify.runtime_client()
+    client = aws_client("sagemaker-runtime")
     classify.handler(event(png_image))
-    assert classify.runtime_client() is client
+    assert aws_client("sagemaker-runtime") is client
     assert len(endpoint.requests) == 2
 
 
@@ -197,8 +203,8 @@ def test_an_image_over_the_limit_is_refused_before_decoding(
     assert endpoint.requests == []
 
 
-def test_importing_the_handler_does_not_import_boto3() -> None:
-    code = "import sys, handlers.classify; print('boto3' in sys.modules)"
+def test_importing_the_handler_does_not_import_botocore() -> None:
+    code = "import sys, handlers.classify; print('botocore' in sys.modules)"
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT
     )

@@ -7,9 +7,11 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -313,3 +315,20 @@ def test_a_second_start_of_a_running_endpoint_is_refused(endpoint: Endpoint) -> 
     )  # fmt: skip
     assert again.returncode == 1
     assert "already running" in again.stderr
+
+
+def test_kill_9_loses_at_most_the_last_flush_interval_and_never_breaks_a_line(
+    model: Model, tmp_path: Path
+) -> None:
+    killed = start(model, tmp_path, "killed", "--capture-flush-seconds", "0.5")
+    for png in model.pngs[:10]:
+        assert post(killed.url, png).status_code == 200
+    time.sleep(2.0)  # several flush intervals: these ten are written
+    for png in model.pngs[10:15]:
+        assert post(killed.url, png).status_code == 200
+    supervisor = int((tmp_path / "killed.pid").read_text())
+    os.killpg(supervisor, signal.SIGKILL)  # the whole process group, workers included
+    records = captured_records(model.bucket, "killed")  # every line of every object parses
+    assert 10 <= len(records) <= 15
+    stop(killed)  # a dead endpoint stops cleanly: its pid file goes
+    assert not (tmp_path / "killed.pid").exists()

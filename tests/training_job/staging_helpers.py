@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 
@@ -45,11 +45,15 @@ def meta_pickle(names: tuple[str, ...] = FINE_LABEL_NAMES) -> dict[bytes, Any]:
     }
 
 
-class Python2Pickler(pickle._Pickler):  # type: ignore[name-defined]
+# The pure-Python pickler, whose dispatch table can be extended (typed loosely in typeshed).
+_PurePythonPickler: Any = pickle._Pickler
+
+
+class Python2Pickler(_PurePythonPickler):
     """Writes bytes the way Python 2 wrote `str` (BINSTRING), as the CIFAR pickles do;
     Python 3's protocol 2 would reference `_codecs.encode` instead."""
 
-    dispatch = dict(pickle._Pickler.dispatch)  # type: ignore[attr-defined]
+    dispatch: ClassVar[dict[type, Any]] = dict(_PurePythonPickler.dispatch)
 
     def save_python2_str(self, obj: bytes) -> None:
         if len(obj) < 256:
@@ -89,7 +93,9 @@ def standard_members(
 
 
 def write_archive(
-    path: Path, members: list[tuple[tarfile.TarInfo, bytes]], mode: str = "w:gz"
+    path: Path,
+    members: list[tuple[tarfile.TarInfo, bytes]],
+    mode: Literal["w:gz", "w"] = "w:gz",
 ) -> Path:
     with tarfile.open(path, mode) as tar:
         for info, data in members:

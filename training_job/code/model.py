@@ -99,6 +99,7 @@ class Net(nn.Module):
         filters = eigenvectors.T.reshape(-1, channels, WHITEN_KERNEL, WHITEN_KERNEL).flip(0)
         scaled = filters / torch.sqrt(eigenvalues.clamp_min(0) + eps)
         self.whiten.weight.data[:] = torch.cat((scaled, -scaled)).to(self.whiten.weight.dtype)
+        assert self.whiten.bias is not None
         self.whiten.bias.data.zero_()
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
@@ -118,7 +119,7 @@ def build_model(config: dict[str, Any]) -> Net:
         raise ValueError(f"unknown architecture {config.get('architecture')!r}")
     return Net(
         num_classes=len(config["classes"]),
-        widths=tuple(config["widths"]),  # type: ignore[arg-type]
+        widths=tuple(config["widths"]),
         tta_flip=bool(config.get("tta_flip", True)),
     )
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import copy
 import importlib.util
+import itertools
 import json
 import math
 import os
@@ -141,43 +142,106 @@ def build_parser() -> argparse.ArgumentParser:
     add("lr", type=non_negative_float, default=0.2, help="peak learning rate (Nesterov SGD)")
     add("momentum", type=non_negative_float, default=0.9, help="SGD momentum")
     add("weight-decay", type=non_negative_float, default=5e-4, help="L2 weight decay")
-    add("bias-lr-scale", type=non_negative_float, default=1.0,
-        help="learning-rate multiplier for the BatchNorm biases (airbench uses 64)")
-    add("warmup-fraction", type=fraction, default=0.2,
+    add(
+        "bias-lr-scale",
+        type=non_negative_float,
+        default=1.0,
+        help="learning-rate multiplier for the BatchNorm biases (airbench uses 64)",
+    )
+    add(
+        "warmup-fraction",
+        type=fraction,
+        default=0.2,
         help="share of the steps over which the learning rate rises linearly to --lr; "
-        "it then falls linearly to zero")
-    add("label-smoothing", type=non_negative_float, default=0.2,
-        help="cross-entropy label smoothing, in [0, 1)")
-    add("translate", type=int, default=2,
-        help="random translation augmentation, in pixels (reflect padding); 0 turns it off")
-    add("cutout", type=int, default=0,
-        help="side of a random square erased from each training image, in pixels; 0 turns "
-        "it off")
+        "it then falls linearly to zero",
+    )
+    add(
+        "label-smoothing",
+        type=non_negative_float,
+        default=0.2,
+        help="cross-entropy label smoothing, in [0, 1)",
+    )
+    add(
+        "translate",
+        type=int,
+        default=2,
+        help="random translation augmentation, in pixels (reflect padding); 0 turns it off",
+    )
+    add(
+        "cutout",
+        type=int,
+        default=0,
+        help="side of a random square erased from each training image, in pixels; 0 turns it off",
+    )
     add("flip", type=boolean, default=True, help="random horizontal flip augmentation")
-    add("ema", type=non_negative_float, default=0.0,
+    add(
+        "ema",
+        type=non_negative_float,
+        default=0.0,
         help="decay of the exponential moving average of the weights kept as the final "
-        "model (0 keeps the last weights)")
-    add("widths", type=widths, default=[64, 256, 256],
-        help="channels of the three conv groups, comma-separated")
-    add("tta-flip", type=boolean, default=True,
-        help="average predictions over each image and its mirror (test-time augmentation)")
-    add("val-fraction", type=fraction, default=0.1,
-        help="share of each class in train held out for validation (stratified, seeded)")
+        "model (0 keeps the last weights)",
+    )
+    add(
+        "widths",
+        type=widths,
+        default=[64, 256, 256],
+        help="channels of the three conv groups, comma-separated",
+    )
+    add(
+        "tta-flip",
+        type=boolean,
+        default=True,
+        help="average predictions over each image and its mirror (test-time augmentation)",
+    )
+    add(
+        "val-fraction",
+        type=fraction,
+        default=0.1,
+        help="share of each class in train held out for validation (stratified, seeded)",
+    )
     add("seed", type=int, default=0, help="seeds torch, numpy, random and the split")
-    add("classes", type=class_names, default=["bicycle", "motorcycle"],
-        help="class names in label order, comma-separated")
-    add("model-dir", type=Path, default=env("SM_MODEL_DIR"),
-        help="where the model is written (default: $SM_MODEL_DIR)")
-    add("output-data-dir", type=Path, default=env("SM_OUTPUT_DATA_DIR"),
-        help="where extra outputs go (default: $SM_OUTPUT_DATA_DIR)")
-    add("train", type=Path, default=env("SM_CHANNEL_TRAIN"),
-        help="directory of training PNGs (default: $SM_CHANNEL_TRAIN)")
-    add("train-lst", type=Path, default=env("SM_CHANNEL_TRAIN_LST"),
-        help="directory holding train.lst (default: $SM_CHANNEL_TRAIN_LST)")
-    add("test", type=Path, default=env("SM_CHANNEL_TEST"),
-        help="directory of test PNGs (default: $SM_CHANNEL_TEST)")
-    add("test-lst", type=Path, default=env("SM_CHANNEL_TEST_LST"),
-        help="directory holding test.lst (default: $SM_CHANNEL_TEST_LST)")
+    add(
+        "classes",
+        type=class_names,
+        default=["bicycle", "motorcycle"],
+        help="class names in label order, comma-separated",
+    )
+    add(
+        "model-dir",
+        type=Path,
+        default=env("SM_MODEL_DIR"),
+        help="where the model is written (default: $SM_MODEL_DIR)",
+    )
+    add(
+        "output-data-dir",
+        type=Path,
+        default=env("SM_OUTPUT_DATA_DIR"),
+        help="where extra outputs go (default: $SM_OUTPUT_DATA_DIR)",
+    )
+    add(
+        "train",
+        type=Path,
+        default=env("SM_CHANNEL_TRAIN"),
+        help="directory of training PNGs (default: $SM_CHANNEL_TRAIN)",
+    )
+    add(
+        "train-lst",
+        type=Path,
+        default=env("SM_CHANNEL_TRAIN_LST"),
+        help="directory holding train.lst (default: $SM_CHANNEL_TRAIN_LST)",
+    )
+    add(
+        "test",
+        type=Path,
+        default=env("SM_CHANNEL_TEST"),
+        help="directory of test PNGs (default: $SM_CHANNEL_TEST)",
+    )
+    add(
+        "test-lst",
+        type=Path,
+        default=env("SM_CHANNEL_TEST_LST"),
+        help="directory holding test.lst (default: $SM_CHANNEL_TEST_LST)",
+    )
     return parser
 
 
@@ -299,7 +363,7 @@ def stratified_split(labels: np.ndarray, val_fraction: float, seed: int) -> tupl
     train_parts, val_parts = [], []
     for label in np.unique(labels):
         members = rng.permutation(np.flatnonzero(labels == label))
-        count = int(round(len(members) * val_fraction))
+        count = round(len(members) * val_fraction)
         if count == 0 or count == len(members):
             raise TrainingError(
                 f"class {label} has {len(members)} training images: too few to hold out "
@@ -352,8 +416,9 @@ def augment(
         rows = torch.arange(height).view(1, -1, 1)
         columns = torch.arange(width).view(1, 1, -1)
         top, left = corners[:, 0].view(-1, 1, 1), corners[:, 1].view(-1, 1, 1)
-        erased = ((rows >= top) & (rows < top + cutout) & (columns >= left)
-                  & (columns < left + cutout))
+        erased = (
+            (rows >= top) & (rows < top + cutout) & (columns >= left) & (columns < left + cutout)
+        )
         images = images.masked_fill(erased.unsqueeze(1), 0.0)
     return images
 
@@ -387,9 +452,7 @@ def fit(
     seed_everything(hp.seed)
     generator = torch.Generator().manual_seed(hp.seed)
     pixels = train.images.reshape(-1, 3) / 255.0
-    config = model_lib.default_config(
-        hp.classes, pixels.mean(0).tolist(), pixels.std(0).tolist()
-    )
+    config = model_lib.default_config(hp.classes, pixels.mean(0).tolist(), pixels.std(0).tolist())
     config.update(widths=list(hp.widths), tta_flip=hp.tta_flip)
     net = model_lib.build_model(config)
     train_x = model_lib.to_tensor(train.images, config)
@@ -406,8 +469,11 @@ def fit(
     optimizer = torch.optim.SGD(
         [
             # Decay scaled so every group shrinks by the same lr * weight_decay per step.
-            {"params": biases, "lr": bias_lr,
-             "weight_decay": hp.weight_decay * hp.lr / bias_lr if bias_lr else 0.0},
+            {
+                "params": biases,
+                "lr": bias_lr,
+                "weight_decay": hp.weight_decay * hp.lr / bias_lr if bias_lr else 0.0,
+            },
             {"params": others, "lr": hp.lr, "weight_decay": hp.weight_decay},
         ],
         momentum=hp.momentum,
@@ -470,8 +536,9 @@ def fit(
 
 def update_average(averaged: nn.Module, net: nn.Module, decay: float) -> None:
     with torch.no_grad():
-        for mean, current in zip(averaged.state_dict().values(), net.state_dict().values(),
-                                 strict=True):
+        for mean, current in zip(
+            averaged.state_dict().values(), net.state_dict().values(), strict=True
+        ):
             if mean.dtype.is_floating_point:
                 mean.lerp_(current, 1 - decay)
             else:
@@ -496,7 +563,10 @@ def classification_metrics(
         recall = true_positive / actual_count if actual_count else 0.0
         f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
         per_class[name] = {
-            "precision": precision, "recall": recall, "f1": f1, "support": actual_count,
+            "precision": precision,
+            "recall": recall,
+            "f1": f1,
+            "support": actual_count,
         }
     return {
         "accuracy": float((predicted == labels).mean()),
@@ -514,7 +584,7 @@ def expected_calibration_error(
     correct = probabilities.argmax(1) == labels
     edges = np.linspace(0, 1, bins + 1)
     error = 0.0
-    for low, high in zip(edges[:-1], edges[1:], strict=True):
+    for low, high in itertools.pairwise(edges):
         inside = (confidence > low) & (confidence <= high)
         if inside.any():
             error += inside.mean() * abs(correct[inside].mean() - confidence[inside].mean())

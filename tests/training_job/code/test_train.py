@@ -10,16 +10,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import imaging
+import model as model_lib
 import numpy as np
 import pytest
 import torch
+import train as train_module
 from PIL import Image
 
 from tests.training_job.code.conftest import CODE_DIR
-
-import imaging  # noqa: I001  (a top-level module from training_job/code, as in SageMaker)
-import model as model_lib
-import train as train_module
 
 TINY = ["--epochs", "2", "--batch-size", "20", "--widths", "8,16,16", "--val-fraction", "0.2"]
 METRIC_FIELDS = {
@@ -96,7 +95,7 @@ def test_a_short_run_writes_the_whole_model_directory(trained: Any) -> None:
 def test_metrics_json_has_every_field_and_is_copied_to_the_output_dir(trained: Any) -> None:
     root, _, _ = trained
     metrics = json.loads((root / "model" / "metrics.json").read_text())
-    assert METRIC_FIELDS <= metrics.keys()
+    assert metrics.keys() >= METRIC_FIELDS
     assert metrics["classes"] == ["bicycle", "motorcycle"]
     assert metrics["counts"] == {"train": 48, "val": 12, "test": 20}
     assert metrics["seed"] == 3 and metrics["epochs"] == 2
@@ -184,7 +183,10 @@ def test_a_missing_channel_fails_with_a_clear_message_and_writes_nothing(
         (["--epochs", "-1"], "--epochs: must be a positive integer"),
         (["--epochs", "zero"], "--epochs"),
         (["--batch-size", "0"], "--batch-size/--batch_size: must be a positive integer, got 0"),
-        (["--val-fraction", "1.5"], "--val-fraction/--val_fraction: must be strictly between 0 and 1"),
+        (
+            ["--val-fraction", "1.5"],
+            "--val-fraction/--val_fraction: must be strictly between 0 and 1",
+        ),
         (["--lr", "nan"], "--lr: must be a finite number"),
         (["--classes", "bicycle"], "--classes: must be two or more distinct"),
         (["--classes", "bicycle,bicycle"], "--classes: must be two or more distinct"),

@@ -1,0 +1,244 @@
+"""Training accuracy: the default recipe over several seeds, against the reference.
+
+For each seed, trains with train.py's default hyperparameters and reads the test accuracy
+from the job's metrics.json; prints seed, test accuracy, wall seconds and the peak memory
+of the training process, then the mean, and whether the goals are met:
+  mean test accuracy >= 0.95 over the seeds (the reference, SageMaker's built-in
+  image-classification job, reaches 0.83), and every run under 10 minutes wall.
+
+Two ways to run it:
+  --direct           stage the shared archive into a work directory and run
+                     training_job/code/train.py with the SageMaker environment contract
+  --bucket BUCKET    through the local-mode launcher, `python -m training_job train
+                     --mode local` (data staged in BUCKET; the local AWS's variables are
+                     read from .local/aws.env, as `make local-up` writes them)
+
+  .venv/bin/python benchmarks/train_accuracy.py --direct
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+
+from training_job import cifar  # noqa: E402
+from training_job.manifests import LstEntry, format_lst  # noqa: E402
+from training_job.stage import encode_png  # noqa: E402
+
+TRAIN_SCRIPT = REPO_ROOT / "training_job" / "code" / "train.py"
+DEFAULT_ARCHIVE = REPO_ROOT.parent / "shared" / "data" / "cifar-100-python-vehicles.tar.gz"
+CLASSES = ("bicycle", "motorcycle")
+REFERENCE_ACCURACY = 0.83  # SageMaker's built-in image-classification job (the reference)
+GOAL_ACCURACY = 0.95
+GOAL_WALL_SECONDS = 600.0
+
+
+@dataclass
+class Result:
+    seed: int
+    test_accuracy: float
+    val_accuracy: float
+    wall_seconds: float
+    cpu_seconds: float
+    peak_rss_mib: float
+
+
+def stage_channels(archive_path: Path, root: Path) -> dict[str, Path]:
+    """The four channel directories train.py reads: PNGs, and the .lst beside them."""
+    archive = cifar.read_archive(archive_path)
+    label_of = {archive.fine_label_names.index(name): label for label, name in enumerate(CLASSES)}
+    channels = {}
+    for split_name in ("train", "test"):
+        split = archive.split(split_name)
+        images_dir, lst_dir = root / split_name, root / f"{split_name}_lst"
+        images_dir.mkdir(parents=True)
+        lst_dir.mkdir(parents=True)
+        entries = []
+        for row, (fine, filename) in enumerate(
+            zip(split.fine_labels, split.filenames, strict=True)
+        ):
+            if fine in label_of:
+                entries.append(LstEntry(row, label_of[fine], filename))
+                png = encode_png(cifar.row_to_image(split.data[row]))
+                (images_dir / filename).write_bytes(png)
+        (lst_dir / f"{split_name}.lst").write_text(format_lst(entries))
+        channels[split_name], channels[f"{split_name}_lst"] = images_dir, lst_dir
+    return channels
+
+
+def run_measured(
+    command: list[str], env: dict[str, str], log: Path
+) -> tuple[int, float, float, float]:
+    """Exit code, wall seconds, CPU seconds and peak RSS (MiB) of one child process tree."""
+    started = time.monotonic()
+    with log.open("w") as output:
+        process = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT)
+        # wait4 gives this child's own rusage (its waited-for descendants included).
+        _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.monotonic() - started
+    return process.returncode, wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
+
+
+def train_direct(seed: int, channels: dict[str, Path], work: Path, extra: list[str]) -> Result:
+    job = work / f"seed-{seed}"
+    env = dict(os.environ)
+    env.update(
+        SM_MODEL_DIR=str(job / "model"),
+        SM_OUTPUT_DATA_DIR=str(job / "output" / "data"),
+        SM_OUTPUT_DIR=str(job / "output"),
+        SM_NUM_CPUS=str(os.cpu_count() or 1),
+        SM_NUM_GPUS="0",
+        **{f"SM_CHANNEL_{name.upper()}": str(path) for name, path in channels.items()},
+    )
+    (job / "output").mkdir(parents=True)
+    command = [sys.executable, str(TRAIN_SCRIPT), "--seed", str(seed), *extra]
+    code, wall, cpu, rss = run_measured(command, env, job / "train.log")
+    if code != 0:
+        raise SystemExit(f"seed {seed}: train.py exited {code}; see {job / 'train.log'}")
+    metrics = json.loads((job / "model" / "metrics.json").read_text())
+    return Result(seed, metrics["test_accuracy"], metrics["val_accuracy"], wall, cpu, rss)
+
+
+def local_aws_env() -> dict[str, str]:
+    path = REPO_ROOT / ".local" / "aws.env"
+    if not path.is_file():
+        raise SystemExit(f"{path} is missing: start the local AWS with `make local-up`")
+    env = dict(os.environ)
+    for line in path.read_text().splitlines():
+        words = shlex.split(line, comments=True)
+        if words and words[0] == "export":
+            words = words[1:]
+        for word in words:
+            name, _, value = word.partition("=")
+            env[name] = value
+    return env
+
+
+def train_through_launcher(seed: int, bucket: str, work: Path, extra: list[str]) -> Result:
+    import boto3
+
+    env = local_aws_env()
+    job_name = f"bench-accuracy-{int(time.time())}-seed-{seed}"
+    command = [
+        sys.executable,
+        "-m",
+        "training_job",
+        "train",
+        "--mode",
+        "local",
+        "--bucket",
+        bucket,
+        "--job-name",
+        job_name,
+        "--seed",
+        str(seed),
+        *[f"--hyperparameter={item}" for item in extra],
+    ]
+    log = work / f"seed-{seed}.log"
+    code, wall, cpu, rss = run_measured(command, env | {"PYTHONPATH": str(REPO_ROOT)}, log)
+    if code != 0:
+        raise SystemExit(f"seed {seed}: the launcher exited {code}; see {log}")
+    s3 = boto3.client("s3", endpoint_url=env.get("AWS_ENDPOINT_URL"))
+    key = f"models/{job_name}/output/metrics.json"
+    metrics = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+    return Result(seed, metrics["test_accuracy"], metrics["val_accuracy"], wall, cpu, rss)
+
+
+def print_table(results: list[Result]) -> bool:
+    print(
+        f"{'seed':>4}  {'test acc':>8}  {'val acc':>7}  {'wall s':>7}  {'cpu s':>7}  "
+        f"{'peak RSS MiB':>12}"
+    )
+    for r in results:
+        print(
+            f"{r.seed:>4}  {r.test_accuracy:>8.4f}  {r.val_accuracy:>7.4f}  "
+            f"{r.wall_seconds:>7.1f}  {r.cpu_seconds:>7.1f}  {r.peak_rss_mib:>12.0f}"
+        )
+    mean = sum(r.test_accuracy for r in results) / len(results)
+    slowest = max(r.wall_seconds for r in results)
+    print(
+        f"mean  {mean:>8.4f}   (reference {REFERENCE_ACCURACY:.2f}: "
+        f"{mean - REFERENCE_ACCURACY:+.4f})"
+    )
+    accuracy_ok = mean >= GOAL_ACCURACY
+    time_ok = slowest < GOAL_WALL_SECONDS
+    print(
+        f"goal mean test accuracy >= {GOAL_ACCURACY}: {'PASS' if accuracy_ok else 'FAIL'} "
+        f"({mean:.4f})"
+    )
+    print(
+        f"goal every run < {GOAL_WALL_SECONDS:.0f} s wall: {'PASS' if time_ok else 'FAIL'} "
+        f"(slowest {slowest:.1f} s)"
+    )
+    return accuracy_ok and time_ok
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    how = parser.add_mutually_exclusive_group(required=True)
+    how.add_argument(
+        "--direct", action="store_true", help="run train.py directly on data staged from --archive"
+    )
+    how.add_argument("--bucket", help="run through the local-mode launcher on this bucket")
+    parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
+    parser.add_argument(
+        "--archive",
+        type=Path,
+        default=DEFAULT_ARCHIVE,
+        help="the CIFAR-100 archive to stage (--direct; default: the shared one)",
+    )
+    parser.add_argument(
+        "--work-dir",
+        type=Path,
+        help="keep channels, models and logs here (default: a temporary dir)",
+    )
+    parser.add_argument(
+        "--train-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="extra argument for train.py (--direct, e.g. --train-arg=--epochs "
+        "--train-arg=10) or NAME=VALUE hyperparameter (launcher); repeatable",
+    )
+    args = parser.parse_args(argv)
+    seeds = [int(seed) for seed in args.seeds.split(",")]
+    with tempfile.TemporaryDirectory(prefix="train-accuracy-") as scratch:
+        work = args.work_dir or Path(scratch)
+        work.mkdir(parents=True, exist_ok=True)
+        results = []
+        if args.direct:
+            channels = stage_channels(args.archive, work / "channels")
+        for seed in seeds:
+            if args.direct:
+                result = train_direct(seed, channels, work, args.train_arg)
+            else:
+                result = train_through_launcher(seed, args.bucket, work, args.train_arg)
+            print(
+                f"seed {seed}: test accuracy {result.test_accuracy:.4f}, "
+                f"{result.wall_seconds:.0f} s",
+                flush=True,
+            )
+            results.append(result)
+    print(
+        f"\ntrain.py defaults, {os.cpu_count()} CPUs, "
+        f"{'direct' if args.direct else 'local-mode launcher'}"
+    )
+    return 0 if print_table(results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
