@@ -227,6 +227,9 @@ def main() -> int:
                     results[name][clients] = asyncio.run(drive(url, pngs, clients, args.seconds))
             finally:
                 stop_server(process)
+        # Measured again after the servers: with other work on these CPUs, the higher of
+        # the two is the fairer (stricter) limit.
+        limit = max(limit, measure_limit(model_dir, pngs, args.max_batch, rounds=5))
 
     print(f"\nlimit (batched in-process, batch {args.max_batch}): {limit:,.0f} images/s")
     print(f"{'server':<10} {'clients':>7} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}")
@@ -238,9 +241,10 @@ def main() -> int:
             )
     top = max(levels)
     endpoint_top = results["endpoint"][top]["rps"]
-    reference_top = results["reference"][top]["rps"]
+    # The reference's best level: at 64 clients a one-at-a-time server mostly times out.
+    reference_best = max(row["rps"] for row in results["reference"].values())
     print(f"\nendpoint at {top} clients: {endpoint_top / limit:.2f} x limit (goal >= 0.5), "
-          f"{endpoint_top / reference_top:.1f} x reference (goal >= 5)")  # fmt: skip
+          f"{endpoint_top / reference_best:.1f} x best reference (goal >= 5)")  # fmt: skip
     if 8 in results["endpoint"]:
         print(f"endpoint p99 at 8 clients: {results['endpoint'][8]['p99']:.1f} ms (goal < 25)")
     return 0

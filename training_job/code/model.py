@@ -28,6 +28,7 @@ WEIGHTS_FILE = "model.pth"
 CONFIG_FILE = "model.json"
 WHITEN_KERNEL = 2
 WHITEN_WIDTH = 2 * 3 * WHITEN_KERNEL**2  # each patch eigenvector and its negation
+LOGIT_SCALE = 1 / 9  # airbench's output scaling, which suits label smoothing
 
 
 class Conv(nn.Conv2d):
@@ -60,14 +61,11 @@ class ConvGroup(nn.Module):
         return self.activation(self.norm2(self.conv2(x)))
 
 
-class Net(nn.Module):
-    """Whitening conv, three conv groups, max pool, linear head; flip-TTA in eval mode."""
+class Member(nn.Module):
+    """One network: whitening conv, three conv groups, max pool, scaled linear head."""
 
-    def __init__(
-        self, num_classes: int, widths: tuple[int, int, int], tta_flip: bool = True
-    ) -> None:
+    def __init__(self, num_classes: int, widths: tuple[int, int, int]) -> None:
         super().__init__()
-        self.tta_flip = tta_flip
         self.whiten = nn.Conv2d(3, WHITEN_WIDTH, WHITEN_KERNEL, padding=0, bias=True)
         self.whiten.weight.requires_grad_(False)
         w1, w2, w3 = widths
@@ -80,7 +78,6 @@ class Net(nn.Module):
             nn.Flatten(),
         )
         self.head = nn.Linear(w3, num_classes, bias=False)
-        self.logit_scale = 1 / 9  # airbench's output scaling, which suits label smoothing
 
     def init_whitening(self, images: torch.Tensor, eps: float = 5e-4) -> None:
         """Set the frozen first layer from the (normalised) training images' 2×2 patches."""
@@ -103,15 +100,49 @@ class Net(nn.Module):
         self.whiten.bias.data.zero_()
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """The penultimate-layer embedding (what drift monitoring compares)."""
         return self.features(self.whiten(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logits = self.head(self.embed(x)) * self.logit_scale
+        return self.head(self.embed(x)) * LOGIT_SCALE
+
+
+class Net(nn.Module):
+    """An ensemble of independently initialised members whose logits are averaged.
+
+    Training optimises each member's own loss (`member_logits`), so they stay as diverse
+    as separately trained nets. In eval mode the prediction also averages over the image
+    and its mirror image (flip test-time augmentation).
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        widths: tuple[int, int, int],
+        members: int = 1,
+        tta_flip: bool = True,
+    ) -> None:
+        super().__init__()
+        self.tta_flip = tta_flip
+        self.members = nn.ModuleList(Member(num_classes, widths) for _ in range(members))
+
+    def init_whitening(self, images: torch.Tensor) -> None:
+        for member in self.members:
+            member.init_whitening(images)  # type: ignore[operator]
+
+    def member_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """(members, N, classes): each member's logits, for training each on its own loss."""
+        return torch.stack([member(x) for member in self.members])
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """The penultimate-layer embedding (what drift monitoring compares): the members'
+        embeddings side by side."""
+        return torch.cat([member.embed(x) for member in self.members], dim=1)  # type: ignore[operator]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.member_logits(x).mean(0)
         if self.training or not self.tta_flip:
             return logits
-        mirrored = self.head(self.embed(x.flip(-1))) * self.logit_scale
-        return (logits + mirrored) / 2
+        return (logits + self.member_logits(x.flip(-1)).mean(0)) / 2
 
 
 def build_model(config: dict[str, Any]) -> Net:
@@ -120,6 +151,7 @@ def build_model(config: dict[str, Any]) -> Net:
     return Net(
         num_classes=len(config["classes"]),
         widths=tuple(config["widths"]),
+        members=int(config.get("members", 1)),
         tta_flip=bool(config.get("tta_flip", True)),
     )
 
@@ -127,7 +159,8 @@ def build_model(config: dict[str, Any]) -> Net:
 def default_config(classes: list[str], mean: list[float], std: list[float]) -> dict[str, Any]:
     return {
         "architecture": "airbench",
-        "widths": [64, 256, 256],
+        "widths": [32, 128, 128],
+        "members": 3,
         "tta_flip": True,
         "classes": classes,
         "mean": mean,

@@ -184,8 +184,14 @@ def build_parser() -> argparse.ArgumentParser:
     add(
         "widths",
         type=widths,
-        default=[64, 256, 256],
-        help="channels of the three conv groups, comma-separated",
+        default=[32, 128, 128],
+        help="channels of the three conv groups of each ensemble member, comma-separated",
+    )
+    add(
+        "members",
+        type=positive_int,
+        default=3,
+        help="independently initialised networks trained side by side and averaged",
     )
     add(
         "tta-flip",
@@ -260,6 +266,7 @@ class Hyperparameters:
     flip: bool
     ema: float
     widths: list[int]
+    members: int
     tta_flip: bool
     val_fraction: float
     seed: int
@@ -453,7 +460,7 @@ def fit(
     generator = torch.Generator().manual_seed(hp.seed)
     pixels = train.images.reshape(-1, 3) / 255.0
     config = model_lib.default_config(hp.classes, pixels.mean(0).tolist(), pixels.std(0).tolist())
-    config.update(widths=list(hp.widths), tta_flip=hp.tta_flip)
+    config.update(widths=list(hp.widths), members=hp.members, tta_flip=hp.tta_flip)
     net = model_lib.build_model(config)
     train_x = model_lib.to_tensor(train.images, config)
     net.init_whitening(train_x)
@@ -503,15 +510,18 @@ def fit(
                 device, memory_format=torch.channels_last
             )
             target = labels[start : start + hp.batch_size].to(device)
-            logits = net(batch)
-            loss = loss_fn(logits, target)
+            member_logits = net.member_logits(batch)
+            # Each member learns from its own loss, as if trained alone; the sum keeps
+            # every member's gradient the size it would have alone.
+            loss = torch.stack([loss_fn(logits, target) for logits in member_logits]).sum()
+            logits = member_logits.mean(0)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             scheduler.step()
             if averaged is not None:
                 update_average(averaged, net, hp.ema)
-            total_loss += float(loss.detach()) * len(batch)
+            total_loss += float(loss.detach()) / hp.members * len(batch)
             correct += int((logits.argmax(1) == target).sum())
         final = averaged if averaged is not None else net
         val_probabilities = predict(final, val_x)

@@ -20,7 +20,10 @@ from PIL import Image
 
 from tests.training_job.code.conftest import CODE_DIR
 
-TINY = ["--epochs", "2", "--batch-size", "20", "--widths", "8,16,16", "--val-fraction", "0.2"]
+TINY = [
+    *("--epochs", "2", "--batch-size", "20", "--widths", "8,16,16"),
+    *("--members", "2", "--val-fraction", "0.2"),
+]
 METRIC_FIELDS = {
     "test_accuracy",
     "val_accuracy",
@@ -141,7 +144,7 @@ def test_load_model_round_trip_reproduces_the_reported_test_metrics(
     np.add.at(confusion, (labels, predicted), 1)
     metrics = json.loads((root / "model" / "metrics.json").read_text())
     assert confusion.tolist() == metrics["confusion_matrix"]
-    assert first.embed(batch).shape == (20, 16)
+    assert first.embed(batch).shape == (20, 2 * 16)  # two members' embeddings
 
 
 def test_the_same_seed_gives_identical_weights_and_metrics(
