@@ -233,10 +233,9 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
             results.append(result)
-    print(
-        f"\ntrain.py defaults, {os.cpu_count()} CPUs, "
-        f"{'direct' if args.direct else 'local-mode launcher'}"
-    )
+    recipe = " ".join(args.train_arg) or "defaults"
+    how = "direct" if args.direct else "local-mode launcher"
+    print(f"\ntrain.py {recipe}, {os.cpu_count()} CPUs, {how}")
     return 0 if print_table(results) else 1
 
 

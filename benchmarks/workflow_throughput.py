@@ -1,0 +1,501 @@
+"""Workflow throughput: end-to-end executions of the deployed workflow on the local AWS.
+
+It builds the whole local stack itself and stops it at the end: `python -m local_aws serve`
+on a free loopback port, the test split staged (`training_job stage`), a quickly trained
+model behind the local endpoint (`training_job deploy --mode local`), and the real
+serverless.yml deployed with `sls deploy`. Then, for each concurrency, N executions in
+closed loop (each client starts the next when its previous one ends), over the test images:
+
+  workflow   StartExecution, then DescribeExecution until the status is terminal (the
+             client's view), and the execution history's timestamps (the server's view)
+  reference  the same three handler functions called in sequence in this process, with
+             the same S3 and endpoint behind them: no state machine, no Lambda (the floor)
+
+Reported per concurrency: executions/s, p50/p99 latency (client and server view), and
+where an execution's time goes: the endpoint (its /metrics latency histogram), the
+handlers and their Lambda invocation (TaskScheduled -> TaskSucceeded/TaskFailed minus
+the endpoint), and the engine (everything else between ExecutionStarted and the end).
+Goal: at least 50 executions/s, p50 under 100 ms. Other processes share these CPUs, so
+the load average is printed with the table and the reference is measured in the same run.
+
+    .venv/bin/python benchmarks/workflow_throughput.py [--executions 200]
+        [--concurrency 1,4,16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+import requests
+from tqdm import tqdm
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+
+from local_aws.server import client_environment, endpoint_url, wait_until_ready  # noqa: E402
+
+DEFAULT_ARCHIVE = REPO_ROOT.parent / "shared" / "data" / "cifar-100-python-vehicles.tar.gz"
+STAGE = "local"
+STATE_MACHINE = f"scones-unlimited-{STAGE}-image-workflow"
+PROJECT_FILES = ("serverless.yml", "package.json", "handlers", "statemachine")
+TERMINAL = ("SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED")
+GOAL_EXECUTIONS_PER_SECOND = 50.0
+GOAL_P50_SECONDS = 0.100
+POLL_SECONDS = 0.01  # the client's DescribeExecution interval: a latency resolution of 10 ms
+ENDPOINT_LATENCY_SUM = re.compile(r"^endpoint_request_duration_seconds_sum (\S+)$", re.M)
+ENDPOINT_LATENCY_COUNT = re.compile(r"^endpoint_request_duration_seconds_count (\S+)$", re.M)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# --- the local stack ------------------------------------------------------------------
+
+
+@dataclass
+class Stack:
+    """The deployed workflow: where it is, and how to reach it."""
+
+    work: Path
+    bucket: str
+    endpoint_name: str
+    endpoint_url: str
+    aws: dict[str, str]
+    keys: list[str]
+
+    def environment(self) -> dict[str, str]:
+        base = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        return {**base, **self.aws, "SLS_TELEMETRY_DISABLED": "1"}
+
+    def client(self, service: str, **kwargs: Any) -> Any:
+        from botocore.config import Config
+
+        return boto3.client(
+            service,
+            endpoint_url=kwargs.pop("endpoint_url", self.aws["AWS_ENDPOINT_URL"]),
+            region_name=self.aws["AWS_DEFAULT_REGION"],
+            aws_access_key_id=self.aws["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=self.aws["AWS_SECRET_ACCESS_KEY"],
+            aws_session_token=self.aws["AWS_SESSION_TOKEN"],
+            config=Config(max_pool_connections=64),
+            **kwargs,
+        )
+
+    def endpoint_latency(self) -> tuple[float, float]:
+        """(seconds, requests) the endpoint has spent answering so far, from its /metrics."""
+        text = requests.get(f"{self.endpoint_url}/metrics", timeout=10).text
+        total = ENDPOINT_LATENCY_SUM.search(text)
+        count = ENDPOINT_LATENCY_COUNT.search(text)
+        if total is None or count is None:
+            raise RuntimeError("the endpoint's /metrics has no request duration histogram")
+        return float(total.group(1)), float(count.group(1))
+
+
+def _run(stack: Stack, command: list[str], what: str, cwd: Path = REPO_ROOT) -> None:
+    result = subprocess.run(
+        command, cwd=cwd, env=stack.environment(), capture_output=True, text=True, timeout=300
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"{what} failed:\n{result.stdout}\n{result.stderr}")
+
+
+def _step(title: str, action: Callable[[], None]) -> None:
+    began = time.monotonic()
+    print(f"  {title} ...", end="", flush=True)
+    action()
+    print(f" {time.monotonic() - began:.1f}s", flush=True)
+
+
+@contextmanager
+def local_stack(archive: Path, model_steps: int, endpoint_workers: int) -> Iterator[Stack]:
+    """Everything the workflow needs, started here and stopped on the way out."""
+    with ExitStack() as cleanup:
+        work = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="wf-bench-")))
+        aws_port, endpoint_port = free_port(), free_port()
+        server_environment = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        # The Lambda workers inherit the server's endpoint variables: classify reaches the
+        # local endpoint through this one.
+        server_environment["AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME"] = endpoint_url(endpoint_port)
+        server_environment["LOCAL_AWS_LAMBDA_CACHE"] = str(work / "lambda-cache")
+        log = (work / "aws.log").open("wb")
+        cleanup.callback(log.close)
+        server = subprocess.Popen(
+            [sys.executable, "-m", "local_aws", "serve", "--port", str(aws_port)],
+            cwd=REPO_ROOT,
+            env=server_environment,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        cleanup.callback(_stop, server)
+        wait_until_ready(endpoint_url(aws_port))
+        suffix = uuid.uuid4().hex[:10]
+        stack = Stack(
+            work=work,
+            bucket=f"scones-bench-{suffix}",
+            endpoint_name=f"bench-{suffix}",
+            endpoint_url=endpoint_url(endpoint_port),
+            aws=client_environment(aws_port),
+            keys=[],
+        )
+        print("setting up the local stack:")
+        stage = [sys.executable, "-m", "training_job", "stage", "--bucket", stack.bucket]
+        stage += ["--source", str(archive), "--cache-dir", str(work / "cifar")]
+        _step("stage the data", lambda: _run(stack, stage, "training_job stage"))
+        _step("train a quick model", lambda: _put_quick_model(stack, archive, model_steps))
+        state_dir = work / "endpoints"
+        deploy = [sys.executable, "-m", "training_job", "deploy", "--mode", "local"]
+        deploy += ["--endpoint-name", stack.endpoint_name, "--state-dir", str(state_dir)]
+        start = [*deploy, "--bucket", stack.bucket, "--port", str(endpoint_port)]
+        start += ["--workers", str(endpoint_workers)]
+        _step("start the local endpoint", lambda: _run(stack, start, "deploy --mode local"))
+        cleanup.callback(
+            subprocess.run,
+            [*deploy, "--stop"],
+            cwd=REPO_ROOT,
+            env=stack.environment(),
+            capture_output=True,
+            timeout=120,
+        )
+        project = _copy_project(work / "project")
+        sls = [str(REPO_ROOT / "node_modules" / ".bin" / "sls"), "deploy", "--stage", STAGE]
+        sls += ["--param", f"bucket={stack.bucket}"]
+        _step("sls deploy", lambda: _run(stack, sls, "sls deploy", cwd=project))
+        manifest = stack.client("s3").get_object(Bucket=stack.bucket, Key="test.lst")
+        lines = manifest["Body"].read().decode().splitlines()
+        stack.keys = [f"test/{line.split(chr(9))[2]}" for line in lines]
+        yield stack
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def _copy_project(project: Path) -> Path:
+    project.mkdir()
+    for name in PROJECT_FILES:
+        source = REPO_ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, project / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(source, project / name)
+    # osls resolves plugins from the service's node_modules, as in the repository root.
+    (project / "node_modules").symlink_to(REPO_ROOT / "node_modules")
+    return project
+
+
+def _put_quick_model(stack: Stack, archive: Path, steps: int) -> None:
+    import torch
+
+    from local_aws.endpoint import sample_model
+
+    torch.set_num_threads(1)
+    model_dir = sample_model.train_quick_model(archive, stack.work / "model", steps=steps)
+    package = sample_model.package_model(model_dir, stack.work / "model.tar.gz")
+    key = "models/bench-model/output/model.tar.gz"
+    stack.client("s3").upload_file(str(package), stack.bucket, key)
+
+
+# --- measurements ---------------------------------------------------------------------
+
+
+@dataclass
+class Execution:
+    client_seconds: float  # StartExecution sent -> terminal status seen
+    server_seconds: float  # ExecutionStarted -> the last event, from the history
+    task_seconds: float  # sum over Task states of TaskScheduled -> TaskSucceeded/TaskFailed
+    status: str
+
+
+@dataclass
+class Row:
+    name: str
+    concurrency: int
+    executions: int
+    wall_seconds: float
+    client_latencies: list[float]
+    server_latencies: list[float]
+    task_seconds: float = 0.0  # summed over executions
+    endpoint_seconds: float = 0.0  # summed over the endpoint's requests in the run
+    failures: int = 0  # executions that ended in neither SUCCEEDED nor the gate's error
+
+    @property
+    def per_second(self) -> float:
+        return self.executions / self.wall_seconds
+
+
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
+
+def task_seconds_of(events: list[dict[str, Any]]) -> float:
+    """Time inside Task states: from TaskScheduled to its TaskSucceeded or TaskFailed."""
+    total, scheduled = 0.0, None
+    for event in events:
+        if event["type"] == "TaskScheduled":
+            scheduled = event["timestamp"]
+        elif event["type"] in ("TaskSucceeded", "TaskFailed") and scheduled is not None:
+            total += (event["timestamp"] - scheduled).total_seconds()
+            scheduled = None
+    return total
+
+
+def run_workflow(stack: Stack, concurrency: int, executions: int) -> Row:
+    sfn = stack.client("stepfunctions")
+    machines = sfn.list_state_machines()["stateMachines"]
+    machine = next(m["stateMachineArn"] for m in machines if m["name"] == STATE_MACHINE)
+    run_id = uuid.uuid4().hex[:8]
+    bar = tqdm(total=executions, desc=f"workflow x{concurrency}", unit="exec", leave=False)
+
+    def one(index: int) -> Execution:
+        key = stack.keys[index % len(stack.keys)]
+        event = {"image_data": "", "s3_bucket": stack.bucket, "s3_key": key, "inferences": []}
+        sent = time.perf_counter()
+        arn = sfn.start_execution(
+            stateMachineArn=machine, name=f"bench-{run_id}-{index}", input=json.dumps(event)
+        )["executionArn"]
+        while (described := sfn.describe_execution(executionArn=arn))["status"] not in TERMINAL:
+            time.sleep(POLL_SECONDS)
+        seen = time.perf_counter() - sent
+        events = sfn.get_execution_history(executionArn=arn, maxResults=1000)["events"]
+        bar.update(1)
+        return Execution(
+            client_seconds=seen,
+            server_seconds=(events[-1]["timestamp"] - events[0]["timestamp"]).total_seconds(),
+            task_seconds=task_seconds_of(events),
+            status=described["status"] + ":" + str(described.get("error", "")),
+        )
+
+    endpoint_before = stack.endpoint_latency()
+    started = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        results = list(pool.map(one, range(executions)))
+    wall = time.perf_counter() - started
+    endpoint_after = stack.endpoint_latency()
+    bar.close()
+    ok = ("SUCCEEDED:", "FAILED:THRESHOLD_CONFIDENCE_NOT_MET")
+    return Row(
+        name="workflow (Step Functions + Lambda)",
+        concurrency=concurrency,
+        executions=executions,
+        wall_seconds=wall,
+        client_latencies=[r.client_seconds for r in results],
+        server_latencies=[r.server_seconds for r in results],
+        task_seconds=sum(r.task_seconds for r in results),
+        endpoint_seconds=endpoint_after[0] - endpoint_before[0],
+        failures=sum(1 for r in results if not r.status.startswith(ok)),
+    )
+
+
+@contextmanager
+def handler_environment(stack: Stack) -> Iterator[None]:
+    """The deployed functions' variables, for calling their handlers in this process."""
+    variables = {
+        **stack.aws,
+        "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": stack.endpoint_url,
+        "DATA_BUCKET": stack.bucket,
+        "ENDPOINT_NAME": stack.endpoint_name,
+    }
+    saved = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def run_reference(stack: Stack, concurrency: int, executions: int) -> Row:
+    """The three handlers in sequence, in this process: what the workflow adds nothing to."""
+    from handlers import classify, serialize, threshold_filter
+    from handlers.workflow_event import WorkflowError
+
+    bar = tqdm(total=executions, desc=f"reference x{concurrency}", unit="img", leave=False)
+    failures = 0
+    lock = threading.Lock()
+
+    def one(index: int) -> float:
+        nonlocal failures
+        key = stack.keys[index % len(stack.keys)]
+        event = {"image_data": "", "s3_bucket": stack.bucket, "s3_key": key, "inferences": []}
+        sent = time.perf_counter()
+        try:
+            threshold_filter.handler(classify.handler(serialize.handler(event)))
+        except threshold_filter.THRESHOLD_CONFIDENCE_NOT_MET:
+            pass
+        except WorkflowError:
+            with lock:
+                failures += 1
+        bar.update(1)
+        return time.perf_counter() - sent
+
+    with handler_environment(stack):
+        one(0)  # the clients are created on the first call, as in a warm container
+        endpoint_before = stack.endpoint_latency()
+        started = time.perf_counter()
+        with ThreadPoolExecutor(concurrency) as pool:
+            latencies = list(pool.map(one, range(executions)))
+        wall = time.perf_counter() - started
+        endpoint_after = stack.endpoint_latency()
+    bar.close()
+    return Row(
+        name="reference (handlers in-process)",
+        concurrency=concurrency,
+        executions=executions,
+        wall_seconds=wall,
+        client_latencies=latencies,
+        server_latencies=latencies,
+        endpoint_seconds=endpoint_after[0] - endpoint_before[0],
+        failures=failures,
+    )
+
+
+def warm_up(stack: Stack, concurrency: int) -> None:
+    """Start the Lambda workers (cold starts are another benchmark's subject)."""
+    run_workflow(stack, concurrency, concurrency * 2)
+
+
+# --- the report -----------------------------------------------------------------------
+
+
+def table(rows: list[Row]) -> str:
+    header = (
+        "| run | concurrency | executions | exec/s | p50 ms (client) | p99 ms (client) "
+        "| p50 ms (server) | p99 ms (server) | endpoint | handlers + Lambda | engine "
+        "| vs reference |"
+    )
+    lines = [header, "|" + " --- |" * 2 + " ---: |" * 10]
+    reference = {row.concurrency: row for row in rows if row.name.startswith("reference")}
+    for row in rows:
+        ms = [
+            1000 * percentile(values, share)
+            for values in (row.client_latencies, row.server_latencies)
+            for share in (0.50, 0.99)
+        ]
+        total = sum(row.server_latencies)
+        if row.name.startswith("workflow") and total > 0:
+            endpoint = min(row.endpoint_seconds, row.task_seconds)
+            shares = [
+                f"{endpoint / total:.0%}",
+                f"{(row.task_seconds - endpoint) / total:.0%}",
+                f"{(total - row.task_seconds) / total:.0%}",
+            ]
+        else:
+            endpoint = min(row.endpoint_seconds, total)
+            shares = [f"{endpoint / total:.0%}", f"{(total - endpoint) / total:.0%}", "-"]
+        floor = reference.get(row.concurrency)
+        ratio = f"{row.per_second / floor.per_second:.2f}x" if floor else "-"
+        lines.append(
+            f"| {row.name} | {row.concurrency} | {row.executions} | {row.per_second:.1f} | "
+            + " | ".join(f"{value:.0f}" for value in ms)
+            + f" | {' | '.join(shares)} | {ratio} |"
+        )
+    return "\n".join(lines)
+
+
+def verdict(rows: list[Row]) -> list[str]:
+    workflow = [row for row in rows if row.name.startswith("workflow")]
+    best = max(workflow, key=lambda row: row.per_second)
+    p50 = min(percentile(row.client_latencies, 0.5) for row in workflow)
+    failures = sum(row.failures for row in rows)
+    return [
+        f"- best throughput {best.per_second:.1f} exec/s at concurrency {best.concurrency} "
+        f"(goal {GOAL_EXECUTIONS_PER_SECOND:.0f}): "
+        + ("met" if best.per_second >= GOAL_EXECUTIONS_PER_SECOND else "NOT met"),
+        f"- lowest p50 {1000 * p50:.0f} ms (goal {1000 * GOAL_P50_SECONDS:.0f} ms): "
+        + ("met" if p50 < GOAL_P50_SECONDS else "NOT met"),
+        f"- executions that failed for another reason than the gate: {failures}",
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--executions",
+        type=int,
+        default=200,
+        help="executions per concurrency, for the workflow and the reference (default: 200)",
+    )
+    parser.add_argument(
+        "--concurrency",
+        default="1,4,16",
+        help="comma-separated numbers of clients in closed loop (default: 1,4,16)",
+    )
+    parser.add_argument(
+        "--archive",
+        type=Path,
+        default=DEFAULT_ARCHIVE,
+        help="the CIFAR-100 python archive to stage (default: the shared vehicles archive)",
+    )
+    parser.add_argument(
+        "--model-steps",
+        type=int,
+        default=60,
+        help="SGD steps of the quick model served by the endpoint (default: 60)",
+    )
+    parser.add_argument(
+        "--endpoint-workers",
+        type=int,
+        default=1,
+        help="local endpoint server processes (default: 1)",
+    )
+    args = parser.parse_args(argv)
+    concurrencies = [int(part) for part in args.concurrency.split(",") if part.strip()]
+    if not concurrencies or min(concurrencies) < 1 or not 1 <= args.executions <= 10_000:
+        parser.error("--concurrency needs positive numbers; --executions must be 1..10000")
+    if not args.archive.is_file():
+        parser.error(f"no archive at {args.archive} (see ../shared/data/README.md)")
+    load_before = os.getloadavg()
+    rows: list[Row] = []
+    with local_stack(args.archive, args.model_steps, args.endpoint_workers) as stack:
+        warm_up(stack, max(concurrencies))
+        for concurrency in concurrencies:
+            rows.append(run_reference(stack, concurrency, args.executions))
+            rows.append(run_workflow(stack, concurrency, args.executions))
+    load_after = os.getloadavg()
+    print()
+    print(table(rows))
+    print()
+    print(
+        f"load average (1 min) {load_before[0]:.1f} before, {load_after[0]:.1f} after, on "
+        f"{os.cpu_count()} CPUs; shares are of the server-side execution time"
+    )
+    print("\n".join(verdict(rows)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,452 @@
+"""The real project end to end on a fresh local AWS: staged data, a trained model behind the
+local endpoint, the real serverless.yml deployed with `sls deploy`, and the workflow run
+through `sls invoke stepf`, the S3 trigger and `training_job evaluate`.
+
+Everything here is started by this module and stopped by its fixtures: the local AWS
+(`python -m local_aws serve`, which carries `AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME` so the
+deployed classify handler reaches the endpoint) and the local endpoint
+(`training_job deploy --mode local`, stopped with `--stop`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from local_aws.server import client_environment, endpoint_url, wait_until_ready
+from tests.conftest import REPO_ROOT, free_port
+
+pytestmark = pytest.mark.timeout(300)
+
+STAGE = "local"
+STATE_MACHINE = f"scones-unlimited-{STAGE}-image-workflow"
+THRESHOLD = 0.93  # serverless.yml's default `threshold` param, which this deploy keeps
+GATE_ERROR = "THRESHOLD_CONFIDENCE_NOT_MET"
+PROJECT_FILES = ("serverless.yml", "package.json", "handlers", "statemachine", "events")
+PROBED_IMAGES = 40  # test images whose probabilities are read from the endpoint directly
+EVALUATED_IMAGES = 12
+QUICK_MODEL_STEPS = 60  # enough SGD steps for both confident and doubtful test images
+
+
+@dataclass
+class Workflow:
+    """The deployed project and what the tests need to reach it."""
+
+    bucket: str
+    endpoint_name: str
+    endpoint_url: str
+    aws: dict[str, str]
+    project: Path
+    work: Path
+    # test/ key -> the endpoint's probabilities, read before any execution ran
+    probabilities: dict[str, list[float]] = field(default_factory=dict)
+    labels: dict[str, int] = field(default_factory=dict)
+
+    def environment(self) -> dict[str, str]:
+        """This process's environment with every AWS variable replaced by the local AWS's."""
+        base = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        return {**base, **self.aws, "SLS_TELEMETRY_DISABLED": "1"}
+
+    def client(self, service: str, **kwargs: Any) -> Any:
+        return boto3.client(
+            service,
+            endpoint_url=kwargs.pop("endpoint_url", self.aws["AWS_ENDPOINT_URL"]),
+            region_name=self.aws["AWS_DEFAULT_REGION"],
+            aws_access_key_id=self.aws["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=self.aws["AWS_SECRET_ACCESS_KEY"],
+            aws_session_token=self.aws["AWS_SESSION_TOKEN"],
+            **kwargs,
+        )
+
+    def run(self, *command: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            list(command),
+            cwd=self.project if command[0].endswith("sls") else REPO_ROOT,
+            env=self.environment(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    def training_job(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return self.run(sys.executable, "-m", "training_job", *args, timeout=timeout)
+
+    def sls(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return self.run(str(REPO_ROOT / "node_modules" / ".bin" / "sls"), *args, timeout=timeout)
+
+    def machine_arn(self) -> str:
+        machines = self.client("stepfunctions").list_state_machines()["stateMachines"]
+        return next(m["stateMachineArn"] for m in machines if m["name"] == STATE_MACHINE)
+
+    def confident_key(self) -> str:
+        return max(self.probabilities, key=lambda key: max(self.probabilities[key]))
+
+    def doubtful_key(self) -> str:
+        return min(self.probabilities, key=lambda key: max(self.probabilities[key]))
+
+
+def _check(result: subprocess.CompletedProcess[str], what: str) -> None:
+    assert result.returncode == 0, f"{what} failed:\n{result.stdout}\n{result.stderr}"
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@pytest.fixture(scope="module")
+def local_aws_with_endpoint_port(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[dict[str, str], int, Path]]:
+    """A fresh local AWS whose Lambda workers reach a local endpoint on a port chosen now."""
+    work = tmp_path_factory.mktemp("workflow-local")
+    aws_port, endpoint_port = free_port(), free_port()
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    environment.update(
+        {
+            "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": endpoint_url(endpoint_port),
+            "LOCAL_AWS_LAMBDA_CACHE": str(work / "lambda-cache"),
+        }
+    )
+    with (work / "aws.log").open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "local_aws", "serve", "--port", str(aws_port)],
+            cwd=REPO_ROOT,
+            env=environment,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_until_ready(endpoint_url(aws_port))
+        yield client_environment(aws_port), endpoint_port, work
+    finally:
+        _stop(process)
+
+
+@pytest.fixture(scope="module")
+def workflow(
+    local_aws_with_endpoint_port: tuple[dict[str, str], int, Path], shared_data: Path
+) -> Iterator[Workflow]:
+    """Stage, put a quickly trained model in the bucket, serve it, `sls deploy` the project."""
+    aws, endpoint_port, work = local_aws_with_endpoint_port
+    project = work / "project"
+    project.mkdir()
+    for name in PROJECT_FILES:
+        source = REPO_ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, project / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(source, project / name)
+    # osls resolves plugins from the service's node_modules, as in the repository root.
+    (project / "node_modules").symlink_to(REPO_ROOT / "node_modules")
+    suffix = uuid.uuid4().hex[:10]
+    flow = Workflow(
+        bucket=f"scones-wf-{suffix}",
+        endpoint_name=f"wf-{suffix}",
+        endpoint_url=endpoint_url(endpoint_port),
+        aws=aws,
+        project=project,
+        work=work,
+    )
+
+    archive = shared_data / "cifar-100-python-vehicles.tar.gz"
+    _check(
+        flow.training_job(
+            "stage",
+            "--bucket",
+            flow.bucket,
+            "--source",
+            str(archive),
+            "--cache-dir",
+            str(work / "cifar"),
+        ),
+        "training_job stage",
+    )
+    _put_quick_model(flow, archive)
+    state_dir = work / "endpoints"
+    _check(
+        flow.training_job(
+            "deploy",
+            "--mode",
+            "local",
+            "--bucket",
+            flow.bucket,
+            "--endpoint-name",
+            flow.endpoint_name,
+            "--port",
+            str(endpoint_port),
+            "--workers",
+            "1",
+            "--torch-threads",
+            "1",
+            "--state-dir",
+            str(state_dir),
+        ),
+        "training_job deploy --mode local",
+    )
+    try:
+        # The endpoint's name reaches the stack through the SSM parameter deploy published.
+        deployed = flow.sls("deploy", "--stage", STAGE, "--param", f"bucket={flow.bucket}")
+        _check(deployed, "sls deploy")
+        _probe_endpoint(flow)
+        yield flow
+    finally:
+        flow.training_job(
+            "deploy",
+            "--mode",
+            "local",
+            "--stop",
+            "--endpoint-name",
+            flow.endpoint_name,
+            "--state-dir",
+            str(state_dir),
+        )
+
+
+def _put_quick_model(flow: Workflow, archive: Path) -> None:
+    """The project's network after a few SGD steps, packaged as the training job packages it."""
+    import torch
+
+    from local_aws.endpoint import sample_model
+
+    torch.set_num_threads(1)
+    model_dir = sample_model.train_quick_model(
+        archive, flow.work / "model", steps=QUICK_MODEL_STEPS
+    )
+    package = sample_model.package_model(model_dir, flow.work / "model.tar.gz")
+    flow.client("s3").upload_file(
+        str(package), flow.bucket, "models/quick-model/output/model.tar.gz"
+    )
+
+
+def _probe_endpoint(flow: Workflow) -> None:
+    """The endpoint's own probabilities for the first test images, to choose and check by."""
+    s3 = flow.client("s3")
+    runtime = flow.client("sagemaker-runtime", endpoint_url=flow.endpoint_url)
+    manifest = s3.get_object(Bucket=flow.bucket, Key="test.lst")["Body"].read().decode()
+    for line in manifest.splitlines()[:PROBED_IMAGES]:
+        _, label, filename = line.split("\t")
+        key = f"test/{filename}"
+        image = s3.get_object(Bucket=flow.bucket, Key=key)["Body"].read()
+        answer = runtime.invoke_endpoint(
+            EndpointName=flow.endpoint_name, ContentType="image/png", Body=image
+        )
+        flow.probabilities[key] = json.loads(answer["Body"].read())
+        flow.labels[key] = int(label)
+    best = [max(p) for p in flow.probabilities.values()]
+    if max(best) < THRESHOLD or min(best) >= THRESHOLD:
+        pytest.fail(
+            f"the quick model gives no {'confident' if max(best) < THRESHOLD else 'doubtful'} "
+            f"image among the first {PROBED_IMAGES}: change QUICK_MODEL_STEPS"
+        )
+
+
+def invoke_stepf(flow: Workflow, key: str) -> dict[str, Any]:
+    """`sls invoke stepf` on the workflow event for `key`; the execution it printed."""
+    event = flow.work / f"event-{uuid.uuid4().hex[:8]}.json"
+    event.write_text(
+        json.dumps({"image_data": "", "s3_bucket": flow.bucket, "s3_key": key, "inferences": []})
+    )
+    result = flow.sls(
+        "invoke", "stepf", "--stage", STAGE, "--name", "ImageWorkflow", "--path", str(event)
+    )
+    # The plugin prints a succeeded execution on stdout and a failed one on stderr.
+    printed = result.stdout + result.stderr
+    start = printed.find('"executionArn"')
+    assert start >= 0, f"no execution printed:\n{printed}"
+    execution: dict[str, Any] = json.JSONDecoder().raw_decode(
+        printed[printed.rfind("{", 0, start) :]
+    )[0]
+    return execution
+
+
+def history(flow: Workflow, execution_arn: str) -> list[dict[str, Any]]:
+    sfn = flow.client("stepfunctions")
+    pages = sfn.get_paginator("get_execution_history").paginate(executionArn=execution_arn)
+    return [event for page in pages for event in page["events"]]
+
+
+def executions_for(flow: Workflow, key: str) -> list[dict[str, Any]]:
+    sfn = flow.client("stepfunctions")
+    found = []
+    pages = sfn.get_paginator("list_executions").paginate(stateMachineArn=flow.machine_arn())
+    for page in pages:
+        for item in page["executions"]:
+            described = sfn.describe_execution(executionArn=item["executionArn"])
+            if json.loads(described["input"]).get("s3_key") == key:
+                found.append(described)
+    return found
+
+
+def wait_finished(flow: Workflow, key: str, timeout: float = 60) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + timeout
+    while True:
+        found = executions_for(flow, key)
+        if found and all(e["status"] != "RUNNING" for e in found):
+            return found
+        assert time.monotonic() < deadline, f"no finished execution for {key} in {timeout}s"
+        time.sleep(0.25)
+
+
+def test_a_confident_image_passes_with_the_endpoints_probabilities(workflow: Workflow) -> None:
+    key = workflow.confident_key()
+    execution = invoke_stepf(workflow, key)
+    assert execution["status"] == "SUCCEEDED", execution
+    body = json.loads(execution["output"])["body"]
+    assert body["s3_bucket"] == workflow.bucket
+    assert body["s3_key"] == key
+    assert body["inferences"] == pytest.approx(workflow.probabilities[key], abs=1e-5)
+    assert max(body["inferences"]) >= THRESHOLD
+    assert body["image_data"]  # serialize put the image in the event
+
+
+def test_a_doubtful_image_stops_at_the_confidence_gate(workflow: Workflow) -> None:
+    key = workflow.doubtful_key()
+    assert max(workflow.probabilities[key]) < THRESHOLD
+    execution = invoke_stepf(workflow, key)
+    assert execution["status"] == "FAILED"
+    assert execution["error"] == GATE_ERROR
+    events = history(workflow, execution["executionArn"])
+    failures = [e["taskFailedEventDetails"] for e in events if e["type"] == "TaskFailed"]
+    assert [f["error"] for f in failures] == [GATE_ERROR]  # raised by the threshold filter
+    assert GATE_ERROR in failures[0]["cause"]
+    entered = [
+        e["stateEnteredEventDetails"]["name"] for e in events if "stateEnteredEventDetails" in e
+    ]
+    assert entered == ["Serialize", "Classify", "FilterLowConfidence", "ConfidenceTooLow"]
+    assert events[-1]["type"] == "ExecutionFailed"
+
+
+def test_an_upload_under_incoming_starts_exactly_one_execution(workflow: Workflow) -> None:
+    s3 = workflow.client("s3")
+    image = s3.get_object(Bucket=workflow.bucket, Key=workflow.confident_key())["Body"].read()
+    key = f"incoming/{uuid.uuid4().hex}.png"
+    s3.put_object(Bucket=workflow.bucket, Key=key, Body=image, ContentType="image/png")
+    finished = wait_finished(workflow, key)
+    time.sleep(1.0)  # room for a duplicate to show up, were one started
+    found = executions_for(workflow, key)
+    assert len(finished) == len(found) == 1
+    assert found[0]["status"] == "SUCCEEDED"
+    body = json.loads(found[0]["output"])["body"]
+    assert body["s3_key"] == key
+    assert max(body["inferences"]) >= THRESHOLD
+
+
+def test_an_upload_outside_incoming_starts_none(workflow: Workflow) -> None:
+    s3 = workflow.client("s3")
+    key = f"uploads/{uuid.uuid4().hex}.png"
+    s3.put_object(Bucket=workflow.bucket, Key=key, Body=b"\x89PNG\r\n\x1a\n")
+    time.sleep(1.5)
+    assert executions_for(workflow, key) == []
+
+
+@pytest.mark.parametrize(
+    ("body", "handler_error"),
+    [
+        (b"", "NotAnImage"),  # empty
+        (b"<?xml version='1.0'?><!DOCTYPE x [<!ENTITY a 'a'>]><x>&a;</x>", "NotAnImage"),
+        (b"\x89PNG\r\n\x1a\n" + b"\x00" * (5 * 1024 * 1024), "ImageTooLarge"),  # oversized
+        (b"\x89PNG\r\n\x1a\n" + b"not the rest of a png", "EndpointError"),  # malformed
+    ],
+    ids=["empty", "not-an-image", "oversized", "truncated-png"],
+)
+def test_a_bad_upload_fails_the_workflow_naming_the_handlers_error(
+    workflow: Workflow, body: bytes, handler_error: str
+) -> None:
+    key = f"incoming/{uuid.uuid4().hex}.png"
+    workflow.client("s3").put_object(Bucket=workflow.bucket, Key=key, Body=body)
+    [execution] = wait_finished(workflow, key)
+    assert execution["status"] == "FAILED"
+    assert execution["error"] == "WorkflowFailed"
+    events = history(workflow, execution["executionArn"])
+    failures = [e["taskFailedEventDetails"]["error"] for e in events if e["type"] == "TaskFailed"]
+    assert failures == [handler_error]
+
+
+@pytest.mark.parametrize(
+    ("event", "handler_error"),
+    [
+        ({}, "InvalidEvent"),
+        ({"s3_bucket": "someone-elses-bucket", "s3_key": "test/x.png"}, "BucketNotAllowed"),
+        ({"s3_key": "../../etc/passwd"}, "KeyNotAllowed"),
+        ({"s3_key": "test/no-such-image.png"}, "ImageNotFound"),
+        ({"s3_key": 17}, "InvalidEvent"),
+    ],
+    ids=["empty", "other-bucket", "path-traversal", "missing-key", "malformed"],
+)
+def test_a_hostile_or_malformed_event_fails_at_serialize(
+    workflow: Workflow, event: dict[str, Any], handler_error: str
+) -> None:
+    document = {"s3_bucket": workflow.bucket, **event} if event else {}
+    sfn = workflow.client("stepfunctions")
+    arn = sfn.start_execution(
+        stateMachineArn=workflow.machine_arn(),
+        name=uuid.uuid4().hex,
+        input=json.dumps(document),
+    )["executionArn"]
+    deadline = time.monotonic() + 60
+    while (described := sfn.describe_execution(executionArn=arn))["status"] == "RUNNING":
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert described["status"] == "FAILED"
+    assert described["error"] == "WorkflowFailed"
+    events = history(workflow, arn)
+    failures = [e["taskFailedEventDetails"]["error"] for e in events if e["type"] == "TaskFailed"]
+    assert failures == [handler_error]
+    entered = [
+        e["stateEnteredEventDetails"]["name"] for e in events if "stateEnteredEventDetails" in e
+    ]
+    assert entered == ["Serialize", "WorkflowFailed"]
+
+
+def test_evaluate_counts_agree_with_the_endpoints_own_answers(workflow: Workflow) -> None:
+    result = workflow.training_job(
+        "evaluate",
+        "--state-machine",
+        STATE_MACHINE,
+        "--images",
+        f"s3://{workflow.bucket}/test/",
+        "--labels",
+        f"s3://{workflow.bucket}/test.lst",
+        "--limit",
+        str(EVALUATED_IMAGES),
+        "--concurrency",
+        "4",
+        "--json",
+    )
+    _check(result, "training_job evaluate")
+    report = json.loads(result.stdout)
+    evaluated = list(workflow.probabilities)[:EVALUATED_IMAGES]
+    confident = [key for key in evaluated if max(workflow.probabilities[key]) >= THRESHOLD]
+    stopped = len(evaluated) - len(confident)
+    correct = sum(
+        1
+        for key in confident
+        if workflow.probabilities[key].index(max(workflow.probabilities[key]))
+        == workflow.labels[key]
+    )
+    assert report["executions"] == EVALUATED_IMAGES
+    assert report["succeeded"] == len(confident)
+    assert report["failed"] == stopped
+    assert report["failed_by_error"] == ({GATE_ERROR: stopped} if stopped else {})
+    assert report["stopped_share"] == pytest.approx(stopped / EVALUATED_IMAGES)
+    if confident:
+        assert report["gate_accuracy"] == pytest.approx(correct / len(confident))
+    else:
+        assert report["gate_accuracy"] is None
