@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from local_aws.server import (
+    DEFAULT_ENDPOINT_PORT,
     DEFAULT_HOST,
     DEFAULT_PORT,
     client_environment,
@@ -40,15 +41,19 @@ def _running_pid(state_dir: Path) -> int | None:
     return pid
 
 
-def up(port: int, host: str, state_dir: Path) -> int:
+def up(port: int, host: str, state_dir: Path, endpoint_port: int) -> int:
     env_file = state_dir / "aws.env"
     if _running_pid(state_dir) is not None and env_file.exists():
         print(f"local AWS already running; environment in {env_file}")
         return 0
     state_dir.mkdir(parents=True, exist_ok=True)
     log = (state_dir / "aws.log").open("ab")
+    # The server's environment is what the Lambda handlers it runs see of the endpoints.
+    variables = client_environment(port, host, endpoint_port)
+    environment = {**os.environ, **variables}
     process = subprocess.Popen(
         [sys.executable, "-m", "local_aws", "serve", "--port", str(port), "--host", host],
+        env=environment,
         stdout=log,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
@@ -62,7 +67,7 @@ def up(port: int, host: str, state_dir: Path) -> int:
         process.terminate()
         print(f"error: {error}; see {state_dir / 'aws.log'}", file=sys.stderr)
         return 1
-    write_env_file(env_file, client_environment(port, host))
+    write_env_file(env_file, variables)
     print(f"local AWS on {url}; `source {env_file}` points boto3, the AWS CLI and sls at it")
     return 0
 
@@ -106,6 +111,13 @@ def main(argv: list[str] | None = None) -> int:
         command.add_argument(
             "--host", default=DEFAULT_HOST, help="listen address (default: loopback only)"
         )
+        command.add_argument(
+            "--endpoint-port",
+            type=int,
+            default=DEFAULT_ENDPOINT_PORT,
+            help="where the local SageMaker endpoint listens; the Lambda handlers and "
+            "aws.env's AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME point there",
+        )
     commands.add_parser("down", help="stop the server that `up` started")
     demo = commands.add_parser(
         "demo",
@@ -116,19 +128,30 @@ def main(argv: list[str] | None = None) -> int:
     )
     demo.add_argument("--bucket", default="scones-unlimited-local", help="the data bucket")
     demo.add_argument("--port", type=int, default=DEFAULT_PORT, help="the local AWS port")
+    demo.add_argument(
+        "--endpoint-port", type=int, default=DEFAULT_ENDPOINT_PORT, help="the local endpoint port"
+    )
     demo.add_argument("--epochs", type=int, help="training epochs (default: the recipe's)")
+    demo.add_argument(
+        "--out", type=Path, default=Path("out/demo"), help="where summary.json and the report go"
+    )
     args = parser.parse_args(argv)
     if args.command == "demo":
         from local_aws.demo import Demo
 
         return Demo(
-            bucket=args.bucket, port=args.port, state_dir=args.state_dir, epochs=args.epochs
-        ).run()
+            bucket=args.bucket,
+            port=args.port,
+            endpoint_port=args.endpoint_port,
+            state_dir=args.state_dir,
+            out_dir=args.out,
+            epochs=args.epochs,
+        ).main()
     if args.command == "up":
-        return up(args.port, args.host, args.state_dir)
+        return up(args.port, args.host, args.state_dir, args.endpoint_port)
     if args.command == "down":
         return down(args.state_dir)
-    serve(args.port, args.host)
+    serve(args.port, args.host, args.endpoint_port)
     return 0
 
 

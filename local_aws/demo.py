@@ -1,102 +1,300 @@
 """`python -m local_aws demo`: the main job, the whole workflow in local mode.
 
-It runs the same commands a user runs against AWS (`python -m training_job ...`), with
-the local AWS standing in for AWS, and stops everything it started, Ctrl-C included.
+It runs the commands a user runs against AWS (`python -m training_job ...`, `npx sls
+...`) with the local AWS standing in for AWS and the compute done here, then prints one
+summary. It stops everything it started when it ends, on Ctrl-C or an error too.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import boto3
+import numpy as np
+from PIL import Image
 
-from local_aws.server import DEFAULT_PORT, client_environment, endpoint_url, wait_until_ready
+from local_aws.server import (
+    DEFAULT_ENDPOINT_PORT,
+    DEFAULT_PORT,
+    client_environment,
+    endpoint_url,
+    wait_until_ready,
+)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+ENDPOINT_NAME = "scones-image-classifier"
+STAGE = "local"
+STATE_MACHINE = f"scones-unlimited-{STAGE}-image-workflow"  # serverless.yml's name
+TRAINING_CODE = REPO_ROOT / "training_job" / "code"
+DRIFT_NOISE_SIGMA = 40.0  # Gaussian pixel noise of the drifted batch (uint8 scale)
 
 
 @dataclass
 class Demo:
     bucket: str
     port: int = DEFAULT_PORT
+    endpoint_port: int = DEFAULT_ENDPOINT_PORT
     state_dir: Path = REPO_ROOT / ".local"
+    out_dir: Path = REPO_ROOT / "out" / "demo"
+    cache_dir: Path = REPO_ROOT / ".cache" / "demo-models"
     epochs: int | None = None
-    started: list[list[str]] = field(default_factory=list)  # commands that stop what we started
-    timings: dict[str, float] = field(default_factory=dict)
+    stops: dict[str, list[str]] = field(default_factory=dict)  # what we started: its stop
+    seconds: dict[str, float] = field(default_factory=dict)
 
-    def step(self, title: str, command: list[str]) -> None:
-        print(f"\n==> {title}\n    $ {' '.join(command)}", flush=True)
+    # -- running commands ------------------------------------------------------------
+
+    @contextmanager
+    def step(self, title: str) -> Iterator[None]:
+        print(f"\n==> {title}", flush=True)
         began = time.monotonic()
-        subprocess.run(command, cwd=REPO_ROOT, check=True)
-        self.timings[title] = time.monotonic() - began
+        yield
+        self.seconds[title] = round(time.monotonic() - began, 1)
 
-    def python(self, *args: str) -> list[str]:
-        return [sys.executable, *args]
+    def run(self, *command: str, capture: bool = False) -> str:
+        print(f"    $ {' '.join(command)}", flush=True)
+        result = subprocess.run(
+            command,
+            cwd=REPO_ROOT,
+            check=True,
+            text=True,
+            stdout=subprocess.PIPE if capture else None,
+        )
+        return result.stdout or ""
+
+    def training_job(self, *args: str, capture: bool = False) -> str:
+        return self.run(sys.executable, "-m", "training_job", *args, capture=capture)
+
+    def stop(self, name: str) -> None:
+        command = self.stops.pop(name, None)
+        if command is not None:
+            subprocess.run(command, cwd=REPO_ROOT, check=False)
+
+    def stop_everything_started(self) -> None:
+        for name in reversed(list(self.stops)):
+            self.stop(name)
+
+    # -- the steps -------------------------------------------------------------------
 
     def start_local_aws(self) -> None:
-        url = endpoint_url(self.port)
+        environment = client_environment(self.port, endpoint_port=self.endpoint_port)
+        os.environ.update(environment)
         try:
-            wait_until_ready(url, timeout=0.5)
-            print(f"==> using the local AWS already running on {url}")
+            wait_until_ready(endpoint_url(self.port), timeout=0.5)
+            print(f"    using the local AWS already running on {endpoint_url(self.port)}")
+            return
         except TimeoutError:
-            self.step(
-                "start the local AWS",
-                self.python(
-                    "-m",
-                    "local_aws",
-                    "--state-dir",
-                    str(self.state_dir),
-                    "up",
-                    "--port",
-                    str(self.port),
-                ),
-            )
-            self.started.append(
-                self.python("-m", "local_aws", "--state-dir", str(self.state_dir), "down")
-            )
-        os.environ.update(client_environment(self.port))
+            pass
+        local_aws = [sys.executable, "-m", "local_aws", "--state-dir", str(self.state_dir)]
+        self.run(
+            *local_aws, "up", "--port", str(self.port), "--endpoint-port", str(self.endpoint_port)
+        )
+        self.stops["local AWS"] = [*local_aws, "down"]
 
-    def stop_started(self) -> None:
-        for command in reversed(self.started):
-            subprocess.run(command, cwd=REPO_ROOT, check=False)
-        self.started.clear()
-
-    def newest_metrics(self) -> dict[str, object]:
+    def training_key(self) -> str:
+        """What a trained model depends on: the staged data, the settings, the code."""
         s3 = boto3.client("s3")
-        pages = s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix="models/")
-        objects = [obj for page in pages for obj in page.get("Contents", [])]
-        metrics = [obj for obj in objects if obj["Key"].endswith("/output/metrics.json")]
-        if not metrics:
-            raise RuntimeError(f"no metrics.json under s3://{self.bucket}/models/")
-        newest = max(metrics, key=lambda obj: obj["LastModified"])
-        body = s3.get_object(Bucket=self.bucket, Key=newest["Key"])["Body"].read()
-        result: dict[str, object] = json.loads(body)
+        manifest = s3.get_object(Bucket=self.bucket, Key="manifest.json")["Body"].read()
+        digest = hashlib.sha256(manifest)
+        digest.update(repr(self.epochs).encode())
+        for path in sorted(TRAINING_CODE.glob("*.py")):
+            digest.update(path.name.encode() + path.read_bytes())
+        return digest.hexdigest()[:16]
+
+    def train_or_reuse(self) -> str:
+        """Train in local mode, or put back the model trained before from the same data,
+        settings and code (the local AWS forgets it when it stops; the cache does not)."""
+        cached = self.cache_dir / self.training_key()
+        s3 = boto3.client("s3")
+        if (cached / "metrics.json").is_file():
+            job = f"scones-pytorch-reused-{cached.name}"
+            print(f"    reusing the model trained from the same data and settings: {cached}")
+            for name in ("model.tar.gz", "metrics.json"):  # metrics.json last: it marks done
+                s3.upload_file(str(cached / name), self.bucket, f"models/{job}/output/{name}")
+            return job
+        job = f"scones-pytorch-demo-{time.strftime('%Y-%m-%d-%H-%M-%S')}"
+        command = ["train", "--mode", "local", "--bucket", self.bucket, "--job-name", job]
+        if self.epochs is not None:
+            command += ["--epochs", str(self.epochs)]
+        self.training_job(*command)
+        partial = cached.with_name(cached.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        for name in ("model.tar.gz", "metrics.json"):
+            s3.download_file(self.bucket, f"models/{job}/output/{name}", str(partial / name))
+        partial.rename(cached)  # whole or absent: an interrupted copy is never reused
+        return job
+
+    def deploy_endpoint(self) -> None:
+        self.training_job(
+            "deploy",
+            "--mode",
+            "local",
+            "--bucket",
+            self.bucket,
+            "--endpoint-name",
+            ENDPOINT_NAME,
+            "--port",
+            str(self.endpoint_port),
+        )
+        self.stops["endpoint"] = [
+            sys.executable,
+            "-m",
+            "training_job",
+            "deploy",
+            "--mode",
+            "local",
+            "--stop",
+            "--endpoint-name",
+            ENDPOINT_NAME,
+        ]
+
+    def deploy_stack(self) -> None:
+        self.run("npx", "sls", "deploy", "--stage", STAGE, "--param", f"bucket={self.bucket}")
+
+    def evaluate(self) -> dict[str, Any]:
+        report = self.training_job(
+            "evaluate",
+            "--state-machine",
+            STATE_MACHINE,
+            "--images",
+            f"s3://{self.bucket}/test/",
+            "--labels",
+            f"s3://{self.bucket}/test.lst",
+            "--json",
+            capture=True,
+        )
+        result: dict[str, Any] = json.loads(report.strip().splitlines()[-1])
+        print(f"    {json.dumps(result)}")
         return result
 
-    def run(self) -> int:
+    def test_images(self) -> list[bytes]:
+        s3 = boto3.client("s3")
+        pages = s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix="test/")
+        keys = [obj["Key"] for page in pages for obj in page.get("Contents", [])]
+        with ThreadPoolExecutor(8) as pool:
+            return list(
+                pool.map(
+                    lambda key: s3.get_object(Bucket=self.bucket, Key=key)["Body"].read(), keys
+                )
+            )
+
+    def send_drifted_batch(self, images: list[bytes]) -> float:
+        """The test images again with camera noise added, straight to the endpoint (the
+        drift a monitor must catch), at 8 concurrent clients. Returns requests/s."""
+        rng = np.random.default_rng(0)
+        drifted = []
+        for data in images:
+            pixels = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"), dtype=np.float32)
+            noisy = pixels + rng.normal(0.0, DRIFT_NOISE_SIGMA, pixels.shape)
+            buffer = io.BytesIO()
+            Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8)).save(buffer, "PNG")
+            drifted.append(buffer.getvalue())
+        runtime = boto3.client("sagemaker-runtime")
+
+        def invoke(body: bytes) -> None:
+            runtime.invoke_endpoint(EndpointName=ENDPOINT_NAME, ContentType="image/png", Body=body)
+
+        began = time.monotonic()
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(invoke, drifted))
+        return len(drifted) / (time.monotonic() - began)
+
+    def monitor_report(self) -> dict[str, Any]:
+        report_dir = self.out_dir / "monitoring"
+        self.training_job(
+            "monitor",
+            "report",
+            "--captures",
+            f"s3://{self.bucket}/data_capture/{ENDPOINT_NAME}/",
+            "--window",
+            "200",
+            "--out",
+            str(report_dir),
+        )
+        summary: dict[str, Any] = json.loads((report_dir / "summary.json").read_text())
+        summary["report"] = str(report_dir / "report.html")
+        return summary
+
+    # -- the whole job ---------------------------------------------------------------
+
+    def main(self) -> int:
         began = time.monotonic()
         try:
-            self.start_local_aws()
-            self.step(
-                "stage the data",
-                self.python("-m", "training_job", "stage", "--bucket", self.bucket),
-            )
-            train = self.python(
-                "-m", "training_job", "train", "--mode", "local", "--bucket", self.bucket
-            )
-            if self.epochs is not None:
-                train += ["--epochs", str(self.epochs)]
-            self.step("train the model (local mode)", train)
-            metrics = self.newest_metrics()
+            with self.step("start the local AWS"):
+                self.start_local_aws()
+            with self.step("stage the data"):
+                self.training_job("stage", "--bucket", self.bucket)
+            with self.step("train the model (local mode), or reuse the same one"):
+                job = self.train_or_reuse()
+                metrics = json.loads(
+                    boto3.client("s3")
+                    .get_object(Bucket=self.bucket, Key=f"models/{job}/output/metrics.json")["Body"]
+                    .read()
+                )
+            with self.step("deploy the local endpoint with data capture"):
+                self.deploy_endpoint()
+            with self.step("deploy the stack: npx sls deploy --stage local"):
+                self.deploy_stack()
+            with self.step("run the workflow on every test image"):
+                evaluation = self.evaluate()
+            with self.step("send a drifted batch (camera noise) to the endpoint"):
+                throughput = self.send_drifted_batch(self.test_images())
+            with self.step("stop the endpoint (flushes its data capture)"):
+                self.stop("endpoint")
+            with self.step("build the monitoring report"):
+                monitoring = self.monitor_report()
         finally:
-            self.stop_started()
-        print("\n==> summary")
-        print(f"    test accuracy   {float(metrics['test_accuracy']):.3f}")  # type: ignore[arg-type]
-        print(f"    total seconds   {time.monotonic() - began:.0f}")
+            self.stop_everything_started()
+        summary = {
+            "test_accuracy": metrics["test_accuracy"],
+            "executions": evaluation["executions"],
+            "passed": evaluation["succeeded"],
+            "stopped_by_threshold": evaluation["failed_by_error"].get(
+                "THRESHOLD_CONFIDENCE_NOT_MET", 0
+            ),
+            "gate_accuracy": evaluation["gate_accuracy"],
+            "endpoint_requests_per_second": round(throughput, 1),
+            "monitoring_windows": monitoring["windows"],
+            "alerting_windows": monitoring["alerting_windows"],
+            "report": monitoring["report"],
+            "seconds": round(time.monotonic() - began, 1),
+            "step_seconds": self.seconds,
+        }
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        (self.out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        print_summary(summary)
         return 0
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    gate = summary["gate_accuracy"]
+    lines = [
+        ("test accuracy", f"{summary['test_accuracy']:.3f}"),
+        ("executions", f"{summary['executions']}"),
+        ("passed the gate", f"{summary['passed']}"),
+        ("stopped (< threshold)", f"{summary['stopped_by_threshold']}"),
+        ("accuracy past the gate", "n/a" if gate is None else f"{gate:.3f}"),
+        ("endpoint throughput", f"{summary['endpoint_requests_per_second']} requests/s"),
+        (
+            "drift",
+            f"{summary['alerting_windows']} of {summary['monitoring_windows']} windows alerting",
+        ),
+        ("report", summary["report"]),
+        ("total time", f"{summary['seconds']:.0f} s"),
+    ]
+    print("\n==> summary")
+    for name, value in lines:
+        print(f"    {name:<24}{value}")

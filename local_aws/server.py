@@ -20,6 +20,9 @@ from local_aws import cloudformation, events, lambda_executor, s3_policy
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 4566  # LocalStack's conventional port, so either emulator can serve
 DEFAULT_REGION = "us-east-1"
+# Where `python -m training_job deploy --mode local` serves the model by default: the
+# SageMaker Runtime API of local mode (boto3 reads AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME).
+DEFAULT_ENDPOINT_PORT = 8080
 
 # Gaps in the emulator that this project closes are installed here, one function each,
 # before the server takes its first request (see docs/local-mode.md).
@@ -35,10 +38,14 @@ def endpoint_url(port: int, host: str = DEFAULT_HOST) -> str:
     return f"http://{host}:{port}"
 
 
-def client_environment(port: int, host: str = DEFAULT_HOST) -> dict[str, str]:
-    """The variables that point boto3, the AWS CLI and osls at the local AWS."""
+def client_environment(
+    port: int, host: str = DEFAULT_HOST, endpoint_port: int = DEFAULT_ENDPOINT_PORT
+) -> dict[str, str]:
+    """The variables that point boto3, the AWS CLI and osls at the local AWS, and the
+    SageMaker Runtime API at the local endpoint."""
     return {
         "AWS_ENDPOINT_URL": endpoint_url(port, host),
+        "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": endpoint_url(endpoint_port, host),
         "AWS_DEFAULT_REGION": DEFAULT_REGION,
         "AWS_REGION": DEFAULT_REGION,
         "AWS_ACCESS_KEY_ID": "testing",
@@ -58,8 +65,12 @@ def configure_moto() -> None:
         patch()
 
 
-def serve(port: int = DEFAULT_PORT, host: str = DEFAULT_HOST) -> None:
+def serve(
+    port: int = DEFAULT_PORT, host: str = DEFAULT_HOST, endpoint_port: int = DEFAULT_ENDPOINT_PORT
+) -> None:
     """Serve the local AWS in the foreground until SIGTERM or SIGINT."""
+    # The Lambda handlers it runs inherit this: classify reaches the local endpoint.
+    os.environ.setdefault("AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME", endpoint_url(endpoint_port, host))
     # moto's Step Functions interpreter calls Lambda at localhost:$MOTO_PORT.
     os.environ["MOTO_PORT"] = str(port)
     # Lambda handlers run by the local executor reach this server when nothing else is set.

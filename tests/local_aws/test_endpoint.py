@@ -330,5 +330,9 @@ def test_kill_9_loses_at_most_the_last_flush_interval_and_never_breaks_a_line(
     os.killpg(supervisor, signal.SIGKILL)  # the whole process group, workers included
     records = captured_records(model.bucket, "killed")  # every line of every object parses
     assert 10 <= len(records) <= 15
-    stop(killed)  # a dead endpoint stops cleanly: its pid file goes
+    stopped = deploy(
+        "--endpoint-name", killed.name, "--state-dir", str(tmp_path),
+        "--parameter-name", killed.parameter, "--stop",
+    )  # fmt: skip
+    assert stopped.returncode == 0 and "not running" in stopped.stdout  # its pid file goes
     assert not (tmp_path / "killed.pid").exists()

@@ -189,7 +189,8 @@ def test_check_exit_codes(
     assert main(["monitor", "check", "--captures", captures, "--window", "100"]) == 0
     assert "ok" in capsys.readouterr().out
 
-    shifted = (255 - vehicles.test_images[100:200]).astype(np.uint8)  # inverted colours
+    noise = np.random.default_rng(0).normal(0, 25, (100, 32, 32, 3))  # a failing camera
+    shifted = np.clip(vehicles.test_images[100:200] + noise, 0, 255).astype(np.uint8)
     put_captures(bucket, {"50-00-000-b.jsonl": b"".join(capture_lines(shifted, predict(shifted)))})
     assert (
         main(

@@ -56,7 +56,8 @@ def test_write_baseline_writes_a_profile_the_monitor_loads(model_dir: Path) -> N
     baseline = Baseline.from_dir(model_dir)
     assert baseline.count == 200
     assert baseline.classes == ["bicycle", "motorcycle"]
-    assert baseline.embeddings.shape == (200, 32)
+    document = json.loads((model_dir / "baseline.json").read_text())
+    assert baseline.embeddings.shape == (200, document["embedding_dim"])
     assert np.allclose(baseline.probabilities.sum(axis=1), 1.0, atol=1e-4)
     assert baseline.content_types == {"image/png": 200}
     assert set(baseline.statistics) == set(model_code.profile().STATISTICS)
