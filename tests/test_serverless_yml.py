@@ -18,7 +18,7 @@ from tests.statemachine.packaging import package
 CFN_LINT = Path(sys.executable).parent / "cfn-lint"
 MAX_PACKAGE_BYTES = 100 * 1024
 SHARED_FILES = {"handlers/__init__.py", "handlers/workflow_event.py"}
-FUNCTIONS = {
+WORKFLOW_FUNCTIONS = {
     "serialize": ("SerializeLambdaFunction", "SerializeRole", "handlers/serialize.py"),
     "classify": ("ClassifyLambdaFunction", "ClassifyRole", "handlers/classify.py"),
     "thresholdFilter": (
@@ -26,6 +26,11 @@ FUNCTIONS = {
         "ThresholdFilterRole",
         "handlers/threshold_filter.py",
     ),
+}
+# The workflow's three handlers, and the scheduled monitor beside them.
+FUNCTIONS = {
+    **WORKFLOW_FUNCTIONS,
+    "monitor": ("MonitorLambdaFunction", "MonitorRole", "handlers/monitor.py"),
 }
 LOG_ACTIONS = {"logs:CreateLogStream", "logs:PutLogEvents"}
 
@@ -106,6 +111,10 @@ def test_the_template_passes_cfn_lint(packaged: Packaged) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+# Actions AWS authorises on no resource ARN (the IAM Service Authorization Reference).
+NO_RESOURCE_LEVEL_ACTIONS = {"cloudwatch:PutMetricData"}
+
+
 def test_no_iam_policy_allows_every_action_or_every_resource(packaged: Packaged) -> None:
     roles = packaged.of_type("AWS::IAM::Role")
     assert roles
@@ -115,7 +124,11 @@ def test_no_iam_policy_allows_every_action_or_every_resource(packaged: Packaged)
         for statement in statements(role):
             assert statement["Effect"] == "Allow", name
             assert all("*" not in action for action in actions(statement)), (name, statement)
-            assert "*" not in statement["Resource"], (name, statement)
+            resources = statement["Resource"]
+            if "*" in (resources if isinstance(resources, list) else [resources]):
+                # Only for actions that have no resource ARN, and then narrowed by a condition.
+                assert set(actions(statement)) <= NO_RESOURCE_LEVEL_ACTIONS, (name, statement)
+                assert "Condition" in statement, (name, statement)
 
 
 def test_the_only_wildcards_in_resources_are_the_unavoidable_ones(packaged: Packaged) -> None:
@@ -136,6 +149,12 @@ def test_the_only_wildcards_in_resources_are_the_unavoidable_ones(packaged: Pack
         f"arn:aws:s3:::{bucket}/incoming/*",
         # The plugin lets the state machine call a function's versions and aliases.
         "${functionArn}:*",
+        # The monitor: capture objects, its own state, and each model's baseline profile.
+        f"arn:aws:s3:::{bucket}/data_capture/*",
+        f"arn:aws:s3:::{bucket}/monitoring/*",
+        f"arn:aws:s3:::{bucket}/models/*/output/baseline.json",
+        # cloudwatch:PutMetricData (no resource ARN; the statement names its namespace).
+        "*",
     }
     # Log statements name their own log group; its ARN attribute ends in ":*" (its streams).
     for _function, (function_id, role, _path) in FUNCTIONS.items():
@@ -151,6 +170,8 @@ def test_each_function_has_its_own_role_with_only_its_actions(packaged: Packaged
         "SerializeRole": LOG_ACTIONS | {"s3:GetObject"},
         "ClassifyRole": LOG_ACTIONS | {"sagemaker:InvokeEndpoint"},
         "ThresholdFilterRole": LOG_ACTIONS,
+        "MonitorRole": LOG_ACTIONS
+        | {"s3:ListBucket", "s3:GetObject", "s3:PutObject", "cloudwatch:PutMetricData"},
     }
     for function_id, role, _path in FUNCTIONS.values():
         properties = packaged.resources[function_id]["Properties"]
@@ -196,7 +217,7 @@ def test_the_trigger_may_only_start_the_workflow(packaged: Packaged) -> None:
         for r in s["Resource"]
         if "Fn::GetAtt" in r
     }
-    assert invoked == {function_id for function_id, _role, _path in FUNCTIONS.values()}
+    assert invoked == {function_id for function_id, _role, _path in WORKFLOW_FUNCTIONS.values()}
 
 
 @pytest.mark.parametrize("function", FUNCTIONS)
@@ -214,7 +235,8 @@ def test_the_functions_run_python_3_11_with_stated_sizes(packaged: Packaged) -> 
         properties = packaged.resources[function_id]["Properties"]
         assert properties["Runtime"] == "python3.11"
         assert 128 <= properties["MemorySize"] <= 512
-        assert properties["Timeout"] <= 30
+        # The workflow's handlers answer within seconds; the monitor reads an hour of captures.
+        assert properties["Timeout"] <= (120 if function_id == "MonitorLambdaFunction" else 30)
     threshold = packaged.resources["ThresholdFilterLambdaFunction"]["Properties"]
     assert threshold["Environment"]["Variables"] == {"THRESHOLD": "0.93"}
 
@@ -294,6 +316,10 @@ def test_alarms_watch_failed_executions_and_each_handlers_errors(packaged: Packa
         *(
             ("AWS/Lambda", "Errors", json.dumps({"Ref": function_id}))
             for function_id, _role, _path in FUNCTIONS.values()
+        ),
+        *(
+            ("SconesUnlimited/Monitoring", metric, json.dumps({"Ref": "EndpointName"}))
+            for metric in ("LowConfidenceRate", "ConfidenceDrift", "ClassMixShift")
         ),
     }
     assert all(a["Properties"]["AlarmActions"] == [{"Ref": "AlarmTopic"}] for a in alarms)
