@@ -91,14 +91,16 @@ def run_measured(
     return process.returncode, wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
 
 
-def train_direct(seed: int, channels: dict[str, Path], work: Path, extra: list[str]) -> Result:
+def train_direct(
+    seed: int, channels: dict[str, Path], work: Path, extra: list[str], threads: int
+) -> Result:
     job = work / f"seed-{seed}"
     env = dict(os.environ)
     env.update(
         SM_MODEL_DIR=str(job / "model"),
         SM_OUTPUT_DATA_DIR=str(job / "output" / "data"),
         SM_OUTPUT_DIR=str(job / "output"),
-        SM_NUM_CPUS=str(os.cpu_count() or 1),
+        SM_NUM_CPUS=str(threads),
         SM_NUM_GPUS="0",
         **{f"SM_CHANNEL_{name.upper()}": str(path) for name, path in channels.items()},
     )
@@ -202,6 +204,14 @@ def main(argv: list[str] | None = None) -> int:
         help="the CIFAR-100 archive to stage (--direct; default: the shared one)",
     )
     parser.add_argument(
+        "--threads",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="--direct: SM_NUM_CPUS for train.py, i.e. its torch threads (default: all "
+        "CPUs, as SageMaker sets it). On a machine shared with other busy processes, 1 "
+        "is faster: two OpenMP threads on two contended cores stall each other",
+    )
+    parser.add_argument(
         "--work-dir",
         type=Path,
         help="keep channels, models and logs here (default: a temporary dir)",
@@ -224,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
             channels = stage_channels(args.archive, work / "channels")
         for seed in seeds:
             if args.direct:
-                result = train_direct(seed, channels, work, args.train_arg)
+                result = train_direct(seed, channels, work, args.train_arg, args.threads)
             else:
                 result = train_through_launcher(seed, args.bucket, work, args.train_arg)
             print(
@@ -234,8 +244,8 @@ def main(argv: list[str] | None = None) -> int:
             )
             results.append(result)
     recipe = " ".join(args.train_arg) or "defaults"
-    how = "direct" if args.direct else "local-mode launcher"
-    print(f"\ntrain.py {recipe}, {os.cpu_count()} CPUs, {how}")
+    mode = "direct" if args.direct else "local-mode launcher"
+    print(f"\ntrain.py {recipe}, {os.cpu_count()} CPUs, {args.threads} threads, {mode}")
     return 0 if print_table(results) else 1
 
 

@@ -38,8 +38,8 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from contextlib import ExitStack, contextmanager, redirect_stdout
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +60,7 @@ TERMINAL = ("SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED")
 GOAL_EXECUTIONS_PER_SECOND = 50.0
 GOAL_P50_SECONDS = 0.100
 POLL_SECONDS = 0.01  # the client's DescribeExecution interval: a latency resolution of 10 ms
+FIRST_POLL_SHARE = 0.8  # the first poll waits this share of the median recent duration
 ENDPOINT_LATENCY_SUM = re.compile(r"^endpoint_request_duration_seconds_sum (\S+)$", re.M)
 ENDPOINT_LATENCY_COUNT = re.compile(r"^endpoint_request_duration_seconds_count (\S+)$", re.M)
 
@@ -85,6 +86,25 @@ class Stack:
     endpoint_url: str
     aws: dict[str, str]
     keys: list[str]
+    server_pid: int = 0
+    endpoint_pid_file: Path | None = None
+
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU time so far of the engine (moto's server), its Lambda workers, the endpoint's
+        processes and this client process, from /proc (Linux)."""
+        endpoint_pid = (
+            int(self.endpoint_pid_file.read_text())
+            if self.endpoint_pid_file and self.endpoint_pid_file.exists()
+            else 0
+        )
+        times = os.times()
+        return {
+            "engine": _process_cpu(self.server_pid),
+            "lambda": sum(_process_cpu(pid) for pid in _children(self.server_pid)),
+            "endpoint": _process_cpu(endpoint_pid)
+            + sum(_process_cpu(pid) for pid in _children(endpoint_pid)),
+            "client": times.user + times.system,
+        }
 
     def environment(self) -> dict[str, str]:
         base = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
@@ -112,6 +132,27 @@ class Stack:
         if total is None or count is None:
             raise RuntimeError("the endpoint's /metrics has no request duration histogram")
         return float(total.group(1)), float(count.group(1))
+
+
+def _process_cpu(pid: int) -> float:
+    """User + system CPU seconds of a live process (0 when it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0
+    # utime and stime are fields 14 and 15 of stat; fields[0] here is field 3
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _children(pid: int) -> list[int]:
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rpartition(")")[2].split()[1]) == pid:
+                children.append(int(stat.parent.name))
+        except (FileNotFoundError, ProcessLookupError, ValueError):
+            continue
+    return children
 
 
 def _run(stack: Stack, command: list[str], what: str, cwd: Path = REPO_ROOT) -> None:
@@ -159,6 +200,7 @@ def local_stack(archive: Path, model_steps: int, endpoint_workers: int) -> Itera
             endpoint_url=endpoint_url(endpoint_port),
             aws=client_environment(aws_port),
             keys=[],
+            server_pid=server.pid,
         )
         print("setting up the local stack:")
         stage = [sys.executable, "-m", "training_job", "stage", "--bucket", stack.bucket]
@@ -166,6 +208,7 @@ def local_stack(archive: Path, model_steps: int, endpoint_workers: int) -> Itera
         _step("stage the data", lambda: _run(stack, stage, "training_job stage"))
         _step("train a quick model", lambda: _put_quick_model(stack, archive, model_steps))
         state_dir = work / "endpoints"
+        stack.endpoint_pid_file = state_dir / f"{stack.endpoint_name}.pid"
         deploy = [sys.executable, "-m", "training_job", "deploy", "--mode", "local"]
         deploy += ["--endpoint-name", stack.endpoint_name, "--state-dir", str(state_dir)]
         start = [*deploy, "--bucket", stack.bucket, "--port", str(endpoint_port)]
@@ -227,14 +270,6 @@ def _put_quick_model(stack: Stack, archive: Path, steps: int) -> None:
 
 
 @dataclass
-class Execution:
-    client_seconds: float  # StartExecution sent -> terminal status seen
-    server_seconds: float  # ExecutionStarted -> the last event, from the history
-    task_seconds: float  # sum over Task states of TaskScheduled -> TaskSucceeded/TaskFailed
-    status: str
-
-
-@dataclass
 class Row:
     name: str
     concurrency: int
@@ -245,6 +280,8 @@ class Row:
     task_seconds: float = 0.0  # summed over executions
     endpoint_seconds: float = 0.0  # summed over the endpoint's requests in the run
     failures: int = 0  # executions that ended in neither SUCCEEDED nor the gate's error
+    cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds by process, in the run
+    polls: int = 0  # DescribeExecution calls
 
     @property
     def per_second(self) -> float:
@@ -254,6 +291,12 @@ class Row:
 def percentile(values: list[float], share: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
+
+def execution_of(events: list[dict[str, Any]]) -> tuple[float, float]:
+    """(ExecutionStarted -> last event, time inside Task states) from an execution history."""
+    server = (events[-1]["timestamp"] - events[0]["timestamp"]).total_seconds()
+    return server, task_seconds_of(events)
 
 
 def task_seconds_of(events: list[dict[str, Any]]) -> float:
@@ -274,44 +317,56 @@ def run_workflow(stack: Stack, concurrency: int, executions: int) -> Row:
     machine = next(m["stateMachineArn"] for m in machines if m["name"] == STATE_MACHINE)
     run_id = uuid.uuid4().hex[:8]
     bar = tqdm(total=executions, desc=f"workflow x{concurrency}", unit="exec", leave=False)
+    recent: list[float] = [0.0]  # server-side durations of finished executions
+    polls = 0
 
-    def one(index: int) -> Execution:
+    def one(index: int) -> tuple[str, float, str]:
+        nonlocal polls
         key = stack.keys[index % len(stack.keys)]
         event = {"image_data": "", "s3_bucket": stack.bucket, "s3_key": key, "inferences": []}
         sent = time.perf_counter()
         arn = sfn.start_execution(
             stateMachineArn=machine, name=f"bench-{run_id}-{index}", input=json.dumps(event)
         )["executionArn"]
-        while (described := sfn.describe_execution(executionArn=arn))["status"] not in TERMINAL:
+        # The engine is one process that also answers the polls: the first poll waits for
+        # most of the typical duration, so polling does not become the load measured.
+        time.sleep(FIRST_POLL_SHARE * statistics.median(recent[-50:]))
+        while True:
+            described = sfn.describe_execution(executionArn=arn)
+            polls += 1
+            if described["status"] in TERMINAL:
+                break
             time.sleep(POLL_SECONDS)
         seen = time.perf_counter() - sent
-        events = sfn.get_execution_history(executionArn=arn, maxResults=1000)["events"]
+        recent.append((described["stopDate"] - described["startDate"]).total_seconds())
         bar.update(1)
-        return Execution(
-            client_seconds=seen,
-            server_seconds=(events[-1]["timestamp"] - events[0]["timestamp"]).total_seconds(),
-            task_seconds=task_seconds_of(events),
-            status=described["status"] + ":" + str(described.get("error", "")),
-        )
+        return arn, seen, described["status"] + ":" + str(described.get("error", ""))
 
-    endpoint_before = stack.endpoint_latency()
+    endpoint_before, cpu_before = stack.endpoint_latency(), stack.cpu_seconds()
     started = time.perf_counter()
     with ThreadPoolExecutor(concurrency) as pool:
-        results = list(pool.map(one, range(executions)))
+        finished = list(pool.map(one, range(executions)))
     wall = time.perf_counter() - started
-    endpoint_after = stack.endpoint_latency()
+    endpoint_after, cpu_after = stack.endpoint_latency(), stack.cpu_seconds()
     bar.close()
+    # Histories are read after the timed window: reading them is the benchmark's work.
+    results = [
+        execution_of(sfn.get_execution_history(executionArn=arn, maxResults=1000)["events"])
+        for arn, _, _ in finished
+    ]
     ok = ("SUCCEEDED:", "FAILED:THRESHOLD_CONFIDENCE_NOT_MET")
     return Row(
         name="workflow (Step Functions + Lambda)",
         concurrency=concurrency,
         executions=executions,
         wall_seconds=wall,
-        client_latencies=[r.client_seconds for r in results],
-        server_latencies=[r.server_seconds for r in results],
-        task_seconds=sum(r.task_seconds for r in results),
+        client_latencies=[seen for _, seen, _ in finished],
+        server_latencies=[server for server, _ in results],
+        task_seconds=sum(tasks for _, tasks in results),
         endpoint_seconds=endpoint_after[0] - endpoint_before[0],
-        failures=sum(1 for r in results if not r.status.startswith(ok)),
+        failures=sum(1 for _, _, status in finished if not status.startswith(ok)),
+        cpu={name: cpu_after[name] - cpu_before[name] for name in cpu_after},
+        polls=polls,
     )
 
 
@@ -360,14 +415,15 @@ def run_reference(stack: Stack, concurrency: int, executions: int) -> Row:
         bar.update(1)
         return time.perf_counter() - sent
 
-    with handler_environment(stack):
+    # The handlers log a JSON line per call on stdout; the table is what this prints.
+    with handler_environment(stack), redirect_stdout(open(os.devnull, "w")):
         one(0)  # the clients are created on the first call, as in a warm container
-        endpoint_before = stack.endpoint_latency()
+        endpoint_before, cpu_before = stack.endpoint_latency(), stack.cpu_seconds()
         started = time.perf_counter()
         with ThreadPoolExecutor(concurrency) as pool:
             latencies = list(pool.map(one, range(executions)))
         wall = time.perf_counter() - started
-        endpoint_after = stack.endpoint_latency()
+        endpoint_after, cpu_after = stack.endpoint_latency(), stack.cpu_seconds()
     bar.close()
     return Row(
         name="reference (handlers in-process)",
@@ -378,6 +434,7 @@ def run_reference(stack: Stack, concurrency: int, executions: int) -> Row:
         server_latencies=latencies,
         endpoint_seconds=endpoint_after[0] - endpoint_before[0],
         failures=failures,
+        cpu={name: cpu_after[name] - cpu_before[name] for name in cpu_after},
     )
 
 
@@ -393,9 +450,9 @@ def table(rows: list[Row]) -> str:
     header = (
         "| run | concurrency | executions | exec/s | p50 ms (client) | p99 ms (client) "
         "| p50 ms (server) | p99 ms (server) | endpoint | handlers + Lambda | engine "
-        "| vs reference |"
+        "| vs reference | CPU ms/exec: engine / Lambda / endpoint / client | polls/exec |"
     )
-    lines = [header, "|" + " --- |" * 2 + " ---: |" * 10]
+    lines = [header, "|" + " --- |" * 2 + " ---: |" * 12]
     reference = {row.concurrency: row for row in rows if row.name.startswith("reference")}
     for row in rows:
         ms = [
@@ -414,12 +471,16 @@ def table(rows: list[Row]) -> str:
         else:
             endpoint = min(row.endpoint_seconds, total)
             shares = [f"{endpoint / total:.0%}", f"{(total - endpoint) / total:.0%}", "-"]
+        cpu = " / ".join(
+            f"{1000 * row.cpu.get(name, 0.0) / row.executions:.1f}"
+            for name in ("engine", "lambda", "endpoint", "client")
+        )
         floor = reference.get(row.concurrency)
         ratio = f"{row.per_second / floor.per_second:.2f}x" if floor else "-"
         lines.append(
             f"| {row.name} | {row.concurrency} | {row.executions} | {row.per_second:.1f} | "
             + " | ".join(f"{value:.0f}" for value in ms)
-            + f" | {' | '.join(shares)} | {ratio} |"
+            + f" | {' | '.join(shares)} | {ratio} | {cpu} | {row.polls / row.executions:.1f} |"
         )
     return "\n".join(lines)
 

@@ -56,7 +56,9 @@ from typing import IO, Any
 BOOTSTRAP = Path(__file__).resolve().parent / "lambda_runtime" / "bootstrap.py"
 CACHE_DIR_VARIABLE = "LOCAL_AWS_LAMBDA_CACHE"
 SERVER_URL_VARIABLE = "LOCAL_AWS_ENDPOINT_URL"
-IDLE_WORKERS_PER_FUNCTION = 4  # warm workers kept per function version; more are started on demand
+# Warm workers kept per function version (more are started on demand): enough for 16
+# concurrent executions without a cold start each, as Lambda keeps environments for minutes.
+IDLE_WORKERS_PER_FUNCTION = 16
 INIT_TIMEOUT_SECONDS = 10.0  # Lambda's limit on the init phase (imports) of a function
 MAX_UNZIPPED_BYTES = 250 * 1024 * 1024  # Lambda's limit on an unzipped deployment package
 MAX_REQUEST_BYTES = 6 * 1024 * 1024  # Lambda's limit on a synchronous request payload

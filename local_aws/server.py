@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -54,6 +55,76 @@ def client_environment(
     }
 
 
+def cache_moto_module_list() -> None:
+    """Speed: moto's dispatcher lists its own package folder (a listdir and ~190 stats)
+    twice per request, holding the lock every request passes through, so under load the
+    requests queue behind it. The folders cannot change while the server runs."""
+    import functools
+
+    from moto import backends
+
+    modules = tuple(backends.list_of_moto_modules())
+    backends.list_of_moto_modules = functools.cache(lambda: modules)
+
+
+def reuse_step_functions_lambda_clients() -> None:
+    """Speed: moto's Step Functions interpreter builds a new boto3 client, and so a new
+    connection and server thread, for every Lambda task; one client per region, reused
+    (botocore clients are thread-safe), keeps its connections alive."""
+    import threading
+
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task import (
+        lambda_eval_utils,
+    )
+
+    create = lambda_eval_utils.boto_client_for
+    clients: dict[tuple[str, str], Any] = {}
+    lock = threading.Lock()
+
+    def boto_client_for(region: str, service: str, state_credentials: Any = None) -> Any:
+        # The interpreter signs with fixed dummy keys whatever the credentials: one client
+        # per region and service serves every execution.
+        with lock:
+            client = clients.get((region, service))
+            if client is None:
+                client = clients[(region, service)] = create(region, service, state_credentials)
+            return client
+
+    lambda_eval_utils.boto_client_for = boto_client_for
+
+
+def reuse_parsed_state_machines() -> None:
+    """Speed: moto parses the state machine's definition (an ANTLR grammar in pure Python)
+    on every execution, the largest part of the engine's own CPU per execution. Parse once
+    per definition; each execution gets its own deep copy of the components, as before."""
+    import copy
+    import functools
+
+    from moto.stepfunctions.parser.asl.parse.asl_parser import AmazonStateLanguageParser
+    from moto.stepfunctions.parser.backend.execution_worker import ExecutionWorker
+
+    @functools.lru_cache(maxsize=64)
+    def parsed(definition: str) -> Any:
+        return AmazonStateLanguageParser.parse(definition)[0]
+
+    def evaluation_entrypoint(self: ExecutionWorker) -> Any:
+        definition = self._evaluation_details.state_machine_details.definition
+        try:
+            return copy.deepcopy(parsed(definition))
+        except (TypeError, copy.Error):  # a component that cannot be copied: parse afresh
+            return AmazonStateLanguageParser.parse(definition)[0]
+
+    ExecutionWorker._get_evaluation_entrypoint = evaluation_entrypoint  # type: ignore[method-assign]
+
+
+# Changes for speed only: what the emulator answers stays the same.
+PERFORMANCE_PATCHES: list[Callable[[], None]] = [
+    cache_moto_module_list,
+    reuse_step_functions_lambda_clients,
+    reuse_parsed_state_machines,
+]
+
+
 def configure_moto() -> None:
     """Run state machines for real and keep Lambda off Docker (no engine here)."""
     from moto.core.config import default_user_config
@@ -61,7 +132,7 @@ def configure_moto() -> None:
     default_user_config["stepfunctions"] = {"execute_state_machine": True}
     default_user_config["lambda"] = {"use_docker": False}
     default_user_config["batch"] = {"use_docker": False}
-    for patch in EMULATOR_PATCHES:
+    for patch in [*EMULATOR_PATCHES, *PERFORMANCE_PATCHES]:
         patch()
 
 

@@ -272,9 +272,16 @@ def publish_parameter(name: str, endpoint_name: str) -> None:
     print(f"published {endpoint_name} as SSM parameter {name}")
 
 
-def delete_parameter(name: str) -> None:
+def delete_parameter(name: str, endpoint_name: str) -> None:
+    """Remove the parameter only while it still names this endpoint: after a blue/green
+    rollout it names the new one, which the workflow must keep using."""
+    ssm = boto3.client("ssm")
     try:
-        boto3.client("ssm").delete_parameter(Name=name)
+        current = ssm.get_parameter(Name=name)["Parameter"]["Value"]
+        if current != endpoint_name:
+            print(f"kept SSM parameter {name}: it names {current}, not {endpoint_name}")
+            return
+        ssm.delete_parameter(Name=name)
     except ClientError as error:
         if error.response["Error"]["Code"] != "ParameterNotFound":
             raise
@@ -440,7 +447,7 @@ def delete_sagemaker(args: argparse.Namespace) -> int:
         sm.delete_endpoint_config(EndpointConfigName=config_name)
         for variant in described["ProductionVariants"]:
             _ignore_missing(sm.delete_model, ModelName=variant["ModelName"])
-    delete_parameter(args.parameter_name)
+    delete_parameter(args.parameter_name, name)
     print(f"deleted endpoint {name}, its configuration, model, autoscaling and parameter")
     return 0
 
@@ -552,5 +559,5 @@ def stop_local(state_dir: Path, endpoint_name: str, parameter_name: str) -> int:
             print(f"local endpoint {endpoint_name} stopped")
     _pid_file(state_dir, endpoint_name).unlink(missing_ok=True)
     if "AWS_ENDPOINT_URL" in os.environ:
-        delete_parameter(parameter_name)
+        delete_parameter(parameter_name, endpoint_name)
     return 0

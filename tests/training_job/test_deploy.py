@@ -288,3 +288,19 @@ def test_unreadable_archives_are_refused(tmp_path: Path, content: bytes) -> None
     with pytest.raises(deploy.DeployError, match="not a readable"):
         deploy.extract_model(archive, tmp_path / "model")
     assert not (tmp_path / "model").exists()
+
+
+def test_deleting_the_old_endpoint_after_a_blue_green_rollout_keeps_the_new_name(
+    bucket: str, unique_name: str
+) -> None:
+    parameter = f"/t/{unique_name}"
+    blue, green = f"blue-{unique_name}", f"green-{unique_name}"
+    for endpoint in (blue, green):  # green publishes last: the workflow now invokes it
+        create = ["deploy", "--mode", "sagemaker", "--bucket", bucket, "--role", ROLE]
+        assert main([*create, "--endpoint-name", endpoint, "--parameter-name", parameter]) == 0
+    delete = ["deploy", "--mode", "sagemaker", "--delete", "--parameter-name", parameter]
+    assert main([*delete, "--endpoint-name", blue]) == 0
+    assert boto3.client("ssm").get_parameter(Name=parameter)["Parameter"]["Value"] == green
+    assert main([*delete, "--endpoint-name", green]) == 0
+    with pytest.raises(ClientError, match="ParameterNotFound"):
+        boto3.client("ssm").get_parameter(Name=parameter)

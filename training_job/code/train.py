@@ -202,6 +202,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="average predictions over each image and its mirror (test-time augmentation)",
     )
     add(
+        "calibrate",
+        type=boolean,
+        default=True,
+        help="fit the softmax temperature on the validation split (minimum log loss), so "
+        "the served probabilities are calibrated; false keeps temperature 1",
+    )
+    add(
         "val-fraction",
         type=fraction,
         default=0.1,
@@ -270,6 +277,7 @@ class Hyperparameters:
     widths: list[int]
     members: int
     tta_flip: bool
+    calibrate: bool
     val_fraction: float
     seed: int
     classes: list[str] = field(default_factory=lambda: ["bicycle", "motorcycle"])
@@ -557,6 +565,21 @@ def update_average(averaged: nn.Module, net: nn.Module, decay: float) -> None:
                 mean.copy_(current)
 
 
+def fit_temperature(net: model_lib.Net, val_x: torch.Tensor, val_labels: np.ndarray) -> float:
+    """The softmax temperature with the least log loss on the validation split."""
+    net.temperature = 1.0
+    net.eval()
+    with torch.no_grad():
+        logits = net(val_x).double()
+    labels = torch.from_numpy(val_labels)
+    candidates = np.geomspace(0.02, 5.0, 281)
+    losses = [
+        float(nn.functional.cross_entropy(logits / temperature, labels))
+        for temperature in candidates
+    ]
+    return float(candidates[int(np.argmin(losses))])
+
+
 # --- evaluation ------------------------------------------------------------------------
 
 
@@ -709,10 +732,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     started = time.monotonic()
     net, config, history = fit(hp, train, val, device, lambda line: print(line, flush=True))
+    val_x = model_lib.to_tensor(val.images, config)
+    if hp.calibrate:
+        net.temperature = config["temperature"] = fit_temperature(net, val_x, val.labels)
+        print(f"temperature {net.temperature:.4f} (fit on validation)", flush=True)
     training_seconds = time.monotonic() - started
 
     test_x = model_lib.to_tensor(test.images, config)
-    val_x = model_lib.to_tensor(val.images, config)
     test_metrics = classification_metrics(predict(net, test_x).numpy(), test.labels, hp.classes)
     val_metrics = classification_metrics(predict(net, val_x).numpy(), val.labels, hp.classes)
     metrics: dict[str, Any] = {
@@ -723,6 +749,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "expected_calibration_error": test_metrics["expected_calibration_error"],
         "val_expected_calibration_error": val_metrics["expected_calibration_error"],
         "val_per_class": val_metrics["per_class"],
+        "temperature": config["temperature"],
         "training_seconds": training_seconds,
         "seed": hp.seed,
         "git_commit": os.environ.get("SCONES_GIT_COMMIT") or "unknown",

@@ -37,6 +37,7 @@ METRIC_FIELDS = {
     "hyperparameters",
     "classes",
     "counts",
+    "temperature",
 }
 
 
@@ -112,6 +113,9 @@ def test_metrics_json_has_every_field_and_is_copied_to_the_output_dir(trained: A
         assert set(metrics["per_class"][name]) >= {"precision", "recall", "f1"}
     assert 0 <= metrics["expected_calibration_error"] <= 1
     assert metrics["training_seconds"] > 0
+    config = json.loads((root / "model" / "model.json").read_text())
+    assert config["temperature"] == metrics["temperature"]
+    assert 0.02 <= metrics["temperature"] <= 5.0  # fit on validation, within its grid
     copied = root / "output" / "data" / "metrics.json"
     assert copied.read_text() == (root / "model" / "metrics.json").read_text()
 
