@@ -49,6 +49,30 @@ def test_each_upload_under_incoming_starts_exactly_one_execution(
         assert wait_for_execution(sfn, str(execution["executionArn"]))["status"] == "SUCCEEDED"
 
 
+def test_a_scheduled_rule_beside_the_trigger_neither_matches_uploads_nor_blocks_them(
+    deployed_project: Path, workflow_aws: LocalAws, unique_name: str
+) -> None:
+    events = workflow_aws.client("events")
+    rule = f"hourly-{unique_name}"
+    events.put_rule(Name=rule, ScheduleExpression="rate(1 hour)")
+    events.put_targets(
+        Rule=rule,
+        Targets=[{"Id": "monitor", "Arn": "arn:aws:lambda:us-east-1:123456789012:function:m"}],
+    )
+    try:
+        key = f"incoming/{unique_name}.png"
+        workflow_aws.client("s3").put_object(Bucket=IMAGES_BUCKET, Key=key, Body=b"xx")
+        deadline = time.monotonic() + 30
+        while not executions_for(workflow_aws, {key}):
+            assert time.monotonic() < deadline, "the scheduled rule kept the upload from starting"
+            time.sleep(0.2)
+        time.sleep(1.0)
+        assert len(executions_for(workflow_aws, {key})) == 1
+    finally:
+        events.remove_targets(Rule=rule, Ids=["monitor"])
+        events.delete_rule(Name=rule)
+
+
 def test_the_input_transformer_quotes_strings_outside_quotes_and_escapes_inside() -> None:
     event = {"detail": {"bucket": {"name": "b"}, "object": {"key": 'in "q".png'}}}
     paths = {"bucket": "$.detail.bucket.name", "key": "$.detail.object.key"}
