@@ -126,9 +126,11 @@ class Net(nn.Module):
         members: int = 1,
         tta_flip: bool = True,
         temperature: float = 1.0,
+        tta_translate: bool = False,
     ) -> None:
         super().__init__()
         self.tta_flip = tta_flip
+        self.tta_translate = tta_translate
         self.temperature = temperature
         self.members = nn.ModuleList(Member(num_classes, widths) for _ in range(members))
 
@@ -145,12 +147,24 @@ class Net(nn.Module):
         embeddings side by side."""
         return torch.cat([member.embed(x) for member in self.members], dim=1)  # type: ignore[operator]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def views_logits(self, x: torch.Tensor) -> torch.Tensor:
         logits = self.member_logits(x).mean(0)
-        if self.training:
-            return logits
         if self.tta_flip:
             logits = (logits + self.member_logits(x.flip(-1)).mean(0)) / 2
+        return logits
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            return self.member_logits(x).mean(0)
+        logits = self.views_logits(x)
+        if self.tta_translate:
+            # airbench's translation TTA: the image (with its mirror) weighs half, and the
+            # image shifted one pixel up-left and one down-right (reflect padding) a quarter each.
+            padded = nn.functional.pad(x, (1, 1, 1, 1), mode="reflect")
+            shifted = self.views_logits(padded[..., :-2, :-2]) + self.views_logits(
+                padded[..., 2:, 2:]
+            )
+            logits = (logits + shifted / 2) / 2
         return logits / self.temperature
 
 
@@ -163,6 +177,8 @@ def build_model(config: dict[str, Any]) -> Net:
         members=int(config.get("members", 1)),
         tta_flip=bool(config.get("tta_flip", True)),
         temperature=float(config.get("temperature", 1.0)),
+        # Absent from model dirs written before the option existed: they used no shifts.
+        tta_translate=bool(config.get("tta_translate", False)),
     )
 
 
@@ -172,6 +188,7 @@ def default_config(classes: list[str], mean: list[float], std: list[float]) -> d
         "widths": [32, 128, 128],
         "members": 3,
         "tta_flip": True,
+        "tta_translate": False,
         "temperature": 1.0,
         "classes": classes,
         "mean": mean,

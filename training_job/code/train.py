@@ -175,6 +175,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         help="side of a random square erased from each training image, in pixels; 0 turns it off",
     )
+    add(
+        "mixup",
+        type=non_negative_float,
+        default=0.0,
+        help="mixup: each batch is blended with a shuffled copy of itself, with a weight "
+        "drawn from Beta(MIXUP, MIXUP), and learns both labels in that proportion; "
+        "0 turns it off",
+    )
     add("flip", type=boolean, default=True, help="random horizontal flip augmentation")
     add(
         "ema",
@@ -200,6 +208,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=boolean,
         default=True,
         help="average predictions over each image and its mirror (test-time augmentation)",
+    )
+    add(
+        "tta-translate",
+        type=boolean,
+        default=False,
+        help="also average over the image shifted one pixel up-left and one down-right "
+        "(with their mirrors when --tta-flip): 3x the inference cost",
     )
     add(
         "calibrate",
@@ -272,11 +287,13 @@ class Hyperparameters:
     label_smoothing: float
     translate: int
     cutout: int
+    mixup: float
     flip: bool
     ema: float
     widths: list[int]
     members: int
     tta_flip: bool
+    tta_translate: bool
     calibrate: bool
     val_fraction: float
     seed: int
@@ -468,9 +485,15 @@ def fit(
     """Train on `train`, watching `val`; returns the final net, its config, the history."""
     seed_everything(hp.seed)
     generator = torch.Generator().manual_seed(hp.seed)
+    mixup_rng = np.random.default_rng(hp.seed)
     pixels = train.images.reshape(-1, 3) / 255.0
     config = model_lib.default_config(hp.classes, pixels.mean(0).tolist(), pixels.std(0).tolist())
-    config.update(widths=list(hp.widths), members=hp.members, tta_flip=hp.tta_flip)
+    config.update(
+        widths=list(hp.widths),
+        members=hp.members,
+        tta_flip=hp.tta_flip,
+        tta_translate=hp.tta_translate,
+    )
     net = model_lib.build_model(config)
     train_x = model_lib.to_tensor(train.images, config)
     net.init_whitening(train_x)
@@ -520,10 +543,21 @@ def fit(
                 device, memory_format=torch.channels_last
             )
             target = labels[start : start + hp.batch_size].to(device)
+            weight, partner = 1.0, target
+            if hp.mixup:
+                weight = float(mixup_rng.beta(hp.mixup, hp.mixup))
+                shuffled = torch.randperm(len(batch), generator=generator).to(device)
+                batch = weight * batch + (1 - weight) * batch[shuffled]
+                partner = target[shuffled]
             member_logits = net.member_logits(batch)
             # Each member learns from its own loss, as if trained alone; the sum keeps
             # every member's gradient the size it would have alone.
-            loss = torch.stack([loss_fn(logits, target) for logits in member_logits]).sum()
+            loss = torch.stack(
+                [
+                    weight * loss_fn(logits, target) + (1 - weight) * loss_fn(logits, partner)
+                    for logits in member_logits
+                ]
+            ).sum()
             logits = member_logits.mean(0)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -1,0 +1,84 @@
+"""model.py's evaluation-time behaviour: test-time augmentation and its config keys."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import model as model_lib
+import pytest
+import torch
+from torch import nn
+
+
+def small_config(**overrides: object) -> dict[str, object]:
+    config = model_lib.default_config(["bicycle", "motorcycle"], [0.5] * 3, [0.25] * 3)
+    config.update(widths=[4, 8, 8], members=2, **overrides)
+    return config
+
+
+def random_net(config: dict[str, object]) -> model_lib.Net:
+    torch.manual_seed(0)
+    net = model_lib.build_model(config)
+    net.init_whitening(torch.randn(8, 3, 32, 32))
+    return net.eval()
+
+
+def mean_logits(net: model_lib.Net, x: torch.Tensor) -> torch.Tensor:
+    return net.member_logits(x).mean(0)
+
+
+def test_translate_tta_weighs_the_image_half_and_each_shift_a_quarter() -> None:
+    net = random_net(small_config(tta_translate=True, temperature=0.5))
+    x = torch.randn(3, 3, 32, 32)
+    padded = nn.functional.pad(x, (1, 1, 1, 1), mode="reflect")
+    views = [x, padded[..., :-2, :-2], padded[..., 2:, 2:]]
+    flipped = [(mean_logits(net, v) + mean_logits(net, v.flip(-1))) / 2 for v in views]
+    expected = (flipped[0] / 2 + flipped[1] / 4 + flipped[2] / 4) / 0.5
+    with torch.no_grad():
+        assert torch.allclose(net(x), expected, atol=1e-6)
+
+
+def test_translate_tta_without_flip_uses_the_unmirrored_views_only() -> None:
+    net = random_net(small_config(tta_translate=True, tta_flip=False))
+    x = torch.randn(2, 3, 32, 32)
+    padded = nn.functional.pad(x, (1, 1, 1, 1), mode="reflect")
+    with torch.no_grad():
+        expected = (
+            mean_logits(net, x) / 2
+            + mean_logits(net, padded[..., :-2, :-2]) / 4
+            + mean_logits(net, padded[..., 2:, 2:]) / 4
+        )
+        assert torch.allclose(net(x), expected, atol=1e-6)
+
+
+def test_training_mode_ignores_test_time_augmentation_and_temperature() -> None:
+    net = random_net(small_config(tta_translate=True, temperature=0.1)).train()
+    x = torch.randn(4, 3, 32, 32)
+    assert torch.equal(net(x), mean_logits(net, x))
+
+
+def test_a_model_dir_written_before_translate_tta_existed_loads_without_it(
+    tmp_path: Path,
+) -> None:
+    config = small_config()
+    del config["tta_translate"]
+    net = random_net(config)
+    model_lib.save_model(net, config, tmp_path)
+    loaded, _ = model_lib.load_model(tmp_path)
+    assert loaded.tta_translate is False
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), net(x))
+
+
+@pytest.mark.parametrize("tta_translate", [False, True])
+def test_save_and_load_keep_the_tta_setting_and_the_predictions(
+    tta_translate: bool, tmp_path: Path
+) -> None:
+    net = random_net(small_config(tta_translate=tta_translate, temperature=0.7))
+    model_lib.save_model(net, small_config(tta_translate=tta_translate, temperature=0.7), tmp_path)
+    loaded, config = model_lib.load_model(tmp_path)
+    assert config["tta_translate"] is tta_translate and loaded.tta_translate is tta_translate
+    x = torch.randn(5, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), net(x))
