@@ -269,6 +269,15 @@ class Demo:
             "endpoint_requests_per_second": round(throughput, 1),
             "monitoring_windows": monitoring["windows"],
             "alerting_windows": monitoring["alerting_windows"],
+            "drift_verdicts": [
+                {
+                    "window": window["index"],
+                    "records": window["records"],
+                    "alert": window["alert"],
+                    "alerting_tests": [f["test"] for f in window["findings"] if f["alert"]],
+                }
+                for window in monitoring["window_results"]
+            ],
             "report": monitoring["report"],
             "seconds": round(time.monotonic() - began, 1),
             "step_seconds": self.seconds,
@@ -287,14 +296,23 @@ def print_summary(summary: dict[str, Any]) -> None:
         ("passed the gate", f"{summary['passed']}"),
         ("stopped (< threshold)", f"{summary['stopped_by_threshold']}"),
         ("accuracy past the gate", "n/a" if gate is None else f"{gate:.3f}"),
-        ("endpoint throughput", f"{summary['endpoint_requests_per_second']} requests/s"),
+        ("endpoint (8 clients)", f"{summary['endpoint_requests_per_second']} requests/s"),
         (
             "drift",
             f"{summary['alerting_windows']} of {summary['monitoring_windows']} windows alerting",
+        ),
+        *(
+            (
+                f"  window {verdict['window']} ({verdict['records']} records)",
+                "ALERT: " + ", ".join(verdict["alerting_tests"])
+                if verdict["alert"]
+                else "no drift",
+            )
+            for verdict in summary["drift_verdicts"]
         ),
         ("report", summary["report"]),
         ("total time", f"{summary['seconds']:.0f} s"),
     ]
     print("\n==> summary")
     for name, value in lines:
-        print(f"    {name:<24}{value}")
+        print(f"    {name:<28}{value}")

@@ -228,7 +228,7 @@ def run(args: argparse.Namespace) -> int:
             args.concurrency,
             args.timeout,
             args.limit,
-            progress=not args.json,
+            progress=sys.stderr.isatty() or not args.json,  # the bar goes to stderr
         )
     except EvaluationError as error:
         print(f"error: {error}", file=sys.stderr)

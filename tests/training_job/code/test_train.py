@@ -151,13 +151,16 @@ def test_load_model_round_trip_reproduces_the_reported_test_metrics(
     assert first.embed(batch).shape == (20, 2 * 16)  # two members' embeddings
 
 
+@pytest.mark.parametrize(
+    "extra", [[], ["--mixup", "0.4", "--tta-translate", "true"]], ids=["defaults", "mixup"]
+)
 def test_the_same_seed_gives_identical_weights_and_metrics(
-    staged_sample: dict[str, Path], tmp_path: Path
+    extra: list[str], staged_sample: dict[str, Path], tmp_path: Path
 ) -> None:
     runs = []
     for name in ("one", "two"):
         env = sagemaker_env(staged_sample, tmp_path / name)
-        run_train(env, *TINY, "--seed", "7")
+        run_train(env, *TINY, *extra, "--seed", "7")
         model_dir = tmp_path / name / "model"
         metrics = json.loads((model_dir / "metrics.json").read_text())
         state = torch.load(model_dir / "model.pth", weights_only=True)
@@ -169,6 +172,9 @@ def test_the_same_seed_gives_identical_weights_and_metrics(
     assert first_metrics == second_metrics
     assert first_state.keys() == second_state.keys()
     assert all(torch.equal(first_state[key], second_state[key]) for key in first_state)
+    config = json.loads((tmp_path / "one" / "model" / "model.json").read_text())
+    assert config["tta_translate"] is ("--tta-translate" in extra)
+    assert first_metrics["hyperparameters"]["mixup"] == (0.4 if extra else 0.0)
 
 
 def test_a_missing_channel_fails_with_a_clear_message_and_writes_nothing(
@@ -199,6 +205,9 @@ def test_a_missing_channel_fails_with_a_clear_message_and_writes_nothing(
         (["--classes", "bicycle,bicycle"], "--classes: must be two or more distinct"),
         (["--widths", "8,16"], "--widths: must be three"),
         (["--flip", "maybe"], "--flip: must be true or false"),
+        (["--tta-translate", "sometimes"], "--tta-translate/--tta_translate: must be true or"),
+        (["--mixup", "-0.5"], "--mixup: must be a finite number >= 0"),
+        (["--mixup", "inf"], "--mixup: must be a finite number >= 0"),
         (["--no-such-option", "1"], "unrecognized arguments"),
     ],
 )
