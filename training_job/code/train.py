@@ -718,7 +718,7 @@ def write_monitoring_baseline(
     Loaded by path, not `import profile`, which would find the standard library's
     profiler whenever our file is absent.
     """
-    path = CODE_DIR / "profile.py"
+    path = CODE_DIR / "baseline_profile.py"
     if not path.is_file():
         return False
     spec = importlib.util.spec_from_file_location("scones_profile", path)

@@ -1,7 +1,7 @@
 """The baseline profile: where it lives in S3, loading it, and rebuilding it.
 
 Training writes `baseline.json` and `baseline_embeddings.npy` into the model directory
-(so inside `model.tar.gz`, see training_job/code/profile.py). `monitor baseline` also puts
+(so inside `model.tar.gz`, see training_job/code/baseline_profile.py). `monitor baseline` also puts
 them beside the artifact (`models/<job>/output/baseline.json`), where the scheduled
 Lambda reads them without unpacking the model; for a model trained without a profile it
 rebuilds one first.

@@ -137,20 +137,48 @@ def _squared_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 class EmbeddingDetector:
     """Maximum mean discrepancy between baseline and window embeddings (Gretton et al.,
     2012), RBF kernel whose bandwidth is the median baseline distance (fixed at fit, so
-    every window is measured with the same kernel), p-value from `permutations` random
-    relabellings of the pooled sample, computed as one matrix product."""
+    every window is measured with the same kernel), p-value from up to `permutations`
+    random relabellings of the pooled sample, computed as one matrix product per chunk.
+
+    `dimensions` compares only the baseline's first columns (the first ensemble members'
+    share, see embedding.py). Permuting stops early by Besag & Clifford's (1991) sequential
+    rule once `stop_after` relabellings have reached the observed statistic: after L
+    relabellings with h exceedances the p-value h / L is exact, and a window that drifted
+    (few exceedances) still gets every permutation, so only windows far from an alert get
+    cheaper. `stop_after=None` always runs every permutation."""
 
     name = "embedding"
 
-    def __init__(self, permutations: int = 2000, seed: int = 0, chunk: int = 250) -> None:
+    def __init__(
+        self,
+        permutations: int = 2000,
+        seed: int = 0,
+        chunk: int = 250,
+        dimensions: int | None = None,
+        stop_after: int | None = 20,
+    ) -> None:
         if permutations < 1:
             raise ValueError("permutations must be at least 1")
+        if dimensions is not None and dimensions < 1:
+            raise ValueError("dimensions must be at least 1")
+        if stop_after is not None and stop_after < 1:
+            raise ValueError("stop_after must be at least 1")
         self.permutations = permutations
         self.seed = seed
         self.chunk = chunk
+        self.dimensions = dimensions
+        self.stop_after = stop_after
 
     def fit(self, baseline: Baseline) -> EmbeddingDetector:
-        self.reference = np.asarray(baseline.embeddings, dtype=np.float64)
+        reference = np.asarray(baseline.embeddings, dtype=np.float64)
+        if self.dimensions is not None:
+            if self.dimensions > reference.shape[1]:
+                raise ValueError(
+                    f"the baseline embeddings have {reference.shape[1]} dimensions, fewer "
+                    f"than the {self.dimensions} asked for: another model?"
+                )
+            reference = reference[:, : self.dimensions]
+        self.reference = reference
         squared = _squared_distances(self.reference, self.reference)
         upper = squared[np.triu_indices(len(self.reference), k=1)]
         median = float(np.median(upper[upper > 0])) if (upper > 0).any() else 1.0
@@ -177,14 +205,21 @@ class EmbeddingDetector:
         kernel = np.block([[self.kernel_xx, kernel_xy], [kernel_xy.T, kernel_yy]])
         signs = np.concatenate([np.full(n, 1.0 / n), np.full(m, -1.0 / m)])
         statistic = float(self.mmd_squared(kernel, signs[None, :])[0])
+        return [_finding(self.name, "mmd", statistic, self._p_value(kernel, signs, statistic))]
+
+    def _p_value(self, kernel: np.ndarray, signs: np.ndarray, statistic: float) -> float:
         rng = np.random.default_rng(self.seed)
         exceed = 0
         for start in range(0, self.permutations, self.chunk):
             count = min(self.chunk, self.permutations - start)
-            weights = np.stack([rng.permutation(signs) for _ in range(count)])
-            exceed += int((self.mmd_squared(kernel, weights) >= statistic).sum())
-        p_value = (exceed + 1) / (self.permutations + 1)
-        return [_finding(self.name, "mmd", statistic, p_value)]
+            weights = rng.permuted(np.tile(signs, (count, 1)), axis=1)
+            hits = self.mmd_squared(kernel, weights) >= statistic
+            if self.stop_after is not None and exceed + int(hits.sum()) >= self.stop_after:
+                # The relabelling that brought the stop_after-th exceedance ends the test.
+                done = start + int(np.argmax(np.cumsum(hits) >= self.stop_after - exceed)) + 1
+                return self.stop_after / done
+            exceed += int(hits.sum())
+        return (exceed + 1) / (self.permutations + 1)
 
 
 class ClassMixDetector:
@@ -272,6 +307,7 @@ class DriftMonitor:
     alpha: float = 0.01
     permutations: int = 2000
     seed: int = 0
+    embedding_dimensions: int | None = None
     detectors: list[Any] = field(default_factory=list)
 
     def fit(self, baseline: Baseline) -> DriftMonitor:
@@ -279,7 +315,9 @@ class DriftMonitor:
             raise ValueError(f"alpha must be in (0, 1), got {self.alpha}")
         self.detectors = [
             InputStatisticsDetector().fit(baseline),
-            EmbeddingDetector(self.permutations, self.seed).fit(baseline),
+            EmbeddingDetector(
+                self.permutations, self.seed, dimensions=self.embedding_dimensions
+            ).fit(baseline),
             ClassMixDetector().fit(baseline),
             ConfidenceDetector().fit(baseline),
             LowConfidenceDetector().fit(baseline),

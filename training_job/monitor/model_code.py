@@ -54,7 +54,7 @@ def profile() -> ModuleType:
     if _PROFILE_NAME in sys.modules:
         return sys.modules[_PROFILE_NAME]
     _ensure_on_path()
-    spec = importlib.util.spec_from_file_location(_PROFILE_NAME, CODE_DIR / "profile.py")
+    spec = importlib.util.spec_from_file_location(_PROFILE_NAME, CODE_DIR / "baseline_profile.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[_PROFILE_NAME] = module

@@ -1,4 +1,4 @@
-"""profile.py: the input statistics on images with known answers, and the baseline files."""
+"""baseline_profile.py: input statistics on images with known answers, and the baseline files."""
 
 from __future__ import annotations
 
