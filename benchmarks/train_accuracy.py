@@ -13,7 +13,16 @@ Two ways to run it:
                      --mode local` (data staged in BUCKET; the local AWS's variables are
                      read from .local/aws.env, as `make local-up` writes them)
 
+and one way to choose hyperparameters without the test set:
+  --cv K             K-fold stratified cross-validation over the 1,000 *train* images
+                     only, in-process with train.py's own fit(): prints each fold's
+                     validation accuracy and the pooled mean (every train image is
+                     validated once, so the estimate rests on 1,000 images, not 100).
+                     Fold k trains with seed k, so two recipes compared on the same
+                     folds are paired.
+
   .venv/bin/python benchmarks/train_accuracy.py --direct
+  .venv/bin/python benchmarks/train_accuracy.py --cv 3 --train-arg=--epochs --train-arg=80
 """
 
 from __future__ import annotations
@@ -158,6 +167,57 @@ def train_through_launcher(seed: int, bucket: str, work: Path, extra: list[str])
     return Result(seed, metrics["test_accuracy"], metrics["val_accuracy"], wall, cpu, rss)
 
 
+def cross_validate(archive_path: Path, folds: int, extra: list[str], threads: int) -> int:
+    """K-fold validation accuracy of train.py's recipe (with `extra`) on train only."""
+    import numpy as np
+    import torch
+
+    sys.path.append(str(TRAIN_SCRIPT.parent))  # appended: profile.py must not shadow stdlib
+    import train as train_lib
+
+    torch.set_num_threads(threads)
+    archive = cifar.read_archive(archive_path)
+    split = archive.split("train")
+    label_of = {archive.fine_label_names.index(name): label for label, name in enumerate(CLASSES)}
+    rows = [row for row, fine in enumerate(split.fine_labels) if fine in label_of]
+    images = np.stack([cifar.row_to_image(split.data[row]) for row in rows])
+    labels = np.array([label_of[split.fine_labels[row]] for row in rows], dtype=np.int64)
+    everything = train_lib.Split(images, labels, [0] * len(rows))
+    # Folds stratified by class, fixed by one seed so every recipe sees the same folds.
+    rng = np.random.default_rng(1234)
+    fold_of = np.empty(len(labels), dtype=np.int64)
+    for label in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == label))
+        fold_of[members] = np.arange(len(members)) % folds
+    correct = np.zeros(len(labels), dtype=bool)
+    started = time.monotonic()
+    for fold in range(folds):
+        train_indices, val_indices = (
+            np.flatnonzero(fold_of != fold),
+            np.flatnonzero(fold_of == fold),
+        )
+        args = train_lib.build_parser().parse_args([*extra, "--seed", str(fold)])
+        hp = train_lib.Hyperparameters.from_args(args)
+        train_part = train_lib.subset(everything, train_indices)
+        val_part = train_lib.subset(everything, val_indices)
+        net, config, _ = train_lib.fit(
+            hp, train_part, val_part, torch.device("cpu"), lambda _: None
+        )
+        val_x = train_lib.model_lib.to_tensor(val_part.images, config)
+        predicted = train_lib.predict(net, val_x).argmax(1).numpy()
+        correct[val_indices] = predicted == val_part.labels
+        print(
+            f"fold {fold}: {len(train_indices)} train, {len(val_indices)} val, "
+            f"val accuracy {correct[val_indices].mean():.4f}, "
+            f"{time.monotonic() - started:.0f} s so far",
+            flush=True,
+        )
+    recipe = " ".join(extra) or "defaults"
+    print(f"\ntrain.py {recipe}, {folds}-fold CV over train ({len(labels)} images)")
+    print(f"pooled validation accuracy {correct.mean():.4f} ({int(correct.sum())}/{len(labels)})")
+    return 0
+
+
 def print_table(results: list[Result]) -> bool:
     print(
         f"{'seed':>4}  {'test acc':>8}  {'val acc':>7}  {'wall s':>7}  {'cpu s':>7}  "
@@ -196,6 +256,13 @@ def main(argv: list[str] | None = None) -> int:
         "--direct", action="store_true", help="run train.py directly on data staged from --archive"
     )
     how.add_argument("--bucket", help="run through the local-mode launcher on this bucket")
+    how.add_argument(
+        "--cv",
+        type=int,
+        metavar="K",
+        help="K-fold cross-validation over the train images only (no test set), to "
+        "compare recipes; --threads sets the torch threads",
+    )
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
     parser.add_argument(
         "--archive",
@@ -225,6 +292,10 @@ def main(argv: list[str] | None = None) -> int:
         "--train-arg=10) or NAME=VALUE hyperparameter (launcher); repeatable",
     )
     args = parser.parse_args(argv)
+    if args.cv is not None:
+        if args.cv < 2:
+            parser.error(f"--cv: needs at least 2 folds, got {args.cv}")
+        return cross_validate(args.archive, args.cv, args.train_arg, args.threads)
     seeds = [int(seed) for seed in args.seeds.split(",")]
     with tempfile.TemporaryDirectory(prefix="train-accuracy-") as scratch:
         work = args.work_dir or Path(scratch)

@@ -1,6 +1,6 @@
 """SageMaker script-mode training entry point for the bicycle/motorcycle classifier.
 
-SageMaker's PyTorch container runs `python train.py --epochs 40 ...` with the
+SageMaker's PyTorch container runs `python train.py --epochs 80 ...` with the
 hyperparameters as arguments and the data as channels (`SM_CHANNEL_<NAME>` directories);
 `python -m training_job train --mode local` runs this same file with the same
 environment. It reads the PNGs listed in `train.lst`/`test.lst`, carves a stratified
@@ -139,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
             spellings.append(f"--{name.replace('-', '_')}")
         parser.add_argument(*spellings, **kwargs)
 
-    add("epochs", type=positive_int, default=40, help="passes over the training split")
+    add("epochs", type=positive_int, default=80, help="passes over the training split")
     add("batch-size", type=positive_int, default=100, help="images per SGD step")
     add("lr", type=non_negative_float, default=0.2, help="peak learning rate (Nesterov SGD)")
     add("momentum", type=non_negative_float, default=0.9, help="SGD momentum")
