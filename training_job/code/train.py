@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import importlib.util
 import itertools
 import json
 import math
@@ -39,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import baseline_profile
 import imaging
 import model as model_lib
 import numpy as np
@@ -49,24 +49,6 @@ CODE_DIR = Path(__file__).resolve().parent
 ECE_BINS = 15
 # Modules the serving container needs next to inference.py (train.py itself does not).
 SERVING_SUFFIXES = (".py", ".txt")
-
-
-def load_standard_profiler() -> None:
-    """Import the standard library's `profile` before our sibling profile.py can shadow it.
-
-    The script's directory is first on sys.path, and torch imports cProfile (which imports
-    `profile`) lazily, e.g. inside torch.use_deterministic_algorithms; finding the
-    monitoring module there instead crashes it.
-    """
-    saved = sys.path[:]
-    sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != CODE_DIR]
-    try:
-        importlib.import_module("cProfile")
-    finally:
-        sys.path[:] = saved
-
-
-load_standard_profiler()
 
 
 class TrainingError(Exception):
@@ -713,21 +695,8 @@ def copy_serving_code(code_dir: Path) -> list[str]:
 def write_monitoring_baseline(
     model_dir: Path, net: nn.Module, config: dict[str, Any], val: Split
 ) -> bool:
-    """Call profile.write_baseline if the monitoring helper ships profile.py next to us.
-
-    Loaded by path, not `import profile`, which would find the standard library's
-    profiler whenever our file is absent.
-    """
-    path = CODE_DIR / "baseline_profile.py"
-    if not path.is_file():
-        return False
-    spec = importlib.util.spec_from_file_location("scones_profile", path)
-    if spec is None or spec.loader is None:
-        raise TrainingError(f"cannot load {path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    module.write_baseline(model_dir, net, config, val.images, val.byte_sizes)
+    """Write the monitoring baseline beside the model, from the validation split."""
+    baseline_profile.write_baseline(model_dir, net, config, val.images, val.byte_sizes)
     return True
 
 

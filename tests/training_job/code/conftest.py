@@ -15,8 +15,7 @@ import pytest
 from PIL import Image
 
 CODE_DIR = Path(__file__).resolve().parents[3] / "training_job" / "code"
-# Appended, not prepended: the monitoring module profile.py would otherwise shadow the
-# standard library's profiler for everything in this test session.
+# The container code imports its siblings by name (`import model`), as in SageMaker.
 if str(CODE_DIR) not in sys.path:
     sys.path.append(str(CODE_DIR))
 
