@@ -43,14 +43,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import boto3
 import requests
 from tqdm import tqdm
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from local_aws.server import client_environment, endpoint_url, wait_until_ready  # noqa: E402
+from local_aws.server import (  # noqa: E402
+    client_environment,
+    endpoint_url,
+    local_client,
+    wait_until_ready,
+    without_aws_variables,
+)
 
 DEFAULT_ARCHIVE = REPO_ROOT.parent / "shared" / "data" / "cifar-100-python-vehicles.tar.gz"
 STAGE = "local"
@@ -107,22 +112,12 @@ class Stack:
         }
 
     def environment(self) -> dict[str, str]:
-        base = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-        return {**base, **self.aws, "SLS_TELEMETRY_DISABLED": "1"}
+        return {**without_aws_variables(os.environ), **self.aws, "SLS_TELEMETRY_DISABLED": "1"}
 
     def client(self, service: str, **kwargs: Any) -> Any:
         from botocore.config import Config
 
-        return boto3.client(
-            service,
-            endpoint_url=kwargs.pop("endpoint_url", self.aws["AWS_ENDPOINT_URL"]),
-            region_name=self.aws["AWS_DEFAULT_REGION"],
-            aws_access_key_id=self.aws["AWS_ACCESS_KEY_ID"],
-            aws_secret_access_key=self.aws["AWS_SECRET_ACCESS_KEY"],
-            aws_session_token=self.aws["AWS_SESSION_TOKEN"],
-            config=Config(max_pool_connections=64),
-            **kwargs,
-        )
+        return local_client(self.aws, service, config=Config(max_pool_connections=64), **kwargs)
 
     def endpoint_latency(self) -> tuple[float, float]:
         """(seconds, requests) the endpoint has spent answering so far, from its /metrics."""
@@ -176,7 +171,7 @@ def local_stack(archive: Path, model_steps: int, endpoint_workers: int) -> Itera
     with ExitStack() as cleanup:
         work = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="wf-bench-")))
         aws_port, endpoint_port = free_port(), free_port()
-        server_environment = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        server_environment = without_aws_variables(os.environ)
         # The Lambda workers inherit the server's endpoint variables: classify reaches the
         # local endpoint through this one.
         server_environment["AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME"] = endpoint_url(endpoint_port)

@@ -10,10 +10,11 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import boto3
 import requests
 
 from local_aws import cloudformation, events, lambda_executor, s3_policy
@@ -123,6 +124,26 @@ PERFORMANCE_PATCHES: list[Callable[[], None]] = [
     reuse_step_functions_lambda_clients,
     reuse_parsed_state_machines,
 ]
+
+
+def without_aws_variables(environment: Mapping[str, str]) -> dict[str, str]:
+    """A process environment with every AWS_* variable left out, so that only the local
+    AWS's variables (added back by the caller) decide where AWS calls go."""
+    return {name: value for name, value in environment.items() if not name.startswith("AWS_")}
+
+
+def local_client(variables: Mapping[str, str], service: str, **kwargs: Any) -> Any:
+    """A boto3 client for the local AWS that `variables` (client_environment's) describe,
+    whatever this process's own environment says."""
+    return boto3.client(
+        service,
+        endpoint_url=kwargs.pop("endpoint_url", variables["AWS_ENDPOINT_URL"]),
+        region_name=variables["AWS_DEFAULT_REGION"],
+        aws_access_key_id=variables["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=variables["AWS_SECRET_ACCESS_KEY"],
+        aws_session_token=variables["AWS_SESSION_TOKEN"],
+        **kwargs,
+    )
 
 
 def configure_moto() -> None:

@@ -22,10 +22,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 
-from local_aws.server import client_environment, endpoint_url, wait_until_ready
+from local_aws.server import (
+    client_environment,
+    endpoint_url,
+    local_client,
+    wait_until_ready,
+    without_aws_variables,
+)
 from tests.conftest import REPO_ROOT, free_port
 
 pytestmark = pytest.mark.timeout(300)
@@ -56,19 +61,10 @@ class Workflow:
 
     def environment(self) -> dict[str, str]:
         """This process's environment with every AWS variable replaced by the local AWS's."""
-        base = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-        return {**base, **self.aws, "SLS_TELEMETRY_DISABLED": "1"}
+        return {**without_aws_variables(os.environ), **self.aws, "SLS_TELEMETRY_DISABLED": "1"}
 
     def client(self, service: str, **kwargs: Any) -> Any:
-        return boto3.client(
-            service,
-            endpoint_url=kwargs.pop("endpoint_url", self.aws["AWS_ENDPOINT_URL"]),
-            region_name=self.aws["AWS_DEFAULT_REGION"],
-            aws_access_key_id=self.aws["AWS_ACCESS_KEY_ID"],
-            aws_secret_access_key=self.aws["AWS_SECRET_ACCESS_KEY"],
-            aws_session_token=self.aws["AWS_SESSION_TOKEN"],
-            **kwargs,
-        )
+        return local_client(self.aws, service, **kwargs)
 
     def run(self, *command: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -117,7 +113,7 @@ def local_aws_with_endpoint_port(
     """A fresh local AWS whose Lambda workers reach a local endpoint on a port chosen now."""
     work = tmp_path_factory.mktemp("workflow-local")
     aws_port, endpoint_port = free_port(), free_port()
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    environment = without_aws_variables(os.environ)
     environment.update(
         {
             "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": endpoint_url(endpoint_port),

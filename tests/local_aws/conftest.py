@@ -21,10 +21,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 
-from local_aws.server import client_environment, endpoint_url, wait_until_ready
+from local_aws.server import (
+    client_environment,
+    endpoint_url,
+    local_client,
+    wait_until_ready,
+    without_aws_variables,
+)
 from tests.conftest import REPO_ROOT, free_port
 
 FIXTURE_PROJECT = Path(__file__).resolve().parent / "fixtures" / "workflow"
@@ -58,15 +63,7 @@ class LocalAws:
     log: Path
 
     def client(self, service: str) -> Any:
-        env = self.environment
-        return boto3.client(
-            service,
-            endpoint_url=env["AWS_ENDPOINT_URL"],
-            region_name=env["AWS_DEFAULT_REGION"],
-            aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-            aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
-            aws_session_token=env["AWS_SESSION_TOKEN"],
-        )
+        return local_client(self.environment, service)
 
 
 @pytest.fixture(scope="session")
@@ -88,7 +85,7 @@ def workflow_aws(
     port = free_port()
     state = tmp_path_factory.mktemp("workflow-aws")
     log_path = state / "aws.log"
-    environment = {name: value for name, value in os.environ.items() if not name.startswith("AWS_")}
+    environment = without_aws_variables(os.environ)
     environment.update(
         {
             "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": fake_endpoint,
