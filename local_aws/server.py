@@ -17,7 +17,7 @@ from typing import Any
 import boto3
 import requests
 
-from local_aws import cloudformation, events, lambda_executor, s3_policy
+from local_aws import cloudformation, events, iam, lambda_executor, s3_policy
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 4566  # LocalStack's conventional port, so either emulator can serve
@@ -31,6 +31,7 @@ DEFAULT_ENDPOINT_PORT = 8080
 EMULATOR_PATCHES: list[Callable[[], None]] = [
     *cloudformation.PATCHES,
     *events.PATCHES,
+    *iam.PATCHES,
     *lambda_executor.PATCHES,
     *s3_policy.PATCHES,
 ]
@@ -68,32 +69,6 @@ def cache_moto_module_list() -> None:
     backends.list_of_moto_modules = functools.cache(lambda: modules)
 
 
-def reuse_step_functions_lambda_clients() -> None:
-    """Speed: moto's Step Functions interpreter builds a new boto3 client, and so a new
-    connection and server thread, for every Lambda task; one client per region, reused
-    (botocore clients are thread-safe), keeps its connections alive."""
-    import threading
-
-    from moto.stepfunctions.parser.asl.component.state.exec.state_task import (
-        lambda_eval_utils,
-    )
-
-    create = lambda_eval_utils.boto_client_for
-    clients: dict[tuple[str, str], Any] = {}
-    lock = threading.Lock()
-
-    def boto_client_for(region: str, service: str, state_credentials: Any = None) -> Any:
-        # The interpreter signs with fixed dummy keys whatever the credentials: one client
-        # per region and service serves every execution.
-        with lock:
-            client = clients.get((region, service))
-            if client is None:
-                client = clients[(region, service)] = create(region, service, state_credentials)
-            return client
-
-    lambda_eval_utils.boto_client_for = boto_client_for
-
-
 def reuse_parsed_state_machines() -> None:
     """Speed: moto parses the state machine's definition (an ANTLR grammar in pure Python)
     on every execution, the largest part of the engine's own CPU per execution. Parse once
@@ -121,7 +96,6 @@ def reuse_parsed_state_machines() -> None:
 # Changes for speed only: what the emulator answers stays the same.
 PERFORMANCE_PATCHES: list[Callable[[], None]] = [
     cache_moto_module_list,
-    reuse_step_functions_lambda_clients,
     reuse_parsed_state_machines,
 ]
 

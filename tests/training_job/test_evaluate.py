@@ -65,8 +65,22 @@ def deployed(local_aws: dict[str, str], unique_name: str) -> str:
             }
         },
     }
+    # The state machine calls the function with its own role (the local AWS enforces IAM).
+    trust = {
+        **ASSUME,
+        "Statement": [{**ASSUME["Statement"][0], "Principal": {"Service": "states.amazonaws.com"}}],
+    }
+    machine_role = iam.create_role(
+        RoleName=f"{unique_name}-states", AssumeRolePolicyDocument=json.dumps(trust)
+    )["Role"]["Arn"]
+    invoke = {"Effect": "Allow", "Action": "lambda:InvokeFunction", "Resource": function}
+    iam.put_role_policy(
+        RoleName=f"{unique_name}-states",
+        PolicyName="invoke",
+        PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [invoke]}),
+    )
     boto3.client("stepfunctions").create_state_machine(
-        name=unique_name, definition=json.dumps(definition), roleArn=role["Role"]["Arn"]
+        name=unique_name, definition=json.dumps(definition), roleArn=machine_role
     )
     s3 = boto3.client("s3")
     s3.create_bucket(Bucket=unique_name)
