@@ -509,6 +509,50 @@ def enforce_iam_for_assumed_roles() -> None:
     _answer_refusals()
 
 
+class InvalidSignature(AccessDenied):
+    """The request's signature does not match its credentials' secret."""
+
+
+def authorize_signed(
+    method: str, path: str, headers: Mapping[str, str], body: bytes, action: str, resource: str
+) -> None:
+    """The same evaluation as `enforce_iam_for_assumed_roles`, for a request the local AWS
+    serves outside moto (`local_aws.sagemaker_runtime`): a role's temporary credentials
+    must sign it correctly and their role must allow `action` on `resource`."""
+    from moto.iam.access_control import IAMRequest
+    from werkzeug.exceptions import HTTPException
+
+    match = _ACCESS_KEY.search(headers.get("Authorization") or "")
+    assumed = _assumed_role_of(match.group(1)) if match else None
+    if match is None or assumed is None:
+        return  # the operator's own credentials: not evaluated (see the module)
+    region = match.group(2)
+    try:
+        IAMRequest(
+            account_id=assumed.role_arn.split(":")[4],
+            method=method,
+            path=path,
+            data={},
+            body=body,
+            headers=dict(headers),
+            action=action.split(":", 1)[1],
+        ).check_signature()
+    except HTTPException as error:
+        raise InvalidSignature(str(error.description)) from None
+    context = {
+        "aws:SecureTransport": "true",
+        "aws:PrincipalArn": assumed.role_arn,
+        "aws:PrincipalAccount": assumed.role_arn.split(":")[4],
+        "aws:RequestedRegion": region,
+    }
+    try:
+        authorize(Request(assumed.role_arn, action, resource, context))
+    except AccessDenied as denied:
+        with _LOG_LOCK:
+            print(f"local AWS: AccessDenied: {denied}", flush=True)
+        raise
+
+
 def _bucket_policy(response: Any) -> str | None:
     bucket_name = getattr(response, "bucket_name", None) or response.data.get("BucketName")
     if not bucket_name:

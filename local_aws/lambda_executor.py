@@ -27,10 +27,12 @@ The worker's environment is built, not inherited: Lambda's reserved variables (t
 function's region among them), the function's own variables, temporary credentials of the
 function's role (assumed for it by `local_aws.iam`, so its calls are evaluated against that
 role), and from the server's environment only the endpoint variables (`AWS_ENDPOINT_URL`,
-`AWS_ENDPOINT_URL_<SERVICE>`), so a handler's boto3 reaches the local AWS and the local
-endpoint the way it reaches AWS there. When the server has no `AWS_ENDPOINT_URL` of its
-own, the handler gets the server's own address (`LOCAL_AWS_ENDPOINT_URL`, set by
-`local_aws.server.serve`): inside the local AWS, "AWS" is this server.
+`AWS_ENDPOINT_URL_<SERVICE>`), so a handler's boto3 reaches the local AWS the way it
+reaches AWS there. When the server has no `AWS_ENDPOINT_URL` of its own, the handler gets
+the server's own address (`LOCAL_AWS_ENDPOINT_URL`, set by `local_aws.server.serve`):
+inside the local AWS, "AWS" is this server. SageMaker Runtime is always this server, which
+evaluates IAM and forwards to the server's `AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME`
+(`local_aws.sagemaker_runtime`).
 """
 
 from __future__ import annotations
@@ -184,8 +186,11 @@ def worker_environment(config: FunctionConfig, code_dir: Path) -> dict[str, str]
     environment.update(
         {name: value for name, value in server.items() if name.startswith("AWS_ENDPOINT_URL")}
     )
-    if "AWS_ENDPOINT_URL" not in environment and server.get(SERVER_URL_VARIABLE):
-        environment["AWS_ENDPOINT_URL"] = server[SERVER_URL_VARIABLE]
+    if server.get(SERVER_URL_VARIABLE):
+        environment.setdefault("AWS_ENDPOINT_URL", server[SERVER_URL_VARIABLE])
+        # SageMaker Runtime is this server too: it evaluates the caller's IAM, then
+        # forwards to the local endpoint (local_aws.sagemaker_runtime).
+        environment["AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME"] = server[SERVER_URL_VARIABLE]
     environment.update(dict(config.environment))
     # Lambda's reserved variables last: a function cannot override them.
     environment.update(

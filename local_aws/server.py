@@ -17,7 +17,14 @@ from typing import Any
 import boto3
 import requests
 
-from local_aws import cloudformation, events, iam, lambda_executor, s3_policy
+from local_aws import (
+    cloudformation,
+    events,
+    iam,
+    lambda_executor,
+    s3_policy,
+    sagemaker_runtime,
+)
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 4566  # LocalStack's conventional port, so either emulator can serve
@@ -34,6 +41,7 @@ EMULATOR_PATCHES: list[Callable[[], None]] = [
     *iam.PATCHES,
     *lambda_executor.PATCHES,
     *s3_policy.PATCHES,
+    *sagemaker_runtime.PATCHES,
 ]
 
 
@@ -135,7 +143,7 @@ def serve(
     port: int = DEFAULT_PORT, host: str = DEFAULT_HOST, endpoint_port: int = DEFAULT_ENDPOINT_PORT
 ) -> None:
     """Serve the local AWS in the foreground until SIGTERM or SIGINT."""
-    # The Lambda handlers it runs inherit this: classify reaches the local endpoint.
+    # Where this server forwards SageMaker Runtime calls (local_aws.sagemaker_runtime).
     os.environ.setdefault("AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME", endpoint_url(endpoint_port, host))
     # moto's Step Functions interpreter calls Lambda at localhost:$MOTO_PORT.
     os.environ["MOTO_PORT"] = str(port)
