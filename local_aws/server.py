@@ -50,15 +50,18 @@ def endpoint_url(port: int, host: str = DEFAULT_HOST) -> str:
 
 
 def client_environment(
-    port: int, host: str = DEFAULT_HOST, endpoint_port: int = DEFAULT_ENDPOINT_PORT
+    port: int,
+    host: str = DEFAULT_HOST,
+    endpoint_port: int = DEFAULT_ENDPOINT_PORT,
+    region: str = DEFAULT_REGION,
 ) -> dict[str, str]:
-    """The variables that point boto3, the AWS CLI and osls at the local AWS, and the
-    SageMaker Runtime API at the local endpoint."""
+    """The variables that point boto3, the AWS CLI and osls at the local AWS in `region`,
+    and the SageMaker Runtime API at the local endpoint."""
     return {
         "AWS_ENDPOINT_URL": endpoint_url(port, host),
         "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": endpoint_url(endpoint_port, host),
-        "AWS_DEFAULT_REGION": DEFAULT_REGION,
-        "AWS_REGION": DEFAULT_REGION,
+        "AWS_DEFAULT_REGION": region,
+        "AWS_REGION": region,
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_SESSION_TOKEN": "testing",
@@ -120,7 +123,7 @@ def local_client(variables: Mapping[str, str], service: str, **kwargs: Any) -> A
     return boto3.client(
         service,
         endpoint_url=kwargs.pop("endpoint_url", variables["AWS_ENDPOINT_URL"]),
-        region_name=variables["AWS_DEFAULT_REGION"],
+        region_name=kwargs.pop("region_name", variables["AWS_DEFAULT_REGION"]),
         aws_access_key_id=variables["AWS_ACCESS_KEY_ID"],
         aws_secret_access_key=variables["AWS_SECRET_ACCESS_KEY"],
         aws_session_token=variables["AWS_SESSION_TOKEN"],

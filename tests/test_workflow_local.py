@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 
 from local_aws.server import (
     client_environment,
@@ -35,6 +36,9 @@ from tests.conftest import REPO_ROOT, free_port
 
 pytestmark = pytest.mark.timeout(300)
 
+# Not us-east-1, AWS's default and the one region where S3 needs no LocationConstraint: every
+# process here gets it (AWS_REGION, AWS_DEFAULT_REGION) and sls gets `--region`.
+REGION = "ap-southeast-2"
 STAGE = "local"
 STATE_MACHINE = f"scones-unlimited-{STAGE}-image-workflow"
 THRESHOLD = 0.93  # serverless.yml's default `threshold` param, which this deploy keeps
@@ -130,7 +134,7 @@ def local_aws_with_endpoint_port(
         )
     try:
         wait_until_ready(endpoint_url(aws_port))
-        yield client_environment(aws_port), endpoint_port, work
+        yield client_environment(aws_port, region=REGION), endpoint_port, work
     finally:
         _stop(process)
 
@@ -198,7 +202,9 @@ def workflow(
     )
     try:
         # The endpoint's name reaches the stack through the SSM parameter deploy published.
-        deployed = flow.sls("deploy", "--stage", STAGE, "--param", f"bucket={flow.bucket}")
+        deployed = flow.sls(
+            "deploy", "--stage", STAGE, "--region", REGION, "--param", f"bucket={flow.bucket}"
+        )
         _check(deployed, "sls deploy")
         _probe_endpoint(flow)
         yield flow
@@ -260,7 +266,16 @@ def invoke_stepf(flow: Workflow, key: str) -> dict[str, Any]:
         json.dumps({"image_data": "", "s3_bucket": flow.bucket, "s3_key": key, "inferences": []})
     )
     result = flow.sls(
-        "invoke", "stepf", "--stage", STAGE, "--name", "ImageWorkflow", "--path", str(event)
+        "invoke",
+        "stepf",
+        "--stage",
+        STAGE,
+        "--region",
+        REGION,
+        "--name",
+        "ImageWorkflow",
+        "--path",
+        str(event),
     )
     # The plugin prints a succeeded execution on stdout and a failed one on stderr.
     printed = result.stdout + result.stderr
@@ -446,3 +461,25 @@ def test_evaluate_counts_agree_with_the_endpoints_own_answers(workflow: Workflow
         assert report["gate_accuracy"] == pytest.approx(correct / len(confident))
     else:
         assert report["gate_accuracy"] is None
+
+
+def test_the_stack_is_in_its_region_and_not_found_from_another(workflow: Workflow) -> None:
+    other = "us-east-1"
+    arn = workflow.machine_arn()
+    assert arn.split(":")[3] == REGION
+    sfn = workflow.client("stepfunctions", region_name=other)
+    assert STATE_MACHINE not in [m["name"] for m in sfn.list_state_machines()["stateMachines"]]
+    with pytest.raises(ClientError) as missing:
+        sfn.describe_state_machine(stateMachineArn=arn.replace(REGION, other))
+    assert missing.value.response["Error"]["Code"] == "StateMachineDoesNotExist"
+    function = f"scones-unlimited-{STAGE}-serialize"
+    assert workflow.client("lambda").get_function(FunctionName=function)
+    with pytest.raises(ClientError) as missing:
+        workflow.client("lambda", region_name=other).get_function(FunctionName=function)
+    assert missing.value.response["Error"]["Code"] == "ResourceNotFoundException"
+    stacks = workflow.client("cloudformation", region_name=other).describe_stacks()["Stacks"]
+    assert not [s for s in stacks if s["StackName"].startswith("scones-unlimited")]
+    # S3's bucket names are global: the bucket is seen from every region, and says where it is.
+    s3 = workflow.client("s3", region_name=other)
+    location = s3.get_bucket_location(Bucket=workflow.bucket)["LocationConstraint"]
+    assert location == REGION
