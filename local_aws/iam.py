@@ -262,9 +262,15 @@ def _document(policy: str | Mapping[str, Any]) -> Mapping[str, Any]:
     return parsed
 
 
+# Allowed whatever the policies say, an explicit Deny included (AWS's documented rule).
+ALWAYS_ALLOWED = frozenset({"sts:GetCallerIdentity"})
+
+
 def authorize(request: Request, resource_policy: str | None = None) -> None:
     """Raise AccessDenied unless the role's policies or the resource policy allow `request`
     and neither denies it (the same-account evaluation of AWS)."""
+    if request.action in ALWAYS_ALLOWED:
+        return
     identity = evaluate(role_policies(request.principal_arn), request)
     resource = (
         Decision.NONE
