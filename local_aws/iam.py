@@ -165,25 +165,31 @@ def condition_holds(conditions: Mapping[str, Any], context: Mapping[str, str]) -
     return True
 
 
-def _principal_matches(principal: Any, request: Request) -> bool:
-    """A resource or trust policy's Principal against an AWS principal or a service."""
+def _principal_matches(principal: Any, request: Request, allow: bool) -> bool:
+    """A resource or trust policy's Principal against an AWS principal or a service.
+
+    The account itself (`123456789012`, `arn:aws:iam::123456789012:root`) as Principal
+    delegates to the account's identity policies: it grants nothing by itself, and denies
+    every principal of the account."""
     if principal == "*":
         return True
     if not isinstance(principal, dict):
         return False
     candidates = _strings(principal.get("AWS")) + _strings(principal.get("Service"))
     account = request.principal_arn.split(":")[4] if request.principal_arn.count(":") >= 5 else ""
+    accounts = () if allow or not account else (account, f"arn:aws:iam::{account}:root")
     return any(
-        candidate == "*"
-        or candidate == request.principal_arn
-        or candidate in (account, f"arn:aws:iam::{account}:root")
+        candidate in ("*", request.principal_arn) or candidate in accounts
         for candidate in candidates
     )
 
 
 def _applies(statement: Mapping[str, Any], request: Request, resource_policy: bool) -> bool:
     if resource_policy:
-        if "Principal" in statement and not _principal_matches(statement["Principal"], request):
+        allow = statement.get("Effect") == "Allow"
+        if "Principal" in statement and not _principal_matches(
+            statement["Principal"], request, allow
+        ):
             return False
         if "NotPrincipal" in statement:
             raise Unevaluable("NotPrincipal")
