@@ -40,7 +40,6 @@ ENDPOINT = "scones-iam-endpoint"
 IMAGE_KEY = "test/iam-probe.png"
 CONFIDENT = [0.97, 0.03]
 GATE = "THRESHOLD_CONFIDENCE_NOT_MET"  # a doubtful image: an outcome, not an access error
-BASELINE_KEY = "monitoring/baseline.json"
 BASELINE = {
     "classes": ["bicycle", "motorcycle"],
     "confidence_threshold": 0.93,
@@ -188,6 +187,7 @@ class Workflow:
     bucket: str
     machine_arn: str
     functions: dict[str, str] = field(default_factory=dict)  # role logical id -> function
+    environments: dict[str, dict[str, str]] = field(default_factory=dict)  # ... -> variables
     whole_roles: dict[str, str] = field(default_factory=dict)  # role logical id -> ARN
 
     def create_role(self, logical_id: str, without: str | None = None) -> str:
@@ -249,7 +249,6 @@ def workflow(workflow_aws: LocalAws, tmp_path_factory: pytest.TempPathFactory) -
     image = encode_image("PNG", (16, 16))
     assert len(image) % 2 == 0
     s3.put_object(Bucket=bucket, Key=IMAGE_KEY, Body=image)
-    s3.put_object(Bucket=bucket, Key=BASELINE_KEY, Body=json.dumps(BASELINE).encode())
 
     roles = {
         name: ""
@@ -275,6 +274,7 @@ def workflow(workflow_aws: LocalAws, tmp_path_factory: pytest.TempPathFactory) -
             Environment={"Variables": {k: str(v) for k, v in variables.items()}},
         )
         workflow.functions[role_id] = properties["FunctionName"]
+        workflow.environments[role_id] = {k: str(v) for k, v in variables.items()}
     machine = rendered.resources["ImageWorkflow"]["Properties"]
     definition = rendered.resolve(machine["DefinitionString"])
     aws.client("stepfunctions").create_state_machine(
@@ -324,7 +324,11 @@ def _monitor(workflow: Workflow, role: str) -> str:
     publishes metrics and writes its position (the state object exists: not a first run)."""
     workflow.use_roles(MonitorRole=role)
     s3 = workflow.aws.client("s3")
-    prefix = f"data_capture/{ENDPOINT}/AllTraffic/"
+    variables = workflow.environments["MonitorRole"]
+    s3.put_object(
+        Bucket=workflow.bucket, Key=variables["BASELINE_KEY"], Body=json.dumps(BASELINE).encode()
+    )
+    prefix = f"{variables['CAPTURE_PREFIX']}AllTraffic/"
     record = {
         "captureData": {
             "endpointOutput": {
@@ -342,7 +346,7 @@ def _monitor(workflow: Workflow, role: str) -> str:
     )
     s3.put_object(
         Bucket=workflow.bucket,
-        Key=f"monitoring/{ENDPOINT}.json",
+        Key=variables.get("STATE_KEY", f"monitoring/{variables['ENDPOINT_NAME']}.json"),
         Body=json.dumps({"last_key": ""}).encode(),
     )
     return _invoke(workflow, "MonitorRole", {})
