@@ -327,10 +327,13 @@ def assume_role_for_service(
         role = _iam_backend(account_id).get_role_by_arn(role_arn)
     except (NotFoundException, KeyError):
         raise AccessDenied(f"{service} cannot assume {role_arn}: no such role") from None
-    region = source_arn.split(":")[3] or "us-east-1"
+    parts = source_arn.split(":")
+    if len(parts) < 6:
+        raise AccessDenied(f"{service} cannot assume {role_arn} for {source_arn!r}: not an ARN")
+    region = parts[3] or "us-east-1"
     name = service.removesuffix(".amazonaws.com")
     context = {
-        "aws:SourceAccount": source_arn.split(":")[4],
+        "aws:SourceAccount": parts[4],
         "aws:SourceArn": source_arn,
         "aws:SecureTransport": "true",
     }
