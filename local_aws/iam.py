@@ -422,10 +422,7 @@ def _request_of(response: Any, assumed: Any, service: str, region: str) -> Reque
         namespace = response._get_param("Namespace")
         if namespace:
             context["cloudwatch:namespace"] = str(namespace)
-    elif service == "sagemaker":  # sagemaker-runtime signs as "sagemaker"
-        match = re.search(r"/endpoints/([^/]+)/", path)
-        if match:
-            resource = f"arn:aws:sagemaker:{region}:{account}:endpoint/{match.group(1).lower()}"
+    # SageMaker Runtime's InvokeEndpoint is served outside moto (local_aws.sagemaker_runtime).
     return Request(assumed.role_arn, action, resource, context)
 
 
