@@ -17,7 +17,12 @@ from tests.statemachine.packaging import package
 
 CFN_LINT = Path(sys.executable).parent / "cfn-lint"
 MAX_PACKAGE_BYTES = 100 * 1024
-SHARED_FILES = {"handlers/__init__.py", "handlers/workflow_event.py"}
+SHARED_FILES = {
+    "handlers/__init__.py",
+    "handlers/workflow_event.py",
+    "contract/__init__.py",
+    "contract/images.py",
+}
 WORKFLOW_FUNCTIONS = {
     "serialize": ("SerializeLambdaFunction", "SerializeRole", "handlers/serialize.py"),
     "classify": ("ClassifyLambdaFunction", "ClassifyRole", "handlers/classify.py"),
@@ -32,6 +37,8 @@ FUNCTIONS = {
     **WORKFLOW_FUNCTIONS,
     "monitor": ("MonitorLambdaFunction", "MonitorRole", "handlers/monitor.py"),
 }
+# Beside its own handler, each package that reads images from S3 holds their reader.
+READS_IMAGES = {"serialize", "classify"}
 LOG_ACTIONS = {"logs:CreateLogStream", "logs:PutLogEvents"}
 
 
@@ -168,7 +175,7 @@ def test_the_only_wildcards_in_resources_are_the_unavoidable_ones(packaged: Pack
 def test_each_function_has_its_own_role_with_only_its_actions(packaged: Packaged) -> None:
     expected = {
         "SerializeRole": LOG_ACTIONS | {"s3:GetObject"},
-        "ClassifyRole": LOG_ACTIONS | {"sagemaker:InvokeEndpoint"},
+        "ClassifyRole": LOG_ACTIONS | {"sagemaker:InvokeEndpoint", "s3:GetObject"},
         "ThresholdFilterRole": LOG_ACTIONS,
         "MonitorRole": LOG_ACTIONS
         | {"s3:ListBucket", "s3:GetObject", "s3:PutObject", "cloudwatch:PutMetricData"},
@@ -197,7 +204,7 @@ def test_classify_may_invoke_only_the_endpoint_named_in_ssm(packaged: Packaged) 
     assert arn.endswith(":endpoint/${Name}")
     assert variables == {"Name": {"Ref": "EndpointName"}}
     env = packaged.resources["ClassifyLambdaFunction"]["Properties"]["Environment"]
-    assert env["Variables"] == {"ENDPOINT_NAME": {"Ref": "EndpointName"}}
+    assert env["Variables"]["ENDPOINT_NAME"] == {"Ref": "EndpointName"}
 
 
 def test_the_trigger_may_only_start_the_workflow(packaged: Packaged) -> None:
@@ -227,7 +234,8 @@ def test_each_package_holds_only_its_handler_and_the_shared_module(
     artifact = packaged.directory / f"{function}.zip"
     assert artifact.stat().st_size < MAX_PACKAGE_BYTES
     with zipfile.ZipFile(artifact) as archive:
-        assert set(archive.namelist()) == SHARED_FILES | {FUNCTIONS[function][2]}
+        reader = {"handlers/image_source.py"} if function in READS_IMAGES else set()
+        assert set(archive.namelist()) == SHARED_FILES | {FUNCTIONS[function][2]} | reader
 
 
 def test_the_functions_run_python_3_11_with_stated_sizes(packaged: Packaged) -> None:
@@ -249,18 +257,20 @@ def test_params_reach_the_environment_the_iam_and_the_trigger(with_params: Packa
         "ALLOWED_PREFIXES": "test/,train/,incoming/",
     }
     classify_env = resources["ClassifyLambdaFunction"]["Properties"]["Environment"]["Variables"]
-    assert classify_env == {"ENDPOINT_NAME": "bikes-v2"}
+    # classify reads a photo too large for the state payload from S3, under serialize's rules
+    assert classify_env == {**serialize_env, "ENDPOINT_NAME": "bikes-v2"}
     threshold_env = resources["ThresholdFilterLambdaFunction"]["Properties"]["Environment"]
     assert threshold_env["Variables"] == {"THRESHOLD": "0.8"}
-    s3_resources = {
-        text
-        for s in statements(resources["SerializeRole"])
-        if actions(s) == ["s3:GetObject"]
-        for text in resource_texts(s)
-    }
-    assert s3_resources == {
-        f"arn:aws:s3:::acme-images/{p}*" for p in ("test/", "train/", "incoming/")
-    }
+    for role in ("SerializeRole", "ClassifyRole"):
+        s3_resources = {
+            text
+            for s in statements(resources[role])
+            if actions(s) == ["s3:GetObject"]
+            for text in resource_texts(s)
+        }
+        assert s3_resources == {
+            f"arn:aws:s3:::acme-images/{p}*" for p in ("test/", "train/", "incoming/")
+        }
     rule = resources["ImageWorkflowEventsRuleCloudWatchEvent1"]["Properties"]
     assert rule["EventPattern"]["detail"]["bucket"]["name"] == ["acme-images"]
     (invoke,) = [
