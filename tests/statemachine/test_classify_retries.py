@@ -27,8 +27,9 @@ ASSUME = {
 
 @pytest.fixture(scope="module")
 def packaged(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    """`sls package`'s directory (the zips) and its template."""
     out = tmp_path_factory.mktemp("package")
-    return out, resolve_definition(package("local", out))
+    return out, package("local", out)
 
 
 @pytest.fixture
@@ -39,7 +40,9 @@ def classify_machine(
     unique_name: str,
 ) -> str:
     """The deployed classify package behind the workflow's own Classify state."""
-    out, definition = packaged
+    out, template = packaged
+    definition = resolve_definition(template)
+    classify_function = template["Resources"]["ClassifyLambdaFunction"]["Properties"]
     role = boto3.client("iam").create_role(
         RoleName=unique_name, AssumeRolePolicyDocument=json.dumps(ASSUME)
     )["Role"]["Arn"]
@@ -49,7 +52,7 @@ def classify_machine(
         Role=role,
         Handler="handlers/classify.handler",
         Code={"ZipFile": (out / "classify.zip").read_bytes()},
-        Timeout=30,
+        Timeout=classify_function["Timeout"],  # serverless.yml's
         Environment={
             "Variables": {
                 "ENDPOINT_NAME": unique_name,
@@ -131,3 +134,14 @@ def test_a_model_error_is_final_and_not_retried(
     assert described["status"] == "FAILED"
     assert handler_errors(history) == ["EndpointError"]
     assert len([r for r in runtime_server.requests if r["endpoint"] == unique_name]) == 1
+
+
+def test_a_hung_endpoint_ends_in_endpoint_timeout_before_lambda_ends_the_function(
+    classify_machine: str, runtime_server: RuntimeServer, unique_name: str
+) -> None:
+    # The configured timeouts, in the deployed package with serverless.yml's function
+    # timeout: the handler's own named error comes first, not Lambda's Sandbox.Timedout.
+    runtime_server.answers[unique_name] = Answer(hang=True)
+    described, history = execute(classify_machine)
+    assert described["status"] == "FAILED"
+    assert handler_errors(history) == ["EndpointTimeout"]  # final: not retried
