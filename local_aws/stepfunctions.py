@@ -3,12 +3,16 @@ patch per gap (registered in local_aws.server.EMULATOR_PATCHES).
 
 moto's interpreter (moto/stepfunctions/parser, derived from LocalStack's) already fails a
 task or state whose output is over 256 KiB with `States.DataLimitExceeded`. What it got
-wrong is who may catch that.
+wrong is who may catch that, and it started executions of any input size.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+# Step Functions' quota on a task's, state's or execution's input or output: 256 KiB of
+# UTF-8 (the same number StartExecution's API reference gives as `input`'s maximum length).
+MAX_PAYLOAD_BYTES = 256 * 1024
 
 
 def patch_states_all_leaves_terminal_errors() -> None:
@@ -46,4 +50,26 @@ def patch_states_all_leaves_terminal_errors() -> None:
     ErrorEqualsDecl._eval_body = eval_body  # type: ignore[method-assign]
 
 
-PATCHES = (patch_states_all_leaves_terminal_errors,)
+def patch_execution_input_size_checked() -> None:
+    """StartExecution accepted any input; AWS refuses one over 256 KiB with
+    ValidationException before an execution exists."""
+    from moto.stepfunctions.exceptions import ValidationException
+    from moto.stepfunctions.parser.models import StepFunctionsParserBackend
+
+    start_execution = StepFunctionsParserBackend.start_execution
+
+    def start_checked_execution(
+        self: StepFunctionsParserBackend, state_machine_arn: str, *args: Any, **kwargs: Any
+    ) -> Any:
+        execution_input = kwargs.get("execution_input", args[1] if len(args) > 1 else None)
+        if execution_input and len(str(execution_input).encode()) > MAX_PAYLOAD_BYTES:
+            raise ValidationException(
+                "1 validation error detected: Value at 'input' failed to satisfy "
+                f"constraint: Member must have length less than or equal to {MAX_PAYLOAD_BYTES}"
+            )
+        return start_execution(self, state_machine_arn, *args, **kwargs)
+
+    StepFunctionsParserBackend.start_execution = start_checked_execution  # type: ignore[method-assign]
+
+
+PATCHES = (patch_states_all_leaves_terminal_errors, patch_execution_input_size_checked)

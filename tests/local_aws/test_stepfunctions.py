@@ -1,6 +1,6 @@
 """Step Functions' payload limit in the local AWS, as AWS enforces it: a state's result over
 256 KiB fails the execution with States.DataLimitExceeded, which a Catch on States.ALL does
-not catch (local_aws/stepfunctions.py)."""
+not catch, and StartExecution refuses a larger input (local_aws/stepfunctions.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 
 from tests.local_aws.conftest import LocalAws, wait_for_execution
 from tests.local_aws.test_lambda_executor import ASSUME_ROLE, create, package
@@ -81,3 +82,18 @@ def test_a_handler_error_is_still_caught_by_states_all(
     described = run(workflow_aws, sized_machine, {"no": "bytes"})  # KeyError in the handler
     assert described["status"] == "FAILED"
     assert described["error"] == "Caught"
+
+
+def test_an_execution_input_over_256_kib_is_refused_before_it_starts(
+    workflow_aws: LocalAws, sized_machine: str
+) -> None:
+    sfn = workflow_aws.client("stepfunctions")
+    padding = "p" * STATE_LIMIT_BYTES
+    with pytest.raises(ClientError) as refused:
+        sfn.start_execution(
+            stateMachineArn=sized_machine, input=json.dumps({"bytes": 1, "padding": padding})
+        )
+    assert refused.value.response["Error"]["Code"] == "ValidationException"
+    assert sfn.list_executions(stateMachineArn=sized_machine)["executions"] == []
+    described = run(workflow_aws, sized_machine, {"bytes": 1, "padding": padding[:-4096]})
+    assert described["status"] == "SUCCEEDED"
