@@ -29,6 +29,7 @@ from botocore.exceptions import ClientError
 
 from local_aws.endpoint import config as endpoint_config
 from training_job import capture
+from training_job.bucket import BucketError, require_region
 
 DEFAULT_PARAMETER_NAME = "/scones-unlimited/endpoint-name"
 MODELS_PREFIX = "models/"
@@ -186,7 +187,7 @@ def run(args: argparse.Namespace) -> int:
         if args.stop:
             return stop_local(args.state_dir, args.endpoint_name, args.parameter_name)
         return deploy_local(args)
-    except DeployError as error:
+    except (DeployError, BucketError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     except ClientError as error:
@@ -316,11 +317,15 @@ def deploy_sagemaker(args: argparse.Namespace) -> int:
     import sagemaker.image_uris  # heavy: only this mode needs it
 
     session = boto3.session.Session()
-    region = session.region_name or "us-east-1"
+    region = session.region_name  # the command's --region / AWS_REGION (training_job.__main__)
     s3 = session.client("s3")
     sm = session.client("sagemaker")
     autoscaling = session.client("application-autoscaling")
     name = args.endpoint_name
+    # SageMaker reads the model and writes captures only in its own region.
+    require_region(s3, args.bucket)
+    if args.model_data:
+        require_region(s3, _split_s3_uri(args.model_data)[0])
     if _endpoint_exists(sm, name):
         raise DeployError(
             f"endpoint {name} exists: delete it first (--delete) or choose another --endpoint-name"

@@ -38,7 +38,7 @@ from local_aws.training import (
     TrainingJobFailed,
     run_training_job,
 )
-from training_job.bucket import is_valid_bucket_name
+from training_job.bucket import BucketError, is_valid_bucket_name, require_region
 from training_job.manifests import MANIFEST_NAME, Manifest, ManifestError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -191,7 +191,7 @@ def main(args: argparse.Namespace) -> int:
     except UsageError as error:
         print(f"python -m training_job train: error: {error}", file=sys.stderr)
         return 2
-    except (LaunchError, TrainingJobError, ManifestError) as error:
+    except (LaunchError, TrainingJobError, ManifestError, BucketError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     except (BotoCoreError, ClientError) as error:
@@ -290,6 +290,8 @@ def read_manifest(bucket: str, prefix: str) -> Manifest:
                 f"--bucket {bucket}` first"
             ) from error
         raise
+    # A training job reads its channels only from buckets in its own region.
+    require_region(s3, bucket)
     key = f"{prefix}{MANIFEST_NAME}"
     try:
         head = s3.head_object(Bucket=bucket, Key=key)
