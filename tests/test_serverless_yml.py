@@ -465,7 +465,8 @@ def test_the_stack_follows_aws_region_and_refuses_to_guess(tmp_path: Path) -> No
     assert state["service"]["provider"]["region"] == "eu-west-1"
     # --region wins over the environment.
     result = sls(
-        "package", "--stage", "dev", "--region", "ap-southeast-2", "--package", str(tmp_path / "ap"),
+        "package", "--stage", "dev", "--region", "ap-southeast-2",
+        "--package", str(tmp_path / "ap"),
         extra_env={"AWS_REGION": "eu-west-1"},
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr

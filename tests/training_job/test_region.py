@@ -11,6 +11,7 @@ import boto3
 import pytest
 
 from tests.conftest import REPO_ROOT
+from tests.training_job.test_deploy import SERVABLE
 from training_job.__main__ import COMMANDS, build_parser, main
 
 ROLE = "arn:aws:iam::123456789012:role/scones-sagemaker"
@@ -55,7 +56,7 @@ def bucket_in_eu(local_aws: dict[str, str], unique_name: str) -> str:
     s3.create_bucket(
         Bucket=unique_name, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"}
     )
-    s3.put_object(Bucket=unique_name, Key="models/job-1/output/model.tar.gz", Body=b"m")
+    s3.put_object(Bucket=unique_name, Key="models/job-1/output/model.tar.gz", Body=SERVABLE)
     return unique_name
 
 
