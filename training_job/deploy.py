@@ -302,8 +302,8 @@ def publish_parameter(name: str, endpoint_name: str) -> None:
 
 
 def delete_parameter(name: str, endpoint_name: str) -> None:
-    """Remove the parameter only while it still names this endpoint: after a blue/green
-    rollout it names the new one, which the workflow must keep using."""
+    """Remove the parameter only while it still names this endpoint: once another endpoint
+    of the stage published its name there, the workflow must keep using that one."""
     ssm = boto3.client("ssm")
     try:
         current = ssm.get_parameter(Name=name)["Parameter"]["Value"]
