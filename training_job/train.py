@@ -497,6 +497,10 @@ def report_sagemaker_job(plan: Plan) -> int:
         # Its model.tar.gz holds MXNet parameters, not our metrics.json: report its own.
         for metric in job.get("FinalMetricDataList", []):
             print(f"  {metric['MetricName']:<28} {metric['Value']:.4f}")
+        print(
+            "note: `deploy` serves only --algorithm pytorch models (this one needs the "
+            "built-in algorithm's own inference image and request format)"
+        )
         return 0
     metrics = copy_metrics_beside(artifacts)
     seconds = job.get("TrainingTimeInSeconds")

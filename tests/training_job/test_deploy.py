@@ -230,7 +230,8 @@ def test_help_explains_every_option(capsys: pytest.CaptureFixture[str]) -> None:
     assert exited.value.code == 0
     text = capsys.readouterr().out
     for option in (
-        "--mode", "--bucket", "--model-data", "--endpoint-name", "--parameter-name", "--role",
+        "--mode", "--bucket", "--model-data", "--endpoint-name", "--stage", "--parameter-name",
+        "--role", "--region",
         "--instance-type", "--min-instances", "--max-instances", "--target-invocations",
         "--delete", "--host", "--port", "--workers", "--max-batch", "--max-body-bytes",
         "--capture-sampling", "--capture-flush-seconds", "--foreground", "--stop",
