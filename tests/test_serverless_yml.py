@@ -56,7 +56,14 @@ def packaged(
 @pytest.fixture(scope="module")
 def with_params(tmp_path_factory: pytest.TempPathFactory) -> Packaged:
     directory = tmp_path_factory.mktemp("package-params")
-    template = package("dev", directory, "bucket=acme-images", "endpoint=bikes-v2", "threshold=0.8")
+    template = package(
+        "dev",
+        directory,
+        "bucket=acme-images",
+        "endpoint=bikes-v2",
+        "threshold=0.8",
+        "doubtfulShareAlarm=0.35",
+    )
     return Packaged(directory, template)
 
 
@@ -292,6 +299,9 @@ def test_params_reach_the_environment_the_iam_and_the_trigger(with_params: Packa
         if actions(s) == ["sagemaker:InvokeEndpoint"]
     ]
     assert invoke["Resource"]["Fn::Sub"][1] == {"Name": "bikes-v2"}
+    # The doubtful share that alarms comes from what the model's test set predicts.
+    low = resources["LowConfidenceRateAlarm"]["Properties"]
+    assert float(low["Threshold"]) == 0.35
 
 
 def test_an_upload_under_incoming_starts_the_workflow_with_the_reference_event(
