@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import boto3
+from botocore.exceptions import ProfileNotFound
 
 # Each command module exposes `register(subparsers)`, which adds its parser and sets
 # `func` (taking the parsed arguments, returning an exit code) as a default.
@@ -55,7 +56,10 @@ def _add_region_option(parser: argparse.ArgumentParser) -> None:
 def resolve_region(given: str | None) -> str:
     """`--region`, else $AWS_REGION, else boto3's own resolution (AWS_DEFAULT_REGION,
     the profile's region); no silent default, as a wrong guess strands resources."""
-    region = given or os.environ.get("AWS_REGION") or boto3.session.Session().region_name
+    try:
+        region = given or os.environ.get("AWS_REGION") or boto3.session.Session().region_name
+    except ProfileNotFound as error:
+        raise RegionError(f"{error}: fix AWS_PROFILE, or pass --region") from error
     if not region:
         raise RegionError(
             "no AWS region: pass --region or set AWS_REGION (the same one for every step, "

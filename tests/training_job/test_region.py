@@ -50,6 +50,27 @@ def test_no_region_anywhere_is_a_usage_error_not_a_guess(tmp_path: object) -> No
     assert "no AWS region: pass --region or set AWS_REGION" in result.stderr
 
 
+def test_a_missing_profile_is_a_usage_error_not_a_traceback() -> None:
+    environment = {
+        name: value
+        for name, value in os.environ.items()
+        if name not in {"AWS_REGION", "AWS_DEFAULT_REGION"}
+    }
+    environment["AWS_PROFILE"] = "no-such-profile-here"
+    environment["AWS_CONFIG_FILE"] = os.devnull
+    result = subprocess.run(
+        [sys.executable, "-m", "training_job", "deploy", "--mode", "sagemaker", "--delete"],
+        cwd=REPO_ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert "no-such-profile-here" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 @pytest.fixture
 def bucket_in_eu(local_aws: dict[str, str], unique_name: str) -> str:
     s3 = boto3.client("s3", region_name="eu-west-1")
