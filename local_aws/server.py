@@ -24,6 +24,7 @@ from local_aws import (
     lambda_executor,
     s3_policy,
     sagemaker_runtime,
+    stepfunctions,
 )
 
 DEFAULT_HOST = "127.0.0.1"
@@ -42,6 +43,7 @@ EMULATOR_PATCHES: list[Callable[[], None]] = [
     *lambda_executor.PATCHES,
     *s3_policy.PATCHES,
     *sagemaker_runtime.PATCHES,
+    *stepfunctions.PATCHES,
 ]
 
 
