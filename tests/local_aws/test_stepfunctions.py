@@ -11,7 +11,8 @@ import pytest
 from botocore.exceptions import ClientError
 
 from tests.local_aws.conftest import LocalAws, wait_for_execution
-from tests.local_aws.test_lambda_executor import ASSUME_ROLE, create, package
+from tests.local_aws.test_iam import state_machine_role
+from tests.local_aws.test_lambda_executor import create, package
 
 STATE_LIMIT_BYTES = 256 * 1024
 
@@ -37,11 +38,9 @@ def machine(local: LocalAws, name: str, function_arn: str) -> str:
             "Caught": {"Type": "Fail", "Error": "Caught", "Cause": "a Catch matched"},
         },
     }
-    role = local.client("iam").create_role(
-        RoleName=f"{name}-machine", AssumeRolePolicyDocument=json.dumps(ASSUME_ROLE)
-    )
+    role = state_machine_role(local.client("iam"), f"{name}-machine", [function_arn])
     created = local.client("stepfunctions").create_state_machine(
-        name=name, definition=json.dumps(definition), roleArn=role["Role"]["Arn"]
+        name=name, definition=json.dumps(definition), roleArn=role
     )
     arn: str = created["stateMachineArn"]
     return arn

@@ -15,6 +15,7 @@ import boto3
 import pytest
 
 from tests.handlers.conftest import Answer, RuntimeServer, encode_image, runtime_error
+from tests.local_aws.test_iam import state_machine_role
 from tests.statemachine.packaging import package, resolve_definition
 
 ASSUME = {
@@ -69,8 +70,9 @@ def classify_machine(
         "States": {"Classify": classify, "WorkflowFailed": definition["States"]["WorkflowFailed"]},
     }
     runtime_server.answers[unique_name] = Answer()
+    machine_role = state_machine_role(boto3.client("iam"), f"{unique_name}-machine", [function_arn])
     arn: str = boto3.client("stepfunctions").create_state_machine(
-        name=unique_name, definition=json.dumps(machine), roleArn=role
+        name=unique_name, definition=json.dumps(machine), roleArn=machine_role
     )["stateMachineArn"]
     return arn
 
