@@ -33,6 +33,8 @@ FUNCTIONS = {
     "monitor": ("MonitorLambdaFunction", "MonitorRole", "handlers/monitor.py"),
 }
 LOG_ACTIONS = {"logs:CreateLogStream", "logs:PutLogEvents"}
+# Shared definitions a function packages besides its handler (contract/, stdlib only).
+CONTRACT_FILES = {"monitor": {"contract/__init__.py", "contract/capture.py"}}
 
 
 class Packaged:
@@ -227,7 +229,9 @@ def test_each_package_holds_only_its_handler_and_the_shared_module(
     artifact = packaged.directory / f"{function}.zip"
     assert artifact.stat().st_size < MAX_PACKAGE_BYTES
     with zipfile.ZipFile(artifact) as archive:
-        assert set(archive.namelist()) == SHARED_FILES | {FUNCTIONS[function][2]}
+        assert set(archive.namelist()) == SHARED_FILES | {FUNCTIONS[function][2]} | (
+            CONTRACT_FILES.get(function, set())
+        )
 
 
 def test_the_functions_run_python_3_11_with_stated_sizes(packaged: Packaged) -> None:
