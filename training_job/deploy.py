@@ -13,14 +13,12 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
-import tarfile
 import time
 from datetime import UTC, datetime
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -28,7 +26,7 @@ import requests
 from botocore.exceptions import ClientError
 
 from local_aws.endpoint import config as endpoint_config
-from training_job import capture
+from training_job import capture, model_archive
 
 DEFAULT_PARAMETER_NAME = "/scones-unlimited/endpoint-name"
 MODELS_PREFIX = "models/"
@@ -39,8 +37,6 @@ STATE_DIR = Path(".local") / "endpoints"
 # The newest PyTorch inference image the SageMaker SDK pinned here knows (CPU, py312).
 FRAMEWORK_VERSION = "2.6.0"
 PY_VERSION = "py312"
-MAX_ARCHIVE_MEMBERS = 10_000
-MAX_EXTRACTED_BYTES = 2 * 1024**3
 LOCAL_READY_TIMEOUT_SECONDS = 300.0
 LOCAL_STOP_TIMEOUT_SECONDS = 90.0
 ENDPOINT_NAME_PATTERN = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
@@ -49,10 +45,6 @@ S3_URI_PATTERN = re.compile(r"^s3://([a-z0-9][a-z0-9.\-]{1,61}[a-z0-9])/(.+)$")
 
 class DeployError(Exception):
     """A deployment that cannot go on, with a message for the user."""
-
-
-class UnsafeArchiveError(DeployError):
-    """A model.tar.gz that would write outside its folder, link, or is far too large."""
 
 
 def _endpoint_name(text: str) -> str:
@@ -217,45 +209,12 @@ def newest_model_data(s3: Any, bucket: str) -> str:
     return f"s3://{bucket}/{newest['Key']}"
 
 
-def _check_members(tar: tarfile.TarFile) -> list[tarfile.TarInfo]:
-    members = tar.getmembers()
-    if len(members) > MAX_ARCHIVE_MEMBERS:
-        raise UnsafeArchiveError(f"the archive holds {len(members)} entries, too many")
-    total = 0
-    for member in members:
-        path = PurePosixPath(member.name)
-        if path.is_absolute() or ".." in path.parts:
-            raise UnsafeArchiveError(f"entry {member.name!r} would be written outside the model")
-        if not (member.isfile() or member.isdir()):
-            raise UnsafeArchiveError(f"entry {member.name!r} is a link or special file")
-        total += member.size
-        if total > MAX_EXTRACTED_BYTES:
-            raise UnsafeArchiveError(f"the archive unpacks to over {MAX_EXTRACTED_BYTES} bytes")
-    return members
-
-
 def extract_model(archive: Path, destination: Path) -> Path:
-    """Unpack model.tar.gz into `destination` (replaced whole, never left half-written),
-    refusing paths outside it, links, special files and archives that unpack too large."""
-    partial = destination.with_name(destination.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
+    """Unpack model.tar.gz safely (training_job.model_archive, which the monitor uses too)."""
     try:
-        with tarfile.open(archive, "r:gz") as tar:
-            members = _check_members(tar)
-            tar.extractall(partial, members=members, filter="data")
-    except (tarfile.TarError, EOFError, OSError) as error:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise DeployError(f"{archive} is not a readable model.tar.gz: {error}") from error
-    except UnsafeArchiveError:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
-    missing = [name for name in ("model.pth", "model.json") if not (partial / name).is_file()]
-    if missing:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise DeployError(f"{archive} has no {' or '.join(missing)}: not a model artifact")
-    shutil.rmtree(destination, ignore_errors=True)
-    partial.rename(destination)
-    return destination
+        return model_archive.extract_model(archive, destination)
+    except model_archive.ModelArchiveError as error:
+        raise DeployError(str(error)) from error
 
 
 # --- the SSM parameter --------------------------------------------------------------
