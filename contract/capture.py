@@ -46,6 +46,10 @@ MAX_OBJECT_BYTES = 64 * 1024 * 1024
 MAX_OBJECT_LINES = 200_000
 READ_CHUNK_BYTES = 1024 * 1024
 GZIP_MAGIC = b"\x1f\x8b"
+# Where `training_job deploy` publishes the deployed model's baseline profile for the
+# scheduled monitor (serverless.yml's default BASELINE_KEY names the same key).
+MONITOR_BASELINE_KEY = "monitoring/{endpoint}/baseline.json"
+MAX_BASELINE_BYTES = 16 * 1024 * 1024
 # The kinds of damaged line, as counted by every reader. "blank" lines are not damage.
 DAMAGE_KINDS = ("truncated", "corrupt", "oversized", "invalid", "bad_output")
 

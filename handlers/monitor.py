@@ -39,6 +39,7 @@ from typing import Any
 import boto3
 
 from contract.capture import (
+    MAX_BASELINE_BYTES,
     MAX_OBJECT_BYTES,
     READ_CHUNK_BYTES,
     CaptureObjectError,
@@ -55,7 +56,6 @@ MAX_OBJECTS_PER_RUN = 500
 # No new object is started with less time left than this: one object (at most
 # MAX_OBJECT_BYTES unpacked), the metrics and the position must still fit in the run.
 RESERVED_MILLIS = 40_000
-MAX_BASELINE_BYTES = 16 * 1024 * 1024
 MIN_RECORDS_FOR_DRIFT = 20
 KS_ALPHA = 0.01
 

@@ -25,12 +25,14 @@ import boto3
 import requests
 from botocore.exceptions import ClientError
 
+from contract.capture import MAX_BASELINE_BYTES, MONITOR_BASELINE_KEY
 from local_aws.endpoint import config as endpoint_config
 from training_job import capture, model_archive
 
 DEFAULT_PARAMETER_NAME = "/scones-unlimited/endpoint-name"
 MODELS_PREFIX = "models/"
 MODEL_ARCHIVE = "model.tar.gz"
+BASELINE_FILE = "baseline.json"
 VARIANT = "AllTraffic"
 SCALABLE_DIMENSION = "sagemaker:variant:DesiredInstanceCount"
 STATE_DIR = Path(".local") / "endpoints"
@@ -231,6 +233,38 @@ def publish_parameter(name: str, endpoint_name: str) -> None:
     print(f"published {endpoint_name} as SSM parameter {name}")
 
 
+def publish_baseline(
+    bucket: str, endpoint_name: str, model_data: str, model_dir: Path | None
+) -> None:
+    """Copy the served model's baseline.json to where the scheduled monitor reads it by
+    default (MONITOR_BASELINE_KEY), from the unpacked model or streamed out of its archive.
+    A model without a readable baseline stays deployed: the monitor logs that it waits."""
+    key = MONITOR_BASELINE_KEY.format(endpoint=endpoint_name)
+    s3 = boto3.client("s3")
+    document: bytes | None = None
+    problem = f"{model_data} holds no {BASELINE_FILE}"
+    try:
+        if model_dir is not None:
+            path = model_dir / BASELINE_FILE
+            document = path.read_bytes() if path.is_file() else None
+        else:
+            source_bucket, source_key = _split_s3_uri(model_data)
+            body = s3.get_object(Bucket=source_bucket, Key=source_key)["Body"]
+            with body:
+                document = model_archive.read_member(body, BASELINE_FILE, MAX_BASELINE_BYTES)
+    except (model_archive.ModelArchiveError, ClientError, OSError) as error:
+        problem = f"cannot read {BASELINE_FILE} from {model_data}: {error}"
+    if document is None:
+        print(
+            f"warning: {problem}; the scheduled monitor waits for one at s3://{bucket}/{key} "
+            "(python -m training_job monitor baseline builds one)",
+            file=sys.stderr,
+        )
+        return
+    s3.put_object(Bucket=bucket, Key=key, Body=document, ContentType="application/json")
+    print(f"published the model's monitoring baseline at s3://{bucket}/{key}")
+
+
 def delete_parameter(name: str, endpoint_name: str) -> None:
     """Remove the parameter only while it still names this endpoint: after a blue/green
     rollout it names the new one, which the workflow must keep using."""
@@ -358,6 +392,7 @@ def deploy_sagemaker(args: argparse.Namespace) -> int:
         },
     )
     publish_parameter(args.parameter_name, name)
+    publish_baseline(args.bucket, name, model_data, None)
     print(
         f"endpoint {name} is InService: {args.min_instances}-{args.max_instances} x "
         f"{args.instance_type}, capture {args.capture_sampling:g}% to "
@@ -495,6 +530,7 @@ def deploy_local(args: argparse.Namespace) -> int:
         raise
     if publish:
         publish_parameter(args.parameter_name, name)
+    publish_baseline(args.bucket, name, model_data, model_dir)
     print(
         f"local endpoint {name} serves {model_data} on {url} (pid {process.pid}, log "
         f"{log_path}); boto3 reaches it with AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME={url}"

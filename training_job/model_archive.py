@@ -14,6 +14,7 @@ import shutil
 import tarfile
 import zlib
 from pathlib import Path, PurePosixPath
+from typing import IO
 
 MAX_ARCHIVE_MEMBERS = 10_000
 MAX_EXTRACTED_BYTES = 2 * 1024**3
@@ -72,3 +73,25 @@ def extract_model(archive: Path, destination: Path) -> Path:
     shutil.rmtree(destination, ignore_errors=True)
     partial.rename(destination)
     return destination
+
+
+def read_member(stream: IO[bytes], name: str, max_bytes: int) -> bytes | None:
+    """One regular file of a model.tar.gz read as a stream (from S3, say), without
+    unpacking anything else; None when the archive has no such file. Raises
+    ModelArchiveError when it is unreadable or the file is over `max_bytes`."""
+    try:
+        with tarfile.open(fileobj=stream, mode="r|gz") as tar:
+            for count, member in enumerate(tar, start=1):
+                if count > MAX_ARCHIVE_MEMBERS:
+                    raise UnsafeArchiveError(
+                        f"the archive holds over {MAX_ARCHIVE_MEMBERS} entries"
+                    )
+                if member.name.removeprefix("./") != name or not member.isfile():
+                    continue
+                if member.size > max_bytes:
+                    raise ModelArchiveError(f"{name} is {member.size} bytes, over {max_bytes}")
+                extracted = tar.extractfile(member)
+                return extracted.read() if extracted is not None else None
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as error:
+        raise ModelArchiveError(f"not a readable model.tar.gz: {error}") from error
+    return None
