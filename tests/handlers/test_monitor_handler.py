@@ -256,3 +256,32 @@ def test_a_gzip_bomb_is_counted_and_skipped_in_bounded_memory(
     assert (summary["objects"], summary["records"], summary["damaged"]) == (3, 3, 1)
     assert summary["last_key"].endswith("03-00-000-x.jsonl")
     assert peak < 128 * 1024 * 1024  # the Lambda has 256 MB; the bomb unpacks to 1 GiB
+
+
+class RunningOutOfTime:
+    """A Lambda context whose remaining time drops below the monitor's reserve after
+    `objects_in_time` checks."""
+
+    function_name = "monitor"
+    aws_request_id = "c0ffee00-0000-4000-8000-000000000002"
+
+    def __init__(self, objects_in_time: int) -> None:
+        self.checks = 0
+        self.objects_in_time = objects_in_time
+
+    def get_remaining_time_in_millis(self) -> int:
+        self.checks += 1
+        spare = monitor.RESERVED_MILLIS + (1000 if self.checks <= self.objects_in_time else -1)
+        return spare
+
+
+def test_a_run_short_of_time_stops_between_objects_and_the_next_goes_on(
+    capture_bucket: str,
+) -> None:
+    put(capture_bucket, 1, lines([[0.99, 0.01]], 1))
+    put(capture_bucket, 2, lines([[0.99, 0.01]] * 2, 2))
+    first = monitor.handler({}, RunningOutOfTime(objects_in_time=1))
+    assert (first["objects"], first["records"]) == (1, 1)
+    assert first["last_key"].endswith("01-00-000-x.jsonl")
+    second = monitor.handler({}, None)
+    assert (second["objects"], second["records"]) == (1, 2)

@@ -30,7 +30,7 @@ from tests.training_job.staging_helpers import (
 )
 from tests.training_job.test_bucket import assert_settings
 from training_job import cifar, stage
-from training_job.manifests import LstEntry, Manifest, parse_lst, read_lst
+from training_job.manifests import LstEntry, Manifest, format_lst, parse_lst, read_lst
 
 ARCHIVE_NAME = "cifar-100-python-vehicles.tar.gz"
 
@@ -250,20 +250,32 @@ def test_staging_from_a_url_with_a_prefix_then_fewer_classes(
         assert all(key.startswith("cifar/") for key in keys)
         assert Manifest.from_json(read_object(unique_name, "cifar/manifest.json")).source == url
 
-        # Restaged with one class: motorcycle becomes label 0, bicycle images go.
-        result = run_stage(
+        before = parse_lst(read_object(unique_name, "cifar/train.lst").decode())
+
+        # One class is refused before anything is touched: train could not use it.
+        refused = run_stage(
             capsys,
             *("--bucket", unique_name, "--prefix", "cifar/", "--classes", "motorcycle"),
+            *("--cache-dir", cache),
+        )
+        assert_one_line_error(refused, 2, "name two or more classes")
+        assert read_object(unique_name, "cifar/train.lst") == format_lst(before).encode()
+
+        # Restaged with the classes in the other order: motorcycle becomes label 0.
+        result = run_stage(
+            capsys,
+            *("--bucket", unique_name, "--prefix", "cifar/", "--classes", "motorcycle,bicycle"),
             *("--cache-dir", cache),
         )
         assert result.code == 0, result.err
         assert len(server.requests) == 1  # served from the cache
     train = parse_lst(read_object(unique_name, "cifar/train.lst").decode())
-    assert len(train) == 500
-    assert {entry.label for entry in train} == {0}
+    assert [(e.row, 1 - e.label, e.filename) for e in train] == [
+        (e.row, e.label, e.filename) for e in before
+    ]
     pngs = [key for key in objects(unique_name) if key.endswith(".png")]
-    assert len(pngs) == 600
-    assert "2 objects uploaded, 600 stale deleted" in result.out
+    assert len(pngs) == 1200
+    assert "2 objects uploaded, 0 stale deleted" in result.out
 
 
 def test_wrong_checksum_for_the_official_source_stages_nothing(
