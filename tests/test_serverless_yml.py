@@ -342,3 +342,24 @@ def test_an_unknown_stage_still_packages_with_its_own_bucket(tmp_path: Path) -> 
     template = package("qa", tmp_path)
     env = template["Resources"]["SerializeLambdaFunction"]["Properties"]["Environment"]
     assert env["Variables"]["DATA_BUCKET"] == "scones-unlimited-qa"
+
+
+def test_the_monitor_package_imports_on_its_own(packaged: Packaged, tmp_path: Path) -> None:
+    # Its package must hold what it imports (contract/capture.py); -I keeps the
+    # repository off sys.path, as Lambda has only the package and boto3.
+    with zipfile.ZipFile(packaged.directory / "monitor.zip") as archive:
+        archive.extractall(tmp_path)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-I",
+            "-c",
+            "import sys; sys.path.insert(0, '.'); import handlers.monitor",
+        ],
+        cwd=tmp_path,
+        env={"PYTHONPATH": ""},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
