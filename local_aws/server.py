@@ -17,7 +17,7 @@ from typing import Any
 import boto3
 import requests
 
-from local_aws import cloudformation, events, lambda_executor, s3_policy
+from local_aws import cloudformation, events, lambda_executor, s3_policy, stepfunctions
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 4566  # LocalStack's conventional port, so either emulator can serve
@@ -33,6 +33,7 @@ EMULATOR_PATCHES: list[Callable[[], None]] = [
     *events.PATCHES,
     *lambda_executor.PATCHES,
     *s3_policy.PATCHES,
+    *stepfunctions.PATCHES,
 ]
 
 

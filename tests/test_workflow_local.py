@@ -10,6 +10,7 @@ deployed classify handler reaches the endpoint) and the local endpoint
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -39,7 +40,7 @@ STAGE = "local"
 STATE_MACHINE = f"scones-unlimited-{STAGE}-image-workflow"
 THRESHOLD = 0.93  # serverless.yml's default `threshold` param, which this deploy keeps
 GATE_ERROR = "THRESHOLD_CONFIDENCE_NOT_MET"
-PROJECT_FILES = ("serverless.yml", "package.json", "handlers", "statemachine", "events")
+PROJECT_FILES = ("serverless.yml", "package.json", "handlers", "contract", "statemachine", "events")
 PROBED_IMAGES = 40  # test images whose probabilities are read from the endpoint directly
 EVALUATED_IMAGES = 12
 QUICK_MODEL_STEPS = 60  # enough SGD steps for both confident and doubtful test images
@@ -350,6 +351,93 @@ def test_an_upload_outside_incoming_starts_none(workflow: Workflow) -> None:
     s3.put_object(Bucket=workflow.bucket, Key=key, Body=b"\x89PNG\r\n\x1a\n")
     time.sleep(1.5)
     assert executions_for(workflow, key) == []
+
+
+STATE_LIMIT_BYTES = 256 * 1024  # Step Functions' limit on a state's input or output
+LAMBDA_PAYLOAD_LIMIT_BYTES = 6 * 1024 * 1024  # Lambda's, on a synchronous request
+
+
+def phone_photo() -> bytes:
+    """A 4032x3024 JPEG of several MB, as a phone takes it: rotated by its EXIF
+    Orientation tag (6: turn 90 degrees clockwise to display), with texture that
+    compresses like a photo's (noise at a quarter of the resolution, scaled up)."""
+    from PIL import Image
+
+    texture = Image.frombytes("RGB", (1008, 756), os.urandom(1008 * 756 * 3))
+    photo = texture.resize((4032, 3024), Image.Resampling.BILINEAR)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation
+    buffer = io.BytesIO()
+    photo.save(buffer, format="JPEG", quality=80, exif=exif)
+    return buffer.getvalue()
+
+
+def large_png() -> bytes:
+    """A PNG of a few MB (random pixels do not compress)."""
+    from PIL import Image
+
+    image = Image.frombytes("RGB", (1200, 1000), os.urandom(1200 * 1000 * 3))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("make", "suffix", "content_type"),
+    [(phone_photo, "jpg", "image/jpeg"), (large_png, "png", "image/png")],
+    ids=["phone-photo-jpeg", "large-png"],
+)
+def test_a_real_photo_completes_the_workflow_and_every_payload_stays_under_the_limits(
+    workflow: Workflow, make: Any, suffix: str, content_type: str
+) -> None:
+    from contract.images import MAX_IMAGE_BYTES
+
+    image = make()
+    assert 2 * 1024 * 1024 < len(image) <= MAX_IMAGE_BYTES
+    key = f"incoming/{uuid.uuid4().hex}.{suffix}"
+    workflow.client("s3").put_object(
+        Bucket=workflow.bucket, Key=key, Body=image, ContentType=content_type
+    )
+    [execution] = wait_finished(workflow, key, timeout=120)
+    events = history(workflow, execution["executionArn"])
+    entered = [
+        e["stateEnteredEventDetails"]["name"] for e in events if "stateEnteredEventDetails" in e
+    ]
+    assert entered[:3] == ["Serialize", "Classify", "FilterLowConfidence"]
+    # The workflow completed: passed, or stopped at the confidence gate, nothing else.
+    failures = [e["taskFailedEventDetails"]["error"] for e in events if e["type"] == "TaskFailed"]
+    if execution["status"] == "SUCCEEDED":
+        assert failures == []
+    else:
+        assert (execution["error"], failures) == (GATE_ERROR, [GATE_ERROR])
+
+    outputs = {
+        e["stateExitedEventDetails"]["name"]: json.loads(e["stateExitedEventDetails"]["output"])
+        for e in events
+        if "stateExitedEventDetails" in e
+    }
+    assert outputs["Serialize"]["body"]["image_data"] == ""  # the photo stayed in S3
+    runtime = workflow.client("sagemaker-runtime", endpoint_url=workflow.endpoint_url)
+    answer = runtime.invoke_endpoint(
+        EndpointName=workflow.endpoint_name, ContentType=content_type, Body=image
+    )
+    own = json.loads(answer["Body"].read())
+    assert outputs["Classify"]["body"]["inferences"] == pytest.approx(own, abs=1e-5)
+
+    for event in events:
+        for details in event.values():
+            if not isinstance(details, dict):
+                continue
+            for field_name in ("input", "output", "parameters"):
+                if field_name in details:
+                    assert len(details[field_name].encode()) < STATE_LIMIT_BYTES // 2, (
+                        event["type"],
+                        field_name,
+                    )
+    scheduled = [
+        e["taskScheduledEventDetails"]["parameters"] for e in events if e["type"] == "TaskScheduled"
+    ]
+    assert scheduled and all(len(p.encode()) < LAMBDA_PAYLOAD_LIMIT_BYTES for p in scheduled)
 
 
 @pytest.mark.parametrize(

@@ -16,6 +16,7 @@ import re
 import signal
 import subprocess
 import sys
+import tarfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,17 +29,24 @@ from botocore.exceptions import ClientError
 from contract.capture import MAX_BASELINE_BYTES, MONITOR_BASELINE_KEY
 from local_aws.endpoint import config as endpoint_config
 from training_job import capture, model_archive
+from training_job.bucket import BucketError, require_region
+from training_job.train import PYTHON_VERSION, PYTORCH_VERSION
 
-DEFAULT_PARAMETER_NAME = "/scones-unlimited/endpoint-name"
+# One parameter per stage (serverless.yml reads /scones-unlimited/${sls:stage}/endpoint-name),
+# so dev and prod never share an endpoint.
+PARAMETER_NAME_TEMPLATE = "/scones-unlimited/{stage}/endpoint-name"
+STAGE_PATTERN = re.compile(r"^[a-zA-Z0-9-]{1,32}$")
 MODELS_PREFIX = "models/"
 MODEL_ARCHIVE = "model.tar.gz"
 BASELINE_FILE = "baseline.json"
 VARIANT = "AllTraffic"
 SCALABLE_DIMENSION = "sagemaker:variant:DesiredInstanceCount"
 STATE_DIR = Path(".local") / "endpoints"
-# The newest PyTorch inference image the SageMaker SDK pinned here knows (CPU, py312).
-FRAMEWORK_VERSION = "2.6.0"
-PY_VERSION = "py312"
+# Serving runs on the PyTorch version training ran on (training_job.train pins both).
+FRAMEWORK_VERSION = PYTORCH_VERSION
+PY_VERSION = PYTHON_VERSION
+# What training_job/code/inference.py needs in the archive: the container runs code/ from it.
+SERVABLE_MEMBERS = ("model.pth", "model.json", "code/inference.py")
 LOCAL_READY_TIMEOUT_SECONDS = 300.0
 LOCAL_STOP_TIMEOUT_SECONDS = 90.0
 ENDPOINT_NAME_PATTERN = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
@@ -68,6 +76,12 @@ def _split_s3_uri(uri: str) -> tuple[str, str]:
     if match is None:
         raise DeployError(f"{uri!r} is not an s3://BUCKET/KEY URI")
     return match.group(1), match.group(2)
+
+
+def _stage(text: str) -> str:
+    if not STAGE_PATTERN.match(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a stage name (letters, digits, -)")
+    return text
 
 
 def _positive_int(text: str) -> int:
@@ -110,9 +124,15 @@ def register(subparsers: Any) -> None:
         help="the endpoint's name (default: %(default)s)",
     )
     parser.add_argument(
+        "--stage",
+        type=_stage,
+        help="the serverless.yml stage whose workflow uses this endpoint: its name goes to "
+        "the SSM parameter " + PARAMETER_NAME_TEMPLATE.format(stage="STAGE") + " (default: "
+        "dev with --mode sagemaker, local with --mode local, as `sls deploy --stage` uses)",
+    )
+    parser.add_argument(
         "--parameter-name",
-        default=DEFAULT_PARAMETER_NAME,
-        help="SSM parameter that receives the endpoint's name (default: %(default)s)",
+        help="SSM parameter that receives the endpoint's name instead of the stage's",
     )
     sagemaker = parser.add_argument_group("--mode sagemaker")
     sagemaker.add_argument(
@@ -170,9 +190,19 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.parameter_name is None:
+        stage = args.stage or ("local" if args.mode == "local" else "dev")
+        args.parameter_name = PARAMETER_NAME_TEMPLATE.format(stage=stage)
     try:
         if not (args.delete or args.stop or args.bucket):
             raise DeployError("--bucket is required to deploy")
+        # SageMaker's InitialSamplingPercentage is a whole number: 0.5 is refused here
+        # rather than silently becoming 0 (no capture, and no monitoring) on AWS.
+        if args.capture_sampling != int(args.capture_sampling):
+            raise DeployError(
+                f"--capture-sampling {args.capture_sampling:g} is not a whole percentage "
+                "(SageMaker takes an integer from 0 to 100)"
+            )
         if args.mode == "sagemaker":
             if args.delete:
                 return delete_sagemaker(args)
@@ -180,7 +210,7 @@ def run(args: argparse.Namespace) -> int:
         if args.stop:
             return stop_local(args.state_dir, args.endpoint_name, args.parameter_name)
         return deploy_local(args)
-    except DeployError as error:
+    except (DeployError, BucketError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     except ClientError as error:
@@ -266,8 +296,8 @@ def publish_baseline(
 
 
 def delete_parameter(name: str, endpoint_name: str) -> None:
-    """Remove the parameter only while it still names this endpoint: after a blue/green
-    rollout it names the new one, which the workflow must keep using."""
+    """Remove the parameter only while it still names this endpoint: once another endpoint
+    of the stage published its name there, the workflow must keep using that one."""
     ssm = boto3.client("ssm")
     try:
         current = ssm.get_parameter(Name=name)["Parameter"]["Value"]
@@ -309,16 +339,21 @@ def deploy_sagemaker(args: argparse.Namespace) -> int:
     import sagemaker.image_uris  # heavy: only this mode needs it
 
     session = boto3.session.Session()
-    region = session.region_name or "us-east-1"
+    region = session.region_name  # the command's --region / AWS_REGION (training_job.__main__)
     s3 = session.client("s3")
     sm = session.client("sagemaker")
     autoscaling = session.client("application-autoscaling")
     name = args.endpoint_name
+    # SageMaker reads the model and writes captures only in its own region.
+    require_region(s3, args.bucket)
+    if args.model_data:
+        require_region(s3, _split_s3_uri(args.model_data)[0])
     if _endpoint_exists(sm, name):
         raise DeployError(
             f"endpoint {name} exists: delete it first (--delete) or choose another --endpoint-name"
         )
     model_data = args.model_data or newest_model_data(s3, args.bucket)
+    require_servable(s3, model_data)
     image = sagemaker.image_uris.retrieve(
         "pytorch",
         region,
@@ -330,45 +365,52 @@ def deploy_sagemaker(args: argparse.Namespace) -> int:
     # Model and configuration names carry a timestamp, as the SDK's do, so a new
     # deployment never collides with what an old one left.
     resource_name = f"{name[:47]}-{datetime.now(UTC):%Y%m%d-%H%M%S}"
-    sm.create_model(
-        ModelName=resource_name,
-        ExecutionRoleArn=args.role,
-        PrimaryContainer={
-            "Image": image,
-            "ModelDataUrl": model_data,
-            "Environment": {
-                # The PyTorch container runs code/inference.py from inside model.tar.gz.
-                "SAGEMAKER_PROGRAM": "inference.py",
-                "SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code",
-                "SAGEMAKER_CONTAINER_LOG_LEVEL": "20",
-                "SAGEMAKER_REGION": region,
+    created: list[tuple[str, str]] = []  # (kind, name), to remove all of it on failure
+    try:
+        sm.create_model(
+            ModelName=resource_name,
+            ExecutionRoleArn=args.role,
+            PrimaryContainer={
+                "Image": image,
+                "ModelDataUrl": model_data,
+                "Environment": {
+                    # The PyTorch container runs code/inference.py from inside model.tar.gz.
+                    "SAGEMAKER_PROGRAM": "inference.py",
+                    "SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code",
+                    "SAGEMAKER_CONTAINER_LOG_LEVEL": "20",
+                    "SAGEMAKER_REGION": region,
+                },
             },
-        },
-    )
-    sm.create_endpoint_config(
-        EndpointConfigName=resource_name,
-        ProductionVariants=[
-            {
-                "VariantName": VARIANT,
-                "ModelName": resource_name,
-                "InitialInstanceCount": args.min_instances,
-                "InstanceType": args.instance_type,
-                "InitialVariantWeight": 1.0,
-            }
-        ],
-        DataCaptureConfig={
-            "EnableCapture": True,
-            "InitialSamplingPercentage": int(args.capture_sampling),
-            "DestinationS3Uri": capture.destination_uri(args.bucket),
-            "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}],
-            "CaptureContentTypeHeader": {"JsonContentTypes": list(capture.JSON_CONTENT_TYPES)},
-        },
-    )
-    sm.create_endpoint(EndpointName=name, EndpointConfigName=resource_name)
-    print(f"creating endpoint {name} from {model_data} ({image}); waiting for InService")
-    sm.get_waiter("endpoint_in_service").wait(
-        EndpointName=name, WaiterConfig={"Delay": 30, "MaxAttempts": 120}
-    )
+        )
+        created.append(("model", resource_name))
+        sm.create_endpoint_config(
+            EndpointConfigName=resource_name,
+            ProductionVariants=[
+                {
+                    "VariantName": VARIANT,
+                    "ModelName": resource_name,
+                    "InitialInstanceCount": args.min_instances,
+                    "InstanceType": args.instance_type,
+                    "InitialVariantWeight": 1.0,
+                }
+            ],
+            DataCaptureConfig={
+                "EnableCapture": True,
+                "InitialSamplingPercentage": int(args.capture_sampling),
+                "DestinationS3Uri": capture.destination_uri(args.bucket),
+                "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}],
+                "CaptureContentTypeHeader": {"JsonContentTypes": list(capture.JSON_CONTENT_TYPES)},
+            },
+        )
+        created.append(("endpoint-config", resource_name))
+        sm.create_endpoint(EndpointName=name, EndpointConfigName=resource_name)
+        created.append(("endpoint", name))
+        print(f"creating endpoint {name} from {model_data} ({image}); waiting for InService")
+        wait_in_service(sm, name)
+    except (DeployError, ClientError) as error:
+        _remove_created(sm, created)
+        undone = ", ".join(f"{kind} {item}" for kind, item in reversed(created)) or "nothing"
+        raise DeployError(f"{error} (removed what this deploy created: {undone})") from error
     autoscaling.register_scalable_target(
         ServiceNamespace="sagemaker",
         ResourceId=_resource_id(name),
@@ -399,6 +441,70 @@ def deploy_sagemaker(args: argparse.Namespace) -> int:
         f"{capture.destination_uri(args.bucket)}"
     )
     return 0
+
+
+ENDPOINT_WAIT_SECONDS = 60 * 60  # SageMaker's own waiter gives an endpoint an hour
+ENDPOINT_POLL_SECONDS = 30.0
+
+
+def wait_in_service(sm: Any, name: str, poll_seconds: float = ENDPOINT_POLL_SECONDS) -> None:
+    """Wait until the endpoint is InService; a Failed one is an error with SageMaker's
+    FailureReason (a container that never answers /ping, no capacity, a quota of 0)."""
+    deadline = time.monotonic() + ENDPOINT_WAIT_SECONDS
+    while True:
+        described = sm.describe_endpoint(EndpointName=name)
+        status = described["EndpointStatus"]
+        if status == "InService":
+            return
+        if status not in ("Creating", "Updating", "SystemUpdating"):
+            reason = described.get("FailureReason", "SageMaker gave no reason")
+            raise DeployError(f"endpoint {name} is {status}: {reason}")
+        if time.monotonic() > deadline:
+            raise DeployError(f"endpoint {name} is still {status} after an hour")
+        time.sleep(poll_seconds)
+
+
+def _remove_created(sm: Any, created: list[tuple[str, str]]) -> None:
+    """Delete what a failed deploy created, newest first; a Failed endpoint can be deleted
+    at once, and its configuration and model only after it is gone."""
+    for kind, item in reversed(created):
+        if kind == "endpoint":
+            _ignore_missing(sm.delete_endpoint, EndpointName=item)
+            sm.get_waiter("endpoint_deleted").wait(
+                EndpointName=item, WaiterConfig={"Delay": 15, "MaxAttempts": 80}
+            )
+        elif kind == "endpoint-config":
+            _ignore_missing(sm.delete_endpoint_config, EndpointConfigName=item)
+        else:
+            _ignore_missing(sm.delete_model, ModelName=item)
+
+
+def require_servable(s3: Any, model_data: str) -> None:
+    """Refuse an archive the PyTorch serving container cannot serve with our inference.py:
+    the built-in image-classification algorithm's model.tar.gz holds MXNet parameters, and
+    an endpoint made from it never becomes InService. Reads the archive's headers only."""
+    bucket, key = _split_s3_uri(model_data)
+    body = s3.get_object(Bucket=bucket, Key=key)["Body"]
+    seen: set[str] = set()
+    try:
+        with tarfile.open(fileobj=body, mode="r|gz") as tar:
+            for member in tar:
+                seen.add(member.name.removeprefix("./"))
+                if seen.issuperset(SERVABLE_MEMBERS):
+                    return
+    except (tarfile.TarError, EOFError, OSError) as error:
+        raise DeployError(f"{model_data} is not a readable model.tar.gz: {error}") from error
+    finally:
+        body.close()
+    missing = ", ".join(name for name in SERVABLE_MEMBERS if name not in seen)
+    hint = (
+        " It looks like the built-in image-classification algorithm's model (train "
+        "--algorithm builtin): deploy serves only --algorithm pytorch models; serving the "
+        "built-in one needs its own image and request format, which is not supported yet."
+        if any(name.startswith("image-classification") for name in seen)
+        else ""
+    )
+    raise DeployError(f"{model_data} has no {missing}: not a model deploy can serve.{hint}")
 
 
 def _ignore_missing(call: Any, **kwargs: Any) -> None:

@@ -217,6 +217,25 @@ def test_malformed_and_oversized_payloads_are_refused_before_any_code_runs(
     assert not list(tmp_path.iterdir())
 
 
+def test_a_response_over_6_mb_is_lambdas_function_error(
+    workflow_aws: LocalAws, unique_name: str
+) -> None:
+    # moto's own check (awslambda/responses.py), which the executor's answer passes through.
+    code = package({"big.py": "def handler(event, context):\n    return 'x' * event['n']\n"})
+    lambda_ = create(workflow_aws, unique_name, "big.handler", code=code)
+    response, result = invoke(lambda_, unique_name, {"n": 6_291_556})
+    assert response["StatusCode"] == 200
+    assert response["FunctionError"] == "Unhandled"
+    assert result == {
+        "errorType": "Function.ResponseSizeTooLarge",
+        "errorMessage": "Response payload size exceeded maximum allowed payload size "
+        "(6291556 bytes).",
+    }
+    response, result = invoke(lambda_, unique_name, {"n": 5 * 1024 * 1024})
+    assert "FunctionError" not in response
+    assert len(result) == 5 * 1024 * 1024
+
+
 def test_a_package_with_an_entry_outside_its_root_is_refused_and_nothing_is_written(
     workflow_aws: LocalAws, unique_name: str, tmp_path: Path
 ) -> None:
