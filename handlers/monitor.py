@@ -11,7 +11,8 @@ AlarmTopic. Pure Python and boto3: the full statistics run in `training_job moni
 
 Capture lines are read and judged by `contract.capture`, the reader `training_job
 monitor` uses too: damaged lines and objects are counted and skipped, with memory and
-time per object bounded, and the position always moves past what a run has read.
+time per object bounded, and the position moves past every object a run read, damaged or
+not (only an AWS error ends a run early, and then the next run reads the same objects).
 
 Until the baseline exists (deploy publishes the deployed model's at
 monitoring/<endpoint>/baseline.json), a run logs what it waits for and returns without
