@@ -121,6 +121,16 @@ def probability(text: str) -> float:
     return value
 
 
+def metric_namespace(text: str) -> str:
+    """What PutMetricData accepts: 1-255 ASCII characters, not starting with ':' or the
+    'AWS/' that AWS keeps for its own services."""
+    if not 1 <= len(text) <= 255 or not text.isascii() or not text.isprintable():
+        raise argparse.ArgumentTypeError("a namespace is 1 to 255 printable ASCII characters")
+    if text.startswith((":", "AWS/")):
+        raise argparse.ArgumentTypeError("a namespace cannot start with ':' or 'AWS/'")
+    return text
+
+
 def _add_source_options(parser: argparse.ArgumentParser, default_window: int | None) -> None:
     parser.add_argument(
         "--captures",
@@ -208,6 +218,7 @@ def _add_source_options(parser: argparse.ArgumentParser, default_window: int | N
     if default_window is not None:
         parser.add_argument(
             "--metrics-namespace",
+            type=metric_namespace,
             metavar="NAMESPACE",
             help="also publish the verdict to CloudWatch in this namespace, dimension "
             "Captures=<the --captures URL>: InputDrift (1 when an input or embedding test "
@@ -477,8 +488,9 @@ def _publish(namespace: str, captures: str, result: WindowResult) -> None:
             {"MetricName": "InputDrift", "Value": float(bool(alerting & INPUT_DETECTORS))},
             {"MetricName": "AnswerDrift", "Value": float(bool(alerting & ANSWER_DETECTORS))},
         ]
-    # A dimension value holds at most 1,024 characters.
-    dimensions = [{"Name": "Captures", "Value": captures[:1024]}]
+    # A dimension value is at most 1,024 ASCII characters.
+    value = captures.encode("ascii", "replace").decode("ascii")[:1024]
+    dimensions = [{"Name": "Captures", "Value": value}]
     for datum in data:
         datum.setdefault("Unit", "None")
         datum["Dimensions"] = dimensions

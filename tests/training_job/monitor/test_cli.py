@@ -23,6 +23,7 @@ from tests.training_job.monitor.conftest import START, Vehicles, capture_line, c
 from training_job.__main__ import main
 from training_job.monitor import cli
 from training_job.monitor.captures import CaptureSource, ReadCounts, read_records
+from training_job.monitor.shifts import SHIFTS
 
 ENDPOINT_PREFIX = "data_capture/ep/AllTraffic/2026/11/24/09/"
 
@@ -188,10 +189,14 @@ def check(captures: str, *extra: str) -> int:
     return main(["monitor", "check", "--captures", captures, "--window", "100", *extra])
 
 
-def warm_cast(images: np.ndarray) -> np.ndarray:
-    """A camera with another white balance: red up, blue down, luma about the same."""
-    gains = np.array([1.25, 1.0, 0.7], dtype=np.float32)
-    return np.clip(images.astype(np.float32) * gains, 0, 255).astype(np.uint8)
+def warm_cast_lines(images: np.ndarray, answers: np.ndarray) -> list[bytes]:
+    """Captures from a camera with another white balance (the benchmark's white_balance
+    shift, high severity), recorded with the answers the model gave the original photos."""
+    uploads = SHIFTS["white_balance"].uploads(images, 2, np.random.default_rng(0))
+    return [
+        capture_line(body, [float(p) for p in row], START + timedelta(seconds=i), kind)
+        for i, ((body, kind), row) in enumerate(zip(uploads, answers, strict=True))
+    ]
 
 
 def test_check_says_which_kind_of_drift_with_its_exit_code(
@@ -205,7 +210,7 @@ def test_check_says_which_kind_of_drift_with_its_exit_code(
     assert "verdict: no drift" in capsys.readouterr().out
 
     # The inputs change colour; the endpoint's recorded answers are those it gave before.
-    put_captures(bucket, {"10-00-000-b.jsonl": b"".join(capture_lines(warm_cast(clean), answers))})
+    put_captures(bucket, {"10-00-000-b.jsonl": b"".join(warm_cast_lines(clean, answers))})
     assert check(captures) == 3
     out = capsys.readouterr().out
     assert "verdict: input drift, model answers unchanged" in out
@@ -222,7 +227,7 @@ def test_check_publishes_the_kind_of_drift_as_metrics(
     bucket: str, vehicles: Vehicles, predict
 ) -> None:
     clean = vehicles.test_images[:100]
-    lines = capture_lines(warm_cast(clean), predict(clean))
+    lines = warm_cast_lines(clean, predict(clean))
     put_captures(bucket, {"00-00-000-a.jsonl": b"".join(lines)})
     captures = f"s3://{bucket}/data_capture/ep/"
     namespace = f"Test/{bucket}"
@@ -338,7 +343,7 @@ def test_report_counts_each_kind_of_drift_and_exits_2_on_an_empty_prefix(
 ) -> None:
     clean = vehicles.test_images[:100]
     answers = predict(clean)
-    lines = capture_lines(clean, answers) + capture_lines(warm_cast(clean), answers)
+    lines = capture_lines(clean, answers) + warm_cast_lines(clean, answers)
     put_captures(bucket, {"00-00-000-a.jsonl": b"".join(lines)})
     out = tmp_path / "report"
     arguments = ["--window", "100", "--permutations", "2000", "--out", str(out)]
@@ -409,6 +414,9 @@ def test_help_explains_every_option(command: list[str], capsys: pytest.CaptureFi
         ["--window", "abc"],
         ["--alpha", "2"],
         ["--since", "yesterday"],
+        ["--metrics-namespace", "AWS/SageMaker"],
+        ["--metrics-namespace", ""],
+        ["--metrics-namespace", "x" * 256],
     ],
 )
 def test_malformed_arguments_are_refused_by_the_parser(arguments: list[str]) -> None:
