@@ -186,7 +186,7 @@ def _add_source_options(parser: argparse.ArgumentParser, default_window: int | N
         default=10000,
         help="most permutations for the embedding MMD test's p-value; a window far from an "
         "alert stops after its 20th exceedance (Besag-Clifford), so only drifting windows "
-        "cost this many. Enough that the p-value can pass Holm's alpha/12 "
+        "cost this many. Enough that the p-value can pass Holm's alpha/16 (16 tests) "
         "(default: %(default)s)",
     )
     parser.add_argument(
