@@ -450,6 +450,7 @@ def run_report(args: argparse.Namespace) -> int:
                 windows = windows_by_time(records, args.every, analyzer.counts)
             else:
                 windows = windows_by_count(records, args.window or 200)
+            _note_missing_statistics(baseline, analyzer)
             run = Run()
             run.analyze_all(analyzer, windows)
             args.out.mkdir(parents=True, exist_ok=True)
@@ -473,8 +474,14 @@ def run_report(args: argparse.Namespace) -> int:
     return _guarded(body, args)
 
 
-def _missing_statistics(baseline: Baseline, analyzer: WindowAnalyzer) -> list[str]:
-    return [name for name in analyzer.profile.STATISTICS if name not in baseline.statistics]
+def _note_missing_statistics(baseline: Baseline, analyzer: WindowAnalyzer) -> None:
+    """A baseline written before the colour moments existed is still used, without them."""
+    missing = [name for name in analyzer.profile.STATISTICS if name not in baseline.statistics]
+    if missing:
+        print(
+            f"note: the baseline has no {', '.join(missing)} (written by an older version, "
+            "so those are not tested): `monitor baseline --rebuild` adds them"
+        )
 
 
 def _publish(namespace: str, captures: str, result: WindowResult) -> None:
@@ -514,12 +521,7 @@ def run_check(args: argparse.Namespace) -> int:
             if v and k not in ("objects", "lines", "records")
         }
         print(f"baseline: {where}")
-        missing = _missing_statistics(baseline, analyzer)
-        if missing:
-            print(
-                f"note: the baseline has no {', '.join(missing)} (written by an older "
-                "version): `monitor baseline --rebuild` adds them"
-            )
+        _note_missing_statistics(baseline, analyzer)
         print(
             f"window: last {result.records} records ({result.used} usable); damage: "
             + (", ".join(f"{k}={v}" for k, v in damage.items()) or "none")

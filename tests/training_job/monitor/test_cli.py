@@ -6,6 +6,7 @@ import gzip
 import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -246,6 +247,29 @@ def test_check_publishes_the_kind_of_drift_as_metrics(
         )["Datapoints"]
         values[name] = statistics[0]["Maximum"]
     assert values == {"InputDrift": 1.0, "AnswerDrift": 0.0, "UsableRecords": 100.0}
+
+
+def test_a_baseline_without_colour_moments_is_used_and_named(
+    bucket: str,
+    vehicles: Vehicles,
+    predict,
+    model_dir: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    older = tmp_path / "model"
+    shutil.copytree(model_dir, older)
+    document = json.loads((older / "baseline.json").read_text())
+    for name in ("red_green", "yellow_blue", "red_green_contrast", "yellow_blue_contrast"):
+        del document["input_statistics"][name]
+    (older / "baseline.json").write_text(json.dumps(document))
+    clean = vehicles.test_images[:100]
+    put_captures(bucket, {"00-00-000-a.jsonl": b"".join(capture_lines(clean, predict(clean)))})
+    assert check(f"s3://{bucket}/data_capture/ep/", "--model-dir", str(older)) == 0
+    out = capsys.readouterr().out
+    assert "note: the baseline has no red_green, yellow_blue" in out
+    assert "monitor baseline --rebuild" in out
+    assert " red_green " not in out  # not tested: nothing to compare with
 
 
 def test_check_exit_2_when_nothing_can_be_judged(
