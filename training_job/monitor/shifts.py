@@ -200,6 +200,8 @@ class Shift:
             raise ValueError(
                 f"expected uint8 images (N, H, W, 3), got {images.dtype} {images.shape}"
             )
+        if level not in range(len(LEVELS)):
+            raise ValueError(f"level must be 0 (low), 1 (middle) or 2 (high), got {level}")
         return self.apply(images, self.levels[level], rng)
 
 

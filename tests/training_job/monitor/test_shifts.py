@@ -50,6 +50,10 @@ def test_shifts_refuse_what_is_not_a_batch_of_uint8_photos() -> None:
         SHIFTS["hue"].uploads(np.zeros((32, 32, 3), np.uint8), 0, np.random.default_rng(0))
     with pytest.raises(ValueError, match="uint8 images"):
         SHIFTS["hue"].uploads(np.zeros((2, 32, 32, 3)), 0, np.random.default_rng(0))
+    photos = np.zeros((2, 32, 32, 3), np.uint8)
+    for level in (-1, 3):
+        with pytest.raises(ValueError, match="level must be"):
+            SHIFTS["hue"].uploads(photos, level, np.random.default_rng(0))
 
 
 @pytest.mark.parametrize(("name", "level"), [("white_balance", 1), ("hue", 1), ("channel_swap", 2)])
