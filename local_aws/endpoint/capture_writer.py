@@ -52,7 +52,7 @@ log = logging.getLogger(__name__)
 SEGMENT_SUFFIX = ".jsonl"
 RETRY_FIRST_SECONDS = 0.5
 RETRY_MAX_SECONDS = 4.0
-CLOSE_SHIP_SECONDS = 10.0  # at SIGTERM; what S3 does not take by then waits for the next start
+CLOSE_SHIP_SECONDS = 5.0  # at SIGTERM; what S3 does not take by then waits for the next start
 DROP_LOG_INTERVAL_SECONDS = 10.0
 # Keys of one segment's objects are derived from its name, so a re-shipped segment
 # overwrites its objects (see the module's docstring).

@@ -124,6 +124,10 @@ def run_worker(config: EndpointConfig, slots: Sequence[Slot], index: int, ready:
 
     torch.set_num_threads(config.threads_per_worker())
     asyncio.run(_serve_worker(config, slots, index, ready))
+    # Everything is answered and shipped; the interpreter's own teardown (torch's above
+    # all) took seconds on a busy machine and only delayed the stop.
+    logging.shutdown()
+    os._exit(0)
 
 
 def _wait_until_ready(processes: list[BaseProcess], ready: Any, stopping: threading.Event) -> bool:
