@@ -162,4 +162,5 @@ class Connections:
         self, _request: web.Request, response: web.StreamResponse
     ) -> None:
         if self.draining:
-            response.force_close()
+            response.force_close()  # close after this response...
+            response.headers["Connection"] = "close"  # ...and say so (headers are ready by now)
