@@ -1,6 +1,6 @@
 """Capture durability: requests answered 200 versus records in the S3 capture, under bad luck.
 
-Each scenario starts its own local AWS (`python -m local_aws serve`, so it can be paused)
+Each scenario starts its own local AWS (`python -m local_aws serve`, reached through a relay)
 and a local endpoint (`python -m local_aws.endpoint`, 2 workers, capture on), drives it
 with closed-loop keep-alive clients that send a unique X-Amzn-SageMaker-Inference-Id each,
 and when a third of the requests are answered does one of:
@@ -330,6 +330,7 @@ def run_scenario(
         load = Load(endpoint.url, name, pngs, total, clients)
         put_failures = -1  # not measured where the scenario itself stops the endpoint
         stopped: list[float] = []  # seconds from SIGTERM to the endpoint's exit
+        outage = threading.Timer(outage_seconds, relay.restore)
 
         def act() -> None:
             if scenario == "worker-kill-9":
@@ -340,9 +341,11 @@ def run_scenario(
                 threading.Thread(target=lambda: stopped.append(endpoint.stop())).start()
             elif scenario == "s3-outage":
                 relay.cut()
-                threading.Timer(outage_seconds, relay.restore).start()
+                outage.start()
 
         load.run(act, stop_on_errors=scenario in ("group-kill-9", "sigterm"))
+        if scenario == "s3-outage":
+            outage.join()  # S3 is back before the endpoint is stopped
         if scenario == "group-kill-9":
             endpoint.start()  # the same spool: its first act is to ship what is left
         if scenario == "sigterm":
@@ -434,7 +437,8 @@ def main() -> int:
         others = ", ".join(f"{k}:{v}" for k, v in sorted(result.statuses.items()) if k != "200")
         print(
             f"{result.scenario:<15}{result.answered:>9}{result.captured:>9}{result.lost:>6}"
-            f"{result.duplicates:>6}{result.put_failures:>9}{result.stop_seconds:>8.2f}"
+            f"{result.duplicates:>6}{result.put_failures if result.put_failures >= 0 else '-':>9}"
+            f"{result.stop_seconds:>8.2f}"
             f"  {others or '-'}"
         )
     print(f"\nspool append, {len(record)}-byte record: " + ", ".join(

@@ -1,7 +1,9 @@
 """`python -m local_aws up|down|serve|status`: the local AWS for development and tests.
 
 `up` starts moto's server on 127.0.0.1 in the background and writes `.local/aws.env`;
-`down` stops it. `make local-up` and `make local-down` call these.
+`down` stops it. `make local-up` and `make local-down` call these. Both go through
+`local_aws.supervisor`, as the local endpoint's deploy does: `aws.env` is written only
+once the started server itself answers.
 """
 
 from __future__ import annotations

@@ -166,7 +166,8 @@ def register(subparsers: Any) -> None:
         "--state-dir",
         type=Path,
         default=STATE_DIR,
-        help="where the pid file, log and extracted model go (default: %(default)s)",
+        help="where the pid, lock and log files, the extracted model and the capture spool "
+        "go (default: %(default)s)",
     )
     parser.set_defaults(func=run)
 
