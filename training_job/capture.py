@@ -105,12 +105,15 @@ def object_key(
     written_at: datetime,
     variant: str = DEFAULT_VARIANT,
     prefix: str = CAPTURE_PREFIX,
+    object_id: uuid.UUID | None = None,
 ) -> str:
-    """`data_capture/<endpoint>/<variant>/YYYY/MM/DD/HH/<mm-ss-mmm>-<uuid>.jsonl`."""
+    """`data_capture/<endpoint>/<variant>/YYYY/MM/DD/HH/<mm-ss-mmm>-<uuid>.jsonl`; a
+    writer that may write the same records twice passes the same `object_id` each time,
+    so the second write replaces the first instead of duplicating it."""
     moment = written_at.astimezone(UTC)
     return (
         f"{prefix}/{endpoint_name}/{variant}/{moment:%Y/%m/%d/%H}/"
-        f"{moment:%M-%S}-{moment.microsecond // 1000:03d}-{uuid.uuid4()}.jsonl"
+        f"{moment:%M-%S}-{moment.microsecond // 1000:03d}-{object_id or uuid.uuid4()}.jsonl"
     )
 
 

@@ -13,8 +13,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import signal
-import subprocess
 import sys
 import tarfile
 import time
@@ -23,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import boto3
-import requests
 from botocore.exceptions import ClientError
 
 from contract.capture import MAX_BASELINE_BYTES, MONITOR_BASELINE_KEY
@@ -184,7 +181,8 @@ def register(subparsers: Any) -> None:
         "--state-dir",
         type=Path,
         default=STATE_DIR,
-        help="where the pid file, log and extracted model go (default: %(default)s)",
+        help="where the pid, lock and log files, the extracted model and the capture spool "
+        "go (default: %(default)s)",
     )
     parser.set_defaults(func=run)
 
@@ -555,21 +553,6 @@ def delete_sagemaker(args: argparse.Namespace) -> int:
 # --- --mode local -------------------------------------------------------------------
 
 
-def _pid_file(state_dir: Path, endpoint_name: str) -> Path:
-    return state_dir / f"{endpoint_name}.pid"
-
-
-def _running_endpoint_pid(state_dir: Path, endpoint_name: str) -> int | None:
-    """The pid in the pid file, if that process is alive and is a local endpoint (a pid
-    the system reused for something else is never signalled)."""
-    try:
-        pid = int(_pid_file(state_dir, endpoint_name).read_text().strip())
-        command = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except (FileNotFoundError, ValueError, ProcessLookupError, PermissionError):
-        return None
-    return pid if b"local_aws.endpoint" in command else None
-
-
 def _download_model(args: argparse.Namespace, model_dir: Path) -> str:
     s3 = boto3.client("s3")
     model_data = args.model_data or newest_model_data(s3, args.bucket)
@@ -584,81 +567,56 @@ def _download_model(args: argparse.Namespace, model_dir: Path) -> str:
     return model_data
 
 
-def _wait_until_serving(url: str, process: subprocess.Popen[bytes], log_path: Path) -> None:
-    deadline = time.monotonic() + LOCAL_READY_TIMEOUT_SECONDS
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise DeployError(f"the local endpoint exited ({process.returncode}); see {log_path}")
-        try:
-            if requests.get(f"{url}/ping", timeout=2).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.2)
-    process.terminate()
-    raise DeployError(f"the local endpoint did not answer /ping in time; see {log_path}")
-
-
 def deploy_local(args: argparse.Namespace) -> int:
+    from local_aws import supervisor
     from local_aws.endpoint.server import serve
 
-    state_dir: Path = args.state_dir
     name = args.endpoint_name
-    if _running_endpoint_pid(state_dir, name) is not None:
-        raise DeployError(f"local endpoint {name} is already running: --stop it first")
-    model_dir = state_dir / name / "model"
-    model_data = _download_model(args, model_dir)
-    config = endpoint_config.from_args(
-        args, model_dir=model_dir.resolve(), endpoint_name=name, capture_bucket=args.bucket
-    )
-    publish = "AWS_ENDPOINT_URL" in os.environ
-    if args.foreground:
-        if publish:
-            publish_parameter(args.parameter_name, name)
-        print(f"serving {model_data} as local endpoint {name} (Ctrl-C stops it)")
-        return serve(config)
-    log_path = state_dir / f"{name}.log"
-    with log_path.open("ab") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "local_aws.endpoint", *config.to_argv()],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,  # outlives this command; --stop ends it
-        )
-    _pid_file(state_dir, name).write_text(f"{process.pid}\n")
-    host = "127.0.0.1" if config.host in ("0.0.0.0", "") else config.host
-    url = f"http://{host}:{config.port}"
+    daemon = supervisor.Daemon(name, args.state_dir)
     try:
-        _wait_until_serving(url, process, log_path)
-    except DeployError:
-        _pid_file(state_dir, name).unlink(missing_ok=True)
-        raise
+        # The name is held from here on: two deploys of one name cannot both go on.
+        with daemon.claim() as claim:
+            model_dir = args.state_dir / name / "model"
+            model_data = _download_model(args, model_dir)
+            config = endpoint_config.from_args(
+                args, model_dir=model_dir.resolve(), endpoint_name=name, capture_bucket=args.bucket
+            )
+            publish = "AWS_ENDPOINT_URL" in os.environ
+            if args.foreground:
+                claim.hold_here()
+                if publish:
+                    publish_parameter(args.parameter_name, name)
+                print(f"serving {model_data} as local endpoint {name} (Ctrl-C stops it)")
+                return serve(config)
+            readiness = supervisor.Readiness(
+                config.host, config.port, "/ping", LOCAL_READY_TIMEOUT_SECONDS
+            )
+            pid = claim.start(
+                [sys.executable, "-m", "local_aws.endpoint", *config.to_argv()], readiness
+            )
+    except supervisor.AlreadyRunning as error:
+        raise DeployError(f"local endpoint {error}: --stop it first") from error
+    except supervisor.SupervisorError as error:
+        raise DeployError(str(error)) from error
     if publish:
         publish_parameter(args.parameter_name, name)
     publish_baseline(args.bucket, name, model_data, model_dir)
+    url = readiness.url().removesuffix("/ping")
     print(
-        f"local endpoint {name} serves {model_data} on {url} (pid {process.pid}, log "
-        f"{log_path}); boto3 reaches it with AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME={url}"
+        f"local endpoint {name} serves {model_data} on {url} (pid {pid}, log "
+        f"{daemon.log_file}); boto3 reaches it with AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME={url}"
     )
     return 0
 
 
 def stop_local(state_dir: Path, endpoint_name: str, parameter_name: str) -> int:
-    pid = _running_endpoint_pid(state_dir, endpoint_name)
-    if pid is None:
-        print(f"local endpoint {endpoint_name} is not running")
-    else:
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + LOCAL_STOP_TIMEOUT_SECONDS
-        while time.monotonic() < deadline and _running_endpoint_pid(state_dir, endpoint_name):
-            time.sleep(0.1)
-        if _running_endpoint_pid(state_dir, endpoint_name) is not None:
-            os.kill(pid, signal.SIGKILL)
-            print(f"local endpoint {endpoint_name} did not stop in time and was killed")
-        else:
-            print(f"local endpoint {endpoint_name} stopped")
-    _pid_file(state_dir, endpoint_name).unlink(missing_ok=True)
+    from local_aws import supervisor
+
+    try:
+        outcome = supervisor.Daemon(endpoint_name, state_dir).stop(LOCAL_STOP_TIMEOUT_SECONDS)
+    except supervisor.SupervisorError as error:
+        raise DeployError(str(error)) from error
+    print(f"local endpoint {endpoint_name} {outcome}")
     if "AWS_ENDPOINT_URL" in os.environ:
         delete_parameter(parameter_name, endpoint_name)
     return 0
