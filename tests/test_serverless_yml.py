@@ -40,6 +40,8 @@ FUNCTIONS = {
 # Beside its own handler, each package that reads images from S3 holds their reader.
 READS_IMAGES = {"serialize", "classify"}
 LOG_ACTIONS = {"logs:CreateLogStream", "logs:PutLogEvents"}
+# The monitor's package also holds the capture-record reader (stdlib only).
+READS_CAPTURES = {"monitor": {"contract/capture.py"}}
 
 
 class Packaged:
@@ -264,7 +266,9 @@ def test_each_package_holds_only_its_handler_and_the_shared_module(
     assert artifact.stat().st_size < MAX_PACKAGE_BYTES
     with zipfile.ZipFile(artifact) as archive:
         reader = {"handlers/image_source.py"} if function in READS_IMAGES else set()
-        assert set(archive.namelist()) == SHARED_FILES | {FUNCTIONS[function][2]} | reader
+        assert set(archive.namelist()) == SHARED_FILES | {FUNCTIONS[function][2]} | reader | (
+            READS_CAPTURES.get(function, set())
+        )
 
 
 def test_the_functions_run_python_3_13_with_stated_sizes(packaged: Packaged) -> None:
@@ -522,3 +526,24 @@ def test_an_unknown_stage_still_packages_with_its_own_bucket(tmp_path: Path) -> 
     template = package("qa", tmp_path)
     env = template["Resources"]["SerializeLambdaFunction"]["Properties"]["Environment"]
     assert env["Variables"]["DATA_BUCKET"] == "scones-unlimited-qa"
+
+
+def test_the_monitor_package_imports_on_its_own(packaged: Packaged, tmp_path: Path) -> None:
+    # Its package must hold what it imports (contract/capture.py); -I keeps the
+    # repository off sys.path, as Lambda has only the package and boto3.
+    with zipfile.ZipFile(packaged.directory / "monitor.zip") as archive:
+        archive.extractall(tmp_path)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-I",
+            "-c",
+            "import sys; sys.path.insert(0, '.'); import handlers.monitor",
+        ],
+        cwd=tmp_path,
+        env={"PYTHONPATH": ""},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr

@@ -4,6 +4,7 @@ local AWS (moto), the model artifact it picks and unpacks, and its command line.
 from __future__ import annotations
 
 import io
+import json
 import tarfile
 import time
 from pathlib import Path
@@ -415,3 +416,44 @@ def test_deleting_the_old_endpoint_after_a_blue_green_rollout_keeps_the_new_name
     assert main([*delete, "--endpoint-name", green]) == 0
     with pytest.raises(ClientError, match="ParameterNotFound"):
         boto3.client("ssm").get_parameter(Name=parameter)
+
+
+def test_deploy_publishes_the_models_baseline_where_the_monitor_reads_it(
+    bucket: str, unique_name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from handlers import monitor
+
+    baseline = {
+        "classes": ["bicycle", "motorcycle"],
+        "confidences": [0.9, 0.95, 0.99],
+        "class_counts": {"bicycle": 2, "motorcycle": 1},
+    }
+    archive = _archive(
+        tmp_path / "model.tar.gz",
+        [
+            *MODEL_FILES,
+            _file("code/inference.py"),
+            _file("baseline.json", json.dumps(baseline).encode()),
+        ],
+    )
+    s3 = boto3.client("s3")
+    s3.upload_file(str(archive), bucket, "models/job-3/output/model.tar.gz")
+    endpoint = f"ep-{unique_name}"
+    argv = ["deploy", "--mode", "sagemaker", "--bucket", bucket, "--role", ROLE]
+    argv += ["--endpoint-name", endpoint, "--parameter-name", f"/test/{unique_name}/ep"]
+    argv += ["--model-data", f"s3://{bucket}/models/job-3/output/model.tar.gz"]
+    assert main(argv) == 0
+    key = f"monitoring/{endpoint}/baseline.json"  # serverless.yml's default BASELINE_KEY
+    assert json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read()) == baseline
+
+    for name, value in {
+        "CAPTURE_BUCKET": bucket,
+        "CAPTURE_PREFIX": f"data_capture/{endpoint}/",
+        "ENDPOINT_NAME": endpoint,
+        "BASELINE_KEY": key,
+        "METRIC_NAMESPACE": f"Test/{unique_name}",
+    }.items():
+        monkeypatch.setenv(name, value)
+    assert "waiting_for" not in monitor.handler({}, None)  # the first run has its baseline
+    delete = ["deploy", "--mode", "sagemaker", "--delete", "--endpoint-name", endpoint]
+    assert main([*delete, "--parameter-name", f"/test/{unique_name}/ep"]) == 0
