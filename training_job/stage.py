@@ -30,7 +30,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from training_job import cifar
-from training_job.bucket import BucketError, ensure_bucket, is_valid_bucket_name
+from training_job.bucket import BucketError, ensure_bucket, is_valid_bucket_name, require_region
 from training_job.errors import bounded, one_line
 from training_job.manifests import (
     MANIFEST_NAME,
@@ -180,8 +180,9 @@ def stage(
 
 
 def _refuse_a_bucket_not_ours(s3: Any, bucket: str, account: str) -> None:
-    """A read-only look at the bucket: a name another account holds fails here, before
-    the download; a missing bucket is created by ensure_bucket once the data is valid."""
+    """A read-only look at the bucket: a name another account holds, or a bucket in
+    another region, fails here, before the download; a missing bucket is created by
+    ensure_bucket once the data is valid."""
     try:
         s3.head_bucket(Bucket=bucket, ExpectedBucketOwner=account)
     except ClientError as error:
@@ -192,6 +193,9 @@ def _refuse_a_bucket_not_ours(s3: Any, bucket: str, account: str) -> None:
             ) from error
         if status != 404:
             raise
+    else:
+        # An existing bucket in another region fails here too, before the download.
+        require_region(s3, bucket, {"ExpectedBucketOwner": account})
 
 
 def parse_classes(text: str) -> tuple[str, ...]:
