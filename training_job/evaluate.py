@@ -25,9 +25,9 @@ import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 from tqdm import tqdm
 
+from contract.manifest import MAX_LST_BYTES, LstEntry, ManifestError, parse_lst
 from training_job.bucket import is_valid_bucket_name
 from training_job.errors import bounded, one_line
-from training_job.manifests import MAX_LST_BYTES, LstEntry, ManifestError, parse_lst
 
 GATE_ERROR = "THRESHOLD_CONFIDENCE_NOT_MET"
 MAX_CONCURRENCY = 256

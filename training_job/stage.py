@@ -29,17 +29,15 @@ from botocore.exceptions import BotoCoreError, ClientError
 from PIL import Image
 from tqdm import tqdm
 
+from contract.manifest import LstEntry, ManifestError, format_lst
 from training_job import cifar
 from training_job.bucket import BucketError, ensure_bucket, is_valid_bucket_name
 from training_job.errors import bounded, one_line
 from training_job.manifests import (
     MANIFEST_NAME,
     SPLITS,
-    LstEntry,
     Manifest,
-    ManifestError,
     content_sha256,
-    format_lst,
     read_manifest,
     write_manifest,
 )

@@ -29,6 +29,7 @@ from typing import IO, Any
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
+from contract.manifest import ManifestError
 from local_aws.training import (
     JOB_NAME_PATTERN,
     METRICS_FILE,
@@ -39,7 +40,7 @@ from local_aws.training import (
     run_training_job,
 )
 from training_job.bucket import BucketError, is_valid_bucket_name, require_region
-from training_job.manifests import MANIFEST_NAME, Manifest, ManifestError
+from training_job.manifests import MANIFEST_NAME, Manifest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SOURCE_DIR = REPO_ROOT / "training_job" / "code"
