@@ -20,6 +20,7 @@ import boto3
 import numpy as np
 from tqdm import tqdm
 
+from contract.threshold import DEFAULT_THRESHOLD
 from training_job import model_archive
 from training_job.monitor import model_code
 
@@ -68,7 +69,7 @@ class Baseline:
             }
             upload = document.get("upload_bytes")
             content_types = document.get("content_types")
-            threshold = float(document.get("confidence_threshold", 0.93))
+            threshold = float(document.get("confidence_threshold", DEFAULT_THRESHOLD))
         except (KeyError, TypeError, ValueError, AttributeError) as error:
             raise BaselineError(f"{source}: not a baseline document ({error})") from error
         count = len(probabilities)
