@@ -28,13 +28,14 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import NamedTuple
 
+from contract import shown
+
 # Plain CIFAR-style names: a slash or a leading dot could escape the directory joined on.
 _SAFE_FILENAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,199}")
 _ROW = re.compile(r"[0-9]+")
 _LABEL = re.compile(r"([0-9]+)(?:\.0+)?")  # "1", or an integral float such as "1.000000"
 # A .lst larger than this is not one of ours (the full CIFAR-100 train split is ~2.5 MB).
 MAX_LST_BYTES = 64 * 2**20
-_SHOWN = 80  # characters of a bad line or name echoed in an error
 
 
 class ManifestError(ValueError):
@@ -49,15 +50,6 @@ class LstEntry(NamedTuple):
 
 def is_safe_filename(name: str) -> bool:
     return bool(_SAFE_FILENAME.fullmatch(name)) and ".." not in name
-
-
-def shown(value: object) -> str:
-    """`value` as in code, cut to a readable length (lines come from files and the network)."""
-    text = repr(value)
-    if len(text) <= _SHOWN:
-        return text
-    total = len(value) if isinstance(value, str) else len(text)
-    return f"{text[:_SHOWN]}... ({total} characters)"
 
 
 def format_lst(entries: Iterable[LstEntry]) -> str:

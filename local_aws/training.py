@@ -41,6 +41,8 @@ import boto3
 from botocore.exceptions import ClientError
 from tqdm import tqdm
 
+from contract.s3 import S3UriError, parse_s3_prefix_uri, parse_s3_uri
+
 CURRENT_HOST = "algo-1"
 METRICS_FILE = "metrics.json"
 # SageMaker's own rules for job and channel names.
@@ -92,19 +94,10 @@ class TrainingResult:
     seconds: float
 
 
-def parse_s3_uri(uri: str) -> tuple[str, str]:
-    match = re.fullmatch(r"s3://([^/]+)/?(.*)", uri)
-    if match is None:
-        raise TrainingJobError(f"not an s3:// URI: {uri!r}")
-    return match.group(1), match.group(2)
-
-
 def artifact_keys(output_path: str, job_name: str) -> tuple[str, str, str, str]:
     """(bucket, model.tar.gz key, output.tar.gz key, metrics.json key), where SageMaker
     puts a job's output for this output path."""
-    bucket, prefix = parse_s3_uri(output_path)
-    if prefix and not prefix.endswith("/"):
-        prefix += "/"
+    bucket, prefix = parse_s3_prefix_uri(output_path)
     base = f"{prefix}{job_name}/output/"
     return bucket, base + "model.tar.gz", base + "output.tar.gz", base + METRICS_FILE
 
@@ -187,8 +180,12 @@ def _validate(job: TrainingJob) -> None:
     for channel in job.channels:
         if not CHANNEL_NAME_PATTERN.fullmatch(channel.name):
             raise TrainingJobError(f"invalid channel name {channel.name!r}")
-        parse_s3_uri(channel.s3_uri)
-    parse_s3_uri(job.output_path)
+    try:
+        for channel in job.channels:
+            parse_s3_uri(channel.s3_uri)  # a channel's S3Prefix is a key prefix, as written
+        parse_s3_prefix_uri(job.output_path)
+    except S3UriError as error:
+        raise TrainingJobError(str(error)) from None
 
 
 def _exists(s3: Any, bucket: str, key: str) -> bool:

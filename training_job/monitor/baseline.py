@@ -111,15 +111,6 @@ class Baseline:
         return cls.from_bytes(document.read_bytes(), embeddings.read_bytes(), str(model_dir))
 
 
-def parse_s3_url(url: str) -> tuple[str, str]:
-    if not url.startswith("s3://"):
-        raise ValueError(f"expected s3://BUCKET/KEY, got {url!r}")
-    bucket, _, key = url[len("s3://") :].partition("/")
-    if not bucket or not key:
-        raise ValueError(f"expected s3://BUCKET/KEY, got {url!r}")
-    return bucket, key
-
-
 def newest_model(bucket: str) -> str:
     """The key of the most recently written `models/<job>/output/model.tar.gz`."""
     s3 = boto3.client("s3")
