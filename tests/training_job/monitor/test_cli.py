@@ -19,6 +19,7 @@ import boto3
 import numpy as np
 import pytest
 
+from contract.manifest import LstEntry, format_lst
 from tests.conftest import REPO_ROOT
 from tests.training_job.monitor.conftest import START, Vehicles, capture_line, capture_lines, png
 from training_job.__main__ import main
@@ -400,8 +401,8 @@ def test_baseline_publishes_packaged_or_rebuilds_from_the_validation_split(
     for row in range(40):
         name = f"img-{row}.png"
         s3.put_object(Bucket=bucket, Key=f"train/{name}", Body=png(vehicles.train_images[row]))
-        lst.append(f"{row}\t{vehicles.train_labels[row]}\t{name}\n")
-    s3.put_object(Bucket=bucket, Key="train.lst", Body="".join(lst).encode())
+        lst.append(LstEntry(row, int(vehicles.train_labels[row]), name))
+    s3.put_object(Bucket=bucket, Key="train.lst", Body=format_lst(lst).encode())
     metrics = {
         "hyperparameters": {"val_fraction": 0.25, "seed": 3, "classes": ["bicycle", "motorcycle"]}
     }
