@@ -18,7 +18,6 @@ import torch
 import train as train_module
 from PIL import Image
 
-from contract.manifest import read_lst
 from tests.training_job.code.conftest import CODE_DIR
 
 TINY = [
@@ -125,7 +124,7 @@ def test_metrics_json_has_every_field_and_is_copied_to_the_output_dir(trained: A
 
 
 def staged_test_images(channels: dict[str, Path]) -> tuple[np.ndarray, np.ndarray]:
-    entries = read_lst(channels["test_lst"] / "test.lst")
+    entries = train_module.read_lst(channels["test_lst"] / "test.lst")  # train.py's reader
     images = np.stack(
         [imaging.decode((channels["test"] / entry.filename).read_bytes()) for entry in entries]
     )
