@@ -6,14 +6,28 @@ estimator's `dependencies`, and `code/` inside model.tar.gz), so the handlers, t
 endpoint and training read one definition instead of copies.
 """
 
-_SHOWN = 80  # characters of a bad value echoed in an error
+import os
+
+SHOWN_CHARACTERS = 80  # characters of a value echoed in an error message
 
 
-def shown(value: object) -> str:
-    """`value` as in code, cut to a readable length: what the contract's errors echo comes
-    from files and the network."""
-    text = repr(value)
-    if len(text) <= _SHOWN:
+def shown(value: object, limit: int = SHOWN_CHARACTERS) -> str:
+    """`value` for an error message, as in code (`'name'`), cut to about `limit` characters
+    with its full length said; a file object by its name, any other object by its type.
+
+    What errors echo comes from users, files and the network: a hostile 100 KB bucket name
+    must not reach logs and execution histories in full, nor a memory address in a repr."""
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if isinstance(value, str | bytes | int | float):
+        text = repr(value)
+    elif isinstance(getattr(value, "name", None), str):  # an open file
+        text = repr(value.name)  # type: ignore[attr-defined]
+    elif type(value).__repr__ is object.__repr__:
+        return f"a {type(value).__name__}"
+    else:
+        text = repr(value)
+    if len(text) <= limit:
         return text
-    total = len(value) if isinstance(value, str) else len(text)
-    return f"{text[:_SHOWN]}... ({total} characters)"
+    total = len(value) if isinstance(value, str | bytes) else len(text)
+    return f"{text[:limit]}... ({total} characters)"

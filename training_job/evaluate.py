@@ -25,9 +25,10 @@ import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 from tqdm import tqdm
 
+from contract import shown
 from contract.manifest import MAX_LST_BYTES, LstEntry, ManifestError, parse_lst
 from contract.s3 import S3UriError, parse_s3_object_uri, parse_s3_prefix_uri
-from training_job.errors import bounded, one_line
+from training_job.errors import one_line
 
 GATE_ERROR = "THRESHOLD_CONFIDENCE_NOT_MET"
 MAX_CONCURRENCY = 256
@@ -56,16 +57,16 @@ def read_labels(s3: Any, uri: str) -> list[LstEntry]:
         response = s3.get_object(Bucket=bucket, Key=key)
         if int(response.get("ContentLength", 0)) > MAX_LST_BYTES:
             raise EvaluationError(
-                f"{bounded(uri)} is over {MAX_LST_BYTES} bytes: not a .lst manifest"
+                f"{shown(uri)} is over {MAX_LST_BYTES} bytes: not a .lst manifest"
             )
         text = response["Body"].read(MAX_LST_BYTES + 1).decode("utf-8")
         entries = parse_lst(text)
     except ClientError as error:
-        raise EvaluationError(f"cannot read {bounded(uri)}: {error}") from error
+        raise EvaluationError(f"cannot read {shown(uri)}: {error}") from error
     except (UnicodeDecodeError, ManifestError) as error:
-        raise EvaluationError(f"{bounded(uri)} is not a .lst manifest: {error}") from error
+        raise EvaluationError(f"{shown(uri)} is not a .lst manifest: {error}") from error
     if not entries:
-        raise EvaluationError(f"{bounded(uri)} lists no images")
+        raise EvaluationError(f"{shown(uri)} lists no images")
     return entries
 
 
@@ -79,7 +80,7 @@ def resolve_state_machine(sfn: Any, name_or_arn: str) -> str:
             code = error.response["Error"]["Code"]
             if code in ("StateMachineDoesNotExist", "InvalidArn"):
                 raise EvaluationError(
-                    f"no state machine {bounded(name_or_arn)} in this account and region ({code})"
+                    f"no state machine {shown(name_or_arn)} in this account and region ({code})"
                 ) from error
             raise
         return name_or_arn
@@ -87,9 +88,7 @@ def resolve_state_machine(sfn: Any, name_or_arn: str) -> str:
         for machine in page["stateMachines"]:
             if machine["name"] == name_or_arn:
                 return str(machine["stateMachineArn"])
-    raise EvaluationError(
-        f"no state machine named {bounded(name_or_arn)} in this account and region"
-    )
+    raise EvaluationError(f"no state machine named {shown(name_or_arn)} in this account and region")
 
 
 def workflow_body(output: str | None) -> dict[str, Any] | None:

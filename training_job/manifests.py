@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from contract import shown
 from contract.manifest import LstEntry, ManifestError, format_lst
-from training_job.errors import bounded
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = 1
@@ -104,14 +104,14 @@ class Manifest:
         for split in SPLITS:
             per_class = counts[split]
             if not isinstance(per_class, dict) or set(per_class) != set(classes):
-                raise ManifestError(f"manifest counts[{bounded(split)}] must count every class")
+                raise ManifestError(f"manifest counts[{shown(split)}] must count every class")
             if not all(_is_count(n) for n in per_class.values()):
                 raise ManifestError(
-                    f"manifest counts[{bounded(split)}] must be non-negative integers"
+                    f"manifest counts[{shown(split)}] must be non-negative integers"
                 )
         for name in ("archive_sha256", "content_sha256"):
             if not _SHA256_HEX.fullmatch(_field(document, name, str)):
-                raise ManifestError(f"manifest field {bounded(name)} must be a hex SHA-256")
+                raise ManifestError(f"manifest field {shown(name)} must be a hex SHA-256")
         objects = _field(document, "objects", int)
         if not _is_count(objects):
             raise ManifestError("manifest field 'objects' must be a non-negative integer")
@@ -127,10 +127,10 @@ class Manifest:
 
 def _field(document: dict[str, Any], name: str, kind: type) -> Any:
     if name not in document:
-        raise ManifestError(f"manifest has no field {bounded(name)}")
+        raise ManifestError(f"manifest has no field {shown(name)}")
     value = document[name]
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise ManifestError(f"manifest field {bounded(name)} must be a {kind.__name__}")
+        raise ManifestError(f"manifest field {shown(name)} must be a {kind.__name__}")
     return value
 
 

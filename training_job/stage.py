@@ -28,11 +28,12 @@ from botocore.exceptions import BotoCoreError, ClientError
 from PIL import Image
 from tqdm import tqdm
 
+from contract import shown
 from contract.manifest import LstEntry, ManifestError, format_lst
 from contract.s3 import S3UriError, normalise_prefix
 from training_job import cifar
 from training_job.bucket import BucketError, ensure_bucket, is_valid_bucket_name, require_region
-from training_job.errors import bounded, one_line
+from training_job.errors import one_line
 from training_job.manifests import (
     MANIFEST_NAME,
     SPLITS,
@@ -150,15 +151,15 @@ def stage(
     # whole into the local copy); only then is the bucket created and filled.
     class_names = parse_classes(classes)
     if not is_valid_bucket_name(bucket):
-        raise UsageError(f"invalid bucket name {bounded(bucket)}")
+        raise UsageError(f"invalid bucket name {shown(bucket)}")
     prefix = prefix_option(prefix)
     if cache_dir.exists() and not cache_dir.is_dir():
-        raise UsageError(f"--cache-dir {bounded(str(cache_dir))} is not a directory")
+        raise UsageError(f"--cache-dir {shown(str(cache_dir))} is not a directory")
     if not cifar.is_url(source):
         if "://" in source:
-            raise UsageError(f"--source {bounded(source)}: only http(s) URLs or local paths")
+            raise UsageError(f"--source {shown(source)}: only http(s) URLs or local paths")
         if not Path(source).is_file():
-            raise UsageError(f"--source {bounded(source)}: no such file")
+            raise UsageError(f"--source {shown(source)}: no such file")
 
     s3 = s3 or boto3.client("s3")
     account = boto3.client("sts").get_caller_identity()["Account"]
@@ -186,7 +187,7 @@ def _refuse_a_bucket_not_ours(s3: Any, bucket: str, account: str) -> None:
         status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
         if status == 403:
             raise BucketError(
-                f"bucket {bounded(bucket)} exists and is not ours (access denied)"
+                f"bucket {shown(bucket)} exists and is not ours (access denied)"
             ) from error
         if status != 404:
             raise
@@ -198,18 +199,18 @@ def _refuse_a_bucket_not_ours(s3: Any, bucket: str, account: str) -> None:
 def parse_classes(text: str) -> tuple[str, ...]:
     names = tuple(name.strip() for name in text.split(","))
     if not text.strip() or not all(names):
-        raise UsageError(f"--classes {bounded(text)}: expected comma-separated class names")
+        raise UsageError(f"--classes {shown(text)}: expected comma-separated class names")
     for name in names:
         if name not in cifar.FINE_LABEL_NAMES:
             close = difflib.get_close_matches(name, cifar.FINE_LABEL_NAMES, n=3)
             hint = f"did you mean: {', '.join(close)}?" if close else "no close match"
-            raise UsageError(f"unknown class {bounded(name)}; {hint}")
+            raise UsageError(f"unknown class {shown(name)}; {hint}")
     duplicates = sorted({name for name in names if names.count(name) > 1})
     if duplicates:
         raise UsageError(f"--classes lists {', '.join(duplicates)} more than once")
     if len(names) < 2:
         # The classifier tells classes apart: train refuses fewer than two, so stage does.
-        raise UsageError(f"--classes {bounded(text)}: name two or more classes")
+        raise UsageError(f"--classes {shown(text)}: name two or more classes")
     return names
 
 
