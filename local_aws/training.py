@@ -4,7 +4,8 @@ training container does, with its data in S3 (the local AWS, or AWS itself).
 What a SageMaker job does, and so what this does, in order:
   1. lay out a job directory like `/opt/ml`: `input/data/<channel>/` (downloaded from each
      channel's S3 prefix), `input/config/{hyperparameters,inputdataconfig,resourceconfig}.json`,
-     `model/`, `output/data/`, and `code/` (a copy of the source directory);
+     `model/`, `output/data/`, and `code/` (a copy of the source directory, with each
+     of the job's dependency directories copied into it, as the SageMaker SDK packs them);
   2. run `python <entry point> --name value ...` from `code/` with the `SM_*` environment of
      the SageMaker training toolkit, streaming its output;
   3. on success, tar `model/` into `model.tar.gz` and `output/data/` into `output.tar.gz`
@@ -78,6 +79,8 @@ class TrainingJob:
     output_path: str  # s3://bucket/prefix/; the job writes under <output_path><name>/output/
     hyperparameters: dict[str, Any] = field(default_factory=dict)
     environment: dict[str, str] = field(default_factory=dict)
+    # Directories copied beside the entry point, as the SageMaker SDK's `dependencies`.
+    dependencies: list[Path] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -132,6 +135,13 @@ def run_training_job(
             ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
             dirs_exist_ok=True,
         )
+        for dependency in job.dependencies:
+            shutil.copytree(
+                dependency,
+                paths.code / dependency.name,
+                ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
+                dirs_exist_ok=True,
+            )
         download_channels(s3, job.channels, paths.data)
         hyperparameters = encode_hyperparameters(job.hyperparameters)
         write_config(paths, job, hyperparameters)
@@ -168,6 +178,9 @@ def _validate(job: TrainingJob) -> None:
         )
     if not (job.source_dir / job.entry_point).is_file():
         raise TrainingJobError(f"entry point {job.source_dir / job.entry_point} does not exist")
+    for dependency in job.dependencies:
+        if not dependency.is_dir():
+            raise TrainingJobError(f"dependency {dependency} is not a directory")
     names = [channel.name for channel in job.channels]
     if len(set(names)) != len(names):
         raise TrainingJobError(f"channel names repeat: {names}")

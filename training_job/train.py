@@ -44,6 +44,9 @@ from training_job.manifests import MANIFEST_NAME, Manifest, ManifestError
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SOURCE_DIR = REPO_ROOT / "training_job" / "code"
 ENTRY_POINT = "train.py"
+# Copied beside the entry point (the estimator's `dependencies`): inference.py imports
+# contract/, and train.py packs it into model.tar.gz's code/.
+DEPENDENCIES = (REPO_ROOT / "contract",)
 MODELS_PREFIX = "models/"
 ALGORITHMS = ("pytorch", "builtin")
 # The newest PyTorch training image the installed SDK knows whose Python matches ours.
@@ -341,6 +344,7 @@ def train_locally(plan: Plan, work_dir: Path | None) -> int:
         name=plan.job_name,
         entry_point=ENTRY_POINT,
         source_dir=SOURCE_DIR,
+        dependencies=list(DEPENDENCIES),
         channels=[Channel(name, uri) for name, uri in plan.channels().items()],
         output_path=plan.output_path,
         hyperparameters=plan.hyperparameters,
@@ -410,6 +414,7 @@ def build_estimator(plan: Plan, role: str, instance_type: str) -> tuple[Any, dic
         estimator = PyTorch(
             entry_point=ENTRY_POINT,
             source_dir=str(SOURCE_DIR),
+            dependencies=[str(path) for path in DEPENDENCIES],
             framework_version=PYTORCH_VERSION,
             py_version=PYTHON_VERSION,
             code_location=plan.output_path.rstrip("/"),
