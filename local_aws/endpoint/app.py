@@ -13,7 +13,7 @@ and a JSON body `{"error": NAME, "message": TEXT}`. The Runtime API route answer
 does: what the model container refuses becomes `ModelError` (424, with the container's
 status and body as OriginalStatusCode / OriginalMessage), an unknown endpoint becomes
 `ValidationError` (400), overload `ServiceUnavailable` (503), each with the
-`x-amzn-ErrorType` header botocore reads.
+`x-amzn-ErrorType` header botocore reads, and a body over 6 MB AWS's own 413.
 """
 
 from __future__ import annotations

@@ -129,8 +129,10 @@ class PredictBatches:
             self._metrics.observe_batch(len(batch))
             try:
                 predictions = self._predict_fn([data for data, _, _ in batch], batch[0][1])
-            except Exception as error:  # each request's toolkit maps it to 500
-                for _, _, result in batch:
+                if len(predictions) != len(batch):
+                    raise RuntimeError(f"predict_fn gave {len(predictions)} for {len(batch)}")
+            except Exception as error:  # each request's toolkit maps it to 500; this
+                for _, _, result in batch:  # thread lives on for the next batch
                     result.set_exception(error)
             else:
                 for (_, _, result), prediction in zip(batch, predictions, strict=True):

@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,6 +27,8 @@ from botocore.exceptions import ClientError
 from PIL import Image
 
 from local_aws.endpoint import sample_model
+from local_aws.endpoint.batcher import PredictBatches
+from local_aws.endpoint.metrics import WorkerMetrics, allocate_slots
 from tests.conftest import REPO_ROOT, free_port
 from training_job import capture
 
@@ -437,3 +440,35 @@ def test_kill_9_loses_at_most_the_last_flush_interval_and_never_breaks_a_line(
     )  # fmt: skip
     assert stopped.returncode == 0 and "not running" in stopped.stdout  # its pid file goes
     assert not (tmp_path / "killed.pid").exists()
+
+
+def test_concurrent_requests_share_one_predict_call_and_a_failure_stays_in_its_batch() -> None:
+    # The toolkit's threads each hand over one image; PredictBatches calls predict_fn once
+    # for those waiting together, and a failing call fails that batch, not the thread.
+    calls: list[int] = []
+    started = threading.Barrier(4)
+
+    def predict_fn(images: list[int], model: str) -> list[int]:
+        calls.append(len(images))
+        if model == "broken":
+            raise ValueError("boom")
+        return [image * 2 for image in images]
+
+    metrics = WorkerMetrics(allocate_slots(1)[0])
+    together = PredictBatches(predict_fn, max_batch=4, max_wait_seconds=60, metrics=metrics)
+    alone = PredictBatches(predict_fn, max_batch=1, max_wait_seconds=0, metrics=metrics)
+    try:
+
+        def one(image: int) -> int:
+            started.wait()
+            return int(together.predict(image, "model"))
+
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            assert list(pool.map(one, [1, 2, 3, 4])) == [2, 4, 6, 8]
+        assert calls == [4]  # a full batch runs at once, without waiting out max_wait
+        with pytest.raises(ValueError, match="boom"):
+            alone.predict(5, "broken")
+        assert alone.predict(5, "model") == 10  # the thread survived the failure
+    finally:
+        together.stop()
+        alone.stop()
