@@ -2,23 +2,30 @@
 
 Trains the classifier with train.py's own `fit` (or loads --model-dir), writes its
 baseline from the validation split with profile.write_baseline, then builds windows of
-captured traffic in-process: each request is encoded (PNG, or JPEG for the JPEG shift),
-decoded as the endpoint decodes it, classified by the model, turned into a capture record
-by training_job/capture.py and parsed back by the monitor's reader. Clean windows resample
-the test images; shifted ones corrupt them (CIFAR-10-C style severities 1-5), shift the
-labels (90% motorcycles) or replace them with synthetic out-of-distribution images (the
-shared archive holds no other CIFAR classes): smoothed noise textures and colour-inverted
-photos.
+captured traffic in-process: each request is an upload body (PNG, or what the shift
+sends), decoded as the endpoint decodes it, classified by the model, turned into a
+capture record by training_job/capture.py and parsed back by the monitor's reader.
 
-Three methods judge every window at the same family-wise alpha:
-  monitor     this monitor (every detector, Holm-corrected)
-  mmd         the monitor's embedding test alone (its alert inside the Holm family)
-  confidence  the reference's method: confidence alone (more low-confidence answers than
-              the baseline, the conditional binomial test)
+Windows hold WINDOW test images drawn without replacement: a simple random sample of the
+test split (itself an i.i.d. sample) is an i.i.d. sample, so every two-sample test's
+p-value means what it says (a window drawn with replacement repeats images, and KS then
+counts a repeat as new evidence). Clean windows are such samples; shifted ones pass them
+through a shift of training_job/monitor/shifts.py (its family, three severities each,
+fixed there before any measurement), shift the labels (90% motorcycles) or replace them
+with synthetic out-of-distribution images (the shared archive holds no other CIFAR
+classes): smoothed noise textures and colour-inverted photos.
+
+Methods, each at the same alpha per window:
+  monitor     this monitor (every detector, Holm-corrected); `answers` is the share of
+              windows whose verdict is "model answers moved" (the rest of its alerts are
+              "input drift, model answers unchanged")
+  mmd         the monitor's embedding test alone (raw MMD p-value <= alpha)
   bbsd        black-box shift detection (Rabanser et al., "Failing Loudly", 2019): a KS
               test per softmax output, Bonferroni-corrected
+  confidence  the reference's method: more low-confidence answers than the baseline
+              (the conditional binomial test)
 
-    .venv/bin/python benchmarks/drift_detection.py [--windows 20] [--clean-windows 100]
+    .venv/bin/python benchmarks/drift_detection.py [--windows 10] [--clean-windows 200]
     .venv/bin/python benchmarks/drift_detection.py --throughput 100000   # report timing
 """
 
@@ -26,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import io
 import json
 import os
 import pickle
@@ -36,11 +42,12 @@ import tempfile
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageFilter
+from PIL import Image
 from scipy import stats
 
 REPO = Path(__file__).resolve().parent.parent
@@ -50,12 +57,25 @@ from training_job import capture  # noqa: E402
 from training_job.monitor import model_code  # noqa: E402
 from training_job.monitor.baseline import Baseline  # noqa: E402
 from training_job.monitor.captures import parse_record  # noqa: E402
-from training_job.monitor.detectors import DriftMonitor, LowConfidenceDetector, holm  # noqa: E402
+from training_job.monitor.detectors import (  # noqa: E402
+    ANSWER_DRIFT,
+    DriftMonitor,
+    LowConfidenceDetector,
+    holm,
+)
 from training_job.monitor.embedding import Embedder  # noqa: E402
 from training_job.monitor.report import WindowAnalyzer  # noqa: E402
+from training_job.monitor.shifts import (  # noqa: E402
+    LEVELS,
+    SHIFTS,
+    Shift,
+    Upload,
+    as_png,
+    encode,
+)
 
 ARCHIVE = REPO.parent / "shared" / "data" / "cifar-100-python-vehicles.tar.gz"
-WINDOW = 200
+WINDOW = 100
 START = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
 
 
@@ -67,12 +87,6 @@ def load_split(name: str) -> tuple[np.ndarray, np.ndarray]:
     images = batch[b"data"].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
     labels = np.array([0 if y == 8 else 1 for y in batch[b"fine_labels"]])
     return np.ascontiguousarray(images), labels
-
-
-def encode(image: np.ndarray, image_format: str = "PNG", quality: int = 95) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format=image_format, quality=quality)
-    return buffer.getvalue()
 
 
 def train_model(epochs: int, out: Path) -> Path:
@@ -93,42 +107,6 @@ def train_model(epochs: int, out: Path) -> Path:
     val = train.subset(split, val_idx)
     model_code.profile().write_baseline(out, net, config, val.images, val.byte_sizes)
     return out
-
-
-# Severities 1-5 follow CIFAR-10-C (Hendrycks & Dietterich, 2019) where it is simple.
-def gaussian_noise(images: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
-    sigma = [0.04, 0.06, 0.08, 0.09, 0.10][severity - 1] * 255
-    return np.clip(images + rng.normal(0, sigma, images.shape), 0, 255).astype(np.uint8)
-
-
-def defocus_blur(images: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
-    # A Gaussian stands in for CIFAR-C's disk kernel (PIL has no disk filter).
-    radius = [0.5, 0.75, 1.0, 1.5, 2.0][severity - 1]
-    return np.stack(
-        [np.asarray(Image.fromarray(i).filter(ImageFilter.GaussianBlur(radius))) for i in images]
-    )
-
-
-def brightness(images: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
-    shift = [0.1, 0.2, 0.3, 0.4, 0.5][severity - 1] * 255
-    return np.clip(images.astype(np.float32) + shift, 0, 255).astype(np.uint8)
-
-
-def contrast(images: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
-    factor = [0.75, 0.5, 0.4, 0.3, 0.15][severity - 1]
-    means = images.astype(np.float32).mean(axis=(1, 2, 3), keepdims=True)
-    return np.clip((images - means) * factor + means, 0, 255).astype(np.uint8)
-
-
-JPEG_QUALITY = [80, 65, 58, 50, 40]
-
-SHIFTS: dict[str, Callable[[np.ndarray, int, np.random.Generator], np.ndarray] | None] = {
-    "gaussian_noise": gaussian_noise,
-    "defocus_blur": defocus_blur,
-    "brightness": brightness,
-    "contrast": contrast,
-    "jpeg": None,  # the upload itself changes format and quality
-}
 
 
 def noise_textures(count: int, rng: np.random.Generator) -> np.ndarray:
@@ -164,11 +142,9 @@ class Bench:
         self.alpha = alpha
         self.confidence = LowConfidenceDetector().fit(self.baseline)
 
-    def records(self, images: np.ndarray, image_format: str = "PNG", quality: int = 95) -> list:
-        bodies = [encode(i, image_format, quality) for i in images]
-        decoded = np.stack([self.imaging.decode(b) for b in bodies])
+    def records(self, uploads: list[Upload]) -> list:
+        decoded = np.stack([self.imaging.decode(body) for body, _ in uploads])
         probabilities = self.profile.predict(self.net, self.config, decoded)
-        content_type = "image/png" if image_format == "PNG" else "image/jpeg"
         lines = [
             capture.encode_lines(
                 [
@@ -181,13 +157,15 @@ class Bench:
                     )
                 ]
             )
-            for i, (body, row) in enumerate(zip(bodies, probabilities, strict=True))
+            for i, ((body, content_type), row) in enumerate(
+                zip(uploads, probabilities, strict=True)
+            )
         ]
         return [parse_record(line) for line in lines]
 
     def judge(self, records: list) -> dict[str, bool]:
         result = self.analyzer.analyze(0, records, len(records))
-        mmd = any(f.alert for f in result.findings if f.test == "mmd")
+        mmd = any(f.p_value <= self.alpha for f in result.findings if f.test == "mmd")
         probabilities = np.array([r.probabilities for r in records])
         window = type("W", (), {"probabilities": probabilities, "size": len(records)})
         (low,) = holm(self.confidence.test(window), self.alpha)  # type: ignore[arg-type]
@@ -201,81 +179,84 @@ class Bench:
         )
         return {
             "monitor": result.alert,
+            "answers": result.drift == ANSWER_DRIFT,
             "mmd": mmd,
-            "confidence": low.alert,
             "bbsd": bool(bbsd),
+            "confidence": low.alert,
         }
+
+
+METHODS = ("monitor", "answers", "mmd", "bbsd", "confidence")
 
 
 def run_detection(args: argparse.Namespace, bench: Bench) -> None:
     test_images, test_labels = load_split("test")
+    if len(test_images) < WINDOW:
+        raise SystemExit(f"windows of {WINDOW} need as many test images")
     rng = np.random.default_rng(args.seed)
-    methods = ("monitor", "mmd", "confidence", "bbsd")
 
-    def rate(make: Callable[[], list], windows: int) -> dict[str, float]:
-        hits = dict.fromkeys(methods, 0)
+    def rate(make: Callable[[], list[Upload]], windows: int) -> tuple[dict[str, float], int]:
+        hits = dict.fromkeys(METHODS, 0)
         for _ in range(windows):
-            for method, alert in bench.judge(make()).items():
+            for method, alert in bench.judge(bench.records(make())).items():
                 hits[method] += alert
-        return {m: hits[m] / windows for m in methods}
+        return {m: hits[m] / windows for m in METHODS}, hits["monitor"]
 
     def clean_sample() -> np.ndarray:
-        return test_images[rng.integers(0, len(test_images), WINDOW)]
+        return test_images[rng.choice(len(test_images), WINDOW, replace=False)]
 
-    rows: list[tuple[str, str, dict[str, float]]] = []
     started = time.monotonic()
-    rows.append(
-        (
-            "clean (false alarms)",
-            "-",
-            rate(lambda: bench.records(clean_sample()), args.clean_windows),
-        )
+    clean, false_alarms = rate(lambda: as_png(clean_sample()), args.clean_windows)
+    interval = stats.binomtest(false_alarms, args.clean_windows).proportion_ci(0.95, method="exact")
+    print(
+        f"  clean: {clean}; monitor {false_alarms} of {args.clean_windows}, 95% "
+        f"Clopper-Pearson {interval.low:.1%} to {interval.high:.1%}",
+        file=sys.stderr,
+        flush=True,
     )
+    rows: list[tuple[str, str, str, dict[str, float]]] = [
+        (f"clean (false alarms, {args.clean_windows} windows)", "-", "-", clean)
+    ]
 
-    def shifted(name: str, severity: int) -> Callable[[], list]:
-        corrupt = SHIFTS[name]
-        if corrupt is None:
-            quality = JPEG_QUALITY[severity - 1]
-            return lambda: bench.records(clean_sample(), "JPEG", quality)
-        return lambda: bench.records(corrupt(clean_sample(), severity, rng))
+    def shifted(shift: Shift, position: int) -> list[Upload]:
+        return shift.uploads(clean_sample(), position, rng)
 
-    for name in SHIFTS:
-        for severity in args.severities:
-            make = shifted(name, severity)
-            rows.append((name, str(severity), rate(make, args.windows)))
-            print(f"  {name} {severity}: {rows[-1][2]}", file=sys.stderr, flush=True)
+    names = args.shifts or list(SHIFTS)
+    for name in names:
+        shift = SHIFTS[name]
+        for level in args.levels:
+            position = LEVELS.index(level)
+            rates, _ = rate(partial(shifted, shift, position), args.windows)
+            rows.append((f"{shift.group}: {name}", level, f"{shift.levels[position]:g}", rates))
+            print(f"  {name} {level}: {rates}", file=sys.stderr, flush=True)
     motorcycles, bicycles = np.flatnonzero(test_labels == 1), np.flatnonzero(test_labels == 0)
 
-    def label_shift() -> list:
-        count = int(WINDOW * 0.9)
-        chosen = np.concatenate(
-            [rng.choice(motorcycles, count), rng.choice(bicycles, WINDOW - count)]
-        )
-        return bench.records(test_images[chosen])
+    def label_shift() -> list[Upload]:
+        # Every test motorcycle (each once) and a ninth as many bicycles: 90% motorcycles.
+        chosen = np.concatenate([motorcycles, rng.choice(bicycles, len(motorcycles) // 9, False)])
+        return as_png(test_images[chosen])
 
-    rows.append(("label shift (90% motorcycles)", "-", rate(label_shift, args.windows)))
-    rows.append(
-        (
-            "OOD: noise textures",
-            "-",
-            rate(lambda: bench.records(noise_textures(WINDOW, rng)), args.windows),
-        )
-    )
-    rows.append(
-        (
-            "OOD: inverted colours",
-            "-",
-            rate(lambda: bench.records((255 - clean_sample()).astype(np.uint8)), args.windows),
-        )
-    )
+    specials = [
+        ("label shift (90% motorcycles)", label_shift),
+        ("OOD: noise textures", lambda: as_png(noise_textures(WINDOW, rng))),
+        ("OOD: inverted colours", lambda: as_png((255 - clean_sample()).astype(np.uint8))),
+    ]
+    for name, make in specials:
+        rows.append((name, "-", "-", rate(make, args.windows)[0]))
     print(
-        f"\n{args.windows} windows of {WINDOW} per shift, {args.clean_windows} clean; "
-        f"alpha {args.alpha}; {time.monotonic() - started:.0f} s\n"
+        f"\n{args.windows} windows of {WINDOW} per shift and severity, {args.clean_windows} "
+        f"clean; alpha {args.alpha}; {time.monotonic() - started:.0f} s; monitor false "
+        f"alarms {false_alarms} of {args.clean_windows} = {false_alarms / args.clean_windows:.1%}"
+        f" (95% Clopper-Pearson {interval.low:.1%} to {interval.high:.1%})\n"
     )
-    print(f"| shift | severity | {' | '.join(methods)} |")
-    print("| --- | --- |" + " --- |" * len(methods))
-    for name, severity, rates in rows:
-        print(f"| {name} | {severity} | " + " | ".join(f"{rates[m]:.0%}" for m in methods) + " |")
+    print(f"| shift | severity | parameter | {' | '.join(METHODS)} |")
+    print("| --- | --- | --- |" + " --- |" * len(METHODS))
+    for name, severity, parameter, rates in rows:
+        print(
+            f"| {name} | {severity} | {parameter} | "
+            + " | ".join(f"{rates[m]:.0%}" for m in METHODS)
+            + " |"
+        )
 
 
 def run_throughput(args: argparse.Namespace, model_dir: Path, bench: Bench) -> None:
@@ -377,22 +358,27 @@ def main() -> int:
     parser.add_argument(
         "--windows",
         type=int,
-        default=20,
+        default=10,
         help="windows per shift and severity (default: %(default)s)",
     )
     parser.add_argument(
         "--clean-windows",
         type=int,
-        default=100,
+        default=200,
         help="clean windows, for the false-alarm rate (default: %(default)s)",
     )
     parser.add_argument(
-        "--severities",
-        type=int,
+        "--levels",
         nargs="+",
-        default=[1, 2, 3, 4, 5],
-        choices=[1, 2, 3, 4, 5],
-        help="severities to run (default: all)",
+        default=list(LEVELS),
+        choices=LEVELS,
+        help="severities to run (default: all three)",
+    )
+    parser.add_argument(
+        "--shifts",
+        nargs="+",
+        choices=list(SHIFTS),
+        help="shifts to run (default: every one in training_job/monitor/shifts.py)",
     )
     parser.add_argument(
         "--alpha",

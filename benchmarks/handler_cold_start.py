@@ -42,11 +42,17 @@ TIMER = (
 
 # (row, package zip or None, code timed in a fresh interpreter)
 CASES: list[tuple[str, str | None, str]] = [
-    ("serialize", "serialize.zip", "import handlers.serialize as h; h.aws_client('s3')"),
+    (
+        "serialize",
+        "serialize.zip",
+        "import handlers.serialize, handlers.image_source as s; "
+        "s.aws_client('s3', **s.S3_CLIENT_CONFIG)",
+    ),
     (
         "classify",
         "classify.zip",
-        "import handlers.classify as h; h.aws_client('sagemaker-runtime')",
+        "import handlers.classify as h; "
+        "h.aws_client('sagemaker-runtime', **h.ENDPOINT_CLIENT_CONFIG)",
     ),
     ("thresholdFilter", "thresholdFilter.zip", "import handlers.threshold_filter"),
     (

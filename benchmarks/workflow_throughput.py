@@ -60,7 +60,7 @@ from local_aws.server import (  # noqa: E402
 DEFAULT_ARCHIVE = REPO_ROOT.parent / "shared" / "data" / "cifar-100-python-vehicles.tar.gz"
 STAGE = "local"
 STATE_MACHINE = f"scones-unlimited-{STAGE}-image-workflow"
-PROJECT_FILES = ("serverless.yml", "package.json", "handlers", "statemachine")
+PROJECT_FILES = ("serverless.yml", "package.json", "handlers", "contract", "statemachine")
 TERMINAL = ("SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED")
 GOAL_EXECUTIONS_PER_SECOND = 50.0
 GOAL_P50_SECONDS = 0.100

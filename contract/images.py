@@ -33,6 +33,9 @@ CONTENT_TYPES: tuple[str, ...] = (
     GENERIC_CONTENT_TYPE,
 )
 FORMAT_NAMES = " or ".join(image_format.name for image_format in FORMATS)
+# How many leading bytes `content_type_of` needs: a reader that only checks the format
+# (serialize, for an image it leaves in S3) fetches no more than this.
+SIGNATURE_BYTES = max(len(s) for image_format in FORMATS for s in image_format.signatures)
 
 
 def content_type_of(data: bytes) -> str | None:

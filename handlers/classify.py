@@ -1,8 +1,19 @@
 """classify: send the event's image to the SageMaker endpoint, return its probabilities.
 
-The endpoint is named by ENDPOINT_NAME and called through botocore's `sagemaker-runtime`
-client (not the SageMaker SDK, which would cost seconds of cold start and megabytes of
-package). The client is created on the first call and kept for the container's life.
+The image is the event's `image_data` when serialize put it there, else the object at
+`s3_bucket`/`s3_key`, read under the same rules as serialize reads it
+(handlers/image_source.py). The endpoint is named by ENDPOINT_NAME and called through
+botocore's `sagemaker-runtime` client (not the SageMaker SDK, which would cost seconds of
+cold start and megabytes of package). The client is created on the first call and kept
+for the container's life.
+
+Timeouts and retries: one attempt per invocation, with timeouts that end it well inside
+the function's 30 s (ENDPOINT_CLIENT_CONFIG). Transient endpoint errors (throttling, a
+model not ready, 5xx, no connection) are raised as EndpointUnavailable, which the state
+machine's Classify state retries with backoff. That is the one layer that retries: the
+waits cost no Lambda time, are not squeezed into the function's timeout, and show in the
+execution history. botocore's own retries would be a second layer under it (3 state
+attempts x 3 client attempts = 9 calls to a struggling endpoint), so they are off.
 """
 
 from __future__ import annotations
@@ -10,47 +21,88 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import math
 import os
 import re
 from typing import Any
 
+from handlers.image_source import read_image
 from handlers.workflow_event import (
     ConfigurationError,
     ImageTooLarge,
     InvalidEvent,
-    NotAnImage,
     WorkflowError,
     WorkflowEvent,
     aws_client,
+    distribution_problem,
     image_content_type,
     log,
     max_image_bytes,
+    shown,
 )
 
 # SageMaker's own rule for endpoint names.
 ENDPOINT_NAME_PATTERN = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+
+# botocore's defaults (60 s to connect, 60 s per read, several attempts) outlast the
+# function's 30 s timeout, so Lambda would kill a waiting handler with no named error. 2 s
+# to connect and 12 s per read end a stalled call within 14 s, which leaves room for an S3
+# read of the image (image_source.S3_CLIENT_CONFIG) before it; the model answers in well
+# under a second (docs/benchmarks.md). One attempt: the state machine retries (see above).
+ENDPOINT_CLIENT_CONFIG: dict[str, Any] = {
+    "connect_timeout": 2,
+    "read_timeout": 12,
+    "retries": {"total_max_attempts": 1},
+}
+
+# SageMaker Runtime's error codes that mean "try again later" (InvokeEndpoint's API
+# reference); any 429 or 5xx status counts too.
+TRANSIENT_ERROR_CODES = frozenset(
+    {
+        "ThrottlingException",
+        "ModelNotReadyException",
+        "ServiceUnavailable",
+        "InternalFailure",
+        "InternalDependencyException",
+    }
+)
 
 
 class EndpointError(WorkflowError):
     """The endpoint refused or failed the request; the message is the endpoint's."""
 
 
+class EndpointUnavailable(WorkflowError):
+    """A transient endpoint error (throttled, model not ready, 5xx, no connection): the
+    state machine retries these."""
+
+
+class EndpointTimeout(WorkflowError):
+    """The endpoint took the request and sent no answer within the read timeout."""
+
+
 class InvalidEndpointResponse(WorkflowError):
-    """The endpoint answered something other than a JSON list of probabilities."""
+    """The endpoint answered something other than a distribution over the labels."""
 
 
 def handler(event: object, context: object = None) -> dict[str, Any]:
     endpoint_name = configured_endpoint_name()
     workflow_event = WorkflowEvent.parse(event)
-    image = decode_image(workflow_event.image_data, max_image_bytes())
-    workflow_event.inferences = invoke(endpoint_name, image)
+    limit = max_image_bytes()
+    if workflow_event.image_data:
+        image = decode_image(workflow_event.image_data, limit)
+        content_type = image_content_type(image, "image_data")
+    else:
+        # serialize left a large image in S3: read it by the event's reference.
+        stored = read_image(workflow_event.s3_bucket, workflow_event.s3_key, limit)
+        image, content_type = stored.data, stored.content_type
+    workflow_event.inferences = invoke(endpoint_name, image, content_type)
     label, confidence = workflow_event.top_inference()
     log(
         "INFO",
         "image classified",
         context,
         s3_key=workflow_event.s3_key,
+        bytes=len(image),
         label=label,
         confidence=confidence,
         endpoint=endpoint_name,
@@ -63,13 +115,11 @@ def configured_endpoint_name() -> str:
     if not name:
         raise ConfigurationError("ENDPOINT_NAME is not set")
     if not ENDPOINT_NAME_PATTERN.match(name):
-        raise ConfigurationError(f"ENDPOINT_NAME {name[:80]!r} is not a SageMaker endpoint name")
+        raise ConfigurationError(f"ENDPOINT_NAME {shown(name)} is not a SageMaker endpoint name")
     return name
 
 
 def decode_image(image_data: str, limit: int) -> bytes:
-    if not image_data:
-        raise InvalidEvent("the event has no image_data (run serialize first)")
     # Checked before decoding, so a huge payload is refused without a second copy.
     if len(image_data) * 3 // 4 > limit + 2:
         raise ImageTooLarge(f"image_data decodes to more than the limit of {limit} bytes")
@@ -82,14 +132,17 @@ def decode_image(image_data: str, limit: int) -> bytes:
     return image
 
 
-def invoke(endpoint_name: str, image: bytes) -> list[float]:
-    from botocore.exceptions import BotoCoreError, ClientError
+def invoke(endpoint_name: str, image: bytes, content_type: str) -> list[float]:
+    from botocore.exceptions import (
+        BotoCoreError,
+        ClientError,
+        ConnectionError,
+        ConnectTimeoutError,
+        ReadTimeoutError,
+    )
 
-    content_type = image_content_type(image)
-    if content_type is None:
-        raise NotAnImage("image_data is not a PNG, JPEG, GIF, BMP or WebP image")
     try:
-        response = aws_client("sagemaker-runtime").invoke_endpoint(
+        response = aws_client("sagemaker-runtime", **ENDPOINT_CLIENT_CONFIG).invoke_endpoint(
             EndpointName=endpoint_name,
             ContentType=content_type,
             Accept="application/json",
@@ -99,9 +152,20 @@ def invoke(endpoint_name: str, image: bytes) -> list[float]:
     except ClientError as error:
         details = error.response.get("Error", {})
         code = details.get("Code", "Unknown")
-        message = details.get("Message") or str(error)
-        raise EndpointError(f"endpoint {endpoint_name}: {code}: {message}") from None
-    except BotoCoreError as error:
+        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        message = f"endpoint {endpoint_name}: {code}: {details.get('Message') or error}"
+        if code in TRANSIENT_ERROR_CODES or status == 429 or status >= 500:
+            raise EndpointUnavailable(message) from None
+        raise EndpointError(message) from None
+    except ReadTimeoutError:
+        raise EndpointTimeout(
+            f"endpoint {endpoint_name} sent no answer within "
+            f"{ENDPOINT_CLIENT_CONFIG['read_timeout']} s"
+        ) from None
+    except (ConnectTimeoutError, ConnectionError) as error:
+        # ConnectTimeoutError is a ConnectionError too: nothing reached the model.
+        raise EndpointUnavailable(f"endpoint {endpoint_name}: {error}") from None
+    except BotoCoreError as error:  # e.g. the answer broke off mid-body
         raise EndpointError(f"endpoint {endpoint_name}: {error}") from None
     return parse_probabilities(payload)
 
@@ -113,18 +177,14 @@ def parse_probabilities(payload: bytes) -> list[float]:
         raise InvalidEndpointResponse(
             f"the endpoint's answer is not JSON: {payload[:80]!r}"
         ) from None
-    if (
-        not isinstance(probabilities, list)
-        or not probabilities
-        or not all(
-            isinstance(value, int | float)
-            and not isinstance(value, bool)
-            and math.isfinite(value)
-            and 0.0 <= value <= 1.0
-            for value in probabilities
-        )
-    ):
+    problem = (
+        distribution_problem(probabilities)
+        if isinstance(probabilities, list)
+        else "must be a JSON list"
+    )
+    if problem:
         raise InvalidEndpointResponse(
-            f"the endpoint's answer is not a list of probabilities: {payload[:80]!r}"
+            f"the endpoint's answer {payload[:80]!r} is not a distribution over the "
+            f"labels: it {problem}"
         )
     return [float(value) for value in probabilities]

@@ -9,9 +9,19 @@ confidences and the baseline's, divided by its critical value at alpha 0.01 (so 
 alarm threshold is 1 whatever the sample sizes). Alarms on those metrics page the
 AlarmTopic. Pure Python and boto3: the full statistics run in `training_job monitor`.
 
+Capture lines are read and judged by `contract.capture`, the reader `training_job
+monitor` uses too: damaged lines and objects are counted and skipped, with memory and
+time per object bounded, and the position moves past every object a run read, damaged or
+not (only an AWS error ends a run early, and then the next run reads the same objects).
+
+Until the baseline exists (deploy publishes the deployed model's at
+monitoring/<endpoint>/baseline.json), a run logs what it waits for and returns without
+reading captures or publishing metrics: no error, no alarm.
+
 Environment:
   CAPTURE_BUCKET, CAPTURE_PREFIX  where the endpoint's captures are (data_capture/<ep>/)
-  BASELINE_KEY                    baseline.json beside the model (monitor baseline writes it)
+  BASELINE_KEY                    the deployed model's baseline.json (serverless.yml's
+                                  default: monitoring/<endpoint>/baseline.json)
   ENDPOINT_NAME                   the metrics' EndpointName dimension
   STATE_KEY                       the position object (default monitoring/<endpoint>.json)
   METRIC_NAMESPACE                default SconesUnlimited/Monitoring
@@ -20,19 +30,23 @@ Environment:
 
 from __future__ import annotations
 
-import base64
-import binascii
-import gzip
 import json
 import math
 import os
 import time
-import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
 import boto3
 
+from contract.capture import (
+    MAX_BASELINE_BYTES,
+    MAX_OBJECT_BYTES,
+    READ_CHUNK_BYTES,
+    CaptureObjectError,
+    damaged,
+    read_object,
+)
 from handlers.workflow_event import ConfigurationError, log
 
 DEFAULT_NAMESPACE = "SconesUnlimited/Monitoring"
@@ -40,7 +54,9 @@ DEFAULT_NAMESPACE = "SconesUnlimited/Monitoring"
 # capture worker); waiting for them to settle keeps StartAfter from skipping any.
 SETTLE_SECONDS = 120
 MAX_OBJECTS_PER_RUN = 500
-MAX_OBJECT_BYTES = 64 * 1024 * 1024
+# No new object is started with less time left than this: one object (at most
+# MAX_OBJECT_BYTES unpacked), the metrics and the position must still fit in the run.
+RESERVED_MILLIS = 40_000
 MIN_RECORDS_FOR_DRIFT = 20
 KS_ALPHA = 0.01
 
@@ -97,21 +113,7 @@ def drift_score(baseline: list[float], current: list[float]) -> float:
     return ks_distance(baseline, sorted(current)) / critical
 
 
-def probabilities(record: Any) -> list[float]:
-    output = record["captureData"]["endpointOutput"]
-    data = output["data"]
-    if output.get("encoding") == "BASE64":
-        data = base64.b64decode(data, validate=True)
-    values = json.loads(data)
-    if not isinstance(values, list) or not values:
-        raise ValueError("output is not a list")
-    result = [float(v) for v in values]
-    if not all(0.0 <= v <= 1.0 for v in result):
-        raise ValueError("output is not probabilities")
-    return result
-
-
-def read_object(
+def read_capture_object(
     s3: Any, bucket: str, key: str, size: int, stats: PeriodStats, baseline: Baseline
 ) -> None:
     stats.objects += 1
@@ -119,30 +121,44 @@ def read_object(
         stats.damaged += 1
         log("WARNING", "capture object too large, skipped", key=key, size=size)
         return
-    body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    body = s3.get_object(Bucket=bucket, Key=key)["Body"]
+    counts: dict[str, int] = {}
     try:
-        if body[:2] == b"\x1f\x8b":
-            body = gzip.decompress(body)
-    except (OSError, EOFError, zlib.error):
-        stats.damaged += 1
-        log("WARNING", "capture object is not readable gzip", key=key)
-        return
-    for line in body.splitlines():
-        if not line.strip():
-            continue
-        try:
-            values = probabilities(json.loads(line))
-        except (ValueError, KeyError, TypeError, binascii.Error):
-            stats.damaged += 1  # truncated or corrupt line, or another kind of record
-            continue
-        if len(values) != len(baseline.classes):
-            stats.damaged += 1  # another model version's answer
-            continue
-        stats.records += 1
-        top = max(range(len(values)), key=values.__getitem__)
-        stats.confidences.append(values[top])
-        name = baseline.classes[top]
-        stats.predicted[name] = stats.predicted.get(name, 0) + 1
+        for _, values in read_object(body.iter_chunks(READ_CHUNK_BYTES), counts):
+            if len(values) != len(baseline.classes):
+                stats.damaged += 1  # another model version's answer
+                continue
+            stats.records += 1
+            top = max(range(len(values)), key=values.__getitem__)
+            stats.confidences.append(values[top])
+            name = baseline.classes[top]
+            stats.predicted[name] = stats.predicted.get(name, 0) + 1
+    except CaptureObjectError as error:
+        stats.damaged += 1  # the object itself: gzip cut short, or unpacking too large
+        log("WARNING", "capture object unreadable past this point", key=key, error=str(error))
+    finally:
+        body.close()
+    stats.damaged += damaged(counts)
+    if damaged(counts):
+        log("WARNING", "damaged capture lines skipped", key=key, **counts)
+
+
+def read_if_present(s3: Any, bucket: str, key: str, limit: int) -> bytes | None:
+    """The object's bytes, or None when there is no such object.
+
+    Existence is checked by listing the exact key, not by GetObject's NoSuchKey: S3 answers
+    a GetObject of a missing key with 404 only to a caller allowed s3:ListBucket on the
+    whole bucket; the role allows ListBucket only for some prefixes (an s3:prefix
+    condition, which a GetObject request does not carry), so there it would be a 403
+    AccessDenied, the same as a real permission error."""
+    listing = s3.list_objects_v2(Bucket=bucket, Prefix=key, MaxKeys=1)
+    contents = listing.get("Contents", [])
+    if not contents or contents[0]["Key"] != key:  # the exact key sorts first if it exists
+        return None
+    if contents[0]["Size"] > limit:
+        raise ConfigurationError(f"s3://{bucket}/{key} is over {limit} bytes")
+    body: bytes = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    return body
 
 
 def _environment(name: str, default: str | None = None) -> str:
@@ -199,19 +215,26 @@ def handler(event: object, context: object = None) -> dict[str, Any]:
     state_key = _environment("STATE_KEY", f"monitoring/{endpoint}.json")
     namespace = _environment("METRIC_NAMESPACE", DEFAULT_NAMESPACE)
     s3 = boto3.client("s3")
+    document = read_if_present(s3, bucket, baseline_key, MAX_BASELINE_BYTES)
+    if document is None:
+        # Normal before the first deploy that publishes a baseline: wait, do not alarm.
+        log(
+            "INFO",
+            "waiting for a baseline: captures stay unread until it exists",
+            context,
+            baseline=f"s3://{bucket}/{baseline_key}",
+            publish_with="python -m training_job deploy (publishes the deployed model's) "
+            "or --param baselineKey=models/<job>/output/baseline.json after monitor baseline",
+        )
+        return {"waiting_for": f"s3://{bucket}/{baseline_key}", "objects": 0, "records": 0}
     try:
-        document = json.loads(s3.get_object(Bucket=bucket, Key=baseline_key)["Body"].read())
-    except s3.exceptions.NoSuchKey:
-        raise ConfigurationError(f"no baseline at s3://{bucket}/{baseline_key}") from None
-    except ValueError as error:
-        raise ConfigurationError(f"BASELINE_KEY is not JSON: {error}") from None
-    baseline = Baseline.parse(document)
+        baseline = Baseline.parse(json.loads(document))
+    except (ValueError, RecursionError) as error:
+        raise ConfigurationError(f"BASELINE_KEY is not JSON: {str(error)[:200]}") from None
+    state = read_if_present(s3, bucket, state_key, MAX_BASELINE_BYTES)
     try:
-        state = json.loads(s3.get_object(Bucket=bucket, Key=state_key)["Body"].read())
-        last_key = str(state.get("last_key") or "")
-    except s3.exceptions.NoSuchKey:
-        last_key = ""
-    except ValueError:
+        last_key = str(json.loads(state).get("last_key") or "") if state else ""
+    except (ValueError, AttributeError, RecursionError):
         log("WARNING", "state object unreadable, starting over", context, key=state_key)
         last_key = ""
 
@@ -225,15 +248,17 @@ def handler(event: object, context: object = None) -> dict[str, Any]:
         listing["StartAfter"] = last_key
     finished = last_key
     done = False
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
     for page in s3.get_paginator("list_objects_v2").paginate(**listing):
         for item in page.get("Contents", []):
             if (
                 item["LastModified"].timestamp() > settled_before
                 or stats.objects >= MAX_OBJECTS_PER_RUN
+                or (remaining is not None and remaining() < RESERVED_MILLIS)
             ):
                 done = True
                 break
-            read_object(s3, bucket, item["Key"], item["Size"], stats, baseline)
+            read_capture_object(s3, bucket, item["Key"], item["Size"], stats, baseline)
             finished = item["Key"]
         if done:
             break

@@ -1,7 +1,8 @@
 """threshold filter: pass confident inferences on, stop doubtful ones.
 
-The event passes when some probability reaches THRESHOLD (default 0.93); otherwise the
-handler raises THRESHOLD_CONFIDENCE_NOT_MET, the error type the state machine catches.
+The event's inferences must be a distribution over the model's labels (InvalidEvent
+otherwise). It passes when some probability reaches THRESHOLD (default 0.93); otherwise
+the handler raises THRESHOLD_CONFIDENCE_NOT_MET, the error type the state machine catches.
 No boto3 here: this handler calls no AWS API, and stays fast to load.
 """
 
@@ -31,6 +32,9 @@ def handler(event: object, context: object = None) -> dict[str, Any]:
     workflow_event = WorkflowEvent.parse(event)
     if not workflow_event.inferences:
         raise InvalidEvent("the event has no inferences (run classify first)")
+    # One probability per label summing to 1: else [0.01, 0.01, 0.98] would pass as a
+    # third label, and [0.99, 0.99] as a confident one.
+    workflow_event.check_inferences()
     label, confidence = workflow_event.top_inference()
     fields = {"s3_key": workflow_event.s3_key, "label": label, "confidence": confidence}
     if confidence < threshold:

@@ -4,6 +4,10 @@ The event is the reference's `{"image_data": "", "s3_bucket": "", "s3_key": "",
 "inferences": []}`. Each handler returns `{"statusCode": 200, "body": <event>}` and also
 accepts such a return value as its event, so the handlers chain as the reference does.
 
+`image_data` carries the image (base64) only when it fits INLINE_IMAGE_BYTES; a larger
+image stays in S3 and `s3_bucket`/`s3_key` are the reference classify reads it by (a
+"claim check", AWS's advice for Step Functions payloads over its limit).
+
 Error classes are named for the state machine: Lambda reports an unhandled exception's
 class name as its `errorType`, which is what a Catch or Retry matches.
 
@@ -17,25 +21,33 @@ This module imports only the standard library, so the threshold filter stays fas
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import time
 from typing import Any
 
+from contract.images import FORMAT_NAMES, MAX_IMAGE_BYTES, content_type_of
+
 # The classifier's output order: label 0 is bicycle, 1 is motorcycle (as in the manifests).
 LABELS = ("bicycle", "motorcycle")
 
 MAX_KEY_LENGTH = 1024  # S3's own limit on a key
-DEFAULT_MAX_IMAGE_BYTES = 5 * 1024 * 1024
 
-# Magic bytes of the image formats the endpoint accepts, with the content type to send.
-_IMAGE_SIGNATURES: tuple[tuple[bytes, str], ...] = (
-    (b"\x89PNG\r\n\x1a\n", "image/png"),
-    (b"\xff\xd8\xff", "image/jpeg"),
-    (b"GIF87a", "image/gif"),
-    (b"GIF89a", "image/gif"),
-    (b"BM", "image/bmp"),
-)
+# The largest image serialize puts into the event itself. Step Functions fails a run
+# whose state input or output is over 256 KiB (States.DataLimitExceeded, which no Catch on
+# States.ALL catches), and the Lambda task's result holds the event plus Lambda's response
+# metadata. 96 KiB of image is 128 KiB of base64: half the limit, the rest left for the
+# key (up to 1 KiB), the inferences and the metadata. Every staged CIFAR image (32x32
+# PNG, ~3 KB) fits; a phone photo does not, and travels by its S3 reference instead.
+INLINE_IMAGE_BYTES = 96 * 1024
+
+# Sums of a model's probabilities differ from 1 by float rounding only (~1e-7 for a
+# float32 softmax); anything further off is not a distribution over the classes.
+PROBABILITY_SUM_TOLERANCE = 1e-4
+
+# How much of a user-supplied string an error message repeats (see `shown`).
+SHOWN_CHARACTERS = 100
 
 
 class WorkflowError(Exception):
@@ -55,7 +67,7 @@ class ImageTooLarge(WorkflowError):
 
 
 class NotAnImage(WorkflowError):
-    """The bytes are not a PNG, JPEG, GIF, BMP or WebP image."""
+    """The bytes are not one of the accepted formats (contract.images.FORMATS)."""
 
 
 class WorkflowEvent:
@@ -90,6 +102,12 @@ class WorkflowEvent:
             raise InvalidEvent("inferences must be a list of numbers between 0 and 1")
         return cls(image_data, s3_bucket, s3_key, [float(value) for value in inferences])
 
+    def check_inferences(self) -> None:
+        """Raise InvalidEvent unless the inferences are a distribution over LABELS."""
+        problem = distribution_problem(self.inferences)
+        if problem:
+            raise InvalidEvent(f"inferences {problem}")
+
     def response(self) -> dict[str, Any]:
         body = {
             "image_data": self.image_data,
@@ -116,47 +134,78 @@ def _field(event: dict[str, Any], name: str, kind: type, default: Any) -> Any:
 
 
 def _is_probability(value: object) -> bool:
-    # bool is an int subclass; True is not a probability.
+    # bool is an int subclass; True is not a probability. NaN fails both comparisons.
     return isinstance(value, int | float) and not isinstance(value, bool) and 0.0 <= value <= 1.0
+
+
+def distribution_problem(values: list[Any]) -> str | None:
+    """Why `values` is not a probability distribution over LABELS, or None if it is: one
+    number in [0, 1] per label, summing to 1 (within float rounding)."""
+    if len(values) != len(LABELS):
+        return f"must hold {len(LABELS)} probabilities ({', '.join(LABELS)}), not {len(values)}"
+    if not all(_is_probability(value) for value in values):
+        return "must be numbers between 0 and 1"
+    total = math.fsum(values)
+    if abs(total - 1.0) > PROBABILITY_SUM_TOLERANCE:
+        return f"must sum to 1, not {total:.6g}"
+    return None
+
+
+def shown(value: object) -> str:
+    """`value` for an error message: its repr, cut to SHOWN_CHARACTERS, so that a hostile
+    100 KB bucket name or key is not echoed into logs and execution histories in full."""
+    text = repr(value)
+    if len(text) <= SHOWN_CHARACTERS:
+        return text
+    return f"{text[:SHOWN_CHARACTERS]}... ({len(text)} characters)"
 
 
 _clients: dict[str, Any] = {}
 
 
-def aws_client(service: str) -> Any:
-    """One client per AWS service and container, created on first use.
+def aws_client(service: str, **config: Any) -> Any:
+    """One client per AWS service and container, created on first use with `config`
+    (botocore.config.Config's arguments: timeouts and retries; see classify and
+    image_source for why theirs are what they are).
 
     botocore's session rather than boto3's: the same client without boto3's own imports,
     which cost ~40 ms of every cold start (benchmarks/handler_cold_start.py)."""
     client = _clients.get(service)
     if client is None:
+        import botocore.config
         import botocore.session
 
-        client = _clients[service] = botocore.session.get_session().create_client(service)
+        client = _clients[service] = botocore.session.get_session().create_client(
+            service, config=botocore.config.Config(**config)
+        )
     return client
 
 
-def image_content_type(data: bytes) -> str | None:
-    """The image's content type from its magic bytes, or None if it is not an image."""
-    for signature, content_type in _IMAGE_SIGNATURES:
-        if data.startswith(signature):
-            return content_type
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp"
-    return None
+def image_content_type(data: bytes, what: str) -> str:
+    """The content type of `data` (contract.images' formats), or NotAnImage naming `what`."""
+    content_type = content_type_of(data)
+    if content_type is None:
+        raise NotAnImage(f"{what} is not a {FORMAT_NAMES} image")
+    return content_type
 
 
 def max_image_bytes() -> int:
-    """MAX_IMAGE_BYTES from the environment (default 5 MB), validated."""
+    """MAX_IMAGE_BYTES from the environment (default and ceiling: the contract's limit,
+    which the endpoint enforces too), validated."""
     raw = os.environ.get("MAX_IMAGE_BYTES", "").strip()
     if not raw:
-        return DEFAULT_MAX_IMAGE_BYTES
+        return MAX_IMAGE_BYTES
     try:
         limit = int(raw)
     except ValueError:
-        raise ConfigurationError(f"MAX_IMAGE_BYTES must be a whole number, got {raw!r}") from None
-    if limit <= 0:
-        raise ConfigurationError(f"MAX_IMAGE_BYTES must be positive, got {limit}")
+        raise ConfigurationError(
+            f"MAX_IMAGE_BYTES must be a whole number, got {shown(raw)}"
+        ) from None
+    if not 0 < limit <= MAX_IMAGE_BYTES:
+        raise ConfigurationError(
+            f"MAX_IMAGE_BYTES must be between 1 and {MAX_IMAGE_BYTES} (what the endpoint "
+            f"accepts), got {limit}"
+        )
     return limit
 
 

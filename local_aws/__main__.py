@@ -1,17 +1,16 @@
 """`python -m local_aws up|down|serve|status`: the local AWS for development and tests.
 
 `up` starts moto's server on 127.0.0.1 in the background and writes `.local/aws.env`;
-`down` stops it. `make local-up` and `make local-down` call these.
+`down` stops it. `make local-up` and `make local-down` call these. Both go through
+`local_aws.supervisor`, as the local endpoint's deploy does: `aws.env` is written only
+once the started server itself answers.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 from local_aws.server import (
@@ -21,74 +20,48 @@ from local_aws.server import (
     client_environment,
     endpoint_url,
     serve,
-    wait_until_ready,
     write_env_file,
 )
+from local_aws.supervisor import AlreadyRunning, Daemon, Readiness, SupervisorError
 
 STATE_DIR = Path(".local")
+READY_PATH = "/moto-api/data.json"
+READY_TIMEOUT_SECONDS = 60.0
+STOP_TIMEOUT_SECONDS = 10.0
 
 
-def _pid_file(state_dir: Path) -> Path:
-    return state_dir / "aws.pid"
-
-
-def _running_pid(state_dir: Path) -> int | None:
-    try:
-        pid = int(_pid_file(state_dir).read_text().strip())
-        os.kill(pid, 0)
-    except (FileNotFoundError, ValueError, ProcessLookupError, PermissionError):
-        return None
-    return pid
+def _daemon(state_dir: Path) -> Daemon:
+    return Daemon("aws", state_dir)  # aws.pid, aws.log, aws.lock
 
 
 def up(port: int, host: str, state_dir: Path, endpoint_port: int) -> int:
     env_file = state_dir / "aws.env"
-    if _running_pid(state_dir) is not None and env_file.exists():
-        print(f"local AWS already running; environment in {env_file}")
-        return 0
-    state_dir.mkdir(parents=True, exist_ok=True)
-    log = (state_dir / "aws.log").open("ab")
+    daemon = _daemon(state_dir)
     # The server's environment is what the Lambda handlers it runs see of the endpoints.
     variables = client_environment(port, host, endpoint_port)
-    environment = {**os.environ, **variables}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "local_aws", "serve", "--port", str(port), "--host", host],
-        env=environment,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,  # outlives `make local-up`; `down` ends it
-    )
-    _pid_file(state_dir).write_text(f"{process.pid}\n")
-    url = endpoint_url(port, host)
     try:
-        wait_until_ready(url)
-    except TimeoutError as error:
-        process.terminate()
-        print(f"error: {error}; see {state_dir / 'aws.log'}", file=sys.stderr)
-        return 1
+        with daemon.claim() as claim:
+            env_file.unlink(missing_ok=True)  # it described a server that is gone
+            claim.start(
+                [sys.executable, "-m", "local_aws", "serve", "--port", str(port), "--host", host],
+                Readiness(host, port, READY_PATH, READY_TIMEOUT_SECONDS),
+                environment={**os.environ, **variables},
+            )
+    except AlreadyRunning:
+        if env_file.exists():
+            print(f"local AWS already running; environment in {env_file}")
+            return 0
+        raise
     write_env_file(env_file, variables)
+    url = endpoint_url(port, host)
     print(f"local AWS on {url}; `source {env_file}` points boto3, the AWS CLI and sls at it")
     return 0
 
 
 def down(state_dir: Path) -> int:
-    pid = _running_pid(state_dir)
-    if pid is None:
-        print("local AWS is not running")
-    else:
-        os.kill(pid, signal.SIGTERM)
-        for _ in range(100):
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                break
-            time.sleep(0.1)
-        else:
-            os.kill(pid, signal.SIGKILL)
-        print("local AWS stopped")
-    for name in ("aws.pid", "aws.env"):
-        (state_dir / name).unlink(missing_ok=True)
+    outcome = _daemon(state_dir).stop(STOP_TIMEOUT_SECONDS)
+    print(f"local AWS {outcome}")
+    (state_dir / "aws.env").unlink(missing_ok=True)
     return 0
 
 
@@ -147,10 +120,14 @@ def main(argv: list[str] | None = None) -> int:
             out_dir=args.out,
             epochs=args.epochs,
         ).main()
-    if args.command == "up":
-        return up(args.port, args.host, args.state_dir, args.endpoint_port)
-    if args.command == "down":
-        return down(args.state_dir)
+    try:
+        if args.command == "up":
+            return up(args.port, args.host, args.state_dir, args.endpoint_port)
+        if args.command == "down":
+            return down(args.state_dir)
+    except SupervisorError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     serve(args.port, args.host, args.endpoint_port)
     return 0
 

@@ -13,7 +13,8 @@ remained in moto 5.2.5's `Rule.send_to_targets`:
 `patch_state_machine_targets` handles state machine targets itself (every other target
 is left to moto): the target's `Input`, `InputPath` or `InputTransformer` shapes the
 execution's input as EventBridge does, and one execution starts per matching event, with
-a generated name, through the same Step Functions backend the API serves.
+a generated name, through the same Step Functions backend the API serves, if the target's
+role (assumed by events.amazonaws.com) allows states:StartExecution on the state machine.
 """
 
 from __future__ import annotations
@@ -79,11 +80,51 @@ def transform_input(target: dict[str, Any], event: dict[str, Any]) -> str:
     return PLACEHOLDER.sub(fill, template)
 
 
-def start_execution(target_arn: str, execution_input: str) -> None:
+def start_execution(rule: Any, target: dict[str, Any], execution_input: str) -> None:
+    """Start the target state machine as EventBridge does: with the target's role, assumed
+    by events.amazonaws.com for the rule, which must allow states:StartExecution on it.
+    A refused invocation starts nothing and counts in AWS/Events FailedInvocations."""
     from moto.stepfunctions.responses import get_backend
 
+    from local_aws import iam
+
+    target_arn = str(target["Arn"])
     account_id, region = target_arn.split(":")[4], target_arn.split(":")[3]
+    rule_arn = str(getattr(rule, "arn", ""))
+    try:
+        role_arn = str(target.get("RoleArn") or "")
+        if not role_arn:
+            raise iam.AccessDenied(f"the target {target_arn} has no RoleArn")
+        iam.assume_role_for_service(role_arn, "events.amazonaws.com", rule_arn, "local-aws-events")
+        iam.authorize(
+            iam.Request(
+                principal_arn=role_arn,
+                action="states:StartExecution",
+                resource=target_arn,
+                context={"aws:SecureTransport": "true", "aws:PrincipalArn": role_arn},
+            )
+        )
+    except iam.AccessDenied as denied:
+        print(f"local AWS: EventBridge rule {rule_arn}: AccessDenied: {denied}", flush=True)
+        _count_failed_invocation(account_id, region, str(getattr(rule, "name", "")))
+        return
     get_backend(account_id, region).start_execution(target_arn, str(uuid.uuid4()), execution_input)
+
+
+def _count_failed_invocation(account_id: str, region: str, rule_name: str) -> None:
+    from moto.cloudwatch.models import cloudwatch_backends
+
+    cloudwatch_backends[account_id][region].put_metric_data(
+        namespace="AWS/Events",
+        metric_data=[
+            {
+                "MetricName": "FailedInvocations",
+                "Value": 1,
+                "Unit": "Count",
+                "Dimensions": [{"Name": "RuleName", "Value": rule_name}],
+            }
+        ],
+    )
 
 
 def patch_state_machine_targets() -> None:
@@ -104,7 +145,7 @@ def patch_state_machine_targets() -> None:
             return
         state_machines = [t for t in self.targets if ":states:" in str(t.get("Arn", ""))]
         for target in state_machines:
-            start_execution(target["Arn"], transform_input_of(self, target, original_event))
+            start_execution(self, target, transform_input_of(self, target, original_event))
         others = [t for t in self.targets if t not in state_machines]
         if others:
             rule = copy.copy(self)

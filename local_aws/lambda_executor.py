@@ -23,13 +23,16 @@ that behaves like Lambda for the cases this project relies on:
 - `InvocationType: Event` runs in the background and answers at once; `DryRun` runs
   nothing.
 
-The worker's environment is built, not inherited: Lambda's reserved variables, the
-function's own variables, and from the server's environment only the credentials, the
-region and the endpoint variables (`AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_<SERVICE>`), so a
-handler's boto3 reaches the local AWS and the local endpoint the way it reaches AWS there.
-When the server has no `AWS_ENDPOINT_URL` of its own, the handler gets the server's own
-address (`LOCAL_AWS_ENDPOINT_URL`, set by `local_aws.server.serve`): inside the local AWS,
-"AWS" is this server.
+The worker's environment is built, not inherited: Lambda's reserved variables (the
+function's region among them), the function's own variables, temporary credentials of the
+function's role (assumed for it by `local_aws.iam`, so its calls are evaluated against that
+role), and from the server's environment only the endpoint variables (`AWS_ENDPOINT_URL`,
+`AWS_ENDPOINT_URL_<SERVICE>`), so a handler's boto3 reaches the local AWS the way it
+reaches AWS there. When the server has no `AWS_ENDPOINT_URL` of its own, the handler gets
+the server's own address (`LOCAL_AWS_ENDPOINT_URL`, set by `local_aws.server.serve`):
+inside the local AWS, "AWS" is this server. SageMaker Runtime is always this server, which
+evaluates IAM and forwards to the server's `AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME`
+(`local_aws.sagemaker_runtime`).
 """
 
 from __future__ import annotations
@@ -62,13 +65,6 @@ IDLE_WORKERS_PER_FUNCTION = 16
 INIT_TIMEOUT_SECONDS = 10.0  # Lambda's limit on the init phase (imports) of a function
 MAX_UNZIPPED_BYTES = 250 * 1024 * 1024  # Lambda's limit on an unzipped deployment package
 MAX_REQUEST_BYTES = 6 * 1024 * 1024  # Lambda's limit on a synchronous request payload
-PASSED_THROUGH = (
-    "AWS_ACCESS_KEY_ID",
-    "AWS_SECRET_ACCESS_KEY",
-    "AWS_SESSION_TOKEN",
-    "AWS_REGION",
-    "AWS_DEFAULT_REGION",
-)
 SYSTEM_VARIABLES = ("PATH", "LANG", "LC_ALL", "TZ", "HOME", "TMPDIR")
 
 
@@ -92,6 +88,7 @@ class FunctionConfig:
     timeout: float
     memory_size: int
     environment: tuple[tuple[str, str], ...]
+    role: str
 
     @classmethod
     def of(cls, function: Any) -> FunctionConfig:
@@ -104,6 +101,7 @@ class FunctionConfig:
             timeout=float(function.timeout or 3),
             memory_size=int(function.memory_size or 128),
             environment=tuple(sorted((function.environment_vars or {}).items())),
+            role=str(function.role or ""),
         )
 
 
@@ -161,23 +159,38 @@ def _bytes_io(data: bytes) -> IO[bytes]:
     return io.BytesIO(data)
 
 
+def role_credentials(config: FunctionConfig) -> dict[str, str]:
+    """The function's role, assumed by lambda.amazonaws.com for this function, as Lambda
+    gives each execution environment: the handler's calls are evaluated against it."""
+    from local_aws import iam
+
+    try:
+        credentials = iam.assume_role_for_service(
+            config.role, "lambda.amazonaws.com", config.arn, config.name
+        )
+    except iam.AccessDenied as error:
+        # AWS refuses this at CreateFunction already, with these words.
+        raise InvokeError(
+            "InvalidParameterValueException",
+            f"The role defined for the function cannot be assumed by Lambda: {error}",
+            400,
+        ) from error
+    return credentials.environment()
+
+
 def worker_environment(config: FunctionConfig, code_dir: Path) -> dict[str, str]:
     server = os.environ
-    region = server.get("AWS_REGION") or server.get("AWS_DEFAULT_REGION") or "us-east-1"
+    region = config.arn.split(":")[3]  # the function's own region, whatever the server's
     environment = {name: server[name] for name in SYSTEM_VARIABLES if name in server}
-    environment.update(
-        {
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_SESSION_TOKEN": "testing",
-        }
-    )
-    environment.update({name: server[name] for name in PASSED_THROUGH if name in server})
+    environment.update(role_credentials(config))
     environment.update(
         {name: value for name, value in server.items() if name.startswith("AWS_ENDPOINT_URL")}
     )
-    if "AWS_ENDPOINT_URL" not in environment and server.get(SERVER_URL_VARIABLE):
-        environment["AWS_ENDPOINT_URL"] = server[SERVER_URL_VARIABLE]
+    if server.get(SERVER_URL_VARIABLE):
+        environment.setdefault("AWS_ENDPOINT_URL", server[SERVER_URL_VARIABLE])
+        # SageMaker Runtime is this server too: it evaluates the caller's IAM, then
+        # forwards to the local endpoint (local_aws.sagemaker_runtime).
+        environment["AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME"] = server[SERVER_URL_VARIABLE]
     environment.update(dict(config.environment))
     # Lambda's reserved variables last: a function cannot override them.
     environment.update(

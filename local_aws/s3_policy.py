@@ -1,42 +1,38 @@
 """Bucket policies with conditions, as the local AWS evaluates them.
 
-moto's S3 evaluates a bucket policy's statements but ignores their `Condition` blocks, so
-a statement meant for some requests applies to all of them. The bucket `training_job
-stage` creates carries the usual TLS-only statement (Deny s3:* when
-`aws:SecureTransport` is false); moto applies that Deny to every request and the bucket
-becomes unusable. Here a statement with a condition is left out of moto's evaluation:
-the local AWS cannot evaluate conditions, so it grants nothing and denies nothing by
-one. The policy itself is stored and returned unchanged, and on AWS it is enforced.
+moto's S3 evaluates a bucket policy's statements for every object request but ignores
+their `Condition` blocks, so a statement meant for some requests applied to all of them:
+the usual TLS-only statement of the bucket `training_job stage` creates (Deny s3:* when
+`aws:SecureTransport` is false) made the bucket unusable. Here the policy is evaluated by
+`local_aws.iam` instead: conditions on the keys it knows are evaluated (the local AWS
+stands in for AWS's HTTPS endpoints, so aws:SecureTransport is true), and a condition it
+cannot evaluate is never taken as satisfied (a Deny with one denies). Statements for a
+named principal are evaluated with that principal's requests (`local_aws.iam.authorize`).
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-
-def _unconditional_statements(policy: bytes) -> bytes | None:
-    document = json.loads(policy)
-    statements = document.get("Statement", [])
-    if isinstance(statements, dict):
-        statements = [statements]
-    kept = [statement for statement in statements if "Condition" not in statement]
-    if not kept:
-        return None
-    return json.dumps({**document, "Statement": kept}).encode()
+from local_aws import iam
 
 
-def skip_conditional_bucket_policy_statements() -> None:
-    from moto.iam.access_control import IAMPolicy, PermissionResult
+def evaluate_bucket_policy_conditions() -> None:
+    from moto.iam.access_control import PermissionResult
     from moto.s3.models import FakeBucket
 
+    results = {
+        iam.Decision.ALLOW: PermissionResult.PERMITTED,
+        iam.Decision.DENY: PermissionResult.DENIED,
+        iam.Decision.NONE: PermissionResult.NEUTRAL,
+    }
+
     def get_permission(self: FakeBucket, action: str, resource: str) -> Any:
-        policy = None if self.policy is None else _unconditional_statements(self.policy)
-        if policy is None:
+        if self.policy is None:
             return PermissionResult.NEUTRAL
-        return IAMPolicy(policy.decode()).is_action_permitted(action, resource)
+        return results[iam.bucket_permission(self.policy.decode(), action, resource)]
 
     FakeBucket.get_permission = get_permission  # type: ignore[method-assign]
 
 
-PATCHES = [skip_conditional_bucket_policy_statements]
+PATCHES = [evaluate_bucket_policy_conditions]

@@ -17,7 +17,15 @@ from typing import Any
 import boto3
 import requests
 
-from local_aws import cloudformation, events, lambda_executor, s3_policy
+from local_aws import (
+    cloudformation,
+    events,
+    iam,
+    lambda_executor,
+    s3_policy,
+    sagemaker_runtime,
+    stepfunctions,
+)
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 4566  # LocalStack's conventional port, so either emulator can serve
@@ -31,8 +39,11 @@ DEFAULT_ENDPOINT_PORT = 8080
 EMULATOR_PATCHES: list[Callable[[], None]] = [
     *cloudformation.PATCHES,
     *events.PATCHES,
+    *iam.PATCHES,
     *lambda_executor.PATCHES,
     *s3_policy.PATCHES,
+    *sagemaker_runtime.PATCHES,
+    *stepfunctions.PATCHES,
 ]
 
 
@@ -41,15 +52,18 @@ def endpoint_url(port: int, host: str = DEFAULT_HOST) -> str:
 
 
 def client_environment(
-    port: int, host: str = DEFAULT_HOST, endpoint_port: int = DEFAULT_ENDPOINT_PORT
+    port: int,
+    host: str = DEFAULT_HOST,
+    endpoint_port: int = DEFAULT_ENDPOINT_PORT,
+    region: str = DEFAULT_REGION,
 ) -> dict[str, str]:
-    """The variables that point boto3, the AWS CLI and osls at the local AWS, and the
-    SageMaker Runtime API at the local endpoint."""
+    """The variables that point boto3, the AWS CLI and osls at the local AWS in `region`,
+    and the SageMaker Runtime API at the local endpoint."""
     return {
         "AWS_ENDPOINT_URL": endpoint_url(port, host),
         "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": endpoint_url(endpoint_port, host),
-        "AWS_DEFAULT_REGION": DEFAULT_REGION,
-        "AWS_REGION": DEFAULT_REGION,
+        "AWS_DEFAULT_REGION": region,
+        "AWS_REGION": region,
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_SESSION_TOKEN": "testing",
@@ -66,32 +80,6 @@ def cache_moto_module_list() -> None:
 
     modules = tuple(backends.list_of_moto_modules())
     backends.list_of_moto_modules = functools.cache(lambda: modules)
-
-
-def reuse_step_functions_lambda_clients() -> None:
-    """Speed: moto's Step Functions interpreter builds a new boto3 client, and so a new
-    connection and server thread, for every Lambda task; one client per region, reused
-    (botocore clients are thread-safe), keeps its connections alive."""
-    import threading
-
-    from moto.stepfunctions.parser.asl.component.state.exec.state_task import (
-        lambda_eval_utils,
-    )
-
-    create = lambda_eval_utils.boto_client_for
-    clients: dict[tuple[str, str], Any] = {}
-    lock = threading.Lock()
-
-    def boto_client_for(region: str, service: str, state_credentials: Any = None) -> Any:
-        # The interpreter signs with fixed dummy keys whatever the credentials: one client
-        # per region and service serves every execution.
-        with lock:
-            client = clients.get((region, service))
-            if client is None:
-                client = clients[(region, service)] = create(region, service, state_credentials)
-            return client
-
-    lambda_eval_utils.boto_client_for = boto_client_for
 
 
 def reuse_parsed_state_machines() -> None:
@@ -121,7 +109,6 @@ def reuse_parsed_state_machines() -> None:
 # Changes for speed only: what the emulator answers stays the same.
 PERFORMANCE_PATCHES: list[Callable[[], None]] = [
     cache_moto_module_list,
-    reuse_step_functions_lambda_clients,
     reuse_parsed_state_machines,
 ]
 
@@ -138,7 +125,7 @@ def local_client(variables: Mapping[str, str], service: str, **kwargs: Any) -> A
     return boto3.client(
         service,
         endpoint_url=kwargs.pop("endpoint_url", variables["AWS_ENDPOINT_URL"]),
-        region_name=variables["AWS_DEFAULT_REGION"],
+        region_name=kwargs.pop("region_name", variables["AWS_DEFAULT_REGION"]),
         aws_access_key_id=variables["AWS_ACCESS_KEY_ID"],
         aws_secret_access_key=variables["AWS_SECRET_ACCESS_KEY"],
         aws_session_token=variables["AWS_SESSION_TOKEN"],
@@ -161,7 +148,7 @@ def serve(
     port: int = DEFAULT_PORT, host: str = DEFAULT_HOST, endpoint_port: int = DEFAULT_ENDPOINT_PORT
 ) -> None:
     """Serve the local AWS in the foreground until SIGTERM or SIGINT."""
-    # The Lambda handlers it runs inherit this: classify reaches the local endpoint.
+    # Where this server forwards SageMaker Runtime calls (local_aws.sagemaker_runtime).
     os.environ.setdefault("AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME", endpoint_url(endpoint_port, host))
     # moto's Step Functions interpreter calls Lambda at localhost:$MOTO_PORT.
     os.environ["MOTO_PORT"] = str(port)

@@ -8,9 +8,11 @@ commands end to end.
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -27,10 +29,10 @@ EXAMPLE_VALUES = {
 }
 
 
-def commands() -> list[str]:
-    """Each command in the README's bash blocks, continuation lines joined."""
+def commands(text: str = README) -> list[str]:
+    """Each command in the bash blocks of `text`, continuation lines joined."""
     found = []
-    for block in re.findall(r"```bash\n(.*?)```", README, flags=re.DOTALL):
+    for block in re.findall(r"```bash\n(.*?)```", text, flags=re.DOTALL):
         for line in block.replace("\\\n", " ").splitlines():
             line = line.split(" #", 1)[0].strip()
             if line and not line.startswith("#"):
@@ -45,7 +47,8 @@ def arguments(command: str, program: str) -> list[str]:
     return words[words.index(program) + 1 :]
 
 
-TRAINING_JOB = [c for c in commands() if "-m training_job" in c]
+OPERATIONS = (REPO_ROOT / "docs" / "operations.md").read_text()
+TRAINING_JOB = [c for c in commands() + commands(OPERATIONS) if "-m training_job" in c]
 SLS = [c for c in commands() if c.startswith("npx sls")]
 MAKE = [c for c in commands() if c.startswith("make")]
 
@@ -78,7 +81,103 @@ def test_each_sls_command_names_what_serverless_yml_declares(command: str) -> No
         assert words[words.index("--name") + 1] in service["stepFunctions"]["stateMachines"]
     if "--path" in words:
         assert (REPO_ROOT / words[words.index("--path") + 1]).is_file()
+    if "--data" in words:
+        # An event built inline has the shape of the sample event, for the user's bucket.
+        event = json.loads(words[words.index("--data") + 1])
+        sample = json.loads((REPO_ROOT / "events" / "workflow.json").read_text())
+        assert set(event) == set(sample)
+        assert event["s3_bucket"] == EXAMPLE_VALUES["$BUCKET"]
     assert words[2] in {"deploy", "invoke", "remove", "package"}
+
+
+AWS_PATH = README[README.index("## The AWS path") : README.index("## Commands")]
+
+
+def test_the_aws_path_sets_the_region_once_and_uses_no_local_sample_event() -> None:
+    assert len(re.findall(r"^export AWS_REGION=", AWS_PATH, flags=re.MULTILINE)) == 1
+    # Every command reads AWS_REGION: none names a region of its own.
+    assert not [c for c in commands() if "--region" in c]
+    # The sample events name the local bucket; the AWS path builds its own.
+    assert "events/workflow.json" not in AWS_PATH
+
+
+def test_the_aws_path_deploys_and_deletes_the_endpoint_for_its_stage() -> None:
+    deploys = [c for c in TRAINING_JOB if c.split("training_job ")[1].startswith("deploy")]
+    aws_deploys = [c for c in deploys if "--mode sagemaker" in c]
+    assert aws_deploys
+    for command in aws_deploys:
+        words = shlex.split(command)
+        assert words[words.index("--stage") + 1] == EXAMPLE_VALUES["$STAGE"], command
+
+
+def filled_policy(path: str) -> dict[str, Any]:
+    """A policy file from docs/iam/ with its placeholders filled as the README's `fill` does."""
+    text = (REPO_ROOT / path).read_text()
+    for placeholder, value in {
+        "ACCOUNT_ID": "123456789012",
+        "REGION": "eu-west-1",
+        "BUCKET": EXAMPLE_VALUES["$BUCKET"],
+    }.items():
+        text = text.replace(placeholder, value)
+    assert not re.search(r"\b[A-Z]{2,}_?[A-Z]*\b", text.replace("Version", "")), text
+    policy: dict[str, Any] = json.loads(text)
+    return policy
+
+
+IAM_FILES = sorted(set(re.findall(r"docs/iam/[\w.-]+\.json", README)))
+
+
+def test_the_readme_names_the_role_files_and_they_exist() -> None:
+    assert IAM_FILES == [
+        "docs/iam/sagemaker-execution-policy.json",
+        "docs/iam/sagemaker-trust-policy.json",
+    ]
+    for path in IAM_FILES:
+        assert (REPO_ROOT / path).is_file(), path
+        assert f"$(fill {path})" in README, path  # used by the role commands
+
+
+def test_the_sagemaker_role_trusts_only_sagemaker_for_this_account() -> None:
+    (statement,) = filled_policy("docs/iam/sagemaker-trust-policy.json")["Statement"]
+    assert statement["Principal"] == {"Service": "sagemaker.amazonaws.com"}
+    assert statement["Action"] == "sts:AssumeRole"
+    assert statement["Condition"]["StringEquals"] == {"aws:SourceAccount": "123456789012"}
+    assert statement["Condition"]["ArnLike"]["aws:SourceArn"].startswith(
+        "arn:aws:sagemaker:eu-west-1:123456789012:"
+    )
+
+
+# Actions with no resource ARN (the IAM Service Authorization Reference).
+NO_RESOURCE_LEVEL_ACTIONS = {"ecr:GetAuthorizationToken", "cloudwatch:PutMetricData"}
+
+
+def test_the_sagemaker_role_policy_is_least_privilege_on_the_bucket() -> None:
+    bucket = EXAMPLE_VALUES["$BUCKET"]
+    statements = filled_policy("docs/iam/sagemaker-execution-policy.json")["Statement"]
+    granted: dict[str, set[str]] = {}
+    for statement in statements:
+        assert statement["Effect"] == "Allow"
+        actions = (
+            statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        )
+        resources = (
+            statement["Resource"]
+            if isinstance(statement["Resource"], list)
+            else [statement["Resource"]]
+        )
+        assert all("*" not in action for action in actions), statement
+        if "*" in resources:
+            assert set(actions) <= NO_RESOURCE_LEVEL_ACTIONS, statement
+        for action in actions:
+            granted.setdefault(action, set()).update(resources)
+    s3 = f"arn:aws:s3:::{bucket}"
+    assert granted["s3:ListBucket"] == {s3}
+    assert granted["s3:PutObject"] == {f"{s3}/models/*", f"{s3}/data_capture/*"}
+    assert f"{s3}/*" not in granted["s3:GetObject"]
+    assert all(r.startswith(f"{s3}/") for r in granted["s3:GetObject"])
+    assert not {a for a in granted if a.startswith("s3:")} - {
+        "s3:ListBucket", "s3:GetObject", "s3:PutObject"
+    }  # fmt: skip
 
 
 def test_local_aws_help_lists_the_commands_the_readme_names(
@@ -90,3 +189,13 @@ def test_local_aws_help_lists_the_commands_the_readme_names(
     help_text = capsys.readouterr().out
     for name in ("up", "down", "serve", "demo"):
         assert name in help_text
+
+
+def test_operations_describes_no_rollout_that_strands_the_handlers() -> None:
+    """A second endpoint under a new name, then `sls deploy`, leaves the handlers on the old
+    one (an unchanged template is not deployed); deleting the old one then breaks every
+    run. Until a rollout command exists, no procedure creates a second endpoint."""
+    for command in commands(OPERATIONS):
+        words = shlex.split(command)
+        if "training_job" in command and words[words.index("training_job") + 1] == "deploy":
+            assert "--endpoint-name" not in words, command

@@ -10,6 +10,7 @@ deployed classify handler reaches the endpoint) and the local endpoint
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 
 from local_aws.server import (
     client_environment,
@@ -35,11 +37,14 @@ from tests.conftest import REPO_ROOT, free_port
 
 pytestmark = pytest.mark.timeout(300)
 
+# Not us-east-1, AWS's default and the one region where S3 needs no LocationConstraint: every
+# process here gets it (AWS_REGION, AWS_DEFAULT_REGION) and sls gets `--region`.
+REGION = "ap-southeast-2"
 STAGE = "local"
 STATE_MACHINE = f"scones-unlimited-{STAGE}-image-workflow"
 THRESHOLD = 0.93  # serverless.yml's default `threshold` param, which this deploy keeps
 GATE_ERROR = "THRESHOLD_CONFIDENCE_NOT_MET"
-PROJECT_FILES = ("serverless.yml", "package.json", "handlers", "statemachine", "events")
+PROJECT_FILES = ("serverless.yml", "package.json", "handlers", "contract", "statemachine", "events")
 PROBED_IMAGES = 40  # test images whose probabilities are read from the endpoint directly
 EVALUATED_IMAGES = 12
 QUICK_MODEL_STEPS = 60  # enough SGD steps for both confident and doubtful test images
@@ -130,7 +135,7 @@ def local_aws_with_endpoint_port(
         )
     try:
         wait_until_ready(endpoint_url(aws_port))
-        yield client_environment(aws_port), endpoint_port, work
+        yield client_environment(aws_port, region=REGION), endpoint_port, work
     finally:
         _stop(process)
 
@@ -198,7 +203,9 @@ def workflow(
     )
     try:
         # The endpoint's name reaches the stack through the SSM parameter deploy published.
-        deployed = flow.sls("deploy", "--stage", STAGE, "--param", f"bucket={flow.bucket}")
+        deployed = flow.sls(
+            "deploy", "--stage", STAGE, "--region", REGION, "--param", f"bucket={flow.bucket}"
+        )
         _check(deployed, "sls deploy")
         _probe_endpoint(flow)
         yield flow
@@ -260,7 +267,16 @@ def invoke_stepf(flow: Workflow, key: str) -> dict[str, Any]:
         json.dumps({"image_data": "", "s3_bucket": flow.bucket, "s3_key": key, "inferences": []})
     )
     result = flow.sls(
-        "invoke", "stepf", "--stage", STAGE, "--name", "ImageWorkflow", "--path", str(event)
+        "invoke",
+        "stepf",
+        "--stage",
+        STAGE,
+        "--region",
+        REGION,
+        "--name",
+        "ImageWorkflow",
+        "--path",
+        str(event),
     )
     # The plugin prints a succeeded execution on stdout and a failed one on stderr.
     printed = result.stdout + result.stderr
@@ -350,6 +366,93 @@ def test_an_upload_outside_incoming_starts_none(workflow: Workflow) -> None:
     s3.put_object(Bucket=workflow.bucket, Key=key, Body=b"\x89PNG\r\n\x1a\n")
     time.sleep(1.5)
     assert executions_for(workflow, key) == []
+
+
+STATE_LIMIT_BYTES = 256 * 1024  # Step Functions' limit on a state's input or output
+LAMBDA_PAYLOAD_LIMIT_BYTES = 6 * 1024 * 1024  # Lambda's, on a synchronous request
+
+
+def phone_photo() -> bytes:
+    """A 4032x3024 JPEG of several MB, as a phone takes it: rotated by its EXIF
+    Orientation tag (6: turn 90 degrees clockwise to display), with texture that
+    compresses like a photo's (noise at a quarter of the resolution, scaled up)."""
+    from PIL import Image
+
+    texture = Image.frombytes("RGB", (1008, 756), os.urandom(1008 * 756 * 3))
+    photo = texture.resize((4032, 3024), Image.Resampling.BILINEAR)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation
+    buffer = io.BytesIO()
+    photo.save(buffer, format="JPEG", quality=80, exif=exif)
+    return buffer.getvalue()
+
+
+def large_png() -> bytes:
+    """A PNG of a few MB (random pixels do not compress)."""
+    from PIL import Image
+
+    image = Image.frombytes("RGB", (1200, 1000), os.urandom(1200 * 1000 * 3))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("make", "suffix", "content_type"),
+    [(phone_photo, "jpg", "image/jpeg"), (large_png, "png", "image/png")],
+    ids=["phone-photo-jpeg", "large-png"],
+)
+def test_a_real_photo_completes_the_workflow_and_every_payload_stays_under_the_limits(
+    workflow: Workflow, make: Any, suffix: str, content_type: str
+) -> None:
+    from contract.images import MAX_IMAGE_BYTES
+
+    image = make()
+    assert 2 * 1024 * 1024 < len(image) <= MAX_IMAGE_BYTES
+    key = f"incoming/{uuid.uuid4().hex}.{suffix}"
+    workflow.client("s3").put_object(
+        Bucket=workflow.bucket, Key=key, Body=image, ContentType=content_type
+    )
+    [execution] = wait_finished(workflow, key, timeout=120)
+    events = history(workflow, execution["executionArn"])
+    entered = [
+        e["stateEnteredEventDetails"]["name"] for e in events if "stateEnteredEventDetails" in e
+    ]
+    assert entered[:3] == ["Serialize", "Classify", "FilterLowConfidence"]
+    # The workflow completed: passed, or stopped at the confidence gate, nothing else.
+    failures = [e["taskFailedEventDetails"]["error"] for e in events if e["type"] == "TaskFailed"]
+    if execution["status"] == "SUCCEEDED":
+        assert failures == []
+    else:
+        assert (execution["error"], failures) == (GATE_ERROR, [GATE_ERROR])
+
+    outputs = {
+        e["stateExitedEventDetails"]["name"]: json.loads(e["stateExitedEventDetails"]["output"])
+        for e in events
+        if "stateExitedEventDetails" in e
+    }
+    assert outputs["Serialize"]["body"]["image_data"] == ""  # the photo stayed in S3
+    runtime = workflow.client("sagemaker-runtime", endpoint_url=workflow.endpoint_url)
+    answer = runtime.invoke_endpoint(
+        EndpointName=workflow.endpoint_name, ContentType=content_type, Body=image
+    )
+    own = json.loads(answer["Body"].read())
+    assert outputs["Classify"]["body"]["inferences"] == pytest.approx(own, abs=1e-5)
+
+    for event in events:
+        for details in event.values():
+            if not isinstance(details, dict):
+                continue
+            for field_name in ("input", "output", "parameters"):
+                if field_name in details:
+                    assert len(details[field_name].encode()) < STATE_LIMIT_BYTES // 2, (
+                        event["type"],
+                        field_name,
+                    )
+    scheduled = [
+        e["taskScheduledEventDetails"]["parameters"] for e in events if e["type"] == "TaskScheduled"
+    ]
+    assert scheduled and all(len(p.encode()) < LAMBDA_PAYLOAD_LIMIT_BYTES for p in scheduled)
 
 
 @pytest.mark.parametrize(
@@ -446,3 +549,25 @@ def test_evaluate_counts_agree_with_the_endpoints_own_answers(workflow: Workflow
         assert report["gate_accuracy"] == pytest.approx(correct / len(confident))
     else:
         assert report["gate_accuracy"] is None
+
+
+def test_the_stack_is_in_its_region_and_not_found_from_another(workflow: Workflow) -> None:
+    other = "us-east-1"
+    arn = workflow.machine_arn()
+    assert arn.split(":")[3] == REGION
+    sfn = workflow.client("stepfunctions", region_name=other)
+    assert STATE_MACHINE not in [m["name"] for m in sfn.list_state_machines()["stateMachines"]]
+    with pytest.raises(ClientError) as missing:
+        sfn.describe_state_machine(stateMachineArn=arn.replace(REGION, other))
+    assert missing.value.response["Error"]["Code"] == "StateMachineDoesNotExist"
+    function = f"scones-unlimited-{STAGE}-serialize"
+    assert workflow.client("lambda").get_function(FunctionName=function)
+    with pytest.raises(ClientError) as missing:
+        workflow.client("lambda", region_name=other).get_function(FunctionName=function)
+    assert missing.value.response["Error"]["Code"] == "ResourceNotFoundException"
+    stacks = workflow.client("cloudformation", region_name=other).describe_stacks()["Stacks"]
+    assert not [s for s in stacks if s["StackName"].startswith("scones-unlimited")]
+    # S3's bucket names are global: the bucket is seen from every region, and says where it is.
+    s3 = workflow.client("s3", region_name=other)
+    location = s3.get_bucket_location(Bucket=workflow.bucket)["LocationConstraint"]
+    assert location == REGION

@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import boto3
+from botocore.exceptions import ProfileNotFound
 
 # Each command module exposes `register(subparsers)`, which adds its parser and sets
 # `func` (taking the parsed arguments, returning an exit code) as a default.
 COMMANDS = ("stage", "train", "deploy", "evaluate", "monitor")
+# The variables the AWS CLI (AWS_REGION first), boto3 (AWS_DEFAULT_REGION) and
+# serverless.yml read for the region; each command sets both to the one it runs in.
+REGION_VARIABLES = ("AWS_REGION", "AWS_DEFAULT_REGION")
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
@@ -23,7 +32,60 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS if only is None else (only,):
         importlib.import_module(f"training_job.{name}").register(commands)
+    # Every command takes the region the same way, so every step lands in one region.
+    for command in commands.choices.values():
+        _add_region_option(command)
     return parser
+
+
+def _add_region_option(parser: argparse.ArgumentParser) -> None:
+    """`--region` on each command, or on each subcommand of one that has them (`monitor
+    report --region R`, as a user would write it)."""
+    nested = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if nested:
+        for subcommand in nested[0].choices.values():
+            _add_region_option(subcommand)
+        return
+    parser.add_argument(
+        "--region",
+        help="the AWS region to work in (default: $AWS_REGION, else boto3's: "
+        "$AWS_DEFAULT_REGION or the profile's); the bucket must be in it",
+    )
+
+
+def resolve_region(given: str | None) -> str:
+    """`--region`, else $AWS_REGION, else boto3's own resolution (AWS_DEFAULT_REGION,
+    the profile's region); no silent default, as a wrong guess strands resources."""
+    try:
+        region = given or os.environ.get("AWS_REGION") or boto3.session.Session().region_name
+    except ProfileNotFound as error:
+        raise RegionError(f"{error}: fix AWS_PROFILE, or pass --region") from error
+    if not region:
+        raise RegionError(
+            "no AWS region: pass --region or set AWS_REGION (the same one for every step, "
+            "`sls deploy` included)"
+        )
+    return region
+
+
+class RegionError(ValueError):
+    """No region could be determined."""
+
+
+@contextmanager
+def region_environment(region: str) -> Iterator[None]:
+    """Every boto3 client and subprocess the command makes uses `region`; restored after,
+    so a command run in-process (the tests) does not change the caller's region."""
+    saved = {name: os.environ.get(name) for name in REGION_VARIABLES}
+    os.environ.update(dict.fromkeys(REGION_VARIABLES, region))
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,7 +93,13 @@ def main(argv: list[str] | None = None) -> int:
     only = argv[0] if argv and argv[0] in COMMANDS else None
     args = build_parser(only).parse_args(argv)
     try:
-        return int(args.func(args))
+        region = resolve_region(args.region)
+    except RegionError as error:
+        print(f"python -m training_job {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    try:
+        with region_environment(region):
+            return int(args.func(args))
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -20,7 +20,8 @@ _BUCKET_NAME = re.compile(r"(?!xn--)(?!sthree-)(?!amzn-s3-demo-)[a-z0-9][a-z0-9-
 
 
 class BucketError(RuntimeError):
-    """The bucket cannot be used: it belongs to someone else, or a setting was refused."""
+    """The bucket cannot be used: it belongs to someone else, lives in another region, or
+    a setting was refused."""
 
 
 def is_valid_bucket_name(name: str) -> bool:
@@ -38,8 +39,30 @@ def tls_only_statement(bucket: str) -> dict[str, Any]:
     }
 
 
+def bucket_region(s3: Any, bucket: str, owner: dict[str, str] | None = None) -> str:
+    """The region `bucket` lives in (GetBucketLocation answers from any region)."""
+    location = s3.get_bucket_location(Bucket=bucket, **(owner or {})).get("LocationConstraint")
+    # S3 reports us-east-1 as no constraint, and the oldest eu-west-1 buckets as "EU".
+    return {None: "us-east-1", "": "us-east-1", "EU": "eu-west-1"}.get(location, location)
+
+
+def require_region(s3: Any, bucket: str, owner: dict[str, str] | None = None) -> None:
+    """Refuse a bucket outside the region of `s3`'s client: S3 sends its events to
+    EventBridge only in the bucket's region, and SageMaker reads training data and model
+    artifacts only from buckets in its own region, so every step must share one region."""
+    region = s3.meta.region_name
+    actual = bucket_region(s3, bucket, owner)
+    if actual != region:
+        raise BucketError(
+            f"bucket {bucket} is in {actual}, but this command runs in {region}: run every "
+            f"step in {actual} (export AWS_REGION={actual}, or --region {actual}; `sls deploy` "
+            f"reads AWS_REGION too), or use a bucket in {region}"
+        )
+
+
 def ensure_bucket(s3: Any, bucket: str, account_id: str | None = None) -> bool:
-    """Create `bucket` if it is missing, then apply the settings. Returns True if created.
+    """Create `bucket` if it is missing (in the client's region), then apply the settings.
+    Returns True if created. An existing bucket in another region is refused, untouched.
 
     `account_id` (the caller's, from STS) makes S3 refuse a bucket of that name that
     another account owns, instead of our settings being attempted on it.
@@ -59,6 +82,8 @@ def ensure_bucket(s3: Any, bucket: str, account_id: str | None = None) -> bool:
             )
         else:
             raise
+    if not created:
+        require_region(s3, bucket, owner)
     _apply_settings(s3, bucket, owner)
     return created
 

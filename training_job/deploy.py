@@ -13,34 +13,37 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import shutil
-import signal
-import subprocess
 import sys
 import tarfile
 import time
 from datetime import UTC, datetime
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import boto3
-import requests
 from botocore.exceptions import ClientError
 
+from contract.capture import MAX_BASELINE_BYTES, MONITOR_BASELINE_KEY
 from local_aws.endpoint import config as endpoint_config
-from training_job import capture
+from training_job import capture, model_archive
+from training_job.bucket import BucketError, require_region
+from training_job.train import PYTHON_VERSION, PYTORCH_VERSION
 
-DEFAULT_PARAMETER_NAME = "/scones-unlimited/endpoint-name"
+# One parameter per stage (serverless.yml reads /scones-unlimited/${sls:stage}/endpoint-name),
+# so dev and prod never share an endpoint.
+PARAMETER_NAME_TEMPLATE = "/scones-unlimited/{stage}/endpoint-name"
+STAGE_PATTERN = re.compile(r"^[a-zA-Z0-9-]{1,32}$")
 MODELS_PREFIX = "models/"
 MODEL_ARCHIVE = "model.tar.gz"
+BASELINE_FILE = "baseline.json"
 VARIANT = "AllTraffic"
 SCALABLE_DIMENSION = "sagemaker:variant:DesiredInstanceCount"
 STATE_DIR = Path(".local") / "endpoints"
-# The newest PyTorch inference image the SageMaker SDK pinned here knows (CPU, py312).
-FRAMEWORK_VERSION = "2.6.0"
-PY_VERSION = "py312"
-MAX_ARCHIVE_MEMBERS = 10_000
-MAX_EXTRACTED_BYTES = 2 * 1024**3
+# Serving runs on the PyTorch version training ran on (training_job.train pins both).
+FRAMEWORK_VERSION = PYTORCH_VERSION
+PY_VERSION = PYTHON_VERSION
+# What training_job/code/inference.py needs in the archive: the container runs code/ from it.
+SERVABLE_MEMBERS = ("model.pth", "model.json", "code/inference.py")
 LOCAL_READY_TIMEOUT_SECONDS = 300.0
 LOCAL_STOP_TIMEOUT_SECONDS = 90.0
 ENDPOINT_NAME_PATTERN = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
@@ -49,10 +52,6 @@ S3_URI_PATTERN = re.compile(r"^s3://([a-z0-9][a-z0-9.\-]{1,61}[a-z0-9])/(.+)$")
 
 class DeployError(Exception):
     """A deployment that cannot go on, with a message for the user."""
-
-
-class UnsafeArchiveError(DeployError):
-    """A model.tar.gz that would write outside its folder, link, or is far too large."""
 
 
 def _endpoint_name(text: str) -> str:
@@ -74,6 +73,12 @@ def _split_s3_uri(uri: str) -> tuple[str, str]:
     if match is None:
         raise DeployError(f"{uri!r} is not an s3://BUCKET/KEY URI")
     return match.group(1), match.group(2)
+
+
+def _stage(text: str) -> str:
+    if not STAGE_PATTERN.match(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a stage name (letters, digits, -)")
+    return text
 
 
 def _positive_int(text: str) -> int:
@@ -116,9 +121,15 @@ def register(subparsers: Any) -> None:
         help="the endpoint's name (default: %(default)s)",
     )
     parser.add_argument(
+        "--stage",
+        type=_stage,
+        help="the serverless.yml stage whose workflow uses this endpoint: its name goes to "
+        "the SSM parameter " + PARAMETER_NAME_TEMPLATE.format(stage="STAGE") + " (default: "
+        "dev with --mode sagemaker, local with --mode local, as `sls deploy --stage` uses)",
+    )
+    parser.add_argument(
         "--parameter-name",
-        default=DEFAULT_PARAMETER_NAME,
-        help="SSM parameter that receives the endpoint's name (default: %(default)s)",
+        help="SSM parameter that receives the endpoint's name instead of the stage's",
     )
     sagemaker = parser.add_argument_group("--mode sagemaker")
     sagemaker.add_argument(
@@ -170,15 +181,26 @@ def register(subparsers: Any) -> None:
         "--state-dir",
         type=Path,
         default=STATE_DIR,
-        help="where the pid file, log and extracted model go (default: %(default)s)",
+        help="where the pid, lock and log files, the extracted model and the capture spool "
+        "go (default: %(default)s)",
     )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.parameter_name is None:
+        stage = args.stage or ("local" if args.mode == "local" else "dev")
+        args.parameter_name = PARAMETER_NAME_TEMPLATE.format(stage=stage)
     try:
         if not (args.delete or args.stop or args.bucket):
             raise DeployError("--bucket is required to deploy")
+        # SageMaker's InitialSamplingPercentage is a whole number: 0.5 is refused here
+        # rather than silently becoming 0 (no capture, and no monitoring) on AWS.
+        if args.capture_sampling != int(args.capture_sampling):
+            raise DeployError(
+                f"--capture-sampling {args.capture_sampling:g} is not a whole percentage "
+                "(SageMaker takes an integer from 0 to 100)"
+            )
         if args.mode == "sagemaker":
             if args.delete:
                 return delete_sagemaker(args)
@@ -186,7 +208,7 @@ def run(args: argparse.Namespace) -> int:
         if args.stop:
             return stop_local(args.state_dir, args.endpoint_name, args.parameter_name)
         return deploy_local(args)
-    except DeployError as error:
+    except (DeployError, BucketError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     except ClientError as error:
@@ -217,45 +239,12 @@ def newest_model_data(s3: Any, bucket: str) -> str:
     return f"s3://{bucket}/{newest['Key']}"
 
 
-def _check_members(tar: tarfile.TarFile) -> list[tarfile.TarInfo]:
-    members = tar.getmembers()
-    if len(members) > MAX_ARCHIVE_MEMBERS:
-        raise UnsafeArchiveError(f"the archive holds {len(members)} entries, too many")
-    total = 0
-    for member in members:
-        path = PurePosixPath(member.name)
-        if path.is_absolute() or ".." in path.parts:
-            raise UnsafeArchiveError(f"entry {member.name!r} would be written outside the model")
-        if not (member.isfile() or member.isdir()):
-            raise UnsafeArchiveError(f"entry {member.name!r} is a link or special file")
-        total += member.size
-        if total > MAX_EXTRACTED_BYTES:
-            raise UnsafeArchiveError(f"the archive unpacks to over {MAX_EXTRACTED_BYTES} bytes")
-    return members
-
-
 def extract_model(archive: Path, destination: Path) -> Path:
-    """Unpack model.tar.gz into `destination` (replaced whole, never left half-written),
-    refusing paths outside it, links, special files and archives that unpack too large."""
-    partial = destination.with_name(destination.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
+    """Unpack model.tar.gz safely (training_job.model_archive, which the monitor uses too)."""
     try:
-        with tarfile.open(archive, "r:gz") as tar:
-            members = _check_members(tar)
-            tar.extractall(partial, members=members, filter="data")
-    except (tarfile.TarError, EOFError, OSError) as error:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise DeployError(f"{archive} is not a readable model.tar.gz: {error}") from error
-    except UnsafeArchiveError:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
-    missing = [name for name in ("model.pth", "model.json") if not (partial / name).is_file()]
-    if missing:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise DeployError(f"{archive} has no {' or '.join(missing)}: not a model artifact")
-    shutil.rmtree(destination, ignore_errors=True)
-    partial.rename(destination)
-    return destination
+        return model_archive.extract_model(archive, destination)
+    except model_archive.ModelArchiveError as error:
+        raise DeployError(str(error)) from error
 
 
 # --- the SSM parameter --------------------------------------------------------------
@@ -272,9 +261,41 @@ def publish_parameter(name: str, endpoint_name: str) -> None:
     print(f"published {endpoint_name} as SSM parameter {name}")
 
 
+def publish_baseline(
+    bucket: str, endpoint_name: str, model_data: str, model_dir: Path | None
+) -> None:
+    """Copy the served model's baseline.json to where the scheduled monitor reads it by
+    default (MONITOR_BASELINE_KEY), from the unpacked model or streamed out of its archive.
+    A model without a readable baseline stays deployed: the monitor logs that it waits."""
+    key = MONITOR_BASELINE_KEY.format(endpoint=endpoint_name)
+    s3 = boto3.client("s3")
+    document: bytes | None = None
+    problem = f"{model_data} holds no {BASELINE_FILE}"
+    try:
+        if model_dir is not None:
+            path = model_dir / BASELINE_FILE
+            document = path.read_bytes() if path.is_file() else None
+        else:
+            source_bucket, source_key = _split_s3_uri(model_data)
+            body = s3.get_object(Bucket=source_bucket, Key=source_key)["Body"]
+            with body:
+                document = model_archive.read_member(body, BASELINE_FILE, MAX_BASELINE_BYTES)
+    except (model_archive.ModelArchiveError, ClientError, OSError) as error:
+        problem = f"cannot read {BASELINE_FILE} from {model_data}: {error}"
+    if document is None:
+        print(
+            f"warning: {problem}; the scheduled monitor waits for one at s3://{bucket}/{key} "
+            "(python -m training_job monitor baseline builds one)",
+            file=sys.stderr,
+        )
+        return
+    s3.put_object(Bucket=bucket, Key=key, Body=document, ContentType="application/json")
+    print(f"published the model's monitoring baseline at s3://{bucket}/{key}")
+
+
 def delete_parameter(name: str, endpoint_name: str) -> None:
-    """Remove the parameter only while it still names this endpoint: after a blue/green
-    rollout it names the new one, which the workflow must keep using."""
+    """Remove the parameter only while it still names this endpoint: once another endpoint
+    of the stage published its name there, the workflow must keep using that one."""
     ssm = boto3.client("ssm")
     try:
         current = ssm.get_parameter(Name=name)["Parameter"]["Value"]
@@ -316,16 +337,21 @@ def deploy_sagemaker(args: argparse.Namespace) -> int:
     import sagemaker.image_uris  # heavy: only this mode needs it
 
     session = boto3.session.Session()
-    region = session.region_name or "us-east-1"
+    region = session.region_name  # the command's --region / AWS_REGION (training_job.__main__)
     s3 = session.client("s3")
     sm = session.client("sagemaker")
     autoscaling = session.client("application-autoscaling")
     name = args.endpoint_name
+    # SageMaker reads the model and writes captures only in its own region.
+    require_region(s3, args.bucket)
+    if args.model_data:
+        require_region(s3, _split_s3_uri(args.model_data)[0])
     if _endpoint_exists(sm, name):
         raise DeployError(
             f"endpoint {name} exists: delete it first (--delete) or choose another --endpoint-name"
         )
     model_data = args.model_data or newest_model_data(s3, args.bucket)
+    require_servable(s3, model_data)
     image = sagemaker.image_uris.retrieve(
         "pytorch",
         region,
@@ -337,45 +363,52 @@ def deploy_sagemaker(args: argparse.Namespace) -> int:
     # Model and configuration names carry a timestamp, as the SDK's do, so a new
     # deployment never collides with what an old one left.
     resource_name = f"{name[:47]}-{datetime.now(UTC):%Y%m%d-%H%M%S}"
-    sm.create_model(
-        ModelName=resource_name,
-        ExecutionRoleArn=args.role,
-        PrimaryContainer={
-            "Image": image,
-            "ModelDataUrl": model_data,
-            "Environment": {
-                # The PyTorch container runs code/inference.py from inside model.tar.gz.
-                "SAGEMAKER_PROGRAM": "inference.py",
-                "SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code",
-                "SAGEMAKER_CONTAINER_LOG_LEVEL": "20",
-                "SAGEMAKER_REGION": region,
+    created: list[tuple[str, str]] = []  # (kind, name), to remove all of it on failure
+    try:
+        sm.create_model(
+            ModelName=resource_name,
+            ExecutionRoleArn=args.role,
+            PrimaryContainer={
+                "Image": image,
+                "ModelDataUrl": model_data,
+                "Environment": {
+                    # The PyTorch container runs code/inference.py from inside model.tar.gz.
+                    "SAGEMAKER_PROGRAM": "inference.py",
+                    "SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code",
+                    "SAGEMAKER_CONTAINER_LOG_LEVEL": "20",
+                    "SAGEMAKER_REGION": region,
+                },
             },
-        },
-    )
-    sm.create_endpoint_config(
-        EndpointConfigName=resource_name,
-        ProductionVariants=[
-            {
-                "VariantName": VARIANT,
-                "ModelName": resource_name,
-                "InitialInstanceCount": args.min_instances,
-                "InstanceType": args.instance_type,
-                "InitialVariantWeight": 1.0,
-            }
-        ],
-        DataCaptureConfig={
-            "EnableCapture": True,
-            "InitialSamplingPercentage": int(args.capture_sampling),
-            "DestinationS3Uri": capture.destination_uri(args.bucket),
-            "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}],
-            "CaptureContentTypeHeader": {"JsonContentTypes": list(capture.JSON_CONTENT_TYPES)},
-        },
-    )
-    sm.create_endpoint(EndpointName=name, EndpointConfigName=resource_name)
-    print(f"creating endpoint {name} from {model_data} ({image}); waiting for InService")
-    sm.get_waiter("endpoint_in_service").wait(
-        EndpointName=name, WaiterConfig={"Delay": 30, "MaxAttempts": 120}
-    )
+        )
+        created.append(("model", resource_name))
+        sm.create_endpoint_config(
+            EndpointConfigName=resource_name,
+            ProductionVariants=[
+                {
+                    "VariantName": VARIANT,
+                    "ModelName": resource_name,
+                    "InitialInstanceCount": args.min_instances,
+                    "InstanceType": args.instance_type,
+                    "InitialVariantWeight": 1.0,
+                }
+            ],
+            DataCaptureConfig={
+                "EnableCapture": True,
+                "InitialSamplingPercentage": int(args.capture_sampling),
+                "DestinationS3Uri": capture.destination_uri(args.bucket),
+                "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}],
+                "CaptureContentTypeHeader": {"JsonContentTypes": list(capture.JSON_CONTENT_TYPES)},
+            },
+        )
+        created.append(("endpoint-config", resource_name))
+        sm.create_endpoint(EndpointName=name, EndpointConfigName=resource_name)
+        created.append(("endpoint", name))
+        print(f"creating endpoint {name} from {model_data} ({image}); waiting for InService")
+        wait_in_service(sm, name)
+    except (DeployError, ClientError) as error:
+        _remove_created(sm, created)
+        undone = ", ".join(f"{kind} {item}" for kind, item in reversed(created)) or "nothing"
+        raise DeployError(f"{error} (removed what this deploy created: {undone})") from error
     autoscaling.register_scalable_target(
         ServiceNamespace="sagemaker",
         ResourceId=_resource_id(name),
@@ -399,12 +432,77 @@ def deploy_sagemaker(args: argparse.Namespace) -> int:
         },
     )
     publish_parameter(args.parameter_name, name)
+    publish_baseline(args.bucket, name, model_data, None)
     print(
         f"endpoint {name} is InService: {args.min_instances}-{args.max_instances} x "
         f"{args.instance_type}, capture {args.capture_sampling:g}% to "
         f"{capture.destination_uri(args.bucket)}"
     )
     return 0
+
+
+ENDPOINT_WAIT_SECONDS = 60 * 60  # SageMaker's own waiter gives an endpoint an hour
+ENDPOINT_POLL_SECONDS = 30.0
+
+
+def wait_in_service(sm: Any, name: str, poll_seconds: float = ENDPOINT_POLL_SECONDS) -> None:
+    """Wait until the endpoint is InService; a Failed one is an error with SageMaker's
+    FailureReason (a container that never answers /ping, no capacity, a quota of 0)."""
+    deadline = time.monotonic() + ENDPOINT_WAIT_SECONDS
+    while True:
+        described = sm.describe_endpoint(EndpointName=name)
+        status = described["EndpointStatus"]
+        if status == "InService":
+            return
+        if status not in ("Creating", "Updating", "SystemUpdating"):
+            reason = described.get("FailureReason", "SageMaker gave no reason")
+            raise DeployError(f"endpoint {name} is {status}: {reason}")
+        if time.monotonic() > deadline:
+            raise DeployError(f"endpoint {name} is still {status} after an hour")
+        time.sleep(poll_seconds)
+
+
+def _remove_created(sm: Any, created: list[tuple[str, str]]) -> None:
+    """Delete what a failed deploy created, newest first; a Failed endpoint can be deleted
+    at once, and its configuration and model only after it is gone."""
+    for kind, item in reversed(created):
+        if kind == "endpoint":
+            _ignore_missing(sm.delete_endpoint, EndpointName=item)
+            sm.get_waiter("endpoint_deleted").wait(
+                EndpointName=item, WaiterConfig={"Delay": 15, "MaxAttempts": 80}
+            )
+        elif kind == "endpoint-config":
+            _ignore_missing(sm.delete_endpoint_config, EndpointConfigName=item)
+        else:
+            _ignore_missing(sm.delete_model, ModelName=item)
+
+
+def require_servable(s3: Any, model_data: str) -> None:
+    """Refuse an archive the PyTorch serving container cannot serve with our inference.py:
+    the built-in image-classification algorithm's model.tar.gz holds MXNet parameters, and
+    an endpoint made from it never becomes InService. Reads the archive's headers only."""
+    bucket, key = _split_s3_uri(model_data)
+    body = s3.get_object(Bucket=bucket, Key=key)["Body"]
+    seen: set[str] = set()
+    try:
+        with tarfile.open(fileobj=body, mode="r|gz") as tar:
+            for member in tar:
+                seen.add(member.name.removeprefix("./"))
+                if seen.issuperset(SERVABLE_MEMBERS):
+                    return
+    except (tarfile.TarError, EOFError, OSError) as error:
+        raise DeployError(f"{model_data} is not a readable model.tar.gz: {error}") from error
+    finally:
+        body.close()
+    missing = ", ".join(name for name in SERVABLE_MEMBERS if name not in seen)
+    hint = (
+        " It looks like the built-in image-classification algorithm's model (train "
+        "--algorithm builtin): deploy serves only --algorithm pytorch models; serving the "
+        "built-in one needs its own image and request format, which is not supported yet."
+        if any(name.startswith("image-classification") for name in seen)
+        else ""
+    )
+    raise DeployError(f"{model_data} has no {missing}: not a model deploy can serve.{hint}")
 
 
 def _ignore_missing(call: Any, **kwargs: Any) -> None:
@@ -455,21 +553,6 @@ def delete_sagemaker(args: argparse.Namespace) -> int:
 # --- --mode local -------------------------------------------------------------------
 
 
-def _pid_file(state_dir: Path, endpoint_name: str) -> Path:
-    return state_dir / f"{endpoint_name}.pid"
-
-
-def _running_endpoint_pid(state_dir: Path, endpoint_name: str) -> int | None:
-    """The pid in the pid file, if that process is alive and is a local endpoint (a pid
-    the system reused for something else is never signalled)."""
-    try:
-        pid = int(_pid_file(state_dir, endpoint_name).read_text().strip())
-        command = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except (FileNotFoundError, ValueError, ProcessLookupError, PermissionError):
-        return None
-    return pid if b"local_aws.endpoint" in command else None
-
-
 def _download_model(args: argparse.Namespace, model_dir: Path) -> str:
     s3 = boto3.client("s3")
     model_data = args.model_data or newest_model_data(s3, args.bucket)
@@ -484,80 +567,56 @@ def _download_model(args: argparse.Namespace, model_dir: Path) -> str:
     return model_data
 
 
-def _wait_until_serving(url: str, process: subprocess.Popen[bytes], log_path: Path) -> None:
-    deadline = time.monotonic() + LOCAL_READY_TIMEOUT_SECONDS
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise DeployError(f"the local endpoint exited ({process.returncode}); see {log_path}")
-        try:
-            if requests.get(f"{url}/ping", timeout=2).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.2)
-    process.terminate()
-    raise DeployError(f"the local endpoint did not answer /ping in time; see {log_path}")
-
-
 def deploy_local(args: argparse.Namespace) -> int:
+    from local_aws import supervisor
     from local_aws.endpoint.server import serve
 
-    state_dir: Path = args.state_dir
     name = args.endpoint_name
-    if _running_endpoint_pid(state_dir, name) is not None:
-        raise DeployError(f"local endpoint {name} is already running: --stop it first")
-    model_dir = state_dir / name / "model"
-    model_data = _download_model(args, model_dir)
-    config = endpoint_config.from_args(
-        args, model_dir=model_dir.resolve(), endpoint_name=name, capture_bucket=args.bucket
-    )
-    publish = "AWS_ENDPOINT_URL" in os.environ
-    if args.foreground:
-        if publish:
-            publish_parameter(args.parameter_name, name)
-        print(f"serving {model_data} as local endpoint {name} (Ctrl-C stops it)")
-        return serve(config)
-    log_path = state_dir / f"{name}.log"
-    with log_path.open("ab") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "local_aws.endpoint", *config.to_argv()],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,  # outlives this command; --stop ends it
-        )
-    _pid_file(state_dir, name).write_text(f"{process.pid}\n")
-    host = "127.0.0.1" if config.host in ("0.0.0.0", "") else config.host
-    url = f"http://{host}:{config.port}"
+    daemon = supervisor.Daemon(name, args.state_dir)
     try:
-        _wait_until_serving(url, process, log_path)
-    except DeployError:
-        _pid_file(state_dir, name).unlink(missing_ok=True)
-        raise
+        # The name is held from here on: two deploys of one name cannot both go on.
+        with daemon.claim() as claim:
+            model_dir = args.state_dir / name / "model"
+            model_data = _download_model(args, model_dir)
+            config = endpoint_config.from_args(
+                args, model_dir=model_dir.resolve(), endpoint_name=name, capture_bucket=args.bucket
+            )
+            publish = "AWS_ENDPOINT_URL" in os.environ
+            if args.foreground:
+                claim.hold_here()
+                if publish:
+                    publish_parameter(args.parameter_name, name)
+                print(f"serving {model_data} as local endpoint {name} (Ctrl-C stops it)")
+                return serve(config)
+            readiness = supervisor.Readiness(
+                config.host, config.port, "/ping", LOCAL_READY_TIMEOUT_SECONDS
+            )
+            pid = claim.start(
+                [sys.executable, "-m", "local_aws.endpoint", *config.to_argv()], readiness
+            )
+    except supervisor.AlreadyRunning as error:
+        raise DeployError(f"local endpoint {error}: --stop it first") from error
+    except supervisor.SupervisorError as error:
+        raise DeployError(str(error)) from error
     if publish:
         publish_parameter(args.parameter_name, name)
+    publish_baseline(args.bucket, name, model_data, model_dir)
+    url = readiness.url().removesuffix("/ping")
     print(
-        f"local endpoint {name} serves {model_data} on {url} (pid {process.pid}, log "
-        f"{log_path}); boto3 reaches it with AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME={url}"
+        f"local endpoint {name} serves {model_data} on {url} (pid {pid}, log "
+        f"{daemon.log_file}); boto3 reaches it with AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME={url}"
     )
     return 0
 
 
 def stop_local(state_dir: Path, endpoint_name: str, parameter_name: str) -> int:
-    pid = _running_endpoint_pid(state_dir, endpoint_name)
-    if pid is None:
-        print(f"local endpoint {endpoint_name} is not running")
-    else:
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + LOCAL_STOP_TIMEOUT_SECONDS
-        while time.monotonic() < deadline and _running_endpoint_pid(state_dir, endpoint_name):
-            time.sleep(0.1)
-        if _running_endpoint_pid(state_dir, endpoint_name) is not None:
-            os.kill(pid, signal.SIGKILL)
-            print(f"local endpoint {endpoint_name} did not stop in time and was killed")
-        else:
-            print(f"local endpoint {endpoint_name} stopped")
-    _pid_file(state_dir, endpoint_name).unlink(missing_ok=True)
+    from local_aws import supervisor
+
+    try:
+        outcome = supervisor.Daemon(endpoint_name, state_dir).stop(LOCAL_STOP_TIMEOUT_SECONDS)
+    except supervisor.SupervisorError as error:
+        raise DeployError(str(error)) from error
+    print(f"local endpoint {endpoint_name} {outcome}")
     if "AWS_ENDPOINT_URL" in os.environ:
         delete_parameter(parameter_name, endpoint_name)
     return 0

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 import uuid
@@ -24,6 +25,8 @@ import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 from tqdm import tqdm
 
+from training_job.bucket import is_valid_bucket_name
+from training_job.errors import bounded, one_line
 from training_job.manifests import MAX_LST_BYTES, LstEntry, ManifestError, parse_lst
 
 GATE_ERROR = "THRESHOLD_CONFIDENCE_NOT_MET"
@@ -50,10 +53,14 @@ class Outcome:
 def split_s3_uri(uri: str, *, want_key: bool) -> tuple[str, str]:
     """(bucket, key or prefix) of `s3://bucket/rest`; a prefix gets its trailing slash."""
     if not uri.startswith("s3://"):
-        raise EvaluationError(f"not an s3:// URI: {uri!r}")
+        raise EvaluationError(f"not an s3:// URI: {bounded(uri)}")
     bucket, _, rest = uri[len("s3://") :].partition("/")
+    if bucket and not is_valid_bucket_name(bucket):
+        raise EvaluationError(f"invalid bucket name {bounded(bucket)} in {bounded(uri)}")
     if not bucket or (want_key and (not rest or rest.endswith("/"))):
-        raise EvaluationError(f"expected s3://BUCKET/{'KEY' if want_key else 'PREFIX/'}: {uri!r}")
+        raise EvaluationError(
+            f"expected s3://BUCKET/{'KEY' if want_key else 'PREFIX/'}: {bounded(uri)}"
+        )
     if not want_key and rest and not rest.endswith("/"):
         rest += "/"
     return bucket, rest
@@ -64,26 +71,41 @@ def read_labels(s3: Any, uri: str) -> list[LstEntry]:
     try:
         response = s3.get_object(Bucket=bucket, Key=key)
         if int(response.get("ContentLength", 0)) > MAX_LST_BYTES:
-            raise EvaluationError(f"{uri} is over {MAX_LST_BYTES} bytes: not a .lst manifest")
+            raise EvaluationError(
+                f"{bounded(uri)} is over {MAX_LST_BYTES} bytes: not a .lst manifest"
+            )
         text = response["Body"].read(MAX_LST_BYTES + 1).decode("utf-8")
         entries = parse_lst(text)
     except ClientError as error:
-        raise EvaluationError(f"cannot read {uri}: {error}") from error
+        raise EvaluationError(f"cannot read {bounded(uri)}: {error}") from error
     except (UnicodeDecodeError, ManifestError) as error:
-        raise EvaluationError(f"{uri} is not a .lst manifest: {error}") from error
+        raise EvaluationError(f"{bounded(uri)} is not a .lst manifest: {error}") from error
     if not entries:
-        raise EvaluationError(f"{uri} lists no images")
+        raise EvaluationError(f"{bounded(uri)} lists no images")
     return entries
 
 
 def resolve_state_machine(sfn: Any, name_or_arn: str) -> str:
     if name_or_arn.startswith("arn:"):
+        # Checked before any execution starts: otherwise each one fails on its own with
+        # StateMachineDoesNotExist and the run reports them as the workflow's failures.
+        try:
+            sfn.describe_state_machine(stateMachineArn=name_or_arn)
+        except ClientError as error:
+            code = error.response["Error"]["Code"]
+            if code in ("StateMachineDoesNotExist", "InvalidArn"):
+                raise EvaluationError(
+                    f"no state machine {bounded(name_or_arn)} in this account and region ({code})"
+                ) from error
+            raise
         return name_or_arn
     for page in sfn.get_paginator("list_state_machines").paginate():
         for machine in page["stateMachines"]:
             if machine["name"] == name_or_arn:
                 return str(machine["stateMachineArn"])
-    raise EvaluationError(f"no state machine named {name_or_arn!r} in this account and region")
+    raise EvaluationError(
+        f"no state machine named {bounded(name_or_arn)} in this account and region"
+    )
 
 
 def workflow_body(output: str | None) -> dict[str, Any] | None:
@@ -170,8 +192,8 @@ def evaluate(
 ) -> dict[str, Any]:
     if not 1 <= concurrency <= MAX_CONCURRENCY:
         raise EvaluationError(f"--concurrency must be in 1..{MAX_CONCURRENCY}, got {concurrency}")
-    if timeout <= 0:
-        raise EvaluationError(f"--timeout must be positive, got {timeout}")
+    if not (math.isfinite(timeout) and timeout > 0):  # NaN compares false with everything
+        raise EvaluationError(f"--timeout must be positive and finite seconds, got {timeout}")
     bucket, prefix = split_s3_uri(images, want_key=False)
     s3 = boto3.client("s3")
     sfn = boto3.client("stepfunctions")
@@ -231,12 +253,18 @@ def run(args: argparse.Namespace) -> int:
             progress=sys.stderr.isatty() or not args.json,  # the bar goes to stderr
         )
     except EvaluationError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {one_line(str(error))}", file=sys.stderr)
         return 2
     except (ClientError, BotoCoreError) as error:
-        print(f"error: AWS refused a call: {error}", file=sys.stderr)
+        print(f"error: AWS refused a call: {one_line(str(error))}", file=sys.stderr)
         return 1
     print(json.dumps(report) if args.json else format_report(report))
+    not_started = sum(
+        count for name, count in report["failed_by_error"].items() if name.startswith("Start")
+    )
+    if not_started:
+        print(f"error: {not_started} executions could not be started or followed", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -245,6 +273,9 @@ def register(subparsers: Any) -> None:
         "evaluate",
         help="run the deployed workflow on every test image and report the gate's effect",
         description=__doc__,
+        epilog="exit status: 0 the report is printed (doubtful images stopped by the gate "
+        "are outcomes, not errors); 1 AWS refused a call, or executions could not be started "
+        "or followed; 2 bad arguments, or no such state machine or manifest.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(

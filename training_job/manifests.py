@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from training_job.errors import bounded
+
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = 1
 SPLITS = ("train", "test")
@@ -52,7 +54,7 @@ def format_lst(entries: Iterable[LstEntry]) -> str:
     lines = []
     for entry in entries:
         if entry.row < 0 or entry.label < 0 or not is_safe_filename(entry.filename):
-            raise ManifestError(f"cannot write the .lst entry {entry!r}")
+            raise ManifestError(f"cannot write the .lst entry {bounded(entry)}")
         lines.append(f"{entry.row}\t{entry.label}\t{entry.filename}\n")
     return "".join(lines)
 
@@ -66,14 +68,18 @@ def parse_lst(text: str) -> list[LstEntry]:
     for number, line in enumerate(text.splitlines(), start=1):
         fields = line.split("\t")
         if len(fields) != 3:
-            raise ManifestError(f"line {number}: expected 3 tab-separated fields, got {line!r}")
+            raise ManifestError(
+                f"line {number}: expected 3 tab-separated fields, got {bounded(line)}"
+            )
         row, label, filename = fields
         if not (row.isascii() and row.isdigit() and label.isascii() and label.isdigit()):
-            raise ManifestError(f"line {number}: row and label must be integers, got {line!r}")
+            raise ManifestError(
+                f"line {number}: row and label must be integers, got {bounded(line)}"
+            )
         if not is_safe_filename(filename):
-            raise ManifestError(f"line {number}: unsafe or empty filename {filename!r}")
+            raise ManifestError(f"line {number}: unsafe or empty filename {bounded(filename)}")
         if filename in seen:
-            raise ManifestError(f"line {number}: duplicate filename {filename!r}")
+            raise ManifestError(f"line {number}: duplicate filename {bounded(filename)}")
         seen.add(filename)
         entries.append(LstEntry(int(row), int(label), filename))
     return entries
@@ -161,12 +167,14 @@ class Manifest:
         for split in SPLITS:
             per_class = counts[split]
             if not isinstance(per_class, dict) or set(per_class) != set(classes):
-                raise ManifestError(f"manifest counts[{split!r}] must count every class")
+                raise ManifestError(f"manifest counts[{bounded(split)}] must count every class")
             if not all(_is_count(n) for n in per_class.values()):
-                raise ManifestError(f"manifest counts[{split!r}] must be non-negative integers")
+                raise ManifestError(
+                    f"manifest counts[{bounded(split)}] must be non-negative integers"
+                )
         for name in ("archive_sha256", "content_sha256"):
             if not _SHA256_HEX.fullmatch(_field(document, name, str)):
-                raise ManifestError(f"manifest field {name!r} must be a hex SHA-256")
+                raise ManifestError(f"manifest field {bounded(name)} must be a hex SHA-256")
         objects = _field(document, "objects", int)
         if not _is_count(objects):
             raise ManifestError("manifest field 'objects' must be a non-negative integer")
@@ -182,10 +190,10 @@ class Manifest:
 
 def _field(document: dict[str, Any], name: str, kind: type) -> Any:
     if name not in document:
-        raise ManifestError(f"manifest has no field {name!r}")
+        raise ManifestError(f"manifest has no field {bounded(name)}")
     value = document[name]
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise ManifestError(f"manifest field {name!r} must be a {kind.__name__}")
+        raise ManifestError(f"manifest field {bounded(name)} must be a {kind.__name__}")
     return value
 
 

@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from training_job import cifar
 from training_job.bucket import BucketError, ensure_bucket, is_valid_bucket_name
+from training_job.errors import bounded, one_line
 from training_job.manifests import (
     MANIFEST_NAME,
     SPLITS,
@@ -138,8 +139,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _fail(message: str, code: int) -> int:
-    # One line, whatever a library put in the message.
-    print(f"stage: error: {' '.join(message.split())}", file=sys.stderr)
+    # One line, bounded, whatever a library put in the message.
+    print(f"stage: error: {one_line(message)}", file=sys.stderr)
     return code
 
 
@@ -147,22 +148,24 @@ def stage(
     source: str, classes: str, bucket: str, prefix: str, cache_dir: Path, s3: Any = None
 ) -> StageReport:
     """Stage `classes` from `source` into `s3://bucket/prefix` and the cache; see module doc."""
+    # Everything is validated before anything is created: arguments, then whether the
+    # bucket can be ours (read-only, before a 169 MB download), then the archive (read
+    # whole into the local copy); only then is the bucket created and filled.
     class_names = parse_classes(classes)
     if not is_valid_bucket_name(bucket):
-        raise UsageError(f"invalid bucket name {bucket!r}")
+        raise UsageError(f"invalid bucket name {bounded(bucket)}")
     prefix = normalize_prefix(prefix)
     if cache_dir.exists() and not cache_dir.is_dir():
-        raise UsageError(f"--cache-dir {cache_dir} is not a directory")
+        raise UsageError(f"--cache-dir {bounded(str(cache_dir))} is not a directory")
     if not cifar.is_url(source):
         if "://" in source:
-            raise UsageError(f"--source {source!r}: only http(s) URLs or local paths")
+            raise UsageError(f"--source {bounded(source)}: only http(s) URLs or local paths")
         if not Path(source).is_file():
-            raise UsageError(f"--source {source!r}: no such file")
+            raise UsageError(f"--source {bounded(source)}: no such file")
 
-    # The bucket first: a refused bucket should fail before a 169 MB download.
     s3 = s3 or boto3.client("s3")
     account = boto3.client("sts").get_caller_identity()["Account"]
-    ensure_bucket(s3, bucket, account)
+    _refuse_a_bucket_not_ours(s3, bucket, account)
 
     archive_path = cifar.fetch(source, cache_dir) if cifar.is_url(source) else Path(source)
     archive_sha256 = cifar.file_digest(archive_path, "sha256")
@@ -171,22 +174,41 @@ def stage(
     built = manifest is None
     if manifest is None:
         manifest = build_local_copy(archive_path, class_names, source, archive_sha256, local_dir)
+    ensure_bucket(s3, bucket, account)
     uploaded, deleted = sync_to_bucket(s3, bucket, prefix, local_dir, manifest)
     return StageReport(manifest, local_dir, built, uploaded, deleted)
+
+
+def _refuse_a_bucket_not_ours(s3: Any, bucket: str, account: str) -> None:
+    """A read-only look at the bucket: a name another account holds fails here, before
+    the download; a missing bucket is created by ensure_bucket once the data is valid."""
+    try:
+        s3.head_bucket(Bucket=bucket, ExpectedBucketOwner=account)
+    except ClientError as error:
+        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if status == 403:
+            raise BucketError(
+                f"bucket {bounded(bucket)} exists and is not ours (access denied)"
+            ) from error
+        if status != 404:
+            raise
 
 
 def parse_classes(text: str) -> tuple[str, ...]:
     names = tuple(name.strip() for name in text.split(","))
     if not text.strip() or not all(names):
-        raise UsageError(f"--classes {text!r}: expected comma-separated class names")
+        raise UsageError(f"--classes {bounded(text)}: expected comma-separated class names")
     for name in names:
         if name not in cifar.FINE_LABEL_NAMES:
             close = difflib.get_close_matches(name, cifar.FINE_LABEL_NAMES, n=3)
             hint = f"did you mean: {', '.join(close)}?" if close else "no close match"
-            raise UsageError(f"unknown class {name!r}; {hint}")
+            raise UsageError(f"unknown class {bounded(name)}; {hint}")
     duplicates = sorted({name for name in names if names.count(name) > 1})
     if duplicates:
         raise UsageError(f"--classes lists {', '.join(duplicates)} more than once")
+    if len(names) < 2:
+        # The classifier tells classes apart: train refuses fewer than two, so stage does.
+        raise UsageError(f"--classes {bounded(text)}: name two or more classes")
     return names
 
 
@@ -195,7 +217,7 @@ def normalize_prefix(prefix: str) -> str:
         prefix += "/"
     if not _PREFIX.fullmatch(prefix) or any(part in (".", "..") for part in prefix.split("/")):
         raise UsageError(
-            f"--prefix {prefix!r}: use letters, digits, '_', '.', '-' and '/' separators"
+            f"--prefix {bounded(prefix)}: use letters, digits, '_', '.', '-' and '/' separators"
         )
     return prefix
 

@@ -38,7 +38,7 @@ from local_aws.training import (
     TrainingJobFailed,
     run_training_job,
 )
-from training_job.bucket import is_valid_bucket_name
+from training_job.bucket import BucketError, is_valid_bucket_name, require_region
 from training_job.manifests import MANIFEST_NAME, Manifest, ManifestError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -49,10 +49,16 @@ ENTRY_POINT = "train.py"
 DEPENDENCIES = (REPO_ROOT / "contract",)
 MODELS_PREFIX = "models/"
 ALGORITHMS = ("pytorch", "builtin")
-# The newest PyTorch training image the installed SDK knows whose Python matches ours.
-PYTORCH_VERSION = "2.5.1"
-PYTHON_VERSION = "py311"
+# Training and serving run on one PyTorch version (deploy imports these): 2.6 is the newest
+# with both a SageMaker training and a PyTorch inference (TorchServe) container, and the
+# last inference one AWS published; see docs/operations.md, "Supported versions".
+PYTORCH_VERSION = "2.6.0"
+PYTHON_VERSION = "py312"
 DEFAULT_INSTANCE_TYPES = {"pytorch": "ml.m5.xlarge", "builtin": "ml.p3.2xlarge"}
+# MaxRuntime: a few times what the job takes here (the pytorch script's default epochs run
+# in minutes on ml.m5.xlarge, the built-in algorithm's in minutes on a GPU), so a job that
+# hangs is stopped in an hour rather than billed for SageMaker's default of a day.
+DEFAULT_MAX_RUNTIME_MINUTES = 60
 # The algorithms' names for the hyperparameters both take.
 SCRIPT_NAMES = {"epochs": "epochs", "batch-size": "batch-size", "learning-rate": "lr"}
 BUILTIN_NAMES = {
@@ -173,7 +179,22 @@ def register(subparsers: Any) -> None:
     cloud.add_argument(
         "--instance-type",
         help="default: ml.m5.xlarge for pytorch (CPU is enough), ml.p3.2xlarge for builtin "
-        "(the algorithm needs a GPU)",
+        "(the algorithm needs a GPU; new accounts often have a quota of 0 for it: check "
+        "Service Quotas, SageMaker, 'ml.p3.2xlarge for training job usage')",
+    )
+    cloud.add_argument(
+        "--max-runtime",
+        type=_positive_minutes,
+        default=DEFAULT_MAX_RUNTIME_MINUTES,
+        metavar="MINUTES",
+        help="stop the job after this long (MaxRuntime; default: %(default)s minutes; "
+        "raise it with --epochs well above the default)",
+    )
+    cloud.add_argument(
+        "--debugger",
+        action="store_true",
+        help="turn on SageMaker Debugger's hook and Profiler (off by default: they add "
+        "a rule job and profile data to every run, and nothing here reads them)",
     )
     cloud.add_argument(
         "--wait",
@@ -185,6 +206,13 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=main)
 
 
+def _positive_minutes(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 28 * 24 * 60:  # SageMaker's MaxRuntimeInSeconds limit: 28 days
+        raise argparse.ArgumentTypeError(f"{value} is not a number of minutes from 1 to 40320")
+    return value
+
+
 def main(args: argparse.Namespace) -> int:
     try:
         plan = make_plan(args)
@@ -194,10 +222,20 @@ def main(args: argparse.Namespace) -> int:
     except UsageError as error:
         print(f"python -m training_job train: error: {error}", file=sys.stderr)
         return 2
-    except (LaunchError, TrainingJobError, ManifestError) as error:
+    except (LaunchError, TrainingJobError, ManifestError, BucketError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    except (BotoCoreError, ClientError) as error:
+    except ClientError as error:
+        print(f"error: AWS call failed: {error}", file=sys.stderr)
+        if _error_code(error) == "ResourceLimitExceeded":
+            print(
+                "  the account's SageMaker quota for this instance type is too low (often 0 "
+                "for GPU types in new accounts): request an increase in Service Quotas, "
+                "SageMaker, '<instance type> for training job usage', or pass --instance-type",
+                file=sys.stderr,
+            )
+        return 1
+    except BotoCoreError as error:
         print(f"error: AWS call failed: {error}", file=sys.stderr)
         return 1
 
@@ -293,6 +331,8 @@ def read_manifest(bucket: str, prefix: str) -> Manifest:
                 f"--bucket {bucket}` first"
             ) from error
         raise
+    # A training job reads its channels only from buckets in its own region.
+    require_region(s3, bucket)
     key = f"{prefix}{MANIFEST_NAME}"
     try:
         head = s3.head_object(Bucket=bucket, Key=key)
@@ -371,7 +411,13 @@ def train_locally(plan: Plan, work_dir: Path | None) -> int:
 
 def train_on_sagemaker(plan: Plan, args: argparse.Namespace) -> int:
     instance_type = args.instance_type or DEFAULT_INSTANCE_TYPES[plan.algorithm]
-    estimator, inputs = build_estimator(plan, role=args.role, instance_type=instance_type)
+    estimator, inputs = build_estimator(
+        plan,
+        role=args.role,
+        instance_type=instance_type,
+        max_runtime_seconds=args.max_runtime * 60,
+        debugger=args.debugger,
+    )
     print(f"training job {plan.job_name} ({plan.algorithm} on {instance_type})")
     estimator.fit(inputs=inputs, job_name=plan.job_name, wait=args.wait, logs="All")
     if not args.wait:
@@ -384,7 +430,13 @@ def train_on_sagemaker(plan: Plan, args: argparse.Namespace) -> int:
     return report_sagemaker_job(plan)
 
 
-def build_estimator(plan: Plan, role: str, instance_type: str) -> tuple[Any, dict[str, Any]]:
+def build_estimator(
+    plan: Plan,
+    role: str,
+    instance_type: str,
+    max_runtime_seconds: int = DEFAULT_MAX_RUNTIME_MINUTES * 60,
+    debugger: bool = False,
+) -> tuple[Any, dict[str, Any]]:
     """The SDK estimator and its inputs; sagemaker is imported here only, as it is slow."""
     os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")
     logging.getLogger("sagemaker.config").setLevel(logging.WARNING)
@@ -407,7 +459,10 @@ def build_estimator(plan: Plan, role: str, instance_type: str) -> tuple[Any, dic
         "output_path": plan.output_path,
         "sagemaker_session": session,
         "hyperparameters": plan.hyperparameters,
+        "max_run": max_runtime_seconds,
     }
+    if not debugger:
+        common.update(disable_profiler=True, debugger_hook_config=False)
     if plan.algorithm == "pytorch":
         from sagemaker.pytorch import PyTorch
 
@@ -447,6 +502,10 @@ def report_sagemaker_job(plan: Plan) -> int:
         # Its model.tar.gz holds MXNet parameters, not our metrics.json: report its own.
         for metric in job.get("FinalMetricDataList", []):
             print(f"  {metric['MetricName']:<28} {metric['Value']:.4f}")
+        print(
+            "note: `deploy` serves only --algorithm pytorch models (this one needs the "
+            "built-in algorithm's own inference image and request format)"
+        )
         return 0
     metrics = copy_metrics_beside(artifacts)
     seconds = job.get("TrainingTimeInSeconds")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from local_aws.endpoint import config as endpoint_config
 from local_aws.endpoint.server import serve
+from local_aws.supervisor import SupervisorError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return serve(config)
-    except OSError as error:
+    except (OSError, SupervisorError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
 

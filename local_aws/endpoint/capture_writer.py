@@ -1,19 +1,44 @@
-"""Data capture for the local endpoint: sampled requests to S3, as SageMaker writes them.
+"""Data capture for the local endpoint: sampled requests to S3, as SageMaker writes them,
+through a local spool so that a request answered 200 is captured unless the disk is lost.
 
-A request hands its record to `offer`, which never blocks: when the bounded buffer is
-full the record is dropped and counted. A background thread writes the buffer every
-`flush_seconds` as whole objects (one `put_object` per object, so a crash loses at most
-the last interval and never leaves a broken line), and `close` writes what is left.
+`offer` turns the request into its capture record (`training_job.capture.build_record`,
+the Model Monitor JSON line) and appends that line to this worker's spool segment with
+one `write` before it returns; the app answers only after that. The line is then in the
+kernel's page cache: a kill -9 of the worker or of the whole endpoint loses nothing (the
+file outlives the process); a kernel crash or power cut loses what the kernel had not yet
+written back (Linux writes dirty pages within about 30 s). Records are not fsync'd one by
+one: that costs a disk flush per request (see docs/benchmarks.md, "Capture durability").
+
+A segment is locked (`flock`) by the process writing it. An uploader thread in every
+worker rotates its own segment each `flush_seconds`, and ships every segment it can lock,
+oldest first: its own closed ones, and those a dead worker left (the kernel releases a
+dead process's locks, so a killed worker's records are shipped by its siblings at once,
+or by the next start of the endpoint). A segment becomes one S3 object per hour folder,
+under a key derived from the segment's name, and is deleted only after S3 has them all;
+S3 errors are retried with backoff (0.5 s doubling to 4 s) for as long as S3 is away.
+
+Exactly once: each record is in one segment, a segment maps to the same keys however
+often it is shipped, so shipping again (after a crash between the upload and the delete)
+replaces the objects instead of duplicating them; each eventId appears in S3 once.
+
+The spool is bounded (`spool_bytes` per worker, counting what this worker wrote and S3
+does not have yet); a record that does not fit is dropped, counted in
+`endpoint_capture_records_dropped_total` and logged, never silently, and never the request.
 """
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import threading
 import time
-from collections import deque
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -24,7 +49,14 @@ from training_job import capture
 
 log = logging.getLogger(__name__)
 
-PUT_ATTEMPTS = 3
+SEGMENT_SUFFIX = ".jsonl"
+RETRY_FIRST_SECONDS = 0.5
+RETRY_MAX_SECONDS = 4.0
+CLOSE_SHIP_SECONDS = 5.0  # at SIGTERM; what S3 does not take by then waits for the next start
+DROP_LOG_INTERVAL_SECONDS = 10.0
+# Keys of one segment's objects are derived from its name, so a re-shipped segment
+# overwrites its objects (see the module's docstring).
+OBJECT_NAMESPACE = uuid.UUID("6d1c5b0e-6f0b-4b5e-9a44-3f2a8c1e7d21")
 
 
 @dataclass(frozen=True)
@@ -37,92 +69,249 @@ class Invocation:
     inference_id: str | None
 
 
+class S3Unavailable(Exception):
+    """S3 refused or did not answer; the segment stays in the spool and is retried."""
+
+
+class _Segment:
+    """The file this worker appends to, locked for as long as it is written."""
+
+    def __init__(self, spool_dir: Path) -> None:
+        name = f"{time.time_ns():020d}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        partial = spool_dir / f"{name}.partial"
+        self.fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        # Renamed only once locked: an uploader never sees it unlocked while it is in use.
+        self.path = spool_dir / f"{name}{SEGMENT_SUFFIX}"
+        os.rename(partial, self.path)
+        self.opened = time.monotonic()
+        self.size = 0
+        self.records = 0
+
+    def close(self) -> None:
+        os.close(self.fd)  # releases the lock: from now on any uploader may ship it
+
+
 class CaptureWriter:
     def __init__(
         self,
         bucket: str,
         endpoint_name: str,
+        spool_dir: Path,
         flush_seconds: float,
-        buffer_bytes: int,
+        spool_bytes: int,
         metrics: WorkerMetrics,
     ) -> None:
         self.bucket = bucket
         self.endpoint_name = endpoint_name
+        self.spool_dir = spool_dir
         self.flush_seconds = flush_seconds
-        self.buffer_bytes = buffer_bytes
+        self.spool_bytes = spool_bytes
         self.metrics = metrics
-        self._buffer: deque[Invocation] = deque()
-        self._buffered_bytes = 0
+        spool_dir.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._closing = threading.Event()
-        self._s3: Any = boto3.client("s3", config=Config(retries={"max_attempts": 2}))
-        self._thread = threading.Thread(target=self._run, name="capture-writer", daemon=True)
+        self._segment: _Segment | None = _Segment(spool_dir)
+        self._closed_own: dict[Path, int] = {}  # this worker's rotated segments S3 lacks
+        self._own_bytes = 0
+        self._dropped_since_log = 0
+        self._last_drop_log = 0.0
+        self._s3: Any = boto3.client(
+            "s3",
+            config=Config(retries={"max_attempts": 2}, connect_timeout=2, read_timeout=10),
+        )
+        self._thread = threading.Thread(target=self._run, name="capture-uploader", daemon=True)
         self._thread.start()
 
+    # --- the request path: append before the answer ---------------------------------
+
     def offer(self, invocation: Invocation) -> bool:
-        """Buffer one record for the next write; False (and counted) when it is full."""
-        size = len(invocation.input_body) + len(invocation.output_body)
+        """Spool one record before the request is answered; False (counted and logged)
+        when the spool is full or cannot be written."""
+        record = capture.build_record(
+            input_body=invocation.input_body,
+            input_content_type=invocation.input_content_type,
+            output_body=invocation.output_body,
+            output_content_type=invocation.output_content_type,
+            inference_time=invocation.inference_time,
+            inference_id=invocation.inference_id,
+        )
+        line = capture.encode_lines([record])
         with self._lock:
-            if self._closing.is_set() or self._buffered_bytes + size > self.buffer_bytes:
-                self.metrics.count_capture("records_dropped")
-                return False
-            self._buffer.append(invocation)
-            self._buffered_bytes += size
+            segment = self._segment
+            if segment is None:  # closed: the worker has stopped serving
+                return self._drop("the capture spool is closed")
+            if self._own_bytes + segment.size + len(line) > self.spool_bytes:
+                return self._drop(f"the capture spool is full ({self.spool_bytes} bytes)")
+            try:
+                written = os.write(segment.fd, line)  # one write: a whole line
+            except OSError as error:
+                return self._drop(f"the capture spool cannot be written: {error}")
+            if written != len(line):  # a full disk: take the partial line back out
+                os.ftruncate(segment.fd, segment.size)
+                return self._drop("the capture spool's disk is full")
+            segment.size += written
+            segment.records += 1
+        self.metrics.count_capture("records_spooled")
         return True
 
+    def _drop(self, reason: str) -> bool:
+        self.metrics.count_capture("records_dropped")
+        self._dropped_since_log += 1
+        now = time.monotonic()
+        if now - self._last_drop_log >= DROP_LOG_INTERVAL_SECONDS:
+            log.error(
+                "capture record dropped (%d since the last report): %s",
+                self._dropped_since_log,
+                reason,
+            )
+            self._dropped_since_log = 0
+            self._last_drop_log = now
+        return False
+
+    # --- the uploader ------------------------------------------------------------------
+
     def close(self) -> None:
-        """Stop taking records and write every buffered one."""
+        """Stop the uploader, close the segment and ship what S3 takes within
+        CLOSE_SHIP_SECONDS; anything left stays in the spool for the next start."""
         self._closing.set()
         self._thread.join()
+        with self._lock:
+            segment, self._segment = self._segment, None
+        if segment is not None:
+            self._retire(segment)
+        deadline = time.monotonic() + CLOSE_SHIP_SECONDS
+        delay = RETRY_FIRST_SECONDS
+        while not self._ship_all() and time.monotonic() + delay < deadline:
+            time.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX_SECONDS)
+        self._refresh_own_bytes()
+        if self._closed_own:
+            log.warning(
+                "%d capture segment(s) left in %s: S3 did not take them; the endpoint's "
+                "next start ships them",
+                len(self._closed_own),
+                self.spool_dir,
+            )
 
     def _run(self) -> None:
-        while not self._closing.wait(self.flush_seconds):
-            self._flush()
-        self._flush()
+        delay = 0.0  # ship leftovers of an earlier run at once
+        retry = RETRY_FIRST_SECONDS
+        while not self._closing.wait(delay):
+            self._rotate_if_due()
+            if self._ship_all():
+                delay, retry = self.flush_seconds, RETRY_FIRST_SECONDS
+            else:
+                delay, retry = retry, min(retry * 2, RETRY_MAX_SECONDS)
 
-    def _take(self) -> list[Invocation]:
+    def _rotate_if_due(self) -> None:
         with self._lock:
-            taken = list(self._buffer)
-            self._buffer.clear()
-            self._buffered_bytes = 0
-        return taken
+            segment = self._segment
+            if segment is None or segment.records == 0:
+                return
+            if time.monotonic() - segment.opened < self.flush_seconds:
+                return
+            self._segment = _Segment(self.spool_dir)
+        self._retire(segment)
 
-    def _flush(self) -> None:
-        invocations = self._take()
-        # One object per hour folder, so each record sits under the hour it happened in.
-        by_hour: dict[str, list[Invocation]] = {}
-        for invocation in invocations:
-            hour = invocation.inference_time.astimezone(UTC).strftime("%Y%m%d%H")
-            by_hour.setdefault(hour, []).append(invocation)
-        for group in by_hour.values():
-            self._put(group)
-
-    def _put(self, group: list[Invocation]) -> None:
-        records = [
-            capture.build_record(
-                input_body=item.input_body,
-                input_content_type=item.input_content_type,
-                output_body=item.output_body,
-                output_content_type=item.output_content_type,
-                inference_time=item.inference_time,
-                inference_id=item.inference_id,
-            )
-            for item in group
-        ]
-        key = capture.object_key(self.endpoint_name, group[0].inference_time)
-        body = capture.encode_lines(records)
-        for attempt in range(1, PUT_ATTEMPTS + 1):
-            try:
-                self._s3.put_object(
-                    Bucket=self.bucket, Key=key, Body=body, ContentType="application/jsonl"
-                )
-            except Exception as error:  # any failure: capture must never take the server down
-                log.warning("capture write to s3://%s/%s failed: %s", self.bucket, key, error)
-                if attempt < PUT_ATTEMPTS and not self._closing.is_set():
-                    time.sleep(0.5 * attempt)
-                continue
-            self.metrics.count_capture("objects_written")
-            self.metrics.count_capture("records_written", len(records))
+    def _retire(self, segment: _Segment) -> None:
+        segment.close()
+        if segment.records == 0:
+            segment.path.unlink(missing_ok=True)
             return
-        self.metrics.count_capture("put_failures")
-        self.metrics.count_capture("records_dropped", len(records))
+        with self._lock:
+            self._closed_own[segment.path] = segment.size
+            self._own_bytes += segment.size
+
+    def _ship_all(self) -> bool:
+        """Ship every segment no process is writing; False when S3 is unavailable."""
+        try:
+            for path in sorted(self.spool_dir.glob(f"*{SEGMENT_SUFFIX}")):
+                self._ship(path)
+        except S3Unavailable:
+            return False
+        finally:
+            self._refresh_own_bytes()
+        return True
+
+    def _refresh_own_bytes(self) -> None:
+        with self._lock:
+            self._closed_own = {
+                path: size for path, size in self._closed_own.items() if path.exists()
+            }
+            self._own_bytes = sum(self._closed_own.values())
+            current = self._segment.size if self._segment is not None else 0
+        self.metrics.set_capture_spool_bytes(self._own_bytes + current)
+
+    def _ship(self, path: Path) -> None:
+        with _locked(path) as data:
+            if data is None:  # being written, or shipped and deleted by another worker
+                return
+            groups, damaged = self._group_by_hour(path, data)
+            for hour, (first_time, lines) in sorted(groups.items()):
+                object_id = uuid.uuid5(OBJECT_NAMESPACE, f"{path.name}/{hour}")
+                key = capture.object_key(self.endpoint_name, first_time, object_id=object_id)
+                try:
+                    self._s3.put_object(
+                        Bucket=self.bucket,
+                        Key=key,
+                        Body=b"".join(lines),
+                        ContentType="application/jsonl",
+                    )
+                except Exception as error:  # any failure: keep the segment, retry later
+                    self.metrics.count_capture("put_failures")
+                    log.warning("capture write to s3://%s/%s failed: %s", self.bucket, key, error)
+                    raise S3Unavailable from error
+                self.metrics.count_capture("objects_written")
+                self.metrics.count_capture("records_written", len(lines))
+            if damaged:
+                self.metrics.count_capture("records_damaged", damaged)
+                log.error("%d damaged line(s) in capture segment %s skipped", damaged, path)
+            path.unlink()
+
+    @staticmethod
+    def _group_by_hour(
+        path: Path, data: bytes
+    ) -> tuple[dict[str, tuple[datetime, list[bytes]]], int]:
+        groups: dict[str, tuple[datetime, list[bytes]]] = {}
+        damaged = 0
+        for line in data.splitlines(keepends=True):
+            try:
+                if not line.endswith(b"\n"):
+                    raise capture.CaptureFormatError("truncated", "the line is cut short")
+                record = capture.parse_line(line)
+            except capture.CaptureFormatError:
+                damaged += 1
+                continue
+            moment = record.inference_time.astimezone(UTC)
+            groups.setdefault(f"{moment:%Y%m%d%H}", (moment, []))[1].append(line)
+        return groups, damaged
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[bytes | None]:
+    """The segment's bytes while holding its lock; None if a process writes it or it is
+    gone (shipped by another worker between the listing and the lock)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        yield None
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield None
+            return
+        try:
+            same_file = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same_file = False
+        if not same_file:
+            yield None
+            return
+        with os.fdopen(os.dup(fd), "rb") as handle:
+            data = handle.read()
+        yield data
+    finally:
+        os.close(fd)

@@ -32,10 +32,15 @@ class EndpointConfig:
     max_queue: int = 256
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     body_timeout_seconds: float = 30.0
+    header_timeout_seconds: float = 10.0
     capture_bucket: str | None = None
     capture_sampling: float = 100.0
     capture_flush_seconds: float = 2.0
-    capture_buffer_bytes: int = 64 * 1024 * 1024
+    capture_spool_bytes: int = 256 * 1024 * 1024
+    capture_spool_dir: Path | None = None  # None: capture-spool/ beside the model directory
+
+    def spool_dir(self) -> Path:
+        return self.capture_spool_dir or self.model_dir.parent / "capture-spool"
 
     def threads_per_worker(self) -> int:
         if self.torch_threads > 0:
@@ -129,6 +134,14 @@ def add_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> 
         help="time allowed to send a request body before 408 (default: %(default)s)",
     )
     parser.add_argument(
+        "--header-timeout-seconds",
+        type=_positive_float,
+        default=defaults.header_timeout_seconds,
+        help="time allowed to send a request's line and headers, from its first byte (or "
+        "from the connection's opening); then 408 and the connection is closed "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
         "--capture-sampling",
         type=_percent,
         default=defaults.capture_sampling,
@@ -138,15 +151,22 @@ def add_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> 
         "--capture-flush-seconds",
         type=_positive_float,
         default=defaults.capture_flush_seconds,
-        help="longest time a captured request waits in memory before it is written to S3 "
-        "(default: %(default)s)",
+        help="how often each worker ships its capture spool to S3 (default: %(default)s)",
     )
     parser.add_argument(
-        "--capture-buffer-bytes",
+        "--capture-spool-bytes",
         type=_positive_int,
-        default=defaults.capture_buffer_bytes,
-        help="capture memory per worker; when it is full, records are dropped and counted, "
-        "never the request (default: %(default)s)",
+        default=defaults.capture_spool_bytes,
+        help="local disk per worker for captured records S3 does not have yet; when it is "
+        "full, records are dropped, counted and logged, never the request (default: "
+        "%(default)s)",
+    )
+    parser.add_argument(
+        "--capture-spool-dir",
+        type=Path,
+        default=None,
+        help="where captured records wait for S3 (default: capture-spool/ beside the model "
+        "directory); what a stopped or killed endpoint left there is shipped at its next start",
     )
 
 
@@ -165,8 +185,10 @@ def from_args(
         max_queue=args.max_queue,
         max_body_bytes=args.max_body_bytes,
         body_timeout_seconds=args.body_timeout_seconds,
+        header_timeout_seconds=args.header_timeout_seconds,
         capture_bucket=capture_bucket,
         capture_sampling=args.capture_sampling,
         capture_flush_seconds=args.capture_flush_seconds,
-        capture_buffer_bytes=args.capture_buffer_bytes,
+        capture_spool_bytes=args.capture_spool_bytes,
+        capture_spool_dir=args.capture_spool_dir,
     )

@@ -15,17 +15,25 @@ from typing import Any
 STATUSES = (200, 400, 404, 405, 406, 408, 413, 415, 424, 500, 503)
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
-CAPTURE_COUNTERS = ("records_written", "records_dropped", "objects_written", "put_failures")
+CAPTURE_COUNTERS = (
+    "records_spooled",  # written to the local spool before the answer
+    "records_written",  # in S3, and deleted from the spool
+    "records_dropped",  # the spool was full or could not be written: alarm on this
+    "records_damaged",  # unreadable lines found in the spool (a disk fault)
+    "objects_written",
+    "put_failures",  # S3 writes that failed and are retried
+)
 
 # Slot layout: statuses (+ "other"), latency buckets (+ +Inf), latency sum, batch
-# buckets (+ +Inf), batch sum, then the capture counters.
+# buckets (+ +Inf), batch sum, the capture counters, then the spool's size (a gauge).
 _STATUS = 0
 _LATENCY = _STATUS + len(STATUSES) + 1
 _LATENCY_SUM = _LATENCY + len(LATENCY_BUCKETS) + 1
 _BATCH = _LATENCY_SUM + 1
 _BATCH_SUM = _BATCH + len(BATCH_BUCKETS) + 1
 _CAPTURE = _BATCH_SUM + 1
-SLOT_SIZE = _CAPTURE + len(CAPTURE_COUNTERS)
+_SPOOL_BYTES = _CAPTURE + len(CAPTURE_COUNTERS)
+SLOT_SIZE = _SPOOL_BYTES + 1
 
 Slot = Any  # a multiprocessing RawArray of doubles (ctypes arrays have no useful stub)
 
@@ -61,6 +69,9 @@ class WorkerMetrics:
 
     def count_capture(self, counter: str, amount: int = 1) -> None:
         self.slot[_CAPTURE + CAPTURE_COUNTERS.index(counter)] += amount
+
+    def set_capture_spool_bytes(self, size: int) -> None:
+        self.slot[_SPOOL_BYTES] = size
 
 
 def _sum(slots: Sequence[Slot], index: int) -> float:
@@ -105,4 +116,9 @@ def render(slots: Sequence[Slot]) -> str:
             f"# TYPE {name} counter",
             f"{name} {_sum(slots, _CAPTURE + offset):g}",
         ]
+    lines += [
+        "# HELP endpoint_capture_spool_bytes Captured records on local disk that S3 lacks.",
+        "# TYPE endpoint_capture_spool_bytes gauge",
+        f"endpoint_capture_spool_bytes {_sum(slots, _SPOOL_BYTES):g}",
+    ]
     return "\n".join(lines) + "\n"

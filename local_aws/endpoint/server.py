@@ -2,9 +2,9 @@
 
 Each worker loads the model through the inference script, binds the same address with
 SO_REUSEPORT (the kernel spreads connections among them) and serves until SIGTERM, when
-it stops accepting, answers what it holds, and writes its buffered capture records. The
-supervisor starts the workers, restarts one that dies, and on SIGTERM or Ctrl-C stops
-them all the same way.
+it stops accepting, answers the requests it has read, refuses the rest cleanly
+(`connections.py`), and ships its capture spool. The supervisor starts the workers,
+restarts one that dies, and on SIGTERM or Ctrl-C stops them all the same way.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import multiprocessing
 import os
 import queue
 import signal
-import socket
 import sys
 import threading
 import time
@@ -25,11 +24,13 @@ from typing import Any
 
 from local_aws.endpoint.config import EndpointConfig
 from local_aws.endpoint.metrics import Slot, WorkerMetrics, allocate_slots
+from local_aws.supervisor import check_port_free
 
 log = logging.getLogger("local_aws.endpoint")
 
 READY_TIMEOUT_SECONDS = 300.0
-STOP_TIMEOUT_SECONDS = 60.0
+STOP_TIMEOUT_SECONDS = 60.0  # a worker that has not stopped by then is killed
+STOP_GRACE_SECONDS = 5.0  # for the requests a worker holds at SIGTERM
 
 
 def _configure_logging() -> None:
@@ -48,6 +49,7 @@ async def _serve_worker(
     from local_aws.endpoint.app import EndpointApp
     from local_aws.endpoint.batcher import MicroBatcher
     from local_aws.endpoint.capture_writer import CaptureWriter
+    from local_aws.endpoint.connections import Connections
 
     metrics = WorkerMetrics(slots[index])
     batcher = MicroBatcher(
@@ -61,35 +63,41 @@ async def _serve_worker(
         CaptureWriter(
             config.capture_bucket,
             config.endpoint_name,
+            spool_dir=config.spool_dir(),
             flush_seconds=config.capture_flush_seconds,
-            buffer_bytes=config.capture_buffer_bytes,
+            spool_bytes=config.capture_spool_bytes,
             metrics=metrics,
         )
         if config.capture_bucket and config.capture_sampling > 0
         else None
     )
     app = EndpointApp(config, batcher, capture, metrics, slots).build()
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    connections = Connections(app, metrics, header_timeout_seconds=config.header_timeout_seconds)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
     await runner.setup()
-    site = web.TCPSite(
-        runner,
+    assert runner.server is not None
+    loop = asyncio.get_running_loop()
+    listener = await loop.create_server(
+        connections.protocol_factory(runner.server, loop),
         config.host,
         config.port,
-        reuse_port=True,
+        reuse_address=True,
+        reuse_port=True,  # the workers share the port; the kernel spreads connections
         backlog=1024,
-        shutdown_timeout=STOP_TIMEOUT_SECONDS / 2,
     )
     stopping = asyncio.Event()
-    loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stopping.set)
     batcher.start()
-    await site.start()
     ready.put(index)
     watch = asyncio.create_task(_stop_when_orphaned(stopping))
     await stopping.wait()
     watch.cancel()
-    # Stop accepting, let the requests in flight finish (the batcher still runs), then
-    # write every captured record: after SIGTERM nothing sampled is lost.
+    # Stop accepting, answer every request already read (the batcher still runs), close
+    # idle connections and refuse new requests on open ones with 503 + Retry-After,
+    # within STOP_GRACE_SECONDS; then the spool is shipped (what S3 does not take in
+    # time waits for the next start).
+    listener.close()
+    await connections.drain(STOP_GRACE_SECONDS)
     await runner.cleanup()
     await batcher.stop()
     if capture is not None:
@@ -113,14 +121,10 @@ def run_worker(config: EndpointConfig, slots: Sequence[Slot], index: int, ready:
 
     torch.set_num_threads(config.threads_per_worker())
     asyncio.run(_serve_worker(config, slots, index, ready))
-
-
-def _check_address_free(host: str, port: int) -> None:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        try:
-            probe.bind((host, port))
-        except OSError as error:
-            raise OSError(f"cannot listen on {host}:{port}: {error.strerror}") from error
+    # Everything is answered and shipped; the interpreter's own teardown (torch's above
+    # all) took seconds on a busy machine and only delayed the stop.
+    logging.shutdown()
+    os._exit(0)
 
 
 def _wait_until_ready(processes: list[BaseProcess], ready: Any, stopping: threading.Event) -> bool:
@@ -142,7 +146,7 @@ def _wait_until_ready(processes: list[BaseProcess], ready: Any, stopping: thread
 def serve(config: EndpointConfig) -> int:
     """Serve in the foreground until SIGTERM or Ctrl-C; returns the exit code."""
     _configure_logging()
-    _check_address_free(config.host, config.port)
+    check_port_free(config.host, config.port)
     context = multiprocessing.get_context("spawn")  # fork after torch's threads is unsafe
     slots = allocate_slots(config.workers)
     ready = context.Queue()

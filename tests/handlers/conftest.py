@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -30,6 +31,15 @@ def encode_image(image_format: str, size: tuple[int, int] = (32, 32)) -> bytes:
     )
     buffer = io.BytesIO()
     image.save(buffer, format=image_format)
+    return buffer.getvalue()
+
+
+def encode_noise(image_format: str, size: tuple[int, int], **options: object) -> bytes:
+    """A real image of random pixels: what a camera's sensor noise does to compression,
+    so the file is as large as a photo of that size (a gradient would compress to little)."""
+    image = Image.frombytes("RGB", size, os.urandom(size[0] * size[1] * 3))
+    buffer = io.BytesIO()
+    image.save(buffer, format=image_format, **options)
     return buffer.getvalue()
 
 
@@ -76,15 +86,25 @@ class Answer:
     status: int = 200
     body: bytes = b"[0.973, 0.027]"
     headers: dict[str, str] = field(default_factory=dict)
+    hang: bool = False  # read the request, then answer nothing until the server stops
+
+
+def runtime_error(status: int, code: str, message: str) -> Answer:
+    """An error as SageMaker Runtime sends it: the code in x-amzn-ErrorType, JSON body."""
+    body = json.dumps({"message": message}).encode()
+    return Answer(status, body, {"x-amzn-ErrorType": code})
 
 
 @dataclass
 class RuntimeServer:
-    """A SageMaker Runtime stand-in: `POST /endpoints/<name>/invocations`."""
+    """A SageMaker Runtime stand-in: `POST /endpoints/<name>/invocations`. An endpoint
+    answers its `queued` answers first, one per request, then its standing `answers`."""
 
     url: str
     answers: dict[str, Answer] = field(default_factory=dict)
+    queued: dict[str, list[Answer]] = field(default_factory=dict)
     requests: list[dict[str, Any]] = field(default_factory=list)
+    stopping: threading.Event = field(default_factory=threading.Event)
 
 
 @pytest.fixture(scope="session")
@@ -105,14 +125,14 @@ def runtime_server() -> Iterator[RuntimeServer]:
                     "body": body,
                 }
             )
-            answer = state.answers.get(name)
+            queue = state.queued.get(name)
+            answer = queue.pop(0) if queue else state.answers.get(name)
             if answer is None:
                 message = f"Endpoint {name} of account 123456789012 not found."
-                answer = Answer(
-                    400,
-                    json.dumps({"message": message}).encode(),
-                    {"x-amzn-ErrorType": "ValidationError"},
-                )
+                answer = runtime_error(400, "ValidationError", message)
+            if answer.hang:
+                state.stopping.wait()
+                return
             self.send_response(answer.status)
             headers = {"Content-Type": "application/json", **answer.headers}
             for header, value in headers.items():
@@ -131,6 +151,7 @@ def runtime_server() -> Iterator[RuntimeServer]:
     try:
         yield state
     finally:
+        state.stopping.set()
         server.shutdown()
         server.server_close()
 
@@ -141,6 +162,7 @@ def endpoint(
 ) -> RuntimeServer:
     """An endpoint named `unique_name` on the runtime server, as classify's ENDPOINT_NAME."""
     runtime_server.answers[unique_name] = Answer()
+    runtime_server.queued.clear()
     runtime_server.requests.clear()
     monkeypatch.setenv("ENDPOINT_NAME", unique_name)
     monkeypatch.setenv("AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME", runtime_server.url)

@@ -8,10 +8,19 @@ import subprocess
 import sys
 from pathlib import Path
 
+import boto3
 import pytest
+import yaml
 
 from handlers import classify
+from handlers.image_source import (
+    S3_CLIENT_CONFIG,
+    BucketNotAllowed,
+    ImageNotFound,
+    KeyNotAllowed,
+)
 from handlers.workflow_event import (
+    INLINE_IMAGE_BYTES,
     ConfigurationError,
     ImageTooLarge,
     InvalidEvent,
@@ -19,7 +28,13 @@ from handlers.workflow_event import (
     aws_client,
 )
 from tests.conftest import free_port
-from tests.handlers.conftest import Answer, LambdaContext, RuntimeServer
+from tests.handlers.conftest import (
+    Answer,
+    LambdaContext,
+    RuntimeServer,
+    encode_noise,
+    runtime_error,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -138,13 +153,62 @@ def test_an_unknown_endpoint_is_an_endpoint_error(
         classify.handler(event(png_image))
 
 
-def test_an_unreachable_endpoint_is_an_endpoint_error(
+def test_an_unreachable_endpoint_is_unavailable_for_the_state_machine_to_retry(
     endpoint: RuntimeServer, png_image: bytes, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME", f"http://127.0.0.1:{free_port()}")
-    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
-    with pytest.raises(classify.EndpointError, match="Could not connect"):
+    with pytest.raises(classify.EndpointUnavailable, match="Could not connect"):
         classify.handler(event(png_image))
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        runtime_error(503, "ServiceUnavailable", "Service is unavailable"),
+        runtime_error(400, "ThrottlingException", "Rate exceeded"),
+        runtime_error(429, "ModelNotReadyException", "Model is not ready"),
+        runtime_error(500, "InternalFailure", "An internal failure occurred"),
+        Answer(502, b"<html>502 Bad Gateway</html>"),
+    ],
+    ids=["503", "throttled", "model-not-ready", "500", "502-html"],
+)
+def test_a_transient_error_is_tried_once_and_named_for_the_state_machine_to_retry(
+    endpoint: RuntimeServer, png_image: bytes, unique_name: str, error: Answer
+) -> None:
+    # The one retrying layer is the state machine (statemachine/image_workflow.asl.yml):
+    # botocore must not retry under it, so the endpoint sees exactly one request.
+    endpoint.queued[unique_name] = [error]
+    with pytest.raises(classify.EndpointUnavailable):
+        classify.handler(event(png_image))
+    assert len(endpoint.requests) == 1
+    # The next invocation (the state machine's retry) gets the endpoint's answer.
+    assert classify.handler(event(png_image))["body"]["inferences"] == [0.973, 0.027]
+    assert len(endpoint.requests) == 2
+
+
+def test_a_hung_endpoint_ends_at_the_read_timeout_with_a_named_error(
+    endpoint: RuntimeServer, png_image: bytes, unique_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A read timeout of 1 s instead of the configured one keeps the test short; the
+    # test below pins the configured one inside the function's timeout.
+    monkeypatch.setitem(classify.ENDPOINT_CLIENT_CONFIG, "read_timeout", 1)
+    endpoint.answers[unique_name] = Answer(hang=True)
+    with pytest.raises(classify.EndpointTimeout, match="no answer within 1 s"):
+        classify.handler(event(png_image))
+    assert len(endpoint.requests) == 1  # not retried by botocore either
+
+
+def test_the_client_timeouts_end_a_stalled_call_well_inside_the_functions_timeout() -> None:
+    functions = yaml.safe_load((REPO_ROOT / "serverless.yml").read_text())["functions"]
+    endpoint = classify.ENDPOINT_CLIENT_CONFIG
+    assert endpoint["retries"]["total_max_attempts"] == 1
+    endpoint_call = endpoint["connect_timeout"] + endpoint["read_timeout"]
+    s3 = S3_CLIENT_CONFIG
+    attempts = s3["retries"]["total_max_attempts"]
+    # one S3 call that stalls on every attempt; standard mode waits at most 1 s to retry
+    s3_call = attempts * (s3["connect_timeout"] + s3["read_timeout"]) + (attempts - 1)
+    assert s3_call + endpoint_call <= functions["classify"]["timeout"] * 0.8
+    assert s3_call < functions["serialize"]["timeout"]
 
 
 @pytest.mark.parametrize(
@@ -160,6 +224,9 @@ def test_an_unreachable_endpoint_is_an_endpoint_error(
         b"[NaN, 0.5]",
         b"[[0.9, 0.1]]",
         b"\xff\xfe",
+        b"[0.5, 0.3, 0.2]",  # not one probability per label
+        b"[0.99, 0.99]",  # not a distribution
+        b"[0.97]",
     ],
 )
 def test_a_malformed_endpoint_answer_is_an_invalid_endpoint_response(
@@ -170,9 +237,60 @@ def test_a_malformed_endpoint_answer_is_an_invalid_endpoint_response(
         classify.handler(event(png_image))
 
 
-def test_an_event_without_image_data_is_an_invalid_event(endpoint: RuntimeServer) -> None:
-    with pytest.raises(InvalidEvent, match="no image_data"):
-        classify.handler({"s3_key": "test/a.png"})
+def test_an_event_with_neither_image_data_nor_a_key_is_an_invalid_event(
+    endpoint: RuntimeServer, data_bucket: str
+) -> None:
+    with pytest.raises(InvalidEvent, match="no s3_key"):
+        classify.handler({"s3_bucket": data_bucket})
+    assert endpoint.requests == []
+
+
+def test_an_image_serialize_left_in_s3_is_read_and_sent_as_it_is(
+    endpoint: RuntimeServer, data_bucket: str
+) -> None:
+    photo = encode_noise("JPEG", (640, 480), quality=95)  # over the inline budget
+    assert len(photo) > INLINE_IMAGE_BYTES
+    s3 = boto3.client("s3")
+    s3.put_object(Bucket=data_bucket, Key="incoming/photo.jpg", Body=photo)
+    reference = {"image_data": "", "s3_bucket": data_bucket, "s3_key": "incoming/photo.jpg"}
+    result = classify.handler(reference)
+    assert result["body"] == {**reference, "inferences": [0.973, 0.027]}
+    (request,) = endpoint.requests
+    assert request["content_type"] == "image/jpeg"
+    assert request["body"] == photo
+
+
+@pytest.mark.parametrize(
+    ("bucket", "key", "error"),
+    [
+        ("someone-elses-bucket", "incoming/photo.jpg", BucketNotAllowed),
+        (None, "models/model.tar.gz", KeyNotAllowed),
+        (None, "incoming/missing.jpg", ImageNotFound),
+        (None, "incoming/notes.txt", NotAnImage),
+    ],
+)
+def test_classify_reads_s3_under_the_same_rules_as_serialize(
+    endpoint: RuntimeServer,
+    data_bucket: str,
+    bucket: str | None,
+    key: str,
+    error: type[Exception],
+) -> None:
+    s3 = boto3.client("s3")
+    s3.put_object(Bucket=data_bucket, Key="models/model.tar.gz", Body=b"\x1f\x8b model")
+    s3.put_object(Bucket=data_bucket, Key="incoming/notes.txt", Body=b"GIF89a" + bytes(99))
+    with pytest.raises(error):
+        classify.handler({"s3_bucket": bucket or data_bucket, "s3_key": key})
+    assert endpoint.requests == []
+
+
+def test_an_object_over_the_limit_is_refused_before_it_is_read(
+    endpoint: RuntimeServer, data_bucket: str, png_image: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    boto3.client("s3").put_object(Bucket=data_bucket, Key="test/a.png", Body=png_image)
+    monkeypatch.setenv("MAX_IMAGE_BYTES", str(len(png_image) - 1))
+    with pytest.raises(ImageTooLarge, match=str(len(png_image))):
+        classify.handler({"s3_bucket": data_bucket, "s3_key": "test/a.png"})
     assert endpoint.requests == []
 
 

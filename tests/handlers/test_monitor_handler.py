@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import fnmatch
 import gzip
 import json
+import tracemalloc
+import zlib
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
+import yaml
 
 from handlers import monitor
 from handlers.workflow_event import ConfigurationError
@@ -117,9 +123,6 @@ def test_unsettled_objects_wait_for_the_next_run(
 def test_missing_or_malformed_configuration_is_a_named_error(
     capture_bucket: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("BASELINE_KEY", "nowhere.json")
-    with pytest.raises(ConfigurationError, match="no baseline"):
-        monitor.handler({}, None)
     boto3.client("s3").put_object(Bucket=capture_bucket, Key="bad.json", Body=b"[1, 2]")
     monkeypatch.setenv("BASELINE_KEY", "bad.json")
     with pytest.raises(ConfigurationError, match="not a baseline"):
@@ -133,3 +136,152 @@ def test_ks_distance_matches_the_definition() -> None:
     assert monitor.ks_distance([1, 2, 3], [1, 2, 3]) == 0.0
     assert monitor.ks_distance([1, 2], [3, 4]) == 1.0
     assert monitor.ks_distance([1, 2, 3, 4], [3, 4, 5, 6]) == pytest.approx(0.5)
+
+
+SERVERLESS_YML = Path(__file__).resolve().parents[2] / "serverless.yml"
+
+
+def monitor_role_list_prefixes() -> list[str]:
+    """The key prefixes MonitorRole may list (its s3:ListBucket statement's s3:prefix)."""
+    template = yaml.safe_load(SERVERLESS_YML.read_text())
+    role = template["resources"]["Resources"]["MonitorRole"]
+    (statement,) = [
+        s
+        for policy in role["Properties"]["Policies"]
+        for s in policy["PolicyDocument"]["Statement"]
+        if s["Action"] == "s3:ListBucket"
+    ]
+    return list(statement["Condition"]["StringLike"]["s3:prefix"])
+
+
+@pytest.fixture
+def s3_calls() -> Iterator[list[tuple[str, dict[str, Any], int]]]:
+    """Every S3 call the handler makes: (operation, parameters, HTTP status)."""
+    calls: list[tuple[str, dict[str, Any], int]] = []
+
+    def record(http_response: Any, model: Any, params: dict[str, Any], **_: Any) -> None:
+        calls.append((model.name, dict(params), http_response.status_code))
+
+    def remember(params: dict[str, Any], model: Any, context: dict[str, Any], **_: Any) -> None:
+        context["params"] = params
+
+    boto3.setup_default_session()
+    events = boto3.DEFAULT_SESSION.events
+    events.register("provide-client-params.s3.*", remember)
+    events.register(
+        "after-call.s3.*",
+        lambda http_response, model, context, **kw: record(
+            http_response, model, context.get("params", {})
+        ),
+    )
+    yield calls
+    boto3.setup_default_session()
+
+
+def test_first_run_works_under_its_role_and_waits_for_the_baseline(
+    capture_bucket: str,
+    monkeypatch: pytest.MonkeyPatch,
+    s3_calls: list[tuple[str, dict[str, Any], int]],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Under MonitorRole, ListBucket is allowed only with an s3:prefix. S3 answers a
+    # GetObject of a missing key with 404 only to callers allowed ListBucket on the whole
+    # bucket (GetObject's documented permissions), so under this role every GetObject of
+    # a missing object is AccessDenied: the handler must never make one.
+    put(capture_bucket, 1, lines([[0.99, 0.01]] * 3, 1))
+    key = f"monitoring/{capture_bucket}/baseline.json"
+    monkeypatch.setenv("BASELINE_KEY", key)
+
+    waiting = monitor.handler({}, None)
+    assert waiting["waiting_for"] == f"s3://{capture_bucket}/{key}"
+    assert "waiting for a baseline" in capsys.readouterr().out
+    assert published(capture_bucket) == set()  # no metrics, so no alarm
+
+    boto3.client("s3").put_object(Bucket=capture_bucket, Key=key, Body=json.dumps(BASELINE))
+    first = monitor.handler({}, None)  # the first run with a baseline: no state object yet
+    assert first["records"] == 3
+
+    allowed = monitor_role_list_prefixes()
+    gets = [(params["Key"], status) for name, params, status in s3_calls if name == "GetObject"]
+    assert gets and all(status == 200 for _, status in gets), gets
+    for name, params, _ in s3_calls:
+        if name == "ListObjectsV2":
+            assert any(fnmatch.fnmatchcase(params["Prefix"], p) for p in allowed), params
+
+
+def test_the_baseline_key_serverless_names_by_default_is_under_the_listable_prefixes() -> None:
+    template = yaml.safe_load(SERVERLESS_YML.read_text())
+    default = template["custom"]["deployedBaselineKey"]["Fn::Sub"][0]
+    assert default == "monitoring/${Name}/baseline.json"
+    allowed = monitor_role_list_prefixes()
+    assert any(fnmatch.fnmatchcase(default.replace("${Name}", "ep"), p) for p in allowed)
+    assert any(fnmatch.fnmatchcase("models/job/output/baseline.json", p) for p in allowed)
+
+
+def test_a_deeply_nested_line_is_counted_and_the_position_advances(capture_bucket: str) -> None:
+    nested = b"[" * 200_000 + b"\n"  # a RecursionError in the JSON parser
+    put(capture_bucket, 1, lines([[0.99, 0.01]] * 2, 1) + nested + lines([[0.2, 0.8]], 1))
+    first = monitor.handler({}, None)
+    assert (first["records"], first["damaged"]) == (3, 1)
+    assert first["last_key"].endswith("01-00-000-x.jsonl")
+    assert monitor.handler({}, None)["objects"] == 0  # read once, never again
+
+
+def gzip_bomb(unpacked_bytes: int) -> bytes:
+    """About 1 KB of gzip per MB of zeros, built without holding the zeros."""
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 31)
+    zeros = bytes(1024 * 1024)
+    parts = [compressor.compress(zeros) for _ in range(unpacked_bytes // len(zeros))]
+    return b"".join([*parts, compressor.flush()])
+
+
+@pytest.fixture(scope="module")
+def bomb() -> bytes:
+    return gzip_bomb(1024**3)  # 1 GiB unpacked, about 1 MB stored
+
+
+def test_a_gzip_bomb_is_counted_and_skipped_in_bounded_memory(
+    capture_bucket: str, bomb: bytes
+) -> None:
+    assert len(bomb) < 1_100_000
+    put(capture_bucket, 1, lines([[0.99, 0.01]] * 2, 1))
+    put(capture_bucket, 2, bomb)
+    put(capture_bucket, 3, gzip.compress(lines([[0.01, 0.99]], 3)))
+    tracemalloc.start()
+    try:
+        summary = monitor.handler({}, None)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert (summary["objects"], summary["records"], summary["damaged"]) == (3, 3, 1)
+    assert summary["last_key"].endswith("03-00-000-x.jsonl")
+    assert peak < 128 * 1024 * 1024  # the Lambda has 256 MB; the bomb unpacks to 1 GiB
+
+
+class RunningOutOfTime:
+    """A Lambda context whose remaining time drops below the monitor's reserve after
+    `objects_in_time` checks."""
+
+    function_name = "monitor"
+    aws_request_id = "c0ffee00-0000-4000-8000-000000000002"
+
+    def __init__(self, objects_in_time: int) -> None:
+        self.checks = 0
+        self.objects_in_time = objects_in_time
+
+    def get_remaining_time_in_millis(self) -> int:
+        self.checks += 1
+        spare = monitor.RESERVED_MILLIS + (1000 if self.checks <= self.objects_in_time else -1)
+        return spare
+
+
+def test_a_run_short_of_time_stops_between_objects_and_the_next_goes_on(
+    capture_bucket: str,
+) -> None:
+    put(capture_bucket, 1, lines([[0.99, 0.01]], 1))
+    put(capture_bucket, 2, lines([[0.99, 0.01]] * 2, 2))
+    first = monitor.handler({}, RunningOutOfTime(objects_in_time=1))
+    assert (first["objects"], first["records"]) == (1, 1)
+    assert first["last_key"].endswith("01-00-000-x.jsonl")
+    second = monitor.handler({}, None)
+    assert (second["objects"], second["records"]) == (1, 2)

@@ -11,9 +11,17 @@ from pathlib import Path
 import boto3
 import pytest
 
+from contract.images import MAX_IMAGE_BYTES
 from handlers import serialize
-from handlers.workflow_event import ConfigurationError, ImageTooLarge, InvalidEvent, NotAnImage
-from tests.handlers.conftest import LambdaContext
+from handlers.image_source import BucketNotAllowed, ImageNotFound, KeyNotAllowed
+from handlers.workflow_event import (
+    INLINE_IMAGE_BYTES,
+    ConfigurationError,
+    ImageTooLarge,
+    InvalidEvent,
+    NotAnImage,
+)
+from tests.handlers.conftest import LambdaContext, encode_noise
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -65,7 +73,7 @@ def test_another_bucket_is_not_served(data_bucket: str, unique_name: str, png_im
     other = f"{unique_name}-other"
     boto3.client("s3").create_bucket(Bucket=other)
     put(other, "test/a.png", png_image)
-    with pytest.raises(serialize.BucketNotAllowed, match=other):
+    with pytest.raises(BucketNotAllowed, match=other):
         serialize.handler(event(other, "test/a.png"))
 
 
@@ -76,7 +84,7 @@ def test_keys_outside_the_allowed_prefixes_are_not_served(
     data_bucket: str, png_image: bytes, key: str
 ) -> None:
     put(data_bucket, key.lstrip("/") or "x", png_image)
-    with pytest.raises(serialize.KeyNotAllowed):
+    with pytest.raises(KeyNotAllowed):
         serialize.handler(event(data_bucket, key))
 
 
@@ -85,7 +93,7 @@ def test_allowed_prefixes_come_from_the_environment(
 ) -> None:
     put(data_bucket, "test/a.png", png_image)
     monkeypatch.setenv("ALLOWED_PREFIXES", "incoming/")
-    with pytest.raises(serialize.KeyNotAllowed, match="incoming/"):
+    with pytest.raises(KeyNotAllowed, match="incoming/"):
         serialize.handler(event(data_bucket, "test/a.png"))
     monkeypatch.setenv("ALLOWED_PREFIXES", " , ")
     with pytest.raises(ConfigurationError, match="ALLOWED_PREFIXES"):
@@ -93,7 +101,7 @@ def test_allowed_prefixes_come_from_the_environment(
 
 
 def test_a_missing_key_is_image_not_found(data_bucket: str) -> None:
-    with pytest.raises(serialize.ImageNotFound, match=r"test/nothing\.png"):
+    with pytest.raises(ImageNotFound, match=r"test/nothing\.png"):
         serialize.handler(event(data_bucket, "test/nothing.png"))
 
 
@@ -142,6 +150,52 @@ def test_without_data_bucket_nothing_is_served(
 def test_hostile_events_are_invalid_events(data_bucket: str, hostile: object) -> None:
     with pytest.raises(InvalidEvent):
         serialize.handler(hostile)
+
+
+def test_an_image_over_the_inline_budget_stays_in_s3_and_the_event_refers_to_it(
+    data_bucket: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    image = encode_noise("PNG", (256, 256))  # ~197 KB: fits Lambda, not a 256 KiB state
+    assert INLINE_IMAGE_BYTES < len(image) <= MAX_IMAGE_BYTES
+    key = "incoming/" + "k" * 1000 + ".png"  # the longest key S3 allows, nearly
+    put(data_bucket, key, image)
+    result = serialize.handler(event(data_bucket, key))
+    assert result["body"] == event(data_bucket, key)  # image_data stays empty
+    assert len(json.dumps(result)) < 4096
+    record = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert record["bytes"] == len(image)
+    assert record["content_type"] == "image/png"
+
+
+def test_an_image_at_the_inline_budget_is_inlined_and_the_state_stays_under_256_kib(
+    data_bucket: str,
+) -> None:
+    image = encode_noise("PNG", (180, 180))
+    image += b"\x00" * (INLINE_IMAGE_BYTES - len(image))  # after IEND: still a PNG
+    key = "incoming/" + "k" * 1000 + ".png"
+    put(data_bucket, key, image)
+    result = serialize.handler(event(data_bucket, key))
+    assert base64.b64decode(result["body"]["image_data"]) == image
+    # What Step Functions holds: Lambda's invoke result around the handler's return value.
+    task_result = {"ExecutedVersion": "$LATEST", "Payload": result, "StatusCode": 200}
+    assert len(json.dumps(task_result).encode()) < 256 * 1024 * 3 // 4
+
+
+def test_a_large_object_that_is_not_an_image_is_refused(data_bucket: str) -> None:
+    put(data_bucket, "incoming/large.png", b"GIF89a" + bytes(INLINE_IMAGE_BYTES * 2))
+    with pytest.raises(NotAnImage, match="PNG or JPEG"):
+        serialize.handler(event(data_bucket, "incoming/large.png"))
+
+
+def test_an_error_repeats_no_more_than_a_bounded_part_of_a_hostile_name(
+    data_bucket: str,
+) -> None:
+    with pytest.raises(BucketNotAllowed) as raised:
+        serialize.handler(event("b" * 100_000, "test/a.png"))
+    assert len(str(raised.value)) < 400
+    with pytest.raises(KeyNotAllowed) as raised:
+        serialize.handler(event(data_bucket, "x" * 1024))
+    assert len(str(raised.value)) < 400
 
 
 def test_importing_the_handler_does_not_import_botocore() -> None:

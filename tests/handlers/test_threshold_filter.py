@@ -113,6 +113,39 @@ def test_hostile_events_are_invalid_events(hostile: object) -> None:
         threshold_filter.handler(hostile)
 
 
+@pytest.mark.parametrize(
+    ("inferences", "problem"),
+    [
+        ([0.99], "must hold 2 probabilities"),
+        ([0.5, 0.3, 0.2], "must hold 2 probabilities"),
+        ([0.01, 0.01, 0.98], "must hold 2 probabilities"),  # once passed as label "2"
+        ([0.99, 0.99], "must sum to 1"),  # once passed as confident
+        ([0.94, 0.0], "must sum to 1"),
+        ([0.5, 0.499], "must sum to 1"),
+    ],
+)
+def test_inferences_that_are_not_a_distribution_over_the_labels_are_refused(
+    inferences: list[float], problem: str
+) -> None:
+    with pytest.raises(InvalidEvent, match=problem):
+        threshold_filter.handler(event(*inferences))
+
+
+@pytest.mark.parametrize(
+    "inferences",
+    [[float("nan"), 0.5], [float("inf"), 0.0], [True, False], ["0.99", "0.01"], [None, 1.0]],
+    ids=["nan", "inf", "bool", "strings", "null"],
+)
+def test_inferences_that_are_not_numbers_in_0_1_are_refused(inferences: list[object]) -> None:
+    with pytest.raises(InvalidEvent, match="between 0 and 1"):
+        threshold_filter.handler({"inferences": inferences})
+
+
+def test_float_rounding_of_a_softmax_still_passes() -> None:
+    # float32 softmax outputs, as the endpoint's JSON carries them
+    assert threshold_filter.handler(event(0.9700000286102295, 0.029999999329447746))
+
+
 def test_the_filter_imports_neither_boto3_nor_botocore() -> None:
     code = (
         "import sys, handlers.threshold_filter; "

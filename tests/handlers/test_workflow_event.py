@@ -6,13 +6,17 @@ import json
 
 import pytest
 
+from contract.images import MAX_IMAGE_BYTES
 from handlers.workflow_event import (
+    SHOWN_CHARACTERS,
     ConfigurationError,
     InvalidEvent,
+    NotAnImage,
     WorkflowEvent,
     image_content_type,
     log,
     max_image_bytes,
+    shown,
 )
 
 REFERENCE_EVENT = {"image_data": "", "s3_bucket": "", "s3_key": "", "inferences": []}
@@ -77,22 +81,33 @@ def test_the_top_inference_names_the_label() -> None:
     [
         (b"\x89PNG\r\n\x1a\n....", "image/png"),
         (b"\xff\xd8\xff\xe0....", "image/jpeg"),
-        (b"GIF89a....", "image/gif"),
-        (b"BM....", "image/bmp"),
-        (b"RIFF\x00\x00\x00\x00WEBPVP8 ", "image/webp"),
-        (b"", None),
-        (b"%PDF-1.7", None),
-        (b"<svg xmlns='http://www.w3.org/2000/svg'/>", None),
-        (b"RIFF\x00\x00\x00\x00WAVEfmt ", None),
     ],
 )
-def test_images_are_recognised_by_their_magic_bytes(data: bytes, content_type: str | None) -> None:
-    assert image_content_type(data) == content_type
+def test_images_are_recognised_by_their_magic_bytes(data: bytes, content_type: str) -> None:
+    assert image_content_type(data, "upload") == content_type
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        # The endpoint refuses these, so the handlers must too: one list (contract.images).
+        b"GIF89a....",
+        b"BM....",
+        b"RIFF\x00\x00\x00\x00WEBPVP8 ",
+        b"",
+        b"%PDF-1.7",
+        b"<svg xmlns='http://www.w3.org/2000/svg'/>",
+        b"RIFF\x00\x00\x00\x00WAVEfmt ",
+    ],
+)
+def test_anything_else_is_not_an_image(data: bytes) -> None:
+    with pytest.raises(NotAnImage, match="upload is not a PNG or JPEG image"):
+        image_content_type(data, "upload")
 
 
 def test_the_real_images_are_recognised(png_image: bytes, jpeg_image: bytes) -> None:
-    assert image_content_type(png_image) == "image/png"
-    assert image_content_type(jpeg_image) == "image/jpeg"
+    assert image_content_type(png_image, "a") == "image/png"
+    assert image_content_type(jpeg_image, "a") == "image/jpeg"
 
 
 def test_max_image_bytes_defaults_to_5_mb(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -102,7 +117,7 @@ def test_max_image_bytes_defaults_to_5_mb(monkeypatch: pytest.MonkeyPatch) -> No
     assert max_image_bytes() == 1000
 
 
-@pytest.mark.parametrize("value", ["lots", "1.5", "0", "-3", "1e9"])
+@pytest.mark.parametrize("value", ["lots", "1.5", "0", "-3", "1e9", str(MAX_IMAGE_BYTES + 1)])
 def test_a_malformed_max_image_bytes_is_a_configuration_error(
     monkeypatch: pytest.MonkeyPatch, value: str
 ) -> None:
@@ -125,3 +140,10 @@ def test_log_writes_one_json_object_per_line_with_the_request_id(
     assert record["s3_key"] == "test/a.png"
     assert record["label"] == "bicycle"
     assert "x" not in record
+
+
+def test_shown_bounds_what_an_error_repeats() -> None:
+    assert shown("test/a.png") == "'test/a.png'"
+    long = shown("k" * 100_000)
+    assert len(long) < SHOWN_CHARACTERS + 40
+    assert long.endswith("(100002 characters)")

@@ -151,7 +151,8 @@ def test_a_handler_that_raises_is_caught_by_states_all(
         for e in history(workflow_aws, execution["executionArn"])
         if e["type"] == "TaskFailed"
     ]
-    assert [f["error"] for f in failures] == ["NoSuchKey"]
+    # The function's role may not s3:ListBucket, so S3 answers the missing key 403, as on AWS.
+    assert [f["error"] for f in failures] == ["AccessDenied"]
     assert '"stackTrace"' in failures[0]["cause"]
 
 

@@ -116,8 +116,9 @@ def test_the_handler_runs_with_its_configuration_and_a_lambda_context(
     assert 0 < result["remaining_ms"] <= 7000
     assert len(result["request_id"]) == 36
     # Endpoints are passed through ("endpoints differ"); nothing else of the server's is.
+    # SageMaker Runtime is the local AWS, which checks IAM and forwards to fake_endpoint.
     assert result["endpoint"] == workflow_aws.environment["AWS_ENDPOINT_URL"]
-    assert result["sagemaker_runtime"] == fake_endpoint
+    assert result["sagemaker_runtime"] == workflow_aws.environment["AWS_ENDPOINT_URL"]
     assert result["secret"] is None
 
 
@@ -215,6 +216,25 @@ def test_malformed_and_oversized_payloads_are_refused_before_any_code_runs(
         invoke(lambda_, unique_name, {"path": str(tmp_path / "y"), "pad": "x" * 6_300_000})
     assert oversized.value.response["Error"]["Code"] == "RequestTooLargeException"
     assert not list(tmp_path.iterdir())
+
+
+def test_a_response_over_6_mb_is_lambdas_function_error(
+    workflow_aws: LocalAws, unique_name: str
+) -> None:
+    # moto's own check (awslambda/responses.py), which the executor's answer passes through.
+    code = package({"big.py": "def handler(event, context):\n    return 'x' * event['n']\n"})
+    lambda_ = create(workflow_aws, unique_name, "big.handler", code=code)
+    response, result = invoke(lambda_, unique_name, {"n": 6_291_556})
+    assert response["StatusCode"] == 200
+    assert response["FunctionError"] == "Unhandled"
+    assert result == {
+        "errorType": "Function.ResponseSizeTooLarge",
+        "errorMessage": "Response payload size exceeded maximum allowed payload size "
+        "(6291556 bytes).",
+    }
+    response, result = invoke(lambda_, unique_name, {"n": 5 * 1024 * 1024})
+    assert "FunctionError" not in response
+    assert len(result) == 5 * 1024 * 1024
 
 
 def test_a_package_with_an_entry_outside_its_root_is_refused_and_nothing_is_written(

@@ -83,11 +83,25 @@ def test_each_task_invokes_its_function_with_the_whole_state(
 def test_each_task_retries_lambda_service_errors_with_backoff(
     definition: dict[str, Any], state: str
 ) -> None:
-    (retry,) = definition["States"][state]["Retry"]
+    retry = definition["States"][state]["Retry"][0]
     assert set(retry["ErrorEquals"]) == LAMBDA_SERVICE_ERRORS
     assert retry["IntervalSeconds"] >= 1
     assert retry["BackoffRate"] > 1
     assert 2 <= retry["MaxAttempts"] <= 5
+
+
+def test_only_classify_retries_a_handler_error_and_only_the_transient_endpoint_one(
+    definition: dict[str, Any],
+) -> None:
+    # handlers/classify.py makes one attempt per invocation (no botocore retries): the
+    # state machine is the one layer that retries the endpoint.
+    assert len(definition["States"]["Serialize"]["Retry"]) == 1
+    assert len(definition["States"]["FilterLowConfidence"]["Retry"]) == 1
+    _service, endpoint = definition["States"]["Classify"]["Retry"]
+    assert endpoint["ErrorEquals"] == ["EndpointUnavailable"]
+    assert endpoint["IntervalSeconds"] >= 1
+    assert endpoint["BackoffRate"] > 1
+    assert 2 <= endpoint["MaxAttempts"] <= 4
 
 
 @pytest.mark.parametrize("state", TASKS)

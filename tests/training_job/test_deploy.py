@@ -4,6 +4,7 @@ local AWS (moto), the model artifact it picks and unpacks, and its command line.
 from __future__ import annotations
 
 import io
+import json
 import tarfile
 import time
 from pathlib import Path
@@ -19,13 +20,31 @@ from training_job.__main__ import main
 ROLE = "arn:aws:iam::123456789012:role/scones-sagemaker"
 
 
+def archive_bytes(names: tuple[str, ...]) -> bytes:
+    """A model.tar.gz holding `names` (deploy reads the member names, not their bytes)."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for name in names:
+            info = tarfile.TarInfo(name)
+            info.size = len(name)
+            tar.addfile(info, io.BytesIO(name.encode()))
+    return buffer.getvalue()
+
+
+# What a `train --algorithm pytorch` job writes, and what the built-in algorithm writes.
+SERVABLE = archive_bytes(("model.pth", "model.json", "metrics.json", "code/inference.py"))
+BUILTIN = archive_bytes(
+    ("image-classification-0030.params", "image-classification-symbol.json", "model-shapes.json")
+)
+
+
 @pytest.fixture
 def bucket(local_aws: dict[str, str], unique_name: str) -> str:
     s3 = boto3.client("s3")
     s3.create_bucket(Bucket=unique_name)
-    s3.put_object(Bucket=unique_name, Key="models/job-1/output/model.tar.gz", Body=b"old")
+    s3.put_object(Bucket=unique_name, Key="models/job-1/output/model.tar.gz", Body=SERVABLE)
     time.sleep(1.1)  # S3 LastModified has one-second resolution
-    s3.put_object(Bucket=unique_name, Key="models/job-2/output/model.tar.gz", Body=b"new")
+    s3.put_object(Bucket=unique_name, Key="models/job-2/output/model.tar.gz", Body=SERVABLE)
     s3.put_object(Bucket=unique_name, Key="models/job-2/output/metrics.json", Body=b"{}")
     return unique_name
 
@@ -97,6 +116,7 @@ def test_sagemaker_deployment_creates_model_capture_endpoint_scaling_and_paramet
     container = model["PrimaryContainer"]
     assert model["ExecutionRoleArn"] == ROLE
     assert container["ModelDataUrl"] == f"s3://{bucket}/models/job-2/output/model.tar.gz"
+    # The PyTorch version and Python the model was trained with (training_job.train).
     assert "pytorch-inference:2.6.0-cpu-py312" in container["Image"]
     assert container["Environment"]["SAGEMAKER_PROGRAM"] == "inference.py"
 
@@ -211,7 +231,8 @@ def test_help_explains_every_option(capsys: pytest.CaptureFixture[str]) -> None:
     assert exited.value.code == 0
     text = capsys.readouterr().out
     for option in (
-        "--mode", "--bucket", "--model-data", "--endpoint-name", "--parameter-name", "--role",
+        "--mode", "--bucket", "--model-data", "--endpoint-name", "--stage", "--parameter-name",
+        "--role", "--region",
         "--instance-type", "--min-instances", "--max-instances", "--target-invocations",
         "--delete", "--host", "--port", "--workers", "--max-batch", "--max-body-bytes",
         "--capture-sampling", "--capture-flush-seconds", "--foreground", "--stop",
@@ -290,6 +311,97 @@ def test_unreadable_archives_are_refused(tmp_path: Path, content: bytes) -> None
     assert not (tmp_path / "model").exists()
 
 
+def test_each_stage_publishes_its_own_parameter(bucket: str, unique_name: str) -> None:
+    endpoint = f"ep-{unique_name}"
+    stage = f"s{unique_name[-8:]}"
+    create = ["deploy", "--mode", "sagemaker", "--bucket", bucket, "--role", ROLE]
+    assert main([*create, "--endpoint-name", endpoint, "--stage", stage]) == 0
+    ssm = boto3.client("ssm")
+    name = f"/scones-unlimited/{stage}/endpoint-name"
+    assert ssm.get_parameter(Name=name)["Parameter"]["Value"] == endpoint
+    with pytest.raises(ClientError, match="ParameterNotFound"):
+        ssm.get_parameter(Name=f"/scones-unlimited/{stage}-prod/endpoint-name")
+    assert main(["deploy", "--mode", "sagemaker", "--delete", "--endpoint-name", endpoint,
+                 "--stage", stage]) == 0  # fmt: skip
+    with pytest.raises(ClientError, match="ParameterNotFound"):
+        ssm.get_parameter(Name=name)
+
+
+@pytest.mark.parametrize("percent", ["0.5", "33.3"])
+def test_a_fractional_capture_percentage_is_refused_not_truncated(
+    bucket: str, unique_name: str, percent: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    endpoint = f"ep-{unique_name}"
+    argv = ["deploy", "--mode", "sagemaker", "--bucket", bucket, "--role", ROLE,
+            "--endpoint-name", endpoint, "--capture-sampling", percent]  # fmt: skip
+    assert main(argv) == 1
+    assert "not a whole percentage" in capsys.readouterr().err
+    assert boto3.client("sagemaker").list_endpoints(NameContains=endpoint)["Endpoints"] == []
+
+
+def test_a_builtin_algorithm_model_is_refused_with_the_reason(
+    bucket: str, unique_name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    key = "models/scones-builtin-1/output/model.tar.gz"
+    boto3.client("s3").put_object(Bucket=bucket, Key=key, Body=BUILTIN)
+    endpoint = f"ep-{unique_name}"
+    argv = ["deploy", "--mode", "sagemaker", "--bucket", bucket, "--role", ROLE,
+            "--endpoint-name", endpoint]  # fmt: skip
+    assert main(argv) == 1  # the newest archive is the built-in one
+    err = capsys.readouterr().err
+    assert "has no model.pth, model.json, code/inference.py" in err
+    assert "--algorithm builtin" in err
+    sm = boto3.client("sagemaker")
+    assert sm.list_models(NameContains=endpoint)["Models"] == []
+    assert sm.list_endpoints(NameContains=endpoint)["Endpoints"] == []
+
+
+class EndpointsThatFail:
+    """The local AWS's SageMaker client, except that endpoints end Failed, as a real one
+    does when its container never answers /ping: every request still reaches the local
+    AWS, so what deploy creates and removes is real state there."""
+
+    REASON = "The primary container for production variant AllTraffic did not pass the ping"
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def describe_endpoint(self, **kwargs: Any) -> dict[str, Any]:
+        described: dict[str, Any] = self._client.describe_endpoint(**kwargs)
+        return {**described, "EndpointStatus": "Failed", "FailureReason": self.REASON}
+
+
+def test_an_endpoint_that_ends_failed_is_a_clear_error_and_nothing_is_left(
+    bucket: str, unique_name: str, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    real_client = boto3.session.Session.client
+
+    def client(self: Any, service: str, *args: Any, **kwargs: Any) -> Any:
+        made = real_client(self, service, *args, **kwargs)
+        return EndpointsThatFail(made) if service == "sagemaker" else made
+
+    monkeypatch.setattr(boto3.session.Session, "client", client)
+    endpoint = f"ep-{unique_name}"
+    parameter = f"/t/{unique_name}"
+    argv = ["deploy", "--mode", "sagemaker", "--bucket", bucket, "--role", ROLE,
+            "--endpoint-name", endpoint, "--parameter-name", parameter]  # fmt: skip
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert f"endpoint {endpoint} is Failed: {EndpointsThatFail.REASON}" in err
+    assert "removed what this deploy created" in err
+    monkeypatch.undo()
+    sm = boto3.client("sagemaker")
+    assert sm.list_endpoints(NameContains=endpoint)["Endpoints"] == []
+    assert sm.list_endpoint_configs(NameContains=endpoint[:40])["EndpointConfigs"] == []
+    assert sm.list_models(NameContains=endpoint[:40])["Models"] == []
+    with pytest.raises(ClientError, match="ParameterNotFound"):
+        boto3.client("ssm").get_parameter(Name=parameter)
+
+
 def test_deleting_the_old_endpoint_after_a_blue_green_rollout_keeps_the_new_name(
     bucket: str, unique_name: str
 ) -> None:
@@ -304,3 +416,44 @@ def test_deleting_the_old_endpoint_after_a_blue_green_rollout_keeps_the_new_name
     assert main([*delete, "--endpoint-name", green]) == 0
     with pytest.raises(ClientError, match="ParameterNotFound"):
         boto3.client("ssm").get_parameter(Name=parameter)
+
+
+def test_deploy_publishes_the_models_baseline_where_the_monitor_reads_it(
+    bucket: str, unique_name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from handlers import monitor
+
+    baseline = {
+        "classes": ["bicycle", "motorcycle"],
+        "confidences": [0.9, 0.95, 0.99],
+        "class_counts": {"bicycle": 2, "motorcycle": 1},
+    }
+    archive = _archive(
+        tmp_path / "model.tar.gz",
+        [
+            *MODEL_FILES,
+            _file("code/inference.py"),
+            _file("baseline.json", json.dumps(baseline).encode()),
+        ],
+    )
+    s3 = boto3.client("s3")
+    s3.upload_file(str(archive), bucket, "models/job-3/output/model.tar.gz")
+    endpoint = f"ep-{unique_name}"
+    argv = ["deploy", "--mode", "sagemaker", "--bucket", bucket, "--role", ROLE]
+    argv += ["--endpoint-name", endpoint, "--parameter-name", f"/test/{unique_name}/ep"]
+    argv += ["--model-data", f"s3://{bucket}/models/job-3/output/model.tar.gz"]
+    assert main(argv) == 0
+    key = f"monitoring/{endpoint}/baseline.json"  # serverless.yml's default BASELINE_KEY
+    assert json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read()) == baseline
+
+    for name, value in {
+        "CAPTURE_BUCKET": bucket,
+        "CAPTURE_PREFIX": f"data_capture/{endpoint}/",
+        "ENDPOINT_NAME": endpoint,
+        "BASELINE_KEY": key,
+        "METRIC_NAMESPACE": f"Test/{unique_name}",
+    }.items():
+        monkeypatch.setenv(name, value)
+    assert "waiting_for" not in monitor.handler({}, None)  # the first run has its baseline
+    delete = ["deploy", "--mode", "sagemaker", "--delete", "--endpoint-name", endpoint]
+    assert main([*delete, "--parameter-name", f"/test/{unique_name}/ep"]) == 0

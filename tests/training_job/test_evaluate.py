@@ -65,8 +65,22 @@ def deployed(local_aws: dict[str, str], unique_name: str) -> str:
             }
         },
     }
+    # The state machine calls the function with its own role (the local AWS enforces IAM).
+    trust = {
+        **ASSUME,
+        "Statement": [{**ASSUME["Statement"][0], "Principal": {"Service": "states.amazonaws.com"}}],
+    }
+    machine_role = iam.create_role(
+        RoleName=f"{unique_name}-states", AssumeRolePolicyDocument=json.dumps(trust)
+    )["Role"]["Arn"]
+    invoke = {"Effect": "Allow", "Action": "lambda:InvokeFunction", "Resource": function}
+    iam.put_role_policy(
+        RoleName=f"{unique_name}-states",
+        PolicyName="invoke",
+        PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [invoke]}),
+    )
     boto3.client("stepfunctions").create_state_machine(
-        name=unique_name, definition=json.dumps(definition), roleArn=role["Role"]["Arn"]
+        name=unique_name, definition=json.dumps(definition), roleArn=machine_role
     )
     s3 = boto3.client("s3")
     s3.create_bucket(Bucket=unique_name)
@@ -156,6 +170,10 @@ def test_evaluate_prints_a_readable_report(
         (["--state-machine", "no-such-machine"], "no state machine named"),
         (["--concurrency", "0"], "--concurrency must be in"),
         (["--timeout", "-1"], "--timeout must be positive"),
+        (["--timeout", "nan"], "--timeout must be positive and finite"),
+        (["--timeout", "inf"], "--timeout must be positive and finite"),
+        (["--state-machine", "arn:aws:states:REGION:123456789012:stateMachine:gone"], "gone"),
+        (["--images", "s3://" + "b" * 100_000 + "/test/"], "bbbb"),
     ],
 )
 def test_evaluate_refuses_bad_input_with_a_specific_error(
@@ -170,14 +188,21 @@ def test_evaluate_refuses_bad_input_with_a_specific_error(
         "--images": f"s3://{deployed}/test/",
         "--labels": f"s3://{deployed}/test.lst",
     }
+    region = boto3.session.Session().region_name
     options = dict(
-        zip(arguments[::2], (a.replace("BUCKET", deployed) for a in arguments[1::2]), strict=True)
+        zip(
+            arguments[::2],
+            (a.replace("BUCKET", deployed).replace("REGION", region) for a in arguments[1::2]),
+            strict=True,
+        )
     )
     argv = ["evaluate"]
     for name, value in {**base, **options}.items():
         argv += [name, value]
     assert main(argv) == 2
-    assert message in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert message in err
+    assert len(err) < 1000  # arguments of any length are shown bounded
     executions = boto3.client("stepfunctions").list_executions(
         stateMachineArn=f"arn:aws:states:us-east-1:123456789012:stateMachine:{deployed}"
     )["executions"]

@@ -141,3 +141,11 @@ def test_content_hash_depends_on_keys_and_content_not_order() -> None:
     assert one == content_sha256({"train.lst": "2" * 32, "train/a.png": "1" * 32})
     assert one != content_sha256({"train/a.png": "3" * 32, "train.lst": "2" * 32})
     assert one != content_sha256({"test/a.png": "1" * 32, "train.lst": "2" * 32})
+
+
+def test_a_huge_bad_line_is_shown_bounded() -> None:
+    with pytest.raises(ManifestError) as error:
+        parse_lst("x" * 100_000 + "\n")
+    message = str(error.value)
+    assert "expected 3 tab-separated fields" in message and "(100000 characters)" in message
+    assert len(message) < 200

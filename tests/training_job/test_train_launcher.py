@@ -140,6 +140,15 @@ def test_sagemaker_pytorch_job_is_created_as_the_sdk_would(
     )
     assert job["RoleArn"] == ROLE
     assert job["ResourceConfig"]["InstanceType"] == "ml.m5.xlarge"
+    # Sized to the job (an hour), not SageMaker's default day; Debugger and Profiler off.
+    assert job["StoppingCondition"]["MaxRuntimeInSeconds"] == 3600
+    # Training runs on the version deploy serves with.
+    from training_job import deploy
+
+    assert (train.PYTORCH_VERSION, train.PYTHON_VERSION) == (
+        deploy.FRAMEWORK_VERSION,
+        deploy.PY_VERSION,
+    )
     assert job["OutputDataConfig"]["S3OutputPath"] == f"s3://{bucket}/models/"
     assert channel_uris(job) == {
         "train": (f"s3://{bucket}/train/", None),
@@ -161,6 +170,22 @@ def test_sagemaker_pytorch_job_is_created_as_the_sdk_would(
         names = set(tar.getnames())
     assert {"train.py", "model.py", "imaging.py", "inference.py"} <= names
     assert "contract/images.py" in names  # the estimator's `dependencies`, beside train.py
+
+
+@pytest.mark.parametrize("algorithm", ["pytorch", "builtin"])
+def test_debugger_and_profiler_are_off_unless_asked(bucket: str, algorithm: str) -> None:
+    """moto keeps neither DebugHookConfig nor ProfilerConfig, so the SDK's estimator is
+    read: it is what writes them into CreateTrainingJob."""
+    parser = argparse.ArgumentParser(prog="python -m training_job")
+    train.register(parser.add_subparsers(dest="command", required=True))
+    argv = ["train", "--bucket", bucket, "--mode", "sagemaker", "--role", ROLE]
+    plan = train.make_plan(parser.parse_args([*argv, "--algorithm", algorithm]))
+    quiet, _ = train.build_estimator(plan, role=ROLE, instance_type="ml.m5.xlarge")
+    assert quiet.debugger_hook_config is False
+    assert quiet.disable_profiler is True
+    assert quiet.max_run == 3600
+    asked, _ = train.build_estimator(plan, ROLE, "ml.m5.xlarge", debugger=True)
+    assert asked.debugger_hook_config is not False
 
 
 def test_sagemaker_builtin_job_matches_the_reference(

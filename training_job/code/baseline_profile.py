@@ -24,7 +24,8 @@ import torch
 
 BASELINE_FILE = "baseline.json"
 EMBEDDINGS_FILE = "baseline_embeddings.npy"
-FORMAT_VERSION = 1
+# 2: the opponent colour moments (red_green ... yellow_blue_contrast) joined the statistics.
+FORMAT_VERSION = 2
 # The workflow's threshold filter drops inferences below this confidence; the monitor
 # watches the share of traffic that falls below it.
 CONFIDENCE_THRESHOLD = 0.93
@@ -37,12 +38,24 @@ EMBED_BATCH = 256
 # camera or pipeline change: exposure (brightness), flat or harsh lighting (contrast),
 # colour casts or greyscale uploads (saturation, colourfulness), defocus or resizing
 # (sharpness), sensor noise or heavy compression (noise).
-STATISTICS = ("brightness", "contrast", "saturation", "colourfulness", "sharpness", "noise")
-
-
-def _luma(images: np.ndarray) -> np.ndarray:
-    rgb = images.astype(np.float32) / 255.0
-    return 0.299 * rgb[..., 0] + 0.587 * rgb[..., 1] + 0.114 * rgb[..., 2]
+# The last four are the first two colour moments (Stricker & Orengo, 1995) of the two
+# opponent colour axes, red-green (R - G) and yellow-blue ((R + G) / 2 - B): their mean
+# (the image's colour cast) and standard deviation (its colour contrast). With brightness
+# and contrast, the same two moments of luma, they describe each image's colour
+# distribution on all three axes. A white-balance error, a hue-rotating filter or a
+# swapped channel order moves them while leaving luma, saturation and colourfulness alone.
+STATISTICS = (
+    "brightness",
+    "contrast",
+    "saturation",
+    "colourfulness",
+    "sharpness",
+    "noise",
+    "red_green",
+    "yellow_blue",
+    "red_green_contrast",
+    "yellow_blue_contrast",
+)
 
 
 def input_statistics(images: np.ndarray) -> dict[str, np.ndarray]:
@@ -52,20 +65,25 @@ def input_statistics(images: np.ndarray) -> dict[str, np.ndarray]:
             f"expected uint8 images of shape (N, H, W, 3), got {images.dtype} {images.shape}"
         )
     rgb = images.astype(np.float32) / 255.0
-    luma = _luma(images)
+    red, green, blue = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    luma = 0.299 * red + 0.587 * green + 0.114 * blue
     flat_luma = luma.reshape(len(images), -1)
 
     high = rgb.max(axis=-1)
     low = rgb.min(axis=-1)
     saturation = np.where(high > 0, (high - low) / np.maximum(high, 1e-6), 0.0)
 
-    # Hasler & Süsstrunk (2003), "Measuring colourfulness in natural images".
-    red, green, blue = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    # Hasler & Süsstrunk (2003), "Measuring colourfulness in natural images", from the
+    # opponent axes' moments, which are statistics of their own as well.
     rg = (red - green).reshape(len(images), -1)
     yb = (0.5 * (red + green) - blue).reshape(len(images), -1)
-    colourfulness = np.sqrt(rg.std(axis=1) ** 2 + yb.std(axis=1) ** 2) + 0.3 * np.sqrt(
-        rg.mean(axis=1) ** 2 + yb.mean(axis=1) ** 2
+    rg_mean, yb_mean, rg_std, yb_std = (
+        rg.mean(axis=1),
+        yb.mean(axis=1),
+        rg.std(axis=1),
+        yb.std(axis=1),
     )
+    colourfulness = np.sqrt(rg_std**2 + yb_std**2) + 0.3 * np.sqrt(rg_mean**2 + yb_mean**2)
 
     # Variance of the 4-neighbour Laplacian: falls when an image is blurred.
     laplacian = (
@@ -95,6 +113,10 @@ def input_statistics(images: np.ndarray) -> dict[str, np.ndarray]:
         "colourfulness": colourfulness,
         "sharpness": laplacian.reshape(len(images), -1).var(axis=1),
         "noise": noise,
+        "red_green": rg_mean,
+        "yellow_blue": yb_mean,
+        "red_green_contrast": rg_std,
+        "yellow_blue_contrast": yb_std,
     }
     return {name: np.asarray(values[name], dtype=np.float64) for name in STATISTICS}
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import io
 import json
-import tarfile
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ import boto3
 import numpy as np
 from tqdm import tqdm
 
+from training_job import model_archive
 from training_job.monitor import model_code
 
 BASELINE_FILE = "baseline.json"
@@ -146,15 +146,13 @@ def fetch_model(bucket: str, model_key: str, into: Path) -> Path:
         raise BaselineError(f"s3://{bucket}/{model_key} is over {MAX_ARTIFACT_BYTES} bytes")
     archive = into / MODEL_ARTIFACT
     s3.download_file(bucket, model_key, str(archive))
-    model_dir = into / "model"
-    model_dir.mkdir(exist_ok=True)
     try:
-        with tarfile.open(archive) as tar:
-            # The "data" filter refuses absolute paths, links out of the folder and devices.
-            tar.extractall(model_dir, filter="data")
-    except (tarfile.TarError, OSError) as error:
-        raise BaselineError(f"s3://{bucket}/{model_key}: unreadable archive ({error})") from error
-    archive.unlink()
+        # The extractor deploy uses: an archive deploy refuses is refused here too.
+        model_dir = model_archive.extract_model(archive, into / "model")
+    except model_archive.ModelArchiveError as error:
+        raise BaselineError(f"s3://{bucket}/{model_key}: {error}") from error
+    finally:
+        archive.unlink()
     return model_dir
 
 

@@ -12,30 +12,38 @@ local endpoint writes the same):
 under `<prefix>/<endpoint>/<variant>/YYYY/MM/DD/HH/<mm-ss-mmm>-<uuid>.jsonl`, plain or
 gzip-compressed. Real capture data is messy: the last line of an object being written is
 cut short, lines get corrupted, a client posts something that is not an image, the
-output of another model version has another shape. Each is counted in `ReadCounts`.
+output of another model version has another shape, and some of it is hostile (a gzip
+bomb, nesting deep enough to exhaust the JSON parser). `contract.capture` reads each
+object and judges each line, the same way the scheduled monitor's Lambda does; each kind
+of damage is counted in `ReadCounts`.
 """
 
 from __future__ import annotations
 
-import binascii
 import csv
-import gzip
 import io
 import json
 import re
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import boto3
+from botocore.exceptions import BotoCoreError, ClientError
 
-from training_job import capture
+from contract.capture import (
+    MAX_LINE_BYTES,
+    MAX_OBJECT_BYTES,
+    READ_CHUNK_BYTES,
+    CaptureFormatError,
+    CaptureObjectError,
+    CaptureRecord,
+    parse_line,
+    read_object,
+)
 
-# A 32×32 image is a few KB; a line this long is an attack or a bug, not a photo.
-MAX_LINE_BYTES = 8 * 1024 * 1024
 _HOUR_IN_KEY = re.compile(r"/(\d{4})/(\d{2})/(\d{2})/(\d{2})/[^/]*$")
 
 
@@ -82,15 +90,18 @@ class ReadCounts:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
 
 
-_COUNTER_OF_KIND = {"invalid": "invalid_records", "bad_output": "bad_output"}
-
-
-class RecordError(ValueError):
-    """A line that is JSON but not a usable capture record (`kind` names the counter)."""
-
-    def __init__(self, kind: str, message: str) -> None:
-        super().__init__(message)
-        self.kind = kind
+# The reader's counts (contract.capture.read_object) by the field that reports each.
+_FIELD_OF_COUNT = {
+    "lines": "lines",
+    "blank": "blank_lines",
+    "truncated": "truncated_lines",
+    "corrupt": "corrupt_lines",
+    "oversized": "oversized_lines",
+    "invalid": "invalid_records",
+    "bad_output": "bad_output",
+}
+# A line that is not a usable capture record; `kind` names the counter (DAMAGE_KINDS).
+RecordError = CaptureFormatError
 
 
 def parse_time(text: str) -> datetime:
@@ -99,35 +110,9 @@ def parse_time(text: str) -> datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-def _probabilities(body: bytes) -> tuple[float, ...]:
-    """The endpoint's answer: a JSON list of class probabilities."""
-    values = json.loads(body)
-    if (
-        not isinstance(values, list)
-        or not values
-        or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
-    ):
-        raise ValueError("output is not a list of probabilities")
-    probabilities = tuple(float(v) for v in values)
-    if not all(0.0 <= p <= 1.0 for p in probabilities):
-        raise ValueError("output has values outside [0, 1]")
-    return probabilities
-
-
-def parse_record(line: bytes | str, key: str = "") -> CapturedInference:
-    """One capture line to an inference. Raises json.JSONDecodeError for a line that is not
-    JSON (the caller tells truncated from corrupt) and RecordError (kind `invalid`: not a
-    capture record; `bad_output`: the answer is not a list of probabilities)."""
-    try:
-        record = capture.parse_line(line)
-    except capture.CaptureFormatError as error:
-        if isinstance(error.__cause__, json.JSONDecodeError | UnicodeDecodeError):
-            raise json.JSONDecodeError(str(error), "", 0) from error
-        raise RecordError("invalid", str(error)) from error
-    try:
-        probabilities = _probabilities(record.output.body())
-    except (ValueError, binascii.Error) as error:
-        raise RecordError("bad_output", f"endpointOutput: {error}") from error
+def _inference(
+    record: CaptureRecord, probabilities: tuple[float, ...], key: str
+) -> CapturedInference:
     return CapturedInference(
         key=key,
         event_id=record.event_id,
@@ -137,6 +122,12 @@ def parse_record(line: bytes | str, key: str = "") -> CapturedInference:
         body=record.input.body(),
         probabilities=probabilities,
     )
+
+
+def parse_record(line: bytes | str, key: str = "") -> CapturedInference:
+    """One capture line to an inference, or RecordError naming its kind of damage."""
+    record = parse_line(line)
+    return _inference(record, record.probabilities(), key)
 
 
 @dataclass(frozen=True)
@@ -210,53 +201,17 @@ def list_objects(
         raise CaptureSourceError(f"no such bucket: {source.bucket}") from error
 
 
-class _RawBody(io.RawIOBase):
-    """botocore's StreamingBody as a raw stream, so it can be buffered and peeked."""
-
-    def __init__(self, body: Any) -> None:
-        self._body = body
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        chunk = self._body.read(len(buffer))
-        buffer[: len(chunk)] = chunk
-        return len(chunk)
-
-    def close(self) -> None:
-        self._body.close()
-        super().close()
-
-
-def _open_object(source: CaptureSource, key: str) -> IO[bytes]:
-    raw: IO[bytes]
+def _object_chunks(source: CaptureSource, key: str) -> Iterator[bytes]:
+    """The object's bytes in chunks, never the whole object at once."""
     if source.bucket is None:
-        raw = open(key, "rb")  # noqa: SIM115 (closed by the caller)
-    else:
-        body = boto3.client("s3").get_object(Bucket=source.bucket, Key=key)["Body"]
-        raw = io.BufferedReader(_RawBody(body), buffer_size=256 * 1024)
-    buffered = raw if isinstance(raw, io.BufferedReader) else io.BufferedReader(raw)
-    if buffered.peek(2)[:2] == b"\x1f\x8b":
-        return gzip.GzipFile(fileobj=buffered, mode="rb")  # type: ignore[return-value]
-    return buffered
-
-
-def _lines(stream: IO[bytes], counts: ReadCounts) -> Iterator[tuple[bytes, bool]]:
-    """(line, ended_with_newline); overlong lines are skipped and counted."""
-    while True:
-        line = stream.readline(MAX_LINE_BYTES + 1)
-        if not line:
-            return
-        if len(line) > MAX_LINE_BYTES and not line.endswith(b"\n"):
-            counts.oversized_lines += 1
-            counts.lines += 1
-            while True:  # drain the rest of the overlong line
-                rest = stream.readline(MAX_LINE_BYTES)
-                if not rest or rest.endswith(b"\n"):
-                    break
-            continue
-        yield line, line.endswith(b"\n")
+        with open(key, "rb") as file:
+            yield from iter(lambda: file.read(READ_CHUNK_BYTES), b"")
+        return
+    body = boto3.client("s3").get_object(Bucket=source.bucket, Key=key)["Body"]
+    try:
+        yield from body.iter_chunks(READ_CHUNK_BYTES)
+    finally:
+        body.close()
 
 
 def read_records(
@@ -265,47 +220,34 @@ def read_records(
     since: datetime | None = None,
     until: datetime | None = None,
 ) -> Iterator[CapturedInference]:
-    """Every usable record under the source, in key order; damage goes into `counts`."""
+    """Every usable record under the source, in key order; damage goes into `counts`.
+
+    Lines are read and judged by `contract.capture.read_object`, as the scheduled monitor
+    reads them; an object that cannot be read to its end (gzip cut short or a bomb over
+    MAX_OBJECT_BYTES unpacked, a read error) keeps the records before the damage and is
+    counted in `unreadable_objects`."""
     for key in list_objects(source, since, until):
         counts.objects += 1
+        line_counts: dict[str, int] = {}
         try:
-            stream = _open_object(source, key)
-        except Exception as error:  # one unreadable object must not end the report
-            counts.unreadable_objects += 1
-            counts.note_error(f"{key}: {error}")
-            continue
-        try:
-            for line, complete in _lines(stream, counts):
-                counts.lines += 1
-                if not line.strip():
-                    counts.blank_lines += 1
-                    continue
-                try:
-                    record = parse_record(line, key)
-                except json.JSONDecodeError:
-                    if complete:
-                        counts.corrupt_lines += 1
-                    else:
-                        counts.truncated_lines += 1
-                    continue
-                except RecordError as error:
-                    counter = _COUNTER_OF_KIND[error.kind]
-                    setattr(counts, counter, getattr(counts, counter) + 1)
-                    continue
-                if record.time is not None and (
-                    (since is not None and record.time < since)
-                    or (until is not None and record.time >= until)
+            for record, probabilities in read_object(
+                _object_chunks(source, key), line_counts, MAX_OBJECT_BYTES, MAX_LINE_BYTES
+            ):
+                if (since is not None and record.inference_time < since) or (
+                    until is not None and record.inference_time >= until
                 ):
                     counts.outside_time_range += 1
                     continue
                 counts.records += 1
-                yield record
-        except (OSError, EOFError, zlib.error) as error:
-            # A gzip object cut short: keep what was read, count the object.
+                yield _inference(record, probabilities, key)
+        except (CaptureObjectError, OSError, BotoCoreError, ClientError) as error:
+            # One unreadable object must not end the report.
             counts.unreadable_objects += 1
-            counts.note_error(f"{key}: {error}")
+            counts.note_error(f"{key}: {str(error)[:200]}")
         finally:
-            stream.close()
+            for name, value in line_counts.items():
+                field_name = _FIELD_OF_COUNT[name]
+                setattr(counts, field_name, getattr(counts, field_name) + value)
 
 
 def read_labels(path: Path) -> dict[str, str]:

@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import argparse
 import re
+import signal
 import sys
 import tempfile
+import threading
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
+import boto3
 import torch
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -31,12 +38,21 @@ from training_job.monitor.captures import (
     read_labels,
     read_records,
 )
-from training_job.monitor.detectors import DriftMonitor
+from training_job.monitor.detectors import (
+    ANSWER_DETECTORS,
+    ANSWER_DRIFT,
+    INPUT_DETECTORS,
+    INPUT_DRIFT,
+    MIN_SAMPLES,
+    DriftMonitor,
+    describe_drift,
+)
 from training_job.monitor.embedding import Embedder
 from training_job.monitor.report import (
     MAX_WINDOW_RECORDS,
     Run,
     WindowAnalyzer,
+    WindowResult,
     last_records,
     windows_by_count,
     windows_by_time,
@@ -45,7 +61,21 @@ from training_job.monitor.report import (
     write_summary,
 )
 
-EXIT_OK, EXIT_ALERT, EXIT_ERROR = 0, 1, 2
+# One code per outcome, so a cron job can page on answers, log input drift, and never
+# mistake a broken run for either. SIGTERM exits 143 and Ctrl-C 130, as shells do.
+EXIT_OK = 0  # judged: no drift
+EXIT_ANSWERS = 1  # judged: the model's answers moved (page)
+EXIT_UNUSABLE = 2  # no verdict: no usable records, no baseline, bad arguments, AWS refused
+EXIT_INPUT_DRIFT = 3  # judged: input drift, model answers unchanged (log)
+EXIT_INTERNAL = 4  # no verdict: a bug (the traceback is printed)
+EXIT_CODES_HELP = (
+    "Exit status: 0 no drift; 1 the model's answers moved (class mix, confidence or "
+    "doubtful share: page someone); 3 input drift with the model's answers unchanged (log "
+    "it); 2 no verdict: unusable input (no captures, no record usable: not images or from "
+    "another model, fewer than 20 usable; no baseline; bad arguments; AWS errors); 4 "
+    "internal error (a bug: traceback on stderr); 130 interrupted, 143 terminated (SIGTERM; "
+    "temporary files removed)."
+)
 _DURATION = re.compile(r"^(\d+)\s*([smhd])$")
 _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -89,6 +119,16 @@ def probability(text: str) -> float:
     if not 0.0 < value < 1.0:
         raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text!r}")
     return value
+
+
+def metric_namespace(text: str) -> str:
+    """What PutMetricData accepts: 1-255 ASCII characters, not starting with ':' or the
+    'AWS/' that AWS keeps for its own services."""
+    if not 1 <= len(text) <= 255 or not text.isascii() or not text.isprintable():
+        raise argparse.ArgumentTypeError("a namespace is 1 to 255 printable ASCII characters")
+    if text.startswith((":", "AWS/")):
+        raise argparse.ArgumentTypeError("a namespace cannot start with ':' or 'AWS/'")
+    return text
 
 
 def _add_source_options(parser: argparse.ArgumentParser, default_window: int | None) -> None:
@@ -146,7 +186,7 @@ def _add_source_options(parser: argparse.ArgumentParser, default_window: int | N
         default=10000,
         help="most permutations for the embedding MMD test's p-value; a window far from an "
         "alert stops after its 20th exceedance (Besag-Clifford), so only drifting windows "
-        "cost this many. Enough that the p-value can pass Holm's alpha/12 "
+        "cost this many. Enough that the p-value can pass Holm's alpha/16 (16 tests) "
         "(default: %(default)s)",
     )
     parser.add_argument(
@@ -176,6 +216,15 @@ def _add_source_options(parser: argparse.ArgumentParser, default_window: int | N
         "(default: %(default)s)",
     )
     if default_window is not None:
+        parser.add_argument(
+            "--metrics-namespace",
+            type=metric_namespace,
+            metavar="NAMESPACE",
+            help="also publish the verdict to CloudWatch in this namespace, dimension "
+            "Captures=<the --captures URL>: InputDrift (1 when an input or embedding test "
+            "alerted), AnswerDrift (1 when the model's answers moved) and UsableRecords; "
+            "alarm on AnswerDrift to page, on InputDrift to log (default: publish nothing)",
+        )
         parser.add_argument(
             "--window",
             type=window_size,
@@ -229,7 +278,10 @@ def register(subparsers: Any) -> None:
         help="windows of captured traffic -> report.html, plots (PNG) and summary.json",
         description="Stream every capture record (constant memory), cut it into windows, "
         "run every detector on each and write report.html (self-contained), the plots and "
-        "summary.json. Damaged records are counted and reported, never fatal.",
+        "summary.json; each window's verdict says whether the model's answers moved or only "
+        "its inputs. Damaged records are counted and reported, never fatal. Exit status: 0 "
+        "report written; 2 no usable record (the report is still written), no baseline, bad "
+        "arguments or AWS errors; 4 internal error; 143 terminated (SIGTERM).",
     )
     _add_source_options(report, default_window=None)
     size = report.add_mutually_exclusive_group()
@@ -256,9 +308,11 @@ def register(subparsers: Any) -> None:
 
     check = commands.add_parser(
         "check",
-        help="verdicts for the latest window; exit 1 on an alert (for cron and CI)",
-        description="Judge the latest window of captured traffic. Exit status: 0 no alert, "
-        "1 alert, 2 unusable input (no captures, no baseline, bad arguments).",
+        help="verdicts for the latest window; exit 1 if the model's answers moved, 3 if "
+        "only its inputs did (for cron and CI)",
+        description="Judge the latest window of captured traffic and say what kind of drift "
+        "it is: none, input drift with the model's answers unchanged, or the model's answers "
+        "moved. " + EXIT_CODES_HELP,
     )
     _add_source_options(check, default_window=200)
     check.set_defaults(func=run_check)
@@ -318,6 +372,9 @@ def _summary(
         "correction": "holm",
         "windows": len(run.results),
         "alerting_windows": sum(r.alert for r in run.results),
+        "answer_drift_windows": sum(r.drift == ANSWER_DRIFT for r in run.results),
+        "input_drift_windows": sum(r.drift == INPUT_DRIFT for r in run.results),
+        "judged_windows": sum(bool(r.findings) for r in run.results),
         "records": counts.records,
         "damage": {**counts.as_dict(), **analyzer.counts.as_dict()},
         "latest_window": run.results[-1].as_dict() if run.results else None,
@@ -325,15 +382,39 @@ def _summary(
     }
 
 
-def _guarded(body: Any, args: argparse.Namespace) -> int:
+@contextmanager
+def _sigterm_as_exit() -> Iterator[None]:
+    """SIGTERM (cron's timeout, `kill`, a stopping container) raised as SystemExit, so every
+    `with` block unwinds: the temporary folder holding the extracted model is removed
+    instead of left in /tmp. Only the main thread can install a handler."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
     try:
-        return int(body(args))
-    except (BaselineError, CaptureSourceError, ValueError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_ERROR
-    except (ClientError, BotoCoreError) as error:
-        print(f"error: AWS: {error}", file=sys.stderr)
-        return EXIT_ERROR
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _guarded(body: Any, args: argparse.Namespace) -> int:
+    with _sigterm_as_exit():
+        try:
+            return int(body(args))
+        except (BaselineError, CaptureSourceError, ValueError, OSError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            return EXIT_UNUSABLE
+        except (ClientError, BotoCoreError) as error:
+            print(f"error: AWS: {error}", file=sys.stderr)
+            return EXIT_UNUSABLE
+        except Exception:  # a bug: say so, and never exit with an alert's code
+            traceback.print_exc()
+            print("error: internal error (the traceback above is a bug)", file=sys.stderr)
+            return EXIT_INTERNAL
 
 
 def run_baseline(args: argparse.Namespace) -> int:
@@ -369,6 +450,7 @@ def run_report(args: argparse.Namespace) -> int:
                 windows = windows_by_time(records, args.every, analyzer.counts)
             else:
                 windows = windows_by_count(records, args.window or 200)
+            _note_missing_statistics(baseline, analyzer)
             run = Run()
             run.analyze_all(analyzer, windows)
             args.out.mkdir(parents=True, exist_ok=True)
@@ -377,12 +459,49 @@ def run_report(args: argparse.Namespace) -> int:
             write_summary(summary, args.out / "summary.json")
             write_html(summary, plots, args.out / "report.html")
         print(
-            f"{summary['windows']} windows, {summary['alerting_windows']} alerting, "
+            f"{summary['windows']} windows: {summary['answer_drift_windows']} where the "
+            f"model's answers moved, {summary['input_drift_windows']} with input drift only; "
             f"{counts.records} records; report: {args.out / 'report.html'}"
         )
+        if not summary["judged_windows"]:
+            print(
+                f"error: no window held {MIN_SAMPLES} usable records: nothing was judged",
+                file=sys.stderr,
+            )
+            return EXIT_UNUSABLE
         return EXIT_OK
 
     return _guarded(body, args)
+
+
+def _note_missing_statistics(baseline: Baseline, analyzer: WindowAnalyzer) -> None:
+    """A baseline written before the colour moments existed is still used, without them."""
+    missing = [name for name in analyzer.profile.STATISTICS if name not in baseline.statistics]
+    if missing:
+        print(
+            f"note: the baseline has no {', '.join(missing)} (written by an older version, "
+            "so those are not tested): `monitor baseline --rebuild` adds them"
+        )
+
+
+def _publish(namespace: str, captures: str, result: WindowResult) -> None:
+    """The verdict as CloudWatch metrics: alarm on AnswerDrift to page, InputDrift to log."""
+    data: list[dict[str, Any]] = [
+        {"MetricName": "UsableRecords", "Value": result.used, "Unit": "Count"}
+    ]
+    if result.findings:
+        alerting = {f.detector for f in result.findings if f.alert}
+        data += [
+            {"MetricName": "InputDrift", "Value": float(bool(alerting & INPUT_DETECTORS))},
+            {"MetricName": "AnswerDrift", "Value": float(bool(alerting & ANSWER_DETECTORS))},
+        ]
+    # A dimension value is at most 1,024 ASCII characters.
+    value = captures.encode("ascii", "replace").decode("ascii")[:1024]
+    dimensions = [{"Name": "Captures", "Value": value}]
+    for datum in data:
+        datum.setdefault("Unit", "None")
+        datum["Dimensions"] = dimensions
+    boto3.client("cloudwatch").put_metric_data(Namespace=namespace, MetricData=data)
 
 
 def run_check(args: argparse.Namespace) -> int:
@@ -402,13 +521,21 @@ def run_check(args: argparse.Namespace) -> int:
             if v and k not in ("objects", "lines", "records")
         }
         print(f"baseline: {where}")
+        _note_missing_statistics(baseline, analyzer)
         print(
             f"window: last {result.records} records ({result.used} usable); damage: "
             + (", ".join(f"{k}={v}" for k, v in damage.items()) or "none")
         )
+        if args.metrics_namespace:
+            _publish(args.metrics_namespace, args.captures, result)
         if not result.findings:
-            print("no verdict: too few usable records in the window")
-            return EXIT_OK
+            print(
+                f"error: no verdict: {result.used} usable records of {result.records} read "
+                f"(at least {MIN_SAMPLES} needed; records that are not images or come from "
+                "another model are not usable)",
+                file=sys.stderr,
+            )
+            return EXIT_UNUSABLE
         print(f"{'detector':<10} {'test':<20} {'statistic':>10} {'adj. p':>9}  verdict")
         for f in result.findings:
             print(
@@ -423,6 +550,9 @@ def run_check(args: argparse.Namespace) -> int:
                     for k, v in result.performance.items()
                 )
             )
-        return EXIT_ALERT if result.alert else EXIT_OK
+        print(f"verdict: {describe_drift(result.findings)}")
+        return {ANSWER_DRIFT: EXIT_ANSWERS, INPUT_DRIFT: EXIT_INPUT_DRIFT}.get(
+            result.drift, EXIT_OK
+        )
 
     return _guarded(body, args)

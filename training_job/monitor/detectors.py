@@ -8,8 +8,10 @@ in a window by `alpha` whatever the dependence between the tests.
 
 What each detector catches:
 - InputStatisticsDetector: changes in what reaches the endpoint before the model sees
-  it (camera, lighting, compression, resizing, noise, another upload format). Two-sample
-  Kolmogorov-Smirnov per statistic, chi-square of homogeneity for the format mix.
+  it (camera, lighting, compression, resizing, noise, colour casts, another upload
+  format). Two-sample Kolmogorov-Smirnov per statistic (luma, sharpness and noise, and
+  the first two moments of both opponent colour axes), chi-square of homogeneity for the
+  format mix.
 - EmbeddingDetector: changes in what the model "sees", including content the input
   statistics miss (new objects, new backgrounds, out-of-distribution images). Maximum
   mean discrepancy on penultimate-layer embeddings, RBF kernel with the median heuristic,
@@ -21,6 +23,10 @@ What each detector catches:
 - LowConfidenceDetector: more traffic than usual failing the workflow's 0.93 threshold.
   One-sided conditional binomial test of two rates (Przyborowski & Wilenski, 1940).
 - performance(): accuracy, precision and recall when ground truth arrives later.
+
+`drift_kind` names what moved: the inputs only (input and embedding tests: the model is
+seeing something new but answers as before, worth a log line) or the model's answers
+(class mix, confidence, doubtful share: worth a page).
 """
 
 from __future__ import annotations
@@ -310,6 +316,35 @@ class LowConfidenceDetector:
         share = window.size / (window.size + self.reference_count)
         p_value = stats.binomtest(low, total, share, alternative="greater").pvalue
         return [_finding(self.name, "low_confidence_rate", rate, p_value)]
+
+
+# Which detectors watch the inputs (what reaches the model, what it sees) and which its
+# answers. A drift that moves only the first kind has not (yet) changed what the workflow
+# does with the images.
+INPUT_DETECTORS = frozenset({"input", "embedding"})
+ANSWER_DETECTORS = frozenset({"output"})
+NO_DRIFT, INPUT_DRIFT, ANSWER_DRIFT = "none", "input", "answers"
+
+
+def drift_kind(findings: list[Finding]) -> str:
+    """NO_DRIFT, INPUT_DRIFT (inputs moved, answers did not) or ANSWER_DRIFT."""
+    alerting = {f.detector for f in findings if f.alert}
+    if alerting & ANSWER_DETECTORS:
+        return ANSWER_DRIFT
+    if alerting & INPUT_DETECTORS:
+        return INPUT_DRIFT
+    return NO_DRIFT
+
+
+def describe_drift(findings: list[Finding]) -> str:
+    """The verdict in words, for the report and `monitor check`."""
+    kind = drift_kind(findings)
+    if kind == NO_DRIFT:
+        return "no drift"
+    if kind == INPUT_DRIFT:
+        return "input drift, model answers unchanged"
+    inputs = any(f.alert and f.detector in INPUT_DETECTORS for f in findings)
+    return "model answers moved, " + ("inputs moved too" if inputs else "inputs unchanged")
 
 
 def holm(findings: list[Finding], alpha: float) -> list[Finding]:

@@ -28,7 +28,14 @@ from tqdm import tqdm
 from training_job.monitor import model_code
 from training_job.monitor.baseline import Baseline
 from training_job.monitor.captures import CapturedInference
-from training_job.monitor.detectors import DriftMonitor, Finding, Window, performance
+from training_job.monitor.detectors import (
+    DriftMonitor,
+    Finding,
+    Window,
+    describe_drift,
+    drift_kind,
+    performance,
+)
 from training_job.monitor.embedding import Embedder
 
 T = TypeVar("T")
@@ -72,6 +79,11 @@ class WindowResult:
     def alert(self) -> bool:
         return any(f.alert for f in self.findings)
 
+    @property
+    def drift(self) -> str:
+        """detectors.NO_DRIFT, INPUT_DRIFT or ANSWER_DRIFT."""
+        return drift_kind(self.findings)
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "index": self.index,
@@ -85,6 +97,8 @@ class WindowResult:
             "class_share": self.class_share,
             "confidence_quantiles": self.confidence_quantiles,
             "alert": self.alert,
+            "drift": self.drift,
+            "verdict": describe_drift(self.findings) if self.findings else "no verdict",
             "findings": [f.as_dict() for f in self.findings],
             "performance": self.performance,
         }
@@ -503,16 +517,25 @@ def write_html(summary: dict[str, Any], plots: list[tuple[str, Path]], path: Pat
         f"src='data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}'>"
         for title, p in plots
     )
-    verdict = "ALERT" if summary["alerting_windows"] else "no drift detected"
+    latest_verdict = str(latest.get("verdict", "no window"))
+    if summary["answer_drift_windows"]:
+        verdict = "ALERT: model answers moved"
+    elif summary["input_drift_windows"]:
+        verdict = "input drift, model answers unchanged"
+    else:
+        verdict = "no drift detected"
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>Drift report</title>
 <style>body{{font-family:sans-serif;max-width:960px;margin:auto}}td{{padding:2px 8px}}
 img{{max-width:100%}}</style></head><body>
 <h1>Drift report: {html.escape(verdict)}</h1>
 <p>Captures: {html.escape(str(summary["captures"]))}
 <br>Baseline: {html.escape(str(summary["baseline"]))}
-<br>{summary["windows"]} windows, {summary["alerting_windows"]} with an alert
+<br>{summary["windows"]} windows, {summary["alerting_windows"]} with an alert:
+{summary["answer_drift_windows"]} where the model's answers moved,
+{summary["input_drift_windows"]} with input drift only, model answers unchanged
 (Holm family-wise alpha {summary["alpha"]}).</p>
-<h2>Latest window</h2><table><tr><th>detector</th><th>test</th><th>statistic</th>
+<h2>Latest window: {html.escape(latest_verdict)}</h2>
+<table><tr><th>detector</th><th>test</th><th>statistic</th>
 <th>adjusted p</th><th>verdict</th></tr>{finding_rows}</table>
 <h2>Damaged or unusable input (counted, skipped)</h2><table>{rows}</table>
 <h2>Plots</h2>{images}</body></html>"""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import gzip
 import json
+import zlib
 from pathlib import Path
 
 import pytest
@@ -115,3 +116,20 @@ def test_labels_from_csv_and_ground_truth_json_lines(tmp_path: Path) -> None:
     bad.write_text('{"groundTruthData": 3}\n')
     with pytest.raises(ValueError, match="ground-truth"):
         read_labels(bad)
+
+
+def test_hostile_objects_are_counted_and_the_reader_goes_on(tmp_path: Path) -> None:
+    line = json.dumps(DOCUMENTED).encode() + b"\n"
+    hour = tmp_path / "ep" / "AllTraffic" / "2026" / "11" / "24" / "09"
+    hour.mkdir(parents=True)
+    (hour / "00-00-000-a.jsonl").write_bytes(line + b"[" * 100_000 + b"\n" + line)
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 31)
+    zeros = bytes(1024 * 1024)
+    bomb = b"".join([*(compressor.compress(zeros) for _ in range(256)), compressor.flush()])
+    (hour / "01-00-000-b.jsonl.gz").write_bytes(bomb)  # 256 MiB unpacked
+    (hour / "02-00-000-c.jsonl").write_bytes(line)
+    counts = ReadCounts()
+    records = list(read_records(CaptureSource.parse(str(tmp_path)), counts))
+    assert len(records) == 3
+    assert (counts.objects, counts.corrupt_lines, counts.unreadable_objects) == (3, 1, 1)
+    assert "unpacks to over" in counts.errors[0]

@@ -5,16 +5,26 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
 import tarfile
+import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import boto3
 import numpy as np
 import pytest
 
+from tests.conftest import REPO_ROOT
 from tests.training_job.monitor.conftest import START, Vehicles, capture_line, capture_lines, png
 from training_job.__main__ import main
+from training_job.monitor import cli
 from training_job.monitor.captures import CaptureSource, ReadCounts, read_records
+from training_job.monitor.shifts import SHIFTS
 
 ENDPOINT_PREFIX = "data_capture/ep/AllTraffic/2026/11/24/09/"
 
@@ -176,74 +186,203 @@ def test_report_by_time_with_labels_measures_performance(
     assert all(0.0 <= w["performance"]["accuracy"] <= 1.0 for w in windows)
 
 
-def test_check_exit_codes(
+def check(captures: str, *extra: str) -> int:
+    return main(["monitor", "check", "--captures", captures, "--window", "100", *extra])
+
+
+def warm_cast_lines(images: np.ndarray, answers: np.ndarray) -> list[bytes]:
+    """Captures from a camera with another white balance (the benchmark's white_balance
+    shift, high severity), recorded with the answers the model gave the original photos."""
+    uploads = SHIFTS["white_balance"].uploads(images, 2, np.random.default_rng(0))
+    return [
+        capture_line(body, [float(p) for p in row], START + timedelta(seconds=i), kind)
+        for i, ((body, kind), row) in enumerate(zip(uploads, answers, strict=True))
+    ]
+
+
+def test_check_says_which_kind_of_drift_with_its_exit_code(
+    bucket: str, vehicles: Vehicles, predict, capsys: pytest.CaptureFixture[str]
+) -> None:
+    clean = vehicles.test_images[:100]
+    answers = predict(clean)
+    captures = f"s3://{bucket}/data_capture/ep/"
+    put_captures(bucket, {"00-00-000-a.jsonl": b"".join(capture_lines(clean, answers))})
+    assert check(captures) == 0
+    assert "verdict: no drift" in capsys.readouterr().out
+
+    # The inputs change colour; the endpoint's recorded answers are those it gave before.
+    put_captures(bucket, {"10-00-000-b.jsonl": b"".join(warm_cast_lines(clean, answers))})
+    assert check(captures) == 3
+    out = capsys.readouterr().out
+    assert "verdict: input drift, model answers unchanged" in out
+    assert "red_green" in out and "ALERT" in out
+
+    # Clean inputs, but the model calls everything a motorcycle: its answers moved.
+    motorcycle = np.tile([0.02, 0.98], (100, 1))
+    put_captures(bucket, {"20-00-000-c.jsonl": b"".join(capture_lines(clean, motorcycle))})
+    assert check(captures) == 1
+    assert "verdict: model answers moved, inputs unchanged" in capsys.readouterr().out
+
+
+def test_check_publishes_the_kind_of_drift_as_metrics(
+    bucket: str, vehicles: Vehicles, predict
+) -> None:
+    clean = vehicles.test_images[:100]
+    lines = warm_cast_lines(clean, predict(clean))
+    put_captures(bucket, {"00-00-000-a.jsonl": b"".join(lines)})
+    captures = f"s3://{bucket}/data_capture/ep/"
+    namespace = f"Test/{bucket}"
+    assert check(captures, "--metrics-namespace", namespace) == 3
+    cloudwatch = boto3.client("cloudwatch")
+    values = {}
+    for name in ("InputDrift", "AnswerDrift", "UsableRecords"):
+        statistics = cloudwatch.get_metric_statistics(
+            Namespace=namespace,
+            MetricName=name,
+            Dimensions=[{"Name": "Captures", "Value": captures}],
+            StartTime=datetime.now(UTC) - timedelta(hours=1),
+            EndTime=datetime.now(UTC) + timedelta(hours=1),
+            Period=60,
+            Statistics=["Maximum"],
+        )["Datapoints"]
+        values[name] = statistics[0]["Maximum"]
+    assert values == {"InputDrift": 1.0, "AnswerDrift": 0.0, "UsableRecords": 100.0}
+
+
+def test_a_baseline_without_colour_moments_is_used_and_named(
     bucket: str,
     vehicles: Vehicles,
     predict,
     model_dir: Path,
+    tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    captures = f"s3://{bucket}/data_capture/ep/"
+    older = tmp_path / "model"
+    shutil.copytree(model_dir, older)
+    document = json.loads((older / "baseline.json").read_text())
+    for name in ("red_green", "yellow_blue", "red_green_contrast", "yellow_blue_contrast"):
+        del document["input_statistics"][name]
+    (older / "baseline.json").write_text(json.dumps(document))
     clean = vehicles.test_images[:100]
     put_captures(bucket, {"00-00-000-a.jsonl": b"".join(capture_lines(clean, predict(clean)))})
-    assert main(["monitor", "check", "--captures", captures, "--window", "100"]) == 0
-    assert "ok" in capsys.readouterr().out
+    assert check(f"s3://{bucket}/data_capture/ep/", "--model-dir", str(older)) == 0
+    out = capsys.readouterr().out
+    assert "note: the baseline has no red_green, yellow_blue" in out
+    assert "monitor baseline --rebuild" in out
+    assert " red_green " not in out  # not tested: nothing to compare with
 
-    noise = np.random.default_rng(0).normal(0, 25, (100, 32, 32, 3))  # a failing camera
-    shifted = np.clip(vehicles.test_images[100:200] + noise, 0, 255).astype(np.uint8)
-    put_captures(bucket, {"50-00-000-b.jsonl": b"".join(capture_lines(shifted, predict(shifted)))})
-    assert (
-        main(
-            [
-                "monitor",
-                "check",
-                "--captures",
-                captures,
-                "--window",
-                "100",
-                "--model-dir",
-                str(model_dir),
-            ]
-        )
-        == 1
-    )
-    assert "ALERT" in capsys.readouterr().out
 
-    assert (
-        main(
-            [
-                "monitor",
-                "check",
-                "--captures",
-                "s3://no-such-bucket-here/x/",
-                "--model-dir",
-                str(model_dir),
-            ]
-        )
-        == 2
-    )
-    assert (
-        main(
-            [
-                "monitor",
-                "check",
-                "--captures",
-                captures,
-                "--model-data",
-                f"s3://{bucket}/models/none/output/model.tar.gz",
-            ]
-        )
-        == 2
-    )
+def test_check_exit_2_when_nothing_can_be_judged(
+    bucket: str, vehicles: Vehicles, predict, capsys: pytest.CaptureFixture[str]
+) -> None:
+    images = vehicles.test_images[:60]
+    answers = predict(images)
+    # An empty prefix (a typo in the cron job) must not read as "no drift".
+    assert check(f"s3://{bucket}/data_capture/typo/") == 2
+    assert "no verdict: 0 usable records of 0" in capsys.readouterr().err
+
+    cases = {
+        "garbage": b"".join(
+            capture_line(b"plain text, not an image", [0.5, 0.5]) for _ in range(60)
+        ),
+        "other-model": b"".join(capture_line(png(image), [0.2, 0.3, 0.5]) for image in images),
+        "too-few": b"".join(capture_lines(images[:10], answers[:10])),
+    }
+    for name, body in cases.items():
+        s3 = boto3.client("s3")
+        s3.put_object(Bucket=bucket, Key=f"data_capture/{name}/00-00-000-a.jsonl", Body=body)
+        assert check(f"s3://{bucket}/data_capture/{name}/") == 2, name
+        assert "error: no verdict" in capsys.readouterr().err, name
+
+    # The other failures that leave no verdict.
+    model = f"s3://{bucket}/models/job-1/output/model.tar.gz"
+    assert check("s3://no-such-bucket-here/x/", "--model-data", model) == 2
+    assert check(f"s3://{bucket}/data_capture/ep/", "--model-data", model + ".missing") == 2
     assert main(["monitor", "check", "--captures", "ftp://x/y"]) == 2
     assert "error:" in capsys.readouterr().err
 
 
-def test_empty_prefix_gives_no_verdict_not_a_crash(bucket: str, tmp_path: Path) -> None:
-    captures = f"s3://{bucket}/data_capture/empty/"
-    assert main(["monitor", "check", "--captures", captures]) == 0
-    assert main(["monitor", "report", "--captures", captures, "--out", str(tmp_path)]) == 0
-    assert json.loads((tmp_path / "summary.json").read_text())["windows"] == 0
+def test_a_bug_exits_4_with_its_traceback_never_as_an_alert(
+    bucket: str,
+    vehicles: Vehicles,
+    predict,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    images = vehicles.test_images[:40]
+    put_captures(bucket, {"00-00-000-a.jsonl": b"".join(capture_lines(images, predict(images)))})
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(cli, "last_records", broken)
+    assert check(f"s3://{bucket}/data_capture/ep/") == 4
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "KeyError: 'a bug'" in err and "internal error" in err
+
+
+def test_sigterm_removes_the_extracted_model(bucket: str, tmp_path: Path) -> None:
+    """A check killed by cron's timeout leaves nothing in the temporary folder."""
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    # The check reads --labels after unpacking the model: a FIFO nobody writes to holds it
+    # there until the signal comes.
+    labels = tmp_path / "labels.csv"
+    os.mkfifo(labels)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "training_job",
+            "monitor",
+            "check",
+            "--captures",
+            f"s3://{bucket}/data_capture/ep/",
+            "--labels",
+            str(labels),
+        ],
+        cwd=REPO_ROOT,
+        env={**os.environ, "TMPDIR": str(temporary)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not list(temporary.glob("monitor-*/model/model.*")):
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, "the model was never unpacked"
+            time.sleep(0.05)
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 143, err
+    assert list(temporary.iterdir()) == []
+
+
+def test_report_counts_each_kind_of_drift_and_exits_2_on_an_empty_prefix(
+    bucket: str, vehicles: Vehicles, predict, tmp_path: Path
+) -> None:
+    clean = vehicles.test_images[:100]
+    answers = predict(clean)
+    lines = capture_lines(clean, answers) + warm_cast_lines(clean, answers)
+    put_captures(bucket, {"00-00-000-a.jsonl": b"".join(lines)})
+    out = tmp_path / "report"
+    arguments = ["--window", "100", "--permutations", "2000", "--out", str(out)]
+    captures = f"s3://{bucket}/data_capture/ep/"
+    assert main(["monitor", "report", "--captures", captures, *arguments]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert [w["drift"] for w in summary["window_results"]] == ["none", "input"]
+    assert summary["window_results"][1]["verdict"] == "input drift, model answers unchanged"
+    assert (summary["input_drift_windows"], summary["answer_drift_windows"]) == (1, 0)
+    assert "input drift, model answers unchanged" in (out / "report.html").read_text()
+
+    empty = tmp_path / "empty"
+    typo = f"s3://{bucket}/data_capture/typo/"
+    assert main(["monitor", "report", "--captures", typo, "--out", str(empty)]) == 2
+    assert json.loads((empty / "summary.json").read_text())["windows"] == 0
 
 
 def test_baseline_publishes_packaged_or_rebuilds_from_the_validation_split(
@@ -299,6 +438,9 @@ def test_help_explains_every_option(command: list[str], capsys: pytest.CaptureFi
         ["--window", "abc"],
         ["--alpha", "2"],
         ["--since", "yesterday"],
+        ["--metrics-namespace", "AWS/SageMaker"],
+        ["--metrics-namespace", ""],
+        ["--metrics-namespace", "x" * 256],
     ],
 )
 def test_malformed_arguments_are_refused_by_the_parser(arguments: list[str]) -> None:

@@ -9,6 +9,9 @@ import pytest
 
 from training_job.monitor.baseline import Baseline
 from training_job.monitor.detectors import (
+    ANSWER_DRIFT,
+    INPUT_DRIFT,
+    NO_DRIFT,
     ClassMixDetector,
     ConfidenceDetector,
     DriftMonitor,
@@ -17,6 +20,8 @@ from training_job.monitor.detectors import (
     InputStatisticsDetector,
     LowConfidenceDetector,
     Window,
+    describe_drift,
+    drift_kind,
     holm,
     performance,
 )
@@ -170,3 +175,30 @@ def test_performance_counts_only_labelled_records() -> None:
     assert result["precision_bicycle"] == pytest.approx(0.5)
     assert result["recall_motorcycle"] == pytest.approx(0.5)
     assert performance(Window({}, np.zeros(1), Counter(), probabilities[:1]), ["a", "b"]) is None
+
+
+@pytest.mark.parametrize(
+    ("drift", "kind", "words"),
+    [
+        ({}, NO_DRIFT, "no drift"),
+        ({"brightness": 0.7}, INPUT_DRIFT, "input drift, model answers unchanged"),
+        ({"shift": 0.8}, INPUT_DRIFT, "input drift, model answers unchanged"),
+        ({"motorcycle_share": 0.95}, ANSWER_DRIFT, "model answers moved, inputs unchanged"),
+    ],
+)
+def test_drift_kind_separates_moved_inputs_from_moved_answers(
+    drift: dict, kind: str, words: str
+) -> None:
+    rng = np.random.default_rng(6)
+    monitor = DriftMonitor(alpha=0.01, permutations=2000).fit(baseline(rng))
+    findings = monitor.test(window(rng, **drift))
+    assert drift_kind(findings) == kind
+    assert describe_drift(findings) == words
+
+
+def test_answers_moved_with_the_inputs_says_both() -> None:
+    rng = np.random.default_rng(7)
+    monitor = DriftMonitor(alpha=0.01, permutations=2000).fit(baseline(rng))
+    findings = monitor.test(window(rng, brightness=0.7, motorcycle_share=0.95))
+    assert drift_kind(findings) == ANSWER_DRIFT
+    assert describe_drift(findings) == "model answers moved, inputs moved too"

@@ -79,3 +79,19 @@ def test_write_baseline_refuses_bad_input_and_writes_nothing(
     document = json.loads((tmp_path / "baseline.json").read_text())
     assert document["upload_bytes"] is None and document["content_types"] is None
     assert len(png(images[0])) > 0
+
+
+def test_opponent_colour_moments_measure_the_cast_and_the_colour_contrast() -> None:
+    profile = model_code.profile()
+    red = np.zeros((1, 32, 32, 3), dtype=np.uint8)
+    red[..., 0] = 255
+    values = profile.input_statistics(red)
+    assert values["red_green"][0] == pytest.approx(1.0)
+    assert values["yellow_blue"][0] == pytest.approx(0.5)
+    assert values["red_green_contrast"][0] == pytest.approx(0.0, abs=1e-6)
+    halves = np.zeros((1, 32, 32, 3), dtype=np.uint8)
+    halves[:, :16, :, 2] = 255  # top half blue, bottom half black
+    values = profile.input_statistics(halves)
+    assert values["yellow_blue"][0] == pytest.approx(-0.5)
+    assert values["yellow_blue_contrast"][0] == pytest.approx(0.5)
+    assert values["red_green"][0] == pytest.approx(0.0, abs=1e-6)

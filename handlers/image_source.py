@@ -1,0 +1,123 @@
+"""Where the workflow's images are read from: the data bucket, under the allowed prefixes.
+
+serialize reads an image here to put it into the event when it is small enough, and
+only checks the format of a larger one; classify reads a larger one here itself, by the
+event's s3_bucket/s3_key (the workflow event's claim check). Both apply the same rules,
+from the same environment:
+
+  DATA_BUCKET       the only bucket served
+  ALLOWED_PREFIXES  the key prefixes served (default `test/,train/,incoming/`), which the
+                    functions' IAM roles grant s3:GetObject on, and nothing else
+  MAX_IMAGE_BYTES   the size limit, checked with HeadObject before any byte is read
+
+Every object is read with IfMatch on the ETag its HeadObject returned, so the bytes read
+are those whose size was checked.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from contract.images import SIGNATURE_BYTES
+from handlers.workflow_event import (
+    ConfigurationError,
+    ImageTooLarge,
+    InvalidEvent,
+    WorkflowError,
+    aws_client,
+    image_content_type,
+    shown,
+)
+
+DEFAULT_ALLOWED_PREFIXES = "test/,train/,incoming/"
+
+# S3 calls must end inside serialize's 10 s and classify's 30 s Lambda timeouts, which
+# botocore's defaults (60 s to connect, 60 s per read, up to 5 attempts) would outlast.
+# One retry (standard mode, which waits at most 1 s first) covers a dropped connection or
+# a 503 SlowDown, and S3 reads are idempotent: a call that stalls and is retried ends
+# within 2 x (1 + 3) + 1 = 9 s. The read timeout bounds each wait for bytes, not the
+# transfer: a 5 MB object in the same region streams in well under a second.
+S3_CLIENT_CONFIG: dict[str, Any] = {
+    "connect_timeout": 1,
+    "read_timeout": 3,
+    "retries": {"mode": "standard", "total_max_attempts": 2},
+}
+
+
+class BucketNotAllowed(WorkflowError):
+    """The event names a bucket other than DATA_BUCKET."""
+
+
+class KeyNotAllowed(WorkflowError):
+    """The key is outside ALLOWED_PREFIXES."""
+
+
+class ImageNotFound(WorkflowError):
+    """There is no such object (or it changed while it was being read)."""
+
+
+class StoredImage:
+    """What was read of one object: `data` is all of it when `complete`, else its head."""
+
+    # A plain class, not a dataclass: `dataclasses` alone adds ~5 ms to a cold start.
+    def __init__(self, data: bytes, size: int, content_type: str) -> None:
+        self.data = data
+        self.size = size
+        self.content_type = content_type
+
+    @property
+    def complete(self) -> bool:
+        return len(self.data) == self.size
+
+
+def check_location(bucket: str, key: str) -> None:
+    data_bucket = os.environ.get("DATA_BUCKET", "").strip()
+    if not data_bucket:
+        raise ConfigurationError("DATA_BUCKET is not set")
+    if not key:
+        raise InvalidEvent("the event has no s3_key")
+    if bucket != data_bucket:
+        raise BucketNotAllowed(f"bucket {shown(bucket)} is not the data bucket {data_bucket!r}")
+    prefixes = allowed_prefixes()
+    if not any(key.startswith(prefix) and len(key) > len(prefix) for prefix in prefixes):
+        raise KeyNotAllowed(f"key {shown(key)} is not under one of {', '.join(prefixes)}")
+
+
+def allowed_prefixes() -> list[str]:
+    raw = os.environ.get("ALLOWED_PREFIXES", DEFAULT_ALLOWED_PREFIXES)
+    prefixes = [prefix.strip() for prefix in raw.split(",") if prefix.strip()]
+    if not prefixes:
+        raise ConfigurationError("ALLOWED_PREFIXES names no prefix")
+    return prefixes
+
+
+def read_image(bucket: str, key: str, limit: int, read_up_to: int | None = None) -> StoredImage:
+    """The image at s3://bucket/key, after check_location, the size limit and its magic
+    bytes. An object larger than `read_up_to` is not downloaded: only its first bytes are
+    read, enough to check its format."""
+    from botocore.exceptions import ClientError
+
+    check_location(bucket, key)
+    where = f"s3://{bucket}/{shown(key)}"
+    client = aws_client("s3", **S3_CLIENT_CONFIG)
+    try:
+        head = client.head_object(Bucket=bucket, Key=key)
+        size = int(head["ContentLength"])
+        if size > limit:
+            raise ImageTooLarge(f"{where} is {size} bytes; limit {limit}")
+        request: dict[str, Any] = {"Bucket": bucket, "Key": key, "IfMatch": head["ETag"]}
+        if read_up_to is not None and size > read_up_to:
+            request["Range"] = f"bytes=0-{SIGNATURE_BYTES - 1}"
+        response = client.get_object(**request)
+        with response["Body"] as body:
+            data: bytes = body.read(limit + 1)
+    except ClientError as error:
+        code = error.response.get("Error", {}).get("Code", "")
+        # Without s3:ListBucket, S3 answers 403 rather than 404 for a missing key.
+        if code in ("404", "NoSuchKey", "403", "AccessDenied", "412", "PreconditionFailed"):
+            raise ImageNotFound(f"{where} was not found ({code})") from None
+        raise
+    if len(data) > limit:
+        raise ImageTooLarge(f"{where} is over the limit of {limit} bytes")
+    return StoredImage(data, size, image_content_type(data, where))

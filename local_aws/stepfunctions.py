@@ -1,0 +1,75 @@
+"""Step Functions in the local AWS: where moto's ASL interpreter is laxer than AWS, one
+patch per gap (registered in local_aws.server.EMULATOR_PATCHES).
+
+moto's interpreter (moto/stepfunctions/parser, derived from LocalStack's) already fails a
+task or state whose output is over 256 KiB with `States.DataLimitExceeded`. What it got
+wrong is who may catch that, and it started executions of any input size.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# Step Functions' quota on a task's, state's or execution's input or output: 256 KiB of
+# UTF-8 (the same number StartExecution's API reference gives as `input`'s maximum length).
+MAX_PAYLOAD_BYTES = 256 * 1024
+
+
+def patch_states_all_leaves_terminal_errors() -> None:
+    """`States.ALL` matched every error, so a Catch on it turned `States.DataLimitExceeded`
+    into an ordinary failure branch. On AWS, States.ALL "can't catch the
+    States.DataLimitExceeded terminal error or Runtime error types" (Step Functions
+    developer guide, Error names): the execution fails with that error. (A Retry or Catch
+    that names the error itself is left as moto has it: this workflow names neither.)"""
+    from moto.stepfunctions.parser.asl.component.common.error_name.error_equals_decl import (
+        ErrorEqualsDecl,
+    )
+    from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name import (
+        StatesErrorName,
+    )
+    from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name_type import (
+        StatesErrorNameType,
+    )
+    from moto.stepfunctions.parser.asl.eval.environment import Environment
+
+    terminal = [
+        StatesErrorName(typ=StatesErrorNameType.StatesStatesDataLimitExceeded),
+        StatesErrorName(typ=StatesErrorNameType.StatesRuntime),
+    ]
+    states_all = StatesErrorName(typ=StatesErrorNameType.StatesALL)
+    evaluate = ErrorEqualsDecl._eval_body
+
+    def eval_body(self: ErrorEqualsDecl, env: Environment) -> None:
+        error_name: Any = env.stack[-1]
+        if states_all in self.error_names and error_name in terminal:
+            env.stack.pop()
+            env.stack.append(False)
+            return
+        evaluate(self, env)
+
+    ErrorEqualsDecl._eval_body = eval_body  # type: ignore[method-assign]
+
+
+def patch_execution_input_size_checked() -> None:
+    """StartExecution accepted any input; AWS refuses one over 256 KiB with
+    ValidationException before an execution exists."""
+    from moto.stepfunctions.exceptions import ValidationException
+    from moto.stepfunctions.parser.models import StepFunctionsParserBackend
+
+    start_execution = StepFunctionsParserBackend.start_execution
+
+    def start_checked_execution(
+        self: StepFunctionsParserBackend, state_machine_arn: str, *args: Any, **kwargs: Any
+    ) -> Any:
+        execution_input = kwargs.get("execution_input", args[1] if len(args) > 1 else None)
+        if execution_input and len(str(execution_input).encode()) > MAX_PAYLOAD_BYTES:
+            raise ValidationException(
+                "1 validation error detected: Value at 'input' failed to satisfy "
+                f"constraint: Member must have length less than or equal to {MAX_PAYLOAD_BYTES}"
+            )
+        return start_execution(self, state_machine_arn, *args, **kwargs)
+
+    StepFunctionsParserBackend.start_execution = start_checked_execution  # type: ignore[method-assign]
+
+
+PATCHES = (patch_states_all_leaves_terminal_errors, patch_execution_input_size_checked)

@@ -1,0 +1,331 @@
+"""The local AWS's IAM: what it evaluates for a role's temporary credentials, and how.
+
+Each test signs its requests with the credentials of a role made for it (STS AssumeRole)
+and checks the answer the local AWS gives, as AWS would give it.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from typing import Any
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+
+from local_aws import iam
+
+LAMBDA_TRUST = {
+    "Version": "2012-10-17",
+    "Statement": [
+        {
+            "Effect": "Allow",
+            "Principal": {"Service": "lambda.amazonaws.com"},
+            "Action": "sts:AssumeRole",
+        }
+    ],
+}
+
+
+def state_machine_role(iam_client: Any, name: str, function_arns: list[str]) -> str:
+    """A role a state machine can run with in the local AWS, which enforces IAM: trusted by
+    Step Functions, allowed to invoke `function_arns` (the role other tests give theirs)."""
+    trust = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"Service": "states.amazonaws.com"},
+                "Action": "sts:AssumeRole",
+            }
+        ],
+    }
+    arn: str = iam_client.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(trust))[
+        "Role"
+    ]["Arn"]
+    invoke = {"Effect": "Allow", "Action": "lambda:InvokeFunction", "Resource": function_arns}
+    iam_client.put_role_policy(
+        RoleName=name,
+        PolicyName="invoke",
+        PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [invoke]}),
+    )
+    return arn
+
+
+def _role(name: str, statements: list[dict[str, Any]], trust: dict[str, Any] = LAMBDA_TRUST) -> str:
+    client = boto3.client("iam")
+    arn: str = client.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(trust))[
+        "Role"
+    ]["Arn"]
+    if statements:
+        client.put_role_policy(
+            RoleName=name,
+            PolicyName="policy",
+            PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": statements}),
+        )
+    return arn
+
+
+def _as_role(arn: str, service: str, secret: str | None = None) -> Any:
+    keys = boto3.client("sts").assume_role(RoleArn=arn, RoleSessionName="test-session")[
+        "Credentials"
+    ]
+    return boto3.client(
+        service,
+        aws_access_key_id=keys["AccessKeyId"],
+        aws_secret_access_key=secret or keys["SecretAccessKey"],
+        aws_session_token=keys["SessionToken"],
+    )
+
+
+def _code(error: pytest.ExceptionInfo[ClientError]) -> str:
+    return str(error.value.response["Error"]["Code"])
+
+
+@pytest.fixture
+def bucket(local_aws: dict[str, str], unique_name: str) -> str:
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket=unique_name)
+    s3.put_object(Bucket=unique_name, Key="data_capture/a.jsonl", Body=b"{}")
+    s3.put_object(Bucket=unique_name, Key="train/a.png", Body=b"png")
+    return unique_name
+
+
+def test_conditions_on_s3_prefix_and_cloudwatch_namespace_are_evaluated(
+    bucket: str, unique_name: str
+) -> None:
+    role = _role(
+        unique_name,
+        [
+            {
+                "Effect": "Allow",
+                "Action": "s3:ListBucket",
+                "Resource": f"arn:aws:s3:::{bucket}",
+                "Condition": {"StringLike": {"s3:prefix": ["data_capture/*"]}},
+            },
+            {
+                "Effect": "Allow",
+                "Action": "cloudwatch:PutMetricData",
+                "Resource": "*",
+                "Condition": {"StringEquals": {"cloudwatch:namespace": "Scones/Test"}},
+            },
+        ],
+    )
+    s3, cloudwatch = _as_role(role, "s3"), _as_role(role, "cloudwatch")
+    listed = s3.list_objects_v2(Bucket=bucket, Prefix="data_capture/")["Contents"]
+    assert [item["Key"] for item in listed] == ["data_capture/a.jsonl"]
+    for prefix in ("train/", None):
+        with pytest.raises(ClientError) as denied:
+            s3.list_objects_v2(Bucket=bucket, **({"Prefix": prefix} if prefix else {}))
+        assert _code(denied) == "AccessDenied"
+    cloudwatch.put_metric_data(
+        Namespace="Scones/Test", MetricData=[{"MetricName": "m", "Value": 1}]
+    )
+    with pytest.raises(ClientError) as denied:
+        cloudwatch.put_metric_data(Namespace="Other", MetricData=[{"MetricName": "m", "Value": 1}])
+    assert _code(denied) == "AccessDenied"
+
+
+def test_a_condition_the_local_aws_cannot_evaluate_grants_nothing_and_its_deny_denies(
+    bucket: str, unique_name: str
+) -> None:
+    unknown = {"StringEquals": {"aws:SourceVpce": "vpce-1234"}}
+    allow_with_unknown = _role(
+        f"{unique_name}-a",
+        [{"Effect": "Allow", "Action": "s3:GetObject", "Resource": "*", "Condition": unknown}],
+    )
+    with pytest.raises(ClientError) as denied:
+        _as_role(allow_with_unknown, "s3").get_object(Bucket=bucket, Key="train/a.png")
+    assert _code(denied) == "AccessDenied"
+    deny_with_unknown = _role(
+        f"{unique_name}-d",
+        [
+            {"Effect": "Allow", "Action": "s3:GetObject", "Resource": "*"},
+            {"Effect": "Deny", "Action": "s3:GetObject", "Resource": "*", "Condition": unknown},
+        ],
+    )
+    with pytest.raises(ClientError) as denied:
+        _as_role(deny_with_unknown, "s3").get_object(Bucket=bucket, Key="train/a.png")
+    assert _code(denied) == "AccessDenied"
+
+
+def test_a_missing_key_is_access_denied_unless_the_role_may_list_the_bucket(
+    bucket: str, unique_name: str
+) -> None:
+    read = {"Effect": "Allow", "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{bucket}/*"}
+    only_read = _as_role(_role(f"{unique_name}-r", [read]), "s3")
+    assert only_read.get_object(Bucket=bucket, Key="train/a.png")["Body"].read() == b"png"
+    with pytest.raises(ClientError) as denied:
+        only_read.get_object(Bucket=bucket, Key="train/missing.png")
+    assert _code(denied) == "AccessDenied"
+    # A ListBucket allowed only under some s3:prefix values does not reveal a missing key.
+    prefixed = {
+        "Effect": "Allow",
+        "Action": "s3:ListBucket",
+        "Resource": f"arn:aws:s3:::{bucket}",
+        "Condition": {"StringLike": {"s3:prefix": ["train/*"]}},
+    }
+    with pytest.raises(ClientError) as denied:
+        _as_role(_role(f"{unique_name}-p", [read, prefixed]), "s3").get_object(
+            Bucket=bucket, Key="train/missing.png"
+        )
+    assert _code(denied) == "AccessDenied"
+    listing = {"Effect": "Allow", "Action": "s3:ListBucket", "Resource": f"arn:aws:s3:::{bucket}"}
+    with pytest.raises(ClientError) as missing:
+        _as_role(_role(f"{unique_name}-l", [read, listing]), "s3").get_object(
+            Bucket=bucket, Key="train/missing.png"
+        )
+    assert _code(missing) == "NoSuchKey"
+
+
+def test_the_bucket_policy_is_evaluated_with_the_roles_policies(
+    bucket: str, unique_name: str
+) -> None:
+    reader = _role(f"{unique_name}-in", [])  # no identity policy at all
+    writer = _role(
+        f"{unique_name}-out",
+        [{"Effect": "Allow", "Action": "s3:PutObject", "Resource": f"arn:aws:s3:::{bucket}/*"}],
+    )
+    objects = f"arn:aws:s3:::{bucket}/*"
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"AWS": reader},
+                "Action": "s3:GetObject",
+                "Resource": objects,
+            },
+            {
+                "Effect": "Deny",
+                "Principal": {"AWS": writer},
+                "Action": "s3:PutObject",
+                "Resource": f"arn:aws:s3:::{bucket}/locked/*",
+            },
+            # TLS only: the local AWS stands in for AWS's HTTPS endpoints, so this never
+            # applies; the next one, with the opposite value, always does.
+            {
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": "s3:*",
+                "Resource": objects,
+                "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+            },
+            {
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": "s3:DeleteObject",
+                "Resource": objects,
+                "Condition": {"Bool": {"aws:SecureTransport": "true"}},
+            },
+        ],
+    }
+    boto3.client("s3").put_bucket_policy(Bucket=bucket, Policy=json.dumps(policy))
+    assert _as_role(reader, "s3").get_object(Bucket=bucket, Key="train/a.png")["Body"].read()
+    s3_writer = _as_role(writer, "s3")
+    s3_writer.put_object(Bucket=bucket, Key="open/b.png", Body=b"x")
+    with pytest.raises(ClientError) as denied:
+        s3_writer.put_object(Bucket=bucket, Key="locked/b.png", Body=b"x")
+    assert _code(denied) == "AccessDenied"
+    # The evaluated condition applies to everyone, the operator included.
+    with pytest.raises(ClientError) as denied:
+        boto3.client("s3").delete_object(Bucket=bucket, Key="train/a.png")
+    assert denied.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+
+
+def test_a_wrong_secret_is_refused_before_any_policy(bucket: str, unique_name: str) -> None:
+    role = _role(unique_name, [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}])
+    with pytest.raises(ClientError) as refused:
+        _as_role(role, "s3", secret="not-the-secret").get_object(Bucket=bucket, Key="train/a.png")
+    assert _code(refused) == "SignatureDoesNotMatch"
+
+
+def _function(name: str, role: str) -> Any:
+    code = io.BytesIO()
+    with zipfile.ZipFile(code, "w") as archive:
+        archive.writestr("probe.py", "def handler(event, context):\n    return 'ran'\n")
+    client = boto3.client("lambda")
+    client.create_function(
+        FunctionName=name,
+        Runtime="python3.11",
+        Role=role,
+        Handler="probe.handler",
+        Code={"ZipFile": code.getvalue()},
+    )
+    return client
+
+
+@pytest.mark.parametrize(
+    ("principal", "condition", "runs"),
+    [
+        ("lambda.amazonaws.com", None, True),
+        ("ec2.amazonaws.com", None, False),
+        (
+            "lambda.amazonaws.com",
+            {"ArnLike": {"aws:SourceArn": "arn:aws:lambda:*:*:function:{name}"}},
+            True,
+        ),
+        (
+            "lambda.amazonaws.com",
+            {"ArnLike": {"aws:SourceArn": "arn:aws:lambda:*:*:function:other"}},
+            False,
+        ),
+        ("lambda.amazonaws.com", {"StringEquals": {"aws:SourceAccount": "{account}"}}, True),
+        ("lambda.amazonaws.com", {"StringEquals": {"aws:SourceAccount": "999999999999"}}, False),
+    ],
+    ids=["trusted", "other-service", "source-arn", "other-source-arn", "account", "other-account"],
+)
+def test_a_function_runs_only_with_a_role_that_trusts_lambda_for_it(
+    local_aws: dict[str, str],
+    unique_name: str,
+    principal: str,
+    condition: dict[str, Any] | None,
+    runs: bool,
+) -> None:
+    statement: dict[str, Any] = {
+        "Effect": "Allow",
+        "Principal": {"Service": principal},
+        "Action": "sts:AssumeRole",
+    }
+    if condition:
+        text = json.dumps(condition).replace("{name}", unique_name)
+        statement["Condition"] = json.loads(text.replace("{account}", iam.ACCOUNT_ID))
+    role = _role(unique_name, [], {"Version": "2012-10-17", "Statement": [statement]})
+    client = _function(unique_name, role)
+    if runs:
+        assert client.invoke(FunctionName=unique_name)["Payload"].read() == b'"ran"'
+    else:
+        with pytest.raises(ClientError) as refused:
+            client.invoke(FunctionName=unique_name)
+        assert _code(refused) == "InvalidParameterValueException"
+        assert "cannot be assumed by Lambda" in str(refused.value)
+
+
+def test_the_function_acts_with_its_role_and_the_operator_is_not_evaluated(
+    local_aws: dict[str, str], unique_name: str
+) -> None:
+    """The handler's credentials are its role's: STS names the assumed role."""
+    code = io.BytesIO()
+    with zipfile.ZipFile(code, "w") as archive:
+        archive.writestr(
+            "whoami.py",
+            "import boto3\n"
+            "def handler(event, context):\n"
+            "    return boto3.client('sts').get_caller_identity()['Arn']\n",
+        )
+    role = _role(unique_name, [])
+    client = boto3.client("lambda")
+    client.create_function(
+        FunctionName=unique_name,
+        Runtime="python3.11",
+        Role=role,
+        Handler="whoami.handler",
+        Code={"ZipFile": code.getvalue()},
+    )
+    arn = json.loads(client.invoke(FunctionName=unique_name)["Payload"].read())
+    assert isinstance(arn, str), arn
+    assert arn.startswith(f"arn:aws:sts::{iam.ACCOUNT_ID}:assumed-role/{unique_name}/")
+    # The operator's own keys (the tests', the CLI's) are AWS's administrator: not evaluated.
+    assert boto3.client("sts").get_caller_identity()["Account"] == iam.ACCOUNT_ID

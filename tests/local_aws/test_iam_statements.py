@@ -1,0 +1,482 @@
+"""Every IAM statement of the workflow's roles is needed: without it, the local AWS refuses.
+
+The real `serverless.yml` is rendered once (`sls package --stage local`); its functions are
+created in the local AWS from the packaged zips, its state machine from the rendered
+definition, its EventBridge rule from the rendered pattern and target. For each statement
+of each role (those in `serverless.yml` and those serverless-step-functions generates), the
+role is created without that one statement and the part of the workflow that acts with it
+runs: it must fail with AccessDenied. With the whole role it must succeed.
+
+Statements for CloudWatch Logs (logs:CreateLogStream, logs:PutLogEvents) and X-Ray are
+not parametrised: the local Lambda executor writes handler logs to the server's stderr,
+not to CloudWatch Logs, and nothing traces, so nothing in local mode exercises them
+(docs/local-mode.md lists them as not enforced).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.conftest import REPO_ROOT
+from tests.handlers.conftest import encode_image
+from tests.local_aws.conftest import LocalAws
+from tests.statemachine.packaging import ACCOUNT_ID, package
+
+pytestmark = pytest.mark.timeout(600)
+
+REGION = "us-east-1"  # the local AWS's default; the region tests run elsewhere
+ENDPOINT = "scones-iam-endpoint"
+IMAGE_KEY = "test/iam-probe.png"
+CONFIDENT = [0.97, 0.03]
+GATE = "THRESHOLD_CONFIDENCE_NOT_MET"  # a doubtful image: an outcome, not an access error
+BASELINE = {
+    "classes": ["bicycle", "motorcycle"],
+    "confidence_threshold": 0.93,
+    "confidences": [0.95 + 0.001 * i for i in range(40)],
+    "class_counts": {"bicycle": 20, "motorcycle": 20},
+}
+# The statements the step-functions plugin adds to the template (not in serverless.yml).
+PLUGIN_STATEMENTS = [
+    ("ImageWorkflowRole", "lambda:InvokeFunction"),
+    ("ImageWorkflowEventToStepFunctionsRole", "states:StartExecution"),
+]
+# Services whose calls local mode never makes (see the module's docstring).
+UNEXERCISED = ("logs:", "xray:")
+
+
+def _actions(statement: dict[str, Any]) -> list[str]:
+    actions = statement.get("Action", [])
+    return [actions] if isinstance(actions, str) else list(actions)
+
+
+def _exercised(statement: dict[str, Any]) -> bool:
+    return not all(action.startswith(UNEXERCISED) for action in _actions(statement))
+
+
+def _statements(resources: dict[str, Any]) -> list[tuple[str, str]]:
+    """(role, its actions) of each statement that local mode exercises."""
+    found = []
+    for name, resource in resources.items():
+        if resource.get("Type") != "AWS::IAM::Role":
+            continue
+        for policy in resource["Properties"].get("Policies", []):
+            found += [(name, ",".join(_actions(s))) for s in _listed(policy) if _exercised(s)]
+    return found
+
+
+def _listed(policy: dict[str, Any]) -> list[dict[str, Any]]:
+    statements = policy["PolicyDocument"]["Statement"]
+    return [statements] if isinstance(statements, dict) else list(statements)
+
+
+# Read at collection, without the Serverless CLI: the statements written in serverless.yml.
+DECLARED = _statements(
+    yaml.safe_load((REPO_ROOT / "serverless.yml").read_text())["resources"]["Resources"]
+)
+PARAMETERS = [
+    pytest.param(role, actions, id=f"{role}-{actions}")
+    for role, actions in DECLARED + PLUGIN_STATEMENTS
+]
+
+
+# --- the rendered template, made concrete -----------------------------------------------
+
+
+@dataclass
+class Rendered:
+    template: dict[str, Any]
+    artifacts: Path
+
+    @property
+    def resources(self) -> dict[str, Any]:
+        resources: dict[str, Any] = self.template["Resources"]
+        return resources
+
+    def arn(self, logical_id: str) -> str:
+        resource = self.resources[logical_id]
+        kind, properties = resource["Type"], resource.get("Properties", {})
+        if kind == "AWS::Lambda::Function":
+            return f"arn:aws:lambda:{REGION}:{ACCOUNT_ID}:function:{properties['FunctionName']}"
+        if kind == "AWS::Logs::LogGroup":
+            name = properties["LogGroupName"]
+            return f"arn:aws:logs:{REGION}:{ACCOUNT_ID}:log-group:{name}:*"
+        if kind == "AWS::StepFunctions::StateMachine":
+            name = properties["StateMachineName"]
+            return f"arn:aws:states:{REGION}:{ACCOUNT_ID}:stateMachine:{name}"
+        if kind == "AWS::IAM::Role":
+            return f"arn:aws:iam::{ACCOUNT_ID}:role/{logical_id}"
+        if kind == "AWS::Events::Rule":
+            return f"arn:aws:events:{REGION}:{ACCOUNT_ID}:rule/{logical_id}"
+        raise AssertionError(f"no ARN for {logical_id} ({kind})")
+
+    def ref(self, name: str) -> str:
+        pseudo = {"AWS::Region": REGION, "AWS::AccountId": ACCOUNT_ID, "AWS::Partition": "aws"}
+        if name in pseudo:
+            return pseudo[name]
+        if name == "EndpointName":
+            return ENDPOINT
+        if self.resources[name]["Type"] == "AWS::StepFunctions::StateMachine":
+            return self.arn(name)  # a state machine's Ref is its ARN
+        raise AssertionError(f"no Ref value for {name}")
+
+    def resolve(self, value: Any) -> Any:
+        """CloudFormation's intrinsic functions, for the ones the template uses."""
+        if isinstance(value, list):
+            return [self.resolve(item) for item in value]
+        if not isinstance(value, dict):
+            return value
+        if set(value) == {"Ref"}:
+            return self.ref(value["Ref"])
+        if set(value) == {"Fn::GetAtt"}:
+            logical_id, attribute = value["Fn::GetAtt"]
+            assert attribute == "Arn", value
+            return self.arn(logical_id)
+        if set(value) == {"Fn::Join"}:
+            separator, items = value["Fn::Join"]
+            return separator.join(str(self.resolve(item)) for item in items)
+        if set(value) == {"Fn::Sub"}:
+            text, variables = (
+                value["Fn::Sub"] if isinstance(value["Fn::Sub"], list) else (value["Fn::Sub"], {})
+            )
+            resolved = {name: str(self.resolve(v)) for name, v in variables.items()}
+
+            def substitute(match: re.Match[str]) -> str:
+                name = match.group(1)
+                if name in resolved:
+                    return resolved[name]
+                if name.endswith(".Arn"):
+                    return self.arn(name.removesuffix(".Arn"))
+                return self.ref(name)
+
+            return re.sub(r"\$\{([^}!]+)\}", substitute, text)
+        return {key: self.resolve(item) for key, item in value.items()}
+
+    def role(self, logical_id: str, without: str | None = None) -> dict[str, Any]:
+        """The role's trust policy and policies, resolved, minus the statement whose
+        actions are `without`."""
+        properties = self.resolve(self.resources[logical_id]["Properties"])
+        policies, removed = [], 0
+        for policy in properties.get("Policies", []):
+            kept = [s for s in _listed(policy) if ",".join(_actions(s)) != without]
+            removed += len(_listed(policy)) - len(kept)
+            if kept:
+                policies.append(
+                    (policy["PolicyName"], {**policy["PolicyDocument"], "Statement": kept})
+                )
+        assert removed == (0 if without is None else 1), f"{logical_id}: {without} x {removed}"
+        return {"trust": properties["AssumeRolePolicyDocument"], "policies": policies}
+
+
+@dataclass
+class Workflow:
+    """The rendered workflow created in the local AWS, and the roles to run it with."""
+
+    aws: LocalAws
+    rendered: Rendered
+    bucket: str
+    machine_arn: str
+    functions: dict[str, str] = field(default_factory=dict)  # role logical id -> function
+    environments: dict[str, dict[str, str]] = field(default_factory=dict)  # ... -> variables
+    whole_roles: dict[str, str] = field(default_factory=dict)  # role logical id -> ARN
+
+    def create_role(self, logical_id: str, without: str | None = None) -> str:
+        role = self.rendered.role(logical_id, without)
+        name = f"{logical_id}-{uuid.uuid4().hex[:8]}"
+        iam = self.aws.client("iam")
+        arn: str = iam.create_role(
+            RoleName=name, AssumeRolePolicyDocument=json.dumps(role["trust"])
+        )["Role"]["Arn"]
+        for policy_name, document in role["policies"]:
+            iam.put_role_policy(
+                RoleName=name, PolicyName=policy_name, PolicyDocument=json.dumps(document)
+            )
+        return arn
+
+    def use_roles(self, **roles: str) -> None:
+        """Give each function its whole role unless `roles` names another for it."""
+        lambda_ = self.aws.client("lambda")
+        for logical_id, function in self.functions.items():
+            arn = roles.get(logical_id) or self.whole_roles[logical_id]
+            lambda_.update_function_configuration(FunctionName=function, Role=arn)
+        machine_role = roles.get("ImageWorkflowRole") or self.whole_roles["ImageWorkflowRole"]
+        self.aws.client("stepfunctions").update_state_machine(
+            stateMachineArn=self.machine_arn, roleArn=machine_role
+        )
+
+
+def _functions(rendered: Rendered) -> Iterator[dict[str, Any]]:
+    for resource in rendered.resources.values():
+        if resource["Type"] == "AWS::Lambda::Function":
+            properties = dict(resource["Properties"])
+            code = properties.pop("Code")  # in the deployment bucket: read from the package
+            yield {**rendered.resolve(properties), "Code": code}
+
+
+@pytest.fixture(scope="module")
+def workflow(workflow_aws: LocalAws, tmp_path_factory: pytest.TempPathFactory) -> Workflow:
+    artifacts = tmp_path_factory.mktemp("iam-package")
+    rendered = Rendered(package("local", artifacts), artifacts)
+    aws = workflow_aws
+    bucket = str(
+        rendered.resolve(
+            next(
+                iter(
+                    p["Properties"]["Environment"]["Variables"]["DATA_BUCKET"]
+                    for p in rendered.resources.values()
+                    if p["Type"] == "AWS::Lambda::Function"
+                    and "DATA_BUCKET" in p["Properties"].get("Environment", {}).get("Variables", {})
+                )
+            )
+        )
+    )
+    s3 = aws.client("s3")
+    s3.create_bucket(Bucket=bucket)
+    s3.put_bucket_notification_configuration(
+        Bucket=bucket, NotificationConfiguration={"EventBridgeConfiguration": {}}
+    )
+    # An even number of bytes: the stand-in endpoint (conftest) answers it confidently.
+    image = encode_image("PNG", (16, 16))
+    assert len(image) % 2 == 0
+    s3.put_object(Bucket=bucket, Key=IMAGE_KEY, Body=image)
+
+    roles = {
+        name: ""
+        for name, resource in rendered.resources.items()
+        if resource["Type"] == "AWS::IAM::Role"
+    }
+    workflow = Workflow(aws, rendered, bucket, rendered.arn("ImageWorkflow"))
+    workflow.whole_roles = {name: workflow.create_role(name) for name in roles}
+    lambda_ = aws.client("lambda")
+    for properties in _functions(rendered):
+        role_id = properties["Role"].rsplit("/", 1)[-1]
+        code = (artifacts / Path(properties["Code"]["S3Key"]).name).read_bytes()
+        variables = dict(properties.get("Environment", {}).get("Variables", {}))
+        variables["SETTLE_SECONDS"] = "0"  # the monitor reads captures as soon as they exist
+        lambda_.create_function(
+            FunctionName=properties["FunctionName"],
+            Runtime=properties["Runtime"],
+            Role=workflow.whole_roles[role_id],
+            Handler=properties["Handler"],
+            Code={"ZipFile": code},
+            Timeout=int(properties.get("Timeout", 3)),
+            MemorySize=int(properties.get("MemorySize", 128)),
+            Environment={"Variables": {k: str(v) for k, v in variables.items()}},
+        )
+        workflow.functions[role_id] = properties["FunctionName"]
+        workflow.environments[role_id] = {k: str(v) for k, v in variables.items()}
+    machine = rendered.resources["ImageWorkflow"]["Properties"]
+    definition = rendered.resolve(machine["DefinitionString"])
+    aws.client("stepfunctions").create_state_machine(
+        name=machine["StateMachineName"],
+        definition=definition,
+        roleArn=workflow.whole_roles["ImageWorkflowRole"],
+    )
+    return workflow
+
+
+# --- what each role does, run for real ----------------------------------------------------
+
+
+def _invoke(workflow: Workflow, role_id: str, event: dict[str, Any]) -> str:
+    """'ok', or the function's error as Lambda reports it."""
+    response = workflow.aws.client("lambda").invoke(
+        FunctionName=workflow.functions[role_id], Payload=json.dumps(event).encode()
+    )
+    payload = response["Payload"].read().decode()
+    return f"{response['FunctionError']}: {payload}" if "FunctionError" in response else "ok"
+
+
+def _event(workflow: Workflow, **fields: Any) -> dict[str, Any]:
+    return {
+        "image_data": "",
+        "s3_bucket": workflow.bucket,
+        "s3_key": IMAGE_KEY,
+        "inferences": [],
+        **fields,
+    }
+
+
+def _serialize(workflow: Workflow, role: str) -> str:
+    workflow.use_roles(SerializeRole=role)
+    return _invoke(workflow, "SerializeRole", _event(workflow))
+
+
+def _classify(workflow: Workflow, role: str) -> str:
+    """classify as it runs after serialize left the image in S3: it reads the image by the
+    event's reference (s3:GetObject), then calls the endpoint (sagemaker:InvokeEndpoint)."""
+    workflow.use_roles(ClassifyRole=role)
+    return _invoke(workflow, "ClassifyRole", _event(workflow))
+
+
+def _monitor(workflow: Workflow, role: str, first_run: bool = False) -> str:
+    """One run over one capture object: it lists and reads captures and the baseline,
+    publishes metrics and writes its position (unless `first_run`, the state object
+    exists already)."""
+    workflow.use_roles(MonitorRole=role)
+    s3 = workflow.aws.client("s3")
+    variables = workflow.environments["MonitorRole"]
+    s3.put_object(
+        Bucket=workflow.bucket, Key=variables["BASELINE_KEY"], Body=json.dumps(BASELINE).encode()
+    )
+    prefix = f"{variables['CAPTURE_PREFIX']}AllTraffic/"
+    record = {
+        "captureData": {
+            "endpointOutput": {
+                "data": json.dumps(CONFIDENT),
+                "encoding": "JSON",
+                "mode": "OUTPUT",
+                "observedContentType": "application/json",
+            }
+        }
+    }
+    s3.put_object(
+        Bucket=workflow.bucket,
+        Key=f"{prefix}{uuid.uuid4().hex}.jsonl",
+        Body=(json.dumps(record) + "\n").encode(),
+    )
+    state_key = variables.get("STATE_KEY", f"monitoring/{variables['ENDPOINT_NAME']}.json")
+    if first_run:
+        s3.delete_object(Bucket=workflow.bucket, Key=state_key)
+    else:
+        s3.put_object(
+            Bucket=workflow.bucket, Key=state_key, Body=json.dumps({"last_key": ""}).encode()
+        )
+    return _invoke(workflow, "MonitorRole", {})
+
+
+def _wait_for_execution(workflow: Workflow, arn: str) -> dict[str, Any]:
+    sfn = workflow.aws.client("stepfunctions")
+    deadline = time.monotonic() + 120
+    while (described := sfn.describe_execution(executionArn=arn))["status"] == "RUNNING":
+        assert time.monotonic() < deadline, f"{arn} still running"
+        time.sleep(0.2)
+    return dict(described)
+
+
+def _outcome(workflow: Workflow, execution: dict[str, Any]) -> str:
+    """'ok' when the execution ran through (passed or stopped at the gate), else its errors."""
+    if execution["status"] == "SUCCEEDED" or execution.get("error") == GATE:
+        return "ok"
+    history = workflow.aws.client("stepfunctions").get_execution_history(
+        executionArn=execution["executionArn"]
+    )["events"]
+    failures = [e["taskFailedEventDetails"] for e in history if e["type"] == "TaskFailed"]
+    return f"{execution['status']}: " + "; ".join(f"{f['error']}: {f['cause']}" for f in failures)
+
+
+def _state_machine(workflow: Workflow, role: str) -> str:
+    workflow.use_roles(ImageWorkflowRole=role)
+    arn = workflow.aws.client("stepfunctions").start_execution(
+        stateMachineArn=workflow.machine_arn, input=json.dumps(_event(workflow))
+    )["executionArn"]
+    return _outcome(workflow, _wait_for_execution(workflow, arn))
+
+
+def _trigger(workflow: Workflow, role: str) -> str:
+    """An upload under incoming/ through the rendered rule (its name, pattern and target),
+    with `role` as the target's."""
+    workflow.use_roles()
+    [rule] = [
+        workflow.rendered.resolve(resource["Properties"])
+        for resource in workflow.rendered.resources.values()
+        if resource["Type"] == "AWS::Events::Rule" and "EventPattern" in resource["Properties"]
+    ]
+    name = rule.get("Name") or f"iam-{uuid.uuid4().hex[:8]}"
+    events = workflow.aws.client("events")
+    events.put_rule(Name=name, EventPattern=json.dumps(rule["EventPattern"]), State="ENABLED")
+    [target] = rule["Targets"]
+    events.put_targets(Rule=name, Targets=[{**target, "RoleArn": role}])
+    key = f"incoming/{uuid.uuid4().hex}.png"
+    try:
+        workflow.aws.client("s3").copy_object(
+            Bucket=workflow.bucket,
+            Key=key,
+            CopySource={"Bucket": workflow.bucket, "Key": IMAGE_KEY},
+        )
+        return _trigger_outcome(workflow, name, role, key)
+    finally:
+        events.remove_targets(Rule=name, Ids=[target["Id"]])
+        events.delete_rule(Name=name)
+
+
+def _trigger_outcome(workflow: Workflow, rule: str, role: str, key: str) -> str:
+    """Wait for either signal: an execution for `key`, or the rule's refused invocation
+    with `role` (the server's log; EventBridge's FailedInvocations metric counts it)."""
+    sfn = workflow.aws.client("stepfunctions")
+    cloudwatch = workflow.aws.client("cloudwatch")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        for item in sfn.list_executions(stateMachineArn=workflow.machine_arn)["executions"]:
+            described = sfn.describe_execution(executionArn=item["executionArn"])
+            if json.loads(described["input"]).get("s3_key") == key:
+                return _outcome(workflow, _wait_for_execution(workflow, item["executionArn"]))
+        refusals = [
+            line
+            for line in workflow.aws.log.read_text().splitlines()
+            if f"rule/{rule}:" in line and role in line
+        ]
+        if refusals:
+            failed = cloudwatch.list_metrics(
+                Namespace="AWS/Events",
+                MetricName="FailedInvocations",
+                Dimensions=[{"Name": "RuleName", "Value": rule}],
+            )["Metrics"]
+            assert failed, "a refused invocation is not counted in FailedInvocations"
+            return "FailedInvocations: " + " ".join(refusals)
+        time.sleep(0.2)
+    raise AssertionError(f"the upload of {key} neither started an execution nor failed")
+
+
+SCENARIOS: dict[str, Callable[[Workflow, str], str]] = {
+    "SerializeRole": _serialize,
+    "ClassifyRole": _classify,
+    "MonitorRole": _monitor,
+    "ImageWorkflowRole": _state_machine,
+    "ImageWorkflowEventToStepFunctionsRole": _trigger,
+}
+
+
+# --- the tests ----------------------------------------------------------------------------
+
+
+def test_every_statement_that_local_mode_exercises_is_parametrised(workflow: Workflow) -> None:
+    rendered = _statements(workflow.rendered.resources)
+    assert sorted(rendered) == sorted(DECLARED + PLUGIN_STATEMENTS)
+    assert {role for role, _ in rendered} <= set(SCENARIOS)
+
+
+@pytest.mark.parametrize("role_id", sorted(SCENARIOS))
+def test_each_part_succeeds_with_its_whole_role(workflow: Workflow, role_id: str) -> None:
+    assert SCENARIOS[role_id](workflow, workflow.whole_roles[role_id]) == "ok"
+
+
+def test_the_monitors_first_run_works_under_its_role(workflow: Workflow) -> None:
+    """No state object yet: under MonitorRole (ListBucket only for some prefixes) S3 answers
+    a GetObject of it AccessDenied, not NoSuchKey, so the monitor must not make one."""
+    assert _monitor(workflow, workflow.whole_roles["MonitorRole"], first_run=True) == "ok"
+
+
+@pytest.mark.parametrize(("role_id", "actions"), PARAMETERS)
+def test_without_any_one_statement_the_part_fails_with_access_denied(
+    workflow: Workflow, role_id: str, actions: str
+) -> None:
+    role = workflow.create_role(role_id, without=actions)
+    outcome = SCENARIOS[role_id](workflow, role)
+    assert outcome != "ok"
+    # The refusal is the local AWS's, for this role and one of the statement's actions
+    # (HeadObject's 403 has no body: the handler cannot name it, the server's log does).
+    refusals = re.findall(
+        rf"AccessDenied: User: {re.escape(role)} is not authorized to perform: (\S+)",
+        workflow.aws.log.read_text(),
+    )
+    assert set(refusals) & set(actions.split(",")), (outcome, refusals)

@@ -1,0 +1,98 @@
+"""Step Functions' payload limit in the local AWS, as AWS enforces it: a state's result over
+256 KiB fails the execution with States.DataLimitExceeded, which a Catch on States.ALL does
+not catch, and StartExecution refuses a larger input (local_aws/stepfunctions.py)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+
+from tests.local_aws.conftest import LocalAws, wait_for_execution
+from tests.local_aws.test_iam import state_machine_role
+from tests.local_aws.test_lambda_executor import create, package
+
+STATE_LIMIT_BYTES = 256 * 1024
+
+RETURN_SIZED = """
+def handler(event, context):
+    return {"data": "x" * event["bytes"]}
+"""
+
+
+def machine(local: LocalAws, name: str, function_arn: str) -> str:
+    """A one-task workflow shaped like ours: lambda:invoke, then any error is caught."""
+    definition = {
+        "StartAt": "Task",
+        "States": {
+            "Task": {
+                "Type": "Task",
+                "Resource": "arn:aws:states:::lambda:invoke",
+                "Parameters": {"FunctionName": function_arn, "Payload.$": "$"},
+                "OutputPath": "$.Payload",
+                "Catch": [{"ErrorEquals": ["States.ALL"], "Next": "Caught"}],
+                "End": True,
+            },
+            "Caught": {"Type": "Fail", "Error": "Caught", "Cause": "a Catch matched"},
+        },
+    }
+    role = state_machine_role(local.client("iam"), f"{name}-machine", [function_arn])
+    created = local.client("stepfunctions").create_state_machine(
+        name=name, definition=json.dumps(definition), roleArn=role
+    )
+    arn: str = created["stateMachineArn"]
+    return arn
+
+
+def run(local: LocalAws, machine_arn: str, event: dict[str, Any]) -> dict[str, Any]:
+    sfn = local.client("stepfunctions")
+    started = sfn.start_execution(stateMachineArn=machine_arn, input=json.dumps(event))
+    return wait_for_execution(sfn, started["executionArn"])
+
+
+@pytest.fixture
+def sized_machine(workflow_aws: LocalAws, unique_name: str) -> str:
+    lambda_ = create(
+        workflow_aws, unique_name, "sized.handler", code=package({"sized.py": RETURN_SIZED})
+    )
+    function_arn = lambda_.get_function(FunctionName=unique_name)["Configuration"]["FunctionArn"]
+    return machine(workflow_aws, unique_name, function_arn)
+
+
+def test_a_result_over_256_kib_fails_the_execution_past_a_catch_on_states_all(
+    workflow_aws: LocalAws, sized_machine: str
+) -> None:
+    described = run(workflow_aws, sized_machine, {"bytes": STATE_LIMIT_BYTES})
+    assert described["status"] == "FAILED"
+    assert described["error"] == "States.DataLimitExceeded"
+
+
+def test_a_result_under_the_limit_passes(workflow_aws: LocalAws, sized_machine: str) -> None:
+    described = run(workflow_aws, sized_machine, {"bytes": STATE_LIMIT_BYTES - 4096})
+    assert described["status"] == "SUCCEEDED"
+    assert len(json.loads(described["output"])["data"]) == STATE_LIMIT_BYTES - 4096
+
+
+def test_a_handler_error_is_still_caught_by_states_all(
+    workflow_aws: LocalAws, sized_machine: str
+) -> None:
+    described = run(workflow_aws, sized_machine, {"no": "bytes"})  # KeyError in the handler
+    assert described["status"] == "FAILED"
+    assert described["error"] == "Caught"
+
+
+def test_an_execution_input_over_256_kib_is_refused_before_it_starts(
+    workflow_aws: LocalAws, sized_machine: str
+) -> None:
+    sfn = workflow_aws.client("stepfunctions")
+    padding = "p" * STATE_LIMIT_BYTES
+    with pytest.raises(ClientError) as refused:
+        sfn.start_execution(
+            stateMachineArn=sized_machine, input=json.dumps({"bytes": 1, "padding": padding})
+        )
+    assert refused.value.response["Error"]["Code"] == "ValidationException"
+    assert sfn.list_executions(stateMachineArn=sized_machine)["executions"] == []
+    described = run(workflow_aws, sized_machine, {"bytes": 1, "padding": padding[:-4096]})
+    assert described["status"] == "SUCCEEDED"

@@ -1,0 +1,35 @@
+"""Error messages show values bounded and readable, never an object's memory address."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+from PIL import Image, UnidentifiedImageError
+
+from training_job.errors import bounded, one_line
+
+
+def test_a_long_value_is_cut_and_its_length_said() -> None:
+    shown = bounded("b" * 100_000)
+    assert shown.startswith("'bbbb") and shown.endswith("... (100000 characters)")
+    assert len(shown) < 120
+    assert bounded("short-name") == "'short-name'"
+    assert bounded(Path("/tmp/x")) == "'/tmp/x'"
+
+
+def test_objects_are_shown_by_name_or_type_not_address(tmp_path: Path) -> None:
+    buffer = io.BytesIO(b"not an image")
+    assert bounded(buffer) == "a BytesIO"
+    with (tmp_path / "f.bin").open("wb") as file:
+        assert bounded(file) == repr(str(tmp_path / "f.bin"))
+
+
+def test_a_library_message_loses_its_addresses_and_its_length() -> None:
+    with pytest.raises(UnidentifiedImageError) as error:
+        Image.open(io.BytesIO(b"not an image"))
+    assert " at 0x" in str(error.value)  # PIL names the buffer by its address
+    assert one_line(str(error.value)) == "cannot identify image file <_io.BytesIO>"
+    long = one_line("line one\nline two " + "x" * 10_000)
+    assert "\n" not in long and len(long) < 600 and long.startswith("line one line two")
