@@ -167,7 +167,9 @@ def test_sagemaker_pytorch_job_is_created_as_the_sdk_would(
     assert json.loads(hps["sagemaker_program"]) == "train.py"
     assert json.loads(hps["sagemaker_submit_directory"]) == source
     with tarfile.open(fileobj=io.BytesIO(read_object(bucket, source.split("/", 3)[3]))) as tar:
-        assert {"train.py", "model.py", "imaging.py", "inference.py"} <= set(tar.getnames())
+        names = set(tar.getnames())
+    assert {"train.py", "model.py", "imaging.py", "inference.py"} <= names
+    assert "contract/images.py" in names  # the estimator's `dependencies`, beside train.py
 
 
 @pytest.mark.parametrize("algorithm", ["pytorch", "builtin"])

@@ -51,6 +51,9 @@ CODE_DIR = Path(__file__).resolve().parent
 ECE_BINS = 15
 # Modules the serving container needs next to inference.py (train.py itself does not).
 SERVING_SUFFIXES = (".py", ".txt")
+# Packages inference.py imports that live at the repository's root: SageMaker copies the
+# estimator's `dependencies` beside this file (local_aws/training.py does the same).
+SERVING_PACKAGES = ("contract",)
 
 
 class TrainingError(Exception):
@@ -673,14 +676,35 @@ def write_plots(
 
 
 def copy_serving_code(code_dir: Path) -> list[str]:
-    """Copy the modules SageMaker's serving container imports into `model_dir/code/`."""
+    """Copy the modules SageMaker's serving container imports into `model_dir/code/`, so
+    the archive serves with nothing but its code/ on the module path."""
     code_dir.mkdir(parents=True, exist_ok=True)
     copied = []
     for source in sorted(CODE_DIR.iterdir()):
         if source.suffix in SERVING_SUFFIXES and source.name != "train.py" and source.is_file():
             shutil.copy2(source, code_dir / source.name)
             copied.append(source.name)
+    for package in SERVING_PACKAGES:
+        shutil.copytree(
+            serving_package_dir(package),
+            code_dir / package,
+            ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
+            dirs_exist_ok=True,
+        )
+        copied.append(f"{package}/")
     return copied
+
+
+def serving_package_dir(package: str) -> Path:
+    """Where a dependency package is: beside this file in a training job, or at the
+    repository's root when this file is run from the repository."""
+    for candidate in (CODE_DIR / package, CODE_DIR.parents[1] / package):
+        if (candidate / "__init__.py").is_file():
+            return candidate
+    raise TrainingError(
+        f"package {package}/ is neither beside {CODE_DIR} nor at the repository root: "
+        "pass it as a dependency of the training job"
+    )
 
 
 def write_monitoring_baseline(

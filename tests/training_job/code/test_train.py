@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ import torch
 import train as train_module
 from PIL import Image
 
+from local_aws import training
 from tests.training_job.code.conftest import CODE_DIR
 
 TINY = [
@@ -287,3 +289,37 @@ def test_data_that_does_not_match_the_hyperparameters_is_refused(
     assert code == 2
     assert message in capsys.readouterr().err
     assert not model_dir.exists()
+
+
+def test_the_packed_model_serves_with_only_its_code_dir_on_the_path(
+    trained: Any, tmp_path: Path
+) -> None:
+    # model.tar.gz as the training job uploads it, served by a fresh, isolated interpreter
+    # (-I: no PYTHONPATH, no current directory) with code/ alone added, as SageMaker's
+    # serving container adds it: contract/ must travel inside code/.
+    root, _, _ = trained
+    archive = training.pack(root / "model", tmp_path / "model.tar.gz")
+    extracted = tmp_path / "extracted"
+    with tarfile.open(archive) as tar:
+        tar.extractall(extracted, filter="data")
+    image = tmp_path / "image.png"
+    Image.new("RGB", (40, 30), (200, 30, 30)).save(image)
+    script = (
+        "import sys\n"
+        "sys.path.insert(0, sys.argv[1] + '/code')\n"
+        "import contract.images, inference\n"
+        "assert contract.images.__file__.startswith(sys.argv[1]), contract.images.__file__\n"
+        "model = inference.model_fn(sys.argv[1])\n"
+        "data = inference.input_fn(open(sys.argv[2], 'rb').read(), 'image/png')\n"
+        "print(inference.output_fn(inference.predict_fn(data, model), 'application/json')[0])\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-I", "-c", script, str(extracted), str(image)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    probabilities = json.loads(result.stdout)
+    assert len(probabilities) == 2 and abs(sum(probabilities) - 1) < 1e-5
