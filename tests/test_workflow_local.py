@@ -27,10 +27,9 @@ import pytest
 from botocore.exceptions import ClientError
 
 from local_aws.server import (
-    client_environment,
     endpoint_url,
+    local_aws_server,
     local_client,
-    wait_until_ready,
     without_aws_variables,
 )
 from tests.conftest import REPO_ROOT, free_port
@@ -102,42 +101,18 @@ def _check(result: subprocess.CompletedProcess[str], what: str) -> None:
     assert result.returncode == 0, f"{what} failed:\n{result.stdout}\n{result.stderr}"
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
 @pytest.fixture(scope="module")
 def local_aws_with_endpoint_port(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[dict[str, str], int, Path]]:
     """A fresh local AWS whose Lambda workers reach a local endpoint on a port chosen now."""
     work = tmp_path_factory.mktemp("workflow-local")
-    aws_port, endpoint_port = free_port(), free_port()
-    environment = without_aws_variables(os.environ)
-    environment.update(
-        {
-            "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": endpoint_url(endpoint_port),
-            "LOCAL_AWS_LAMBDA_CACHE": str(work / "lambda-cache"),
-        }
-    )
-    with (work / "aws.log").open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "local_aws", "serve", "--port", str(aws_port)],
-            cwd=REPO_ROOT,
-            env=environment,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        wait_until_ready(endpoint_url(aws_port))
-        yield client_environment(aws_port, region=REGION), endpoint_port, work
-    finally:
-        _stop(process)
+    endpoint_port = free_port()
+    cache = {"LOCAL_AWS_LAMBDA_CACHE": str(work / "lambda-cache")}
+    with local_aws_server(
+        work, free_port(), endpoint_port=endpoint_port, environment=cache
+    ) as server:
+        yield server.client_environment(region=REGION), endpoint_port, work
 
 
 @pytest.fixture(scope="module")
