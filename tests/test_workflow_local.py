@@ -320,13 +320,25 @@ def test_a_doubtful_image_stops_at_the_confidence_gate(workflow: Workflow) -> No
     assert events[-1]["type"] == "ExecutionFailed"
 
 
+def upload_marker_and_wait(flow: Workflow) -> None:
+    """Upload one more image under incoming/ and wait for its execution to finish: uploads
+    notify in order (the local S3 sends each event before it answers the PUT), so by then
+    every execution an earlier upload started exists too. What must not happen is checked
+    after this positive signal, never after a sleep."""
+    s3 = flow.client("s3")
+    image = s3.get_object(Bucket=flow.bucket, Key=flow.confident_key())["Body"].read()
+    marker = f"incoming/marker-{uuid.uuid4().hex}.png"
+    s3.put_object(Bucket=flow.bucket, Key=marker, Body=image, ContentType="image/png")
+    wait_finished(flow, marker)
+
+
 def test_an_upload_under_incoming_starts_exactly_one_execution(workflow: Workflow) -> None:
     s3 = workflow.client("s3")
     image = s3.get_object(Bucket=workflow.bucket, Key=workflow.confident_key())["Body"].read()
     key = f"incoming/{uuid.uuid4().hex}.png"
     s3.put_object(Bucket=workflow.bucket, Key=key, Body=image, ContentType="image/png")
     finished = wait_finished(workflow, key)
-    time.sleep(1.0)  # room for a duplicate to show up, were one started
+    upload_marker_and_wait(workflow)  # a duplicate, were one started, exists by now
     found = executions_for(workflow, key)
     assert len(finished) == len(found) == 1
     assert found[0]["status"] == "SUCCEEDED"
@@ -339,7 +351,7 @@ def test_an_upload_outside_incoming_starts_none(workflow: Workflow) -> None:
     s3 = workflow.client("s3")
     key = f"uploads/{uuid.uuid4().hex}.png"
     s3.put_object(Bucket=workflow.bucket, Key=key, Body=b"\x89PNG\r\n\x1a\n")
-    time.sleep(1.5)
+    upload_marker_and_wait(workflow)  # an execution for `key`, were one started, exists now
     assert executions_for(workflow, key) == []
 
 
