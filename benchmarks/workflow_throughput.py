@@ -50,10 +50,9 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 from local_aws.server import (  # noqa: E402
-    client_environment,
     endpoint_url,
+    local_aws_server,
     local_client,
-    wait_until_ready,
     without_aws_variables,
 )
 
@@ -170,30 +169,20 @@ def local_stack(archive: Path, model_steps: int, endpoint_workers: int) -> Itera
     """Everything the workflow needs, started here and stopped on the way out."""
     with ExitStack() as cleanup:
         work = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="wf-bench-")))
-        aws_port, endpoint_port = free_port(), free_port()
-        server_environment = without_aws_variables(os.environ)
+        endpoint_port = free_port()
         # The Lambda workers inherit the server's endpoint variables: classify reaches the
         # local endpoint through this one.
-        server_environment["AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME"] = endpoint_url(endpoint_port)
-        server_environment["LOCAL_AWS_LAMBDA_CACHE"] = str(work / "lambda-cache")
-        log = (work / "aws.log").open("wb")
-        cleanup.callback(log.close)
-        server = subprocess.Popen(
-            [sys.executable, "-m", "local_aws", "serve", "--port", str(aws_port)],
-            cwd=REPO_ROOT,
-            env=server_environment,
-            stdout=log,
-            stderr=subprocess.STDOUT,
+        cache = {"LOCAL_AWS_LAMBDA_CACHE": str(work / "lambda-cache")}
+        server = cleanup.enter_context(
+            local_aws_server(work, free_port(), endpoint_port=endpoint_port, environment=cache)
         )
-        cleanup.callback(_stop, server)
-        wait_until_ready(endpoint_url(aws_port))
         suffix = uuid.uuid4().hex[:10]
         stack = Stack(
             work=work,
             bucket=f"scones-bench-{suffix}",
             endpoint_name=f"bench-{suffix}",
             endpoint_url=endpoint_url(endpoint_port),
-            aws=client_environment(aws_port),
+            aws=server.client_environment(),
             keys=[],
             server_pid=server.pid,
         )
@@ -225,15 +214,6 @@ def local_stack(archive: Path, model_steps: int, endpoint_workers: int) -> Itera
         lines = manifest["Body"].read().decode().splitlines()
         stack.keys = [f"test/{line.split(chr(9))[2]}" for line in lines]
         yield stack
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 def _copy_project(project: Path) -> Path:
