@@ -29,7 +29,7 @@ from local_aws import (
     sagemaker_runtime,
     stepfunctions,
 )
-from local_aws.supervisor import Daemon, Readiness
+from local_aws.supervisor import Claim, Daemon, Readiness
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 4566  # LocalStack's conventional port, so either emulator can serve
@@ -231,6 +231,19 @@ def local_aws_server(
     wins over `endpoint_port`).
     """
     daemon = Daemon("aws", state_dir)
+    with daemon.claim() as claim:
+        pid = start_in_background(claim, port, host, endpoint_port, environment or {})
+    try:
+        yield RunningServer(port, host, pid, daemon.log_file)
+    finally:
+        daemon.stop(STOP_TIMEOUT_SECONDS)
+
+
+def start_in_background(
+    claim: Claim, port: int, host: str, endpoint_port: int, environment: Mapping[str, str]
+) -> int:
+    """Start `serve` under `claim` (`up` and `local_aws_server` alike) and return its pid
+    once it answers; its environment is this process's without AWS_*, plus `environment`."""
     argv = [sys.executable, "-m", "local_aws", "serve", "--port", str(port), "--host", host]
     argv += ["--endpoint-port", str(endpoint_port)]
     variables = without_aws_variables(os.environ)
@@ -238,13 +251,8 @@ def local_aws_server(
     source_root = str(Path(__file__).resolve().parent.parent)
     search_path = [source_root, os.environ.get("PYTHONPATH", "")]
     variables["PYTHONPATH"] = os.pathsep.join(part for part in search_path if part)
-    variables.update(environment or {})
-    with daemon.claim() as claim:
-        pid = claim.start(argv, Readiness(host, port, READY_PATH, READY_TIMEOUT_SECONDS), variables)
-    try:
-        yield RunningServer(port, host, pid, daemon.log_file)
-    finally:
-        daemon.stop(STOP_TIMEOUT_SECONDS)
+    variables.update(environment)
+    return claim.start(argv, Readiness(host, port, READY_PATH, READY_TIMEOUT_SECONDS), variables)
 
 
 def write_env_file(path: Path, variables: dict[str, str]) -> None:
