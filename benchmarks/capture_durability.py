@@ -47,18 +47,12 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from local_aws.endpoint import sample_model  # noqa: E402
 from local_aws.server import endpoint_url as local_url  # noqa: E402
-from local_aws.server import local_aws_server, local_client  # noqa: E402
+from local_aws.server import free_port, local_aws_server, local_client  # noqa: E402
 from training_job import capture  # noqa: E402
 
 DEFAULT_ARCHIVE = REPO_ROOT.parent / "shared" / "data" / "cifar-100-python-vehicles.tar.gz"
 SCENARIOS = ("worker-kill-9", "group-kill-9", "sigterm", "s3-outage")
 READY_SECONDS = 120.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Relay:

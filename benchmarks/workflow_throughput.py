@@ -51,6 +51,7 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from local_aws.server import (  # noqa: E402
     endpoint_url,
+    free_port,
     local_aws_server,
     local_client,
     without_aws_variables,
@@ -67,14 +68,6 @@ POLL_SECONDS = 0.01  # the client's DescribeExecution interval: a latency resolu
 FIRST_POLL_SHARE = 0.8  # the first poll waits this share of the median recent duration
 ENDPOINT_LATENCY_SUM = re.compile(r"^endpoint_request_duration_seconds_sum (\S+)$", re.M)
 ENDPOINT_LATENCY_COUNT = re.compile(r"^endpoint_request_duration_seconds_count (\S+)$", re.M)
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # --- the local stack ------------------------------------------------------------------

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -52,6 +53,13 @@ EMULATOR_PATCHES: list[Callable[[], None]] = [
     *sagemaker_runtime.PATCHES,
     *stepfunctions.PATCHES,
 ]
+
+
+def free_port(host: str = DEFAULT_HOST) -> int:
+    """A port nothing listens on now, for a server started next (tests, benchmarks)."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
 
 
 def endpoint_url(port: int, host: str = DEFAULT_HOST) -> str:
