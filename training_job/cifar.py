@@ -28,8 +28,8 @@ import numpy as np
 import requests
 from tqdm import tqdm
 
+from contract.manifest import is_safe_filename
 from training_job.errors import bounded
-from training_job.manifests import is_safe_filename
 
 OFFICIAL_URL = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
 # Archives whose bytes are known: downloaded from one of these URLs, a file is kept only

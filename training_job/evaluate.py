@@ -25,9 +25,9 @@ import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 from tqdm import tqdm
 
-from training_job.bucket import is_valid_bucket_name
+from contract.manifest import MAX_LST_BYTES, LstEntry, ManifestError, parse_lst
+from contract.s3 import S3UriError, parse_s3_object_uri, parse_s3_prefix_uri
 from training_job.errors import bounded, one_line
-from training_job.manifests import MAX_LST_BYTES, LstEntry, ManifestError, parse_lst
 
 GATE_ERROR = "THRESHOLD_CONFIDENCE_NOT_MET"
 MAX_CONCURRENCY = 256
@@ -50,24 +50,8 @@ class Outcome:
     output: str | None = None
 
 
-def split_s3_uri(uri: str, *, want_key: bool) -> tuple[str, str]:
-    """(bucket, key or prefix) of `s3://bucket/rest`; a prefix gets its trailing slash."""
-    if not uri.startswith("s3://"):
-        raise EvaluationError(f"not an s3:// URI: {bounded(uri)}")
-    bucket, _, rest = uri[len("s3://") :].partition("/")
-    if bucket and not is_valid_bucket_name(bucket):
-        raise EvaluationError(f"invalid bucket name {bounded(bucket)} in {bounded(uri)}")
-    if not bucket or (want_key and (not rest or rest.endswith("/"))):
-        raise EvaluationError(
-            f"expected s3://BUCKET/{'KEY' if want_key else 'PREFIX/'}: {bounded(uri)}"
-        )
-    if not want_key and rest and not rest.endswith("/"):
-        rest += "/"
-    return bucket, rest
-
-
 def read_labels(s3: Any, uri: str) -> list[LstEntry]:
-    bucket, key = split_s3_uri(uri, want_key=True)
+    bucket, key = parse_s3_object_uri(uri)
     try:
         response = s3.get_object(Bucket=bucket, Key=key)
         if int(response.get("ContentLength", 0)) > MAX_LST_BYTES:
@@ -194,7 +178,7 @@ def evaluate(
         raise EvaluationError(f"--concurrency must be in 1..{MAX_CONCURRENCY}, got {concurrency}")
     if not (math.isfinite(timeout) and timeout > 0):  # NaN compares false with everything
         raise EvaluationError(f"--timeout must be positive and finite seconds, got {timeout}")
-    bucket, prefix = split_s3_uri(images, want_key=False)
+    bucket, prefix = parse_s3_prefix_uri(images)
     s3 = boto3.client("s3")
     sfn = boto3.client("stepfunctions")
     entries = read_labels(s3, labels)[: limit if limit is not None and limit > 0 else None]
@@ -252,7 +236,7 @@ def run(args: argparse.Namespace) -> int:
             args.limit,
             progress=sys.stderr.isatty() or not args.json,  # the bar goes to stderr
         )
-    except EvaluationError as error:
+    except (EvaluationError, S3UriError) as error:
         print(f"error: {one_line(str(error))}", file=sys.stderr)
         return 2
     except (ClientError, BotoCoreError) as error:

@@ -14,7 +14,6 @@ import difflib
 import hashlib
 import io
 import os
-import re
 import shutil
 import sys
 import uuid
@@ -29,17 +28,16 @@ from botocore.exceptions import BotoCoreError, ClientError
 from PIL import Image
 from tqdm import tqdm
 
+from contract.manifest import LstEntry, ManifestError, format_lst
+from contract.s3 import S3UriError, normalise_prefix
 from training_job import cifar
-from training_job.bucket import BucketError, ensure_bucket, is_valid_bucket_name
+from training_job.bucket import BucketError, ensure_bucket, is_valid_bucket_name, require_region
 from training_job.errors import bounded, one_line
 from training_job.manifests import (
     MANIFEST_NAME,
     SPLITS,
-    LstEntry,
     Manifest,
-    ManifestError,
     content_sha256,
-    format_lst,
     read_manifest,
     write_manifest,
 )
@@ -48,7 +46,6 @@ DEFAULT_CLASSES = "bicycle,motorcycle"
 SOURCE_ENV = "SCONES_CIFAR_SOURCE"
 DEFAULT_CACHE_DIR = Path(".cache/cifar")
 UPLOAD_WORKERS = 16
-_PREFIX = re.compile(r"([A-Za-z0-9_.-]+/)*")
 
 
 class UsageError(ValueError):
@@ -126,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
         return _fail(f"AWS: {error}", 1)
     except OSError as error:
         return _fail(f"{error}", 1)
-    location = f"s3://{args.bucket}/{normalize_prefix(args.prefix)}"
+    location = f"s3://{args.bucket}/{prefix_option(args.prefix)}"
     counts = ", ".join(f"{split} {report.manifest.total(split)}" for split in SPLITS)
     if report.already_staged:
         print(f"already staged: {location} ({counts} images)")
@@ -154,7 +151,7 @@ def stage(
     class_names = parse_classes(classes)
     if not is_valid_bucket_name(bucket):
         raise UsageError(f"invalid bucket name {bounded(bucket)}")
-    prefix = normalize_prefix(prefix)
+    prefix = prefix_option(prefix)
     if cache_dir.exists() and not cache_dir.is_dir():
         raise UsageError(f"--cache-dir {bounded(str(cache_dir))} is not a directory")
     if not cifar.is_url(source):
@@ -180,8 +177,9 @@ def stage(
 
 
 def _refuse_a_bucket_not_ours(s3: Any, bucket: str, account: str) -> None:
-    """A read-only look at the bucket: a name another account holds fails here, before
-    the download; a missing bucket is created by ensure_bucket once the data is valid."""
+    """A read-only look at the bucket: a name another account holds, or a bucket in
+    another region, fails here, before the download; a missing bucket is created by
+    ensure_bucket once the data is valid."""
     try:
         s3.head_bucket(Bucket=bucket, ExpectedBucketOwner=account)
     except ClientError as error:
@@ -192,6 +190,9 @@ def _refuse_a_bucket_not_ours(s3: Any, bucket: str, account: str) -> None:
             ) from error
         if status != 404:
             raise
+    else:
+        # An existing bucket in another region fails here too, before the download.
+        require_region(s3, bucket, {"ExpectedBucketOwner": account})
 
 
 def parse_classes(text: str) -> tuple[str, ...]:
@@ -212,14 +213,12 @@ def parse_classes(text: str) -> tuple[str, ...]:
     return names
 
 
-def normalize_prefix(prefix: str) -> str:
-    if prefix and not prefix.endswith("/"):
-        prefix += "/"
-    if not _PREFIX.fullmatch(prefix) or any(part in (".", "..") for part in prefix.split("/")):
-        raise UsageError(
-            f"--prefix {bounded(prefix)}: use letters, digits, '_', '.', '-' and '/' separators"
-        )
-    return prefix
+def prefix_option(prefix: str) -> str:
+    """--prefix by the one rule (contract.s3), a UsageError if it breaks it."""
+    try:
+        return normalise_prefix(prefix)
+    except S3UriError as error:
+        raise UsageError(f"--prefix {error}") from None
 
 
 def local_md5s(local_dir: Path) -> dict[str, str]:

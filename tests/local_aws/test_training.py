@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from contract.manifest import LstEntry, format_lst
 from local_aws.training import (
     Channel,
     TrainingJob,
@@ -30,7 +31,7 @@ from local_aws.training import (
     upload_all_or_nothing,
 )
 from tests.conftest import REPO_ROOT
-from training_job.manifests import LstEntry, Manifest, format_lst
+from training_job.manifests import Manifest
 
 CLASSES = ("bicycle", "motorcycle")
 FINE_LABELS = {8: 0, 48: 1}  # CIFAR-100 fine label -> our label

@@ -318,6 +318,10 @@ def test_malformed_manifest_is_one_clear_error(
         (["--hyperparameter", "=3"], "expects NAME=VALUE"),
         (["--hyperparameter", "classes=a,b"], "classes come from manifest.json"),
         (["--prefix", "bad\nprefix"], "invalid --prefix"),
+        # stage's rule (contract.s3), which this command's own copy did not apply: a prefix
+        # stage refuses to write is refused here, not read from somewhere else.
+        (["--prefix", "/runs/a"], "invalid --prefix '/runs/a/': a prefix is parts of"),
+        (["--prefix", "runs a"], "invalid --prefix 'runs a/'"),
         (
             ["--mode", "sagemaker", "--role", ROLE, "--algorithm", "builtin", "--seed", "1"],
             "--seed applies to --algorithm pytorch only",

@@ -45,6 +45,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from contract.manifest import ManifestError, read_lst
+
 CODE_DIR = Path(__file__).resolve().parent
 ECE_BINS = 15
 # Modules the serving container needs next to inference.py (train.py itself does not).
@@ -336,37 +338,26 @@ def read_split(
     labels: list[int] = []
     sizes: list[int] = []
     try:
-        lines = lst_path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as error:
-        raise TrainingError(f"{lst_path} is not UTF-8 text: {error}") from error
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
+        entries = read_lst(lst_path)
+    except ManifestError as error:
+        raise TrainingError(f"{lst_path.name}: {error}") from error
+    for number, entry in enumerate(entries, start=1):  # one entry a line: no blank lines
         where = f"{lst_path.name} line {number}"
-        fields = line.split("\t")
-        if len(fields) != 3:
-            raise TrainingError(f"{where}: expected row<TAB>label<TAB>filename, got {line!r}")
-        try:
-            label = int(float(fields[1]))  # im2rec writes labels as floats ("1.000000")
-        except ValueError as error:
-            raise TrainingError(f"{where}: label {fields[1]!r} is not a number") from error
-        if not 0 <= label < len(classes):
+        if not entry.label < len(classes):
             raise TrainingError(
-                f"{where}: label {label} is outside the {len(classes)} classes "
+                f"{where}: label {entry.label} is outside the {len(classes)} classes "
                 f"{','.join(classes)} (does --classes match the data?)"
             )
-        path = (root / fields[2]).resolve()
-        if not path.is_relative_to(root):
-            raise TrainingError(f"{where}: {fields[2]!r} points outside the {split} channel")
+        path = root / entry.filename  # a plain name (contract.manifest), inside the channel
         try:
             data = path.read_bytes()
         except OSError as error:
-            raise TrainingError(f"{where}: cannot read {fields[2]!r}: {error}") from error
+            raise TrainingError(f"{where}: cannot read {entry.filename!r}: {error}") from error
         try:
             images.append(imaging.decode(data))
         except imaging.ImageDecodeError as error:
-            raise TrainingError(f"{where}: {fields[2]!r}: {error}") from error
-        labels.append(label)
+            raise TrainingError(f"{where}: {entry.filename!r}: {error}") from error
+        labels.append(entry.label)
         sizes.append(len(data))
     if not images:
         raise TrainingError(f"{lst_path} lists no images")
