@@ -362,12 +362,16 @@ def test_the_low_confidence_rate_counts_below_the_filters_own_threshold(
 
 
 def test_a_baseline_profiled_at_another_threshold_is_reported(
-    capture_bucket: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    capture_bucket: str,
+    baseline_document: bytes,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
+    profiled_at = {**json.loads(baseline_document), "confidence_threshold": 0.8}
     boto3.client("s3").put_object(
         Bucket=capture_bucket,
         Key="models/job/output/baseline.json",
-        Body=json.dumps({**BASELINE, "confidence_threshold": 0.8}).encode(),
+        Body=json.dumps(profiled_at).encode(),
     )
     put(capture_bucket, 1, lines([[0.99, 0.01]], 1))
     summary = monitor.handler({}, None)
