@@ -46,19 +46,13 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 from local_aws.endpoint import sample_model  # noqa: E402
-from local_aws.server import client_environment, local_client, wait_until_ready  # noqa: E402
 from local_aws.server import endpoint_url as local_url  # noqa: E402
+from local_aws.server import free_port, local_aws_server, local_client  # noqa: E402
 from training_job import capture  # noqa: E402
 
 DEFAULT_ARCHIVE = REPO_ROOT.parent / "shared" / "data" / "cifar-100-python-vehicles.tar.gz"
 SCENARIOS = ("worker-kill-9", "group-kill-9", "sigterm", "s3-outage")
 READY_SECONDS = 120.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Relay:
@@ -117,20 +111,8 @@ class Relay:
 @contextmanager
 def local_aws(log_dir: Path) -> Iterator[tuple[int, dict[str, str]]]:
     """A local AWS of this run's own; yields its port and client environment."""
-    port = free_port()
-    with (log_dir / "aws.log").open("ab") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "local_aws", "serve", "--port", str(port)],
-            cwd=REPO_ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        wait_until_ready(local_url(port))
-        yield port, client_environment(port)
-    finally:
-        process.terminate()
-        process.wait(30)
+    with local_aws_server(log_dir, free_port()) as server:
+        yield server.port, server.client_environment()
 
 
 @dataclass

@@ -51,10 +51,10 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from contract.manifest import parse_lst  # noqa: E402
 from local_aws.server import (  # noqa: E402
-    client_environment,
     endpoint_url,
+    free_port,
+    local_aws_server,
     local_client,
-    wait_until_ready,
     without_aws_variables,
 )
 
@@ -69,14 +69,6 @@ POLL_SECONDS = 0.01  # the client's DescribeExecution interval: a latency resolu
 FIRST_POLL_SHARE = 0.8  # the first poll waits this share of the median recent duration
 ENDPOINT_LATENCY_SUM = re.compile(r"^endpoint_request_duration_seconds_sum (\S+)$", re.M)
 ENDPOINT_LATENCY_COUNT = re.compile(r"^endpoint_request_duration_seconds_count (\S+)$", re.M)
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # --- the local stack ------------------------------------------------------------------
@@ -171,30 +163,20 @@ def local_stack(archive: Path, model_steps: int, endpoint_workers: int) -> Itera
     """Everything the workflow needs, started here and stopped on the way out."""
     with ExitStack() as cleanup:
         work = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="wf-bench-")))
-        aws_port, endpoint_port = free_port(), free_port()
-        server_environment = without_aws_variables(os.environ)
+        endpoint_port = free_port()
         # The Lambda workers inherit the server's endpoint variables: classify reaches the
         # local endpoint through this one.
-        server_environment["AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME"] = endpoint_url(endpoint_port)
-        server_environment["LOCAL_AWS_LAMBDA_CACHE"] = str(work / "lambda-cache")
-        log = (work / "aws.log").open("wb")
-        cleanup.callback(log.close)
-        server = subprocess.Popen(
-            [sys.executable, "-m", "local_aws", "serve", "--port", str(aws_port)],
-            cwd=REPO_ROOT,
-            env=server_environment,
-            stdout=log,
-            stderr=subprocess.STDOUT,
+        cache = {"LOCAL_AWS_LAMBDA_CACHE": str(work / "lambda-cache")}
+        server = cleanup.enter_context(
+            local_aws_server(work, free_port(), endpoint_port=endpoint_port, environment=cache)
         )
-        cleanup.callback(_stop, server)
-        wait_until_ready(endpoint_url(aws_port))
         suffix = uuid.uuid4().hex[:10]
         stack = Stack(
             work=work,
             bucket=f"scones-bench-{suffix}",
             endpoint_name=f"bench-{suffix}",
             endpoint_url=endpoint_url(endpoint_port),
-            aws=client_environment(aws_port),
+            aws=server.client_environment(),
             keys=[],
             server_pid=server.pid,
         )
@@ -226,15 +208,6 @@ def local_stack(archive: Path, model_steps: int, endpoint_workers: int) -> Itera
         entries = parse_lst(manifest["Body"].read().decode())
         stack.keys = [f"test/{entry.filename}" for entry in entries]
         yield stack
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 def _copy_project(project: Path) -> Path:

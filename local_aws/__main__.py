@@ -9,7 +9,6 @@ once the started server itself answers.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -17,17 +16,16 @@ from local_aws.server import (
     DEFAULT_ENDPOINT_PORT,
     DEFAULT_HOST,
     DEFAULT_PORT,
+    STOP_TIMEOUT_SECONDS,
     client_environment,
     endpoint_url,
     serve,
+    start_in_background,
     write_env_file,
 )
-from local_aws.supervisor import AlreadyRunning, Daemon, Readiness, SupervisorError
+from local_aws.supervisor import AlreadyRunning, Daemon, SupervisorError
 
 STATE_DIR = Path(".local")
-READY_PATH = "/moto-api/data.json"
-READY_TIMEOUT_SECONDS = 60.0
-STOP_TIMEOUT_SECONDS = 10.0
 
 
 def _daemon(state_dir: Path) -> Daemon:
@@ -42,11 +40,7 @@ def up(port: int, host: str, state_dir: Path, endpoint_port: int) -> int:
     try:
         with daemon.claim() as claim:
             env_file.unlink(missing_ok=True)  # it described a server that is gone
-            claim.start(
-                [sys.executable, "-m", "local_aws", "serve", "--port", str(port), "--host", host],
-                Readiness(host, port, READY_PATH, READY_TIMEOUT_SECONDS),
-                environment={**os.environ, **variables},
-            )
+            start_in_background(claim, port, host, endpoint_port, variables)
     except AlreadyRunning:
         if env_file.exists():
             print(f"local AWS already running; environment in {env_file}")

@@ -17,7 +17,7 @@ import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ from local_aws.server import (
     DEFAULT_PORT,
     client_environment,
     endpoint_url,
+    local_aws_server,
     wait_until_ready,
 )
 
@@ -52,6 +53,7 @@ class Demo:
     cache_dir: Path = REPO_ROOT / ".cache" / "demo-models"
     epochs: int | None = None
     stops: dict[str, list[str]] = field(default_factory=dict)  # what we started: its stop
+    servers: ExitStack = field(default_factory=ExitStack)  # the local AWS, when we started it
     seconds: dict[str, float] = field(default_factory=dict)
 
     # -- running commands ------------------------------------------------------------
@@ -85,6 +87,7 @@ class Demo:
     def stop_everything_started(self) -> None:
         for name in reversed(list(self.stops)):
             self.stop(name)
+        self.servers.close()  # the local AWS last: the stops above still use it
 
     # -- the steps -------------------------------------------------------------------
 
@@ -97,11 +100,10 @@ class Demo:
             return
         except TimeoutError:
             pass
-        local_aws = [sys.executable, "-m", "local_aws", "--state-dir", str(self.state_dir)]
-        self.run(
-            *local_aws, "up", "--port", str(self.port), "--endpoint-port", str(self.endpoint_port)
+        print(f"    starting the local AWS on {endpoint_url(self.port)}", flush=True)
+        self.servers.enter_context(
+            local_aws_server(self.state_dir, self.port, endpoint_port=self.endpoint_port)
         )
-        self.stops["local AWS"] = [*local_aws, "down"]
 
     def training_key(self) -> str:
         """What a trained model depends on: the staged data, the settings, the code."""

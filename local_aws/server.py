@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
+import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +30,7 @@ from local_aws import (
     sagemaker_runtime,
     stepfunctions,
 )
+from local_aws.supervisor import Claim, Daemon, Readiness
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 4566  # LocalStack's conventional port, so either emulator can serve
@@ -33,6 +38,9 @@ DEFAULT_REGION = "us-east-1"
 # Where `python -m training_job deploy --mode local` serves the model by default: the
 # SageMaker Runtime API of local mode (boto3 reads AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME).
 DEFAULT_ENDPOINT_PORT = 8080
+READY_PATH = "/moto-api/data.json"  # answers 200 once moto's server takes requests
+READY_TIMEOUT_SECONDS = 60.0
+STOP_TIMEOUT_SECONDS = 10.0
 
 # Gaps in the emulator that this project closes are installed here, one function each,
 # before the server takes its first request (see docs/local-mode.md).
@@ -45,6 +53,13 @@ EMULATOR_PATCHES: list[Callable[[], None]] = [
     *sagemaker_runtime.PATCHES,
     *stepfunctions.PATCHES,
 ]
+
+
+def free_port(host: str = DEFAULT_HOST) -> int:
+    """A port nothing listens on now, for a server started next (tests, benchmarks)."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
 
 
 def endpoint_url(port: int, host: str = DEFAULT_HOST) -> str:
@@ -177,7 +192,7 @@ def wait_until_ready(url: str, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while True:
         try:
-            requests.get(f"{url}/moto-api/data.json", timeout=2).raise_for_status()
+            requests.get(f"{url}{READY_PATH}", timeout=2).raise_for_status()
             return
         except requests.RequestException as error:
             if time.monotonic() > deadline:
@@ -185,6 +200,67 @@ def wait_until_ready(url: str, timeout: float = 60.0) -> None:
                     f"the local AWS at {url} did not answer in {timeout:.0f}s"
                 ) from error
             time.sleep(0.1)
+
+
+@dataclass(frozen=True)
+class RunningServer:
+    """A local AWS started by `local_aws_server`: where it listens and where it logs."""
+
+    port: int
+    host: str
+    pid: int
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return endpoint_url(self.port, self.host)
+
+    def client_environment(self, region: str = DEFAULT_REGION) -> dict[str, str]:
+        return client_environment(self.port, self.host, region=region)
+
+
+@contextmanager
+def local_aws_server(
+    state_dir: Path,
+    port: int,
+    *,
+    host: str = DEFAULT_HOST,
+    endpoint_port: int = DEFAULT_ENDPOINT_PORT,
+    environment: Mapping[str, str] | None = None,
+) -> Iterator[RunningServer]:
+    """`python -m local_aws serve` in the background for the length of a `with` block: the
+    one way the demo, the benchmarks and the test fixtures bring up a local AWS.
+
+    It runs under the supervisor as `make local-up`'s server does (name `aws` in
+    `state_dir`, log in `state_dir/aws.log`), so it is ready only once the process started
+    here answers, and a second server on the same state dir is refused. Its environment is
+    this process's without any AWS_* variable, plus `environment`: the Lambda handlers it
+    runs see only the endpoints given here (AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME, when set,
+    wins over `endpoint_port`).
+    """
+    daemon = Daemon("aws", state_dir)
+    with daemon.claim() as claim:
+        pid = start_in_background(claim, port, host, endpoint_port, environment or {})
+    try:
+        yield RunningServer(port, host, pid, daemon.log_file)
+    finally:
+        daemon.stop(STOP_TIMEOUT_SECONDS)
+
+
+def start_in_background(
+    claim: Claim, port: int, host: str, endpoint_port: int, environment: Mapping[str, str]
+) -> int:
+    """Start `serve` under `claim` (`up` and `local_aws_server` alike) and return its pid
+    once it answers; its environment is this process's without AWS_*, plus `environment`."""
+    argv = [sys.executable, "-m", "local_aws", "serve", "--port", str(port), "--host", host]
+    argv += ["--endpoint-port", str(endpoint_port)]
+    variables = without_aws_variables(os.environ)
+    # `-m local_aws` from any working directory: the package is not installed.
+    source_root = str(Path(__file__).resolve().parent.parent)
+    search_path = [source_root, os.environ.get("PYTHONPATH", "")]
+    variables["PYTHONPATH"] = os.pathsep.join(part for part in search_path if part)
+    variables.update(environment)
+    return claim.start(argv, Readiness(host, port, READY_PATH, READY_TIMEOUT_SECONDS), variables)
 
 
 def write_env_file(path: Path, variables: dict[str, str]) -> None:

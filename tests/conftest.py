@@ -3,26 +3,18 @@
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from local_aws.server import client_environment, endpoint_url, wait_until_ready
+from local_aws.server import free_port as free_port  # re-exported: the tests import it here
+from local_aws.server import local_aws_server
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 SHARED_ARCHIVE = SHARED_DATA / "cifar-100-python-vehicles.tar.gz"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="session")
@@ -38,42 +30,24 @@ def shared_data() -> Path:
 
 @pytest.fixture(scope="session")
 def local_aws(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    """A local AWS (the same `python -m local_aws serve` that `make local-up` runs),
-    on a free loopback port for this test session, with boto3 pointed at it.
+    """A local AWS (`python -m local_aws serve`, as `make local-up` runs it) on a free
+    loopback port for this test session, with boto3 pointed at it.
 
     Yields the client environment; it is also exported into `os.environ` for the
     session, so boto3 clients created anywhere in the tests reach it.
     """
-    port = free_port()
-    log_path = tmp_path_factory.mktemp("local-aws") / "aws.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "local_aws", "serve", "--port", str(port)],
-            cwd=REPO_ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        wait_until_ready(endpoint_url(port))
-    except TimeoutError:
-        process.kill()
-        raise
-    environment = client_environment(port)
-    saved = {name: os.environ.get(name) for name in environment}
-    os.environ.update(environment)
-    try:
-        yield environment
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-        process.terminate()
+    with local_aws_server(tmp_path_factory.mktemp("local-aws"), free_port()) as server:
+        environment = server.client_environment()
+        saved = {name: os.environ.get(name) for name in environment}
+        os.environ.update(environment)
         try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
+            yield environment
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
 
 
 @pytest.fixture

@@ -28,10 +28,9 @@ from botocore.exceptions import ClientError
 
 from contract.manifest import parse_lst
 from local_aws.server import (
-    client_environment,
     endpoint_url,
+    local_aws_server,
     local_client,
-    wait_until_ready,
     without_aws_variables,
 )
 from tests.conftest import REPO_ROOT, free_port
@@ -103,42 +102,18 @@ def _check(result: subprocess.CompletedProcess[str], what: str) -> None:
     assert result.returncode == 0, f"{what} failed:\n{result.stdout}\n{result.stderr}"
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
 @pytest.fixture(scope="module")
 def local_aws_with_endpoint_port(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[dict[str, str], int, Path]]:
     """A fresh local AWS whose Lambda workers reach a local endpoint on a port chosen now."""
     work = tmp_path_factory.mktemp("workflow-local")
-    aws_port, endpoint_port = free_port(), free_port()
-    environment = without_aws_variables(os.environ)
-    environment.update(
-        {
-            "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": endpoint_url(endpoint_port),
-            "LOCAL_AWS_LAMBDA_CACHE": str(work / "lambda-cache"),
-        }
-    )
-    with (work / "aws.log").open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "local_aws", "serve", "--port", str(aws_port)],
-            cwd=REPO_ROOT,
-            env=environment,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        wait_until_ready(endpoint_url(aws_port))
-        yield client_environment(aws_port, region=REGION), endpoint_port, work
-    finally:
-        _stop(process)
+    endpoint_port = free_port()
+    cache = {"LOCAL_AWS_LAMBDA_CACHE": str(work / "lambda-cache")}
+    with local_aws_server(
+        work, free_port(), endpoint_port=endpoint_port, environment=cache
+    ) as server:
+        yield server.client_environment(region=REGION), endpoint_port, work
 
 
 @pytest.fixture(scope="module")
@@ -345,13 +320,25 @@ def test_a_doubtful_image_stops_at_the_confidence_gate(workflow: Workflow) -> No
     assert events[-1]["type"] == "ExecutionFailed"
 
 
+def upload_marker_and_wait(flow: Workflow) -> None:
+    """Upload one more image under incoming/ and wait for its execution to finish: uploads
+    notify in order (the local S3 sends each event before it answers the PUT), so by then
+    every execution an earlier upload started exists too. What must not happen is checked
+    after this positive signal, never after a sleep."""
+    s3 = flow.client("s3")
+    image = s3.get_object(Bucket=flow.bucket, Key=flow.confident_key())["Body"].read()
+    marker = f"incoming/marker-{uuid.uuid4().hex}.png"
+    s3.put_object(Bucket=flow.bucket, Key=marker, Body=image, ContentType="image/png")
+    wait_finished(flow, marker)
+
+
 def test_an_upload_under_incoming_starts_exactly_one_execution(workflow: Workflow) -> None:
     s3 = workflow.client("s3")
     image = s3.get_object(Bucket=workflow.bucket, Key=workflow.confident_key())["Body"].read()
     key = f"incoming/{uuid.uuid4().hex}.png"
     s3.put_object(Bucket=workflow.bucket, Key=key, Body=image, ContentType="image/png")
     finished = wait_finished(workflow, key)
-    time.sleep(1.0)  # room for a duplicate to show up, were one started
+    upload_marker_and_wait(workflow)  # a duplicate, were one started, exists by now
     found = executions_for(workflow, key)
     assert len(finished) == len(found) == 1
     assert found[0]["status"] == "SUCCEEDED"
@@ -364,7 +351,7 @@ def test_an_upload_outside_incoming_starts_none(workflow: Workflow) -> None:
     s3 = workflow.client("s3")
     key = f"uploads/{uuid.uuid4().hex}.png"
     s3.put_object(Bucket=workflow.bucket, Key=key, Body=b"\x89PNG\r\n\x1a\n")
-    time.sleep(1.5)
+    upload_marker_and_wait(workflow)  # an execution for `key`, were one started, exists now
     assert executions_for(workflow, key) == []
 
 

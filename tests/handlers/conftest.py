@@ -1,5 +1,6 @@
 """Fixtures for the handler tests: real images, a bucket in the local AWS, and a real
-HTTP server on 127.0.0.1 that speaks SageMaker Runtime's InvokeEndpoint path."""
+HTTP server on 127.0.0.1 that speaks SageMaker Runtime's InvokeEndpoint path, recording
+requests and injecting faults (RuntimeServer)."""
 
 from __future__ import annotations
 
@@ -97,8 +98,13 @@ def runtime_error(status: int, code: str, message: str) -> Answer:
 
 @dataclass
 class RuntimeServer:
-    """A SageMaker Runtime stand-in: `POST /endpoints/<name>/invocations`. An endpoint
-    answers its `queued` answers first, one per request, then its standing `answers`."""
+    """A recorder and fault injector on SageMaker Runtime's wire, not a stand-in for the
+    local endpoint (local_aws/endpoint serves real models; tests/test_workflow_local.py runs
+    classify against it): it keeps every request exactly as classify sent it, and answers
+    what a test scripts, including what no healthy model server produces on demand (each
+    AWS error code, a 502 page, malformed bodies, a hang). `POST /endpoints/<name>/invocations`:
+    an endpoint answers its `queued` answers first, one per request, then its standing
+    `answers`."""
 
     url: str
     answers: dict[str, Answer] = field(default_factory=dict)

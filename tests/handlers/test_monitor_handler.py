@@ -13,20 +13,50 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import numpy as np
 import pytest
+import torch
 import yaml
 
 from handlers import monitor, threshold_filter
 from handlers.workflow_event import ConfigurationError
 from training_job import capture
+from training_job.monitor import model_code
 
 PREFIX = "data_capture/ep/"
-BASELINE = {
-    "classes": ["bicycle", "motorcycle"],
-    "confidence_threshold": 0.93,
-    "confidences": [0.95 + 0.001 * i for i in range(40)],
-    "class_counts": {"bicycle": 20, "motorcycle": 20},
-}
+CLASSES = ["bicycle", "motorcycle"]
+
+
+class KnownAnswers(torch.nn.Module):
+    """A net whose answers the tests fix, so the baseline the writer derives from it is
+    known: a bright image is a bicycle, a dark one a motorcycle, each with confidence
+    0.953 to 0.995 by its exact brightness (never below the 0.93 threshold)."""
+
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        level = batch.mean(dim=(1, 2, 3)) * 255  # to_tensor with mean 0, std 1: pixel / 255
+        side = torch.where(level > 100, 1.0, -1.0)
+        margin = 1.5 + 0.04 * torch.remainder(level.round(), 20)  # softmax: 0.953 .. 0.995
+        return torch.stack([side * margin, -side * margin], dim=1)
+
+    def embed(self, batch: torch.Tensor) -> torch.Tensor:
+        return batch.mean(dim=(2, 3))
+
+
+@pytest.fixture(scope="module")
+def baseline_document(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """baseline.json as training writes it (baseline_profile.write_baseline), for 40
+    validation images, half bicycles and half motorcycles, all confident."""
+    profile, model = model_code.profile(), model_code.model()
+    config = model.default_config(CLASSES, [0.0, 0.0, 0.0], [1.0, 1.0, 1.0])
+    levels = [130 + i for i in range(20)] + [10 + i for i in range(20)]
+    images = np.stack([np.full((32, 32, 3), level, dtype=np.uint8) for level in levels])
+    model_dir = tmp_path_factory.mktemp("baseline")
+    profile.write_baseline(model_dir, KnownAnswers(), config, images, None)
+    document = (model_dir / profile.BASELINE_FILE).read_bytes()
+    written = json.loads(document)
+    assert written["class_counts"] == {"bicycle": 20, "motorcycle": 20}
+    assert min(written["confidences"]) > 0.95
+    return document
 
 
 def lines(outputs: list[list[float]], minute: int) -> bytes:
@@ -47,14 +77,17 @@ def lines(outputs: list[list[float]], minute: int) -> bytes:
 
 @pytest.fixture
 def capture_bucket(
-    local_aws: dict[str, str], unique_name: str, monkeypatch: pytest.MonkeyPatch
+    local_aws: dict[str, str],
+    unique_name: str,
+    monkeypatch: pytest.MonkeyPatch,
+    baseline_document: bytes,
 ) -> Iterator[str]:
     s3 = boto3.client("s3")
     s3.create_bucket(Bucket=unique_name)
     s3.put_object(
         Bucket=unique_name,
         Key="models/job/output/baseline.json",
-        Body=json.dumps(BASELINE).encode(),
+        Body=baseline_document,
     )
     for name, value in {
         "CAPTURE_BUCKET": unique_name,
@@ -181,6 +214,7 @@ def s3_calls() -> Iterator[list[tuple[str, dict[str, Any], int]]]:
 
 def test_first_run_works_under_its_role_and_waits_for_the_baseline(
     capture_bucket: str,
+    baseline_document: bytes,
     monkeypatch: pytest.MonkeyPatch,
     s3_calls: list[tuple[str, dict[str, Any], int]],
     capsys: pytest.CaptureFixture[str],
@@ -198,7 +232,7 @@ def test_first_run_works_under_its_role_and_waits_for_the_baseline(
     assert "waiting for a baseline" in capsys.readouterr().out
     assert published(capture_bucket) == set()  # no metrics, so no alarm
 
-    boto3.client("s3").put_object(Bucket=capture_bucket, Key=key, Body=json.dumps(BASELINE))
+    boto3.client("s3").put_object(Bucket=capture_bucket, Key=key, Body=baseline_document)
     first = monitor.handler({}, None)  # the first run with a baseline: no state object yet
     assert first["records"] == 3
 
@@ -328,12 +362,16 @@ def test_the_low_confidence_rate_counts_below_the_filters_own_threshold(
 
 
 def test_a_baseline_profiled_at_another_threshold_is_reported(
-    capture_bucket: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    capture_bucket: str,
+    baseline_document: bytes,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
+    profiled_at = {**json.loads(baseline_document), "confidence_threshold": 0.8}
     boto3.client("s3").put_object(
         Bucket=capture_bucket,
         Key="models/job/output/baseline.json",
-        Body=json.dumps({**BASELINE, "confidence_threshold": 0.8}).encode(),
+        Body=json.dumps(profiled_at).encode(),
     )
     put(capture_bucket, 1, lines([[0.99, 0.01]], 1))
     summary = monitor.handler({}, None)

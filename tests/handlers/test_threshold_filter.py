@@ -85,9 +85,15 @@ def test_the_threshold_comes_from_the_environment(
             threshold_filter.handler(event(0.95, 0.05))
 
 
-def test_a_threshold_of_one_passes_certainty() -> None:
-    assert threshold_filter.configured_threshold() == 0.93
+def test_a_threshold_of_one_passes_certainty_and_nothing_less(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("THRESHOLD", "1")
+    assert threshold_filter.configured_threshold() == 1.0
     assert threshold_filter.handler(event(1.0, 0.0))["statusCode"] == 200
+    assert threshold_filter.handler(event(0.0, 1.0))["statusCode"] == 200
+    with pytest.raises(threshold_filter.THRESHOLD_CONFIDENCE_NOT_MET):
+        threshold_filter.handler(event(0.999999, 0.000001))
 
 
 @pytest.mark.parametrize("threshold", ["high", "0", "-0.5", "1.01", "nan", "inf", "0x1p-1", "93%"])

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -20,14 +18,8 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from local_aws.server import (
-    client_environment,
-    endpoint_url,
-    local_client,
-    wait_until_ready,
-    without_aws_variables,
-)
-from tests.conftest import REPO_ROOT, free_port
+from local_aws.server import local_aws_server, local_client
+from tests.conftest import free_port
 
 TRUST = {
     "Version": "2012-10-17",
@@ -42,6 +34,10 @@ TRUST = {
 
 
 class Endpoint(BaseHTTPRequestHandler):
+    """A probe, not a stand-in for the local endpoint: it echoes what reached it (body size,
+    Accept) and injects the faults a real model server would not produce on demand (a 415,
+    a connection closed without an answer)."""
+
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
         name = self.path.split("/")[2]
@@ -66,25 +62,15 @@ class Endpoint(BaseHTTPRequestHandler):
 
 
 @pytest.fixture(scope="module")
-def aws() -> Iterator[dict[str, str]]:
+def aws(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     endpoint = ThreadingHTTPServer(("127.0.0.1", 0), Endpoint)
     threading.Thread(target=endpoint.serve_forever, daemon=True).start()
-    port = free_port()
-    environment = without_aws_variables(os.environ)
-    environment["AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME"] = f"http://127.0.0.1:{endpoint.server_port}"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "local_aws", "serve", "--port", str(port)],
-        cwd=REPO_ROOT,
-        env=environment,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
-    )
+    runtime = {"AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": f"http://127.0.0.1:{endpoint.server_port}"}
+    state = tmp_path_factory.mktemp("iam-runtime-aws")
     try:
-        wait_until_ready(endpoint_url(port))
-        yield client_environment(port)
+        with local_aws_server(state, free_port(), environment=runtime) as server:
+            yield server.client_environment()
     finally:
-        process.terminate()
-        process.wait(timeout=10)
         endpoint.shutdown()
         endpoint.server_close()
 

@@ -1,4 +1,5 @@
-"""The local AWS answers boto3 on loopback, and `up`/`down` manage it as a daemon."""
+"""The local AWS answers boto3 on loopback; `up`/`down` manage it as a daemon, and
+`local_aws_server` for the length of a `with` block."""
 
 from __future__ import annotations
 
@@ -7,8 +8,11 @@ import sys
 from pathlib import Path
 
 import boto3
+import pytest
 import requests
 
+from local_aws.server import local_aws_server, local_client
+from local_aws.supervisor import AlreadyRunning
 from tests.conftest import REPO_ROOT, free_port
 
 
@@ -50,3 +54,21 @@ def test_up_writes_the_env_file_and_down_stops_the_server(tmp_path: Path) -> Non
     except requests.ConnectionError:
         still_up = False
     assert not still_up
+
+
+def test_local_aws_server_serves_for_its_block_from_any_directory_and_then_stops(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # `-m local_aws` must not depend on the working directory
+    state = tmp_path / "state"
+    with local_aws_server(state, free_port()) as server:
+        s3 = local_client(server.client_environment(), "s3")
+        s3.create_bucket(Bucket="served")
+        assert [b["Name"] for b in s3.list_buckets()["Buckets"]] == ["served"]
+        assert (state / "aws.pid").read_text().strip() == str(server.pid)
+        # One server per state dir, whoever starts the second.
+        with pytest.raises(AlreadyRunning), local_aws_server(state, free_port()):
+            pass
+    assert not (state / "aws.pid").exists()
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"{server.url}/moto-api/data.json", timeout=2)

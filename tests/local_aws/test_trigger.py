@@ -22,6 +22,27 @@ def executions_for(local: LocalAws, keys: set[str]) -> list[dict[str, object]]:
     return found
 
 
+def wait_for_executions(local: LocalAws, keys: set[str]) -> list[dict[str, object]]:
+    """The executions of `keys` once each key has at least one; fails after 30 s."""
+    deadline = time.monotonic() + 30
+    while True:
+        found = executions_for(local, keys)
+        if {json.loads(str(e["input"]))["s3_key"] for e in found} == keys:
+            return found
+        assert time.monotonic() < deadline, f"no execution started for some of {sorted(keys)}"
+        time.sleep(0.2)
+
+
+def upload_marker_and_wait(local: LocalAws, unique_name: str) -> None:
+    """Upload one more image under incoming/ and wait for its execution: uploads notify in
+    order (the local S3 sends each event before it answers the PUT), so once the marker's
+    execution exists, every execution an earlier upload started exists too. What must not
+    happen is then checked after a positive signal, not after a sleep."""
+    marker = f"incoming/{unique_name}-marker.png"
+    local.client("s3").put_object(Bucket=IMAGES_BUCKET, Key=marker, Body=b"xx")
+    wait_for_executions(local, {marker})
+
+
 def test_each_upload_under_incoming_starts_exactly_one_execution(
     deployed_project: Path, workflow_aws: LocalAws, unique_name: str
 ) -> None:
@@ -30,11 +51,8 @@ def test_each_upload_under_incoming_starts_exactly_one_execution(
     ignored = {f"other/{unique_name}.png", f"{unique_name}-incoming/x.png"}
     for key in sorted(wanted | ignored):
         s3.put_object(Bucket=IMAGES_BUCKET, Key=key, Body=b"xx")
-    deadline = time.monotonic() + 30
-    while len(executions_for(workflow_aws, wanted)) < len(wanted):
-        assert time.monotonic() < deadline, "the uploads did not start their executions"
-        time.sleep(0.2)
-    time.sleep(1.0)  # a duplicate would have started by now
+    wait_for_executions(workflow_aws, wanted)
+    upload_marker_and_wait(workflow_aws, unique_name)
     started = executions_for(workflow_aws, wanted | ignored)
     assert sorted(json.loads(str(e["input"]))["s3_key"] for e in started) == sorted(wanted)
     sfn = workflow_aws.client("stepfunctions")
@@ -62,11 +80,8 @@ def test_a_scheduled_rule_beside_the_trigger_neither_matches_uploads_nor_blocks_
     try:
         key = f"incoming/{unique_name}.png"
         workflow_aws.client("s3").put_object(Bucket=IMAGES_BUCKET, Key=key, Body=b"xx")
-        deadline = time.monotonic() + 30
-        while not executions_for(workflow_aws, {key}):
-            assert time.monotonic() < deadline, "the scheduled rule kept the upload from starting"
-            time.sleep(0.2)
-        time.sleep(1.0)
+        wait_for_executions(workflow_aws, {key})  # the scheduled rule did not block it
+        upload_marker_and_wait(workflow_aws, unique_name)
         assert len(executions_for(workflow_aws, {key})) == 1
     finally:
         events.remove_targets(Rule=rule, Ids=["monitor"])
