@@ -10,7 +10,9 @@ with a bucket policy. So the local AWS does it here:
 - `assume_role_for_service` is what the Lambda executor, the Step Functions interpreter
   and the EventBridge trigger call: the role's trust policy must let the service principal
   assume it (with `aws:SourceAccount` and `aws:SourceArn` of the calling resource), and the
-  credentials come from moto's STS, as on AWS;
+  credentials come from moto's STS, as on AWS; `assume_role_for_service_through_api` is
+  the same for `training_job deploy --mode local`, which plays SageMaker for the local
+  endpoint from its own process (the trust check is `require_trust` for both);
 - `enforce_iam_for_assumed_roles` makes every request signed with such credentials pass
   `authorize`: an explicit Deny in the role's policies or the bucket policy refuses, an
   Allow in either admits, anything else is AccessDenied. S3 answers a missing key with
