@@ -4,8 +4,10 @@
 model.tar.gz), an endpoint configuration with data capture to s3://BUCKET/data_capture,
 the endpoint, and target-tracking autoscaling on invocations per instance; `--delete`
 removes all of it. `--mode local` serves the same model.tar.gz with the same inference
-script on 127.0.0.1 (local_aws/endpoint), in the background until `--stop`. Both publish
-the endpoint's name as an SSM parameter, which serverless.yml reads for the handlers.
+script on 127.0.0.1 (local_aws/endpoint), in the background until `--stop`; with `--role`
+it reads the model and writes captures as that role, assumed in the local AWS as SageMaker
+assumes it. Both publish the endpoint's name as an SSM parameter, which serverless.yml
+reads for the handlers.
 """
 
 from __future__ import annotations
