@@ -41,8 +41,8 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
+from contract.manifest import LstEntry, format_lst  # noqa: E402
 from training_job import cifar  # noqa: E402
-from training_job.manifests import LstEntry, format_lst  # noqa: E402
 from training_job.stage import encode_png  # noqa: E402
 
 TRAIN_SCRIPT = REPO_ROOT / "training_job" / "code" / "train.py"
@@ -115,6 +115,8 @@ def train_direct(
     )
     (job / "output").mkdir(parents=True)
     command = [sys.executable, str(TRAIN_SCRIPT), "--seed", str(seed), *extra]
+    # contract/ is beside train.py in a job (its dependencies); here, at the repo's root.
+    env["PYTHONPATH"] = str(REPO_ROOT)
     code, wall, cpu, rss = run_measured(command, env, job / "train.log")
     if code != 0:
         raise SystemExit(f"seed {seed}: train.py exited {code}; see {job / 'train.log'}")

@@ -49,6 +49,7 @@ from tqdm import tqdm
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
+from contract.manifest import parse_lst  # noqa: E402
 from local_aws.server import (  # noqa: E402
     client_environment,
     endpoint_url,
@@ -222,8 +223,8 @@ def local_stack(archive: Path, model_steps: int, endpoint_workers: int) -> Itera
         sls += ["--param", f"bucket={stack.bucket}"]
         _step("sls deploy", lambda: _run(stack, sls, "sls deploy", cwd=project))
         manifest = stack.client("s3").get_object(Bucket=stack.bucket, Key="test.lst")
-        lines = manifest["Body"].read().decode().splitlines()
-        stack.keys = [f"test/{line.split(chr(9))[2]}" for line in lines]
+        entries = parse_lst(manifest["Body"].read().decode())
+        stack.keys = [f"test/{entry.filename}" for entry in entries]
         yield stack
 
 

@@ -23,6 +23,11 @@ Environment:
   BASELINE_KEY                    the deployed model's baseline.json (serverless.yml's
                                   default: monitoring/<endpoint>/baseline.json)
   ENDPOINT_NAME                   the metrics' EndpointName dimension
+  THRESHOLD                       the threshold filter's own setting (serverless.yml passes
+                                  both the same ${param:threshold}; default and rules:
+                                  contract.threshold). LowConfidenceRate counts below it; a
+                                  run whose baseline was profiled at another threshold
+                                  says so in its log and summary.
   STATE_KEY                       the position object (default monitoring/<endpoint>.json)
   METRIC_NAMESPACE                default SconesUnlimited/Monitoring
   SETTLE_SECONDS                  skip objects younger than this (default 120)
@@ -47,6 +52,7 @@ from contract.capture import (
     damaged,
     read_object,
 )
+from contract.threshold import DEFAULT_THRESHOLD, ThresholdError, threshold_from_environment
 from handlers.workflow_event import ConfigurationError, log
 
 DEFAULT_NAMESPACE = "SconesUnlimited/Monitoring"
@@ -64,7 +70,7 @@ KS_ALPHA = 0.01
 @dataclass
 class Baseline:
     classes: list[str]
-    threshold: float
+    threshold: float  # the threshold it was profiled with
     confidences: list[float]
     class_share: dict[str, float]
 
@@ -74,7 +80,7 @@ class Baseline:
             classes = [str(c) for c in document["classes"]]
             confidences = sorted(float(c) for c in document["confidences"])
             counts = {str(k): int(v) for k, v in document["class_counts"].items()}
-            threshold = float(document.get("confidence_threshold", 0.93))
+            threshold = float(document.get("confidence_threshold", DEFAULT_THRESHOLD))
         except (KeyError, TypeError, ValueError, AttributeError) as error:
             raise ConfigurationError(f"BASELINE_KEY is not a baseline.json: {error}") from None
         total = sum(counts.values())
@@ -168,14 +174,17 @@ def _environment(name: str, default: str | None = None) -> str:
     return value
 
 
-def metrics(stats: PeriodStats, baseline: Baseline, endpoint: str) -> list[dict[str, Any]]:
+def metrics(
+    stats: PeriodStats, baseline: Baseline, endpoint: str, threshold: float
+) -> list[dict[str, Any]]:
+    """The run's metrics; LowConfidenceRate is the share below the filter's `threshold`."""
     dimensions = [{"Name": "EndpointName", "Value": endpoint}]
     data = [
         {"MetricName": "CapturedRecords", "Value": stats.records, "Unit": "Count"},
         {"MetricName": "DamagedRecords", "Value": stats.damaged, "Unit": "Count"},
     ]
     if stats.records:
-        low = sum(c < baseline.threshold for c in stats.confidences) / stats.records
+        low = sum(c < threshold for c in stats.confidences) / stats.records
         data.append({"MetricName": "LowConfidenceRate", "Value": low, "Unit": "None"})
         shares = {c: stats.predicted.get(c, 0) / stats.records for c in baseline.classes}
         data.append(
@@ -214,6 +223,10 @@ def handler(event: object, context: object = None) -> dict[str, Any]:
     baseline_key = _environment("BASELINE_KEY")
     state_key = _environment("STATE_KEY", f"monitoring/{endpoint}.json")
     namespace = _environment("METRIC_NAMESPACE", DEFAULT_NAMESPACE)
+    try:
+        threshold = threshold_from_environment(os.environ)
+    except ThresholdError as error:
+        raise ConfigurationError(str(error)) from None
     s3 = boto3.client("s3")
     document = read_if_present(s3, bucket, baseline_key, MAX_BASELINE_BYTES)
     if document is None:
@@ -231,6 +244,16 @@ def handler(event: object, context: object = None) -> dict[str, Any]:
         baseline = Baseline.parse(json.loads(document))
     except (ValueError, RecursionError) as error:
         raise ConfigurationError(f"BASELINE_KEY is not JSON: {str(error)[:200]}") from None
+    if baseline.threshold != threshold:
+        # Not an error: the metrics use the filter's threshold. But the baseline's
+        # share below it (what the alarm level was chosen from) was profiled at another.
+        log(
+            "WARNING",
+            "the baseline was profiled at another confidence threshold than the filter's",
+            context,
+            threshold=threshold,
+            baseline_threshold=baseline.threshold,
+        )
     state = read_if_present(s3, bucket, state_key, MAX_BASELINE_BYTES)
     try:
         last_key = str(json.loads(state).get("last_key") or "") if state else ""
@@ -263,7 +286,7 @@ def handler(event: object, context: object = None) -> dict[str, Any]:
         if done:
             break
 
-    data = metrics(stats, baseline, endpoint)
+    data = metrics(stats, baseline, endpoint, threshold)
     cloudwatch = boto3.client("cloudwatch")
     for start in range(0, len(data), 20):  # PutMetricData's limit per call is modest; stay under it
         cloudwatch.put_metric_data(Namespace=namespace, MetricData=data[start : start + 20])
@@ -280,6 +303,8 @@ def handler(event: object, context: object = None) -> dict[str, Any]:
         "records": stats.records,
         "damaged": stats.damaged,
         "last_key": finished,
+        "threshold": threshold,
+        "baseline_threshold": baseline.threshold,
         "metrics": {d["MetricName"]: d["Value"] for d in data if d["MetricName"] != "ClassShare"},
     }
     log("INFO", "published monitoring metrics", context, **summary)

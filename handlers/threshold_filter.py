@@ -1,17 +1,18 @@
 """threshold filter: pass confident inferences on, stop doubtful ones.
 
 The event's inferences must be a distribution over the model's labels (InvalidEvent
-otherwise). It passes when some probability reaches THRESHOLD (default 0.93); otherwise
-the handler raises THRESHOLD_CONFIDENCE_NOT_MET, the error type the state machine catches.
+otherwise). It passes when some probability reaches THRESHOLD (default and rules:
+contract.threshold, which the scheduled monitor reads too); otherwise the handler raises
+THRESHOLD_CONFIDENCE_NOT_MET, the error type the state machine catches.
 No boto3 here: this handler calls no AWS API, and stays fast to load.
 """
 
 from __future__ import annotations
 
-import math
 import os
 from typing import Any
 
+from contract.threshold import ThresholdError, threshold_from_environment
 from handlers.workflow_event import (
     ConfigurationError,
     InvalidEvent,
@@ -19,8 +20,6 @@ from handlers.workflow_event import (
     WorkflowEvent,
     log,
 )
-
-DEFAULT_THRESHOLD = 0.93
 
 
 class THRESHOLD_CONFIDENCE_NOT_MET(WorkflowError):  # named as the state machine Catches it
@@ -47,13 +46,7 @@ def handler(event: object, context: object = None) -> dict[str, Any]:
 
 
 def configured_threshold() -> float:
-    raw = os.environ.get("THRESHOLD", "").strip()
-    if not raw:
-        return DEFAULT_THRESHOLD
     try:
-        threshold = float(raw)
-    except ValueError:
-        raise ConfigurationError(f"THRESHOLD must be a number, got {raw[:40]!r}") from None
-    if not (math.isfinite(threshold) and 0.0 < threshold <= 1.0):
-        raise ConfigurationError(f"THRESHOLD must be in (0, 1], got {raw[:40]!r}")
-    return threshold
+        return threshold_from_environment(os.environ)
+    except ThresholdError as error:
+        raise ConfigurationError(str(error)) from None

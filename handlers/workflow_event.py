@@ -27,6 +27,7 @@ import sys
 import time
 from typing import Any
 
+from contract import shown
 from contract.images import FORMAT_NAMES, MAX_IMAGE_BYTES, content_type_of
 
 # The classifier's output order: label 0 is bicycle, 1 is motorcycle (as in the manifests).
@@ -45,9 +46,6 @@ INLINE_IMAGE_BYTES = 96 * 1024
 # Sums of a model's probabilities differ from 1 by float rounding only (~1e-7 for a
 # float32 softmax); anything further off is not a distribution over the classes.
 PROBABILITY_SUM_TOLERANCE = 1e-4
-
-# How much of a user-supplied string an error message repeats (see `shown`).
-SHOWN_CHARACTERS = 100
 
 
 class WorkflowError(Exception):
@@ -149,15 +147,6 @@ def distribution_problem(values: list[Any]) -> str | None:
     if abs(total - 1.0) > PROBABILITY_SUM_TOLERANCE:
         return f"must sum to 1, not {total:.6g}"
     return None
-
-
-def shown(value: object) -> str:
-    """`value` for an error message: its repr, cut to SHOWN_CHARACTERS, so that a hostile
-    100 KB bucket name or key is not echoed into logs and execution histories in full."""
-    text = repr(value)
-    if len(text) <= SHOWN_CHARACTERS:
-        return text
-    return f"{text[:SHOWN_CHARACTERS]}... ({len(text)} characters)"
 
 
 _clients: dict[str, Any] = {}

@@ -4,7 +4,8 @@ training container does, with its data in S3 (the local AWS, or AWS itself).
 What a SageMaker job does, and so what this does, in order:
   1. lay out a job directory like `/opt/ml`: `input/data/<channel>/` (downloaded from each
      channel's S3 prefix), `input/config/{hyperparameters,inputdataconfig,resourceconfig}.json`,
-     `model/`, `output/data/`, and `code/` (a copy of the source directory);
+     `model/`, `output/data/`, and `code/` (a copy of the source directory, with each
+     of the job's dependency directories copied into it, as the SageMaker SDK packs them);
   2. run `python <entry point> --name value ...` from `code/` with the `SM_*` environment of
      the SageMaker training toolkit, streaming its output;
   3. on success, tar `model/` into `model.tar.gz` and `output/data/` into `output.tar.gz`
@@ -39,6 +40,8 @@ from typing import IO, Any
 import boto3
 from botocore.exceptions import ClientError
 from tqdm import tqdm
+
+from contract.s3 import S3UriError, parse_s3_prefix_uri, parse_s3_uri
 
 CURRENT_HOST = "algo-1"
 METRICS_FILE = "metrics.json"
@@ -78,6 +81,8 @@ class TrainingJob:
     output_path: str  # s3://bucket/prefix/; the job writes under <output_path><name>/output/
     hyperparameters: dict[str, Any] = field(default_factory=dict)
     environment: dict[str, str] = field(default_factory=dict)
+    # Directories copied beside the entry point, as the SageMaker SDK's `dependencies`.
+    dependencies: list[Path] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -89,19 +94,10 @@ class TrainingResult:
     seconds: float
 
 
-def parse_s3_uri(uri: str) -> tuple[str, str]:
-    match = re.fullmatch(r"s3://([^/]+)/?(.*)", uri)
-    if match is None:
-        raise TrainingJobError(f"not an s3:// URI: {uri!r}")
-    return match.group(1), match.group(2)
-
-
 def artifact_keys(output_path: str, job_name: str) -> tuple[str, str, str, str]:
     """(bucket, model.tar.gz key, output.tar.gz key, metrics.json key), where SageMaker
     puts a job's output for this output path."""
-    bucket, prefix = parse_s3_uri(output_path)
-    if prefix and not prefix.endswith("/"):
-        prefix += "/"
+    bucket, prefix = parse_s3_prefix_uri(output_path)
     base = f"{prefix}{job_name}/output/"
     return bucket, base + "model.tar.gz", base + "output.tar.gz", base + METRICS_FILE
 
@@ -132,6 +128,13 @@ def run_training_job(
             ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
             dirs_exist_ok=True,
         )
+        for dependency in job.dependencies:
+            shutil.copytree(
+                dependency,
+                paths.code / dependency.name,
+                ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
+                dirs_exist_ok=True,
+            )
         download_channels(s3, job.channels, paths.data)
         hyperparameters = encode_hyperparameters(job.hyperparameters)
         write_config(paths, job, hyperparameters)
@@ -168,14 +171,21 @@ def _validate(job: TrainingJob) -> None:
         )
     if not (job.source_dir / job.entry_point).is_file():
         raise TrainingJobError(f"entry point {job.source_dir / job.entry_point} does not exist")
+    for dependency in job.dependencies:
+        if not dependency.is_dir():
+            raise TrainingJobError(f"dependency {dependency} is not a directory")
     names = [channel.name for channel in job.channels]
     if len(set(names)) != len(names):
         raise TrainingJobError(f"channel names repeat: {names}")
     for channel in job.channels:
         if not CHANNEL_NAME_PATTERN.fullmatch(channel.name):
             raise TrainingJobError(f"invalid channel name {channel.name!r}")
-        parse_s3_uri(channel.s3_uri)
-    parse_s3_uri(job.output_path)
+    try:
+        for channel in job.channels:
+            parse_s3_uri(channel.s3_uri)  # a channel's S3Prefix is a key prefix, as written
+        parse_s3_prefix_uri(job.output_path)
+    except S3UriError as error:
+        raise TrainingJobError(str(error)) from None
 
 
 def _exists(s3: Any, bucket: str, key: str) -> bool:

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from contract.threshold import DEFAULT_THRESHOLD
 from tests.statemachine.packaging import package
 
 CFN_LINT = Path(sys.executable).parent / "cfn-lint"
@@ -40,8 +41,12 @@ FUNCTIONS = {
 # Beside its own handler, each package that reads images from S3 holds their reader.
 READS_IMAGES = {"serialize", "classify"}
 LOG_ACTIONS = {"logs:CreateLogStream", "logs:PutLogEvents"}
-# The monitor's package also holds the capture-record reader (stdlib only).
-READS_CAPTURES = {"monitor": {"contract/capture.py"}}
+# The monitor's package also holds the capture-record reader, and it and the filter the
+# threshold's reader (stdlib only).
+READS_CAPTURES = {
+    "monitor": {"contract/capture.py", "contract/threshold.py"},
+    "thresholdFilter": {"contract/threshold.py"},
+}
 
 
 class Packaged:
@@ -281,6 +286,10 @@ def test_the_functions_run_python_3_13_with_stated_sizes(packaged: Packaged) -> 
         assert properties["Timeout"] <= (120 if function_id == "MonitorLambdaFunction" else 30)
     threshold = packaged.resources["ThresholdFilterLambdaFunction"]["Properties"]
     assert threshold["Environment"]["Variables"] == {"THRESHOLD": "0.93"}
+    # serverless.yml's default is the contract's: one value, whichever reads it.
+    assert float(threshold["Environment"]["Variables"]["THRESHOLD"]) == DEFAULT_THRESHOLD
+    monitor_env = packaged.resources["MonitorLambdaFunction"]["Properties"]["Environment"]
+    assert monitor_env["Variables"]["THRESHOLD"] == "0.93"
 
 
 def test_params_reach_the_environment_the_iam_and_the_trigger(with_params: Packaged) -> None:
@@ -295,6 +304,9 @@ def test_params_reach_the_environment_the_iam_and_the_trigger(with_params: Packa
     assert classify_env == {**serialize_env, "ENDPOINT_NAME": "bikes-v2"}
     threshold_env = resources["ThresholdFilterLambdaFunction"]["Properties"]["Environment"]
     assert threshold_env["Variables"] == {"THRESHOLD": "0.8"}
+    # `--param threshold` moves the monitor with the filter (it once kept 0.93).
+    monitor_env = resources["MonitorLambdaFunction"]["Properties"]["Environment"]["Variables"]
+    assert monitor_env["THRESHOLD"] == "0.8"
     for role in ("SerializeRole", "ClassifyRole"):
         s3_resources = {
             text
@@ -528,17 +540,19 @@ def test_an_unknown_stage_still_packages_with_its_own_bucket(tmp_path: Path) -> 
     assert env["Variables"]["DATA_BUCKET"] == "scones-unlimited-qa"
 
 
-def test_the_monitor_package_imports_on_its_own(packaged: Packaged, tmp_path: Path) -> None:
-    # Its package must hold what it imports (contract/capture.py); -I keeps the
+@pytest.mark.parametrize("function", FUNCTIONS)
+def test_each_package_imports_on_its_own(packaged: Packaged, tmp_path: Path, function: str) -> None:
+    # Each package must hold what its handler imports (contract/*.py); -I keeps the
     # repository off sys.path, as Lambda has only the package and boto3.
-    with zipfile.ZipFile(packaged.directory / "monitor.zip") as archive:
+    with zipfile.ZipFile(packaged.directory / f"{function}.zip") as archive:
         archive.extractall(tmp_path)
+    module = FUNCTIONS[function][2].removesuffix(".py").replace("/", ".")
     result = subprocess.run(
         [
             sys.executable,
             "-I",
             "-c",
-            "import sys; sys.path.insert(0, '.'); import handlers.monitor",
+            f"import sys; sys.path.insert(0, '.'); import {module}",
         ],
         cwd=tmp_path,
         env={"PYTHONPATH": ""},

@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
+from contract.manifest import parse_lst
 from local_aws.demo import create_sagemaker_role
 from local_aws.server import (
     client_environment,
@@ -256,15 +257,14 @@ def _probe_endpoint(flow: Workflow) -> None:
     s3 = flow.client("s3")
     runtime = flow.client("sagemaker-runtime", endpoint_url=flow.endpoint_url)
     manifest = s3.get_object(Bucket=flow.bucket, Key="test.lst")["Body"].read().decode()
-    for line in manifest.splitlines()[:PROBED_IMAGES]:
-        _, label, filename = line.split("\t")
+    for _, label, filename in parse_lst(manifest)[:PROBED_IMAGES]:
         key = f"test/{filename}"
         image = s3.get_object(Bucket=flow.bucket, Key=key)["Body"].read()
         answer = runtime.invoke_endpoint(
             EndpointName=flow.endpoint_name, ContentType="image/png", Body=image
         )
         flow.probabilities[key] = json.loads(answer["Body"].read())
-        flow.labels[key] = int(label)
+        flow.labels[key] = label
     best = [max(p) for p in flow.probabilities.values()]
     if max(best) < THRESHOLD or min(best) >= THRESHOLD:
         pytest.fail(

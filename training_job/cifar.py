@@ -28,8 +28,8 @@ import numpy as np
 import requests
 from tqdm import tqdm
 
-from training_job.errors import bounded
-from training_job.manifests import is_safe_filename
+from contract import shown
+from contract.manifest import is_safe_filename
 
 OFFICIAL_URL = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
 # Archives whose bytes are known: downloaded from one of these URLs, a file is kept only
@@ -267,29 +267,27 @@ def _read_members(path: Path) -> dict[str, bytes]:
                     raise ArchiveError(f"{path}: more than {MAX_MEMBERS} members")
                 name = _checked_name(member)
                 if member.issym() or member.islnk():
-                    raise ArchiveError(
-                        f"member {bounded(member.name)} is a link; links are refused"
-                    )
+                    raise ArchiveError(f"member {shown(member.name)} is a link; links are refused")
                 if not (member.isfile() or member.isdir()):
                     raise ArchiveError(
-                        f"member {bounded(member.name)} is a device or special file; refused"
+                        f"member {shown(member.name)} is a device or special file; refused"
                     )
                 if name not in wanted:
                     continue
                 key = wanted[name]
                 if key in found:
-                    raise ArchiveError(f"member {bounded(name)} appears twice")
+                    raise ArchiveError(f"member {shown(name)} appears twice")
                 if not member.isfile():
-                    raise ArchiveError(f"member {bounded(name)} is not a regular file")
+                    raise ArchiveError(f"member {shown(name)} is not a regular file")
                 if member.size > MAX_MEMBER_BYTES:
                     raise ArchiveError(
-                        f"member {bounded(name)} is {member.size} bytes, over the limit of "
+                        f"member {shown(name)} is {member.size} bytes, over the limit of "
                         f"{MAX_MEMBER_BYTES}"
                     )
                 file = tar.extractfile(member)
                 data = file.read() if file is not None else b""
                 if len(data) != member.size:
-                    raise ArchiveError(f"member {bounded(name)} is truncated")
+                    raise ArchiveError(f"member {shown(name)} is truncated")
                 found[key] = data
     except ArchiveError:
         raise
@@ -311,9 +309,9 @@ def _checked_name(member: tarfile.TarInfo) -> str:
     """The member's normalized name; absolute paths and `..` are refused, not cleaned."""
     name = member.name
     if not name or name.startswith("/") or re.match(r"[A-Za-z]:", name) or "\\" in name:
-        raise ArchiveError(f"member {bounded(name)} has an absolute or unsafe path; refused")
+        raise ArchiveError(f"member {shown(name)} has an absolute or unsafe path; refused")
     if ".." in name.split("/"):
-        raise ArchiveError(f"member {bounded(name)} has a path traversal ('..'); refused")
+        raise ArchiveError(f"member {shown(name)} has a path traversal ('..'); refused")
     return posixpath.normpath(name)
 
 
@@ -364,5 +362,5 @@ def _read_split(data: bytes, member: str) -> Split:
         raise ArchiveError(f"{member}: fine_labels must be integers in 0..99")
     for filename in filenames:
         if not is_safe_filename(filename):
-            raise ArchiveError(f"{member}: unsafe filename {bounded(filename)}")
+            raise ArchiveError(f"{member}: unsafe filename {shown(filename)}")
     return Split(data=np.ascontiguousarray(pixels), fine_labels=labels, filenames=filenames)

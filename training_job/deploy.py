@@ -26,6 +26,7 @@ import boto3
 from botocore.exceptions import ClientError
 
 from contract.capture import MAX_BASELINE_BYTES, MONITOR_BASELINE_KEY
+from contract.s3 import S3UriError, parse_s3_object_uri
 from local_aws.endpoint import config as endpoint_config
 from training_job import capture, model_archive
 from training_job.bucket import BucketError, require_region
@@ -49,7 +50,6 @@ SERVABLE_MEMBERS = ("model.pth", "model.json", "code/inference.py")
 LOCAL_READY_TIMEOUT_SECONDS = 300.0
 LOCAL_STOP_TIMEOUT_SECONDS = 90.0
 ENDPOINT_NAME_PATTERN = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
-S3_URI_PATTERN = re.compile(r"^s3://([a-z0-9][a-z0-9.\-]{1,61}[a-z0-9])/(.+)$")
 
 
 class DeployError(Exception):
@@ -65,16 +65,19 @@ def _endpoint_name(text: str) -> str:
 
 
 def _s3_uri(text: str) -> str:
-    if not S3_URI_PATTERN.match(text):
-        raise argparse.ArgumentTypeError(f"{text!r} is not an s3://BUCKET/KEY URI")
+    try:
+        parse_s3_object_uri(text)
+    except S3UriError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
     return text
 
 
 def _split_s3_uri(uri: str) -> tuple[str, str]:
-    match = S3_URI_PATTERN.match(uri)
-    if match is None:
-        raise DeployError(f"{uri!r} is not an s3://BUCKET/KEY URI")
-    return match.group(1), match.group(2)
+    """(bucket, key) by contract.s3's rule, as a DeployError when `uri` breaks it."""
+    try:
+        return parse_s3_object_uri(uri)
+    except S3UriError as error:
+        raise DeployError(str(error)) from None
 
 
 def _stage(text: str) -> str:

@@ -25,9 +25,10 @@ import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 from tqdm import tqdm
 
-from training_job.bucket import is_valid_bucket_name
-from training_job.errors import bounded, one_line
-from training_job.manifests import MAX_LST_BYTES, LstEntry, ManifestError, parse_lst
+from contract import shown
+from contract.manifest import MAX_LST_BYTES, LstEntry, ManifestError, parse_lst
+from contract.s3 import S3UriError, parse_s3_object_uri, parse_s3_prefix_uri
+from training_job.errors import one_line
 
 GATE_ERROR = "THRESHOLD_CONFIDENCE_NOT_MET"
 MAX_CONCURRENCY = 256
@@ -50,38 +51,22 @@ class Outcome:
     output: str | None = None
 
 
-def split_s3_uri(uri: str, *, want_key: bool) -> tuple[str, str]:
-    """(bucket, key or prefix) of `s3://bucket/rest`; a prefix gets its trailing slash."""
-    if not uri.startswith("s3://"):
-        raise EvaluationError(f"not an s3:// URI: {bounded(uri)}")
-    bucket, _, rest = uri[len("s3://") :].partition("/")
-    if bucket and not is_valid_bucket_name(bucket):
-        raise EvaluationError(f"invalid bucket name {bounded(bucket)} in {bounded(uri)}")
-    if not bucket or (want_key and (not rest or rest.endswith("/"))):
-        raise EvaluationError(
-            f"expected s3://BUCKET/{'KEY' if want_key else 'PREFIX/'}: {bounded(uri)}"
-        )
-    if not want_key and rest and not rest.endswith("/"):
-        rest += "/"
-    return bucket, rest
-
-
 def read_labels(s3: Any, uri: str) -> list[LstEntry]:
-    bucket, key = split_s3_uri(uri, want_key=True)
+    bucket, key = parse_s3_object_uri(uri)
     try:
         response = s3.get_object(Bucket=bucket, Key=key)
         if int(response.get("ContentLength", 0)) > MAX_LST_BYTES:
             raise EvaluationError(
-                f"{bounded(uri)} is over {MAX_LST_BYTES} bytes: not a .lst manifest"
+                f"{shown(uri)} is over {MAX_LST_BYTES} bytes: not a .lst manifest"
             )
         text = response["Body"].read(MAX_LST_BYTES + 1).decode("utf-8")
         entries = parse_lst(text)
     except ClientError as error:
-        raise EvaluationError(f"cannot read {bounded(uri)}: {error}") from error
+        raise EvaluationError(f"cannot read {shown(uri)}: {error}") from error
     except (UnicodeDecodeError, ManifestError) as error:
-        raise EvaluationError(f"{bounded(uri)} is not a .lst manifest: {error}") from error
+        raise EvaluationError(f"{shown(uri)} is not a .lst manifest: {error}") from error
     if not entries:
-        raise EvaluationError(f"{bounded(uri)} lists no images")
+        raise EvaluationError(f"{shown(uri)} lists no images")
     return entries
 
 
@@ -95,7 +80,7 @@ def resolve_state_machine(sfn: Any, name_or_arn: str) -> str:
             code = error.response["Error"]["Code"]
             if code in ("StateMachineDoesNotExist", "InvalidArn"):
                 raise EvaluationError(
-                    f"no state machine {bounded(name_or_arn)} in this account and region ({code})"
+                    f"no state machine {shown(name_or_arn)} in this account and region ({code})"
                 ) from error
             raise
         return name_or_arn
@@ -103,9 +88,7 @@ def resolve_state_machine(sfn: Any, name_or_arn: str) -> str:
         for machine in page["stateMachines"]:
             if machine["name"] == name_or_arn:
                 return str(machine["stateMachineArn"])
-    raise EvaluationError(
-        f"no state machine named {bounded(name_or_arn)} in this account and region"
-    )
+    raise EvaluationError(f"no state machine named {shown(name_or_arn)} in this account and region")
 
 
 def workflow_body(output: str | None) -> dict[str, Any] | None:
@@ -194,7 +177,7 @@ def evaluate(
         raise EvaluationError(f"--concurrency must be in 1..{MAX_CONCURRENCY}, got {concurrency}")
     if not (math.isfinite(timeout) and timeout > 0):  # NaN compares false with everything
         raise EvaluationError(f"--timeout must be positive and finite seconds, got {timeout}")
-    bucket, prefix = split_s3_uri(images, want_key=False)
+    bucket, prefix = parse_s3_prefix_uri(images)
     s3 = boto3.client("s3")
     sfn = boto3.client("stepfunctions")
     entries = read_labels(s3, labels)[: limit if limit is not None and limit > 0 else None]
@@ -252,7 +235,7 @@ def run(args: argparse.Namespace) -> int:
             args.limit,
             progress=sys.stderr.isatty() or not args.json,  # the bar goes to stderr
         )
-    except EvaluationError as error:
+    except (EvaluationError, S3UriError) as error:
         print(f"error: {one_line(str(error))}", file=sys.stderr)
         return 2
     except (ClientError, BotoCoreError) as error:

@@ -1,9 +1,7 @@
-"""The one module that reads and writes the staged manifests: `*.lst` and `manifest.json`.
+"""The staged manifests' files: `*.lst` written atomically, and `manifest.json`.
 
-`train.lst` / `test.lst` are the SageMaker image-classification reference's format, one
-image a line: `row<TAB>label<TAB>filename`, where `row` is the image's row in the archive
-split it came from, `label` the index of its class in the staged class order, and
-`filename` the PNG's name under `train/` or `test/`.
+The `.lst` format itself (`row<TAB>label<TAB>filename`) is `contract.manifest`, which
+training reads inside the SageMaker container too.
 
 `manifest.json` describes one staging: the classes, the counts, the source, the archive's
 SHA-256 and a hash of every staged object's content. It is written last, so its presence
@@ -20,77 +18,16 @@ import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
-from training_job.errors import bounded
+from contract import shown
+from contract.manifest import LstEntry, ManifestError, format_lst
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = 1
 SPLITS = ("train", "test")
 
-# Consumers join filenames onto local directories and S3 prefixes: a name with a slash or
-# a leading dot could escape them, so only plain CIFAR-style names are accepted.
-_SAFE_FILENAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,199}")
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
-# A .lst larger than this is not one of ours (the full CIFAR-100 train split is ~2.5 MB).
-MAX_LST_BYTES = 64 * 2**20
-
-
-class ManifestError(ValueError):
-    """A `.lst` or `manifest.json` is malformed; the message names the line or field."""
-
-
-class LstEntry(NamedTuple):
-    row: int
-    label: int
-    filename: str
-
-
-def is_safe_filename(name: str) -> bool:
-    return bool(_SAFE_FILENAME.fullmatch(name)) and ".." not in name
-
-
-def format_lst(entries: Iterable[LstEntry]) -> str:
-    lines = []
-    for entry in entries:
-        if entry.row < 0 or entry.label < 0 or not is_safe_filename(entry.filename):
-            raise ManifestError(f"cannot write the .lst entry {bounded(entry)}")
-        lines.append(f"{entry.row}\t{entry.label}\t{entry.filename}\n")
-    return "".join(lines)
-
-
-def parse_lst(text: str) -> list[LstEntry]:
-    """Parse `.lst` text; every line must be `row<TAB>label<TAB>filename`."""
-    if len(text) > MAX_LST_BYTES:
-        raise ManifestError(f".lst text of {len(text)} characters is over {MAX_LST_BYTES}")
-    entries = []
-    seen: set[str] = set()
-    for number, line in enumerate(text.splitlines(), start=1):
-        fields = line.split("\t")
-        if len(fields) != 3:
-            raise ManifestError(
-                f"line {number}: expected 3 tab-separated fields, got {bounded(line)}"
-            )
-        row, label, filename = fields
-        if not (row.isascii() and row.isdigit() and label.isascii() and label.isdigit()):
-            raise ManifestError(
-                f"line {number}: row and label must be integers, got {bounded(line)}"
-            )
-        if not is_safe_filename(filename):
-            raise ManifestError(f"line {number}: unsafe or empty filename {bounded(filename)}")
-        if filename in seen:
-            raise ManifestError(f"line {number}: duplicate filename {bounded(filename)}")
-        seen.add(filename)
-        entries.append(LstEntry(int(row), int(label), filename))
-    return entries
-
-
-def read_lst(path: Path) -> list[LstEntry]:
-    try:
-        raw = path.read_bytes()
-        return parse_lst(raw.decode("utf-8"))
-    except UnicodeDecodeError as error:
-        raise ManifestError(f"{path}: not UTF-8 text: {error}") from error
 
 
 def write_lst(path: Path, entries: Iterable[LstEntry]) -> None:
@@ -167,14 +104,14 @@ class Manifest:
         for split in SPLITS:
             per_class = counts[split]
             if not isinstance(per_class, dict) or set(per_class) != set(classes):
-                raise ManifestError(f"manifest counts[{bounded(split)}] must count every class")
+                raise ManifestError(f"manifest counts[{shown(split)}] must count every class")
             if not all(_is_count(n) for n in per_class.values()):
                 raise ManifestError(
-                    f"manifest counts[{bounded(split)}] must be non-negative integers"
+                    f"manifest counts[{shown(split)}] must be non-negative integers"
                 )
         for name in ("archive_sha256", "content_sha256"):
             if not _SHA256_HEX.fullmatch(_field(document, name, str)):
-                raise ManifestError(f"manifest field {bounded(name)} must be a hex SHA-256")
+                raise ManifestError(f"manifest field {shown(name)} must be a hex SHA-256")
         objects = _field(document, "objects", int)
         if not _is_count(objects):
             raise ManifestError("manifest field 'objects' must be a non-negative integer")
@@ -190,10 +127,10 @@ class Manifest:
 
 def _field(document: dict[str, Any], name: str, kind: type) -> Any:
     if name not in document:
-        raise ManifestError(f"manifest has no field {bounded(name)}")
+        raise ManifestError(f"manifest has no field {shown(name)}")
     value = document[name]
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise ManifestError(f"manifest field {bounded(name)} must be a {kind.__name__}")
+        raise ManifestError(f"manifest field {shown(name)} must be a {kind.__name__}")
     return value
 
 

@@ -14,7 +14,6 @@ import difflib
 import hashlib
 import io
 import os
-import re
 import shutil
 import sys
 import uuid
@@ -29,17 +28,17 @@ from botocore.exceptions import BotoCoreError, ClientError
 from PIL import Image
 from tqdm import tqdm
 
+from contract import shown
+from contract.manifest import LstEntry, ManifestError, format_lst
+from contract.s3 import S3UriError, normalise_prefix
 from training_job import cifar
-from training_job.bucket import BucketError, ensure_bucket, is_valid_bucket_name
-from training_job.errors import bounded, one_line
+from training_job.bucket import BucketError, ensure_bucket, is_valid_bucket_name, require_region
+from training_job.errors import one_line
 from training_job.manifests import (
     MANIFEST_NAME,
     SPLITS,
-    LstEntry,
     Manifest,
-    ManifestError,
     content_sha256,
-    format_lst,
     read_manifest,
     write_manifest,
 )
@@ -48,7 +47,6 @@ DEFAULT_CLASSES = "bicycle,motorcycle"
 SOURCE_ENV = "SCONES_CIFAR_SOURCE"
 DEFAULT_CACHE_DIR = Path(".cache/cifar")
 UPLOAD_WORKERS = 16
-_PREFIX = re.compile(r"([A-Za-z0-9_.-]+/)*")
 
 
 class UsageError(ValueError):
@@ -126,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
         return _fail(f"AWS: {error}", 1)
     except OSError as error:
         return _fail(f"{error}", 1)
-    location = f"s3://{args.bucket}/{normalize_prefix(args.prefix)}"
+    location = f"s3://{args.bucket}/{prefix_option(args.prefix)}"
     counts = ", ".join(f"{split} {report.manifest.total(split)}" for split in SPLITS)
     if report.already_staged:
         print(f"already staged: {location} ({counts} images)")
@@ -153,15 +151,15 @@ def stage(
     # whole into the local copy); only then is the bucket created and filled.
     class_names = parse_classes(classes)
     if not is_valid_bucket_name(bucket):
-        raise UsageError(f"invalid bucket name {bounded(bucket)}")
-    prefix = normalize_prefix(prefix)
+        raise UsageError(f"invalid bucket name {shown(bucket)}")
+    prefix = prefix_option(prefix)
     if cache_dir.exists() and not cache_dir.is_dir():
-        raise UsageError(f"--cache-dir {bounded(str(cache_dir))} is not a directory")
+        raise UsageError(f"--cache-dir {shown(str(cache_dir))} is not a directory")
     if not cifar.is_url(source):
         if "://" in source:
-            raise UsageError(f"--source {bounded(source)}: only http(s) URLs or local paths")
+            raise UsageError(f"--source {shown(source)}: only http(s) URLs or local paths")
         if not Path(source).is_file():
-            raise UsageError(f"--source {bounded(source)}: no such file")
+            raise UsageError(f"--source {shown(source)}: no such file")
 
     s3 = s3 or boto3.client("s3")
     account = boto3.client("sts").get_caller_identity()["Account"]
@@ -180,46 +178,48 @@ def stage(
 
 
 def _refuse_a_bucket_not_ours(s3: Any, bucket: str, account: str) -> None:
-    """A read-only look at the bucket: a name another account holds fails here, before
-    the download; a missing bucket is created by ensure_bucket once the data is valid."""
+    """A read-only look at the bucket: a name another account holds, or a bucket in
+    another region, fails here, before the download; a missing bucket is created by
+    ensure_bucket once the data is valid."""
     try:
         s3.head_bucket(Bucket=bucket, ExpectedBucketOwner=account)
     except ClientError as error:
         status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
         if status == 403:
             raise BucketError(
-                f"bucket {bounded(bucket)} exists and is not ours (access denied)"
+                f"bucket {shown(bucket)} exists and is not ours (access denied)"
             ) from error
         if status != 404:
             raise
+    else:
+        # An existing bucket in another region fails here too, before the download.
+        require_region(s3, bucket, {"ExpectedBucketOwner": account})
 
 
 def parse_classes(text: str) -> tuple[str, ...]:
     names = tuple(name.strip() for name in text.split(","))
     if not text.strip() or not all(names):
-        raise UsageError(f"--classes {bounded(text)}: expected comma-separated class names")
+        raise UsageError(f"--classes {shown(text)}: expected comma-separated class names")
     for name in names:
         if name not in cifar.FINE_LABEL_NAMES:
             close = difflib.get_close_matches(name, cifar.FINE_LABEL_NAMES, n=3)
             hint = f"did you mean: {', '.join(close)}?" if close else "no close match"
-            raise UsageError(f"unknown class {bounded(name)}; {hint}")
+            raise UsageError(f"unknown class {shown(name)}; {hint}")
     duplicates = sorted({name for name in names if names.count(name) > 1})
     if duplicates:
         raise UsageError(f"--classes lists {', '.join(duplicates)} more than once")
     if len(names) < 2:
         # The classifier tells classes apart: train refuses fewer than two, so stage does.
-        raise UsageError(f"--classes {bounded(text)}: name two or more classes")
+        raise UsageError(f"--classes {shown(text)}: name two or more classes")
     return names
 
 
-def normalize_prefix(prefix: str) -> str:
-    if prefix and not prefix.endswith("/"):
-        prefix += "/"
-    if not _PREFIX.fullmatch(prefix) or any(part in (".", "..") for part in prefix.split("/")):
-        raise UsageError(
-            f"--prefix {bounded(prefix)}: use letters, digits, '_', '.', '-' and '/' separators"
-        )
-    return prefix
+def prefix_option(prefix: str) -> str:
+    """--prefix by the one rule (contract.s3), a UsageError if it breaks it."""
+    try:
+        return normalise_prefix(prefix)
+    except S3UriError as error:
+        raise UsageError(f"--prefix {error}") from None
 
 
 def local_md5s(local_dir: Path) -> dict[str, str]:

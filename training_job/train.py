@@ -29,6 +29,8 @@ from typing import IO, Any
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
+from contract.manifest import ManifestError
+from contract.s3 import S3UriError, normalise_prefix, parse_s3_object_uri
 from local_aws.training import (
     JOB_NAME_PATTERN,
     METRICS_FILE,
@@ -39,11 +41,14 @@ from local_aws.training import (
     run_training_job,
 )
 from training_job.bucket import BucketError, is_valid_bucket_name, require_region
-from training_job.manifests import MANIFEST_NAME, Manifest, ManifestError
+from training_job.manifests import MANIFEST_NAME, Manifest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SOURCE_DIR = REPO_ROOT / "training_job" / "code"
 ENTRY_POINT = "train.py"
+# Copied beside the entry point (the estimator's `dependencies`): inference.py imports
+# contract/, and train.py packs it into model.tar.gz's code/.
+DEPENDENCIES = (REPO_ROOT / "contract",)
 MODELS_PREFIX = "models/"
 ALGORITHMS = ("pytorch", "builtin")
 # Training and serving run on one PyTorch version (deploy imports these): 2.6 is the newest
@@ -240,7 +245,10 @@ def main(args: argparse.Namespace) -> int:
 def make_plan(args: argparse.Namespace) -> Plan:
     if not is_valid_bucket_name(args.bucket):
         raise UsageError(f"invalid bucket name {args.bucket!r}")
-    prefix = normalize_prefix(args.prefix)
+    try:
+        prefix = normalise_prefix(args.prefix)  # the rule stage wrote it by
+    except S3UriError as error:
+        raise UsageError(f"invalid --prefix {error}") from None
     if args.mode == "local" and args.algorithm == "builtin":
         raise UsageError("--algorithm builtin runs only with --mode sagemaker")
     if args.mode == "sagemaker" and not args.role:
@@ -263,13 +271,6 @@ def make_plan(args: argparse.Namespace) -> Plan:
         manifest=manifest,
         hyperparameters=hyperparameters_for(args, manifest, extra),
     )
-
-
-def normalize_prefix(prefix: str) -> str:
-    if any(ord(char) < 32 for char in prefix) or len(prefix) > 512:
-        raise UsageError(f"invalid --prefix {prefix!r}")
-    stripped = prefix.strip("/")
-    return f"{stripped}/" if stripped else ""
 
 
 def default_job_name(algorithm: str) -> str:
@@ -381,6 +382,7 @@ def train_locally(plan: Plan, work_dir: Path | None) -> int:
         name=plan.job_name,
         entry_point=ENTRY_POINT,
         source_dir=SOURCE_DIR,
+        dependencies=list(DEPENDENCIES),
         channels=[Channel(name, uri) for name, uri in plan.channels().items()],
         output_path=plan.output_path,
         hyperparameters=plan.hyperparameters,
@@ -465,6 +467,7 @@ def build_estimator(
         estimator = PyTorch(
             entry_point=ENTRY_POINT,
             source_dir=str(SOURCE_DIR),
+            dependencies=[str(path) for path in DEPENDENCIES],
             framework_version=PYTORCH_VERSION,
             py_version=PYTHON_VERSION,
             code_location=plan.output_path.rstrip("/"),
@@ -511,14 +514,18 @@ def report_sagemaker_job(plan: Plan) -> int:
 def copy_metrics_beside(model_uri: str) -> dict[str, Any]:
     """Read metrics.json out of the job's model.tar.gz and put a copy beside it, as a
     local job does, so tools read the metrics without untarring the model."""
-    match = re.fullmatch(r"s3://([^/]+)/(.+/)?model\.tar\.gz", model_uri)
-    if match is None:
+    try:
+        bucket, key = parse_s3_object_uri(model_uri)
+    except S3UriError as error:
+        raise LaunchError(f"unexpected model artifact location: {error}") from None
+    folder, _, name = key.rpartition("/")
+    if name != "model.tar.gz":
         raise LaunchError(f"unexpected model artifact location {model_uri}")
-    bucket, folder = match.group(1), match.group(2) or ""
+    folder = f"{folder}/" if folder else ""
     s3 = boto3.client("s3")
     with tempfile.TemporaryFile() as archive:
         try:
-            s3.download_fileobj(bucket, f"{folder}model.tar.gz", archive)
+            s3.download_fileobj(bucket, key, archive)
         except ClientError as error:
             raise LaunchError(f"cannot read {model_uri}: {error}") from error
         archive.seek(0)

@@ -13,7 +13,7 @@ and a JSON body `{"error": NAME, "message": TEXT}`. The Runtime API route answer
 does: what the model container refuses becomes `ModelError` (424, with the container's
 status and body as OriginalStatusCode / OriginalMessage), an unknown endpoint becomes
 `ValidationError` (400), overload `ServiceUnavailable` (503), each with the
-`x-amzn-ErrorType` header botocore reads.
+`x-amzn-ErrorType` header botocore reads, and a body over 6 MB AWS's own 413.
 """
 
 from __future__ import annotations
@@ -77,6 +77,14 @@ def runtime_error(status: int, error_type: str, document: dict[str, object]) -> 
     return _json(status, document, headers)
 
 
+def payload_too_large(limit: int) -> web.Response:
+    """What the SageMaker Runtime answers a body over its limit, before any container sees
+    it: status 413 and no error type, so botocore raises ClientError with code "413"
+    (reported as "An error occurred (413) when calling the InvokeEndpoint operation: HTTP
+    content length exceeded 5246976 bytes." when the limit was 5 MB; it is 6 MB now)."""
+    return _json(413, {"message": f"HTTP content length exceeded {limit} bytes."})
+
+
 class EndpointApp:
     def __init__(
         self,
@@ -137,6 +145,8 @@ class EndpointApp:
             try:
                 answer = await self._invoke(request)
             except _Refused as refused:
+                if refused.status == 413:
+                    return self._observed(payload_too_large(self.config.max_body_bytes), started)
                 answer = Answer(refused.status, b"", "application/json", refused.message)
             if answer.status == 200:
                 response = web.Response(
@@ -152,6 +162,9 @@ class EndpointApp:
                 )
             else:
                 response = self._model_error(answer)
+        return self._observed(response, started)
+
+    def _observed(self, response: web.Response, started: float) -> web.Response:
         self.metrics.observe_request(response.status, time.perf_counter() - started)
         return response
 
@@ -198,8 +211,6 @@ class EndpointApp:
 
     async def _invoke(self, request: web.Request) -> Answer:
         body = await self._read_body(request)
-        if not body:
-            raise _Refused(400, "empty body: expected image bytes")
         content_type = request.headers.get("Content-Type", "")
         try:
             answer = await self.batcher.infer(body, content_type, request.headers.get("Accept", ""))

@@ -1,22 +1,36 @@
-"""Micro-batching: concurrent requests share one forward pass, off the event loop.
+"""The serving contract run by the container's own code, with micro-batched predictions.
 
-Requests wait in a bounded queue; one coroutine takes up to `max_batch` of them (waiting
-at most `max_wait` for more after the first) and runs the inference script's
-`input_fn` / `predict_fn` / `output_fn` on them in the worker's inference thread. While a
-batch runs, the next one gathers, so under load batches fill without waiting.
+Inside SageMaker's PyTorch serving container, TorchServe (a Java model server) hands each
+request to sagemaker-pytorch-inference's `HandlerService`, whose sagemaker-inference
+`Transformer` imports `inference.py` from the model's `code/`, calls `model_fn` once,
+then per request picks the Accept default, calls `input_fn` / `predict_fn` / `output_fn`
+and turns a `BaseInferenceToolkitError` into its status (anything else into 500). This
+module runs that same handler service, per request, in a pool of threads: only
+TorchServe is left out, and `ToolkitContext` stands for the per-request context it would
+pass (headers in; status, phrase and content type out).
+
+One change to the toolkit's path: its `predict_fn` step is routed to `PredictBatches`,
+which gathers the single images of concurrent requests (up to `max_batch`, waiting at
+most `max_wait` for more) and calls the same `inference.predict_fn` once on the list.
+Everything a client can observe (content types, Accept handling, status codes) is the
+toolkit's own behaviour; the batching changes only how many images one forward pass
+takes.
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import logging
+import queue
 import sys
-from concurrent.futures import ThreadPoolExecutor
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any
+
+from sagemaker_pytorch_serving_container.handler_service import HandlerService
 
 from local_aws.endpoint.metrics import WorkerMetrics
 
@@ -24,23 +38,12 @@ log = logging.getLogger(__name__)
 
 # The inference code this repository ships, for a model directory without code/.
 REPOSITORY_CODE_DIR = Path(__file__).resolve().parents[2] / "training_job" / "code"
+INTERNAL_ERROR_MESSAGE = "the model failed on this request"
 
 
-def load_inference_script(model_dir: Path) -> ModuleType:
-    """Import `inference.py` as SageMaker's container does: from the model's code/ folder,
-    with that folder on sys.path so its sibling modules import by name."""
+def code_dir_of(model_dir: Path) -> Path:
     code_dir = model_dir / "code"
-    if not (code_dir / "inference.py").is_file():
-        code_dir = REPOSITORY_CODE_DIR
-    # Appended, not prepended: a file in code/ must not shadow a standard module.
-    sys.path.append(str(code_dir))
-    spec = importlib.util.spec_from_file_location("inference", code_dir / "inference.py")
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load {code_dir / 'inference.py'}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["inference"] = module
-    spec.loader.exec_module(module)
-    return module
+    return code_dir if (code_dir / "inference.py").is_file() else REPOSITORY_CODE_DIR
 
 
 @dataclass(frozen=True)
@@ -52,114 +55,166 @@ class Answer:
 
 
 class Overloaded(Exception):
-    """The queue is full: answer 503 and let the caller retry."""
+    """Too many requests in flight: answer 503 and let the caller retry."""
 
 
-@dataclass
-class _Pending:
-    body: bytes
-    content_type: str
-    accept: str
-    future: asyncio.Future[Answer]
+class _RequestProcessor:
+    def __init__(self, headers: dict[str, str]) -> None:
+        self._headers = headers
+
+    def get_request_properties(self) -> dict[str, str]:
+        return self._headers
+
+
+class ToolkitContext:
+    """What TorchServe's `Context` offers the toolkit for one request: the model
+    directory, the request's headers, and setters for the response's status and type."""
+
+    def __init__(self, model_dir: Path, headers: dict[str, str]) -> None:
+        self.system_properties = {"model_dir": str(model_dir)}
+        self.request_processor = [_RequestProcessor(headers)]
+        self.status = 200
+        self.phrase = ""
+        self.content_type = ""
+
+    def set_response_status(self, code: int = 200, phrase: str = "", idx: int = 0) -> None:
+        self.status, self.phrase = code, phrase
+
+    def set_response_content_type(self, idx: int, value: str) -> None:
+        self.content_type = value
+
+
+class PredictBatches:
+    """`predict_fn` for the toolkit's threads: each call hands over one request's image
+    and blocks; one thread runs the script's `predict_fn` on a list of them at a time."""
+
+    def __init__(
+        self, predict_fn: Any, max_batch: int, max_wait_seconds: float, metrics: WorkerMetrics
+    ) -> None:
+        self._predict_fn = predict_fn
+        self._max_batch = max_batch
+        self._max_wait = max_wait_seconds
+        self._metrics = metrics
+        self._queue: queue.Queue[tuple[Any, Any, Future[Any]] | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="predict", daemon=True)
+        self._thread.start()
+
+    def predict(self, data: Any, model: Any) -> Any:
+        """The toolkit's `predict_fn(data, model)` step for one request."""
+        result: Future[Any] = Future()
+        self._queue.put((data, model, result))
+        return result.result()
+
+    def stop(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+
+    def _collect(self, first: tuple[Any, Any, Future[Any]]) -> list[tuple[Any, Any, Future[Any]]]:
+        batch = [first]
+        deadline = time.monotonic() + self._max_wait
+        while len(batch) < self._max_batch:
+            try:
+                item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            if item is None:
+                self._queue.put(None)  # seen again after this batch: stop then
+                break
+            batch.append(item)
+        return batch
+
+    def _run(self) -> None:
+        while (first := self._queue.get()) is not None:
+            batch = self._collect(first)
+            self._metrics.observe_batch(len(batch))
+            try:
+                predictions = self._predict_fn([data for data, _, _ in batch], batch[0][1])
+                if len(predictions) != len(batch):
+                    raise RuntimeError(f"predict_fn gave {len(predictions)} for {len(batch)}")
+            except Exception as error:  # each request's toolkit maps it to 500; this
+                for _, _, result in batch:  # thread lives on for the next batch
+                    result.set_exception(error)
+            else:
+                for (_, _, result), prediction in zip(batch, predictions, strict=True):
+                    result.set_result(prediction)
 
 
 class MicroBatcher:
+    """The worker's inference: the toolkit's handler service per request, in threads."""
+
     def __init__(
         self,
-        script: ModuleType,
-        model: Any,
+        model_dir: Path,
         max_batch: int,
         max_wait_seconds: float,
         max_queue: int,
         metrics: WorkerMetrics,
     ) -> None:
-        self.script = script
-        self.model = model
-        self.max_batch = max_batch
-        self.max_wait_seconds = max_wait_seconds
+        self.model_dir = model_dir
         self.max_queue = max_queue
-        self.metrics = metrics
-        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="inference")
-        self._task: asyncio.Task[None] | None = None
+        self.handler = load_handler_service(model_dir)
+        transformer = self.handler._service  # the Transformer the handler service built
+        self._batches = PredictBatches(
+            transformer._predict_fn, max_batch, max_wait_seconds, metrics
+        )
+        transformer._predict_fn = self._batches.predict
+        # As many requests decode at once as one batch holds, so batches can fill.
+        self._executor = ThreadPoolExecutor(max_batch, thread_name_prefix="inference")
+        self._in_flight = 0
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run())
+        """Nothing to start: the handler service loaded the model in __init__."""
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        await asyncio.get_running_loop().run_in_executor(None, self._stop)
+
+    def _stop(self) -> None:
         self._executor.shutdown(wait=True)
+        self._batches.stop()
 
     async def infer(self, body: bytes, content_type: str, accept: str) -> Answer:
-        if self._queue.qsize() >= self.max_queue:
+        if self._in_flight >= self.max_queue:
             raise Overloaded
-        future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Pending(body, content_type, accept, future))
-        return await future
+        self._in_flight += 1
+        try:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(
+                self._executor, self.answer, body, content_type, accept
+            )
+        finally:
+            self._in_flight -= 1
 
-    async def _collect(self) -> list[_Pending]:
-        batch = [await self._queue.get()]
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.max_wait_seconds
-        while len(batch) < self.max_batch:
-            if not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-                continue
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                break
-            try:
-                batch.append(await asyncio.wait_for(self._queue.get(), remaining))
-            except TimeoutError:
-                break
-        return batch
-
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            batch = await self._collect()
-            try:
-                answers = await loop.run_in_executor(self._executor, self._answer_batch, batch)
-            except Exception:
-                log.exception("inference failed for a batch of %d", len(batch))
-                answers = [_internal_error() for _ in batch]
-            for pending, answer in zip(batch, answers, strict=True):
-                if not pending.future.done():  # the client may have gone away
-                    pending.future.set_result(answer)
-
-    def _refusal(self, error: Exception) -> Answer | None:
-        """An Answer for the script's own 4xx errors (anything carrying `status_code`)."""
-        status = getattr(error, "status_code", None)
-        if not isinstance(status, int) or not 400 <= status < 500:
-            return None
-        return Answer(status, b"", "application/json", error_message=str(error))
-
-    def _answer_batch(self, batch: list[_Pending]) -> list[Answer]:
-        """Runs in the inference thread: decode each, one forward pass, encode each."""
-        answers: list[Answer | None] = [None] * len(batch)
-        images, positions = [], []
-        for position, pending in enumerate(batch):
-            try:
-                images.append(self.script.input_fn(pending.body, pending.content_type))
-                positions.append(position)
-            except Exception as error:
-                answers[position] = self._refusal(error) or _internal_error(error)
-        if images:
-            self.metrics.observe_batch(len(images))
-            predictions = self.script.predict_fn(images, self.model)
-            for position, prediction in zip(positions, predictions, strict=True):
-                try:
-                    body, content_type = self.script.output_fn(prediction, batch[position].accept)
-                    answers[position] = Answer(200, body.encode(), content_type)
-                except Exception as error:
-                    answers[position] = self._refusal(error) or _internal_error(error)
-        return [answer or _internal_error() for answer in answers]
+    def answer(self, body: bytes, content_type: str, accept: str) -> Answer:
+        """One request through the handler service, as TorchServe would hand it over."""
+        headers = {}
+        if content_type:
+            headers["Content-Type"] = content_type
+        if accept:
+            headers["Accept"] = accept
+        context = ToolkitContext(self.model_dir, headers)
+        try:
+            [response] = self.handler.handle([{"body": body}], context)
+        except Exception as error:  # the toolkit catches the script's errors; not its own
+            log.error("the handler service failed: %r", error, exc_info=error)
+            return Answer(500, b"", "application/json", INTERNAL_ERROR_MESSAGE)
+        if context.status != 200:
+            # The toolkit's body is the message and a traceback: the log gets both, the
+            # client the message alone (a 500's message may hold anything, so not that).
+            log.info("refused with %d: %s", context.status, response)
+            message = context.phrase if context.status < 500 else INTERNAL_ERROR_MESSAGE
+            return Answer(context.status, b"", "application/json", message)
+        data = response.encode() if isinstance(response, str) else bytes(response)
+        return Answer(200, data, context.content_type)
 
 
-def _internal_error(error: Exception | None = None) -> Answer:
-    if error is not None:
-        log.error("inference error: %r", error, exc_info=error)
-    # The cause goes to the log only: a client never sees a stack trace.
-    return Answer(500, b"", "application/json", error_message="the model failed on this request")
+def load_handler_service(model_dir: Path) -> HandlerService:
+    """The PyTorch container's handler service, initialised on this model directory: its
+    Transformer imports `inference` from the model's code/ and calls `model_fn`."""
+    code_dir = code_dir_of(model_dir)
+    # The container puts code/ on the module path; appended, not prepended, so a file in
+    # code/ cannot shadow a standard module. `contract/` travels inside code/.
+    if str(code_dir) not in sys.path:
+        sys.path.append(str(code_dir))
+    handler = HandlerService()
+    handler.initialize(ToolkitContext(model_dir, {}))
+    return handler

@@ -14,7 +14,9 @@ from pathlib import Path
 DEFAULT_ENDPOINT_NAME = "scones-image-classifier"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
-DEFAULT_MAX_BODY_BYTES = 5 * 1024 * 1024
+# SageMaker's InvokeEndpoint body limit (6 MB: 6,291,456 bytes, the `max` of botocore's
+# BodyBlob shape); the Runtime API route answers a larger body as AWS does.
+DEFAULT_MAX_BODY_BYTES = 6 * 1024 * 1024
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 The images come from the shared CIFAR-100 archive (read by training_job.cifar); the
 model is the project's network (training_job/code/model.py) after a few SGD steps,
 packaged the way the training job packages it: model.pth, model.json and
-code/{inference,model,imaging}.py.
+code/ with inference.py, its sibling modules and contract/.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import importlib
 import io
 import sys
 import tarfile
+import tempfile
 from pathlib import Path
 from types import ModuleType
 
@@ -21,7 +22,6 @@ from PIL import Image
 from training_job import cifar
 
 CODE_DIR = Path(__file__).resolve().parents[2] / "training_job" / "code"
-CODE_FILES = ("inference.py", "model.py", "imaging.py")
 CLASSES = ["bicycle", "motorcycle"]
 FINE_LABELS = (8, 48)  # the archive's fine labels of CLASSES, in label order
 
@@ -75,12 +75,15 @@ def train_quick_model(archive: Path, model_dir: Path, steps: int = 60, seed: int
 
 
 def package_model(model_dir: Path, archive_path: Path) -> Path:
-    """model.tar.gz as the training job writes it: the model files and code/."""
-    with tarfile.open(archive_path, "w:gz") as tar:
-        for name in ("model.pth", "model.json"):
-            tar.add(model_dir / name, arcname=name)
-        for name in CODE_FILES:
-            tar.add(CODE_DIR / name, arcname=f"code/{name}")
+    """model.tar.gz as the training job writes it: the model files and code/ (copied by
+    train.py's own `copy_serving_code`, contract/ included)."""
+    with tempfile.TemporaryDirectory() as scratch:
+        code_dir = Path(scratch) / "code"
+        code_module("train").copy_serving_code(code_dir)
+        with tarfile.open(archive_path, "w:gz") as tar:
+            for name in ("model.pth", "model.json"):
+                tar.add(model_dir / name, arcname=name)
+            tar.add(code_dir, arcname="code")
     return archive_path
 
 

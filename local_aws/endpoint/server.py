@@ -47,16 +47,13 @@ async def _serve_worker(
     from aiohttp import web
 
     from local_aws.endpoint.app import EndpointApp
-    from local_aws.endpoint.batcher import MicroBatcher, load_inference_script
+    from local_aws.endpoint.batcher import MicroBatcher
     from local_aws.endpoint.capture_writer import CaptureWriter
     from local_aws.endpoint.connections import Connections
 
     metrics = WorkerMetrics(slots[index])
-    script = load_inference_script(config.model_dir)
-    model = script.model_fn(str(config.model_dir))
     batcher = MicroBatcher(
-        script,
-        model,
+        config.model_dir,
         max_batch=config.max_batch,
         max_wait_seconds=config.max_batch_wait_ms / 1000,
         max_queue=config.max_queue,

@@ -16,7 +16,7 @@ import boto3
 import pytest
 import yaml
 
-from handlers import monitor
+from handlers import monitor, threshold_filter
 from handlers.workflow_event import ConfigurationError
 from training_job import capture
 
@@ -65,6 +65,7 @@ def capture_bucket(
         "METRIC_NAMESPACE": f"Test/{unique_name}",
     }.items():
         monkeypatch.setenv(name, value)
+    monkeypatch.delenv("THRESHOLD", raising=False)  # contract.threshold's default
     yield unique_name
 
 
@@ -285,3 +286,73 @@ def test_a_run_short_of_time_stops_between_objects_and_the_next_goes_on(
     assert first["last_key"].endswith("01-00-000-x.jsonl")
     second = monitor.handler({}, None)
     assert (second["objects"], second["records"]) == (1, 2)
+
+
+def filter_event(probabilities: list[float]) -> dict[str, object]:
+    return {
+        "image_data": "aGk=",
+        "s3_bucket": "scones-unlimited-test",
+        "s3_key": "test/bike_s_000001.png",
+        "inferences": probabilities,
+    }
+
+
+@pytest.mark.parametrize(("setting", "low_rate"), [("0.5", 0.0), ("0.7", 0.5), ("", 0.5)])
+def test_the_low_confidence_rate_counts_below_the_filters_own_threshold(
+    capture_bucket: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    setting: str,
+    low_rate: float,
+) -> None:
+    # Before, the monitor counted below the baseline's recorded 0.93 whatever THRESHOLD
+    # the filter ran with: `--param threshold=0.5` left LowConfidenceRate at 0.5.
+    monkeypatch.setenv("THRESHOLD", setting)
+    outputs = [[0.99, 0.01]] * 2 + [[0.4, 0.6]] * 2
+    put(capture_bucket, 1, lines(outputs, 1))
+    summary = monitor.handler({}, None)
+    assert summary["metrics"]["LowConfidenceRate"] == pytest.approx(low_rate)
+    # The same setting, read the same way: what the monitor counts as low is what the
+    # filter stops.
+    stopped = 0
+    for probabilities in outputs:
+        try:
+            threshold_filter.handler(filter_event(probabilities))
+        except threshold_filter.THRESHOLD_CONFIDENCE_NOT_MET:
+            stopped += 1
+    assert stopped / len(outputs) == pytest.approx(low_rate)
+    assert summary["threshold"] == (float(setting) if setting else 0.93)
+    assert summary["baseline_threshold"] == 0.93
+    differs = "profiled at another confidence threshold" in capsys.readouterr().out
+    assert differs == (setting not in ("", "0.93"))
+
+
+def test_a_baseline_profiled_at_another_threshold_is_reported(
+    capture_bucket: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    boto3.client("s3").put_object(
+        Bucket=capture_bucket,
+        Key="models/job/output/baseline.json",
+        Body=json.dumps({**BASELINE, "confidence_threshold": 0.8}).encode(),
+    )
+    put(capture_bucket, 1, lines([[0.99, 0.01]], 1))
+    summary = monitor.handler({}, None)
+    assert (summary["threshold"], summary["baseline_threshold"]) == (0.93, 0.8)
+    warning = [
+        json.loads(line)
+        for line in capsys.readouterr().out.splitlines()
+        if "profiled at another confidence threshold" in line
+    ]
+    assert len(warning) == 1
+    assert (warning[0]["threshold"], warning[0]["baseline_threshold"]) == (0.93, 0.8)
+
+
+@pytest.mark.parametrize("setting", ["high", "0", "1.5", "nan"])
+def test_a_malformed_threshold_stops_the_monitor_as_it_stops_the_filter(
+    capture_bucket: str, monkeypatch: pytest.MonkeyPatch, setting: str
+) -> None:
+    monkeypatch.setenv("THRESHOLD", setting)
+    with pytest.raises(ConfigurationError, match="THRESHOLD"):
+        monitor.handler({}, None)
+    with pytest.raises(ConfigurationError, match="THRESHOLD"):
+        threshold_filter.handler(filter_event([0.99, 0.01]))

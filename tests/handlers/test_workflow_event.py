@@ -6,9 +6,9 @@ import json
 
 import pytest
 
+from contract import SHOWN_CHARACTERS, shown
 from contract.images import MAX_IMAGE_BYTES
 from handlers.workflow_event import (
-    SHOWN_CHARACTERS,
     ConfigurationError,
     InvalidEvent,
     NotAnImage,
@@ -16,7 +16,6 @@ from handlers.workflow_event import (
     image_content_type,
     log,
     max_image_bytes,
-    shown,
 )
 
 REFERENCE_EVENT = {"image_data": "", "s3_bucket": "", "s3_key": "", "inferences": []}
@@ -146,4 +145,4 @@ def test_shown_bounds_what_an_error_repeats() -> None:
     assert shown("test/a.png") == "'test/a.png'"
     long = shown("k" * 100_000)
     assert len(long) < SHOWN_CHARACTERS + 40
-    assert long.endswith("(100002 characters)")
+    assert long.endswith("(100000 characters)")

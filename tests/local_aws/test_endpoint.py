@@ -5,12 +5,14 @@ capture written to the local S3 exactly as SageMaker writes it."""
 from __future__ import annotations
 
 import concurrent.futures
+import io
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,8 +24,11 @@ import pytest
 import requests
 import torch
 from botocore.exceptions import ClientError
+from PIL import Image
 
 from local_aws.endpoint import sample_model
+from local_aws.endpoint.batcher import PredictBatches
+from local_aws.endpoint.metrics import WorkerMetrics, allocate_slots
 from tests.conftest import REPO_ROOT, free_port
 from training_job import capture
 
@@ -162,7 +167,106 @@ def test_boto3_invoke_endpoint_reaches_it_through_the_runtime_endpoint_url(
 
     with pytest.raises(runtime.exceptions.ModelError) as not_image:
         runtime.invoke_endpoint(EndpointName=endpoint.name, ContentType="image/png", Body=b"x")
-    assert not_image.value.response["OriginalStatusCode"] == 400
+    assert not_image.value.response["OriginalStatusCode"] == 415
+
+
+def test_the_runtime_api_refuses_a_body_over_6_mb_as_aws_does(
+    endpoint: Endpoint, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # InvokeEndpoint's body limit is 6 MB (botocore's BodyBlob max, 6,291,456 bytes); AWS
+    # answers 413 itself, with no error type, before any container sees the request.
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME", endpoint.url)
+    runtime = boto3.client("sagemaker-runtime")
+    with pytest.raises(ClientError) as too_large:
+        runtime.invoke_endpoint(
+            EndpointName=endpoint.name, ContentType="image/png", Body=b"\x00" * (6291456 + 1)
+        )
+    error = too_large.value.response
+    assert error["ResponseMetadata"]["HTTPStatusCode"] == 413
+    assert error["Error"]["Code"] == "413"
+    assert error["Error"]["Message"] == "HTTP content length exceeded 6291456 bytes."
+    # At the limit the body reaches the container, which judges its bytes.
+    with pytest.raises(runtime.exceptions.ModelError) as at_limit:
+        runtime.invoke_endpoint(
+            EndpointName=endpoint.name, ContentType="image/png", Body=b"\x00" * 6291456
+        )
+    assert at_limit.value.response["OriginalStatusCode"] == 415
+
+
+def phone_photo() -> bytes:
+    """A 12 MP phone JPEG of a few MB, stored sideways with EXIF orientation 6."""
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (3024 // 8, 4032 // 8, 3), dtype=np.uint8)
+    image = Image.fromarray(pixels).resize((4032, 3024), Image.Resampling.BICUBIC)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=95, exif=exif)
+    return buffer.getvalue()
+
+
+def test_a_phone_photo_is_classified_through_the_runtime_api(
+    endpoint: Endpoint, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    photo = phone_photo()
+    assert 2_000_000 < len(photo) < 6291456
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME", endpoint.url)
+    response = boto3.client("sagemaker-runtime").invoke_endpoint(
+        EndpointName=endpoint.name, ContentType="image/jpeg", Body=photo
+    )
+    probabilities = json.loads(response["Body"].read())
+    assert len(probabilities) == 2 and sum(probabilities) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_a_png_declaring_6320_by_6320_rgba_is_refused_with_413(endpoint: Endpoint) -> None:
+    # Issue 12: this 155 KB PNG cost 1.3 s of CPU and 900 MB per request.
+    buffer = io.BytesIO()
+    Image.new("RGBA", (6320, 6320)).save(buffer, format="PNG")
+    response = post(endpoint.url, buffer.getvalue())
+    assert response.status_code == 413
+    assert response.json()["error"] == "PayloadTooLarge"
+    assert "PNG image of 6320x6320 pixels is over the limit" in response.json()["message"]
+
+
+@pytest.mark.parametrize(
+    ("accept", "status"),
+    [
+        ("application/json, text/csv", 200),
+        ("application/*", 200),
+        ("application/json, text/plain, */*", 200),
+        ("*/*", 200),
+        ("text/csv", 406),
+        ("application/json;q=0", 406),
+        ("application/json;q=0, */*", 406),
+    ],
+)
+def test_accept_is_read_as_http_defines_it(
+    endpoint: Endpoint, model: Model, accept: str, status: int
+) -> None:
+    response = requests.post(
+        f"{endpoint.url}/invocations",
+        data=model.pngs[0],
+        headers={"Content-Type": "image/png", "Accept": accept},
+        timeout=30,
+    )
+    assert response.status_code == status
+    if status == 200:
+        assert response.headers["Content-Type"].startswith("application/json")
+        assert len(response.json()) == 2
+    else:
+        assert response.json()["error"] == "NotAcceptable"
+
+
+def test_errors_carry_no_object_reprs_and_no_unbounded_input(endpoint: Endpoint) -> None:
+    responses = [
+        post(endpoint.url, b"\x89PNG", "image/" + "x" * 6000),
+        post(endpoint.url, b"\xff\xd8\xff" + b"not a jpeg" * 100, "image/jpeg"),
+        post(endpoint.url, b"GIF89a" + b"\x00" * 100, "application/x-image"),
+    ]
+    for response in responses:
+        assert 400 <= response.status_code < 500
+        message = response.json()["message"]
+        assert len(message) < 300 and "object at 0x" not in message, message
 
 
 def test_the_endpoint_name_is_published_as_an_ssm_parameter(endpoint: Endpoint) -> None:
@@ -182,12 +286,12 @@ def _truncated_png(model: Model) -> bytes:
     ("body", "content_type", "status", "error"),
     [
         (b"", "image/png", 400, "InvalidInput"),
-        (b"definitely not an image", "image/png", 400, "InvalidInput"),
+        (b"definitely not an image", "image/png", 415, "UnsupportedMediaType"),
         ("truncated", "image/png", 400, "InvalidInput"),
-        (sample_model.claimed_size_png(50_000, 50_000), "image/png", 400, "InvalidInput"),
-        (b"\x89PNG", "application/json", 415, "UnsupportedMediaType"),
+        (sample_model.claimed_size_png(50_000, 50_000), "image/png", 413, "PayloadTooLarge"),
+        (b"{}", "application/json", 415, "UnsupportedMediaType"),
         (b"\x89PNG", None, 415, "UnsupportedMediaType"),
-        (b"\x00" * (5 * 1024 * 1024 + 1), "image/png", 413, "PayloadTooLarge"),
+        (b"\x00" * (6 * 1024 * 1024 + 1), "image/png", 413, "PayloadTooLarge"),
     ],
 )
 def test_bad_input_gets_a_specific_json_error_and_status(
@@ -336,3 +440,35 @@ def test_kill_9_loses_at_most_the_last_flush_interval_and_never_breaks_a_line(
     )  # fmt: skip
     assert stopped.returncode == 0 and "not running" in stopped.stdout  # its pid file goes
     assert not (tmp_path / "killed.pid").exists()
+
+
+def test_concurrent_requests_share_one_predict_call_and_a_failure_stays_in_its_batch() -> None:
+    # The toolkit's threads each hand over one image; PredictBatches calls predict_fn once
+    # for those waiting together, and a failing call fails that batch, not the thread.
+    calls: list[int] = []
+    started = threading.Barrier(4)
+
+    def predict_fn(images: list[int], model: str) -> list[int]:
+        calls.append(len(images))
+        if model == "broken":
+            raise ValueError("boom")
+        return [image * 2 for image in images]
+
+    metrics = WorkerMetrics(allocate_slots(1)[0])
+    together = PredictBatches(predict_fn, max_batch=4, max_wait_seconds=60, metrics=metrics)
+    alone = PredictBatches(predict_fn, max_batch=1, max_wait_seconds=0, metrics=metrics)
+    try:
+
+        def one(image: int) -> int:
+            started.wait()
+            return int(together.predict(image, "model"))
+
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            assert list(pool.map(one, [1, 2, 3, 4])) == [2, 4, 6, 8]
+        assert calls == [4]  # a full batch runs at once, without waiting out max_wait
+        with pytest.raises(ValueError, match="boom"):
+            alone.predict(5, "broken")
+        assert alone.predict(5, "model") == 10  # the thread survived the failure
+    finally:
+        together.stop()
+        alone.stop()

@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from contract.manifest import LstEntry, format_lst
 from local_aws.training import (
     Channel,
     TrainingJob,
@@ -30,7 +31,7 @@ from local_aws.training import (
     upload_all_or_nothing,
 )
 from tests.conftest import REPO_ROOT
-from training_job.manifests import LstEntry, Manifest, format_lst
+from training_job.manifests import Manifest
 
 CLASSES = ("bicycle", "motorcycle")
 FINE_LABELS = {8: 0, 48: 1}  # CIFAR-100 fine label -> our label
@@ -230,6 +231,30 @@ def test_script_sees_the_sagemaker_contract_and_artifacts_land_where_a_job_puts_
     assert seen["config"]["resourceconfig.json"]["current_host"] == "algo-1"
 
 
+def test_dependencies_are_copied_beside_the_entry_point(
+    staged_bucket: str, tmp_path: Path, unique_name: str
+) -> None:
+    # As the SageMaker SDK packs an estimator's `dependencies`: each directory lands in
+    # code/ under its own name, so the script imports it with no path of its own.
+    library = tmp_path / "lib" / "shared_package"
+    library.mkdir(parents=True)
+    (library / "__init__.py").write_text("GREETING = 'from the dependency'\n")
+    script = textwrap.dedent(
+        """
+        import os, shared_package
+        path = os.path.join(os.environ["SM_MODEL_DIR"], "greeting.txt")
+        open(path, "w").write(shared_package.GREETING)
+        """
+    )
+    job = make_job(
+        make_source(tmp_path, script), staged_bucket, name=unique_name, dependencies=[library]
+    )
+    run_training_job(job, stream=io.BytesIO(), work_dir=tmp_path / "job")
+    assert (tmp_path / "job/code/shared_package/__init__.py").is_file()
+    model = tar_members(read_object(staged_bucket, f"models/{unique_name}/output/model.tar.gz"))
+    assert model["greeting.txt"] == b"from the dependency"
+
+
 def test_channel_under_a_prefix_downloads_relative_to_its_folder(
     local_aws: dict[str, str], shared_data: Path, tmp_path: Path, unique_name: str
 ) -> None:
@@ -314,6 +339,7 @@ def test_key_that_would_leave_the_channel_directory_is_refused(
         ({"entry_point": "missing.py"}, "does not exist"),
         ({"channels": [Channel("../up", "s3://b/x")]}, "invalid channel name"),
         ({"output_path": "/tmp/out"}, "not an s3:// URI"),
+        ({"dependencies": [Path("/no/such/dir")]}, "is not a directory"),
     ],
 )
 def test_malformed_job_is_refused_before_anything_happens(

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from contract.manifest import read_lst
 from tests.training_job.staging_helpers import (
     member,
     meta_pickle,
@@ -32,9 +33,7 @@ def test_reads_the_shared_archive(shared_data: Path) -> None:
     assert archive.fine_label_names == cifar.FINE_LABEL_NAMES
     assert set(archive.train.fine_labels) == {8, 48}
     # The shared manifests list the images in archive row order.
-    lst_names = [
-        line.split("\t")[2] for line in (shared_data / "train.lst").read_text().splitlines()
-    ]
+    lst_names = [entry.filename for entry in read_lst(shared_data / "train.lst")]
     assert archive.train.filenames == lst_names
 
 

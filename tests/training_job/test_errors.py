@@ -8,22 +8,23 @@ from pathlib import Path
 import pytest
 from PIL import Image, UnidentifiedImageError
 
-from training_job.errors import bounded, one_line
+from contract import shown
+from training_job.errors import one_line
 
 
 def test_a_long_value_is_cut_and_its_length_said() -> None:
-    shown = bounded("b" * 100_000)
-    assert shown.startswith("'bbbb") and shown.endswith("... (100000 characters)")
-    assert len(shown) < 120
-    assert bounded("short-name") == "'short-name'"
-    assert bounded(Path("/tmp/x")) == "'/tmp/x'"
+    text = shown("b" * 100_000)
+    assert text.startswith("'bbbb") and text.endswith("... (100000 characters)")
+    assert len(text) < 120
+    assert shown("short-name") == "'short-name'"
+    assert shown(Path("/tmp/x")) == "'/tmp/x'"
 
 
 def test_objects_are_shown_by_name_or_type_not_address(tmp_path: Path) -> None:
     buffer = io.BytesIO(b"not an image")
-    assert bounded(buffer) == "a BytesIO"
+    assert shown(buffer) == "a BytesIO"
     with (tmp_path / "f.bin").open("wb") as file:
-        assert bounded(file) == repr(str(tmp_path / "f.bin"))
+        assert shown(file) == repr(str(tmp_path / "f.bin"))
 
 
 def test_a_library_message_loses_its_addresses_and_its_length() -> None:

@@ -1,4 +1,5 @@
-"""`.lst` files and `manifest.json`: round trips, and malformed input refused by line/field."""
+"""`.lst` files (contract.manifest, the one reader) and `manifest.json`: round trips, and
+malformed input refused by line/field."""
 
 from __future__ import annotations
 
@@ -7,14 +8,17 @@ from pathlib import Path
 
 import pytest
 
-from training_job.manifests import (
+from contract.manifest import (
+    MAX_LST_BYTES,
     LstEntry,
-    Manifest,
     ManifestError,
-    content_sha256,
     format_lst,
     parse_lst,
     read_lst,
+)
+from training_job.manifests import (
+    Manifest,
+    content_sha256,
     read_manifest,
     write_lst,
     write_manifest,
@@ -51,14 +55,42 @@ def test_empty_lst_is_empty() -> None:
     assert parse_lst("") == []
 
 
+@pytest.mark.parametrize("text", ["1\t1\ta.png", "1\t1\ta.png\n", "1\t1\ta.png\r\n"])
+def test_last_line_may_end_in_a_newline_or_not(text: str) -> None:
+    assert parse_lst(text) == [LstEntry(1, 1, "a.png")]
+
+
+def test_integral_float_labels_are_read_as_their_integer() -> None:
+    # MXNet's im2rec (the SageMaker reference) writes labels as floats; train.py's reader
+    # accepted them and this one refused them. Written back, they are integers.
+    text = "16\t0.000000\tbike_s_000682.png\n152\t1.000000\tminibike_s_000824.png\n"
+    entries = parse_lst(text)
+    assert entries == [
+        LstEntry(16, 0, "bike_s_000682.png"),
+        LstEntry(152, 1, "minibike_s_000824.png"),
+    ]
+    assert format_lst(entries) == "16\t0\tbike_s_000682.png\n152\t1\tminibike_s_000824.png\n"
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
         ("16\t0\n", "line 1: expected 3 tab-separated fields"),
         ("16 0 a.png\n", "line 1: expected 3"),
-        ("1\t0\ta.png\nx\t0\tb.png\n", "line 2: row and label must be integers"),
-        ("1\t-1\ta.png\n", "row and label must be integers"),
-        ("1\t٣\ta.png\n", "row and label must be integers"),
+        ("1\t0\ta.png\nx\t0\tb.png\n", "line 2: row and label must be non-negative integers"),
+        ("1\t-1\ta.png\n", "row and label must be non-negative integers"),
+        ("1\t٣\ta.png\n", "row and label must be non-negative integers"),
+        # A float label must be integral: 1.5 names no class.
+        ("1\t1.5\ta.png\n", "line 1: row and label must be non-negative integers"),
+        ("1\t1.\ta.png\n", "row and label must be non-negative integers"),
+        ("1\t1e0\ta.png\n", "row and label must be non-negative integers"),
+        ("1\tnan\ta.png\n", "row and label must be non-negative integers"),
+        ("1.0\t1\ta.png\n", "row and label must be non-negative integers"),
+        # Blank lines were skipped by train.py's own reader and refused here; refused now
+        # by every reader, including a second newline at the end.
+        ("1\t0\ta.png\n\n2\t0\tb.png\n", "line 2: blank line"),
+        ("1\t0\ta.png\n \t\n", "line 2: blank line"),
+        ("1\t0\ta.png\n\n", "line 2: blank line"),
         ("1\t0\t../../etc/passwd\n", "unsafe or empty filename"),
         ("1\t0\t/abs.png\n", "unsafe or empty filename"),
         ("1\t0\t\n", "unsafe or empty filename"),
@@ -74,6 +106,14 @@ def test_malformed_lst_is_refused_by_line(text: str, expected: str) -> None:
 def test_oversized_lst_is_refused() -> None:
     with pytest.raises(ManifestError, match="over"):
         parse_lst("1\t0\ta.png\n" * 7_000_000)
+
+
+def test_oversized_lst_file_is_refused_before_it_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "big.lst"
+    with path.open("wb") as file:
+        file.truncate(MAX_LST_BYTES + 1)  # sparse: the size is what is checked
+    with pytest.raises(ManifestError, match="over"):
+        read_lst(path)
 
 
 def test_non_utf8_lst_is_refused(tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ import pytest
 from botocore.exceptions import ClientError
 from PIL import Image
 
+from contract.manifest import LstEntry, format_lst, parse_lst, read_lst
 from tests.conftest import REPO_ROOT
 from tests.training_job.staging_helpers import (
     member,
@@ -30,7 +31,7 @@ from tests.training_job.staging_helpers import (
 )
 from tests.training_job.test_bucket import assert_settings
 from training_job import cifar, stage
-from training_job.manifests import LstEntry, Manifest, format_lst, parse_lst, read_lst
+from training_job.manifests import Manifest
 
 ARCHIVE_NAME = "cifar-100-python-vehicles.tar.gz"
 

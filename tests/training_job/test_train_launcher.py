@@ -167,7 +167,9 @@ def test_sagemaker_pytorch_job_is_created_as_the_sdk_would(
     assert json.loads(hps["sagemaker_program"]) == "train.py"
     assert json.loads(hps["sagemaker_submit_directory"]) == source
     with tarfile.open(fileobj=io.BytesIO(read_object(bucket, source.split("/", 3)[3]))) as tar:
-        assert {"train.py", "model.py", "imaging.py", "inference.py"} <= set(tar.getnames())
+        names = set(tar.getnames())
+    assert {"train.py", "model.py", "imaging.py", "inference.py"} <= names
+    assert "contract/images.py" in names  # the estimator's `dependencies`, beside train.py
 
 
 @pytest.mark.parametrize("algorithm", ["pytorch", "builtin"])
@@ -318,6 +320,10 @@ def test_malformed_manifest_is_one_clear_error(
         (["--hyperparameter", "=3"], "expects NAME=VALUE"),
         (["--hyperparameter", "classes=a,b"], "classes come from manifest.json"),
         (["--prefix", "bad\nprefix"], "invalid --prefix"),
+        # stage's rule (contract.s3), which this command's own copy did not apply: a prefix
+        # stage refuses to write is refused here, not read from somewhere else.
+        (["--prefix", "/runs/a"], "invalid --prefix '/runs/a/': a prefix is parts of"),
+        (["--prefix", "runs a"], "invalid --prefix 'runs a/'"),
         (
             ["--mode", "sagemaker", "--role", ROLE, "--algorithm", "builtin", "--seed", "1"],
             "--seed applies to --algorithm pytorch only",

@@ -22,13 +22,15 @@ import model as model_module
 import numpy as np
 import torch
 
+from contract.threshold import DEFAULT_THRESHOLD
+
 BASELINE_FILE = "baseline.json"
 EMBEDDINGS_FILE = "baseline_embeddings.npy"
 # 2: the opponent colour moments (red_green ... yellow_blue_contrast) joined the statistics.
 FORMAT_VERSION = 2
 # The workflow's threshold filter drops inferences below this confidence; the monitor
 # watches the share of traffic that falls below it.
-CONFIDENCE_THRESHOLD = 0.93
+CONFIDENCE_THRESHOLD = DEFAULT_THRESHOLD
 # Staged training images are lossless PNG (docs/architecture.md), so their byte sizes are
 # PNG sizes: the baseline's upload format.
 STAGED_CONTENT_TYPE = "image/png"

@@ -10,50 +10,98 @@ from __future__ import annotations
 import io
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 IMAGE_SIZE = 32  # CIFAR-100's 32×32; larger uploads are resized to it
-# Refuse images whose header claims more pixels than this before decoding them:
-# a small PNG claiming 50,000 × 50,000 pixels must not allocate 7.5 GB.
-MAX_IMAGE_PIXELS = 40_000_000
+
+# The work one image may cost, checked from its header before any pixel is decoded.
+# The model consumes 32×32 pixels, so these limits bound what the decoder must touch to
+# get there (measured with benchmarks/decode_cost.py, one core):
+# - JPEG decodes with reduction (libjpeg's DCT scaling, `Image.draft`): a 2.5 MB
+#   4032×3024 phone photo comes out at 504×378 for 0.04 s of CPU and 4 MB. What is left
+#   is the entropy decoding (proportional to the body, at most 6 MB) and, for a
+#   progressive JPEG, libjpeg's whole-image coefficient buffer: at the 24 MP limit (a
+#   6000×4000 camera photo, twice a phone's 12 MP) 0.22 s and 73 MB.
+# - PNG cannot decode with reduction: every pixel is inflated, 4 bytes each for RGBA.
+#   The 8.3 MP limit (a 3840×2160 screenshot, larger than any phone screen) costs at most
+#   0.3 s and 66 MB. A 155 KB PNG declaring 6320×6320 RGBA (40 MP) cost 1.3 s and 900 MB
+#   under the former single 40 MP limit; it is refused now, from its header.
+MAX_JPEG_PIXELS = 24_000_000
+MAX_FULL_DECODE_PIXELS = 3840 * 2160
+# Formats Pillow can decode with reduction (the MPO a phone camera writes is a JPEG).
+REDUCIBLE_FORMATS = ("JPEG", "MPO")
 
 
 class ImageDecodeError(ValueError):
     """The bytes are not an image this model can read (named so callers map it to 4xx)."""
 
 
+class ImageTooLarge(ImageDecodeError):
+    """The header declares more pixels than decoding may cost (callers map it to 413)."""
+
+
+def pixel_limit(image_format: str | None) -> int:
+    return MAX_JPEG_PIXELS if image_format in REDUCIBLE_FORMATS else MAX_FULL_DECODE_PIXELS
+
+
 def open_image(data: bytes) -> Image.Image:
-    """Decode image bytes, refusing empty input, non-images and decompression bombs."""
+    """Decode image bytes, refusing empty input, non-images and images whose declared size
+    costs more than the limits above; a JPEG is decoded reduced to at least IMAGE_SIZE."""
     if not data:
         raise ImageDecodeError("empty body: expected image bytes")
     try:
         image = Image.open(io.BytesIO(data))
         width, height = image.size
-        if width * height > MAX_IMAGE_PIXELS:
-            raise ImageDecodeError(
-                f"image of {width}x{height} pixels is over the limit of {MAX_IMAGE_PIXELS}"
+        limit = pixel_limit(image.format)
+        if width * height > limit:
+            raise ImageTooLarge(
+                f"{image.format} image of {width}x{height} pixels is over the limit of "
+                f"{limit:,} pixels for that format; the model reads {IMAGE_SIZE}x{IMAGE_SIZE}, "
+                "so send a smaller image"
             )
+        if image.format in REDUCIBLE_FORMATS:
+            # Scales by 1/2, 1/4 or 1/8 while keeping both sides at least IMAGE_SIZE.
+            image.draft("RGB", (IMAGE_SIZE, IMAGE_SIZE))
         image.load()
+        # Phones store the sensor's orientation and a tag saying how to turn it.
+        upright = ImageOps.exif_transpose(image)
     except ImageDecodeError:
         raise
     except Image.DecompressionBombError as error:
-        raise ImageDecodeError(f"image refused as a decompression bomb: {error}") from error
-    except (OSError, SyntaxError, ValueError) as error:
-        raise ImageDecodeError(f"not a readable image: {error}") from error
-    return image
+        # Pillow's own check in Image.open, for headers far over the limits above.
+        raise ImageTooLarge(
+            "image refused as a decompression bomb: its header declares over "
+            f"{2 * (Image.MAX_IMAGE_PIXELS or 0):,} pixels"
+        ) from error
+    except (OSError, SyntaxError, ValueError, EOFError) as error:
+        raise ImageDecodeError(f"not a readable image: {_reason(error)}") from error
+    return upright
+
+
+def _reason(error: Exception) -> str:
+    """Pillow's message without object reprs (`cannot identify image file <_io.BytesIO
+    object at 0x...>`): what went wrong, never the caller's object or bytes."""
+    text = str(error)
+    if text.startswith("cannot identify image file"):
+        return "not a known image format"
+    return text[:200]
 
 
 def to_array(image: Image.Image) -> np.ndarray:
     """Any mode and size to uint8 RGB, IMAGE_SIZE × IMAGE_SIZE, shape (H, W, 3)."""
-    if image.mode in ("RGBA", "LA", "P"):
+    if image.mode in ("RGBA", "LA", "P", "PA"):
+        image = image.convert("RGBA")
+    elif image.mode not in ("RGB", "L"):
+        image = image.convert("RGB")
+    # Resized first, so the steps after it touch 32×32 pixels, not the upload's
+    # millions (Pillow resizes RGBA premultiplied, so the composite below is the same).
+    if image.size != (IMAGE_SIZE, IMAGE_SIZE):
+        image = image.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BICUBIC)
+    if image.mode == "RGBA":
         # Composite transparency on white, the way a viewer shows it, not on black.
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(background, rgba)
-    rgb = image.convert("RGB")
-    if rgb.size != (IMAGE_SIZE, IMAGE_SIZE):
-        rgb = rgb.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BICUBIC)
-    return np.asarray(rgb, dtype=np.uint8)
+        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, image)
+    return np.asarray(image.convert("RGB"), dtype=np.uint8)
 
 
 def decode(data: bytes) -> np.ndarray:

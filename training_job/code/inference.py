@@ -1,13 +1,15 @@
 """The SageMaker inference script: image bytes in, class probabilities (JSON) out.
 
 SageMaker's PyTorch serving container imports this file from `code/` in model.tar.gz and
-calls the four functions of its contract in order: `model_fn` once, then `input_fn`,
-`predict_fn` and `output_fn` per request. The local endpoint (local_aws/endpoint) calls
-the same four functions, passing a list of images to `predict_fn` to run a micro-batch.
+its inference toolkit (sagemaker-inference's Transformer) calls the four functions of
+the contract: `model_fn` once, then `input_fn`, `predict_fn` and `output_fn` per request.
+The local endpoint (local_aws/endpoint) runs the same toolkit, and passes `predict_fn` a
+list of images to run a micro-batch.
 
-Bad input raises `InferenceError` with an HTTP status: the container's inference
-toolkit answers a `BaseInferenceToolkitError` with that status (any other exception
-becomes a 500), and the local endpoint reads `status_code` the same way.
+Bad input raises `InferenceError`, a toolkit error carrying an HTTP status: the toolkit
+answers it with that status (any other exception becomes a 500). The accepted image
+formats are `contract.images`, which travels inside `code/` (the training estimator's
+`dependencies`).
 """
 
 from __future__ import annotations
@@ -20,26 +22,15 @@ import imaging
 import model as classifier
 import numpy as np
 import torch
+from sagemaker_inference.errors import GenericInferenceToolkitError
 
-try:  # present in SageMaker's serving containers, not needed here
-    from sagemaker_inference.errors import GenericInferenceToolkitError as _ToolkitError
-except ImportError:
-
-    class _ToolkitError(Exception):  # type: ignore[no-redef]
-        """The toolkit's error signature, for when the toolkit is not installed."""
-
-        def __init__(self, status_code: int, message: str | None = None, phrase: str | None = None):
-            self.status_code = status_code
-            self.message = message or "Invalid Request"
-            self.phrase = phrase or self.message
-            super().__init__(status_code, self.message, self.phrase)
-
+from contract import images as image_formats
 
 JSON_CONTENT_TYPE = "application/json"
-IMAGE_CONTENT_TYPES = ("image/png", "image/jpeg", "application/x-image")
+SHOWN_HEADER_CHARS = 80  # a header echoed in an error is cut to this
 
 
-class InferenceError(_ToolkitError):
+class InferenceError(GenericInferenceToolkitError):
     """A request this endpoint refuses, with the HTTP status the caller should get."""
 
     def __init__(self, status_code: int, message: str) -> None:
@@ -64,16 +55,37 @@ def media_type(content_type: str | None) -> str:
     return (content_type or "").split(";", 1)[0].strip().lower()
 
 
+def shown(header: str | None) -> str:
+    """A header value for an error message: quoted, and cut short when long."""
+    text = header or ""
+    if len(text) > SHOWN_HEADER_CHARS:
+        text = text[:SHOWN_HEADER_CHARS] + "..."
+    return repr(text)
+
+
 def input_fn(request_body: bytes | bytearray, content_type: str | None) -> np.ndarray:
     """Image bytes of any size and mode to the uint8 (32, 32, 3) array training used."""
-    if media_type(content_type) not in IMAGE_CONTENT_TYPES:
+    declared = media_type(content_type)
+    if declared not in image_formats.CONTENT_TYPES:
         raise InferenceError(
             415,
-            f"unsupported content type {content_type!r}: send one of "
-            + ", ".join(IMAGE_CONTENT_TYPES),
+            f"unsupported content type {shown(content_type)}: send one of "
+            + ", ".join(image_formats.CONTENT_TYPES),
+        )
+    body = bytes(request_body)
+    if not body:
+        raise InferenceError(400, "empty body: expected image bytes")
+    actual = image_formats.content_type_of(body)
+    if actual is None:
+        raise InferenceError(415, f"the body is not a {image_formats.FORMAT_NAMES} image")
+    if declared != image_formats.GENERIC_CONTENT_TYPE and declared != actual:
+        raise InferenceError(
+            415, f"the body is {actual} but the content type says {declared}: send {actual}"
         )
     try:
-        return imaging.decode(bytes(request_body))
+        return imaging.decode(body)
+    except imaging.ImageTooLarge as error:
+        raise InferenceError(413, str(error)) from error
     except imaging.ImageDecodeError as error:
         raise InferenceError(400, str(error)) from error
 
@@ -91,8 +103,49 @@ def predict_fn(
     return probabilities[0] if single else probabilities
 
 
+def accepts_json(accept: str | None) -> bool:
+    """Whether an Accept header admits JSON, read as HTTP defines it (RFC 9110 12.5.1): a
+    list of media ranges with optional `q` weights; the most specific range that matches
+    application/json sets its weight, and a weight of 0 means "not acceptable". No
+    header, or an empty one, accepts anything."""
+    if accept is None or not accept.strip():
+        return True
+    json_type, json_subtype = JSON_CONTENT_TYPE.split("/")
+    best: tuple[int, float] | None = None  # (specificity, weight) of the best match
+    for element in accept.split(","):
+        media_range, *parameters = element.split(";")
+        kind, _, subtype = media_range.strip().lower().partition("/")
+        if (kind, subtype) == (json_type, json_subtype):
+            specificity = 2
+        elif (kind, subtype) == (json_type, "*"):
+            specificity = 1
+        elif (kind, subtype) == ("*", "*"):
+            specificity = 0
+        else:
+            continue
+        weight = _weight(parameters)
+        if weight is not None and (best is None or specificity > best[0]):
+            best = (specificity, weight)
+    return best is not None and best[1] > 0
+
+
+def _weight(parameters: list[str]) -> float | None:
+    """The `q` of a media range's parameters (1 when absent), None when malformed."""
+    for parameter in parameters:
+        name, _, value = parameter.partition("=")
+        if name.strip().lower() == "q":
+            try:
+                weight = float(value.strip())
+            except ValueError:
+                return None
+            return weight if 0 <= weight <= 1 else None  # NaN fails both comparisons
+    return 1.0
+
+
 def output_fn(prediction: list[float], accept: str | None) -> tuple[str, str]:
     """The JSON list of probabilities, e.g. `[0.973, 0.027]`, and its content type."""
-    if media_type(accept) not in ("", "*/*", JSON_CONTENT_TYPE):
-        raise InferenceError(406, f"unsupported accept type {accept!r}: use {JSON_CONTENT_TYPE}")
+    if not accepts_json(accept):
+        raise InferenceError(
+            406, f"cannot answer Accept {shown(accept)}: this endpoint answers {JSON_CONTENT_TYPE}"
+        )
     return json.dumps(prediction), JSON_CONTENT_TYPE

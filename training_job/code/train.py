@@ -45,10 +45,15 @@ import numpy as np
 import torch
 from torch import nn
 
+from contract.manifest import ManifestError, read_lst
+
 CODE_DIR = Path(__file__).resolve().parent
 ECE_BINS = 15
 # Modules the serving container needs next to inference.py (train.py itself does not).
 SERVING_SUFFIXES = (".py", ".txt")
+# Packages inference.py imports that live at the repository's root: SageMaker copies the
+# estimator's `dependencies` beside this file (local_aws/training.py does the same).
+SERVING_PACKAGES = ("contract",)
 
 
 class TrainingError(Exception):
@@ -336,37 +341,26 @@ def read_split(
     labels: list[int] = []
     sizes: list[int] = []
     try:
-        lines = lst_path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as error:
-        raise TrainingError(f"{lst_path} is not UTF-8 text: {error}") from error
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
+        entries = read_lst(lst_path)
+    except ManifestError as error:
+        raise TrainingError(f"{lst_path.name}: {error}") from error
+    for number, entry in enumerate(entries, start=1):  # one entry a line: no blank lines
         where = f"{lst_path.name} line {number}"
-        fields = line.split("\t")
-        if len(fields) != 3:
-            raise TrainingError(f"{where}: expected row<TAB>label<TAB>filename, got {line!r}")
-        try:
-            label = int(float(fields[1]))  # im2rec writes labels as floats ("1.000000")
-        except ValueError as error:
-            raise TrainingError(f"{where}: label {fields[1]!r} is not a number") from error
-        if not 0 <= label < len(classes):
+        if not entry.label < len(classes):
             raise TrainingError(
-                f"{where}: label {label} is outside the {len(classes)} classes "
+                f"{where}: label {entry.label} is outside the {len(classes)} classes "
                 f"{','.join(classes)} (does --classes match the data?)"
             )
-        path = (root / fields[2]).resolve()
-        if not path.is_relative_to(root):
-            raise TrainingError(f"{where}: {fields[2]!r} points outside the {split} channel")
+        path = root / entry.filename  # a plain name (contract.manifest), inside the channel
         try:
             data = path.read_bytes()
         except OSError as error:
-            raise TrainingError(f"{where}: cannot read {fields[2]!r}: {error}") from error
+            raise TrainingError(f"{where}: cannot read {entry.filename!r}: {error}") from error
         try:
             images.append(imaging.decode(data))
         except imaging.ImageDecodeError as error:
-            raise TrainingError(f"{where}: {fields[2]!r}: {error}") from error
-        labels.append(label)
+            raise TrainingError(f"{where}: {entry.filename!r}: {error}") from error
+        labels.append(entry.label)
         sizes.append(len(data))
     if not images:
         raise TrainingError(f"{lst_path} lists no images")
@@ -682,14 +676,35 @@ def write_plots(
 
 
 def copy_serving_code(code_dir: Path) -> list[str]:
-    """Copy the modules SageMaker's serving container imports into `model_dir/code/`."""
+    """Copy the modules SageMaker's serving container imports into `model_dir/code/`, so
+    the archive serves with nothing but its code/ on the module path."""
     code_dir.mkdir(parents=True, exist_ok=True)
     copied = []
     for source in sorted(CODE_DIR.iterdir()):
         if source.suffix in SERVING_SUFFIXES and source.name != "train.py" and source.is_file():
             shutil.copy2(source, code_dir / source.name)
             copied.append(source.name)
+    for package in SERVING_PACKAGES:
+        shutil.copytree(
+            serving_package_dir(package),
+            code_dir / package,
+            ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
+            dirs_exist_ok=True,
+        )
+        copied.append(f"{package}/")
     return copied
+
+
+def serving_package_dir(package: str) -> Path:
+    """Where a dependency package is: beside this file in a training job, or at the
+    repository's root when this file is run from the repository."""
+    for candidate in (CODE_DIR / package, CODE_DIR.parents[1] / package):
+        if (candidate / "__init__.py").is_file():
+            return candidate
+    raise TrainingError(
+        f"package {package}/ is neither beside {CODE_DIR} nor at the repository root: "
+        "pass it as a dependency of the training job"
+    )
 
 
 def write_monitoring_baseline(

@@ -20,6 +20,7 @@ import boto3
 import numpy as np
 from tqdm import tqdm
 
+from contract.threshold import DEFAULT_THRESHOLD
 from training_job import model_archive
 from training_job.monitor import model_code
 
@@ -68,7 +69,7 @@ class Baseline:
             }
             upload = document.get("upload_bytes")
             content_types = document.get("content_types")
-            threshold = float(document.get("confidence_threshold", 0.93))
+            threshold = float(document.get("confidence_threshold", DEFAULT_THRESHOLD))
         except (KeyError, TypeError, ValueError, AttributeError) as error:
             raise BaselineError(f"{source}: not a baseline document ({error})") from error
         count = len(probabilities)
@@ -108,15 +109,6 @@ class Baseline:
         if not document.is_file() or not embeddings.is_file():
             raise BaselineError(f"{model_dir} holds no {BASELINE_FILE} and {EMBEDDINGS_FILE}")
         return cls.from_bytes(document.read_bytes(), embeddings.read_bytes(), str(model_dir))
-
-
-def parse_s3_url(url: str) -> tuple[str, str]:
-    if not url.startswith("s3://"):
-        raise ValueError(f"expected s3://BUCKET/KEY, got {url!r}")
-    bucket, _, key = url[len("s3://") :].partition("/")
-    if not bucket or not key:
-        raise ValueError(f"expected s3://BUCKET/KEY, got {url!r}")
-    return bucket, key
 
 
 def newest_model(bucket: str) -> str:

@@ -43,6 +43,7 @@ from contract.capture import (
     parse_line,
     read_object,
 )
+from contract.s3 import S3_SCHEME, S3UriError, parse_s3_uri
 
 _HOUR_IN_KEY = re.compile(r"/(\d{4})/(\d{2})/(\d{2})/(\d{2})/[^/]*$")
 
@@ -139,10 +140,11 @@ class CaptureSource:
 
     @classmethod
     def parse(cls, location: str) -> CaptureSource:
-        if location.startswith("s3://"):
-            bucket, _, prefix = location[len("s3://") :].partition("/")
-            if not bucket:
-                raise CaptureSourceError(f"no bucket in {location!r}")
+        if location.startswith(S3_SCHEME):
+            try:  # the prefix as written: a key prefix, which may end mid-name
+                bucket, prefix = parse_s3_uri(location)
+            except S3UriError as error:
+                raise CaptureSourceError(str(error)) from None
             return cls(bucket=bucket, prefix=prefix)
         if "://" in location:
             raise CaptureSourceError(

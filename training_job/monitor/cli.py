@@ -20,6 +20,14 @@ import boto3
 import torch
 from botocore.exceptions import BotoCoreError, ClientError
 
+from contract.s3 import (
+    S3_SCHEME,
+    S3UriError,
+    normalise_prefix,
+    parse_s3_object_uri,
+    parse_s3_prefix_uri,
+    parse_s3_uri,
+)
 from training_job.monitor import model_code
 from training_job.monitor.baseline import (
     Baseline,
@@ -28,7 +36,6 @@ from training_job.monitor.baseline import (
     fetch_model,
     load_baseline,
     newest_model,
-    parse_s3_url,
 )
 from training_job.monitor.captures import (
     CaptureSource,
@@ -92,6 +99,13 @@ def timestamp(text: str) -> datetime:
         return parse_time(text)
     except ValueError as error:
         raise argparse.ArgumentTypeError(f"expected ISO-8601 time, got {text!r}") from error
+
+
+def prefix_argument(text: str) -> str:
+    try:
+        return normalise_prefix(text)
+    except S3UriError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def window_size(text: str) -> int:
@@ -257,6 +271,7 @@ def register(subparsers: Any) -> None:
     baseline.add_argument(
         "--data-prefix",
         default="",
+        type=prefix_argument,
         metavar="PREFIX",
         help="where the staged splits live in the model's bucket: PREFIXtrain.lst, "
         "PREFIXtrain/, PREFIXtest/ (default: the bucket's root)",
@@ -328,11 +343,11 @@ def _reference(
         where = str(model_dir)
     else:
         if args.model_data:
-            bucket, key = parse_s3_url(args.model_data)
+            bucket, key = parse_s3_object_uri(args.model_data)
         else:
-            if not args.captures.startswith("s3://"):
+            if not args.captures.startswith(S3_SCHEME):
                 raise BaselineError("local captures need --model-dir or --model-data")
-            bucket = parse_s3_url(args.captures.rstrip("/") + "/x")[0]
+            bucket = parse_s3_uri(args.captures)[0]
             key = newest_model(bucket)
         model_dir = fetch_model(bucket, key, workdir)
         baseline = load_baseline(bucket, key, model_dir)
@@ -420,13 +435,12 @@ def _guarded(body: Any, args: argparse.Namespace) -> int:
 def run_baseline(args: argparse.Namespace) -> int:
     def body(args: argparse.Namespace) -> int:
         if args.model_data:
-            bucket, key = parse_s3_url(args.model_data)
+            bucket, key = parse_s3_object_uri(args.model_data)
         else:
             bucket, key = args.bucket, newest_model(args.bucket)
         images_prefix = None
         if args.images:
-            images_bucket, images_prefix = parse_s3_url(args.images.rstrip("/") + "/x")
-            images_prefix = images_prefix[:-1]
+            images_bucket, images_prefix = parse_s3_prefix_uri(args.images)
             if images_bucket != bucket:
                 raise ValueError("--images must be in the model's bucket")
         written, origin = ensure_baseline(

@@ -12,8 +12,11 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from sagemaker_inference.errors import BaseInferenceToolkitError
 
+from contract import images as image_formats
 from local_aws.endpoint import sample_model
+from local_aws.endpoint.batcher import ToolkitContext, load_handler_service
 
 inference: ModuleType = sample_model.code_module("inference")
 imaging: ModuleType = sample_model.code_module("imaging")
@@ -26,10 +29,15 @@ def test_images(shared_data: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def loaded(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
+def model_dir(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.set_num_threads(1)
     model_dir = tmp_path_factory.mktemp("model")
     sample_model.train_quick_model(shared_data / "cifar-100-python-vehicles.tar.gz", model_dir, 2)
+    return model_dir
+
+
+@pytest.fixture(scope="module")
+def loaded(model_dir: Path) -> Any:
     return inference.model_fn(str(model_dir))
 
 
@@ -95,14 +103,17 @@ def test_png_input_keeps_the_archive_pixels(test_images: Split) -> None:
     ("body", "content_type", "status"),
     [
         (b"", "image/png", 400),
-        (b"this is not an image", "image/png", 400),
-        (b"GIF89a" + b"\x00" * 10, "image/jpeg", 400),
-        (sample_model.claimed_size_png(50_000, 50_000), "image/png", 400),
+        (b"this is not an image", "image/png", 415),
+        (b"GIF89a" + b"\x00" * 10, "image/jpeg", 415),
+        (b"GIF89a" + b"\x00" * 10, "application/x-image", 415),
+        (sample_model.claimed_size_png(50_000, 50_000), "image/png", 413),
         (b"\x89PNG\r\n\x1a\n", "application/x-image", 400),
+        (b"\x89PNG\r\n\x1a\n", "image/jpeg", 415),  # the bytes say PNG
         (b"{}", "application/json", 415),
         (b"a,b", "text/csv", 415),
         (b"\x89PNG", "", 415),
         (b"\x89PNG", None, 415),
+        (b"\x89PNG", "image/gif", 415),
     ],
 )
 def test_bad_input_raises_an_error_carrying_a_4xx_status(
@@ -114,6 +125,40 @@ def test_bad_input_raises_an_error_carrying_a_4xx_status(
     assert raised.value.message and raised.value.phrase
 
 
+def test_accepted_content_types_are_the_contracts() -> None:
+    png = sample_model.png_bytes(np.zeros((32, 32, 3), np.uint8))
+    for content_type in image_formats.CONTENT_TYPES:
+        if content_type in ("image/png", image_formats.GENERIC_CONTENT_TYPE):
+            assert inference.input_fn(png, content_type).shape == (32, 32, 3)
+    with pytest.raises(
+        inference.InferenceError, match="send one of " + ", ".join(image_formats.CONTENT_TYPES)
+    ):
+        inference.input_fn(png, "image/webp")
+
+
+def test_errors_echo_no_object_reprs_and_no_unbounded_input() -> None:
+    huge = "image/" + "x" * 100_000
+    with pytest.raises(inference.InferenceError) as raised:
+        inference.input_fn(b"\x89PNG", huge)
+    assert len(raised.value.message) < 300
+    with pytest.raises(inference.InferenceError) as raised:
+        inference.input_fn(b"\xff\xd8\xff" + b"not really a jpeg", "image/jpeg")
+    assert "object at 0x" not in raised.value.message and "BytesIO" not in raised.value.message
+    with pytest.raises(inference.InferenceError) as raised:
+        inference.output_fn([0.5, 0.5], "text/" + "y" * 100_000)
+    assert len(raised.value.message) < 300
+
+
+def test_a_png_declaring_6320_by_6320_rgba_is_refused_with_413_before_decoding() -> None:
+    # Issue 12: a 155 KB PNG of 6320x6320 transparent pixels cost 1.3 s and 900 MB.
+    buffer = io.BytesIO()
+    Image.new("RGBA", (6320, 6320)).save(buffer, format="PNG")
+    assert len(buffer.getvalue()) < 200_000
+    with pytest.raises(inference.InferenceError, match="6320x6320 pixels is over") as raised:
+        inference.input_fn(buffer.getvalue(), "image/png")
+    assert raised.value.status_code == 413
+
+
 def test_a_truncated_png_is_refused_with_400(test_images: Split) -> None:
     whole = encoded(test_images[0][0], "PNG", size=(64, 64))
     with pytest.raises(inference.InferenceError) as raised:
@@ -121,20 +166,96 @@ def test_a_truncated_png_is_refused_with_400(test_images: Split) -> None:
     assert raised.value.status_code == 400
 
 
-def test_the_error_has_the_toolkit_error_signature() -> None:
+def test_the_error_is_the_toolkits_error() -> None:
     # sagemaker_inference answers a BaseInferenceToolkitError with its status_code and
-    # any other exception with 500; ours must carry the same three attributes.
+    # any other exception with 500.
     error = inference.InferenceError(415, "nope")
+    assert isinstance(error, BaseInferenceToolkitError)
     assert (error.status_code, error.message, error.phrase) == (415, "nope", "nope")
     assert str(error) == "nope"
 
 
-@pytest.mark.parametrize("accept", [None, "", "*/*", "application/json"])
-def test_output_is_json_for_json_or_any_accept(accept: str | None) -> None:
+@pytest.mark.parametrize(
+    "accept",
+    [
+        None,
+        "",
+        "*/*",
+        "application/json",
+        "application/json, text/csv",
+        "text/csv, application/json",
+        "application/*",
+        "application/json, text/plain, */*",
+        "text/csv;q=1, application/json;q=0.1",
+        "APPLICATION/JSON; charset=utf-8",
+        "application/json;q=0.5, application/*;q=0",  # the most specific range decides
+        "text/html, */*;q=0.8",
+    ],
+)
+def test_output_is_json_for_any_accept_that_admits_it(accept: str | None) -> None:
     assert inference.output_fn([0.25, 0.75], accept) == ("[0.25, 0.75]", "application/json")
 
 
-def test_an_accept_it_cannot_produce_is_refused_with_406() -> None:
+@pytest.mark.parametrize(
+    "accept",
+    [
+        "text/csv",
+        "application/json;q=0",
+        "application/json;q=0, */*",
+        "application/json;q=0, application/*;q=0.5",
+        "*/*;q=0",
+        "application/*;q=0",
+        "text/*, image/png",
+        "application/json;q=nan",
+        "application/json;q=2",
+        "not a media range",
+    ],
+)
+def test_an_accept_that_excludes_json_is_refused_with_406(accept: str) -> None:
     with pytest.raises(inference.InferenceError) as raised:
-        inference.output_fn([0.25, 0.75], "text/csv")
+        inference.output_fn([0.25, 0.75], accept)
     assert raised.value.status_code == 406
+
+
+def through_the_toolkit(
+    handler: Any, body: bytes, headers: dict[str, str]
+) -> tuple[int, str, str, str]:
+    """One request through the PyTorch container's handler service, as TorchServe hands
+    it over: (status, phrase, content type, body)."""
+    context = ToolkitContext(Path("unused"), headers)
+    [response] = handler.handle([{"body": body}], context)
+    return context.status, context.phrase, context.content_type, response
+
+
+def test_the_container_toolkit_serves_the_script_unchanged(
+    model_dir: Path, loaded: Any, test_images: Split
+) -> None:
+    # sagemaker-pytorch-inference's HandlerService imports inference.py from code/ (here
+    # the repository's), calls model_fn, and runs input_fn/predict_fn/output_fn per
+    # request with its own Accept default and error mapping.
+    handler = load_handler_service(model_dir)
+    png = sample_model.png_bytes(test_images[0][0])
+    expected = json.dumps(inference.predict_fn(inference.input_fn(png, "image/png"), loaded))
+    ok = (200, "", "application/json", expected)
+    assert through_the_toolkit(handler, png, {"Content-Type": "image/png"}) == ok
+    assert through_the_toolkit(handler, png, {"content-type": "image/png", "Accept": "*/*"}) == ok
+    assert (
+        through_the_toolkit(
+            handler,
+            png,
+            {"Content-Type": "image/png", "Accept": "application/json, text/plain, */*"},
+        )
+        == ok
+    )
+    status, phrase, _, body = through_the_toolkit(
+        handler, png, {"Content-Type": "image/png", "Accept": "text/csv"}
+    )
+    assert (status, phrase) == (
+        406,
+        "cannot answer Accept 'text/csv': this endpoint answers application/json",
+    )
+    assert body.startswith(phrase) and "Traceback" in body  # the toolkit adds the trace
+    status, phrase, _, _ = through_the_toolkit(handler, png, {"Content-Type": "image/gif"})
+    assert status == 415 and "send one of image/png" in phrase
+    status, _, _, _ = through_the_toolkit(handler, b"", {"Content-Type": "image/png"})
+    assert status == 400

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ import torch
 import train as train_module
 from PIL import Image
 
+from local_aws import training
 from tests.training_job.code.conftest import CODE_DIR
 
 TINY = [
@@ -50,6 +52,9 @@ def sagemaker_env(channels: dict[str, Path], root: Path) -> dict[str, str]:
         SM_NUM_CPUS="1",
         SM_NUM_GPUS="0",
         SCONES_GIT_COMMIT="0123abc",
+        # contract/ sits beside train.py in a job (the estimator's dependencies); here it
+        # is at the repository's root.
+        PYTHONPATH=str(CODE_DIR.parents[1]),
         **{f"SM_CHANNEL_{name.upper()}": str(path) for name, path in channels.items()},
     )
     (root / "output").mkdir(parents=True, exist_ok=True)
@@ -121,15 +126,11 @@ def test_metrics_json_has_every_field_and_is_copied_to_the_output_dir(trained: A
 
 
 def staged_test_images(channels: dict[str, Path]) -> tuple[np.ndarray, np.ndarray]:
-    rows = [
-        line.split("\t")
-        for line in (channels["test_lst"] / "test.lst").read_text().split("\n")
-        if line
-    ]
+    entries = train_module.read_lst(channels["test_lst"] / "test.lst")  # train.py's reader
     images = np.stack(
-        [imaging.decode((channels["test"] / name).read_bytes()) for _, _, name in rows]
+        [imaging.decode((channels["test"] / entry.filename).read_bytes()) for entry in entries]
     )
-    return images, np.array([int(label) for _, label, _ in rows])
+    return images, np.array([entry.label for entry in entries])
 
 
 def test_load_model_round_trip_reproduces_the_reported_test_metrics(
@@ -259,9 +260,11 @@ def copy_channels(channels: dict[str, Path], root: Path) -> dict[str, Path]:
         (["--classes", "bicycle,motorcycle,scooter"], None, "class 'scooter' has no training"),
         (["--classes", "motorcycle,bicycle,car"], None, "class 'car' has no training"),
         ([], ("train", "0\t2\tbike.png\n"), "label 2 is outside the 2 classes"),
-        ([], ("train", "0\tbike\tbike.png\n"), "label 'bike' is not a number"),
-        ([], ("train", "no tabs here\n"), "expected row<TAB>label<TAB>filename"),
-        ([], ("train", "0\t0\t../../etc/passwd\n"), "points outside the train channel"),
+        ([], ("train", "0\tbike\tbike.png\n"), "row and label must be non-negative integers"),
+        ([], ("train", "0\t1.5\tbike.png\n"), "row and label must be non-negative integers"),
+        ([], ("train", "no tabs here\n"), "expected 3 tab-separated fields"),
+        ([], ("train", "\n0\t0\tbike.png\n"), "blank line"),
+        ([], ("train", "0\t0\t../../etc/passwd\n"), "unsafe or empty filename"),
         ([], ("train", "0\t0\tmissing.png\n"), "cannot read 'missing.png'"),
         ([], ("test", "0\t1\tgarbage.png\n"), "'garbage.png': not a readable image"),
         ([], ("test", ""), "lists no images"),
@@ -286,3 +289,37 @@ def test_data_that_does_not_match_the_hyperparameters_is_refused(
     assert code == 2
     assert message in capsys.readouterr().err
     assert not model_dir.exists()
+
+
+def test_the_packed_model_serves_with_only_its_code_dir_on_the_path(
+    trained: Any, tmp_path: Path
+) -> None:
+    # model.tar.gz as the training job uploads it, served by a fresh, isolated interpreter
+    # (-I: no PYTHONPATH, no current directory) with code/ alone added, as SageMaker's
+    # serving container adds it: contract/ must travel inside code/.
+    root, _, _ = trained
+    archive = training.pack(root / "model", tmp_path / "model.tar.gz")
+    extracted = tmp_path / "extracted"
+    with tarfile.open(archive) as tar:
+        tar.extractall(extracted, filter="data")
+    image = tmp_path / "image.png"
+    Image.new("RGB", (40, 30), (200, 30, 30)).save(image)
+    script = (
+        "import sys\n"
+        "sys.path.insert(0, sys.argv[1] + '/code')\n"
+        "import contract.images, inference\n"
+        "assert contract.images.__file__.startswith(sys.argv[1]), contract.images.__file__\n"
+        "model = inference.model_fn(sys.argv[1])\n"
+        "data = inference.input_fn(open(sys.argv[2], 'rb').read(), 'image/png')\n"
+        "print(inference.output_fn(inference.predict_fn(data, model), 'application/json')[0])\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-I", "-c", script, str(extracted), str(image)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    probabilities = json.loads(result.stdout)
+    assert len(probabilities) == 2 and abs(sum(probabilities) - 1) < 1e-5

@@ -19,9 +19,10 @@ import boto3
 import numpy as np
 import pytest
 
+from contract.manifest import LstEntry, format_lst
 from tests.conftest import REPO_ROOT
 from tests.training_job.monitor.conftest import START, Vehicles, capture_line, capture_lines, png
-from training_job.__main__ import main
+from training_job.__main__ import build_parser, main
 from training_job.monitor import cli
 from training_job.monitor.captures import CaptureSource, ReadCounts, read_records
 from training_job.monitor.shifts import SHIFTS
@@ -400,8 +401,8 @@ def test_baseline_publishes_packaged_or_rebuilds_from_the_validation_split(
     for row in range(40):
         name = f"img-{row}.png"
         s3.put_object(Bucket=bucket, Key=f"train/{name}", Body=png(vehicles.train_images[row]))
-        lst.append(f"{row}\t{vehicles.train_labels[row]}\t{name}\n")
-    s3.put_object(Bucket=bucket, Key="train.lst", Body="".join(lst).encode())
+        lst.append(LstEntry(row, int(vehicles.train_labels[row]), name))
+    s3.put_object(Bucket=bucket, Key="train.lst", Body=format_lst(lst).encode())
     metrics = {
         "hyperparameters": {"val_fraction": 0.25, "seed": 3, "classes": ["bicycle", "motorcycle"]}
     }
@@ -446,4 +447,16 @@ def test_help_explains_every_option(command: list[str], capsys: pytest.CaptureFi
 def test_malformed_arguments_are_refused_by_the_parser(arguments: list[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["monitor", "check", "--captures", "s3://b/p/", *arguments])
+    assert exit_info.value.code == 2
+
+
+def test_the_data_prefix_follows_the_prefix_rule_stage_wrote_it_by() -> None:
+    # It was used as given: `--data-prefix cifar` read s3://BUCKET/cifartrain.lst.
+    parser = build_parser()
+    args = parser.parse_args(
+        ["monitor", "baseline", "--bucket", "bucket-a", "--data-prefix", "cifar"]
+    )
+    assert args.data_prefix == "cifar/"
+    with pytest.raises(SystemExit) as exit_info:
+        parser.parse_args(["monitor", "baseline", "--bucket", "bucket-a", "--data-prefix", "/abs"])
     assert exit_info.value.code == 2
