@@ -10,7 +10,9 @@ with a bucket policy. So the local AWS does it here:
 - `assume_role_for_service` is what the Lambda executor, the Step Functions interpreter
   and the EventBridge trigger call: the role's trust policy must let the service principal
   assume it (with `aws:SourceAccount` and `aws:SourceArn` of the calling resource), and the
-  credentials come from moto's STS, as on AWS;
+  credentials come from moto's STS, as on AWS; `assume_role_for_service_through_api` is
+  the same for `training_job deploy --mode local`, which plays SageMaker for the local
+  endpoint from its own process (the trust check is `require_trust` for both);
 - `enforce_iam_for_assumed_roles` makes every request signed with such credentials pass
   `authorize`: an explicit Deny in the role's policies or the bucket policy refuses, an
   Allow in either admits, anything else is AccessDenied. S3 answers a missing key with
@@ -32,6 +34,7 @@ import threading
 import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from enum import Enum
 from typing import Any
 
@@ -311,22 +314,14 @@ class Credentials:
 _ROLE_SESSION_SECONDS = 12 * 3600  # the longest a role allows; moto does not expire them
 
 
-def assume_role_for_service(
-    role_arn: str, service: str, source_arn: str, session_name: str
-) -> Credentials:
-    """Temporary credentials of `role_arn` for `service` (e.g. lambda.amazonaws.com) acting
-    for `source_arn`, after its trust policy is checked; AccessDenied if it does not trust it.
+def require_trust(
+    trust_policy: str | Mapping[str, Any], role_arn: str, service: str, source_arn: str
+) -> str:
+    """Raise AccessDenied unless the trust policy lets `service` (e.g.
+    lambda.amazonaws.com) assume `role_arn` acting for `source_arn`, with the
+    `aws:SourceAccount` and `aws:SourceArn` AWS gives it; returns the source's region.
     The service's regional principal (`states.eu-west-1.amazonaws.com`, which the
-    step-functions plugin writes) is trusted as the global one, as AWS accepts either.
-    """
-    from moto.iam.exceptions import NotFoundException
-    from moto.sts.models import sts_backends
-
-    account_id = role_arn.split(":")[4] if role_arn.count(":") >= 5 else ""
-    try:
-        role = _iam_backend(account_id).get_role_by_arn(role_arn)
-    except (NotFoundException, KeyError):
-        raise AccessDenied(f"{service} cannot assume {role_arn}: no such role") from None
+    step-functions plugin writes) is trusted as the global one, as AWS accepts either."""
     parts = source_arn.split(":")
     if len(parts) < 6:
         raise AccessDenied(f"{service} cannot assume {role_arn} for {source_arn!r}: not an ARN")
@@ -339,7 +334,7 @@ def assume_role_for_service(
     }
     trusted = any(
         evaluate(
-            [role.assume_role_policy_document],
+            [trust_policy],
             Request(principal, "sts:AssumeRole", role_arn, context),
             resource_policy=True,
         )
@@ -351,6 +346,24 @@ def assume_role_for_service(
             f"{service} is not trusted by {role_arn} for {source_arn} "
             "(its AssumeRolePolicyDocument)"
         )
+    return region
+
+
+def assume_role_for_service(
+    role_arn: str, service: str, source_arn: str, session_name: str
+) -> Credentials:
+    """Temporary credentials of `role_arn` for `service` acting for `source_arn`, after its
+    trust policy is checked (`require_trust`); AccessDenied if it does not trust it. For
+    the local AWS's own process: the credentials come from moto's STS, as on AWS."""
+    from moto.iam.exceptions import NotFoundException
+    from moto.sts.models import sts_backends
+
+    account_id = role_arn.split(":")[4] if role_arn.count(":") >= 5 else ""
+    try:
+        role = _iam_backend(account_id).get_role_by_arn(role_arn)
+    except (NotFoundException, KeyError):
+        raise AccessDenied(f"{service} cannot assume {role_arn}: no such role") from None
+    region = require_trust(role.assume_role_policy_document, role_arn, service, source_arn)
     assumed = sts_backends[account_id]["aws"].assume_role(
         region_name=region,
         role_session_name=session_name[:64],
@@ -360,6 +373,38 @@ def assume_role_for_service(
         external_id="",
     )
     return Credentials(assumed.access_key_id, assumed.secret_access_key, assumed.session_token)
+
+
+def assume_role_for_service_through_api(
+    session: Any, role_arn: str, service: str, source_arn: str, session_name: str
+) -> tuple[Credentials, datetime]:
+    """The same for a process outside the local AWS that plays the service (`training_job
+    deploy --mode local` starts the endpoint as SageMaker would): the trust policy is read
+    with IAM's GetRole and checked by `require_trust`, and the credentials come from the
+    local AWS's STS AssumeRole, for the role's MaxSessionDuration (AWS's limit for a
+    session). Returns them with their expiry; AccessDenied when the role is missing or
+    does not trust the service."""
+    from botocore.exceptions import ClientError
+
+    role_name = role_arn.rsplit("/", 1)[-1]
+    try:
+        role = session.client("iam").get_role(RoleName=role_name)["Role"]
+    except ClientError as error:
+        if error.response["Error"]["Code"] == "NoSuchEntity":
+            raise AccessDenied(f"{service} cannot assume {role_arn}: no such role") from None
+        raise
+    if role["Arn"] != role_arn:
+        raise AccessDenied(f"{service} cannot assume {role_arn}: no such role")
+    require_trust(role["AssumeRolePolicyDocument"], role_arn, service, source_arn)
+    assumed = session.client("sts").assume_role(
+        RoleArn=role_arn,
+        RoleSessionName=session_name[:64],
+        DurationSeconds=int(role.get("MaxSessionDuration") or 3600),
+    )["Credentials"]
+    credentials = Credentials(
+        assumed["AccessKeyId"], assumed["SecretAccessKey"], assumed["SessionToken"]
+    )
+    return credentials, assumed["Expiration"]
 
 
 # --- enforcement in moto's request path ------------------------------------------------

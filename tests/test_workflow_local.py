@@ -27,6 +27,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from contract.manifest import parse_lst
+from local_aws.demo import create_sagemaker_role
 from local_aws.server import (
     endpoint_url,
     local_aws_server,
@@ -57,6 +58,7 @@ class Workflow:
     bucket: str
     endpoint_name: str
     endpoint_url: str
+    state_dir: Path
     aws: dict[str, str]
     project: Path
     work: Path
@@ -137,6 +139,7 @@ def workflow(
         bucket=f"scones-wf-{suffix}",
         endpoint_name=f"wf-{suffix}",
         endpoint_url=endpoint_url(endpoint_port),
+        state_dir=work / "endpoints",
         aws=aws,
         project=project,
         work=work,
@@ -156,7 +159,15 @@ def workflow(
         "training_job stage",
     )
     _put_quick_model(flow, archive)
-    state_dir = work / "endpoints"
+    # The SageMaker execution role from docs/iam/, as the README makes it: the endpoint
+    # reads its model and writes its captures with it.
+    role = create_sagemaker_role(
+        flow.client("iam"),
+        flow.bucket,
+        REGION,
+        flow.client("sts").get_caller_identity()["Account"],
+    )
+    state_dir = flow.state_dir
     _check(
         flow.training_job(
             "deploy",
@@ -174,6 +185,8 @@ def workflow(
             "1",
             "--state-dir",
             str(state_dir),
+            "--role",
+            role,
         ),
         "training_job deploy --mode local",
     )
@@ -558,3 +571,25 @@ def test_the_stack_is_in_its_region_and_not_found_from_another(workflow: Workflo
     s3 = workflow.client("s3", region_name=other)
     location = s3.get_bucket_location(Bucket=workflow.bucket)["LocationConstraint"]
     assert location == REGION
+
+
+def test_the_endpoint_writes_its_captures_as_the_execution_role(workflow: Workflow) -> None:
+    """The endpoint's process holds the role's temporary credentials, not the operator's,
+    and the captures of the probed requests land in the bucket with them."""
+    pid = int((workflow.state_dir / f"{workflow.endpoint_name}.pid").read_text())
+    variables = dict(
+        item.split("=", 1)
+        for item in Path(f"/proc/{pid}/environ").read_text().split("\0")
+        if "=" in item
+    )
+    assert variables["AWS_ACCESS_KEY_ID"] != workflow.aws["AWS_ACCESS_KEY_ID"]
+    identity = local_client(
+        {**workflow.aws, **{k: variables[k] for k in variables if k.startswith("AWS_")}}, "sts"
+    ).get_caller_identity()
+    assert ":assumed-role/SconesSageMakerRole/" in identity["Arn"]
+    s3 = workflow.client("s3")
+    prefix = f"data_capture/{workflow.endpoint_name}/"
+    deadline = time.monotonic() + 60
+    while not s3.list_objects_v2(Bucket=workflow.bucket, Prefix=prefix).get("KeyCount"):
+        assert time.monotonic() < deadline, f"no capture under s3://{workflow.bucket}/{prefix}"
+        time.sleep(0.5)

@@ -4,8 +4,10 @@
 model.tar.gz), an endpoint configuration with data capture to s3://BUCKET/data_capture,
 the endpoint, and target-tracking autoscaling on invocations per instance; `--delete`
 removes all of it. `--mode local` serves the same model.tar.gz with the same inference
-script on 127.0.0.1 (local_aws/endpoint), in the background until `--stop`. Both publish
-the endpoint's name as an SSM parameter, which serverless.yml reads for the handlers.
+script on 127.0.0.1 (local_aws/endpoint), in the background until `--stop`; with `--role`
+it reads the model and writes captures as that role, assumed in the local AWS as SageMaker
+assumes it. Both publish the endpoint's name as an SSM parameter, which serverless.yml
+reads for the handlers.
 """
 
 from __future__ import annotations
@@ -134,10 +136,15 @@ def register(subparsers: Any) -> None:
         "--parameter-name",
         help="SSM parameter that receives the endpoint's name instead of the stage's",
     )
-    sagemaker = parser.add_argument_group("--mode sagemaker")
-    sagemaker.add_argument(
-        "--role", help="IAM role ARN SageMaker assumes to read the model (required to create)"
+    parser.add_argument(
+        "--role",
+        help="the SageMaker execution role's ARN, which SageMaker assumes to read the model "
+        "and write the captured traffic (required with --mode sagemaker). With --mode local "
+        "the local AWS's STS gives its credentials, after its trust policy lets "
+        "sagemaker.amazonaws.com assume it for the endpoint, and the endpoint reads the "
+        "model and writes captures with them; without it, with your own credentials",
     )
+    sagemaker = parser.add_argument_group("--mode sagemaker")
     sagemaker.add_argument(
         "--instance-type", default="ml.m5.xlarge", help="instance type (default: %(default)s)"
     )
@@ -556,14 +563,75 @@ def delete_sagemaker(args: argparse.Namespace) -> int:
 # --- --mode local -------------------------------------------------------------------
 
 
-def _download_model(args: argparse.Namespace, model_dir: Path) -> str:
-    s3 = boto3.client("s3")
-    model_data = args.model_data or newest_model_data(s3, args.bucket)
+SAGEMAKER_PRINCIPAL = "sagemaker.amazonaws.com"
+
+
+def assume_execution_role(role_arn: str, endpoint_name: str) -> dict[str, str]:
+    """The endpoint process's AWS credentials: the execution role's, assumed in the local
+    AWS as SageMaker assumes it for the endpoint (its trust policy must let
+    sagemaker.amazonaws.com assume it with this account and the endpoint's ARN as
+    aws:SourceAccount and aws:SourceArn), so the role's policy is what lets the endpoint
+    read its model and write its captures."""
+    from local_aws import iam
+
+    session = boto3.session.Session()
+    account = session.client("sts").get_caller_identity()["Account"]
+    source_arn = (
+        f"arn:aws:sagemaker:{session.region_name}:{account}:endpoint/{endpoint_name.lower()}"
+    )
+    try:
+        credentials, expires = iam.assume_role_for_service_through_api(
+            session, role_arn, SAGEMAKER_PRINCIPAL, source_arn, f"local-endpoint-{endpoint_name}"
+        )
+    except iam.AccessDenied as denied:
+        raise DeployError(f"--role {role_arn}: {denied}") from None
+    print(
+        f"the endpoint acts as {role_arn} (assumed by {SAGEMAKER_PRINCIPAL} for {source_arn}; "
+        f"the credentials expire at {expires:%Y-%m-%d %H:%M:%S %Z}, which the local AWS "
+        "does not enforce)"
+    )
+    return credentials.environment()
+
+
+# What the endpoint's process must not inherit when it acts as the execution role: boto3
+# reads keys from the environment first, so the operator's would be used instead.
+OPERATOR_CREDENTIAL_VARIABLES = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_SECURITY_TOKEN",
+    "AWS_PROFILE",
+    "AWS_DEFAULT_PROFILE",
+)
+
+
+def _acting_as(credentials: dict[str, str] | None) -> dict[str, str]:
+    """This process's environment, with the role's credentials instead of the operator's."""
+    environment = dict(os.environ)
+    if credentials is not None:
+        for name in OPERATOR_CREDENTIAL_VARIABLES:
+            environment.pop(name, None)
+        environment.update(credentials)
+    return environment
+
+
+def _download_model(
+    args: argparse.Namespace, model_dir: Path, credentials: dict[str, str] | None
+) -> str:
+    # The operator chooses the newest model (as deploy does for --mode sagemaker); the
+    # endpoint reads it with the execution role when there is one, as SageMaker does.
+    model_data = args.model_data or newest_model_data(boto3.client("s3"), args.bucket)
+    reader = boto3.client(
+        "s3",
+        aws_access_key_id=(credentials or {}).get("AWS_ACCESS_KEY_ID"),
+        aws_secret_access_key=(credentials or {}).get("AWS_SECRET_ACCESS_KEY"),
+        aws_session_token=(credentials or {}).get("AWS_SESSION_TOKEN"),
+    )
     bucket, key = _split_s3_uri(model_data)
     archive = model_dir.with_name("model.tar.gz")
     archive.parent.mkdir(parents=True, exist_ok=True)
     try:
-        s3.download_file(bucket, key, str(archive))
+        reader.download_file(bucket, key, str(archive))
     except ClientError as error:
         raise DeployError(f"cannot download {model_data}: {error}") from error
     extract_model(archive, model_dir)
@@ -576,11 +644,21 @@ def deploy_local(args: argparse.Namespace) -> int:
 
     name = args.endpoint_name
     daemon = supervisor.Daemon(name, args.state_dir)
+    if args.role:
+        credentials: dict[str, str] | None = assume_execution_role(args.role, name)
+    else:
+        credentials = None
+        print(
+            "note: no --role: the endpoint reads the model and writes captures with your own "
+            "credentials, so the SageMaker execution role's policy is not proven "
+            "(docs/local-mode.md, IAM)",
+            file=sys.stderr,
+        )
     try:
         # The name is held from here on: two deploys of one name cannot both go on.
         with daemon.claim() as claim:
             model_dir = args.state_dir / name / "model"
-            model_data = _download_model(args, model_dir)
+            model_data = _download_model(args, model_dir, credentials)
             config = endpoint_config.from_args(
                 args, model_dir=model_dir.resolve(), endpoint_name=name, capture_bucket=args.bucket
             )
@@ -590,12 +668,16 @@ def deploy_local(args: argparse.Namespace) -> int:
                 if publish:
                     publish_parameter(args.parameter_name, name)
                 print(f"serving {model_data} as local endpoint {name} (Ctrl-C stops it)")
+                os.environ.clear()  # the workers this starts inherit the role's credentials
+                os.environ.update(_acting_as(credentials))
                 return serve(config)
             readiness = supervisor.Readiness(
                 config.host, config.port, "/ping", LOCAL_READY_TIMEOUT_SECONDS
             )
             pid = claim.start(
-                [sys.executable, "-m", "local_aws.endpoint", *config.to_argv()], readiness
+                [sys.executable, "-m", "local_aws.endpoint", *config.to_argv()],
+                readiness,
+                _acting_as(credentials),
             )
     except supervisor.AlreadyRunning as error:
         raise DeployError(f"local endpoint {error}: --stop it first") from error
