@@ -14,6 +14,9 @@ monitor` uses too: damaged lines and objects are counted and skipped, with memor
 time per object bounded, and the position moves past every object a run read, damaged or
 not (only an AWS error ends a run early, and then the next run reads the same objects).
 
+The baseline document is read and checked by `contract.baseline`, as `training_job
+monitor` reads it: a baseline one monitor refuses, the other refuses too.
+
 Until the baseline exists (deploy publishes the deployed model's at
 monitoring/<endpoint>/baseline.json), a run logs what it waits for and returns without
 reading captures or publishing metrics: no error, no alarm.
@@ -44,6 +47,7 @@ from typing import Any
 
 import boto3
 
+from contract.baseline import BaselineDocument, BaselineFormatError, loads
 from contract.capture import (
     MAX_BASELINE_BYTES,
     MAX_OBJECT_BYTES,
@@ -52,7 +56,7 @@ from contract.capture import (
     damaged,
     read_object,
 )
-from contract.threshold import DEFAULT_THRESHOLD, ThresholdError, threshold_from_environment
+from contract.threshold import ThresholdError, threshold_from_environment
 from handlers.workflow_event import ConfigurationError, log
 
 DEFAULT_NAMESPACE = "SconesUnlimited/Monitoring"
@@ -65,28 +69,6 @@ MAX_OBJECTS_PER_RUN = 500
 RESERVED_MILLIS = 40_000
 MIN_RECORDS_FOR_DRIFT = 20
 KS_ALPHA = 0.01
-
-
-@dataclass
-class Baseline:
-    classes: list[str]
-    threshold: float  # the threshold it was profiled with
-    confidences: list[float]
-    class_share: dict[str, float]
-
-    @classmethod
-    def parse(cls, document: Any) -> Baseline:
-        try:
-            classes = [str(c) for c in document["classes"]]
-            confidences = sorted(float(c) for c in document["confidences"])
-            counts = {str(k): int(v) for k, v in document["class_counts"].items()}
-            threshold = float(document.get("confidence_threshold", DEFAULT_THRESHOLD))
-        except (KeyError, TypeError, ValueError, AttributeError) as error:
-            raise ConfigurationError(f"BASELINE_KEY is not a baseline.json: {error}") from None
-        total = sum(counts.values())
-        if not classes or len(confidences) < 2 or total == 0:
-            raise ConfigurationError("the baseline has no classes or too few records")
-        return cls(classes, threshold, confidences, {c: counts.get(c, 0) / total for c in classes})
 
 
 @dataclass
@@ -120,7 +102,7 @@ def drift_score(baseline: list[float], current: list[float]) -> float:
 
 
 def read_capture_object(
-    s3: Any, bucket: str, key: str, size: int, stats: PeriodStats, baseline: Baseline
+    s3: Any, bucket: str, key: str, size: int, stats: PeriodStats, baseline: BaselineDocument
 ) -> None:
     stats.objects += 1
     if size > MAX_OBJECT_BYTES:
@@ -175,7 +157,7 @@ def _environment(name: str, default: str | None = None) -> str:
 
 
 def metrics(
-    stats: PeriodStats, baseline: Baseline, endpoint: str, threshold: float
+    stats: PeriodStats, baseline: BaselineDocument, endpoint: str, threshold: float
 ) -> list[dict[str, Any]]:
     """The run's metrics; LowConfidenceRate is the share below the filter's `threshold`."""
     dimensions = [{"Name": "EndpointName", "Value": endpoint}]
@@ -207,7 +189,7 @@ def metrics(
         data.append(
             {
                 "MetricName": "ConfidenceDrift",
-                "Value": drift_score(baseline.confidences, stats.confidences),
+                "Value": drift_score(sorted(baseline.confidences), stats.confidences),
                 "Unit": "None",
             }
         )
@@ -241,9 +223,10 @@ def handler(event: object, context: object = None) -> dict[str, Any]:
         )
         return {"waiting_for": f"s3://{bucket}/{baseline_key}", "objects": 0, "records": 0}
     try:
-        baseline = Baseline.parse(json.loads(document))
-    except (ValueError, RecursionError) as error:
-        raise ConfigurationError(f"BASELINE_KEY is not JSON: {str(error)[:200]}") from None
+        # The same reading of the document as `training_job monitor`'s.
+        baseline = loads(document, f"BASELINE_KEY s3://{bucket}/{baseline_key}")
+    except BaselineFormatError as error:
+        raise ConfigurationError(str(error)) from None
     if baseline.threshold != threshold:
         # Not an error: the metrics use the filter's threshold. But the baseline's
         # share below it (what the alarm level was chosen from) was profiled at another.

@@ -41,10 +41,10 @@ FUNCTIONS = {
 # Beside its own handler, each package that reads images from S3 holds their reader.
 READS_IMAGES = {"serialize", "classify"}
 LOG_ACTIONS = {"logs:CreateLogStream", "logs:PutLogEvents"}
-# The monitor's package also holds the capture-record reader, and it and the filter the
-# threshold's reader (stdlib only).
+# The monitor's package also holds the capture-record and baseline readers, and it and
+# the filter the threshold's reader (stdlib only).
 READS_CAPTURES = {
-    "monitor": {"contract/capture.py", "contract/threshold.py"},
+    "monitor": {"contract/baseline.py", "contract/capture.py", "contract/threshold.py"},
     "thresholdFilter": {"contract/threshold.py"},
 }
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import gzip
+import io
 import json
 import tracemalloc
 import zlib
@@ -22,6 +23,7 @@ from handlers import monitor, threshold_filter
 from handlers.workflow_event import ConfigurationError
 from training_job import capture
 from training_job.monitor import model_code
+from training_job.monitor.baseline import Baseline, BaselineError
 
 PREFIX = "data_capture/ep/"
 CLASSES = ["bicycle", "motorcycle"]
@@ -164,6 +166,34 @@ def test_missing_or_malformed_configuration_is_a_named_error(
     monkeypatch.delenv("CAPTURE_PREFIX")
     with pytest.raises(ConfigurationError, match="CAPTURE_PREFIX"):
         monitor.handler({}, None)
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"format_version": 99}, "format_version 99 is not one of [1, 2, 3]"),
+        ({"class_counts": {"bicycle": 1}}, "class_counts sum to 1, not 40"),
+        ({"input_statistics": {"brightness": [0.5]}}, "input_statistics['brightness'] must be"),
+    ],
+)
+def test_both_monitors_refuse_a_damaged_baseline_for_the_same_reason(
+    capture_bucket: str, baseline_document: bytes, change: dict[str, Any], reason: str
+) -> None:
+    """The Lambda and `training_job monitor` read baseline.json with one reader
+    (contract.baseline): before, the Lambda read a baseline whose statistics the other
+    refused, and each checked other fields."""
+    damaged = json.dumps({**json.loads(baseline_document), **change}).encode()
+    boto3.client("s3").put_object(
+        Bucket=capture_bucket, Key="models/job/output/baseline.json", Body=damaged
+    )
+    with pytest.raises(ConfigurationError) as lambda_refusal:
+        monitor.handler({}, None)
+    embeddings = io.BytesIO()
+    np.save(embeddings, np.zeros((40, 4), dtype=np.float32))
+    with pytest.raises(BaselineError) as monitor_refusal:
+        Baseline.from_bytes(damaged, embeddings.getvalue(), "monitor")
+    for refusal in (lambda_refusal, monitor_refusal):
+        assert "not a baseline document: " + reason in str(refusal.value)
 
 
 def test_ks_distance_matches_the_definition() -> None:

@@ -22,10 +22,9 @@ import model as model_module
 import numpy as np
 import torch
 
+from contract.baseline import BASELINE_FILE, EMBEDDINGS_FILE
 from contract.threshold import DEFAULT_THRESHOLD
 
-BASELINE_FILE = "baseline.json"
-EMBEDDINGS_FILE = "baseline_embeddings.npy"
 # 2: the opponent colour moments (red_green ... yellow_blue_contrast) joined the statistics.
 FORMAT_VERSION = 2
 # The workflow's threshold filter drops inferences below this confidence; the monitor

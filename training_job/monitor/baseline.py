@@ -20,12 +20,11 @@ import boto3
 import numpy as np
 from tqdm import tqdm
 
-from contract.threshold import DEFAULT_THRESHOLD
+from contract import baseline as baseline_format
+from contract.baseline import BASELINE_FILE, EMBEDDINGS_FILE
 from training_job import model_archive
 from training_job.monitor import model_code
 
-BASELINE_FILE = "baseline.json"
-EMBEDDINGS_FILE = "baseline_embeddings.npy"
 MODEL_ARTIFACT = "model.tar.gz"
 MODELS_PREFIX = "models/"
 # A model artifact is tens of MB; refuse to unpack anything far beyond that.
@@ -61,35 +60,26 @@ class Baseline:
     @classmethod
     def from_document(cls, document: Any, embeddings: np.ndarray, source: str) -> Baseline:
         try:
-            classes = [str(c) for c in document["classes"]]
-            probabilities = np.asarray(document["probabilities"], dtype=np.float64)
-            statistics = {
-                str(name): np.asarray(values, dtype=np.float64)
-                for name, values in document["input_statistics"].items()
-            }
-            upload = document.get("upload_bytes")
-            content_types = document.get("content_types")
-            threshold = float(document.get("confidence_threshold", DEFAULT_THRESHOLD))
-        except (KeyError, TypeError, ValueError, AttributeError) as error:
-            raise BaselineError(f"{source}: not a baseline document ({error})") from error
-        count = len(probabilities)
-        if count < 2 or probabilities.shape != (count, len(classes)):
-            raise BaselineError(f"{source}: probabilities must be (N >= 2, {len(classes)})")
-        if any(values.shape != (count,) for values in statistics.values()):
-            raise BaselineError(f"{source}: every input statistic needs {count} values")
-        if embeddings.ndim != 2 or len(embeddings) != count:
+            # The one reading of baseline.json, the scheduled Lambda's too.
+            parsed = baseline_format.parse(document, source)
+        except baseline_format.BaselineFormatError as error:
+            raise BaselineError(str(error)) from error
+        if embeddings.ndim != 2 or len(embeddings) != parsed.count:
             raise BaselineError(
-                f"{source}: embeddings must be ({count}, D), got {embeddings.shape}"
+                f"{source}: embeddings must be ({parsed.count}, D), got {embeddings.shape}"
             )
         return cls(
-            classes=classes,
-            threshold=threshold,
-            statistics=statistics,
-            upload_bytes=None if upload is None else np.asarray(upload, dtype=np.float64),
-            content_types=None
-            if content_types is None
-            else {str(k): int(v) for k, v in content_types.items()},
-            probabilities=probabilities,
+            classes=parsed.classes,
+            threshold=parsed.threshold,
+            statistics={
+                name: np.asarray(values, dtype=np.float64)
+                for name, values in parsed.input_statistics.items()
+            },
+            upload_bytes=None
+            if parsed.upload_bytes is None
+            else np.asarray(parsed.upload_bytes, dtype=np.float64),
+            content_types=parsed.content_types,
+            probabilities=np.asarray(parsed.probabilities, dtype=np.float64),
             embeddings=np.asarray(embeddings, dtype=np.float64),
             source=source,
         )
@@ -97,10 +87,13 @@ class Baseline:
     @classmethod
     def from_bytes(cls, document: bytes, embeddings: bytes, source: str) -> Baseline:
         try:
-            parsed = json.loads(document)
             array = np.load(io.BytesIO(embeddings), allow_pickle=False)
         except (ValueError, OSError) as error:
-            raise BaselineError(f"{source}: unreadable baseline ({error})") from error
+            raise BaselineError(f"{source}: unreadable embeddings ({error})") from error
+        try:
+            parsed = json.loads(document)
+        except (ValueError, RecursionError) as error:
+            raise BaselineError(f"{source}: not a baseline document: not JSON ({error})") from error
         return cls.from_document(parsed, array, source)
 
     @classmethod

@@ -14,6 +14,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+# test_baseline_profile.py profiles the monitor tests' small trained model and images:
+# shared, rather than trained twice.
+from tests.training_job.monitor.conftest import model_dir, vehicles  # noqa: F401
+
 CODE_DIR = Path(__file__).resolve().parents[3] / "training_job" / "code"
 # The container code imports its siblings by name (`import model`), as in SageMaker.
 if str(CODE_DIR) not in sys.path:

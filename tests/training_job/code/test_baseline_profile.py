@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from contract import baseline as baseline_format
 from tests.training_job.monitor.conftest import Vehicles, png
 from training_job.monitor import model_code
 from training_job.monitor.baseline import Baseline
@@ -62,6 +63,15 @@ def test_write_baseline_writes_a_profile_the_monitor_loads(model_dir: Path) -> N
     assert baseline.content_types == {"image/png": 200}
     assert set(baseline.statistics) == set(model_code.profile().STATISTICS)
     assert not list(model_dir.glob("*.tmp"))
+
+
+def test_the_writers_document_is_one_the_shared_reader_reads(model_dir: Path) -> None:
+    """What the writer writes and what both monitors read (contract.baseline) are one format."""
+    assert model_code.profile().FORMAT_VERSION in baseline_format.READABLE_VERSIONS
+    parsed = baseline_format.loads((model_dir / baseline_format.BASELINE_FILE).read_bytes(), "w")
+    assert parsed.format_version == model_code.profile().FORMAT_VERSION
+    assert (parsed.count, parsed.input_count) == (200, 200)
+    assert sum(parsed.class_counts.values()) == 200
 
 
 def test_write_baseline_refuses_bad_input_and_writes_nothing(
