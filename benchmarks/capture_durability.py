@@ -28,7 +28,6 @@ import contextlib
 import os
 import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -46,13 +45,13 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 from local_aws.endpoint import sample_model  # noqa: E402
+from local_aws.endpoint.background import RunningEndpoint, local_endpoint  # noqa: E402
 from local_aws.server import endpoint_url as local_url  # noqa: E402
 from local_aws.server import free_port, local_aws_server, local_client  # noqa: E402
 from training_job import capture  # noqa: E402
 
 DEFAULT_ARCHIVE = REPO_ROOT.parent / "shared" / "data" / "cifar-100-python-vehicles.tar.gz"
 SCENARIOS = ("worker-kill-9", "group-kill-9", "sigterm", "s3-outage")
-READY_SECONDS = 120.0
 
 
 class Relay:
@@ -117,54 +116,43 @@ def local_aws(log_dir: Path) -> Iterator[tuple[int, dict[str, str]]]:
 
 @dataclass
 class Endpoint:
-    """`python -m local_aws.endpoint` in a session of its own, on one spool directory."""
+    """`python -m local_aws.endpoint` (local_endpoint) on one spool directory, started and
+    stopped as the scenario says; its pid and log files are NAME.* in `state_dir`."""
 
     name: str
     model_dir: Path
     spool_dir: Path
     bucket: str
     environment: dict[str, str]
-    log: Path
+    state_dir: Path
     port: int = field(default_factory=free_port)
-    process: subprocess.Popen[bytes] | None = None
+    running: RunningEndpoint | None = None
+    _stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        argv = [
-            sys.executable, "-m", "local_aws.endpoint", "--model-dir", str(self.model_dir),
-            "--endpoint-name", self.name, "--port", str(self.port), "--workers", "2",
-            "--torch-threads", "1", "--capture-bucket", self.bucket,
-            "--capture-spool-dir", str(self.spool_dir), "--capture-flush-seconds", "0.5",
+        options = [
+            "--endpoint-name", self.name, "--workers", "2", "--torch-threads", "1",
+            "--capture-bucket", self.bucket, "--capture-spool-dir", str(self.spool_dir),
+            "--capture-flush-seconds", "0.5",
         ]  # fmt: skip
-        environment = {**os.environ, **self.environment}
-        with self.log.open("ab") as log:
-            self.process = subprocess.Popen(
-                argv,
-                cwd=REPO_ROOT,
-                env=environment,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
+        self.running = self._stack.enter_context(
+            local_endpoint(
+                self.model_dir,
+                self.state_dir,
+                options,
+                name=self.name,
+                port=self.port,
+                environment=self.environment,
             )
-        deadline = time.monotonic() + READY_SECONDS
-        while True:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the endpoint exited; see {self.log}")
-            try:
-                if requests.get(f"{self.url}/ping", timeout=2).status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the endpoint did not start; see {self.log}")
-            time.sleep(0.1)
+        )
 
     def workers(self) -> list[int]:
-        assert self.process is not None
-        pid = self.process.pid
+        assert self.running is not None
+        pid = self.running.pid
         children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
         # multiprocessing's resource tracker is a child too; workers are named by the module
         return [
@@ -174,11 +162,9 @@ class Endpoint:
         ]
 
     def stop(self) -> float:
-        """SIGTERM and wait; the seconds the stop took."""
-        assert self.process is not None
+        """SIGTERM and wait for every process of it to exit; the seconds that took."""
         started = time.monotonic()
-        self.process.terminate()
-        self.process.wait(120)
+        self._stack.close()
         return time.monotonic() - started
 
     def put_failures(self) -> int:
@@ -189,9 +175,8 @@ class Endpoint:
         raise RuntimeError("no endpoint_capture_put_failures_total in /metrics")
 
     def kill_group(self) -> None:
-        assert self.process is not None
-        os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait()
+        assert self.running is not None
+        os.killpg(self.running.pid, signal.SIGKILL)
 
 
 @dataclass
@@ -306,7 +291,7 @@ def run_scenario(
             work / f"{name}-spool",
             bucket,
             {**environment, "AWS_ENDPOINT_URL": local_url(relay.port)},
-            work / f"{name}.log",
+            work,
         )
         endpoint.start()
         load = Load(endpoint.url, name, pngs, total, clients)
@@ -329,11 +314,10 @@ def run_scenario(
         if scenario == "s3-outage":
             outage.join()  # S3 is back before the endpoint is stopped
         if scenario == "group-kill-9":
+            endpoint.stop()  # nothing left to stop: once every process has let go of its name
             endpoint.start()  # the same spool: its first act is to ship what is left
         if scenario == "sigterm":
-            assert endpoint.process is not None
-            endpoint.process.wait(120)
-            while not stopped:  # the thread measuring the stop records it
+            while not stopped:  # the thread stopping it records when every process exited
                 time.sleep(0.01)
         else:
             put_failures = endpoint.put_failures()

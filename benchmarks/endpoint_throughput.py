@@ -19,30 +19,26 @@ import argparse
 import asyncio
 import http.server
 import os
-import socket
-import subprocess
 import sys
 import tarfile
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-import requests
 from tqdm import tqdm
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 from local_aws.endpoint import sample_model  # noqa: E402
+from local_aws.endpoint.background import READY_TIMEOUT_SECONDS, local_endpoint  # noqa: E402
+from local_aws.server import free_port  # noqa: E402
+from local_aws.supervisor import Daemon, Readiness, supervised  # noqa: E402
 
 DEFAULT_ARCHIVE = REPO_ROOT.parent / "shared" / "data" / "cifar-100-python-vehicles.tar.gz"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # --- the reference: one request, one forward pass ------------------------------------
@@ -148,31 +144,19 @@ async def drive(url: str, pngs: list[bytes], clients: int, seconds: float) -> di
     }
 
 
-def wait_until_up(url: str, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode}")
-        try:
-            requests.get(f"{url}/ping", timeout=1)
-            return
-        except requests.RequestException:
-            time.sleep(0.2)
-    raise TimeoutError(f"{url} did not come up")
-
-
-def run_server(command: list[str], port: int) -> subprocess.Popen[bytes]:
-    process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.DEVNULL)
-    wait_until_up(f"http://127.0.0.1:{port}", process)
-    return process
-
-
-def stop_server(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(60)
-    except subprocess.TimeoutExpired:
-        process.kill()
+@contextmanager
+def serving(name: str, model_dir: Path, args: argparse.Namespace, state_dir: Path) -> Iterator[str]:
+    """The server `name` (reference or endpoint) in the background; yields its URL."""
+    if name == "endpoint":
+        options = ["--workers", str(args.workers), "--max-batch", str(args.max_batch)]
+        with local_endpoint(model_dir, state_dir, options, name=name) as endpoint:
+            yield endpoint.url
+        return
+    port = free_port()
+    argv = [sys.executable, __file__, "--serve-reference", "--model-dir", str(model_dir)]
+    readiness = Readiness("127.0.0.1", port, "/ping", READY_TIMEOUT_SECONDS)
+    with supervised(Daemon(name, state_dir), [*argv, "--port", str(port)], readiness):
+        yield f"http://127.0.0.1:{port}"
 
 
 def prepare_model(args: argparse.Namespace, work: Path) -> Path:
@@ -213,24 +197,13 @@ def main() -> int:
         model_dir = prepare_model(args, Path(work_dir)).resolve()
         limit = measure_limit(model_dir, pngs, args.max_batch, rounds=5)
         results: dict[str, dict[int, dict[str, float]]] = {}
-        servers = {
-            "reference": [sys.executable, __file__, "--serve-reference"],
-            "endpoint": [sys.executable, "-m", "local_aws.endpoint", "--workers",
-                         str(args.workers), "--max-batch", str(args.max_batch)],
-        }  # fmt: skip
-        for name, command in servers.items():
-            port = free_port()
-            process = run_server(
-                [*command, "--model-dir", str(model_dir), "--port", str(port)], port
-            )
-            try:
-                url = f"http://127.0.0.1:{port}/invocations"
+        for name in ("reference", "endpoint"):
+            with serving(name, model_dir, args, Path(work_dir)) as server_url:
+                url = f"{server_url}/invocations"
                 asyncio.run(drive(url, pngs, 8, 1.0))  # warm-up
                 results[name] = {}
                 for clients in tqdm(levels, desc=name, leave=False):
                     results[name][clients] = asyncio.run(drive(url, pngs, clients, args.seconds))
-            finally:
-                stop_server(process)
         # Measured again after the servers: with other work on these CPUs, the higher of
         # the two is the fairer (stricter) limit.
         limit = max(limit, measure_limit(model_dir, pngs, args.max_batch, rounds=5))

@@ -247,6 +247,14 @@ def local_aws_server(
         daemon.stop(STOP_TIMEOUT_SECONDS)
 
 
+def with_source_on_path(variables: dict[str, str]) -> dict[str, str]:
+    """`variables` with this checkout first on PYTHONPATH, so `-m local_aws...` runs from
+    any working directory (the package is not installed)."""
+    source_root = str(Path(__file__).resolve().parent.parent)
+    search_path = [source_root, variables.get("PYTHONPATH", "")]
+    return {**variables, "PYTHONPATH": os.pathsep.join(part for part in search_path if part)}
+
+
 def start_in_background(
     claim: Claim, port: int, host: str, endpoint_port: int, environment: Mapping[str, str]
 ) -> int:
@@ -254,11 +262,7 @@ def start_in_background(
     once it answers; its environment is this process's without AWS_*, plus `environment`."""
     argv = [sys.executable, "-m", "local_aws", "serve", "--port", str(port), "--host", host]
     argv += ["--endpoint-port", str(endpoint_port)]
-    variables = without_aws_variables(os.environ)
-    # `-m local_aws` from any working directory: the package is not installed.
-    source_root = str(Path(__file__).resolve().parent.parent)
-    search_path = [source_root, os.environ.get("PYTHONPATH", "")]
-    variables["PYTHONPATH"] = os.pathsep.join(part for part in search_path if part)
+    variables = with_source_on_path(without_aws_variables(os.environ))
     variables.update(environment)
     return claim.start(argv, Readiness(host, port, READY_PATH, READY_TIMEOUT_SECONDS), variables)
 

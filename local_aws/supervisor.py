@@ -257,6 +257,24 @@ class Claim:
         return process.pid
 
 
+@contextmanager
+def supervised(
+    daemon: Daemon,
+    argv: Sequence[str],
+    readiness: Readiness,
+    environment: Mapping[str, str] | None = None,
+    stop_timeout_seconds: float = 60.0,
+) -> Iterator[int]:
+    """`argv` started under `daemon`'s name for the length of a `with` block (tests,
+    benchmarks, the demo): yields its pid once ready, and stops it on the way out."""
+    with daemon.claim() as claim:
+        pid = claim.start(argv, readiness, environment)
+    try:
+        yield pid
+    finally:
+        daemon.stop(stop_timeout_seconds)
+
+
 def _end(process: subprocess.Popen[bytes]) -> None:
     try:
         os.killpg(process.pid, signal.SIGTERM)

@@ -20,38 +20,19 @@ import pytest
 import requests
 from botocore.exceptions import ClientError
 
-from tests.conftest import REPO_ROOT, free_port
-from tests.local_aws.test_endpoint import Model, deploy, model  # noqa: F401 (a fixture)
+from local_aws.endpoint.background import RunningEndpoint, local_endpoint
+from tests.conftest import free_port
+from tests.local_aws.test_endpoint_app import Model, deploy, model  # noqa: F401 (a fixture)
 
 HEADER_TIMEOUT = "1"
 
 
 @pytest.fixture
-def endpoint_process(model: Model, tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int]]:  # noqa: F811
+def endpoint_process(model: Model, tmp_path: Path) -> Iterator[RunningEndpoint]:  # noqa: F811
     """`python -m local_aws.endpoint`, one worker, no capture, a one-second head timeout."""
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "local_aws.endpoint", "--model-dir", str(model.model_dir),
-         "--port", str(port), "--workers", "1", "--torch-threads", "1",
-         "--header-timeout-seconds", HEADER_TIMEOUT],
-        cwd=REPO_ROOT, stdout=(tmp_path / "endpoint.log").open("wb"), stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    try:
-        _wait_for_ping(port, process)
-        yield process, port
-    finally:
-        process.terminate()
-        process.wait(60)
-
-
-def _wait_for_ping(port: int, process: subprocess.Popen[bytes]) -> None:
-    while process.poll() is None:
-        try:
-            if requests.get(f"http://127.0.0.1:{port}/ping", timeout=2).status_code == 200:
-                return
-        except requests.RequestException:
-            time.sleep(0.1)
-    raise AssertionError(f"the endpoint exited with {process.returncode}")
+    options = ["--workers", "1", "--torch-threads", "1", "--header-timeout-seconds", HEADER_TIMEOUT]
+    with local_endpoint(model.model_dir, tmp_path, options) as endpoint:
+        yield endpoint
 
 
 def _read_until_closed(connection: socket.socket) -> bytes:
@@ -62,9 +43,9 @@ def _read_until_closed(connection: socket.socket) -> bytes:
 
 
 def test_a_slowly_sent_request_head_is_answered_408_and_closed(
-    endpoint_process: tuple[subprocess.Popen[bytes], int],
+    endpoint_process: RunningEndpoint,
 ) -> None:
-    _, port = endpoint_process
+    port = endpoint_process.port
     with socket.create_connection(("127.0.0.1", port), timeout=30) as connection:
         connection.sendall(b"POST /invocations HTTP/1.1\r\nHost: x\r\n")
         connection.settimeout(0.2)
@@ -86,18 +67,18 @@ def test_a_slowly_sent_request_head_is_answered_408_and_closed(
 
 
 def test_a_connection_that_sends_nothing_is_closed(
-    endpoint_process: tuple[subprocess.Popen[bytes], int],
+    endpoint_process: RunningEndpoint,
 ) -> None:
-    _, port = endpoint_process
+    port = endpoint_process.port
     with socket.create_connection(("127.0.0.1", port), timeout=60) as connection:
         assert _read_until_closed(connection).startswith(b"HTTP/1.1 408 ")
 
 
 def test_an_idle_keep_alive_connection_still_serves_its_next_request(
-    endpoint_process: tuple[subprocess.Popen[bytes], int],
+    endpoint_process: RunningEndpoint,
     model: Model,  # noqa: F811
 ) -> None:
-    _, port = endpoint_process
+    port = endpoint_process.port
     session = requests.Session()
     url = f"http://127.0.0.1:{port}/invocations"
     headers = {"Content-Type": "image/png"}
@@ -107,12 +88,12 @@ def test_an_idle_keep_alive_connection_still_serves_its_next_request(
 
 
 def test_sigterm_answers_the_request_whose_body_is_still_arriving(
-    endpoint_process: tuple[subprocess.Popen[bytes], int],
+    endpoint_process: RunningEndpoint,
     model: Model,  # noqa: F811
 ) -> None:
     """The reported defect: a stop under keep-alive load took ~31 s and answered fully
     sent requests 408, because reading stopped at SIGTERM."""
-    process, port = endpoint_process
+    pid, port = endpoint_process.pid, endpoint_process.port
     body = model.pngs[0]
     with socket.create_connection(("127.0.0.1", port), timeout=30) as connection:
         connection.sendall(
@@ -122,7 +103,7 @@ def test_sigterm_answers_the_request_whose_body_is_still_arriving(
         # The server answers "100 Continue" once the request is in its hands.
         assert connection.recv(1024).startswith(b"HTTP/1.1 100")
         connection.sendall(body[: len(body) // 2])
-        process.send_signal(signal.SIGTERM)
+        os.kill(pid, signal.SIGTERM)
         _wait_until_refused(port)  # the stop is under way: nothing new is accepted
         connection.sendall(body[len(body) // 2 :])
         answer = _read_until_closed(connection)
@@ -130,7 +111,8 @@ def test_sigterm_answers_the_request_whose_body_is_still_arriving(
     assert head.startswith(b"HTTP/1.1 200"), answer[:300]
     assert b"Connection: close" in head
     assert payload.startswith(b"[")
-    assert process.wait(60) == 0
+    # This process started it: its exit status is ours to read.
+    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
 
 
 def _wait_until_refused(port: int) -> None:

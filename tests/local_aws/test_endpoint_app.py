@@ -1,6 +1,7 @@
-"""The local endpoint, started as users start it (`deploy --mode local`), over real HTTP:
-predictions, the Runtime API through boto3, every bad input, overload, metrics, and data
-capture written to the local S3 exactly as SageMaker writes it."""
+"""The local endpoint's routes (local_aws/endpoint/app.py), started as users start it
+(`deploy --mode local`), over real HTTP: predictions, the Runtime API through boto3,
+every bad input, overload and metrics. Its capture: test_endpoint_capture_writer.py;
+its server process: test_endpoint_server.py."""
 
 from __future__ import annotations
 
@@ -8,12 +9,9 @@ import concurrent.futures
 import io
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,8 +25,6 @@ from botocore.exceptions import ClientError
 from PIL import Image
 
 from local_aws.endpoint import sample_model
-from local_aws.endpoint.batcher import PredictBatches
-from local_aws.endpoint.metrics import WorkerMetrics, allocate_slots
 from tests.conftest import REPO_ROOT, free_port
 from training_job import capture
 
@@ -375,43 +371,6 @@ def test_overload_answers_503_with_retry_after_instead_of_queueing(
     assert rejected.json()["error"] == "ServiceUnavailable"
 
 
-def test_sampled_requests_are_all_in_the_bucket_after_sigterm(model: Model, tmp_path: Path) -> None:
-    captured = start(model, tmp_path, "captured", "--capture-flush-seconds", "60")
-    sent = model.pngs[:25]
-    answers = []
-    for index, png in enumerate(sent):
-        response = requests.post(
-            f"{captured.url}/endpoints/captured/invocations",
-            data=png,
-            headers={"Content-Type": "image/png", "X-Amzn-SageMaker-Inference-Id": f"id-{index}"},
-            timeout=30,
-        )
-        assert response.status_code == 200
-        answers.append(response.json())
-    # The flush interval is a minute: only the clean shutdown can have written them.
-    stop(captured)
-    records = captured_records(model.bucket, "captured")
-    assert len(records) == len(sent)
-    by_id = {record.inference_id: record for record in records}
-    for index, png in enumerate(sent):
-        record = by_id[f"id-{index}"]
-        assert record.input.content_type == "image/png"
-        assert record.input.encoding == "BASE64" and record.input.body() == png
-        assert record.output.encoding == "JSON"
-        assert record.output.content_type == "application/json"
-        assert json.loads(record.output.body()) == answers[index]
-
-
-def test_sampling_zero_writes_no_capture(model: Model, tmp_path: Path) -> None:
-    silent = start(model, tmp_path, "silent", "--capture-sampling", "0")
-    try:
-        for png in model.pngs[:10]:
-            assert post(silent.url, png).status_code == 200
-    finally:
-        stop(silent)
-    assert captured_records(model.bucket, "silent") == []
-
-
 def test_a_second_start_of_a_running_endpoint_is_refused(endpoint: Endpoint) -> None:
     again = deploy(
         "--bucket", endpoint.bucket, "--endpoint-name", endpoint.name,
@@ -419,61 +378,3 @@ def test_a_second_start_of_a_running_endpoint_is_refused(endpoint: Endpoint) -> 
     )  # fmt: skip
     assert again.returncode == 1
     assert "already running" in again.stderr
-
-
-def test_kill_9_loses_at_most_the_last_flush_interval_and_never_breaks_a_line(
-    model: Model, tmp_path: Path
-) -> None:
-    killed = start(model, tmp_path, "killed", "--capture-flush-seconds", "0.5")
-    supervisor = int((tmp_path / "killed.pid").read_text())
-    try:
-        for png in model.pngs[:10]:
-            assert post(killed.url, png).status_code == 200
-        deadline = time.monotonic() + 60
-        while len(captured_records(model.bucket, "killed")) < 10:  # the first ten are shipped
-            assert time.monotonic() < deadline, "the first ten captures never reached S3"
-            time.sleep(0.2)
-        for png in model.pngs[10:15]:
-            assert post(killed.url, png).status_code == 200
-    finally:
-        os.killpg(supervisor, signal.SIGKILL)  # the whole process group, workers included
-    records = captured_records(model.bucket, "killed")  # every line of every object parses
-    assert 10 <= len(records) <= 15
-    stopped = deploy(
-        "--endpoint-name", killed.name, "--state-dir", str(tmp_path),
-        "--parameter-name", killed.parameter, "--stop",
-    )  # fmt: skip
-    assert stopped.returncode == 0 and "not running" in stopped.stdout  # its pid file goes
-    assert not (tmp_path / "killed.pid").exists()
-
-
-def test_concurrent_requests_share_one_predict_call_and_a_failure_stays_in_its_batch() -> None:
-    # The toolkit's threads each hand over one image; PredictBatches calls predict_fn once
-    # for those waiting together, and a failing call fails that batch, not the thread.
-    calls: list[int] = []
-    started = threading.Barrier(4)
-
-    def predict_fn(images: list[int], model: str) -> list[int]:
-        calls.append(len(images))
-        if model == "broken":
-            raise ValueError("boom")
-        return [image * 2 for image in images]
-
-    metrics = WorkerMetrics(allocate_slots(1)[0])
-    together = PredictBatches(predict_fn, max_batch=4, max_wait_seconds=60, metrics=metrics)
-    alone = PredictBatches(predict_fn, max_batch=1, max_wait_seconds=0, metrics=metrics)
-    try:
-
-        def one(image: int) -> int:
-            started.wait()
-            return int(together.predict(image, "model"))
-
-        with concurrent.futures.ThreadPoolExecutor(4) as pool:
-            assert list(pool.map(one, [1, 2, 3, 4])) == [2, 4, 6, 8]
-        assert calls == [4]  # a full batch runs at once, without waiting out max_wait
-        with pytest.raises(ValueError, match="boom"):
-            alone.predict(5, "broken")
-        assert alone.predict(5, "model") == 10  # the thread survived the failure
-    finally:
-        together.stop()
-        alone.stop()
