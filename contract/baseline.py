@@ -142,17 +142,25 @@ def _parse(document: Any) -> BaselineDocument:
         raise BaselineFormatError(f"class_counts sum to {sum(class_counts.values())}, not {count}")
 
     # Before version 3 the input statistics came from the same images as the answers.
-    input_count = _count(document.get("input_count", count), "input_count")
+    input_count = document.get("input_count", count)
+    if isinstance(input_count, bool) or not isinstance(input_count, int):
+        raise BaselineFormatError(f"input_count is not a number: {shown(input_count)}")
     if input_count < 2:
         raise BaselineFormatError(f"input_count must be at least 2, got {input_count}")
-    statistics = {
-        str(name): _numbers(values, input_count, f"input_statistics[{shown(name)}]")
-        for name, values in _mapping(document["input_statistics"], "input_statistics").items()
-    }
+    statistics = {}
+    for name, values in _mapping(document["input_statistics"], "input_statistics").items():
+        if not isinstance(values, list) or len(values) != input_count:
+            raise BaselineFormatError(
+                f"every input statistic needs {input_count} values, {shown(name)} does not"
+            )
+        statistics[str(name)] = _numbers(values, input_count, f"input_statistics[{shown(name)}]")
     upload = document.get("upload_bytes")
     if upload is not None:
         if not isinstance(upload, list) or len(upload) != input_count:
-            raise BaselineFormatError(f"upload_bytes must be null or {input_count} sizes")
+            length = len(upload) if isinstance(upload, list) else shown(upload)
+            raise BaselineFormatError(
+                f"upload_bytes has {length} values, not input_count {input_count}"
+            )
         upload = [_count(size, "upload_bytes") for size in upload]
     content_types = document.get("content_types")
     if content_types is not None:

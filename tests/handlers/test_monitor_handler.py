@@ -173,7 +173,7 @@ def test_missing_or_malformed_configuration_is_a_named_error(
     [
         ({"format_version": 99}, "format_version 99 is not one of [1, 2, 3]"),
         ({"class_counts": {"bicycle": 1}}, "class_counts sum to 1, not 40"),
-        ({"input_statistics": {"brightness": [0.5]}}, "input_statistics['brightness'] must be"),
+        ({"input_statistics": {"brightness": [0.5]}}, "every input statistic needs 40 values"),
     ],
 )
 def test_both_monitors_refuse_a_damaged_baseline_for_the_same_reason(
