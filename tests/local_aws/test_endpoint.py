@@ -26,9 +26,9 @@ import torch
 from botocore.exceptions import ClientError
 from PIL import Image
 
-from local_aws.endpoint import sample_model
 from local_aws.endpoint.batcher import PredictBatches
 from local_aws.endpoint.metrics import WorkerMetrics, allocate_slots
+from tests import sample_model
 from tests.conftest import REPO_ROOT, free_port
 from training_job import capture
 

@@ -15,8 +15,8 @@ from PIL import Image
 from sagemaker_inference.errors import BaseInferenceToolkitError
 
 from contract import images as image_formats
-from local_aws.endpoint import sample_model
 from local_aws.endpoint.batcher import ToolkitContext, load_handler_service
+from tests import sample_model
 
 inference: ModuleType = sample_model.code_module("inference")
 imaging: ModuleType = sample_model.code_module("imaging")

@@ -21,7 +21,7 @@ from PIL import Image
 
 from training_job import cifar
 
-CODE_DIR = Path(__file__).resolve().parents[2] / "training_job" / "code"
+CODE_DIR = Path(__file__).resolve().parents[1] / "training_job" / "code"
 CLASSES = ["bicycle", "motorcycle"]
 FINE_LABELS = (8, 48)  # the archive's fine labels of CLASSES, in label order
 
