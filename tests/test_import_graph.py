@@ -10,8 +10,11 @@ import ast
 import re
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import REPO_ROOT
 from training_job import local_mode
+from training_job.errors import CommandError
 
 PRODUCT = ("training_job", "handlers", "contract")
 EMULATOR = "local_aws"
@@ -98,3 +101,12 @@ def test_the_seams_backends_exist_and_provide_what_the_commands_call() -> None:
     deploy = local_mode.backend("deploy")
     assert callable(train.run)
     assert callable(deploy.add_arguments) and callable(deploy.start) and callable(deploy.stop)
+
+
+def test_a_missing_backend_is_a_command_error_not_a_traceback(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Where the emulator is not installed (a product-only install), `--mode local` says so."""
+    monkeypatch.setitem(local_mode.BACKENDS, "train", "local_aws.no_such_backend")
+    with pytest.raises(CommandError, match=r"--mode local needs the local AWS"):
+        local_mode.backend("train")
