@@ -708,10 +708,14 @@ def serving_package_dir(package: str) -> Path:
 
 
 def write_monitoring_baseline(
-    model_dir: Path, net: nn.Module, config: dict[str, Any], val: Split
+    model_dir: Path, net: nn.Module, config: dict[str, Any], val: Split, train_all: Split
 ) -> bool:
-    """Write the monitoring baseline beside the model, from the validation split."""
-    baseline_profile.write_baseline(model_dir, net, config, val.images, val.byte_sizes)
+    """Write the monitoring baseline beside the model: the model's answers from the
+    validation split, the input statistics from the whole training split (they do not
+    depend on the model; see baseline_profile.py)."""
+    baseline_profile.write_baseline(
+        model_dir, net, config, val.images, val.byte_sizes, train_all.images, train_all.byte_sizes
+    )
     return True
 
 
@@ -786,7 +790,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     model_lib.save_model(net, config, model_dir)
     write_plots(model_dir / "plots", history, metrics["confusion_matrix"], hp.classes)
     metrics["serving_code"] = copy_serving_code(model_dir / "code")
-    metrics["monitoring_baseline"] = write_monitoring_baseline(model_dir, net, config, val)
+    metrics["monitoring_baseline"] = write_monitoring_baseline(
+        model_dir, net, config, val, train_all
+    )
     text = json.dumps(metrics, indent=2) + "\n"
     (model_dir / "metrics.json").write_text(text)
     if args.output_data_dir is not None:

@@ -125,6 +125,23 @@ def test_metrics_json_has_every_field_and_is_copied_to_the_output_dir(trained: A
     assert copied.read_text() == (root / "model" / "metrics.json").read_text()
 
 
+def test_the_baseline_profiles_inputs_on_the_whole_train_split_answers_on_validation(
+    trained: Any,
+) -> None:
+    root, _, _ = trained
+    document = json.loads((root / "model" / "baseline.json").read_text())
+    # The model's answers only from the 12 held-out images it was not fitted to; the input
+    # statistics, which do not depend on the model, from all 60 staged training images.
+    assert document["format_version"] == 3
+    assert document["count"] == 12 and len(document["probabilities"]) == 12
+    assert document["input_count"] == 60
+    assert {len(values) for values in document["input_statistics"].values()} == {60}
+    assert len(document["upload_bytes"]) == 60
+    assert document["content_types"] == {"image/png": 60}
+    embeddings = np.load(root / "model" / "baseline_embeddings.npy")
+    assert embeddings.shape == (12, document["embedding_dim"])
+
+
 def staged_test_images(channels: dict[str, Path]) -> tuple[np.ndarray, np.ndarray]:
     entries = train_module.read_lst(channels["test_lst"] / "test.lst")  # train.py's reader
     images = np.stack(

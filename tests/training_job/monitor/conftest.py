@@ -56,7 +56,8 @@ def png(image: np.ndarray) -> bytes:
 @pytest.fixture(scope="session")
 def model_dir(tmp_path_factory: pytest.TempPathFactory, vehicles: Vehicles) -> Path:
     """A small network trained for a few steps on 800 train images, with the baseline
-    profile.write_baseline writes from the 200 held-out ones."""
+    profile.write_baseline writes as train.py does: the answers from the 200 held-out
+    ones, the input statistics from all 1,000."""
     torch.set_num_threads(1)
     torch.manual_seed(0)
     model = model_code.model()
@@ -84,9 +85,15 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory, vehicles: Vehicles) -> P
     net.eval()
     directory = tmp_path_factory.mktemp("model")
     model.save_model(net, config, directory)
-    held_out = vehicles.train_images[800:]
+    sizes = [len(png(image)) for image in vehicles.train_images]
     model_code.profile().write_baseline(
-        directory, net, config, held_out, [len(png(image)) for image in held_out]
+        directory,
+        net,
+        config,
+        vehicles.train_images[800:],
+        sizes[800:],
+        vehicles.train_images,
+        sizes,
     )
     return directory
 
