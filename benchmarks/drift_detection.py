@@ -90,21 +90,21 @@ def load_split(name: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def train_model(epochs: int, out: Path) -> Path:
-    train = model_code.train()
+    train, data = model_code.train(), model_code.data()
     images, labels = load_split("train")
-    split = train.Split(images, labels, [len(encode(i)) for i in images])
-    hp = train.Hyperparameters.from_args(train.build_parser().parse_args(["--epochs", str(epochs)]))
-    train_idx, val_idx = train.stratified_split(split.labels, hp.val_fraction, hp.seed)
+    split = data.Split(images, labels, [len(encode(i)) for i in images])
+    hp = train.Hyperparameters(epochs=epochs)
+    train_idx, val_idx = data.stratified_split(split.labels, hp.val_fraction, hp.seed)
     net, config, _ = train.fit(
         hp,
-        train.subset(split, train_idx),
-        train.subset(split, val_idx),
+        data.subset(split, train_idx),
+        data.subset(split, val_idx),
         torch.device("cpu"),
         lambda line: None,
     )
     net.eval()
     model_code.model().save_model(net, config, out)
-    val = train.subset(split, val_idx)
+    val = data.subset(split, val_idx)
     model_code.profile().write_baseline(out, net, config, val.images, val.byte_sizes)
     return out
 

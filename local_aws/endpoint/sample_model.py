@@ -57,7 +57,7 @@ def train_quick_model(archive: Path, model_dir: Path, steps: int = 60, seed: int
     images, labels = load_split(archive, "train")
     mean = (images.reshape(-1, 3).mean(axis=0) / 255).tolist()
     std = (images.reshape(-1, 3).std(axis=0) / 255).tolist()
-    config = model.default_config(CLASSES, mean, std)
+    config = model.ModelConfig(CLASSES, mean, std)
     network = model.build_model(config)
     optimizer = torch.optim.SGD(network.parameters(), lr=0.05, momentum=0.9, nesterov=True)
     generator = np.random.default_rng(seed)

@@ -124,7 +124,7 @@ def input_statistics(images: np.ndarray) -> dict[str, np.ndarray]:
 
 
 @torch.no_grad()
-def embed(net: Any, config: dict[str, Any], images: np.ndarray) -> np.ndarray:
+def embed(net: Any, config: model_module.ModelConfig, images: np.ndarray) -> np.ndarray:
     """The penultimate-layer embeddings (N, D) of uint8 (N, H, W, 3) images."""
     net.eval()
     parts = [
@@ -137,7 +137,7 @@ def embed(net: Any, config: dict[str, Any], images: np.ndarray) -> np.ndarray:
 
 
 @torch.no_grad()
-def predict(net: Any, config: dict[str, Any], images: np.ndarray) -> np.ndarray:
+def predict(net: Any, config: model_module.ModelConfig, images: np.ndarray) -> np.ndarray:
     """Class probabilities (N, C) exactly as the endpoint computes them (the net's own
     forward pass, test-time augmentation included)."""
     net.eval()
@@ -152,7 +152,7 @@ def predict(net: Any, config: dict[str, Any], images: np.ndarray) -> np.ndarray:
 
 def build_baseline(
     net: Any,
-    config: dict[str, Any],
+    config: model_module.ModelConfig,
     images: np.ndarray,
     image_bytes_sizes: list[int] | None,
 ) -> tuple[dict[str, Any], np.ndarray]:
@@ -164,7 +164,7 @@ def build_baseline(
             f"{len(image_bytes_sizes)} byte sizes for {len(images)} images: one per image"
         )
     embeddings, probabilities = embed(net, config, images), predict(net, config, images)
-    classes = list(config["classes"])
+    classes = list(config.classes)
     predicted = probabilities.argmax(axis=1)
     document: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
@@ -191,7 +191,7 @@ def build_baseline(
 def write_baseline(
     model_dir: Path,
     model: torch.nn.Module,
-    config: dict,
+    config: model_module.ModelConfig,
     images: np.ndarray,
     image_bytes_sizes: list[int] | None,
 ) -> None:

@@ -210,8 +210,8 @@ def validation_images(
     bucket: str, data_prefix: str, hyperparameters: dict[str, Any], workdir: Path
 ) -> tuple[np.ndarray, list[int]]:
     """The training job's validation split, reproduced: the staged train split read by
-    train.py's own reader and cut by its own seeded stratified split."""
-    train_module = model_code.train()
+    train.py's own reader and cut by its own seeded stratified split (data.py)."""
+    data = model_code.data()
     s3 = boto3.client("s3")
     channel = workdir / "train"
     channel.mkdir()
@@ -224,13 +224,13 @@ def validation_images(
         s3.download_file(bucket, f"{data_prefix}train/{fields[2]}", str(channel / fields[2]))
     classes = [str(c) for c in hyperparameters["classes"]]
     try:
-        split = train_module.read_split(channel, channel, "train", classes)
-        _, val_indices = train_module.stratified_split(
+        split = data.read_split(channel, channel, "train", classes)
+        _, val_indices = data.stratified_split(
             split.labels, float(hyperparameters["val_fraction"]), int(hyperparameters["seed"])
         )
-    except train_module.TrainingError as error:
+    except data.TrainingError as error:
         raise BaselineError(f"cannot reproduce the validation split: {error}") from error
-    val = train_module.subset(split, val_indices)
+    val = data.subset(split, val_indices)
     return val.images, list(val.byte_sizes)
 
 
