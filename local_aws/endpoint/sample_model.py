@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib
 import io
-import sys
 import tarfile
 import tempfile
 from pathlib import Path
@@ -20,17 +19,15 @@ import numpy as np
 from PIL import Image
 
 from training_job import cifar
+from training_job.monitor import model_code
 
-CODE_DIR = Path(__file__).resolve().parents[2] / "training_job" / "code"
 CLASSES = ["bicycle", "motorcycle"]
 FINE_LABELS = (8, 48)  # the archive's fine labels of CLASSES, in label order
 
 
 def code_module(name: str) -> ModuleType:
     """A module of training_job/code, imported as SageMaker's container imports it."""
-    # Appended, not prepended: a file in code/ must not shadow a standard module.
-    if str(CODE_DIR) not in sys.path:
-        sys.path.append(str(CODE_DIR))
+    model_code.put_on_path()  # the one way onto sys.path for training_job/code
     return importlib.import_module(name)
 
 
