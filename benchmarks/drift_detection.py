@@ -95,30 +95,30 @@ def load_split(name: str) -> tuple[np.ndarray, np.ndarray]:
 def training_split(epochs: int) -> tuple[Any, Any, np.ndarray, np.ndarray]:
     """train.py's hyperparameters, the staged train split (PNG byte sizes) and its seeded
     train and validation indices."""
-    train = model_code.train()
+    data = model_code.data()
     images, labels = load_split("train")
-    split = train.Split(images, labels, [len(encode(i)) for i in images])
-    hp = train.Hyperparameters.from_args(train.build_parser().parse_args(["--epochs", str(epochs)]))
-    train_idx, val_idx = train.stratified_split(split.labels, hp.val_fraction, hp.seed)
+    split = data.Split(images, labels, [len(encode(i)) for i in images])
+    hp = model_code.train().Hyperparameters(epochs=epochs)
+    train_idx, val_idx = data.stratified_split(split.labels, hp.val_fraction, hp.seed)
     return hp, split, train_idx, val_idx
 
 
-def write_baseline(model_dir: Path, net: torch.nn.Module, config: dict) -> None:
-    """The baseline as train.py writes it (write_monitoring_baseline)."""
+def write_baseline(model_dir: Path, net: torch.nn.Module, config: Any) -> None:
+    """The baseline as train.py writes it: answers on validation, inputs on the split."""
     _, split, _, val_idx = training_split(1)  # the split does not depend on the epochs
-    val = model_code.train().subset(split, val_idx)
+    val = model_code.data().subset(split, val_idx)
     model_code.profile().write_baseline(
         model_dir, net, config, val.images, val.byte_sizes, split.images, split.byte_sizes
     )
 
 
 def train_model(epochs: int, out: Path) -> Path:
-    train = model_code.train()
+    train, data = model_code.train(), model_code.data()
     hp, split, train_idx, val_idx = training_split(epochs)
     net, config, _ = train.fit(
         hp,
-        train.subset(split, train_idx),
-        train.subset(split, val_idx),
+        data.subset(split, train_idx),
+        data.subset(split, val_idx),
         torch.device("cpu"),
         lambda line: None,
     )

@@ -151,7 +151,7 @@ def input_statistics(images: np.ndarray) -> dict[str, np.ndarray]:
 
 
 @torch.no_grad()
-def embed(net: Any, config: dict[str, Any], images: np.ndarray) -> np.ndarray:
+def embed(net: Any, config: model_module.ModelConfig, images: np.ndarray) -> np.ndarray:
     """The penultimate-layer embeddings (N, D) of uint8 (N, H, W, 3) images."""
     net.eval()
     parts = [
@@ -164,7 +164,7 @@ def embed(net: Any, config: dict[str, Any], images: np.ndarray) -> np.ndarray:
 
 
 @torch.no_grad()
-def predict(net: Any, config: dict[str, Any], images: np.ndarray) -> np.ndarray:
+def predict(net: Any, config: model_module.ModelConfig, images: np.ndarray) -> np.ndarray:
     """Class probabilities (N, C) exactly as the endpoint computes them (the net's own
     forward pass, test-time augmentation included)."""
     net.eval()
@@ -186,7 +186,7 @@ def _check_images(images: np.ndarray, sizes: list[int] | None, which: str) -> No
 
 def build_baseline(
     net: Any,
-    config: dict[str, Any],
+    config: model_module.ModelConfig,
     images: np.ndarray,
     image_bytes_sizes: list[int] | None,
     input_images: np.ndarray | None = None,
@@ -204,7 +204,7 @@ def build_baseline(
     else:
         _check_images(input_images, input_bytes_sizes, "input-profile")
     embeddings, probabilities = embed(net, config, images), predict(net, config, images)
-    classes = list(config["classes"])
+    classes = list(config.classes)
     predicted = probabilities.argmax(axis=1)
     document: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
@@ -232,7 +232,7 @@ def build_baseline(
 def write_baseline(
     model_dir: Path,
     model: torch.nn.Module,
-    config: dict,
+    config: model_module.ModelConfig,
     images: np.ndarray,
     image_bytes_sizes: list[int] | None,
     input_images: np.ndarray | None = None,

@@ -238,7 +238,7 @@ def training_split_images(
     own reader and cut by its own seeded stratified split into its validation part (the
     answers' reference) and the whole split (the input statistics' reference, as
     train.py writes it)."""
-    train_module = model_code.train()
+    data = model_code.data()
     s3 = boto3.client("s3")
     channel = workdir / "train"
     channel.mkdir()
@@ -251,13 +251,13 @@ def training_split_images(
         s3.download_file(bucket, f"{data_prefix}train/{fields[2]}", str(channel / fields[2]))
     classes = [str(c) for c in hyperparameters["classes"]]
     try:
-        split = train_module.read_split(channel, channel, "train", classes)
-        _, val_indices = train_module.stratified_split(
+        split = data.read_split(channel, channel, "train", classes)
+        _, val_indices = data.stratified_split(
             split.labels, float(hyperparameters["val_fraction"]), int(hyperparameters["seed"])
         )
-    except train_module.TrainingError as error:
+    except data.TrainingError as error:
         raise BaselineError(f"cannot reproduce the validation split: {error}") from error
-    val = train_module.subset(split, val_indices)
+    val = data.subset(split, val_indices)
     return ProfileImages(val.images, list(val.byte_sizes), split.images, list(split.byte_sizes))
 
 

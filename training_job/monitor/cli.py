@@ -334,9 +334,7 @@ def register(subparsers: Any) -> None:
     check.set_defaults(func=run_check)
 
 
-def _reference(
-    args: argparse.Namespace, workdir: Path
-) -> tuple[Baseline, Any, dict[str, Any], str]:
+def _reference(args: argparse.Namespace, workdir: Path) -> tuple[Baseline, Any, Any, str]:
     """The baseline, the model that embeds captured images, and a description of both."""
     if args.model_dir is not None:
         model_dir = args.model_dir
@@ -357,7 +355,7 @@ def _reference(
         net, config = model_code.model().load_model(model_dir)
     except (OSError, KeyError, ValueError, RuntimeError) as error:
         raise BaselineError(f"{where}: cannot load the model ({error})") from error
-    if list(config["classes"]) != baseline.classes:
+    if list(config.classes) != baseline.classes:
         raise BaselineError(f"{where}: the baseline's classes differ from the model's")
     return baseline, net, config, where
 

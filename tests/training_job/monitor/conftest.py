@@ -64,8 +64,7 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory, vehicles: Vehicles) -> P
     images, labels = vehicles.train_images[:800], vehicles.train_labels[:800]
     mean = (images.reshape(-1, 3).mean(0) / 255).tolist()
     std = (images.reshape(-1, 3).std(0) / 255).tolist()
-    config = model.default_config(["bicycle", "motorcycle"], mean, std)
-    config["widths"] = [16, 32, 32]
+    config = model.ModelConfig(["bicycle", "motorcycle"], mean, std, widths=[16, 32, 32])
     net = model.build_model(config)
     inputs = model.to_tensor(images, config)
     net.init_whitening(inputs[:200])
