@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import pickle
-import sys
 import tarfile
 from pathlib import Path
 
@@ -14,10 +13,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-CODE_DIR = Path(__file__).resolve().parents[3] / "training_job" / "code"
+from training_job.monitor import model_code
+
+CODE_DIR = model_code.CODE_DIR
 # The container code imports its siblings by name (`import model`), as in SageMaker.
-if str(CODE_DIR) not in sys.path:
-    sys.path.append(str(CODE_DIR))
+model_code.put_on_path()
 
 CLASSES = {8: 0, 48: 1}  # CIFAR-100 fine labels of bicycle and motorcycle -> our labels
 
