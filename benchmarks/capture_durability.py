@@ -44,10 +44,10 @@ import requests
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from local_aws.endpoint import sample_model  # noqa: E402
 from local_aws.endpoint.background import RunningEndpoint, local_endpoint  # noqa: E402
 from local_aws.server import endpoint_url as local_url  # noqa: E402
 from local_aws.server import free_port, local_aws_server, local_client  # noqa: E402
+from tests import sample_model  # noqa: E402
 from training_job import capture  # noqa: E402
 
 DEFAULT_ARCHIVE = REPO_ROOT.parent / "shared" / "data" / "cifar-100-python-vehicles.tar.gz"

@@ -1,7 +1,8 @@
 """Drift detection: detection rate per shift and severity, false alarms on clean traffic.
 
 Trains the classifier with train.py's own `fit` (or loads --model-dir), writes its
-baseline from the validation split with profile.write_baseline, then builds windows of
+baseline as train.py does (the model's answers from the validation split, the input
+statistics from the whole train split) with profile.write_baseline, then builds windows of
 captured traffic in-process: each request is an upload body (PNG, or what the shift
 sends), decoded as the endpoint decodes it, classified by the model, turned into a
 capture record by training_job/capture.py and parsed back by the monitor's reader.
@@ -36,6 +37,7 @@ import gzip
 import json
 import os
 import pickle
+import shutil
 import sys
 import tarfile
 import tempfile
@@ -44,6 +46,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -89,23 +92,48 @@ def load_split(name: str) -> tuple[np.ndarray, np.ndarray]:
     return np.ascontiguousarray(images), labels
 
 
-def train_model(epochs: int, out: Path) -> Path:
-    train = model_code.train()
+def training_split(epochs: int) -> tuple[Any, Any, np.ndarray, np.ndarray]:
+    """train.py's hyperparameters, the staged train split (PNG byte sizes) and its seeded
+    train and validation indices."""
+    data = model_code.data()
     images, labels = load_split("train")
-    split = train.Split(images, labels, [len(encode(i)) for i in images])
-    hp = train.Hyperparameters.from_args(train.build_parser().parse_args(["--epochs", str(epochs)]))
-    train_idx, val_idx = train.stratified_split(split.labels, hp.val_fraction, hp.seed)
+    split = data.Split(images, labels, [len(encode(i)) for i in images])
+    hp = model_code.train().Hyperparameters(epochs=epochs)
+    train_idx, val_idx = data.stratified_split(split.labels, hp.val_fraction, hp.seed)
+    return hp, split, train_idx, val_idx
+
+
+def write_baseline(model_dir: Path, net: torch.nn.Module, config: Any) -> None:
+    """The baseline as train.py writes it: answers on validation, inputs on the split."""
+    _, split, _, val_idx = training_split(1)  # the split does not depend on the epochs
+    val = model_code.data().subset(split, val_idx)
+    model_code.profile().write_baseline(
+        model_dir, net, config, val.images, val.byte_sizes, split.images, split.byte_sizes
+    )
+
+
+def train_model(epochs: int, out: Path) -> Path:
+    train, data = model_code.train(), model_code.data()
+    hp, split, train_idx, val_idx = training_split(epochs)
     net, config, _ = train.fit(
         hp,
-        train.subset(split, train_idx),
-        train.subset(split, val_idx),
+        data.subset(split, train_idx),
+        data.subset(split, val_idx),
         torch.device("cpu"),
         lambda line: None,
     )
     net.eval()
     model_code.model().save_model(net, config, out)
-    val = train.subset(split, val_idx)
-    model_code.profile().write_baseline(out, net, config, val.images, val.byte_sizes)
+    write_baseline(out, net, config)
+    return out
+
+
+def rewrite_baseline(model_dir: Path, out: Path) -> Path:
+    """A copy of a trained model dir whose baseline is written anew, as training writes
+    it now (the model was trained by this script with the default seed and split)."""
+    shutil.copytree(model_dir, out)
+    net, config = model_code.model().load_model(out)
+    write_baseline(out, net, config)
     return out
 
 
@@ -350,6 +378,12 @@ def main() -> int:
         "--model-dir", type=Path, help="a trained model dir with its baseline (default: train one)"
     )
     parser.add_argument(
+        "--rewrite-baseline",
+        action="store_true",
+        help="with --model-dir: use a copy of it whose baseline is written anew as training "
+        "writes it now (for a model this script trained; the directory is left as it is)",
+    )
+    parser.add_argument(
         "--epochs",
         type=int,
         default=40,
@@ -419,6 +453,8 @@ def main() -> int:
         if model_dir is None:
             print(f"training a model ({args.epochs} epochs)...", file=sys.stderr, flush=True)
             model_dir = train_model(args.epochs, Path(tmp) / "model")
+        elif args.rewrite_baseline:
+            model_dir = rewrite_baseline(model_dir, Path(tmp) / "model")
         bench = Bench(
             model_dir, args.alpha, args.permutations, args.embedding_sample, args.embedding_members
         )

@@ -33,10 +33,10 @@ from tqdm import tqdm
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from local_aws.endpoint import sample_model  # noqa: E402
 from local_aws.endpoint.background import READY_TIMEOUT_SECONDS, local_endpoint  # noqa: E402
 from local_aws.server import free_port  # noqa: E402
 from local_aws.supervisor import Daemon, Readiness, supervised  # noqa: E402
+from tests import sample_model  # noqa: E402
 
 DEFAULT_ARCHIVE = REPO_ROOT.parent / "shared" / "data" / "cifar-100-python-vehicles.tar.gz"
 

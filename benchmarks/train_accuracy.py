@@ -43,6 +43,7 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from contract.manifest import LstEntry, format_lst  # noqa: E402
 from training_job import cifar  # noqa: E402
+from training_job.monitor import model_code  # noqa: E402
 from training_job.stage import encode_png  # noqa: E402
 
 TRAIN_SCRIPT = REPO_ROOT / "training_job" / "code" / "train.py"
@@ -174,8 +175,7 @@ def cross_validate(archive_path: Path, folds: int, extra: list[str], threads: in
     import numpy as np
     import torch
 
-    sys.path.append(str(TRAIN_SCRIPT.parent))  # appended: profile.py must not shadow stdlib
-    import train as train_lib
+    data, model, train = model_code.data(), model_code.model(), model_code.train()
 
     torch.set_num_threads(threads)
     archive = cifar.read_archive(archive_path)
@@ -184,7 +184,7 @@ def cross_validate(archive_path: Path, folds: int, extra: list[str], threads: in
     rows = [row for row, fine in enumerate(split.fine_labels) if fine in label_of]
     images = np.stack([cifar.row_to_image(split.data[row]) for row in rows])
     labels = np.array([label_of[split.fine_labels[row]] for row in rows], dtype=np.int64)
-    everything = train_lib.Split(images, labels, [0] * len(rows))
+    everything = data.Split(images, labels, [0] * len(rows))
     # Folds stratified by class, fixed by one seed so every recipe sees the same folds.
     rng = np.random.default_rng(1234)
     fold_of = np.empty(len(labels), dtype=np.int64)
@@ -198,15 +198,13 @@ def cross_validate(archive_path: Path, folds: int, extra: list[str], threads: in
             np.flatnonzero(fold_of != fold),
             np.flatnonzero(fold_of == fold),
         )
-        args = train_lib.build_parser().parse_args([*extra, "--seed", str(fold)])
-        hp = train_lib.Hyperparameters.from_args(args)
-        train_part = train_lib.subset(everything, train_indices)
-        val_part = train_lib.subset(everything, val_indices)
-        net, config, _ = train_lib.fit(
-            hp, train_part, val_part, torch.device("cpu"), lambda _: None
-        )
-        val_x = train_lib.model_lib.to_tensor(val_part.images, config)
-        predicted = train_lib.predict(net, val_x).argmax(1).numpy()
+        args = train.build_parser().parse_args([*extra, "--seed", str(fold)])
+        hp = train.Hyperparameters.from_args(args)
+        train_part = data.subset(everything, train_indices)
+        val_part = data.subset(everything, val_indices)
+        net, config, _ = train.fit(hp, train_part, val_part, torch.device("cpu"), lambda _: None)
+        val_x = model.to_tensor(val_part.images, config)
+        predicted = model.predict(net, val_x).argmax(1).numpy()
         correct[val_indices] = predicted == val_part.labels
         print(
             f"fold {fold}: {len(train_indices)} train, {len(val_indices)} val, "

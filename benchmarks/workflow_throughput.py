@@ -226,7 +226,7 @@ def _copy_project(project: Path) -> Path:
 def _put_quick_model(stack: Stack, archive: Path, steps: int) -> None:
     import torch
 
-    from local_aws.endpoint import sample_model
+    from tests import sample_model
 
     torch.set_num_threads(1)
     model_dir = sample_model.train_quick_model(archive, stack.work / "model", steps=steps)

@@ -42,11 +42,12 @@ from botocore.exceptions import ClientError
 from tqdm import tqdm
 
 from contract.s3 import S3UriError, parse_s3_prefix_uri, parse_s3_uri
+from training_job import train as launcher
+from training_job.errors import CommandError
+from training_job.train import JOB_NAME_PATTERN, METRICS_FILE
 
 CURRENT_HOST = "algo-1"
-METRICS_FILE = "metrics.json"
-# SageMaker's own rules for job and channel names.
-JOB_NAME_PATTERN = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+# SageMaker's own rules for channel names (for job names, training_job.train's).
 CHANNEL_NAME_PATTERN = re.compile(r"^[A-Za-z0-9\.\-_]{1,64}$")
 FAILURE_TAIL_BYTES = 4096
 DOWNLOAD_THREADS = 8
@@ -512,3 +513,35 @@ def upload_all_or_nothing(s3: Any, bucket: str, uploads: list[tuple[Path, str]])
         for key in reversed(done):
             s3.delete_object(Bucket=bucket, Key=key)
         raise
+
+
+# --- `python -m training_job train --mode local` (training_job/local_mode.py) -----------
+
+
+def run(plan: launcher.Plan, work_dir: Path | None) -> int:
+    """Run the launcher's planned job here as SageMaker would, and print its metrics."""
+    job = TrainingJob(
+        name=plan.job_name,
+        entry_point=launcher.ENTRY_POINT,
+        source_dir=launcher.SOURCE_DIR,
+        dependencies=list(launcher.DEPENDENCIES),
+        channels=[Channel(name, uri) for name, uri in plan.channels().items()],
+        output_path=plan.output_path,
+        hyperparameters=plan.hyperparameters,
+        environment={"SCONES_GIT_COMMIT": launcher.git_commit()},
+    )
+    print(f"training job {plan.job_name} (local mode), hyperparameters {plan.hyperparameters}")
+    try:
+        result = run_training_job(job, work_dir=work_dir)
+    except TrainingJobFailed as failed:
+        print(failed.failure, file=sys.stderr)  # the script's own traceback, as it wrote it
+        raise CommandError(str(failed), exit_code=failed.exit_code) from failed
+    except TrainingJobError as error:
+        raise CommandError(str(error)) from error
+    print(f"model: {result.model_artifacts}")
+    print(f"output: {result.output_artifacts}")
+    if result.metrics is None:
+        raise CommandError(f"the job wrote no {METRICS_FILE} into its model directory")
+    print(f"metrics: {result.metrics_uri}")
+    print(launcher.format_metrics(result.metrics, job_seconds=result.seconds))
+    return 0

@@ -19,6 +19,7 @@ import yaml
 
 from local_aws.__main__ import main as local_aws_main
 from training_job.__main__ import COMMANDS, build_parser
+from training_job.modes import refuse_other_modes
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 README = (REPO_ROOT / "README.md").read_text()
@@ -61,7 +62,9 @@ def test_the_readme_opens_with_the_two_commands() -> None:
 def test_each_training_job_command_parses(command: str) -> None:
     args = arguments(command, "training_job")
     assert args[0] in COMMANDS
-    build_parser(args[0]).parse_args(args)  # argparse exits (fails the test) on drift
+    parsed = build_parser(args[0]).parse_args(args)  # argparse exits (fails the test) on drift
+    if hasattr(parsed, "mode_options"):  # train, deploy: no option of the other --mode
+        refuse_other_modes(parsed, parsed.mode_options)
 
 
 @pytest.mark.parametrize("command", MAKE)

@@ -215,7 +215,7 @@ def _put_quick_model(flow: Workflow, archive: Path) -> None:
     """The project's network after a few SGD steps, packaged as the training job packages it."""
     import torch
 
-    from local_aws.endpoint import sample_model
+    from tests import sample_model
 
     torch.set_num_threads(1)
     model_dir = sample_model.train_quick_model(

@@ -10,7 +10,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import boto3
-from botocore.exceptions import ProfileNotFound
+from botocore.exceptions import BotoCoreError, ClientError, ProfileNotFound
+
+from training_job.errors import CommandError, one_line
 
 # Each command module exposes `register(subparsers)`, which adds its parser and sets
 # `func` (taking the parsed arguments, returning an exit code) as a default.
@@ -95,14 +97,24 @@ def main(argv: list[str] | None = None) -> int:
     try:
         region = resolve_region(args.region)
     except RegionError as error:
-        print(f"python -m training_job {args.command}: error: {error}", file=sys.stderr)
-        return 2
+        return _fail(args.command, str(error), 2)
+    # The one place a command's error becomes a message and an exit status: 2 for a usage
+    # error (as argparse's own), 1 for one at run time, each as argparse prints its own.
     try:
         with region_environment(region):
             return int(args.func(args))
+    except CommandError as error:
+        return _fail(args.command, str(error), error.exit_code)
+    except (ClientError, BotoCoreError) as error:
+        return _fail(args.command, f"AWS refused a request: {error}", 1)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def _fail(command: str, message: str, exit_code: int) -> int:
+    print(f"python -m training_job {command}: error: {one_line(message)}", file=sys.stderr)
+    return exit_code
 
 
 if __name__ == "__main__":

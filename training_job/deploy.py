@@ -4,16 +4,16 @@
 model.tar.gz), an endpoint configuration with data capture to s3://BUCKET/data_capture,
 the endpoint, and target-tracking autoscaling on invocations per instance; `--delete`
 removes all of it. `--mode local` serves the same model.tar.gz with the same inference
-script on 127.0.0.1 (local_aws/endpoint), in the background until `--stop`; with `--role`
-it reads the model and writes captures as that role, assumed in the local AWS as SageMaker
-assumes it. Both publish the endpoint's name as an SSM parameter, which serverless.yml
-reads for the handlers.
+script on 127.0.0.1 (local_aws/endpoint/daemon.py), in the background until `--stop`;
+with `--role` it reads the model and writes captures as that role, assumed in the local
+AWS as SageMaker assumes it. An option of one mode is refused in the other. Both publish
+the endpoint's name as an SSM parameter, which serverless.yml reads for the handlers
+(`--no-publish-parameter` to leave it alone), and withdraw it on --delete/--stop.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import sys
 import tarfile
@@ -27,9 +27,10 @@ from botocore.exceptions import ClientError
 
 from contract.capture import MAX_BASELINE_BYTES, MONITOR_BASELINE_KEY
 from contract.s3 import S3UriError, parse_s3_object_uri
-from local_aws.endpoint import config as endpoint_config
-from training_job import capture, model_archive
+from training_job import capture, local_mode, model_archive
 from training_job.bucket import BucketError, require_region
+from training_job.errors import CommandError, UsageError
+from training_job.modes import options_of, refuse_other_modes
 from training_job.train import PYTHON_VERSION, PYTORCH_VERSION
 
 # One parameter per stage (serverless.yml reads /scones-unlimited/${sls:stage}/endpoint-name),
@@ -41,18 +42,16 @@ MODEL_ARCHIVE = "model.tar.gz"
 BASELINE_FILE = "baseline.json"
 VARIANT = "AllTraffic"
 SCALABLE_DIMENSION = "sagemaker:variant:DesiredInstanceCount"
-STATE_DIR = Path(".local") / "endpoints"
 # Serving runs on the PyTorch version training ran on (training_job.train pins both).
 FRAMEWORK_VERSION = PYTORCH_VERSION
 PY_VERSION = PYTHON_VERSION
 # What training_job/code/inference.py needs in the archive: the container runs code/ from it.
 SERVABLE_MEMBERS = ("model.pth", "model.json", "code/inference.py")
-LOCAL_READY_TIMEOUT_SECONDS = 300.0
-LOCAL_STOP_TIMEOUT_SECONDS = 90.0
+DEFAULT_ENDPOINT_NAME = "scones-image-classifier"
 ENDPOINT_NAME_PATTERN = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 
 
-class DeployError(Exception):
+class DeployError(CommandError):
     """A deployment that cannot go on, with a message for the user."""
 
 
@@ -72,7 +71,7 @@ def _s3_uri(text: str) -> str:
     return text
 
 
-def _split_s3_uri(uri: str) -> tuple[str, str]:
+def split_s3_uri(uri: str) -> tuple[str, str]:
     """(bucket, key) by contract.s3's rule, as a DeployError when `uri` breaks it."""
     try:
         return parse_s3_object_uri(uri)
@@ -122,7 +121,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--endpoint-name",
         type=_endpoint_name,
-        default=endpoint_config.DEFAULT_ENDPOINT_NAME,
+        default=DEFAULT_ENDPOINT_NAME,
         help="the endpoint's name (default: %(default)s)",
     )
     parser.add_argument(
@@ -143,6 +142,13 @@ def register(subparsers: Any) -> None:
         "the local AWS's STS gives its credentials, after its trust policy lets "
         "sagemaker.amazonaws.com assume it for the endpoint, and the endpoint reads the "
         "model and writes captures with them; without it, with your own credentials",
+    )
+    parser.add_argument(
+        "--publish-parameter",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="put the endpoint's name into the SSM parameter when deploying, and remove it "
+        "on --delete/--stop while it still names this endpoint (default: yes, in both modes)",
     )
     sagemaker = parser.add_argument_group("--mode sagemaker")
     sagemaker.add_argument(
@@ -174,56 +180,49 @@ def register(subparsers: Any) -> None:
         help="tear down the scaling policy, scalable target, endpoint, endpoint "
         "configuration, model and parameter instead of deploying",
     )
-    local = parser.add_argument_group("--mode local")
-    endpoint_config.add_arguments(local)
-    local.add_argument(
-        "--foreground",
-        action="store_true",
-        help="serve in this process until Ctrl-C instead of in the background",
+    local = parser.add_argument_group(
+        "--mode local", "(--capture-sampling applies to --mode sagemaker too)"
     )
     local.add_argument(
         "--stop",
         action="store_true",
         help="stop the background endpoint of this --endpoint-name (a clean SIGTERM: "
-        "every captured request is written first)",
+        "every captured request is written first) and withdraw its parameter",
     )
-    local.add_argument(
-        "--state-dir",
-        type=Path,
-        default=STATE_DIR,
-        help="where the pid, lock and log files, the extracted model and the capture spool "
-        "go (default: %(default)s)",
+    local_mode.backend("deploy").add_arguments(local)
+    parser.set_defaults(
+        func=run,
+        mode_options={
+            "sagemaker": options_of(sagemaker),
+            # SageMaker's data capture takes the sampling percentage too.
+            "local": options_of(local, shared=("capture_sampling",)),
+        },
     )
-    parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    refuse_other_modes(args, args.mode_options)
     if args.parameter_name is None:
         stage = args.stage or ("local" if args.mode == "local" else "dev")
         args.parameter_name = PARAMETER_NAME_TEMPLATE.format(stage=stage)
+    if not (args.delete or args.stop or args.bucket):
+        raise UsageError("--bucket is required to deploy")
+    # SageMaker's InitialSamplingPercentage is a whole number: 0.5 is refused here
+    # rather than silently becoming 0 (no capture, and no monitoring) on AWS.
+    if args.capture_sampling != int(args.capture_sampling):
+        raise UsageError(
+            f"--capture-sampling {args.capture_sampling:g} is not a whole percentage "
+            "(SageMaker takes an integer from 0 to 100)"
+        )
     try:
-        if not (args.delete or args.stop or args.bucket):
-            raise DeployError("--bucket is required to deploy")
-        # SageMaker's InitialSamplingPercentage is a whole number: 0.5 is refused here
-        # rather than silently becoming 0 (no capture, and no monitoring) on AWS.
-        if args.capture_sampling != int(args.capture_sampling):
-            raise DeployError(
-                f"--capture-sampling {args.capture_sampling:g} is not a whole percentage "
-                "(SageMaker takes an integer from 0 to 100)"
-            )
         if args.mode == "sagemaker":
             if args.delete:
                 return delete_sagemaker(args)
             return deploy_sagemaker(args)
-        if args.stop:
-            return stop_local(args.state_dir, args.endpoint_name, args.parameter_name)
-        return deploy_local(args)
-    except (DeployError, BucketError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    except ClientError as error:
-        print(f"error: AWS refused a request: {error}", file=sys.stderr)
-        return 1
+        backend = local_mode.backend("deploy")
+        return int(backend.stop(args) if args.stop else backend.start(args))
+    except BucketError as error:
+        raise DeployError(str(error)) from error
 
 
 # --- the model artifact -------------------------------------------------------------
@@ -286,7 +285,7 @@ def publish_baseline(
             path = model_dir / BASELINE_FILE
             document = path.read_bytes() if path.is_file() else None
         else:
-            source_bucket, source_key = _split_s3_uri(model_data)
+            source_bucket, source_key = split_s3_uri(model_data)
             body = s3.get_object(Bucket=source_bucket, Key=source_key)["Body"]
             with body:
                 document = model_archive.read_member(body, BASELINE_FILE, MAX_BASELINE_BYTES)
@@ -341,9 +340,9 @@ def _endpoint_exists(sagemaker: Any, endpoint_name: str) -> bool:
 
 def deploy_sagemaker(args: argparse.Namespace) -> int:
     if not args.role:
-        raise DeployError("--mode sagemaker needs --role (the SageMaker execution role ARN)")
+        raise UsageError("--mode sagemaker needs --role (the SageMaker execution role ARN)")
     if args.min_instances > args.max_instances:
-        raise DeployError("--min-instances is above --max-instances")
+        raise UsageError("--min-instances is above --max-instances")
     import sagemaker.image_uris  # heavy: only this mode needs it
 
     session = boto3.session.Session()
@@ -355,7 +354,7 @@ def deploy_sagemaker(args: argparse.Namespace) -> int:
     # SageMaker reads the model and writes captures only in its own region.
     require_region(s3, args.bucket)
     if args.model_data:
-        require_region(s3, _split_s3_uri(args.model_data)[0])
+        require_region(s3, split_s3_uri(args.model_data)[0])
     if _endpoint_exists(sm, name):
         raise DeployError(
             f"endpoint {name} exists: delete it first (--delete) or choose another --endpoint-name"
@@ -441,7 +440,8 @@ def deploy_sagemaker(args: argparse.Namespace) -> int:
             "ScaleInCooldown": 300,
         },
     )
-    publish_parameter(args.parameter_name, name)
+    if args.publish_parameter:
+        publish_parameter(args.parameter_name, name)
     publish_baseline(args.bucket, name, model_data, None)
     print(
         f"endpoint {name} is InService: {args.min_instances}-{args.max_instances} x "
@@ -491,7 +491,7 @@ def require_servable(s3: Any, model_data: str) -> None:
     """Refuse an archive the PyTorch serving container cannot serve with our inference.py:
     the built-in image-classification algorithm's model.tar.gz holds MXNet parameters, and
     an endpoint made from it never becomes InService. Reads the archive's headers only."""
-    bucket, key = _split_s3_uri(model_data)
+    bucket, key = split_s3_uri(model_data)
     body = s3.get_object(Bucket=bucket, Key=key)["Body"]
     seen: set[str] = set()
     try:
@@ -555,153 +555,7 @@ def delete_sagemaker(args: argparse.Namespace) -> int:
         sm.delete_endpoint_config(EndpointConfigName=config_name)
         for variant in described["ProductionVariants"]:
             _ignore_missing(sm.delete_model, ModelName=variant["ModelName"])
-    delete_parameter(args.parameter_name, name)
+    if args.publish_parameter:
+        delete_parameter(args.parameter_name, name)
     print(f"deleted endpoint {name}, its configuration, model, autoscaling and parameter")
-    return 0
-
-
-# --- --mode local -------------------------------------------------------------------
-
-
-SAGEMAKER_PRINCIPAL = "sagemaker.amazonaws.com"
-
-
-def assume_execution_role(role_arn: str, endpoint_name: str) -> dict[str, str]:
-    """The endpoint process's AWS credentials: the execution role's, assumed in the local
-    AWS as SageMaker assumes it for the endpoint (its trust policy must let
-    sagemaker.amazonaws.com assume it with this account and the endpoint's ARN as
-    aws:SourceAccount and aws:SourceArn), so the role's policy is what lets the endpoint
-    read its model and write its captures."""
-    from local_aws import iam
-
-    session = boto3.session.Session()
-    account = session.client("sts").get_caller_identity()["Account"]
-    source_arn = (
-        f"arn:aws:sagemaker:{session.region_name}:{account}:endpoint/{endpoint_name.lower()}"
-    )
-    try:
-        credentials, expires = iam.assume_role_for_service_through_api(
-            session, role_arn, SAGEMAKER_PRINCIPAL, source_arn, f"local-endpoint-{endpoint_name}"
-        )
-    except iam.AccessDenied as denied:
-        raise DeployError(f"--role {role_arn}: {denied}") from None
-    print(
-        f"the endpoint acts as {role_arn} (assumed by {SAGEMAKER_PRINCIPAL} for {source_arn}; "
-        f"the credentials expire at {expires:%Y-%m-%d %H:%M:%S %Z}, which the local AWS "
-        "does not enforce)"
-    )
-    return credentials.environment()
-
-
-# What the endpoint's process must not inherit when it acts as the execution role: boto3
-# reads keys from the environment first, so the operator's would be used instead.
-OPERATOR_CREDENTIAL_VARIABLES = (
-    "AWS_ACCESS_KEY_ID",
-    "AWS_SECRET_ACCESS_KEY",
-    "AWS_SESSION_TOKEN",
-    "AWS_SECURITY_TOKEN",
-    "AWS_PROFILE",
-    "AWS_DEFAULT_PROFILE",
-)
-
-
-def _acting_as(credentials: dict[str, str] | None) -> dict[str, str]:
-    """This process's environment, with the role's credentials instead of the operator's."""
-    environment = dict(os.environ)
-    if credentials is not None:
-        for name in OPERATOR_CREDENTIAL_VARIABLES:
-            environment.pop(name, None)
-        environment.update(credentials)
-    return environment
-
-
-def _download_model(
-    args: argparse.Namespace, model_dir: Path, credentials: dict[str, str] | None
-) -> str:
-    # The operator chooses the newest model (as deploy does for --mode sagemaker); the
-    # endpoint reads it with the execution role when there is one, as SageMaker does.
-    model_data = args.model_data or newest_model_data(boto3.client("s3"), args.bucket)
-    reader = boto3.client(
-        "s3",
-        aws_access_key_id=(credentials or {}).get("AWS_ACCESS_KEY_ID"),
-        aws_secret_access_key=(credentials or {}).get("AWS_SECRET_ACCESS_KEY"),
-        aws_session_token=(credentials or {}).get("AWS_SESSION_TOKEN"),
-    )
-    bucket, key = _split_s3_uri(model_data)
-    archive = model_dir.with_name("model.tar.gz")
-    archive.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        reader.download_file(bucket, key, str(archive))
-    except ClientError as error:
-        raise DeployError(f"cannot download {model_data}: {error}") from error
-    extract_model(archive, model_dir)
-    return model_data
-
-
-def deploy_local(args: argparse.Namespace) -> int:
-    from local_aws import supervisor
-    from local_aws.endpoint.server import serve
-
-    name = args.endpoint_name
-    daemon = supervisor.Daemon(name, args.state_dir)
-    if args.role:
-        credentials: dict[str, str] | None = assume_execution_role(args.role, name)
-    else:
-        credentials = None
-        print(
-            "note: no --role: the endpoint reads the model and writes captures with your own "
-            "credentials, so the SageMaker execution role's policy is not proven "
-            "(docs/local-mode.md, IAM)",
-            file=sys.stderr,
-        )
-    try:
-        # The name is held from here on: two deploys of one name cannot both go on.
-        with daemon.claim() as claim:
-            model_dir = args.state_dir / name / "model"
-            model_data = _download_model(args, model_dir, credentials)
-            config = endpoint_config.from_args(
-                args, model_dir=model_dir.resolve(), endpoint_name=name, capture_bucket=args.bucket
-            )
-            publish = "AWS_ENDPOINT_URL" in os.environ
-            if args.foreground:
-                claim.hold_here()
-                if publish:
-                    publish_parameter(args.parameter_name, name)
-                print(f"serving {model_data} as local endpoint {name} (Ctrl-C stops it)")
-                os.environ.clear()  # the workers this starts inherit the role's credentials
-                os.environ.update(_acting_as(credentials))
-                return serve(config)
-            readiness = supervisor.Readiness(
-                config.host, config.port, "/ping", LOCAL_READY_TIMEOUT_SECONDS
-            )
-            pid = claim.start(
-                [sys.executable, "-m", "local_aws.endpoint", *config.to_argv()],
-                readiness,
-                _acting_as(credentials),
-            )
-    except supervisor.AlreadyRunning as error:
-        raise DeployError(f"local endpoint {error}: --stop it first") from error
-    except supervisor.SupervisorError as error:
-        raise DeployError(str(error)) from error
-    if publish:
-        publish_parameter(args.parameter_name, name)
-    publish_baseline(args.bucket, name, model_data, model_dir)
-    url = readiness.url().removesuffix("/ping")
-    print(
-        f"local endpoint {name} serves {model_data} on {url} (pid {pid}, log "
-        f"{daemon.log_file}); boto3 reaches it with AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME={url}"
-    )
-    return 0
-
-
-def stop_local(state_dir: Path, endpoint_name: str, parameter_name: str) -> int:
-    from local_aws import supervisor
-
-    try:
-        outcome = supervisor.Daemon(endpoint_name, state_dir).stop(LOCAL_STOP_TIMEOUT_SECONDS)
-    except supervisor.SupervisorError as error:
-        raise DeployError(str(error)) from error
-    print(f"local endpoint {endpoint_name} {outcome}")
-    if "AWS_ENDPOINT_URL" in os.environ:
-        delete_parameter(parameter_name, endpoint_name)
     return 0

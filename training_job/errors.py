@@ -20,3 +20,23 @@ def one_line(message: str, limit: int = MAX_MESSAGE_CHARACTERS) -> str:
     characters."""
     text = _OBJECT_REPR.sub(r"<\1>", " ".join(message.split()))
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+class CommandError(Exception):
+    """A command that cannot go on, with a message for the user. `python -m training_job`
+    prints it once, as `python -m training_job COMMAND: error: MESSAGE` (argparse's own
+    form), and exits with `exit_code`."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, exit_code: int | None = None) -> None:
+        super().__init__(message)
+        if exit_code is not None:  # a job's own exit status, passed on
+            self.exit_code = exit_code
+
+
+class UsageError(CommandError):
+    """A command line that cannot mean anything (a flag of the other --mode, a bad name):
+    exit status 2, as argparse's own usage errors."""
+
+    exit_code = 2

@@ -28,7 +28,7 @@ from tqdm import tqdm
 from contract import shown
 from contract.manifest import MAX_LST_BYTES, LstEntry, ManifestError, parse_lst
 from contract.s3 import S3UriError, parse_s3_object_uri, parse_s3_prefix_uri
-from training_job.errors import one_line
+from training_job.errors import CommandError, UsageError
 
 GATE_ERROR = "THRESHOLD_CONFIDENCE_NOT_MET"
 MAX_CONCURRENCY = 256
@@ -36,8 +36,9 @@ FIRST_POLL_SECONDS = 0.2
 MAX_POLL_SECONDS = 5.0
 
 
-class EvaluationError(RuntimeError):
-    """The evaluation cannot run: a bad argument, a missing state machine or manifest."""
+class EvaluationError(UsageError):
+    """The evaluation cannot run: a bad argument, a missing state machine or manifest
+    (exit status 2, as before: each names something the command line got wrong)."""
 
 
 @dataclass(frozen=True)
@@ -235,19 +236,14 @@ def run(args: argparse.Namespace) -> int:
             args.limit,
             progress=sys.stderr.isatty() or not args.json,  # the bar goes to stderr
         )
-    except (EvaluationError, S3UriError) as error:
-        print(f"error: {one_line(str(error))}", file=sys.stderr)
-        return 2
-    except (ClientError, BotoCoreError) as error:
-        print(f"error: AWS refused a call: {one_line(str(error))}", file=sys.stderr)
-        return 1
+    except S3UriError as error:  # EvaluationError and AWS's go to __main__ as they are
+        raise UsageError(str(error)) from error
     print(json.dumps(report) if args.json else format_report(report))
     not_started = sum(
         count for name, count in report["failed_by_error"].items() if name.startswith("Start")
     )
     if not_started:
-        print(f"error: {not_started} executions could not be started or followed", file=sys.stderr)
-        return 1
+        raise CommandError(f"{not_started} executions could not be started or followed")
     return 0
 
 

@@ -15,7 +15,6 @@ import hashlib
 import io
 import os
 import shutil
-import sys
 import uuid
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ from typing import Any
 from urllib.parse import quote
 
 import boto3
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import ClientError
 from PIL import Image
 from tqdm import tqdm
 
@@ -33,7 +32,7 @@ from contract.manifest import LstEntry, ManifestError, format_lst
 from contract.s3 import S3UriError, normalise_prefix
 from training_job import cifar
 from training_job.bucket import BucketError, ensure_bucket, is_valid_bucket_name, require_region
-from training_job.errors import one_line
+from training_job.errors import CommandError, UsageError
 from training_job.manifests import (
     MANIFEST_NAME,
     SPLITS,
@@ -47,10 +46,6 @@ DEFAULT_CLASSES = "bicycle,motorcycle"
 SOURCE_ENV = "SCONES_CIFAR_SOURCE"
 DEFAULT_CACHE_DIR = Path(".cache/cifar")
 UPLOAD_WORKERS = 16
-
-
-class UsageError(ValueError):
-    """A command-line value is wrong (exit code 2)."""
 
 
 @dataclass(frozen=True)
@@ -114,16 +109,11 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # A UsageError (exit 2), and AWS's errors, go to training_job/__main__.py as they are.
     try:
         report = stage(args.source, args.classes, args.bucket, args.prefix, args.cache_dir)
-    except UsageError as error:
-        return _fail(str(error), 2)
-    except (cifar.ArchiveError, cifar.DownloadError, BucketError, ManifestError) as error:
-        return _fail(str(error), 1)
-    except (BotoCoreError, ClientError) as error:
-        return _fail(f"AWS: {error}", 1)
-    except OSError as error:
-        return _fail(f"{error}", 1)
+    except (cifar.ArchiveError, cifar.DownloadError, BucketError, ManifestError, OSError) as error:
+        raise CommandError(str(error)) from error
     location = f"s3://{args.bucket}/{prefix_option(args.prefix)}"
     counts = ", ".join(f"{split} {report.manifest.total(split)}" for split in SPLITS)
     if report.already_staged:
@@ -134,12 +124,6 @@ def run(args: argparse.Namespace) -> int:
             f"{report.deleted} stale deleted; local copy in {report.local_dir}"
         )
     return 0
-
-
-def _fail(message: str, code: int) -> int:
-    # One line, bounded, whatever a library put in the message.
-    print(f"stage: error: {one_line(message)}", file=sys.stderr)
-    return code
 
 
 def stage(

@@ -2,12 +2,14 @@
 
 Both modes run the same job: channels `train`, `train_lst`, `test`, `test_lst` from the
 bucket that `python -m training_job stage` filled, output under `s3://BUCKET/models/`:
-  --mode local      (default) runs training_job/code/train.py here, as SageMaker's container
-                    would (local_aws/training.py), and uploads the artifacts where a job would;
+  --mode local      runs training_job/code/train.py here, as SageMaker's container would
+                    (local_aws/training.py, reached through training_job/local_mode.py), and
+                    uploads the artifacts where a job would;
   --mode sagemaker  launches a SageMaker training job through the SageMaker SDK, with that
                     script (--algorithm pytorch) or the built-in image-classification
                     algorithm (--algorithm builtin), as the reference does.
-Either way it ends by printing the test metrics.
+Either way it ends by printing the test metrics. --mode is required, as deploy's is, and
+an option of one mode is refused in the other.
 """
 
 from __future__ import annotations
@@ -27,21 +29,15 @@ from pathlib import Path
 from typing import IO, Any
 
 import boto3
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import ClientError
 
 from contract.manifest import ManifestError
 from contract.s3 import S3UriError, normalise_prefix, parse_s3_object_uri
-from local_aws.training import (
-    JOB_NAME_PATTERN,
-    METRICS_FILE,
-    Channel,
-    TrainingJob,
-    TrainingJobError,
-    TrainingJobFailed,
-    run_training_job,
-)
+from training_job import local_mode
 from training_job.bucket import BucketError, is_valid_bucket_name, require_region
+from training_job.errors import CommandError, UsageError
 from training_job.manifests import MANIFEST_NAME, Manifest
+from training_job.modes import options_of, refuse_other_modes
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SOURCE_DIR = REPO_ROOT / "training_job" / "code"
@@ -73,16 +69,16 @@ SDK_CONFIG = {
     "SchemaVersion": "1.0",
     "SageMaker": {"PythonSDK": {"Modules": {"TelemetryOptOut": True}}},
 }
+# What the script writes into its model directory, and a job copies beside model.tar.gz.
+METRICS_FILE = "metrics.json"
+# SageMaker's rule for a training job's name (local_aws/training.py enforces it too).
+JOB_NAME_PATTERN = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 MAX_MANIFEST_BYTES = 1 << 20
 MAX_METRICS_BYTES = 16 << 20
 _HYPERPARAMETER_NAME = re.compile(r"[a-z][a-z0-9_-]{0,63}")
 
 
-class UsageError(Exception):
-    """A bad command line: reported like argparse's errors, exit status 2."""
-
-
-class LaunchError(Exception):
+class LaunchError(CommandError):
     """The job cannot start or its result cannot be read: one line, exit status 1."""
 
 
@@ -135,8 +131,8 @@ def register(subparsers: Any) -> None:
     where.add_argument(
         "--mode",
         choices=("local", "sagemaker"),
-        default="local",
-        help="local: run the training script here (default); sagemaker: launch a SageMaker job",
+        required=True,
+        help="local: run the training script here; sagemaker: launch a SageMaker job",
     )
     where.add_argument(
         "--algorithm",
@@ -149,12 +145,6 @@ def register(subparsers: Any) -> None:
         "--job-name",
         help="the training job's name (default: scones-ALGORITHM-YYYY-MM-DD-HH-MM-SS-mmm, "
         "the SDK's form); its output goes to s3://BUCKET/models/JOB_NAME/output/",
-    )
-    where.add_argument(
-        "--work-dir",
-        type=Path,
-        help="--mode local: keep the job directory (the /opt/ml stand-in) here, a new or "
-        "empty directory (default: a temporary one, removed afterwards)",
     )
     hps = parser.add_argument_group(
         "hyperparameters",
@@ -175,6 +165,13 @@ def register(subparsers: Any) -> None:
         default=[],
         metavar="NAME=VALUE",
         help="any other hyperparameter the algorithm takes, passed as given (repeatable)",
+    )
+    local = parser.add_argument_group("--mode local")
+    local.add_argument(
+        "--work-dir",
+        type=Path,
+        help="keep the job directory (the /opt/ml stand-in) here, a new or empty directory "
+        "(default: a temporary one, removed afterwards)",
     )
     cloud = parser.add_argument_group("--mode sagemaker")
     cloud.add_argument("--role", help="the IAM role ARN the job runs as (required)")
@@ -205,7 +202,10 @@ def register(subparsers: Any) -> None:
         help="wait for the job, stream its logs and print its metrics (default; Ctrl-C stops "
         "the waiting, not the job), or return once it is created (--no-wait)",
     )
-    parser.set_defaults(func=main)
+    parser.set_defaults(
+        func=main,
+        mode_options={"local": options_of(local), "sagemaker": options_of(cloud)},
+    )
 
 
 def _positive_minutes(text: str) -> int:
@@ -216,30 +216,24 @@ def _positive_minutes(text: str) -> int:
 
 
 def main(args: argparse.Namespace) -> int:
+    """Errors are CommandErrors (and botocore's), printed by training_job/__main__.py."""
+    refuse_other_modes(args, args.mode_options)
     try:
         plan = make_plan(args)
         if args.mode == "local":
-            return train_locally(plan, args.work_dir)
+            return int(local_mode.backend("train").run(plan, args.work_dir))
         return train_on_sagemaker(plan, args)
-    except UsageError as error:
-        print(f"python -m training_job train: error: {error}", file=sys.stderr)
-        return 2
-    except (LaunchError, TrainingJobError, ManifestError, BucketError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    except (ManifestError, BucketError) as error:
+        raise LaunchError(str(error)) from error
     except ClientError as error:
-        print(f"error: AWS call failed: {error}", file=sys.stderr)
         if _error_code(error) == "ResourceLimitExceeded":
-            print(
-                "  the account's SageMaker quota for this instance type is too low (often 0 "
-                "for GPU types in new accounts): request an increase in Service Quotas, "
-                "SageMaker, '<instance type> for training job usage', or pass --instance-type",
-                file=sys.stderr,
-            )
-        return 1
-    except BotoCoreError as error:
-        print(f"error: AWS call failed: {error}", file=sys.stderr)
-        return 1
+            raise LaunchError(
+                f"AWS refused a request: {error}; the account's SageMaker quota for this "
+                "instance type is too low (often 0 for GPU types in new accounts): request an "
+                "increase in Service Quotas, SageMaker, '<instance type> for training job "
+                "usage', or pass --instance-type"
+            ) from error
+        raise
 
 
 def make_plan(args: argparse.Namespace) -> Plan:
@@ -253,8 +247,6 @@ def make_plan(args: argparse.Namespace) -> Plan:
         raise UsageError("--algorithm builtin runs only with --mode sagemaker")
     if args.mode == "sagemaker" and not args.role:
         raise UsageError("--mode sagemaker needs --role (the IAM role ARN the job runs as)")
-    if args.mode == "sagemaker" and args.work_dir is not None:
-        raise UsageError("--work-dir applies to --mode local only")
     job_name = args.job_name or default_job_name(args.algorithm)
     if not JOB_NAME_PATTERN.fullmatch(job_name):
         raise UsageError(
@@ -372,36 +364,6 @@ def git_commit() -> str:
     if not commit:
         return "unknown"
     return f"{commit}-dirty" if dirty else commit
-
-
-# --- local mode -------------------------------------------------------------------------
-
-
-def train_locally(plan: Plan, work_dir: Path | None) -> int:
-    job = TrainingJob(
-        name=plan.job_name,
-        entry_point=ENTRY_POINT,
-        source_dir=SOURCE_DIR,
-        dependencies=list(DEPENDENCIES),
-        channels=[Channel(name, uri) for name, uri in plan.channels().items()],
-        output_path=plan.output_path,
-        hyperparameters=plan.hyperparameters,
-        environment={"SCONES_GIT_COMMIT": git_commit()},
-    )
-    print(f"training job {plan.job_name} (local mode), hyperparameters {plan.hyperparameters}")
-    try:
-        result = run_training_job(job, work_dir=work_dir)
-    except TrainingJobFailed as failed:
-        print(f"error: {failed}:\n{failed.failure}", file=sys.stderr)
-        return failed.exit_code
-    print(f"model: {result.model_artifacts}")
-    print(f"output: {result.output_artifacts}")
-    if result.metrics is None:
-        print(f"error: the job wrote no {METRICS_FILE} into its model directory", file=sys.stderr)
-        return 1
-    print(f"metrics: {result.metrics_uri}")
-    print(format_metrics(result.metrics, job_seconds=result.seconds))
-    return 0
 
 
 # --- SageMaker mode ---------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """The local endpoint's settings: one dataclass, its command-line options, and back.
 
-`python -m training_job deploy --mode local` and `python -m local_aws.endpoint` share
-these options; the detached server is started with `to_argv()` of the same settings.
+`python -m training_job deploy --mode local` (through local_aws/endpoint/daemon.py) and
+`python -m local_aws.endpoint` share these options; the detached server is started with
+`to_argv()` of the same settings.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-DEFAULT_ENDPOINT_NAME = "scones-image-classifier"
+from training_job.deploy import DEFAULT_ENDPOINT_NAME
+
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
 # SageMaker's InvokeEndpoint body limit (6 MB: 6,291,456 bytes, the `max` of botocore's

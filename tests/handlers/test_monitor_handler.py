@@ -49,7 +49,7 @@ def baseline_document(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     """baseline.json as training writes it (baseline_profile.write_baseline), for 40
     validation images, half bicycles and half motorcycles, all confident."""
     profile, model = model_code.profile(), model_code.model()
-    config = model.default_config(CLASSES, [0.0, 0.0, 0.0], [1.0, 1.0, 1.0])
+    config = model.ModelConfig(CLASSES, [0.0, 0.0, 0.0], [1.0, 1.0, 1.0])
     levels = [130 + i for i in range(20)] + [10 + i for i in range(20)]
     images = np.stack([np.full((32, 32, 3), level, dtype=np.uint8) for level in levels])
     model_dir = tmp_path_factory.mktemp("baseline")

@@ -24,7 +24,7 @@ import torch
 from botocore.exceptions import ClientError
 from PIL import Image
 
-from local_aws.endpoint import sample_model
+from tests import sample_model
 from tests.conftest import REPO_ROOT, free_port
 from training_job import capture
 

@@ -203,8 +203,51 @@ def test_explicit_model_data_is_deployed_as_given(bucket: str, unique_name: str)
 def test_missing_or_contradictory_options_are_refused(
     argv: list[str], complaint: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["deploy", *argv]) == 1
-    assert complaint in capsys.readouterr().err
+    assert main(["deploy", *argv, "--region", "us-east-1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("python -m training_job deploy: error: ") and complaint in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "complaint"),
+    [
+        # Each once went unnoticed: the other mode's action flag was silently ignored, so
+        # `--mode sagemaker --stop` created an endpoint and `--mode local --delete` started one.
+        (["--mode", "sagemaker", "--stop"], "--stop applies to --mode local only"),
+        (["--mode", "local", "--delete"], "--delete applies to --mode sagemaker only"),
+        (["--mode", "sagemaker", "--role", ROLE, "--bucket", "b", "--port", "9000"],
+         "--port applies to --mode local only"),
+        (["--mode", "sagemaker", "--delete", "--foreground"], "--foreground applies to"),
+        (["--mode", "local", "--bucket", "b", "--instance-type", "ml.c5.large"],
+         "--instance-type applies to --mode sagemaker only"),
+        (["--mode", "local", "--stop", "--max-instances", "2"], "--max-instances applies to"),
+    ],
+)  # fmt: skip
+def test_an_option_of_the_other_mode_is_a_usage_error(
+    argv: list[str], complaint: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["deploy", *argv, "--region", "us-east-1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("python -m training_job deploy: error: ") and complaint in err
+    assert err.count("\n") == 1
+
+
+def test_no_publish_parameter_leaves_the_stages_parameter_alone(
+    bucket: str, unique_name: str
+) -> None:
+    endpoint = f"ep-{unique_name}"
+    parameter = f"/test/{unique_name}/endpoint-name"
+    ssm = boto3.client("ssm")
+    ssm.put_parameter(Name=parameter, Value="the-live-endpoint", Type="String")
+    common = ["--endpoint-name", endpoint, "--parameter-name", parameter, "--no-publish-parameter"]
+    create = ["deploy", "--mode", "sagemaker", "--bucket", bucket, "--role", ROLE, *common]
+    assert main(create) == 0
+    assert ssm.get_parameter(Name=parameter)["Parameter"]["Value"] == "the-live-endpoint"
+    # The one it names is not this endpoint, so a --delete with publishing would keep it
+    # too; --no-publish-parameter does not even look.
+    assert main(["deploy", "--mode", "sagemaker", "--delete", *common]) == 0
+    assert ssm.get_parameter(Name=parameter)["Parameter"]["Value"] == "the-live-endpoint"
+    assert boto3.client("sagemaker").list_endpoints(NameContains=endpoint)["Endpoints"] == []
 
 
 @pytest.mark.parametrize(
@@ -334,7 +377,7 @@ def test_a_fractional_capture_percentage_is_refused_not_truncated(
     endpoint = f"ep-{unique_name}"
     argv = ["deploy", "--mode", "sagemaker", "--bucket", bucket, "--role", ROLE,
             "--endpoint-name", endpoint, "--capture-sampling", percent]  # fmt: skip
-    assert main(argv) == 1
+    assert main(argv) == 2
     assert "not a whole percentage" in capsys.readouterr().err
     assert boto3.client("sagemaker").list_endpoints(NameContains=endpoint)["Endpoints"] == []
 

@@ -21,7 +21,7 @@ def test_every_command_and_subcommand_takes_region() -> None:
     parser = build_parser()
     for argv in (
         ["stage", "--bucket", "b"],
-        ["train", "--bucket", "b"],
+        ["train", "--mode", "local", "--bucket", "b"],
         ["deploy", "--mode", "local"],
         ["evaluate", "--state-machine", "m", "--images", "s3://b/t/", "--labels", "s3://b/t.lst"],
         ["monitor", "check", "--captures", "s3://b/data_capture/e/"],

@@ -31,6 +31,7 @@ from tests.training_job.staging_helpers import (
 )
 from tests.training_job.test_bucket import assert_settings
 from training_job import cifar, stage
+from training_job.__main__ import main
 from training_job.manifests import Manifest
 
 ARCHIVE_NAME = "cifar-100-python-vehicles.tar.gz"
@@ -44,13 +45,12 @@ class Result:
 
 
 def run_stage(capsys: pytest.CaptureFixture[str], *arguments: str) -> Result:
-    """The command as the dispatcher runs it: its own parser, its `func`."""
-    parser = argparse.ArgumentParser(prog="python -m training_job")
-    stage.register(parser.add_subparsers(dest="command", required=True))
+    """The command through `python -m training_job`'s entry point, which prints its errors
+    (in the local AWS's region when there is one: a usage error needs none)."""
+    region = ["--region", os.environ.get("AWS_REGION") or "us-east-1"]
     capsys.readouterr()
     try:
-        args = parser.parse_args(["stage", *arguments])
-        code = args.func(args)
+        code = main(["stage", *arguments, *region])
     except SystemExit as exit:
         code = int(exit.code or 0)
     captured = capsys.readouterr()
@@ -60,7 +60,7 @@ def run_stage(capsys: pytest.CaptureFixture[str], *arguments: str) -> Result:
 def assert_one_line_error(result: Result, code: int, text: str) -> None:
     assert result.code == code
     assert result.err.count("\n") == 1, result.err
-    assert result.err.startswith("stage: error: ")
+    assert result.err.startswith("python -m training_job stage: error: ")
     assert text in result.err
     assert "Traceback" not in result.err
 

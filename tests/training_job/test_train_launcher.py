@@ -20,17 +20,16 @@ import pytest
 from tests.conftest import REPO_ROOT
 from tests.local_aws.test_training import keys_under, read_object, stage_sample, tar_members
 from training_job import train
+from training_job.__main__ import main
 
 ROLE = "arn:aws:iam::123456789012:role/scones-training"
 TRAIN_PER_CLASS, TEST_PER_CLASS = 20, 10
 
 
 def launch(*argv: str) -> int:
-    """The `train` command as `python -m training_job` dispatches it."""
-    parser = argparse.ArgumentParser(prog="python -m training_job")
-    train.register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["train", *argv])
-    return int(args.func(args))
+    """The `train` command through `python -m training_job`'s entry point, which prints
+    its errors and turns them into exit statuses."""
+    return main(["train", *argv])
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +93,10 @@ def test_help_through_the_command_dispatcher() -> None:
 def test_local_mode_trains_with_the_real_script_and_uploads_the_artifacts(
     bucket: str, unique_name: str, one_cpu: None, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    assert launch("--bucket", bucket, "--job-name", unique_name, "--epochs", "1") == 0
+    assert (
+        launch("--mode", "local", "--bucket", bucket, "--job-name", unique_name, "--epochs", "1")
+        == 0
+    )
     out = capfd.readouterr().out
     base = f"models/{unique_name}/output/"
     assert keys_under(bucket, f"models/{unique_name}/") == [
@@ -118,7 +120,9 @@ def test_local_mode_trains_with_the_real_script_and_uploads_the_artifacts(
 def test_local_mode_failure_reports_the_script_error_and_uploads_nothing(
     bucket: str, unique_name: str, one_cpu: None, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    code = launch("--bucket", bucket, "--job-name", unique_name, "-H", "translate=99")
+    code = launch(
+        "--mode", "local", "--bucket", bucket, "--job-name", unique_name, "-H", "translate=99"
+    )
     err = capfd.readouterr().err
     assert code == 2  # train.py's own exit status for a bad hyperparameter
     assert f"training job {unique_name} failed with exit code 2" in err
@@ -263,7 +267,7 @@ def test_sagemaker_wait_without_a_model_is_one_clear_error(
 def test_missing_bucket_says_to_stage_first(
     local_aws: dict[str, str], unique_name: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert launch("--bucket", unique_name) == 1
+    assert launch("--mode", "local", "--bucket", unique_name) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     assert f"bucket {unique_name} does not exist" in err and "training_job stage" in err
@@ -273,7 +277,7 @@ def test_bucket_without_manifest_says_to_stage_first(
     local_aws: dict[str, str], unique_name: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     boto3.client("s3").create_bucket(Bucket=unique_name)
-    assert launch("--bucket", unique_name, "--prefix", "runs/a") == 1
+    assert launch("--mode", "local", "--bucket", unique_name, "--prefix", "runs/a") == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     assert f"s3://{unique_name}/runs/a/manifest.json not found" in err
@@ -302,9 +306,9 @@ def test_malformed_manifest_is_one_clear_error(
     s3 = boto3.client("s3")
     s3.create_bucket(Bucket=unique_name)
     s3.put_object(Bucket=unique_name, Key="manifest.json", Body=body)
-    assert launch("--bucket", unique_name) == 1
+    assert launch("--mode", "local", "--bucket", unique_name) == 1
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and err.count("\n") == 1
+    assert err.startswith("python -m training_job train: error: ") and err.count("\n") == 1
     assert message in err
     assert keys_under(unique_name, "models/") == []
 
@@ -313,20 +317,33 @@ def test_malformed_manifest_is_one_clear_error(
     ("argv", "message"),
     [
         (["--mode", "sagemaker"], "--mode sagemaker needs --role"),
-        (["--algorithm", "builtin"], "--algorithm builtin runs only with --mode sagemaker"),
-        (["--job-name", "no_underscores"], "invalid --job-name"),
-        (["--job-name", "x" * 64], "invalid --job-name"),
-        (["--hyperparameter", "novalue"], "expects NAME=VALUE"),
-        (["--hyperparameter", "=3"], "expects NAME=VALUE"),
-        (["--hyperparameter", "classes=a,b"], "classes come from manifest.json"),
-        (["--prefix", "bad\nprefix"], "invalid --prefix"),
+        (
+            ["--mode", "local", "--algorithm", "builtin"],
+            "--algorithm builtin runs only with --mode sagemaker",
+        ),
+        (["--mode", "local", "--job-name", "no_underscores"], "invalid --job-name"),
+        (["--mode", "local", "--job-name", "x" * 64], "invalid --job-name"),
+        (["--mode", "local", "--hyperparameter", "novalue"], "expects NAME=VALUE"),
+        (["--mode", "local", "--hyperparameter", "=3"], "expects NAME=VALUE"),
+        (["--mode", "local", "--hyperparameter", "classes=a,b"], "classes come from manifest.json"),
+        (["--mode", "local", "--prefix", "bad\nprefix"], "invalid --prefix"),
         # stage's rule (contract.s3), which this command's own copy did not apply: a prefix
         # stage refuses to write is refused here, not read from somewhere else.
-        (["--prefix", "/runs/a"], "invalid --prefix '/runs/a/': a prefix is parts of"),
-        (["--prefix", "runs a"], "invalid --prefix 'runs a/'"),
+        (
+            ["--mode", "local", "--prefix", "/runs/a"],
+            "invalid --prefix '/runs/a/': a prefix is parts of",
+        ),
+        (["--mode", "local", "--prefix", "runs a"], "invalid --prefix 'runs a/'"),
         (
             ["--mode", "sagemaker", "--role", ROLE, "--algorithm", "builtin", "--seed", "1"],
             "--seed applies to --algorithm pytorch only",
+        ),
+        (["--mode", "local", "--role", ROLE], "--role applies to --mode sagemaker only"),
+        (["--mode", "local", "--no-wait"], "--wait applies to --mode sagemaker only"),
+        (["--mode", "local", "--max-runtime", "5"], "--max-runtime applies to --mode sagemaker"),
+        (
+            ["--mode", "sagemaker", "--role", ROLE, "--work-dir", "/tmp/job"],
+            "--work-dir applies to --mode local only",
         ),
     ],
 )
@@ -335,6 +352,7 @@ def test_usage_errors_exit_2_with_one_line(
 ) -> None:
     assert launch("--bucket", bucket, *argv) == 2
     err = capsys.readouterr().err
+    assert err.startswith("python -m training_job train: error: ")
     assert err.count("\n") == 1 and message in err
 
 
@@ -344,7 +362,8 @@ def test_usage_errors_exit_2_with_one_line(
         ["--algorithm", "xgboost"],
         ["--mode", "cloud"],
         ["--epochs", "many"],
-        [],  # no --bucket
+        ["--mode", "local"],  # no --bucket
+        ["--bucket", "b"],  # no --mode: neither is a default, as with deploy
     ],
 )
 def test_argument_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
@@ -355,5 +374,5 @@ def test_argument_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[s
 
 
 def test_invalid_bucket_name_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
-    assert launch("--bucket", "Not_A_Bucket") == 2
+    assert launch("--mode", "local", "--bucket", "Not_A_Bucket") == 2
     assert "invalid bucket name" in capsys.readouterr().err

@@ -1,12 +1,26 @@
 """The baseline profile the drift monitor compares captured traffic against.
 
-Runs inside the training container (train.py calls `write_baseline` on the validation
-split after training) and here (`python -m training_job monitor` computes the same input
-statistics on captured images and the same embeddings with the same model). Written
-beside the model, so every model carries the profile of the data it was validated on:
-  baseline.json             per-image input statistics, upload sizes and formats, the
-                            predicted-class mix and every validation image's probabilities
-  baseline_embeddings.npy   float32 (N, D): the penultimate-layer embedding of each image
+Runs inside the training container (train.py calls `write_baseline` after training) and
+here (`python -m training_job monitor` computes the same input statistics on captured
+images and the same embeddings with the same model). Written beside the model, so every
+model carries the profile of the data it was trained and validated on:
+  baseline.json             per-image input statistics, upload sizes and formats of every
+                            image of the training split (train + validation); the
+                            predicted-class mix and the probabilities of the validation
+                            images
+  baseline_embeddings.npy   float32 (N, D): the penultimate-layer embedding of each
+                            validation image
+
+The two halves have different references on purpose. The model's answers and embeddings
+must come from held-out images: on the images it was fitted to, the model is more
+confident and its embeddings tighter than on anything new, so clean traffic would look
+drifted. The input statistics and upload sizes are computed from the pixels and bytes
+alone, before any model, so every staged training image is as good a sample of "what
+the camera sends" as a validation image, and using all of them makes the reference
+sample ten times larger (about 1,000 images rather than 100). A two-sample test's power
+grows with both samples; a mixture such as half of the clients changing their camera
+moves each statistic's distribution only part of the way, and that needs the larger
+reference to be seen in a window of 100 records.
 
 Only numpy, torch and the sibling modules: it ships in the container's code directory.
 """
@@ -26,7 +40,11 @@ from contract.baseline import BASELINE_FILE, EMBEDDINGS_FILE
 from contract.threshold import DEFAULT_THRESHOLD
 
 # 2: the opponent colour moments (red_green ... yellow_blue_contrast) joined the statistics.
-FORMAT_VERSION = 2
+# 3: the input statistics and upload sizes cover the whole training split ("input_count"
+#    images), the answers and embeddings still the validation split ("count"); red_blue
+#    joined the statistics. Versions 1 and 2 (every part from the validation split) are
+#    still read.
+FORMAT_VERSION = 3
 # The workflow's threshold filter drops inferences below this confidence; the monitor
 # watches the share of traffic that falls below it.
 CONFIDENCE_THRESHOLD = DEFAULT_THRESHOLD
@@ -45,6 +63,13 @@ EMBED_BATCH = 256
 # and contrast, the same two moments of luma, they describe each image's colour
 # distribution on all three axes. A white-balance error, a hue-rotating filter or a
 # swapped channel order moves them while leaving luma, saturation and colourfulness alone.
+# red_blue, the mean of R - B, is the image's warm-cool balance: the ratio of the red and
+# blue gains is what a camera's white balance sets (green is its reference), and the axis
+# along which daylight's colour temperature moves. It is also the one chromatic
+# coordinate that an RGB/BGR mix-up (a common pipeline bug: OpenCV decodes to BGR)
+# reverses outright, where the opponent axes each see only part of it: with u = R - B and
+# v = (R + B) / 2 - G, a swap maps (u, v) to (-u, v), while red_green = u / 2 + v and
+# yellow_blue = 3u / 4 - v / 2 mix the reversed u with the unchanged v.
 STATISTICS = (
     "brightness",
     "contrast",
@@ -56,6 +81,7 @@ STATISTICS = (
     "yellow_blue",
     "red_green_contrast",
     "yellow_blue_contrast",
+    "red_blue",
 )
 
 
@@ -118,12 +144,13 @@ def input_statistics(images: np.ndarray) -> dict[str, np.ndarray]:
         "yellow_blue": yb_mean,
         "red_green_contrast": rg_std,
         "yellow_blue_contrast": yb_std,
+        "red_blue": (red - blue).reshape(len(images), -1).mean(axis=1),
     }
     return {name: np.asarray(values[name], dtype=np.float64) for name in STATISTICS}
 
 
 @torch.no_grad()
-def embed(net: Any, config: dict[str, Any], images: np.ndarray) -> np.ndarray:
+def embed(net: Any, config: model_module.ModelConfig, images: np.ndarray) -> np.ndarray:
     """The penultimate-layer embeddings (N, D) of uint8 (N, H, W, 3) images."""
     net.eval()
     parts = [
@@ -136,7 +163,7 @@ def embed(net: Any, config: dict[str, Any], images: np.ndarray) -> np.ndarray:
 
 
 @torch.no_grad()
-def predict(net: Any, config: dict[str, Any], images: np.ndarray) -> np.ndarray:
+def predict(net: Any, config: model_module.ModelConfig, images: np.ndarray) -> np.ndarray:
     """Class probabilities (N, C) exactly as the endpoint computes them (the net's own
     forward pass, test-time augmentation included)."""
     net.eval()
@@ -149,35 +176,49 @@ def predict(net: Any, config: dict[str, Any], images: np.ndarray) -> np.ndarray:
     return torch.cat(parts).float().numpy()
 
 
+def _check_images(images: np.ndarray, sizes: list[int] | None, which: str) -> None:
+    if len(images) < 2:
+        raise ValueError(f"a baseline needs at least 2 {which} images, got {len(images)}")
+    if sizes is not None and len(sizes) != len(images):
+        raise ValueError(f"{len(sizes)} byte sizes for {len(images)} {which} images: one per image")
+
+
 def build_baseline(
     net: Any,
-    config: dict[str, Any],
+    config: model_module.ModelConfig,
     images: np.ndarray,
     image_bytes_sizes: list[int] | None,
+    input_images: np.ndarray | None = None,
+    input_bytes_sizes: list[int] | None = None,
 ) -> tuple[dict[str, Any], np.ndarray]:
-    """The baseline document and the embeddings array, without writing anything."""
-    if len(images) < 2:
-        raise ValueError(f"a baseline needs at least 2 validation images, got {len(images)}")
-    if image_bytes_sizes is not None and len(image_bytes_sizes) != len(images):
-        raise ValueError(
-            f"{len(image_bytes_sizes)} byte sizes for {len(images)} images: one per image"
-        )
+    """The baseline document and the embeddings array, without writing anything.
+
+    `images` (and their byte sizes) are held out from training: the model's answers and
+    embeddings come from them. `input_images` (and theirs), every image of the training
+    split, give the input statistics and upload sizes; None uses `images` for those too.
+    """
+    _check_images(images, image_bytes_sizes, "validation")
+    if input_images is None:
+        input_images, input_bytes_sizes = images, image_bytes_sizes
+    else:
+        _check_images(input_images, input_bytes_sizes, "input-profile")
     embeddings, probabilities = embed(net, config, images), predict(net, config, images)
-    classes = list(config["classes"])
+    classes = list(config.classes)
     predicted = probabilities.argmax(axis=1)
     document: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
         "count": len(images),
+        "input_count": len(input_images),
         "classes": classes,
         "confidence_threshold": CONFIDENCE_THRESHOLD,
         "input_statistics": {
             name: [round(float(v), 6) for v in values]
-            for name, values in input_statistics(images).items()
+            for name, values in input_statistics(input_images).items()
         },
-        "upload_bytes": None if image_bytes_sizes is None else [int(s) for s in image_bytes_sizes],
+        "upload_bytes": None if input_bytes_sizes is None else [int(s) for s in input_bytes_sizes],
         "content_types": None
-        if image_bytes_sizes is None
-        else {STAGED_CONTENT_TYPE: len(image_bytes_sizes)},
+        if input_bytes_sizes is None
+        else {STAGED_CONTENT_TYPE: len(input_bytes_sizes)},
         "class_counts": {name: int((predicted == i).sum()) for i, name in enumerate(classes)},
         "probabilities": [[round(float(p), 6) for p in row] for row in probabilities],
         "confidences": [round(float(c), 6) for c in probabilities.max(axis=1)],
@@ -190,17 +231,24 @@ def build_baseline(
 def write_baseline(
     model_dir: Path,
     model: torch.nn.Module,
-    config: dict,
+    config: model_module.ModelConfig,
     images: np.ndarray,
     image_bytes_sizes: list[int] | None,
+    input_images: np.ndarray | None = None,
+    input_bytes_sizes: list[int] | None = None,
 ) -> None:
     """Write baseline.json and baseline_embeddings.npy into the model directory.
 
     `images` is the validation split as uint8 (N, 32, 32, 3); `image_bytes_sizes` the
     byte sizes of the staged files those images came from (None when unknown: the
-    monitor then skips the size and format tests).
+    monitor then skips the size and format tests). `input_images` and
+    `input_bytes_sizes`, the whole training split (train + validation), are the
+    reference of the input statistics and upload sizes (see the module docstring);
+    None uses the validation images for them too.
     """
-    document, embeddings = build_baseline(model, config, images, image_bytes_sizes)
+    document, embeddings = build_baseline(
+        model, config, images, image_bytes_sizes, input_images, input_bytes_sizes
+    )
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
     # Write to temporary names first, so a crash never leaves half a baseline behind.

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import imaging
 import model as classifier
@@ -42,7 +42,7 @@ class InferenceError(GenericInferenceToolkitError):
 
 class LoadedModel(NamedTuple):
     network: torch.nn.Module
-    config: dict[str, Any]
+    config: classifier.ModelConfig
 
 
 def model_fn(model_dir: str) -> LoadedModel:

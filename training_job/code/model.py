@@ -19,6 +19,7 @@ evaluation, the endpoint) gets the same test-time augmentation.
 from __future__ import annotations
 
 import json
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -168,51 +169,81 @@ class Net(nn.Module):
         return logits / self.temperature
 
 
-def build_model(config: dict[str, Any]) -> Net:
-    if config.get("architecture") != "airbench":
-        raise ValueError(f"unknown architecture {config.get('architecture')!r}")
+@dataclass
+class ModelConfig:
+    """What rebuilds the network and feeds it; saved as model.json beside the weights."""
+
+    classes: list[str]
+    mean: list[float]  # per-channel input normalisation, from the training images
+    std: list[float]
+    architecture: str = "airbench"
+    widths: list[int] = field(default_factory=lambda: [32, 128, 128])
+    members: int = 3
+    tta_flip: bool = True
+    tta_translate: bool = False
+    temperature: float = 1.0  # fit on the validation split by train.py
+
+    @classmethod
+    def from_json(cls, document: dict[str, Any]) -> ModelConfig:
+        if document.get("architecture") != "airbench":
+            raise ValueError(f"unknown architecture {document.get('architecture')!r}")
+        return cls(
+            classes=[str(name) for name in document["classes"]],
+            mean=[float(value) for value in document["mean"]],
+            std=[float(value) for value in document["std"]],
+            widths=[int(width) for width in document["widths"]],
+            # Model dirs written before an option existed lack its key: they had one
+            # member, flip TTA, no shifts, temperature 1.
+            members=int(document.get("members", 1)),
+            tta_flip=bool(document.get("tta_flip", True)),
+            tta_translate=bool(document.get("tta_translate", False)),
+            temperature=float(document.get("temperature", 1.0)),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def build_model(config: ModelConfig) -> Net:
     return Net(
-        num_classes=len(config["classes"]),
-        widths=tuple(config["widths"]),
-        members=int(config.get("members", 1)),
-        tta_flip=bool(config.get("tta_flip", True)),
-        temperature=float(config.get("temperature", 1.0)),
-        # Absent from model dirs written before the option existed: they used no shifts.
-        tta_translate=bool(config.get("tta_translate", False)),
+        num_classes=len(config.classes),
+        widths=(config.widths[0], config.widths[1], config.widths[2]),
+        members=config.members,
+        tta_flip=config.tta_flip,
+        temperature=config.temperature,
+        tta_translate=config.tta_translate,
     )
 
 
-def default_config(classes: list[str], mean: list[float], std: list[float]) -> dict[str, Any]:
-    return {
-        "architecture": "airbench",
-        "widths": [32, 128, 128],
-        "members": 3,
-        "tta_flip": True,
-        "tta_translate": False,
-        "temperature": 1.0,
-        "classes": classes,
-        "mean": mean,
-        "std": std,
-    }
-
-
-def to_tensor(images: np.ndarray, config: dict[str, Any]) -> torch.Tensor:
+def to_tensor(images: np.ndarray, config: ModelConfig) -> torch.Tensor:
     """uint8 (N, H, W, 3) arrays to the normalised float (N, 3, H, W) batch the model takes."""
     batch = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 255.0
-    mean = torch.tensor(config["mean"]).view(1, 3, 1, 1)
-    std = torch.tensor(config["std"]).view(1, 3, 1, 1)
+    mean = torch.tensor(config.mean).view(1, 3, 1, 1)
+    std = torch.tensor(config.std).view(1, 3, 1, 1)
     return (batch - mean) / std
 
 
-def save_model(model: nn.Module, config: dict[str, Any], model_dir: Path) -> None:
+def predict(net: nn.Module, batch: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
+    """Class probabilities, in eval mode (so with the net's test-time augmentation),
+    `batch_size` images at a time."""
+    net.eval()
+    with torch.no_grad():
+        parts = [
+            net(batch[start : start + batch_size]).softmax(1)
+            for start in range(0, len(batch), batch_size)
+        ]
+    return torch.cat(parts).float().cpu()
+
+
+def save_model(model: nn.Module, config: ModelConfig, model_dir: Path) -> None:
     model_dir.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), model_dir / WEIGHTS_FILE)
-    (model_dir / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+    (model_dir / CONFIG_FILE).write_text(json.dumps(config.to_json(), indent=2) + "\n")
 
 
-def load_model(model_dir: Path) -> tuple[Net, dict[str, Any]]:
+def load_model(model_dir: Path) -> tuple[Net, ModelConfig]:
     """Rebuild the network from a model directory, in eval mode on the CPU."""
-    config = json.loads((model_dir / CONFIG_FILE).read_text())
+    config = ModelConfig.from_json(json.loads((model_dir / CONFIG_FILE).read_text()))
     model = build_model(config)
     state = torch.load(model_dir / WEIGHTS_FILE, map_location="cpu", weights_only=True)
     model.load_state_dict(state)

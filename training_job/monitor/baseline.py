@@ -38,7 +38,9 @@ class BaselineError(ValueError):
 
 @dataclass
 class Baseline:
-    """What the detectors compare against (all of it from the validation images)."""
+    """What the detectors compare against: the model's answers and embeddings from the
+    validation images; the input statistics and upload sizes from the whole training
+    split (format 3), or from the validation images too (formats 1 and 2)."""
 
     classes: list[str]
     threshold: float
@@ -199,12 +201,25 @@ def publish(bucket: str, model_key: str, model_dir: Path) -> list[str]:
     return written
 
 
-def validation_images(
+@dataclass
+class ProfileImages:
+    """The images a baseline is built from: held-out ones for the model's answers and
+    embeddings, and those whose input statistics and upload sizes are the reference."""
+
+    images: np.ndarray
+    sizes: list[int]
+    input_images: np.ndarray
+    input_sizes: list[int]
+
+
+def training_split_images(
     bucket: str, data_prefix: str, hyperparameters: dict[str, Any], workdir: Path
-) -> tuple[np.ndarray, list[int]]:
-    """The training job's validation split, reproduced: the staged train split read by
-    train.py's own reader and cut by its own seeded stratified split."""
-    train_module = model_code.train()
+) -> ProfileImages:
+    """The training job's images, reproduced: the staged train split read by train.py's
+    own reader and cut by its own seeded stratified split into its validation part (the
+    answers' reference) and the whole split (the input statistics' reference, as
+    train.py writes it)."""
+    data = model_code.data()
     s3 = boto3.client("s3")
     channel = workdir / "train"
     channel.mkdir()
@@ -217,21 +232,22 @@ def validation_images(
         s3.download_file(bucket, f"{data_prefix}train/{fields[2]}", str(channel / fields[2]))
     classes = [str(c) for c in hyperparameters["classes"]]
     try:
-        split = train_module.read_split(channel, channel, "train", classes)
-        _, val_indices = train_module.stratified_split(
+        split = data.read_split(channel, channel, "train", classes)
+        _, val_indices = data.stratified_split(
             split.labels, float(hyperparameters["val_fraction"]), int(hyperparameters["seed"])
         )
-    except train_module.TrainingError as error:
+    except data.TrainingError as error:
         raise BaselineError(f"cannot reproduce the validation split: {error}") from error
-    val = train_module.subset(split, val_indices)
-    return val.images, list(val.byte_sizes)
+    val = data.subset(split, val_indices)
+    return ProfileImages(val.images, list(val.byte_sizes), split.images, list(split.byte_sizes))
 
 
 def ensure_baseline(
     bucket: str, model_key: str, data_prefix: str, images_prefix: str | None, rebuild: bool
 ) -> tuple[list[str], str]:
-    """Put a baseline beside the model: the packaged one, else one rebuilt from the
-    validation split the model's metrics.json describes (or from `images_prefix`).
+    """Put a baseline beside the model: the packaged one, else one rebuilt as train.py
+    writes it from the train split the model's metrics.json describes (or from
+    `images_prefix`).
     Returns the written URLs and where the baseline came from."""
     with tempfile.TemporaryDirectory(prefix="baseline-") as name:
         workdir = Path(name)
@@ -248,12 +264,23 @@ def ensure_baseline(
             else {}
         )
         if images_prefix is None and {"val_fraction", "seed", "classes"} <= set(hyperparameters):
-            images, sizes = validation_images(bucket, data_prefix, hyperparameters, workdir)
-            origin = "rebuilt from the reproduced validation split"
+            profile = training_split_images(bucket, data_prefix, hyperparameters, workdir)
+            origin = "rebuilt from the reproduced training split (answers from its validation part)"
         else:
+            # Images the model may not have seen, but nothing says which: all of them
+            # are the reference of both halves.
             prefix = images_prefix if images_prefix is not None else f"{data_prefix}test/"
             images, sizes = read_images(bucket, prefix, MAX_REBUILD_IMAGES)
+            profile = ProfileImages(images, sizes, images, sizes)
             origin = f"rebuilt from s3://{bucket}/{prefix}"
         out_dir = workdir / "baseline"
-        model_code.profile().write_baseline(out_dir, net, config, images, sizes)
+        model_code.profile().write_baseline(
+            out_dir,
+            net,
+            config,
+            profile.images,
+            profile.sizes,
+            profile.input_images,
+            profile.input_sizes,
+        )
         return publish(bucket, model_key, out_dir), origin

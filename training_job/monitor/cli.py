@@ -261,9 +261,10 @@ def register(subparsers: Any) -> None:
         help="publish (or rebuild) the baseline beside a model artifact in S3",
         description="Copy the baseline packaged in model.tar.gz beside it in S3 "
         "(models/<job>/output/baseline.json + baseline_embeddings.npy), where the scheduled "
-        "monitor reads it. A model trained without one gets one rebuilt from staged images: "
-        "its validation split (the staged train split cut by train.py's seeded rule, with the "
-        "seed and fraction recorded in the model's metrics.json).",
+        "monitor reads it. A model trained without one gets one rebuilt from staged images, "
+        "as training writes it: the model's answers from its validation split (the staged "
+        "train split cut by train.py's seeded rule, with the seed and fraction recorded in "
+        "the model's metrics.json), the input statistics from the whole train split.",
     )
     where = baseline.add_mutually_exclusive_group(required=True)
     where.add_argument("--model-data", metavar="S3_URL", help="s3://.../model.tar.gz")
@@ -279,9 +280,9 @@ def register(subparsers: Any) -> None:
     baseline.add_argument(
         "--images",
         metavar="S3_URL",
-        help="profile these staged images instead of the validation split (default: the "
-        "validation split, reproduced from the model's metrics.json with train.py's seeded "
-        "split; the staged test split when metrics.json does not say)",
+        help="profile these staged images instead of the train split (default: the train "
+        "split, its validation part reproduced from the model's metrics.json with train.py's "
+        "seeded split; the staged test split when metrics.json does not say)",
     )
     baseline.add_argument(
         "--rebuild", action="store_true", help="rebuild even when the model packages a baseline"
@@ -333,9 +334,7 @@ def register(subparsers: Any) -> None:
     check.set_defaults(func=run_check)
 
 
-def _reference(
-    args: argparse.Namespace, workdir: Path
-) -> tuple[Baseline, Any, dict[str, Any], str]:
+def _reference(args: argparse.Namespace, workdir: Path) -> tuple[Baseline, Any, Any, str]:
     """The baseline, the model that embeds captured images, and a description of both."""
     if args.model_dir is not None:
         model_dir = args.model_dir
@@ -356,7 +355,7 @@ def _reference(
         net, config = model_code.model().load_model(model_dir)
     except (OSError, KeyError, ValueError, RuntimeError) as error:
         raise BaselineError(f"{where}: cannot load the model ({error})") from error
-    if list(config["classes"]) != baseline.classes:
+    if list(config.classes) != baseline.classes:
         raise BaselineError(f"{where}: the baseline's classes differ from the model's")
     return baseline, net, config, where
 

@@ -1,7 +1,8 @@
 """Drift detectors: small estimator-like objects, `fit(baseline)` then `test(window)`.
 
-Each test compares one window of captured traffic with the baseline (the validation
-split's profile) and returns Findings: a statistic, a p-value, the threshold and a
+Each test compares one window of captured traffic with the baseline (the model's answers
+and embeddings on the validation split; the input statistics of the whole training split,
+see baseline_profile.py) and returns Findings: a statistic, a p-value, the threshold and a
 verdict. Windows run many tests at once, so `DriftMonitor` corrects the p-values of a
 window together with Holm's step-down method, which bounds the chance of any false alarm
 in a window by `alpha` whatever the dependence between the tests.
@@ -9,9 +10,9 @@ in a window by `alpha` whatever the dependence between the tests.
 What each detector catches:
 - InputStatisticsDetector: changes in what reaches the endpoint before the model sees
   it (camera, lighting, compression, resizing, noise, colour casts, another upload
-  format). Two-sample Kolmogorov-Smirnov per statistic (luma, sharpness and noise, and
-  the first two moments of both opponent colour axes), chi-square of homogeneity for the
-  format mix.
+  format). Two-sample Kolmogorov-Smirnov per statistic (luma, sharpness and noise, the
+  first two moments of both opponent colour axes, and the red-blue balance), chi-square
+  of homogeneity for the format mix.
 - EmbeddingDetector: changes in what the model "sees", including content the input
   statistics miss (new objects, new backgrounds, out-of-distribution images). Maximum
   mean discrepancy on penultimate-layer embeddings, RBF kernel with the median heuristic,

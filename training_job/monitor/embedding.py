@@ -27,7 +27,7 @@ class Embedder:
     """uint8 (N, H, W, 3) images to float32 (N, D) embeddings of the first `members`
     ensemble members (every member when `members` is None or the net is no ensemble)."""
 
-    def __init__(self, net: Any, config: dict[str, Any], members: int | None = 1) -> None:
+    def __init__(self, net: Any, config: Any, members: int | None = 1) -> None:
         if members is not None and members < 1:
             raise ValueError(f"members must be at least 1, got {members}")
         self.net = net.eval()

@@ -1,7 +1,10 @@
-"""The container code (`training_job/code/`) imported from the host side.
+"""The container code (`training_job/code/`) imported from the host side: the monitor,
+the benchmarks and the tests all reach it through this module, the one place that puts
+that directory on sys.path.
 
 Those files import each other as top-level modules (`import model`), as SageMaker puts
-their directory on sys.path; the monitor does the same.
+their directory on sys.path; importing them by the same names here means one copy of
+each module in a process, whoever imported it first.
 """
 
 from __future__ import annotations
@@ -14,28 +17,38 @@ from types import ModuleType
 CODE_DIR = Path(__file__).resolve().parent.parent / "code"
 
 
-def _ensure_on_path() -> None:
+def put_on_path() -> None:
+    """Put training_job/code first on sys.path, where SageMaker's containers put it
+    (tests/training_job/code/test_serving_code.py checks no module there shadows another)."""
     if str(CODE_DIR) not in sys.path:
         sys.path.insert(0, str(CODE_DIR))
 
 
+def _load(name: str) -> ModuleType:
+    put_on_path()
+    return importlib.import_module(name)
+
+
 def imaging() -> ModuleType:
-    _ensure_on_path()
-    return importlib.import_module("imaging")
+    """imaging.py: PNG/JPEG decoding to the 32x32 RGB arrays the model takes."""
+    return _load("imaging")
 
 
 def model() -> ModuleType:
-    _ensure_on_path()
-    return importlib.import_module("model")
+    """model.py: the network, its ModelConfig, save/load, predict."""
+    return _load("model")
+
+
+def data() -> ModuleType:
+    """data.py: the channel reader and the seeded validation split train.py uses."""
+    return _load("data")
 
 
 def train() -> ModuleType:
-    """train.py, for its split reader and seeded validation split."""
-    _ensure_on_path()
-    return importlib.import_module("train")
+    """train.py: its Hyperparameters and its training loop (`fit`)."""
+    return _load("train")
 
 
 def profile() -> ModuleType:
     """baseline_profile.py: the baseline profile's statistics, embeddings and predictions."""
-    _ensure_on_path()
-    return importlib.import_module("baseline_profile")
+    return _load("baseline_profile")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import pickle
-import sys
 import tarfile
 from pathlib import Path
 
@@ -17,11 +16,11 @@ from PIL import Image
 # test_baseline_profile.py profiles the monitor tests' small trained model and images:
 # shared, rather than trained twice.
 from tests.training_job.monitor.conftest import model_dir, vehicles  # noqa: F401
+from training_job.monitor import model_code
 
-CODE_DIR = Path(__file__).resolve().parents[3] / "training_job" / "code"
+CODE_DIR = model_code.CODE_DIR
 # The container code imports its siblings by name (`import model`), as in SageMaker.
-if str(CODE_DIR) not in sys.path:
-    sys.path.append(str(CODE_DIR))
+model_code.put_on_path()
 
 CLASSES = {8: 0, 48: 1}  # CIFAR-100 fine labels of bicycle and motorcycle -> our labels
 

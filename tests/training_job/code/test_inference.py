@@ -15,8 +15,8 @@ from PIL import Image
 from sagemaker_inference.errors import BaseInferenceToolkitError
 
 from contract import images as image_formats
-from local_aws.endpoint import sample_model
 from local_aws.endpoint.batcher import ToolkitContext, load_handler_service
+from tests import sample_model
 
 inference: ModuleType = sample_model.code_module("inference")
 imaging: ModuleType = sample_model.code_module("imaging")
@@ -58,7 +58,7 @@ def test_one_image_gives_class_probabilities_in_label_order(
     body, content_type = inference.output_fn(inference.predict_fn(data, loaded), "application/json")
     probabilities = json.loads(body)
     assert content_type == "application/json"
-    assert len(probabilities) == len(loaded.config["classes"]) == 2
+    assert len(probabilities) == len(loaded.config.classes) == 2
     assert sum(probabilities) == pytest.approx(1.0, abs=1e-6)
 
 

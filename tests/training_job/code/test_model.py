@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import model as model_lib
 import pytest
@@ -13,13 +15,13 @@ from torch import nn
 torch.set_num_threads(1)
 
 
-def small_config(**overrides: object) -> dict[str, object]:
-    config = model_lib.default_config(["bicycle", "motorcycle"], [0.5] * 3, [0.25] * 3)
-    config.update(widths=[4, 8, 8], members=2, **overrides)
-    return config
+def small_config(**overrides: Any) -> model_lib.ModelConfig:
+    return model_lib.ModelConfig(
+        ["bicycle", "motorcycle"], [0.5] * 3, [0.25] * 3, widths=[4, 8, 8], members=2, **overrides
+    )
 
 
-def random_net(config: dict[str, object]) -> model_lib.Net:
+def random_net(config: model_lib.ModelConfig) -> model_lib.Net:
     torch.manual_seed(0)
     net = model_lib.build_model(config)
     net.init_whitening(torch.randn(8, 3, 32, 32))
@@ -64,9 +66,11 @@ def test_a_model_dir_written_before_translate_tta_existed_loads_without_it(
     tmp_path: Path,
 ) -> None:
     config = small_config()
-    del config["tta_translate"]
     net = random_net(config)
     model_lib.save_model(net, config, tmp_path)
+    written = json.loads((tmp_path / model_lib.CONFIG_FILE).read_text())
+    del written["tta_translate"]
+    (tmp_path / model_lib.CONFIG_FILE).write_text(json.dumps(written))
     loaded, _ = model_lib.load_model(tmp_path)
     assert loaded.tta_translate is False
     x = torch.randn(2, 3, 32, 32)
@@ -81,7 +85,27 @@ def test_save_and_load_keep_the_tta_setting_and_the_predictions(
     net = random_net(small_config(tta_translate=tta_translate, temperature=0.7))
     model_lib.save_model(net, small_config(tta_translate=tta_translate, temperature=0.7), tmp_path)
     loaded, config = model_lib.load_model(tmp_path)
-    assert config["tta_translate"] is tta_translate and loaded.tta_translate is tta_translate
+    assert config.tta_translate is tta_translate and loaded.tta_translate is tta_translate
     x = torch.randn(5, 3, 32, 32)
     with torch.no_grad():
         assert torch.equal(loaded(x), net(x))
+
+
+def test_predict_covers_every_image_whatever_its_batch_size() -> None:
+    # predict once cut each slice batch_size long but stepped by 500: batch_size=2 over
+    # five images returned two rows.
+    net = random_net(small_config())
+    x = torch.randn(5, 3, 32, 32)
+    whole = model_lib.predict(net, x)
+    in_pairs = model_lib.predict(net, x, batch_size=2)
+    assert in_pairs.shape == whole.shape == (5, 2)
+    assert torch.allclose(in_pairs, whole, atol=1e-6)
+
+
+def test_a_model_json_of_another_architecture_is_refused(tmp_path: Path) -> None:
+    config = small_config()
+    model_lib.save_model(random_net(config), config, tmp_path)
+    written = json.loads((tmp_path / model_lib.CONFIG_FILE).read_text())
+    (tmp_path / model_lib.CONFIG_FILE).write_text(json.dumps({**written, "architecture": "vit"}))
+    with pytest.raises(ValueError, match="unknown architecture 'vit'"):
+        model_lib.load_model(tmp_path)

@@ -11,7 +11,7 @@ import tarfile
 from pathlib import Path
 from typing import Any
 
-import imaging
+import data
 import model as model_lib
 import numpy as np
 import pytest
@@ -95,7 +95,13 @@ def test_a_short_run_writes_the_whole_model_directory(trained: Any) -> None:
         with Image.open(model_dir / "plots" / plot) as image:
             assert image.format == "PNG" and image.size[0] > 100
     served = {path.name for path in (model_dir / "code").iterdir()}
-    assert {"model.py", "imaging.py"} <= served and "train.py" not in served
+    assert {"model.py", "imaging.py"} <= served
+    assert not served & {"train.py", "data.py", "metrics.py"}  # training-only modules
+    # The baseline the monitor reads, recorded by what is on disk (once a constant True).
+    metrics = json.loads((model_dir / "metrics.json").read_text())
+    assert metrics["monitoring_baseline"] == ["baseline.json", "baseline_embeddings.npy"]
+    for name in metrics["monitoring_baseline"]:
+        assert (model_dir / name).stat().st_size > 0, name
     if (CODE_DIR / "inference.py").exists():
         assert "inference.py" in served
     assert "epoch 2/2 loss" in result.stdout and "val_acc" in result.stdout
@@ -125,12 +131,29 @@ def test_metrics_json_has_every_field_and_is_copied_to_the_output_dir(trained: A
     assert copied.read_text() == (root / "model" / "metrics.json").read_text()
 
 
+def test_the_baseline_profiles_inputs_on_the_whole_train_split_answers_on_validation(
+    trained: Any,
+) -> None:
+    root, _, _ = trained
+    document = json.loads((root / "model" / "baseline.json").read_text())
+    # The model's answers only from the 12 held-out images it was not fitted to; the input
+    # statistics, which do not depend on the model, from all 60 staged training images.
+    assert document["format_version"] == 3
+    assert document["count"] == 12 and len(document["probabilities"]) == 12
+    assert document["input_count"] == 60
+    assert {len(values) for values in document["input_statistics"].values()} == {60}
+    assert len(document["upload_bytes"]) == 60
+    assert document["content_types"] == {"image/png": 60}
+    embeddings = np.load(root / "model" / "baseline_embeddings.npy")
+    assert embeddings.shape == (12, document["embedding_dim"])
+
+
 def staged_test_images(channels: dict[str, Path]) -> tuple[np.ndarray, np.ndarray]:
-    entries = train_module.read_lst(channels["test_lst"] / "test.lst")  # train.py's reader
-    images = np.stack(
-        [imaging.decode((channels["test"] / entry.filename).read_bytes()) for entry in entries]
+    # train.py's reader
+    split = data.read_split(
+        channels["test"], channels["test_lst"], "test", ["bicycle", "motorcycle"]
     )
-    return images, np.array([entry.label for entry in entries])
+    return split.images, split.labels
 
 
 def test_load_model_round_trip_reproduces_the_reported_test_metrics(
@@ -235,6 +258,24 @@ def channel_args(channels: dict[str, Path], model_dir: Path) -> list[str]:
         "--model-dir",
         str(model_dir),
     ]
+
+
+def test_every_hyperparameter_is_an_option_whose_locations_default_to_sm_variables(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    for variable in ("SM_MODEL_DIR", "SM_OUTPUT_DATA_DIR", "SM_CHANNEL_TRAIN", "SM_CHANNEL_TEST"):
+        monkeypatch.setenv(variable, str(tmp_path / variable.lower()))
+    monkeypatch.delenv("SM_CHANNEL_TRAIN_LST", raising=False)
+    hp = train_module.Hyperparameters.from_args(train_module.build_parser().parse_args([]))
+    assert hp.model_dir == tmp_path / "sm_model_dir"
+    assert hp.train == tmp_path / "sm_channel_train" and hp.train_lst is None
+    # The defaults the parser gives are the dataclass's own: declared once.
+    declared = train_module.Hyperparameters()
+    assert hp.recipe() == declared.recipe()
+    assert "model_dir" not in hp.recipe() and hp.recipe()["widths"] == [32, 128, 128]
+    help_text = train_module.build_parser().format_help()
+    for name in hp.recipe():
+        assert f"--{name.replace('_', '-')}" in help_text, name
 
 
 def test_underscore_spellings_are_accepted_as_sagemaker_passes_them() -> None:

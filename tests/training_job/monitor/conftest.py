@@ -56,15 +56,15 @@ def png(image: np.ndarray) -> bytes:
 @pytest.fixture(scope="session")
 def model_dir(tmp_path_factory: pytest.TempPathFactory, vehicles: Vehicles) -> Path:
     """A small network trained for a few steps on 800 train images, with the baseline
-    profile.write_baseline writes from the 200 held-out ones."""
+    profile.write_baseline writes as train.py does: the answers from the 200 held-out
+    ones, the input statistics from all 1,000."""
     torch.set_num_threads(1)
     torch.manual_seed(0)
     model = model_code.model()
     images, labels = vehicles.train_images[:800], vehicles.train_labels[:800]
     mean = (images.reshape(-1, 3).mean(0) / 255).tolist()
     std = (images.reshape(-1, 3).std(0) / 255).tolist()
-    config = model.default_config(["bicycle", "motorcycle"], mean, std)
-    config["widths"] = [16, 32, 32]
+    config = model.ModelConfig(["bicycle", "motorcycle"], mean, std, widths=[16, 32, 32])
     net = model.build_model(config)
     inputs = model.to_tensor(images, config)
     net.init_whitening(inputs[:200])
@@ -84,9 +84,15 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory, vehicles: Vehicles) -> P
     net.eval()
     directory = tmp_path_factory.mktemp("model")
     model.save_model(net, config, directory)
-    held_out = vehicles.train_images[800:]
+    sizes = [len(png(image)) for image in vehicles.train_images]
     model_code.profile().write_baseline(
-        directory, net, config, held_out, [len(png(image)) for image in held_out]
+        directory,
+        net,
+        config,
+        vehicles.train_images[800:],
+        sizes[800:],
+        vehicles.train_images,
+        sizes,
     )
     return directory
 

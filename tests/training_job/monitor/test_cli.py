@@ -386,7 +386,7 @@ def test_report_counts_each_kind_of_drift_and_exits_2_on_an_empty_prefix(
     assert json.loads((empty / "summary.json").read_text())["windows"] == 0
 
 
-def test_baseline_publishes_packaged_or_rebuilds_from_the_validation_split(
+def test_baseline_publishes_packaged_or_rebuilds_from_the_train_split(
     bucket: str, model_dir: Path, vehicles: Vehicles
 ) -> None:
     s3 = boto3.client("s3")
@@ -416,7 +416,15 @@ def test_baseline_publishes_packaged_or_rebuilds_from_the_validation_split(
     rebuilt = json.loads(
         s3.get_object(Bucket=bucket, Key="models/job-2/output/baseline.json")["Body"].read()
     )
-    assert rebuilt["count"] == 10  # a quarter of the 40 staged images
+    assert rebuilt["format_version"] == 3
+    assert rebuilt["count"] == 10  # answers: a quarter of the 40 staged images
+    # Input statistics and upload sizes, as train.py writes them: all 40 staged images.
+    assert rebuilt["input_count"] == 40
+    assert len(rebuilt["input_statistics"]["red_blue"]) == 40
+    assert sorted(rebuilt["upload_bytes"]) == sorted(
+        len(png(image)) for image in vehicles.train_images[:40]
+    )
+    assert rebuilt["content_types"] == {"image/png": 40}
     assert main(["monitor", "baseline", "--model-data", f"s3://{bucket}/nothing.tar.gz"]) == 2
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib
 import io
-import sys
 import tarfile
 import tempfile
 from pathlib import Path
@@ -20,17 +19,15 @@ import numpy as np
 from PIL import Image
 
 from training_job import cifar
+from training_job.monitor import model_code
 
-CODE_DIR = Path(__file__).resolve().parents[2] / "training_job" / "code"
 CLASSES = ["bicycle", "motorcycle"]
 FINE_LABELS = (8, 48)  # the archive's fine labels of CLASSES, in label order
 
 
 def code_module(name: str) -> ModuleType:
     """A module of training_job/code, imported as SageMaker's container imports it."""
-    # Appended, not prepended: a file in code/ must not shadow a standard module.
-    if str(CODE_DIR) not in sys.path:
-        sys.path.append(str(CODE_DIR))
+    model_code.put_on_path()  # the one way onto sys.path for training_job/code
     return importlib.import_module(name)
 
 
@@ -57,7 +54,7 @@ def train_quick_model(archive: Path, model_dir: Path, steps: int = 60, seed: int
     images, labels = load_split(archive, "train")
     mean = (images.reshape(-1, 3).mean(axis=0) / 255).tolist()
     std = (images.reshape(-1, 3).std(axis=0) / 255).tolist()
-    config = model.default_config(CLASSES, mean, std)
+    config = model.ModelConfig(CLASSES, mean, std)
     network = model.build_model(config)
     optimizer = torch.optim.SGD(network.parameters(), lr=0.05, momentum=0.9, nesterov=True)
     generator = np.random.default_rng(seed)

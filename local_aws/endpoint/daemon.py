@@ -1,0 +1,186 @@
+"""`python -m training_job deploy --mode local`: the classifier served here, in the background.
+
+training_job/deploy.py looks this module up through training_job/local_mode.py (the one
+seam from the product to the emulator) and calls `add_arguments` for its `--mode local`
+options, then `start` or `stop`. `start` downloads the model.tar.gz that deploy chose,
+serves it with the same inference script on 127.0.0.1 (local_aws/endpoint), and
+supervises that process with local_aws.supervisor (pid and lock files, readiness on
+/ping, a clean stop), as `python -m local_aws up` supervises the local AWS. With `--role`
+the endpoint reads the model and writes captures as that role, assumed in the local AWS
+as SageMaker assumes it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import boto3
+from botocore.exceptions import ClientError
+
+from local_aws import iam, supervisor
+from local_aws.endpoint import config as endpoint_config
+from training_job import deploy
+from training_job.deploy import DeployError
+
+STATE_DIR = Path(".local") / "endpoints"
+READY_TIMEOUT_SECONDS = 300.0
+STOP_TIMEOUT_SECONDS = 90.0
+SAGEMAKER_PRINCIPAL = "sagemaker.amazonaws.com"
+# What the endpoint's process must not inherit when it acts as the execution role: boto3
+# reads keys from the environment first, so the operator's would be used instead.
+OPERATOR_CREDENTIAL_VARIABLES = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_SECURITY_TOKEN",
+    "AWS_PROFILE",
+    "AWS_DEFAULT_PROFILE",
+)
+
+
+def add_arguments(group: argparse._ArgumentGroup) -> None:
+    """deploy's `--mode local` options: the endpoint's serving options and where its
+    files go. (`--capture-sampling` among them applies to --mode sagemaker too.)"""
+    endpoint_config.add_arguments(group)
+    group.add_argument(
+        "--foreground",
+        action="store_true",
+        help="serve in this process until Ctrl-C instead of in the background",
+    )
+    group.add_argument(
+        "--state-dir",
+        type=Path,
+        default=STATE_DIR,
+        help="where the pid, lock and log files, the extracted model and the capture spool "
+        "go (default: %(default)s)",
+    )
+
+
+def assume_execution_role(role_arn: str, endpoint_name: str) -> dict[str, str]:
+    """The endpoint process's AWS credentials: the execution role's, assumed in the local
+    AWS as SageMaker assumes it for the endpoint (its trust policy must let
+    sagemaker.amazonaws.com assume it with this account and the endpoint's ARN as
+    aws:SourceAccount and aws:SourceArn), so the role's policy is what lets the endpoint
+    read its model and write its captures."""
+    session = boto3.session.Session()
+    account = session.client("sts").get_caller_identity()["Account"]
+    source_arn = (
+        f"arn:aws:sagemaker:{session.region_name}:{account}:endpoint/{endpoint_name.lower()}"
+    )
+    try:
+        credentials, expires = iam.assume_role_for_service_through_api(
+            session, role_arn, SAGEMAKER_PRINCIPAL, source_arn, f"local-endpoint-{endpoint_name}"
+        )
+    except iam.AccessDenied as denied:
+        raise DeployError(f"--role {role_arn}: {denied}") from None
+    print(
+        f"the endpoint acts as {role_arn} (assumed by {SAGEMAKER_PRINCIPAL} for {source_arn}; "
+        f"the credentials expire at {expires:%Y-%m-%d %H:%M:%S %Z}, which the local AWS "
+        "does not enforce)"
+    )
+    return credentials.environment()
+
+
+def _acting_as(credentials: dict[str, str] | None) -> dict[str, str]:
+    """This process's environment, with the role's credentials instead of the operator's."""
+    environment = dict(os.environ)
+    if credentials is not None:
+        for name in OPERATOR_CREDENTIAL_VARIABLES:
+            environment.pop(name, None)
+        environment.update(credentials)
+    return environment
+
+
+def _download_model(
+    args: argparse.Namespace, model_dir: Path, credentials: dict[str, str] | None
+) -> str:
+    # The operator chooses the newest model (as deploy does for --mode sagemaker); the
+    # endpoint reads it with the execution role when there is one, as SageMaker does.
+    model_data = args.model_data or deploy.newest_model_data(boto3.client("s3"), args.bucket)
+    reader: Any = boto3.client(
+        "s3",
+        aws_access_key_id=(credentials or {}).get("AWS_ACCESS_KEY_ID"),
+        aws_secret_access_key=(credentials or {}).get("AWS_SECRET_ACCESS_KEY"),
+        aws_session_token=(credentials or {}).get("AWS_SESSION_TOKEN"),
+    )
+    bucket, key = deploy.split_s3_uri(model_data)
+    archive = model_dir.with_name("model.tar.gz")
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        reader.download_file(bucket, key, str(archive))
+    except ClientError as error:
+        raise DeployError(f"cannot download {model_data}: {error}") from error
+    deploy.extract_model(archive, model_dir)
+    return model_data
+
+
+def start(args: argparse.Namespace) -> int:
+    """Serve the model as a background endpoint (or here, with --foreground), once ready."""
+    from local_aws.endpoint.server import serve  # torch: only when serving here
+
+    name = args.endpoint_name
+    daemon = supervisor.Daemon(name, args.state_dir)
+    if args.role:
+        credentials: dict[str, str] | None = assume_execution_role(args.role, name)
+    else:
+        credentials = None
+        print(
+            "note: no --role: the endpoint reads the model and writes captures with your own "
+            "credentials, so the SageMaker execution role's policy is not proven "
+            "(docs/local-mode.md, IAM)",
+            file=sys.stderr,
+        )
+    try:
+        # The name is held from here on: two deploys of one name cannot both go on.
+        with daemon.claim() as claim:
+            model_dir = args.state_dir / name / "model"
+            model_data = _download_model(args, model_dir, credentials)
+            config = endpoint_config.from_args(
+                args, model_dir=model_dir.resolve(), endpoint_name=name, capture_bucket=args.bucket
+            )
+            if args.foreground:
+                claim.hold_here()
+                if args.publish_parameter:
+                    deploy.publish_parameter(args.parameter_name, name)
+                print(f"serving {model_data} as local endpoint {name} (Ctrl-C stops it)")
+                os.environ.clear()  # the workers this starts inherit the role's credentials
+                os.environ.update(_acting_as(credentials))
+                return serve(config)
+            readiness = supervisor.Readiness(
+                config.host, config.port, "/ping", READY_TIMEOUT_SECONDS
+            )
+            pid = claim.start(
+                [sys.executable, "-m", "local_aws.endpoint", *config.to_argv()],
+                readiness,
+                _acting_as(credentials),
+            )
+    except supervisor.AlreadyRunning as error:
+        raise DeployError(f"local endpoint {error}: --stop it first") from error
+    except supervisor.SupervisorError as error:
+        raise DeployError(str(error)) from error
+    if args.publish_parameter:
+        deploy.publish_parameter(args.parameter_name, name)
+    deploy.publish_baseline(args.bucket, name, model_data, model_dir)
+    url = readiness.url().removesuffix("/ping")
+    print(
+        f"local endpoint {name} serves {model_data} on {url} (pid {pid}, log "
+        f"{daemon.log_file}); boto3 reaches it with AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME={url}"
+    )
+    return 0
+
+
+def stop(args: argparse.Namespace) -> int:
+    """Stop the background endpoint (a clean SIGTERM: every captured request is written
+    first) and withdraw its parameter, as --mode sagemaker --delete does."""
+    try:
+        outcome = supervisor.Daemon(args.endpoint_name, args.state_dir).stop(STOP_TIMEOUT_SECONDS)
+    except supervisor.SupervisorError as error:
+        raise DeployError(str(error)) from error
+    print(f"local endpoint {args.endpoint_name} {outcome}")
+    if args.publish_parameter:
+        deploy.delete_parameter(args.parameter_name, args.endpoint_name)
+    return 0
