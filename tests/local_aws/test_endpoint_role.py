@@ -13,7 +13,7 @@ import requests
 
 from local_aws.demo import create_sagemaker_role
 from tests.conftest import free_port
-from tests.local_aws.test_endpoint import (  # noqa: F401 (a fixture)
+from tests.local_aws.test_endpoint_app import (  # noqa: F401 (a fixture)
     Model,
     captured_records,
     deploy,
