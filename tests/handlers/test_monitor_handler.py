@@ -16,45 +16,22 @@ from typing import Any
 import boto3
 import numpy as np
 import pytest
-import torch
 import yaml
 
 from handlers import monitor, threshold_filter
 from handlers.workflow_event import ConfigurationError
+from tests.baselines import known_baseline
 from training_job import capture
-from training_job.monitor import model_code
 from training_job.monitor.baseline import Baseline, BaselineError
 
 PREFIX = "data_capture/ep/"
-CLASSES = ["bicycle", "motorcycle"]
-
-
-class KnownAnswers(torch.nn.Module):
-    """A net whose answers the tests fix, so the baseline the writer derives from it is
-    known: a bright image is a bicycle, a dark one a motorcycle, each with confidence
-    0.953 to 0.995 by its exact brightness (never below the 0.93 threshold)."""
-
-    def forward(self, batch: torch.Tensor) -> torch.Tensor:
-        level = batch.mean(dim=(1, 2, 3)) * 255  # to_tensor with mean 0, std 1: pixel / 255
-        side = torch.where(level > 100, 1.0, -1.0)
-        margin = 1.5 + 0.04 * torch.remainder(level.round(), 20)  # softmax: 0.953 .. 0.995
-        return torch.stack([side * margin, -side * margin], dim=1)
-
-    def embed(self, batch: torch.Tensor) -> torch.Tensor:
-        return batch.mean(dim=(2, 3))
 
 
 @pytest.fixture(scope="module")
-def baseline_document(tmp_path_factory: pytest.TempPathFactory) -> bytes:
-    """baseline.json as training writes it (baseline_profile.write_baseline), for 40
-    validation images, half bicycles and half motorcycles, all confident."""
-    profile, model = model_code.profile(), model_code.model()
-    config = model.ModelConfig(CLASSES, [0.0, 0.0, 0.0], [1.0, 1.0, 1.0])
-    levels = [130 + i for i in range(20)] + [10 + i for i in range(20)]
-    images = np.stack([np.full((32, 32, 3), level, dtype=np.uint8) for level in levels])
-    model_dir = tmp_path_factory.mktemp("baseline")
-    profile.write_baseline(model_dir, KnownAnswers(), config, images, None)
-    document = (model_dir / profile.BASELINE_FILE).read_bytes()
+def baseline_document() -> bytes:
+    """baseline.json as training writes it (tests/baselines.py), for 40 validation images,
+    half bicycles and half motorcycles, all confident."""
+    document = known_baseline()
     written = json.loads(document)
     assert written["class_counts"] == {"bicycle": 20, "motorcycle": 20}
     assert min(written["confidences"]) > 0.95

@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.baselines import known_baseline
 from tests.conftest import REPO_ROOT
 from tests.handlers.conftest import encode_image
 from tests.local_aws.conftest import LocalAws
@@ -39,12 +40,6 @@ ENDPOINT = "scones-iam-endpoint"
 IMAGE_KEY = "test/iam-probe.png"
 CONFIDENT = [0.97, 0.03]
 GATE = "THRESHOLD_CONFIDENCE_NOT_MET"  # a doubtful image: an outcome, not an access error
-BASELINE = {
-    "classes": ["bicycle", "motorcycle"],
-    "confidence_threshold": 0.93,
-    "confidences": [0.95 + 0.001 * i for i in range(40)],
-    "class_counts": {"bicycle": 20, "motorcycle": 20},
-}
 # The statements the step-functions plugin adds to the template (not in serverless.yml).
 PLUGIN_STATEMENTS = [
     ("ImageWorkflowRole", "lambda:InvokeFunction"),
@@ -325,9 +320,7 @@ def _monitor(workflow: Workflow, role: str, first_run: bool = False) -> str:
     workflow.use_roles(MonitorRole=role)
     s3 = workflow.aws.client("s3")
     variables = workflow.environments["MonitorRole"]
-    s3.put_object(
-        Bucket=workflow.bucket, Key=variables["BASELINE_KEY"], Body=json.dumps(BASELINE).encode()
-    )
+    s3.put_object(Bucket=workflow.bucket, Key=variables["BASELINE_KEY"], Body=known_baseline())
     prefix = f"{variables['CAPTURE_PREFIX']}AllTraffic/"
     record = {
         "captureData": {

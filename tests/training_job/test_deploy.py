@@ -4,7 +4,6 @@ local AWS (moto), the model artifact it picks and unpacks, and its command line.
 from __future__ import annotations
 
 import io
-import json
 import tarfile
 import time
 from pathlib import Path
@@ -14,6 +13,7 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
+from tests.baselines import known_baseline
 from training_job import deploy
 from training_job.__main__ import main
 
@@ -466,17 +466,13 @@ def test_deploy_publishes_the_models_baseline_where_the_monitor_reads_it(
 ) -> None:
     from handlers import monitor
 
-    baseline = {
-        "classes": ["bicycle", "motorcycle"],
-        "confidences": [0.9, 0.95, 0.99],
-        "class_counts": {"bicycle": 2, "motorcycle": 1},
-    }
+    baseline = known_baseline()
     archive = _archive(
         tmp_path / "model.tar.gz",
         [
             *MODEL_FILES,
             _file("code/inference.py"),
-            _file("baseline.json", json.dumps(baseline).encode()),
+            _file("baseline.json", baseline),
         ],
     )
     s3 = boto3.client("s3")
@@ -487,7 +483,7 @@ def test_deploy_publishes_the_models_baseline_where_the_monitor_reads_it(
     argv += ["--model-data", f"s3://{bucket}/models/job-3/output/model.tar.gz"]
     assert main(argv) == 0
     key = f"monitoring/{endpoint}/baseline.json"  # serverless.yml's default BASELINE_KEY
-    assert json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read()) == baseline
+    assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == baseline
 
     for name, value in {
         "CAPTURE_BUCKET": bucket,
