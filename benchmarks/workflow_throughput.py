@@ -57,6 +57,7 @@ from local_aws.server import (  # noqa: E402
     local_client,
     without_aws_variables,
 )
+from training_job.environment import overridden  # noqa: E402
 
 DEFAULT_ARCHIVE = REPO_ROOT.parent / "shared" / "data" / "cifar-100-python-vehicles.tar.gz"
 STAGE = "local"
@@ -348,16 +349,8 @@ def handler_environment(stack: Stack) -> Iterator[None]:
         "DATA_BUCKET": stack.bucket,
         "ENDPOINT_NAME": stack.endpoint_name,
     }
-    saved = {name: os.environ.get(name) for name in variables}
-    os.environ.update(variables)
-    try:
+    with overridden(variables):
         yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def run_reference(stack: Stack, concurrency: int, executions: int) -> Row:

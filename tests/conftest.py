@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +10,7 @@ import pytest
 
 from local_aws.server import free_port as free_port  # re-exported: the tests import it here
 from local_aws.server import local_aws_server
+from training_job.environment import overridden
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
@@ -38,16 +38,8 @@ def local_aws(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, st
     """
     with local_aws_server(tmp_path_factory.mktemp("local-aws"), free_port()) as server:
         environment = server.client_environment()
-        saved = {name: os.environ.get(name) for name in environment}
-        os.environ.update(environment)
-        try:
+        with overridden(environment):
             yield environment
-        finally:
-            for name, value in saved.items():
-                if value is None:
-                    os.environ.pop(name, None)
-                else:
-                    os.environ[name] = value
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError, ProfileNotFound
 
+from training_job.environment import overridden
 from training_job.errors import CommandError, one_line
 
 # Each command module exposes `register(subparsers)`, which adds its parser and sets
@@ -78,16 +79,8 @@ class RegionError(ValueError):
 def region_environment(region: str) -> Iterator[None]:
     """Every boto3 client and subprocess the command makes uses `region`; restored after,
     so a command run in-process (the tests) does not change the caller's region."""
-    saved = {name: os.environ.get(name) for name in REGION_VARIABLES}
-    os.environ.update(dict.fromkeys(REGION_VARIABLES, region))
-    try:
+    with overridden(dict.fromkeys(REGION_VARIABLES, region)):
         yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,16 +2,7 @@
 
 An endpoint with data capture writes its sampled requests to
 `s3://BUCKET/data_capture/<endpoint>/<variant>/YYYY/MM/DD/HH/<mm-ss-mmm>-<uuid>.jsonl`,
-one JSON object a line:
-
-    {"captureData": {
-        "endpointInput": {"observedContentType": "image/png", "mode": "INPUT",
-                          "data": "<base64>", "encoding": "BASE64"},
-        "endpointOutput": {"observedContentType": "application/json", "mode": "OUTPUT",
-                           "data": "[0.97, 0.03]", "encoding": "JSON"}},
-     "eventMetadata": {"eventId": "<uuid>", "inferenceId": "<caller's id, if sent>",
-                       "inferenceTime": "2026-11-23T09:16:50Z"},
-     "eventVersion": "0"}
+one JSON object a line, in the Model Monitor format that `contract/capture.py` shows.
 
 SageMaker writes these on AWS; the local endpoint writes them with `build_record` and
 `object_key`. Reading them is `contract.capture` (`parse_line`, `read_object`), one
