@@ -10,6 +10,7 @@ import pytest
 
 from local_aws.server import free_port as free_port  # re-exported: the tests import it here
 from local_aws.server import local_aws_server
+from tests.browser import browser as browser  # re-exported: a fixture for every folder
 from training_job.environment import overridden
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

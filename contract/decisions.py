@@ -1,0 +1,78 @@
+"""Decisions: the record every photo's run ends in, the review queue, and the event.
+
+One item per photo in the decisions table (DynamoDB, declared in serverless.yml, its
+name in DECISIONS_TABLE). The workflow writes it; the review command (`python -m
+training_job review`) answers it; the monitor measures from it; `train
+--include-reviewed` learns from the answers. All of them read these names.
+
+Item attributes (DynamoDB types in brackets):
+- `image` [S], the partition key: `s3://<bucket>/<key>` of the photo. One photo, one
+  decision: the workflow's write is conditional on the item not existing (or being the
+  same execution's retry), so processing a photo twice leaves one decision.
+- `label` [S] and `confidence` [N]: the model's best class and its probability;
+  `inferences` [L of N]: the whole distribution, in LABELS order.
+- `model_version` [S], `endpoint` [S], `variant` [S]: what decided (the variant that
+  answered, `X-Amzn-Invoked-Production-Variant`).
+- `decided_at` [S]: ISO 8601 UTC; `execution` [S]: the Step Functions execution ARN.
+- `status` [S]: one of STATUSES. `source` [S]: one of SOURCES (who set `label` last).
+- `review_reason` [S]: one of REVIEW_REASONS, present when the photo was queued.
+- `review_pending` [S]: the queue, a sparse index (REVIEW_INDEX): present (value
+  REVIEW_PENDING) only while a photo waits for a person, with `queued_at` [S] as the
+  index's sort key, so the oldest waits first. Answering removes it.
+- `answer` [S] (one of ANSWERS), `reviewer` [S], `reviewed_at` [S]: the person's answer.
+- `revision` [N]: bumped by every write after the first; each answer and undo is
+  conditional on the revision the reviewer saw, so two reviewers never overwrite
+  each other (the second gets ConditionalCheckFailedException and a fresh item).
+
+The event on the default EventBridge bus, for a routing system to subscribe to:
+source EVENT_SOURCE, detail-type EVENT_DETAIL_TYPE, detail = the decision's fields
+(image, label, confidence, model_version, endpoint, decided_at, execution, source,
+status). Emitted when the model routes a photo (source "model") and again when a person
+answers one (source "person"). docs/events.md documents the schema.
+
+Standard library only: packaged into the Lambdas and read by training_job.
+"""
+
+from __future__ import annotations
+
+TABLE_ENVIRONMENT_VARIABLE = "DECISIONS_TABLE"
+AUDIT_RATE_ENVIRONMENT_VARIABLE = "AUDIT_RATE"
+DEFAULT_AUDIT_RATE = 0.05  # share of passed photos also queued for review (unbiased sample)
+
+PARTITION_KEY = "image"
+REVIEW_INDEX = "review-queue"
+REVIEW_INDEX_PARTITION_KEY = "review_pending"
+REVIEW_INDEX_SORT_KEY = "queued_at"
+REVIEW_PENDING = "pending"
+
+STATUS_ROUTED = "routed"  # passed the gate; the routing system has its answer
+STATUS_NEEDS_REVIEW = "needs_review"  # stopped at the gate, waiting for a person
+STATUS_REVIEWED = "reviewed"  # a person answered
+STATUSES = (STATUS_ROUTED, STATUS_NEEDS_REVIEW, STATUS_REVIEWED)
+
+REASON_DOUBTFUL = "doubtful"  # below the threshold
+REASON_AUDIT = "audit"  # passed, sampled for an unbiased measure of accuracy past the gate
+REVIEW_REASONS = (REASON_DOUBTFUL, REASON_AUDIT)
+
+SOURCE_MODEL = "model"
+SOURCE_PERSON = "person"
+SOURCES = (SOURCE_MODEL, SOURCE_PERSON)
+
+ANSWER_NEITHER = "neither"  # neither a bicycle nor a motorcycle: never a training label
+ANSWERS = ("bicycle", "motorcycle", ANSWER_NEITHER)
+
+EVENT_SOURCE = "scones-unlimited.image-workflow"
+EVENT_DETAIL_TYPE = "Vehicle Classified"
+
+
+def image_id(bucket: str, key: str) -> str:
+    """The partition key of the photo at `bucket`/`key`."""
+    return f"s3://{bucket}/{key}"
+
+
+# Answers as training data, in the workflow's bucket: a `.lst` manifest
+# (contract/manifest.py; label = index in LABELS order, "neither" never written) and the
+# images it names, copied under REVIEWED_IMAGES_PREFIX with plain file names. The review
+# command writes them; `train --include-reviewed` reads them.
+REVIEWED_MANIFEST_KEY = "reviewed/reviewed.lst"
+REVIEWED_IMAGES_PREFIX = "reviewed/images/"
