@@ -76,3 +76,24 @@ def image_id(bucket: str, key: str) -> str:
 # command writes them; `train --include-reviewed` reads them.
 REVIEWED_MANIFEST_KEY = "reviewed/reviewed.lst"
 REVIEWED_IMAGES_PREFIX = "reviewed/images/"
+
+
+# Which model decided: the endpoint names each production (and shadow) variant after the
+# registered model version it serves (`v<version>` of the SageMaker model package), so
+# InvokeEndpoint's InvokedProductionVariant says the version without another API call.
+# A variant that serves no registered version (an older deploy) keeps its own name.
+VARIANT_PREFIX = "v"
+UNVERSIONED = "unversioned"
+
+
+def variant_for_version(version: int) -> str:
+    """The variant name that serves model package version `version`."""
+    return f"{VARIANT_PREFIX}{version}"
+
+
+def version_of_variant(variant: str) -> str:
+    """The model version a variant serves ("7" for "v7"), or UNVERSIONED."""
+    digits = variant[len(VARIANT_PREFIX) :]
+    if variant.startswith(VARIANT_PREFIX) and digits.isdigit() and not digits.startswith("0"):
+        return digits
+    return UNVERSIONED
