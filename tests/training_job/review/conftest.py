@@ -8,6 +8,7 @@ the decision events to an SQS queue the test reads, and the review server on a f
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 from collections.abc import Iterator
@@ -97,6 +98,7 @@ def cifar_test_photos(shared_data: Path) -> list[tuple[str, str, bytes]]:
     return photos
 
 
+@functools.cache
 def phone_jpeg() -> bytes:
     """A 4032x3024 JPEG, the size of a phone camera's photo (smooth, so a few hundred KB)."""
     width, height = PHONE_SIZE
