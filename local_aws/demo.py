@@ -26,6 +26,7 @@ import boto3
 import numpy as np
 from PIL import Image
 
+from local_aws import demo_review
 from local_aws.server import (
     DEFAULT_ENDPOINT_PORT,
     DEFAULT_PORT,
@@ -39,6 +40,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 ENDPOINT_NAME = "scones-image-classifier"
 STAGE = "local"
 STATE_MACHINE = f"scones-unlimited-{STAGE}-image-workflow"  # serverless.yml's name
+STACK = f"scones-unlimited-{STAGE}"  # the Serverless Framework's stack name: service-stage
 TRAINING_CODE = REPO_ROOT / "training_job" / "code"
 DRIFT_NOISE_SIGMA = 40.0  # Gaussian pixel noise of the drifted batch (uint8 scale)
 # The SageMaker execution role, made from the files the README's AWS path makes it from.
@@ -298,6 +300,8 @@ class Demo:
                 self.deploy_stack()
             with self.step("run the workflow on every test image"):
                 evaluation = self.evaluate()
+            with self.step("a scripted reviewer answers the review queue (true labels)"):
+                review = demo_review.review_step(self.bucket, STACK)
             with self.step("send a drifted batch (camera noise) to the endpoint"):
                 throughput = self.send_drifted_batch(self.test_images())
             with self.step("stop the endpoint (flushes its data capture)"):
@@ -326,6 +330,7 @@ class Demo:
                 }
                 for window in monitoring["window_results"]
             ],
+            "review": review,
             "report": monitoring["report"],
             "seconds": round(time.monotonic() - began, 1),
             "step_seconds": self.seconds,
@@ -358,6 +363,7 @@ def print_summary(summary: dict[str, Any]) -> None:
             )
             for verdict in summary["drift_verdicts"]
         ),
+        *demo_review.summary_lines(summary["review"]),
         ("report", summary["report"]),
         ("total time", f"{summary['seconds']:.0f} s"),
     ]
