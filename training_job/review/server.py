@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -74,6 +75,8 @@ class ReviewServer(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(self, address: tuple[str, int], store: ReviewStore, reviewer: str) -> None:
+        if ":" in address[0]:  # ::1, the IPv6 loopback
+            self.address_family = socket.AF_INET6
         super().__init__(address, ReviewHandler)
         self.store = store
         self.reviewer = reviewer
@@ -153,6 +156,8 @@ class ReviewHandler(BaseHTTPRequestHandler):
             content_type, payload = route(split.path, query)
         except Refused as refused:
             status = refused.status
+            # A refused POST may have left its body unread: never parse it as a request.
+            self.close_connection = self.close_connection or self.command == "POST"
             content_type, payload = _json(error=str(refused), **refused.extra)
         except NotFound as missing:
             status = HTTPStatus.NOT_FOUND
@@ -171,6 +176,8 @@ class ReviewHandler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(payload)))
         for name, value in SECURITY_HEADERS.items():
             self.send_header(name, value)
+        if self.close_connection:
+            self.send_header("Connection", "close")
         self.end_headers()
         self.wfile.write(payload)
 

@@ -276,3 +276,19 @@ def test_a_photo_that_is_not_an_image_is_not_served_as_one(
 def test_a_skip_needs_both_parts_of_the_position(review_server: ReviewServer) -> None:
     status, _, payload = request(review_server, "GET", "/api/next?after=s3://x/y")
     assert status == 400 and "queued_at" in json.loads(payload)["error"]
+
+
+def test_a_refused_body_is_never_read_as_the_next_request(
+    world: ReviewWorld, review_server: ReviewServer
+) -> None:
+    """A body left unread (refused by its type) must not be parsed as a request: the
+    server closes the connection rather than reading on."""
+    host, port = review_server.server_address[:2]
+    smuggled = b"GET /api/counts HTTP/1.1\r\nHost: x\r\n\r\n"
+    connection = http.client.HTTPConnection(str(host), port, timeout=30)
+    connection.request("POST", "/api/answer", body=smuggled, headers={"Content-Type": "text/plain"})
+    response = connection.getresponse()
+    assert response.status == 415
+    assert response.getheader("Connection") == "close"
+    response.read()
+    connection.close()
