@@ -9,9 +9,10 @@ policy: every one is allowed, none is allowed once its statement is removed, and
 requests the command never makes (a Scan, a write outside reviewed/, an event of another
 source) are not allowed.
 
-The local AWS does not yet hold a principal's DynamoDB and EventBridge calls to IAM (it
-does S3, Lambda, Step Functions: docs/local-mode.md), so the policy is evaluated here,
-with the same evaluator, rather than by running the command under an assumed role.
+The local AWS holds a principal's S3 calls to IAM, but not yet its DynamoDB and
+EventBridge calls (docs/local-mode.md): the S3 statements are also checked for real, with
+the store's S3 client acting as a role with the policy; the others are judged here, by the
+same evaluator the local AWS uses.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 
 from contract.decisions import EVENT_DETAIL_TYPE, EVENT_SOURCE
 from local_aws import iam
@@ -170,3 +172,58 @@ def test_nothing_the_command_never_does_is_allowed(
         is not iam.Decision.NONE
     ]
     assert allowed == []
+
+
+def assumed_s3(world: ReviewWorld, policy: dict[str, Any], name: str) -> Any:
+    """An S3 client acting as a role with `policy`: the local AWS enforces S3 for it."""
+    iam_client = boto3.client("iam")
+    trust = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Principal": {"AWS": ACCOUNT}, "Action": "sts:AssumeRole"}
+        ],
+    }
+    arn = iam_client.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(trust))
+    iam_client.put_role_policy(
+        RoleName=name, PolicyName="reviewer", PolicyDocument=json.dumps(policy)
+    )
+    keys = boto3.client("sts").assume_role(RoleArn=arn["Role"]["Arn"], RoleSessionName="alice")
+    credentials = keys["Credentials"]
+    return boto3.client(
+        "s3",
+        aws_access_key_id=credentials["AccessKeyId"],
+        aws_secret_access_key=credentials["SecretAccessKey"],
+        aws_session_token=credentials["SessionToken"],
+    )
+
+
+def test_the_s3_statements_hold_in_the_local_aws(world: ReviewWorld, unique_name: str) -> None:
+    """S3 is held to a principal's policies in the local AWS: the review's S3 calls pass
+    as a role with the policy (the first manifest write too, whose read of the missing
+    manifest is AccessDenied without s3:ListBucket), and fail without their statement."""
+    policy = filled_policy(world.bucket, world.table)
+    s3 = assumed_s3(world, policy, unique_name)
+    store = ReviewStore(
+        boto3.client("dynamodb"), s3, boto3.client("events"), world.table, world.bucket
+    )
+    first, phone = world.photos[0], world.photos[-1]
+    assert store.image_bytes(phone.image, 8 << 20).startswith(b"\xff\xd8\xff")
+    answered = store.answer(first.image, "bicycle", 0, "alice")  # creates the manifest
+    store.undo(first.image, answered["revision"], "alice")
+    store.answer(phone.image, "motorcycle", 0, "alice")
+    assert [entry.label for entry in store.manifest.entries()] == [1]
+
+    for sid, call in (
+        ("WriteTheAnswers", lambda s: s.answer(world.photos[1].image, "bicycle", 0, "alice")),
+        ("ReadThePhotosAndTheAnswers", lambda s: s.image_bytes(first.image, 1 << 20)),
+    ):
+        without = {**policy, "Statement": [s for s in policy["Statement"] if s["Sid"] != sid]}
+        limited = ReviewStore(
+            boto3.client("dynamodb"),
+            assumed_s3(world, without, f"{unique_name}-{sid}"[:64]),
+            boto3.client("events"),
+            world.table,
+            world.bucket,
+        )
+        with pytest.raises(ClientError, match="AccessDenied"):
+            call(limited)
