@@ -16,6 +16,7 @@ DynamoDB is the truth: the table is written first; the event and the manifest fo
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -58,6 +59,7 @@ EVENT_FIELDS = (
 # page: entries whose item was answered a moment ago (the index is eventually consistent).
 MAX_STALE_ENTRIES = 25
 
+_PLACEHOLDER = re.compile(r"[#:][A-Za-z0-9_]+")
 _deserializer = TypeDeserializer()
 _serializer = TypeSerializer()
 
@@ -275,17 +277,16 @@ class ReviewStore:
         )
         expression = f"attribute_exists(#image) AND {seen} AND {condition}"
         values = {**values, ":seen": revision, ":zero": 0, ":one": 1}
-        used = {name: names[name] for name in names if name in update + expression}
+        # DynamoDB refuses a placeholder the expressions do not use: pass only those used.
+        tokens = set(_PLACEHOLDER.findall(update + " " + expression))
         try:
             response = self.dynamodb.update_item(
                 TableName=self.table,
                 Key=_typed({PARTITION_KEY: image}),
                 UpdateExpression=update,
                 ConditionExpression=expression,
-                ExpressionAttributeNames=used,
-                ExpressionAttributeValues=_typed(
-                    {name: value for name, value in values.items() if name in update + expression}
-                ),
+                ExpressionAttributeNames={k: v for k, v in names.items() if k in tokens},
+                ExpressionAttributeValues=_typed({k: v for k, v in values.items() if k in tokens}),
                 ReturnValues="ALL_NEW",
             )
         except ClientError as error:
