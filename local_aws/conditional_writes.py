@@ -16,15 +16,19 @@ import functools
 import threading
 from typing import Any
 
-_WRITES = threading.Lock()
+_WRITES = threading.RLock()  # reentrant: a write served inside another cannot deadlock
 
 
 def _serialized(method: Any) -> Any:
+    if getattr(method, "_serialized", False):
+        return method  # installed once, however often the patches run
+
     @functools.wraps(method)
     def locked(self: Any, *args: Any, **kwargs: Any) -> Any:
         with _WRITES:
             return method(self, *args, **kwargs)
 
+    locked._serialized = True  # type: ignore[attr-defined]
     return locked
 
 
