@@ -110,6 +110,9 @@ def summary_lines(review: dict[str, Any] | None) -> list[tuple[str, str]]:
     if review is None:
         return [("review queue", "n/a (no decisions table)")]
     answers = ", ".join(f"{answer} {count}" for answer, count in review["answers"].items())
+    for name in ("unknown", "conflicts"):  # photos left unanswered: with no true label, or
+        if review[name]:  # answered by someone else first
+            answers += f"{', ' if answers else ''}{name} {review[name]}"
     decisions = ", ".join(f"{name} {count}" for name, count in review["decisions"].items())
     return [
         ("review queue", f"{review['queue_before']} before, {review['queue_after']} after"),
