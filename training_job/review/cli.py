@@ -11,6 +11,7 @@ from typing import Any
 import boto3
 from botocore.exceptions import ClientError
 
+from contract import shown
 from contract.decisions import TABLE_ENVIRONMENT_VARIABLE
 from training_job.errors import CommandError, UsageError
 from training_job.review.server import ReviewServer
@@ -61,14 +62,16 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"no decisions table: pass --table or set {TABLE_ENVIRONMENT_VARIABLE}")
     if not is_loopback(args.host):
         raise UsageError(
-            f"--host {args.host[:80]!r} is not a loopback address: the page is "
+            f"--host {shown(args.host)} is not a loopback address: the page is "
             "for this machine only"
         )
     if not 0 <= args.port <= 65535:
         raise UsageError(f"--port {args.port} is not a port")
     reviewer = args.reviewer or caller_name()
     if not _REVIEWER.fullmatch(reviewer):
-        raise UsageError(f"--reviewer {reviewer[:80]!r}: 1-64 letters, digits or _.@+=,-")
+        raise UsageError(
+            f"--reviewer {shown(reviewer)}: 1-64 letters, digits or _.@+=,- (pass --reviewer)"
+        )
     store = ReviewStore(
         boto3.client("dynamodb"),
         boto3.client("s3"),
@@ -80,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
         pending = store.count_pending()  # the table and its queue index, checked up front
     except ClientError as error:
         if error.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
-            raise CommandError(f"no decisions table {args.table!r} in this region") from error
+            raise CommandError(f"no decisions table {shown(args.table)} in this region") from error
         raise
     try:
         server = ReviewServer((args.host, args.port), store, reviewer)

@@ -37,6 +37,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from contract import shown
 from contract.images import MAX_IMAGE_BYTES, content_type_of
 from contract.manifest import ManifestError
 from training_job.review.reviewed import ManifestBusy
@@ -107,7 +108,7 @@ class ReviewHandler(BaseHTTPRequestHandler):
         if path.startswith("/static/"):
             name = path.removeprefix("/static/")
             if name not in STATIC_FILES:
-                raise Refused(HTTPStatus.NOT_FOUND, f"no such file: {name[:80]!r}")
+                raise Refused(HTTPStatus.NOT_FOUND, f"no such file: {shown(name)}")
             return STATIC_FILES[name], self.server.static[name]
         if path == "/api/next":
             after = None
@@ -123,12 +124,12 @@ class ReviewHandler(BaseHTTPRequestHandler):
             if content_type is None:
                 raise Refused(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "the photo is not a PNG or JPEG")
             return content_type, data
-        raise Refused(HTTPStatus.NOT_FOUND, f"no such page: {path[:80]!r}")
+        raise Refused(HTTPStatus.NOT_FOUND, f"no such page: {shown(path)}")
 
     def _post(self, path: str, query: dict[str, str]) -> tuple[str, bytes]:
         store = self.server.store
         if path not in ("/api/answer", "/api/undo"):
-            raise Refused(HTTPStatus.NOT_FOUND, f"no such API: {path[:80]!r}")
+            raise Refused(HTTPStatus.NOT_FOUND, f"no such API: {shown(path)}")
         body = self._json_body()
         image = _field(body, "image", str)
         revision = _field(body, "revision", int)

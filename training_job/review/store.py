@@ -25,6 +25,7 @@ from typing import Any
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
+from contract import shown
 from contract.decisions import (
     ANSWERS,
     EVENT_DETAIL_TYPE,
@@ -99,7 +100,7 @@ def split_image(image: str) -> tuple[str, str]:
     """(bucket, key) of an `s3://bucket/key` photo id; ValueError for anything else."""
     bucket, _, key = image.removeprefix("s3://").partition("/")
     if not image.startswith("s3://") or not bucket or not key:
-        raise ValueError(f"not an s3://bucket/key photo id: {image[:80]!r}")
+        raise ValueError(f"not an s3://bucket/key photo id: {shown(image)}")
     return bucket, key
 
 
@@ -182,14 +183,14 @@ class ReviewStore:
     def image_bytes(self, image: str, limit: int) -> bytes:
         """The photo of a decision in this store's bucket, at most `limit` bytes."""
         if self.get(image) is None:
-            raise NotFound(f"no decision for {image[:200]}")
+            raise NotFound(f"no decision for {shown(image, 200)}")
         bucket, key = split_image(image)
         if bucket != self.bucket:
-            raise NotFound(f"{image[:200]} is not in the bucket s3://{self.bucket}")
+            raise NotFound(f"{shown(image, 200)} is not in the bucket s3://{self.bucket}")
         response = self.s3.get_object(Bucket=bucket, Key=key, Range=f"bytes=0-{limit}")
         data: bytes = response["Body"].read()
         if len(data) > limit:
-            raise ValueError(f"{image[:200]} is over {limit} bytes")
+            raise ValueError(f"{shown(image, 200)} is over {limit} bytes")
         return data
 
     # Writing
@@ -197,10 +198,10 @@ class ReviewStore:
     def answer(self, image: str, answer: str, revision: int, reviewer: str) -> dict[str, Any]:
         """Answer the pending photo `image` as seen at `revision`; the updated item."""
         if answer not in ANSWERS:
-            raise ValueError(f"unknown answer {answer[:80]!r}: one of {', '.join(ANSWERS)}")
+            raise ValueError(f"unknown answer {shown(answer)}: one of {', '.join(ANSWERS)}")
         bucket, key = split_image(image)
         if bucket != self.bucket:
-            raise NotFound(f"{image[:200]} is not in the bucket s3://{self.bucket}")
+            raise NotFound(f"{shown(image, 200)} is not in the bucket s3://{self.bucket}")
         item = self._update(
             image,
             revision,
@@ -224,10 +225,10 @@ class ReviewStore:
         """Take back `reviewer`'s answer to `image`, seen at `revision`: the restored item."""
         current = self.get(image)
         if current is None:
-            raise NotFound(f"no decision for {image[:200]}")
+            raise NotFound(f"no decision for {shown(image, 200)}")
         inferences = current.get("inferences") or []
         if len(inferences) != len(CLASS_ANSWERS) or REVIEW_INDEX_SORT_KEY not in current:
-            raise Conflict(f"{image[:200]} has no model decision to go back to", current)
+            raise Conflict(f"{shown(image, 200)} has no model decision to go back to", current)
         model_label = CLASS_ANSWERS[max(range(len(inferences)), key=inferences.__getitem__)]
         status = (
             STATUS_ROUTED if current.get("review_reason") == REASON_AUDIT else STATUS_NEEDS_REVIEW
@@ -294,7 +295,7 @@ class ReviewStore:
                 raise
             fresh = self.get(image)
             if fresh is None:
-                raise NotFound(f"no decision for {image[:200]}") from error
+                raise NotFound(f"no decision for {shown(image, 200)}") from error
             raise Conflict(_why_refused(fresh, revision), fresh) from error
         return plain(response["Attributes"])
 
@@ -313,7 +314,7 @@ class ReviewStore:
         if response.get("FailedEntryCount"):
             entry = response["Entries"][0]
             raise EventNotSent(
-                f"the decision of {item['image'][:200]} was recorded, but EventBridge "
+                f"the decision of {shown(item['image'], 200)} was recorded, but EventBridge "
                 f"refused its event: {entry.get('ErrorCode')}: {entry.get('ErrorMessage')}"
             )
 
