@@ -237,19 +237,6 @@ def test_eventbridge_source_and_detail_type_are_evaluated_for_each_entry(
         assert _code(denied) == "AccessDeniedException"
 
 
-def test_put_events_refuses_entries_of_256_kb_or_more(local_aws: dict[str, str]) -> None:
-    events = boto3.client("events")
-    entry = {"Source": "s", "DetailType": "d"}
-    room = 256 * 1024 - 2 - len('{"x": ""}')
-    fits = {**entry, "Detail": json.dumps({"x": "a" * (room - 1)})}
-    assert events.put_events(Entries=[fits])["FailedEntryCount"] == 0
-    for entries in ([{**entry, "Detail": json.dumps({"x": "a" * room})}], [fits, fits]):
-        with pytest.raises(ClientError) as refused:
-            events.put_events(Entries=entries)
-        assert _code(refused) == "ValidationException"
-        assert "over the limit" in str(refused.value)
-
-
 def test_a_missing_key_is_access_denied_unless_the_role_may_list_the_bucket(
     bucket: str, unique_name: str
 ) -> None:
