@@ -730,6 +730,21 @@ def review_queue(flow: Workflow) -> list[str]:
     return [item["image"]["S"] for page in pages for item in page["Items"]]
 
 
+def run_execution(flow: Workflow, key: str) -> dict[str, Any]:
+    """The workflow on `key`, started with the Step Functions API (`sls invoke stepf`
+    is tested above; its CLI start costs seconds a run), once it has ended."""
+    sfn = flow.client("stepfunctions")
+    event = {"image_data": "", "s3_bucket": flow.bucket, "s3_key": key, "inferences": []}
+    arn = sfn.start_execution(stateMachineArn=flow.machine_arn(), input=json.dumps(event))[
+        "executionArn"
+    ]
+    deadline = time.monotonic() + 60
+    while (described := sfn.describe_execution(executionArn=arn))["status"] == "RUNNING":
+        assert time.monotonic() < deadline, f"{arn} still running"
+        time.sleep(0.1)
+    return dict(described)
+
+
 def entered_states(flow: Workflow, execution_arn: str) -> list[str]:
     return [
         e["stateEnteredEventDetails"]["name"]
@@ -742,7 +757,7 @@ def test_a_confident_photo_is_recorded_as_routed_and_announced_once(
     workflow: Workflow, subscriber: Subscriber
 ) -> None:
     key = copy_of(workflow, workflow.confident_key())
-    execution = invoke_stepf(workflow, key)
+    execution = run_execution(workflow, key)
     assert execution["status"] == "SUCCEEDED", execution
     assert entered_states(workflow, execution["executionArn"])[-2:] == [
         "RecordDecision",
@@ -788,9 +803,9 @@ def test_the_same_photo_twice_leaves_one_decision_and_one_event(
     workflow: Workflow, subscriber: Subscriber
 ) -> None:
     key = copy_of(workflow, workflow.confident_key())
-    first = invoke_stepf(workflow, key)
+    first = run_execution(workflow, key)
     decided = decision_of(workflow, key)
-    second = invoke_stepf(workflow, key)
+    second = run_execution(workflow, key)
     assert (first["status"], second["status"]) == ("SUCCEEDED", "SUCCEEDED")
     assert entered_states(workflow, second["executionArn"])[-2:] == [
         "RecordDecision",
@@ -813,7 +828,7 @@ def test_a_doubtful_photo_is_queued_for_review_and_still_stops_at_the_gate(
 ) -> None:
     key = copy_of(workflow, workflow.doubtful_key(), audited=None)
     image = image_id(workflow.bucket, key)
-    execution = invoke_stepf(workflow, key)
+    execution = run_execution(workflow, key)
     assert (execution["status"], execution["error"]) == ("FAILED", GATE_ERROR)
     decision = decision_of(workflow, key)
     probabilities = workflow.probabilities[workflow.doubtful_key()]
@@ -826,10 +841,31 @@ def test_a_doubtful_photo_is_queued_for_review_and_still_stops_at_the_gate(
     assert image in review_queue(workflow)
     assert subscriber.events_for(image) == []  # nothing routed
     # Again: still stopped at the gate, still one decision, queued once.
-    again = invoke_stepf(workflow, key)
+    again = run_execution(workflow, key)
     assert (again["status"], again["error"]) == ("FAILED", GATE_ERROR)
     assert decision_of(workflow, key) == decision
     assert review_queue(workflow).count(image) == 1
+
+
+def test_the_readmes_review_queue_command_lists_a_queued_photo(workflow: Workflow) -> None:
+    """The README's `aws dynamodb query` of the review queue, run with the AWS CLI against
+    the deployed table."""
+    if shutil.which("aws") is None:
+        pytest.skip("the AWS CLI the README uses is not installed here")
+    key = copy_of(workflow, workflow.doubtful_key(), audited=None)
+    run_execution(workflow, key)
+    readme = (REPO_ROOT / "README.md").read_text().replace("\\\n", " ")
+    [command] = [
+        line.strip()
+        for line in readme.split("## The AWS path")[0].splitlines()
+        if line.strip().startswith("aws dynamodb query")
+    ]
+    result = subprocess.run(
+        command, shell=True, env=workflow.environment(), capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    queued = [item["image"]["S"] for item in json.loads(result.stdout)["Items"]]
+    assert image_id(workflow.bucket, key) in queued
 
 
 def test_an_audit_sampled_photo_is_routed_and_queued_for_review(
@@ -837,7 +873,7 @@ def test_an_audit_sampled_photo_is_routed_and_queued_for_review(
 ) -> None:
     key = copy_of(workflow, workflow.confident_key(), audited=True)
     image = image_id(workflow.bucket, key)
-    execution = invoke_stepf(workflow, key)
+    execution = run_execution(workflow, key)
     assert execution["status"] == "SUCCEEDED", execution
     assert "RecordAuditedDecision" in entered_states(workflow, execution["executionArn"])
     decision = decision_of(workflow, key)
@@ -854,7 +890,7 @@ def test_a_photo_with_a_hostile_key_is_decided_under_exactly_its_id(
     # Quotes, braces and a DynamoDB type tag in the key must stay data, never structure.
     key = copy_of(workflow, workflow.confident_key(), name=' "}, {"S": "x"} ünï $.decision')
     image = image_id(workflow.bucket, key)
-    execution = invoke_stepf(workflow, key)
+    execution = run_execution(workflow, key)
     assert execution["status"] == "SUCCEEDED", execution
     assert decision_of(workflow, key)["image"] == image
     [event] = subscriber.events_for(image)
