@@ -13,7 +13,19 @@ from typing import Any
 
 import pytest
 
+from contract.decisions import (
+    ANSWERED_INDEX,
+    ANSWERED_INDEX_PARTITION_KEY,
+    ANSWERED_INDEX_PROJECTION,
+    ANSWERED_INDEX_SORT_KEY,
+    PARTITION_KEY,
+    REVIEW_INDEX,
+    REVIEW_INDEX_PARTITION_KEY,
+    REVIEW_INDEX_SORT_KEY,
+    TABLE_ENVIRONMENT_VARIABLE,
+)
 from contract.threshold import DEFAULT_THRESHOLD
+from handlers import review_monitor
 from tests.statemachine.packaging import package
 
 CFN_LINT = Path(sys.executable).parent / "cfn-lint"
@@ -37,6 +49,11 @@ WORKFLOW_FUNCTIONS = {
 FUNCTIONS = {
     **WORKFLOW_FUNCTIONS,
     "monitor": ("MonitorLambdaFunction", "MonitorRole", "handlers/monitor.py"),
+    "reviewMonitor": (
+        "ReviewMonitorLambdaFunction",
+        "ReviewMonitorRole",
+        "handlers/review_monitor.py",
+    ),
 }
 # Beside its own handler, each package that reads images from S3 holds their reader.
 READS_IMAGES = {"serialize", "classify"}
@@ -46,6 +63,7 @@ LOG_ACTIONS = {"logs:CreateLogStream", "logs:PutLogEvents"}
 READS_CAPTURES = {
     "monitor": {"contract/baseline.py", "contract/capture.py", "contract/threshold.py"},
     "thresholdFilter": {"contract/threshold.py"},
+    "reviewMonitor": {"contract/decisions.py", "contract/review_quality.py"},
 }
 
 
@@ -210,6 +228,7 @@ def test_each_function_has_its_own_role_with_only_its_actions(packaged: Packaged
         "ThresholdFilterRole": LOG_ACTIONS,
         "MonitorRole": LOG_ACTIONS
         | {"s3:ListBucket", "s3:GetObject", "s3:PutObject", "cloudwatch:PutMetricData"},
+        "ReviewMonitorRole": LOG_ACTIONS | {"dynamodb:Query", "cloudwatch:PutMetricData"},
     }
     for function_id, role, _path in FUNCTIONS.values():
         properties = packaged.resources[function_id]["Properties"]
@@ -392,7 +411,12 @@ def test_alarms_watch_real_failures_not_doubtful_images(packaged: Packaged) -> N
                 "SerializeLambdaFunction",
                 "ClassifyLambdaFunction",
                 "MonitorLambdaFunction",
+                "ReviewMonitorLambdaFunction",
             )
+        ),
+        *(
+            ("SconesUnlimited/Monitoring", metric, json.dumps({"Ref": "DecisionsTable"}))
+            for metric in ("OldestReviewWaitSeconds", "AccuracyPastGate")
         ),
         *(
             ("SconesUnlimited/Monitoring", metric, json.dumps({"Ref": "EndpointName"}))
@@ -561,3 +585,53 @@ def test_each_package_imports_on_its_own(packaged: Packaged, tmp_path: Path, fun
         timeout=60,
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_the_review_monitor_may_query_only_the_two_sparse_indexes(packaged: Packaged) -> None:
+    (query,) = [
+        s
+        for s in statements(packaged.resources["ReviewMonitorRole"])
+        if "dynamodb:Query" in actions(s)
+    ]
+    assert actions(query) == ["dynamodb:Query"]
+    assert query["Resource"] == [
+        {"Fn::Sub": f"${{DecisionsTable.Arn}}/index/{REVIEW_INDEX}"},
+        {"Fn::Sub": f"${{DecisionsTable.Arn}}/index/{ANSWERED_INDEX}"},
+    ]
+    (put,) = [
+        s
+        for s in statements(packaged.resources["ReviewMonitorRole"])
+        if "cloudwatch:PutMetricData" in actions(s)
+    ]
+    assert put["Condition"] == {
+        "StringEquals": {"cloudwatch:namespace": review_monitor.DEFAULT_NAMESPACE}
+    }
+    env = packaged.resources["ReviewMonitorLambdaFunction"]["Properties"]["Environment"]
+    assert env["Variables"] == {TABLE_ENVIRONMENT_VARIABLE: {"Ref": "DecisionsTable"}}
+
+
+def test_the_decisions_table_is_encrypted_with_the_contracts_indexes(packaged: Packaged) -> None:
+    table = packaged.resources["DecisionsTable"]["Properties"]
+    assert table["SSESpecification"] == {"SSEEnabled": True}
+    assert table["KeySchema"] == [{"AttributeName": PARTITION_KEY, "KeyType": "HASH"}]
+    indexes = {i["IndexName"]: i for i in table["GlobalSecondaryIndexes"]}
+    assert [k["AttributeName"] for k in indexes[REVIEW_INDEX]["KeySchema"]] == [
+        REVIEW_INDEX_PARTITION_KEY,
+        REVIEW_INDEX_SORT_KEY,
+    ]
+    assert [k["AttributeName"] for k in indexes[ANSWERED_INDEX]["KeySchema"]] == [
+        ANSWERED_INDEX_PARTITION_KEY,
+        ANSWERED_INDEX_SORT_KEY,
+    ]
+    projected = indexes[ANSWERED_INDEX]["Projection"]["NonKeyAttributes"]
+    assert tuple(projected) == ANSWERED_INDEX_PROJECTION
+
+
+def test_the_review_alarms_follow_their_params(tmp_path: Path) -> None:
+    template = package("dev", tmp_path, "reviewWaitAlarm=3600", "accuracyAlarm=0.9")
+    alarms = {n: r["Properties"] for n, r in template["Resources"].items()}
+    assert float(alarms["ReviewWaitTooLongAlarm"]["Threshold"]) == 3600
+    assert alarms["ReviewWaitTooLongAlarm"]["ComparisonOperator"] == "GreaterThanThreshold"
+    assert float(alarms["AccuracyPastGateAlarm"]["Threshold"]) == 0.9
+    assert alarms["AccuracyPastGateAlarm"]["ComparisonOperator"] == "LessThanThreshold"
+    assert alarms["AccuracyPastGateAlarm"]["TreatMissingData"] == "notBreaching"
