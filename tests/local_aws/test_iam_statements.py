@@ -112,6 +112,8 @@ class Rendered:
             return f"arn:aws:iam::{ACCOUNT_ID}:role/{logical_id}"
         if kind == "AWS::Events::Rule":
             return f"arn:aws:events:{REGION}:{ACCOUNT_ID}:rule/{logical_id}"
+        if kind == "AWS::DynamoDB::Table":
+            return f"arn:aws:dynamodb:{REGION}:{ACCOUNT_ID}:table/{properties['TableName']}"
         raise AssertionError(f"no ARN for {logical_id} ({kind})")
 
     def ref(self, name: str) -> str:
@@ -122,6 +124,8 @@ class Rendered:
             return ENDPOINT
         if self.resources[name]["Type"] == "AWS::StepFunctions::StateMachine":
             return self.arn(name)  # a state machine's Ref is its ARN
+        if self.resources[name]["Type"] == "AWS::DynamoDB::Table":
+            return str(self.resources[name]["Properties"]["TableName"])  # a table's Ref: its name
         raise AssertionError(f"no Ref value for {name}")
 
     def resolve(self, value: Any) -> Any:
@@ -244,6 +248,25 @@ def workflow(workflow_aws: LocalAws, tmp_path_factory: pytest.TempPathFactory) -
     assert len(image) % 2 == 0
     s3.put_object(Bucket=bucket, Key=IMAGE_KEY, Body=image)
 
+    for resource in rendered.resources.values():
+        if resource["Type"] == "AWS::DynamoDB::Table":
+            table = rendered.resolve(resource["Properties"])
+            aws.client("dynamodb").create_table(
+                **{
+                    name: table[name]
+                    for name in (
+                        "TableName",
+                        "BillingMode",
+                        "AttributeDefinitions",
+                        "KeySchema",
+                        "GlobalSecondaryIndexes",
+                    )
+                    if name in table
+                },
+                # CloudFormation's SSEEnabled is the API's Enabled.
+                SSESpecification={"Enabled": table["SSESpecification"]["SSEEnabled"]},
+            )
+
     roles = {
         name: ""
         for name, resource in rendered.resources.items()
@@ -347,6 +370,13 @@ def _monitor(workflow: Workflow, role: str, first_run: bool = False) -> str:
     return _invoke(workflow, "MonitorRole", {})
 
 
+def _review_monitor(workflow: Workflow, role: str) -> str:
+    """One run: it counts the review queue, reads the audit answers (both by index Query)
+    and publishes its metrics."""
+    workflow.use_roles(ReviewMonitorRole=role)
+    return _invoke(workflow, "ReviewMonitorRole", {})
+
+
 def _wait_for_execution(workflow: Workflow, arn: str) -> dict[str, Any]:
     sfn = workflow.aws.client("stepfunctions")
     deadline = time.monotonic() + 120
@@ -434,6 +464,7 @@ SCENARIOS: dict[str, Callable[[Workflow, str], str]] = {
     "SerializeRole": _serialize,
     "ClassifyRole": _classify,
     "MonitorRole": _monitor,
+    "ReviewMonitorRole": _review_monitor,
     "ImageWorkflowRole": _state_machine,
     "ImageWorkflowEventToStepFunctionsRole": _trigger,
 }
