@@ -38,6 +38,9 @@ from contract.decisions import (
 
 Z_95 = 1.959963984540054  # the standard normal's 97.5% quantile
 ALL_VERSIONS = "all"
+# The fewest audited answers accuracy past the gate is alarmed on: below it the interval is
+# too wide to mean anything (at 50 answers and 95% accuracy, Wilson's is about 87-98%).
+MIN_AUDIT_SAMPLE = 50
 # The model's classes in LABELS order (handlers/workflow_event.py; a test holds them equal),
 # the order of an item's `inferences`.
 MODEL_CLASSES = tuple(answer for answer in ANSWERS if answer != ANSWER_NEITHER)

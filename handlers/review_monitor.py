@@ -21,7 +21,8 @@ Environment:
   DECISIONS_TABLE      the decisions table (contract/decisions.py)
   METRIC_NAMESPACE     default SconesUnlimited/Monitoring
   AUDIT_WINDOW_HOURS   how far back audit answers count (default 168: a week)
-  MIN_AUDIT_SAMPLE     the fewest audit answers AccuracyPastGate is published from (50)
+  MIN_AUDIT_SAMPLE     the fewest audit answers AccuracyPastGate is published from
+                       (default contract.review_quality.MIN_AUDIT_SAMPLE, 50)
 """
 
 from __future__ import annotations
@@ -44,12 +45,16 @@ from contract.decisions import (
     REVIEW_PENDING,
     TABLE_ENVIRONMENT_VARIABLE,
 )
-from contract.review_quality import ALL_VERSIONS, from_attribute_values, measure
+from contract.review_quality import (
+    ALL_VERSIONS,
+    MIN_AUDIT_SAMPLE,
+    from_attribute_values,
+    measure,
+)
 from handlers.workflow_event import ConfigurationError, log
 
 DEFAULT_NAMESPACE = "SconesUnlimited/Monitoring"
 AUDIT_WINDOW_HOURS = 168
-MIN_AUDIT_SAMPLE = 50
 MAX_VERSIONS_PUBLISHED = 20  # per-version metrics for the newest this many only
 
 

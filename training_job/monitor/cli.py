@@ -1,4 +1,4 @@
-"""`python -m training_job monitor baseline | report | check`."""
+"""`python -m training_job monitor baseline | report | check | review`."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ import boto3
 import torch
 from botocore.exceptions import BotoCoreError, ClientError
 
+from contract.review_quality import ALL_VERSIONS, MIN_AUDIT_SAMPLE
 from contract.s3 import (
     S3_SCHEME,
     S3UriError,
@@ -67,6 +68,7 @@ from training_job.monitor.report import (
     write_plots,
     write_summary,
 )
+from training_job.monitor.review import as_dict, review_measures, summary_lines
 
 # One code per outcome, so a cron job can page on answers, log input drift, and never
 # mistake a broken run for either. SIGTERM exits 143 and Ctrl-C 130, as shells do.
@@ -142,6 +144,20 @@ def metric_namespace(text: str) -> str:
         raise argparse.ArgumentTypeError("a namespace is 1 to 255 printable ASCII characters")
     if text.startswith((":", "AWS/")):
         raise argparse.ArgumentTypeError("a namespace cannot start with ':' or 'AWS/'")
+    return text
+
+
+_TABLE_NAME = re.compile(r"^[A-Za-z0-9_.-]{3,255}$")
+_TABLE_ARN = re.compile(r"^arn:aws[a-z-]*:dynamodb:[a-z0-9-]+:\d{12}:table/[A-Za-z0-9_.-]{3,255}$")
+
+
+def table_name(text: str) -> str:
+    """A DynamoDB table's name (3-255 of A-Z a-z 0-9 _ . -) or its ARN."""
+    if not (_TABLE_NAME.match(text) or _TABLE_ARN.match(text)):
+        raise argparse.ArgumentTypeError(
+            f"expected a DynamoDB table name (3-255 letters, digits, _ . -) or ARN, got "
+            f"{text[:80]!r}"
+        )
     return text
 
 
@@ -332,6 +348,56 @@ def register(subparsers: Any) -> None:
     )
     _add_source_options(check, default_window=200)
     check.set_defaults(func=run_check)
+    _register_review(commands)
+
+
+def _register_review(commands: Any) -> None:
+    review = commands.add_parser(
+        "review",
+        help="accuracy past the gate (from the audit sample), doubtful share and "
+        "model-person agreement, per model version, from people's answers",
+        description="Measure the model from the answers people gave in the review queue "
+        "(the decisions table): accuracy past the gate from the audited photos (an unbiased "
+        "sample of the photos that passed), with its Wilson 95%% interval and sample size; "
+        "the doubtful share; the agreement between the model and the person on doubtful "
+        "photos; per model version. A 'neither' answer counts as the model being wrong, and "
+        "is also counted apart. Exit status: 0 measured (and, with --alarm-below, no "
+        "version below the level); 1 a version's accuracy past the gate is below "
+        "--alarm-below (page); 2 no verdict: with --alarm-below, no version has "
+        "--min-sample audited answers; bad arguments; AWS errors; 4 internal error.",
+    )
+    review.add_argument(
+        "--table",
+        required=True,
+        type=table_name,
+        help="the decisions table (serverless.yml's DecisionsTable, the handlers' "
+        "DECISIONS_TABLE), read with a paginated Scan",
+    )
+    review.add_argument(
+        "--since", type=timestamp, metavar="TIME", help="decisions made at or after this time"
+    )
+    review.add_argument(
+        "--until", type=timestamp, metavar="TIME", help="decisions made before this time"
+    )
+    review.add_argument(
+        "--alarm-below",
+        type=probability,
+        metavar="LEVEL",
+        help="exit 1 when a model version's accuracy past the gate is below LEVEL (e.g. "
+        "0.95, serverless.yml's accuracyAlarm)",
+    )
+    review.add_argument(
+        "--min-sample",
+        type=positive,
+        default=MIN_AUDIT_SAMPLE,
+        metavar="N",
+        help="--alarm-below judges only versions with at least N audited answers "
+        "(default: %(default)s, the scheduled monitor's)",
+    )
+    review.add_argument(
+        "--json", type=Path, metavar="FILE", help="also write the measures as JSON to FILE"
+    )
+    review.set_defaults(func=run_review)
 
 
 def _reference(args: argparse.Namespace, workdir: Path) -> tuple[Baseline, Any, Any, str]:
@@ -567,5 +633,37 @@ def run_check(args: argparse.Namespace) -> int:
         return {ANSWER_DRIFT: EXIT_ANSWERS, INPUT_DRIFT: EXIT_INPUT_DRIFT}.get(
             result.drift, EXIT_OK
         )
+
+    return _guarded(body, args)
+
+
+def run_review(args: argparse.Namespace) -> int:
+    def body(args: argparse.Namespace) -> int:
+        measured = review_measures(args.table, args.since, args.until)
+        for line in summary_lines(measured):
+            print(line)
+        if args.json:
+            write_summary(as_dict(measured), args.json)
+        if args.alarm_below is None:
+            return EXIT_OK
+        judged = {
+            version: m.accuracy_past_gate
+            for version, m in measured.items()
+            if version != ALL_VERSIONS and m.accuracy_past_gate.n >= args.min_sample
+        }
+        if not judged:
+            print(
+                f"error: no verdict: no model version has {args.min_sample} audited answers "
+                "(--min-sample)",
+                file=sys.stderr,
+            )
+            return EXIT_UNUSABLE
+        below = [v for v, accuracy in judged.items() if (accuracy.value or 0.0) < args.alarm_below]
+        for version in below:
+            print(
+                f"ALERT: model version {version}: accuracy past the gate "
+                f"{judged[version].value:.1%} is below {args.alarm_below:.1%}"
+            )
+        return EXIT_ANSWERS if below else EXIT_OK
 
     return _guarded(body, args)
