@@ -20,7 +20,7 @@ import boto3
 import torch
 from botocore.exceptions import BotoCoreError, ClientError
 
-from contract.review_quality import ALL_VERSIONS, MIN_AUDIT_SAMPLE
+from contract.review_quality import ALL_VERSIONS, MIN_AUDIT_SAMPLE, VersionMeasures
 from contract.s3 import (
     S3_SCHEME,
     S3UriError,
@@ -56,12 +56,14 @@ from training_job.monitor.detectors import (
     describe_drift,
 )
 from training_job.monitor.embedding import Embedder
+from training_job.monitor.gallery import baseline_photos
 from training_job.monitor.report import (
     MAX_WINDOW_RECORDS,
     Run,
     WindowAnalyzer,
     WindowResult,
     last_records,
+    verdict,
     windows_by_count,
     windows_by_time,
     write_html,
@@ -330,6 +332,21 @@ def register(subparsers: Any) -> None:
         help="windows by capture time instead, e.g. 1h, 30m, 1d",
     )
     report.add_argument(
+        "--baseline-images",
+        metavar="URL",
+        help="where to sample the baseline photos shown beside each alerting window's: the "
+        "staged split the baseline was profiled from, s3://BUCKET/PREFIX or a local folder "
+        "(default: s3://<the captures' bucket>/train/)",
+    )
+    report.add_argument(
+        "--decisions-table",
+        type=table_name,
+        metavar="TABLE",
+        help="also read people's answers from the decisions table (as `monitor review` "
+        "does, for --since/--until) and show accuracy past the gate, the doubtful share and "
+        "the model-person agreement per model version",
+    )
+    report.add_argument(
         "--out",
         type=Path,
         required=True,
@@ -443,9 +460,16 @@ def _analyzer(
 
 
 def _summary(
-    args: argparse.Namespace, where: str, run: Run, analyzer: WindowAnalyzer, counts: ReadCounts
+    args: argparse.Namespace,
+    where: str,
+    run: Run,
+    analyzer: WindowAnalyzer,
+    counts: ReadCounts,
+    review: dict[str, VersionMeasures] | None = None,
 ) -> dict[str, Any]:
     return {
+        "verdict": verdict(run.results, args.alpha, review),
+        "review": as_dict(review) if review is not None else None,
         "captures": args.captures,
         "baseline": where,
         "alpha": args.alpha,
@@ -533,15 +557,34 @@ def run_report(args: argparse.Namespace) -> int:
             run = Run()
             run.analyze_all(analyzer, windows)
             args.out.mkdir(parents=True, exist_ok=True)
-            summary = _summary(args, where, run, analyzer, counts)
+            review = (
+                review_measures(args.decisions_table, args.since, args.until)
+                if args.decisions_table
+                else None
+            )
+            summary = _summary(args, where, run, analyzer, counts, review)
             plots = write_plots(run.results, analyzer, args.alpha, args.out)
             write_summary(summary, args.out / "summary.json")
-            write_html(summary, plots, args.out / "report.html")
+            photos = (
+                baseline_photos(_baseline_images(args), analyzer.imaging)
+                if analyzer.galleries.kept
+                else ([], "")
+            )
+            write_html(
+                summary,
+                plots,
+                args.out / "report.html",
+                analyzer.galleries.kept,
+                photos,
+                analyzer.galleries.dropped,
+            )
         print(
             f"{summary['windows']} windows: {summary['answer_drift_windows']} where the "
             f"model's answers moved, {summary['input_drift_windows']} with input drift only; "
             f"{counts.records} records; report: {args.out / 'report.html'}"
         )
+        for sentence in summary["verdict"]:
+            print(sentence)
         if not summary["judged_windows"]:
             print(
                 f"error: no window held {MIN_SAMPLES} usable records: nothing was judged",
@@ -551,6 +594,14 @@ def run_report(args: argparse.Namespace) -> int:
         return EXIT_OK
 
     return _guarded(body, args)
+
+
+def _baseline_images(args: argparse.Namespace) -> str | None:
+    if args.baseline_images:
+        return str(args.baseline_images)
+    if args.captures.startswith(S3_SCHEME):
+        return f"{S3_SCHEME}{parse_s3_uri(args.captures)[0]}/train/"
+    return None
 
 
 def _note_missing_statistics(baseline: Baseline, analyzer: WindowAnalyzer) -> None:
