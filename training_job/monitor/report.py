@@ -415,12 +415,15 @@ def window_span(result: WindowResult) -> str:
     return f"{start} to {end} UTC"
 
 
-def _tests(results: list[WindowResult], detectors: frozenset[str]) -> str:
-    names = sorted(
-        {f.test.replace("_", " ") for r in results for f in r.findings if f.alert}
-        & {f.test.replace("_", " ") for r in results for f in r.findings if f.detector in detectors}
-    )
-    return ", ".join(names) or "?"
+def _tests(results: list[WindowResult], detectors: frozenset[str], shown: int = 4) -> str:
+    """The alerting tests of `detectors`, the strongest (smallest adjusted p) first."""
+    strongest: dict[str, float] = {}
+    for f in (f for r in results for f in r.findings if f.alert and f.detector in detectors):
+        name = f.test.replace("_", " ")
+        strongest[name] = min(strongest.get(name, 1.0), f.p_adjusted)
+    names = sorted(strongest, key=strongest.__getitem__)
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more if names else "?"
 
 
 def verdict(
@@ -472,10 +475,10 @@ def verdict(
             )
             strongest = min(f.p_adjusted for f in first.findings if f.alert)
             sentences.append(
-                f"How sure: {len(alerting)} of {len(judged)} windows alerted, where chance "
-                f"alone would make at most {alpha * len(judged):.1f} (family-wise false-alarm "
-                f"rate {alpha} per window, Holm-corrected); in the first, adjusted p = "
-                f"{strongest:.2g}."
+                f"How sure: {len(alerting)} of {len(judged)} windows alerted; a window's tests "
+                f"together alarm falsely at most {alpha:.0%} of the time (Holm-corrected), so "
+                f"chance explains about {alpha * len(judged):.2g} alerting windows of "
+                f"{len(judged)}; in the first, the strongest test's adjusted p = {strongest:.2g}."
             )
         else:
             smallest = min(f.p_adjusted for r in judged for f in r.findings)
@@ -520,9 +523,24 @@ def _save(figure: Any, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     figure.tight_layout()
+    _note_ticks(figure.axes[0], path)
     figure.savefig(path, format="png")
     plt.close(figure)
     return path
+
+
+def x_tick_labels(path: Path) -> list[str]:
+    """The x axis labels a plot was drawn with (its offset text, such as the date, last),
+    as `write_plots` noted them beside the PNG: the page carries them as text."""
+    ticks = path.with_suffix(".xticks.json")
+    return list(json.loads(ticks.read_text())) if ticks.exists() else []
+
+
+def _note_ticks(axes: Any, path: Path) -> None:
+    axes.figure.canvas.draw()
+    labels = [t.get_text() for t in axes.get_xticklabels() if t.get_text()]
+    offset = axes.xaxis.get_offset_text().get_text()
+    path.with_suffix(".xticks.json").write_text(json.dumps(labels + ([offset] if offset else [])))
 
 
 @dataclass
@@ -817,6 +835,7 @@ def write_html(
     )
     images = "".join(
         f"<h3>{html.escape(title)}</h3><img class='plot' alt='{html.escape(title)}' "
+        f"data-xticks='{html.escape(json.dumps(x_tick_labels(p)))}' "
         f"src='{_data_uri(p.read_bytes())}'>"
         for title, p in plots
     )
