@@ -26,6 +26,7 @@ import boto3
 import numpy as np
 from PIL import Image
 
+from contract.review_quality import ALL_VERSIONS
 from local_aws.server import (
     DEFAULT_ENDPOINT_PORT,
     DEFAULT_PORT,
@@ -34,11 +35,13 @@ from local_aws.server import (
     local_aws_server,
     wait_until_ready,
 )
+from training_job.monitor.review import as_dict, review_measures, summary_lines
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ENDPOINT_NAME = "scones-image-classifier"
 STAGE = "local"
 STATE_MACHINE = f"scones-unlimited-{STAGE}-image-workflow"  # serverless.yml's name
+STACK = f"scones-unlimited-{STAGE}"  # what `sls deploy --stage local` creates
 TRAINING_CODE = REPO_ROOT / "training_job" / "code"
 DRIFT_NOISE_SIGMA = 40.0  # Gaussian pixel noise of the drifted batch (uint8 scale)
 # The SageMaker execution role, made from the files the README's AWS path makes it from.
@@ -228,6 +231,17 @@ class Demo:
         print(f"    {json.dumps(result)}")
         return result
 
+    def review_measures(self, stack: str = STACK) -> dict[str, Any]:
+        """Accuracy past the gate from the audit sample, and the other review measures, from
+        people's answers in the stack's decisions table (its name from the stack)."""
+        table = boto3.client("cloudformation").describe_stack_resource(
+            StackName=stack, LogicalResourceId="DecisionsTable"
+        )["StackResourceDetail"]["PhysicalResourceId"]
+        measured = review_measures(table, progress=False)
+        for line in summary_lines(measured):
+            print(f"    {line}")
+        return as_dict(measured)
+
     def test_images(self) -> list[bytes]:
         s3 = boto3.client("s3")
         pages = s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix="test/")
@@ -298,6 +312,8 @@ class Demo:
                 self.deploy_stack()
             with self.step("run the workflow on every test image"):
                 evaluation = self.evaluate()
+            with self.step("measure accuracy past the gate from the audit sample"):
+                review = self.review_measures()
             with self.step("send a drifted batch (camera noise) to the endpoint"):
                 throughput = self.send_drifted_batch(self.test_images())
             with self.step("stop the endpoint (flushes its data capture)"):
@@ -314,6 +330,7 @@ class Demo:
                 "THRESHOLD_CONFIDENCE_NOT_MET", 0
             ),
             "gate_accuracy": evaluation["gate_accuracy"],
+            "review": review,
             "endpoint_requests_per_second": round(throughput, 1),
             "monitoring_windows": monitoring["windows"],
             "alerting_windows": monitoring["alerting_windows"],
@@ -344,6 +361,7 @@ def print_summary(summary: dict[str, Any]) -> None:
         ("passed the gate", f"{summary['passed']}"),
         ("stopped (< threshold)", f"{summary['stopped_by_threshold']}"),
         ("accuracy past the gate", "n/a" if gate is None else f"{gate:.3f}"),
+        *audit_lines(summary["review"]),
         ("endpoint (8 clients)", f"{summary['endpoint_requests_per_second']} requests/s"),
         (
             "drift",
@@ -364,3 +382,21 @@ def print_summary(summary: dict[str, Any]) -> None:
     print("\n==> summary")
     for name, value in lines:
         print(f"    {name:<28}{value}")
+
+
+def audit_lines(review: dict[str, Any]) -> list[tuple[str, str]]:
+    """Accuracy past the gate as measured from the audit sample (people's answers), per
+    model version: the number with its 95% interval and sample size."""
+    lines = []
+    for version, measures in review.items():
+        if version == ALL_VERSIONS:
+            continue
+        accuracy = measures["accuracy_past_gate"]
+        value = (
+            f"{accuracy['value']:.3f} (95% CI {accuracy['low']:.3f}-{accuracy['high']:.3f}, "
+            f"{accuracy['n']} audited answers)"
+            if accuracy["n"]
+            else "n/a (no audited answer yet)"
+        )
+        lines.append((f"  from the audit, version {version}", value))
+    return lines or [("  from the audit", "n/a (no decisions)")]
