@@ -176,6 +176,12 @@ def metrics(
     return data
 
 
+def _metric_name(datum: dict[str, Any]) -> str:
+    """ "AccuracyPastGate[3]" for model version 3's, the plain name for the others."""
+    versions = [d["Value"] for d in datum["Dimensions"] if d["Name"] == "ModelVersion"]
+    return datum["MetricName"] + "".join(f"[{v}]" for v in versions)
+
+
 def handler(event: object, context: object = None) -> dict[str, Any]:
     table = _setting(TABLE_ENVIRONMENT_VARIABLE)
     namespace = _setting("METRIC_NAMESPACE", DEFAULT_NAMESPACE)
@@ -206,13 +212,7 @@ def handler(event: object, context: object = None) -> dict[str, Any]:
         "oldest_wait_seconds": waited,
         "audited_answers": len(answers),
         "min_audit_sample": min_sample,
-        "metrics": {
-            f"{d['MetricName']}"
-            + "".join(f"[{x['Value']}]" for x in d["Dimensions"] if x["Name"] == "ModelVersion"): d[
-                "Value"
-            ]
-            for d in data
-        },
+        "metrics": {_metric_name(d): d["Value"] for d in data},
     }
     log("INFO", "published review metrics", context, **summary)
     return summary
