@@ -311,9 +311,12 @@ def register(subparsers: Any) -> None:
         "report",
         help="windows of captured traffic -> report.html, plots (PNG) and summary.json",
         description="Stream every capture record (constant memory), cut it into windows, "
-        "run every detector on each and write report.html (self-contained), the plots and "
-        "summary.json; each window's verdict says whether the model's answers moved or only "
-        "its inputs. Damaged records are counted and reported, never fatal. Exit status: 0 "
+        "run every detector on each and write report.html (self-contained, opens offline: "
+        "the verdict in plain sentences first, people's answers per model version with "
+        "--decisions-table, each alerting window's most unusual and doubtful photos beside "
+        "baseline photos, the plots over capture time), the plots and summary.json; each "
+        "window's verdict says whether the model's answers moved or only its inputs. "
+        "Damaged records are counted and reported, never fatal. Exit status: 0 "
         "report written; 2 no usable record (the report is still written), no baseline, bad "
         "arguments or AWS errors; 4 internal error; 143 terminated (SIGTERM).",
     )
