@@ -231,13 +231,17 @@ class Demo:
         print(f"    {json.dumps(result)}")
         return result
 
-    def review_measures(self, stack: str = STACK) -> dict[str, Any]:
-        """Accuracy past the gate from the audit sample, and the other review measures, from
-        people's answers in the stack's decisions table (its name from the stack)."""
-        table = boto3.client("cloudformation").describe_stack_resource(
+    def decisions_table(self, stack: str = STACK) -> str:
+        """The stack's decisions table (serverless.yml's DecisionsTable)."""
+        name: str = boto3.client("cloudformation").describe_stack_resource(
             StackName=stack, LogicalResourceId="DecisionsTable"
         )["StackResourceDetail"]["PhysicalResourceId"]
-        measured = review_measures(table, progress=False)
+        return name
+
+    def review_measures(self, stack: str = STACK) -> dict[str, Any]:
+        """Accuracy past the gate from the audit sample, and the other review measures, from
+        people's answers in the stack's decisions table."""
+        measured = review_measures(self.decisions_table(stack), progress=False)
         for line in summary_lines(measured):
             print(f"    {line}")
         return as_dict(measured)
@@ -283,6 +287,8 @@ class Demo:
             f"s3://{self.bucket}/data_capture/{ENDPOINT_NAME}/",
             "--window",
             "200",
+            "--decisions-table",
+            self.decisions_table(),
             "--out",
             str(report_dir),
         )

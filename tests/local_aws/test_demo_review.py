@@ -5,13 +5,14 @@ local AWS's CloudFormation as `sls deploy` creates it)."""
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 
 import boto3
 import pytest
 import yaml
 
-from local_aws.demo import Demo, audit_lines
+from local_aws.demo import Demo, audit_lines, print_summary
 from tests.conftest import REPO_ROOT
 from tests.decisions_table import Traffic, put_items, simulate
 
@@ -53,3 +54,27 @@ def test_a_version_without_audited_answers_says_so() -> None:
         "all": {"accuracy_past_gate": {"value": None, "low": None, "high": None, "n": 0}},
     }
     assert audit_lines(review) == [("  from the audit, version 3", "n/a (no audited answer yet)")]
+
+
+def test_the_printed_summary_carries_the_audit_line(capsys: pytest.CaptureFixture[str]) -> None:
+    accuracy = {"value": 0.96, "low": 0.9, "high": 0.985, "n": 75, "neither": 1}
+    print_summary(
+        {
+            "test_accuracy": 0.95,
+            "executions": 200,
+            "passed": 180,
+            "stopped_by_threshold": 20,
+            "gate_accuracy": 0.97,
+            "review": {"2": {"accuracy_past_gate": accuracy}, "all": {}},
+            "endpoint_requests_per_second": 100.0,
+            "alerting_windows": 1,
+            "monitoring_windows": 2,
+            "drift_verdicts": [],
+            "report": "out/demo/monitoring/report.html",
+            "seconds": 300.0,
+        }
+    )
+    printed = capsys.readouterr().out
+    assert re.search(
+        r"from the audit, version 2 +0\.960 \(95% CI 0\.900-0\.985, 75 audited answers\)", printed
+    ), printed
