@@ -72,6 +72,11 @@ def test_count_query_follows_every_page(table: str) -> None:
         item["note"] = "x" * 40_000  # a big attribute (projected: the index keeps ALL)
     put_items(table, items)
     assert review_monitor.handler({}, None)["queue_depth"] == 120
+    client = boto3.client("dynamodb")
+    calls: list[str] = []
+    client.meta.events.register("before-call.dynamodb.Query", lambda **_: calls.append("Query"))
+    assert review_monitor.queue_depth(client, table) == 120
+    assert len(calls) >= 4, "the count was not read page by page"
 
 
 def test_accuracy_past_the_gate_is_published_only_from_a_large_enough_sample(
