@@ -554,6 +554,7 @@ def test_outputs_name_the_state_machine_and_the_alarm_topic(packaged: Packaged) 
     outputs = packaged.template["Outputs"]
     assert outputs["ImageWorkflowArn"]["Value"] == {"Ref": "ImageWorkflow"}
     assert outputs["AlarmTopicArn"]["Value"] == {"Ref": "AlarmTopic"}
+    assert outputs["DecisionsTableName"]["Value"] == {"Ref": "DecisionsTable"}
     name = packaged.resources["ImageWorkflow"]["Properties"]["StateMachineName"]
     assert name.startswith("scones-unlimited-") and name.endswith("-image-workflow")
 

@@ -59,4 +59,7 @@ def test_the_demo_runs_end_to_end_and_stops_what_it_started(
     assert summary["monitoring_windows"] >= 2
     assert summary["alerting_windows"] >= 1
     assert Path(summary["report"]).is_file()
+    # Accuracy past the gate from the audit sample: people's answers in the decisions table.
+    assert "from the audit" in printed
+    assert summary["review"]["all"]["accuracy_past_gate"]["n"] >= 0
     assert not (state / "aws.pid").exists(), "the demo left the local AWS running"

@@ -25,7 +25,14 @@ def stack(local_aws: dict[str, str], unique_name: str) -> str:
     table["Properties"]["TableName"] = f"{unique_name}-decisions"
     boto3.client("cloudformation").create_stack(
         StackName=unique_name,
-        TemplateBody=json.dumps({"Resources": {"DecisionsTable": table}}),
+        TemplateBody=json.dumps(
+            {
+                "Resources": {"DecisionsTable": table},
+                "Outputs": {
+                    "DecisionsTableName": declared["resources"]["Outputs"]["DecisionsTableName"]
+                },
+            }
+        ),
     )
     return unique_name
 
