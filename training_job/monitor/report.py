@@ -813,7 +813,7 @@ def write_html(
     plots: list[tuple[str, Path]],
     path: Path,
     galleries: list[Gallery] | None = None,
-    baseline_photos: tuple[list[Photo], str] = ([], "no baseline photos"),
+    baseline_photos: tuple[list[Photo], str] | None = None,
     galleries_dropped: int = 0,
 ) -> None:
     """One self-contained page: the verdict first, then people's answers, the photos of
@@ -851,12 +851,8 @@ def write_html(
         f"<h2>People's answers, per model version</h2>{_review_table(review)}" if review else ""
     )
     windows = {w["index"]: w for w in summary.get("window_results", [])}
-    baseline_grid = _grid(
-        "Baseline photos (" + baseline_photos[1] + ")",
-        baseline_photos[0],
-        html.escape(baseline_photos[1]),
-        "baseline",
-    )
+    photos, source = baseline_photos or ([], "no baseline photos")
+    baseline_grid = _grid(f"Baseline photos ({source})", photos, html.escape(source), "baseline")
     sections = []
     for number, gallery in enumerate(galleries or []):
         window = windows.get(gallery.index, {})
