@@ -97,3 +97,15 @@ def version_of_variant(variant: str) -> str:
     if variant.startswith(VARIANT_PREFIX) and digits.isdigit() and not digits.startswith("0"):
         return digits
     return UNVERSIONED
+
+
+# Answered review items, for the monitor: a second sparse index holding only the items a
+# person answered (both keys are attributes the workflow and the review page write
+# anyway: `review_reason` when queued, `reviewed_at` when answered; an undo that removes
+# `reviewed_at` takes the item out). Query `review_reason = audit` and `reviewed_at >=
+# since` is the audit sample of a period, without scanning the table. It projects what
+# the measures read (contract/review_quality.py).
+ANSWERED_INDEX = "answered"
+ANSWERED_INDEX_PARTITION_KEY = "review_reason"
+ANSWERED_INDEX_SORT_KEY = "reviewed_at"
+ANSWERED_INDEX_PROJECTION = ("label", "inferences", "source", "model_version", "answer")

@@ -26,6 +26,7 @@ import boto3
 import numpy as np
 from PIL import Image
 
+from contract.review_quality import ALL_VERSIONS
 from local_aws import demo_review
 from local_aws.server import (
     DEFAULT_ENDPOINT_PORT,
@@ -35,6 +36,7 @@ from local_aws.server import (
     local_aws_server,
     wait_until_ready,
 )
+from training_job.monitor.review import as_dict, review_measures, summary_lines
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ENDPOINT_NAME = "scones-image-classifier"
@@ -231,6 +233,24 @@ class Demo:
         print(f"    {json.dumps(result)}")
         return result
 
+    def decisions_table(self, stack: str = STACK) -> str:
+        """The stack's decisions table, from its DecisionsTableName output (moto's
+        DescribeStackResource fails on this stack's resources: a 500)."""
+        [described] = boto3.client("cloudformation").describe_stacks(StackName=stack)["Stacks"]
+        return next(
+            str(output["OutputValue"])
+            for output in described.get("Outputs", [])
+            if output["OutputKey"] == "DecisionsTableName"
+        )
+
+    def review_measures(self, stack: str = STACK) -> dict[str, Any]:
+        """Accuracy past the gate from the audit sample, and the other review measures, from
+        people's answers in the stack's decisions table."""
+        measured = review_measures(self.decisions_table(stack), progress=False)
+        for line in summary_lines(measured):
+            print(f"    {line}")
+        return as_dict(measured)
+
     def test_images(self) -> list[bytes]:
         s3 = boto3.client("s3")
         pages = s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix="test/")
@@ -272,6 +292,8 @@ class Demo:
             f"s3://{self.bucket}/data_capture/{ENDPOINT_NAME}/",
             "--window",
             "200",
+            "--decisions-table",
+            self.decisions_table(),
             "--out",
             str(report_dir),
         )
@@ -304,6 +326,8 @@ class Demo:
                 decisions = decision_counts(DECISIONS_TABLE)
             with self.step("a scripted reviewer answers the review queue (true labels)"):
                 review = demo_review.review_step(self.bucket, STACK)
+            with self.step("measure accuracy past the gate from the audit sample"):
+                audit = self.review_measures()
             with self.step("send a drifted batch (camera noise) to the endpoint"):
                 throughput = self.send_drifted_batch(self.test_images())
             with self.step("stop the endpoint (flushes its data capture)"):
@@ -321,6 +345,7 @@ class Demo:
             ),
             "gate_accuracy": evaluation["gate_accuracy"],
             "decisions": decisions,
+            "review": review,
             "endpoint_requests_per_second": round(throughput, 1),
             "monitoring_windows": monitoring["windows"],
             "alerting_windows": monitoring["alerting_windows"],
@@ -333,7 +358,7 @@ class Demo:
                 }
                 for window in monitoring["window_results"]
             ],
-            "review": review,
+            "audit": audit,
             "report": monitoring["report"],
             "seconds": round(time.monotonic() - began, 1),
             "step_seconds": self.seconds,
@@ -397,9 +422,28 @@ def print_summary(summary: dict[str, Any]) -> None:
             for verdict in summary["drift_verdicts"]
         ),
         *demo_review.summary_lines(summary["review"]),
+        *audit_lines(summary["audit"]),
         ("report", summary["report"]),
         ("total time", f"{summary['seconds']:.0f} s"),
     ]
     print("\n==> summary")
     for name, value in lines:
         print(f"    {name:<28}{value}")
+
+
+def audit_lines(review: dict[str, Any]) -> list[tuple[str, str]]:
+    """Accuracy past the gate as measured from the audit sample (people's answers), per
+    model version: the number with its 95% interval and sample size."""
+    lines = []
+    for version, measures in review.items():
+        if version == ALL_VERSIONS:
+            continue
+        accuracy = measures["accuracy_past_gate"]
+        value = (
+            f"{accuracy['value']:.3f} (95% CI {accuracy['low']:.3f}-{accuracy['high']:.3f}, "
+            f"{accuracy['n']} audited answers)"
+            if accuracy["n"]
+            else "n/a (no audited answer yet)"
+        )
+        lines.append((f"  from the audit, version {version}", value))
+    return lines or [("  from the audit", "n/a (no decisions)")]

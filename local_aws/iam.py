@@ -491,6 +491,17 @@ def _request_of(response: Any, assumed: Any, service: str, region: str) -> Reque
     elif service == "states":
         arn = response._get_param("stateMachineArn") or response._get_param("executionArn")
         resource = str(arn or "*")
+    elif service == "dynamodb":
+        # A table's ARN, or its index's when the request names one (Query, Scan).
+        table = str(response._get_param("TableName") or "*")
+        resource = (
+            table
+            if table.startswith("arn:")
+            else (f"arn:aws:dynamodb:{region}:{account}:table/{table}")
+        )
+        index = response._get_param("IndexName")
+        if index:
+            resource += f"/index/{index}"
     elif service == "cloudwatch":
         namespace = response._get_param("Namespace")
         if namespace:

@@ -14,16 +14,17 @@ from typing import Any
 import pytest
 
 from contract.decisions import (
+    ANSWERED_INDEX,
     DEFAULT_AUDIT_RATE,
     EVENT_DETAIL_TYPE,
     EVENT_SOURCE,
-    PARTITION_KEY,
     REVIEW_INDEX,
-    REVIEW_INDEX_PARTITION_KEY,
-    REVIEW_INDEX_SORT_KEY,
+    TABLE_ENVIRONMENT_VARIABLE,
 )
 from contract.threshold import DEFAULT_THRESHOLD
+from handlers import review_monitor
 from tests.statemachine.packaging import package
+from training_job.review.table import table_definition
 
 CFN_LINT = Path(sys.executable).parent / "cfn-lint"
 MAX_PACKAGE_BYTES = 100 * 1024
@@ -47,6 +48,11 @@ WORKFLOW_FUNCTIONS = {
 FUNCTIONS = {
     **WORKFLOW_FUNCTIONS,
     "monitor": ("MonitorLambdaFunction", "MonitorRole", "handlers/monitor.py"),
+    "reviewMonitor": (
+        "ReviewMonitorLambdaFunction",
+        "ReviewMonitorRole",
+        "handlers/review_monitor.py",
+    ),
 }
 # Beside its own handler, each package that reads images from S3 holds their reader.
 READS_IMAGES = {"serialize", "classify"}
@@ -56,6 +62,7 @@ LOG_ACTIONS = {"logs:CreateLogStream", "logs:PutLogEvents"}
 READS_CAPTURES = {
     "monitor": {"contract/baseline.py", "contract/capture.py", "contract/threshold.py"},
     "thresholdFilter": {"contract/threshold.py"},
+    "reviewMonitor": {"contract/decisions.py", "contract/review_quality.py"},
 }
 
 
@@ -219,6 +226,7 @@ def test_each_function_has_its_own_role_with_only_its_actions(packaged: Packaged
         "ThresholdFilterRole": LOG_ACTIONS,
         "MonitorRole": LOG_ACTIONS
         | {"s3:ListBucket", "s3:GetObject", "s3:PutObject", "cloudwatch:PutMetricData"},
+        "ReviewMonitorRole": LOG_ACTIONS | {"dynamodb:Query", "cloudwatch:PutMetricData"},
     }
     for function_id, role, _path in FUNCTIONS.values():
         properties = packaged.resources[function_id]["Properties"]
@@ -291,22 +299,19 @@ def test_the_state_machine_writes_only_its_decisions_and_puts_only_its_event(
     }
 
 
-def test_the_decisions_table_is_private_encrypted_recoverable_and_indexed_for_review(
+def test_the_decisions_table_is_private_encrypted_recoverable_and_as_the_code_reads_it(
     packaged: Packaged,
 ) -> None:
     table = packaged.resources["DecisionsTable"]
     assert table["DeletionPolicy"] == table["UpdateReplacePolicy"] == "Retain"
     properties = table["Properties"]
-    assert properties["BillingMode"] == "PAY_PER_REQUEST"
     assert properties["SSESpecification"] == {"SSEEnabled": True}
     assert properties["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
-    assert properties["KeySchema"] == [{"AttributeName": PARTITION_KEY, "KeyType": "HASH"}]
-    (index,) = properties["GlobalSecondaryIndexes"]
-    assert index["IndexName"] == REVIEW_INDEX
-    assert index["KeySchema"] == [
-        {"AttributeName": REVIEW_INDEX_PARTITION_KEY, "KeyType": "HASH"},
-        {"AttributeName": REVIEW_INDEX_SORT_KEY, "KeyType": "RANGE"},
-    ]
+    # Keys and both sparse indexes (contract/decisions.py) exactly as the one definition the
+    # tests build their tables from (training_job/review/table.py).
+    expected = table_definition("unused")
+    for name in ("BillingMode", "AttributeDefinitions", "KeySchema", "GlobalSecondaryIndexes"):
+        assert properties[name] == expected[name], name
     assert packaged.template["Outputs"]["DecisionsTableName"]["Value"] == {"Ref": "DecisionsTable"}
 
 
@@ -440,7 +445,12 @@ def test_alarms_watch_real_failures_not_doubtful_images(packaged: Packaged) -> N
                 "SerializeLambdaFunction",
                 "ClassifyLambdaFunction",
                 "MonitorLambdaFunction",
+                "ReviewMonitorLambdaFunction",
             )
+        ),
+        *(
+            ("SconesUnlimited/Monitoring", metric, json.dumps({"Ref": "DecisionsTable"}))
+            for metric in ("OldestReviewWaitSeconds", "AccuracyPastGate")
         ),
         *(
             ("SconesUnlimited/Monitoring", metric, json.dumps({"Ref": "EndpointName"}))
@@ -578,6 +588,7 @@ def test_outputs_name_the_state_machine_and_the_alarm_topic(packaged: Packaged) 
     outputs = packaged.template["Outputs"]
     assert outputs["ImageWorkflowArn"]["Value"] == {"Ref": "ImageWorkflow"}
     assert outputs["AlarmTopicArn"]["Value"] == {"Ref": "AlarmTopic"}
+    assert outputs["DecisionsTableName"]["Value"] == {"Ref": "DecisionsTable"}
     name = packaged.resources["ImageWorkflow"]["Properties"]["StateMachineName"]
     assert name.startswith("scones-unlimited-") and name.endswith("-image-workflow")
 
@@ -609,3 +620,36 @@ def test_each_package_imports_on_its_own(packaged: Packaged, tmp_path: Path, fun
         timeout=60,
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_the_review_monitor_may_query_only_the_two_sparse_indexes(packaged: Packaged) -> None:
+    (query,) = [
+        s
+        for s in statements(packaged.resources["ReviewMonitorRole"])
+        if "dynamodb:Query" in actions(s)
+    ]
+    assert actions(query) == ["dynamodb:Query"]
+    assert query["Resource"] == [
+        {"Fn::Sub": f"${{DecisionsTable.Arn}}/index/{REVIEW_INDEX}"},
+        {"Fn::Sub": f"${{DecisionsTable.Arn}}/index/{ANSWERED_INDEX}"},
+    ]
+    (put,) = [
+        s
+        for s in statements(packaged.resources["ReviewMonitorRole"])
+        if "cloudwatch:PutMetricData" in actions(s)
+    ]
+    assert put["Condition"] == {
+        "StringEquals": {"cloudwatch:namespace": review_monitor.DEFAULT_NAMESPACE}
+    }
+    env = packaged.resources["ReviewMonitorLambdaFunction"]["Properties"]["Environment"]
+    assert env["Variables"] == {TABLE_ENVIRONMENT_VARIABLE: {"Ref": "DecisionsTable"}}
+
+
+def test_the_review_alarms_follow_their_params(tmp_path: Path) -> None:
+    template = package("dev", tmp_path, "reviewWaitAlarm=3600", "accuracyAlarm=0.9")
+    alarms = {n: r["Properties"] for n, r in template["Resources"].items()}
+    assert float(alarms["ReviewWaitTooLongAlarm"]["Threshold"]) == 3600
+    assert alarms["ReviewWaitTooLongAlarm"]["ComparisonOperator"] == "GreaterThanThreshold"
+    assert float(alarms["AccuracyPastGateAlarm"]["Threshold"]) == 0.9
+    assert alarms["AccuracyPastGateAlarm"]["ComparisonOperator"] == "LessThanThreshold"
+    assert alarms["AccuracyPastGateAlarm"]["TreatMissingData"] == "notBreaching"

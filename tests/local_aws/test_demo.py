@@ -59,4 +59,13 @@ def test_the_demo_runs_end_to_end_and_stops_what_it_started(
     assert summary["monitoring_windows"] >= 2
     assert summary["alerting_windows"] >= 1
     assert Path(summary["report"]).is_file()
+    # Every photo ends in one decision; the scripted reviewer empties the review queue.
+    decisions = summary["decisions"]
+    assert decisions["routed"] + decisions["needs_review"] == 200
+    assert decisions["needs_review"] == summary["stopped_by_threshold"]
+    assert summary["review"]["queue_before"] == decisions["review_queue"]
+    assert summary["review"]["queue_after"] == 0
+    # Accuracy past the gate from the audit sample: people's answers in the decisions table.
+    assert "from the audit" in printed
+    assert summary["audit"]["all"]["accuracy_past_gate"]["n"] == decisions["audited"]
     assert not (state / "aws.pid").exists(), "the demo left the local AWS running"

@@ -15,7 +15,9 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
+from contract.decisions import ANSWERED_INDEX, REVIEW_INDEX
 from local_aws import iam
+from tests.decisions_table import create_decisions_table
 
 LAMBDA_TRUST = {
     "Version": "2012-10-17",
@@ -126,6 +128,50 @@ def test_conditions_on_s3_prefix_and_cloudwatch_namespace_are_evaluated(
     with pytest.raises(ClientError) as denied:
         cloudwatch.put_metric_data(Namespace="Other", MetricData=[{"MetricName": "m", "Value": 1}])
     assert _code(denied) == "AccessDenied"
+
+
+def test_a_query_allowed_on_an_index_reaches_that_index_only(
+    local_aws: dict[str, str], unique_name: str
+) -> None:
+    """DynamoDB's resource is the table's ARN, or the index's when the request names one:
+    Query on table/T/index/I does not allow a Query of the table, a Scan, or another index."""
+    create_decisions_table(unique_name)
+    table_arn = boto3.client("dynamodb").describe_table(TableName=unique_name)["Table"]["TableArn"]
+    role = _role(
+        unique_name,
+        [
+            {
+                "Effect": "Allow",
+                "Action": "dynamodb:Query",
+                "Resource": f"{table_arn}/index/{REVIEW_INDEX}",
+            }
+        ],
+    )
+    dynamodb = _as_role(role, "dynamodb")
+    pending = {
+        "KeyConditionExpression": "review_pending = :p",
+        "ExpressionAttributeValues": {":p": {"S": "pending"}},
+    }
+    assert dynamodb.query(TableName=unique_name, IndexName=REVIEW_INDEX, **pending)["Count"] == 0
+    refused = [
+        lambda: dynamodb.query(
+            TableName=unique_name,
+            KeyConditionExpression="image = :i",
+            ExpressionAttributeValues={":i": {"S": "s3://b/k"}},
+        ),
+        lambda: dynamodb.query(
+            TableName=unique_name,
+            IndexName=ANSWERED_INDEX,
+            KeyConditionExpression="review_reason = :r",
+            ExpressionAttributeValues={":r": {"S": "audit"}},
+        ),
+        lambda: dynamodb.scan(TableName=unique_name, IndexName=REVIEW_INDEX),
+        lambda: dynamodb.get_item(TableName=unique_name, Key={"image": {"S": "s3://b/k"}}),
+    ]
+    for call in refused:
+        with pytest.raises(ClientError) as denied:
+            call()
+        assert _code(denied) == "AccessDeniedException"
 
 
 def test_a_condition_the_local_aws_cannot_evaluate_grants_nothing_and_its_deny_denies(

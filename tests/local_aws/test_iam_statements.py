@@ -246,6 +246,25 @@ def workflow(workflow_aws: LocalAws, tmp_path_factory: pytest.TempPathFactory) -
     assert len(image) % 2 == 0
     s3.put_object(Bucket=bucket, Key=IMAGE_KEY, Body=image)
 
+    for resource in rendered.resources.values():
+        if resource["Type"] == "AWS::DynamoDB::Table":
+            table = rendered.resolve(resource["Properties"])
+            aws.client("dynamodb").create_table(
+                **{
+                    name: table[name]
+                    for name in (
+                        "TableName",
+                        "BillingMode",
+                        "AttributeDefinitions",
+                        "KeySchema",
+                        "GlobalSecondaryIndexes",
+                    )
+                    if name in table
+                },
+                # CloudFormation's SSEEnabled is the API's Enabled.
+                SSESpecification={"Enabled": table["SSESpecification"]["SSEEnabled"]},
+            )
+
     roles = {
         name: ""
         for name, resource in rendered.resources.items()
@@ -362,6 +381,13 @@ def _monitor(workflow: Workflow, role: str, first_run: bool = False) -> str:
     return _invoke(workflow, "MonitorRole", {})
 
 
+def _review_monitor(workflow: Workflow, role: str) -> str:
+    """One run: it counts the review queue, reads the audit answers (both by index Query)
+    and publishes its metrics."""
+    workflow.use_roles(ReviewMonitorRole=role)
+    return _invoke(workflow, "ReviewMonitorRole", {})
+
+
 def _wait_for_execution(workflow: Workflow, arn: str) -> dict[str, Any]:
     sfn = workflow.aws.client("stepfunctions")
     deadline = time.monotonic() + 120
@@ -456,6 +482,7 @@ SCENARIOS: dict[str, Callable[[Workflow, str], str]] = {
     "SerializeRole": _serialize,
     "ClassifyRole": _classify,
     "MonitorRole": _monitor,
+    "ReviewMonitorRole": _review_monitor,
     "ImageWorkflowRole": _state_machine,
     "ImageWorkflowEventToStepFunctionsRole": _trigger,
 }

@@ -1,4 +1,4 @@
-"""`python -m training_job monitor baseline | report | check`."""
+"""`python -m training_job monitor baseline | report | check | review`."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ import boto3
 import torch
 from botocore.exceptions import BotoCoreError, ClientError
 
+from contract.review_quality import ALL_VERSIONS, MIN_AUDIT_SAMPLE, VersionMeasures
 from contract.s3 import (
     S3_SCHEME,
     S3UriError,
@@ -55,18 +56,21 @@ from training_job.monitor.detectors import (
     describe_drift,
 )
 from training_job.monitor.embedding import Embedder
+from training_job.monitor.gallery import baseline_photos
 from training_job.monitor.report import (
     MAX_WINDOW_RECORDS,
     Run,
     WindowAnalyzer,
     WindowResult,
     last_records,
+    verdict,
     windows_by_count,
     windows_by_time,
     write_html,
     write_plots,
     write_summary,
 )
+from training_job.monitor.review import as_dict, review_measures, summary_lines
 
 # One code per outcome, so a cron job can page on answers, log input drift, and never
 # mistake a broken run for either. SIGTERM exits 143 and Ctrl-C 130, as shells do.
@@ -142,6 +146,20 @@ def metric_namespace(text: str) -> str:
         raise argparse.ArgumentTypeError("a namespace is 1 to 255 printable ASCII characters")
     if text.startswith((":", "AWS/")):
         raise argparse.ArgumentTypeError("a namespace cannot start with ':' or 'AWS/'")
+    return text
+
+
+_TABLE_NAME = re.compile(r"^[A-Za-z0-9_.-]{3,255}$")
+_TABLE_ARN = re.compile(r"^arn:aws[a-z-]*:dynamodb:[a-z0-9-]+:\d{12}:table/[A-Za-z0-9_.-]{3,255}$")
+
+
+def table_name(text: str) -> str:
+    """A DynamoDB table's name (3-255 of A-Z a-z 0-9 _ . -) or its ARN."""
+    if not (_TABLE_NAME.match(text) or _TABLE_ARN.match(text)):
+        raise argparse.ArgumentTypeError(
+            f"expected a DynamoDB table name (3-255 letters, digits, _ . -) or ARN, got "
+            f"{text[:80]!r}"
+        )
     return text
 
 
@@ -293,9 +311,12 @@ def register(subparsers: Any) -> None:
         "report",
         help="windows of captured traffic -> report.html, plots (PNG) and summary.json",
         description="Stream every capture record (constant memory), cut it into windows, "
-        "run every detector on each and write report.html (self-contained), the plots and "
-        "summary.json; each window's verdict says whether the model's answers moved or only "
-        "its inputs. Damaged records are counted and reported, never fatal. Exit status: 0 "
+        "run every detector on each and write report.html (self-contained, opens offline: "
+        "the verdict in plain sentences first, people's answers per model version with "
+        "--decisions-table, each alerting window's most unusual and doubtful photos beside "
+        "baseline photos, the plots over capture time), the plots and summary.json; each "
+        "window's verdict says whether the model's answers moved or only its inputs. "
+        "Damaged records are counted and reported, never fatal. Exit status: 0 "
         "report written; 2 no usable record (the report is still written), no baseline, bad "
         "arguments or AWS errors; 4 internal error; 143 terminated (SIGTERM).",
     )
@@ -312,6 +333,21 @@ def register(subparsers: Any) -> None:
         type=duration,
         metavar="DURATION",
         help="windows by capture time instead, e.g. 1h, 30m, 1d",
+    )
+    report.add_argument(
+        "--baseline-images",
+        metavar="URL",
+        help="where to sample the baseline photos shown beside each alerting window's: the "
+        "staged split the baseline was profiled from, s3://BUCKET/PREFIX or a local folder "
+        "(default: s3://<the captures' bucket>/train/)",
+    )
+    report.add_argument(
+        "--decisions-table",
+        type=table_name,
+        metavar="TABLE",
+        help="also read people's answers from the decisions table (as `monitor review` "
+        "does, for --since/--until) and show accuracy past the gate, the doubtful share and "
+        "the model-person agreement per model version",
     )
     report.add_argument(
         "--out",
@@ -332,6 +368,56 @@ def register(subparsers: Any) -> None:
     )
     _add_source_options(check, default_window=200)
     check.set_defaults(func=run_check)
+    _register_review(commands)
+
+
+def _register_review(commands: Any) -> None:
+    review = commands.add_parser(
+        "review",
+        help="accuracy past the gate (from the audit sample), doubtful share and "
+        "model-person agreement, per model version, from people's answers",
+        description="Measure the model from the answers people gave in the review queue "
+        "(the decisions table): accuracy past the gate from the audited photos (an unbiased "
+        "sample of the photos that passed), with its Wilson 95%% interval and sample size; "
+        "the doubtful share; the agreement between the model and the person on doubtful "
+        "photos; per model version. A 'neither' answer counts as the model being wrong, and "
+        "is also counted apart. Exit status: 0 measured (and, with --alarm-below, no "
+        "version below the level); 1 a version's accuracy past the gate is below "
+        "--alarm-below (page); 2 no verdict: with --alarm-below, no version has "
+        "--min-sample audited answers; bad arguments; AWS errors; 4 internal error.",
+    )
+    review.add_argument(
+        "--table",
+        required=True,
+        type=table_name,
+        help="the decisions table (serverless.yml's DecisionsTable, the handlers' "
+        "DECISIONS_TABLE), read with a paginated Scan",
+    )
+    review.add_argument(
+        "--since", type=timestamp, metavar="TIME", help="decisions made at or after this time"
+    )
+    review.add_argument(
+        "--until", type=timestamp, metavar="TIME", help="decisions made before this time"
+    )
+    review.add_argument(
+        "--alarm-below",
+        type=probability,
+        metavar="LEVEL",
+        help="exit 1 when a model version's accuracy past the gate is below LEVEL (e.g. "
+        "0.95, serverless.yml's accuracyAlarm)",
+    )
+    review.add_argument(
+        "--min-sample",
+        type=positive,
+        default=MIN_AUDIT_SAMPLE,
+        metavar="N",
+        help="--alarm-below judges only versions with at least N audited answers "
+        "(default: %(default)s, the scheduled monitor's)",
+    )
+    review.add_argument(
+        "--json", type=Path, metavar="FILE", help="also write the measures as JSON to FILE"
+    )
+    review.set_defaults(func=run_review)
 
 
 def _reference(args: argparse.Namespace, workdir: Path) -> tuple[Baseline, Any, Any, str]:
@@ -377,9 +463,16 @@ def _analyzer(
 
 
 def _summary(
-    args: argparse.Namespace, where: str, run: Run, analyzer: WindowAnalyzer, counts: ReadCounts
+    args: argparse.Namespace,
+    where: str,
+    run: Run,
+    analyzer: WindowAnalyzer,
+    counts: ReadCounts,
+    review: dict[str, VersionMeasures] | None = None,
 ) -> dict[str, Any]:
     return {
+        "verdict": verdict(run.results, args.alpha, review),
+        "review": as_dict(review) if review is not None else None,
         "captures": args.captures,
         "baseline": where,
         "alpha": args.alpha,
@@ -467,15 +560,34 @@ def run_report(args: argparse.Namespace) -> int:
             run = Run()
             run.analyze_all(analyzer, windows)
             args.out.mkdir(parents=True, exist_ok=True)
-            summary = _summary(args, where, run, analyzer, counts)
+            review = (
+                review_measures(args.decisions_table, args.since, args.until)
+                if args.decisions_table
+                else None
+            )
+            summary = _summary(args, where, run, analyzer, counts, review)
             plots = write_plots(run.results, analyzer, args.alpha, args.out)
             write_summary(summary, args.out / "summary.json")
-            write_html(summary, plots, args.out / "report.html")
+            photos = (
+                baseline_photos(_baseline_images(args), analyzer.imaging)
+                if analyzer.galleries.kept
+                else ([], "")
+            )
+            write_html(
+                summary,
+                plots,
+                args.out / "report.html",
+                analyzer.galleries.kept,
+                photos,
+                analyzer.galleries.dropped,
+            )
         print(
             f"{summary['windows']} windows: {summary['answer_drift_windows']} where the "
             f"model's answers moved, {summary['input_drift_windows']} with input drift only; "
             f"{counts.records} records; report: {args.out / 'report.html'}"
         )
+        for sentence in summary["verdict"]:
+            print(sentence)
         if not summary["judged_windows"]:
             print(
                 f"error: no window held {MIN_SAMPLES} usable records: nothing was judged",
@@ -485,6 +597,14 @@ def run_report(args: argparse.Namespace) -> int:
         return EXIT_OK
 
     return _guarded(body, args)
+
+
+def _baseline_images(args: argparse.Namespace) -> str | None:
+    if args.baseline_images:
+        return str(args.baseline_images)
+    if args.captures.startswith(S3_SCHEME):
+        return f"{S3_SCHEME}{parse_s3_uri(args.captures)[0]}/train/"
+    return None
 
 
 def _note_missing_statistics(baseline: Baseline, analyzer: WindowAnalyzer) -> None:
@@ -567,5 +687,37 @@ def run_check(args: argparse.Namespace) -> int:
         return {ANSWER_DRIFT: EXIT_ANSWERS, INPUT_DRIFT: EXIT_INPUT_DRIFT}.get(
             result.drift, EXIT_OK
         )
+
+    return _guarded(body, args)
+
+
+def run_review(args: argparse.Namespace) -> int:
+    def body(args: argparse.Namespace) -> int:
+        measured = review_measures(args.table, args.since, args.until)
+        for line in summary_lines(measured):
+            print(line)
+        if args.json:
+            write_summary(as_dict(measured), args.json)
+        if args.alarm_below is None:
+            return EXIT_OK
+        judged = {
+            version: m.accuracy_past_gate
+            for version, m in measured.items()
+            if version != ALL_VERSIONS and m.accuracy_past_gate.n >= args.min_sample
+        }
+        if not judged:
+            print(
+                f"error: no verdict: no model version has {args.min_sample} audited answers "
+                "(--min-sample)",
+                file=sys.stderr,
+            )
+            return EXIT_UNUSABLE
+        below = [v for v, accuracy in judged.items() if (accuracy.value or 0.0) < args.alarm_below]
+        for version in below:
+            print(
+                f"ALERT: model version {version}: accuracy past the gate "
+                f"{judged[version].value:.1%} is below {args.alarm_below:.1%}"
+            )
+        return EXIT_ANSWERS if below else EXIT_OK
 
     return _guarded(body, args)

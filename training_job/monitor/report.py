@@ -17,7 +17,7 @@ import threading
 from collections import Counter, deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from queue import Full, Queue
 from typing import Any, TypeVar
@@ -25,10 +25,14 @@ from typing import Any, TypeVar
 import numpy as np
 from tqdm import tqdm
 
+from contract.review_quality import ALL_VERSIONS, VersionMeasures
 from training_job.monitor import model_code
 from training_job.monitor.baseline import Baseline
 from training_job.monitor.captures import CapturedInference
 from training_job.monitor.detectors import (
+    ANSWER_DETECTORS,
+    ANSWER_DRIFT,
+    INPUT_DETECTORS,
     DriftMonitor,
     Finding,
     Window,
@@ -37,6 +41,15 @@ from training_job.monitor.detectors import (
     performance,
 )
 from training_job.monitor.embedding import Embedder
+from training_job.monitor.gallery import (
+    FIRST_GALLERIES,
+    Galleries,
+    Gallery,
+    Photo,
+    doubtful_photos,
+    least_confident,
+    most_unusual,
+)
 
 T = TypeVar("T")
 MAX_WINDOW_RECORDS = 10_000
@@ -89,6 +102,7 @@ class WindowResult:
             "index": self.index,
             "start": self.start.isoformat() if self.start else None,
             "end": self.end.isoformat() if self.end else None,
+            "span": window_span(self),
             "records": self.records,
             "used": self.used,
             "not_image": self.not_image,
@@ -119,6 +133,11 @@ class _Decoded:
     types: list[str] = field(default_factory=list)
     probabilities: list[tuple[float, ...]] = field(default_factory=list)
     labels: list[int] = field(default_factory=list)
+    # For the report's photos: which rows were embedded, and the doubtful rows' pixels.
+    picked: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    doubtful_pixels: np.ndarray = field(default_factory=lambda: np.zeros((0, 32, 32, 3)))
+    doubtful_probabilities: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
+    doubtful_total: int = 0
 
 
 @dataclass
@@ -163,6 +182,7 @@ class WindowAnalyzer:
         self.profile = model_code.profile()
         self.counts = RecordCounts()
         self.confidence_histogram = np.zeros(len(CONFIDENCE_BINS) - 1, dtype=np.int64)
+        self.galleries = Galleries()
 
     def _label_index(self, record: CapturedInference) -> int:
         if self.labels is None:
@@ -230,7 +250,14 @@ class WindowAnalyzer:
             if len(picked) > self.embedding_sample:
                 picked = np.sort(self.rng.choice(len(picked), self.embedding_sample, False))
             chosen.append(offsets[number] + picked)
+            w.picked = picked
             rows = slice(offsets[number], offsets[number + 1])
+            answers = np.asarray(w.probabilities, dtype=np.float64)
+            doubtful, w.doubtful_total = least_confident(
+                pixels[rows], answers, self.baseline.threshold, self.baseline.classes
+            )
+            w.doubtful_pixels = pixels[rows][doubtful].copy()  # a few, kept for the photos
+            w.doubtful_probabilities = answers[doubtful]
             window = Window(
                 statistics={name: values[rows] for name, values in statistics.items()},
                 upload_bytes=np.asarray(w.sizes, dtype=np.float64),
@@ -251,9 +278,29 @@ class WindowAnalyzer:
         offsets = batch.embedding_offsets
         results = {}
         for number, (w, window) in enumerate(batch.windows):
-            window.embeddings = embeddings[offsets[number] : offsets[number + 1]]
+            rows = slice(offsets[number], offsets[number + 1])
+            window.embeddings = embeddings[rows]
             results[w.index] = self._result(w, window)
+            if results[w.index].alert:
+                self.galleries.add(self._gallery(w, window, batch.to_embed[rows], embeddings[rows]))
         return [results.get(w.index) or self._empty(w) for w in batch.decoded]
+
+    def _gallery(
+        self, w: _Decoded, window: Window, embedded_pixels: np.ndarray, embedded: np.ndarray
+    ) -> Gallery:
+        classes = self.baseline.classes
+        return Gallery(
+            index=w.index,
+            unusual=most_unusual(
+                embedded_pixels,
+                embedded,
+                self.baseline.embeddings,
+                window.probabilities[w.picked],
+                classes,
+            ),
+            doubtful=doubtful_photos(w.doubtful_pixels, w.doubtful_probabilities, classes),
+            doubtful_total=w.doubtful_total,
+        )
 
     def _empty(self, w: _Decoded) -> WindowResult:
         return WindowResult(
@@ -351,7 +398,115 @@ def last_records(
     return list(tail), len(tail)
 
 
-# ---- plots and the HTML page -------------------------------------------------------------
+# ---- the verdict, the plots and the HTML page --------------------------------------------
+
+
+def _when(moment: datetime | None) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M") if moment else "?"
+
+
+def window_span(result: WindowResult) -> str:
+    """'2026-11-24 09:00 to 09:30 UTC' (the window's first and last record), or its number."""
+    if result.start is None or result.end is None:
+        return f"window {result.index} (no capture times)"
+    start, end = _when(result.start), _when(result.end)
+    if start[:10] == end[:10]:
+        end = end[11:]
+    return f"{start} to {end} UTC"
+
+
+def _tests(results: list[WindowResult], detectors: frozenset[str], shown: int = 4) -> str:
+    """The alerting tests of `detectors`, the strongest (smallest adjusted p) first."""
+    strongest: dict[str, float] = {}
+    for f in (f for r in results for f in r.findings if f.alert and f.detector in detectors):
+        name = f.test.replace("_", " ")
+        strongest[name] = min(strongest.get(name, 1.0), f.p_adjusted)
+    names = sorted(strongest, key=strongest.__getitem__)
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more if names else "?"
+
+
+def verdict(
+    results: list[WindowResult], alpha: float, review: dict[str, VersionMeasures] | None = None
+) -> list[str]:
+    """The report's first lines, in plain words: what changed, since when, how sure; and
+    what people's answers say, when the decisions table was read."""
+    judged = [r for r in results if r.findings]
+    sentences = []
+    if not judged:
+        sentences.append(
+            f"No verdict: none of the {len(results)} windows held enough usable records to "
+            "compare with the baseline."
+        )
+    else:
+        alerting = [r for r in judged if r.alert]
+        answers = [r for r in alerting if r.drift == ANSWER_DRIFT]
+        if alerting:
+            first = answers[0] if answers else alerting[0]
+            since = [r for r in judged if r.index >= first.index]
+            every = all(r.alert for r in since)
+            if answers:
+                what = (
+                    "The model's answers changed ("
+                    + _tests(answers, ANSWER_DETECTORS)
+                    + ")"
+                    + (
+                        ", and so did the photos (" + _tests(answers, INPUT_DETECTORS) + ")"
+                        if any(
+                            f.alert and f.detector in INPUT_DETECTORS
+                            for r in answers
+                            for f in r.findings
+                        )
+                        else ", the photos did not"
+                    )
+                )
+            else:
+                what = (
+                    "The photos changed (" + _tests(alerting, INPUT_DETECTORS) + ") but the "
+                    "model's answers did not"
+                )
+            sentences.append(
+                f"{what}: since the window {window_span(first)}, "
+                + (
+                    f"in every one of the {len(since)} windows since."
+                    if every
+                    else f"in {sum(r.alert for r in since)} of the {len(since)} windows since."
+                )
+            )
+            strongest = min(f.p_adjusted for f in first.findings if f.alert)
+            sentences.append(
+                f"How sure: {len(alerting)} of {len(judged)} windows alerted; a window's tests "
+                f"together alarm falsely at most {alpha:.0%} of the time (Holm-corrected), so "
+                f"chance explains about {alpha * len(judged):.2g} alerting windows of "
+                f"{len(judged)}; in the first, the strongest test's adjusted p = {strongest:.2g}."
+            )
+        else:
+            smallest = min(f.p_adjusted for r in judged for f in r.findings)
+            sentences.append(
+                f"No drift: none of the {len(judged)} windows from {window_span(judged[0])} "
+                f"to {window_span(judged[-1])} differs from the baseline "
+                f"(smallest Holm-adjusted p = {smallest:.2g}, alert at {alpha})."
+            )
+    if review is not None:
+        audited = [
+            (version, m.accuracy_past_gate)
+            for version, m in review.items()
+            if version != ALL_VERSIONS and m.accuracy_past_gate.n
+        ]
+        if audited:
+            sentences.append(
+                "People's answers: accuracy past the gate "
+                + "; ".join(
+                    f"{a.value:.1%} for model version {version} (95% CI "
+                    f"{(a.interval or (0, 1))[0]:.1%} to {(a.interval or (0, 1))[1]:.1%}, "
+                    f"{a.n} audited photos)"
+                    for version, a in audited
+                )
+                + "."
+            )
+        else:
+            sentences.append("People's answers: no audited photo has been answered yet.")
+    return sentences
 
 
 def _figure() -> tuple[Any, Any]:
@@ -368,13 +523,71 @@ def _save(figure: Any, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     figure.tight_layout()
+    _note_ticks(figure.axes[0], path)
     figure.savefig(path, format="png")
     plt.close(figure)
     return path
 
 
-def _x(results: list[WindowResult]) -> list[int]:
-    return [r.index for r in results]
+def x_tick_labels(path: Path) -> list[str]:
+    """The x axis labels a plot was drawn with (its offset text, such as the date, last),
+    as `write_plots` noted them beside the PNG: the page carries them as text."""
+    ticks = path.with_suffix(".xticks.json")
+    return list(json.loads(ticks.read_text())) if ticks.exists() else []
+
+
+def _note_ticks(axes: Any, path: Path) -> None:
+    axes.figure.canvas.draw()
+    labels = [t.get_text() for t in axes.get_xticklabels() if t.get_text()]
+    offset = axes.xaxis.get_offset_text().get_text()
+    path.with_suffix(".xticks.json").write_text(json.dumps(labels + ([offset] if offset else [])))
+
+
+@dataclass
+class TimeAxis:
+    """Where each window lies on a plot's x axis: from its first to its last capture time,
+    or (captures without times) at its number."""
+
+    starts: np.ndarray
+    ends: np.ndarray
+    timed: bool
+
+    @classmethod
+    def of(cls, results: list[WindowResult]) -> TimeAxis:
+        if results and all(r.start is not None and r.end is not None for r in results):
+            from matplotlib import dates
+
+            starts = np.array([dates.date2num(r.start) for r in results])
+            ends = np.array([dates.date2num(r.end) for r in results])
+            # A window of one record (or one instant) still gets a visible width.
+            least = max((ends.max() - starts.min()) * 0.003, 1 / 86400)
+            return cls(starts, np.maximum(ends, starts + least), True)
+        index = np.array([r.index for r in results], dtype=np.float64)
+        return cls(index - 0.4, index + 0.4, False)
+
+    @property
+    def middles(self) -> np.ndarray:
+        return (self.starts + self.ends) / 2
+
+    @property
+    def widths(self) -> np.ndarray:
+        return self.ends - self.starts
+
+    def dress(self, axes: Any, results: list[WindowResult]) -> None:
+        """The axis's time labels, and each alerting window shaded."""
+        from matplotlib import dates, ticker
+
+        for start, end, result in zip(self.starts, self.ends, results, strict=True):
+            if result.alert:
+                axes.axvspan(start, end, color="#d33", alpha=0.12, lw=0)
+        if self.timed:
+            locator = dates.AutoDateLocator()
+            axes.xaxis.set_major_locator(locator)
+            axes.xaxis.set_major_formatter(dates.ConciseDateFormatter(locator))
+            axes.set_xlabel("capture time (UTC); shaded: alerting windows")
+        else:
+            axes.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
+            axes.set_xlabel("window number (captures carry no time); shaded: alerting")
 
 
 def write_plots(
@@ -382,24 +595,40 @@ def write_plots(
 ) -> list[tuple[str, Path]]:
     baseline = analyzer.baseline
     plots: list[tuple[str, Path]] = []
-    x = _x(results)
+    axis = TimeAxis.of(results)
 
     figure, axes = _figure()
-    axes.bar(x, [r.records for r in results], color="#888", label="records")
-    axes.bar(x, [r.used for r in results], color="#3a7", label="used by the detectors")
-    axes.set(title="Volume per window", xlabel="window", ylabel="records")
+    axes.bar(
+        axis.starts,
+        [r.records for r in results],
+        axis.widths,
+        align="edge",
+        color="#888",
+        label="records",
+    )
+    axes.bar(
+        axis.starts,
+        [r.used for r in results],
+        axis.widths,
+        align="edge",
+        color="#3a7",
+        label="used by the detectors",
+    )
+    axes.set(title="Volume per window", ylabel="records")
+    axis.dress(axes, results)
     axes.legend()
     plots.append(("Volume", _save(figure, out / "volume.png")))
 
     figure, axes = _figure()
     bottom = np.zeros(len(results))
     for name in baseline.classes:
-        share = np.array([r.class_share.get(name, np.nan) for r in results])
-        axes.bar(x, np.nan_to_num(share), bottom=bottom, label=name)
-        bottom += np.nan_to_num(share)
+        share = np.nan_to_num(np.array([r.class_share.get(name, np.nan) for r in results]))
+        axes.bar(axis.starts, share, axis.widths, bottom=bottom, align="edge", label=name)
+        bottom += share
     first_share = float((baseline.probabilities.argmax(1) == 0).mean())
     axes.axhline(first_share, color="k", ls="--", label=f"baseline {baseline.classes[0]} share")
-    axes.set(title="Predicted class mix", xlabel="window", ylabel="share", ylim=(0, 1))
+    axes.set(title="Predicted class mix", ylabel="share", ylim=(0, 1))
+    axis.dress(axes, results)
     axes.legend(loc="lower right")
     plots.append(("Class mix", _save(figure, out / "class_mix.png")))
 
@@ -420,23 +649,49 @@ def write_plots(
     axes.legend()
     plots.append(("Confidence histogram", _save(figure, out / "confidence_histogram.png")))
 
+    # Each window's confidences as a box over its own time span (10-90% light, 25-75%
+    # dark, the median a line): honest with two windows, a curve with two hundred.
     figure, axes = _figure()
-    valid = [r for r in results if r.confidence_quantiles]
-    if valid:
-        q = np.array([r.confidence_quantiles for r in valid])
-        axes.fill_between(_x(valid), q[:, 0], q[:, 4], alpha=0.3, label="10–90%")
-        axes.plot(_x(valid), q[:, 2], label="median")
     band = np.quantile(baseline.confidences, [0.1, 0.9])
     axes.axhspan(band[0], band[1], color="k", alpha=0.08, label="baseline 10–90%")
-    axes.set(title="Confidence over time", xlabel="window", ylabel="confidence")
-    axes.legend()
+    labelled = False
+    for start, end, r in zip(axis.starts, axis.ends, results, strict=True):
+        if not r.confidence_quantiles:
+            continue
+        q = r.confidence_quantiles
+        axes.fill_between(
+            [start, end],
+            q[0],
+            q[4],
+            color="C0",
+            alpha=0.25,
+            lw=0,
+            label=None if labelled else "window 10–90%",
+        )
+        axes.fill_between(
+            [start, end],
+            q[1],
+            q[3],
+            color="C0",
+            alpha=0.45,
+            lw=0,
+            label=None if labelled else "window 25–75%",
+        )
+        axes.hlines(q[2], start, end, color="C0", lw=2, label=None if labelled else "median")
+        labelled = True
+    axes.axhline(
+        baseline.threshold, color="r", ls="--", lw=1, label=f"threshold {baseline.threshold}"
+    )
+    axes.set(title="Confidence over time", ylabel="top-class confidence")
+    axis.dress(axes, results)
+    axes.legend(fontsize="small", loc="lower left")
     plots.append(("Confidence over time", _save(figure, out / "confidence_over_time.png")))
 
     figure, axes = _figure()
     axes.plot(
-        x,
+        axis.middles,
         [np.nan if r.low_confidence_rate is None else r.low_confidence_rate for r in results],
-        marker=".",
+        marker="o",
         label="window",
     )
     axes.axhline(
@@ -445,7 +700,8 @@ def write_plots(
         ls="--",
         label="baseline",
     )
-    axes.set(title=f"Share below {baseline.threshold}", xlabel="window", ylabel="share")
+    axes.set(title=f"Doubtful share (below {baseline.threshold})", ylabel="share")
+    axis.dress(axes, results)
     axes.legend()
     plots.append(("Low-confidence rate", _save(figure, out / "low_confidence_rate.png")))
 
@@ -455,18 +711,20 @@ def write_plots(
     for name, reference in references.items():
         figure, axes = _figure()
         rows = [
-            (r.index, r.statistic_quantiles[name]) for r in results if name in r.statistic_quantiles
+            (middle, r.statistic_quantiles[name])
+            for middle, r in zip(axis.middles, results, strict=True)
+            if name in r.statistic_quantiles
         ]
         if rows:
-            q = np.array([row[1] for row in rows])
-            axes.fill_between(
-                [row[0] for row in rows], q[:, 1], q[:, 3], alpha=0.3, label="window 25–75%"
-            )
-            axes.plot([row[0] for row in rows], q[:, 2], label="window median")
+            spread = np.array([row[1] for row in rows])
+            x = [row[0] for row in rows]
+            axes.fill_between(x, spread[:, 1], spread[:, 3], alpha=0.3, label="window 25–75%")
+            axes.plot(x, spread[:, 2], marker=".", label="window median")
         low, high = np.quantile(reference, [0.05, 0.95])
         axes.axhspan(low, high, color="k", alpha=0.08, label="baseline 5–95%")
         axes.axhline(float(np.median(reference)), color="k", ls="--", lw=1, label="baseline median")
-        axes.set(title=f"Input statistic: {name}", xlabel="window", ylabel=name)
+        axes.set(title=f"Input statistic: {name}", ylabel=name)
+        axis.dress(axes, results)
         axes.legend(fontsize="small")
         plots.append((f"Input: {name}", _save(figure, out / f"input_{name}.png")))
 
@@ -474,8 +732,8 @@ def write_plots(
     tests = sorted({(f.detector, f.test) for r in results for f in r.findings})
     for detector, test in tests:
         points = [
-            (r.index, f.p_adjusted)
-            for r in results
+            (middle, f.p_adjusted)
+            for middle, r in zip(axis.middles, results, strict=True)
             for f in r.findings
             if (f.detector, f.test) == (detector, test)
         ]
@@ -488,15 +746,78 @@ def write_plots(
         )
     axes.axhline(alpha, color="r", ls="--", label=f"alert (alpha {alpha})")
     axes.set_yscale("log")
-    axes.set(title="Holm-adjusted p-value per window", xlabel="window", ylabel="p")
+    axes.set(title="Holm-adjusted p-value per window", ylabel="p")
+    axis.dress(axes, results)
     if tests:
         axes.legend(fontsize="x-small", ncol=3)
     plots.append(("Detector p-values", _save(figure, out / "p_values.png")))
     return plots
 
 
-def write_html(summary: dict[str, Any], plots: list[tuple[str, Path]], path: Path) -> None:
-    """One self-contained page: every plot inlined as base64, no external resources."""
+def _data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode()
+
+
+def _grid(title: str, photos: list[Photo], empty: str, kind: str) -> str:
+    cells = "".join(
+        f"<img src='{_data_uri(p.png)}' alt='{html.escape(p.caption)}' "
+        f"title='{html.escape(p.caption)}'>"
+        for p in photos
+    )
+    body = f"<div class='grid'>{cells}</div>" if photos else f"<p class='empty'>{empty}</p>"
+    return f"<figure class='{kind}'><figcaption>{html.escape(title)}</figcaption>{body}</figure>"
+
+
+def _review_table(review: dict[str, Any]) -> str:
+    def percent(value: float | None) -> str:
+        return "-" if value is None else f"{value:.1%}"
+
+    rows = []
+    for version, m in review.items():
+        accuracy, agreement = m["accuracy_past_gate"], m["doubtful_agreement"]
+        interval = (
+            f"{percent(accuracy['low'])} to {percent(accuracy['high'])}" if accuracy["n"] else "-"
+        )
+        rows.append(
+            "<tr>"
+            + "".join(
+                f"<td>{html.escape(str(cell))}</td>"
+                for cell in (
+                    "all versions" if version == ALL_VERSIONS else version,
+                    m["decisions"],
+                    percent(m["doubtful_share"]),
+                    percent(accuracy["value"]),
+                    interval,
+                    accuracy["n"],
+                    accuracy["neither"],
+                    f"{percent(agreement['value'])} of {agreement['n']}",
+                    m["pending"],
+                )
+            )
+            + "</tr>"
+        )
+    return (
+        "<table class='review'><tr><th>model version</th><th>decisions</th>"
+        "<th>doubtful share</th><th>accuracy past the gate</th><th>95% CI (Wilson)</th>"
+        "<th>audited answers</th><th>of them 'neither'</th>"
+        "<th>agreement on doubtful photos</th><th>waiting</th></tr>"
+        + "".join(rows)
+        + "</table><p class='note'>Accuracy past the gate: of the photos that passed the "
+        "threshold and were sampled for audit, the share a person confirmed; a 'neither' "
+        "answer counts as wrong (the routing system acted on a wrong label).</p>"
+    )
+
+
+def write_html(
+    summary: dict[str, Any],
+    plots: list[tuple[str, Path]],
+    path: Path,
+    galleries: list[Gallery] | None = None,
+    baseline_photos: tuple[list[Photo], str] | None = None,
+    galleries_dropped: int = 0,
+) -> None:
+    """One self-contained page: the verdict first, then people's answers, the photos of
+    the alerting windows, and the plots; every image inlined, no external resources."""
     rows = "".join(
         f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(str(v))}</td></tr>"
         for k, v in summary["damage"].items()
@@ -513,28 +834,76 @@ def write_html(summary: dict[str, Any], plots: list[tuple[str, Path]], path: Pat
         for f in latest.get("findings", [])
     )
     images = "".join(
-        f"<h3>{html.escape(title)}</h3><img alt='{html.escape(title)}' "
-        f"src='data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}'>"
+        f"<h3>{html.escape(title)}</h3><img class='plot' alt='{html.escape(title)}' "
+        f"data-xticks='{html.escape(json.dumps(x_tick_labels(p)))}' "
+        f"src='{_data_uri(p.read_bytes())}'>"
         for title, p in plots
     )
-    latest_verdict = str(latest.get("verdict", "no window"))
     if summary["answer_drift_windows"]:
-        verdict = "ALERT: model answers moved"
+        headline, tone = "ALERT: the model's answers moved", "alert"
     elif summary["input_drift_windows"]:
-        verdict = "input drift, model answers unchanged"
+        headline, tone = "Input drift, the model's answers unchanged", "input"
     else:
-        verdict = "no drift detected"
+        headline, tone = "No drift detected", "ok"
+    sentences = "".join(f"<p>{html.escape(s)}</p>" for s in summary.get("verdict", []))
+    review = summary.get("review")
+    review_part = (
+        f"<h2>People's answers, per model version</h2>{_review_table(review)}" if review else ""
+    )
+    windows = {w["index"]: w for w in summary.get("window_results", [])}
+    photos, source = baseline_photos or ([], "no baseline photos")
+    baseline_grid = _grid(f"Baseline photos ({source})", photos, html.escape(source), "baseline")
+    sections = []
+    for number, gallery in enumerate(galleries or []):
+        window = windows.get(gallery.index, {})
+        span = html.escape(str(window.get("span", f"window {gallery.index}")))
+        sections.append(
+            f"<section class='window' id='window-{gallery.index}'>"
+            f"<h3>{span}: {html.escape(str(window.get('verdict', '')))}</h3><div class='grids'>"
+            + _grid(
+                "Most unusual (farthest from the baseline in the model's embedding)",
+                gallery.unusual,
+                "no photo was embedded",
+                "unusual",
+            )
+            + _grid(
+                f"Doubtful ({len(gallery.doubtful)} least confident of "
+                f"{gallery.doubtful_total} below the threshold)",
+                gallery.doubtful,
+                "no photo below the threshold",
+                "doubtful",
+            )
+            + baseline_grid
+            + "</div></section>"
+        )
+        if number == FIRST_GALLERIES - 1 and galleries_dropped:
+            sections.append(
+                f"<p class='note'>{galleries_dropped} alerting windows between these are "
+                "not shown (summary.json lists them).</p>"
+            )
+    photos_part = "<h2>Photos of the alerting windows</h2>" + "".join(sections) if sections else ""
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>Drift report</title>
-<style>body{{font-family:sans-serif;max-width:960px;margin:auto}}td{{padding:2px 8px}}
-img{{max-width:100%}}</style></head><body>
-<h1>Drift report: {html.escape(verdict)}</h1>
+<style>body{{font-family:sans-serif;max-width:1100px;margin:auto;padding:0 12px}}
+td,th{{padding:2px 8px;text-align:left}}img.plot{{max-width:100%}}
+#verdict{{border-left:6px solid #888;padding:4px 12px;background:#f6f6f6;font-size:1.1em}}
+#verdict.alert{{border-color:#c22}}#verdict.input{{border-color:#d90}}
+#verdict.ok{{border-color:#3a7}}.grids{{display:flex;gap:16px;flex-wrap:wrap}}
+figure{{margin:0;flex:1;min-width:300px}}figcaption{{font-size:.9em;margin:4px 0}}
+.grid{{display:grid;grid-template-columns:repeat(6,52px);gap:3px}}
+.grid img{{width:52px;height:52px;image-rendering:pixelated}}
+figure.baseline{{background:#eef5ee;padding:4px}}.note,.empty{{color:#555;font-size:.9em}}
+</style></head><body>
+<h1>Drift report: {html.escape(headline)}</h1>
+<div id="verdict" class="{tone}">{sentences}</div>
 <p>Captures: {html.escape(str(summary["captures"]))}
 <br>Baseline: {html.escape(str(summary["baseline"]))}
 <br>{summary["windows"]} windows, {summary["alerting_windows"]} with an alert:
 {summary["answer_drift_windows"]} where the model's answers moved,
 {summary["input_drift_windows"]} with input drift only, model answers unchanged
 (Holm family-wise alpha {summary["alpha"]}).</p>
-<h2>Latest window: {html.escape(latest_verdict)}</h2>
+{review_part}{photos_part}
+<h2>Latest window ({html.escape(str(latest.get("span", "none")))}):
+{html.escape(str(latest.get("verdict", "no window")))}</h2>
 <table><tr><th>detector</th><th>test</th><th>statistic</th>
 <th>adjusted p</th><th>verdict</th></tr>{finding_rows}</table>
 <h2>Damaged or unusable input (counted, skipped)</h2><table>{rows}</table>

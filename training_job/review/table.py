@@ -1,12 +1,18 @@
 """The decisions table's key schema, in one place: what serverless.yml declares (partition
-key `image`, the sparse `review-queue` index on `review_pending`/`queued_at`), written as
-CreateTable arguments for the tests and the docs that make a table of their own."""
+key `image`, the sparse `review-queue` index on `review_pending`/`queued_at`, the sparse
+`answered` index on `review_reason`/`reviewed_at`), written as CreateTable arguments for
+the tests and the docs that make a table of their own. tests/test_serverless_yml.py holds
+serverless.yml's DecisionsTable to it."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from contract.decisions import (
+    ANSWERED_INDEX,
+    ANSWERED_INDEX_PARTITION_KEY,
+    ANSWERED_INDEX_PROJECTION,
+    ANSWERED_INDEX_SORT_KEY,
     PARTITION_KEY,
     REVIEW_INDEX,
     REVIEW_INDEX_PARTITION_KEY,
@@ -25,6 +31,8 @@ def table_definition(name: str) -> dict[str, Any]:
             {"AttributeName": PARTITION_KEY, "AttributeType": "S"},
             {"AttributeName": REVIEW_INDEX_PARTITION_KEY, "AttributeType": "S"},
             {"AttributeName": REVIEW_INDEX_SORT_KEY, "AttributeType": "S"},
+            {"AttributeName": ANSWERED_INDEX_PARTITION_KEY, "AttributeType": "S"},
+            {"AttributeName": ANSWERED_INDEX_SORT_KEY, "AttributeType": "S"},
         ],
         "KeySchema": [{"AttributeName": PARTITION_KEY, "KeyType": "HASH"}],
         "GlobalSecondaryIndexes": [
@@ -35,7 +43,18 @@ def table_definition(name: str) -> dict[str, Any]:
                     {"AttributeName": REVIEW_INDEX_SORT_KEY, "KeyType": "RANGE"},
                 ],
                 "Projection": {"ProjectionType": "ALL"},
-            }
+            },
+            {
+                "IndexName": ANSWERED_INDEX,
+                "KeySchema": [
+                    {"AttributeName": ANSWERED_INDEX_PARTITION_KEY, "KeyType": "HASH"},
+                    {"AttributeName": ANSWERED_INDEX_SORT_KEY, "KeyType": "RANGE"},
+                ],
+                "Projection": {
+                    "ProjectionType": "INCLUDE",
+                    "NonKeyAttributes": list(ANSWERED_INDEX_PROJECTION),
+                },
+            },
         ],
         "SSESpecification": {"Enabled": True},
     }
