@@ -55,9 +55,11 @@ def test_a_registered_version_carries_its_metrics_data_and_commit_pending_approv
     # The quality report in S3 is the one the version's digest names.
     statistics = described["ModelMetrics"]["ModelQuality"]["Statistics"]
     assert statistics["S3Uri"] == f"s3://{bucket}/models/job-1/output/model-quality.json"
-    body = boto3.client("s3").get_object(
-        Bucket=bucket, Key="models/job-1/output/model-quality.json"
-    )["Body"].read()
+    body = (
+        boto3.client("s3")
+        .get_object(Bucket=bucket, Key="models/job-1/output/model-quality.json")["Body"]
+        .read()
+    )
     assert statistics["ContentDigest"] == f"sha256:{hashlib.sha256(body).hexdigest()}"
     report = json.loads(body)
     assert report["test_accuracy"] == 0.955
