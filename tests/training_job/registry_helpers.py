@@ -79,3 +79,23 @@ def register_output(
     if status is not None:
         version = registry.set_status(sm, version, status, f"{status} by the tests")
     return version
+
+
+def approve_model_data(model_data: str, group: str) -> registry.ModelVersion:
+    """An uploaded model.tar.gz (with no metrics.json) registered and approved."""
+    session = boto3.session.Session()
+    s3, sm = session.client("s3"), session.client("sagemaker")
+    bucket = model_data.split("/")[2]
+    registration = registry.registration_for_output(
+        s3,
+        sm,
+        group=group,
+        model_data=model_data,
+        algorithm="pytorch",
+        training_job=model_data.split("/")[-3],
+        manifest_uri=f"s3://{bucket}/manifest.json",
+        region=session.region_name,
+        metrics={},
+    )
+    version = registry.register(sm, s3, registration)
+    return registry.set_status(sm, version, registry.APPROVED, "approved by the tests")
