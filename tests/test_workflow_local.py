@@ -222,9 +222,18 @@ def _put_quick_model(flow: Workflow, archive: Path) -> None:
         archive, flow.work / "model", steps=QUICK_MODEL_STEPS
     )
     package = sample_model.package_model(model_dir, flow.work / "model.tar.gz")
-    flow.client("s3").upload_file(
-        str(package), flow.bucket, "models/quick-model/output/model.tar.gz"
-    )
+    s3 = flow.client("s3")
+    s3.upload_file(str(package), flow.bucket, "models/quick-model/output/model.tar.gz")
+    # deploy serves only an approved version of the model registry: register the quick
+    # model (its metrics.json says what it is) and approve it, as a person would.
+    note = json.dumps({"note": f"a quick model of {QUICK_MODEL_STEPS} SGD steps, not evaluated"})
+    s3.put_object(Bucket=flow.bucket, Key="models/quick-model/output/metrics.json", Body=note)
+    uri = f"s3://{flow.bucket}/models/quick-model/output/model.tar.gz"
+    manifest = f"s3://{flow.bucket}/manifest.json"
+    _check(flow.training_job("models", "register", "--model-data", uri, "--manifest", manifest),
+           "training_job models register")  # fmt: skip
+    _check(flow.training_job("models", "approve", "1", "--description", "the tests' model"),
+           "training_job models approve")  # fmt: skip
 
 
 def _probe_endpoint(flow: Workflow) -> None:
