@@ -207,7 +207,8 @@ def run(args: argparse.Namespace) -> int:
         if args.stop:
             return int(backend.stop(args))
         sm = boto3.client("sagemaker")
-        args.model_version = chosen_version(sm, args.model_group, args.model_version)
+        s3 = boto3.client("s3")
+        args.model_version = chosen_version(sm, s3, args.model_group, args.model_version)
         # The SageMaker model, made from the package in the local AWS as on AWS: the local
         # endpoint resolves it to the version's model.tar.gz (local_aws/model_packages.py).
         args.model_name = model_resource_name(args.endpoint_name)
@@ -224,20 +225,24 @@ def run(args: argparse.Namespace) -> int:
 # --- the model version ---------------------------------------------------------------
 
 
-def chosen_version(sm: Any, group: str, number: int | None) -> registry.ModelVersion:
-    """The version to serve: `number` if it is Approved, else the newest Approved one.
-    Anything else is refused: deploy never serves an unapproved or unregistered model."""
+def chosen_version(sm: Any, s3: Any, group: str, number: int | None) -> registry.ModelVersion:
+    """The version to serve: `number` if it is Approved, else the newest Approved one,
+    with the very archive that was registered. Anything else is refused: deploy never
+    serves an unapproved, unregistered or since-replaced model."""
     try:
         if number is None:
-            return registry.newest_approved(sm, group)
-        found = registry.version(sm, group, number)
+            found = registry.newest_approved(sm, group)
+        else:
+            found = registry.version(sm, group, number)
+            if found.status != registry.APPROVED:
+                raise DeployError(
+                    f"version {number} of {group} is {found.status}: deploy serves only "
+                    f"Approved versions (python -m training_job models approve {number} "
+                    "--description ...)"
+                )
+        registry.require_unchanged(s3, found)
     except registry.RegistryError as error:
         raise DeployError(str(error)) from None
-    if found.status != registry.APPROVED:
-        raise DeployError(
-            f"version {number} of {group} is {found.status}: deploy serves only Approved "
-            f"versions (python -m training_job models approve {number} --description ...)"
-        )
     return found
 
 
@@ -365,7 +370,7 @@ def deploy_sagemaker(args: argparse.Namespace) -> int:
         raise DeployError(
             f"endpoint {name} exists: delete it first (--delete) or choose another --endpoint-name"
         )
-    version = chosen_version(sm, args.model_group, args.model_version)
+    version = chosen_version(sm, s3, args.model_group, args.model_version)
     model_data = version.model_data
     require_region(s3, split_s3_uri(model_data)[0])
     if registry.is_pytorch_image(version.image):

@@ -66,6 +66,7 @@ class ModelVersion:
     status: str
     created: str
     model_data: str
+    model_data_etag: str  # the archive's S3 ETag when it was registered
     image: str
     metadata: dict[str, str]
     approval_description: str
@@ -84,6 +85,7 @@ class ModelVersion:
             status=str(described.get("ModelApprovalStatus", PENDING)),
             created=created.strftime("%Y-%m-%d %H:%M") if created is not None else "",
             model_data=str(containers[0].get("ModelDataUrl", "")),
+            model_data_etag=str(containers[0].get("ModelDataETag", "")),
             image=str(containers[0].get("Image", "")),
             metadata=dict(described.get("CustomerMetadataProperties") or {}),
             approval_description=str(described.get("ApprovalDescription") or ""),
@@ -220,6 +222,11 @@ def register(sm: Any, s3: Any, registration: Registration) -> ModelVersion:
         bucket, key = parse_s3_object_uri(registration.model_data)
     except S3UriError as error:
         raise RegistryError(f"cannot register {registration.model_data}: {error}") from None
+    try:
+        # What is approved is this archive: deploy refuses one changed since (its ETag).
+        etag = model_data_etag(s3, bucket, key)
+    except ClientError as error:
+        raise RegistryError(f"cannot read {registration.model_data}: {error}") from error
     folder = key.rpartition("/")[0]
     quality_key = f"{folder}/{QUALITY_FILE}" if folder else QUALITY_FILE
     body = (json.dumps(quality_document(registration), indent=2) + "\n").encode()
@@ -245,6 +252,7 @@ def register(sm: Any, s3: Any, registration: Registration) -> ModelVersion:
                 {
                     "Image": registration.image,
                     "ModelDataUrl": registration.model_data,
+                    "ModelDataETag": etag,
                     "Environment": registration.environment,
                 }
             ],
@@ -268,6 +276,29 @@ def register(sm: Any, s3: Any, registration: Registration) -> ModelVersion:
         CustomerMetadataProperties=metadata,
     )["ModelPackageArn"]
     return describe(sm, arn)
+
+
+def model_data_etag(s3: Any, bucket: str, key: str) -> str:
+    return str(s3.head_object(Bucket=bucket, Key=key)["ETag"]).strip('"')
+
+
+def require_unchanged(s3: Any, model_version: ModelVersion) -> None:
+    """Refuse a version whose model.tar.gz was replaced or removed since it was
+    registered: an approval is of the archive a person judged, not of a path that anyone
+    who may write under models/ could overwrite (docs/operations.md, "Security")."""
+    bucket, key = parse_s3_object_uri(model_version.model_data)
+    try:
+        now = model_data_etag(s3, bucket, key)
+    except ClientError as error:
+        raise RegistryError(
+            f"version {model_version.version}'s {model_version.model_data} cannot be read: {error}"
+        ) from error
+    if not model_version.model_data_etag or now != model_version.model_data_etag:
+        raise RegistryError(
+            f"version {model_version.version}'s {model_version.model_data} changed since it "
+            f"was registered (ETag {now}, registered {model_version.model_data_etag or 'none'}): "
+            "refusing to serve what nobody approved; register the new archive as a new version"
+        )
 
 
 # --- reading ------------------------------------------------------------------------------

@@ -54,7 +54,7 @@ def served_model(endpoint: str) -> tuple[str, dict[str, Any]]:
 
 
 def test_the_newest_approved_version_is_chosen(bucket: str, group: str) -> None:
-    chosen = deploy.chosen_version(boto3.client("sagemaker"), group, None)
+    chosen = deploy.chosen_version(boto3.client("sagemaker"), boto3.client("s3"), group, None)
     assert (chosen.version, chosen.status) == (2, "Approved")
     assert chosen.model_data == f"s3://{bucket}/models/job-2/output/model.tar.gz"
 
@@ -81,6 +81,24 @@ def test_an_unapproved_version_is_refused_and_nothing_is_created(
     sm = boto3.client("sagemaker")
     assert sm.list_models(NameContains=endpoint)["Models"] == []
     assert sm.list_endpoints(NameContains=endpoint)["Endpoints"] == []
+
+
+def test_an_approved_version_whose_archive_was_replaced_is_refused(
+    bucket: str, unique_name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Whoever may write under models/ cannot swap the archive of an approved version."""
+    boto3.client("s3").put_object(
+        Bucket=bucket, Key="models/job-2/output/model.tar.gz",
+        Body=archive_bytes(("model.pth", "model.json", "code/inference.py", "evil.py")),
+    )  # fmt: skip
+    endpoint = f"ep-{unique_name}"
+    argv = ["deploy", "--mode", "sagemaker", "--bucket", bucket, "--role", ROLE,
+            "--endpoint-name", endpoint]  # fmt: skip
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert f"version 2's s3://{bucket}/models/job-2/output/model.tar.gz changed since" in err
+    assert "refusing to serve what nobody approved" in err
+    assert boto3.client("sagemaker").list_models(NameContains=endpoint)["Models"] == []
 
 
 def test_no_approved_version_is_an_error_that_says_what_to_do(
