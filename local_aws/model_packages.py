@@ -110,6 +110,35 @@ def forget_endpoint(sm: Any, endpoint_name: str, keep_model: str | None = None) 
                 sm.delete_model(ModelName=variant["ModelName"])
 
 
+# --- IAM: the resource of a SageMaker request ------------------------------------------
+
+# Operation -> (request parameter naming the resource, its ARN's resource type). The rest
+# are evaluated against "*", as ListModelPackages is on AWS (it has no resource).
+IAM_RESOURCES = {
+    "CreateModelPackageGroup": ("ModelPackageGroupName", "model-package-group"),
+    "DescribeModelPackageGroup": ("ModelPackageGroupName", "model-package-group"),
+    "CreateModelPackage": ("ModelPackageGroupName", "model-package-group"),
+    "DescribeModelPackage": ("ModelPackageName", "model-package"),
+    "UpdateModelPackage": ("ModelPackageArn", "model-package"),
+    "DescribeEndpoint": ("EndpointName", "endpoint"),
+    "DescribeEndpointConfig": ("EndpointConfigName", "endpoint-config"),
+    "DescribeModel": ("ModelName", "model"),
+    "CreateModel": ("ModelName", "model"),
+}
+
+
+def iam_resource(operation: str, parameter: Any, region: str, account: str) -> str:
+    """The ARN IAM evaluates a SageMaker request on (local_aws.iam), from its parameters
+    (`parameter(name)`); SageMaker's ARNs are lower case. "*" for other operations."""
+    known = IAM_RESOURCES.get(operation)
+    value = parameter(known[0]) if known else None
+    if not known or not value:
+        return "*"
+    if str(value).startswith("arn:"):
+        return str(value)
+    return f"arn:aws:sagemaker:{region}:{account}:{known[1]}/{str(value).lower()}"
+
+
 # --- the gaps ---------------------------------------------------------------------------
 
 
