@@ -152,7 +152,11 @@ def start(args: argparse.Namespace) -> int:
             model_dir = args.state_dir / name / "model"
             model_data = _download_model(args, model_dir, credentials)
             config = endpoint_config.from_args(
-                args, model_dir=model_dir.resolve(), endpoint_name=name, capture_bucket=args.bucket
+                args,
+                model_dir=model_dir.resolve(),
+                endpoint_name=name,
+                capture_bucket=args.bucket,
+                variant=variant_for_version(args.model_version.version),
             )
             if args.foreground:
                 claim.hold_here()

@@ -151,7 +151,7 @@ def test_boto3_invoke_endpoint_reaches_it_through_the_runtime_endpoint_url(
         InferenceId="order-42",
     )
     assert response["ContentType"] == "application/json"
-    assert response["InvokedProductionVariant"] == "AllTraffic"
+    assert response["InvokedProductionVariant"] == "v1"  # the registered version it serves
     probabilities = json.loads(response["Body"].read())
     assert len(probabilities) == 2 and sum(probabilities) == pytest.approx(1.0, abs=1e-6)
 
@@ -397,10 +397,19 @@ def test_the_local_endpoint_is_recorded_while_it_serves_and_forgotten_when_stopp
     AWS records the endpoint, so `models list` marks the version it serves (variant
     v<N>); --stop removes the record, its configuration and model."""
     sm = boto3.client("sagemaker")
-    running = start(model, tmp_path, "recorded", "--workers", "1", "--capture-sampling", "0")
+    running = start(model, tmp_path, "recorded", "--workers", "1", "--capture-flush-seconds", "0.2")
     try:
         version = registry.version(sm, model.group, 1)
         assert registry.deployed_packages(sm, "recorded") == {version.arn: "v1"}
+        # It answers, and captures, as the variant named after the version it serves.
+        answer = requests.post(
+            f"{running.url}/endpoints/recorded/invocations",  # the Runtime API's route
+            data=model.pngs[0],
+            headers={"Content-Type": "image/png"},
+            timeout=30,
+        )
+        assert answer.status_code == 200, answer.text
+        assert answer.headers["x-Amzn-Invoked-Production-Variant"] == "v1"
         [listed] = sm.list_models(NameContains="recorded")["Models"]
         described = sm.describe_model(ModelName=listed["ModelName"])
         assert described["PrimaryContainer"] == {"ModelPackageName": version.arn}
@@ -409,3 +418,10 @@ def test_the_local_endpoint_is_recorded_while_it_serves_and_forgotten_when_stopp
     with pytest.raises(ClientError):
         sm.describe_endpoint(EndpointName="recorded")
     assert sm.list_models(NameContains="recorded")["Models"] == []
+    keys = [
+        item["Key"]
+        for item in boto3.client("s3").list_objects_v2(
+            Bucket=model.bucket, Prefix=f"{capture.CAPTURE_PREFIX}/recorded/"
+        )["Contents"]
+    ]
+    assert keys and all(key.split("/")[2] == "v1" for key in keys)
