@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import secrets
 import sys
 import tarfile
 import time
@@ -247,9 +248,10 @@ def chosen_version(sm: Any, s3: Any, group: str, number: int | None) -> registry
 
 
 def model_resource_name(endpoint_name: str) -> str:
-    """Model and configuration names carry a timestamp, as the SDK's do, so a new
-    deployment never collides with what an old one left."""
-    return f"{endpoint_name[:47]}-{datetime.now(UTC):%Y%m%d-%H%M%S}"
+    """Model and configuration names carry a timestamp, as the SDK's do, and a random
+    tail, so a new deployment never collides with what an old one left, nor with a
+    concurrent one (the one that loses removes only its own model)."""
+    return f"{endpoint_name[:40]}-{datetime.now(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
 
 
 def create_model(sm: Any, name: str, version: registry.ModelVersion, role: str | None) -> None:
