@@ -245,3 +245,32 @@ def test_a_group_is_created_once(group: str, local_aws: dict[str, str]) -> None:
     sm.create_model_package_group(ModelPackageGroupName=group)
     with pytest.raises(ClientError, match="already exists"):
         sm.create_model_package_group(ModelPackageGroupName=group)
+
+
+@pytest.mark.parametrize("subcommand", ["list", "show", "approve", "reject", "register"])
+def test_each_models_subcommand_explains_itself(
+    subcommand: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["models", subcommand, "--help"])
+    assert exited.value.code == 0
+    text = capsys.readouterr().out
+    assert "--model-group" in text and "--region" in text
+    if subcommand in ("approve", "reject"):
+        assert "--description" in text and "1,024" in text
+
+
+def test_list_as_json_gives_each_version_and_what_serves_it(
+    bucket: str, group: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    register_output(bucket, "job-a", group)
+    capsys.readouterr()
+    assert main(["models", "list", "--model-group", group, "--json"]) == 0
+    [line] = capsys.readouterr().out.splitlines()
+    listed = json.loads(line)
+    assert (listed["version"], listed["status"], listed["deployed_variant"]) == (
+        1,
+        "PendingManualApproval",
+        None,
+    )
+    assert listed["metadata"]["accuracy_past_gate"] == "0.9938"
