@@ -29,7 +29,7 @@ from typing import Any
 
 APPROVED = "Approved"
 MAX_METADATA_ENTRIES = 50
-_METADATA_TEXT = r"[\w\s.:/=+\-@]"
+_METADATA_TEXT = r"[\w .:/=+\-@]"
 METADATA_KEY = re.compile(rf"^{_METADATA_TEXT}{{1,128}}$", re.UNICODE)
 METADATA_VALUE = re.compile(rf"^{_METADATA_TEXT}{{1,256}}$", re.UNICODE)
 MAX_DESCRIPTION = 1024

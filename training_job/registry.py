@@ -38,7 +38,7 @@ STATUSES = (PENDING, APPROVED, REJECTED)
 MAX_DESCRIPTION = 1024  # ApprovalDescription and ModelPackageDescription: 0-1024 characters
 MAX_METADATA_VALUE = 256  # CustomerMetadataValue: 1-256 characters
 # CustomerMetadataValue's pattern: letters, spaces, digits and _.:/=+-@ only.
-_METADATA_UNSAFE = re.compile(r"[^\w\s.:/=+\-@]", re.UNICODE)
+_METADATA_UNSAFE = re.compile(r"[^\w .:/=+\-@]", re.UNICODE)
 NOT_MEASURED = "n/a"
 # The figures shown side by side: key in the version's metadata -> key in metrics.json.
 METADATA_KEYS = {

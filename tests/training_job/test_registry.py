@@ -224,6 +224,7 @@ def test_a_model_is_made_only_from_an_approved_version(bucket: str, group: str) 
         {"k" * 129: "v"},
         {"k": "v" * 257},
         {"k": "not (allowed)"},  # (an empty value botocore refuses before sending)
+        {"k": "two\nlines"},
     ],
 )
 def test_metadata_over_sagemakers_limits_is_refused(
@@ -274,3 +275,19 @@ def test_list_as_json_gives_each_version_and_what_serves_it(
         None,
     )
     assert listed["metadata"]["accuracy_past_gate"] == "0.9938"
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        (0.95123, "0.9512"),
+        (None, "n/a"),
+        (True, "true"),
+        ("unknown: git failed (TimeoutExpired)", "unknown: git failed _TimeoutExpired_"),
+        ("a\nb\x00c", "a_b_c"),
+        ("", "n/a"),
+        ("x" * 300, "x" * 256),
+    ],
+)
+def test_metadata_values_are_what_sagemaker_takes(value: object, shown: str) -> None:
+    assert registry.metadata_value(value) == shown
