@@ -164,9 +164,13 @@ def start(args: argparse.Namespace) -> int:
                 if args.publish_parameter:
                     deploy.publish_parameter(args.parameter_name, name)
                 print(f"serving {model_data} as local endpoint {name} (Ctrl-C stops it)")
+                operator = boto3.client("sagemaker")  # made before the role's keys replace ours
                 os.environ.clear()  # the workers this starts inherit the role's credentials
                 os.environ.update(_acting_as(credentials))
-                return serve(config)
+                try:
+                    return serve(config)
+                finally:  # stopped here: the record goes with it, as --stop removes it
+                    model_packages.forget_endpoint(operator, name)
             readiness = supervisor.Readiness(
                 config.host, config.port, "/ping", READY_TIMEOUT_SECONDS
             )
