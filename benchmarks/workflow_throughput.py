@@ -233,7 +233,17 @@ def _put_quick_model(stack: Stack, archive: Path, steps: int) -> None:
     model_dir = sample_model.train_quick_model(archive, stack.work / "model", steps=steps)
     package = sample_model.package_model(model_dir, stack.work / "model.tar.gz")
     key = "models/bench-model/output/model.tar.gz"
-    stack.client("s3").upload_file(str(package), stack.bucket, key)
+    s3 = stack.client("s3")
+    s3.upload_file(str(package), stack.bucket, key)
+    # deploy serves only an approved version of the model registry.
+    note = json.dumps({"note": f"a quick model of {steps} SGD steps, not evaluated"})
+    s3.put_object(Bucket=stack.bucket, Key=key.replace("model.tar.gz", "metrics.json"), Body=note)
+    models = [sys.executable, "-m", "training_job", "models"]
+    register = [*models, "register", "--model-data", f"s3://{stack.bucket}/{key}"]
+    register += ["--manifest", f"s3://{stack.bucket}/manifest.json"]
+    _run(stack, register, "models register")
+    approve = [*models, "approve", "1", "--description", "the benchmark's model"]
+    _run(stack, approve, "models approve")
 
 
 # --- measurements ---------------------------------------------------------------------

@@ -36,6 +36,7 @@ from local_aws.server import (
     local_aws_server,
     wait_until_ready,
 )
+from training_job import registry
 from training_job.monitor.review import as_dict, review_measures, summary_lines
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -167,6 +168,13 @@ class Demo:
             print(f"    reusing the model trained from the same data and settings: {cached}")
             for name in ("model.tar.gz", "metrics.json"):  # metrics.json last: it marks done
                 s3.upload_file(str(cached / name), self.bucket, f"models/{job}/output/{name}")
+            # `train` registers what it trains; a reused model is registered as an older
+            # run's output is.
+            self.training_job(
+                "models", "register", "--model-data",
+                f"s3://{self.bucket}/models/{job}/output/model.tar.gz",
+                "--manifest", f"s3://{self.bucket}/manifest.json",
+            )  # fmt: skip
             return job
         job = f"scones-pytorch-demo-{time.strftime('%Y-%m-%d-%H-%M-%S')}"
         command = ["train", "--mode", "local", "--bucket", self.bucket, "--job-name", job]
@@ -181,7 +189,24 @@ class Demo:
         partial.rename(cached)  # whole or absent: an interrupted copy is never reused
         return job
 
-    def deploy_endpoint(self) -> None:
+    def approve(self, job: str, metrics: dict[str, Any]) -> int:
+        """Approve the version the job's model became, as a person would after reading
+        `models list`: the demo's reason is its test accuracy. Returns the version."""
+        sm = boto3.client("sagemaker")
+        # The newest of the job's versions (a local AWS kept running may hold older ones).
+        version = max(
+            found.version
+            for found in registry.versions(sm, registry.DEFAULT_GROUP)
+            if found.metadata.get("training_job") == job
+        )
+        self.training_job("models", "list", "--limit", "5")
+        self.training_job(
+            "models", "approve", str(version), "--description",
+            f"approved by the demo: test accuracy {metrics['test_accuracy']:.4f}",
+        )  # fmt: skip
+        return version
+
+    def deploy_endpoint(self, version: int) -> None:
         session = boto3.session.Session()
         role = create_sagemaker_role(
             session.client("iam"),
@@ -199,6 +224,8 @@ class Demo:
             role,
             "--endpoint-name",
             ENDPOINT_NAME,
+            "--model-version",
+            str(version),
             "--port",
             str(self.endpoint_port),
         )
@@ -317,8 +344,10 @@ class Demo:
                     .get_object(Bucket=self.bucket, Key=f"models/{job}/output/metrics.json")["Body"]
                     .read()
                 )
-            with self.step("deploy the local endpoint with data capture"):
-                self.deploy_endpoint()
+            with self.step("approve the trained version in the model registry"):
+                version = self.approve(job, metrics)
+            with self.step("deploy the approved version to the local endpoint with data capture"):
+                self.deploy_endpoint(version)
             with self.step("deploy the stack: npx sls deploy --stage local"):
                 self.deploy_stack()
             with self.step("run the workflow on every test image"):
@@ -337,6 +366,7 @@ class Demo:
         finally:
             self.stop_everything_started()
         summary = {
+            "model_version": version,
             "test_accuracy": metrics["test_accuracy"],
             "executions": evaluation["executions"],
             "passed": evaluation["succeeded"],
@@ -401,6 +431,7 @@ def describe_decisions(counts: dict[str, int]) -> str:
 def print_summary(summary: dict[str, Any]) -> None:
     gate = summary["gate_accuracy"]
     lines = [
+        ("model version (approved)", f"{summary['model_version']}"),
         ("test accuracy", f"{summary['test_accuracy']:.3f}"),
         ("executions", f"{summary['executions']}"),
         ("passed the gate", f"{summary['passed']}"),

@@ -510,6 +510,10 @@ def _request_of(response: Any, assumed: Any, service: str, region: str) -> Reque
         resource = _dynamodb_request(response, action, region, account, context)
     elif service == "events":
         resource = _events_request(response, action, region, account, context)
+    elif service == "sagemaker":  # the registry and what deploy reads (model_packages)
+        from local_aws.model_packages import iam_resource
+
+        resource = iam_resource(operation, response._get_param, region, account)
     # SageMaker Runtime's InvokeEndpoint is served outside moto (local_aws.sagemaker_runtime).
     return Request(assumed.role_arn, action, resource, context)
 

@@ -132,6 +132,7 @@ IAM_FILES = sorted(set(re.findall(r"docs/iam/[\w.-]+\.json", README)))
 
 def test_the_readme_names_the_role_files_and_they_exist() -> None:
     assert IAM_FILES == [
+        "docs/iam/model-registry-policy.json",
         "docs/iam/sagemaker-execution-policy.json",
         "docs/iam/sagemaker-trust-policy.json",
     ]
@@ -181,6 +182,35 @@ def test_the_sagemaker_role_policy_is_least_privilege_on_the_bucket() -> None:
     assert not {a for a in granted if a.startswith("s3:")} - {
         "s3:ListBucket", "s3:GetObject", "s3:PutObject"
     }  # fmt: skip
+
+
+def test_the_registry_policy_reaches_only_the_projects_groups_and_models() -> None:
+    bucket = EXAMPLE_VALUES["$BUCKET"]
+    prefix = "arn:aws:sagemaker:eu-west-1:123456789012:"
+    for statement in filled_policy("docs/iam/model-registry-policy.json")["Statement"]:
+        assert statement["Effect"] == "Allow"
+        actions = (
+            statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        )
+        resources = (
+            statement["Resource"]
+            if isinstance(statement["Resource"], list)
+            else [statement["Resource"]]
+        )
+        assert all("*" not in action for action in actions), statement
+        if resources == ["*"]:  # ListModelPackages has no resource ARN
+            assert actions == ["sagemaker:ListModelPackages"], statement
+            continue
+        for resource in resources:
+            assert resource.startswith(
+                (
+                    f"{prefix}model-package",
+                    f"{prefix}endpoint",
+                    f"{prefix}model/scones-",
+                    f"arn:aws:s3:::{bucket}/models/",
+                )
+            )
+            assert "/scones-" in resource or resource.endswith("/models/*"), resource
 
 
 def test_local_aws_help_lists_the_commands_the_readme_names(

@@ -240,9 +240,18 @@ def _put_quick_model(flow: Workflow, archive: Path) -> None:
         archive, flow.work / "model", steps=QUICK_MODEL_STEPS
     )
     package = sample_model.package_model(model_dir, flow.work / "model.tar.gz")
-    flow.client("s3").upload_file(
-        str(package), flow.bucket, "models/quick-model/output/model.tar.gz"
-    )
+    s3 = flow.client("s3")
+    s3.upload_file(str(package), flow.bucket, "models/quick-model/output/model.tar.gz")
+    # deploy serves only an approved version of the model registry: register the quick
+    # model (its metrics.json says what it is) and approve it, as a person would.
+    note = json.dumps({"note": f"a quick model of {QUICK_MODEL_STEPS} SGD steps, not evaluated"})
+    s3.put_object(Bucket=flow.bucket, Key="models/quick-model/output/metrics.json", Body=note)
+    uri = f"s3://{flow.bucket}/models/quick-model/output/model.tar.gz"
+    manifest = f"s3://{flow.bucket}/manifest.json"
+    _check(flow.training_job("models", "register", "--model-data", uri, "--manifest", manifest),
+           "training_job models register")  # fmt: skip
+    _check(flow.training_job("models", "approve", "1", "--description", "the tests' model"),
+           "training_job models approve")  # fmt: skip
 
 
 def _probe_endpoint(flow: Workflow) -> None:
@@ -780,7 +789,8 @@ def test_a_confident_photo_is_recorded_as_routed_and_announced_once(
         "source": SOURCE_MODEL,
         "revision": 0,
     }
-    assert decision["variant"]  # the variant that answered, as the endpoint named it
+    # The variant that answered, named after the approved version deploy serves.
+    assert (decision["variant"], decision["model_version"]) == ("v1", "1")
     assert image_id(workflow.bucket, key) not in review_queue(workflow)
     [event] = subscriber.events_for(image_id(workflow.bucket, key))
     assert (event["source"], event["detail-type"]) == (EVENT_SOURCE, EVENT_DETAIL_TYPE)

@@ -1,10 +1,15 @@
 """`python -m training_job deploy`: the classifier behind an endpoint, on SageMaker or here.
 
-`--mode sagemaker` creates the model (PyTorch inference image, the training job's
-model.tar.gz), an endpoint configuration with data capture to s3://BUCKET/data_capture,
-the endpoint, and target-tracking autoscaling on invocations per instance; `--delete`
-removes all of it. `--mode local` serves the same model.tar.gz with the same inference
-script on 127.0.0.1 (local_aws/endpoint/daemon.py), in the background until `--stop`;
+Both serve an approved version of the model registry (training_job/registry.py): the
+newest Approved one, or `--model-version N`; never an unregistered model.tar.gz, and
+never a version pending approval or rejected (`python -m training_job models approve`).
+`--mode sagemaker` creates the SageMaker model from that version's package (its image
+and model.tar.gz), an endpoint configuration whose variant is named after the version
+(`v<N>`) with data capture to s3://BUCKET/data_capture, the endpoint, and target-tracking
+autoscaling on invocations per instance; `--delete` removes all of it. `--mode local`
+creates the same model in the local AWS and serves the version's model.tar.gz with the
+same inference script on 127.0.0.1 (local_aws/endpoint/daemon.py), in the background
+until `--stop`;
 with `--role` it reads the model and writes captures as that role, assumed in the local
 AWS as SageMaker assumes it. An option of one mode is refused in the other. Both publish
 the endpoint's name as an SSM parameter, which serverless.yml reads for the handlers
@@ -15,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import secrets
 import sys
 import tarfile
 import time
@@ -26,25 +32,19 @@ import boto3
 from botocore.exceptions import ClientError
 
 from contract.capture import MAX_BASELINE_BYTES, MONITOR_BASELINE_KEY
+from contract.decisions import variant_for_version
 from contract.s3 import S3UriError, parse_s3_object_uri
-from training_job import capture, local_mode, model_archive
+from training_job import capture, local_mode, model_archive, registry
 from training_job.bucket import BucketError, require_region
 from training_job.errors import CommandError, UsageError
 from training_job.modes import options_of, refuse_other_modes
-from training_job.train import PYTHON_VERSION, PYTORCH_VERSION
 
 # One parameter per stage (serverless.yml reads /scones-unlimited/${sls:stage}/endpoint-name),
 # so dev and prod never share an endpoint.
 PARAMETER_NAME_TEMPLATE = "/scones-unlimited/{stage}/endpoint-name"
 STAGE_PATTERN = re.compile(r"^[a-zA-Z0-9-]{1,32}$")
-MODELS_PREFIX = "models/"
-MODEL_ARCHIVE = "model.tar.gz"
 BASELINE_FILE = "baseline.json"
-VARIANT = "AllTraffic"
 SCALABLE_DIMENSION = "sagemaker:variant:DesiredInstanceCount"
-# Serving runs on the PyTorch version training ran on (training_job.train pins both).
-FRAMEWORK_VERSION = PYTORCH_VERSION
-PY_VERSION = PYTHON_VERSION
 # What training_job/code/inference.py needs in the archive: the container runs code/ from it.
 SERVABLE_MEMBERS = ("model.pth", "model.json", "code/inference.py")
 DEFAULT_ENDPOINT_NAME = "scones-image-classifier"
@@ -60,14 +60,6 @@ def _endpoint_name(text: str) -> str:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not a SageMaker endpoint name (letters, digits and hyphens, 1-63)"
         )
-    return text
-
-
-def _s3_uri(text: str) -> str:
-    try:
-        parse_s3_object_uri(text)
-    except S3UriError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
     return text
 
 
@@ -108,15 +100,16 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--bucket",
-        help="the project bucket (needed to deploy, not to --delete or --stop): the model is "
-        "the newest model.tar.gz under s3://BUCKET/models/ and capture goes to "
-        "s3://BUCKET/data_capture/",
+        help="the project bucket (needed to deploy, not to --delete or --stop): capture "
+        "goes to s3://BUCKET/data_capture/ and the monitor's baseline to monitoring/",
     )
+    registry.add_group_option(parser)
     parser.add_argument(
-        "--model-data",
-        type=_s3_uri,
+        "--model-version",
+        type=_positive_int,
         default=None,
-        help="an s3:// URI of a model.tar.gz to deploy instead of the newest one",
+        metavar="N",
+        help="the approved version of --model-group to serve (default: the newest approved)",
     )
     parser.add_argument(
         "--endpoint-name",
@@ -167,14 +160,6 @@ def register(subparsers: Any) -> None:
         help="target invocations per instance per minute for autoscaling (default: %(default)s)",
     )
     sagemaker.add_argument(
-        "--framework-version",
-        default=FRAMEWORK_VERSION,
-        help="PyTorch inference image version (default: %(default)s)",
-    )
-    sagemaker.add_argument(
-        "--py-version", default=PY_VERSION, help="its Python version (default: %(default)s)"
-    )
-    sagemaker.add_argument(
         "--delete",
         action="store_true",
         help="tear down the scaling policy, scalable target, endpoint, endpoint "
@@ -220,32 +205,65 @@ def run(args: argparse.Namespace) -> int:
                 return delete_sagemaker(args)
             return deploy_sagemaker(args)
         backend = local_mode.backend("deploy")
-        return int(backend.stop(args) if args.stop else backend.start(args))
+        if args.stop:
+            return int(backend.stop(args))
+        sm = boto3.client("sagemaker")
+        s3 = boto3.client("s3")
+        args.model_version = chosen_version(sm, s3, args.model_group, args.model_version)
+        # The SageMaker model, made from the package in the local AWS as on AWS: the local
+        # endpoint resolves it to the version's model.tar.gz (local_aws/model_packages.py).
+        args.model_name = model_resource_name(args.endpoint_name)
+        create_model(sm, args.model_name, args.model_version, args.role)
+        try:
+            return int(backend.start(args))
+        except BaseException:
+            _ignore_missing(sm.delete_model, ModelName=args.model_name)
+            raise
     except BucketError as error:
         raise DeployError(str(error)) from error
 
 
-# --- the model artifact -------------------------------------------------------------
+# --- the model version ---------------------------------------------------------------
 
 
-def newest_model_data(s3: Any, bucket: str) -> str:
-    """The s3:// URI of the most recently written model.tar.gz under models/."""
-    newest: dict[str, Any] | None = None
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=MODELS_PREFIX):
-        for item in page.get("Contents", []):
-            if not item["Key"].endswith(MODEL_ARCHIVE):
-                continue
-            if newest is None or (item["LastModified"], item["Key"]) > (
-                newest["LastModified"],
-                newest["Key"],
-            ):
-                newest = item
-    if newest is None:
-        raise DeployError(
-            f"no {MODEL_ARCHIVE} under s3://{bucket}/{MODELS_PREFIX}: train a model first "
-            "(python -m training_job train) or pass --model-data"
-        )
-    return f"s3://{bucket}/{newest['Key']}"
+def chosen_version(sm: Any, s3: Any, group: str, number: int | None) -> registry.ModelVersion:
+    """The version to serve: `number` if it is Approved, else the newest Approved one,
+    with the very archive that was registered. Anything else is refused: deploy never
+    serves an unapproved, unregistered or since-replaced model."""
+    try:
+        if number is None:
+            found = registry.newest_approved(sm, group)
+        else:
+            found = registry.version(sm, group, number)
+            if found.status != registry.APPROVED:
+                raise DeployError(
+                    f"version {number} of {group} is {found.status}: deploy serves only "
+                    f"Approved versions (python -m training_job models approve {number} "
+                    "--description ...)"
+                )
+        registry.require_unchanged(s3, found)
+    except registry.RegistryError as error:
+        raise DeployError(str(error)) from None
+    return found
+
+
+def model_resource_name(endpoint_name: str) -> str:
+    """Model and configuration names carry a timestamp, as the SDK's do, and a random
+    tail, so a new deployment never collides with what an old one left, nor with a
+    concurrent one (the one that loses removes only its own model)."""
+    return f"{endpoint_name[:40]}-{datetime.now(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
+
+
+def create_model(sm: Any, name: str, version: registry.ModelVersion, role: str | None) -> None:
+    """The SageMaker model of a registered version: the package alone says what it runs
+    (its image, model.tar.gz and environment), so nothing here can drift from it."""
+    request: dict[str, Any] = {
+        "ModelName": name,
+        "PrimaryContainer": {"ModelPackageName": version.arn},
+    }
+    if role:
+        request["ExecutionRoleArn"] = role
+    sm.create_model(**request)
 
 
 def extract_model(archive: Path, destination: Path) -> Path:
@@ -320,8 +338,8 @@ def delete_parameter(name: str, endpoint_name: str) -> None:
 # --- --mode sagemaker ---------------------------------------------------------------
 
 
-def _resource_id(endpoint_name: str) -> str:
-    return f"endpoint/{endpoint_name}/variant/{VARIANT}"
+def _resource_id(endpoint_name: str, variant: str) -> str:
+    return f"endpoint/{endpoint_name}/variant/{variant}"
 
 
 def _policy_name(endpoint_name: str) -> str:
@@ -343,58 +361,33 @@ def deploy_sagemaker(args: argparse.Namespace) -> int:
         raise UsageError("--mode sagemaker needs --role (the SageMaker execution role ARN)")
     if args.min_instances > args.max_instances:
         raise UsageError("--min-instances is above --max-instances")
-    import sagemaker.image_uris  # heavy: only this mode needs it
-
     session = boto3.session.Session()
-    region = session.region_name  # the command's --region / AWS_REGION (training_job.__main__)
     s3 = session.client("s3")
     sm = session.client("sagemaker")
     autoscaling = session.client("application-autoscaling")
     name = args.endpoint_name
     # SageMaker reads the model and writes captures only in its own region.
     require_region(s3, args.bucket)
-    if args.model_data:
-        require_region(s3, split_s3_uri(args.model_data)[0])
     if _endpoint_exists(sm, name):
         raise DeployError(
             f"endpoint {name} exists: delete it first (--delete) or choose another --endpoint-name"
         )
-    model_data = args.model_data or newest_model_data(s3, args.bucket)
-    require_servable(s3, model_data)
-    image = sagemaker.image_uris.retrieve(
-        "pytorch",
-        region,
-        version=args.framework_version,
-        py_version=args.py_version,
-        instance_type=args.instance_type,
-        image_scope="inference",
-    )
-    # Model and configuration names carry a timestamp, as the SDK's do, so a new
-    # deployment never collides with what an old one left.
-    resource_name = f"{name[:47]}-{datetime.now(UTC):%Y%m%d-%H%M%S}"
+    version = chosen_version(sm, s3, args.model_group, args.model_version)
+    model_data = version.model_data
+    require_region(s3, split_s3_uri(model_data)[0])
+    if registry.is_pytorch_image(version.image):
+        require_servable(s3, model_data)
+    variant = variant_for_version(version.version)
+    resource_name = model_resource_name(name)
     created: list[tuple[str, str]] = []  # (kind, name), to remove all of it on failure
     try:
-        sm.create_model(
-            ModelName=resource_name,
-            ExecutionRoleArn=args.role,
-            PrimaryContainer={
-                "Image": image,
-                "ModelDataUrl": model_data,
-                "Environment": {
-                    # The PyTorch container runs code/inference.py from inside model.tar.gz.
-                    "SAGEMAKER_PROGRAM": "inference.py",
-                    "SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code",
-                    "SAGEMAKER_CONTAINER_LOG_LEVEL": "20",
-                    "SAGEMAKER_REGION": region,
-                },
-            },
-        )
+        create_model(sm, resource_name, version, args.role)
         created.append(("model", resource_name))
         sm.create_endpoint_config(
             EndpointConfigName=resource_name,
             ProductionVariants=[
                 {
-                    "VariantName": VARIANT,
+                    "VariantName": variant,
                     "ModelName": resource_name,
                     "InitialInstanceCount": args.min_instances,
                     "InstanceType": args.instance_type,
@@ -412,7 +405,10 @@ def deploy_sagemaker(args: argparse.Namespace) -> int:
         created.append(("endpoint-config", resource_name))
         sm.create_endpoint(EndpointName=name, EndpointConfigName=resource_name)
         created.append(("endpoint", name))
-        print(f"creating endpoint {name} from {model_data} ({image}); waiting for InService")
+        print(
+            f"creating endpoint {name} from version {version.version} of {version.group} "
+            f"({model_data}, {version.image}) as variant {variant}; waiting for InService"
+        )
         wait_in_service(sm, name)
     except (DeployError, ClientError) as error:
         _remove_created(sm, created)
@@ -420,7 +416,7 @@ def deploy_sagemaker(args: argparse.Namespace) -> int:
         raise DeployError(f"{error} (removed what this deploy created: {undone})") from error
     autoscaling.register_scalable_target(
         ServiceNamespace="sagemaker",
-        ResourceId=_resource_id(name),
+        ResourceId=_resource_id(name, variant),
         ScalableDimension=SCALABLE_DIMENSION,
         MinCapacity=args.min_instances,
         MaxCapacity=args.max_instances,
@@ -428,7 +424,7 @@ def deploy_sagemaker(args: argparse.Namespace) -> int:
     autoscaling.put_scaling_policy(
         PolicyName=_policy_name(name),
         ServiceNamespace="sagemaker",
-        ResourceId=_resource_id(name),
+        ResourceId=_resource_id(name, variant),
         ScalableDimension=SCALABLE_DIMENSION,
         PolicyType="TargetTrackingScaling",
         TargetTrackingScalingPolicyConfiguration={
@@ -489,8 +485,8 @@ def _remove_created(sm: Any, created: list[tuple[str, str]]) -> None:
 
 def require_servable(s3: Any, model_data: str) -> None:
     """Refuse an archive the PyTorch serving container cannot serve with our inference.py:
-    the built-in image-classification algorithm's model.tar.gz holds MXNet parameters, and
-    an endpoint made from it never becomes InService. Reads the archive's headers only."""
+    a package that names the PyTorch image but holds the built-in algorithm's MXNet
+    parameters never becomes InService. Reads the archive's headers only."""
     bucket, key = split_s3_uri(model_data)
     body = s3.get_object(Bucket=bucket, Key=key)["Body"]
     seen: set[str] = set()
@@ -507,8 +503,8 @@ def require_servable(s3: Any, model_data: str) -> None:
     missing = ", ".join(name for name in SERVABLE_MEMBERS if name not in seen)
     hint = (
         " It looks like the built-in image-classification algorithm's model (train "
-        "--algorithm builtin): deploy serves only --algorithm pytorch models; serving the "
-        "built-in one needs its own image and request format, which is not supported yet."
+        "--algorithm builtin), registered with the PyTorch image: register it with "
+        "`models register --algorithm builtin`, which gives it its own image."
         if any(name.startswith("image-classification") for name in seen)
         else ""
     )
@@ -530,22 +526,27 @@ def delete_sagemaker(args: argparse.Namespace) -> int:
     sm = session.client("sagemaker")
     autoscaling = session.client("application-autoscaling")
     name = args.endpoint_name
-    _ignore_missing(
-        autoscaling.delete_scaling_policy,
-        PolicyName=_policy_name(name),
-        ServiceNamespace="sagemaker",
-        ResourceId=_resource_id(name),
-        ScalableDimension=SCALABLE_DIMENSION,
-    )
-    _ignore_missing(
-        autoscaling.deregister_scalable_target,
-        ServiceNamespace="sagemaker",
-        ResourceId=_resource_id(name),
-        ScalableDimension=SCALABLE_DIMENSION,
-    )
     config_names: list[str] = []
+    variants: list[str] = []
     if _endpoint_exists(sm, name):
         config_names.append(sm.describe_endpoint(EndpointName=name)["EndpointConfigName"])
+        config = sm.describe_endpoint_config(EndpointConfigName=config_names[0])
+        variants = [variant["VariantName"] for variant in config["ProductionVariants"]]
+    for variant in variants:  # each variant's scaling, before its endpoint goes
+        _ignore_missing(
+            autoscaling.delete_scaling_policy,
+            PolicyName=_policy_name(name),
+            ServiceNamespace="sagemaker",
+            ResourceId=_resource_id(name, variant),
+            ScalableDimension=SCALABLE_DIMENSION,
+        )
+        _ignore_missing(
+            autoscaling.deregister_scalable_target,
+            ServiceNamespace="sagemaker",
+            ResourceId=_resource_id(name, variant),
+            ScalableDimension=SCALABLE_DIMENSION,
+        )
+    if config_names:
         sm.delete_endpoint(EndpointName=name)
         sm.get_waiter("endpoint_deleted").wait(
             EndpointName=name, WaiterConfig={"Delay": 15, "MaxAttempts": 80}

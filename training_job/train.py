@@ -33,7 +33,7 @@ from botocore.exceptions import ClientError
 
 from contract.manifest import ManifestError
 from contract.s3 import S3UriError, normalise_prefix, parse_s3_object_uri
-from training_job import local_mode
+from training_job import local_mode, registry
 from training_job.bucket import BucketError, is_valid_bucket_name, require_region
 from training_job.errors import CommandError, UsageError
 from training_job.manifests import MANIFEST_NAME, Manifest
@@ -100,6 +100,10 @@ class Plan:
     def uri(self, name: str) -> str:
         return f"s3://{self.bucket}/{self.prefix}{name}"
 
+    def model_data(self) -> str:
+        """Where the job's model.tar.gz lands (SageMaker's <output path><job>/output/)."""
+        return f"{self.output_path}{self.job_name}/output/model.tar.gz"
+
     def channels(self) -> dict[str, str]:
         """Channel name -> S3 prefix. The built-in algorithm calls the test data
         `validation`; the script calls it `test`."""
@@ -145,6 +149,15 @@ def register(subparsers: Any) -> None:
         "--job-name",
         help="the training job's name (default: scones-ALGORITHM-YYYY-MM-DD-HH-MM-SS-mmm, "
         "the SDK's form); its output goes to s3://BUCKET/models/JOB_NAME/output/",
+    )
+    registry.add_group_option(where)
+    where.add_argument(
+        "--register",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="register the trained model as a new version of --model-group, pending "
+        "manual approval, with its test metrics, data manifest and commit (default; "
+        "`models register` registers a job's output later)",
     )
     hps = parser.add_argument_group(
         "hyperparameters",
@@ -221,7 +234,10 @@ def main(args: argparse.Namespace) -> int:
     try:
         plan = make_plan(args)
         if args.mode == "local":
-            return int(local_mode.backend("train").run(plan, args.work_dir))
+            code = int(local_mode.backend("train").run(plan, args.work_dir))
+            if code == 0 and args.register:
+                register_model(plan, args.model_group, plan.model_data())
+            return code
         return train_on_sagemaker(plan, args)
     except (ManifestError, BucketError) as error:
         raise LaunchError(str(error)) from error
@@ -347,11 +363,12 @@ def _error_code(error: ClientError) -> str:
 
 
 def git_commit() -> str:
-    """The commit the code came from, `-dirty` when tracked files differ from it."""
+    """The commit the code came from, `-dirty` when tracked files differ from it, or
+    `unknown: <why>` (no git, not a repository) so a reader sees why there is none."""
     try:
-        commit = subprocess.run(
+        head = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10
-        ).stdout.strip()
+        )
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"],
             cwd=REPO_ROOT,
@@ -359,10 +376,13 @@ def git_commit() -> str:
             text=True,
             timeout=10,
         ).stdout.strip()
-    except (OSError, subprocess.TimeoutExpired):
-        return "unknown"
-    if not commit:
-        return "unknown"
+    except FileNotFoundError:
+        return "unknown: git is not installed"
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return f"unknown: git failed ({type(error).__name__})"
+    commit = head.stdout.strip()
+    if head.returncode != 0 or not commit:
+        return f"unknown: {REPO_ROOT.name} is not a git repository with a commit"
     return f"{commit}-dirty" if dirty else commit
 
 
@@ -383,11 +403,47 @@ def train_on_sagemaker(plan: Plan, args: argparse.Namespace) -> int:
     if not args.wait:
         print(
             f"created; follow it with `aws sagemaker describe-training-job "
-            f"--training-job-name {plan.job_name}`"
+            f"--training-job-name {plan.job_name}`; once it completes, register its model "
+            f"with `python -m training_job models register --model-data {plan.model_data()} "
+            f"--manifest {plan.uri(MANIFEST_NAME)} --algorithm {plan.algorithm}`"
         )
         return 0
     print()  # the SDK's status line ends without one
-    return report_sagemaker_job(plan)
+    code = report_sagemaker_job(plan)
+    if code == 0 and args.register:
+        job = boto3.client("sagemaker").describe_training_job(TrainingJobName=plan.job_name)
+        register_model(plan, args.model_group, job["ModelArtifacts"]["S3ModelArtifacts"])
+    return code
+
+
+def register_model(plan: Plan, group: str, model_data: str) -> None:
+    """The trained model as a new version of `group`, pending manual approval."""
+    session = boto3.session.Session()
+    s3 = session.client("s3")
+    sm = session.client("sagemaker")
+    # The built-in algorithm's job records no commit; this launcher's code is what ran it.
+    metrics = (
+        {**registry.builtin_metrics(sm, plan.job_name), "git_commit": git_commit()}
+        if plan.algorithm == "builtin"
+        else None
+    )
+    registration = registry.registration_for_output(
+        s3,
+        sm,
+        group=group,
+        model_data=model_data,
+        algorithm=plan.algorithm,
+        training_job=plan.job_name,
+        manifest_uri=plan.uri(MANIFEST_NAME),
+        region=session.region_name,
+        metrics=metrics,
+    )
+    version = registry.register(sm, s3, registration)
+    print(
+        f"registered as version {version.version} of model group {group} ({version.status}); "
+        f"compare it with `python -m training_job models list`, then `models approve "
+        f"{version.version} --description ...` before `deploy` serves it"
+    )
 
 
 def build_estimator(
@@ -462,10 +518,6 @@ def report_sagemaker_job(plan: Plan) -> int:
         # Its model.tar.gz holds MXNet parameters, not our metrics.json: report its own.
         for metric in job.get("FinalMetricDataList", []):
             print(f"  {metric['MetricName']:<28} {metric['Value']:.4f}")
-        print(
-            "note: `deploy` serves only --algorithm pytorch models (this one needs the "
-            "built-in algorithm's own inference image and request format)"
-        )
         return 0
     metrics = copy_metrics_beside(artifacts)
     seconds = job.get("TrainingTimeInSeconds")

@@ -35,7 +35,6 @@ from local_aws.endpoint.metrics import Slot, WorkerMetrics
 
 ACCOUNT_ID = "123456789012"  # moto's account; AWS names the caller's in its messages
 REGION = "us-east-1"
-VARIANT = "AllTraffic"
 RETRY_AFTER_SECONDS = "1"
 ERROR_NAMES = {
     400: "InvalidInput",
@@ -153,7 +152,7 @@ class EndpointApp:
                     body=answer.body,
                     headers={
                         "Content-Type": answer.content_type,
-                        "x-Amzn-Invoked-Production-Variant": VARIANT,
+                        "x-Amzn-Invoked-Production-Variant": self.config.variant,
                     },
                 )
             elif answer.status == 503:

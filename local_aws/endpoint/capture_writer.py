@@ -101,9 +101,11 @@ class CaptureWriter:
         flush_seconds: float,
         spool_bytes: int,
         metrics: WorkerMetrics,
+        variant: str = capture.DEFAULT_VARIANT,
     ) -> None:
         self.bucket = bucket
         self.endpoint_name = endpoint_name
+        self.variant = variant
         self.spool_dir = spool_dir
         self.flush_seconds = flush_seconds
         self.spool_bytes = spool_bytes
@@ -250,7 +252,9 @@ class CaptureWriter:
             groups, damaged = self._group_by_hour(path, data)
             for hour, (first_time, lines) in sorted(groups.items()):
                 object_id = uuid.uuid5(OBJECT_NAMESPACE, f"{path.name}/{hour}")
-                key = capture.object_key(self.endpoint_name, first_time, object_id=object_id)
+                key = capture.object_key(
+                    self.endpoint_name, first_time, variant=self.variant, object_id=object_id
+                )
                 try:
                     self._s3.put_object(
                         Bucket=self.bucket,

@@ -19,12 +19,16 @@ DEFAULT_PORT = 8080
 # SageMaker's InvokeEndpoint body limit (6 MB: 6,291,456 bytes, the `max` of botocore's
 # BodyBlob shape); the Runtime API route answers a larger body as AWS does.
 DEFAULT_MAX_BODY_BYTES = 6 * 1024 * 1024
+# The production variant it answers as (x-Amzn-Invoked-Production-Variant) and captures
+# under: deploy names it after the registered version it serves (`v<N>`).
+DEFAULT_VARIANT = "AllTraffic"
 
 
 @dataclass(frozen=True)
 class EndpointConfig:
     model_dir: Path
     endpoint_name: str = DEFAULT_ENDPOINT_NAME
+    variant: str = DEFAULT_VARIANT
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
     workers: int = 1
@@ -173,11 +177,16 @@ def add_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> 
 
 
 def from_args(
-    args: argparse.Namespace, model_dir: Path, endpoint_name: str, capture_bucket: str | None
+    args: argparse.Namespace,
+    model_dir: Path,
+    endpoint_name: str,
+    capture_bucket: str | None,
+    variant: str = DEFAULT_VARIANT,
 ) -> EndpointConfig:
     return EndpointConfig(
         model_dir=model_dir,
         endpoint_name=endpoint_name,
+        variant=variant,
         host=args.host,
         port=args.port,
         workers=args.workers,

@@ -21,9 +21,10 @@ from typing import Any
 import boto3
 from botocore.exceptions import ClientError
 
-from local_aws import iam, supervisor
+from contract.decisions import variant_for_version
+from local_aws import iam, model_packages, supervisor
 from local_aws.endpoint import config as endpoint_config
-from training_job import deploy
+from training_job import deploy, registry
 from training_job.deploy import DeployError
 
 STATE_DIR = Path(".local") / "endpoints"
@@ -98,9 +99,20 @@ def _acting_as(credentials: dict[str, str] | None) -> dict[str, str]:
 def _download_model(
     args: argparse.Namespace, model_dir: Path, credentials: dict[str, str] | None
 ) -> str:
-    # The operator chooses the newest model (as deploy does for --mode sagemaker); the
-    # endpoint reads it with the execution role when there is one, as SageMaker does.
-    model_data = args.model_data or deploy.newest_model_data(boto3.client("s3"), args.bucket)
+    # deploy chose an approved version and made the SageMaker model from its package;
+    # the endpoint reads what the package names with the execution role when there is
+    # one, as SageMaker does.
+    try:
+        source = model_packages.serving_source(boto3.client("sagemaker"), args.model_name)
+    except model_packages.ModelSourceError as error:
+        raise DeployError(str(error)) from None
+    if not registry.is_pytorch_image(source.image):
+        raise DeployError(
+            f"{source.package_arn} runs {source.image}: the local endpoint serves only the "
+            "PyTorch inference container (train --algorithm pytorch); serve the built-in "
+            "algorithm's versions with --mode sagemaker"
+        )
+    model_data = source.model_data_url
     reader: Any = boto3.client(
         "s3",
         aws_access_key_id=(credentials or {}).get("AWS_ACCESS_KEY_ID"),
@@ -140,16 +152,25 @@ def start(args: argparse.Namespace) -> int:
             model_dir = args.state_dir / name / "model"
             model_data = _download_model(args, model_dir, credentials)
             config = endpoint_config.from_args(
-                args, model_dir=model_dir.resolve(), endpoint_name=name, capture_bucket=args.bucket
+                args,
+                model_dir=model_dir.resolve(),
+                endpoint_name=name,
+                capture_bucket=args.bucket,
+                variant=variant_for_version(args.model_version.version),
             )
             if args.foreground:
                 claim.hold_here()
+                _record(args)
                 if args.publish_parameter:
                     deploy.publish_parameter(args.parameter_name, name)
                 print(f"serving {model_data} as local endpoint {name} (Ctrl-C stops it)")
+                operator = boto3.client("sagemaker")  # made before the role's keys replace ours
                 os.environ.clear()  # the workers this starts inherit the role's credentials
                 os.environ.update(_acting_as(credentials))
-                return serve(config)
+                try:
+                    return serve(config)
+                finally:  # stopped here: the record goes with it, as --stop removes it
+                    model_packages.forget_endpoint(operator, name)
             readiness = supervisor.Readiness(
                 config.host, config.port, "/ping", READY_TIMEOUT_SECONDS
             )
@@ -162,6 +183,7 @@ def start(args: argparse.Namespace) -> int:
         raise DeployError(f"local endpoint {error}: --stop it first") from error
     except supervisor.SupervisorError as error:
         raise DeployError(str(error)) from error
+    _record(args)
     if args.publish_parameter:
         deploy.publish_parameter(args.parameter_name, name)
     deploy.publish_baseline(args.bucket, name, model_data, model_dir)
@@ -173,6 +195,13 @@ def start(args: argparse.Namespace) -> int:
     return 0
 
 
+def _record(args: argparse.Namespace) -> None:
+    variant = variant_for_version(args.model_version.version)
+    model_packages.record_endpoint(
+        boto3.client("sagemaker"), args.endpoint_name, args.model_name, variant
+    )
+
+
 def stop(args: argparse.Namespace) -> int:
     """Stop the background endpoint (a clean SIGTERM: every captured request is written
     first) and withdraw its parameter, as --mode sagemaker --delete does."""
@@ -181,6 +210,7 @@ def stop(args: argparse.Namespace) -> int:
     except supervisor.SupervisorError as error:
         raise DeployError(str(error)) from error
     print(f"local endpoint {args.endpoint_name} {outcome}")
+    model_packages.forget_endpoint(boto3.client("sagemaker"), args.endpoint_name)
     if args.publish_parameter:
         deploy.delete_parameter(args.parameter_name, args.endpoint_name)
     return 0

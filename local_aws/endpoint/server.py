@@ -63,6 +63,7 @@ async def _serve_worker(
         CaptureWriter(
             config.capture_bucket,
             config.endpoint_name,
+            variant=config.variant,
             spool_dir=config.spool_dir(),
             flush_seconds=config.capture_flush_seconds,
             spool_bytes=config.capture_spool_bytes,

@@ -10,7 +10,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import boto3
+import pytest
+
+from local_aws.demo import Demo
 from tests.conftest import REPO_ROOT, SHARED_ARCHIVE, free_port
+from tests.training_job.registry_helpers import register_output
+from training_job import registry
 
 
 def test_the_demo_runs_end_to_end_and_stops_what_it_started(
@@ -50,6 +56,9 @@ def test_the_demo_runs_end_to_end_and_stops_what_it_started(
     printed = result.stdout.split("==> summary", 1)[1]
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert f"{summary['test_accuracy']:.3f}" in printed
+    # The trained model became a registry version, approved before it was deployed.
+    assert "PendingManualApproval -> Approved" in result.stdout
+    assert summary["model_version"] >= 1
     assert 0.5 <= summary["test_accuracy"] <= 1.0
     # Every test image went through the workflow: passed the gate or stopped by it.
     assert summary["executions"] == 200
@@ -69,3 +78,25 @@ def test_the_demo_runs_end_to_end_and_stops_what_it_started(
     assert "from the audit" in printed
     assert summary["audit"]["all"]["accuracy_past_gate"]["n"] == decisions["audited"]
     assert not (state / "aws.pid").exists(), "the demo left the local AWS running"
+
+
+def test_the_demo_approves_the_version_its_training_job_became(
+    local_aws: dict[str, str], unique_name: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """The demo's approval step, on its own: the newest version of the job it trained is
+    approved (with the demo's reason), and deploy's choice is that version."""
+    boto3.client("s3").create_bucket(Bucket=unique_name)
+    job = f"scones-pytorch-demo-{unique_name}"
+    register_output(unique_name, f"other-{unique_name}", registry.DEFAULT_GROUP)
+    ours = register_output(unique_name, job, registry.DEFAULT_GROUP)
+    version = Demo(bucket=unique_name).approve(job, {"test_accuracy": 0.9512})
+    assert version == ours.version
+    sm = boto3.client("sagemaker")
+    approved = registry.newest_approved(sm, registry.DEFAULT_GROUP)
+    assert (approved.version, approved.approval_description) == (
+        ours.version,
+        "approved by the demo: test accuracy 0.9512",
+    )
+    out = capfd.readouterr().out
+    assert "PendingManualApproval -> Approved" in out
+    assert "models list" in out  # it showed the versions side by side first

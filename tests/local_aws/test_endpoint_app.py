@@ -26,7 +26,8 @@ from PIL import Image
 
 from tests import sample_model
 from tests.conftest import REPO_ROOT, free_port
-from training_job import capture
+from tests.training_job.registry_helpers import approve_model_data
+from training_job import capture, registry
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,7 @@ class Model:
     bucket: str
     model_dir: Path
     pngs: list[bytes]
+    group: str  # the model group where it is an approved version
 
 
 @dataclass(frozen=True)
@@ -58,8 +60,11 @@ def model(
     s3 = boto3.client("s3")
     s3.create_bucket(Bucket=bucket)
     s3.upload_file(str(tarball), bucket, "models/quick-job/output/model.tar.gz")
+    # deploy serves only an approved version of the registry.
+    group = f"{bucket}-models"
+    approve_model_data(f"s3://{bucket}/models/quick-job/output/model.tar.gz", group)
     images, _labels = sample_model.load_split(archive, "test")
-    return Model(bucket, model_dir, [sample_model.png_bytes(image) for image in images])
+    return Model(bucket, model_dir, [sample_model.png_bytes(image) for image in images], group)
 
 
 def deploy(*argv: str) -> subprocess.CompletedProcess[str]:
@@ -78,7 +83,7 @@ def start(model: Model, state_dir: Path, name: str, *options: str) -> Endpoint:
     started = deploy(
         "--bucket", model.bucket, "--endpoint-name", name, "--port", str(port),
         "--state-dir", str(state_dir), "--parameter-name", parameter,
-        "--capture-flush-seconds", "0.5", *options,
+        "--capture-flush-seconds", "0.5", "--model-group", model.group, *options,
     )  # fmt: skip
     assert started.returncode == 0, started.stdout + started.stderr
     return Endpoint(name, f"http://127.0.0.1:{port}", model.bucket, state_dir, parameter)
@@ -146,7 +151,7 @@ def test_boto3_invoke_endpoint_reaches_it_through_the_runtime_endpoint_url(
         InferenceId="order-42",
     )
     assert response["ContentType"] == "application/json"
-    assert response["InvokedProductionVariant"] == "AllTraffic"
+    assert response["InvokedProductionVariant"] == "v1"  # the registered version it serves
     probabilities = json.loads(response["Body"].read())
     assert len(probabilities) == 2 and sum(probabilities) == pytest.approx(1.0, abs=1e-6)
 
@@ -371,10 +376,52 @@ def test_overload_answers_503_with_retry_after_instead_of_queueing(
     assert rejected.json()["error"] == "ServiceUnavailable"
 
 
-def test_a_second_start_of_a_running_endpoint_is_refused(endpoint: Endpoint) -> None:
+def test_a_second_start_of_a_running_endpoint_is_refused(endpoint: Endpoint, model: Model) -> None:
     again = deploy(
         "--bucket", endpoint.bucket, "--endpoint-name", endpoint.name,
-        "--state-dir", str(endpoint.state_dir),
+        "--state-dir", str(endpoint.state_dir), "--model-group", model.group,
     )  # fmt: skip
     assert again.returncode == 1
     assert "already running" in again.stderr
+    # The running endpoint's record still names its model; the refused one left none.
+    sm = boto3.client("sagemaker")
+    [served] = registry.deployed_packages(sm, endpoint.name).values()
+    assert served == "v1"
+    assert len(sm.list_models(NameContains=endpoint.name)["Models"]) == 1
+
+
+def test_the_local_endpoint_is_recorded_while_it_serves_and_forgotten_when_stopped(
+    model: Model, tmp_path: Path
+) -> None:
+    """deploy made the SageMaker model from the approved version's package and the local
+    AWS records the endpoint, so `models list` marks the version it serves (variant
+    v<N>); --stop removes the record, its configuration and model."""
+    sm = boto3.client("sagemaker")
+    running = start(model, tmp_path, "recorded", "--workers", "1", "--capture-flush-seconds", "0.2")
+    try:
+        version = registry.version(sm, model.group, 1)
+        assert registry.deployed_packages(sm, "recorded") == {version.arn: "v1"}
+        # It answers, and captures, as the variant named after the version it serves.
+        answer = requests.post(
+            f"{running.url}/endpoints/recorded/invocations",  # the Runtime API's route
+            data=model.pngs[0],
+            headers={"Content-Type": "image/png"},
+            timeout=30,
+        )
+        assert answer.status_code == 200, answer.text
+        assert answer.headers["x-Amzn-Invoked-Production-Variant"] == "v1"
+        [listed] = sm.list_models(NameContains="recorded")["Models"]
+        described = sm.describe_model(ModelName=listed["ModelName"])
+        assert described["PrimaryContainer"] == {"ModelPackageName": version.arn}
+    finally:
+        stop(running)
+    with pytest.raises(ClientError):
+        sm.describe_endpoint(EndpointName="recorded")
+    assert sm.list_models(NameContains="recorded")["Models"] == []
+    keys = [
+        item["Key"]
+        for item in boto3.client("s3").list_objects_v2(
+            Bucket=model.bucket, Prefix=f"{capture.CAPTURE_PREFIX}/recorded/"
+        )["Contents"]
+    ]
+    assert keys and all(key.split("/")[2] == "v1" for key in keys)

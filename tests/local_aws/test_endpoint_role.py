@@ -62,7 +62,7 @@ def _start(model: Model, state_dir: Path, name: str, role: str) -> str:  # noqa:
         "--bucket", model.bucket, "--endpoint-name", name, "--port", str(port),
         "--state-dir", str(state_dir), "--parameter-name", f"/test/{name}/endpoint-name",
         "--workers", "1", "--torch-threads", "1", "--capture-flush-seconds", "0.5",
-        "--role", role,
+        "--role", role, "--model-group", model.group,
     )  # fmt: skip
     assert started.returncode == 0, started.stdout + started.stderr
     assert f"the endpoint acts as {role}" in started.stdout
@@ -108,7 +108,7 @@ def test_the_model_is_read_with_the_role(model: Model, tmp_path: Path) -> None: 
     role = _role(model, "EndpointRoleWithoutModels", without=("ReadTrainingDataAndModels",))
     result = deploy(
         "--bucket", model.bucket, "--endpoint-name", "role-model", "--port", str(free_port()),
-        "--state-dir", str(tmp_path), "--role", role,
+        "--state-dir", str(tmp_path), "--role", role, "--model-group", model.group,
     )  # fmt: skip
     assert result.returncode == 1
     assert "cannot download" in result.stderr and "403" in result.stderr
@@ -131,7 +131,7 @@ def test_a_role_sagemaker_may_not_assume_for_the_endpoint_is_refused(
         expected = "no such role"
     result = deploy(
         "--bucket", model.bucket, "--endpoint-name", "role-trust", "--port", str(free_port()),
-        "--state-dir", str(tmp_path), "--role", role,
+        "--state-dir", str(tmp_path), "--role", role, "--model-group", model.group,
     )  # fmt: skip
     assert result.returncode == 1
     assert f"--role {role}" in result.stderr and expected in result.stderr

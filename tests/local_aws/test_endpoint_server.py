@@ -129,7 +129,7 @@ def _deploy_args(model: Model, state_dir: Path, name: str, port: int) -> list[st
     return [
         "--bucket", model.bucket, "--endpoint-name", name, "--port", str(port),
         "--state-dir", str(state_dir), "--parameter-name", f"/test/{name}/endpoint-name",
-        "--capture-sampling", "0",
+        "--capture-sampling", "0", "--model-group", model.group,
     ]  # fmt: skip
 
 

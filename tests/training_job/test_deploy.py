@@ -1,11 +1,11 @@
 """`python -m training_job deploy`: the SageMaker requests it makes, checked against the
-local AWS (moto), the model artifact it picks and unpacks, and its command line."""
+local AWS (moto), the registered version it picks and the archive it unpacks, and its
+command line."""
 
 from __future__ import annotations
 
 import io
 import tarfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -14,55 +14,106 @@ import pytest
 from botocore.exceptions import ClientError
 
 from tests.baselines import known_baseline
-from training_job import deploy
+from tests.training_job.registry_helpers import archive_bytes, register_output
+from training_job import deploy, registry
 from training_job.__main__ import main
 
 ROLE = "arn:aws:iam::123456789012:role/scones-sagemaker"
 
 
-def archive_bytes(names: tuple[str, ...]) -> bytes:
-    """A model.tar.gz holding `names` (deploy reads the member names, not their bytes)."""
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        for name in names:
-            info = tarfile.TarInfo(name)
-            info.size = len(name)
-            tar.addfile(info, io.BytesIO(name.encode()))
-    return buffer.getvalue()
-
-
-# What a `train --algorithm pytorch` job writes, and what the built-in algorithm writes.
-SERVABLE = archive_bytes(("model.pth", "model.json", "metrics.json", "code/inference.py"))
+# What the built-in algorithm writes.
 BUILTIN = archive_bytes(
     ("image-classification-0030.params", "image-classification-symbol.json", "model-shapes.json")
 )
 
 
 @pytest.fixture
-def bucket(local_aws: dict[str, str], unique_name: str) -> str:
-    s3 = boto3.client("s3")
-    s3.create_bucket(Bucket=unique_name)
-    s3.put_object(Bucket=unique_name, Key="models/job-1/output/model.tar.gz", Body=SERVABLE)
-    time.sleep(1.1)  # S3 LastModified has one-second resolution
-    s3.put_object(Bucket=unique_name, Key="models/job-2/output/model.tar.gz", Body=SERVABLE)
-    s3.put_object(Bucket=unique_name, Key="models/job-2/output/metrics.json", Body=b"{}")
+def group(unique_name: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A model group of this test's own, the default of every command it runs."""
+    name = f"g-{unique_name}"
+    monkeypatch.setattr(registry, "DEFAULT_GROUP", name)
+    return name
+
+
+@pytest.fixture
+def bucket(local_aws: dict[str, str], unique_name: str, group: str) -> str:
+    """Versions 1 and 2 approved, version 3 pending: deploy serves version 2."""
+    boto3.client("s3").create_bucket(Bucket=unique_name)
+    register_output(unique_name, "job-1", group, status=registry.APPROVED)
+    register_output(unique_name, "job-2", group, status=registry.APPROVED)
+    register_output(unique_name, "job-3", group)
     return unique_name
 
 
-def test_the_newest_model_archive_under_models_is_chosen(bucket: str) -> None:
-    assert (
-        deploy.newest_model_data(boto3.client("s3"), bucket)
-        == f"s3://{bucket}/models/job-2/output/model.tar.gz"
-    )
+def served_model(endpoint: str) -> tuple[str, dict[str, Any]]:
+    """The endpoint's variant name and its SageMaker model."""
+    sm = boto3.client("sagemaker")
+    config_name = sm.describe_endpoint(EndpointName=endpoint)["EndpointConfigName"]
+    [variant] = sm.describe_endpoint_config(EndpointConfigName=config_name)["ProductionVariants"]
+    return variant["VariantName"], sm.describe_model(ModelName=variant["ModelName"])
 
 
-def test_a_bucket_without_a_model_is_an_error_that_says_what_to_do(
-    local_aws: dict[str, str], unique_name: str, capsys: pytest.CaptureFixture[str]
+def test_the_newest_approved_version_is_chosen(bucket: str, group: str) -> None:
+    chosen = deploy.chosen_version(boto3.client("sagemaker"), boto3.client("s3"), group, None)
+    assert (chosen.version, chosen.status) == (2, "Approved")
+    assert chosen.model_data == f"s3://{bucket}/models/job-2/output/model.tar.gz"
+
+
+@pytest.mark.parametrize(
+    ("status", "complaint"),
+    [(None, "is PendingManualApproval"), (registry.REJECTED, "is Rejected")],
+)
+def test_an_unapproved_version_is_refused_and_nothing_is_created(
+    bucket: str, group: str, unique_name: str, status: str | None, complaint: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    if status is not None:
+        registry.set_status(
+            boto3.client("sagemaker"), registry.version(boto3.client("sagemaker"), group, 3),
+            status, "no",
+        )  # fmt: skip
+    endpoint = f"ep-{unique_name}"
+    argv = ["deploy", "--mode", "sagemaker", "--bucket", bucket, "--role", ROLE,
+            "--endpoint-name", endpoint, "--model-version", "3"]  # fmt: skip
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert f"version 3 of {group} {complaint}: deploy serves only Approved versions" in err
+    sm = boto3.client("sagemaker")
+    assert sm.list_models(NameContains=endpoint)["Models"] == []
+    assert sm.list_endpoints(NameContains=endpoint)["Endpoints"] == []
+
+
+def test_an_approved_version_whose_archive_was_replaced_is_refused(
+    bucket: str, unique_name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Whoever may write under models/ cannot swap the archive of an approved version."""
+    boto3.client("s3").put_object(
+        Bucket=bucket, Key="models/job-2/output/model.tar.gz",
+        Body=archive_bytes(("model.pth", "model.json", "code/inference.py", "evil.py")),
+    )  # fmt: skip
+    endpoint = f"ep-{unique_name}"
+    argv = ["deploy", "--mode", "sagemaker", "--bucket", bucket, "--role", ROLE,
+            "--endpoint-name", endpoint]  # fmt: skip
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert f"version 2's s3://{bucket}/models/job-2/output/model.tar.gz changed since" in err
+    assert "refusing to serve what nobody approved" in err
+    assert boto3.client("sagemaker").list_models(NameContains=endpoint)["Models"] == []
+
+
+def test_no_approved_version_is_an_error_that_says_what_to_do(
+    local_aws: dict[str, str], unique_name: str, group: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     boto3.client("s3").create_bucket(Bucket=unique_name)
-    code = main(["deploy", "--mode", "sagemaker", "--bucket", unique_name, "--role", ROLE])
-    assert code == 1
-    assert "train a model first" in capsys.readouterr().err
+    argv = ["deploy", "--mode", "sagemaker", "--bucket", unique_name, "--role", ROLE]
+    assert main(argv) == 1  # no group at all: nothing was ever trained
+    assert f"no model group {group}" in capsys.readouterr().err
+    register_output(unique_name, "job-1", group)  # registered, pending approval
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert f"model group {group} has no approved version" in err and "models approve" in err
+    assert main([*argv, "--model-version", "9"]) == 1
+    assert f"model group {group} has no version 9 (versions: 1)" in capsys.readouterr().err
 
 
 def test_sagemaker_deployment_creates_model_capture_endpoint_scaling_and_parameter(
@@ -99,7 +150,6 @@ def test_sagemaker_deployment_creates_model_capture_endpoint_scaling_and_paramet
     assert described["EndpointStatus"] == "InService"
     config = sm.describe_endpoint_config(EndpointConfigName=described["EndpointConfigName"])
     [variant] = config["ProductionVariants"]
-    assert variant["VariantName"] == "AllTraffic"
     assert variant["InstanceType"] == "ml.c5.large"
     assert variant["InitialInstanceCount"] == 2
     capture_config = config["DataCaptureConfig"]
@@ -112,16 +162,16 @@ def test_sagemaker_deployment_creates_model_capture_endpoint_scaling_and_paramet
     }
     assert capture_config["CaptureContentTypeHeader"] == {"JsonContentTypes": ["application/json"]}
 
+    # The model is the newest approved version's package, and the variant says which.
     model = sm.describe_model(ModelName=variant["ModelName"])
-    container = model["PrimaryContainer"]
     assert model["ExecutionRoleArn"] == ROLE
-    assert container["ModelDataUrl"] == f"s3://{bucket}/models/job-2/output/model.tar.gz"
-    # The PyTorch version and Python the model was trained with (training_job.train).
-    assert "pytorch-inference:2.6.0-cpu-py312" in container["Image"]
-    assert container["Environment"]["SAGEMAKER_PROGRAM"] == "inference.py"
+    version = registry.version(sm, registry.DEFAULT_GROUP, 2)
+    assert model["PrimaryContainer"] == {"ModelPackageName": version.arn}
+    assert variant["VariantName"] == "v2"
+    assert registry.deployed_packages(sm, endpoint) == {version.arn: "v2"}
 
     autoscaling = boto3.client("application-autoscaling")
-    resource = f"endpoint/{endpoint}/variant/AllTraffic"
+    resource = f"endpoint/{endpoint}/variant/v2"
     [target] = autoscaling.describe_scalable_targets(
         ServiceNamespace="sagemaker", ResourceIds=[resource]
     )["ScalableTargets"]
@@ -163,32 +213,22 @@ def test_sagemaker_deployment_creates_model_capture_endpoint_scaling_and_paramet
     assert main(["deploy", "--mode", "sagemaker", "--delete", *common]) == 0
 
 
-def test_explicit_model_data_is_deployed_as_given(bucket: str, unique_name: str) -> None:
-    uri = f"s3://{bucket}/models/job-1/output/model.tar.gz"
-    common = ["--endpoint-name", f"ep-{unique_name}", "--parameter-name", f"/t/{unique_name}"]
-    assert (
-        main(
-            [
-                "deploy",
-                "--mode",
-                "sagemaker",
-                "--bucket",
-                bucket,
-                "--role",
-                ROLE,
-                "--model-data",
-                uri,
-                *common,
-            ]
-        )
-        == 0
-    )
-    sm = boto3.client("sagemaker")
-    config_name = sm.describe_endpoint(EndpointName=f"ep-{unique_name}")["EndpointConfigName"]
-    model_name = sm.describe_endpoint_config(EndpointConfigName=config_name)["ProductionVariants"][
-        0
-    ]["ModelName"]
-    assert sm.describe_model(ModelName=model_name)["PrimaryContainer"]["ModelDataUrl"] == uri
+def test_a_chosen_approved_version_is_deployed_and_marked_in_the_list(
+    bucket: str, unique_name: str, group: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    endpoint = f"ep-{unique_name}"
+    common = ["--endpoint-name", endpoint, "--parameter-name", f"/t/{unique_name}"]
+    argv = ["deploy", "--mode", "sagemaker", "--bucket", bucket, "--role", ROLE, *common]
+    assert main([*argv, "--model-version", "1"]) == 0
+    variant, model = served_model(endpoint)
+    version = registry.version(boto3.client("sagemaker"), group, 1)
+    assert (variant, model["PrimaryContainer"]["ModelPackageName"]) == ("v1", version.arn)
+    capsys.readouterr()
+    assert main(["models", "list", "--endpoint-name", endpoint]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    marks = {line[2:].split()[0]: line[0] for line in lines[1:4]}  # version -> its mark
+    assert marks == {"3": " ", "2": " ", "1": "*"}
+    assert lines[-1] == f"* served by endpoint {endpoint} (variant v1)"
     assert main(["deploy", "--mode", "sagemaker", "--delete", *common]) == 0
 
 
@@ -256,7 +296,9 @@ def test_no_publish_parameter_leaves_the_stages_parameter_alone(
         ["--mode", "cloud", "--bucket", "b"],
         ["--mode", "sagemaker", "--bucket", "b", "--endpoint-name", "../etc"],
         ["--mode", "sagemaker", "--bucket", "b", "--endpoint-name", "x" * 64],
-        ["--mode", "sagemaker", "--bucket", "b", "--model-data", "/tmp/model.tar.gz"],
+        ["--mode", "sagemaker", "--bucket", "b", "--model-version", "0"],
+        ["--mode", "sagemaker", "--bucket", "b", "--model-version", "abc"],
+        ["--mode", "sagemaker", "--bucket", "b", "--model-group", "no_such group"],
         ["--mode", "local", "--bucket", "b", "--capture-sampling", "101"],
         ["--mode", "local", "--bucket", "b", "--workers", "0"],
         ["--mode", "local", "--bucket", "b", "--max-body-bytes", "-1"],
@@ -274,7 +316,8 @@ def test_help_explains_every_option(capsys: pytest.CaptureFixture[str]) -> None:
     assert exited.value.code == 0
     text = capsys.readouterr().out
     for option in (
-        "--mode", "--bucket", "--model-data", "--endpoint-name", "--stage", "--parameter-name",
+        "--mode", "--bucket", "--model-group", "--model-version", "--endpoint-name", "--stage",
+        "--parameter-name",
         "--role", "--region",
         "--instance-type", "--min-instances", "--max-instances", "--target-invocations",
         "--delete", "--host", "--port", "--workers", "--max-batch", "--max-body-bytes",
@@ -382,21 +425,37 @@ def test_a_fractional_capture_percentage_is_refused_not_truncated(
     assert boto3.client("sagemaker").list_endpoints(NameContains=endpoint)["Endpoints"] == []
 
 
-def test_a_builtin_algorithm_model_is_refused_with_the_reason(
-    bucket: str, unique_name: str, capsys: pytest.CaptureFixture[str]
+def test_a_builtin_archive_under_the_pytorch_image_is_refused_with_the_reason(
+    bucket: str, unique_name: str, group: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    key = "models/scones-builtin-1/output/model.tar.gz"
-    boto3.client("s3").put_object(Bucket=bucket, Key=key, Body=BUILTIN)
+    register_output(bucket, "scones-builtin-1", group, status=registry.APPROVED, archive=BUILTIN)
     endpoint = f"ep-{unique_name}"
     argv = ["deploy", "--mode", "sagemaker", "--bucket", bucket, "--role", ROLE,
             "--endpoint-name", endpoint]  # fmt: skip
-    assert main(argv) == 1  # the newest archive is the built-in one
+    assert main(argv) == 1  # the newest approved version holds the built-in algorithm's model
     err = capsys.readouterr().err
     assert "has no model.pth, model.json, code/inference.py" in err
     assert "--algorithm builtin" in err
     sm = boto3.client("sagemaker")
     assert sm.list_models(NameContains=endpoint)["Models"] == []
     assert sm.list_endpoints(NameContains=endpoint)["Endpoints"] == []
+
+
+def test_a_builtin_version_is_served_with_its_own_image(
+    bucket: str, unique_name: str, group: str
+) -> None:
+    version = register_output(
+        bucket, "scones-builtin-2", group, metrics={"test_accuracy": 0.9},
+        status=registry.APPROVED, archive=BUILTIN, algorithm="builtin",
+    )  # fmt: skip
+    endpoint = f"ep-{unique_name}"
+    common = ["--endpoint-name", endpoint, "--parameter-name", f"/t/{unique_name}"]
+    assert main(["deploy", "--mode", "sagemaker", "--bucket", bucket, "--role", ROLE,
+                 *common]) == 0  # fmt: skip
+    variant, model = served_model(endpoint)
+    assert (variant, model["PrimaryContainer"]["ModelPackageName"]) == ("v4", version.arn)
+    assert "image-classification" in version.image
+    assert main(["deploy", "--mode", "sagemaker", "--delete", *common]) == 0
 
 
 class EndpointsThatFail:
@@ -462,7 +521,7 @@ def test_deleting_the_old_endpoint_after_a_blue_green_rollout_keeps_the_new_name
 
 
 def test_deploy_publishes_the_models_baseline_where_the_monitor_reads_it(
-    bucket: str, unique_name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    bucket: str, unique_name: str, group: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from handlers import monitor
 
@@ -476,11 +535,11 @@ def test_deploy_publishes_the_models_baseline_where_the_monitor_reads_it(
         ],
     )
     s3 = boto3.client("s3")
-    s3.upload_file(str(archive), bucket, "models/job-3/output/model.tar.gz")
+    register_output(bucket, "job-4", group, status=registry.APPROVED, archive=archive.read_bytes())
     endpoint = f"ep-{unique_name}"
     argv = ["deploy", "--mode", "sagemaker", "--bucket", bucket, "--role", ROLE]
     argv += ["--endpoint-name", endpoint, "--parameter-name", f"/test/{unique_name}/ep"]
-    argv += ["--model-data", f"s3://{bucket}/models/job-3/output/model.tar.gz"]
+    argv += ["--model-version", "4"]
     assert main(argv) == 0
     key = f"monitoring/{endpoint}/baseline.json"  # serverless.yml's default BASELINE_KEY
     assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == baseline

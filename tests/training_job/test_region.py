@@ -11,8 +11,10 @@ import boto3
 import pytest
 
 from tests.conftest import REPO_ROOT
-from tests.training_job.test_deploy import SERVABLE
+from tests.training_job.registry_helpers import register_output
+from training_job import registry
 from training_job.__main__ import COMMANDS, build_parser, main
+from training_job.environment import overridden
 
 ROLE = "arn:aws:iam::123456789012:role/scones-sagemaker"
 
@@ -72,12 +74,18 @@ def test_a_missing_profile_is_a_usage_error_not_a_traceback() -> None:
 
 
 @pytest.fixture
-def bucket_in_eu(local_aws: dict[str, str], unique_name: str) -> str:
+def bucket_in_eu(
+    local_aws: dict[str, str], unique_name: str, monkeypatch: pytest.MonkeyPatch
+) -> str:
+    """A bucket in eu-west-1 with an approved version of a model group there."""
     s3 = boto3.client("s3", region_name="eu-west-1")
     s3.create_bucket(
         Bucket=unique_name, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"}
     )
-    s3.put_object(Bucket=unique_name, Key="models/job-1/output/model.tar.gz", Body=SERVABLE)
+    group = f"g-{unique_name}"
+    monkeypatch.setattr(registry, "DEFAULT_GROUP", group)
+    with overridden({"AWS_REGION": "eu-west-1", "AWS_DEFAULT_REGION": "eu-west-1"}):
+        register_output(unique_name, "job-1", group, status=registry.APPROVED)
     return unique_name
 
 

@@ -16,10 +16,11 @@ from typing import Any
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 
 from tests.conftest import REPO_ROOT
 from tests.local_aws.test_training import keys_under, read_object, stage_sample, tar_members
-from training_job import train
+from training_job import registry, train
 from training_job.__main__ import main
 
 ROLE = "arn:aws:iam::123456789012:role/scones-training"
@@ -93,14 +94,17 @@ def test_help_through_the_command_dispatcher() -> None:
 def test_local_mode_trains_with_the_real_script_and_uploads_the_artifacts(
     bucket: str, unique_name: str, one_cpu: None, capfd: pytest.CaptureFixture[str]
 ) -> None:
+    group = f"g-{unique_name}"
     assert (
-        launch("--mode", "local", "--bucket", bucket, "--job-name", unique_name, "--epochs", "1")
+        launch("--mode", "local", "--bucket", bucket, "--job-name", unique_name, "--epochs", "1",
+               "--model-group", group)
         == 0
-    )
+    )  # fmt: skip
     out = capfd.readouterr().out
     base = f"models/{unique_name}/output/"
     assert keys_under(bucket, f"models/{unique_name}/") == [
         base + "metrics.json",
+        base + "model-quality.json",  # the registry version's quality report
         base + "model.tar.gz",
         base + "output.tar.gz",
     ]
@@ -115,6 +119,13 @@ def test_local_mode_trains_with_the_real_script_and_uploads_the_artifacts(
     assert "test metrics:" in out
     assert f"accuracy  {metrics['test_accuracy']:.4f}" in out
     assert "confusion matrix" in out and "motorcycle" in out
+    # The model is a registry version, pending approval, with its test metrics attached.
+    assert f"registered as version 1 of model group {group} (PendingManualApproval)" in out
+    version = registry.version(boto3.client("sagemaker"), group, 1)
+    assert version.metadata["test_accuracy"] == f"{metrics['test_accuracy']:.4f}"
+    assert version.metadata["share_past_gate"] == f"{metrics['share_past_gate']:.4f}"
+    assert version.metadata["training_data_manifest"] == f"s3://{bucket}/manifest.json"
+    assert version.commit == metrics["git_commit"]
 
 
 def test_local_mode_failure_reports_the_script_error_and_uploads_nothing(
@@ -146,13 +157,9 @@ def test_sagemaker_pytorch_job_is_created_as_the_sdk_would(
     assert job["ResourceConfig"]["InstanceType"] == "ml.m5.xlarge"
     # Sized to the job (an hour), not SageMaker's default day; Debugger and Profiler off.
     assert job["StoppingCondition"]["MaxRuntimeInSeconds"] == 3600
-    # Training runs on the version deploy serves with.
-    from training_job import deploy
-
-    assert (train.PYTORCH_VERSION, train.PYTHON_VERSION) == (
-        deploy.FRAMEWORK_VERSION,
-        deploy.PY_VERSION,
-    )
+    # Training runs on the version its registry versions are served with.
+    image, _ = registry.serving_container("pytorch", "us-east-1")
+    assert f"pytorch-inference:{train.PYTORCH_VERSION}-cpu-{train.PYTHON_VERSION}" in image
     assert job["OutputDataConfig"]["S3OutputPath"] == f"s3://{bucket}/models/"
     assert channel_uris(job) == {
         "train": (f"s3://{bucket}/train/", None),
@@ -199,7 +206,14 @@ def test_sagemaker_builtin_job_matches_the_reference(
         "--bucket", bucket, "--mode", "sagemaker", "--algorithm", "builtin", "--role", ROLE,
         "--job-name", unique_name, "--epochs", "30", "--batch-size", "32", "--no-wait",
     )  # fmt: skip
-    assert code == 0, capsys.readouterr().err
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    # Not registered yet: it says how to, once the job is done.
+    assert (
+        f"python -m training_job models register --model-data s3://{bucket}/models/"
+        f"{unique_name}/output/model.tar.gz --manifest s3://{bucket}/manifest.json "
+        "--algorithm builtin"
+    ) in out
     job = describe(unique_name)
     assert job["AlgorithmSpecification"]["TrainingImage"] == (
         "811284229777.dkr.ecr.us-east-1.amazonaws.com/image-classification:1"
@@ -242,14 +256,45 @@ def test_sagemaker_wait_reads_metrics_out_of_the_model_and_copies_them_beside_it
     key = f"models/{unique_name}/output/model.tar.gz"
     boto3.client("s3").put_object(Bucket=bucket, Key=key, Body=archive.getvalue())
 
+    group = f"g-{unique_name}"
     code = launch(
-        "--bucket", bucket, "--mode", "sagemaker", "--role", ROLE, "--job-name", unique_name
+        "--bucket", bucket, "--mode", "sagemaker", "--role", ROLE, "--job-name", unique_name,
+        "--model-group", group,
     )  # fmt: skip
     out = capsys.readouterr().out
     assert code == 0
     assert json.loads(read_object(bucket, f"models/{unique_name}/output/metrics.json")) == metrics
     assert "accuracy  0.9550" in out and "ECE       0.0200" in out
     assert "bicycle" in out and "95" in out and "96" in out
+    # Registered from the metrics it copied beside the model, pending approval.
+    version = registry.version(boto3.client("sagemaker"), group, 1)
+    assert version.status == "PendingManualApproval"
+    assert version.metadata["test_accuracy"] == "0.9550"
+    assert version.metadata["calibration_error"] == "0.0200"
+    assert version.metadata["share_past_gate"] == "n/a"  # these metrics predate the gate's
+    assert version.commit == "unknown: the training job recorded no commit"
+
+
+def test_no_register_trains_without_touching_the_registry(
+    bucket: str, unique_name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w:gz") as tar:
+        body = json.dumps({"test_accuracy": 0.9}).encode()
+        info = tarfile.TarInfo("metrics.json")
+        info.size = len(body)
+        tar.addfile(info, io.BytesIO(body))
+    key = f"models/{unique_name}/output/model.tar.gz"
+    boto3.client("s3").put_object(Bucket=bucket, Key=key, Body=archive.getvalue())
+    group = f"g-{unique_name}"
+    code = launch(
+        "--bucket", bucket, "--mode", "sagemaker", "--role", ROLE, "--job-name", unique_name,
+        "--model-group", group, "--no-register",
+    )  # fmt: skip
+    assert code == 0
+    assert "registered" not in capsys.readouterr().out
+    with pytest.raises(ClientError):
+        boto3.client("sagemaker").describe_model_package_group(ModelPackageGroupName=group)
 
 
 def test_sagemaker_wait_without_a_model_is_one_clear_error(

@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from contract.threshold import DEFAULT_THRESHOLD
+
 ECE_BINS = 15
 
 
@@ -69,6 +71,23 @@ def classification_metrics(
         "per_class": per_class,
         "confusion_matrix": confusion.tolist(),
         "expected_calibration_error": expected_calibration_error(probabilities, labels),
+        **gate_measures(probabilities, labels),
+    }
+
+
+def gate_measures(
+    probabilities: np.ndarray, labels: np.ndarray, threshold: float = DEFAULT_THRESHOLD
+) -> dict[str, float | None]:
+    """What the workflow's confidence gate would do with these answers: the share whose
+    best probability reaches `threshold` (the threshold filter passes those, and stops
+    the rest), and the accuracy of the ones it passes (None when it passes none)."""
+    confidence = probabilities.max(1)
+    passed = confidence >= threshold
+    correct = probabilities.argmax(1) == labels
+    return {
+        "gate_threshold": float(threshold),
+        "share_past_gate": float(passed.mean()) if len(labels) else None,
+        "accuracy_past_gate": float(correct[passed].mean()) if passed.any() else None,
     }
 
 

@@ -490,6 +490,11 @@ def run(hp: Hyperparameters) -> dict[str, Any]:
         "confusion_matrix": test_metrics["confusion_matrix"],
         "expected_calibration_error": test_metrics["expected_calibration_error"],
         "val_expected_calibration_error": val_metrics["expected_calibration_error"],
+        # The confidence gate on the test split (metrics.gate_measures), as the registry
+        # shows each model version beside the others.
+        "gate_threshold": test_metrics["gate_threshold"],
+        "share_past_gate": test_metrics["share_past_gate"],
+        "accuracy_past_gate": test_metrics["accuracy_past_gate"],
         "val_per_class": val_metrics["per_class"],
         "temperature": config.temperature,
         "training_seconds": training_seconds,
