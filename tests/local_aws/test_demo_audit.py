@@ -68,6 +68,7 @@ def test_the_printed_summary_carries_the_audit_line(capsys: pytest.CaptureFixtur
     print_summary(
         {
             "test_accuracy": 0.95,
+            "model_version": 2,
             "executions": 200,
             "passed": 180,
             "stopped_by_threshold": 20,
