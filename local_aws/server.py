@@ -27,6 +27,7 @@ from local_aws import (
     iam,
     lambda_executor,
     s3_policy,
+    sagemaker_endpoints,
     sagemaker_runtime,
     stepfunctions,
 )
@@ -50,6 +51,7 @@ EMULATOR_PATCHES: list[Callable[[], None]] = [
     *iam.PATCHES,
     *lambda_executor.PATCHES,
     *s3_policy.PATCHES,
+    *sagemaker_endpoints.PATCHES,
     *sagemaker_runtime.PATCHES,
     *stepfunctions.PATCHES,
 ]

@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from training_job.capture import DEFAULT_VARIANT
 from training_job.deploy import DEFAULT_ENDPOINT_NAME
 
 DEFAULT_HOST = "127.0.0.1"
@@ -40,9 +41,19 @@ class EndpointConfig:
     capture_flush_seconds: float = 2.0
     capture_spool_bytes: int = 256 * 1024 * 1024
     capture_spool_dir: Path | None = None  # None: capture-spool/ beside the model directory
+    variant_name: str = DEFAULT_VARIANT  # the production variant serving model_dir at start
 
-    def spool_dir(self) -> Path:
-        return self.capture_spool_dir or self.model_dir.parent / "capture-spool"
+    def spool_dir(self, variant: str | None = None) -> Path:
+        """Where a variant's records wait for S3: the starting variant's in the spool
+        directory itself (as before variants), every other one's in a folder of its own."""
+        root = self.capture_spool_dir or self.model_dir.parent / "capture-spool"
+        if variant is None or variant == self.variant_name:
+            return root
+        return root / "variants" / variant
+
+    def routing_dir(self) -> Path:
+        """The routing file and the models of variants added later (routing.py)."""
+        return self.model_dir.parent / "routing" / self.endpoint_name
 
     def threads_per_worker(self) -> int:
         if self.torch_threads > 0:
@@ -170,6 +181,12 @@ def add_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> 
         help="where captured records wait for S3 (default: capture-spool/ beside the model "
         "directory); what a stopped or killed endpoint left there is shipped at its next start",
     )
+    parser.add_argument(
+        "--variant-name",
+        default=defaults.variant_name,
+        help="the production variant that serves the model at start, named in each answer's "
+        "X-Amzn-Invoked-Production-Variant (default: %(default)s)",
+    )
 
 
 def from_args(
@@ -193,4 +210,5 @@ def from_args(
         capture_flush_seconds=args.capture_flush_seconds,
         capture_spool_bytes=args.capture_spool_bytes,
         capture_spool_dir=args.capture_spool_dir,
+        variant_name=args.variant_name,
     )
