@@ -30,6 +30,13 @@ STATE_DIR = Path(".local") / "endpoints"
 READY_TIMEOUT_SECONDS = 300.0
 STOP_TIMEOUT_SECONDS = 90.0
 SAGEMAKER_PRINCIPAL = "sagemaker.amazonaws.com"
+# The local AWS's record of the endpoint names the container as a placeholder: the
+# local endpoint runs the PyTorch serving container's handler service itself.
+LOCAL_IMAGE = "local-endpoint/pytorch-inference"
+LOCAL_INSTANCE_TYPE = "ml.m5.xlarge"
+# Without --role the endpoint acts with the operator's credentials; the record still
+# needs an execution role ARN, as CreateModel does.
+OPERATOR_ROLE = "arn:aws:iam::123456789012:role/local-endpoint-operator"
 # What the endpoint's process must not inherit when it acts as the execution role: boto3
 # reads keys from the environment first, so the operator's would be used instead.
 OPERATOR_CREDENTIAL_VARIABLES = (
@@ -162,6 +169,7 @@ def start(args: argparse.Namespace) -> int:
         raise DeployError(f"local endpoint {error}: --stop it first") from error
     except supervisor.SupervisorError as error:
         raise DeployError(str(error)) from error
+    register_endpoint(name, model_data, args.variant_name, args.role, args.bucket)
     if args.publish_parameter:
         deploy.publish_parameter(args.parameter_name, name)
     deploy.publish_baseline(args.bucket, name, model_data, model_dir)
@@ -173,6 +181,55 @@ def start(args: argparse.Namespace) -> int:
     return 0
 
 
+def register_endpoint(
+    name: str, model_data: str, variant: str, role: str | None, bucket: str
+) -> None:
+    """The served endpoint as the local AWS's SageMaker records it (model, endpoint
+    configuration, endpoint), so DescribeEndpoint and UpdateEndpoint (a rollout:
+    local_aws/sagemaker_endpoints.py) work on it as on AWS. A record an earlier run of
+    this name left is replaced."""
+    from datetime import UTC, datetime
+
+    from training_job import capture
+
+    sm = boto3.client("sagemaker")
+    forget_endpoint(name)
+    resource = f"{name[:47]}-{datetime.now(UTC):%Y%m%d-%H%M%S}"
+    sm.create_model(
+        ModelName=resource,
+        ExecutionRoleArn=role or OPERATOR_ROLE,
+        PrimaryContainer={"Image": LOCAL_IMAGE, "ModelDataUrl": model_data},
+    )
+    sm.create_endpoint_config(
+        EndpointConfigName=resource,
+        ProductionVariants=[
+            {
+                "VariantName": variant,
+                "ModelName": resource,
+                "InitialInstanceCount": 1,
+                "InstanceType": LOCAL_INSTANCE_TYPE,
+                "InitialVariantWeight": 1.0,
+            }
+        ],
+        DataCaptureConfig={
+            "EnableCapture": True,
+            "InitialSamplingPercentage": 100,
+            "DestinationS3Uri": capture.destination_uri(bucket),
+            "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}],
+        },
+    )
+    sm.create_endpoint(EndpointName=name, EndpointConfigName=resource)
+
+
+def forget_endpoint(name: str) -> None:
+    """Remove the local AWS's record of endpoint `name`, if it has one."""
+    try:
+        boto3.client("sagemaker").delete_endpoint(EndpointName=name)
+    except ClientError as error:
+        if error.response["Error"]["Code"] not in ("ValidationException", "ValidationError"):
+            raise
+
+
 def stop(args: argparse.Namespace) -> int:
     """Stop the background endpoint (a clean SIGTERM: every captured request is written
     first) and withdraw its parameter, as --mode sagemaker --delete does."""
@@ -181,6 +238,7 @@ def stop(args: argparse.Namespace) -> int:
     except supervisor.SupervisorError as error:
         raise DeployError(str(error)) from error
     print(f"local endpoint {args.endpoint_name} {outcome}")
+    forget_endpoint(args.endpoint_name)
     if args.publish_parameter:
         deploy.delete_parameter(args.parameter_name, args.endpoint_name)
     return 0

@@ -1,0 +1,186 @@
+"""Two model versions on one endpoint, compared from their captured answers.
+
+During a rollout's shadow stage the new version (the shadow variant) answers a copy of
+each request the serving version (the production variant) answers; data capture writes
+both under `data_capture/<endpoint>/<variant>/`, and the local endpoint gives the two
+records of one request the same eventId. This compares, per variant: how many answers,
+mean confidence, doubtful share (best probability below the workflow's threshold); and
+between them: agreement (the share of paired requests on which both name the same
+class) and how much the shadow answered of what production answered (a version that
+errors answers less: errors are not captured). A canary (two production variants) is
+compared the same way, without pairs: its variants answer different requests.
+
+`python -m training_job monitor versions` prints it; `training_job rollout` gates its
+canary on it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from contract.threshold import ThresholdError, threshold_from_environment
+from training_job.capture import CAPTURE_PREFIX
+from training_job.errors import UsageError
+from training_job.monitor.captures import CaptureSource, ReadCounts, read_records
+
+CAPTURE_SETTLE_SECONDS = 5.0  # the local endpoint ships captures every 2 s
+MIN_ANSWERED_SHARE = 0.9  # a shadow answering less than this share of requests is failing
+
+
+@dataclass(frozen=True)
+class VariantAnswers:
+    variant: str
+    answers: int
+    mean_confidence: float
+    doubtful_share: float
+    classes: dict[int, int]
+
+    def line(self) -> str:
+        return (
+            f"{self.variant}: {self.answers} answers, mean confidence "
+            f"{self.mean_confidence:.3f}, doubtful share {self.doubtful_share:.3f}"
+        )
+
+
+@dataclass(frozen=True)
+class Comparison:
+    production: VariantAnswers
+    shadow: VariantAnswers
+    paired: int  # requests both answered (same eventId)
+    agreed: int
+
+    @property
+    def agreement(self) -> float:
+        return self.agreed / self.paired if self.paired else 0.0
+
+    @property
+    def answered_share(self) -> float:
+        """The shadow's answers per production answer (1.0: it answered every copy)."""
+        return self.shadow.answers / self.production.answers if self.production.answers else 0.0
+
+    def lines(self) -> list[str]:
+        return [
+            self.production.line(),
+            self.shadow.line(),
+            f"{self.shadow.variant} vs {self.production.variant}: agreement "
+            f"{self.agreement:.3f} on {self.paired} paired requests; confidence shift "
+            f"{self.shadow.mean_confidence - self.production.mean_confidence:+.3f}, doubtful "
+            f"share shift {self.shadow.doubtful_share - self.production.doubtful_share:+.3f}; "
+            f"answered {self.answered_share:.2f} of production's requests",
+        ]
+
+    def problem(self, min_agreement: float, min_compared: int) -> str | None:
+        """Why the shadow must not take traffic, or None."""
+        if self.production.answers < min_compared:
+            return (
+                f"only {self.production.answers} production answers captured (need "
+                f"{min_compared}): too little traffic to compare"
+            )
+        if self.answered_share < MIN_ANSWERED_SHARE:
+            return (
+                f"{self.shadow.variant} answered {self.shadow.answers} of "
+                f"{self.production.answers} requests (errors are not captured)"
+            )
+        if self.agreement < min_agreement:
+            return (
+                f"{self.shadow.variant} agrees with {self.production.variant} on "
+                f"{self.agreement:.3f} of requests (need {min_agreement:g})"
+            )
+        return None
+
+
+def _threshold() -> float:
+    try:
+        return threshold_from_environment(os.environ)
+    except ThresholdError:
+        return threshold_from_environment({})
+
+
+def _answers(
+    bucket: str, endpoint: str, variant: str, since: datetime, threshold: float
+) -> tuple[VariantAnswers, dict[str, int]]:
+    """A variant's summary, and its best class by eventId."""
+    source = CaptureSource(bucket, f"{CAPTURE_PREFIX}/{endpoint}/{variant}/")
+    best: dict[str, int] = {}
+    confidence_sum, doubtful, answers = 0.0, 0, 0
+    classes: dict[int, int] = {}
+    for record in read_records(source, ReadCounts(), since=since):
+        top = max(range(len(record.probabilities)), key=record.probabilities.__getitem__)
+        confidence = record.probabilities[top]
+        answers += 1
+        confidence_sum += confidence
+        doubtful += confidence < threshold
+        classes[top] = classes.get(top, 0) + 1
+        if record.event_id:
+            best[record.event_id] = top
+    summary = VariantAnswers(
+        variant,
+        answers,
+        confidence_sum / answers if answers else 0.0,
+        doubtful / answers if answers else 0.0,
+        classes,
+    )
+    return summary, best
+
+
+def compare(
+    bucket: str, endpoint: str, production: str, shadow: str, since: datetime
+) -> Comparison:
+    """Compare `shadow`'s captured answers since `since` with `production`'s."""
+    since = since.replace(microsecond=0)  # inferenceTime is to the second
+    threshold = _threshold()
+    ours, ours_best = _answers(bucket, endpoint, production, since, threshold)
+    theirs, theirs_best = _answers(bucket, endpoint, shadow, since, threshold)
+    paired = [event for event in theirs_best if event in ours_best]
+    agreed = sum(1 for event in paired if theirs_best[event] == ours_best[event])
+    return Comparison(ours, theirs, len(paired), agreed)
+
+
+# --- `python -m training_job monitor versions` --------------------------------------
+
+
+def add_parser(commands: Any) -> None:
+    parser = commands.add_parser(
+        "versions",
+        help="compare two variants of the endpoint (shadow vs production, or a canary's "
+        "two versions) from their captured answers",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--bucket", required=True, help="the bucket holding data_capture/")
+    parser.add_argument("--endpoint-name", required=True, help="the endpoint")
+    parser.add_argument("--production", required=True, help="the serving variant (e.g. v1)")
+    parser.add_argument("--shadow", required=True, help="the variant to compare (e.g. v2)")
+    parser.add_argument(
+        "--minutes",
+        type=int,
+        default=60,
+        help="compare the answers of the last MINUTES minutes (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--min-agreement",
+        type=float,
+        default=0.9,
+        help="exit 1 when the variants agree on less than this share (default: %(default)s)",
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if not 1 <= args.minutes <= 7 * 24 * 60:
+        raise UsageError(f"--minutes {args.minutes} is not between 1 and 10080 (a week)")
+    if not 0 <= args.min_agreement <= 1:
+        raise UsageError(f"--min-agreement {args.min_agreement:g} is not a share in [0, 1]")
+    since = datetime.now(UTC) - timedelta(minutes=args.minutes)
+    comparison = compare(args.bucket, args.endpoint_name, args.production, args.shadow, since)
+    for line in comparison.lines():
+        print(line)
+    problem = comparison.problem(args.min_agreement, 1)
+    if problem:
+        print(f"versions differ: {problem}")
+        return 1
+    return 0
