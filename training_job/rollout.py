@@ -38,7 +38,7 @@ from botocore.exceptions import ClientError
 
 from contract import baseline as baseline_contract
 from contract import variant_metrics
-from contract.capture import MAX_BASELINE_BYTES
+from contract.capture import MAX_BASELINE_BYTES, MONITOR_BASELINE_KEY
 from contract.decisions import variant_for_version
 from training_job import deploy, model_archive
 from training_job.errors import CommandError, UsageError
@@ -174,7 +174,8 @@ def register(subparsers: Any) -> None:
         "--doubtful-margin",
         type=_share,
         default=0.15,
-        help="a doubtful share above the new model's baseline share plus this is an alarm "
+        help="a doubtful share above the baseline share (the lower of the new model's and "
+        "the serving model's) plus this is an alarm "
         "(default: %(default)s)",
     )
     guards.add_argument(
@@ -443,14 +444,15 @@ class Rollout:
                 "ComparisonOperator": "GreaterThanThreshold",
             },
         ]
-        baseline_share = self._baseline_doubtful_share()
-        if baseline_share is not None:
+        reference = self._baseline_doubtful_share()
+        if reference is not None:
+            baseline_share, source = reference
             limit = min(1.0, baseline_share + self.args.doubtful_margin)
             alarms.append(
                 {
                     "AlarmName": f"{prefix}-doubtful-share",
                     "AlarmDescription": f"{self.variant}'s doubtful share is over {limit:.3f} "
-                    f"(its baseline's {baseline_share:.3f} + {self.args.doubtful_margin:g})",
+                    f"({source}: {baseline_share:.3f}, + {self.args.doubtful_margin:g})",
                     "Namespace": variant_metrics.ENDPOINT_NAMESPACE,
                     "MetricName": variant_metrics.DOUBTFUL_SHARE,
                     "Statistic": "Average",
@@ -463,19 +465,39 @@ class Rollout:
             self.stage("alarms", f"{alarm['AlarmName']}: {alarm['AlarmDescription']}")
         return [str(alarm["AlarmName"]) for alarm in alarms]
 
-    def _baseline_doubtful_share(self) -> float | None:
-        """The share of the new model's baseline (its validation images) below the
-        threshold it was profiled at; None (no doubtful-share alarm) without one."""
+    def _baseline_doubtful_share(self) -> tuple[float, str] | None:
+        """The doubtful share the new version must stay near: the lower of its own
+        baseline's (its validation images below the threshold it was profiled at) and the
+        serving version's (the monitor's baseline in --bucket), so a version that doubts
+        more than production did is caught even when its own profile says it would.
+        None (no doubtful-share alarm) when neither can be read."""
+        found: list[tuple[float, str]] = []
         bucket, key = deploy.split_s3_uri(self.model_data)
-        try:
-            body = boto3.client("s3").get_object(Bucket=bucket, Key=key)["Body"]
-            with body:
-                document = model_archive.read_member(body, deploy.BASELINE_FILE, MAX_BASELINE_BYTES)
-            if document is None:
-                raise ValueError(f"{self.model_data} holds no {deploy.BASELINE_FILE}")
-            profile = baseline_contract.loads(document, self.model_data)
-        except (ClientError, ValueError, model_archive.ModelArchiveError) as error:
-            print(f"warning: no doubtful-share alarm: {error}", file=sys.stderr)
+        sources = [(bucket, key, f"{self.variant}'s baseline")]
+        if self.args.bucket:
+            serving_key = MONITOR_BASELINE_KEY.format(endpoint=self.name)
+            sources.append((self.args.bucket, serving_key, "the serving version's baseline"))
+        s3 = boto3.client("s3")
+        for source_bucket, source_key, what in sources:
+            try:
+                body = s3.get_object(Bucket=source_bucket, Key=source_key)["Body"]
+                with body:
+                    document = (
+                        body.read(MAX_BASELINE_BYTES + 1)
+                        if source_key.endswith(".json")
+                        else model_archive.read_member(
+                            body, deploy.BASELINE_FILE, MAX_BASELINE_BYTES
+                        )
+                    )
+                if document is None:
+                    raise ValueError(f"s3://{source_bucket}/{source_key} holds no baseline")
+                profile = baseline_contract.loads(document, f"s3://{source_bucket}/{source_key}")
+            except (ClientError, ValueError, model_archive.ModelArchiveError) as error:
+                print(f"note: no {what}: {error}", file=sys.stderr)
+                continue
+            below = sum(1 for value in profile.confidences if value < profile.threshold)
+            found.append((below / max(1, len(profile.confidences)), what))
+        if not found:
+            print("warning: no baseline at all: no doubtful-share alarm", file=sys.stderr)
             return None
-        below = sum(1 for value in profile.confidences if value < profile.threshold)
-        return below / max(1, len(profile.confidences))
+        return min(found)
