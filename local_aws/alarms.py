@@ -38,6 +38,7 @@ COMPARISONS = {
     "LessThanOrEqualToThreshold": lambda value, threshold: value <= threshold,
 }
 ALARM, OK, INSUFFICIENT_DATA = "ALARM", "OK", "INSUFFICIENT_DATA"
+EVALUATOR = "(local evaluator)"  # ends the reasons this module sets
 
 
 def backend(account: str, region: str) -> CloudWatchBackend:
@@ -136,7 +137,7 @@ def evaluate(cloudwatch: CloudWatchBackend, alarm: Any, now: datetime | None = N
         reason = (
             f"Threshold Crossed: {breaching} of the last {periods} datapoint(s) [{shown}] "
             f"{'breached' if state == ALARM else 'did not breach'} the threshold "
-            f"({alarm.comparison_operator} {alarm.threshold:g}) (local evaluator)"
+            f"({alarm.comparison_operator} {alarm.threshold:g}) {EVALUATOR}"
         )
         cloudwatch.set_alarm_state(alarm.name, reason, json.dumps({"values": shown}), state)
     return state
@@ -148,6 +149,11 @@ def in_alarm(account: str, region: str, names: Iterable[str]) -> list[str]:
     firing = []
     for name in names:
         alarm = cloudwatch.alarms.get(name)
-        if alarm is not None and evaluate(cloudwatch, alarm) == ALARM:
+        if alarm is None:
+            continue
+        # An ALARM someone set (SetAlarmState: how an operator stops a deployment) holds
+        # until the evaluator would change it back, after which it is the data's again.
+        manual = alarm.state_value == ALARM and not alarm.state_reason.endswith(EVALUATOR)
+        if manual or evaluate(cloudwatch, alarm) == ALARM:
             firing.append(name)
     return firing

@@ -311,10 +311,8 @@ class Deployment(threading.Thread):
         try:
             if policy is None:
                 push(mixed(old, new, 1.0))
-            else:
-                self._guarded(old, new, policy)
-                if self.endpoint.endpoint_status == "RollingBack":
-                    return
+            elif not self._guarded(old, new, policy):
+                return  # rolled back, InService on the old configuration
         except EndpointUnavailable as error:
             log.error("UpdateEndpoint %s failed: %s", self.endpoint.endpoint_name, error)
             self._roll_back(old, f"Update failed: {error}")
@@ -322,7 +320,8 @@ class Deployment(threading.Thread):
         _show_config(self.endpoint, self.new_config)
         self._finish("InService")
 
-    def _guarded(self, old: Fleet, new: Fleet, policy: dict[str, Any]) -> None:
+    def _guarded(self, old: Fleet, new: Fleet, policy: dict[str, Any]) -> bool:
+        """Shift the traffic step by step; False when it was rolled back."""
         routing = policy["TrafficRoutingConfiguration"]
         timeout = policy.get("MaximumExecutionTimeoutInSeconds")
         deadline = time.monotonic() + timeout if timeout else None
@@ -341,7 +340,8 @@ class Deployment(threading.Thread):
             reason = self._bake(bake, deadline)
             if reason:
                 self._roll_back(old, reason)
-                return
+                return False
+        return True
 
     def _bake(self, seconds: float, deadline: float | None) -> str | None:
         """Watch the rollback alarms for `seconds`; the reason to roll back, if any."""

@@ -2,7 +2,7 @@
 makes its model (the project's network after a few SGD steps, packaged as the training
 job packages it), then changed on purpose:
 
-- "good": the same network at temperature 0.01, so its answers are confident (the
+- "good": the same network at temperature 1e-6, so its answers are confident (the
   workflow's filter passes them) and its classes are the trained network's; its
   baseline.json is the real writer's profile of it on test images.
 - "constant": every head weight zeroed: it answers [0.5, 0.5] to every image, a model
@@ -37,7 +37,7 @@ def make_version(trained_dir: Path, kind: str, work: Path, images: np.ndarray) -
     shutil.copytree(trained_dir, model_dir)
     config_path = model_dir / "model.json"
     config = json.loads(config_path.read_text())
-    config["temperature"] = 0.01
+    config["temperature"] = 1e-6
     if kind == "erroring":
         config["mean"], config["std"] = config["mean"][:2], config["std"][:2]
     config_path.write_text(json.dumps(config))

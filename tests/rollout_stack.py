@@ -100,6 +100,7 @@ def rollout_stack(work: Path, archive: Path) -> Iterator[Stack]:
 class LoadResult:
     """What each request got: its variant, or the error code that failed it."""
 
+    sent: int = 0
     answers: list[tuple[float, str]] = field(default_factory=list)  # (time, variant)
     failures: list[tuple[float, str]] = field(default_factory=list)  # (time, error code)
 
@@ -108,6 +109,10 @@ class LoadResult:
 
     def failure_codes(self) -> Counter[str]:
         return Counter(code for _, code in self.failures)
+
+    def lost(self) -> int:
+        """Requests sent with neither an answer nor an error (a client that hung)."""
+        return self.sent - len(self.answers) - len(self.failures)
 
 
 class Load:
@@ -143,6 +148,8 @@ class Load:
         rng = np.random.default_rng(index)
         while not self._stop.is_set():
             body = self.stack.pngs[int(rng.integers(len(self.stack.pngs)))]
+            with self._lock:
+                self.result.sent += 1
             try:
                 answer = runtime.invoke_endpoint(
                     EndpointName=self.stack.endpoint, ContentType="image/png", Body=body

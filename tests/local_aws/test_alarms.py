@@ -120,3 +120,12 @@ def test_two_of_three_datapoints_to_alarm(cloudwatch: Any) -> None:
     assert alarms.in_alarm(ACCOUNT, REGION, ["two-of-three"]) == []
     _put(cloudwatch, "Invocations", Value=9.0, at=now - timedelta(seconds=15))
     assert alarms.in_alarm(ACCOUNT, REGION, ["two-of-three"]) == ["two-of-three"]
+
+
+def test_an_alarm_an_operator_set_to_alarm_counts_as_firing(cloudwatch: Any) -> None:
+    _alarm(
+        cloudwatch, "manual", MetricName="Invocation5XXErrors", Statistic="Sum",
+        Threshold=0.0, ComparisonOperator="GreaterThanThreshold",
+    )  # fmt: skip
+    cloudwatch.set_alarm_state(AlarmName="manual", StateValue="ALARM", StateReason="stop it")
+    assert alarms.in_alarm(ACCOUNT, REGION, ["manual"]) == ["manual"]

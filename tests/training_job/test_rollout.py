@@ -131,7 +131,7 @@ def test_a_bad_version_is_rolled_back_automatically_and_never_takes_all_traffic(
     assert invoke(stack, 5) == {"v1": 5}
     if kind == "constant":
         assert variants[bad] > 0, variants  # it took its canary share, and was caught
-        assert load.result.failures == []
+        assert load.result.failures == [] and load.result.lost() == 0
     else:
         # Every failure is the bad model's own (ModelError from its 500), never a switch's.
         assert set(load.result.failure_codes()) <= {"ModelError"}, load.result.failures
@@ -152,7 +152,7 @@ def test_a_good_version_completes_shadow_canary_all_with_no_failed_request(
     for stage in ("shadow:", "agreement 1.000", "prepare:", "canary:", "all: v2 serves all"):
         assert stage in output, (stage, output)
     assert _serving(stack) == ["v2"]
-    assert load.result.failures == []
+    assert load.result.failures == [] and load.result.lost() == 0
     variants = load.result.variants()
     assert variants["v1"] > 0 and variants["v2"] > 0, variants
     assert load.result.answers[-1][1] == "v2"
