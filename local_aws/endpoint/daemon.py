@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from local_aws import iam, supervisor
 from local_aws.endpoint import config as endpoint_config
@@ -169,7 +169,11 @@ def start(args: argparse.Namespace) -> int:
         raise DeployError(f"local endpoint {error}: --stop it first") from error
     except supervisor.SupervisorError as error:
         raise DeployError(str(error)) from error
-    register_endpoint(name, model_data, args.variant_name, args.role, args.bucket)
+    try:
+        register_endpoint(name, model_data, args.variant_name, args.role, args.bucket)
+    except (ClientError, BotoCoreError) as error:
+        daemon.stop(STOP_TIMEOUT_SECONDS)  # an endpoint the local AWS does not know is no use
+        raise DeployError(f"the local AWS did not record endpoint {name}: {error}") from error
     if args.publish_parameter:
         deploy.publish_parameter(args.parameter_name, name)
     deploy.publish_baseline(args.bucket, name, model_data, model_dir)
@@ -228,6 +232,8 @@ def forget_endpoint(name: str) -> None:
     except ClientError as error:
         if error.response["Error"]["Code"] not in ("ValidationException", "ValidationError"):
             raise
+    except BotoCoreError as error:  # the local AWS is gone: it forgot everything anyway
+        print(f"note: the local AWS's record of {name} not removed: {error}", file=sys.stderr)
 
 
 def stop(args: argparse.Namespace) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -79,6 +80,32 @@ def _config(stack: Stack, name: str, variants: list[tuple[str, str, float]]) -> 
     return name
 
 
+class StatusWatch:
+    """DescribeEndpoint every 50 ms in a thread: each status change, in order (the local
+    endpoint rolls back in well under a second, faster than the rollout's poll)."""
+
+    def __init__(self, stack: Stack) -> None:
+        self.stack = stack
+        self.seen: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> StatusWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+    def _run(self) -> None:
+        sm = boto3.client("sagemaker")
+        while not self._stop.wait(0.05):
+            status = sm.describe_endpoint(EndpointName=self.stack.endpoint)["EndpointStatus"]
+            if not self.seen or self.seen[-1] != status:
+                self.seen.append(status)
+
+
 def test_production_variants_split_the_traffic_by_weight_and_honour_target_variant(
     stack: Stack,
 ) -> None:
@@ -109,7 +136,7 @@ def test_production_variants_split_the_traffic_by_weight_and_honour_target_varia
 def test_a_bad_version_is_rolled_back_automatically_and_never_takes_all_traffic(
     stack: Stack, kind: str, version: int
 ) -> None:
-    with Load(stack) as load:
+    with Load(stack) as load, StatusWatch(stack) as statuses:
         rolled = run_command(
             "rollout", "--model-data", stack.versions[kind], "--version", str(version),
             "--endpoint-name", stack.endpoint, "--bucket", stack.bucket, "--skip-shadow", *FAST,
@@ -117,7 +144,9 @@ def test_a_bad_version_is_rolled_back_automatically_and_never_takes_all_traffic(
     output = rolled.stdout + rolled.stderr
     assert rolled.returncode == 1, output
     assert "rolled back automatically" in output, output
-    assert "is RollingBack" in output, output
+    # DescribeEndpoint went Updating -> RollingBack -> InService, as SageMaker's does.
+    rolling = statuses.seen.index("RollingBack")
+    assert statuses.seen[rolling - 1] == "Updating" and statuses.seen[rolling + 1] == "InService"
     bad = f"v{version}"
     alarm = "5xx-errors" if kind == "erroring" else "doubtful-share"
     assert f"{stack.endpoint}-{bad}-{alarm}" in output.split("in ALARM:")[-1], output
@@ -205,7 +234,8 @@ def test_shadow_configurations_are_refused_as_sagemaker_refuses_them(stack: Stac
         ({"BlueGreenUpdatePolicy": {"TrafficRoutingConfiguration": {"Type": "ALL_AT_ONCE",
           "WaitIntervalInSeconds": 4000}}}, "WaitIntervalInSeconds"),
         ({"BlueGreenUpdatePolicy": {"TrafficRoutingConfiguration": {"Type": "ALL_AT_ONCE",
-          "WaitIntervalInSeconds": 5}, "MaximumExecutionTimeoutInSeconds": 60}},
+          "WaitIntervalInSeconds": 600}, "TerminationWaitInSeconds": 600,
+          "MaximumExecutionTimeoutInSeconds": 1000}},
          "MaximumExecutionTimeoutInSeconds"),
         ({"AutoRollbackConfiguration": {"Alarms": [{"AlarmName": f"a{i}"} for i in range(11)]}},
          "Alarms"),
@@ -273,3 +303,20 @@ def test_rollout_refuses_a_command_line_that_cannot_mean_anything(stack: Stack) 
         "--endpoint-name", stack.endpoint,
     )  # fmt: skip
     assert same.returncode == 1 and f"already serves {serving}" in same.stderr
+
+
+def test_monitor_versions_compares_the_shadow_with_production(stack: Stack) -> None:
+    # After the good rollout above, v2 answered copies of v1's requests as the shadow.
+    compared = run_command(
+        "monitor", "versions", "--bucket", stack.bucket, "--endpoint-name", stack.endpoint,
+        "--production", "v1", "--shadow", "v2", "--minutes", "30",
+    )  # fmt: skip
+    assert compared.returncode == 0, compared.stdout + compared.stderr
+    assert "v2 vs v1: agreement 1.000" in compared.stdout
+    assert "doubtful share" in compared.stdout
+    for bad in (["--minutes", "0"], ["--min-agreement", "2"]):
+        refused = run_command(
+            "monitor", "versions", "--bucket", stack.bucket, "--endpoint-name", stack.endpoint,
+            "--production", "v1", "--shadow", "v2", *bad,
+        )  # fmt: skip
+        assert refused.returncode == 2, refused.stderr
