@@ -71,6 +71,13 @@ def _share(text: str) -> float:
     return value
 
 
+def _version(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a version number (1 or more)")
+    return value
+
+
 def _percent(text: str) -> int:
     value = int(text)
     if not 1 <= value <= 50:
@@ -97,7 +104,7 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--version",
-        type=int,
+        type=_version,
         help="the new version's number (required with --model-data): its variant is named "
         "v<VERSION>",
     )
@@ -191,8 +198,6 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.model_data and args.version is None:
         raise UsageError("--model-data needs --version (the new variant is named after it)")
-    if args.version is not None and args.version < 1:
-        raise UsageError(f"--version {args.version} is not a version number (1 or more)")
     sm = boto3.client("sagemaker")
     model_data, version = _new_version(sm, args)
     return Rollout(sm, args, model_data, variant_for_version(version)).run()

@@ -52,8 +52,9 @@ class EndpointConfig:
         return root / "variants" / variant
 
     def routing_dir(self) -> Path:
-        """The routing file and the models of variants added later (routing.py)."""
-        return self.model_dir.parent / "routing" / self.endpoint_name
+        """The routing file and the models of variants added later (routing.py): one per
+        listening port, so two endpoints started from one model directory never share it."""
+        return self.model_dir.parent / "routing" / f"{self.endpoint_name}-{self.port}"
 
     def threads_per_worker(self) -> int:
         if self.torch_threads > 0:

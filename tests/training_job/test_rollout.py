@@ -289,9 +289,14 @@ def test_the_control_route_refuses_malformed_routing(stack: Stack) -> None:
 def test_rollout_refuses_a_command_line_that_cannot_mean_anything(stack: Stack) -> None:
     no_version = run_command("rollout", "--model-data", stack.versions["good"])
     assert no_version.returncode == 2 and "--version" in no_version.stderr
-    too_big = run_command("rollout", "--model-data", "s3://b/m.tar.gz", "--version", "2",
+    too_big = run_command("rollout", "--model-data", "s3://bucket/m.tar.gz", "--version", "2",
                           "--canary-percent", "80")  # fmt: skip
     assert too_big.returncode == 2 and "canary percentage" in too_big.stderr
+    for hostile in ("http://bucket/m.tar.gz", "s3://b/m.tar.gz", "s3://bucket/", ""):
+        refused = run_command("rollout", "--model-data", hostile, "--version", "2")
+        assert refused.returncode == 2 and "--model-data" in refused.stderr, hostile
+    zero = run_command("rollout", "--model-data", "s3://bucket/m.tar.gz", "--version", "0")
+    assert zero.returncode == 2 and "not a version number" in zero.stderr
     missing = run_command(
         "rollout", "--model-data", stack.versions["good"], "--version", "2",
         "--endpoint-name", "no-such-endpoint",
