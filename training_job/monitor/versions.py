@@ -2,13 +2,15 @@
 
 During a rollout's shadow stage the new version (the shadow variant) answers a copy of
 each request the serving version (the production variant) answers; data capture writes
-both under `data_capture/<endpoint>/<variant>/`, and the local endpoint gives the two
-records of one request the same eventId. This compares, per variant: how many answers,
+both under `data_capture/<endpoint>/<variant>/`. The two records of one request are
+paired by the caller's inferenceId (InvokeEndpoint's InferenceId), or by eventId (the
+local endpoint gives both the same one). This compares, per variant: how many answers,
 mean confidence, doubtful share (best probability below the workflow's threshold); and
 between them: agreement (the share of paired requests on which both name the same
 class) and how much the shadow answered of what production answered (a version that
-errors answers less: errors are not captured). A canary (two production variants) is
-compared the same way, without pairs: its variants answer different requests.
+errors answers less: errors are not captured). Without enough pairs, agreement is
+bounded by the class mixes: 1 minus their total variation distance. A canary (two
+production variants) is compared the same way, without pairs.
 
 `python -m training_job monitor versions` prints it; `training_job rollout` gates its
 canary on it.
@@ -67,7 +69,8 @@ class Comparison:
             self.production.line(),
             self.shadow.line(),
             f"{self.shadow.variant} vs {self.production.variant}: agreement "
-            f"{self.agreement:.3f} on {self.paired} paired requests; confidence shift "
+            f"{self.agreement:.3f} on {self.paired} paired requests (class mix distance "
+            f"{self.class_mix_distance():.3f}); confidence shift "
             f"{self.shadow.mean_confidence - self.production.mean_confidence:+.3f}, doubtful "
             f"share shift {self.shadow.doubtful_share - self.production.doubtful_share:+.3f}; "
             f"answered {self.answered_share:.2f} of production's requests",
@@ -85,12 +88,32 @@ class Comparison:
                 f"{self.shadow.variant} answered {self.shadow.answers} of "
                 f"{self.production.answers} requests (errors are not captured)"
             )
-        if self.agreement < min_agreement:
+        if self.paired >= min_compared:
+            if self.agreement < min_agreement:
+                return (
+                    f"{self.shadow.variant} agrees with {self.production.variant} on "
+                    f"{self.agreement:.3f} of requests (need {min_agreement:g})"
+                )
+            return None
+        # Unpaired (the captures share no inferenceId or eventId): the class mixes bound
+        # the agreement from above, 1 - total variation distance.
+        if 1 - self.class_mix_distance() < min_agreement:
             return (
-                f"{self.shadow.variant} agrees with {self.production.variant} on "
-                f"{self.agreement:.3f} of requests (need {min_agreement:g})"
+                f"{self.shadow.variant}'s class mix differs from {self.production.variant}'s "
+                f"by {self.class_mix_distance():.3f}: they agree on at most "
+                f"{1 - self.class_mix_distance():.3f} of requests (need {min_agreement:g})"
             )
         return None
+
+    def class_mix_distance(self) -> float:
+        """Total variation distance between the two variants' predicted-class shares."""
+        classes = set(self.production.classes) | set(self.shadow.classes)
+        ours = max(1, self.production.answers)
+        theirs = max(1, self.shadow.answers)
+        return 0.5 * sum(
+            abs(self.production.classes.get(c, 0) / ours - self.shadow.classes.get(c, 0) / theirs)
+            for c in classes
+        )
 
 
 def _threshold() -> float:
@@ -115,8 +138,11 @@ def _answers(
         confidence_sum += confidence
         doubtful += confidence < threshold
         classes[top] = classes.get(top, 0) + 1
-        if record.event_id:
-            best[record.event_id] = top
+        # The caller's InferenceId pairs the two answers to one request wherever the
+        # endpoint runs; the local endpoint also gives both records one eventId.
+        key = record.inference_id or record.event_id
+        if key:
+            best[key] = top
     summary = VariantAnswers(
         variant,
         answers,
