@@ -52,8 +52,11 @@ class VariantAnswers:
 class Comparison:
     production: VariantAnswers
     shadow: VariantAnswers
-    paired: int  # requests both answered (same eventId)
+    paired: int  # requests both answered (same inferenceId or eventId)
     agreed: int
+    # production's answers since the shadow's first one (what the shadow had copies of);
+    # None: all of production's
+    production_while_shadowed: int | None = None
 
     @property
     def agreement(self) -> float:
@@ -61,8 +64,11 @@ class Comparison:
 
     @property
     def answered_share(self) -> float:
-        """The shadow's answers per production answer (1.0: it answered every copy)."""
-        return self.shadow.answers / self.production.answers if self.production.answers else 0.0
+        """The shadow's answers per production answer while it was the shadow (1.0: it
+        answered every copy)."""
+        copies = self.production_while_shadowed
+        copies = self.production.answers if copies is None else copies
+        return min(1.0, self.shadow.answers / copies) if copies else 0.0
 
     def lines(self) -> list[str]:
         return [
@@ -85,8 +91,8 @@ class Comparison:
             )
         if self.answered_share < MIN_ANSWERED_SHARE:
             return (
-                f"{self.shadow.variant} answered {self.shadow.answers} of "
-                f"{self.production.answers} requests (errors are not captured)"
+                f"{self.shadow.variant} answered {self.answered_share:.2f} of the requests "
+                f"copied to it ({self.shadow.answers} answers; errors are not captured)"
             )
         if self.paired >= min_compared:
             if self.agreement < min_agreement:
@@ -125,13 +131,16 @@ def _threshold() -> float:
 
 def _answers(
     bucket: str, endpoint: str, variant: str, since: datetime, threshold: float
-) -> tuple[VariantAnswers, dict[str, int]]:
-    """A variant's summary, and its best class by eventId."""
+) -> tuple[VariantAnswers, dict[str, int], list[datetime]]:
+    """A variant's summary, its best class by inferenceId or eventId, its answers' times."""
     source = CaptureSource(bucket, f"{CAPTURE_PREFIX}/{endpoint}/{variant}/")
     best: dict[str, int] = {}
     confidence_sum, doubtful, answers = 0.0, 0, 0
     classes: dict[int, int] = {}
+    times: list[datetime] = []
     for record in read_records(source, ReadCounts(), since=since):
+        if record.time is not None:
+            times.append(record.time)
         top = max(range(len(record.probabilities)), key=record.probabilities.__getitem__)
         confidence = record.probabilities[top]
         answers += 1
@@ -150,7 +159,7 @@ def _answers(
         doubtful / answers if answers else 0.0,
         classes,
     )
-    return summary, best
+    return summary, best, times
 
 
 def compare(
@@ -159,11 +168,13 @@ def compare(
     """Compare `shadow`'s captured answers since `since` with `production`'s."""
     since = since.replace(microsecond=0)  # inferenceTime is to the second
     threshold = _threshold()
-    ours, ours_best = _answers(bucket, endpoint, production, since, threshold)
-    theirs, theirs_best = _answers(bucket, endpoint, shadow, since, threshold)
+    ours, ours_best, our_times = _answers(bucket, endpoint, production, since, threshold)
+    theirs, theirs_best, their_times = _answers(bucket, endpoint, shadow, since, threshold)
     paired = [event for event in theirs_best if event in ours_best]
     agreed = sum(1 for event in paired if theirs_best[event] == ours_best[event])
-    return Comparison(ours, theirs, len(paired), agreed)
+    first = min(their_times, default=None)
+    shadowed = None if first is None else sum(1 for moment in our_times if moment >= first)
+    return Comparison(ours, theirs, len(paired), agreed, shadowed)
 
 
 # --- `python -m training_job monitor versions` --------------------------------------
