@@ -82,7 +82,12 @@ async def _serve_worker(
             )
         return writers[variant]
 
-    capture(config.variant_name)  # ships what an earlier run left, at once
+    # Writers ship what an earlier run left, at once: the starting variant's and every
+    # variant's that an earlier run's rollout served.
+    capture(config.variant_name)
+    others = config.spool_dir(config.variant_name) / "variants"
+    for leftover in sorted(others.iterdir()) if others.is_dir() else []:
+        capture(leftover.name)
     endpoint = EndpointApp(config, variants, capture, metrics, slots)
     app = endpoint.build()
     connections = Connections(app, metrics, header_timeout_seconds=config.header_timeout_seconds)

@@ -274,6 +274,24 @@ def test_a_guarded_deployment_that_renames_the_variants_is_refused(stack: Stack)
     assert "same production variant names" in message
 
 
+def test_an_endpoint_that_is_updating_takes_no_other_update(stack: Stack) -> None:
+    sm = boto3.client("sagemaker")
+    [serving] = _serving(stack)
+    current = sm.describe_endpoint(EndpointName=stack.endpoint)["EndpointConfigName"]
+    same = _config(stack, "baked-again", [(serving, stack.versions["good"], 1.0)])
+    baking = {
+        "BlueGreenUpdatePolicy": {
+            "TrafficRoutingConfiguration": {"Type": "ALL_AT_ONCE", "WaitIntervalInSeconds": 3}
+        }
+    }
+    sm.update_endpoint(
+        EndpointName=stack.endpoint, EndpointConfigName=same, DeploymentConfig=baking
+    )
+    message = _refused(sm.update_endpoint, EndpointName=stack.endpoint, EndpointConfigName=current)
+    assert "Cannot update in-progress endpoint" in message
+    assert _wait_in_service(stack)["EndpointConfigName"] == same
+
+
 def test_the_control_route_refuses_malformed_routing(stack: Stack) -> None:
     base = stack.endpoint_url
     for body in (b"not json", b"[]", b'{"routes": []}', b'{"routes": [{"variant": "v 1"}]}'):
