@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import json
 import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -98,6 +100,8 @@ class Demo:
     stops: dict[str, list[str]] = field(default_factory=dict)  # what we started: its stop
     servers: ExitStack = field(default_factory=ExitStack)  # the local AWS, when we started it
     seconds: dict[str, float] = field(default_factory=dict)
+    rollout_answers: dict[str, int] = field(default_factory=dict)  # variant (or failure): n
+    role: str = ""  # the SageMaker execution role deploy_endpoint made
 
     # -- running commands ------------------------------------------------------------
 
@@ -208,7 +212,7 @@ class Demo:
 
     def deploy_endpoint(self, version: int) -> None:
         session = boto3.session.Session()
-        role = create_sagemaker_role(
+        role = self.role = create_sagemaker_role(
             session.client("iam"),
             self.bucket,
             session.region_name,
@@ -310,6 +314,59 @@ class Demo:
             list(pool.map(invoke, drifted))
         return len(drifted) / (time.monotonic() - began)
 
+    def roll_out_second_version(self, job: str, images: list[bytes]) -> int:
+        """The last step: the endpoint again (as v1), then the same model as version 2
+        through `training_job rollout` (shadow, canary with automatic rollback, all) under
+        a steady load of test images, each stage printed as it happens. Returns the
+        rollout's exit status; the load's failures are counted in the summary."""
+        model_data = f"s3://{self.bucket}/models/{job}/output/model.tar.gz"
+        self.training_job(
+            "deploy", "--mode", "local", "--bucket", self.bucket, "--endpoint-name",
+            ENDPOINT_NAME, "--port", str(self.endpoint_port), "--variant-name", "v1",
+            "--model-data", model_data, "--role", self.role,
+        )  # fmt: skip
+        self.stops["endpoint"] = [
+            sys.executable, "-m", "training_job", "deploy", "--mode", "local", "--stop",
+            "--endpoint-name", ENDPOINT_NAME,
+        ]  # fmt: skip
+        runtime = boto3.client("sagemaker-runtime")
+        stop = threading.Event()
+        outcomes: dict[str, int] = {}
+
+        def load() -> None:
+            for index in itertools.count():
+                if stop.is_set():
+                    return
+                try:
+                    answer = runtime.invoke_endpoint(
+                        EndpointName=ENDPOINT_NAME,
+                        ContentType="image/png",
+                        Body=images[index % len(images)],
+                    )
+                    outcome = answer["InvokedProductionVariant"]
+                except Exception as error:  # counted, not raised: the summary shows it
+                    outcome = f"failed: {type(error).__name__}"
+                outcomes[outcome] = outcomes.get(outcome, 0) + 1
+                time.sleep(0.05)
+
+        client = threading.Thread(target=load, daemon=True)
+        client.start()
+        command = [
+            sys.executable, "-m", "training_job", "rollout", "--model-data", model_data,
+            "--version", "2", "--endpoint-name", ENDPOINT_NAME, "--bucket", self.bucket,
+            "--shadow-seconds", "20", "--canary-percent", "20", "--canary-seconds", "20",
+            "--termination-wait-seconds", "10", "--poll-seconds", "1",
+            "--alarm-period-seconds", "10", "--max-latency-ms", "5000",
+        ]  # fmt: skip
+        print(f"    $ {' '.join(command)}", flush=True)
+        try:
+            status = subprocess.run(command, cwd=REPO_ROOT, check=False).returncode
+        finally:
+            stop.set()
+            client.join(60)
+        self.rollout_answers = outcomes
+        return status
+
     def monitor_report(self) -> dict[str, Any]:
         report_dir = self.out_dir / "monitoring"
         self.training_job(
@@ -358,11 +415,14 @@ class Demo:
             with self.step("measure accuracy past the gate from the audit sample"):
                 audit = self.review_measures()
             with self.step("send a drifted batch (camera noise) to the endpoint"):
-                throughput = self.send_drifted_batch(self.test_images())
+                images = self.test_images()
+                throughput = self.send_drifted_batch(images)
             with self.step("stop the endpoint (flushes its data capture)"):
                 self.stop("endpoint")
             with self.step("build the monitoring report"):
                 monitoring = self.monitor_report()
+            with self.step("roll out a second version: shadow, canary, all"):
+                rollout_status = self.roll_out_second_version(job, images)
         finally:
             self.stop_everything_started()
         summary = {
@@ -390,6 +450,7 @@ class Demo:
             ],
             "audit": audit,
             "report": monitoring["report"],
+            "rollout": {"exit_status": rollout_status, "answers": self.rollout_answers},
             "seconds": round(time.monotonic() - began, 1),
             "step_seconds": self.seconds,
         }
@@ -455,6 +516,12 @@ def print_summary(summary: dict[str, Any]) -> None:
         *demo_review.summary_lines(summary["review"]),
         *audit_lines(summary["audit"]),
         ("report", summary["report"]),
+        (
+            "rollout of version 2",
+            ("completed" if summary["rollout"]["exit_status"] == 0 else "stopped")
+            + " under load: "
+            + ", ".join(f"{k} {v}" for k, v in sorted(summary["rollout"]["answers"].items())),
+        ),
         ("total time", f"{summary['seconds']:.0f} s"),
     ]
     print("\n==> summary")

@@ -73,13 +73,26 @@ def serving_source(sm: Any, model_name: str) -> ServingSource:
     )
 
 
-def record_endpoint(sm: Any, endpoint_name: str, model_name: str, variant: str) -> None:
+def record_endpoint(
+    sm: Any, endpoint_name: str, model_name: str, variant: str, capture_uri: str | None = None
+) -> None:
     """The local endpoint in the local AWS's SageMaker, as CreateEndpoint leaves it on AWS
-    (configuration, endpoint), so DescribeEndpoint tells what it serves (`models list`
-    marks that version) while the compute runs here. Replaces an earlier record."""
+    (configuration with its data capture, endpoint), so DescribeEndpoint tells what it
+    serves (`models list` marks that version) and UpdateEndpoint can roll a new version
+    out on it (`training_job rollout`) while the compute runs here. Replaces an earlier
+    record."""
     forget_endpoint(sm, endpoint_name, keep_model=model_name)
+    capture: dict[str, Any] = {}
+    if capture_uri:
+        capture["DataCaptureConfig"] = {
+            "EnableCapture": True,
+            "InitialSamplingPercentage": 100,
+            "DestinationS3Uri": capture_uri,
+            "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}],
+        }
     sm.create_endpoint_config(
         EndpointConfigName=model_name,
+        **capture,
         ProductionVariants=[
             {
                 "VariantName": variant,

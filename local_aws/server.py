@@ -29,6 +29,7 @@ from local_aws import (
     lambda_executor,
     model_packages,
     s3_policy,
+    sagemaker_endpoints,
     sagemaker_runtime,
     stepfunctions,
 )
@@ -54,6 +55,7 @@ EMULATOR_PATCHES: list[Callable[[], None]] = [
     *lambda_executor.PATCHES,
     *model_packages.PATCHES,
     *s3_policy.PATCHES,
+    *sagemaker_endpoints.PATCHES,
     *sagemaker_runtime.PATCHES,
     *stepfunctions.PATCHES,
 ]

@@ -25,11 +25,6 @@ def main(argv: list[str] | None = None) -> int:
         help="the name the Runtime API route answers to (default: %(default)s)",
     )
     parser.add_argument(
-        "--variant",
-        default=endpoint_config.DEFAULT_VARIANT,
-        help="the production variant it answers as and captures under (default: %(default)s)",
-    )
-    parser.add_argument(
         "--capture-bucket",
         default=None,
         help="bucket for data capture (s3://BUCKET/data_capture/...); none: no capture",
@@ -41,7 +36,6 @@ def main(argv: list[str] | None = None) -> int:
         model_dir=args.model_dir,
         endpoint_name=args.endpoint_name,
         capture_bucket=args.capture_bucket,
-        variant=args.variant,
     )
     try:
         return serve(config)

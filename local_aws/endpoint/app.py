@@ -7,6 +7,20 @@ Routes:
                                              so boto3's `sagemaker-runtime` client works
                                              unchanged (SigV4 headers are accepted, unread)
   GET  /metrics                              Prometheus text
+  GET  /_local/routing                       the variants served (routing.py), the
+                                             generation every worker serves, and each
+                                             variant's counters (the local AWS publishes
+                                             them to CloudWatch as SageMaker does)
+  PUT  /_local/routing                       new variants: {"routes": [{"variant",
+                                             "model_data" (s3://), "weight"}], "shadow":
+                                             {"variant", "model_data"} | null}; the local
+                                             AWS's UpdateEndpoint calls it (loopback only,
+                                             as every route here)
+
+Each invocation is routed to a production variant by weight (or to the caller's
+TargetVariant, `X-Amzn-SageMaker-Target-Variant`), answered with
+`X-Amzn-Invoked-Production-Variant`, captured under that variant, and copied to the
+shadow variant, if any, whose answer is captured and metered but never returned.
 
 The container route answers a refused request with its own status (400, 413, 415, ...)
 and a JSON body `{"error": NAME, "message": TEXT}`. The Runtime API route answers as AWS
@@ -20,21 +34,28 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 import time
-from collections.abc import Sequence
+import uuid
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 from aiohttp import web
 
+from contract.threshold import ThresholdError, threshold_from_environment
 from local_aws.endpoint import metrics as metrics_text
-from local_aws.endpoint.batcher import Answer, MicroBatcher, Overloaded
+from local_aws.endpoint import routing
+from local_aws.endpoint.batcher import Answer, Overloaded
 from local_aws.endpoint.capture_writer import CaptureWriter, Invocation
 from local_aws.endpoint.config import EndpointConfig
 from local_aws.endpoint.metrics import Slot, WorkerMetrics
 
 ACCOUNT_ID = "123456789012"  # moto's account; AWS names the caller's in its messages
 REGION = "us-east-1"
+VARIANT_HEADER = "X-Amzn-Invoked-Production-Variant"
+TARGET_VARIANT_HEADER = "X-Amzn-SageMaker-Target-Variant"
+MAX_CONTROL_BYTES = 64 * 1024
 RETRY_AFTER_SECONDS = "1"
 ERROR_NAMES = {
     400: "InvalidInput",
@@ -88,16 +109,21 @@ class EndpointApp:
     def __init__(
         self,
         config: EndpointConfig,
-        batcher: MicroBatcher,
-        capture: CaptureWriter | None,
+        variants: routing.VariantPool,
+        capture: Callable[[str], CaptureWriter | None],
         metrics: WorkerMetrics,
         all_slots: Sequence[Slot],
     ) -> None:
         self.config = config
-        self.batcher = batcher
-        self.capture = capture
+        self.variants = variants
+        self.capture = capture  # the writer of a variant's records (None: no capture)
         self.metrics = metrics
         self.all_slots = all_slots
+        self.shadow_tasks: set[asyncio.Task[None]] = set()
+        try:  # "doubtful": below the workflow's threshold, as the filter and monitor read it
+            self.threshold = threshold_from_environment(os.environ)
+        except ThresholdError:
+            self.threshold = threshold_from_environment({})
 
     def build(self) -> web.Application:
         app = web.Application(client_max_size=self.config.max_body_bytes)
@@ -105,6 +131,8 @@ class EndpointApp:
         app.router.add_get("/metrics", self.render_metrics)
         app.router.add_post("/invocations", self.container_invocation)
         app.router.add_post("/endpoints/{endpoint_name}/invocations", self.runtime_invocation)
+        app.router.add_get("/_local/routing", self.describe_routing)
+        app.router.add_put("/_local/routing", self.replace_routing)
         return app
 
     async def ping(self, _request: web.Request) -> web.Response:
@@ -112,7 +140,7 @@ class EndpointApp:
 
     async def render_metrics(self, _request: web.Request) -> web.Response:
         return web.Response(
-            text=metrics_text.render(self.all_slots),
+            text=metrics_text.render(self.all_slots, self.variants.routing.positions),
             content_type="text/plain",
             headers={"X-Prometheus-Format": "0.0.4"},
         )
@@ -120,7 +148,7 @@ class EndpointApp:
     async def container_invocation(self, request: web.Request) -> web.Response:
         started = time.perf_counter()
         try:
-            answer = await self._invoke(request)
+            answer, _variant = await self._invoke(request, None)
         except _Refused as refused:
             response = container_error(refused.status, refused.message)
         else:
@@ -141,19 +169,25 @@ class EndpointApp:
                 {"message": f"Endpoint {name} of account {ACCOUNT_ID} not found."},
             )
         else:
+            target = request.headers.get(TARGET_VARIANT_HEADER)
             try:
-                answer = await self._invoke(request)
+                answer, variant = await self._invoke(request, target)
             except _Refused as refused:
                 if refused.status == 413:
                     return self._observed(payload_too_large(self.config.max_body_bytes), started)
-                answer = Answer(refused.status, b"", "application/json", refused.message)
+                if refused.status == 404:  # an unknown TargetVariant, refused as AWS does
+                    return self._observed(
+                        runtime_error(400, "ValidationError", {"message": refused.message}),
+                        started,
+                    )
+                answer, variant = (
+                    Answer(refused.status, b"", "application/json", refused.message),
+                    "",
+                )
             if answer.status == 200:
                 response = web.Response(
                     body=answer.body,
-                    headers={
-                        "Content-Type": answer.content_type,
-                        "x-Amzn-Invoked-Production-Variant": self.config.variant,
-                    },
+                    headers={"Content-Type": answer.content_type, VARIANT_HEADER: variant},
                 )
             elif answer.status == 503:
                 response = runtime_error(
@@ -208,16 +242,24 @@ class EndpointApp:
             raise _Refused(408, "the request body was not sent in time") from error
         return b"".join(chunks)
 
-    async def _invoke(self, request: web.Request) -> Answer:
+    async def _invoke(self, request: web.Request, target_variant: str | None) -> tuple[Answer, str]:
         body = await self._read_body(request)
         content_type = request.headers.get("Content-Type", "")
-        try:
-            answer = await self.batcher.infer(body, content_type, request.headers.get("Accept", ""))
-        except Overloaded as error:
-            raise _Refused(503, "the endpoint is at capacity; retry after a second") from error
-        if answer.status == 200 and self._sampled():
-            assert self.capture is not None
-            self.capture.offer(
+        accept = request.headers.get("Accept", "")
+        current = self.variants.routing  # this request's routing, whatever a switch does
+        route = self.variants.choose(target_variant)
+        if route is None:
+            raise _Refused(
+                404,
+                f"Invalid target variant {target_variant!r}: endpoint "
+                f"{self.config.endpoint_name} has no production variant of that name.",
+            )
+        answer = await self._answer(route, current, body, content_type, accept)
+        event_id = str(uuid.uuid4())
+        if answer.status == 200 and self._sampled(route.variant):
+            writer = self.capture(route.variant)
+            assert writer is not None
+            writer.offer(
                 Invocation(
                     input_body=body,
                     input_content_type=content_type,
@@ -225,11 +267,147 @@ class EndpointApp:
                     output_content_type=answer.content_type,
                     inference_time=datetime.now(UTC),
                     inference_id=request.headers.get("X-Amzn-SageMaker-Inference-Id"),
+                    event_id=event_id,
                 )
             )
+        if current.shadow is not None and answer.status == 200:
+            task = asyncio.create_task(
+                self._shadow(current, body, content_type, accept, answer, event_id)
+            )
+            self.shadow_tasks.add(task)
+            task.add_done_callback(self.shadow_tasks.discard)
+        return answer, route.variant
+
+    async def _answer(
+        self,
+        route: routing.Route,
+        current: routing.Routing,
+        body: bytes,
+        content_type: str,
+        accept: str,
+    ) -> Answer:
+        """The route's model's answer, metered under its variant."""
+        position = current.position(route.variant)
+        started = time.perf_counter()
+        with self.variants.serving(route) as batcher:
+            try:
+                answer = await batcher.infer(body, content_type, accept)
+            except Overloaded as error:
+                raise _Refused(503, "the endpoint is at capacity; retry after a second") from error
+        self.metrics.observe_variant_latency(position, time.perf_counter() - started)
+        if answer.status == 200:
+            self.metrics.count_variant(position, "invocations")
+            best = _best(answer)
+            if best is not None:
+                self.metrics.count_variant(position, "confidence_sum", best[1])
+                if best[1] < self.threshold:
+                    self.metrics.count_variant(position, "doubtful")
+        elif answer.status >= 500:
+            self.metrics.count_variant(position, "errors_5xx")
+        else:
+            self.metrics.count_variant(position, "errors_4xx")
         return answer
 
-    def _sampled(self) -> bool:
-        if self.capture is None or self.config.capture_sampling <= 0:
+    async def _shadow(
+        self,
+        current: routing.Routing,
+        body: bytes,
+        content_type: str,
+        accept: str,
+        production: Answer,
+        event_id: str,
+    ) -> None:
+        """The shadow variant's answer to a copy of the request: metered, compared with
+        the production answer, captured, and dropped."""
+        shadow = current.shadow
+        assert shadow is not None
+        try:
+            answer = await self._answer(shadow, current, body, content_type, accept)
+        except _Refused:
+            return  # the shadow is at capacity: production traffic never waits for it
+        position = current.position(shadow.variant)
+        ours, theirs = _best(answer), _best(production)
+        if ours is not None and theirs is not None:
+            self.metrics.count_variant(position, "shadow_compared")
+            if ours[0] == theirs[0]:
+                self.metrics.count_variant(position, "shadow_agreed")
+        if answer.status == 200 and self._sampled(shadow.variant):
+            writer = self.capture(shadow.variant)
+            assert writer is not None
+            writer.offer(
+                Invocation(
+                    input_body=body,
+                    input_content_type=content_type,
+                    output_body=answer.body,
+                    output_content_type=answer.content_type,
+                    inference_time=datetime.now(UTC),
+                    inference_id=None,
+                    event_id=event_id,
+                )
+            )
+
+    # --- the control routes, for the local AWS's UpdateEndpoint ----------------------
+
+    async def describe_routing(self, _request: web.Request) -> web.Response:
+        current = routing.read(self.config.routing_dir())
+        document = current.to_json()
+        document["endpoint_name"] = self.config.endpoint_name
+        document["applied_generation"] = metrics_text.applied_generation(self.all_slots)
+        document["variants"] = {
+            name: metrics_text.variant_counters(self.all_slots, position)
+            for position, name in enumerate(current.positions)
+        }
+        return _json(200, document)
+
+    async def replace_routing(self, request: web.Request) -> web.Response:
+        """New routes, with each model downloaded and unpacked before they are published."""
+        if (request.content_length or 0) > MAX_CONTROL_BYTES:
+            return container_error(413, f"the routing is over {MAX_CONTROL_BYTES} bytes")
+        try:
+            document = json.loads(await request.content.read(MAX_CONTROL_BYTES + 1))
+            routes, shadow = await asyncio.to_thread(self._downloaded_routes, document)
+            published = await asyncio.to_thread(
+                routing.replace, self.config.routing_dir(), routes, shadow, self.all_slots
+            )
+        except (ValueError, KeyError, TypeError) as error:
+            return container_error(400, f"bad routing: {error}")
+        except Exception as error:  # S3 refused or the archive is not a model
+            return container_error(400, f"the routing's models cannot be loaded: {error}")
+        return _json(200, published.to_json())
+
+    def _downloaded_routes(
+        self, document: object
+    ) -> tuple[list[routing.Route], routing.Route | None]:
+        if not isinstance(document, dict) or not isinstance(document.get("routes"), list):
+            raise ValueError("expected {'routes': [...], 'shadow': {...} or null}")
+
+        def resolved(item: object) -> routing.Route:
+            if not isinstance(item, dict) or not isinstance(item.get("model_data"), str):
+                raise ValueError("each route needs variant, model_data (s3://) and weight")
+            model_dir = routing.download_model(self.config.routing_dir(), item["model_data"])
+            return routing.parse(
+                {"routes": [{**item, "model_dir": str(model_dir), "model_data": None}]}
+            ).routes[0]
+
+        routes = [resolved(item) for item in document["routes"][: routing.MAX_ROUTES + 1]]
+        shadow_document = document.get("shadow")
+        shadow = resolved(shadow_document) if shadow_document is not None else None
+        return routes, shadow
+
+    def _sampled(self, variant: str) -> bool:
+        if self.config.capture_sampling <= 0 or self.capture(variant) is None:
             return False
         return random.uniform(0, 100) < self.config.capture_sampling
+
+
+def _best(answer: Answer) -> tuple[int, float] | None:
+    """(class index, probability) of an answer's best class; None if it is no list of
+    probabilities (another Accept type, an error)."""
+    if answer.status != 200 or not answer.content_type.startswith("application/json"):
+        return None
+    try:
+        probabilities = json.loads(answer.body)
+        best = max(range(len(probabilities)), key=lambda index: probabilities[index])
+        return best, float(probabilities[best])
+    except (ValueError, TypeError):
+        return None

@@ -67,6 +67,9 @@ class Invocation:
     output_content_type: str
     inference_time: datetime
     inference_id: str | None
+    # A shadow variant's record shares its production record's eventId, so the two
+    # answers to one request can be compared (training_job/monitor/versions.py).
+    event_id: str | None = None
 
 
 class S3Unavailable(Exception):
@@ -105,7 +108,7 @@ class CaptureWriter:
     ) -> None:
         self.bucket = bucket
         self.endpoint_name = endpoint_name
-        self.variant = variant
+        self.variant = variant  # records go under data_capture/<endpoint>/<variant>/
         self.spool_dir = spool_dir
         self.flush_seconds = flush_seconds
         self.spool_bytes = spool_bytes
@@ -137,6 +140,7 @@ class CaptureWriter:
             output_content_type=invocation.output_content_type,
             inference_time=invocation.inference_time,
             inference_id=invocation.inference_id,
+            event_id=invocation.event_id,
         )
         line = capture.encode_lines([record])
         with self._lock:
@@ -253,7 +257,7 @@ class CaptureWriter:
             for hour, (first_time, lines) in sorted(groups.items()):
                 object_id = uuid.uuid5(OBJECT_NAMESPACE, f"{path.name}/{hour}")
                 key = capture.object_key(
-                    self.endpoint_name, first_time, variant=self.variant, object_id=object_id
+                    self.endpoint_name, first_time, self.variant, object_id=object_id
                 )
                 try:
                     self._s3.put_object(

@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from training_job.capture import DEFAULT_VARIANT
 from training_job.deploy import DEFAULT_ENDPOINT_NAME
 
 DEFAULT_HOST = "127.0.0.1"
@@ -19,16 +20,12 @@ DEFAULT_PORT = 8080
 # SageMaker's InvokeEndpoint body limit (6 MB: 6,291,456 bytes, the `max` of botocore's
 # BodyBlob shape); the Runtime API route answers a larger body as AWS does.
 DEFAULT_MAX_BODY_BYTES = 6 * 1024 * 1024
-# The production variant it answers as (x-Amzn-Invoked-Production-Variant) and captures
-# under: deploy names it after the registered version it serves (`v<N>`).
-DEFAULT_VARIANT = "AllTraffic"
 
 
 @dataclass(frozen=True)
 class EndpointConfig:
     model_dir: Path
     endpoint_name: str = DEFAULT_ENDPOINT_NAME
-    variant: str = DEFAULT_VARIANT
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
     workers: int = 1
@@ -44,9 +41,21 @@ class EndpointConfig:
     capture_flush_seconds: float = 2.0
     capture_spool_bytes: int = 256 * 1024 * 1024
     capture_spool_dir: Path | None = None  # None: capture-spool/ beside the model directory
+    # The production variant serving model_dir at start (deploy: `v<version>`).
+    variant_name: str = DEFAULT_VARIANT
 
-    def spool_dir(self) -> Path:
-        return self.capture_spool_dir or self.model_dir.parent / "capture-spool"
+    def spool_dir(self, variant: str | None = None) -> Path:
+        """Where a variant's records wait for S3: the starting variant's in the spool
+        directory itself (as before variants), every other one's in a folder of its own."""
+        root = self.capture_spool_dir or self.model_dir.parent / "capture-spool"
+        if variant is None or variant == self.variant_name:
+            return root
+        return root / "variants" / variant
+
+    def routing_dir(self) -> Path:
+        """The routing file and the models of variants added later (routing.py): one per
+        listening port, so two endpoints started from one model directory never share it."""
+        return self.model_dir.parent / "routing" / f"{self.endpoint_name}-{self.port}"
 
     def threads_per_worker(self) -> int:
         if self.torch_threads > 0:
@@ -174,6 +183,12 @@ def add_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> 
         help="where captured records wait for S3 (default: capture-spool/ beside the model "
         "directory); what a stopped or killed endpoint left there is shipped at its next start",
     )
+    parser.add_argument(
+        "--variant-name",
+        default=defaults.variant_name,
+        help="the production variant that serves the model at start, named in each answer's "
+        "X-Amzn-Invoked-Production-Variant (default: %(default)s)",
+    )
 
 
 def from_args(
@@ -181,12 +196,11 @@ def from_args(
     model_dir: Path,
     endpoint_name: str,
     capture_bucket: str | None,
-    variant: str = DEFAULT_VARIANT,
+    variant: str | None = None,
 ) -> EndpointConfig:
     return EndpointConfig(
         model_dir=model_dir,
         endpoint_name=endpoint_name,
-        variant=variant,
         host=args.host,
         port=args.port,
         workers=args.workers,
@@ -202,4 +216,5 @@ def from_args(
         capture_flush_seconds=args.capture_flush_seconds,
         capture_spool_bytes=args.capture_spool_bytes,
         capture_spool_dir=args.capture_spool_dir,
+        variant_name=args.variant_name if variant is None else variant,
     )

@@ -19,18 +19,25 @@ from pathlib import Path
 from typing import Any
 
 import boto3
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from contract.decisions import variant_for_version
 from local_aws import iam, model_packages, supervisor
 from local_aws.endpoint import config as endpoint_config
-from training_job import deploy, registry
+from training_job import capture, deploy, registry
 from training_job.deploy import DeployError
 
 STATE_DIR = Path(".local") / "endpoints"
 READY_TIMEOUT_SECONDS = 300.0
 STOP_TIMEOUT_SECONDS = 90.0
 SAGEMAKER_PRINCIPAL = "sagemaker.amazonaws.com"
+# The local AWS's record of the endpoint names the container as a placeholder: the
+# local endpoint runs the PyTorch serving container's handler service itself.
+LOCAL_IMAGE = "local-endpoint/pytorch-inference"
+LOCAL_INSTANCE_TYPE = "ml.m5.xlarge"
+# Without --role the endpoint acts with the operator's credentials; the record still
+# needs an execution role ARN, as CreateModel does.
+OPERATOR_ROLE = "arn:aws:iam::123456789012:role/local-endpoint-operator"
 # What the endpoint's process must not inherit when it acts as the execution role: boto3
 # reads keys from the environment first, so the operator's would be used instead.
 OPERATOR_CREDENTIAL_VARIABLES = (
@@ -183,7 +190,11 @@ def start(args: argparse.Namespace) -> int:
         raise DeployError(f"local endpoint {error}: --stop it first") from error
     except supervisor.SupervisorError as error:
         raise DeployError(str(error)) from error
-    _record(args)
+    try:
+        _record(args)
+    except (ClientError, BotoCoreError) as error:
+        daemon.stop(STOP_TIMEOUT_SECONDS)  # an endpoint the local AWS does not know is no use
+        raise DeployError(f"the local AWS did not record endpoint {name}: {error}") from error
     if args.publish_parameter:
         deploy.publish_parameter(args.parameter_name, name)
     deploy.publish_baseline(args.bucket, name, model_data, model_dir)
@@ -198,7 +209,11 @@ def start(args: argparse.Namespace) -> int:
 def _record(args: argparse.Namespace) -> None:
     variant = variant_for_version(args.model_version.version)
     model_packages.record_endpoint(
-        boto3.client("sagemaker"), args.endpoint_name, args.model_name, variant
+        boto3.client("sagemaker"),
+        args.endpoint_name,
+        args.model_name,
+        variant,
+        capture_uri=capture.destination_uri(args.bucket) if args.bucket else None,
     )
 
 

@@ -24,8 +24,28 @@ CAPTURE_COUNTERS = (
     "put_failures",  # S3 writes that failed and are retried
 )
 
+# Per variant (production and shadow), at the variant's position in the routing
+# (local_aws/endpoint/routing.py): what CloudWatch's per-variant metrics and the rollout's
+# alarms are made of. "doubtful": answers whose best probability is below the workflow's
+# threshold; "shadow_compared"/"shadow_agreed": shadow answers, and those naming the same
+# class as the production answer to the same request.
+MAX_VARIANTS = 8
+VARIANT_COUNTERS = (
+    "invocations",
+    "errors_4xx",
+    "errors_5xx",
+    "doubtful",
+    "confidence_sum",
+    "shadow_compared",
+    "shadow_agreed",
+    "latency_sum",
+)
+_VARIANT_SIZE = len(VARIANT_COUNTERS) + len(LATENCY_BUCKETS) + 1
+
 # Slot layout: statuses (+ "other"), latency buckets (+ +Inf), latency sum, batch
-# buckets (+ +Inf), batch sum, the capture counters, then the spool's size (a gauge).
+# buckets (+ +Inf), batch sum, the capture counters, the spool's size (a gauge), the
+# routing generation this worker serves, then MAX_VARIANTS variant blocks (the counters,
+# then model latency buckets + +Inf).
 _STATUS = 0
 _LATENCY = _STATUS + len(STATUSES) + 1
 _LATENCY_SUM = _LATENCY + len(LATENCY_BUCKETS) + 1
@@ -33,7 +53,9 @@ _BATCH = _LATENCY_SUM + 1
 _BATCH_SUM = _BATCH + len(BATCH_BUCKETS) + 1
 _CAPTURE = _BATCH_SUM + 1
 _SPOOL_BYTES = _CAPTURE + len(CAPTURE_COUNTERS)
-SLOT_SIZE = _SPOOL_BYTES + 1
+_GENERATION = _SPOOL_BYTES + 1
+_VARIANTS = _GENERATION + 1
+SLOT_SIZE = _VARIANTS + MAX_VARIANTS * _VARIANT_SIZE
 
 Slot = Any  # a multiprocessing RawArray of doubles (ctypes arrays have no useful stub)
 
@@ -73,6 +95,48 @@ class WorkerMetrics:
     def set_capture_spool_bytes(self, size: int) -> None:
         self.slot[_SPOOL_BYTES] = size
 
+    def set_generation(self, generation: int) -> None:
+        self.slot[_GENERATION] = generation
+
+    def count_variant(self, position: int, counter: str, amount: float = 1) -> None:
+        self.slot[_variant_index(position, VARIANT_COUNTERS.index(counter))] += amount
+
+    def observe_variant_latency(self, position: int, seconds: float) -> None:
+        start = _variant_index(position, len(VARIANT_COUNTERS))
+        self.slot[start + _bucket_index(seconds, LATENCY_BUCKETS)] += 1
+        self.count_variant(position, "latency_sum", seconds)
+
+
+def _variant_index(position: int, offset: int) -> int:
+    return _VARIANTS + position * _VARIANT_SIZE + offset
+
+
+def applied_generation(slots: Sequence[Slot]) -> int:
+    """The routing generation every worker serves (the oldest one a worker still serves)."""
+    return int(min(slot[_GENERATION] for slot in slots))
+
+
+def reset_variant(slots: Sequence[Slot], position: int) -> None:
+    """Zero a position's counters in every slot before another variant takes it over."""
+    for slot in slots:
+        for offset in range(_VARIANT_SIZE):
+            slot[_variant_index(position, offset)] = 0
+
+
+def variant_counters(slots: Sequence[Slot], position: int) -> dict[str, Any]:
+    """One variant's counters summed over the workers, with its latency histogram as
+    [[upper bound in seconds (None: +Inf), count], ...]."""
+    counters: dict[str, Any] = {
+        name: _sum(slots, _variant_index(position, offset))
+        for offset, name in enumerate(VARIANT_COUNTERS)
+    }
+    start = _variant_index(position, len(VARIANT_COUNTERS))
+    counters["latency_buckets"] = [
+        [bound, _sum(slots, start + offset)]
+        for offset, bound in enumerate([*LATENCY_BUCKETS, None])
+    ]
+    return counters
+
 
 def _sum(slots: Sequence[Slot], index: int) -> float:
     return float(sum(slot[index] for slot in slots))
@@ -89,8 +153,9 @@ def _histogram(
     lines.append(f"{name}_count {cumulative:g}")
 
 
-def render(slots: Sequence[Slot]) -> str:
-    """All workers' counters in the Prometheus text exposition format (version 0.0.4)."""
+def render(slots: Sequence[Slot], variants: Sequence[str] = ()) -> str:
+    """All workers' counters in the Prometheus text exposition format (version 0.0.4);
+    `variants` names the variant at each position."""
     lines = [
         "# HELP endpoint_requests_total Invocation requests answered, by HTTP status.",
         "# TYPE endpoint_requests_total counter",
@@ -121,4 +186,13 @@ def render(slots: Sequence[Slot]) -> str:
         "# TYPE endpoint_capture_spool_bytes gauge",
         f"endpoint_capture_spool_bytes {_sum(slots, _SPOOL_BYTES):g}",
     ]
+    for counter in VARIANT_COUNTERS:
+        name = f"endpoint_variant_{counter}" + ("" if counter == "latency_sum" else "_total")
+        lines += [
+            f"# HELP {name} Per variant (production or shadow): {counter.replace('_', ' ')}.",
+            f"# TYPE {name} counter",
+        ]
+        for position, variant in enumerate(variants):
+            value = _sum(slots, _variant_index(position, VARIANT_COUNTERS.index(counter)))
+            lines.append(f'{name}{{variant="{variant}"}} {value:g}')
     return "\n".join(lines) + "\n"

@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Sequence
 from multiprocessing.process import BaseProcess
+from pathlib import Path
 from typing import Any
 
 from local_aws.endpoint.config import EndpointConfig
@@ -50,29 +51,45 @@ async def _serve_worker(
     from local_aws.endpoint.batcher import MicroBatcher
     from local_aws.endpoint.capture_writer import CaptureWriter
     from local_aws.endpoint.connections import Connections
+    from local_aws.endpoint.routing import VariantPool
 
     metrics = WorkerMetrics(slots[index])
-    batcher = MicroBatcher(
-        config.model_dir,
-        max_batch=config.max_batch,
-        max_wait_seconds=config.max_batch_wait_ms / 1000,
-        max_queue=config.max_queue,
-        metrics=metrics,
-    )
-    capture = (
-        CaptureWriter(
-            config.capture_bucket,
-            config.endpoint_name,
-            variant=config.variant,
-            spool_dir=config.spool_dir(),
-            flush_seconds=config.capture_flush_seconds,
-            spool_bytes=config.capture_spool_bytes,
+
+    def batcher(model_dir: Path) -> MicroBatcher:
+        return MicroBatcher(
+            model_dir,
+            max_batch=config.max_batch,
+            max_wait_seconds=config.max_batch_wait_ms / 1000,
+            max_queue=config.max_queue,
             metrics=metrics,
         )
-        if config.capture_bucket and config.capture_sampling > 0
-        else None
-    )
-    app = EndpointApp(config, batcher, capture, metrics, slots).build()
+
+    variants = VariantPool(config.routing_dir(), batcher, metrics)
+    writers: dict[str, CaptureWriter] = {}  # per variant; kept until the worker stops
+
+    def capture(variant: str) -> CaptureWriter | None:
+        if not (config.capture_bucket and config.capture_sampling > 0):
+            return None
+        if variant not in writers:
+            writers[variant] = CaptureWriter(
+                config.capture_bucket,
+                config.endpoint_name,
+                spool_dir=config.spool_dir(variant),
+                flush_seconds=config.capture_flush_seconds,
+                spool_bytes=config.capture_spool_bytes,
+                metrics=metrics,
+                variant=variant,
+            )
+        return writers[variant]
+
+    # Writers ship what an earlier run left, at once: the starting variant's and every
+    # variant's that an earlier run's rollout served.
+    capture(config.variant_name)
+    others = config.spool_dir(config.variant_name) / "variants"
+    for leftover in sorted(others.iterdir()) if others.is_dir() else []:
+        capture(leftover.name)
+    endpoint = EndpointApp(config, variants, capture, metrics, slots)
+    app = endpoint.build()
     connections = Connections(app, metrics, header_timeout_seconds=config.header_timeout_seconds)
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
     await runner.setup()
@@ -88,11 +105,12 @@ async def _serve_worker(
     )
     stopping = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stopping.set)
-    batcher.start()
     ready.put(index)
     watch = asyncio.create_task(_stop_when_orphaned(stopping))
+    follow = asyncio.create_task(variants.follow(stopping))
     await stopping.wait()
     watch.cancel()
+    await follow
     # Stop accepting, answer every request already read (the batcher still runs), close
     # idle connections and refuse new requests on open ones with 503 + Retry-After,
     # within STOP_GRACE_SECONDS; then the spool is shipped (what S3 does not take in
@@ -100,9 +118,10 @@ async def _serve_worker(
     listener.close()
     await connections.drain(STOP_GRACE_SECONDS)
     await runner.cleanup()
-    await batcher.stop()
-    if capture is not None:
-        await asyncio.to_thread(capture.close)
+    await asyncio.gather(*endpoint.shadow_tasks, return_exceptions=True)
+    await variants.stop()
+    for writer in writers.values():
+        await asyncio.to_thread(writer.close)
 
 
 async def _stop_when_orphaned(stopping: asyncio.Event) -> None:
@@ -148,6 +167,10 @@ def serve(config: EndpointConfig) -> int:
     """Serve in the foreground until SIGTERM or Ctrl-C; returns the exit code."""
     _configure_logging()
     check_port_free(config.host, config.port)
+    from local_aws.endpoint import routing
+
+    # Every start serves the deployed model alone, as a new SageMaker endpoint does.
+    routing.write_initial(config.routing_dir(), config.variant_name, config.model_dir.resolve())
     context = multiprocessing.get_context("spawn")  # fork after torch's threads is unsafe
     slots = allocate_slots(config.workers)
     ready = context.Queue()

@@ -1,6 +1,6 @@
 """The main job, reduced (one epoch), end to end on a fresh local AWS: stage, train,
 deploy the endpoint and the stack, run the workflow on every test image, send a drifted
-batch, report, and stop everything."""
+batch, report, roll out a second version, and stop everything."""
 
 from __future__ import annotations
 
@@ -77,6 +77,13 @@ def test_the_demo_runs_end_to_end_and_stops_what_it_started(
     # Accuracy past the gate from the audit sample: people's answers in the decisions table.
     assert "from the audit" in printed
     assert summary["audit"]["all"]["accuracy_past_gate"]["n"] == decisions["audited"]
+    # It ends by rolling the same model out as version 2 under load: every stage printed,
+    # every request answered.
+    for stage in ("shadow:", "prepare:", "canary:", "all: v2 serves all traffic"):
+        assert stage in result.stdout, stage
+    assert summary["rollout"]["exit_status"] == 0
+    answers = summary["rollout"]["answers"]
+    assert answers.get("v2", 0) > 0 and not [k for k in answers if k.startswith("failed")]
     assert not (state / "aws.pid").exists(), "the demo left the local AWS running"
 
 

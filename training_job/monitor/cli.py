@@ -29,7 +29,7 @@ from contract.s3 import (
     parse_s3_prefix_uri,
     parse_s3_uri,
 )
-from training_job.monitor import model_code
+from training_job.monitor import model_code, versions
 from training_job.monitor.baseline import (
     Baseline,
     BaselineError,
@@ -369,6 +369,7 @@ def register(subparsers: Any) -> None:
     _add_source_options(check, default_window=200)
     check.set_defaults(func=run_check)
     _register_review(commands)
+    versions.add_parser(commands)  # compare two variants (training_job/monitor/versions.py)
 
 
 def _register_review(commands: Any) -> None:

@@ -1,0 +1,119 @@
+"""Rollout under load: does any request fail or go missing because of a switch?
+
+Starts a local AWS and a local endpoint (`deploy --mode local`, variant v1, one worker)
+with three more versions in S3 (tests/rollout_models.py: a good one, one that answers a
+constant, one that errors), then drives a bounded load (--clients threads, each one
+InvokeEndpoint at a time through the local AWS, no retries) through four phases:
+
+  steady            no switch: the reference the other phases are compared with
+  good rollout      `training_job rollout` of the good version: shadow, canary, all
+  erroring canary   `rollout --skip-shadow` of the erroring version: rolled back
+  constant canary   `rollout --skip-shadow` of the constant version: rolled back
+
+and prints, per phase, requests, answers per variant, failures by kind: a failure that is
+not the bad model's own answer (ModelError from its 500) is a switch's failure, and the
+goal is zero. "Lost" is requests sent but neither answered nor failed (a client thread
+still waiting two minutes after its phase). Throughput is relative to
+the steady phase of the same run.
+
+    .venv/bin/python benchmarks/rollout_under_load.py [--clients 2] [--steady-seconds 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+
+from tests.rollout_stack import Load, LoadResult, Stack, rollout_stack, run_command  # noqa: E402
+
+DEFAULT_ARCHIVE = REPO_ROOT.parent / "shared" / "data" / "cifar-100-python-vehicles.tar.gz"
+FAST = [
+    "--canary-percent", "20", "--canary-seconds", "8", "--termination-wait-seconds", "3",
+    "--poll-seconds", "0.3", "--alarm-period-seconds", "10", "--max-latency-ms", "20000",
+]  # fmt: skip
+
+
+def phase(stack: Stack, clients: int, argv: list[str] | None, seconds: float) -> tuple:
+    started = time.monotonic()
+    with Load(stack, clients) as load:
+        if argv is None:
+            time.sleep(seconds)
+            outcome = "-"
+        else:
+            done = run_command(*argv)
+            outcome = f"exit {done.returncode}"
+            if done.returncode not in (0, 1):
+                print(done.stdout + done.stderr, file=sys.stderr)
+    return load.result, time.monotonic() - started, outcome
+
+
+def row(name: str, result: LoadResult, seconds: float, outcome: str, reference: float) -> str:
+    answered = len(result.answers)
+    failed = len(result.failures)
+    model_errors = result.failure_codes().get("ModelError", 0)
+    rate = (answered + failed) / seconds
+    variants = ", ".join(f"{v}={n}" for v, n in sorted(result.variants().items()))
+    return (
+        f"| {name} | {outcome} | {answered + failed} | {variants} | {model_errors} | "
+        f"{failed - model_errors} | {result.lost()} | {seconds:.0f} | {rate:.1f} | "
+        f"{rate / reference:.2f} |"
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--clients", type=int, default=2, help="load threads (default: 2)")
+    parser.add_argument(
+        "--steady-seconds", type=float, default=20.0, help="the reference phase (default: 20)"
+    )
+    parser.add_argument("--archive", type=Path, default=DEFAULT_ARCHIVE, help="CIFAR-100 data")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as work, rollout_stack(Path(work), args.archive) as stack:
+        phases = [
+            ("steady", None),
+            (
+                "good rollout (shadow, canary, all)",
+                ["rollout", "--model-data", stack.versions["good"], "--version", "2",
+                 "--endpoint-name", stack.endpoint, "--bucket", stack.bucket,
+                 "--shadow-seconds", "8", "--min-compared", "5", *FAST],
+            ),
+            (
+                "erroring canary (rolled back)",
+                ["rollout", "--model-data", stack.versions["erroring"], "--version", "3",
+                 "--endpoint-name", stack.endpoint, "--bucket", stack.bucket,
+                 "--skip-shadow", *FAST],
+            ),
+            (
+                "constant canary (rolled back)",
+                ["rollout", "--model-data", stack.versions["constant"], "--version", "4",
+                 "--endpoint-name", stack.endpoint, "--bucket", stack.bucket,
+                 "--skip-shadow", *FAST],
+            ),
+        ]  # fmt: skip
+        rows = []
+        reference = 0.0
+        for name, argv in phases:
+            result, seconds, outcome = phase(stack, args.clients, argv, args.steady_seconds)
+            if argv is None:
+                reference = (len(result.answers) + len(result.failures)) / seconds
+            rows.append(row(name, result, seconds, outcome, reference))
+            print(f"{name}: done", file=sys.stderr, flush=True)
+    print(f"{args.clients} clients, one request at a time each, through the local AWS")
+    print(
+        "| phase | rollout | requests | answers by variant | model errors (bad version) | "
+        "switch failures | lost | seconds | requests/s | vs steady |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for line in rows:
+        print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

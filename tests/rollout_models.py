@@ -1,0 +1,69 @@
+"""Model versions for the rollout's tests and benchmark, made as tests/sample_model.py
+makes its model (the project's network after a few SGD steps, packaged as the training
+job packages it), then changed on purpose:
+
+- "good": the same network at temperature 1e-6, so its answers are confident (the
+  workflow's filter passes them) and its classes are the trained network's; its
+  baseline.json is the real writer's profile of it on test images.
+- "constant": every head weight zeroed: it answers [0.5, 0.5] to every image, a model
+  that learned nothing (doubtful under any threshold).
+- "erroring": model.json's normalisation has two channels instead of three: it loads,
+  then fails on every request (the container answers 500).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tarfile
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tests import sample_model
+from training_job.monitor import model_code
+
+KINDS = ("good", "constant", "erroring")
+
+
+def make_version(trained_dir: Path, kind: str, work: Path, images: np.ndarray) -> Path:
+    """model.tar.gz of `kind` (KINDS) made from the trained model in `trained_dir`."""
+    if kind not in KINDS:
+        raise ValueError(f"no model kind {kind!r}")
+    model_dir = work / f"{kind}-model"
+    shutil.rmtree(model_dir, ignore_errors=True)
+    shutil.copytree(trained_dir, model_dir)
+    config_path = model_dir / "model.json"
+    config = json.loads(config_path.read_text())
+    config["temperature"] = 1e-6
+    if kind == "erroring":
+        config["mean"], config["std"] = config["mean"][:2], config["std"][:2]
+    config_path.write_text(json.dumps(config))
+    if kind == "constant":
+        weights = model_dir / "model.pth"
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+        for name in state:
+            if name.endswith("head.weight"):
+                state[name].zero_()
+        torch.save(state, weights)
+    archive = work / f"{kind}.tar.gz"
+    sample_model.package_model(model_dir, archive)
+    if kind == "good":
+        _add_baseline(model_dir, archive, images)
+    return archive
+
+
+def _add_baseline(model_dir: Path, archive: Path, images: np.ndarray) -> None:
+    """The real writer's baseline.json of the model in `model_dir`, added to `archive`."""
+    model = model_code.model()
+    net, config = model.load_model(model_dir)
+    with tempfile.TemporaryDirectory() as scratch:
+        model_code.profile().write_baseline(Path(scratch), net, config, images, None)
+        repacked = Path(scratch) / "model.tar.gz"
+        with tarfile.open(archive, "r:gz") as source, tarfile.open(repacked, "w:gz") as target:
+            for member in source.getmembers():
+                target.addfile(member, source.extractfile(member) if member.isfile() else None)
+            target.add(Path(scratch) / "baseline.json", arcname="baseline.json")
+        shutil.move(repacked, archive)

@@ -1,0 +1,345 @@
+"""`python -m training_job rollout` against the local AWS and a live local endpoint: a good
+version completes (shadow, canary, all) with no failed request; a version that answers a
+constant and one that errors are rolled back automatically and never take all the
+traffic; production variants split traffic by weight; TargetVariant is honoured.
+
+Load: two clients, each one request at a time, through InvokeEndpoint at the local AWS.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import pytest
+import requests
+from botocore.exceptions import ClientError
+
+from tests.rollout_stack import Load, Stack, invoke, rollout_stack, run_command
+
+# A rollout's clock, short enough for a test on a busy machine. The alarms' period is 10 s
+# (CloudWatch's high-resolution period; the local evaluator reads up to now, see
+# docs/local-mode.md), so a breach is seen within a second of the data.
+FAST = [
+    "--canary-percent", "20", "--canary-seconds", "6", "--termination-wait-seconds", "2",
+    "--poll-seconds", "0.3", "--alarm-period-seconds", "10", "--max-latency-ms", "20000",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def stack(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    work = tmp_path_factory.mktemp("rollout")
+    with rollout_stack(work, shared_data / "cifar-100-python-vehicles.tar.gz") as running:
+        yield running
+
+
+def _serving(stack: Stack) -> list[str]:
+    sm = boto3.client("sagemaker")
+    described = sm.describe_endpoint(EndpointName=stack.endpoint)
+    assert described["EndpointStatus"] == "InService"
+    return [variant["VariantName"] for variant in described["ProductionVariants"]]
+
+
+def _wait_in_service(stack: Stack) -> dict:
+    import time
+
+    sm = boto3.client("sagemaker")
+    for _ in range(600):
+        described = sm.describe_endpoint(EndpointName=stack.endpoint)
+        if described["EndpointStatus"] == "InService":
+            return described
+        time.sleep(0.2)
+    raise AssertionError("the endpoint did not become InService")
+
+
+def _config(stack: Stack, name: str, variants: list[tuple[str, str, float]]) -> str:
+    """An endpoint configuration of (variant, model data, weight)."""
+    sm = boto3.client("sagemaker")
+    production = []
+    for variant, model_data, weight in variants:
+        model = f"{name}-{variant}"
+        sm.create_model(
+            ModelName=model,
+            ExecutionRoleArn="arn:aws:iam::123456789012:role/test",
+            PrimaryContainer={"Image": "local", "ModelDataUrl": model_data},
+        )
+        production.append(
+            {
+                "VariantName": variant,
+                "ModelName": model,
+                "InitialInstanceCount": 1,
+                "InstanceType": "ml.m5.xlarge",
+                "InitialVariantWeight": weight,
+            }
+        )
+    sm.create_endpoint_config(EndpointConfigName=name, ProductionVariants=production)
+    return name
+
+
+class StatusWatch:
+    """DescribeEndpoint every 50 ms in a thread: each status change, in order (the local
+    endpoint rolls back in well under a second, faster than the rollout's poll)."""
+
+    def __init__(self, stack: Stack) -> None:
+        self.stack = stack
+        self.seen: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> StatusWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+    def _run(self) -> None:
+        sm = boto3.client("sagemaker")
+        while not self._stop.wait(0.05):
+            status = sm.describe_endpoint(EndpointName=self.stack.endpoint)["EndpointStatus"]
+            if not self.seen or self.seen[-1] != status:
+                self.seen.append(status)
+
+
+def test_production_variants_split_the_traffic_by_weight_and_honour_target_variant(
+    stack: Stack,
+) -> None:
+    sm = boto3.client("sagemaker")
+    original = sm.describe_endpoint(EndpointName=stack.endpoint)["EndpointConfigName"]
+    good = stack.versions["good"]
+    split = _config(stack, "split-70-30", [("v1", good, 0.7), ("v9", good, 0.3)])
+    sm.update_endpoint(EndpointName=stack.endpoint, EndpointConfigName=split)
+    assert _wait_in_service(stack)["EndpointConfigName"] == split
+    requests_sent = 300
+    seen = invoke(stack, requests_sent)
+    # Binomial: the share of v9 is 0.3 give or take 4 standard deviations (0.106 for 300
+    # requests); a wrong split (0.5, or all to one) is far outside.
+    tolerance = 4 * math.sqrt(0.3 * 0.7 / requests_sent)
+    assert set(seen) == {"v1", "v9"}
+    assert abs(seen["v9"] / requests_sent - 0.3) <= tolerance, seen
+    assert invoke(stack, 10, target_variant="v9") == {"v9": 10}
+    with pytest.raises(ClientError) as refused:
+        invoke(stack, 1, target_variant="v404")
+    assert refused.value.response["Error"]["Code"] == "ValidationError"
+    sm.update_endpoint(EndpointName=stack.endpoint, EndpointConfigName=original)
+    _wait_in_service(stack)
+    assert _serving(stack) == ["v1"]
+    assert invoke(stack, 5) == {"v1": 5}
+
+
+@pytest.mark.parametrize(("kind", "version"), [("constant", 3), ("erroring", 4)])
+def test_a_bad_version_is_rolled_back_automatically_and_never_takes_all_traffic(
+    stack: Stack, kind: str, version: int
+) -> None:
+    with Load(stack) as load, StatusWatch(stack) as statuses:
+        rolled = run_command(
+            "rollout", "--model-data", stack.versions[kind], "--version", str(version),
+            "--endpoint-name", stack.endpoint, "--bucket", stack.bucket, "--skip-shadow", *FAST,
+        )  # fmt: skip
+    output = rolled.stdout + rolled.stderr
+    assert rolled.returncode == 1, output
+    assert "rolled back automatically" in output, output
+    # DescribeEndpoint went Updating -> RollingBack -> InService, as SageMaker's does.
+    rolling = statuses.seen.index("RollingBack")
+    assert statuses.seen[rolling - 1] == "Updating" and statuses.seen[rolling + 1] == "InService"
+    bad = f"v{version}"
+    alarm = "5xx-errors" if kind == "erroring" else "doubtful-share"
+    assert f"{stack.endpoint}-{bad}-{alarm}" in output.split("in ALARM:")[-1], output
+    assert _serving(stack) == ["v1"]
+    variants = load.result.variants()
+    # The old version answered throughout: the bad one never had all the traffic, and
+    # after the rollback it has none.
+    last_bad = max((moment for moment, variant in load.result.answers if variant == bad), default=0)
+    assert variants["v1"] > 0
+    assert any(variant == "v1" and moment > last_bad for moment, variant in load.result.answers)
+    assert invoke(stack, 5) == {"v1": 5}
+    if kind == "constant":
+        assert variants[bad] > 0, variants  # it took its canary share, and was caught
+        assert load.result.failures == [] and load.result.lost() == 0
+    else:
+        # Every failure is the bad model's own (ModelError from its 500), never a switch's.
+        assert set(load.result.failure_codes()) <= {"ModelError"}, load.result.failures
+        assert load.result.failures, "the erroring canary answered nothing"
+
+
+def test_a_good_version_completes_shadow_canary_all_with_no_failed_request(
+    stack: Stack,
+) -> None:
+    with Load(stack) as load:
+        rolled = run_command(
+            "rollout", "--model-data", stack.versions["good"], "--version", "2",
+            "--endpoint-name", stack.endpoint, "--bucket", stack.bucket,
+            "--shadow-seconds", "6", "--min-compared", "5", *FAST,
+        )  # fmt: skip
+    output = rolled.stdout + rolled.stderr
+    assert rolled.returncode == 0, output
+    for stage in ("shadow:", "agreement 1.000", "prepare:", "canary:", "all: v2 serves all"):
+        assert stage in output, (stage, output)
+    assert _serving(stack) == ["v2"]
+    assert load.result.failures == [] and load.result.lost() == 0
+    variants = load.result.variants()
+    assert variants["v1"] > 0 and variants["v2"] > 0, variants
+    assert load.result.answers[-1][1] == "v2"
+    assert invoke(stack, 5) == {"v2": 5}
+    routing = requests.get(f"{stack.endpoint_url}/_local/routing", timeout=5).json()
+    assert routing["routes"] == [
+        {"variant": "v2", "model_dir": routing["routes"][0]["model_dir"], "weight": 1.0}
+    ]
+    assert routing["variants"]["v2"]["shadow_compared"] > 0  # it was a shadow first
+
+
+# --- what the local AWS refuses, as SageMaker does ------------------------------------
+
+
+def _refused(call: object, **kwargs: object) -> str:
+    with pytest.raises(ClientError) as refused:
+        call(**kwargs)  # type: ignore[operator]
+    assert refused.value.response["Error"]["Code"] == "ValidationException"
+    return str(refused.value)
+
+
+def test_shadow_configurations_are_refused_as_sagemaker_refuses_them(stack: Stack) -> None:
+    sm = boto3.client("sagemaker")
+    good = stack.versions["good"]
+    _config(stack, "two-production", [("v1", good, 1.0), ("v5", good, 1.0)])
+    variant = {"ModelName": "two-production-v1", "InstanceType": "ml.m5.xlarge"}
+    message = _refused(
+        sm.create_endpoint_config,
+        EndpointConfigName="shadow-with-two",
+        ProductionVariants=[
+            {**variant, "VariantName": "v1", "InitialInstanceCount": 1},
+            {**variant, "VariantName": "v5", "InitialInstanceCount": 1},
+        ],
+        ShadowProductionVariants=[{**variant, "VariantName": "v6", "InitialInstanceCount": 1}],
+    )
+    assert "exactly one production variant and one shadow variant" in message
+    _refused(
+        sm.create_endpoint_config,
+        EndpointConfigName="shadow-same-name",
+        ProductionVariants=[{**variant, "VariantName": "v1", "InitialInstanceCount": 1}],
+        ShadowProductionVariants=[{**variant, "VariantName": "v1", "InitialInstanceCount": 1}],
+    )
+
+
+@pytest.mark.parametrize(
+    ("deployment", "expected"),
+    [
+        ({"BlueGreenUpdatePolicy": {"TrafficRoutingConfiguration": {"Type": "CANARY",
+          "WaitIntervalInSeconds": 5}}}, "CanarySize"),
+        ({"BlueGreenUpdatePolicy": {"TrafficRoutingConfiguration": {"Type": "ALL_AT_ONCE",
+          "WaitIntervalInSeconds": 4000}}}, "WaitIntervalInSeconds"),
+        ({"BlueGreenUpdatePolicy": {"TrafficRoutingConfiguration": {"Type": "ALL_AT_ONCE",
+          "WaitIntervalInSeconds": 600}, "TerminationWaitInSeconds": 600,
+          "MaximumExecutionTimeoutInSeconds": 1000}},
+         "MaximumExecutionTimeoutInSeconds"),
+        ({"AutoRollbackConfiguration": {"Alarms": [{"AlarmName": f"a{i}"} for i in range(11)]}},
+         "Alarms"),
+    ],
+)  # fmt: skip
+def test_deployment_configs_outside_sagemakers_bounds_are_refused(
+    stack: Stack, deployment: dict, expected: str
+) -> None:
+    sm = boto3.client("sagemaker")
+    name = f"bounds-{abs(hash(json.dumps(deployment))) % 10**8}"
+    config = _config(stack, name, [("v1", stack.versions["good"], 1.0)])
+    message = _refused(
+        sm.update_endpoint,
+        EndpointName=stack.endpoint,
+        EndpointConfigName=config,
+        DeploymentConfig=deployment,
+    )
+    assert expected in message
+    assert _serving(stack)  # untouched, InService
+
+
+def test_a_guarded_deployment_that_renames_the_variants_is_refused(stack: Stack) -> None:
+    # Deployment guardrails' exclusions: the new configuration must name the same variants.
+    sm = boto3.client("sagemaker")
+    config = _config(stack, "renamed", [("v7", stack.versions["good"], 1.0)])
+    message = _refused(
+        sm.update_endpoint,
+        EndpointName=stack.endpoint,
+        EndpointConfigName=config,
+        DeploymentConfig={
+            "BlueGreenUpdatePolicy": {
+                "TrafficRoutingConfiguration": {"Type": "ALL_AT_ONCE", "WaitIntervalInSeconds": 0}
+            }
+        },
+    )
+    assert "same production variant names" in message
+
+
+def test_an_endpoint_that_is_updating_takes_no_other_update(stack: Stack) -> None:
+    sm = boto3.client("sagemaker")
+    [serving] = _serving(stack)
+    current = sm.describe_endpoint(EndpointName=stack.endpoint)["EndpointConfigName"]
+    same = _config(stack, "baked-again", [(serving, stack.versions["good"], 1.0)])
+    baking = {
+        "BlueGreenUpdatePolicy": {
+            "TrafficRoutingConfiguration": {"Type": "ALL_AT_ONCE", "WaitIntervalInSeconds": 3}
+        }
+    }
+    sm.update_endpoint(
+        EndpointName=stack.endpoint, EndpointConfigName=same, DeploymentConfig=baking
+    )
+    message = _refused(sm.update_endpoint, EndpointName=stack.endpoint, EndpointConfigName=current)
+    assert "Cannot update in-progress endpoint" in message
+    assert _wait_in_service(stack)["EndpointConfigName"] == same
+
+
+def test_the_control_route_refuses_malformed_routing(stack: Stack) -> None:
+    base = stack.endpoint_url
+    for body in (b"not json", b"[]", b'{"routes": []}', b'{"routes": [{"variant": "v 1"}]}'):
+        answer = requests.put(f"{base}/_local/routing", data=body, timeout=30)
+        assert answer.status_code == 400, (body, answer.text)
+        assert answer.json()["error"] == "InvalidInput"
+    huge = b'{"routes": [' + b" " * (70 * 1024) + b"]}"
+    assert requests.put(f"{base}/_local/routing", data=huge, timeout=30).status_code == 413
+    assert _serving(stack)
+    assert invoke(stack, 2)
+
+
+def test_rollout_refuses_a_command_line_that_cannot_mean_anything(stack: Stack) -> None:
+    no_version = run_command("rollout", "--model-data", stack.versions["good"])
+    assert no_version.returncode == 2 and "--version" in no_version.stderr
+    too_big = run_command("rollout", "--model-data", "s3://bucket/m.tar.gz", "--version", "2",
+                          "--canary-percent", "80")  # fmt: skip
+    assert too_big.returncode == 2 and "canary percentage" in too_big.stderr
+    for hostile in ("http://bucket/m.tar.gz", "s3://b/m.tar.gz", "s3://bucket/", ""):
+        refused = run_command("rollout", "--model-data", hostile, "--version", "2")
+        assert refused.returncode == 2 and "--model-data" in refused.stderr, hostile
+    zero = run_command("rollout", "--model-data", "s3://bucket/m.tar.gz", "--version", "0")
+    assert zero.returncode == 2 and "not a version number" in zero.stderr
+    missing = run_command(
+        "rollout", "--model-data", stack.versions["good"], "--version", "2",
+        "--endpoint-name", "no-such-endpoint",
+    )  # fmt: skip
+    assert missing.returncode == 1 and "no endpoint no-such-endpoint" in missing.stderr
+    [serving] = _serving(stack)
+    same = run_command(
+        "rollout", "--model-data", stack.versions["good"], "--version", serving[1:],
+        "--endpoint-name", stack.endpoint,
+    )  # fmt: skip
+    assert same.returncode == 1 and f"already serves {serving}" in same.stderr
+
+
+def test_monitor_versions_compares_the_shadow_with_production(stack: Stack) -> None:
+    # After the good rollout above, v2 answered copies of v1's requests as the shadow.
+    compared = run_command(
+        "monitor", "versions", "--bucket", stack.bucket, "--endpoint-name", stack.endpoint,
+        "--production", "v1", "--shadow", "v2", "--minutes", "30",
+    )  # fmt: skip
+    assert compared.returncode == 0, compared.stdout + compared.stderr
+    assert "v2 vs v1: agreement 1.000" in compared.stdout
+    assert "doubtful share" in compared.stdout
+    for bad in (["--minutes", "0"], ["--min-agreement", "2"]):
+        refused = run_command(
+            "monitor", "versions", "--bucket", stack.bucket, "--endpoint-name", stack.endpoint,
+            "--production", "v1", "--shadow", "v2", *bad,
+        )  # fmt: skip
+        assert refused.returncode == 2, refused.stderr

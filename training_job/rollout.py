@@ -1,0 +1,508 @@
+"""`python -m training_job rollout`: a new model version onto the running endpoint, guarded.
+
+The endpoint keeps its name (the stack and the handlers never change when the model
+does). Each stage is an UpdateEndpoint to a new endpoint configuration, so it runs the
+same on SageMaker and on the local AWS (`source .local/aws.env`):
+
+1. shadow: the new version as the shadow variant beside the serving one (SageMaker allows
+   one production and one shadow variant in such a configuration). It answers copies of
+   live traffic that nobody sees, for --shadow-seconds; then its answers are compared with
+   production's (training_job/monitor/versions.py: agreement, confidence and doubtful
+   share, errors). A version that disagrees or errors stops here, before any traffic moves.
+2. prepare: both versions as production variants, the new one at weight 0 (nothing moves).
+3. canary: UpdateEndpoint with SageMaker's deployment guardrails to the same two variants,
+   weights swapped: blue/green with CANARY traffic shifting (--canary-percent of the
+   traffic for --canary-seconds, then all, baked --termination-wait-seconds more), and
+   automatic rollback when one of the alarms this command creates for the new variant
+   goes to ALARM (5XX errors, p99 model latency, doubtful share above its baseline's).
+   Guardrails require the new configuration to name the same variants as the old one:
+   that is why stage 2 exists, and why each answer still names the version that gave it
+   (X-Amzn-Invoked-Production-Variant, contract.decisions.variant_for_version).
+4. all: the new version alone. Its baseline becomes the monitor's.
+
+A rollback (by SageMaker, or a failed shadow comparison) ends with the endpoint restored
+to the configuration it had before (an UpdateEndpoint, no traffic lost) and exit status 1.
+Rolling back by hand, and what each alarm means: docs/operations.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import boto3
+from botocore.exceptions import ClientError
+
+from contract import baseline as baseline_contract
+from contract import variant_metrics
+from contract.capture import MAX_BASELINE_BYTES, MONITOR_BASELINE_KEY
+from contract.decisions import variant_for_version
+from training_job import deploy, model_archive
+from training_job.errors import CommandError, UsageError
+
+MINIMUM_EXECUTION_TIMEOUT_SECONDS = 600  # SageMaker's floor for the deployment's timeout
+
+
+class RolloutError(CommandError):
+    """A rollout that cannot go on, or that was rolled back."""
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number")
+    return value
+
+
+def _seconds(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 3600:
+        raise argparse.ArgumentTypeError(f"{value} is not a number of seconds from 0 to 3600")
+    return value
+
+
+def _share(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a share between 0 and 1")
+    return value
+
+
+def _version(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a version number (1 or more)")
+    return value
+
+
+def _percent(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 50:
+        raise argparse.ArgumentTypeError(f"{value} is not a canary percentage from 1 to 50")
+    return value
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "rollout",
+        help="roll a new model version onto the endpoint: shadow, canary, all, with "
+        "automatic rollback",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument(
+        "--model-data", type=deploy._s3_uri, help="s3:// URI of the new version's model.tar.gz"
+    )
+    source.add_argument(
+        "--model-package-arn",
+        help="a model package (a registered version): its model data and version number "
+        "are read with DescribeModelPackage",
+    )
+    parser.add_argument(
+        "--version",
+        type=_version,
+        help="the new version's number (required with --model-data): its variant is named "
+        "v<VERSION>",
+    )
+    parser.add_argument(
+        "--endpoint-name",
+        type=deploy._endpoint_name,
+        default=deploy.DEFAULT_ENDPOINT_NAME,
+        help="the endpoint to roll out on (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--bucket",
+        help="the project bucket: the shadow comparison reads captures from "
+        "s3://BUCKET/data_capture/ and the new baseline goes to the monitor's key "
+        "(without it there is no shadow comparison)",
+    )
+    stages = parser.add_argument_group("stages")
+    stages.add_argument(
+        "--shadow-seconds",
+        type=_seconds,
+        default=300,
+        help="how long the shadow variant answers copies of live traffic (default: %(default)s)",
+    )
+    stages.add_argument(
+        "--skip-shadow", action="store_true", help="go straight to the canary (no comparison)"
+    )
+    stages.add_argument(
+        "--min-agreement",
+        type=_share,
+        default=0.9,
+        help="share of requests on which the shadow must name the class production named "
+        "(default: %(default)s)",
+    )
+    stages.add_argument(
+        "--min-compared",
+        type=int,
+        default=20,
+        help="requests the shadow must have answered to be compared; fewer stop the "
+        "rollout (default: %(default)s)",
+    )
+    stages.add_argument(
+        "--canary-percent",
+        type=_percent,
+        default=10,
+        help="share of the traffic the new version takes first, in percent of the new "
+        "fleet's capacity (CanarySize CAPACITY_PERCENT; default: %(default)s)",
+    )
+    stages.add_argument(
+        "--canary-seconds",
+        type=_seconds,
+        default=600,
+        help="the canary's baking period (WaitIntervalInSeconds; default: %(default)s)",
+    )
+    stages.add_argument(
+        "--termination-wait-seconds",
+        type=_seconds,
+        default=300,
+        help="alarms still roll back this long after all traffic moved "
+        "(TerminationWaitInSeconds; default: %(default)s)",
+    )
+    stages.add_argument(
+        "--poll-seconds",
+        type=_positive,
+        default=30.0,
+        help="how often DescribeEndpoint is asked (default: %(default)s)",
+    )
+    guards = parser.add_argument_group("alarms (automatic rollback)")
+    guards.add_argument(
+        "--max-latency-ms",
+        type=_positive,
+        default=1000.0,
+        help="p99 ModelLatency of the new variant above this is an alarm (default: %(default)s)",
+    )
+    guards.add_argument(
+        "--doubtful-margin",
+        type=_share,
+        default=0.15,
+        help="a doubtful share above the baseline share (the lower of the new model's and "
+        "the serving model's) plus this is an alarm "
+        "(default: %(default)s)",
+    )
+    guards.add_argument(
+        "--alarm-period-seconds",
+        type=int,
+        choices=(10, 30, 60, 120, 300),
+        default=60,
+        help="the alarms' period (default: %(default)s; SageMaker's metrics are per minute)",
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.model_data and args.version is None:
+        raise UsageError("--model-data needs --version (the new variant is named after it)")
+    sm = boto3.client("sagemaker")
+    model_data, version = _new_version(sm, args)
+    return Rollout(sm, args, model_data, variant_for_version(version)).run()
+
+
+def _new_version(sm: Any, args: argparse.Namespace) -> tuple[str, int]:
+    if args.model_data:
+        return args.model_data, int(args.version)
+    try:
+        package = sm.describe_model_package(ModelPackageName=args.model_package_arn)
+    except ClientError as error:
+        raise RolloutError(f"cannot read {args.model_package_arn}: {error}") from error
+    containers = package.get("InferenceSpecification", {}).get("Containers", [])
+    version = args.version or package.get("ModelPackageVersion")
+    if not containers or not containers[0].get("ModelDataUrl") or not version:
+        raise RolloutError(f"{args.model_package_arn} names no model data or no version")
+    return str(containers[0]["ModelDataUrl"]), int(version)
+
+
+class Rollout:
+    def __init__(self, sm: Any, args: argparse.Namespace, model_data: str, variant: str) -> None:
+        self.sm = sm
+        self.args = args
+        self.name = args.endpoint_name
+        self.model_data = model_data
+        self.variant = variant
+        self.stamp = f"{datetime.now(UTC):%Y%m%d-%H%M%S}"
+
+    def stage(self, name: str, text: str) -> None:
+        print(f"[{datetime.now(UTC):%H:%M:%S}] {name}: {text}", flush=True)
+
+    # --- the endpoint as it is --------------------------------------------------------
+
+    def run(self) -> int:
+        described = self._describe()
+        if described["EndpointStatus"] != "InService":
+            raise RolloutError(f"endpoint {self.name} is {described['EndpointStatus']}: wait")
+        original = self.sm.describe_endpoint_config(
+            EndpointConfigName=described["EndpointConfigName"]
+        )
+        if original.get("ShadowProductionVariants") or len(original["ProductionVariants"]) != 1:
+            raise RolloutError(
+                f"endpoint {self.name} serves {len(original['ProductionVariants'])} production "
+                "variant(s) or a shadow: a rollout (or its rollback) is unfinished; finish it "
+                "by hand first (docs/operations.md, Rolling back by hand)"
+            )
+        serving = original["ProductionVariants"][0]
+        if serving["VariantName"] == self.variant:
+            raise RolloutError(f"endpoint {self.name} already serves {self.variant}")
+        self.stage(
+            "start",
+            f"endpoint {self.name} serves {serving['VariantName']} "
+            f"({original['EndpointConfigName']}); rolling out {self.variant} from "
+            f"{self.model_data}",
+        )
+        new_model = self._create_model(serving["ModelName"])
+        new = {**serving, "VariantName": self.variant, "ModelName": new_model}
+        new.pop("InitialVariantWeight", None)
+        capture = original.get("DataCaptureConfig")
+        try:
+            if not self.args.skip_shadow:
+                self._shadow(serving, new, capture)
+            self._canary(serving, new, capture)
+        except RolloutError:
+            self.stage("restore", f"back to {original['EndpointConfigName']}")
+            self._update(original["EndpointConfigName"])
+            self.stage("restore", f"endpoint {self.name} serves {serving['VariantName']} again")
+            raise
+        final = self._config("all", [{**new, "InitialVariantWeight": 1.0}], capture)
+        self._update(final)
+        if self.args.bucket:
+            deploy.publish_baseline(self.args.bucket, self.name, self.model_data, None)
+        self.stage("all", f"{self.variant} serves all traffic of {self.name} ({final})")
+        return 0
+
+    def _describe(self) -> dict[str, Any]:
+        try:
+            return dict(self.sm.describe_endpoint(EndpointName=self.name))
+        except ClientError as error:
+            raise RolloutError(f"no endpoint {self.name} to roll out on: {error}") from error
+
+    def _create_model(self, serving_model: str) -> str:
+        """The new version's SageMaker model: the serving model's container (image,
+        environment) and execution role, with the new model data."""
+        current = self.sm.describe_model(ModelName=serving_model)
+        container = dict(current.get("PrimaryContainer") or current["Containers"][0])
+        container["ModelDataUrl"] = self.model_data
+        container.pop("ModelDataSource", None)
+        name = f"{self.name[:40]}-{self.variant}-{self.stamp}"[:63]
+        self.sm.create_model(
+            ModelName=name, ExecutionRoleArn=current["ExecutionRoleArn"], PrimaryContainer=container
+        )
+        return name
+
+    def _config(
+        self,
+        stage: str,
+        production: list[dict[str, Any]],
+        capture: dict[str, Any] | None,
+        shadow: list[dict[str, Any]] | None = None,
+    ) -> str:
+        name = f"{self.name[:40]}-{stage}-{self.stamp}"[:63]
+        request: dict[str, Any] = {"EndpointConfigName": name, "ProductionVariants": production}
+        if shadow:
+            request["ShadowProductionVariants"] = shadow
+        if capture:
+            request["DataCaptureConfig"] = capture
+        self.sm.create_endpoint_config(**request)
+        return name
+
+    def _update(self, config: str, deployment: dict[str, Any] | None = None) -> dict[str, Any]:
+        """UpdateEndpoint, then DescribeEndpoint until InService, printing each status."""
+        request: dict[str, Any] = {"EndpointName": self.name, "EndpointConfigName": config}
+        if deployment:
+            request["DeploymentConfig"] = deployment
+        self.sm.update_endpoint(**request)
+        seen = ""
+        deadline = time.monotonic() + deploy.ENDPOINT_WAIT_SECONDS
+        while True:
+            described = self._describe()
+            status = described["EndpointStatus"]
+            if status != seen:
+                self.stage("endpoint", f"{self.name} is {status}")
+                seen = status
+            if status == "InService":
+                return described
+            if status not in ("Updating", "RollingBack", "SystemUpdating"):
+                reason = described.get("FailureReason", "SageMaker gave no reason")
+                raise RolloutError(f"endpoint {self.name} is {status}: {reason}")
+            if time.monotonic() > deadline:
+                raise RolloutError(f"endpoint {self.name} is still {status} after an hour")
+            time.sleep(self.args.poll_seconds)
+
+    # --- stage 1: shadow --------------------------------------------------------------
+
+    def _shadow(
+        self, serving: dict[str, Any], new: dict[str, Any], capture: dict[str, Any] | None
+    ) -> None:
+        config = self._config("shadow", [serving], capture, shadow=[new])
+        self._update(config)
+        since = datetime.now(UTC)
+        self.stage(
+            "shadow",
+            f"{self.variant} answers copies of live traffic (nobody sees them) for "
+            f"{self.args.shadow_seconds}s",
+        )
+        time.sleep(self.args.shadow_seconds)
+        if not self.args.bucket:
+            self.stage("shadow", "no --bucket: the answers are not compared")
+            return
+        from training_job.monitor import versions
+
+        time.sleep(versions.CAPTURE_SETTLE_SECONDS)  # the last captures reach S3
+        comparison = versions.compare(
+            self.args.bucket,
+            self.name,
+            production=serving["VariantName"],
+            shadow=self.variant,
+            since=since,
+        )
+        for line in comparison.lines():
+            self.stage("shadow", line)
+        problem = comparison.problem(self.args.min_agreement, self.args.min_compared)
+        if problem:
+            raise RolloutError(f"the shadow comparison stopped the rollout: {problem}")
+
+    # --- stages 2 and 3: the guarded canary -------------------------------------------
+
+    def _canary(
+        self, serving: dict[str, Any], new: dict[str, Any], capture: dict[str, Any] | None
+    ) -> None:
+        old_weighted = {**serving, "InitialVariantWeight": 1.0}
+        prepare = self._config(
+            "prepare", [old_weighted, {**new, "InitialVariantWeight": 0.0}], capture
+        )
+        self._update(prepare)
+        self.stage("prepare", f"{self.variant} beside {serving['VariantName']}, weight 0")
+        names = self._create_alarms()
+        swapped = self._config(
+            "canary",
+            [{**serving, "InitialVariantWeight": 0.0}, {**new, "InitialVariantWeight": 1.0}],
+            capture,
+        )
+        wait, termination = self.args.canary_seconds, self.args.termination_wait_seconds
+        deployment = {
+            "BlueGreenUpdatePolicy": {
+                "TrafficRoutingConfiguration": {
+                    "Type": "CANARY",
+                    "CanarySize": {"Type": "CAPACITY_PERCENT", "Value": self.args.canary_percent},
+                    "WaitIntervalInSeconds": wait,
+                },
+                "TerminationWaitInSeconds": termination,
+                "MaximumExecutionTimeoutInSeconds": max(
+                    MINIMUM_EXECUTION_TIMEOUT_SECONDS, 2 * (wait + termination) + 600
+                ),
+            },
+            "AutoRollbackConfiguration": {"Alarms": [{"AlarmName": name} for name in names]},
+        }
+        self.stage(
+            "canary",
+            f"{self.args.canary_percent}% of the traffic to {self.variant} for {wait}s, then "
+            f"all, baked {termination}s; rollback on {', '.join(names)}",
+        )
+        described = self._update(swapped, deployment)
+        if described["EndpointConfigName"] != swapped:
+            firing = [
+                alarm["AlarmName"]
+                for alarm in boto3.client("cloudwatch").describe_alarms(AlarmNames=names)[
+                    "MetricAlarms"
+                ]
+                if alarm["StateValue"] == "ALARM"
+            ]
+            reason = described.get("FailureReason") or "SageMaker rolled the deployment back"
+            raise RolloutError(
+                f"{self.variant} was rolled back automatically ({reason}; in ALARM: "
+                f"{', '.join(firing) or 'none now'})"
+            )
+        self.stage("canary", f"{self.variant} took all the traffic and passed its baking")
+
+    def _create_alarms(self) -> list[str]:
+        """The alarms that roll the canary back (docs/operations.md says what each means)."""
+        cloudwatch = boto3.client("cloudwatch")
+        dimensions = variant_metrics.dimensions(self.name, self.variant)
+        prefix = f"{self.name}-{self.variant}"
+        common = {
+            "Dimensions": dimensions,
+            "Period": self.args.alarm_period_seconds,
+            "EvaluationPeriods": 1,
+            "TreatMissingData": "notBreaching",
+        }
+        alarms = [
+            {
+                "AlarmName": f"{prefix}-5xx-errors",
+                "AlarmDescription": f"{self.variant} answered a request with a 5XX error",
+                "Namespace": variant_metrics.SAGEMAKER_NAMESPACE,
+                "MetricName": variant_metrics.INVOCATION_5XX_ERRORS,
+                "Statistic": "Sum",
+                "Threshold": 0.0,
+                "ComparisonOperator": "GreaterThanThreshold",
+            },
+            {
+                "AlarmName": f"{prefix}-model-latency-p99",
+                "AlarmDescription": f"{self.variant}'s p99 model latency is over "
+                f"{self.args.max_latency_ms:g} ms",
+                "Namespace": variant_metrics.SAGEMAKER_NAMESPACE,
+                "MetricName": variant_metrics.MODEL_LATENCY,
+                "ExtendedStatistic": "p99",
+                "Threshold": self.args.max_latency_ms * 1000,  # ModelLatency is in µs
+                "ComparisonOperator": "GreaterThanThreshold",
+            },
+        ]
+        reference = self._baseline_doubtful_share()
+        if reference is not None:
+            baseline_share, source = reference
+            limit = min(1.0, baseline_share + self.args.doubtful_margin)
+            alarms.append(
+                {
+                    "AlarmName": f"{prefix}-doubtful-share",
+                    "AlarmDescription": f"{self.variant}'s doubtful share is over {limit:.3f} "
+                    f"({source}: {baseline_share:.3f}, + {self.args.doubtful_margin:g})",
+                    "Namespace": variant_metrics.ENDPOINT_NAMESPACE,
+                    "MetricName": variant_metrics.DOUBTFUL_SHARE,
+                    "Statistic": "Average",
+                    "Threshold": limit,
+                    "ComparisonOperator": "GreaterThanThreshold",
+                }
+            )
+        for alarm in alarms:
+            cloudwatch.put_metric_alarm(**common, **alarm)
+            self.stage("alarms", f"{alarm['AlarmName']}: {alarm['AlarmDescription']}")
+        return [str(alarm["AlarmName"]) for alarm in alarms]
+
+    def _baseline_doubtful_share(self) -> tuple[float, str] | None:
+        """The doubtful share the new version must stay near: the lower of its own
+        baseline's (its validation images below the threshold it was profiled at) and the
+        serving version's (the monitor's baseline in --bucket), so a version that doubts
+        more than production did is caught even when its own profile says it would.
+        None (no doubtful-share alarm) when neither can be read."""
+        found: list[tuple[float, str]] = []
+        bucket, key = deploy.split_s3_uri(self.model_data)
+        sources = [(bucket, key, f"{self.variant}'s baseline")]
+        if self.args.bucket:
+            serving_key = MONITOR_BASELINE_KEY.format(endpoint=self.name)
+            sources.append((self.args.bucket, serving_key, "the serving version's baseline"))
+        s3 = boto3.client("s3")
+        for source_bucket, source_key, what in sources:
+            try:
+                body = s3.get_object(Bucket=source_bucket, Key=source_key)["Body"]
+                with body:
+                    document = (
+                        body.read(MAX_BASELINE_BYTES + 1)
+                        if source_key.endswith(".json")
+                        else model_archive.read_member(
+                            body, deploy.BASELINE_FILE, MAX_BASELINE_BYTES
+                        )
+                    )
+                if document is None:
+                    raise ValueError(f"s3://{source_bucket}/{source_key} holds no baseline")
+                profile = baseline_contract.loads(document, f"s3://{source_bucket}/{source_key}")
+            except (ClientError, ValueError, model_archive.ModelArchiveError) as error:
+                print(f"note: no {what}: {error}", file=sys.stderr)
+                continue
+            below = sum(1 for value in profile.confidences if value < profile.threshold)
+            found.append((below / max(1, len(profile.confidences)), what))
+        if not found:
+            print("warning: no baseline at all: no doubtful-share alarm", file=sys.stderr)
+            return None
+        return min(found)
