@@ -158,7 +158,7 @@ def _refuse_staged_images(
     """A reviewed photo must be a new upload, never a staged image: the same name is
     refused for both splits, the same bytes (ETag) for the test split."""
     names = {entry.filename for entry in reviewed.entries}
-    for split in ("train", "test"):
+    for split in ("test", "train"):
         staged = _listing(s3, reviewed.bucket, f"{staged_prefix}{split}/")
         clash = sorted(names & set(staged))
         if clash:
