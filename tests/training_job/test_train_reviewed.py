@@ -245,3 +245,12 @@ def test_the_builtin_algorithm_cannot_include_reviewed_photos(
     )  # fmt: skip
     assert code == 2
     assert "--include-reviewed applies to --algorithm pytorch only" in capsys.readouterr().err
+
+
+def test_help_explains_the_option(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as done:
+        launch("--help")
+    assert done.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--include-reviewed also train on the photos people labelled" in text
+    assert "never validation or test" in text
