@@ -70,8 +70,10 @@ ARMS = ("initial", "reviewed", "random", "all")
 
 
 def audit_sampled(photo_id: str, rate: float = DEFAULT_AUDIT_RATE) -> bool:
-    """Whether a photo that passed the gate is queued for audit: a deterministic hash of
-    its id, so the sample does not depend on the model or on the order of arrival."""
+    """Whether a photo that passed the gate is queued for audit: the first 8 bytes of the
+    SHA-256 of its id (s3://bucket/key) as a fraction of 2**64, below `rate`. This mirrors
+    the workflow's rule (the threshold filter's `in_audit_sample`, issue 13's decisions
+    branch); the sample does not depend on the model or on the order of arrival."""
     digest = hashlib.sha256(photo_id.encode()).digest()
     return int.from_bytes(digest[:8], "big") < rate * 2**64
 
