@@ -26,8 +26,8 @@ Item attributes (DynamoDB types in brackets):
 
 The event on the default EventBridge bus, for a routing system to subscribe to:
 source EVENT_SOURCE, detail-type EVENT_DETAIL_TYPE, detail = the decision's fields
-(image, label, confidence, model_version, endpoint, decided_at, execution, source,
-status). Emitted when the model routes a photo (source "model") and again when a person
+(image, label, confidence, model_version, endpoint, variant, decided_at, execution,
+source, status). Emitted when the model routes a photo (source "model") and again when a person
 answers one (source "person"). docs/events.md documents the schema.
 
 Standard library only: packaged into the Lambdas and read by training_job.

@@ -5,7 +5,9 @@ The image is the event's `image_data` when serialize put it there, else the obje
 (handlers/image_source.py). The endpoint is named by ENDPOINT_NAME and called through
 botocore's `sagemaker-runtime` client (not the SageMaker SDK, which would cost seconds of
 cold start and megabytes of package). The client is created on the first call and kept
-for the container's life.
+for the container's life. The event it returns names what answered: the endpoint, the
+production variant that answered (InvokeEndpoint's InvokedProductionVariant, named after
+the model version it serves) and when, so the photo's decision says which model made it.
 
 Timeouts and retries: one attempt per invocation, with timeouts that end it well inside
 the function's 30 s (ENDPOINT_CLIENT_CONFIG). Transient endpoint errors (throttling, a
@@ -23,6 +25,7 @@ import binascii
 import json
 import os
 import re
+from datetime import UTC, datetime
 from typing import Any
 
 from handlers.image_source import read_image
@@ -95,7 +98,9 @@ def handler(event: object, context: object = None) -> dict[str, Any]:
         # serialize left a large image in S3: read it by the event's reference.
         stored = read_image(workflow_event.s3_bucket, workflow_event.s3_key, limit)
         image, content_type = stored.data, stored.content_type
-    workflow_event.inferences = invoke(endpoint_name, image, content_type)
+    workflow_event.inferences, workflow_event.variant = invoke(endpoint_name, image, content_type)
+    workflow_event.endpoint = endpoint_name
+    workflow_event.decided_at = datetime.now(UTC).isoformat(timespec="milliseconds")
     label, confidence = workflow_event.top_inference()
     log(
         "INFO",
@@ -106,6 +111,7 @@ def handler(event: object, context: object = None) -> dict[str, Any]:
         label=label,
         confidence=confidence,
         endpoint=endpoint_name,
+        variant=workflow_event.variant,
     )
     return workflow_event.response()
 
@@ -132,7 +138,8 @@ def decode_image(image_data: str, limit: int) -> bytes:
     return image
 
 
-def invoke(endpoint_name: str, image: bytes, content_type: str) -> list[float]:
+def invoke(endpoint_name: str, image: bytes, content_type: str) -> tuple[list[float], str]:
+    """The endpoint's probabilities for `image`, and the name of the variant that answered."""
     from botocore.exceptions import (
         BotoCoreError,
         ClientError,
@@ -149,6 +156,7 @@ def invoke(endpoint_name: str, image: bytes, content_type: str) -> list[float]:
             Body=image,
         )
         payload = response["Body"].read()
+        variant = str(response.get("InvokedProductionVariant") or "")
     except ClientError as error:
         details = error.response.get("Error", {})
         code = details.get("Code", "Unknown")
@@ -167,7 +175,8 @@ def invoke(endpoint_name: str, image: bytes, content_type: str) -> list[float]:
         raise EndpointUnavailable(f"endpoint {endpoint_name}: {error}") from None
     except BotoCoreError as error:  # e.g. the answer broke off mid-body
         raise EndpointError(f"endpoint {endpoint_name}: {error}") from None
-    return parse_probabilities(payload)
+    # SageMaker always names the variant; an answer without it is recorded as unversioned.
+    return parse_probabilities(payload), variant
 
 
 def parse_probabilities(payload: bytes) -> list[float]:

@@ -4,6 +4,13 @@ The event is the reference's `{"image_data": "", "s3_bucket": "", "s3_key": "",
 "inferences": []}`. Each handler returns `{"statusCode": 200, "body": <event>}` and also
 accepts such a return value as its event, so the handlers chain as the reference does.
 
+classify adds what answered to the body (`endpoint`, `variant`: the production variant,
+named after the model version it serves; `decided_at`: when), and from then on each
+return value carries `decision` beside `body`: the photo's decision as the state machine
+writes it to the decisions table and puts it on the event bus (contract/decisions.py),
+its numbers also typed for DynamoDB (`dynamodb`), since Amazon States Language cannot
+turn a JSON number into DynamoDB's string-typed N.
+
 `image_data` carries the image (base64) only when it fits INLINE_IMAGE_BYTES; a larger
 image stays in S3 and `s3_bucket`/`s3_key` are the reference classify reads it by (a
 "claim check", AWS's advice for Step Functions payloads over its limit).
@@ -25,15 +32,25 @@ import math
 import os
 import sys
 import time
+from decimal import Decimal
 from typing import Any
 
 from contract import shown
+from contract.decisions import image_id, version_of_variant
 from contract.images import FORMAT_NAMES, MAX_IMAGE_BYTES, content_type_of
 
 # The classifier's output order: label 0 is bicycle, 1 is motorcycle (as in the manifests).
 LABELS = ("bicycle", "motorcycle")
 
 MAX_KEY_LENGTH = 1024  # S3's own limit on a key
+MAX_NAME_LENGTH = 63  # SageMaker's limit on an endpoint's and a variant's name
+MAX_TIME_LENGTH = 32  # an ISO 8601 UTC time with microseconds is 27 characters
+# What classify adds to the event, and the longest each may be.
+ANSWERED_FIELDS = (
+    ("endpoint", MAX_NAME_LENGTH),
+    ("variant", MAX_NAME_LENGTH),
+    ("decided_at", MAX_TIME_LENGTH),
+)
 
 # The largest image serialize puts into the event itself. Step Functions fails a run
 # whose state input or output is over 256 KiB (States.DataLimitExceeded, which no Catch on
@@ -76,11 +93,18 @@ class WorkflowEvent:
         s3_bucket: str = "",
         s3_key: str = "",
         inferences: list[float] | None = None,
+        endpoint: str = "",
+        variant: str = "",
+        decided_at: str = "",
     ) -> None:
         self.image_data = image_data
         self.s3_bucket = s3_bucket
         self.s3_key = s3_key
         self.inferences = inferences if inferences is not None else []
+        # What answered, set by classify (empty before).
+        self.endpoint = endpoint
+        self.variant = variant
+        self.decided_at = decided_at
 
     @classmethod
     def parse(cls, event: object) -> WorkflowEvent:
@@ -98,7 +122,14 @@ class WorkflowEvent:
             raise InvalidEvent(f"s3_key is longer than S3's limit of {MAX_KEY_LENGTH} characters")
         if not all(_is_probability(value) for value in inferences):
             raise InvalidEvent("inferences must be a list of numbers between 0 and 1")
-        return cls(image_data, s3_bucket, s3_key, [float(value) for value in inferences])
+        answered = {}
+        for name, limit in ANSWERED_FIELDS:
+            answered[name] = _field(event, name, str, "")
+            if len(answered[name]) > limit:
+                raise InvalidEvent(f"{name} is longer than {limit} characters")
+        return cls(
+            image_data, s3_bucket, s3_key, [float(value) for value in inferences], **answered
+        )
 
     def check_inferences(self) -> None:
         """Raise InvalidEvent unless the inferences are a distribution over LABELS."""
@@ -107,19 +138,47 @@ class WorkflowEvent:
             raise InvalidEvent(f"inferences {problem}")
 
     def response(self) -> dict[str, Any]:
-        body = {
+        body: dict[str, Any] = {
             "image_data": self.image_data,
             "s3_bucket": self.s3_bucket,
             "s3_key": self.s3_key,
             "inferences": self.inferences,
         }
-        return {"statusCode": 200, "body": body}
+        if not self.endpoint:
+            return {"statusCode": 200, "body": body}
+        body.update(endpoint=self.endpoint, variant=self.variant, decided_at=self.decided_at)
+        return {"statusCode": 200, "body": body, "decision": self.decision()}
+
+    def decision(self) -> dict[str, Any]:
+        """The classified photo's decision fields (contract/decisions.py's names)."""
+        if not (self.s3_bucket and self.s3_key):
+            raise InvalidEvent("a decision needs the photo's s3_bucket and s3_key (its id)")
+        self.check_inferences()
+        label, confidence = self.top_inference()
+        return {
+            "image": image_id(self.s3_bucket, self.s3_key),
+            "label": label,
+            "confidence": confidence,
+            "model_version": version_of_variant(self.variant),
+            "endpoint": self.endpoint,
+            "variant": self.variant,
+            "decided_at": self.decided_at,
+            "dynamodb": {
+                "confidence": {"N": dynamodb_number(confidence)},
+                "inferences": {"L": [{"N": dynamodb_number(v)} for v in self.inferences]},
+            },
+        }
 
     def top_inference(self) -> tuple[str, float]:
         """The most likely label and its probability (the label's index if unnamed)."""
         best = max(range(len(self.inferences)), key=self.inferences.__getitem__)
         label = LABELS[best] if best < len(LABELS) else str(best)
         return label, self.inferences[best]
+
+
+def dynamodb_number(value: float) -> str:
+    """`value` as DynamoDB's N: its shortest exact decimal, never in exponent notation."""
+    return format(Decimal(repr(value)), "f")
 
 
 def _field(event: dict[str, Any], name: str, kind: type, default: Any) -> Any:

@@ -254,6 +254,50 @@ def patch_bucket_properties_from_templates() -> None:
     FakeBucket.update_from_cloudformation_json = classmethod(update_bucket)  # type: ignore[assignment]
 
 
+def patch_table_properties_from_templates() -> None:
+    """Gap: moto's `AWS::DynamoDB::Table` read `SSESpecification` in the API's shape
+    (`Enabled`), not CloudFormation's (`SSEEnabled`), so a table declared encrypted with
+    the AWS managed key was created without it; and it ignored
+    `PointInTimeRecoverySpecification`. Translate the one and apply the other, as the
+    DynamoDB API's UpdateContinuousBackups does."""
+    from moto.dynamodb.models.table import Table
+
+    create = Table.create_from_cloudformation_json.__func__  # type: ignore[attr-defined]
+
+    def create_table(
+        cls: type[Table],
+        resource_name: str,
+        cloudformation_json: Any,
+        account_id: str,
+        region_name: str,
+        **kwargs: Any,
+    ) -> Table:
+        properties = dict(cloudformation_json.get("Properties") or {})
+        sse = properties.get("SSESpecification")
+        if isinstance(sse, dict) and "SSEEnabled" in sse:
+            enabled = sse["SSEEnabled"] in (True, "true", "True")
+            api_sse = {"Enabled": enabled, "SSEType": sse.get("SSEType", "KMS")}
+            if sse.get("KMSMasterKeyId"):
+                api_sse["KMSMasterKeyId"] = sse["KMSMasterKeyId"]
+            properties["SSESpecification"] = api_sse if enabled else None
+        table = create(
+            cls,
+            resource_name,
+            {**cloudformation_json, "Properties": properties},
+            account_id,
+            region_name,
+            **kwargs,
+        )
+        recovery = properties.get("PointInTimeRecoverySpecification") or {}
+        if recovery.get("PointInTimeRecoveryEnabled") in (True, "true", "True"):
+            table.continuous_backups["PointInTimeRecoveryDescription"] = {
+                "PointInTimeRecoveryStatus": "ENABLED"
+            }
+        return table
+
+    Table.create_from_cloudformation_json = classmethod(create_table)  # type: ignore[assignment]
+
+
 PATCHES: tuple[Callable[[], None], ...] = (
     patch_validate_template_errors_only,
     patch_fn_sub_variables_named_by_hashes,
@@ -261,4 +305,5 @@ PATCHES: tuple[Callable[[], None], ...] = (
     patch_outputs_after_change_sets,
     patch_execution_names_generated,
     patch_bucket_properties_from_templates,
+    patch_table_properties_from_templates,
 )

@@ -26,6 +26,7 @@ import boto3
 import numpy as np
 from PIL import Image
 
+from local_aws import demo_review
 from local_aws.server import (
     DEFAULT_ENDPOINT_PORT,
     DEFAULT_PORT,
@@ -39,6 +40,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 ENDPOINT_NAME = "scones-image-classifier"
 STAGE = "local"
 STATE_MACHINE = f"scones-unlimited-{STAGE}-image-workflow"  # serverless.yml's name
+STACK = f"scones-unlimited-{STAGE}"  # the Serverless Framework's stack name: service-stage
+DECISIONS_TABLE = f"scones-unlimited-{STAGE}-decisions"  # serverless.yml's decisionsTable
 TRAINING_CODE = REPO_ROOT / "training_job" / "code"
 DRIFT_NOISE_SIGMA = 40.0  # Gaussian pixel noise of the drifted batch (uint8 scale)
 # The SageMaker execution role, made from the files the README's AWS path makes it from.
@@ -298,6 +301,9 @@ class Demo:
                 self.deploy_stack()
             with self.step("run the workflow on every test image"):
                 evaluation = self.evaluate()
+                decisions = decision_counts(DECISIONS_TABLE)
+            with self.step("a scripted reviewer answers the review queue (true labels)"):
+                review = demo_review.review_step(self.bucket, STACK)
             with self.step("send a drifted batch (camera noise) to the endpoint"):
                 throughput = self.send_drifted_batch(self.test_images())
             with self.step("stop the endpoint (flushes its data capture)"):
@@ -314,6 +320,7 @@ class Demo:
                 "THRESHOLD_CONFIDENCE_NOT_MET", 0
             ),
             "gate_accuracy": evaluation["gate_accuracy"],
+            "decisions": decisions,
             "endpoint_requests_per_second": round(throughput, 1),
             "monitoring_windows": monitoring["windows"],
             "alerting_windows": monitoring["alerting_windows"],
@@ -326,6 +333,7 @@ class Demo:
                 }
                 for window in monitoring["window_results"]
             ],
+            "review": review,
             "report": monitoring["report"],
             "seconds": round(time.monotonic() - began, 1),
             "step_seconds": self.seconds,
@@ -336,6 +344,35 @@ class Demo:
         return 0
 
 
+def decision_counts(table: str) -> dict[str, int]:
+    """How the photos were decided, from the decisions table (docs/events.md): items by
+    status, the audited ones among the routed, and the review queue's length."""
+    counts = {"routed": 0, "needs_review": 0, "reviewed": 0, "audited": 0, "review_queue": 0}
+    pages = (
+        boto3.client("dynamodb")
+        .get_paginator("scan")
+        .paginate(
+            TableName=table,
+            ProjectionExpression="#status, review_reason, review_pending",
+            ExpressionAttributeNames={"#status": "status"},
+        )
+    )
+    for page in pages:
+        for item in page["Items"]:
+            status = item["status"]["S"]
+            counts[status] = counts.get(status, 0) + 1
+            counts["audited"] += item.get("review_reason", {}).get("S") == "audit"
+            counts["review_queue"] += "review_pending" in item
+    return counts
+
+
+def describe_decisions(counts: dict[str, int]) -> str:
+    return (
+        f"{counts['routed']} routed ({counts['audited']} audited), "
+        f"{counts['needs_review']} need review; {counts['review_queue']} in the review queue"
+    )
+
+
 def print_summary(summary: dict[str, Any]) -> None:
     gate = summary["gate_accuracy"]
     lines = [
@@ -344,6 +381,7 @@ def print_summary(summary: dict[str, Any]) -> None:
         ("passed the gate", f"{summary['passed']}"),
         ("stopped (< threshold)", f"{summary['stopped_by_threshold']}"),
         ("accuracy past the gate", "n/a" if gate is None else f"{gate:.3f}"),
+        ("decisions", describe_decisions(summary["decisions"])),
         ("endpoint (8 clients)", f"{summary['endpoint_requests_per_second']} requests/s"),
         (
             "drift",
@@ -358,6 +396,7 @@ def print_summary(summary: dict[str, Any]) -> None:
             )
             for verdict in summary["drift_verdicts"]
         ),
+        *demo_review.summary_lines(summary["review"]),
         ("report", summary["report"]),
         ("total time", f"{summary['seconds']:.0f} s"),
     ]

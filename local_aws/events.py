@@ -1,4 +1,5 @@
-"""The trigger of the workflow in the local AWS: S3 -> EventBridge -> Step Functions.
+"""EventBridge in the local AWS: the workflow's trigger (S3 -> EventBridge -> Step
+Functions), and PutEvents held to AWS's size limit.
 
 moto's S3 does send an "Object Created" event to EventBridge when the bucket has
 EventBridge notifications on (`local_aws.cloudformation` makes a template's
@@ -159,4 +160,34 @@ def transform_input_of(rule: Any, target: dict[str, Any], event: Any) -> str:
     return transform_input({**target, "_rule_arn": getattr(rule, "arn", "")}, dict(event))
 
 
-PATCHES = (patch_state_machine_targets,)
+# PutEvents' limit on the total size of a request's entries (EventBridge User Guide,
+# "Calculating PutEvents event entry size"): "must be less than 256KB".
+MAX_PUT_EVENTS_BYTES = 256 * 1024
+
+
+def put_events_entry_size(entry: dict[str, Any]) -> int:
+    """An entry's size as EventBridge counts it: Time is 14 bytes; Source, DetailType,
+    Detail and each of Resources their UTF-8 bytes."""
+    size = 14 if entry.get("Time") is not None else 0
+    for name in ("Source", "DetailType", "Detail"):
+        size += len(str(entry.get(name) or "").encode())
+    return size + sum(len(str(r).encode()) for r in entry.get("Resources") or [] if r)
+
+
+def patch_put_events_size_checked() -> None:
+    """Gap: moto's PutEvents accepted entries of any size; AWS refuses the whole request
+    with ValidationException when their total reaches 256 KB."""
+    from moto.events.exceptions import ValidationException
+    from moto.events.models import EventsBackend
+
+    put_events = EventsBackend.put_events
+
+    def put_events_checked(self: EventsBackend, events: list[dict[str, Any]]) -> Any:
+        if sum(put_events_entry_size(entry) for entry in events) >= MAX_PUT_EVENTS_BYTES:
+            raise ValidationException("Total size of the entries in the request is over the limit.")
+        return put_events(self, events)
+
+    EventsBackend.put_events = put_events_checked  # type: ignore[method-assign]
+
+
+PATCHES = (patch_state_machine_targets, patch_put_events_size_checked)

@@ -53,7 +53,14 @@ CONTEXT_KEYS = frozenset(
         "aws:sourcearn",
         "s3:prefix",
         "cloudwatch:namespace",
+        *("dynamodb:leadingkeys", "dynamodb:attributes", "events:source", "events:detail-type"),
     }
+)
+# Of those, the keys the local AWS fills in only for some requests of their service
+# (DynamoDB's for PutItem, EventBridge's for PutEvents): on any other request it does not
+# know them, which is not the same as knowing they are absent.
+REQUEST_SPECIFIC_KEYS = frozenset(
+    {"dynamodb:leadingkeys", "dynamodb:attributes", "events:source", "events:detail-type"}
 )
 
 # moto's operation names where IAM's action differs (S3 and Lambda name theirs apart).
@@ -85,6 +92,11 @@ class AccessDenied(Exception):
     """A call the principal's policies do not allow (AWS's AccessDenied)."""
 
 
+# A condition key's value: one string, or several (a multivalued key such as
+# dynamodb:Attributes, or a key PutEvents has once per entry).
+ContextValue = str | tuple[str, ...]
+
+
 @dataclass(frozen=True)
 class Request:
     """What a policy is evaluated against."""
@@ -92,7 +104,7 @@ class Request:
     principal_arn: str  # the role's ARN (what trust and resource policies name)
     action: str
     resource: str
-    context: Mapping[str, str]
+    context: Mapping[str, ContextValue]
 
 
 def _strings(value: Any) -> list[str]:
@@ -142,16 +154,24 @@ class Unevaluable(Exception):
     """A condition the local AWS cannot evaluate (its operator or its key)."""
 
 
-def condition_holds(conditions: Mapping[str, Any], context: Mapping[str, str]) -> bool:
+def condition_holds(conditions: Mapping[str, Any], context: Mapping[str, ContextValue]) -> bool:
     """Whether every condition of a statement holds for the request (all must, AWS's AND).
 
     A key the request lacks fails a condition, except with `...IfExists` and with the
-    negated operators, which then hold (AWS's rule for absent keys).
+    negated operators, which then hold (AWS's rule for absent keys); `ForAllValues:` holds
+    and `ForAnyValue:` fails for an absent key. A multivalued key is matched value by value:
+    `ForAllValues:` needs every value to match, `ForAnyValue:` one; without a qualifier every
+    value must (PutEvents' per-entry keys, as AWS authorizes each entry).
     """
     known = {name.lower(): value for name, value in context.items()}
     for operator, block in conditions.items():
-        name = operator.removesuffix("IfExists")
-        if name not in OPERATORS or not isinstance(block, dict):
+        qualifier, _, bare = operator.rpartition(":")
+        name = bare.removesuffix("IfExists")
+        if (
+            name not in OPERATORS
+            or qualifier not in ("", "ForAllValues", "ForAnyValue")
+            or not isinstance(block, dict)
+        ):
             raise Unevaluable(f"condition operator {operator}")
         match, negated = OPERATORS[name]
         for key, expected in block.items():
@@ -159,11 +179,19 @@ def condition_holds(conditions: Mapping[str, Any], context: Mapping[str, str]) -
                 raise Unevaluable(f"condition key {key}")
             actual = known.get(key.lower())
             if actual is None:
-                if not (operator.endswith("IfExists") or negated):
+                if key.lower() in REQUEST_SPECIFIC_KEYS:
+                    raise Unevaluable(f"condition key {key} on this request")
+                if qualifier == "ForAnyValue":
+                    return False
+                if not (qualifier == "ForAllValues" or bare.endswith("IfExists") or negated):
                     return False
                 continue
-            matched = any(match(pattern, actual) for pattern in _strings(expected))
-            if matched == negated:
+            patterns = _strings(expected)
+            holds = [
+                any(match(pattern, value) for pattern in patterns) != negated
+                for value in ((actual,) if isinstance(actual, str) else actual)
+            ]
+            if not (any(holds) if qualifier == "ForAnyValue" else all(holds)):
                 return False
     return True
 
@@ -467,8 +495,50 @@ def _request_of(response: Any, assumed: Any, service: str, region: str) -> Reque
         namespace = response._get_param("Namespace")
         if namespace:
             context["cloudwatch:namespace"] = str(namespace)
+    elif service == "dynamodb":
+        resource = _dynamodb_request(response, action, region, account, context)
+    elif service == "events":
+        resource = _events_request(response, action, region, account, context)
     # SageMaker Runtime's InvokeEndpoint is served outside moto (local_aws.sagemaker_runtime).
     return Request(assumed.role_arn, action, resource, context)
+
+
+def _dynamodb_request(
+    response: Any, action: str, region: str, account: str, context: dict[str, ContextValue]
+) -> str:
+    """The table's ARN; for PutItem, dynamodb:LeadingKeys (the item's partition key value)
+    and dynamodb:Attributes (its attribute names), as DynamoDB fills them in."""
+    name = str(response._get_param("TableName") or "*")
+    arn = name if name.startswith("arn:") else f"arn:aws:dynamodb:{region}:{account}:table/{name}"
+    item = response._get_param("Item")
+    if action == "dynamodb:PutItem" and isinstance(item, dict):
+        from moto.dynamodb.models import dynamodb_backends
+
+        try:
+            table = dynamodb_backends[account][region].get_table(arn.rsplit("/", 1)[-1])
+        except Exception:  # no such table: DynamoDB answers that after authorization
+            return arn
+        key = item.get(table.hash_key_attr)
+        if isinstance(key, dict) and len(key) == 1:
+            context["dynamodb:LeadingKeys"] = (str(next(iter(key.values()))),)
+        context["dynamodb:Attributes"] = tuple(str(attribute) for attribute in item)
+    return arn
+
+
+def _events_request(
+    response: Any, action: str, region: str, account: str, context: dict[str, ContextValue]
+) -> str:
+    """The event bus's ARN; for PutEvents, events:source and events:detail-type, one value
+    per entry (each entry must be allowed)."""
+    entries = response._get_param("Entries") if action == "events:PutEvents" else None
+    if not isinstance(entries, list) or not entries:
+        bus = str(response._get_param("EventBusName") or response._get_param("Name") or "*")
+    else:
+        context["events:source"] = tuple(str(e.get("Source") or "") for e in entries)
+        context["events:detail-type"] = tuple(str(e.get("DetailType") or "") for e in entries)
+        # One bus per request here (the workflow's); entries for several name the first.
+        bus = sorted({str(e.get("EventBusName") or "default") for e in entries})[0]
+    return bus if bus.startswith("arn:") else f"arn:aws:events:{region}:{account}:event-bus/{bus}"
 
 
 # Services that answer AccessDenied; the others (JSON-born APIs) AccessDeniedException.
@@ -674,7 +744,8 @@ def bucket_permission(policy: str, action: str, resource: str) -> Decision:
 
 
 def step_functions_act_as_their_role() -> None:
-    """Gap: moto's Step Functions interpreter signed its Lambda calls with fixed dummy keys.
+    """Gap: moto's Step Functions interpreter signed its Lambda, DynamoDB and EventBridge
+    calls with fixed dummy keys.
     Each execution now calls with its state machine's role, assumed by states.amazonaws.com
     for that state machine (once per role: moto does not expire the credentials). Speed:
     one boto3 client per region, service and role, reused (botocore clients are
@@ -685,6 +756,10 @@ def step_functions_act_as_their_role() -> None:
     )
     from moto.stepfunctions.parser.asl.component.state.exec.state_task.credentials import (
         StateCredentials,
+    )
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task.service import (
+        state_task_service_dynamodb,
+        state_task_service_events,
     )
     from moto.stepfunctions.parser.asl.component.state.exec.state_task.state_task import (
         StateTask,
@@ -727,6 +802,9 @@ def step_functions_act_as_their_role() -> None:
     eval_credentials = StateTask._eval_state_credentials
     StateTask._eval_state_credentials = eval_state_credentials  # type: ignore[method-assign]
     lambda_eval_utils.boto_client_for = boto_client_for
+    # The DynamoDB and EventBridge tasks (the workflow's decision) call with the role too.
+    state_task_service_dynamodb.boto_client_for = boto_client_for
+    state_task_service_events.boto_client_for = boto_client_for
 
 
 def _client_with(template: Any, region: str, service: str, keys: Credentials) -> Any:

@@ -23,6 +23,7 @@ import requests
 
 from local_aws import (
     cloudformation,
+    conditional_writes,
     events,
     iam,
     lambda_executor,
@@ -46,6 +47,7 @@ STOP_TIMEOUT_SECONDS = 10.0
 # before the server takes its first request (see docs/local-mode.md).
 EMULATOR_PATCHES: list[Callable[[], None]] = [
     *cloudformation.PATCHES,
+    *conditional_writes.PATCHES,
     *events.PATCHES,
     *iam.PATCHES,
     *lambda_executor.PATCHES,

@@ -3,7 +3,9 @@ patch per gap (registered in local_aws.server.EMULATOR_PATCHES).
 
 moto's interpreter (moto/stepfunctions/parser, derived from LocalStack's) already fails a
 task or state whose output is over 256 KiB with `States.DataLimitExceeded`. What it got
-wrong is who may catch that, and it started executions of any input size.
+wrong is who may catch that, and it started executions of any input size. Its EventBridge
+task turned a refused PutEvents into States.Runtime instead of a task failure the state
+machine can catch.
 """
 
 from __future__ import annotations
@@ -72,4 +74,51 @@ def patch_execution_input_size_checked() -> None:
     StepFunctionsParserBackend.start_execution = start_checked_execution  # type: ignore[method-assign]
 
 
-PATCHES = (patch_states_all_leaves_terminal_errors, patch_execution_input_size_checked)
+def patch_eventbridge_task_errors_named() -> None:
+    """An `events:putEvents` task whose call EventBridge refuses (AccessDenied, a
+    ValidationException) fails on AWS with `EventBridge.<error code>`, as DynamoDB's task
+    fails with `DynamoDB.<error code>`: a TaskFailed a Catch on States.ALL catches. moto
+    named it States.Runtime, a terminal error no Catch sees."""
+    from botocore.exceptions import ClientError
+    from moto.stepfunctions.parser.api import HistoryEventType, TaskFailedEventDetails
+    from moto.stepfunctions.parser.asl.component.common.error_name.custom_error_name import (
+        CustomErrorName,
+    )
+    from moto.stepfunctions.parser.asl.component.common.error_name.failure_event import (
+        FailureEvent,
+    )
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task.service import (
+        state_task_service_events,
+    )
+    from moto.stepfunctions.parser.asl.eval.environment import Environment
+    from moto.stepfunctions.parser.asl.eval.event.event_detail import EventDetails
+
+    StateTaskServiceEvents = state_task_service_events.StateTaskServiceEvents
+    from_error = StateTaskServiceEvents._from_error
+
+    def from_client_error(self: Any, env: Environment, ex: Exception) -> Any:
+        if not isinstance(ex, ClientError):
+            return from_error(self, env, ex)
+        error = f"EventBridge.{ex.response['Error']['Code']}"
+        return FailureEvent(
+            env=env,
+            error_name=CustomErrorName(error),
+            event_type=HistoryEventType.TaskFailed,
+            event_details=EventDetails(  # type: ignore[typeddict-item]
+                taskFailedEventDetails=TaskFailedEventDetails(
+                    error=error,
+                    cause=str(ex.response["Error"].get("Message") or ex),
+                    resource=self._get_sfn_resource(),
+                    resourceType=self._get_sfn_resource_type(),
+                )
+            ),
+        )
+
+    StateTaskServiceEvents._from_error = from_client_error  # type: ignore[method-assign]
+
+
+PATCHES = (
+    patch_states_all_leaves_terminal_errors,
+    patch_execution_input_size_checked,
+    patch_eventbridge_task_errors_named,
+)

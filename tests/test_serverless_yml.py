@@ -13,6 +13,15 @@ from typing import Any
 
 import pytest
 
+from contract.decisions import (
+    DEFAULT_AUDIT_RATE,
+    EVENT_DETAIL_TYPE,
+    EVENT_SOURCE,
+    PARTITION_KEY,
+    REVIEW_INDEX,
+    REVIEW_INDEX_PARTITION_KEY,
+    REVIEW_INDEX_SORT_KEY,
+)
 from contract.threshold import DEFAULT_THRESHOLD
 from tests.statemachine.packaging import package
 
@@ -23,6 +32,7 @@ SHARED_FILES = {
     "handlers/workflow_event.py",
     "contract/__init__.py",
     "contract/images.py",
+    "contract/decisions.py",
 }
 WORKFLOW_FUNCTIONS = {
     "serialize": ("SerializeLambdaFunction", "SerializeRole", "handlers/serialize.py"),
@@ -77,6 +87,7 @@ def with_params(tmp_path_factory: pytest.TempPathFactory) -> Packaged:
         "endpoint=bikes-v2",
         "threshold=0.8",
         "doubtfulShareAlarm=0.35",
+        "auditRate=0.1",
     )
     return Packaged(directory, template)
 
@@ -185,8 +196,6 @@ def test_the_only_wildcards_in_resources_are_the_unavoidable_ones(packaged: Pack
         f"arn:aws:s3:::{bucket}/test/*",
         f"arn:aws:s3:::{bucket}/train/*",
         f"arn:aws:s3:::{bucket}/incoming/*",
-        # The plugin lets the state machine call a function's versions and aliases.
-        "${functionArn}:*",
         # The monitor: capture objects, its own state, and each model's baseline profile.
         f"arn:aws:s3:::{bucket}/data_capture/*",
         f"arn:aws:s3:::{bucket}/monitoring/*",
@@ -252,15 +261,53 @@ def test_the_trigger_may_only_start_the_workflow(packaged: Packaged) -> None:
     workflow_role = packaged.resources["ImageWorkflowRole"]
     assert (
         role_actions(packaged, "ImageWorkflowRole")
-        == {"lambda:InvokeFunction"} | STATE_MACHINE_LOG_AND_TRACE_ACTIONS
+        == {"lambda:InvokeFunction", "dynamodb:PutItem", "events:PutEvents"}
+        | STATE_MACHINE_LOG_AND_TRACE_ACTIONS
     )
-    invoked = {
-        r["Fn::GetAtt"][0]
-        for s in statements(workflow_role)
-        for r in s["Resource"]
-        if "Fn::GetAtt" in r
-    }
+    (invoke,) = [s for s in statements(workflow_role) if actions(s) == ["lambda:InvokeFunction"]]
+    invoked = {r["Fn::GetAtt"][0] for r in invoke["Resource"]}
     assert invoked == {function_id for function_id, _role, _path in WORKFLOW_FUNCTIONS.values()}
+    assert len(invoke["Resource"]) == len(invoked)  # the functions, not their versions
+
+
+def test_the_state_machine_writes_only_its_decisions_and_puts_only_its_event(
+    packaged: Packaged,
+) -> None:
+    stage = "local" if "local" in packaged.directory.name else "dev"
+    role = packaged.resources["ImageWorkflowRole"]
+    (put_item,) = [s for s in statements(role) if actions(s) == ["dynamodb:PutItem"]]
+    assert put_item["Resource"] == {"Fn::GetAtt": ["DecisionsTable", "Arn"]}
+    leading = put_item["Condition"]["ForAllValues:StringLike"]["dynamodb:LeadingKeys"]
+    assert leading == [f"s3://scones-unlimited-{stage}/*"]
+    # Every attribute the state machine writes, and only those.
+    definition = json.dumps(packaged.resources["ImageWorkflow"]["Properties"]["DefinitionString"])
+    named = put_item["Condition"]["ForAllValues:StringEquals"]["dynamodb:Attributes"]
+    for attribute in named:
+        assert f'\\"{attribute}\\"' in definition or f'\\"{attribute}.$\\"' in definition
+    (put_events,) = [s for s in statements(role) if actions(s) == ["events:PutEvents"]]
+    assert put_events["Resource"]["Fn::Sub"].endswith(":event-bus/default")
+    assert put_events["Condition"] == {
+        "StringEquals": {"events:source": EVENT_SOURCE, "events:detail-type": EVENT_DETAIL_TYPE}
+    }
+
+
+def test_the_decisions_table_is_private_encrypted_recoverable_and_indexed_for_review(
+    packaged: Packaged,
+) -> None:
+    table = packaged.resources["DecisionsTable"]
+    assert table["DeletionPolicy"] == table["UpdateReplacePolicy"] == "Retain"
+    properties = table["Properties"]
+    assert properties["BillingMode"] == "PAY_PER_REQUEST"
+    assert properties["SSESpecification"] == {"SSEEnabled": True}
+    assert properties["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
+    assert properties["KeySchema"] == [{"AttributeName": PARTITION_KEY, "KeyType": "HASH"}]
+    (index,) = properties["GlobalSecondaryIndexes"]
+    assert index["IndexName"] == REVIEW_INDEX
+    assert index["KeySchema"] == [
+        {"AttributeName": REVIEW_INDEX_PARTITION_KEY, "KeyType": "HASH"},
+        {"AttributeName": REVIEW_INDEX_SORT_KEY, "KeyType": "RANGE"},
+    ]
+    assert packaged.template["Outputs"]["DecisionsTableName"]["Value"] == {"Ref": "DecisionsTable"}
 
 
 @pytest.mark.parametrize("function", FUNCTIONS)
@@ -285,9 +332,10 @@ def test_the_functions_run_python_3_13_with_stated_sizes(packaged: Packaged) -> 
         # The workflow's handlers answer within seconds; the monitor reads an hour of captures.
         assert properties["Timeout"] <= (120 if function_id == "MonitorLambdaFunction" else 30)
     threshold = packaged.resources["ThresholdFilterLambdaFunction"]["Properties"]
-    assert threshold["Environment"]["Variables"] == {"THRESHOLD": "0.93"}
-    # serverless.yml's default is the contract's: one value, whichever reads it.
+    assert threshold["Environment"]["Variables"] == {"THRESHOLD": "0.93", "AUDIT_RATE": "0.05"}
+    # serverless.yml's defaults are the contracts': one value, whichever reads it.
     assert float(threshold["Environment"]["Variables"]["THRESHOLD"]) == DEFAULT_THRESHOLD
+    assert float(threshold["Environment"]["Variables"]["AUDIT_RATE"]) == DEFAULT_AUDIT_RATE
     monitor_env = packaged.resources["MonitorLambdaFunction"]["Properties"]["Environment"]
     assert monitor_env["Variables"]["THRESHOLD"] == "0.93"
 
@@ -303,7 +351,7 @@ def test_params_reach_the_environment_the_iam_and_the_trigger(with_params: Packa
     # classify reads a photo too large for the state payload from S3, under serialize's rules
     assert classify_env == {**serialize_env, "ENDPOINT_NAME": "bikes-v2"}
     threshold_env = resources["ThresholdFilterLambdaFunction"]["Properties"]["Environment"]
-    assert threshold_env["Variables"] == {"THRESHOLD": "0.8"}
+    assert threshold_env["Variables"] == {"THRESHOLD": "0.8", "AUDIT_RATE": "0.1"}
     # `--param threshold` moves the monitor with the filter (it once kept 0.93).
     monitor_env = resources["MonitorLambdaFunction"]["Properties"]["Environment"]["Variables"]
     assert monitor_env["THRESHOLD"] == "0.8"

@@ -20,13 +20,31 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
 
+from contract.decisions import (
+    DEFAULT_AUDIT_RATE,
+    EVENT_DETAIL_TYPE,
+    EVENT_SOURCE,
+    REASON_AUDIT,
+    REASON_DOUBTFUL,
+    REVIEW_INDEX,
+    REVIEW_INDEX_PARTITION_KEY,
+    REVIEW_INDEX_SORT_KEY,
+    REVIEW_PENDING,
+    SOURCE_MODEL,
+    STATUS_NEEDS_REVIEW,
+    STATUS_ROUTED,
+    image_id,
+    version_of_variant,
+)
 from contract.manifest import parse_lst
+from handlers.threshold_filter import in_audit_sample
 from local_aws.demo import create_sagemaker_role
 from local_aws.server import (
     endpoint_url,
@@ -329,7 +347,13 @@ def test_a_doubtful_image_stops_at_the_confidence_gate(workflow: Workflow) -> No
     entered = [
         e["stateEnteredEventDetails"]["name"] for e in events if "stateEnteredEventDetails" in e
     ]
-    assert entered == ["Serialize", "Classify", "FilterLowConfidence", "ConfidenceTooLow"]
+    assert entered == [
+        "Serialize",
+        "Classify",
+        "FilterLowConfidence",
+        "QueueForReview",
+        "ConfidenceTooLow",
+    ]
     assert events[-1]["type"] == "ExecutionFailed"
 
 
@@ -419,7 +443,9 @@ def test_a_real_photo_completes_the_workflow_and_every_payload_stays_under_the_l
         e["stateEnteredEventDetails"]["name"] for e in events if "stateEnteredEventDetails" in e
     ]
     assert entered[:3] == ["Serialize", "Classify", "FilterLowConfidence"]
-    # The workflow completed: passed, or stopped at the confidence gate, nothing else.
+    # The workflow completed: passed, or stopped at the confidence gate, nothing else, and
+    # the photo's decision was recorded.
+    assert {"RecordDecision", "RecordAuditedDecision", "QueueForReview"} & set(entered)
     failures = [e["taskFailedEventDetails"]["error"] for e in events if e["type"] == "TaskFailed"]
     if execution["status"] == "SUCCEEDED":
         assert failures == []
@@ -593,3 +619,299 @@ def test_the_endpoint_writes_its_captures_as_the_execution_role(workflow: Workfl
     while not s3.list_objects_v2(Bucket=workflow.bucket, Prefix=prefix).get("KeyCount"):
         assert time.monotonic() < deadline, f"no capture under s3://{workflow.bucket}/{prefix}"
         time.sleep(0.5)
+
+
+# --- decisions: the table, the review queue, the routing event ------------------------
+
+
+DECISIONS_TABLE = f"scones-unlimited-{STAGE}-decisions"
+
+
+@dataclass
+class Subscriber:
+    """A routing system as docs/events.md subscribes one: an EventBridge rule on the
+    decision's source and detail type, delivering to an SQS queue it reads."""
+
+    sqs: Any
+    queue_url: str
+    received: list[dict[str, Any]] = field(default_factory=list)
+
+    def events_for(self, image: str) -> list[dict[str, Any]]:
+        """Every event received so far about `image` (delivery is done when PutEvents
+        answers, so an execution's event is in the queue once the execution ended)."""
+        while batch := self.sqs.receive_message(
+            QueueUrl=self.queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0
+        ).get("Messages", []):
+            for message in batch:
+                self.received.append(json.loads(message["Body"]))
+                self.sqs.delete_message(
+                    QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"]
+                )
+        return [event for event in self.received if event["detail"]["image"] == image]
+
+
+@pytest.fixture(scope="module")
+def subscriber(workflow: Workflow) -> Subscriber:
+    sqs, events = workflow.client("sqs"), workflow.client("events")
+    queue_url = sqs.create_queue(QueueName=f"routing-{uuid.uuid4().hex[:8]}")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])[
+        "Attributes"
+    ]["QueueArn"]
+    rule_arn = events.put_rule(
+        Name=f"routing-{uuid.uuid4().hex[:8]}",
+        EventPattern=json.dumps({"source": [EVENT_SOURCE], "detail-type": [EVENT_DETAIL_TYPE]}),
+    )["RuleArn"]
+    # On AWS the queue must let EventBridge send for this rule.
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"Service": "events.amazonaws.com"},
+                "Action": "sqs:SendMessage",
+                "Resource": queue_arn,
+                "Condition": {"ArnEquals": {"aws:SourceArn": rule_arn}},
+            }
+        ],
+    }
+    sqs.set_queue_attributes(QueueUrl=queue_url, Attributes={"Policy": json.dumps(policy)})
+    events.put_targets(
+        Rule=rule_arn.rsplit("/", 1)[-1], Targets=[{"Id": "routing", "Arn": queue_arn}]
+    )
+    return Subscriber(sqs, queue_url)
+
+
+def copy_of(flow: Workflow, key: str, audited: bool | None = False, name: str = "") -> str:
+    """A new key holding the image at `key` (a photo the workflow has not seen), chosen in
+    or out of the audit sample (`audited`; None: either)."""
+    s3 = flow.client("s3")
+    for attempt in range(10_000):
+        new_key = f"test/decisions-{uuid.uuid4().hex[:8]}-{attempt}{name}.png"
+        sampled = in_audit_sample(image_id(flow.bucket, new_key), DEFAULT_AUDIT_RATE)
+        if audited is None or sampled == audited:
+            s3.copy_object(
+                Bucket=flow.bucket, Key=new_key, CopySource={"Bucket": flow.bucket, "Key": key}
+            )
+            return new_key
+    raise AssertionError("no key found in or out of the audit sample")
+
+
+def decision_of(flow: Workflow, key: str) -> dict[str, Any]:
+    """The photo's decision item, as plain values."""
+    item = flow.client("dynamodb").get_item(
+        TableName=DECISIONS_TABLE,
+        Key={"image": {"S": image_id(flow.bucket, key)}},
+        ConsistentRead=True,
+    )["Item"]
+    return {name: _plain(value) for name, value in item.items()}
+
+
+def _plain(value: dict[str, Any]) -> Any:
+    ((kind, inner),) = value.items()
+    if kind == "N":
+        return float(inner)
+    if kind == "L":
+        return [_plain(v) for v in inner]
+    return inner
+
+
+def review_queue(flow: Workflow) -> list[str]:
+    """The image ids waiting for a person, oldest first (the review-queue index)."""
+    pages = (
+        flow.client("dynamodb")
+        .get_paginator("query")
+        .paginate(
+            TableName=DECISIONS_TABLE,
+            IndexName=REVIEW_INDEX,
+            KeyConditionExpression="review_pending = :pending",
+            ExpressionAttributeValues={":pending": {"S": REVIEW_PENDING}},
+        )
+    )
+    return [item["image"]["S"] for page in pages for item in page["Items"]]
+
+
+def run_execution(flow: Workflow, key: str) -> dict[str, Any]:
+    """The workflow on `key`, started with the Step Functions API (`sls invoke stepf`
+    is tested above; its CLI start costs seconds a run), once it has ended."""
+    sfn = flow.client("stepfunctions")
+    event = {"image_data": "", "s3_bucket": flow.bucket, "s3_key": key, "inferences": []}
+    arn = sfn.start_execution(stateMachineArn=flow.machine_arn(), input=json.dumps(event))[
+        "executionArn"
+    ]
+    deadline = time.monotonic() + 60
+    while (described := sfn.describe_execution(executionArn=arn))["status"] == "RUNNING":
+        assert time.monotonic() < deadline, f"{arn} still running"
+        time.sleep(0.1)
+    return dict(described)
+
+
+def entered_states(flow: Workflow, execution_arn: str) -> list[str]:
+    return [
+        e["stateEnteredEventDetails"]["name"]
+        for e in history(flow, execution_arn)
+        if "stateEnteredEventDetails" in e
+    ]
+
+
+def test_a_confident_photo_is_recorded_as_routed_and_announced_once(
+    workflow: Workflow, subscriber: Subscriber
+) -> None:
+    key = copy_of(workflow, workflow.confident_key())
+    execution = run_execution(workflow, key)
+    assert execution["status"] == "SUCCEEDED", execution
+    assert entered_states(workflow, execution["executionArn"])[-2:] == [
+        "RecordDecision",
+        "PublishDecision",
+    ]
+    probabilities = workflow.probabilities[workflow.confident_key()]
+    decision = decision_of(workflow, key)
+    decided_at = decision.pop("decided_at")
+    assert datetime.fromisoformat(decided_at).tzinfo is not None
+    assert decision == {
+        "image": image_id(workflow.bucket, key),
+        "label": ("bicycle", "motorcycle")[probabilities.index(max(probabilities))],
+        "confidence": pytest.approx(max(probabilities), abs=1e-5),
+        "inferences": pytest.approx(probabilities, abs=1e-5),
+        "model_version": version_of_variant(decision["variant"]),
+        "endpoint": workflow.endpoint_name,
+        "variant": decision["variant"],
+        "execution": execution["executionArn"],
+        "status": STATUS_ROUTED,
+        "source": SOURCE_MODEL,
+        "revision": 0,
+    }
+    assert decision["variant"]  # the variant that answered, as the endpoint named it
+    assert image_id(workflow.bucket, key) not in review_queue(workflow)
+    [event] = subscriber.events_for(image_id(workflow.bucket, key))
+    assert (event["source"], event["detail-type"]) == (EVENT_SOURCE, EVENT_DETAIL_TYPE)
+    assert event["detail"] == {
+        "image": decision["image"],
+        "label": decision["label"],
+        "confidence": pytest.approx(decision["confidence"], abs=1e-9),
+        "model_version": decision["model_version"],
+        "endpoint": decision["endpoint"],
+        "variant": decision["variant"],
+        "decided_at": decided_at,
+        "execution": execution["executionArn"],
+        "source": SOURCE_MODEL,
+        "status": STATUS_ROUTED,
+    }
+    assert execution["executionArn"] in event["resources"]
+
+
+def test_the_same_photo_twice_leaves_one_decision_and_one_event(
+    workflow: Workflow, subscriber: Subscriber
+) -> None:
+    key = copy_of(workflow, workflow.confident_key())
+    first = run_execution(workflow, key)
+    decided = decision_of(workflow, key)
+    second = run_execution(workflow, key)
+    assert (first["status"], second["status"]) == ("SUCCEEDED", "SUCCEEDED")
+    assert entered_states(workflow, second["executionArn"])[-2:] == [
+        "RecordDecision",
+        "AlreadyDecided",
+    ]
+    failures = [
+        e["taskFailedEventDetails"]["error"]
+        for e in history(workflow, second["executionArn"])
+        if e["type"] == "TaskFailed"
+    ]
+    assert failures == ["DynamoDB.ConditionalCheckFailedException"]
+    assert decision_of(workflow, key) == decided  # the first execution's, untouched
+    assert decided["execution"] == first["executionArn"]
+    events = subscriber.events_for(image_id(workflow.bucket, key))
+    assert [e["detail"]["execution"] for e in events] == [first["executionArn"]]
+
+
+def test_a_doubtful_photo_is_queued_for_review_and_still_stops_at_the_gate(
+    workflow: Workflow, subscriber: Subscriber
+) -> None:
+    key = copy_of(workflow, workflow.doubtful_key(), audited=None)
+    image = image_id(workflow.bucket, key)
+    execution = run_execution(workflow, key)
+    assert (execution["status"], execution["error"]) == ("FAILED", GATE_ERROR)
+    decision = decision_of(workflow, key)
+    probabilities = workflow.probabilities[workflow.doubtful_key()]
+    assert decision["status"] == STATUS_NEEDS_REVIEW
+    assert decision["review_reason"] == REASON_DOUBTFUL
+    assert decision["review_pending"] == REVIEW_PENDING
+    assert decision["queued_at"] == decision["decided_at"]
+    assert decision["confidence"] == pytest.approx(max(probabilities), abs=1e-5)
+    assert decision["execution"] == execution["executionArn"]
+    assert image in review_queue(workflow)
+    assert subscriber.events_for(image) == []  # nothing routed
+    # Again: still stopped at the gate, still one decision, queued once.
+    again = run_execution(workflow, key)
+    assert (again["status"], again["error"]) == ("FAILED", GATE_ERROR)
+    assert decision_of(workflow, key) == decision
+    assert review_queue(workflow).count(image) == 1
+
+
+def test_the_readmes_review_queue_command_lists_a_queued_photo(workflow: Workflow) -> None:
+    """The README's `aws dynamodb query` of the review queue, run with the AWS CLI against
+    the deployed table."""
+    if shutil.which("aws") is None:
+        pytest.skip("the AWS CLI the README uses is not installed here")
+    key = copy_of(workflow, workflow.doubtful_key(), audited=None)
+    run_execution(workflow, key)
+    readme = (REPO_ROOT / "README.md").read_text().replace("\\\n", " ")
+    [command] = [
+        line.strip()
+        for line in readme.split("## The AWS path")[0].splitlines()
+        if line.strip().startswith("aws dynamodb query")
+    ]
+    result = subprocess.run(
+        command, shell=True, env=workflow.environment(), capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    queued = [item["image"]["S"] for item in json.loads(result.stdout)["Items"]]
+    assert image_id(workflow.bucket, key) in queued
+
+
+def test_an_audit_sampled_photo_is_routed_and_queued_for_review(
+    workflow: Workflow, subscriber: Subscriber
+) -> None:
+    key = copy_of(workflow, workflow.confident_key(), audited=True)
+    image = image_id(workflow.bucket, key)
+    execution = run_execution(workflow, key)
+    assert execution["status"] == "SUCCEEDED", execution
+    assert "RecordAuditedDecision" in entered_states(workflow, execution["executionArn"])
+    decision = decision_of(workflow, key)
+    assert (decision["status"], decision["review_reason"]) == (STATUS_ROUTED, REASON_AUDIT)
+    assert decision["queued_at"] == decision["decided_at"]
+    assert image in review_queue(workflow)
+    [event] = subscriber.events_for(image)  # routed as any other passed photo
+    assert event["detail"]["status"] == STATUS_ROUTED
+
+
+def test_a_photo_with_a_hostile_key_is_decided_under_exactly_its_id(
+    workflow: Workflow, subscriber: Subscriber
+) -> None:
+    # Quotes, braces and a DynamoDB type tag in the key must stay data, never structure.
+    key = copy_of(workflow, workflow.confident_key(), name=' "}, {"S": "x"} ünï $.decision')
+    image = image_id(workflow.bucket, key)
+    execution = run_execution(workflow, key)
+    assert execution["status"] == "SUCCEEDED", execution
+    assert decision_of(workflow, key)["image"] == image
+    [event] = subscriber.events_for(image)
+    assert event["detail"]["image"] == image
+
+
+def test_the_stack_names_its_decisions_table(workflow: Workflow) -> None:
+    [stack] = workflow.client("cloudformation").describe_stacks(
+        StackName=f"scones-unlimited-{STAGE}"
+    )["Stacks"]
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in stack["Outputs"]}
+    assert outputs["DecisionsTableName"] == DECISIONS_TABLE
+    table = workflow.client("dynamodb").describe_table(TableName=DECISIONS_TABLE)["Table"]
+    assert table["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
+    assert table["SSEDescription"]["Status"] == "ENABLED"
+    backups = workflow.client("dynamodb").describe_continuous_backups(TableName=DECISIONS_TABLE)
+    recovery = backups["ContinuousBackupsDescription"]["PointInTimeRecoveryDescription"]
+    assert recovery["PointInTimeRecoveryStatus"] == "ENABLED"
+    [index] = table["GlobalSecondaryIndexes"]
+    assert index["IndexName"] == REVIEW_INDEX
+    assert [k["AttributeName"] for k in index["KeySchema"]] == [
+        REVIEW_INDEX_PARTITION_KEY,
+        REVIEW_INDEX_SORT_KEY,
+    ]

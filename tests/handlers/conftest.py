@@ -82,11 +82,16 @@ def data_bucket(
     yield unique_name
 
 
+ANSWERING_VARIANT = "v3"  # SageMaker names the variant that answered; rollout names it v<version>
+
+
 @dataclass
 class Answer:
     status: int = 200
     body: bytes = b"[0.973, 0.027]"
-    headers: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, str] = field(
+        default_factory=lambda: {"X-Amzn-Invoked-Production-Variant": ANSWERING_VARIANT}
+    )
     hang: bool = False  # read the request, then answer nothing until the server stops
 
 

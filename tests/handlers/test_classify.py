@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import boto3
@@ -29,6 +31,7 @@ from handlers.workflow_event import (
 )
 from tests.conftest import free_port
 from tests.handlers.conftest import (
+    ANSWERING_VARIANT,
     Answer,
     LambdaContext,
     RuntimeServer,
@@ -54,8 +57,31 @@ def test_the_image_is_sent_to_the_endpoint_and_its_probabilities_returned(
     lambda_context: LambdaContext,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
+    before = datetime.now(UTC)
     result = classify.handler(event(png_image), lambda_context)
-    assert result == {"statusCode": 200, "body": {**event(png_image), "inferences": [0.973, 0.027]}}
+    body = result["body"]
+    decided_at = datetime.fromisoformat(body.pop("decided_at"))
+    assert before <= decided_at <= datetime.now(UTC)
+    assert body == {
+        **event(png_image),
+        "inferences": [0.973, 0.027],
+        "endpoint": request_endpoint(endpoint),
+        "variant": ANSWERING_VARIANT,
+    }
+    # The decision as the state machine records it (contract/decisions.py's names).
+    assert result["decision"] == {
+        "image": "s3://scones-unlimited-test/test/bike_s_000001.png",
+        "label": "bicycle",
+        "confidence": 0.973,
+        "model_version": "3",
+        "endpoint": request_endpoint(endpoint),
+        "variant": ANSWERING_VARIANT,
+        "decided_at": decided_at.isoformat(timespec="milliseconds"),
+        "dynamodb": {
+            "confidence": {"N": "0.973"},
+            "inferences": {"L": [{"N": "0.973"}, {"N": "0.027"}]},
+        },
+    }
     (request,) = endpoint.requests
     assert request["path"] == f"/endpoints/{request['endpoint']}/invocations"
     assert request["content_type"] == "image/png"
@@ -65,6 +91,26 @@ def test_the_image_is_sent_to_the_endpoint_and_its_probabilities_returned(
     assert record["confidence"] == 0.973
     assert record["s3_key"] == "test/bike_s_000001.png"
     assert record["request_id"] == lambda_context.aws_request_id
+
+
+def request_endpoint(endpoint: RuntimeServer) -> str:
+    return str(endpoint.requests[-1]["endpoint"])
+
+
+def test_an_answer_without_a_variant_is_recorded_as_unversioned(
+    endpoint: RuntimeServer, png_image: bytes
+) -> None:
+    endpoint.answers[os.environ["ENDPOINT_NAME"]] = Answer(headers={})
+    decision = classify.handler(event(png_image))["decision"]
+    assert (decision["variant"], decision["model_version"]) == ("", "unversioned")
+
+
+def test_a_photo_without_its_s3_location_cannot_be_decided(
+    endpoint: RuntimeServer, png_image: bytes
+) -> None:
+    # The decision's id is the photo's S3 location; an inline image alone has none.
+    with pytest.raises(InvalidEvent, match="s3_bucket and s3_key"):
+        classify.handler({**event(png_image), "s3_bucket": ""})
 
 
 def test_a_jpeg_is_sent_as_image_jpeg(endpoint: RuntimeServer, jpeg_image: bytes) -> None:
@@ -254,7 +300,13 @@ def test_an_image_serialize_left_in_s3_is_read_and_sent_as_it_is(
     s3.put_object(Bucket=data_bucket, Key="incoming/photo.jpg", Body=photo)
     reference = {"image_data": "", "s3_bucket": data_bucket, "s3_key": "incoming/photo.jpg"}
     result = classify.handler(reference)
-    assert result["body"] == {**reference, "inferences": [0.973, 0.027]}
+    assert result["body"] == {
+        **reference,
+        "inferences": [0.973, 0.027],
+        "endpoint": request_endpoint(endpoint),
+        "variant": ANSWERING_VARIANT,
+        "decided_at": result["body"]["decided_at"],
+    }
     (request,) = endpoint.requests
     assert request["content_type"] == "image/jpeg"
     assert request["body"] == photo

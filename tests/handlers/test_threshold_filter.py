@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from contract.decisions import DEFAULT_AUDIT_RATE
 from handlers import threshold_filter
 from handlers.workflow_event import ConfigurationError, InvalidEvent
 from tests.handlers.conftest import LambdaContext
@@ -20,6 +21,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture(autouse=True)
 def default_threshold(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("THRESHOLD", raising=False)
+    monkeypatch.delenv("AUDIT_RATE", raising=False)
 
 
 def event(*inferences: float) -> dict[str, object]:
@@ -161,3 +163,95 @@ def test_the_filter_imports_neither_boto3_nor_botocore() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT
     )
     assert result.stdout.strip() == "[]", result.stderr
+
+
+# --- the decision and the audit sample --------------------------------------------------
+
+
+def classified(key: str, *inferences: float) -> dict[str, object]:
+    """What classify returns for the photo `key` (the fields it adds to the event)."""
+    return {
+        "statusCode": 200,
+        "body": {
+            **event(*inferences),
+            "s3_key": key,
+            "endpoint": "scones-image-classifier",
+            "variant": "v7",
+            "decided_at": "2026-11-29T12:00:00.000+00:00",
+        },
+    }
+
+
+def test_a_classified_photo_that_passes_carries_its_decision() -> None:
+    decision = threshold_filter.handler(classified("incoming/a.png", 0.02, 0.98))["decision"]
+    assert decision == {
+        "image": "s3://scones-unlimited-test/incoming/a.png",
+        "label": "motorcycle",
+        "confidence": 0.98,
+        "model_version": "7",
+        "endpoint": "scones-image-classifier",
+        "variant": "v7",
+        "decided_at": "2026-11-29T12:00:00.000+00:00",
+        "dynamodb": {
+            "confidence": {"N": "0.98"},
+            "inferences": {"L": [{"N": "0.02"}, {"N": "0.98"}]},
+        },
+        "audit": decision["audit"],
+    }
+
+
+def test_tiny_probabilities_are_written_as_plain_decimals_for_dynamodb() -> None:
+    decision = threshold_filter.handler(classified("incoming/b.png", 1 - 1e-9, 1e-9))["decision"]
+    assert decision["dynamodb"]["inferences"]["L"][1] == {"N": "0.000000001"}
+
+
+def test_the_audit_sample_is_a_share_of_photos_and_the_same_each_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    images = [f"s3://scones-unlimited-test/incoming/{n}.png" for n in range(4000)]
+    sampled = [image for image in images if threshold_filter.in_audit_sample(image, 0.05)]
+    assert 0.04 < len(sampled) / len(images) < 0.06  # binomial sd ~0.0034
+    assert sampled == [i for i in images if threshold_filter.in_audit_sample(i, 0.05)]
+    # A larger rate keeps every photo a smaller one sampled (the hash is fixed per photo).
+    assert set(sampled) <= {i for i in images if threshold_filter.in_audit_sample(i, 0.2)}
+    assert not any(threshold_filter.in_audit_sample(i, 0.0) for i in images)
+    assert all(threshold_filter.in_audit_sample(i, 1.0) for i in images)
+
+
+@pytest.mark.parametrize(("rate", "audited"), [("1", True), ("0", False), (" 1.0 ", True)])
+def test_the_audit_rate_comes_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, rate: str, audited: bool
+) -> None:
+    monkeypatch.setenv("AUDIT_RATE", rate)
+    response = threshold_filter.handler(classified("incoming/c.png", 0.99, 0.01))
+    assert response["decision"]["audit"] is audited
+
+
+def test_the_default_audit_rate_is_the_contracts() -> None:
+    assert threshold_filter.configured_audit_rate() == DEFAULT_AUDIT_RATE
+
+
+@pytest.mark.parametrize("rate", ["often", "-0.1", "1.5", "nan", "inf", "5%", "x" * 10_000])
+def test_a_malformed_audit_rate_is_a_configuration_error(
+    monkeypatch: pytest.MonkeyPatch, rate: str
+) -> None:
+    monkeypatch.setenv("AUDIT_RATE", rate)
+    with pytest.raises(ConfigurationError, match="AUDIT_RATE") as raised:
+        threshold_filter.handler(classified("incoming/d.png", 0.99, 0.01))
+    assert len(str(raised.value)) < 200  # a hostile value is not echoed in full
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("endpoint", "e" * 64), ("variant", "v" * 64), ("decided_at", "9" * 33), ("variant", 7)],
+)
+def test_hostile_answered_fields_are_invalid_events(field: str, value: object) -> None:
+    hostile = classified("incoming/e.png", 0.99, 0.01)
+    hostile["body"][field] = value  # type: ignore[index]
+    with pytest.raises(InvalidEvent, match=field):
+        threshold_filter.handler(hostile)
+
+
+def test_a_doubtful_classified_photo_is_still_stopped() -> None:
+    with pytest.raises(threshold_filter.THRESHOLD_CONFIDENCE_NOT_MET):
+        threshold_filter.handler(classified("incoming/f.png", 0.6, 0.4))

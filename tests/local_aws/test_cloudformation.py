@@ -214,3 +214,32 @@ def test_sls_invoke_stepf_prints_the_execution_and_runs_again_without_a_name(
     assert "0.97" in first.stdout
     second = run_sls(deployed_project, workflow_aws, *args)  # unnamed again: a fresh UUID
     assert second.returncode == 0, second.stdout + second.stderr
+
+
+def test_a_tables_encryption_and_point_in_time_recovery_come_from_the_template(
+    workflow_aws: LocalAws,
+) -> None:
+    name = f"table-{uuid.uuid4().hex[:8]}"
+    template = {
+        "Resources": {
+            "Table": {
+                "Type": "AWS::DynamoDB::Table",
+                "Properties": {
+                    "TableName": name,
+                    "BillingMode": "PAY_PER_REQUEST",
+                    "AttributeDefinitions": [{"AttributeName": "k", "AttributeType": "S"}],
+                    "KeySchema": [{"AttributeName": "k", "KeyType": "HASH"}],
+                    "SSESpecification": {"SSEEnabled": True},
+                    "PointInTimeRecoverySpecification": {"PointInTimeRecoveryEnabled": True},
+                },
+            }
+        }
+    }
+    cloudformation = workflow_aws.client("cloudformation")
+    cloudformation.create_stack(StackName=name, TemplateBody=json.dumps(template))
+    dynamodb = workflow_aws.client("dynamodb")
+    table = dynamodb.describe_table(TableName=name)["Table"]
+    assert table["SSEDescription"]["Status"] == "ENABLED"
+    assert table["SSEDescription"]["SSEType"] == "KMS"  # the AWS managed key, aws/dynamodb
+    backups = dynamodb.describe_continuous_backups(TableName=name)["ContinuousBackupsDescription"]
+    assert backups["PointInTimeRecoveryDescription"]["PointInTimeRecoveryStatus"] == "ENABLED"

@@ -151,6 +151,92 @@ def test_a_condition_the_local_aws_cannot_evaluate_grants_nothing_and_its_deny_d
     assert _code(denied) == "AccessDenied"
 
 
+def test_dynamodb_leading_keys_and_attributes_are_evaluated_for_put_item(
+    local_aws: dict[str, str], unique_name: str
+) -> None:
+    table = boto3.client("dynamodb")
+    table.create_table(
+        TableName=unique_name,
+        AttributeDefinitions=[{"AttributeName": "image", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "image", "KeyType": "HASH"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    role = _role(
+        unique_name,
+        [
+            {
+                "Effect": "Allow",
+                "Action": "dynamodb:PutItem",
+                "Resource": f"arn:aws:dynamodb:us-east-1:123456789012:table/{unique_name}",
+                "Condition": {
+                    "ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["s3://ours/*"]},
+                    "ForAllValues:StringEquals": {"dynamodb:Attributes": ["image", "label"]},
+                },
+            }
+        ],
+    )
+    dynamodb = _as_role(role, "dynamodb")
+    ours = {"image": {"S": "s3://ours/incoming/a.png"}, "label": {"S": "bicycle"}}
+    dynamodb.put_item(TableName=unique_name, Item=ours)
+    refused = [
+        {**ours, "image": {"S": "s3://theirs/incoming/a.png"}},  # another bucket's photo
+        {**ours, "answer": {"S": "bicycle"}},  # an attribute the statement does not name
+    ]
+    for item in refused:
+        with pytest.raises(ClientError) as denied:
+            dynamodb.put_item(TableName=unique_name, Item=item)
+        assert _code(denied) == "AccessDeniedException"
+
+
+def test_dynamodb_keys_on_an_action_that_does_not_fill_them_grant_nothing() -> None:
+    # The local AWS fills dynamodb:LeadingKeys and dynamodb:Attributes in for PutItem only:
+    # on another request they are unknown, not absent, and ForAllValues must not hold.
+    statement = {
+        "Effect": "Allow",
+        "Action": "dynamodb:*",
+        "Resource": "*",
+        "Condition": {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["s3://ours/*"]}},
+    }
+    request = iam.Request("arn:aws:iam::123456789012:role/r", "dynamodb:DeleteItem", "t", {})
+    assert iam.evaluate([{"Statement": [statement]}], request) is iam.Decision.NONE
+    put = iam.Request(
+        "arn:aws:iam::123456789012:role/r",
+        "dynamodb:PutItem",
+        "t",
+        {"dynamodb:LeadingKeys": ("s3://ours/a.png",)},
+    )
+    assert iam.evaluate([{"Statement": [statement]}], put) is iam.Decision.ALLOW
+
+
+def test_eventbridge_source_and_detail_type_are_evaluated_for_each_entry(
+    local_aws: dict[str, str], unique_name: str
+) -> None:
+    role = _role(
+        unique_name,
+        [
+            {
+                "Effect": "Allow",
+                "Action": "events:PutEvents",
+                "Resource": "arn:aws:events:us-east-1:123456789012:event-bus/default",
+                "Condition": {
+                    "StringEquals": {"events:source": "ours", "events:detail-type": "Ours"}
+                },
+            }
+        ],
+    )
+    events = _as_role(role, "events")
+    entry = {"Source": "ours", "DetailType": "Ours", "Detail": "{}"}
+    assert events.put_events(Entries=[entry, entry])["FailedEntryCount"] == 0
+    for entries in (
+        [{**entry, "Source": "theirs"}],
+        [entry, {**entry, "DetailType": "Theirs"}],  # one entry not allowed refuses all
+        [{**entry, "EventBusName": "other"}],
+    ):
+        with pytest.raises(ClientError) as denied:
+            events.put_events(Entries=entries)
+        assert _code(denied) == "AccessDeniedException"
+
+
 def test_a_missing_key_is_access_denied_unless_the_role_may_list_the_bucket(
     bucket: str, unique_name: str
 ) -> None:

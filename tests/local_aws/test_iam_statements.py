@@ -2,7 +2,8 @@
 
 The real `serverless.yml` is rendered once (`sls package --stage local`); its functions are
 created in the local AWS from the packaged zips, its state machine from the rendered
-definition, its EventBridge rule from the rendered pattern and target. For each statement
+definition, its decisions table from the rendered table, its EventBridge rule from the
+rendered pattern and target. For each statement
 of each role (those in `serverless.yml` and those serverless-step-functions generates), the
 role is created without that one statement and the part of the workflow that acts with it
 runs: it must fail with AccessDenied. With the whole role it must succeed.
@@ -41,10 +42,7 @@ IMAGE_KEY = "test/iam-probe.png"
 CONFIDENT = [0.97, 0.03]
 GATE = "THRESHOLD_CONFIDENCE_NOT_MET"  # a doubtful image: an outcome, not an access error
 # The statements the step-functions plugin adds to the template (not in serverless.yml).
-PLUGIN_STATEMENTS = [
-    ("ImageWorkflowRole", "lambda:InvokeFunction"),
-    ("ImageWorkflowEventToStepFunctionsRole", "states:StartExecution"),
-]
+PLUGIN_STATEMENTS = [("ImageWorkflowEventToStepFunctionsRole", "states:StartExecution")]
 # Services whose calls local mode never makes (see the module's docstring).
 UNEXERCISED = ("logs:", "xray:")
 
@@ -112,6 +110,8 @@ class Rendered:
             return f"arn:aws:iam::{ACCOUNT_ID}:role/{logical_id}"
         if kind == "AWS::Events::Rule":
             return f"arn:aws:events:{REGION}:{ACCOUNT_ID}:rule/{logical_id}"
+        if kind == "AWS::DynamoDB::Table":
+            return f"arn:aws:dynamodb:{REGION}:{ACCOUNT_ID}:table/{properties['TableName']}"
         raise AssertionError(f"no ARN for {logical_id} ({kind})")
 
     def ref(self, name: str) -> str:
@@ -122,6 +122,8 @@ class Rendered:
             return ENDPOINT
         if self.resources[name]["Type"] == "AWS::StepFunctions::StateMachine":
             return self.arn(name)  # a state machine's Ref is its ARN
+        if self.resources[name]["Type"] == "AWS::DynamoDB::Table":
+            return str(self.resources[name]["Properties"]["TableName"])  # a table's is its name
         raise AssertionError(f"no Ref value for {name}")
 
     def resolve(self, value: Any) -> Any:
@@ -269,6 +271,7 @@ def workflow(workflow_aws: LocalAws, tmp_path_factory: pytest.TempPathFactory) -
         )
         workflow.functions[role_id] = properties["FunctionName"]
         workflow.environments[role_id] = {k: str(v) for k, v in variables.items()}
+    _create_table(aws, rendered.resolve(rendered.resources["DecisionsTable"]["Properties"]))
     machine = rendered.resources["ImageWorkflow"]["Properties"]
     definition = rendered.resolve(machine["DefinitionString"])
     aws.client("stepfunctions").create_state_machine(
@@ -277,6 +280,18 @@ def workflow(workflow_aws: LocalAws, tmp_path_factory: pytest.TempPathFactory) -
         roleArn=workflow.whole_roles["ImageWorkflowRole"],
     )
     return workflow
+
+
+def _create_table(aws: LocalAws, properties: dict[str, Any]) -> None:
+    """The table as CloudFormation creates it (its properties in the API's names)."""
+    aws.client("dynamodb").create_table(
+        TableName=properties["TableName"],
+        BillingMode=properties["BillingMode"],
+        AttributeDefinitions=properties["AttributeDefinitions"],
+        KeySchema=properties["KeySchema"],
+        GlobalSecondaryIndexes=properties["GlobalSecondaryIndexes"],
+        SSESpecification={"Enabled": properties["SSESpecification"]["SSEEnabled"]},
+    )
 
 
 # --- what each role does, run for real ----------------------------------------------------
@@ -368,9 +383,16 @@ def _outcome(workflow: Workflow, execution: dict[str, Any]) -> str:
 
 
 def _state_machine(workflow: Workflow, role: str) -> str:
+    """A confident photo through the whole workflow: the three handlers, its decision
+    recorded and its event put. A photo of its own each time: a photo decided already would
+    end in AlreadyDecided without putting an event."""
     workflow.use_roles(ImageWorkflowRole=role)
+    key = f"test/iam-{uuid.uuid4().hex}.png"
+    workflow.aws.client("s3").copy_object(
+        Bucket=workflow.bucket, Key=key, CopySource={"Bucket": workflow.bucket, "Key": IMAGE_KEY}
+    )
     arn = workflow.aws.client("stepfunctions").start_execution(
-        stateMachineArn=workflow.machine_arn, input=json.dumps(_event(workflow))
+        stateMachineArn=workflow.machine_arn, input=json.dumps(_event(workflow, s3_key=key))
     )["executionArn"]
     return _outcome(workflow, _wait_for_execution(workflow, arn))
 

@@ -10,7 +10,24 @@ from typing import Any
 
 import pytest
 
+from contract.decisions import (
+    EVENT_DETAIL_TYPE,
+    EVENT_SOURCE,
+    REASON_AUDIT,
+    REASON_DOUBTFUL,
+    REVIEW_PENDING,
+    SOURCE_MODEL,
+    STATUS_NEEDS_REVIEW,
+    STATUS_ROUTED,
+)
 from tests.statemachine.packaging import REPO_ROOT, package, resolve_definition
+
+# What the workflow writes: contract/decisions.py's attributes, less the person's answer.
+WRITTEN_ATTRIBUTES = {
+    "image", "label", "confidence", "inferences", "model_version", "endpoint", "variant",
+    "decided_at", "execution", "status", "source", "revision", "review_reason",
+    "review_pending", "queued_at",
+}  # fmt: skip
 
 ASL_VALIDATOR = REPO_ROOT / "node_modules" / ".bin" / "asl-validator"
 LAMBDA_SERVICE_ERRORS = {
@@ -62,7 +79,7 @@ def test_the_three_handlers_run_in_order(definition: dict[str, Any]) -> None:
     assert definition["StartAt"] == "Serialize"
     assert states["Serialize"]["Next"] == "Classify"
     assert states["Classify"]["Next"] == "FilterLowConfidence"
-    assert states["FilterLowConfidence"]["End"] is True
+    assert states["FilterLowConfidence"]["Next"] == "Audited"
 
 
 @pytest.mark.parametrize(("state", "function_name"), TASKS.items())
@@ -114,12 +131,23 @@ def test_any_other_error_ends_in_workflow_failed(definition: dict[str, Any], sta
     assert failed["Cause"]
 
 
-def test_a_doubtful_inference_ends_in_its_own_fail_state(definition: dict[str, Any]) -> None:
+def test_a_doubtful_inference_is_queued_then_ends_in_its_own_fail_state(
+    definition: dict[str, Any],
+) -> None:
     first_catch = definition["States"]["FilterLowConfidence"]["Catch"][0]
+    # The error goes beside the input: the decision classify returned survives the Catch.
     assert first_catch == {
         "ErrorEquals": ["THRESHOLD_CONFIDENCE_NOT_MET"],
-        "Next": "ConfidenceTooLow",
+        "ResultPath": "$.gate",
+        "Next": "QueueForReview",
     }
+    queue = definition["States"]["QueueForReview"]
+    assert queue["Next"] == "ConfidenceTooLow"
+    # Queued already (a rerun): still stopped at the gate; any other failure is a failure.
+    assert [(c["ErrorEquals"], c["Next"]) for c in queue["Catch"]] == [
+        (["DynamoDB.ConditionalCheckFailedException"], "ConfidenceTooLow"),
+        (["States.ALL"], "WorkflowFailed"),
+    ]
     stop = definition["States"]["ConfidenceTooLow"]
     assert stop["Type"] == "Fail"
     assert stop["Error"] == "THRESHOLD_CONFIDENCE_NOT_MET"
@@ -133,3 +161,70 @@ def test_only_the_threshold_filter_catches_the_threshold_error(
     for state in ("Serialize", "Classify"):
         caught = {e for c in definition["States"][state]["Catch"] for e in c["ErrorEquals"]}
         assert caught == {"States.ALL"}
+
+
+DECISION_WRITES = {
+    "RecordDecision": (STATUS_ROUTED, None),
+    "RecordAuditedDecision": (STATUS_ROUTED, REASON_AUDIT),
+    "QueueForReview": (STATUS_NEEDS_REVIEW, REASON_DOUBTFUL),
+}
+
+
+@pytest.mark.parametrize(("state", "expected"), DECISION_WRITES.items())
+def test_each_decision_is_one_conditional_put_in_the_contracts_shape(
+    definition: dict[str, Any], state: str, expected: tuple[str, str | None]
+) -> None:
+    status, reason = expected
+    task = definition["States"][state]
+    assert task["Resource"] == "arn:aws:states:::dynamodb:putItem"
+    assert task["ResultPath"] is None  # the decision stays the state's data for the event
+    parameters = task["Parameters"]
+    assert parameters["TableName"] == "scones-unlimited-local-decisions"
+    item = parameters["Item"]
+    assert item["image"] == {"S.$": "$.decision.image"}
+    assert item["status"] == {"S": status}
+    assert item["source"] == {"S": SOURCE_MODEL}
+    assert item["execution"] == {"S.$": "$$.Execution.Id"}
+    assert item["revision"] == {"N": "0"}
+    if reason is None:
+        assert not {"review_reason", "review_pending", "queued_at"} & set(item)
+    else:
+        assert item["review_reason"] == {"S": reason}
+        assert item["review_pending"] == {"S": REVIEW_PENDING}
+        assert item["queued_at"] == {"S.$": "$.decision.decided_at"}
+    assert {name.removesuffix(".$") for name in item} <= WRITTEN_ATTRIBUTES
+    # One decision per photo, whichever execution comes second.
+    assert parameters["ConditionExpression"] == (
+        "attribute_not_exists(#image) OR (#execution = :execution AND #revision = :first)"
+    )
+
+
+def test_a_photo_decided_before_ends_without_a_second_event(definition: dict[str, Any]) -> None:
+    states = definition["States"]
+    for state in ("RecordDecision", "RecordAuditedDecision"):
+        assert states[state]["Next"] == "PublishDecision"
+        first_catch = states[state]["Catch"][0]
+        assert first_catch["ErrorEquals"] == ["DynamoDB.ConditionalCheckFailedException"]
+        assert first_catch["Next"] == "AlreadyDecided"
+    assert states["AlreadyDecided"]["Type"] == "Succeed"
+    audited = states["Audited"]
+    assert audited["Choices"] == [
+        {"Variable": "$.decision.audit", "BooleanEquals": True, "Next": "RecordAuditedDecision"}
+    ]
+    assert audited["Default"] == "RecordDecision"
+
+
+def test_the_routing_event_is_the_contracts(definition: dict[str, Any]) -> None:
+    publish = definition["States"]["PublishDecision"]
+    assert publish["Resource"] == "arn:aws:states:::events:putEvents"
+    assert publish["End"] is True
+    (entry,) = publish["Parameters"]["Entries"]
+    assert entry["EventBusName"] == "default"
+    assert (entry["Source"], entry["DetailType"]) == (EVENT_SOURCE, EVENT_DETAIL_TYPE)
+    detail = entry["Detail"]
+    assert (detail["source"], detail["status"]) == (SOURCE_MODEL, STATUS_ROUTED)
+    assert {name.removesuffix(".$") for name in detail} == {
+        "image", "label", "confidence", "model_version", "endpoint", "variant",
+        "decided_at", "execution", "source", "status",
+    }  # fmt: skip
+    assert publish["Catch"] == [{"ErrorEquals": ["States.ALL"], "Next": "WorkflowFailed"}]
