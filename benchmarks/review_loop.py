@@ -7,11 +7,12 @@ For each seed (0, 1, 2 by default), without ever training on the test split:
      takes them: each photo's PNG bytes are classified as the endpoint does (inference.py's
      model_fn, input_fn, predict_fn), a photo whose best probability is below
      contract.threshold's threshold is stopped (queued as doubtful), and a photo that
-     passed is audited when `audit_sampled(image id)` says so (a SHA-256 of the photo's id
-     under DEFAULT_AUDIT_RATE, contract.decisions: the same photo is always sampled or
-     never, whatever the model). This applies the workflow's rules in this process; it
-     does not run the local Step Functions workflow (400 photos x 3 seeds through the
-     local AWS would cost more than the trainings on this machine);
+     passed is audited when the threshold filter's own `in_audit_sample(image id,
+     DEFAULT_AUDIT_RATE)` says so (handlers/threshold_filter.py: a SHA-256 of the photo's
+     id, so the same photo is always sampled or never, whatever the model). This applies
+     the workflow's rules in this process; it does not run the local Step Functions
+     workflow (400 photos x 3 seeds through the local AWS would cost more than the
+     trainings on this machine);
   3. "review": the stopped and audited photos get their true labels, written as a
      reviewed.lst and handed to train.py as its `reviewed` channels, exactly what `train
      --include-reviewed` gives the job (the launcher's S3 checks are not exercised here);
@@ -29,7 +30,6 @@ For each seed (0, 1, 2 by default), without ever training on the test split:
 from __future__ import annotations
 
 import argparse
-import hashlib
 import importlib
 import json
 import os
@@ -51,6 +51,7 @@ sys.path.insert(0, str(REPO_ROOT))
 from contract.decisions import DEFAULT_AUDIT_RATE, image_id  # noqa: E402
 from contract.manifest import LstEntry, format_lst  # noqa: E402
 from contract.threshold import DEFAULT_THRESHOLD  # noqa: E402
+from handlers.threshold_filter import in_audit_sample  # noqa: E402
 from training_job import cifar  # noqa: E402
 from training_job.monitor import model_code  # noqa: E402
 from training_job.stage import encode_png  # noqa: E402
@@ -67,15 +68,6 @@ HOLD_BACK = 0.4
 UPLOAD_BUCKET = "scones-unlimited-local"
 QUICK = ["--epochs", "20", "--members", "1"]
 ARMS = ("initial", "reviewed", "random", "all")
-
-
-def audit_sampled(photo_id: str, rate: float = DEFAULT_AUDIT_RATE) -> bool:
-    """Whether a photo that passed the gate is queued for audit: the first 8 bytes of the
-    SHA-256 of its id (s3://bucket/key) as a fraction of 2**64, below `rate`. This mirrors
-    the workflow's rule (the threshold filter's `in_audit_sample`, issue 13's decisions
-    branch); the sample does not depend on the model or on the order of arrival."""
-    digest = hashlib.sha256(photo_id.encode()).digest()
-    return int.from_bytes(digest[:8], "big") < rate * 2**64
 
 
 @dataclass
@@ -216,7 +208,7 @@ def gate(
     audited = np.array(
         [
             not stop
-            and audit_sampled(image_id(UPLOAD_BUCKET, f"incoming/{p.entry.filename}"), audit_rate)
+            and in_audit_sample(image_id(UPLOAD_BUCKET, f"incoming/{p.entry.filename}"), audit_rate)
             for stop, p in zip(stopped, stream, strict=True)
         ]
     )
