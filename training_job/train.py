@@ -14,7 +14,7 @@ an option of one mode is refused in the other.
 --include-reviewed adds the photos people labelled in the review queue to the training
 data (never to validation or test): the channels `reviewed` = s3://BUCKET/reviewed/images/
 and `reviewed_lst` = a copy of s3://BUCKET/reviewed/reviewed.lst, checked first and pinned
-beside the job's output (training_job/reviewed.py); metrics.json's "reviewed" says how many
+beside the job's output (training_job/include_reviewed.py); metrics.json's "reviewed" says how many
 were added and from which manifest (its URI and SHA-256).
 """
 
@@ -39,8 +39,8 @@ from botocore.exceptions import ClientError
 
 from contract.manifest import ManifestError
 from contract.s3 import S3UriError, normalise_prefix, parse_s3_object_uri
+from training_job import include_reviewed as reviewed_photos
 from training_job import local_mode
-from training_job import reviewed as reviewed_photos
 from training_job.bucket import BucketError, is_valid_bucket_name, require_region
 from training_job.errors import CommandError, UsageError
 from training_job.manifests import MANIFEST_NAME, Manifest
@@ -99,7 +99,7 @@ class Plan:
     algorithm: str
     manifest: Manifest
     hyperparameters: dict[str, Any]
-    reviewed: reviewed_photos.ReviewedManifest | None = None
+    reviewed: reviewed_photos.CheckedManifest | None = None
 
     @property
     def output_path(self) -> str:

@@ -16,19 +16,23 @@ import pytest
 from PIL import Image
 
 from contract.decisions import (
+    ANSWER_NEITHER,
     REVIEWED_IMAGES_PREFIX,
     REVIEWED_MANIFEST_KEY,
     REVIEWED_MANIFEST_VARIABLE,
     REVIEWED_SHA256_VARIABLE,
+    image_id,
 )
 from contract.manifest import LstEntry, format_lst
 from tests.local_aws.test_training import keys_under, read_object, sample_images, stage_sample
 from tests.training_job.test_train_launcher import ROLE, channel_uris, describe, launch, one_cpu
-from training_job import reviewed as reviewed_photos
+from training_job import include_reviewed as reviewed_photos
 from training_job import train
+from training_job.review.reviewed import ReviewedManifest as ReviewedAnswers
 
 __all__ = ["one_cpu"]  # a fixture, used by name
 STAGED_PER_CLASS = 4
+CLASSES = ("bicycle", "motorcycle")
 
 
 def new_uploads(shared_data: Path, count: int) -> list[tuple[int, bytes, str]]:
@@ -153,11 +157,13 @@ def test_a_job_name_already_used_is_refused_and_its_pinned_manifest_kept(
 
 
 def refusal(bucket: str, capsys: pytest.CaptureFixture[str], *extra: str) -> str:
+    """The command's one-line error; it wrote nothing."""
+    before = keys_under(bucket, "models/")
     code = launch("--mode", "local", "--bucket", bucket, "--include-reviewed", *extra)
     err = capsys.readouterr().err
     assert code == 1, err
     assert err.startswith("python -m training_job train: error: ") and err.count("\n") == 1
-    assert keys_under(bucket, "models/") == []
+    assert keys_under(bucket, "models/") == before
     return err
 
 
@@ -254,3 +260,27 @@ def test_help_explains_the_option(capsys: pytest.CaptureFixture[str]) -> None:
     text = " ".join(capsys.readouterr().out.split())
     assert "--include-reviewed also train on the photos people labelled" in text
     assert "never validation or test" in text
+
+
+def test_what_the_review_command_writes_is_accepted_and_a_reviewed_test_photo_refused(
+    bucket: str, photos: list[tuple[int, bytes, str]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The contract between the two commands: answers recorded by the review command's own
+    writer (training_job/review/reviewed.py) are what --include-reviewed reads; a staged
+    test photo run through the workflow and answered is refused by its bytes."""
+    s3 = boto3.client("s3")
+    writer = ReviewedAnswers(s3, bucket)
+    for label, data, name in photos:
+        key = f"incoming/{name}"
+        s3.put_object(Bucket=bucket, Key=key, Body=data)
+        writer.record(image_id(bucket, key), key, CLASSES[label])
+    s3.put_object(Bucket=bucket, Key="incoming/odd.png", Body=photos[0][1])
+    writer.record(image_id(bucket, "incoming/odd.png"), "incoming/odd.png", ANSWER_NEITHER)
+    argv = ["--mode", "sagemaker", "--bucket", bucket, "--role", ROLE, "--include-reviewed"]
+    assert launch(*argv, "--job-name", "from-the-review-command", "--no-wait") == 0
+    assert "adding 6 reviewed photos" in capsys.readouterr().out  # "neither" is not one
+
+    test_key = keys_under(bucket, "test/")[0]
+    writer.record(image_id(bucket, test_key), test_key, "bicycle")
+    err = refusal(bucket, capsys)
+    assert "names 1 photo(s) whose bytes are a test image's" in err

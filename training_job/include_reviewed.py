@@ -1,8 +1,9 @@
 """`train --include-reviewed`: the photos people labelled, checked and pinned for one job.
 
-The review command writes its answers into the workflow's bucket: a `.lst` manifest at
-contract.decisions.REVIEWED_MANIFEST_KEY (label = index in the staged class order;
-"neither" is never written) and the photos it names under REVIEWED_IMAGES_PREFIX. Before
+The review command (training_job/review/reviewed.py) writes its answers into the
+workflow's bucket: a `.lst` manifest at contract.decisions.REVIEWED_MANIFEST_KEY (label =
+index in the staged class order; "neither" is never written) and the photos it names
+under REVIEWED_IMAGES_PREFIX, each a copy of the uploaded object. Before
 a job starts, this module reads that manifest once and refuses it, with the reason,
 when it is missing, too large, malformed or empty, names a class the model does not
 have, names a photo that is not there or is over the endpoint's size limit, or names a
@@ -43,7 +44,7 @@ class ReviewedError(CommandError):
 
 
 @dataclass(frozen=True)
-class ReviewedManifest:
+class CheckedManifest:
     bucket: str
     etag: str
     body: bytes
@@ -72,7 +73,7 @@ def snapshot_key(models_prefix: str, job_name: str) -> str:
 
 def read_reviewed(
     s3: Any, bucket: str, classes: tuple[str, ...], staged_prefix: str
-) -> ReviewedManifest:
+) -> CheckedManifest:
     """The bucket's reviewed manifest, checked as the module doc says."""
     uri = f"s3://{bucket}/{REVIEWED_MANIFEST_KEY}"
     try:
@@ -102,14 +103,14 @@ def read_reviewed(
                 f"{uri} line {number}: label {entry.label} names no class of "
                 f"{','.join(classes)} (a photo that is neither is not training data)"
             )
-    reviewed = ReviewedManifest(bucket, response["ETag"], body, entries)
+    reviewed = CheckedManifest(bucket, response["ETag"], body, entries)
     images = _listing(s3, bucket, REVIEWED_IMAGES_PREFIX)
     _refuse_missing_or_large(reviewed, images)
     _refuse_staged_images(s3, reviewed, images, staged_prefix)
     return reviewed
 
 
-def pin(s3: Any, reviewed: ReviewedManifest, key: str) -> str:
+def pin(s3: Any, reviewed: CheckedManifest, key: str) -> str:
     """Write the checked bytes to `key` unless something is there; return its URI."""
     try:
         s3.put_object(Bucket=reviewed.bucket, Key=key, Body=reviewed.body, IfNoneMatch="*")
@@ -137,7 +138,7 @@ def _some(names: list[str]) -> str:
     return listed + (f" and {len(names) - SHOWN_NAMES} more" if len(names) > SHOWN_NAMES else "")
 
 
-def _refuse_missing_or_large(reviewed: ReviewedManifest, present: dict[str, Any]) -> None:
+def _refuse_missing_or_large(reviewed: CheckedManifest, present: dict[str, Any]) -> None:
     missing = [e.filename for e in reviewed.entries if e.filename not in present]
     if missing:
         raise ReviewedError(
@@ -153,7 +154,7 @@ def _refuse_missing_or_large(reviewed: ReviewedManifest, present: dict[str, Any]
 
 
 def _refuse_staged_images(
-    s3: Any, reviewed: ReviewedManifest, images: dict[str, Any], staged_prefix: str
+    s3: Any, reviewed: CheckedManifest, images: dict[str, Any], staged_prefix: str
 ) -> None:
     """A reviewed photo must be a new upload, never a staged image: the same name is
     refused for both splits, the same bytes (ETag) for the test split."""
