@@ -44,7 +44,16 @@ import metrics as metrics_lib
 import model as model_lib
 import numpy as np
 import torch
-from data import Split, TrainingError, augment, read_split, stratified_split, subset
+from data import (
+    Split,
+    TrainingError,
+    augment,
+    concatenate,
+    read_reviewed,
+    read_split,
+    stratified_split,
+    subset,
+)
 from metrics import History
 from torch import nn
 
@@ -208,6 +217,15 @@ class Hyperparameters:
     test: Path | None = option(None, Path, "directory of test PNGs", env="SM_CHANNEL_TEST")
     test_lst: Path | None = option(
         None, Path, "directory holding test.lst", env="SM_CHANNEL_TEST_LST"
+    )
+    reviewed: Path | None = option(
+        None,
+        Path,
+        "directory of reviewed photos, added to the training part only (optional)",
+        env="SM_CHANNEL_REVIEWED",
+    )
+    reviewed_lst: Path | None = option(
+        None, Path, "directory holding reviewed.lst (optional)", env="SM_CHANNEL_REVIEWED_LST"
     )
 
     @classmethod
@@ -461,9 +479,14 @@ def run(hp: Hyperparameters) -> dict[str, Any]:
             )
     train_indices, val_indices = stratified_split(train_all.labels, hp.val_fraction, hp.seed)
     train, val = subset(train_all, train_indices), subset(train_all, val_indices)
+    reviewed = read_reviewed(hp.reviewed, hp.reviewed_lst, hp.classes, test, os.environ)
+    if reviewed is not None:  # the training part only (data.read_reviewed says why)
+        train = concatenate(train, reviewed.split)
     device = choose_device()
     print(
-        f"training on {len(train.labels)} images, validating on {len(val.labels)}, "
+        f"training on {len(train.labels)} images "
+        f"({reviewed.record['added'] if reviewed else 0} of them reviewed), "
+        f"validating on {len(val.labels)}, "
         f"testing on {len(test.labels)}; device {device}, threads {torch.get_num_threads()}",
         flush=True,
     )
@@ -504,6 +527,7 @@ def run(hp: Hyperparameters) -> dict[str, Any]:
         "hyperparameters": hp.recipe(),
         "classes": hp.classes,
         "counts": {"train": len(train.labels), "val": len(val.labels), "test": len(test.labels)},
+        "reviewed": reviewed.record if reviewed is not None else None,
         "device": str(device),
         "threads": torch.get_num_threads(),
         "history": history.__dict__,
