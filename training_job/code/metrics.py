@@ -34,8 +34,14 @@ def fit_temperature(net: model_lib.Net, val_x: torch.Tensor, val_labels: np.ndar
     net.temperature = 1.0
     net.eval()
     with torch.no_grad():
-        logits = net(val_x).double()
-    labels = torch.from_numpy(val_labels)
+        logits = net(val_x)
+    return temperature_for(logits, val_labels)
+
+
+def temperature_for(logits: torch.Tensor, labels_array: np.ndarray) -> float:
+    """The temperature, of a fixed grid, that minimises the log loss of `logits`."""
+    logits = logits.double()
+    labels = torch.from_numpy(labels_array)
     candidates = np.geomspace(0.02, 5.0, 281)
     losses = [
         float(nn.functional.cross_entropy(logits / temperature, labels))
@@ -85,6 +91,24 @@ def expected_calibration_error(
         if inside.any():
             error += inside.mean() * abs(correct[inside].mean() - confidence[inside].mean())
     return float(error)
+
+
+def confidence_gate(
+    probabilities: np.ndarray, labels: np.ndarray, threshold: float
+) -> dict[str, float | int]:
+    """What the workflow's confidence filter does with these answers: the share of images
+    whose top probability reaches `threshold` (routed without a person), and how many of
+    those are right."""
+    passed = probabilities.max(1) >= threshold
+    right = probabilities.argmax(1) == labels
+    count = int(passed.sum())
+    return {
+        "threshold": threshold,
+        "share_passed": float(passed.mean()),
+        "passed": count,
+        "wrong_passed": int((passed & ~right).sum()),
+        "accuracy_passed": float(right[passed].mean()) if count else 0.0,
+    }
 
 
 def write_plots(
