@@ -35,6 +35,7 @@ import os
 import random
 import shutil
 import sys
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -330,8 +331,8 @@ def fit(
         with ProcessPoolExecutor(
             hp.members,
             mp_context=multiprocessing.get_context("spawn"),
-            initializer=torch.set_num_threads,
-            initargs=(max(1, threads // hp.members),),
+            initializer=start_member_process,
+            initargs=(max(1, threads // hp.members), os.getpid()),
         ) as pool:
             results = list(pool.map(fit_member, *zip(*jobs, strict=True)))
     else:
@@ -351,6 +352,19 @@ def fit(
             flush=True,
         )
     return net, config, history
+
+
+def start_member_process(threads: int, parent: int) -> None:
+    """Set a member process's torch threads, and end it if train.py ends first (killed, or
+    stopped by its runner): an orphan would go on training for minutes."""
+    torch.set_num_threads(threads)
+
+    def exit_when_orphaned() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=exit_when_orphaned, daemon=True).start()
 
 
 def ensemble_history(results: list[MemberResult], val_labels: np.ndarray) -> History:

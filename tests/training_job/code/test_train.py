@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import tarfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -206,6 +207,50 @@ def test_the_same_seed_gives_identical_weights_and_metrics_in_one_process_or_sev
     config = json.loads((tmp_path / "one" / "model" / "model.json").read_text())
     assert config["tta_translate"] is ("--tta-translate" in extra)
     assert first_metrics["hyperparameters"]["mixup"] == (0.4 if extra else 0.0)
+
+
+def child_pids(pid: int) -> set[int]:
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    return {int(word) for word in children.read_text().split()} if children.exists() else set()
+
+
+def is_running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads /proc (Linux)")
+def test_member_processes_end_when_train_py_is_killed(
+    staged_sample: dict[str, Path], tmp_path: Path
+) -> None:
+    env = sagemaker_env(staged_sample, tmp_path) | {"SM_NUM_CPUS": "2"}
+    arguments = [*TINY, "--epochs", "500"]
+    process = subprocess.Popen(
+        [sys.executable, str(CODE_DIR / "train.py"), *arguments],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        for line in process.stdout:  # the members are training once they report an epoch
+            if line.startswith("member 2/2 epoch"):
+                break
+        members = child_pids(process.pid)
+        assert members and all(is_running(pid) for pid in members)
+        process.kill()
+        process.wait()
+        deadline = time.monotonic() + 30
+        while any(is_running(pid) for pid in members) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not any(is_running(pid) for pid in members)
+    finally:
+        process.kill()
+        process.wait()
 
 
 def test_a_missing_channel_fails_with_a_clear_message_and_writes_nothing(
