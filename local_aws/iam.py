@@ -498,17 +498,6 @@ def _request_of(response: Any, assumed: Any, service: str, region: str) -> Reque
     elif service == "states":
         arn = response._get_param("stateMachineArn") or response._get_param("executionArn")
         resource = str(arn or "*")
-    elif service == "dynamodb":
-        # A table's ARN, or its index's when the request names one (Query, Scan).
-        table = str(response._get_param("TableName") or "*")
-        resource = (
-            table
-            if table.startswith("arn:")
-            else (f"arn:aws:dynamodb:{region}:{account}:table/{table}")
-        )
-        index = response._get_param("IndexName")
-        if index:
-            resource += f"/index/{index}"
     elif service == "cloudwatch":
         namespace = response._get_param("Namespace")
         if namespace:
@@ -528,10 +517,14 @@ def _request_of(response: Any, assumed: Any, service: str, region: str) -> Reque
 def _dynamodb_request(
     response: Any, action: str, region: str, account: str, context: dict[str, ContextValue]
 ) -> str:
-    """The table's ARN; for PutItem, dynamodb:LeadingKeys (the item's partition key value)
-    and dynamodb:Attributes (its attribute names), as DynamoDB fills them in."""
+    """The table's ARN, or its index's when the request names one (Query, Scan); for
+    PutItem, dynamodb:LeadingKeys (the item's partition key value) and dynamodb:Attributes
+    (its attribute names), as DynamoDB fills them in."""
     name = str(response._get_param("TableName") or "*")
     arn = name if name.startswith("arn:") else f"arn:aws:dynamodb:{region}:{account}:table/{name}"
+    index = response._get_param("IndexName")
+    if index:
+        return f"{arn}/index/{index}"
     item = response._get_param("Item")
     if action == "dynamodb:PutItem" and isinstance(item, dict):
         from moto.dynamodb.models import dynamodb_backends

@@ -290,7 +290,6 @@ def workflow(workflow_aws: LocalAws, tmp_path_factory: pytest.TempPathFactory) -
         )
         workflow.functions[role_id] = properties["FunctionName"]
         workflow.environments[role_id] = {k: str(v) for k, v in variables.items()}
-    _create_table(aws, rendered.resolve(rendered.resources["DecisionsTable"]["Properties"]))
     machine = rendered.resources["ImageWorkflow"]["Properties"]
     definition = rendered.resolve(machine["DefinitionString"])
     aws.client("stepfunctions").create_state_machine(
@@ -299,18 +298,6 @@ def workflow(workflow_aws: LocalAws, tmp_path_factory: pytest.TempPathFactory) -
         roleArn=workflow.whole_roles["ImageWorkflowRole"],
     )
     return workflow
-
-
-def _create_table(aws: LocalAws, properties: dict[str, Any]) -> None:
-    """The table as CloudFormation creates it (its properties in the API's names)."""
-    aws.client("dynamodb").create_table(
-        TableName=properties["TableName"],
-        BillingMode=properties["BillingMode"],
-        AttributeDefinitions=properties["AttributeDefinitions"],
-        KeySchema=properties["KeySchema"],
-        GlobalSecondaryIndexes=properties["GlobalSecondaryIndexes"],
-        SSESpecification={"Enabled": properties["SSESpecification"]["SSEEnabled"]},
-    )
 
 
 # --- what each role does, run for real ----------------------------------------------------
