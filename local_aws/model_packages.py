@@ -20,7 +20,8 @@ docs/local-mode.md):
     was not given (moto set them to nothing) and merges the properties it was given;
   - DescribeModel of a model created without ExecutionRoleArn (a local endpoint deployed
     without --role) has none, as SageMaker's (moto answered "arn:test", a role that a
-    model made from it, as `rollout` makes the new version's, would be refused).
+    model made from it, as `rollout` makes the new version's, would be refused);
+  - ListModels honours NameContains (moto listed every model).
 """
 
 from __future__ import annotations
@@ -308,9 +309,27 @@ def a_model_without_a_role_has_none() -> None:
     Model.__init__ = without_placeholder  # type: ignore[method-assign]
 
 
+def list_models_by_name() -> None:
+    """Gap: moto's ListModels ignores NameContains and lists every model."""
+    from moto.core.responses import ActionResult
+    from moto.sagemaker.responses import SageMakerResponse
+
+    def listed(self: Any) -> Any:
+        contains = self._get_param("NameContains") or ""
+        models = [
+            model.response_object
+            for model in self.sagemaker_backend.list_models()
+            if contains in model.model_name
+        ]
+        return ActionResult({"Models": models})
+
+    SageMakerResponse.list_models = listed  # type: ignore[method-assign]
+
+
 PATCHES = (
     create_model_only_from_approved_packages,
     refuse_what_the_registry_refuses,
     update_keeps_what_it_was_not_given,
     a_model_without_a_role_has_none,
+    list_models_by_name,
 )
