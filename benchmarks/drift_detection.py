@@ -120,7 +120,7 @@ def train_model(epochs: int, out: Path) -> Path:
         data.subset(split, train_idx),
         data.subset(split, val_idx),
         torch.device("cpu"),
-        lambda line: None,
+        progress=False,
     )
     net.eval()
     model_code.model().save_model(net, config, out)

@@ -76,6 +76,10 @@ def image_id(bucket: str, key: str) -> str:
 # command writes them; `train --include-reviewed` reads them.
 REVIEWED_MANIFEST_KEY = "reviewed/reviewed.lst"
 REVIEWED_IMAGES_PREFIX = "reviewed/images/"
+# What the training job is told about the manifest it gets (environment variables, set
+# by training_job/include_reviewed.py, read by training_job/code/data.py into metrics.json).
+REVIEWED_MANIFEST_VARIABLE = "SCONES_REVIEWED_MANIFEST"  # its s3:// URI
+REVIEWED_SHA256_VARIABLE = "SCONES_REVIEWED_SHA256"  # the SHA-256 of the bytes checked
 
 
 # Which model decided: the endpoint names each production (and shadow) variant after the

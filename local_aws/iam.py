@@ -28,9 +28,11 @@ denies (docs/local-mode.md lists them).
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import threading
+import uuid
 import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -116,10 +118,15 @@ def _strings(value: Any) -> list[str]:
 
 
 def _glob(pattern: str, value: str, ignore_case: bool = False) -> bool:
+    return _glob_expression(pattern, ignore_case).fullmatch(value) is not None
+
+
+@functools.lru_cache(maxsize=4096)  # speed: every request evaluates the same few patterns
+def _glob_expression(pattern: str, ignore_case: bool) -> re.Pattern[str]:
     # IAM wildcards: * any run of characters, ? one character; nothing else is special.
     expression = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
     flags = re.IGNORECASE if ignore_case else 0
-    return re.fullmatch(expression, value, flags | re.DOTALL) is not None
+    return re.compile(expression, flags | re.DOTALL)
 
 
 def _string_equals(pattern: str, value: str) -> bool:
@@ -597,8 +604,11 @@ def _answer_refusals() -> None:
                 _, headers, body = self.serialized(
                     ActionResult(AccessDeniedError(refused.code, refused.message))
                 )
-            # An access error is 403 whatever the model says (it is absent from some).
+            # An access error is 403 whatever the model says (it is absent from some), and
+            # carries a request id as every AWS answer does (Step Functions quotes it in a
+            # task's cause: without one its Lambda task failed with KeyError instead).
             headers["status"] = "403"
+            headers.setdefault("x-amzn-RequestId", str(uuid.uuid4()))
             return 403, headers, body
 
     BaseResponse.call_action = call_action_or_refuse  # type: ignore[method-assign]

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import boto3
 import requests
@@ -127,10 +128,97 @@ def reuse_parsed_state_machines() -> None:
     ExecutionWorker._get_evaluation_entrypoint = evaluation_entrypoint  # type: ignore[method-assign]
 
 
+def reuse_parsed_json_paths() -> None:
+    """Speed: jsonpath_ng's `parse` builds a new PLY parser (its LALR tables included)
+    for every expression, and moto's interpreter parses each state's InputPath, OutputPath
+    and ResultPath on every state of every execution: about 5 parser builds an execution.
+    An expression parses to the same immutable tree every time; parse each once."""
+    import functools
+
+    from moto.stepfunctions.parser.asl.component.common.path import result_path
+    from moto.stepfunctions.parser.asl.utils import json_path
+
+    json_path.parse = functools.lru_cache(maxsize=1024)(json_path.parse)
+    result_path.parse = functools.lru_cache(maxsize=1024)(result_path.parse)
+
+
+def answer_own_requests_in_process(app: Any, host: str, port: int) -> None:
+    """Speed: the local AWS calls itself. Step Functions' interpreter reaches Lambda (and
+    any other service a task calls) through a boto3 client at this server's own address,
+    so each task paid for a loopback connection, a server thread and werkzeug's HTTP
+    parsing on top of the request itself. A botocore `before-send` handler now hands a
+    request addressed to this server straight to the same WSGI application the socket
+    feeds, with the environ werkzeug's server would build: the request is still
+    serialized, signed (and its signature checked), routed, authorized against the
+    caller's role and answered by the same code; only the socket is skipped."""
+    import io
+
+    from botocore.awsrequest import AWSPreparedRequest, AWSResponse
+    from botocore.handlers import BUILTIN_HANDLERS
+    from werkzeug.test import run_wsgi_app
+
+    own = {f"{name}:{port}" for name in (host, "localhost", "127.0.0.1")}
+
+    class Body(io.BytesIO):
+        """The answer's body as botocore reads a raw response: read() or stream()."""
+
+        def stream(self, **_kwargs: Any) -> Iterator[bytes]:
+            while chunk := self.read(64 * 1024):
+                yield chunk
+
+    def send_in_process(request: AWSPreparedRequest, **_kwargs: Any) -> AWSResponse | None:
+        url = urlsplit(request.url)
+        if url.netloc not in own:
+            return None
+        body = request.body or b""
+        if hasattr(body, "read"):
+            body = body.read()
+        if isinstance(body, str):
+            body = body.encode()
+        raw_path = url.path + (f"?{url.query}" if url.query else "")
+        environ: dict[str, Any] = {  # as werkzeug.serving's make_environ builds it
+            "wsgi.version": (1, 0),
+            "wsgi.url_scheme": "http",
+            "wsgi.input": io.BytesIO(body),
+            "wsgi.errors": sys.stderr,
+            "wsgi.multithread": True,
+            "wsgi.multiprocess": False,
+            "wsgi.run_once": False,
+            "REQUEST_METHOD": request.method,
+            "SCRIPT_NAME": "",
+            "PATH_INFO": unquote(url.path).encode().decode("latin-1"),
+            "QUERY_STRING": url.query,
+            "REQUEST_URI": raw_path,
+            "RAW_URI": raw_path,
+            "REMOTE_ADDR": "127.0.0.1",
+            "REMOTE_PORT": 0,
+            "SERVER_NAME": host,
+            "SERVER_PORT": str(port),
+            "SERVER_PROTOCOL": "HTTP/1.1",
+            "HTTP_HOST": url.netloc,
+            "CONTENT_LENGTH": str(len(body)),
+        }
+        for name, value in request.headers.items():
+            key = name.upper().replace("-", "_")
+            text = value.decode("latin-1") if isinstance(value, bytes) else str(value)
+            environ[key if key == "CONTENT_TYPE" else f"HTTP_{key}"] = text
+        answer, status, headers = run_wsgi_app(app, environ)
+        try:
+            content = b"".join(answer)
+        finally:
+            if hasattr(answer, "close"):
+                answer.close()
+        return AWSResponse(request.url, int(status.split()[0]), dict(headers), Body(content))
+
+    # Sessions made from now on (boto3's default one is made on first use) get it.
+    BUILTIN_HANDLERS.append(("before-send", send_in_process))
+
+
 # Changes for speed only: what the emulator answers stays the same.
 PERFORMANCE_PATCHES: list[Callable[[], None]] = [
     cache_moto_module_list,
     reuse_parsed_state_machines,
+    reuse_parsed_json_paths,
 ]
 
 
@@ -187,6 +275,7 @@ def serve(
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     server.start()
+    answer_own_requests_in_process(server._server.app, host, port)  # type: ignore[union-attr]
     print(f"local AWS listening on {endpoint_url(port, host)}", flush=True)
     stopped.wait()
     server.stop()

@@ -528,7 +528,7 @@ def run(plan: launcher.Plan, work_dir: Path | None) -> int:
         channels=[Channel(name, uri) for name, uri in plan.channels().items()],
         output_path=plan.output_path,
         hyperparameters=plan.hyperparameters,
-        environment={"SCONES_GIT_COMMIT": launcher.git_commit()},
+        environment=plan.environment(),
     )
     print(f"training job {plan.job_name} (local mode), hyperparameters {plan.hyperparameters}")
     try:

@@ -10,6 +10,12 @@ bucket that `python -m training_job stage` filled, output under `s3://BUCKET/mod
                     algorithm (--algorithm builtin), as the reference does.
 Either way it ends by printing the test metrics. --mode is required, as deploy's is, and
 an option of one mode is refused in the other.
+
+--include-reviewed adds the photos people labelled in the review queue to the training
+data (never to validation or test): the channels `reviewed` = s3://BUCKET/reviewed/images/
+and `reviewed_lst` = a copy of s3://BUCKET/reviewed/reviewed.lst, checked first and pinned
+beside the job's output (training_job/include_reviewed.py); metrics.json's "reviewed" says how many
+were added and from which manifest (its URI and SHA-256).
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from botocore.exceptions import ClientError
 
 from contract.manifest import ManifestError
 from contract.s3 import S3UriError, normalise_prefix, parse_s3_object_uri
+from training_job import include_reviewed as reviewed_photos
 from training_job import local_mode, registry
 from training_job.bucket import BucketError, is_valid_bucket_name, require_region
 from training_job.errors import CommandError, UsageError
@@ -92,6 +99,7 @@ class Plan:
     algorithm: str
     manifest: Manifest
     hyperparameters: dict[str, Any]
+    reviewed: reviewed_photos.CheckedManifest | None = None
 
     @property
     def output_path(self) -> str:
@@ -108,12 +116,25 @@ class Plan:
         """Channel name -> S3 prefix. The built-in algorithm calls the test data
         `validation`; the script calls it `test`."""
         test = "validation" if self.algorithm == "builtin" else "test"
-        return {
+        channels = {
             "train": self.uri("train/"),
             "train_lst": self.uri("train.lst"),
             test: self.uri("test/"),
             f"{test}_lst": self.uri("test.lst"),
         }
+        if self.reviewed is not None:
+            channels["reviewed"] = self.reviewed.images_uri
+            channels["reviewed_lst"] = f"s3://{self.bucket}/{self.reviewed_snapshot_key}"
+        return channels
+
+    @property
+    def reviewed_snapshot_key(self) -> str:
+        return reviewed_photos.snapshot_key(MODELS_PREFIX, self.job_name)
+
+    def environment(self) -> dict[str, str]:
+        """The job's environment: where its code and its reviewed photos came from."""
+        reviewed = self.reviewed.environment() if self.reviewed is not None else {}
+        return {"SCONES_GIT_COMMIT": git_commit(), **reviewed}
 
 
 def register(subparsers: Any) -> None:
@@ -158,6 +179,14 @@ def register(subparsers: Any) -> None:
         help="register the trained model as a new version of --model-group, pending "
         "manual approval, with its test metrics, data manifest and commit (default; "
         "`models register` registers a job's output later)",
+    )
+    where.add_argument(
+        "--include-reviewed",
+        action="store_true",
+        help="also train on the photos people labelled in the review queue "
+        "(s3://BUCKET/reviewed/reviewed.lst and reviewed/images/; training part only, never "
+        "validation or test); refused if that manifest is missing, malformed, empty, or names "
+        "a photo that is not there or a staged train/test image (--algorithm pytorch only)",
     )
     hps = parser.add_argument_group(
         "hyperparameters",
@@ -233,6 +262,10 @@ def main(args: argparse.Namespace) -> int:
     refuse_other_modes(args, args.mode_options)
     try:
         plan = make_plan(args)
+        if plan.reviewed is not None:
+            uri = reviewed_photos.pin(boto3.client("s3"), plan.reviewed, plan.reviewed_snapshot_key)
+            added = len(plan.reviewed.entries)
+            print(f"adding {added} reviewed photos from {plan.reviewed.uri} (pinned as {uri})")
         if args.mode == "local":
             code = int(local_mode.backend("train").run(plan, args.work_dir))
             if code == 0 and args.register:
@@ -269,8 +302,14 @@ def make_plan(args: argparse.Namespace) -> Plan:
             f"invalid --job-name {job_name!r}: 1-63 letters, digits and hyphens, "
             "starting and ending with a letter or digit"
         )
+    if args.include_reviewed and args.algorithm == "builtin":
+        raise UsageError("--include-reviewed applies to --algorithm pytorch only")
     extra = parse_hyperparameters(args.hyperparameter)
     manifest = read_manifest(args.bucket, prefix)
+    reviewed = None
+    if args.include_reviewed:
+        s3 = boto3.client("s3")
+        reviewed = reviewed_photos.read_reviewed(s3, args.bucket, manifest.classes, prefix)
     return Plan(
         bucket=args.bucket,
         prefix=prefix,
@@ -278,6 +317,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
         algorithm=args.algorithm,
         manifest=manifest,
         hyperparameters=hyperparameters_for(args, manifest, extra),
+        reviewed=reviewed,
     )
 
 
@@ -489,7 +529,7 @@ def build_estimator(
             framework_version=PYTORCH_VERSION,
             py_version=PYTHON_VERSION,
             code_location=plan.output_path.rstrip("/"),
-            environment={"SCONES_GIT_COMMIT": git_commit()},
+            environment=plan.environment(),
             **common,
         )
         return estimator, {name: TrainingInput(uri) for name, uri in plan.channels().items()}
@@ -598,6 +638,12 @@ def format_metrics(metrics: dict[str, Any], job_seconds: float | None = None) ->
         for name, row in zip(classes, matrix, strict=True):
             cells = row if isinstance(row, list) else [row]
             lines.append(f"  {str(name)[:13]:<14}" + "".join(f"{cell!s:>11}" for cell in cells))
+    reviewed = metrics.get("reviewed")
+    if isinstance(reviewed, dict):
+        lines.append(
+            f"  reviewed photos added  {reviewed.get('added')!s} from {reviewed.get('manifest')!s} "
+            f"(sha256 {reviewed.get('sha256')!s})"
+        )
     lines.append(f"  training seconds  {_number(metrics.get('training_seconds'), 1)}")
     if job_seconds is not None:
         lines.append(f"  job seconds       {_number(job_seconds, 1)}")

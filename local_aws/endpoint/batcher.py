@@ -15,6 +15,13 @@ most `max_wait` for more) and calls the same `inference.predict_fn` once on the 
 Everything a client can observe (content types, Accept handling, status codes) is the
 toolkit's own behaviour; the batching changes only how many images one forward pass
 takes.
+
+A worker with several cores runs one batch per core (`runners` threads, each a forward
+pass on one torch thread; torch releases the GIL while it computes) from one queue,
+rather than one batch at a time spread over the cores: a queue shared by the cores
+gives each request to whichever is free, where worker processes each hold the
+connections the kernel gave them (an 8-client load split 6/2 waits on the busier one),
+and one-thread forward passes do not spin-wait for each other on a busy machine.
 """
 
 from __future__ import annotations
@@ -86,33 +93,54 @@ class ToolkitContext:
 
 class PredictBatches:
     """`predict_fn` for the toolkit's threads: each call hands over one request's image
-    and blocks; one thread runs the script's `predict_fn` on a list of them at a time."""
+    and blocks; each of `runners` threads runs the script's `predict_fn` on a list of
+    them at a time, taking the next batch from the one queue when it is free.
+
+    A runner takes at most its share of the requests in the worker (queued or being
+    computed, divided by the runners): 8 requests on 2 runners run as two batches of 4
+    on two cores, not as 7 on one core and 1 on the other, so the slowest of them waits
+    for half the work. Under full load the share is `max_batch` anyway."""
 
     def __init__(
-        self, predict_fn: Any, max_batch: int, max_wait_seconds: float, metrics: WorkerMetrics
+        self,
+        predict_fn: Any,
+        max_batch: int,
+        max_wait_seconds: float,
+        metrics: WorkerMetrics,
+        runners: int = 1,
     ) -> None:
         self._predict_fn = predict_fn
         self._max_batch = max_batch
         self._max_wait = max_wait_seconds
         self._metrics = metrics
         self._queue: queue.Queue[tuple[Any, Any, Future[Any]] | None] = queue.Queue()
-        self._thread = threading.Thread(target=self._run, name="predict", daemon=True)
-        self._thread.start()
+        self._runners = runners
+        self._pending = 0  # images handed over and not yet answered: queued or computing
+        self._pending_lock = threading.Lock()
+        self._threads = [
+            threading.Thread(target=self._run, name=f"predict-{index}", daemon=True)
+            for index in range(runners)
+        ]
+        for thread in self._threads:
+            thread.start()
 
     def predict(self, data: Any, model: Any) -> Any:
         """The toolkit's `predict_fn(data, model)` step for one request."""
         result: Future[Any] = Future()
+        with self._pending_lock:
+            self._pending += 1
         self._queue.put((data, model, result))
         return result.result()
 
     def stop(self) -> None:
-        self._queue.put(None)
-        self._thread.join()
+        self._queue.put(None)  # each runner passes it on to the next (see _run)
+        for thread in self._threads:
+            thread.join()
 
     def _collect(self, first: tuple[Any, Any, Future[Any]]) -> list[tuple[Any, Any, Future[Any]]]:
         batch = [first]
         deadline = time.monotonic() + self._max_wait
-        while len(batch) < self._max_batch:
+        while len(batch) < self._share():
             try:
                 item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
             except queue.Empty:
@@ -122,6 +150,12 @@ class PredictBatches:
                 break
             batch.append(item)
         return batch
+
+    def _share(self) -> int:
+        """The most images this runner's batch takes now (see the class)."""
+        if self._runners == 1:
+            return self._max_batch
+        return min(self._max_batch, max(1, -(-self._pending // self._runners)))
 
     def _run(self) -> None:
         while (first := self._queue.get()) is not None:
@@ -137,6 +171,9 @@ class PredictBatches:
             else:
                 for (_, _, result), prediction in zip(batch, predictions, strict=True):
                     result.set_result(prediction)
+            with self._pending_lock:
+                self._pending -= len(batch)
+        self._queue.put(None)  # for the next runner
 
 
 class MicroBatcher:
@@ -149,16 +186,18 @@ class MicroBatcher:
         max_wait_seconds: float,
         max_queue: int,
         metrics: WorkerMetrics,
+        runners: int = 1,
     ) -> None:
         self.model_dir = model_dir
         self.max_queue = max_queue
         self.handler = load_handler_service(model_dir)
         transformer = self.handler._service  # the Transformer the handler service built
         self._batches = PredictBatches(
-            transformer._predict_fn, max_batch, max_wait_seconds, metrics
+            transformer._predict_fn, max_batch, max_wait_seconds, metrics, runners
         )
         transformer._predict_fn = self._batches.predict
-        # As many requests decode at once as one batch holds, so batches can fill.
+        # As many requests decode at once as one batch holds, so batches can fill (more
+        # threads would only contend for the GIL: the runners share one batch's worth).
         self._executor = ThreadPoolExecutor(max_batch, thread_name_prefix="inference")
         self._in_flight = 0
 

@@ -115,7 +115,8 @@ def add_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> 
         "--torch-threads",
         type=int,
         default=defaults.torch_threads,
-        help="torch threads per worker (default: the CPU cores divided among the workers)",
+        help="torch threads per worker, each running whole batches on one core (default: "
+        "the CPU cores divided among the workers)",
     )
     parser.add_argument(
         "--max-batch",

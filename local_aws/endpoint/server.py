@@ -62,6 +62,7 @@ async def _serve_worker(
             max_wait_seconds=config.max_batch_wait_ms / 1000,
             max_queue=config.max_queue,
             metrics=metrics,
+            runners=config.threads_per_worker(),
         )
 
     variants = VariantPool(config.routing_dir(), batcher, metrics)
@@ -139,7 +140,8 @@ def run_worker(config: EndpointConfig, slots: Sequence[Slot], index: int, ready:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the supervisor, which stops us
     import torch
 
-    torch.set_num_threads(config.threads_per_worker())
+    # The worker's cores each run a batch of their own (batcher.PredictBatches' runners).
+    torch.set_num_threads(1)
     asyncio.run(_serve_worker(config, slots, index, ready))
     # Everything is answered and shipped; the interpreter's own teardown (torch's above
     # all) took seconds on a busy machine and only delayed the stop.

@@ -96,3 +96,47 @@ def test_an_execution_input_over_256_kib_is_refused_before_it_starts(
     assert sfn.list_executions(stateMachineArn=sized_machine)["executions"] == []
     described = run(workflow_aws, sized_machine, {"bytes": 1, "padding": padding[:-4096]})
     assert described["status"] == "SUCCEEDED"
+
+
+def test_a_task_invokes_lambda_with_the_state_machines_role_and_its_policy_is_enforced(
+    workflow_aws: LocalAws, unique_name: str
+) -> None:
+    # The interpreter's Lambda calls reach the Lambda service inside the local AWS's own
+    # process (local_aws.server.answer_own_requests_in_process): they are still signed
+    # with the state machine's role and evaluated, so a function its policy does not name
+    # fails the task with Lambda's AccessDeniedException, and the named one runs.
+    lambda_ = create(
+        workflow_aws, unique_name, "sized.handler", code=package({"sized.py": RETURN_SIZED})
+    )
+    function_arn = lambda_.get_function(FunctionName=unique_name)["Configuration"]["FunctionArn"]
+    definition = {
+        "StartAt": "Task",
+        "States": {
+            "Task": {
+                "Type": "Task",
+                "Resource": "arn:aws:states:::lambda:invoke",
+                "Parameters": {"FunctionName": function_arn, "Payload.$": "$"},
+                "OutputPath": "$.Payload",
+                "End": True,
+            }
+        },
+    }
+    sfn = workflow_aws.client("stepfunctions")
+    iam_client = workflow_aws.client("iam")
+    outcomes = {}
+    for name, allowed in (("denied", f"{function_arn}-other"), ("allowed", function_arn)):
+        role = state_machine_role(iam_client, f"{unique_name}-{name}", [allowed])
+        arn = sfn.create_state_machine(
+            name=f"{unique_name}-{name}", definition=json.dumps(definition), roleArn=role
+        )["stateMachineArn"]
+        outcomes[name] = run(workflow_aws, arn, {"bytes": 3})
+    assert outcomes["denied"]["status"] == "FAILED"
+    assert outcomes["denied"]["error"] == "Lambda.AccessDeniedException", outcomes["denied"][
+        "cause"
+    ]
+    assert (
+        f"is not authorized to perform: lambda:InvokeFunction on resource: {function_arn}"
+        in outcomes["denied"]["cause"]
+    )
+    assert outcomes["allowed"]["status"] == "SUCCEEDED"
+    assert json.loads(outcomes["allowed"]["output"]) == {"data": "xxx"}

@@ -3,10 +3,14 @@ the seeded validation split, and the augmentation applied to each training batch
 
 A split is a pair of channels: `SM_CHANNEL_<SPLIT>` holds the PNGs and
 `SM_CHANNEL_<SPLIT>_LST` the `<split>.lst` naming them (contract.manifest reads it).
+The optional `reviewed` pair holds photos people labelled in the review queue (`train
+--include-reviewed`): they join the training part only (read_reviewed says why).
 """
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from contract.decisions import REVIEWED_MANIFEST_VARIABLE, REVIEWED_SHA256_VARIABLE
 from contract.manifest import ManifestError, read_lst
 
 
@@ -80,6 +85,64 @@ def read_split(
     if not images:
         raise TrainingError(f"{lst_path} lists no images")
     return Split(np.stack(images), np.array(labels, dtype=np.int64), sizes)
+
+
+@dataclass
+class Reviewed:
+    split: Split
+    record: dict[str, object]  # metrics.json's "reviewed": what was added, from where
+
+
+def read_reviewed(
+    images_dir: Path | None,
+    lst_dir: Path | None,
+    classes: list[str],
+    test: Split,
+    environ: Mapping[str, str],
+) -> Reviewed | None:
+    """The `reviewed` channels, or None when the job has neither.
+
+    The photos are added to the training part only, never to validation: validation fits
+    the softmax temperature and profiles the drift baseline's answers, and reviewed photos
+    are mostly the doubtful ones the gate stopped, so in validation they would calibrate
+    the model for hard cases instead of the traffic, and make validation metrics of two
+    runs incomparable. A photo whose pixels equal a test image's is refused: training on
+    the test split would make its accuracy a lie (a re-upload of a test image is exactly
+    that; a re-encoded JPEG of one is not caught)."""
+    if images_dir is None and lst_dir is None:
+        return None
+    reviewed = read_split(images_dir, lst_dir, "reviewed", classes)
+    sha256 = hashlib.sha256(find_lst(lst_dir, "reviewed.lst", "reviewed_lst").read_bytes())
+    expected = environ.get(REVIEWED_SHA256_VARIABLE)
+    if expected and expected != sha256.hexdigest():
+        raise TrainingError(
+            f"the reviewed manifest in the channel has SHA-256 {sha256.hexdigest()}, "
+            f"not the {expected} the launcher checked"
+        )
+    test_pixels = {image.tobytes() for image in test.images}
+    leaked = [n for n, image in enumerate(reviewed.images, 1) if image.tobytes() in test_pixels]
+    if leaked:
+        raise TrainingError(
+            f"reviewed.lst lines {', '.join(map(str, leaked[:10]))}"
+            f"{' ...' if len(leaked) > 10 else ''}: {len(leaked)} reviewed photo(s) have the "
+            "pixels of a test image; the test split is never trained on"
+        )
+    counts = np.bincount(reviewed.labels, minlength=len(classes))
+    record: dict[str, object] = {
+        "added": len(reviewed.labels),
+        "per_class": {name: int(count) for name, count in zip(classes, counts, strict=True)},
+        "manifest": environ.get(REVIEWED_MANIFEST_VARIABLE) or "unknown",
+        "sha256": sha256.hexdigest(),
+    }
+    return Reviewed(reviewed, record)
+
+
+def concatenate(first: Split, second: Split) -> Split:
+    return Split(
+        np.concatenate([first.images, second.images]),
+        np.concatenate([first.labels, second.labels]),
+        first.byte_sizes + second.byte_sizes,
+    )
 
 
 def stratified_split(

@@ -36,8 +36,14 @@ def fit_temperature(net: model_lib.Net, val_x: torch.Tensor, val_labels: np.ndar
     net.temperature = 1.0
     net.eval()
     with torch.no_grad():
-        logits = net(val_x).double()
-    labels = torch.from_numpy(val_labels)
+        logits = net(val_x)
+    return temperature_for(logits, val_labels)
+
+
+def temperature_for(logits: torch.Tensor, labels_array: np.ndarray) -> float:
+    """The temperature, of a fixed grid, that minimises the log loss of `logits`."""
+    logits = logits.double()
+    labels = torch.from_numpy(labels_array)
     candidates = np.geomspace(0.02, 5.0, 281)
     losses = [
         float(nn.functional.cross_entropy(logits / temperature, labels))
@@ -78,16 +84,16 @@ def classification_metrics(
 def gate_measures(
     probabilities: np.ndarray, labels: np.ndarray, threshold: float = DEFAULT_THRESHOLD
 ) -> dict[str, float | None]:
-    """What the workflow's confidence gate would do with these answers: the share whose
-    best probability reaches `threshold` (the threshold filter passes those, and stops
-    the rest), and the accuracy of the ones it passes (None when it passes none)."""
-    confidence = probabilities.max(1)
-    passed = confidence >= threshold
-    correct = probabilities.argmax(1) == labels
+    """The registry's figures of the gate (confidence_gate): the share passed, and the
+    accuracy of the ones it passes (None when it passes none, or there are no answers)."""
+    if not len(labels):
+        return {"gate_threshold": float(threshold), "share_past_gate": None,
+                "accuracy_past_gate": None}  # fmt: skip
+    gate = confidence_gate(probabilities, labels, threshold)
     return {
         "gate_threshold": float(threshold),
-        "share_past_gate": float(passed.mean()) if len(labels) else None,
-        "accuracy_past_gate": float(correct[passed].mean()) if passed.any() else None,
+        "share_past_gate": gate["share_passed"],
+        "accuracy_past_gate": gate["accuracy_passed"] if gate["passed"] else None,
     }
 
 
@@ -104,6 +110,24 @@ def expected_calibration_error(
         if inside.any():
             error += inside.mean() * abs(correct[inside].mean() - confidence[inside].mean())
     return float(error)
+
+
+def confidence_gate(
+    probabilities: np.ndarray, labels: np.ndarray, threshold: float
+) -> dict[str, float | int]:
+    """What the workflow's confidence filter does with these answers: the share of images
+    whose top probability reaches `threshold` (the threshold filter passes those, routed
+    without a person, and stops the rest), and how many of those are right."""
+    passed = probabilities.max(1) >= threshold
+    right = probabilities.argmax(1) == labels
+    count = int(passed.sum())
+    return {
+        "threshold": threshold,
+        "share_passed": float(passed.mean()),
+        "passed": count,
+        "wrong_passed": int((passed & ~right).sum()),
+        "accuracy_passed": float(right[passed].mean()) if count else 0.0,
+    }
 
 
 def write_plots(

@@ -49,6 +49,11 @@ def train() -> ModuleType:
     return _load("train")
 
 
+def metrics() -> ModuleType:
+    """metrics.py: accuracy, calibration (ECE, the temperature fit), the confidence gate."""
+    return _load("metrics")
+
+
 def profile() -> ModuleType:
     """baseline_profile.py: the baseline profile's statistics, embeddings and predictions."""
     return _load("baseline_profile")

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import tarfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,7 @@ METRIC_FIELDS = {
     "classes",
     "counts",
     "temperature",
+    "confidence_gate",
 }
 
 
@@ -123,6 +125,9 @@ def test_metrics_json_has_every_field_and_is_copied_to_the_output_dir(trained: A
     for name in ("bicycle", "motorcycle"):
         assert set(metrics["per_class"][name]) >= {"precision", "recall", "f1"}
     assert 0 <= metrics["expected_calibration_error"] <= 1
+    gate = metrics["confidence_gate"]
+    assert gate["threshold"] == 0.93 and gate["share_passed"] == gate["passed"] / 20
+    assert 0 <= gate["wrong_passed"] <= gate["passed"]
     assert metrics["training_seconds"] > 0
     config = json.loads((root / "model" / "model.json").read_text())
     assert config["temperature"] == metrics["temperature"]
@@ -178,19 +183,22 @@ def test_load_model_round_trip_reproduces_the_reported_test_metrics(
 @pytest.mark.parametrize(
     "extra", [[], ["--mixup", "0.4", "--tta-translate", "true"]], ids=["defaults", "mixup"]
 )
-def test_the_same_seed_gives_identical_weights_and_metrics(
+def test_the_same_seed_gives_identical_weights_and_metrics_in_one_process_or_several(
     extra: list[str], staged_sample: dict[str, Path], tmp_path: Path
 ) -> None:
     runs = []
-    for name in ("one", "two"):
-        env = sagemaker_env(staged_sample, tmp_path / name)
-        run_train(env, *TINY, *extra, "--seed", "7")
+    # One CPU: the two members train one after the other in train.py's process; two
+    # CPUs: each in its own process, with one thread.
+    for name, cpus in (("one", "1"), ("two", "2")):
+        env = sagemaker_env(staged_sample, tmp_path / name) | {"SM_NUM_CPUS": cpus}
+        result = run_train(env, *TINY, *extra, "--seed", "7")
+        assert "member 2/2 epoch 2/2" in result.stdout
         model_dir = tmp_path / name / "model"
         metrics = json.loads((model_dir / "metrics.json").read_text())
         state = torch.load(model_dir / "model.pth", weights_only=True)
         runs.append((metrics, state))
     (first_metrics, first_state), (second_metrics, second_state) = runs
-    for volatile in ("training_seconds",):
+    for volatile in ("training_seconds", "threads"):
         first_metrics.pop(volatile), second_metrics.pop(volatile)
     first_metrics["history"].pop("seconds"), second_metrics["history"].pop("seconds")
     assert first_metrics == second_metrics
@@ -199,6 +207,50 @@ def test_the_same_seed_gives_identical_weights_and_metrics(
     config = json.loads((tmp_path / "one" / "model" / "model.json").read_text())
     assert config["tta_translate"] is ("--tta-translate" in extra)
     assert first_metrics["hyperparameters"]["mixup"] == (0.4 if extra else 0.0)
+
+
+def child_pids(pid: int) -> set[int]:
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    return {int(word) for word in children.read_text().split()} if children.exists() else set()
+
+
+def is_running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads /proc (Linux)")
+def test_member_processes_end_when_train_py_is_killed(
+    staged_sample: dict[str, Path], tmp_path: Path
+) -> None:
+    env = sagemaker_env(staged_sample, tmp_path) | {"SM_NUM_CPUS": "2"}
+    arguments = [*TINY, "--epochs", "500"]
+    process = subprocess.Popen(
+        [sys.executable, str(CODE_DIR / "train.py"), *arguments],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        for line in process.stdout:  # the members are training once they report an epoch
+            if line.startswith("member 2/2 epoch"):
+                break
+        members = child_pids(process.pid)
+        assert members and all(is_running(pid) for pid in members)
+        process.kill()
+        process.wait()
+        deadline = time.monotonic() + 30
+        while any(is_running(pid) for pid in members) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not any(is_running(pid) for pid in members)
+    finally:
+        process.kill()
+        process.wait()
 
 
 def test_a_missing_channel_fails_with_a_clear_message_and_writes_nothing(
