@@ -1,9 +1,11 @@
 """Rollout under load: does any request fail or go missing because of a switch?
 
-Starts a local AWS and a local endpoint (`deploy --mode local`, variant v1, one worker)
-with three more versions in S3 (tests/rollout_models.py: a good one, one that answers a
-constant, one that errors), then drives a bounded load (--clients threads, each one
-InvokeEndpoint at a time through the local AWS, no retries) through four phases:
+Starts a local AWS and a local endpoint (`deploy --mode local` of approved version 1,
+variant v1, one worker) with three more approved versions in its model registry
+(tests/rollout_stack.py VERSIONS, made by tests/rollout_models.py: the good one again as
+version 2, one that answers a constant, one that errors), then drives a bounded load
+(--clients threads, each one InvokeEndpoint at a time through the local AWS, no retries)
+through four phases:
 
   steady            no switch: the reference the other phases are compared with
   good rollout      `training_job rollout` of the good version: shadow, canary, all
@@ -30,7 +32,14 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from tests.rollout_stack import Load, LoadResult, Stack, rollout_stack, run_command  # noqa: E402
+from tests.rollout_stack import (  # noqa: E402
+    VERSIONS,
+    Load,
+    LoadResult,
+    Stack,
+    rollout_stack,
+    run_command,
+)
 
 DEFAULT_ARCHIVE = REPO_ROOT.parent / "shared" / "data" / "cifar-100-python-vehicles.tar.gz"
 FAST = [
@@ -75,25 +84,22 @@ def main() -> int:
     parser.add_argument("--archive", type=Path, default=DEFAULT_ARCHIVE, help="CIFAR-100 data")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as work, rollout_stack(Path(work), args.archive) as stack:
+        rollout = ["rollout", "--model-group", stack.group, "--endpoint-name", stack.endpoint,
+                   "--bucket", stack.bucket]  # fmt: skip
         phases = [
             ("steady", None),
             (
                 "good rollout (shadow, canary, all)",
-                ["rollout", "--model-data", stack.versions["good"], "--version", "2",
-                 "--endpoint-name", stack.endpoint, "--bucket", stack.bucket,
+                [*rollout, "--model-version", str(VERSIONS["good"]),
                  "--shadow-seconds", "8", "--min-compared", "5", *FAST],
             ),
             (
                 "erroring canary (rolled back)",
-                ["rollout", "--model-data", stack.versions["erroring"], "--version", "3",
-                 "--endpoint-name", stack.endpoint, "--bucket", stack.bucket,
-                 "--skip-shadow", *FAST],
+                [*rollout, "--model-version", str(VERSIONS["erroring"]), "--skip-shadow", *FAST],
             ),
             (
                 "constant canary (rolled back)",
-                ["rollout", "--model-data", stack.versions["constant"], "--version", "4",
-                 "--endpoint-name", stack.endpoint, "--bucket", stack.bucket,
-                 "--skip-shadow", *FAST],
+                [*rollout, "--model-version", str(VERSIONS["constant"]), "--skip-shadow", *FAST],
             ),
         ]  # fmt: skip
         rows = []

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
@@ -52,6 +53,7 @@ DRIFT_NOISE_SIGMA = 40.0  # Gaussian pixel noise of the drifted batch (uint8 sca
 # The SageMaker execution role, made from the files the README's AWS path makes it from.
 IAM_DIR = REPO_ROOT / "docs" / "iam"
 SAGEMAKER_ROLE = "SconesSageMakerRole"
+CAPTURE_WAIT_SECONDS = 120  # the endpoint ships its spool every 2 s, retrying S3 for longer
 
 
 def filled_policy(name: str, bucket: str, region: str, account: str) -> dict[str, Any]:
@@ -101,7 +103,6 @@ class Demo:
     servers: ExitStack = field(default_factory=ExitStack)  # the local AWS, when we started it
     seconds: dict[str, float] = field(default_factory=dict)
     rollout_answers: dict[str, int] = field(default_factory=dict)  # variant (or failure): n
-    role: str = ""  # the SageMaker execution role deploy_endpoint made
 
     # -- running commands ------------------------------------------------------------
 
@@ -212,7 +213,7 @@ class Demo:
 
     def deploy_endpoint(self, version: int) -> None:
         session = boto3.session.Session()
-        role = self.role = create_sagemaker_role(
+        role = create_sagemaker_role(
             session.client("iam"),
             self.bucket,
             session.region_name,
@@ -314,21 +315,49 @@ class Demo:
             list(pool.map(invoke, drifted))
         return len(drifted) / (time.monotonic() - began)
 
-    def roll_out_second_version(self, job: str, images: list[bytes]) -> int:
-        """The last step: the endpoint again (as v1), then the same model as version 2
-        through `training_job rollout` (shadow, canary with automatic rollback, all) under
-        a steady load of test images, each stage printed as it happens. Returns the
-        rollout's exit status; the load's failures are counted in the summary."""
-        model_data = f"s3://{self.bucket}/models/{job}/output/model.tar.gz"
+    def wait_for_captures(self) -> None:
+        """Until every request the endpoint captured is in S3 (its /metrics: records
+        written equal records spooled, and nothing waits in the spool). A record is spooled
+        before its request is answered, so after the last answer this is all of them; the
+        endpoint keeps serving (the rollout comes next)."""
+        deadline = time.monotonic() + CAPTURE_WAIT_SECONDS
+        while True:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{self.endpoint_port}/metrics", timeout=10
+            ) as answer:
+                values = dict(
+                    line.rsplit(" ", 1)
+                    for line in answer.read().decode().splitlines()
+                    if line and not line.startswith("#")
+                )
+            spooled = float(values["endpoint_capture_records_spooled_total"])
+            written = float(values["endpoint_capture_records_written_total"])
+            waiting = float(values["endpoint_capture_spool_bytes"])
+            if written >= spooled and waiting == 0:
+                print(f"    {written:g} captured requests are in s3://{self.bucket}/data_capture/")
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"the endpoint's captures did not reach S3 in {CAPTURE_WAIT_SECONDS}s "
+                    f"({written:g} of {spooled:g} written, {waiting:g} bytes spooled)"
+                )
+            time.sleep(0.5)
+
+    def register_second_version(self, job: str, metrics: dict[str, Any]) -> int:
+        """The same training output registered again, as a new version, and approved: what
+        a retrained model goes through before it may be rolled out."""
         self.training_job(
-            "deploy", "--mode", "local", "--bucket", self.bucket, "--endpoint-name",
-            ENDPOINT_NAME, "--port", str(self.endpoint_port), "--variant-name", "v1",
-            "--model-data", model_data, "--role", self.role,
+            "models", "register", "--model-data",
+            f"s3://{self.bucket}/models/{job}/output/model.tar.gz",
+            "--manifest", f"s3://{self.bucket}/manifest.json",
         )  # fmt: skip
-        self.stops["endpoint"] = [
-            sys.executable, "-m", "training_job", "deploy", "--mode", "local", "--stop",
-            "--endpoint-name", ENDPOINT_NAME,
-        ]  # fmt: skip
+        return self.approve(job, metrics)
+
+    def roll_out_second_version(self, version: int, images: list[bytes]) -> int:
+        """The approved `version` onto the endpoint that serves the first one, through
+        `training_job rollout` (shadow, canary with automatic rollback, all) under a
+        steady load of test images, each stage printed as it happens. Returns the
+        rollout's exit status; the load's failures are counted in the summary."""
         runtime = boto3.client("sagemaker-runtime")
         stop = threading.Event()
         outcomes: dict[str, int] = {}
@@ -352,8 +381,8 @@ class Demo:
         client = threading.Thread(target=load, daemon=True)
         client.start()
         command = [
-            sys.executable, "-m", "training_job", "rollout", "--model-data", model_data,
-            "--version", "2", "--endpoint-name", ENDPOINT_NAME, "--bucket", self.bucket,
+            sys.executable, "-m", "training_job", "rollout", "--model-version", str(version),
+            "--endpoint-name", ENDPOINT_NAME, "--bucket", self.bucket,
             "--shadow-seconds", "20", "--canary-percent", "20", "--canary-seconds", "20",
             "--termination-wait-seconds", "10", "--poll-seconds", "1",
             "--alarm-period-seconds", "10", "--max-latency-ms", "5000",
@@ -417,12 +446,16 @@ class Demo:
             with self.step("send a drifted batch (camera noise) to the endpoint"):
                 images = self.test_images()
                 throughput = self.send_drifted_batch(images)
-            with self.step("stop the endpoint (flushes its data capture)"):
-                self.stop("endpoint")
+            with self.step("wait until the endpoint's data capture is in S3"):
+                self.wait_for_captures()
             with self.step("build the monitoring report"):
                 monitoring = self.monitor_report()
-            with self.step("roll out a second version: shadow, canary, all"):
-                rollout_status = self.roll_out_second_version(job, images)
+            with self.step("register the same model again as a second version, and approve it"):
+                second_version = self.register_second_version(job, metrics)
+            with self.step("roll it out under load: shadow, canary, all"):
+                rollout_status = self.roll_out_second_version(second_version, images)
+            with self.step("stop the endpoint (flushes its data capture) and the local AWS"):
+                self.stop_everything_started()
         finally:
             self.stop_everything_started()
         summary = {
@@ -450,7 +483,11 @@ class Demo:
             ],
             "audit": audit,
             "report": monitoring["report"],
-            "rollout": {"exit_status": rollout_status, "answers": self.rollout_answers},
+            "rollout": {
+                "model_version": second_version,
+                "exit_status": rollout_status,
+                "answers": self.rollout_answers,
+            },
             "seconds": round(time.monotonic() - began, 1),
             "step_seconds": self.seconds,
         }
@@ -517,7 +554,7 @@ def print_summary(summary: dict[str, Any]) -> None:
         *audit_lines(summary["audit"]),
         ("report", summary["report"]),
         (
-            "rollout of version 2",
+            f"rollout of version {summary['rollout']['model_version']}",
             ("completed" if summary["rollout"]["exit_status"] == 0 else "stopped")
             + " under load: "
             + ", ".join(f"{k} {v}" for k, v in sorted(summary["rollout"]["answers"].items())),

@@ -34,8 +34,10 @@ def decisions_table(cloudformation: Any, stack: str) -> str | None:
     """The name of the decisions table stack `stack` created (its only table, or the one
     whose logical id names decisions), or None when it has none."""
     resources = cloudformation.describe_stack_resources(StackName=stack)["StackResources"]
-    tables = [r for r in resources if r["ResourceType"] == "AWS::DynamoDB::Table"]
-    named = [r for r in tables if "decision" in r["LogicalResourceId"].lower()]
+    # moto describes some of the stack's resources (those it does not model) without
+    # a ResourceType.
+    tables = [r for r in resources if r.get("ResourceType") == "AWS::DynamoDB::Table"]
+    named = [r for r in tables if "decision" in r.get("LogicalResourceId", "").lower()]
     chosen = named or tables
     return str(chosen[0]["PhysicalResourceId"]) if len(chosen) == 1 else None
 

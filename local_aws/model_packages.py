@@ -17,7 +17,11 @@ docs/local-mode.md):
     spaces and `_.:/=+-@`), ApprovalDescription (at most 1,024 characters), a group's
     name (1-63 letters, digits and hyphens) and description (at most 1,024 characters);
   - UpdateModelPackage keeps the ApprovalDescription and CustomerMetadataProperties it
-    was not given (moto set them to nothing) and merges the properties it was given.
+    was not given (moto set them to nothing) and merges the properties it was given;
+  - DescribeModel of a model created without ExecutionRoleArn (a local endpoint deployed
+    without --role) has none, as SageMaker's (moto answered "arn:test", a role that a
+    model made from it, as `rollout` makes the new version's, would be refused);
+  - ListModels honours NameContains (moto listed every model).
 """
 
 from __future__ import annotations
@@ -291,8 +295,41 @@ def update_keeps_what_it_was_not_given() -> None:
     backend.update_model_package = merged
 
 
+def a_model_without_a_role_has_none() -> None:
+    """Gap: moto gives a model created without ExecutionRoleArn the role "arn:test"."""
+    from moto.sagemaker.models import Model
+
+    initialise = Model.__init__
+
+    def without_placeholder(self: Any, *args: Any, **kwargs: Any) -> None:
+        initialise(self, *args, **kwargs)
+        if self.execution_role_arn == "arn:test":  # what moto put in place of none
+            self.execution_role_arn = None  # DescribeModel leaves out what is None
+
+    Model.__init__ = without_placeholder  # type: ignore[method-assign]
+
+
+def list_models_by_name() -> None:
+    """Gap: moto's ListModels ignores NameContains and lists every model."""
+    from moto.core.responses import ActionResult
+    from moto.sagemaker.responses import SageMakerResponse
+
+    def listed(self: Any) -> Any:
+        contains = self._get_param("NameContains") or ""
+        models = [
+            model.response_object
+            for model in self.sagemaker_backend.list_models()
+            if contains in model.model_name
+        ]
+        return ActionResult({"Models": models})
+
+    SageMakerResponse.list_models = listed  # type: ignore[method-assign]
+
+
 PATCHES = (
     create_model_only_from_approved_packages,
     refuse_what_the_registry_refuses,
     update_keeps_what_it_was_not_given,
+    a_model_without_a_role_has_none,
+    list_models_by_name,
 )

@@ -1,9 +1,13 @@
 """A local AWS with a local endpoint behind it, model versions in its S3, and a bounded
 load through InvokeEndpoint: what the rollout's tests and benchmark run on.
 
-The endpoint is started as users start it (`deploy --mode local`, variant v1) on the port
-this local AWS forwards SageMaker Runtime calls to; the load goes through the local AWS
-(`sagemaker-runtime` at AWS_ENDPOINT_URL), as the workflow's classify handler calls it.
+Every version is registered in the local AWS's model registry and approved, the bad ones
+too (an approval is a person's judgement; the rollout's alarms must still catch a version
+that was approved and is bad): version 1 and 2 are the good model, 3 the constant one, 4
+the erroring one (VERSIONS). The endpoint is started as users start it (`deploy --mode
+local`, approved version 1, variant v1) on the port this local AWS forwards SageMaker
+Runtime calls to; the load goes through the local AWS (`sagemaker-runtime` at
+AWS_ENDPOINT_URL), as the workflow's classify handler calls it.
 """
 
 from __future__ import annotations
@@ -27,10 +31,15 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from local_aws.server import free_port, local_aws_server
 from tests import rollout_models, sample_model
+from tests.training_job.registry_helpers import approve_model_data
 from training_job.environment import overridden
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ENDPOINT = "rollout-endpoint"
+MODEL_GROUP = "rollout-models"
+# The registry's version number of each kind, in the order they are registered: the
+# endpoint starts on version 1, and version 2 is the same good model, a new version.
+VERSIONS = {"serving": 1, "good": 2, "constant": 3, "erroring": 4}
 
 
 @dataclass(frozen=True)
@@ -39,6 +48,7 @@ class Stack:
     endpoint: str
     state_dir: Path
     versions: dict[str, str]  # kind -> s3:// URI of its model.tar.gz
+    group: str  # the model package group every version is registered in (VERSIONS)
     pngs: list[bytes]
     environment: dict[str, str]
     endpoint_url: str  # the local endpoint itself (the local AWS forwards to it)
@@ -77,10 +87,15 @@ def rollout_stack(work: Path, archive: Path) -> Iterator[Stack]:
             key = f"models/{kind}/output/model.tar.gz"
             s3.upload_file(str(path), bucket, key)
             versions[kind] = f"s3://{bucket}/{key}"
+        for kind, number in VERSIONS.items():
+            model_data = versions["good" if kind == "serving" else kind]
+            registered = approve_model_data(model_data, MODEL_GROUP)
+            assert registered.version == number, (kind, registered.version)
         state_dir = work / "endpoints"
         started = run_command(
-            "deploy", "--mode", "local", "--bucket", bucket, "--model-data", versions["good"],
-            "--endpoint-name", ENDPOINT, "--variant-name", "v1", "--port", str(endpoint_port),
+            "deploy", "--mode", "local", "--bucket", bucket, "--model-group", MODEL_GROUP,
+            "--model-version", str(VERSIONS["serving"]), "--endpoint-name", ENDPOINT,
+            "--port", str(endpoint_port),
             "--workers", "1", "--torch-threads", "1", "--state-dir", str(state_dir),
             "--capture-flush-seconds", "0.5", "--no-publish-parameter",
         )  # fmt: skip
@@ -93,7 +108,9 @@ def rollout_stack(work: Path, archive: Path) -> Iterator[Stack]:
         )  # fmt: skip
         pngs = [sample_model.png_bytes(image) for image in images[:200]]
         endpoint_url = f"http://127.0.0.1:{endpoint_port}"
-        yield Stack(bucket, ENDPOINT, state_dir, versions, pngs, environment, endpoint_url)
+        yield Stack(
+            bucket, ENDPOINT, state_dir, versions, MODEL_GROUP, pngs, environment, endpoint_url
+        )
 
 
 @dataclass

@@ -237,8 +237,8 @@ def chosen_version(sm: Any, s3: Any, group: str, number: int | None) -> registry
             found = registry.version(sm, group, number)
             if found.status != registry.APPROVED:
                 raise DeployError(
-                    f"version {number} of {group} is {found.status}: deploy serves only "
-                    f"Approved versions (python -m training_job models approve {number} "
+                    f"version {number} of {group} is {found.status}: only Approved versions "
+                    f"are served (python -m training_job models approve {number} "
                     "--description ...)"
                 )
         registry.require_unchanged(s3, found)

@@ -1,5 +1,12 @@
 """`python -m training_job rollout`: a new model version onto the running endpoint, guarded.
 
+The new version is an Approved version of the model registry (training_job/registry.py),
+as deploy serves: `--model-version N`, or by default the newest approved one; never an
+unregistered model.tar.gz, never a version pending approval or rejected. Its SageMaker
+model is made from its package as deploy makes it, with the serving model's execution
+role, and its variant is named after it (v<N>). Rolling back by hand is rolling out the
+older approved version.
+
 The endpoint keeps its name (the stack and the handlers never change when the model
 does). Each stage is an UpdateEndpoint to a new endpoint configuration, so it runs the
 same on SageMaker and on the local AWS (`source .local/aws.env`):
@@ -40,8 +47,8 @@ from contract import baseline as baseline_contract
 from contract import variant_metrics
 from contract.capture import MAX_BASELINE_BYTES, MONITOR_BASELINE_KEY
 from contract.decisions import variant_for_version
-from training_job import deploy, model_archive
-from training_job.errors import CommandError, UsageError
+from training_job import deploy, model_archive, registry
+from training_job.errors import CommandError
 
 MINIMUM_EXECUTION_TIMEOUT_SECONDS = 600  # SageMaker's floor for the deployment's timeout
 
@@ -93,20 +100,15 @@ def register(subparsers: Any) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument(
-        "--model-data", type=deploy._s3_uri, help="s3:// URI of the new version's model.tar.gz"
-    )
-    source.add_argument(
-        "--model-package-arn",
-        help="a model package (a registered version): its model data and version number "
-        "are read with DescribeModelPackage",
-    )
+    registry.add_group_option(parser)
     parser.add_argument(
-        "--version",
+        "--model-version",
         type=_version,
-        help="the new version's number (required with --model-data): its variant is named "
-        "v<VERSION>",
+        default=None,
+        metavar="N",
+        help="the approved version of --model-group to roll out; its variant is named vN "
+        "(default: the newest approved, when the endpoint does not serve it already). "
+        "An older approved version rolls back by the same stages",
     )
     parser.add_argument(
         "--endpoint-name",
@@ -196,34 +198,23 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.model_data and args.version is None:
-        raise UsageError("--model-data needs --version (the new variant is named after it)")
     sm = boto3.client("sagemaker")
-    model_data, version = _new_version(sm, args)
-    return Rollout(sm, args, model_data, variant_for_version(version)).run()
-
-
-def _new_version(sm: Any, args: argparse.Namespace) -> tuple[str, int]:
-    if args.model_data:
-        return args.model_data, int(args.version)
-    try:
-        package = sm.describe_model_package(ModelPackageName=args.model_package_arn)
-    except ClientError as error:
-        raise RolloutError(f"cannot read {args.model_package_arn}: {error}") from error
-    containers = package.get("InferenceSpecification", {}).get("Containers", [])
-    version = args.version or package.get("ModelPackageVersion")
-    if not containers or not containers[0].get("ModelDataUrl") or not version:
-        raise RolloutError(f"{args.model_package_arn} names no model data or no version")
-    return str(containers[0]["ModelDataUrl"]), int(version)
+    s3 = boto3.client("s3")
+    # As deploy: only an Approved version, with the very archive that was registered.
+    version = deploy.chosen_version(sm, s3, args.model_group, args.model_version)
+    if registry.is_pytorch_image(version.image):
+        deploy.require_servable(s3, version.model_data)
+    return Rollout(sm, args, version).run()
 
 
 class Rollout:
-    def __init__(self, sm: Any, args: argparse.Namespace, model_data: str, variant: str) -> None:
+    def __init__(self, sm: Any, args: argparse.Namespace, version: registry.ModelVersion) -> None:
         self.sm = sm
         self.args = args
         self.name = args.endpoint_name
-        self.model_data = model_data
-        self.variant = variant
+        self.version = version
+        self.model_data = version.model_data
+        self.variant = variant_for_version(version.version)
         self.stamp = f"{datetime.now(UTC):%Y%m%d-%H%M%S}"
 
     def stage(self, name: str, text: str) -> None:
@@ -246,12 +237,16 @@ class Rollout:
             )
         serving = original["ProductionVariants"][0]
         if serving["VariantName"] == self.variant:
-            raise RolloutError(f"endpoint {self.name} already serves {self.variant}")
+            chosen = "" if self.args.model_version else ", the newest approved version,"
+            raise RolloutError(
+                f"endpoint {self.name} already serves {self.variant}{chosen}: name another "
+                "approved version with --model-version N (an older one rolls back)"
+            )
         self.stage(
             "start",
             f"endpoint {self.name} serves {serving['VariantName']} "
-            f"({original['EndpointConfigName']}); rolling out {self.variant} from "
-            f"{self.model_data}",
+            f"({original['EndpointConfigName']}); rolling out {self.variant}: version "
+            f"{self.version.version} of {self.version.group} ({self.model_data})",
         )
         new_model = self._create_model(serving["ModelName"])
         new = {**serving, "VariantName": self.variant, "ModelName": new_model}
@@ -280,16 +275,12 @@ class Rollout:
             raise RolloutError(f"no endpoint {self.name} to roll out on: {error}") from error
 
     def _create_model(self, serving_model: str) -> str:
-        """The new version's SageMaker model: the serving model's container (image,
-        environment) and execution role, with the new model data."""
-        current = self.sm.describe_model(ModelName=serving_model)
-        container = dict(current.get("PrimaryContainer") or current["Containers"][0])
-        container["ModelDataUrl"] = self.model_data
-        container.pop("ModelDataSource", None)
+        """The new version's SageMaker model, made from its package as deploy makes it,
+        with the serving model's execution role (the one that already reads the models
+        and writes the captures)."""
+        role = self.sm.describe_model(ModelName=serving_model).get("ExecutionRoleArn")
         name = f"{self.name[:40]}-{self.variant}-{self.stamp}"[:63]
-        self.sm.create_model(
-            ModelName=name, ExecutionRoleArn=current["ExecutionRoleArn"], PrimaryContainer=container
-        )
+        deploy.create_model(self.sm, name, self.version, role)
         return name
 
     def _config(

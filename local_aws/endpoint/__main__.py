@@ -30,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
         help="bucket for data capture (s3://BUCKET/data_capture/...); none: no capture",
     )
     endpoint_config.add_arguments(parser)
+    endpoint_config.add_variant_argument(parser)
     args = parser.parse_args(argv)
     config = endpoint_config.from_args(
         args,

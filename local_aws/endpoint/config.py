@@ -184,9 +184,14 @@ def add_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> 
         help="where captured records wait for S3 (default: capture-spool/ beside the model "
         "directory); what a stopped or killed endpoint left there is shipped at its next start",
     )
+
+
+def add_variant_argument(parser: argparse.ArgumentParser) -> None:
+    """The endpoint server's own `--variant-name` (deploy names the variant after the
+    version it serves, so it does not offer this option)."""
     parser.add_argument(
         "--variant-name",
-        default=defaults.variant_name,
+        default=DEFAULT_VARIANT,
         help="the production variant that serves the model at start, named in each answer's "
         "X-Amzn-Invoked-Production-Variant (default: %(default)s)",
     )
@@ -217,5 +222,5 @@ def from_args(
         capture_flush_seconds=args.capture_flush_seconds,
         capture_spool_bytes=args.capture_spool_bytes,
         capture_spool_dir=args.capture_spool_dir,
-        variant_name=args.variant_name if variant is None else variant,
+        variant_name=variant if variant is not None else args.variant_name,
     )

@@ -77,13 +77,20 @@ def test_the_demo_runs_end_to_end_and_stops_what_it_started(
     # Accuracy past the gate from the audit sample: people's answers in the decisions table.
     assert "from the audit" in printed
     assert summary["audit"]["all"]["accuracy_past_gate"]["n"] == decisions["audited"]
-    # It ends by rolling the same model out as version 2 under load: every stage printed,
-    # every request answered.
-    for stage in ("shadow:", "prepare:", "canary:", "all: v2 serves all traffic"):
+    # It ends by registering the same model again as version 2, approving it and rolling
+    # it out under load onto the endpoint that still serves version 1: every stage
+    # printed, every request answered.
+    assert summary["rollout"]["model_version"] == summary["model_version"] + 1
+    second = f"v{summary['rollout']['model_version']}"
+    first = f"v{summary['model_version']}"
+    for stage in ("shadow:", "prepare:", "canary:", f"all: {second} serves all traffic"):
         assert stage in result.stdout, stage
+    assert f"serves {first} (" in result.stdout  # the rollout found the first deploy's
     assert summary["rollout"]["exit_status"] == 0
     answers = summary["rollout"]["answers"]
-    assert answers.get("v2", 0) > 0 and not [k for k in answers if k.startswith("failed")]
+    assert answers.get(second, 0) > 0 and answers.get(first, 0) > 0
+    assert not [k for k in answers if k.startswith("failed")]
+    assert result.stdout.count("training_job deploy --mode local --bucket") == 1
     assert not (state / "aws.pid").exists(), "the demo left the local AWS running"
 
 

@@ -77,7 +77,7 @@ def test_an_unapproved_version_is_refused_and_nothing_is_created(
             "--endpoint-name", endpoint, "--model-version", "3"]  # fmt: skip
     assert main(argv) == 1
     err = capsys.readouterr().err
-    assert f"version 3 of {group} {complaint}: deploy serves only Approved versions" in err
+    assert f"version 3 of {group} {complaint}: only Approved versions are served" in err
     sm = boto3.client("sagemaker")
     assert sm.list_models(NameContains=endpoint)["Models"] == []
     assert sm.list_endpoints(NameContains=endpoint)["Endpoints"] == []

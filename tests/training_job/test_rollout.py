@@ -19,7 +19,10 @@ import pytest
 import requests
 from botocore.exceptions import ClientError
 
-from tests.rollout_stack import Load, Stack, invoke, rollout_stack, run_command
+from tests.rollout_stack import VERSIONS, Load, Stack, invoke, rollout_stack, run_command
+from tests.training_job.registry_helpers import register_output
+from training_job import registry
+from training_job.registry import APPROVED, REJECTED
 
 # A rollout's clock, short enough for a test on a busy machine. The alarms' period is 10 s
 # (CloudWatch's high-resolution period; the local evaluator reads up to now, see
@@ -132,14 +135,22 @@ def test_production_variants_split_the_traffic_by_weight_and_honour_target_varia
     assert invoke(stack, 5) == {"v1": 5}
 
 
-@pytest.mark.parametrize(("kind", "version"), [("constant", 3), ("erroring", 4)])
-def test_a_bad_version_is_rolled_back_automatically_and_never_takes_all_traffic(
-    stack: Stack, kind: str, version: int
+def _rollout(stack: Stack, *argv: str) -> list[str]:
+    return ["rollout", "--model-group", stack.group, "--endpoint-name", stack.endpoint, *argv]
+
+
+@pytest.mark.parametrize("kind", ["constant", "erroring"])
+def test_an_approved_bad_version_is_rolled_back_automatically_and_never_takes_all_traffic(
+    stack: Stack, kind: str
 ) -> None:
+    # Approved, and bad: the approval does not spare it the alarms.
+    version = VERSIONS[kind]
+    described = registry.version(boto3.client("sagemaker"), stack.group, version)
+    assert described.status == APPROVED
     with Load(stack) as load, StatusWatch(stack) as statuses:
         rolled = run_command(
-            "rollout", "--model-data", stack.versions[kind], "--version", str(version),
-            "--endpoint-name", stack.endpoint, "--bucket", stack.bucket, "--skip-shadow", *FAST,
+            *_rollout(stack, "--model-version", str(version), "--bucket", stack.bucket),
+            "--skip-shadow", *FAST,
         )  # fmt: skip
     output = rolled.stdout + rolled.stderr
     assert rolled.returncode == 1, output
@@ -172,12 +183,12 @@ def test_a_good_version_completes_shadow_canary_all_with_no_failed_request(
 ) -> None:
     with Load(stack) as load:
         rolled = run_command(
-            "rollout", "--model-data", stack.versions["good"], "--version", "2",
-            "--endpoint-name", stack.endpoint, "--bucket", stack.bucket,
+            *_rollout(stack, "--model-version", str(VERSIONS["good"]), "--bucket", stack.bucket),
             "--shadow-seconds", "6", "--min-compared", "5", *FAST,
         )  # fmt: skip
     output = rolled.stdout + rolled.stderr
     assert rolled.returncode == 0, output
+    assert f"version 2 of {stack.group}" in output, output
     for stage in ("shadow:", "agreement 1.000", "prepare:", "canary:", "all: v2 serves all"):
         assert stage in output, (stage, output)
     assert _serving(stack) == ["v2"]
@@ -305,27 +316,58 @@ def test_the_control_route_refuses_malformed_routing(stack: Stack) -> None:
 
 
 def test_rollout_refuses_a_command_line_that_cannot_mean_anything(stack: Stack) -> None:
-    no_version = run_command("rollout", "--model-data", stack.versions["good"])
-    assert no_version.returncode == 2 and "--version" in no_version.stderr
-    too_big = run_command("rollout", "--model-data", "s3://bucket/m.tar.gz", "--version", "2",
-                          "--canary-percent", "80")  # fmt: skip
+    too_big = run_command(*_rollout(stack, "--model-version", "2", "--canary-percent", "80"))
     assert too_big.returncode == 2 and "canary percentage" in too_big.stderr
-    for hostile in ("http://bucket/m.tar.gz", "s3://b/m.tar.gz", "s3://bucket/", ""):
-        refused = run_command("rollout", "--model-data", hostile, "--version", "2")
-        assert refused.returncode == 2 and "--model-data" in refused.stderr, hostile
-    zero = run_command("rollout", "--model-data", "s3://bucket/m.tar.gz", "--version", "0")
-    assert zero.returncode == 2 and "not a version number" in zero.stderr
+    for hostile in ("0", "-1", "two", "", "1e9"):
+        refused = run_command(*_rollout(stack, "--model-version", hostile))
+        assert refused.returncode == 2 and "--model-version" in refused.stderr, hostile
+    for group in ("no such group", "-x", "a" * 64):
+        refused = run_command("rollout", "--model-group", group, "--model-version", "2")
+        assert refused.returncode == 2 and "--model-group" in refused.stderr, group
+    # The model data flags deploy dropped are gone here too: only registered versions.
+    for removed in (["--model-data", stack.versions["good"]], ["--version", "2"]):
+        refused = run_command(*_rollout(stack, *removed))
+        assert refused.returncode == 2 and "unrecognized arguments" in refused.stderr, removed
+    unknown = run_command(*_rollout(stack, "--model-version", "99"))
+    assert unknown.returncode == 1 and "has no version 99" in unknown.stderr, unknown.stderr
     missing = run_command(
-        "rollout", "--model-data", stack.versions["good"], "--version", "2",
+        "rollout", "--model-group", stack.group, "--model-version", "2",
         "--endpoint-name", "no-such-endpoint",
     )  # fmt: skip
     assert missing.returncode == 1 and "no endpoint no-such-endpoint" in missing.stderr
     [serving] = _serving(stack)
-    same = run_command(
-        "rollout", "--model-data", stack.versions["good"], "--version", serving[1:],
-        "--endpoint-name", stack.endpoint,
-    )  # fmt: skip
+    same = run_command(*_rollout(stack, "--model-version", serving[1:]))
     assert same.returncode == 1 and f"already serves {serving}" in same.stderr
+
+
+def test_rollout_serves_only_an_approved_unchanged_version(stack: Stack) -> None:
+    sm, s3 = boto3.client("sagemaker"), boto3.client("s3")
+    pending = register_output(stack.bucket, "rollout-pending", stack.group)
+    rejected = register_output(stack.bucket, "rollout-rejected", stack.group, status=REJECTED)
+    for version in (pending, rejected):
+        refused = run_command(*_rollout(stack, "--model-version", str(version.version)))
+        assert refused.returncode == 1, refused.stdout + refused.stderr
+        assert f"is {version.status}: only Approved versions are served" in refused.stderr
+    # An approved version whose archive was replaced since is refused too.
+    changed = register_output(stack.bucket, "rollout-changed", stack.group, status=APPROVED)
+    bucket, key = changed.model_data[len("s3://") :].split("/", 1)
+    s3.put_object(Bucket=bucket, Key=key, Body=b"another archive")
+    refused = run_command(*_rollout(stack, "--model-version", str(changed.version)))
+    assert refused.returncode == 1 and "changed since it was registered" in refused.stderr
+    # Without --model-version the newest approved version is the one rolled out: here
+    # the changed one, refused the same way.
+    newest = run_command(*_rollout(stack))
+    assert newest.returncode == 1, newest.stdout + newest.stderr
+    assert f"version {changed.version}'s {changed.model_data} changed" in newest.stderr
+    # Nothing was created for any of them: the endpoint serves what it served.
+    assert _serving(stack)
+    made = [model["ModelName"] for model in sm.list_models(MaxResults=100)["Models"]]
+    for version in (pending, rejected, changed):
+        variant = f"{stack.endpoint[:40]}-v{version.version}-"
+        assert not [name for name in made if name.startswith(variant)], made
+    # They stay out of the way of the tests after this one: rejected, never served.
+    for version in (pending, changed):
+        registry.set_status(sm, version, REJECTED, "refused by the rollout test")
 
 
 def test_monitor_versions_compares_the_shadow_with_production(stack: Stack) -> None:
