@@ -87,6 +87,7 @@ def test_the_printed_summary_carries_the_audit_line(capsys: pytest.CaptureFixtur
             "monitoring_windows": 2,
             "drift_verdicts": [],
             "report": "out/demo/monitoring/report.html",
+            "rollout": {"model_version": 3, "exit_status": 0, "answers": {"v2": 40, "v3": 60}},
             "seconds": 300.0,
         }
     )
