@@ -54,9 +54,12 @@ class Comparison:
     shadow: VariantAnswers
     paired: int  # requests both answered (same inferenceId or eventId)
     agreed: int
-    # production's answers since the shadow's first one (what the shadow had copies of);
-    # None: all of production's
+    # production's answers while the shadow had copies of them (between the first and the
+    # last paired request, or since the shadow's first answer when none pair); None: all
     production_while_shadowed: int | None = None
+    # how many of those copies the shadow answered (the paired ones); None: unknown (no
+    # request pairs, as on AWS without InferenceId), its answer count stands in
+    copies_answered: int | None = None
 
     @property
     def agreement(self) -> float:
@@ -68,7 +71,8 @@ class Comparison:
         answered every copy)."""
         copies = self.production_while_shadowed
         copies = self.production.answers if copies is None else copies
-        return min(1.0, self.shadow.answers / copies) if copies else 0.0
+        answered = self.shadow.answers if self.copies_answered is None else self.copies_answered
+        return min(1.0, answered / copies) if copies else 0.0
 
     def lines(self) -> list[str]:
         return [
@@ -131,13 +135,15 @@ def _threshold() -> float:
 
 def _answers(
     bucket: str, endpoint: str, variant: str, since: datetime, threshold: float
-) -> tuple[VariantAnswers, dict[str, int], list[datetime]]:
-    """A variant's summary, its best class by inferenceId or eventId, its answers' times."""
+) -> tuple[VariantAnswers, dict[str, int], list[datetime], dict[str, datetime]]:
+    """A variant's summary, its best class by inferenceId or eventId, its answers' times,
+    and the time of each keyed answer."""
     source = CaptureSource(bucket, f"{CAPTURE_PREFIX}/{endpoint}/{variant}/")
     best: dict[str, int] = {}
     confidence_sum, doubtful, answers = 0.0, 0, 0
     classes: dict[int, int] = {}
     times: list[datetime] = []
+    keyed_times: dict[str, datetime] = {}
     for record in read_records(source, ReadCounts(), since=since):
         if record.time is not None:
             times.append(record.time)
@@ -152,6 +158,8 @@ def _answers(
         key = record.inference_id or record.event_id
         if key:
             best[key] = top
+            if record.time is not None:
+                keyed_times[key] = record.time
     summary = VariantAnswers(
         variant,
         answers,
@@ -159,7 +167,7 @@ def _answers(
         doubtful / answers if answers else 0.0,
         classes,
     )
-    return summary, best, times
+    return summary, best, times, keyed_times
 
 
 def compare(
@@ -168,13 +176,20 @@ def compare(
     """Compare `shadow`'s captured answers since `since` with `production`'s."""
     since = since.replace(microsecond=0)  # inferenceTime is to the second
     threshold = _threshold()
-    ours, ours_best, our_times = _answers(bucket, endpoint, production, since, threshold)
-    theirs, theirs_best, their_times = _answers(bucket, endpoint, shadow, since, threshold)
+    ours, ours_best, our_times, our_keyed = _answers(bucket, endpoint, production, since, threshold)
+    theirs, theirs_best, their_times, _ = _answers(bucket, endpoint, shadow, since, threshold)
     paired = [event for event in theirs_best if event in ours_best]
     agreed = sum(1 for event in paired if theirs_best[event] == ours_best[event])
+    paired_times = [our_keyed[event] for event in paired if event in our_keyed]
+    if paired_times:
+        # The shadow stage: from the first to the last request both answered. After it the
+        # new version may serve as a production variant, and those answers are no copies.
+        start, end = min(paired_times), max(paired_times)
+        shadowed = sum(1 for moment in our_times if start <= moment <= end)
+        return Comparison(ours, theirs, len(paired), agreed, shadowed, len(paired))
     first = min(their_times, default=None)
-    shadowed = None if first is None else sum(1 for moment in our_times if moment >= first)
-    return Comparison(ours, theirs, len(paired), agreed, shadowed)
+    since_first = None if first is None else sum(1 for moment in our_times if moment >= first)
+    return Comparison(ours, theirs, len(paired), agreed, since_first)
 
 
 # --- `python -m training_job monitor versions` --------------------------------------
