@@ -376,8 +376,14 @@ def test_monitor_versions_compares_the_shadow_with_production(stack: Stack) -> N
         "monitor", "versions", "--bucket", stack.bucket, "--endpoint-name", stack.endpoint,
         "--production", "v1", "--shadow", "v2", "--minutes", "30",
     )  # fmt: skip
-    assert compared.returncode == 0, compared.stdout + compared.stderr
+    # Same model: every paired request agrees. Whether the shadow answered 90% of the
+    # copies it was sent depends on how loaded the machine was during the shadow stage
+    # (copies are dropped rather than slow production down), so that verdict may go
+    # either way here; no other verdict may.
+    assert compared.returncode in (0, 1), compared.stdout + compared.stderr
     assert "v2 vs v1: agreement 1.000" in compared.stdout
+    if compared.returncode == 1:
+        assert "versions differ: v2 answered" in compared.stdout, compared.stdout
     assert "doubtful share" in compared.stdout
     for bad in (["--minutes", "0"], ["--min-agreement", "2"]):
         refused = run_command(
