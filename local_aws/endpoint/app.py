@@ -256,20 +256,8 @@ class EndpointApp:
             )
         answer = await self._answer(route, current, body, content_type, accept)
         event_id = str(uuid.uuid4())
-        if answer.status == 200 and self._sampled(route.variant):
-            writer = self.capture(route.variant)
-            assert writer is not None
-            writer.offer(
-                Invocation(
-                    input_body=body,
-                    input_content_type=content_type,
-                    output_body=answer.body,
-                    output_content_type=answer.content_type,
-                    inference_time=datetime.now(UTC),
-                    inference_id=request.headers.get("X-Amzn-SageMaker-Inference-Id"),
-                    event_id=event_id,
-                )
-            )
+        inference_id = request.headers.get("X-Amzn-SageMaker-Inference-Id")
+        self._capture(route.variant, body, content_type, answer, inference_id, event_id)
         if current.shadow is not None and answer.status == 200:
             task = asyncio.create_task(
                 self._shadow(current, body, content_type, accept, answer, event_id)
@@ -308,6 +296,33 @@ class EndpointApp:
             self.metrics.count_variant(position, "errors_4xx")
         return answer
 
+    def _capture(
+        self,
+        variant: str,
+        body: bytes,
+        content_type: str,
+        answer: Answer,
+        inference_id: str | None,
+        event_id: str,
+    ) -> None:
+        """Capture a variant's answered request, when sampled (the production and the
+        shadow records of one request share its event id)."""
+        if answer.status != 200 or not self._sampled(variant):
+            return
+        writer = self.capture(variant)
+        assert writer is not None
+        writer.offer(
+            Invocation(
+                input_body=body,
+                input_content_type=content_type,
+                output_body=answer.body,
+                output_content_type=answer.content_type,
+                inference_time=datetime.now(UTC),
+                inference_id=inference_id,
+                event_id=event_id,
+            )
+        )
+
     async def _shadow(
         self,
         current: routing.Routing,
@@ -331,20 +346,7 @@ class EndpointApp:
             self.metrics.count_variant(position, "shadow_compared")
             if ours[0] == theirs[0]:
                 self.metrics.count_variant(position, "shadow_agreed")
-        if answer.status == 200 and self._sampled(shadow.variant):
-            writer = self.capture(shadow.variant)
-            assert writer is not None
-            writer.offer(
-                Invocation(
-                    input_body=body,
-                    input_content_type=content_type,
-                    output_body=answer.body,
-                    output_content_type=answer.content_type,
-                    inference_time=datetime.now(UTC),
-                    inference_id=None,
-                    event_id=event_id,
-                )
-            )
+        self._capture(shadow.variant, body, content_type, answer, None, event_id)
 
     # --- the control routes, for the local AWS's UpdateEndpoint ----------------------
 
