@@ -107,7 +107,15 @@ def cache_moto_module_list() -> None:
 def reuse_parsed_state_machines() -> None:
     """Speed: moto parses the state machine's definition (an ANTLR grammar in pure Python)
     on every execution, the largest part of the engine's own CPU per execution. Parse once
-    per definition; each execution gets its own deep copy of the components, as before."""
+    per definition.
+
+    An execution keeps its state in its own `Environment` (the retriers' attempt counts
+    live in `env.heap`, under each component's `heap_key`), not in the parsed components,
+    so executions can share one parsed program, as long as nothing sets an attribute on
+    a component while it runs: the one lazy attribute (`heap_key`) is set here, before the
+    program is shared, and Map and Parallel states (whose pools and run records are made
+    while they run) get a deep copy per execution, as every program did before. A deep
+    copy cost a fifth of the engine's CPU per execution (docs/benchmarks.md)."""
     import copy
     import functools
 
@@ -115,17 +123,70 @@ def reuse_parsed_state_machines() -> None:
     from moto.stepfunctions.parser.backend.execution_worker import ExecutionWorker
 
     @functools.lru_cache(maxsize=64)
-    def parsed(definition: str) -> Any:
-        return AmazonStateLanguageParser.parse(definition)[0]
+    def parsed(definition: str) -> tuple[Any, bool]:
+        program = AmazonStateLanguageParser.parse(definition)[0]
+        return program, prepare_for_sharing(program)
 
     def evaluation_entrypoint(self: ExecutionWorker) -> Any:
         definition = self._evaluation_details.state_machine_details.definition
+        program, shared = parsed(definition)
+        if shared:
+            return program
         try:
-            return copy.deepcopy(parsed(definition))
+            return copy.deepcopy(program)
         except (TypeError, copy.Error):  # a component that cannot be copied: parse afresh
             return AmazonStateLanguageParser.parse(definition)[0]
 
     ExecutionWorker._get_evaluation_entrypoint = evaluation_entrypoint  # type: ignore[method-assign]
+
+
+def prepare_for_sharing(program: Any) -> bool:
+    """Set every component's lazy `heap_key` of a parsed program, and say whether
+    executions may share it: not when it has a Map or Parallel state."""
+    from moto.stepfunctions.parser.asl.component.component import Component
+    from moto.stepfunctions.parser.asl.component.eval_component import EvalComponent
+    from moto.stepfunctions.parser.asl.component.state.exec.state_map.state_map import StateMap
+    from moto.stepfunctions.parser.asl.component.state.exec.state_parallel.state_parallel import (
+        StateParallel,
+    )
+
+    shareable = True
+    seen: set[int] = set()
+    pending: list[Any] = [program]
+    while pending:
+        item = pending.pop()
+        if id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(item, (list, tuple, set, frozenset)):
+            pending.extend(item)
+        elif isinstance(item, dict):
+            pending.extend(item.values())
+        elif isinstance(item, Component):
+            if isinstance(item, (StateMap, StateParallel)):
+                shareable = False
+            if isinstance(item, EvalComponent):
+                _ = item.heap_key
+            pending.extend(vars(item).values())
+    return shareable
+
+
+def cache_response_method_names() -> None:
+    """Speed: moto lists a response class's methods (`inspect.getmembers`) on every
+    request to see whether the action is one of them, ~2% of the engine's CPU. The
+    classes do not change once the server runs (every patch is installed before it
+    starts): list each class once."""
+    import functools
+
+    from moto.core import responses
+
+    listing = responses.method_names_from_class
+
+    @functools.cache
+    def method_names(clazz: type) -> frozenset[str]:
+        return frozenset(listing(clazz))
+
+    responses.method_names_from_class = method_names  # type: ignore[assignment]
 
 
 def reuse_parsed_json_paths() -> None:
@@ -217,6 +278,7 @@ def answer_own_requests_in_process(app: Any, host: str, port: int) -> None:
 # Changes for speed only: what the emulator answers stays the same.
 PERFORMANCE_PATCHES: list[Callable[[], None]] = [
     cache_moto_module_list,
+    cache_response_method_names,
     reuse_parsed_state_machines,
     reuse_parsed_json_paths,
 ]
