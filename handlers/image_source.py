@@ -8,10 +8,11 @@ from the same environment:
   DATA_BUCKET       the only bucket served
   ALLOWED_PREFIXES  the key prefixes served (default `test/,train/,incoming/`), which the
                     functions' IAM roles grant s3:GetObject on, and nothing else
-  MAX_IMAGE_BYTES   the size limit, checked with HeadObject before any byte is read
+  MAX_IMAGE_BYTES   the size limit, checked on the object's size before its body is read
 
-Every object is read with IfMatch on the ETag its HeadObject returned, so the bytes read
-are those whose size was checked.
+Each image costs one GetObject with a Range: the answer's Content-Range gives the object's
+whole size, so the size check and the bytes read are of the same object version, and no
+more than the range is ever transferred.
 """
 
 from __future__ import annotations
@@ -94,30 +95,42 @@ def allowed_prefixes() -> list[str]:
 
 def read_image(bucket: str, key: str, limit: int, read_up_to: int | None = None) -> StoredImage:
     """The image at s3://bucket/key, after check_location, the size limit and its magic
-    bytes. An object larger than `read_up_to` is not downloaded: only its first bytes are
-    read, enough to check its format."""
+    bytes. Of an object larger than `read_up_to` only its first bytes are read, enough to
+    check its format."""
     from botocore.exceptions import ClientError
 
     check_location(bucket, key)
     where = f"s3://{bucket}/{shown(key)}"
     client = aws_client("s3", **S3_CLIENT_CONFIG)
+    wanted = limit if read_up_to is None else min(limit, read_up_to)
     try:
-        head = client.head_object(Bucket=bucket, Key=key)
-        size = int(head["ContentLength"])
-        if size > limit:
-            raise ImageTooLarge(f"{where} is {size} bytes; limit {limit}")
-        request: dict[str, Any] = {"Bucket": bucket, "Key": key, "IfMatch": head["ETag"]}
-        if read_up_to is not None and size > read_up_to:
-            request["Range"] = f"bytes=0-{SIGNATURE_BYTES - 1}"
-        response = client.get_object(**request)
-        with response["Body"] as body:
-            data: bytes = body.read(limit + 1)
+        # One request: a range of what could be kept; Content-Range says the whole size.
+        response = client.get_object(Bucket=bucket, Key=key, Range=f"bytes=0-{wanted - 1}")
     except ClientError as error:
         code = error.response.get("Error", {}).get("Code", "")
+        if code == "InvalidRange":  # a range of an empty object: there is no first byte
+            return StoredImage(b"", 0, image_content_type(b"", where))
         # Without s3:ListBucket, S3 answers 403 rather than 404 for a missing key.
-        if code in ("404", "NoSuchKey", "403", "AccessDenied", "412", "PreconditionFailed"):
+        if code in ("404", "NoSuchKey", "403", "AccessDenied"):
             raise ImageNotFound(f"{where} was not found ({code})") from None
         raise
+    with response["Body"] as body:
+        size = object_size(response, where)
+        if size > limit:
+            raise ImageTooLarge(f"{where} is {size} bytes; limit {limit}")
+        data: bytes = body.read(size if size <= wanted else SIGNATURE_BYTES)
     if len(data) > limit:
         raise ImageTooLarge(f"{where} is over the limit of {limit} bytes")
     return StoredImage(data, size, image_content_type(data, where))
+
+
+def object_size(response: dict[str, Any], where: str) -> int:
+    """The whole object's size from a ranged GetObject's Content-Range (`bytes 0-N/SIZE`);
+    an answer without one (the whole object) has it as its ContentLength."""
+    content_range = str(response.get("ContentRange") or "")
+    if not content_range:
+        return int(response["ContentLength"])
+    total = content_range.rpartition("/")[2]
+    if not total.isdigit():
+        raise WorkflowError(f"{where}: S3 answered an unusable Content-Range {content_range!r}")
+    return int(total)

@@ -12,14 +12,15 @@ import boto3
 import pytest
 
 from contract.images import MAX_IMAGE_BYTES
-from handlers import serialize
-from handlers.image_source import BucketNotAllowed, ImageNotFound, KeyNotAllowed
+from handlers import image_source, serialize
+from handlers.image_source import BucketNotAllowed, ImageNotFound, KeyNotAllowed, object_size
 from handlers.workflow_event import (
     INLINE_IMAGE_BYTES,
     ConfigurationError,
     ImageTooLarge,
     InvalidEvent,
     NotAnImage,
+    WorkflowError,
 )
 from tests.handlers.conftest import LambdaContext, encode_noise
 
@@ -205,3 +206,45 @@ def test_importing_the_handler_does_not_import_botocore() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT
     )
     assert result.stdout.strip() == "False", result.stderr
+
+
+@pytest.mark.parametrize(
+    ("answer", "size"),
+    [
+        ({"ContentRange": "bytes 0-98303/2500000", "ContentLength": 98304}, 2_500_000),
+        ({"ContentRange": "bytes 0-2047/2048", "ContentLength": 2048}, 2048),
+        ({"ContentLength": 2048}, 2048),  # a whole-object answer: no Content-Range
+    ],
+)
+def test_the_object_size_is_the_content_ranges_total(answer: dict[str, object], size: int) -> None:
+    assert object_size(answer, "s3://b/k") == size
+
+
+@pytest.mark.parametrize("content_range", ["bytes 0-9/*", "bytes 0-9/-5", "bytes 0-9/1e9"])
+def test_an_unusable_content_range_is_a_workflow_error(content_range: str) -> None:
+    with pytest.raises(WorkflowError, match="Content-Range"):
+        object_size({"ContentRange": content_range, "ContentLength": 10}, "s3://b/k")
+
+
+def test_a_large_image_costs_one_ranged_request_of_at_most_the_inline_budget(
+    data_bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The size check and the read are one GetObject: what S3 sends is bounded by the
+    range, whatever the object's size."""
+    put(data_bucket, "incoming/photo.jpg", b"\xff\xd8\xff\xe0" + bytes(INLINE_IMAGE_BYTES * 3))
+    calls: list[tuple[str, dict[str, object]]] = []
+    original = image_source.aws_client
+
+    def recording_client(service: str, **config: object) -> object:
+        client = original(service, **config)
+        client.meta.events.register(
+            "provide-client-params.s3.*",
+            lambda params, model, **_: calls.append((model.name, dict(params))),
+        )
+        return client
+
+    monkeypatch.setattr(image_source, "aws_client", recording_client)
+    result = serialize.handler(event(data_bucket, "incoming/photo.jpg"))
+    assert result["body"]["image_data"] == ""
+    assert [name for name, _ in calls] == ["GetObject"]
+    assert calls[0][1]["Range"] == f"bytes=0-{INLINE_IMAGE_BYTES - 1}"

@@ -503,7 +503,7 @@ def test_without_any_one_statement_the_part_fails_with_access_denied(
     outcome = SCENARIOS[role_id](workflow, role)
     assert outcome != "ok"
     # The refusal is the local AWS's, for this role and one of the statement's actions
-    # (HeadObject's 403 has no body: the handler cannot name it, the server's log does).
+    # (the handler reports a 403 as ImageNotFound: the server's log names the action).
     refusals = re.findall(
         rf"AccessDenied: User: {re.escape(role)} is not authorized to perform: (\S+)",
         workflow.aws.log.read_text(),
