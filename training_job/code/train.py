@@ -361,7 +361,7 @@ def fit(
         member.load_state_dict(
             {name: torch.from_numpy(value) for name, value in result.state.items()}
         )
-    net.eval()
+    net = model_lib.to_fast_layout(net).eval()
     history = ensemble_history(results, val.labels)
     if progress:
         print(

@@ -75,7 +75,8 @@ def test_a_model_dir_written_before_translate_tta_existed_loads_without_it(
     assert loaded.tta_translate is False
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
-        assert torch.equal(loaded(x), net(x))
+        # load_model serves in channels-last layout: the same net in it answers the same.
+        assert torch.equal(loaded(x), model_lib.to_fast_layout(net)(x))
 
 
 @pytest.mark.parametrize("tta_translate", [False, True])
@@ -88,7 +89,8 @@ def test_save_and_load_keep_the_tta_setting_and_the_predictions(
     assert config.tta_translate is tta_translate and loaded.tta_translate is tta_translate
     x = torch.randn(5, 3, 32, 32)
     with torch.no_grad():
-        assert torch.equal(loaded(x), net(x))
+        # load_model serves in channels-last layout: the same net in it answers the same.
+        assert torch.equal(loaded(x), model_lib.to_fast_layout(net)(x))
 
 
 def test_predict_covers_every_image_whatever_its_batch_size() -> None:
@@ -109,3 +111,19 @@ def test_a_model_json_of_another_architecture_is_refused(tmp_path: Path) -> None
     (tmp_path / model_lib.CONFIG_FILE).write_text(json.dumps({**written, "architecture": "vit"}))
     with pytest.raises(ValueError, match="unknown architecture 'vit'"):
         model_lib.load_model(tmp_path)
+
+
+def test_a_loaded_model_is_in_the_fast_layout_and_answers_as_the_saved_one(
+    tmp_path: Path,
+) -> None:
+    config = small_config()
+    net = random_net(config)
+    model_lib.save_model(net, config, tmp_path)
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        saved = net(x)
+        loaded, _ = model_lib.load_model(tmp_path)
+        answered = loaded(x)
+    conv = loaded.members[0].whiten.weight  # type: ignore[union-attr]
+    assert conv.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(answered, saved, rtol=0, atol=1e-6)
