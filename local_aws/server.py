@@ -148,7 +148,6 @@ def reuse_parsed_state_machines() -> None:
 def prepare_for_sharing(program: Any) -> bool:
     """Set every component's lazy `heap_key` of a parsed program, and say whether
     executions may share it: not when it has a Map or Parallel state."""
-    from moto.stepfunctions.parser.asl.component.component import Component
     from moto.stepfunctions.parser.asl.component.eval_component import EvalComponent
     from moto.stepfunctions.parser.asl.component.state.exec.state_map.state_map import StateMap
     from moto.stepfunctions.parser.asl.component.state.exec.state_parallel.state_parallel import (
@@ -156,6 +155,19 @@ def prepare_for_sharing(program: Any) -> bool:
     )
 
     shareable = True
+    for component in components_of(program):
+        if isinstance(component, (StateMap, StateParallel)):
+            shareable = False
+        if isinstance(component, EvalComponent):
+            _ = component.heap_key
+    return shareable
+
+
+def components_of(program: Any) -> Iterator[Any]:
+    """Every component of a parsed ASL program, each once: the program, its states and
+    all they hold (in attributes, lists and dicts)."""
+    from moto.stepfunctions.parser.asl.component.component import Component
+
     seen: set[int] = set()
     pending: list[Any] = [program]
     while pending:
@@ -168,12 +180,8 @@ def prepare_for_sharing(program: Any) -> bool:
         elif isinstance(item, dict):
             pending.extend(item.values())
         elif isinstance(item, Component):
-            if isinstance(item, (StateMap, StateParallel)):
-                shareable = False
-            if isinstance(item, EvalComponent):
-                _ = item.heap_key
+            yield item
             pending.extend(vars(item).values())
-    return shareable
 
 
 def cache_response_method_names() -> None:

@@ -12,7 +12,12 @@ import boto3
 import pytest
 import requests
 
-from local_aws.server import local_aws_server, local_client, prepare_for_sharing
+from local_aws.server import (
+    components_of,
+    local_aws_server,
+    local_client,
+    prepare_for_sharing,
+)
 from local_aws.supervisor import AlreadyRunning
 from tests.conftest import REPO_ROOT, free_port
 
@@ -94,25 +99,9 @@ def parse(states: dict[str, object]) -> object:
 
 
 def eval_components(program: object) -> list[object]:
-    from moto.stepfunctions.parser.asl.component.component import Component
     from moto.stepfunctions.parser.asl.component.eval_component import EvalComponent
 
-    found: list[object] = []
-    pending: list[object] = [program]
-    seen: set[int] = set()
-    while pending:
-        item = pending.pop()
-        if id(item) in seen:
-            continue
-        seen.add(id(item))
-        if isinstance(item, (list, tuple)):
-            pending.extend(item)
-        elif isinstance(item, dict):
-            pending.extend(item.values())
-        elif isinstance(item, Component):
-            found += [item] if isinstance(item, EvalComponent) else []
-            pending.extend(vars(item).values())
-    return found
+    return [item for item in components_of(program) if isinstance(item, EvalComponent)]
 
 
 def test_a_program_of_tasks_and_choices_is_shared_with_every_heap_key_set_before() -> None:
