@@ -35,6 +35,7 @@ from contract.capture import MAX_BASELINE_BYTES, MONITOR_BASELINE_KEY
 from contract.decisions import variant_for_version
 from contract.s3 import S3UriError, parse_s3_object_uri
 from training_job import capture, local_mode, model_archive, registry
+from training_job.arguments import bounded
 from training_job.bucket import BucketError, require_region
 from training_job.errors import CommandError, UsageError
 from training_job.modes import options_of, refuse_other_modes
@@ -77,11 +78,7 @@ def _stage(text: str) -> str:
     return text
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not a positive integer")
-    return value
+_positive_int = bounded(int, "a positive integer", 1)
 
 
 def register(subparsers: Any) -> None:

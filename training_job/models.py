@@ -23,6 +23,7 @@ import boto3
 from contract import shown
 from contract.s3 import S3UriError, parse_s3_object_uri
 from training_job import registry
+from training_job.arguments import bounded
 from training_job.deploy import DEFAULT_ENDPOINT_NAME, ENDPOINT_NAME_PATTERN
 from training_job.errors import UsageError
 from training_job.train import ALGORITHMS, JOB_NAME_PATTERN
@@ -42,18 +43,11 @@ COLUMNS = (
 )
 
 
-def _version(text: str) -> int:
-    if not text.isdigit() or not 1 <= int(text) <= MAX_VERSION:
-        raise argparse.ArgumentTypeError(
-            f"{text[:40]!r} is not a version number (a whole number from 1 to {MAX_VERSION})"
-        )
-    return int(text)
+_version = bounded(
+    int, f"a version number (a whole number from 1 to {MAX_VERSION})", 1, MAX_VERSION
+)
 
-
-def _limit(text: str) -> int:
-    if not text.isdigit() or not 1 <= int(text) <= 1000:
-        raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a number from 1 to 1000")
-    return int(text)
+_limit = bounded(int, "a number from 1 to 1000", 1, 1000)
 
 
 def _endpoint(text: str) -> str:

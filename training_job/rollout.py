@@ -48,6 +48,7 @@ from contract import variant_metrics
 from contract.capture import MAX_BASELINE_BYTES, MONITOR_BASELINE_KEY
 from contract.decisions import variant_for_version
 from training_job import deploy, model_archive, registry
+from training_job.arguments import bounded
 from training_job.errors import CommandError
 
 MINIMUM_EXECUTION_TIMEOUT_SECONDS = 600  # SageMaker's floor for the deployment's timeout
@@ -57,39 +58,16 @@ class RolloutError(CommandError):
     """A rollout that cannot go on, or that was rolled back."""
 
 
-def _positive(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{text} is not a positive number")
-    return value
+_positive = bounded(float, "a positive number", 0, above=True)
 
 
-def _seconds(text: str) -> int:
-    value = int(text)
-    if not 0 <= value <= 3600:
-        raise argparse.ArgumentTypeError(f"{value} is not a number of seconds from 0 to 3600")
-    return value
+_seconds = bounded(int, "a number of seconds from 0 to 3600", 0, 3600)
 
+_share = bounded(float, "a share between 0 and 1", 0, 1)
 
-def _share(text: str) -> float:
-    value = float(text)
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"{text} is not a share between 0 and 1")
-    return value
+_version = bounded(int, "a version number (1 or more)", 1)
 
-
-def _version(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not a version number (1 or more)")
-    return value
-
-
-def _percent(text: str) -> int:
-    value = int(text)
-    if not 1 <= value <= 50:
-        raise argparse.ArgumentTypeError(f"{value} is not a canary percentage from 1 to 50")
-    return value
+_percent = bounded(int, "a canary percentage from 1 to 50", 1, 50)
 
 
 def register(subparsers: Any) -> None:

@@ -41,6 +41,7 @@ from contract.manifest import ManifestError
 from contract.s3 import S3UriError, normalise_prefix, parse_s3_object_uri
 from training_job import include_reviewed as reviewed_photos
 from training_job import local_mode, registry
+from training_job.arguments import bounded
 from training_job.bucket import BucketError, is_valid_bucket_name, require_region
 from training_job.errors import CommandError, UsageError
 from training_job.manifests import MANIFEST_NAME, Manifest
@@ -250,11 +251,7 @@ def register(subparsers: Any) -> None:
     )
 
 
-def _positive_minutes(text: str) -> int:
-    value = int(text)
-    if not 1 <= value <= 28 * 24 * 60:  # SageMaker's MaxRuntimeInSeconds limit: 28 days
-        raise argparse.ArgumentTypeError(f"{value} is not a number of minutes from 1 to 40320")
-    return value
+_positive_minutes = bounded(int, "a number of minutes from 1 to 40320", 1, 28 * 24 * 60)
 
 
 def main(args: argparse.Namespace) -> int:

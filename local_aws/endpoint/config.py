@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from training_job.arguments import bounded
 from training_job.capture import DEFAULT_VARIANT
 from training_job.deploy import DEFAULT_ENDPOINT_NAME
 
@@ -72,25 +73,11 @@ class EndpointConfig:
         return argv
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not a positive integer")
-    return value
+_positive_int = bounded(int, "a positive integer", 1)
 
+_percent = bounded(float, "a percentage between 0 and 100", 0, 100)
 
-def _percent(text: str) -> float:
-    value = float(text)
-    if not 0 <= value <= 100:
-        raise argparse.ArgumentTypeError(f"{value} is not a percentage between 0 and 100")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{value} is not a positive number")
-    return value
+_positive_float = bounded(float, "a positive number", 0, above=True)
 
 
 def add_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:

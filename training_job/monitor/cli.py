@@ -29,6 +29,7 @@ from contract.s3 import (
     parse_s3_prefix_uri,
     parse_s3_uri,
 )
+from training_job.arguments import bounded
 from training_job.monitor import model_code, versions
 from training_job.monitor.baseline import (
     Baseline,
@@ -112,31 +113,11 @@ def prefix_argument(text: str) -> str:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
-def window_size(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from error
-    if not 1 <= value <= MAX_WINDOW_RECORDS:
-        raise argparse.ArgumentTypeError(f"window must be 1 to {MAX_WINDOW_RECORDS} records")
-    return value
+window_size = bounded(int, f"a window of 1 to {MAX_WINDOW_RECORDS} records", 1, MAX_WINDOW_RECORDS)
 
+positive = bounded(int, "a whole number of at least 1", 1)
 
-def positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from error
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected at least 1, got {text!r}")
-    return value
-
-
-def probability(text: str) -> float:
-    value = float(text)
-    if not 0.0 < value < 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text!r}")
-    return value
+probability = bounded(float, "a number between 0 and 1", 0, 1, above=True, below=True)
 
 
 def metric_namespace(text: str) -> str:
