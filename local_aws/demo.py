@@ -103,12 +103,14 @@ class Demo:
     servers: ExitStack = field(default_factory=ExitStack)  # the local AWS, when we started it
     seconds: dict[str, float] = field(default_factory=dict)
     rollout_answers: dict[str, int] = field(default_factory=dict)  # variant (or failure): n
+    current_step: str = ""
 
     # -- running commands ------------------------------------------------------------
 
     @contextmanager
     def step(self, title: str) -> Iterator[None]:
         print(f"\n==> {title}", flush=True)
+        self.current_step = title
         began = time.monotonic()
         yield
         self.seconds[title] = round(time.monotonic() - began, 1)
@@ -417,6 +419,21 @@ class Demo:
     # -- the whole job ---------------------------------------------------------------
 
     def main(self) -> int:
+        """Run every step and print the summary; a command that fails ends the demo with
+        its own error above and one line naming the step (exit status 1), after
+        everything the demo started is stopped."""
+        try:
+            return self.run_steps()
+        except subprocess.CalledProcessError as failed:
+            command = " ".join(str(part) for part in failed.cmd)
+            print(
+                f"\ndemo stopped at '{self.current_step}': `{command}` exited with status "
+                f"{failed.returncode} (its error is above)",
+                file=sys.stderr,
+            )
+            return 1
+
+    def run_steps(self) -> int:
         began = time.monotonic()
         try:
             with self.step("start the local AWS"):

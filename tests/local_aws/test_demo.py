@@ -114,3 +114,32 @@ def test_the_demo_approves_the_version_its_training_job_became(
     out = capfd.readouterr().out
     assert "PendingManualApproval -> Approved" in out
     assert "models list" in out  # it showed the versions side by side first
+
+
+def test_a_failing_step_ends_the_demo_with_one_line_naming_it_and_no_traceback(
+    tmp_path: Path,
+) -> None:
+    """Offline without SCONES_CIFAR_SOURCE (here: a source that is not there), staging
+    fails: its own error, then the demo's line, exit status 1, and no local AWS left."""
+    state = tmp_path / "state"
+    environment = {**os.environ, "SCONES_CIFAR_SOURCE": str(tmp_path / "no-archive.tar.gz")}
+    for name in [name for name in environment if name.startswith("AWS_")]:
+        del environment[name]
+    result = subprocess.run(
+        [
+            *(sys.executable, "-m", "local_aws", "--state-dir", str(state), "demo"),
+            *("--port", str(free_port()), "--endpoint-port", str(free_port())),
+            *("--bucket", "demo-fail-bucket", "--out", str(tmp_path / "out")),
+        ],
+        cwd=REPO_ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 1
+    assert "demo stopped at 'stage the data'" in result.stderr
+    assert "training_job stage" in result.stderr.splitlines()[-1]
+    assert "Traceback" not in result.stderr
+    assert not (state / "aws.pid").exists(), "the demo left the local AWS running"
+    assert not (tmp_path / "out" / "summary.json").exists()
