@@ -385,14 +385,14 @@ class Demo:
         command = [
             sys.executable, "-m", "training_job", "rollout", "--model-version", str(version),
             "--endpoint-name", ENDPOINT_NAME, "--bucket", self.bucket,
-            "--shadow-seconds", "20", "--canary-percent", "50", "--canary-seconds", "20",
+            "--shadow-seconds", "20", "--canary-percent", "50", "--canary-seconds", "30",
             "--termination-wait-seconds", "10", "--poll-seconds", "1",
-            "--alarm-period-seconds", "20", "--max-latency-ms", "5000",
+            "--alarm-period-seconds", "30", "--max-latency-ms", "5000",
         ]  # fmt: skip
         # The doubtful-share alarm compares a period's share of doubtful answers with the
         # baseline's + 0.15: on the ~10 answers a 10 s period of a 20% canary got at this
         # load (one client, ~17 requests/s), chance alone crossed it (the same model was
-        # rolled back once). Half the load for 20 s gives it ~150 answers a period.
+        # rolled back once). Half the load for 30 s gives it ~250 answers a period.
         print(f"    $ {' '.join(command)}", flush=True)
         try:
             status = subprocess.run(command, cwd=REPO_ROOT, check=False).returncode
