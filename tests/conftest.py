@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -47,3 +48,11 @@ def local_aws(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, st
 def unique_name() -> str:
     """A name no other test in the session uses (buckets, endpoints, functions)."""
     return f"test-{uuid.uuid4().hex[:12]}"
+
+
+def interruptible() -> None:
+    """`preexec_fn` for a child a test stops with SIGINT (Ctrl-C): SIGINT's default
+    action in the child, so Python raises KeyboardInterrupt there even when the test run
+    itself was started in the background (a shell's `cmd &`), which children inherit as
+    an ignored SIGINT."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

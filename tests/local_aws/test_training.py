@@ -30,7 +30,7 @@ from local_aws.training import (
     run_training_job,
     upload_all_or_nothing,
 )
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, interruptible
 from training_job.manifests import Manifest
 
 CLASSES = ("bicycle", "motorcycle")
@@ -391,7 +391,9 @@ def test_interrupt_kills_the_script_and_leaves_no_upload_or_job_directory(
             sys.exit(130)
         """
     )
-    process = subprocess.Popen([sys.executable, "-c", driver], cwd=REPO_ROOT)
+    process = subprocess.Popen(
+        [sys.executable, "-c", driver], cwd=REPO_ROOT, preexec_fn=interruptible
+    )
     try:
         deadline = time.monotonic() + 60
         while not report.exists() or not report.read_text():

@@ -12,7 +12,7 @@ import urllib.request
 
 import pytest
 
-from tests.conftest import REPO_ROOT, free_port
+from tests.conftest import REPO_ROOT, free_port, interruptible
 from tests.training_job.review.conftest import ReviewWorld
 from training_job.__main__ import main
 
@@ -71,6 +71,7 @@ def test_the_command_serves_the_queue_until_interrupted(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=interruptible,
     )
     try:
         assert process.stdout is not None
@@ -86,4 +87,7 @@ def test_the_command_serves_the_queue_until_interrupted(
         deadline = time.monotonic() + 30
         while process.poll() is None and time.monotonic() < deadline:
             time.sleep(0.1)
+        if process.poll() is None:  # it did not stop: end it, so its output can be read
+            process.kill()
+            process.wait(timeout=30)
     assert process.returncode == 0, process.stderr.read() if process.stderr else ""
