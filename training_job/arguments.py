@@ -47,3 +47,8 @@ def bounded(
 
     parse.__name__ = what  # argparse names the type by it in some of its messages
     return parse
+
+
+# The two every command uses.
+positive_int = bounded(int, "a positive integer", 1)
+positive_number = bounded(float, "a positive number", 0, above=True)

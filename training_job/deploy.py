@@ -35,7 +35,7 @@ from contract.capture import MAX_BASELINE_BYTES, MONITOR_BASELINE_KEY
 from contract.decisions import variant_for_version
 from contract.s3 import S3UriError, parse_s3_object_uri
 from training_job import capture, local_mode, model_archive, registry
-from training_job.arguments import bounded
+from training_job.arguments import positive_int
 from training_job.bucket import BucketError, require_region
 from training_job.errors import CommandError, UsageError
 from training_job.modes import options_of, refuse_other_modes
@@ -78,9 +78,6 @@ def _stage(text: str) -> str:
     return text
 
 
-_positive_int = bounded(int, "a positive integer", 1)
-
-
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "deploy",
@@ -103,7 +100,7 @@ def register(subparsers: Any) -> None:
     registry.add_group_option(parser)
     parser.add_argument(
         "--model-version",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         metavar="N",
         help="the approved version of --model-group to serve (default: the newest approved)",
@@ -145,10 +142,10 @@ def register(subparsers: Any) -> None:
         "--instance-type", default="ml.m5.xlarge", help="instance type (default: %(default)s)"
     )
     sagemaker.add_argument(
-        "--min-instances", type=_positive_int, default=1, help="autoscaling minimum (default: 1)"
+        "--min-instances", type=positive_int, default=1, help="autoscaling minimum (default: 1)"
     )
     sagemaker.add_argument(
-        "--max-instances", type=_positive_int, default=4, help="autoscaling maximum (default: 4)"
+        "--max-instances", type=positive_int, default=4, help="autoscaling maximum (default: 4)"
     )
     sagemaker.add_argument(
         "--target-invocations",

@@ -48,7 +48,7 @@ from contract import variant_metrics
 from contract.capture import MAX_BASELINE_BYTES, MONITOR_BASELINE_KEY
 from contract.decisions import variant_for_version
 from training_job import deploy, model_archive, registry
-from training_job.arguments import bounded
+from training_job.arguments import bounded, positive_number
 from training_job.errors import CommandError
 
 MINIMUM_EXECUTION_TIMEOUT_SECONDS = 600  # SageMaker's floor for the deployment's timeout
@@ -56,9 +56,6 @@ MINIMUM_EXECUTION_TIMEOUT_SECONDS = 600  # SageMaker's floor for the deployment'
 
 class RolloutError(CommandError):
     """A rollout that cannot go on, or that was rolled back."""
-
-
-_positive = bounded(float, "a positive number", 0, above=True)
 
 
 _seconds = bounded(int, "a number of seconds from 0 to 3600", 0, 3600)
@@ -146,14 +143,14 @@ def register(subparsers: Any) -> None:
     )
     stages.add_argument(
         "--poll-seconds",
-        type=_positive,
+        type=positive_number,
         default=30.0,
         help="how often DescribeEndpoint is asked (default: %(default)s)",
     )
     guards = parser.add_argument_group("alarms (automatic rollback)")
     guards.add_argument(
         "--max-latency-ms",
-        type=_positive,
+        type=positive_number,
         default=1000.0,
         help="p99 ModelLatency of the new variant above this is an alarm (default: %(default)s)",
     )

@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from training_job.arguments import bounded
+from training_job.arguments import bounded, positive_int, positive_number
 from training_job.capture import DEFAULT_VARIANT
 from training_job.deploy import DEFAULT_ENDPOINT_NAME
 
@@ -73,11 +73,7 @@ class EndpointConfig:
         return argv
 
 
-_positive_int = bounded(int, "a positive integer", 1)
-
 _percent = bounded(float, "a percentage between 0 and 100", 0, 100)
-
-_positive_float = bounded(float, "a positive number", 0, above=True)
 
 
 def add_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
@@ -93,7 +89,7 @@ def add_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> 
     )
     parser.add_argument(
         "--workers",
-        type=_positive_int,
+        type=positive_int,
         default=defaults.workers,
         help="server processes sharing the port (SO_REUSEPORT), each batching on its own "
         "(default: %(default)s)",
@@ -107,7 +103,7 @@ def add_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> 
     )
     parser.add_argument(
         "--max-batch",
-        type=_positive_int,
+        type=positive_int,
         default=defaults.max_batch,
         help="most images one forward pass takes (default: %(default)s)",
     )
@@ -119,26 +115,26 @@ def add_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> 
     )
     parser.add_argument(
         "--max-queue",
-        type=_positive_int,
+        type=positive_int,
         default=defaults.max_queue,
         help="requests a worker holds before it answers 503 with Retry-After "
         "(default: %(default)s)",
     )
     parser.add_argument(
         "--max-body-bytes",
-        type=_positive_int,
+        type=positive_int,
         default=defaults.max_body_bytes,
         help="largest request body; larger ones get 413 (default: %(default)s)",
     )
     parser.add_argument(
         "--body-timeout-seconds",
-        type=_positive_float,
+        type=positive_number,
         default=defaults.body_timeout_seconds,
         help="time allowed to send a request body before 408 (default: %(default)s)",
     )
     parser.add_argument(
         "--header-timeout-seconds",
-        type=_positive_float,
+        type=positive_number,
         default=defaults.header_timeout_seconds,
         help="time allowed to send a request's line and headers, from its first byte (or "
         "from the connection's opening); then 408 and the connection is closed "
@@ -152,13 +148,13 @@ def add_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> 
     )
     parser.add_argument(
         "--capture-flush-seconds",
-        type=_positive_float,
+        type=positive_number,
         default=defaults.capture_flush_seconds,
         help="how often each worker ships its capture spool to S3 (default: %(default)s)",
     )
     parser.add_argument(
         "--capture-spool-bytes",
-        type=_positive_int,
+        type=positive_int,
         default=defaults.capture_spool_bytes,
         help="local disk per worker for captured records S3 does not have yet; when it is "
         "full, records are dropped, counted and logged, never the request (default: "

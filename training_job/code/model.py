@@ -259,5 +259,4 @@ def to_fast_layout(model: Net) -> Net:
     convolutions run this net 1.5-2.4x faster than in the default layout (batches of 1 to
     32, one thread; docs/benchmarks.md, "Endpoint throughput"). The answers are the same
     up to float rounding (~1e-8)."""
-    device = next(model.parameters()).device
-    return model.to(device, memory_format=torch.channels_last)  # type: ignore[call-overload]  # a documented keyword its stubs lack
+    return model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # a documented keyword its stubs lack
