@@ -298,6 +298,78 @@ def patch_table_properties_from_templates() -> None:
     Table.create_from_cloudformation_json = classmethod(create_table)  # type: ignore[assignment]
 
 
+SSM_PARAMETER_TYPE_PREFIX = "AWS::SSM::Parameter::"
+
+
+def missing_ssm_parameters(
+    template: str, parameters: dict[str, Any], account_id: str, region: str
+) -> list[str]:
+    """The Parameter Store names a template's SSM-typed parameters give (the value passed,
+    else the Default) that are not in Parameter Store for this account and Region."""
+    import yaml
+    from moto.cloudformation.utils import yaml_tag_constructor
+    from moto.ssm import ssm_backends
+    from moto.ssm.exceptions import ParameterNotFound, ParameterVersionNotFound
+
+    yaml.add_multi_constructor("", yaml_tag_constructor)
+    try:
+        parsed = yaml.load(template or "{}", Loader=yaml.Loader)
+    except yaml.YAMLError:
+        return []  # not this check's to refuse: moto's own parsing answers it
+    declared = parsed.get("Parameters") if isinstance(parsed, dict) else None
+    store = ssm_backends[account_id][region]
+    missing = []
+    for name, declaration in (declared or {}).items():
+        kind = str((declaration or {}).get("Type", ""))
+        value = parameters.get(name, (declaration or {}).get("Default"))
+        if not kind.startswith(SSM_PARAMETER_TYPE_PREFIX) or not value:
+            continue
+        try:
+            found = store.get_parameter(str(value))
+        except (ParameterNotFound, ParameterVersionNotFound):
+            found = None
+        if found is None:
+            missing.append(str(value))
+    return missing
+
+
+def patch_missing_ssm_parameters_refused() -> None:
+    """Gap: a template whose `AWS::SSM::Parameter::Value<...>` parameter names a missing
+    Parameter Store parameter was accepted by CreateChangeSet and CreateStack, and the
+    execution then failed inside moto (`'NoneType' object has no attribute 'value'`, an
+    HTML 500 the SDKs print as "Deserialization error"). CloudFormation resolves those
+    parameters when the change set or stack is created (User Guide, "Specify existing
+    resources at runtime with CloudFormation-supplied parameter types") and refuses a
+    missing one with ValidationError "Unable to fetch parameters [NAMES] from parameter
+    store for this account.", creating nothing."""
+    from moto.cloudformation.exceptions import ValidationError
+    from moto.cloudformation.models import CloudFormationBackend
+
+    def refuse_missing(self: CloudFormationBackend, template: str, parameters: Any) -> None:
+        missing = missing_ssm_parameters(
+            template, dict(parameters or {}), self.account_id, self.region_name
+        )
+        if missing:
+            raise ValidationError(
+                message=f"Unable to fetch parameters [{','.join(missing)}] from parameter "
+                "store for this account."
+            )
+
+    create_change_set = CloudFormationBackend.create_change_set
+    create_stack = CloudFormationBackend.create_stack
+
+    def create_checked_change_set(self: CloudFormationBackend, *args: Any, **kwargs: Any) -> Any:
+        refuse_missing(self, kwargs.get("template", ""), kwargs.get("parameters"))
+        return create_change_set(self, *args, **kwargs)
+
+    def create_checked_stack(self: CloudFormationBackend, *args: Any, **kwargs: Any) -> Any:
+        refuse_missing(self, kwargs.get("template", ""), kwargs.get("parameters"))
+        return create_stack(self, *args, **kwargs)
+
+    CloudFormationBackend.create_change_set = create_checked_change_set  # type: ignore[method-assign]
+    CloudFormationBackend.create_stack = create_checked_stack  # type: ignore[method-assign]
+
+
 PATCHES: tuple[Callable[[], None], ...] = (
     patch_validate_template_errors_only,
     patch_fn_sub_variables_named_by_hashes,
@@ -306,4 +378,5 @@ PATCHES: tuple[Callable[[], None], ...] = (
     patch_execution_names_generated,
     patch_bucket_properties_from_templates,
     patch_table_properties_from_templates,
+    patch_missing_ssm_parameters_refused,
 )

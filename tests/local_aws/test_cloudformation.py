@@ -243,3 +243,44 @@ def test_a_tables_encryption_and_point_in_time_recovery_come_from_the_template(
     assert table["SSEDescription"]["SSEType"] == "KMS"  # the AWS managed key, aws/dynamodb
     backups = dynamodb.describe_continuous_backups(TableName=name)["ContinuousBackupsDescription"]
     assert backups["PointInTimeRecoveryDescription"]["PointInTimeRecoveryStatus"] == "ENABLED"
+
+
+def test_a_change_set_whose_ssm_parameter_is_missing_is_a_validation_error(
+    local_aws: dict[str, str], unique_name: str
+) -> None:
+    """A template parameter of type `AWS::SSM::Parameter::Value<String>` names a Parameter
+    Store parameter whose value CloudFormation fetches when it creates the change set
+    (CloudFormation User Guide, "Specify existing resources at runtime with
+    CloudFormation-supplied parameter types": the value is the parameter's name, resolved
+    from Parameter Store of the stack's account and Region). A name that is not there is
+    refused as AWS refuses it, ValidationError "Unable to fetch parameters [NAME] from
+    parameter store for this account." (moto answered an HTML 500, which the SDKs print as
+    a deserialization error), and no stack is left behind."""
+    import boto3
+    from botocore.exceptions import ClientError
+
+    missing = f"/{unique_name}/endpoint-name"
+    template = {
+        "Parameters": {
+            "EndpointName": {"Type": "AWS::SSM::Parameter::Value<String>", "Default": missing}
+        },
+        "Resources": {"Topic": {"Type": "AWS::SNS::Topic"}},
+    }
+    cloudformation = boto3.client("cloudformation")
+    with pytest.raises(ClientError) as refused:
+        cloudformation.create_change_set(
+            StackName=unique_name,
+            ChangeSetName="first",
+            ChangeSetType="CREATE",
+            TemplateBody=json.dumps(template),
+        )
+    error = refused.value.response["Error"]
+    assert refused.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+    assert error["Code"] == "ValidationError"
+    assert error["Message"] == (
+        f"Unable to fetch parameters [{missing}] from parameter store for this account."
+    )
+    stacks = cloudformation.list_stacks()["StackSummaries"]
+    assert unique_name not in {
+        s["StackName"] for s in stacks if s["StackStatus"] != "DELETE_COMPLETE"
+    }
