@@ -57,6 +57,8 @@ FUNCTIONS = {
 # Beside its own handler, each package that reads images from S3 holds their reader.
 READS_IMAGES = {"serialize", "classify"}
 LOG_ACTIONS = {"logs:CreateLogStream", "logs:PutLogEvents"}
+# provider.tracing: every function writes its X-Ray segments (AWSXRayDaemonWriteAccess's two).
+TRACE_ACTIONS = {"xray:PutTraceSegments", "xray:PutTelemetryRecords"}
 # The monitor's package also holds the capture-record and baseline readers, and it and
 # the filter the threshold's reader (stdlib only).
 READS_CAPTURES = {
@@ -220,13 +222,14 @@ def test_the_only_wildcards_in_resources_are_the_unavoidable_ones(packaged: Pack
 
 
 def test_each_function_has_its_own_role_with_only_its_actions(packaged: Packaged) -> None:
+    own = LOG_ACTIONS | TRACE_ACTIONS
     expected = {
-        "SerializeRole": LOG_ACTIONS | {"s3:GetObject"},
-        "ClassifyRole": LOG_ACTIONS | {"sagemaker:InvokeEndpoint", "s3:GetObject"},
-        "ThresholdFilterRole": LOG_ACTIONS,
-        "MonitorRole": LOG_ACTIONS
+        "SerializeRole": own | {"s3:GetObject"},
+        "ClassifyRole": own | {"sagemaker:InvokeEndpoint", "s3:GetObject"},
+        "ThresholdFilterRole": own,
+        "MonitorRole": own
         | {"s3:ListBucket", "s3:GetObject", "s3:PutObject", "cloudwatch:PutMetricData"},
-        "ReviewMonitorRole": LOG_ACTIONS | {"dynamodb:Query", "cloudwatch:PutMetricData"},
+        "ReviewMonitorRole": own | {"dynamodb:Query", "cloudwatch:PutMetricData"},
     }
     for function_id, role, _path in FUNCTIONS.values():
         properties = packaged.resources[function_id]["Properties"]
@@ -430,6 +433,9 @@ def watched_metrics(alarm: dict[str, Any]) -> set[tuple[str, ...]]:
     }
 
 
+DLQ_NAME = {"Fn::GetAtt": ["ImageUploadDeadLetterQueue", "QueueName"]}
+
+
 def test_alarms_watch_real_failures_not_doubtful_images(packaged: Packaged) -> None:
     alarms = packaged.of_type("AWS::CloudWatch::Alarm")
     watched = set().union(*(watched_metrics(a) for a in alarms.values()))
@@ -437,6 +443,12 @@ def test_alarms_watch_real_failures_not_doubtful_images(packaged: Packaged) -> N
     failed = f"scones-unlimited-{stage}-FailedExecutions"
     doubtful = f"scones-unlimited-{stage}-DoubtfulExecutions"
     assert watched == {
+        ("AWS/SQS", "ApproximateNumberOfMessagesVisible", json.dumps(DLQ_NAME)),
+        (
+            "AWS/Events",
+            "InvocationsFailedToBeSentToDLQ",
+            json.dumps(f"scones-unlimited-{stage}-image-upload"),
+        ),
         ("SconesUnlimited/Workflow", failed),
         ("SconesUnlimited/Workflow", doubtful),
         *(
@@ -653,3 +665,58 @@ def test_the_review_alarms_follow_their_params(tmp_path: Path) -> None:
     assert float(alarms["AccuracyPastGateAlarm"]["Threshold"]) == 0.9
     assert alarms["AccuracyPastGateAlarm"]["ComparisonOperator"] == "LessThanThreshold"
     assert alarms["AccuracyPastGateAlarm"]["TreatMissingData"] == "notBreaching"
+
+
+def test_every_function_is_traced_as_the_state_machine_is(packaged: Packaged) -> None:
+    """Lambda's TracingConfig Mode Active samples and traces invocations whatever the
+    caller sent (Lambda developer guide, "Visualize Lambda function invocations using AWS
+    X-Ray"), and the function's execution role needs xray:PutTraceSegments and
+    xray:PutTelemetryRecords to send them: so each trace of an execution (the state
+    machine's TracingConfiguration) goes on through its functions."""
+    machine = packaged.resources["ImageWorkflow"]["Properties"]
+    assert machine["TracingConfiguration"] == {"Enabled": True}
+    for function_id, role, _path in FUNCTIONS.values():
+        properties = packaged.resources[function_id]["Properties"]
+        assert properties["TracingConfig"] == {"Mode": "Active"}, function_id
+        (traces,) = [s for s in statements(packaged.resources[role]) if "xray" in str(s)]
+        assert set(actions(traces)) == TRACE_ACTIONS and traces["Resource"] == "*"
+
+
+def test_failed_trigger_deliveries_are_retried_then_kept_in_an_encrypted_queue(
+    packaged: Packaged,
+) -> None:
+    """EventBridge User Guide: a target's RetryPolicy bounds retries of retriable failures
+    (MaximumEventAgeInSeconds 60-86,400, MaximumRetryAttempts 0-185), after which, or at
+    once for a failure that is not retriable (missing permissions, a missing target), the
+    event goes to the target's dead-letter queue if it has one and is dropped otherwise
+    ("Using dead-letter queues to process undelivered events"). The queue must let
+    events.amazonaws.com sqs:SendMessage, narrowed to the rule by aws:SourceArn, and an
+    SSE-SQS queue needs no KMS grant. An alarm on the queue (and on
+    InvocationsFailedToBeSentToDLQ) tells someone."""
+    stage = "local" if "local" in packaged.directory.name else "dev"
+    (target,) = packaged.resources["ImageWorkflowEventsRuleCloudWatchEvent1"]["Properties"][
+        "Targets"
+    ]
+    assert target["DeadLetterConfig"] == {
+        "Arn": {"Fn::GetAtt": ["ImageUploadDeadLetterQueue", "Arn"]}
+    }
+    retry = target["RetryPolicy"]
+    assert 60 <= retry["MaximumEventAgeInSeconds"] <= 86400
+    assert 0 < retry["MaximumRetryAttempts"] <= 185
+    queue = packaged.resources["ImageUploadDeadLetterQueue"]["Properties"]
+    assert queue["SqsManagedSseEnabled"] is True
+    assert queue["MessageRetentionPeriod"] == 14 * 24 * 3600  # SQS's longest
+    policy = packaged.resources["ImageUploadDeadLetterQueuePolicy"]["Properties"]
+    assert policy["Queues"] == [{"Ref": "ImageUploadDeadLetterQueue"}]
+    (statement,) = policy["PolicyDocument"]["Statement"]
+    assert statement["Principal"] == {"Service": "events.amazonaws.com"}
+    assert statement["Action"] == "sqs:SendMessage"
+    assert statement["Resource"] == {"Fn::GetAtt": ["ImageUploadDeadLetterQueue", "Arn"]}
+    source = statement["Condition"]["ArnEquals"]["aws:SourceArn"]["Fn::Sub"]
+    assert source.endswith(f":rule/scones-unlimited-{stage}-image-upload")
+    alarm = packaged.resources["UndeliveredUploadsAlarm"]["Properties"]
+    assert alarm["Threshold"] == 1 and alarm["AlarmActions"] == [{"Ref": "AlarmTopic"}]
+    outputs = packaged.template["Outputs"]
+    assert outputs["ImageUploadDeadLetterQueueUrl"]["Value"] == {
+        "Ref": "ImageUploadDeadLetterQueue"
+    }
