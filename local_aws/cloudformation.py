@@ -9,6 +9,7 @@ gets.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -370,6 +371,83 @@ def patch_missing_ssm_parameters_refused() -> None:
     CloudFormationBackend.create_stack = create_checked_stack  # type: ignore[method-assign]
 
 
+def patch_sqs_queue_policies_from_templates() -> None:
+    """Gap: moto's CloudFormation has no `AWS::SQS::QueuePolicy` (it warned and created
+    nothing), so the trigger's dead-letter queue had no policy and EventBridge could not
+    send to it. The resource now sets each of its `Queues`' (their URLs) `Policy`
+    attribute to its `PolicyDocument`, and deleting it clears them, as on AWS."""
+    from moto.cloudformation.parsing import get_model_map
+    from moto.core.common_models import CloudFormationModel
+    from moto.sqs.models import sqs_backends
+
+    def queue_names(properties: dict[str, Any]) -> list[str]:
+        return [str(url).rstrip("/").rsplit("/", 1)[-1] for url in properties.get("Queues", [])]
+
+    class QueuePolicy(CloudFormationModel):
+        def __init__(self, resource_name: str, queues: list[str]) -> None:
+            self.physical_resource_id = resource_name
+            self.queues = queues
+
+        @staticmethod
+        def cloudformation_name_type() -> str:
+            return ""
+
+        @staticmethod
+        def cloudformation_type() -> str:
+            return "AWS::SQS::QueuePolicy"
+
+        @classmethod
+        def has_cfn_attr(cls, attr: str) -> bool:
+            return attr == "Id"
+
+        @classmethod
+        def create_from_cloudformation_json(
+            cls,
+            resource_name: str,
+            cloudformation_json: dict[str, Any],
+            account_id: str,
+            region_name: str,
+            **kwargs: Any,
+        ) -> QueuePolicy:
+            properties = cloudformation_json["Properties"]
+            document = json.dumps(properties["PolicyDocument"])
+            backend = sqs_backends[account_id][region_name]
+            for name in queue_names(properties):
+                backend.set_queue_attributes(name, {"Policy": document})
+            return cls(resource_name, queue_names(properties))
+
+        @classmethod
+        def update_from_cloudformation_json(
+            cls,
+            original_resource: Any,
+            new_resource_name: str,
+            cloudformation_json: dict[str, Any],
+            account_id: str,
+            region_name: str,
+        ) -> QueuePolicy:
+            return cls.create_from_cloudformation_json(
+                new_resource_name, cloudformation_json, account_id, region_name
+            )
+
+        @classmethod
+        def delete_from_cloudformation_json(
+            cls,
+            resource_name: str,
+            cloudformation_json: dict[str, Any],
+            account_id: str,
+            region_name: str,
+        ) -> None:
+            backend = sqs_backends[account_id][region_name]
+            for name in queue_names(cloudformation_json.get("Properties", {})):
+                if name in backend.queues:
+                    backend.set_queue_attributes(name, {"Policy": ""})
+
+        def is_created(self) -> bool:
+            return True
+
+    get_model_map.cache_clear()  # the map lists CloudFormationModel's subclasses once
+
+
 PATCHES: tuple[Callable[[], None], ...] = (
     patch_validate_template_errors_only,
     patch_fn_sub_variables_named_by_hashes,
@@ -379,4 +457,5 @@ PATCHES: tuple[Callable[[], None], ...] = (
     patch_bucket_properties_from_templates,
     patch_table_properties_from_templates,
     patch_missing_ssm_parameters_refused,
+    patch_sqs_queue_policies_from_templates,
 )

@@ -284,3 +284,43 @@ def test_a_change_set_whose_ssm_parameter_is_missing_is_a_validation_error(
     assert unique_name not in {
         s["StackName"] for s in stacks if s["StackStatus"] != "DELETE_COMPLETE"
     }
+
+
+def test_a_queue_policy_from_the_template_is_the_queues_policy(
+    local_aws: dict[str, str], unique_name: str
+) -> None:
+    """`AWS::SQS::QueuePolicy` applies its PolicyDocument to each queue of `Queues` (their
+    URLs; CloudFormation User Guide, AWS::SQS::QueuePolicy), as the trigger's dead-letter
+    queue needs (serverless.yml); moto skipped the resource type, leaving no policy."""
+    import boto3
+
+    document = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"Service": "events.amazonaws.com"},
+                "Action": "sqs:SendMessage",
+                "Resource": {"Fn::GetAtt": ["Queue", "Arn"]},
+            }
+        ],
+    }
+    template = {
+        "Resources": {
+            "Queue": {"Type": "AWS::SQS::Queue", "Properties": {"QueueName": unique_name}},
+            "QueuePolicy": {
+                "Type": "AWS::SQS::QueuePolicy",
+                "Properties": {"Queues": [{"Ref": "Queue"}], "PolicyDocument": document},
+            },
+        }
+    }
+    boto3.client("cloudformation").create_stack(
+        StackName=unique_name, TemplateBody=json.dumps(template)
+    )
+    sqs = boto3.client("sqs")
+    url = sqs.get_queue_url(QueueName=unique_name)["QueueUrl"]
+    attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["Policy", "QueueArn"])
+    policy = json.loads(attributes["Attributes"]["Policy"])
+    [statement] = policy["Statement"]
+    assert statement["Principal"] == {"Service": "events.amazonaws.com"}
+    assert statement["Resource"] == attributes["Attributes"]["QueueArn"]
