@@ -4,6 +4,7 @@ writes lints clean, grants least privilege, and wires the trigger, alarms and ou
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import zipfile
@@ -23,6 +24,7 @@ from contract.decisions import (
 )
 from contract.threshold import DEFAULT_THRESHOLD
 from handlers import review_monitor
+from tests.conftest import REPO_ROOT
 from tests.statemachine.packaging import package
 from training_job.review.table import table_definition
 
@@ -720,3 +722,36 @@ def test_failed_trigger_deliveries_are_retried_then_kept_in_an_encrypted_queue(
     assert outputs["ImageUploadDeadLetterQueueUrl"]["Value"] == {
         "Ref": "ImageUploadDeadLetterQueue"
     }
+
+
+def test_the_documented_import_keeps_the_retained_table_after_sls_remove(
+    packaged: Packaged, tmp_path: Path
+) -> None:
+    """docs/operations.md, "Deploying a stage again after `sls remove`": the retained
+    table is imported into the stack osls created (its create-stack template) with the
+    documented jq program. CloudFormation User Guide, "Import AWS resources into a
+    CloudFormation stack": each resource to import needs a DeletionPolicy, and the import
+    template holds the stack's existing resources plus those imported, nothing else; the
+    table's identifier is its TableName, which must be the name the docs give."""
+    operations = (REPO_ROOT / "docs" / "operations.md").read_text()
+    [program] = re.findall(r"jq -s '([^']+)'", operations)
+    current = packaged.directory / "cloudformation-template-create-stack.json"
+    update = packaged.directory / "cloudformation-template-update-stack.json"
+    merged = subprocess.run(
+        ["jq", "-s", program, str(current), str(update)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    imported = json.loads(merged.stdout)
+    existing = json.loads(current.read_text())
+    assert set(imported["Resources"]) == set(existing["Resources"]) | {"DecisionsTable"}
+    assert imported["Outputs"] == existing["Outputs"]
+    table = imported["Resources"]["DecisionsTable"]
+    assert table["DeletionPolicy"] == "Retain"
+    stage = "local" if "local" in packaged.directory.name else "dev"
+    assert table["Properties"]["TableName"] == f"scones-unlimited-{stage}-decisions"
+    assert '"TableName\\": \\"scones-unlimited-$STAGE-decisions' in operations
+    # Self-contained: nothing in it refers to a resource the import template lacks.
+    assert "Ref" not in json.dumps(table) and "Fn::" not in json.dumps(table)
