@@ -129,7 +129,9 @@ def patch_outputs_after_change_sets() -> None:
     serverless-step-functions then crashed after the deploy (`Cannot read properties of
     undefined (reading 'filter')`), and `sls invoke stepf` could not find the state
     machine's ARN output (`<Name>Arn`). Rebuild the outputs from the applied template, as
-    `Stack.update` already does for UpdateStack.
+    `Stack.update` already does for UpdateStack, and their exports with them (osls
+    exports the deployment bucket's name): `sls remove` then failed with KeyError on the
+    export (an HTML 500), which left the stack half deleted.
     """
     from moto.cloudformation.models import CloudFormationBackend
 
@@ -139,15 +141,21 @@ def patch_outputs_after_change_sets() -> None:
         self: CloudFormationBackend, change_set_name: str, stack_name: str | None = None
     ) -> None:
         execute_change_set(self, change_set_name, stack_name)
-        change_set = self.change_sets.get(change_set_name) or next(
-            (cs for cs in self.change_sets.values() if cs.change_set_name == change_set_name),
-            None,
-        )
+        # The one moto executed: by ARN, else the newest of that name (osls reuses its
+        # change set's name, so a stage removed and deployed again has an older one).
+        named = [cs for cs in self.change_sets.values() if cs.change_set_name == change_set_name]
+        change_set = self.change_sets.get(change_set_name) or (named[-1] if named else None)
         if change_set is None:
             return
         stack = self.stacks[change_set.stack_id]
+        # The stack's exports are registered by name: drop the old ones, add the new, so
+        # that DeleteStack (which removes them by name) and ListExports see the applied.
+        for export in stack.exports:
+            self.exports.pop(export.name, None)
         stack._parse_template()
         stack.output_map = stack._create_output_map()
+        for export in stack.exports:
+            self.exports[export.name] = export
 
     CloudFormationBackend.execute_change_set = execute_and_refresh_outputs  # type: ignore[method-assign]
 

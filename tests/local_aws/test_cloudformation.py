@@ -324,3 +324,42 @@ def test_a_queue_policy_from_the_template_is_the_queues_policy(
     [statement] = policy["Statement"]
     assert statement["Principal"] == {"Service": "events.amazonaws.com"}
     assert statement["Resource"] == attributes["Attributes"]["QueueArn"]
+
+
+def test_a_stack_made_by_change_sets_with_an_export_is_removed_and_made_again(
+    local_aws: dict[str, str], unique_name: str
+) -> None:
+    """As osls does: a stack created, then updated by a change set whose template exports
+    an output (osls exports its deployment bucket's name), is deleted (`sls remove`) and
+    created again (`sls deploy` of the same stage). DeleteStack removed the exports by
+    name and failed with KeyError (an HTML 500) on one the change set had added."""
+    import boto3
+
+    cloudformation = boto3.client("cloudformation")
+    first = {"Resources": {"Topic": {"Type": "AWS::SNS::Topic"}}}
+    exported = {
+        **first,
+        "Outputs": {
+            "TopicArn": {"Value": {"Ref": "Topic"}, "Export": {"Name": f"{unique_name}-topic"}}
+        },
+    }
+    for _ in range(2):
+        cloudformation.create_stack(StackName=unique_name, TemplateBody=json.dumps(first))
+        cloudformation.create_change_set(
+            StackName=unique_name,
+            ChangeSetName="update",
+            ChangeSetType="UPDATE",
+            TemplateBody=json.dumps(exported),
+        )
+        cloudformation.execute_change_set(StackName=unique_name, ChangeSetName="update")
+        names = {e["Name"] for e in cloudformation.list_exports()["Exports"]}
+        assert f"{unique_name}-topic" in names
+        cloudformation.delete_stack(StackName=unique_name)
+        names = {e["Name"] for e in cloudformation.list_exports()["Exports"]}
+        assert f"{unique_name}-topic" not in names
+        live = [
+            s
+            for s in cloudformation.list_stacks()["StackSummaries"]
+            if s["StackName"] == unique_name and s["StackStatus"] != "DELETE_COMPLETE"
+        ]
+        assert live == []
