@@ -141,10 +141,7 @@ def patch_outputs_after_change_sets() -> None:
         self: CloudFormationBackend, change_set_name: str, stack_name: str | None = None
     ) -> None:
         execute_change_set(self, change_set_name, stack_name)
-        # The one moto executed: by ARN, else the newest of that name (osls reuses its
-        # change set's name, so a stage removed and deployed again has an older one).
-        named = [cs for cs in self.change_sets.values() if cs.change_set_name == change_set_name]
-        change_set = self.change_sets.get(change_set_name) or (named[-1] if named else None)
+        change_set = change_set_named(self, change_set_name)
         if change_set is None:
             return
         stack = self.stacks[change_set.stack_id]
@@ -158,6 +155,77 @@ def patch_outputs_after_change_sets() -> None:
             self.exports[export.name] = export
 
     CloudFormationBackend.execute_change_set = execute_and_refresh_outputs  # type: ignore[method-assign]
+
+
+def change_set_named(backend: Any, name: str) -> Any:
+    """The change set moto's ExecuteChangeSet runs: by ARN, else the newest of that name
+    (osls reuses its change set's name, so a stage removed and deployed again has an
+    older one of the same name)."""
+    named = [cs for cs in backend.change_sets.values() if cs.change_set_name == name]
+    return backend.change_sets.get(name) or (named[-1] if named else None)
+
+
+def patch_retained_tables_fail_the_change_set() -> None:
+    """Gap: a change set that creates a table whose name an existing table has (the one
+    `sls remove` left: DeletionPolicy Retain) made moto's ExecuteChangeSet fail inside
+    DynamoDB's CreateTable, an HTML 500 ("Deserialization error" in osls). On AWS the
+    execution is accepted and the stack operation fails: the table's CREATE_FAILED event
+    says it already exists, and the stack rolls back (UPDATE_ROLLBACK_COMPLETE; a CREATE
+    change set: ROLLBACK_COMPLETE), the table untouched. So here, checked before anything
+    is applied: nothing of the change set is created, the events say why."""
+    from moto.cloudformation.models import CloudFormationBackend, Event
+    from moto.dynamodb.models import dynamodb_backends
+
+    execute_change_set = CloudFormationBackend.execute_change_set
+
+    def execute_unless_a_table_exists(
+        self: CloudFormationBackend, change_set_name: str, stack_name: str | None = None
+    ) -> None:
+        change_set = change_set_named(self, change_set_name)
+        if change_set is None or change_set.stack_id not in self.stacks:
+            return execute_change_set(self, change_set_name, stack_name)
+        stack = self.stacks[change_set.stack_id]
+        owned = set((stack.template_dict or {}).get("Resources", {}))
+        existing = dynamodb_backends[self.account_id][self.region_name].tables
+        taken = [
+            (logical_id, str(resource["Properties"]["TableName"]))
+            for logical_id, resource in (change_set.template_dict or {})
+            .get("Resources", {})
+            .items()
+            if resource.get("Type") == "AWS::DynamoDB::Table"
+            and logical_id not in owned
+            and isinstance((resource.get("Properties") or {}).get("TableName"), str)
+            and resource["Properties"]["TableName"] in existing
+        ]
+        if not taken:
+            return execute_change_set(self, change_set_name, stack_name)
+        creating = change_set.change_set_type == "CREATE"
+        stack._add_stack_event("CREATE_IN_PROGRESS" if creating else "UPDATE_IN_PROGRESS")
+        for logical_id, table in taken:
+            stack.events.append(
+                Event(
+                    stack_id=stack.stack_id,
+                    stack_name=stack.name,
+                    logical_resource_id=logical_id,
+                    physical_resource_id=table,
+                    resource_type="AWS::DynamoDB::Table",
+                    resource_status="CREATE_FAILED",
+                    resource_status_reason=f"Resource of type 'AWS::DynamoDB::Table' with "
+                    f"identifier '{table}' already exists.",
+                    resource_properties=None,
+                )
+            )
+        rollback = "ROLLBACK" if creating else "UPDATE_ROLLBACK"
+        stack._add_stack_event(
+            f"{rollback}_IN_PROGRESS",
+            f"The following resource(s) failed to create: [{', '.join(t[0] for t in taken)}].",
+        )
+        stack._add_stack_event(f"{rollback}_COMPLETE")
+        stack.status = f"{rollback}_COMPLETE"
+        change_set.execution_status = "EXECUTE_FAILED"
+        return None
+
+    CloudFormationBackend.execute_change_set = execute_unless_a_table_exists  # type: ignore[method-assign]
 
 
 def patch_execution_names_generated() -> None:
@@ -466,4 +534,5 @@ PATCHES: tuple[Callable[[], None], ...] = (
     patch_table_properties_from_templates,
     patch_missing_ssm_parameters_refused,
     patch_sqs_queue_policies_from_templates,
+    patch_retained_tables_fail_the_change_set,  # after patch_outputs_after_change_sets
 )

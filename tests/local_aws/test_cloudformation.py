@@ -363,3 +363,57 @@ def test_a_stack_made_by_change_sets_with_an_export_is_removed_and_made_again(
             if s["StackName"] == unique_name and s["StackStatus"] != "DELETE_COMPLETE"
         ]
         assert live == []
+
+
+def test_a_change_set_creating_a_table_that_exists_fails_the_stack_not_the_request(
+    local_aws: dict[str, str], unique_name: str
+) -> None:
+    """`sls deploy` of a stage after `sls remove`: the decisions table was retained
+    (DeletionPolicy Retain) and the new stack creates it again by name. CloudFormation
+    accepts ExecuteChangeSet, the table's creation fails (CREATE_FAILED: it already
+    exists) and the stack rolls back (UPDATE_ROLLBACK_COMPLETE), the table and its items
+    untouched (CloudFormation User Guide, "Stack status codes" and DeletionPolicy). moto
+    answered ExecuteChangeSet with an HTML 500 instead."""
+    import boto3
+
+    dynamodb = boto3.client("dynamodb")
+    dynamodb.create_table(
+        TableName=unique_name,
+        AttributeDefinitions=[{"AttributeName": "image", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "image", "KeyType": "HASH"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    dynamodb.put_item(TableName=unique_name, Item={"image": {"S": "s3://b/answered.png"}})
+    cloudformation = boto3.client("cloudformation")
+    first = {"Resources": {"Topic": {"Type": "AWS::SNS::Topic"}}}
+    cloudformation.create_stack(StackName=unique_name, TemplateBody=json.dumps(first))
+    table = {
+        "Type": "AWS::DynamoDB::Table",
+        "DeletionPolicy": "Retain",
+        "Properties": {
+            "TableName": unique_name,
+            "BillingMode": "PAY_PER_REQUEST",
+            "AttributeDefinitions": [{"AttributeName": "image", "AttributeType": "S"}],
+            "KeySchema": [{"AttributeName": "image", "KeyType": "HASH"}],
+        },
+    }
+    second = {
+        "Resources": {**first["Resources"], "Table": table, "Other": {"Type": "AWS::SNS::Topic"}}
+    }
+    cloudformation.create_change_set(
+        StackName=unique_name,
+        ChangeSetName="update",
+        ChangeSetType="UPDATE",
+        TemplateBody=json.dumps(second),
+    )
+    cloudformation.execute_change_set(StackName=unique_name, ChangeSetName="update")
+
+    [stack] = cloudformation.describe_stacks(StackName=unique_name)["Stacks"]
+    assert stack["StackStatus"] == "UPDATE_ROLLBACK_COMPLETE"
+    events = cloudformation.describe_stack_events(StackName=unique_name)["StackEvents"]
+    [failed] = [e for e in events if e["ResourceStatus"] == "CREATE_FAILED"]
+    assert failed["LogicalResourceId"] == "Table"
+    assert "already exists" in failed["ResourceStatusReason"]
+    resources = cloudformation.list_stack_resources(StackName=unique_name)["StackResourceSummaries"]
+    assert {r["LogicalResourceId"] for r in resources} == {"Topic"}
+    assert dynamodb.scan(TableName=unique_name)["Count"] == 1
