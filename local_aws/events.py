@@ -195,8 +195,7 @@ def send_to_dead_letter_queue(
         queue_name,
         json.dumps(event, default=str),
         message_attributes={
-            name: {"DataType": "String", "StringValue": value}
-            for name, value in attributes.items()
+            name: {"DataType": "String", "StringValue": value} for name, value in attributes.items()
         },
     )
     return True
