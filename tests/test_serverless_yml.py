@@ -670,11 +670,13 @@ def test_the_review_alarms_follow_their_params(tmp_path: Path) -> None:
 
 
 def test_every_function_is_traced_as_the_state_machine_is(packaged: Packaged) -> None:
-    """Lambda's TracingConfig Mode Active samples and traces invocations whatever the
-    caller sent (Lambda developer guide, "Visualize Lambda function invocations using AWS
-    X-Ray"), and the function's execution role needs xray:PutTraceSegments and
-    xray:PutTelemetryRecords to send them: so each trace of an execution (the state
-    machine's TracingConfiguration) goes on through its functions."""
+    """Lambda developer guide, "Visualize Lambda function invocations using AWS X-Ray":
+    with Mode Active, Lambda sends traces of sampled invocations to X-Ray itself (an
+    upstream trace header's sampling decision is followed, without one X-Ray decides);
+    PassThrough only propagates the context. The execution role needs what
+    AWSXRayDaemonWriteAccess grants (xray:PutTraceSegments, xray:PutTelemetryRecords).
+    So each traced execution (the state machine's TracingConfiguration) is traced through
+    its functions, and the scheduled monitors are traced too."""
     machine = packaged.resources["ImageWorkflow"]["Properties"]
     assert machine["TracingConfiguration"] == {"Enabled": True}
     for function_id, role, _path in FUNCTIONS.values():
