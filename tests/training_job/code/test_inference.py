@@ -275,3 +275,12 @@ def test_a_png_labelled_as_text_is_a_415_through_the_toolkit_not_a_500(
     assert phrase.startswith(f"unsupported content type '{content_type}'")
     status, phrase, _, _ = through_the_toolkit(handler, b'{"a": 1}', {"Content-Type": content_type})
     assert status == 415
+
+
+def test_a_scan_bomb_is_a_413_not_a_200_after_seconds_of_cpu() -> None:
+    from benchmarks import decode_cost
+
+    with pytest.raises(inference.InferenceError) as raised:
+        inference.input_fn(decode_cost.scan_bomb_jpeg(20_000), "image/jpeg")
+    assert raised.value.status_code == 413
+    assert "scans" in str(raised.value)
