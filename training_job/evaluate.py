@@ -28,6 +28,7 @@ from tqdm import tqdm
 from contract import shown
 from contract.manifest import MAX_LST_BYTES, LstEntry, ManifestError, parse_lst
 from contract.s3 import S3UriError, parse_s3_object_uri, parse_s3_prefix_uri
+from training_job.arguments import positive_int, positive_number
 from training_job.errors import CommandError, UsageError
 
 GATE_ERROR = "THRESHOLD_CONFIDENCE_NOT_MET"
@@ -277,20 +278,20 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--concurrency",
-        type=int,
+        type=positive_int,
         default=8,
         help="executions in flight at once (default: 8)",
     )
     parser.add_argument(
         "--timeout",
-        type=float,
+        type=positive_number,
         default=300.0,
         metavar="SECONDS",
         help="give up waiting for one execution after this long (default: 300)",
     )
     parser.add_argument(
         "--limit",
-        type=int,
+        type=positive_int,
         default=None,
         metavar="N",
         help="evaluate only the first N images of the manifest",

@@ -195,7 +195,7 @@ def _add_source_options(parser: argparse.ArgumentParser, default_window: int | N
     )
     parser.add_argument(
         "--permutations",
-        type=int,
+        type=positive,
         default=10000,
         help="most permutations for the embedding MMD test's p-value; a window far from an "
         "alert stops after its 20th exceedance (Besag-Clifford), so only drifting windows "
@@ -431,8 +431,6 @@ def _reference(args: argparse.Namespace, workdir: Path) -> tuple[Baseline, Any, 
 def _analyzer(
     args: argparse.Namespace, baseline: Baseline, net: Any, config: dict
 ) -> WindowAnalyzer:
-    if args.permutations < 1:
-        raise ValueError("--permutations must be at least 1")
     labels = read_labels(args.labels) if args.labels else None
     torch.set_num_threads(args.threads)
     embedder = Embedder(net, config, args.embedding_members)
