@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 from sagemaker_inference.errors import BaseInferenceToolkitError
 
+from benchmarks import decode_cost
 from contract import images as image_formats
 from local_aws.endpoint.batcher import ToolkitContext, load_handler_service
 from tests import sample_model
@@ -278,8 +279,6 @@ def test_a_png_labelled_as_text_is_a_415_through_the_toolkit_not_a_500(
 
 
 def test_a_scan_bomb_is_a_413_not_a_200_after_seconds_of_cpu() -> None:
-    from benchmarks import decode_cost
-
     with pytest.raises(inference.InferenceError) as raised:
         inference.input_fn(decode_cost.scan_bomb_jpeg(20_000), "image/jpeg")
     assert raised.value.status_code == 413
