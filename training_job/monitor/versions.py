@@ -24,9 +24,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import boto3
+
 from contract.threshold import ThresholdError, threshold_from_environment
 from training_job.arguments import bounded
+from training_job.bucket import BucketError, require_region
 from training_job.capture import CAPTURE_PREFIX
+from training_job.errors import UsageError
 from training_job.monitor.captures import CaptureSource, ReadCounts, read_records
 
 CAPTURE_SETTLE_SECONDS = 5.0  # the local endpoint ships captures every 2 s
@@ -227,6 +231,10 @@ def add_parser(commands: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    try:  # exit 1 means the versions differ, so a bucket that cannot be read is a 2
+        require_region(boto3.client("s3"), args.bucket)
+    except BucketError as error:
+        raise UsageError(str(error)) from error
     since = datetime.now(UTC) - timedelta(minutes=args.minutes)
     comparison = compare(args.bucket, args.endpoint_name, args.production, args.shadow, since)
     for line in comparison.lines():
