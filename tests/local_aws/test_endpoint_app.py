@@ -308,6 +308,34 @@ def test_bad_input_gets_a_specific_json_error_and_status(
     assert "Traceback" not in response.text
 
 
+def test_an_image_labelled_as_json_is_a_client_error_never_counted_as_5xx(
+    endpoint: Endpoint, model: Model
+) -> None:
+    """Issue 24 item 4: a PNG labelled application/json was answered 500 (the toolkit's
+    UTF-8 decode), counted in Invocation5XXErrors; 20 of them rolled a canary back. The
+    SageMaker Runtime answers a model's error as ModelError (424) with the container's
+    status as OriginalStatusCode: 415 here, and only the 4XX count moves."""
+
+    def counters() -> dict[str, float]:
+        document = requests.get(f"{endpoint.url}/_local/routing", timeout=10).json()
+        [variant] = document["variants"].values()
+        return variant
+
+    before = counters()
+    runtime = boto3.client("sagemaker-runtime", endpoint_url=endpoint.url)
+    for content_type in ("application/json", "text/csv"):
+        assert post(endpoint.url, model.pngs[0], content_type).status_code == 415
+        with pytest.raises(ClientError) as raised:
+            runtime.invoke_endpoint(
+                EndpointName=endpoint.name, Body=model.pngs[0], ContentType=content_type
+            )
+        assert raised.value.response["Error"]["Code"] == "ModelError"
+        assert raised.value.response["OriginalStatusCode"] == 415
+    after = counters()
+    assert after["errors_5xx"] == before["errors_5xx"]
+    assert after["errors_4xx"] == before["errors_4xx"] + 4
+
+
 def _raw_request(url: str, request: bytes) -> bytes:
     host, port = url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=10) as connection:
