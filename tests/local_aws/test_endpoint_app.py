@@ -12,6 +12,7 @@ import os
 import socket
 import subprocess
 import sys
+import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -402,6 +403,57 @@ def test_overload_answers_503_with_retry_after_instead_of_queueing(
     rejected = next(response for response in responses if response.status_code == 503)
     assert rejected.headers["Retry-After"] == "1"
     assert rejected.json()["error"] == "ServiceUnavailable"
+
+
+def test_a_deploy_that_fails_after_starting_leaves_nothing_behind(
+    model: Model, tmp_path: Path
+) -> None:
+    """Issue 24 item 7: deploy exited 1 but left the endpoint running and answering, its
+    parameter published. Here the last step (the monitoring baseline's upload) is refused
+    by the bucket's policy: the endpoint is stopped and its record and parameter go."""
+    s3 = boto3.client("s3")
+    bucket = f"{model.bucket}-denies"
+    s3.create_bucket(Bucket=bucket)
+    packaged = sample_model.package_model(model.model_dir, tmp_path / "packaged.tar.gz")
+    archive = tmp_path / "model.tar.gz"
+    with tarfile.open(packaged) as source, tarfile.open(archive, "w:gz") as target:
+        for member in source.getmembers():
+            target.addfile(member, source.extractfile(member) if member.isfile() else None)
+        baseline = tarfile.TarInfo("baseline.json")  # deploy publishes it, unread
+        baseline.size = 2
+        target.addfile(baseline, io.BytesIO(b"{}"))
+    s3.upload_file(str(archive), bucket, "models/quick-job/output/model.tar.gz")
+    group = f"{bucket}-models"
+    approve_model_data(f"s3://{bucket}/models/quick-job/output/model.tar.gz", group)
+    deny_baseline = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": "s3:PutObject",
+                "Resource": f"arn:aws:s3:::{bucket}/monitoring/*",
+            }
+        ],
+    }
+    s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps(deny_baseline))
+    port, name = free_port(), "fails-late"
+    parameter = f"/test/{name}/endpoint-name"
+    failed = deploy(
+        "--bucket", bucket, "--endpoint-name", name, "--port", str(port),
+        "--state-dir", str(tmp_path / "state"), "--parameter-name", parameter,
+        "--model-group", group,
+        "--workers", "1",
+    )  # fmt: skip
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    assert "when calling the PutObject operation" in failed.stderr
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"http://127.0.0.1:{port}/ping", timeout=5)
+    with pytest.raises(ClientError, match="ParameterNotFound"):
+        boto3.client("ssm").get_parameter(Name=parameter)
+    sm = boto3.client("sagemaker")
+    assert registry.deployed_packages(sm, name) == {}
+    assert sm.list_models(NameContains=name)["Models"] == []
 
 
 def test_a_second_start_of_a_running_endpoint_is_refused(endpoint: Endpoint, model: Model) -> None:
