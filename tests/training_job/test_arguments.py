@@ -84,7 +84,7 @@ def test_anything_else_is_refused_with_what_was_expected(
           "v1", "--shadow", "v2", "--minutes", "0"], "is not a number of minutes"),
         (["monitor", "versions", "--bucket", "b", "--endpoint-name", "e", "--production",
           "v1", "--shadow", "v2", "--min-agreement", "nan"], "is not a share"),
-        (["evaluate", "--concurrency", "0"], "'0' is not a positive integer"),
+        (["evaluate", "--concurrency", "0"], "'0' is not a number of executions from 1 to 256"),
         (["evaluate", "--timeout", "-1"], "'-1' is not a positive number"),
         (["rollout", "--min-compared", "-1"], "is not a positive integer"),
     ],

@@ -146,6 +146,17 @@ def test_a_local_deploy_refuses_a_bucket_in_another_region_before_starting_anyth
         assert sm.list_models(NameContains=endpoint[:40])["Models"] == []
 
 
+def test_evaluate_refuses_images_in_another_region_before_starting_executions(
+    bucket_in_eu: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(
+        ["evaluate", "--state-machine", "scones", "--images", f"s3://{bucket_in_eu}/test/",
+         "--labels", f"s3://{bucket_in_eu}/test.lst", "--region", "us-west-2"]
+    )  # fmt: skip
+    assert code == 1
+    assert "is in eu-west-1, but this command runs in us-west-2" in capsys.readouterr().err
+
+
 def test_train_refuses_a_bucket_in_another_region(
     bucket_in_eu: str, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -13,6 +13,7 @@ from botocore.exceptions import ClientError
 
 from contract import shown
 from contract.decisions import TABLE_ENVIRONMENT_VARIABLE
+from training_job.bucket import BucketError, require_region
 from training_job.errors import CommandError, UsageError
 from training_job.review.server import ReviewServer
 from training_job.review.store import ReviewStore
@@ -72,6 +73,10 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(
             f"--reviewer {shown(reviewer)}: 1-64 letters, digits or _.@+=,- (pass --reviewer)"
         )
+    try:  # the region rule `--region` states, before the table is looked for there
+        require_region(boto3.client("s3"), args.bucket)
+    except BucketError as error:
+        raise CommandError(str(error)) from error
     store = ReviewStore(
         boto3.client("dynamodb"),
         boto3.client("s3"),

@@ -48,6 +48,16 @@ def test_a_missing_table_is_named(world: ReviewWorld, capsys: pytest.CaptureFixt
     assert "no decisions table 'no-such-table'" in capsys.readouterr().err
 
 
+def test_a_bucket_in_another_region_is_refused(
+    world: ReviewWorld, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The region rule `--region` states (issue 24 item 9), checked before the table.
+    code = main(["review", "--bucket", world.bucket, "--table", world.table,
+                 "--reviewer", "carol", "--port", "0", "--region", "eu-west-1"])  # fmt: skip
+    assert code == 1
+    assert "is in us-east-1, but this command runs in eu-west-1" in capsys.readouterr().err
+
+
 def test_the_command_serves_the_queue_until_interrupted(
     world: ReviewWorld, local_aws: dict[str, str]
 ) -> None:
