@@ -86,6 +86,9 @@ def test_anything_else_is_refused_with_what_was_expected(
           "v1", "--shadow", "v2", "--min-agreement", "nan"], "is not a share"),
         (["evaluate", "--concurrency", "0"], "'0' is not a number of executions from 1 to 256"),
         (["evaluate", "--timeout", "-1"], "'-1' is not a positive number"),
+        (["evaluate", "--timeout", "nan"], "'nan' is not a positive number"),
+        (["evaluate", "--timeout", "inf"], "'inf' is not a positive number"),
+        (["evaluate", "--concurrency", "257"], "is not a number of executions from 1 to 256"),
         (["rollout", "--min-compared", "-1"], "is not a positive integer"),
     ],
 )  # fmt: skip
