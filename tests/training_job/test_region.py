@@ -157,6 +157,21 @@ def test_evaluate_refuses_images_in_another_region_before_starting_executions(
     assert "is in eu-west-1, but this command runs in us-west-2" in capsys.readouterr().err
 
 
+def test_models_register_refuses_an_output_in_another_region(
+    bucket_in_eu: str, unique_name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    group = f"other-{unique_name}"
+    code = main(
+        ["models", "register", "--model-data",
+         f"s3://{bucket_in_eu}/models/job-1/output/model.tar.gz", "--manifest",
+         f"s3://{bucket_in_eu}/manifest.json", "--model-group", group, "--region", "us-west-2"]
+    )  # fmt: skip
+    assert code == 1
+    assert "is in eu-west-1, but this command runs in us-west-2" in capsys.readouterr().err
+    sm = boto3.client("sagemaker", region_name="us-west-2")
+    assert sm.list_model_package_groups(NameContains=group)["ModelPackageGroupSummaryList"] == []
+
+
 def test_train_refuses_a_bucket_in_another_region(
     bucket_in_eu: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
