@@ -13,6 +13,7 @@ from botocore.exceptions import ClientError
 
 from contract import shown
 from contract.decisions import TABLE_ENVIRONMENT_VARIABLE
+from training_job.arguments import bounded
 from training_job.bucket import BucketError, require_region
 from training_job.errors import CommandError, UsageError
 from training_job.review.server import ReviewServer
@@ -21,6 +22,9 @@ from training_job.review.store import ReviewStore
 DEFAULT_PORT = 8321
 # What a reviewer's name may hold: an IAM user or role session name's characters.
 _REVIEWER = re.compile(r"[A-Za-z0-9_.@+=,-]{1,64}")
+
+
+_port = bounded(int, "a port from 0 to 65535 (0: any free one)", 0, 65535)
 
 
 def register(subparsers: Any) -> None:
@@ -49,7 +53,7 @@ def register(subparsers: Any) -> None:
         help="the loopback address to listen on (default: 127.0.0.1; never another interface)",
     )
     parser.add_argument(
-        "--port", type=int, default=DEFAULT_PORT, help=f"default: {DEFAULT_PORT}; 0 picks one"
+        "--port", type=_port, default=DEFAULT_PORT, help=f"default: {DEFAULT_PORT}; 0 picks one"
     )
     parser.add_argument(
         "--reviewer",
@@ -66,8 +70,6 @@ def run(args: argparse.Namespace) -> int:
             f"--host {shown(args.host)} is not a loopback address: the page is "
             "for this machine only"
         )
-    if not 0 <= args.port <= 65535:
-        raise UsageError(f"--port {args.port} is not a port")
     reviewer = args.reviewer or caller_name()
     if not _REVIEWER.fullmatch(reviewer):
         raise UsageError(
