@@ -48,7 +48,16 @@ def tls_only_statement(bucket: str) -> dict[str, Any]:
 
 def bucket_region(s3: Any, bucket: str, owner: dict[str, str] | None = None) -> str:
     """The region `bucket` lives in (GetBucketLocation answers from any region)."""
-    location = s3.get_bucket_location(Bucket=bucket, **(owner or {})).get("LocationConstraint")
+    try:
+        answer = s3.get_bucket_location(Bucket=bucket, **(owner or {}))
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") == "NoSuchBucket":
+            raise BucketError(
+                f"bucket {bucket} does not exist: create it with `python -m training_job "
+                "stage`, or name the project's bucket"
+            ) from error
+        raise
+    location = answer.get("LocationConstraint")
     # S3 reports us-east-1 as no constraint, and the oldest eu-west-1 buckets as "EU".
     return {None: "us-east-1", "": "us-east-1", "EU": "eu-west-1"}.get(location, location)
 

@@ -48,7 +48,7 @@ from contract import variant_metrics
 from contract.capture import MAX_BASELINE_BYTES, MONITOR_BASELINE_KEY
 from contract.decisions import variant_for_version
 from training_job import deploy, model_archive, registry
-from training_job.arguments import bounded, positive_number
+from training_job.arguments import bounded, positive_int, positive_number
 from training_job.errors import CommandError
 
 MINIMUM_EXECUTION_TIMEOUT_SECONDS = 600  # SageMaker's floor for the deployment's timeout
@@ -116,7 +116,7 @@ def register(subparsers: Any) -> None:
     )
     stages.add_argument(
         "--min-compared",
-        type=int,
+        type=positive_int,
         default=20,
         help="requests the shadow must have answered to be compared; fewer stop the "
         "rollout (default: %(default)s)",
