@@ -42,7 +42,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from local_aws.endpoint.batcher import MicroBatcher
+from local_aws.endpoint.container import VariantContainer
 from local_aws.endpoint.metrics import MAX_VARIANTS, Slot, WorkerMetrics, reset_variant
 
 log = logging.getLogger(__name__)
@@ -219,14 +219,16 @@ def download_model(routing_dir: Path, model_data: str) -> Path:
 
 
 class VariantPool:
-    """One worker's models (a MicroBatcher each) and the routing it serves now."""
+    """One worker's models (a VariantContainer each: the variant's own process, code and
+    model) and the routing it serves now."""
 
     def __init__(self, routing_dir: Path, make_batcher: Any, metrics: WorkerMetrics) -> None:
         self.routing_dir = routing_dir
-        self.make_batcher = make_batcher  # model_dir -> MicroBatcher
+        self.make_batcher = make_batcher  # model_dir -> VariantContainer (started)
         self.metrics = metrics
-        self.batchers: dict[str, MicroBatcher] = {}
+        self.batchers: dict[str, VariantContainer] = {}
         self.in_flight: dict[str, int] = {}
+        self.preloaded: set[str] = set()  # loaded for a routing not applied yet: kept open
         self.routing = read(routing_dir)
         self._mtime = 0.0
         for route in self._all_routes(self.routing):
@@ -237,13 +239,30 @@ class VariantPool:
     def _all_routes(routing: Routing) -> list[Route]:
         return [*routing.routes, *([routing.shadow] if routing.shadow else [])]
 
-    def _load(self, model_dir: str) -> MicroBatcher:
+    def _load(self, model_dir: str) -> VariantContainer:
         if model_dir not in self.batchers:
             batcher = self.make_batcher(Path(model_dir))
             batcher.start()
             self.batchers[model_dir] = batcher
             self.in_flight[model_dir] = 0
         return self.batchers[model_dir]
+
+    async def preload(self, model_dirs: Sequence[str]) -> None:
+        """Start the containers of models a routing about to be published needs, so that a
+        model whose code or weights do not load is refused before any worker switches
+        (container.ContainerFailed), as SageMaker fails a deployment whose new
+        containers never pass their health check."""
+        for model_dir in model_dirs:
+            if model_dir not in self.batchers:
+                batcher = await asyncio.to_thread(self.make_batcher, Path(model_dir))
+                batcher.start()
+                self.batchers[model_dir] = batcher
+                self.in_flight[model_dir] = 0
+            self.preloaded.add(model_dir)
+
+    def release(self, model_dirs: Sequence[str]) -> None:
+        """Preloaded models whose routing was not published: closed when idle."""
+        self.preloaded.difference_update(model_dirs)
 
     def choose(self, target_variant: str | None) -> Route | None:
         """A production route by weight, or one of `target_variant`'s (None: no such
@@ -259,7 +278,7 @@ class VariantPool:
         return random.choices(routes, weights)[0]
 
     @contextmanager
-    def serving(self, route: Route) -> Iterator[MicroBatcher]:
+    def serving(self, route: Route) -> Iterator[VariantContainer]:
         """The route's batcher, counted as busy so a switch does not close it under us."""
         self.in_flight[route.model_dir] += 1
         try:
@@ -293,6 +312,7 @@ class VariantPool:
                 self.batchers[route.model_dir] = batcher
                 self.in_flight[route.model_dir] = 0
         self.routing = routing  # one assignment: requests from here on use the new routes
+        self.release([route.model_dir for route in self._all_routes(routing)])
         self.metrics.set_generation(routing.generation)
         log.info(
             "routing generation %d: %s%s",
@@ -303,7 +323,8 @@ class VariantPool:
 
     async def _close_idle(self) -> None:
         used = {route.model_dir for route in self._all_routes(self.routing)}
-        for model_dir in [name for name in self.batchers if name not in used]:
+        idle = [name for name in self.batchers if name not in used | self.preloaded]
+        for model_dir in idle:
             if self.in_flight[model_dir] == 0:
                 batcher = self.batchers.pop(model_dir)
                 del self.in_flight[model_dir]
