@@ -52,6 +52,7 @@ from local_aws.endpoint import routing
 from local_aws.endpoint.batcher import Answer, Overloaded
 from local_aws.endpoint.capture_writer import CaptureWriter, Invocation
 from local_aws.endpoint.config import EndpointConfig
+from local_aws.endpoint.container import ContainerFailed
 from local_aws.endpoint.metrics import Slot, WorkerMetrics
 
 ACCOUNT_ID = "123456789012"  # moto's account; AWS names the caller's in its messages
@@ -372,14 +373,18 @@ class EndpointApp:
         try:
             document = json.loads(await request.content.read(MAX_CONTROL_BYTES + 1))
             routes, shadow = await asyncio.to_thread(self._downloaded_routes, document)
-            model_dirs = [route.model_dir for route in [*routes, *([shadow] if shadow else [])]]
-            await self.variants.preload(model_dirs)  # each variant's container starts first
+            every_route = [*routes, *([shadow] if shadow else [])]
+            model_dirs = [route.model_dir for route in every_route]
+            await self.variants.preload(every_route)  # each variant's container starts first
             published = await asyncio.to_thread(
                 routing.replace, self.config.routing_dir(), routes, shadow, self.all_slots
             )
         except (ValueError, KeyError, TypeError) as error:
             self.variants.release(model_dirs)
             return container_error(400, f"bad routing: {error}")
+        except ContainerFailed as error:
+            self.variants.release(model_dirs)
+            return container_error(400, str(error))
         except Exception as error:  # S3 refused, the archive is not a model, its code fails
             self.variants.release(model_dirs)
             return container_error(400, f"the routing's models cannot be loaded: {error}")

@@ -181,7 +181,8 @@ class VariantContainer:
             self._process.kill()
             self._process.join()
             self._connection.close()
-            raise ContainerFailed(f"the model in {self.model_dir} did not load: {failure}")
+            log.error("the model in %s did not load: %s", self.model_dir, failure)
+            raise ContainerFailed(f"its code or model did not load: {failure}")
 
     def start(self) -> None:
         self._reader.start()

@@ -42,7 +42,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from local_aws.endpoint.container import VariantContainer
+from local_aws.endpoint.container import ContainerFailed, VariantContainer
 from local_aws.endpoint.metrics import MAX_VARIANTS, Slot, WorkerMetrics, reset_variant
 
 log = logging.getLogger(__name__)
@@ -247,18 +247,24 @@ class VariantPool:
             self.in_flight[model_dir] = 0
         return self.batchers[model_dir]
 
-    async def preload(self, model_dirs: Sequence[str]) -> None:
-        """Start the containers of models a routing about to be published needs, so that a
-        model whose code or weights do not load is refused before any worker switches
-        (container.ContainerFailed), as SageMaker fails a deployment whose new
-        containers never pass their health check."""
-        for model_dir in model_dirs:
-            if model_dir not in self.batchers:
-                batcher = await asyncio.to_thread(self.make_batcher, Path(model_dir))
+    async def preload(self, routes: Sequence[Route]) -> None:
+        """Start the containers of the models a routing about to be published needs, so
+        that a version whose code or weights do not load is refused before any worker
+        switches, as SageMaker fails a deployment whose new containers never pass their
+        ping health check (container.ContainerFailed, naming the variant)."""
+        for route in routes:
+            if route.model_dir not in self.batchers:
+                try:
+                    batcher = await asyncio.to_thread(self.make_batcher, Path(route.model_dir))
+                except ContainerFailed as error:
+                    raise ContainerFailed(
+                        f"The primary container for production variant {route.variant} did "
+                        f"not pass the ping health check: {error}"
+                    ) from error
                 batcher.start()
-                self.batchers[model_dir] = batcher
-                self.in_flight[model_dir] = 0
-            self.preloaded.add(model_dir)
+                self.batchers[route.model_dir] = batcher
+                self.in_flight[route.model_dir] = 0
+            self.preloaded.add(route.model_dir)
 
     def release(self, model_dirs: Sequence[str]) -> None:
         """Preloaded models whose routing was not published: closed when idle."""

@@ -170,6 +170,7 @@ def test_a_version_whose_code_cannot_be_imported_is_refused_before_any_traffic(
     assert refused["status"] == 400, refused
     assert refused["error"] == "InvalidInput"
     assert "a_module_this_version_does_not_ship" in refused["message"], refused
+    assert "production variant v2 did not pass the ping health check" in refused["message"]
     state = requests.get(f"{served.endpoint.url}/_local/routing", timeout=10).json()
     assert state["generation"] == serving["generation"]  # nothing was published
     assert [route["variant"] for route in state["routes"]] == ["v1"]
