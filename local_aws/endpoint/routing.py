@@ -19,8 +19,10 @@ directory), written atomically, with a generation number:
 
 The server writes generation 0 (its own model, one variant) at start. The local AWS
 changes it through the endpoint's control route (app.py, `PUT /_local/routing`: the
-worker that receives it downloads the models first); every worker polls the file, loads
-the models it lacks, then switches its routing in one assignment, so a request is
+worker that receives it downloads the models and starts their containers first, and
+refuses a model that does not load); every worker polls the file, loads the models it
+lacks (each in a container process of its own, container.py: its own code, its own
+model), then switches its routing in one assignment, so a request is
 answered by the routing it started with. A model no route uses any more is closed once
 its last request is answered: a switch loses and fails no request. `positions` gives each
 variant name its block of counters (metrics.py), kept across generations.
