@@ -17,7 +17,17 @@ from training_job.errors import CommandError, one_line
 
 # Each command module exposes `register(subparsers)`, which adds its parser and sets
 # `func` (taking the parsed arguments, returning an exit code) as a default.
-COMMANDS = ("stage", "train", "deploy", "rollout", "models", "evaluate", "monitor", "review")
+COMMANDS = (
+    "stage",
+    "train",
+    "deploy",
+    "rollout",
+    "models",
+    "evaluate",
+    "monitor",
+    "review",
+    "cost",
+)
 # The variables the AWS CLI (AWS_REGION first), boto3 (AWS_DEFAULT_REGION) and
 # serverless.yml read for the region; each command sets both to the one it runs in.
 REGION_VARIABLES = ("AWS_REGION", "AWS_DEFAULT_REGION")
