@@ -19,6 +19,7 @@ import io
 import json
 import time
 import zipfile
+from typing import Any
 
 import boto3
 import pytest
@@ -153,7 +154,7 @@ def handler(event, context):
         raise Refused("asked to")
     return event
 """
-ASSUME = {
+ASSUME: dict[str, Any] = {
     "Version": "2012-10-17",
     "Statement": [
         {
