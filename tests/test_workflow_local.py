@@ -51,6 +51,7 @@ from local_aws.server import (
     without_aws_variables,
 )
 from tests.conftest import REPO_ROOT, free_port
+from training_job import autoscaling
 from training_job.review.table import table_definition
 
 pytestmark = pytest.mark.timeout(300)
@@ -925,3 +926,59 @@ def test_the_stack_names_its_decisions_table(workflow: Workflow) -> None:
     }
     assert {i["IndexName"]: i["KeySchema"] for i in table["GlobalSecondaryIndexes"]} == declared
     assert REVIEW_INDEX in declared
+
+
+def test_the_cost_model_counts_the_deployed_workflows_executions(workflow: Workflow) -> None:
+    """`training_job cost` over the stack's own executions (a confident and a doubtful
+    photo at least) and its endpoint, with the autoscaling `deploy --mode sagemaker`
+    registers (min 1, max 4, the load-tested target): every photo enters Serialize,
+    Classify and the gate, so at least 4 billed transitions (Step Functions pricing: each
+    step executed, retries included) and 3 Lambda invocations at the functions' deployed
+    memory; the endpoint (recorded by `deploy --mode local` as one ml.m5.xlarge) runs 1
+    instance at 1M photos a month and 4, its maximum, only past 4 x 9,540 a minute."""
+    run_execution(workflow, workflow.confident_key())
+    run_execution(workflow, workflow.doubtful_key())
+    scaling_client = workflow.client("application-autoscaling")
+    config = workflow.client("sagemaker").describe_endpoint_config(
+        EndpointConfigName=workflow.client("sagemaker").describe_endpoint(
+            EndpointName=workflow.endpoint_name
+        )["EndpointConfigName"]
+    )
+    variant = config["ProductionVariants"][0]["VariantName"]
+    autoscaling.register(scaling_client, workflow.endpoint_name, variant, 1, 4)
+    scaling_client.put_scaling_policy(
+        PolicyName=autoscaling.policy_name(workflow.endpoint_name),
+        ServiceNamespace=autoscaling.SERVICE_NAMESPACE,
+        ResourceId=autoscaling.resource_id(workflow.endpoint_name, variant),
+        ScalableDimension=autoscaling.SCALABLE_DIMENSION,
+        PolicyType="TargetTrackingScaling",
+        TargetTrackingScalingPolicyConfiguration=autoscaling.target_tracking(
+            autoscaling.DEFAULT_TARGET_INVOCATIONS_PER_MINUTE
+        ),
+    )
+    try:
+        reports = {}
+        for volume in ("--photos-per-month", "--photos-per-day"):
+            command = ("cost", "--stack", f"scones-unlimited-{STAGE}", "--executions", "2")
+            result = workflow.training_job(
+                *command, "--endpoint", workflow.endpoint_name, volume, "1000000"
+            )
+            _check(result, "training_job cost")
+            print(result.stdout)  # the table docs/benchmarks.md records (pytest -s)
+            result = workflow.training_job(
+                *command, "--endpoint", workflow.endpoint_name, volume, "1000000", "--json"
+            )
+            _check(result, "training_job cost --json")
+            reports[volume] = {line["service"]: line for line in json.loads(result.stdout)["lines"]}
+    finally:
+        scaling = autoscaling.Scaling.of(scaling_client, workflow.endpoint_name, variant)
+        assert scaling is not None
+        scaling.remove(scaling_client, workflow.endpoint_name, variant)
+    monthly = reports["--photos-per-month"]
+    transitions = float(monthly["Step Functions"]["what"].split()[0])
+    invocations = float(monthly["Lambda"]["what"].split()[0])
+    assert transitions >= 4 and invocations >= 3
+    assert monthly["DynamoDB"]["per_million"] > 0  # each photo's decision is written
+    for report in reports.values():  # 23 and 694 photos a minute: under one instance's target
+        assert report["SageMaker endpoint"]["what"].startswith("1 x ml.m5.xlarge")
+        assert report["SageMaker endpoint"]["monthly"] == pytest.approx(0.23 * 730)
