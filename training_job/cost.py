@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from training_job.autoscaling import DEFAULT_TARGET_INVOCATIONS_PER_MINUTE
 from training_job.cost_model import (
     DAYS_PER_MONTH,
     DEFAULT_PRICES,
+    Endpoint,
     Line,
     Prices,
     PricesError,
@@ -54,7 +56,7 @@ def read_usage(args: argparse.Namespace, photos_per_month: float) -> tuple[Usage
     workflow = workflow_usage(
         sfn, boto3.client("lambda"), boto3.client("dynamodb"), machine, args.executions
     )
-    variants: tuple[Any, ...] = ()
+    variants: tuple[Endpoint, ...] = ()
     capture_share = 0.0
     if not args.skip_endpoint:
         endpoint = endpoint_usage(
@@ -121,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
             "prices_region": prices.region,
             "photos_per_month": photos,
             "executions_sampled": executions,
-            "lines": [line.__dict__ for line in lines],
+            "lines": [asdict(line) for line in lines],
             "total_per_million": sum(line.per_million for line in lines),
         }
         print(json.dumps(report, indent=2))

@@ -61,12 +61,14 @@ def workflow_usage(
     sfn: Any, lambda_: Any, dynamodb: Any, machine_arn: str, sample: int
 ) -> WorkflowUsage:
     """The last `sample` finished executions of the state machine, counted and averaged."""
-    logged = (
-        sfn.describe_state_machine(stateMachineArn=machine_arn)
-        .get("loggingConfiguration", {})
-        .get("level", "OFF")
-        != "OFF"
-    )
+    machine = sfn.describe_state_machine(stateMachineArn=machine_arn)
+    if machine.get("type", "STANDARD") != "STANDARD":
+        # Express workflows bill per request and GB-second, and keep no history to count.
+        raise CostReadError(
+            f"{machine_arn} is a {machine['type']} workflow: this model prices Standard "
+            "workflows (state transitions) only"
+        )
+    logged = machine.get("loggingConfiguration", {}).get("level", "OFF") != "OFF"
     histories = [_history(sfn, arn) for arn in _finished_executions(sfn, machine_arn, sample)]
     if not histories:
         raise CostReadError(

@@ -288,3 +288,46 @@ def test_usage_is_counted_from_real_execution_histories(
     assert lines["DynamoDB"]["per_million"] == pytest.approx(2 * 0.625)
     assert "1 alarms" in lines["CloudWatch metrics, alarms"]["what"]
     assert "SageMaker endpoint" not in lines
+
+
+def pass_machine(name: str, kind: str) -> None:
+    iam = boto3.client("iam")
+    trust = {
+        **ASSUME,
+        "Statement": [{**ASSUME["Statement"][0], "Principal": {"Service": "states.amazonaws.com"}}],
+    }
+    role = iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(trust))
+    definition = {"StartAt": "Only", "States": {"Only": {"Type": "Pass", "End": True}}}
+    boto3.client("stepfunctions").create_state_machine(
+        name=name, definition=json.dumps(definition), roleArn=role["Role"]["Arn"], type=kind
+    )
+
+
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        ("STANDARD", "has no finished executions to count"),
+        ("EXPRESS", "is a EXPRESS workflow: this model prices Standard workflows"),
+    ],
+)
+def test_a_workflow_it_cannot_count_is_refused_with_the_reason(
+    local_aws: dict[str, str],
+    unique_name: str,
+    kind: str,
+    message: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Express workflows are billed per request and GB-second, not per transition (Step
+    Functions pricing), and GetExecutionHistory does not serve them."""
+    pass_machine(unique_name, kind)
+    code = main(["cost", "--state-machine", unique_name, "--skip-endpoint"])
+    assert code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_an_endpoint_that_does_not_exist_is_refused_by_name(
+    executed: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["cost", "--state-machine", executed, "--endpoint", "no-such-endpoint"])
+    assert code == 2
+    assert "no endpoint 'no-such-endpoint' in this account and region" in capsys.readouterr().err
