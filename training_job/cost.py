@@ -78,7 +78,7 @@ def read_usage(args: argparse.Namespace, photos_per_month: float) -> tuple[Usage
         s3_puts=S3_UPLOAD_PUTS_PER_PHOTO + capture_share,
         log_bytes=workflow.log_bytes,
         endpoint=variants,
-        alarms=alarm_count(cloudwatch, args.stack),
+        alarms=alarm_count(boto3.client("cloudformation"), args.stack),
         custom_metrics=custom_metric_count(cloudwatch),
     )
     return usage, workflow.executions
@@ -160,8 +160,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--stack",
         default=DEFAULT_STACK,
-        help="the Serverless stack (service-stage): its alarms are counted, and its state "
-        "machine is STACK-image-workflow (default: %(default)s)",
+        help="the CloudFormation stack `sls deploy` made (service-stage): its alarms are "
+        "counted, and its state machine is STACK-image-workflow (default: %(default)s)",
     )
     parser.add_argument(
         "--state-machine", metavar="NAME_OR_ARN", help="the workflow, if not the stack's"

@@ -245,11 +245,27 @@ def _variant(
     )
 
 
-def alarm_count(cloudwatch: Any, prefix: str) -> int:
-    pages = cloudwatch.get_paginator("describe_alarms").paginate(
-        AlarmNamePrefix=prefix, AlarmTypes=["MetricAlarm", "CompositeAlarm"]
-    )
-    return sum(len(p.get("MetricAlarms", [])) + len(p.get("CompositeAlarms", [])) for p in pages)
+ALARM_TYPES = ("AWS::CloudWatch::Alarm", "AWS::CloudWatch::CompositeAlarm")
+
+
+def alarm_count(cloudformation: Any, stack: str) -> int:
+    """The alarms the stack's deployed template declares, whatever CloudFormation named
+    them."""
+    try:
+        body = cloudformation.get_template(StackName=stack)["TemplateBody"]
+    except ClientError as error:
+        if error.response["Error"]["Code"] == "ValidationError":  # no such stack
+            raise CostReadError(
+                f"no stack {stack!r} in this account and region: pass --stack SERVICE-STAGE"
+            ) from error
+        raise
+    # boto3 hands a JSON template over parsed; `sls deploy` uploads JSON, never YAML.
+    try:
+        template = json.loads(body) if isinstance(body, str) else body
+    except ValueError as error:
+        raise CostReadError(f"stack {stack!r} has a template that is not JSON") from error
+    resources = template.get("Resources", {}).values()
+    return sum(1 for resource in resources if resource.get("Type") in ALARM_TYPES)
 
 
 def custom_metric_count(cloudwatch: Any) -> int:

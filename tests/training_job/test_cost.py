@@ -245,15 +245,21 @@ def executed(local_aws: dict[str, str], unique_name: str) -> str:
     machine = sfn.create_state_machine(
         name=unique_name, definition=json.dumps(definition), roleArn=machine_role
     )["stateMachineArn"]
-    boto3.client("cloudwatch").put_metric_alarm(
-        AlarmName=f"{unique_name}-Failed",
-        MetricName="ExecutionsFailed",
-        Namespace="AWS/States",
-        Statistic="Sum",
-        Period=60,
-        EvaluationPeriods=1,
-        Threshold=1,
-        ComparisonOperator="GreaterThanOrEqualToThreshold",
+    # The stack whose alarms are counted: one in its template.
+    alarm = {
+        "Type": "AWS::CloudWatch::Alarm",
+        "Properties": {
+            "MetricName": "ExecutionsFailed",
+            "Namespace": "AWS/States",
+            "Statistic": "Sum",
+            "Period": 60,
+            "EvaluationPeriods": 1,
+            "Threshold": 1,
+            "ComparisonOperator": "GreaterThanOrEqualToThreshold",
+        },
+    }
+    boto3.client("cloudformation").create_stack(
+        StackName=unique_name, TemplateBody=json.dumps({"Resources": {"Failed": alarm}})
     )
     for number, fail in enumerate((False, True)):
         arn = sfn.start_execution(
@@ -320,7 +326,7 @@ def test_a_workflow_it_cannot_count_is_refused_with_the_reason(
     """Express workflows are billed per request and GB-second, not per transition (Step
     Functions pricing), and GetExecutionHistory does not serve them."""
     pass_machine(unique_name, kind)
-    code = main(["cost", "--state-machine", unique_name, "--skip-endpoint"])
+    code = main(["cost", "--state-machine", unique_name, "--stack", "-", "--skip-endpoint"])
     assert code == 2
     assert message in capsys.readouterr().err
 
@@ -328,6 +334,18 @@ def test_a_workflow_it_cannot_count_is_refused_with_the_reason(
 def test_an_endpoint_that_does_not_exist_is_refused_by_name(
     executed: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code = main(["cost", "--state-machine", executed, "--endpoint", "no-such-endpoint"])
+    code = main(
+        ["cost", "--stack", executed, "--state-machine", executed, "--endpoint", "no-such-endpoint"]
+    )
     assert code == 2
     assert "no endpoint 'no-such-endpoint' in this account and region" in capsys.readouterr().err
+
+
+def test_a_stack_that_does_not_exist_is_refused_by_name(
+    executed: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(
+        ["cost", "--state-machine", executed, "--stack", "no-such-stack", "--skip-endpoint"]
+    )
+    assert code == 2
+    assert "no stack 'no-such-stack' in this account and region" in capsys.readouterr().err
