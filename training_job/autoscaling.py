@@ -26,8 +26,8 @@ SCALABLE_DIMENSION = "sagemaker:variant:DesiredInstanceCount"
 INVOCATIONS_METRIC = "SageMakerVariantInvocationsPerInstance"
 
 # docs/benchmarks.md, "Autoscaling target": the local endpoint on the 2-core machine,
-# quiet, one worker, 8 closed-loop clients (p99 38 ms; at 64 clients the rate rose only
-# to 433 req/s while p99 passed 100 ms): the highest rate before the latency climbs.
+# quiet, one worker, 8 closed-loop clients (p99 38 ms; 64 clients got 433 req/s at
+# ~148 ms each, the instance saturated): the highest rate before the latency climbs.
 MEASURED_MAX_RPS_PER_INSTANCE = 318.0
 SAFETY_FACTOR = 0.5  # AWS's recommended starting point
 DEFAULT_TARGET_INVOCATIONS_PER_MINUTE = round(

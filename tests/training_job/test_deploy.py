@@ -359,7 +359,8 @@ def test_help_explains_every_option(capsys: pytest.CaptureFixture[str]) -> None:
         "--parameter-name",
         "--role", "--region",
         "--instance-type", "--min-instances", "--max-instances", "--target-invocations",
-        "--log-retention-days", "--delete", "--host", "--port", "--workers", "--max-batch", "--max-body-bytes",
+        "--log-retention-days", "--delete", "--host", "--port", "--workers", "--max-batch",
+        "--max-body-bytes",
         "--capture-sampling", "--capture-flush-seconds", "--foreground", "--stop",
     ):  # fmt: skip
         assert option in text
