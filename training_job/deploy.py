@@ -34,7 +34,14 @@ from botocore.exceptions import ClientError
 from contract.capture import MAX_BASELINE_BYTES, MONITOR_BASELINE_KEY
 from contract.decisions import variant_for_version
 from contract.s3 import S3UriError, parse_s3_object_uri
-from training_job import autoscaling, capture, local_mode, model_archive, registry
+from training_job import (
+    autoscaling,
+    capture,
+    local_mode,
+    log_retention,
+    model_archive,
+    registry,
+)
 from training_job.arguments import bounded, positive_int
 from training_job.bucket import BucketError, require_region
 from training_job.errors import CommandError, UsageError
@@ -50,12 +57,6 @@ SERVABLE_MEMBERS = ("model.pth", "model.json", "code/inference.py")
 DEFAULT_ENDPOINT_NAME = "scones-image-classifier"
 ENDPOINT_NAME_PATTERN = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 
-
-# SageMaker writes an endpoint's container logs here and never expires them by itself.
-ENDPOINT_LOG_GROUP = "/aws/sagemaker/Endpoints/{endpoint}"
-# PutRetentionPolicy's retentionInDays values (CloudWatch Logs API reference).
-LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096,
-                      1827, 2192, 2557, 2922, 3288, 3653)  # fmt: skip
 
 # One instance serves hundreds of requests a second; a target past 100x the measured
 # rate would never scale out at all.
@@ -173,15 +174,8 @@ def register(subparsers: Any) -> None:
         f"safety factor {autoscaling.SAFETY_FACTOR:g} x 60, AWS's load-test formula; "
         "docs/benchmarks.md, Autoscaling target)",
     )
-    sagemaker.add_argument(
-        "--log-retention-days",
-        type=int,
-        choices=LOG_RETENTION_DAYS,
-        default=30,
-        metavar="DAYS",
-        help="how long CloudWatch Logs keeps the endpoint's log group "
-        f"{ENDPOINT_LOG_GROUP.format(endpoint='NAME')} (default: %(default)s; one of "
-        "CloudWatch's retention periods)",
+    log_retention.add_option(
+        sagemaker, log_retention.ENDPOINT_LOG_GROUP.format(endpoint="ENDPOINT_NAME")
     )
     sagemaker.add_argument(
         "--delete",
@@ -362,20 +356,6 @@ def delete_parameter(name: str, endpoint_name: str) -> None:
 # --- --mode sagemaker ---------------------------------------------------------------
 
 
-def keep_endpoint_logs(logs: Any, endpoint_name: str, days: int) -> None:
-    """Give the endpoint's log group a retention: SageMaker creates it with none (kept
-    forever, billed per GB stored). Created here first when the container has not yet
-    written to it; PutRetentionPolicy replaces an earlier retention."""
-    group = ENDPOINT_LOG_GROUP.format(endpoint=endpoint_name)
-    try:
-        logs.create_log_group(logGroupName=group)
-    except ClientError as error:
-        if error.response["Error"]["Code"] != "ResourceAlreadyExistsException":
-            raise
-    logs.put_retention_policy(logGroupName=group, retentionInDays=days)
-    print(f"log group {group} keeps its logs {days} days")
-
-
 def _endpoint_exists(sagemaker: Any, endpoint_name: str) -> bool:
     try:
         sagemaker.describe_endpoint(EndpointName=endpoint_name)
@@ -458,7 +438,11 @@ def deploy_sagemaker(args: argparse.Namespace) -> int:
         ],
     )
     scaling.apply(application_autoscaling, name, variant)
-    keep_endpoint_logs(session.client("logs"), name, args.log_retention_days)
+    log_retention.keep(
+        session.client("logs"),
+        log_retention.ENDPOINT_LOG_GROUP.format(endpoint=name),
+        args.log_retention_days,
+    )
     if args.publish_parameter:
         publish_parameter(args.parameter_name, name)
     publish_baseline(args.bucket, name, model_data, None)
