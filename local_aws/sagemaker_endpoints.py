@@ -13,7 +13,8 @@ Here (patches installed by local_aws/server.py):
   refuses a blue/green deployment whose new configuration does not name the same
   production variants as the old one (deployment guardrails' exclusions) and an update
   that removes an autoscaled variant or changes its instance type (Application Auto
-  Scaling's scalable targets, per variant, in moto), sets the endpoint
+  Scaling's scalable targets, per variant, in moto) or whose models' execution role may
+  not read its rollback alarms (cloudwatch:DescribeAlarms), sets the endpoint
   `Updating` and deploys in a thread, as SageMaker does: without guardrails, all at once;
   with a BlueGreenUpdatePolicy, the new fleet's share of the traffic goes CanarySize
   (CANARY) or LinearStepSize at a time (LINEAR) or all at once, each step baked for
@@ -41,7 +42,7 @@ from typing import Any
 import requests
 
 from contract import variant_metrics
-from local_aws import alarms
+from local_aws import alarms, iam
 from local_aws.sagemaker_runtime import UPSTREAM_VARIABLE
 
 log = logging.getLogger(__name__)
@@ -262,6 +263,39 @@ def check_autoscaled_variants_kept(backend: Any, endpoint_name: str, old: Any, n
                 "Application Auto Scaling: deregister it (DeregisterScalableTarget) before "
                 "an update that changes its instance type."
             )
+
+
+def check_rollback_alarms_readable(
+    backend: Any, new_config: Any, deployment: dict[str, Any]
+) -> None:
+    """SageMaker reads the AutoRollbackConfiguration alarms as the models' execution role
+    (deployment guardrails, "Auto-Rollback Configuration and Monitoring": the execution
+    role needs cloudwatch:DescribeAlarms on them); a deployment it could not watch is
+    refused here rather than left without its rollback. Roles this IAM does not hold
+    (a model made with a made-up ARN) are not evaluated."""
+    from moto.iam.exceptions import NotFoundException
+
+    names = [
+        alarm["AlarmName"]
+        for alarm in (deployment.get("AutoRollbackConfiguration") or {}).get("Alarms", [])
+    ]
+    roles = {
+        backend._models[variant["ModelName"]].execution_role_arn
+        for variant in new_config.production_variants
+        if variant["ModelName"] in backend._models
+    }
+    for role in sorted(role for role in roles if role):
+        for name in names:
+            alarm = f"arn:aws:cloudwatch:{backend.region_name}:{backend.account_id}:alarm:{name}"
+            try:
+                iam.authorize(iam.Request(role, "cloudwatch:DescribeAlarms", alarm, {}))
+            except (NotFoundException, KeyError):
+                break  # not a role of this IAM
+            except iam.AccessDenied as denied:
+                raise _validation(
+                    f"The execution role {role} cannot read the rollback alarm {name}: "
+                    f"{denied} (it needs cloudwatch:DescribeAlarms on the alarm)."
+                ) from None
 
 
 @dataclass(frozen=True)
@@ -498,6 +532,7 @@ def patch_update_endpoint() -> None:
                 f"The endpoint's configuration {endpoint.endpoint_config_name} is gone."
             )
         check_traffic_sizes(deployment, new_config)
+        check_rollback_alarms_readable(backend, new_config, deployment)
         check_autoscaled_variants_kept(backend, name, old_config, new_config)
         endpoint.endpoint_status = "Updating"
         endpoint.failure_reason = None

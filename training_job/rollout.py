@@ -25,7 +25,14 @@ same on SageMaker and on the local AWS (`source .local/aws.env`):
    Guardrails require the new configuration to name the same variants as the old one:
    that is why stage 2 exists, and why each answer still names the version that gave it
    (X-Amzn-Invoked-Production-Variant, contract.decisions.variant_for_version).
-4. all: the new version alone. Its baseline becomes the monitor's.
+   SageMaker allows a canary of at most half a variant's instances: from stage 2 the new
+   version runs as many instances as the old one runs now, and at least 2.
+4. all: the new version alone, on the old one's live instance count. Its baseline
+   becomes the monitor's. An autoscaled old variant is deregistered first (SageMaker
+   refuses to remove a scalable target) and the new one registered with the same bounds
+   and policy.
+
+However it ends, the alarms it created are deleted.
 
 A rollback (by SageMaker, or a failed shadow comparison) ends with the endpoint restored
 to the configuration it had before (an UpdateEndpoint, no traffic lost) and exit status 1.

@@ -19,6 +19,7 @@ import pytest
 import requests
 from botocore.exceptions import ClientError
 
+from local_aws.demo import create_sagemaker_role
 from tests.rollout_stack import VERSIONS, Load, Stack, invoke, rollout_stack, run_command
 from tests.training_job.registry_helpers import register_output
 from training_job import autoscaling, registry
@@ -413,6 +414,68 @@ def test_a_guarded_deployment_that_renames_the_variants_is_refused(stack: Stack)
         },
     )
     assert "same production variant names" in message
+
+
+def test_a_guarded_deployment_whose_role_cannot_read_its_alarms_is_refused(
+    stack: Stack,
+) -> None:
+    """SageMaker's deployment guardrails ("Auto-Rollback Configuration and Monitoring"):
+    the IAM execution role needs cloudwatch:DescribeAlarms on the auto-rollback alarms.
+    The role docs/iam/ describes cannot without its ReadTheRolloutAlarms statement, and
+    can with it."""
+    sm, cloudwatch = boto3.client("sagemaker"), boto3.client("cloudwatch")
+    [serving] = _serving(stack)
+    region = boto3.session.Session().region_name
+    account = boto3.client("sts").get_caller_identity()["Account"]
+    alarm = f"{stack.endpoint}-{serving}-5xx-errors"
+    cloudwatch.put_metric_alarm(
+        AlarmName=alarm,
+        Namespace="AWS/SageMaker",
+        MetricName="Invocation5XXErrors",
+        Statistic="Sum",
+        Period=10,
+        EvaluationPeriods=1,
+        Threshold=0.0,
+        ComparisonOperator="GreaterThanThreshold",
+        TreatMissingData="notBreaching",
+    )
+    deployment = {
+        "BlueGreenUpdatePolicy": {
+            "TrafficRoutingConfiguration": {"Type": "ALL_AT_ONCE", "WaitIntervalInSeconds": 0}
+        },
+        "AutoRollbackConfiguration": {"Alarms": [{"AlarmName": alarm}]},
+    }
+    for name, without in (("alarm-blind", ("ReadTheRolloutAlarms",)), ("alarm-reader", ())):
+        role = create_sagemaker_role(
+            boto3.client("iam"), stack.bucket, region, account, without=without, name=name
+        )
+        sm.create_model(
+            ModelName=name,
+            ExecutionRoleArn=role,
+            PrimaryContainer={"Image": "local", "ModelDataUrl": stack.versions["good"]},
+        )
+        sm.create_endpoint_config(
+            EndpointConfigName=name,
+            ProductionVariants=[
+                {
+                    "VariantName": serving,
+                    "ModelName": name,
+                    "InitialInstanceCount": 1,
+                    "InstanceType": "ml.m5.xlarge",
+                }
+            ],
+        )
+        update = {"EndpointName": stack.endpoint, "EndpointConfigName": name}
+        if without:
+            message = _refused(sm.update_endpoint, **update, DeploymentConfig=deployment)
+            assert f"{role} cannot read the rollback alarm {alarm}" in message, message
+            assert "cloudwatch:DescribeAlarms" in message
+            assert _serving(stack) == [serving]
+        else:
+            sm.update_endpoint(**update, DeploymentConfig=deployment)
+            assert _wait_in_service(stack)["EndpointConfigName"] == name
+    cloudwatch.delete_alarms(AlarmNames=[alarm])
+    assert invoke(stack, 2) == {serving: 2}
 
 
 def test_an_endpoint_that_is_updating_takes_no_other_update(stack: Stack) -> None:
