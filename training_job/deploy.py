@@ -227,6 +227,10 @@ def run(args: argparse.Namespace) -> int:
             return int(backend.stop(args))
         sm = boto3.client("sagemaker")
         s3 = boto3.client("s3")
+        # As with --mode sagemaker, before anything is made: the endpoint writes its
+        # captures to this bucket, and every step runs in the bucket's region.
+        require_region(s3, args.bucket)
+        backend.check(args)
         args.model_version = chosen_version(sm, s3, args.model_group, args.model_version)
         # The SageMaker model, made from the package in the local AWS as on AWS: the local
         # endpoint resolves it to the version's model.tar.gz (local_aws/model_packages.py).
