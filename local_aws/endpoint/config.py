@@ -164,8 +164,8 @@ def add_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> 
         type=positive_int,
         default=defaults.capture_spool_bytes,
         help="local disk per worker for captured records S3 does not have yet; when it is "
-        "full, records are dropped, counted and logged, never the request (default: "
-        "%(default)s)",
+        "full, an answer waits (up to 20 s) while S3 takes uploads, and while S3 is away "
+        "records are dropped, counted and logged, never the request (default: %(default)s)",
     )
     parser.add_argument(
         "--capture-spool-dir",
