@@ -224,6 +224,8 @@ class CaptureWriter:
                 segment = self._segment
                 if segment is None:  # closed: the worker has stopped serving
                     return self._drop("the capture spool is closed")
+                if len(line) > self.spool_bytes:  # no wait would make room for it
+                    return self._drop(f"the record is over the spool's {self.spool_bytes} bytes")
                 over_spool = self._own_bytes + segment.size + len(line) > self.spool_bytes
                 if segment.records and (over_spool or segment.size + len(line) > SEGMENT_BYTES):
                     retired, segment = segment, _Segment(self.spool_dir, self.variant)
