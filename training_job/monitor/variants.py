@@ -1,0 +1,124 @@
+"""Whose captures are whose: the variant that answered each record, its role on the
+endpoint now, and the model version (so the baseline) it serves.
+
+Data capture writes each variant's records under its own folder,
+`data_capture/<endpoint>/<variant>/YYYY/MM/DD/HH/<file>`, and the endpoint names each
+variant after the registered model version it serves (`v<N>`,
+contract.decisions.variant_for_version). So `monitor check` and `monitor report` read
+each variant apart, in its own key (= time) order, and judge it against the baseline of
+the version that answered it: never one variant's records against another version's
+baseline, never a shadow's copies mixed into production's window. (Keys sort
+lexicographically: read as one stream, v10's records came before v9's, and the "latest"
+window after a rollout to v10 was v9's.)
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import boto3
+from botocore.exceptions import ClientError
+
+from contract.decisions import UNVERSIONED, version_of_variant
+from training_job import registry
+from training_job.capture import CAPTURE_PREFIX
+from training_job.errors import CommandError
+from training_job.monitor.baseline import BaselineError, newest_model
+from training_job.monitor.captures import CaptureSource, list_objects
+
+# <variant>/YYYY/MM/DD/HH/<file> at the end of a key (SageMaker's capture layout).
+_VARIANT_IN_KEY = re.compile(r"(?:^|/)([^/]+)/\d{4}/\d{2}/\d{2}/\d{2}/[^/]+$")
+
+PRODUCTION, SHADOW, RETIRED = "production", "shadow", "not on the endpoint now"
+
+
+@dataclass(frozen=True)
+class VariantCaptures:
+    """One variant's captures. `variant` is None for objects outside SageMaker's layout:
+    they are read together, and need a reference named with --model-data or --model-dir."""
+
+    variant: str | None
+    source: CaptureSource
+    role: str | None  # PRODUCTION, SHADOW, RETIRED; None when the endpoint is unknown
+
+    @property
+    def name(self) -> str:
+        return self.variant or "captures"
+
+    @property
+    def counts_for_the_verdict(self) -> bool:
+        """A shadow's answers are nobody's answers, and a retired variant answers no more:
+        only production variants (or all, when the endpoint is unknown) set the exit status."""
+        return self.role in (PRODUCTION, None)
+
+
+def variant_of(key: str) -> str | None:
+    match = _VARIANT_IN_KEY.search(key)
+    return match.group(1) if match else None
+
+
+def split_by_variant(source: CaptureSource) -> list[VariantCaptures]:
+    """The source's captures, one source per variant folder (sorted by name)."""
+    found: dict[str | None, CaptureSource] = {}
+    for key in list_objects(source):
+        variant = variant_of(key)
+        if variant in found:
+            continue
+        if variant is None:
+            found[None] = source
+            continue
+        folder = key[: _VARIANT_IN_KEY.search(key).start(1)] + variant + "/"  # type: ignore[union-attr]
+        found[variant] = CaptureSource(source.bucket, folder)
+    if None in found:  # outside the layout: one stream, as written
+        return [VariantCaptures(None, source, None)]
+    roles = endpoint_roles(source)
+    return [
+        VariantCaptures(
+            variant,
+            found[variant],
+            None if roles is None else roles.get(str(variant), RETIRED),
+        )
+        for variant in sorted(found, key=str)
+    ]
+
+
+def endpoint_roles(source: CaptureSource) -> dict[str, str] | None:
+    """Variant -> PRODUCTION or SHADOW on the endpoint whose captures these are (from the
+    prefix data_capture/<endpoint>/ and DescribeEndpoint), or None when that cannot be
+    known: a local folder, another prefix, or an endpoint that no longer exists."""
+    parts = source.prefix.split("/")
+    if source.bucket is None or len(parts) < 2 or parts[0] != CAPTURE_PREFIX or not parts[1]:
+        return None
+    sagemaker = boto3.client("sagemaker")
+    try:
+        described = sagemaker.describe_endpoint(EndpointName=parts[1])
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") in ("ValidationException",):
+            return None  # SageMaker's answer for a missing endpoint
+        raise
+    roles = {str(v["VariantName"]): PRODUCTION for v in described.get("ProductionVariants", [])}
+    for shadow in described.get("ShadowProductionVariants") or []:
+        roles[str(shadow["VariantName"])] = SHADOW
+    return roles
+
+
+def model_for_variant(variant: str | None, group: str, captures_bucket: str | None) -> str:
+    """s3://... of the model.tar.gz whose baseline judges `variant`'s records: the
+    registered version it serves (v<N> -> version N of `group`), approved or not now.
+    A variant that serves no registered version (an older deploy, named AllTraffic) is
+    judged against the newest model.tar.gz in the captures' bucket, as before versions
+    named variants; the caller says so."""
+    version = version_of_variant(variant or "")
+    if version != UNVERSIONED:
+        try:
+            served = registry.version(boto3.client("sagemaker"), group, int(version))
+        except CommandError as error:
+            raise BaselineError(f"variant {variant}: {error}") from None
+        return served.model_data
+    if captures_bucket is None:
+        raise BaselineError(
+            f"{variant or 'these captures'} name no model version: local captures need "
+            "--model-dir or --model-data"
+        )
+    return f"s3://{captures_bucket}/{newest_model(captures_bucket)}"
