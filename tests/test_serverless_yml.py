@@ -225,7 +225,13 @@ def test_each_function_has_its_own_role_with_only_its_actions(packaged: Packaged
         "ClassifyRole": LOG_ACTIONS | {"sagemaker:InvokeEndpoint", "s3:GetObject"},
         "ThresholdFilterRole": LOG_ACTIONS,
         "MonitorRole": LOG_ACTIONS
-        | {"s3:ListBucket", "s3:GetObject", "s3:PutObject", "cloudwatch:PutMetricData"},
+        | {
+            "s3:ListBucket",
+            "s3:GetObject",
+            "s3:PutObject",
+            "sagemaker:DescribeEndpoint",  # which variants are shadows
+            "cloudwatch:PutMetricData",
+        },
         "ReviewMonitorRole": LOG_ACTIONS | {"dynamodb:Query", "cloudwatch:PutMetricData"},
     }
     for function_id, role, _path in FUNCTIONS.values():
