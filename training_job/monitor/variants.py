@@ -36,7 +36,8 @@ PRODUCTION, SHADOW, RETIRED = "production", "shadow", "not on the endpoint now"
 @dataclass(frozen=True)
 class VariantCaptures:
     """One variant's captures. `variant` is None for objects outside SageMaker's layout:
-    they are read together, and need a reference named with --model-data or --model-dir."""
+    they are read together, against --model-data's or --model-dir's baseline (or the
+    newest model artifact in the captures' bucket: no version answered them by name)."""
 
     variant: str | None
     source: CaptureSource
@@ -46,12 +47,6 @@ class VariantCaptures:
     def name(self) -> str:
         return self.variant or "captures"
 
-    @property
-    def counts_for_the_verdict(self) -> bool:
-        """A shadow's answers are nobody's answers, and a retired variant answers no more:
-        only production variants (or all, when the endpoint is unknown) set the exit status."""
-        return self.role in (PRODUCTION, None)
-
 
 def variant_of(key: str) -> str | None:
     match = _VARIANT_IN_KEY.search(key)
@@ -60,26 +55,20 @@ def variant_of(key: str) -> str | None:
 
 def split_by_variant(source: CaptureSource) -> list[VariantCaptures]:
     """The source's captures, one source per variant folder (sorted by name)."""
-    found: dict[str | None, CaptureSource] = {}
+    folders: dict[str, str] = {}
     for key in list_objects(source):
-        variant = variant_of(key)
-        if variant in found:
-            continue
-        if variant is None:
-            found[None] = source
-            continue
-        folder = key[: _VARIANT_IN_KEY.search(key).start(1)] + variant + "/"  # type: ignore[union-attr]
-        found[variant] = CaptureSource(source.bucket, folder)
-    if None in found:  # outside the layout: one stream, as written
-        return [VariantCaptures(None, source, None)]
+        match = _VARIANT_IN_KEY.search(key)
+        if match is None:  # outside the layout: one stream, as written
+            return [VariantCaptures(None, source, None)]
+        folders.setdefault(match.group(1), key[: match.end(1)] + "/")
     roles = endpoint_roles(source)
     return [
         VariantCaptures(
             variant,
-            found[variant],
-            None if roles is None else roles.get(str(variant), RETIRED),
+            CaptureSource(source.bucket, folders[variant]),
+            None if roles is None else roles.get(variant, RETIRED),
         )
-        for variant in sorted(found, key=str)
+        for variant in sorted(folders)
     ]
 
 
