@@ -438,7 +438,7 @@ def _reference(
             captures.variant, args.model_group, captures.source.bucket
         )
         bucket, key = parse_s3_object_uri(model_data)
-        into = workdir / captures.name  # variant names are letters, digits and hyphens
+        into = workdir / captures.name  # a VariantName: letters, digits, hyphens
         into.mkdir()
         model_dir = fetch_model(bucket, key, into)
         baseline = load_baseline(bucket, key, model_dir)

@@ -27,8 +27,12 @@ from training_job.errors import CommandError
 from training_job.monitor.baseline import BaselineError, newest_model
 from training_job.monitor.captures import CaptureSource, list_objects
 
-# <variant>/YYYY/MM/DD/HH/<file> at the end of a key (SageMaker's capture layout).
-_VARIANT_IN_KEY = re.compile(r"(?:^|/)([^/]+)/\d{4}/\d{2}/\d{2}/\d{2}/[^/]+$")
+# <variant>/YYYY/MM/DD/HH/<file> at the end of a key (SageMaker's capture layout); a
+# variant's name as SageMaker allows it (ProductionVariant.VariantName), so it is also a
+# safe folder name for the model and the report.
+_VARIANT_IN_KEY = re.compile(
+    r"(?:^|/)([a-zA-Z0-9](?:-*[a-zA-Z0-9]){0,62})/\d{4}/\d{2}/\d{2}/\d{2}/[^/]+$"
+)
 
 PRODUCTION, SHADOW, RETIRED = "production", "shadow", "not on the endpoint now"
 

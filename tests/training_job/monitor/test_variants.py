@@ -15,6 +15,7 @@ import pytest
 from tests.training_job.monitor.conftest import Vehicles, capture_lines
 from tests.training_job.monitor.test_cli import model_archive
 from training_job.__main__ import main
+from training_job.monitor.variants import variant_of
 
 HOUR = "2026/11/24/09"
 
@@ -182,3 +183,20 @@ def test_after_a_rollout_check_and_report_read_the_new_variant_and_keep_the_shad
     assert summaries["v10"]["records"] == summaries["v11"]["records"] == 100
     assert summaries["v10"]["answer_drift_windows"] == 0
     assert summaries["v11"]["role"] == "shadow" and summaries["v11"]["answer_drift_windows"] == 1
+
+
+@pytest.mark.parametrize(
+    ("key", "variant"),
+    [
+        ("data_capture/ep/v10/2026/11/24/09/01-00-000-x.jsonl", "v10"),
+        ("/captures/AllTraffic/2026/11/24/09/01-00-000-x.jsonl.gz", "AllTraffic"),
+        ("data_capture/ep/../2026/11/24/09/x.jsonl", None),  # no VariantName: no folder
+        ("data_capture/ep/-v1/2026/11/24/09/x.jsonl", None),
+        ("data_capture/garbage/00-00-000-a.jsonl", None),  # not SageMaker's layout
+    ],
+)
+def test_the_variant_is_read_from_sagemakers_capture_layout(key: str, variant: str | None) -> None:
+    """Data capture writes under <variant>/YYYY/MM/DD/HH/; a VariantName matches
+    [a-zA-Z0-9](-*[a-zA-Z0-9]){0,62} (SageMaker API reference, ProductionVariant), so a
+    name read from a key is also a safe folder name for the model and the report."""
+    assert variant_of(key) == variant
