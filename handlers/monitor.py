@@ -233,8 +233,10 @@ def merged(parts: list[PeriodStats]) -> PeriodStats:
 
 def read_cursors(state: bytes | None, prefix: str, context: object) -> dict[str, str]:
     """Variant -> the last key read in it, from the state object. The older one-cursor
-    state ({"last_key": KEY}) becomes the cursor of KEY's variant; other variants start
-    from their first object (one read again at most once: better than one never read)."""
+    state ({"last_key": KEY}) becomes the cursor of KEY's variant; the others start from
+    their first object: those sorting after KEY were never read, and those sorting before
+    it (read until the cursor passed them) are read again once, rather than risk one
+    object never read."""
     if not state:
         return {}
     try:
