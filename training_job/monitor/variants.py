@@ -58,7 +58,7 @@ def variant_of(key: str) -> str | None:
 
 
 def split_by_variant(source: CaptureSource) -> list[VariantCaptures]:
-    """The source's captures, one source per variant folder (sorted by name)."""
+    """The source's captures, one source per variant folder, oldest version first."""
     folders: dict[str, str] = {}
     for key in list_objects(source):
         match = _VARIANT_IN_KEY.search(key)
@@ -72,8 +72,14 @@ def split_by_variant(source: CaptureSource) -> list[VariantCaptures]:
             CaptureSource(source.bucket, folders[variant]),
             None if roles is None else roles.get(variant, RETIRED),
         )
-        for variant in sorted(folders)
+        for variant in sorted(folders, key=_version_order)
     ]
+
+
+def _version_order(variant: str) -> tuple[int, str]:
+    """v9 before v10 (by version, not by name), unversioned names last."""
+    version = version_of_variant(variant)
+    return (int(version) if version != UNVERSIONED else 1 << 62, variant)
 
 
 def endpoint_roles(source: CaptureSource) -> dict[str, str] | None:
