@@ -6,6 +6,7 @@ import argparse
 
 import pytest
 
+from local_aws.__main__ import main as local_aws_main
 from local_aws.endpoint import config as endpoint_config
 from training_job.__main__ import main
 from training_job.arguments import bounded
@@ -111,3 +112,22 @@ def test_the_endpoint_servers_own_options_are_the_same_numbers() -> None:
             parser.parse_args(argv)
     accepted = parser.parse_args(["--torch-threads", "0", "--max-batch-wait-ms", "0"])
     assert (accepted.torch_threads, accepted.max_batch_wait_ms) == (0, 0.0)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["serve", "--port", "70000"],
+        ["up", "--port", "0"],
+        ["up", "--endpoint-port", "-1"],
+        ["demo", "--port", "abc"],
+        ["demo", "--epochs", "0"],
+    ],
+)
+def test_the_local_aws_commands_take_the_same_numbers(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        local_aws_main(argv)
+    assert exited.value.code == 2
+    assert "is not a" in capsys.readouterr().err
