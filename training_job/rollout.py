@@ -289,6 +289,11 @@ class Rollout:
                 self.stage("endpoint", f"{self.name} is {status}")
                 seen = status
             if status == "InService":
+                if not deployment and described["EndpointConfigName"] != config:
+                    # SageMaker: InService with a FailureReason is an update that failed
+                    # (its new containers never passed the health check, say).
+                    reason = described.get("FailureReason", "SageMaker gave no reason")
+                    raise RolloutError(f"endpoint {self.name} did not take {config}: {reason}")
                 return described
             if status not in ("Updating", "RollingBack", "SystemUpdating"):
                 reason = described.get("FailureReason", "SageMaker gave no reason")

@@ -93,8 +93,8 @@ def add_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> 
         "--workers",
         type=positive_int,
         default=defaults.workers,
-        help="server processes sharing the port (SO_REUSEPORT), each batching on its own "
-        "(default: %(default)s)",
+        help="server processes sharing the port (SO_REUSEPORT); each runs every variant's "
+        "model in a process of its own that batches on its own (default: %(default)s)",
     )
     parser.add_argument(
         "--torch-threads",
