@@ -96,6 +96,12 @@ def test_anything_else_is_refused_with_what_was_expected(
 def test_a_numeric_option_out_of_its_range_is_refused_before_anything_runs(
     argv: list[str], complaint: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """AWS refuses some of these only late, or never: SageMaker's Image Classification
+    Hyperparameters page takes epochs and mini_batch_size as positive integers and
+    learning_rate as a float in [0, 1], checked once the job runs (created, billed);
+    Application Auto Scaling's TargetTrackingScalingPolicyConfiguration takes any
+    TargetValue from -2^360 to 2^360, so a -1 target policy was created. Each is refused
+    here, by the parser, before any request."""
     with pytest.raises(SystemExit) as exited:
         main([*argv, "--region", "us-east-1"])
     assert exited.value.code == 2
