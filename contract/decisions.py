@@ -21,6 +21,10 @@ Item attributes (DynamoDB types in brackets):
   REVIEW_PENDING) only while a photo waits for a person, with `queued_at` [S] as the
   index's sort key, so the oldest waits first. Answering removes it.
 - `answer` [S] (one of ANSWERS), `reviewer` [S], `reviewed_at` [S]: the person's answer.
+- `event_pending` [S]: present while a routed decision's event is still to be put (the
+  outbox, EVENT_OUTBOX_INDEX below).
+- `rejection` [S] (one of REJECTION_REASONS), `rejection_cause` [S]: why an upload was
+  rejected (status STATUS_REJECTED); such an item has no label.
 - `revision` [N]: bumped by every write after the first; each answer and undo is
   conditional on the revision the reviewer saw, so two reviewers never overwrite
   each other (the second gets ConditionalCheckFailedException and a fresh item).
@@ -74,6 +78,15 @@ ANSWERS = ("bicycle", "motorcycle", ANSWER_NEITHER)
 
 EVENT_SOURCE = "scones-unlimited.image-workflow"
 EVENT_DETAIL_TYPE = "Vehicle Classified"
+
+# The outbox: a routed decision is written with `event_pending` [S] = EVENT_PENDING, which
+# the workflow removes once its event went out. The sparse index EVENT_OUTBOX_INDEX
+# (partition key `event_pending`, sort key `decided_at`) holds only the decisions whose
+# event is still to be put; publishDecisions (handlers/publish_decisions.py) puts them.
+EVENT_PENDING_ATTRIBUTE = "event_pending"
+EVENT_PENDING = "pending"
+EVENT_OUTBOX_INDEX = "unsent-events"
+EVENT_OUTBOX_SORT_KEY = "decided_at"
 
 
 # The decision id names one version of a photo: `s3://<bucket>/<key>#<etag>`. S3 tells an
