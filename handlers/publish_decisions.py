@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import os
-import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from contract.decisions import (
@@ -59,7 +59,11 @@ def handler(event: object, context: object = None) -> dict[str, int]:
     table = os.environ.get(TABLE_ENVIRONMENT_VARIABLE, "").strip()
     if not table:
         raise ConfigurationError(f"{TABLE_ENVIRONMENT_VARIABLE} is not set")
-    settled_before = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(time.time() - settle_seconds()))
+    # In decided_at's own form (classify's: ISO 8601 UTC, milliseconds), so strings compare
+    # as the times do.
+    settled_before = (datetime.now(UTC) - timedelta(seconds=settle_seconds())).isoformat(
+        timespec="milliseconds"
+    )
     pending = list(pending_decisions(table, settled_before))
     failed = 0
     for start in range(0, len(pending), PUT_EVENTS_BATCH):
