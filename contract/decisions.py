@@ -112,6 +112,13 @@ def is_etag(value: str) -> bool:
     return bool(_ETAG.match(value))
 
 
+def photo_location(image: str) -> str:
+    """The `s3://bucket/key` a decision id names, without its ETag: what a list of photos
+    by key (a test set's true labels) is keyed by."""
+    bucket, key, _etag = split_image_id(image)
+    return image_id(bucket, key)
+
+
 def split_image_id(image: str) -> tuple[str, str, str]:
     """(bucket, key, etag) of a decision id (etag "" for an id without one); ValueError for
     anything that is not an `s3://bucket/key` id."""

@@ -163,9 +163,11 @@ def patch_state_machine_targets() -> None:
 def s3_event_as_aws_sends_it(event: Any) -> Any:
     """`event` with an S3 object's `eTag` named `etag`, as AWS's EventBridge event has it (a
     copy: moto hands the same event to every rule)."""
-    detail = event.get("detail") if isinstance(event, dict) else None
+    if not isinstance(event, dict) or event.get("source") != "aws.s3":
+        return event
+    detail = event.get("detail")
     found = detail.get("object") if isinstance(detail, dict) else None
-    if event.get("source") != "aws.s3" or not isinstance(found, dict) or "eTag" not in found:
+    if not isinstance(detail, dict) or not isinstance(found, dict) or "eTag" not in found:
         return event
     renamed = {("etag" if name == "eTag" else name): value for name, value in found.items()}
     return {**event, "detail": {**detail, "object": renamed}}
