@@ -543,14 +543,19 @@ def test_a_hostile_or_malformed_event_fails_at_serialize(
         assert time.monotonic() < deadline
         time.sleep(0.2)
     assert described["status"] == "FAILED"
-    assert described["error"] == "WorkflowFailed"
     events = history(workflow, arn)
     failures = [e["taskFailedEventDetails"]["error"] for e in events if e["type"] == "TaskFailed"]
     assert failures == [handler_error]
     entered = [
         e["stateEnteredEventDetails"]["name"] for e in events if "stateEnteredEventDetails" in e
     ]
-    assert entered == ["Serialize", "WorkflowFailed"]
+    if handler_error == "ImageNotFound":
+        # An upload gone before its run read it leaves a trace: a rejected decision.
+        assert described["error"] == "UploadRejected"
+        assert (entered[0], entered[-2:]) == ("Serialize", ["RecordRejection", "UploadRejected"])
+    else:
+        assert described["error"] == "WorkflowFailed"
+        assert entered == ["Serialize", "WorkflowFailed"]
 
 
 def test_evaluate_counts_agree_with_the_endpoints_own_answers(workflow: Workflow) -> None:
