@@ -48,7 +48,7 @@ from contract import variant_metrics
 from contract.capture import MAX_BASELINE_BYTES, MONITOR_BASELINE_KEY
 from contract.decisions import variant_for_version
 from training_job import deploy, model_archive, registry
-from training_job.arguments import bounded, positive_number
+from training_job.arguments import bounded, positive_int, positive_number
 from training_job.errors import CommandError
 
 MINIMUM_EXECUTION_TIMEOUT_SECONDS = 600  # SageMaker's floor for the deployment's timeout
@@ -116,7 +116,7 @@ def register(subparsers: Any) -> None:
     )
     stages.add_argument(
         "--min-compared",
-        type=int,
+        type=positive_int,
         default=20,
         help="requests the shadow must have answered to be compared; fewer stop the "
         "rollout (default: %(default)s)",
@@ -289,6 +289,11 @@ class Rollout:
                 self.stage("endpoint", f"{self.name} is {status}")
                 seen = status
             if status == "InService":
+                if not deployment and described["EndpointConfigName"] != config:
+                    # SageMaker: InService with a FailureReason is an update that failed
+                    # (its new containers never passed the health check, say).
+                    reason = described.get("FailureReason", "SageMaker gave no reason")
+                    raise RolloutError(f"endpoint {self.name} did not take {config}: {reason}")
                 return described
             if status not in ("Updating", "RollingBack", "SystemUpdating"):
                 reason = described.get("FailureReason", "SageMaker gave no reason")

@@ -1,7 +1,9 @@
 """`python -m training_job rollout` against the local AWS and a live local endpoint: a good
 version completes (shadow, canary, all) with no failed request; a version that answers a
-constant and one that errors are rolled back automatically and never take all the
-traffic; production variants split traffic by weight; TargetVariant is honoured.
+constant, one whose weights make it error and one whose own code raises are rolled back
+automatically and never take all the traffic; the code that raises is caught by the
+shadow stage too, and code that cannot be imported never takes traffic; production
+variants split traffic by weight; TargetVariant is honoured.
 
 Load: two clients, each one request at a time, through InvokeEndpoint at the local AWS.
 """
@@ -139,7 +141,7 @@ def _rollout(stack: Stack, *argv: str) -> list[str]:
     return ["rollout", "--model-group", stack.group, "--endpoint-name", stack.endpoint, *argv]
 
 
-@pytest.mark.parametrize("kind", ["constant", "erroring"])
+@pytest.mark.parametrize("kind", ["constant", "erroring", "broken-code"])
 def test_an_approved_bad_version_is_rolled_back_automatically_and_never_takes_all_traffic(
     stack: Stack, kind: str
 ) -> None:
@@ -164,7 +166,7 @@ def test_an_approved_bad_version_is_rolled_back_automatically_and_never_takes_al
     assert statuses.seen[rolling + 1] in ("InService", "Updating"), statuses.seen
     assert "RollingBack" not in statuses.seen[rolling + 1 :], statuses.seen
     bad = f"v{version}"
-    alarm = "5xx-errors" if kind == "erroring" else "doubtful-share"
+    alarm = "doubtful-share" if kind == "constant" else "5xx-errors"
     assert f"{stack.endpoint}-{bad}-{alarm}" in output.split("in ALARM:")[-1], output
     assert _serving(stack) == ["v1"]
     variants = load.result.variants()
@@ -181,6 +183,55 @@ def test_an_approved_bad_version_is_rolled_back_automatically_and_never_takes_al
         # Every failure is the bad model's own (ModelError from its 500), never a switch's.
         assert set(load.result.failure_codes()) <= {"ModelError"}, load.result.failures
         assert load.result.failures, "the erroring canary answered nothing"
+
+
+def test_a_version_whose_code_fails_is_stopped_by_its_shadow_and_no_client_sees_it(
+    stack: Stack,
+) -> None:
+    """The good weights with an inference.py that raises on every request: its own
+    container runs its own code (SageMaker runs each variant in containers of its own),
+    so the shadow fails every copy, counted as its Invocation5XXErrors, answers none, and
+    the shadow stage stops the rollout; production answered every request throughout."""
+    version = VERSIONS["broken-code"]
+    bad = f"v{version}"
+    before = requests.get(f"{stack.endpoint_url}/_local/routing", timeout=5).json()
+    errors_before = before["variants"].get(bad, {}).get("errors_5xx", 0)
+    with Load(stack) as load:
+        rolled = run_command(
+            *_rollout(stack, "--model-version", str(version), "--bucket", stack.bucket),
+            "--shadow-seconds", "6", "--min-compared", "5", *FAST,
+        )  # fmt: skip
+    output = rolled.stdout + rolled.stderr
+    assert rolled.returncode == 1, output
+    assert "the shadow comparison stopped the rollout" in output, output
+    assert f"{bad} answered 0.00 of the requests copied to it" in output, output
+    assert _serving(stack) == ["v1"]
+    assert load.result.failures == [] and load.result.lost() == 0
+    assert set(load.result.variants()) == {"v1"}
+    after = requests.get(f"{stack.endpoint_url}/_local/routing", timeout=5).json()
+    assert after["variants"][bad]["errors_5xx"] > errors_before
+    assert invoke(stack, 5) == {"v1": 5}
+
+
+def test_a_version_whose_code_cannot_be_imported_never_takes_traffic(stack: Stack) -> None:
+    """SageMaker (knowledge center, "sagemaker-endpoint-creation-fail"): a container whose
+    model does not load (a failing model_fn, say) never passes the ping health check, and
+    the update fails; DescribeEndpoint (API_DescribeEndpoint, FailureReason): an update
+    that fails leaves the endpoint InService with the reason. No request reaches it."""
+    version = VERSIONS["unimportable"]
+    with Load(stack) as load:
+        rolled = run_command(
+            *_rollout(stack, "--model-version", str(version), "--bucket", stack.bucket),
+            "--skip-shadow", *FAST,
+        )  # fmt: skip
+    output = rolled.stdout + rolled.stderr
+    assert rolled.returncode == 1, output
+    assert f"production variant v{version} did not pass the ping health check" in output, output
+    assert "a_module_this_version_does_not_ship" in output, output
+    assert _serving(stack) == ["v1"]
+    assert load.result.failures == [] and load.result.lost() == 0
+    assert set(load.result.variants()) == {"v1"}
+    assert invoke(stack, 5) == {"v1": 5}
 
 
 def test_a_good_version_completes_shadow_canary_all_with_no_failed_request(
