@@ -230,7 +230,13 @@ def test_each_function_has_its_own_role_with_only_its_actions(packaged: Packaged
         "ClassifyRole": own | {"sagemaker:InvokeEndpoint", "s3:GetObject"},
         "ThresholdFilterRole": own,
         "MonitorRole": own
-        | {"s3:ListBucket", "s3:GetObject", "s3:PutObject", "cloudwatch:PutMetricData"},
+        | {
+            "s3:ListBucket",
+            "s3:GetObject",
+            "s3:PutObject",
+            "sagemaker:DescribeEndpoint",  # which variants are shadows
+            "cloudwatch:PutMetricData",
+        },
         "ReviewMonitorRole": own | {"dynamodb:Query", "cloudwatch:PutMetricData"},
     }
     for function_id, role, _path in FUNCTIONS.values():
