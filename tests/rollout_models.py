@@ -9,6 +9,12 @@ job packages it), then changed on purpose:
   that learned nothing (doubtful under any threshold).
 - "erroring": model.json's normalisation has two channels instead of three: it loads,
   then fails on every request (the container answers 500).
+- "confident": answers [0.0, 1.0] to every image, sure of itself (never doubtful): the
+  last conv group's normalisation outputs a constant and the head reads it as the second
+  class. The trained network names that class least often (a few steps of training leave
+  it answering the first), so this version's answers are mostly wrong, at confidence 1.0.
+- "slow": the good network's members repeated 10 times with shift TTA on: the same
+  answers, about 0.25 s each on a quiet thread (thirty times slower).
 """
 
 from __future__ import annotations
@@ -25,7 +31,8 @@ import torch
 from tests import sample_model
 from training_job.monitor import model_code
 
-KINDS = ("good", "constant", "erroring")
+KINDS = ("good", "constant", "erroring", "confident", "slow")
+SLOW_COPIES = 10  # of the members, shift TTA on: ~0.25 s an answer on one quiet thread
 
 
 def make_version(trained_dir: Path, kind: str, work: Path, images: np.ndarray) -> Path:
@@ -41,13 +48,32 @@ def make_version(trained_dir: Path, kind: str, work: Path, images: np.ndarray) -
     if kind == "erroring":
         config["mean"], config["std"] = config["mean"][:2], config["std"][:2]
     config_path.write_text(json.dumps(config))
-    if kind == "constant":
-        weights = model_dir / "model.pth"
+    weights = model_dir / "model.pth"
+    if kind in ("constant", "confident"):
         state = torch.load(weights, map_location="cpu", weights_only=True)
         for name in state:
             if name.endswith("head.weight"):
                 state[name].zero_()
+                if kind == "confident":
+                    state[name][1] = 1.0  # the second class's logit: the sum of the features
+            if kind == "confident" and name.endswith("features.3.norm2.weight"):
+                state[name].zero_()  # every feature is then GELU(bias) = GELU(1) > 0
+            if kind == "confident" and name.endswith("features.3.norm2.bias"):
+                state[name].fill_(1.0)
         torch.save(state, weights)
+    if kind == "slow":
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+        members = int(config["members"])
+        repeated = {name: value for name, value in state.items() if not name.startswith("members.")}
+        for name, value in state.items():
+            if name.startswith("members."):
+                _, index, rest = name.split(".", 2)
+                for copy in range(SLOW_COPIES):
+                    repeated[f"members.{int(index) + members * copy}.{rest}"] = value
+        torch.save(repeated, weights)
+        config["members"] = members * SLOW_COPIES
+        config["tta_translate"] = True
+        config_path.write_text(json.dumps(config))
     archive = work / f"{kind}.tar.gz"
     sample_model.package_model(model_dir, archive)
     if kind == "good":

@@ -4,7 +4,8 @@ load through InvokeEndpoint: what the rollout's tests and benchmark run on.
 Every version is registered in the local AWS's model registry and approved, the bad ones
 too (an approval is a person's judgement; the rollout's alarms must still catch a version
 that was approved and is bad): version 1 and 2 are the good model, 3 the constant one, 4
-the erroring one (VERSIONS). The endpoint is started as users start it (`deploy --mode
+the erroring one, 5 the confident constant one, 6 the slow one (VERSIONS). The endpoint is
+started as users start it (`deploy --mode
 local`, approved version 1, variant v1) on the port this local AWS forwards SageMaker
 Runtime calls to; the load goes through the local AWS (`sagemaker-runtime` at
 AWS_ENDPOINT_URL), as the workflow's classify handler calls it.
@@ -17,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -39,7 +41,7 @@ ENDPOINT = "rollout-endpoint"
 MODEL_GROUP = "rollout-models"
 # The registry's version number of each kind, in the order they are registered: the
 # endpoint starts on version 1, and version 2 is the same good model, a new version.
-VERSIONS = {"serving": 1, "good": 2, "constant": 3, "erroring": 4}
+VERSIONS = {"serving": 1, "good": 2, "constant": 3, "erroring": 4, "confident": 5, "slow": 6}
 
 
 @dataclass(frozen=True)
@@ -169,7 +171,10 @@ class Load:
                 self.result.sent += 1
             try:
                 answer = runtime.invoke_endpoint(
-                    EndpointName=self.stack.endpoint, ContentType="image/png", Body=body
+                    EndpointName=self.stack.endpoint,
+                    ContentType="image/png",
+                    Body=body,
+                    InferenceId=str(uuid.uuid4()),  # as the classify handler sends one
                 )
                 answer["Body"].read()
                 outcome = ("answer", answer["InvokedProductionVariant"])
