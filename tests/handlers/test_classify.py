@@ -127,7 +127,10 @@ def test_each_answer_is_logged_as_the_variants_answer_metrics_in_embedded_metric
     doubtful: float,
 ) -> None:
     """The doubtful share, confidence and class mix the canary alarms judge, published on
-    AWS as the local endpoint publishes them locally (contract/variant_metrics.py). The
+    AWS as the local endpoint publishes them locally (contract/variant_metrics.py).
+    "Using the embedded metric format with Lambda" (CloudWatch user guide): Lambda sends
+    what the function writes to stdout to CloudWatch Logs, which extracts metrics from
+    any log event that follows the specification; no agent, no PutMetricData. The
     embedded metric format specification (CloudWatch user guide, "Specification: Embedded
     metric format"): the log event is one JSON object whose `_aws` member holds Timestamp
     (epoch milliseconds) and CloudWatchMetrics directives (Namespace, Dimensions as arrays
