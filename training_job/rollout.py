@@ -265,7 +265,7 @@ class Rollout:
 
     def _restore(self, config: str, variant: str) -> None:
         """Back to the configuration the endpoint had before, unless a failed update
-        already left it there (SageMaker refuses nothing then, but it would redeploy)."""
+        already left it there: then there is nothing to undo."""
         if self._describe()["EndpointConfigName"] != config:
             self.stage("restore", f"back to {config}")
             self._update(config)
