@@ -17,21 +17,22 @@ DEMO_EPOCHS ?=
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-setup: $(VENV)/.installed node_modules/.installed chromium ## create .venv, install node modules and Chromium (no-op when done)
+setup: $(VENV)/.installed node_modules/.installed debian-packages ## create .venv, node modules, Chromium and jq (no-op when done)
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $@
 
-# Debian's Chromium and chromedriver, for the tests of web pages (tests/browser.py);
-# browser builds that tools download for themselves cannot be fetched on these machines.
-.PHONY: chromium
-chromium:
-	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+# Debian's Chromium and chromedriver, for the tests of web pages (tests/browser.py;
+# browser builds that tools download for themselves cannot be fetched on these machines),
+# and jq, which runs the table-import step docs/operations.md documents.
+.PHONY: debian-packages
+debian-packages:
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null || ! command -v jq >/dev/null; then \
 		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 		$$SUDO apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium chromium-driver; \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium chromium-driver jq; \
 	fi
 
 node_modules/.installed: package.json package-lock.json

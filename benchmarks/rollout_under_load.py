@@ -1,20 +1,24 @@
 """Rollout under load: does any request fail or go missing because of a switch?
 
 Starts a local AWS and a local endpoint (`deploy --mode local` of approved version 1,
-variant v1, one worker) with three more approved versions in its model registry
+variant v1, one worker) with more approved versions in its model registry
 (tests/rollout_stack.py VERSIONS, made by tests/rollout_models.py: the good one again as
-version 2, one that answers a constant, one that errors), then drives a bounded load
-(--clients threads, each one InvokeEndpoint at a time through the local AWS, no retries)
-through four phases:
+version 2, one that answers a constant, one whose weights error, one whose own code
+raises, one that answers slowly), then drives a bounded load (--clients threads, each one
+InvokeEndpoint at a time through the local AWS, no retries) through these phases:
 
-  steady            no switch: the reference the other phases are compared with
-  good rollout      `training_job rollout` of the good version: shadow, canary, all
-  erroring canary   `rollout --skip-shadow` of the erroring version: rolled back
-  constant canary   `rollout --skip-shadow` of the constant version: rolled back
+  steady              no switch: the reference the other phases are compared with
+  good rollout        `training_job rollout` of the good version: shadow, canary, all
+  erroring canary     `rollout --skip-shadow` of the erroring version: rolled back
+  broken-code canary  `rollout --skip-shadow` of the version whose code raises
+  broken-code shadow  `rollout` of the same version with its shadow stage first
+  constant canary     `rollout --skip-shadow` of the constant version
+  slow canary         `rollout --skip-shadow --max-latency-ms 500` of the slow version
 
-and prints, per phase, requests, answers per variant, failures by kind: a failure that is
-not the bad model's own answer (ModelError from its 500) is a switch's failure, and the
-goal is zero. "Lost" is requests sent but neither answered nor failed (a client thread
+and prints, per phase, requests, answers per variant, the client failures: the bad
+model's own answers (ModelError from its 500) and any other (a switch's failure, whose
+goal is zero). Each bad version must end with its rollout's exit 1 (stopped); the good
+one with exit 0. "Lost" is requests sent but neither answered nor failed (a client thread
 still waiting two minutes after its phase). Throughput is relative to
 the steady phase of the same run.
 
@@ -42,6 +46,8 @@ from tests.rollout_stack import (  # noqa: E402
 )
 
 DEFAULT_ARCHIVE = REPO_ROOT.parent / "shared" / "data" / "cifar-100-python-vehicles.tar.gz"
+# The slow version sleeps rollout_models.SLOW_SECONDS (1 s) before each batch.
+SLOW_ALARM_MS = "500"
 FAST = [
     "--canary-percent", "20", "--canary-seconds", "8", "--termination-wait-seconds", "3",
     "--poll-seconds", "0.3", "--alarm-period-seconds", "10", "--max-latency-ms", "20000",
@@ -59,6 +65,9 @@ def phase(stack: Stack, clients: int, argv: list[str] | None, seconds: float) ->
             outcome = f"exit {done.returncode}"
             if done.returncode not in (0, 1):
                 print(done.stdout + done.stderr, file=sys.stderr)
+            else:  # what stopped it, or that it finished
+                last = (done.stderr.strip() or done.stdout.strip()).splitlines()[-1:]
+                print(f"  rollout: {' '.join(last)[:300]}", file=sys.stderr, flush=True)
     return load.result, time.monotonic() - started, outcome
 
 
@@ -98,8 +107,23 @@ def main() -> int:
                 [*rollout, "--model-version", str(VERSIONS["erroring"]), "--skip-shadow", *FAST],
             ),
             (
+                "broken-code canary (rolled back)",
+                [*rollout, "--model-version", str(VERSIONS["broken-code"]), "--skip-shadow",
+                 *FAST],
+            ),
+            (
+                "broken-code shadow (stopped)",
+                [*rollout, "--model-version", str(VERSIONS["broken-code"]),
+                 "--shadow-seconds", "8", "--min-compared", "5", *FAST],
+            ),
+            (
                 "constant canary (rolled back)",
                 [*rollout, "--model-version", str(VERSIONS["constant"]), "--skip-shadow", *FAST],
+            ),
+            (
+                "slow canary (rolled back)",
+                [*rollout, "--model-version", str(VERSIONS["slow"]), "--skip-shadow", *FAST,
+                 "--max-latency-ms", SLOW_ALARM_MS],
             ),
         ]  # fmt: skip
         rows = []

@@ -27,8 +27,10 @@ Item attributes (DynamoDB types in brackets):
 The event on the default EventBridge bus, for a routing system to subscribe to:
 source EVENT_SOURCE, detail-type EVENT_DETAIL_TYPE, detail = the decision's fields
 (image, label, confidence, model_version, endpoint, variant, decided_at, execution,
-source, status). Emitted when the model routes a photo (source "model") and again when a person
-answers one (source "person"). docs/events.md documents the schema.
+source, status). Emitted when the model routes a photo (source "model", status "routed"),
+when a person answers one (source "person", status "reviewed") and when that person takes
+the answer back (source "person", status EVENT_STATUS_WITHDRAWN, label the answer taken
+back): an undo never emits a model event again. docs/events.md documents the schema.
 
 Standard library only: packaged into the Lambdas and read by training_job.
 """
@@ -63,6 +65,23 @@ ANSWERS = ("bicycle", "motorcycle", ANSWER_NEITHER)
 
 EVENT_SOURCE = "scones-unlimited.image-workflow"
 EVENT_DETAIL_TYPE = "Vehicle Classified"
+# The event's `status` when a person takes their answer back (an undo): not an item
+# status (the item goes back to the model's), so a routing system never reads an undo as
+# a new routing decision.
+EVENT_STATUS_WITHDRAWN = "withdrawn"
+# The decision's fields an event's detail carries, in this order (docs/events.md).
+EVENT_FIELDS = (
+    "image",
+    "label",
+    "confidence",
+    "model_version",
+    "endpoint",
+    "variant",
+    "decided_at",
+    "execution",
+    "source",
+    "status",
+)
 
 
 def image_id(bucket: str, key: str) -> str:

@@ -9,6 +9,7 @@ gets.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -128,7 +129,9 @@ def patch_outputs_after_change_sets() -> None:
     serverless-step-functions then crashed after the deploy (`Cannot read properties of
     undefined (reading 'filter')`), and `sls invoke stepf` could not find the state
     machine's ARN output (`<Name>Arn`). Rebuild the outputs from the applied template, as
-    `Stack.update` already does for UpdateStack.
+    `Stack.update` already does for UpdateStack, and their exports with them (osls
+    exports the deployment bucket's name): `sls remove` then failed with KeyError on the
+    export (an HTML 500), which left the stack half deleted.
     """
     from moto.cloudformation.models import CloudFormationBackend
 
@@ -138,17 +141,91 @@ def patch_outputs_after_change_sets() -> None:
         self: CloudFormationBackend, change_set_name: str, stack_name: str | None = None
     ) -> None:
         execute_change_set(self, change_set_name, stack_name)
-        change_set = self.change_sets.get(change_set_name) or next(
-            (cs for cs in self.change_sets.values() if cs.change_set_name == change_set_name),
-            None,
-        )
+        change_set = change_set_named(self, change_set_name)
         if change_set is None:
             return
         stack = self.stacks[change_set.stack_id]
+        # The stack's exports are registered by name: drop the old ones, add the new, so
+        # that DeleteStack (which removes them by name) and ListExports see the applied.
+        for export in stack.exports:
+            self.exports.pop(export.name, None)
         stack._parse_template()
         stack.output_map = stack._create_output_map()
+        for export in stack.exports:
+            self.exports[export.name] = export
 
     CloudFormationBackend.execute_change_set = execute_and_refresh_outputs  # type: ignore[method-assign]
+
+
+def change_set_named(backend: Any, name: str) -> Any:
+    """The change set moto's ExecuteChangeSet runs: by ARN, else the newest of that name
+    (osls reuses its change set's name, so a stage removed and deployed again has an
+    older one of the same name)."""
+    named = [cs for cs in backend.change_sets.values() if cs.change_set_name == name]
+    return backend.change_sets.get(name) or (named[-1] if named else None)
+
+
+def patch_retained_tables_fail_the_change_set() -> None:
+    """Gap: a change set that creates a table whose name an existing table has (the one
+    `sls remove` left: DeletionPolicy Retain) made moto's ExecuteChangeSet fail inside
+    DynamoDB's CreateTable, an HTML 500 ("Deserialization error" in osls). On AWS the
+    execution is accepted and the stack operation fails: the table's CREATE_FAILED event
+    says it already exists, and the stack rolls back (UPDATE_ROLLBACK_COMPLETE; a CREATE
+    change set: ROLLBACK_COMPLETE), the table untouched. So here, checked before anything
+    is applied: nothing of the change set is created, the events say why."""
+    from moto.cloudformation.models import CloudFormationBackend, Event
+    from moto.dynamodb.models import dynamodb_backends
+
+    execute_change_set = CloudFormationBackend.execute_change_set
+
+    def execute_unless_a_table_exists(
+        self: CloudFormationBackend, change_set_name: str, stack_name: str | None = None
+    ) -> None:
+        change_set = change_set_named(self, change_set_name)
+        if change_set is None or change_set.stack_id not in self.stacks:
+            return execute_change_set(self, change_set_name, stack_name)
+        stack = self.stacks[change_set.stack_id]
+        owned = set((stack.template_dict or {}).get("Resources", {}))
+        existing = dynamodb_backends[self.account_id][self.region_name].tables
+        taken = [
+            (logical_id, str(resource["Properties"]["TableName"]))
+            for logical_id, resource in (change_set.template_dict or {})
+            .get("Resources", {})
+            .items()
+            if resource.get("Type") == "AWS::DynamoDB::Table"
+            and logical_id not in owned
+            and isinstance((resource.get("Properties") or {}).get("TableName"), str)
+            and resource["Properties"]["TableName"] in existing
+        ]
+        if not taken:
+            return execute_change_set(self, change_set_name, stack_name)
+        creating = change_set.change_set_type == "CREATE"
+        stack._add_stack_event("CREATE_IN_PROGRESS" if creating else "UPDATE_IN_PROGRESS")
+        for logical_id, table in taken:
+            stack.events.append(
+                Event(
+                    stack_id=stack.stack_id,
+                    stack_name=stack.name,
+                    logical_resource_id=logical_id,
+                    physical_resource_id=table,
+                    resource_type="AWS::DynamoDB::Table",
+                    resource_status="CREATE_FAILED",
+                    resource_status_reason=f"Resource of type 'AWS::DynamoDB::Table' with "
+                    f"identifier '{table}' already exists.",
+                    resource_properties=None,
+                )
+            )
+        rollback = "ROLLBACK" if creating else "UPDATE_ROLLBACK"
+        stack._add_stack_event(
+            f"{rollback}_IN_PROGRESS",
+            f"The following resource(s) failed to create: [{', '.join(t[0] for t in taken)}].",
+        )
+        stack._add_stack_event(f"{rollback}_COMPLETE")
+        stack.status = f"{rollback}_COMPLETE"
+        change_set.execution_status = "EXECUTE_FAILED"
+        return None
+
+    CloudFormationBackend.execute_change_set = execute_unless_a_table_exists  # type: ignore[method-assign]
 
 
 def patch_execution_names_generated() -> None:
@@ -298,6 +375,155 @@ def patch_table_properties_from_templates() -> None:
     Table.create_from_cloudformation_json = classmethod(create_table)  # type: ignore[assignment]
 
 
+SSM_PARAMETER_TYPE_PREFIX = "AWS::SSM::Parameter::"
+
+
+def missing_ssm_parameters(
+    template: str, parameters: dict[str, Any], account_id: str, region: str
+) -> list[str]:
+    """The Parameter Store names a template's SSM-typed parameters give (the value passed,
+    else the Default) that are not in Parameter Store for this account and Region."""
+    import yaml
+    from moto.cloudformation.utils import yaml_tag_constructor
+    from moto.ssm import ssm_backends
+    from moto.ssm.exceptions import ParameterNotFound, ParameterVersionNotFound
+
+    yaml.add_multi_constructor("", yaml_tag_constructor)
+    try:
+        parsed = yaml.load(template or "{}", Loader=yaml.Loader)
+    except yaml.YAMLError:
+        return []  # not this check's to refuse: moto's own parsing answers it
+    declared = parsed.get("Parameters") if isinstance(parsed, dict) else None
+    store = ssm_backends[account_id][region]
+    missing = []
+    for name, declaration in (declared or {}).items():
+        kind = str((declaration or {}).get("Type", ""))
+        value = parameters.get(name, (declaration or {}).get("Default"))
+        if not kind.startswith(SSM_PARAMETER_TYPE_PREFIX) or not value:
+            continue
+        try:
+            found = store.get_parameter(str(value))
+        except (ParameterNotFound, ParameterVersionNotFound):
+            found = None
+        if found is None:
+            missing.append(str(value))
+    return missing
+
+
+def patch_missing_ssm_parameters_refused() -> None:
+    """Gap: a template whose `AWS::SSM::Parameter::Value<...>` parameter names a missing
+    Parameter Store parameter was accepted by CreateChangeSet and CreateStack, and the
+    execution then failed inside moto (`'NoneType' object has no attribute 'value'`, an
+    HTML 500 the SDKs print as "Deserialization error"). CloudFormation resolves those
+    parameters when the change set or stack is created (User Guide, "Specify existing
+    resources at runtime with CloudFormation-supplied parameter types") and refuses a
+    missing one with ValidationError "Unable to fetch parameters [NAMES] from parameter
+    store for this account.", creating nothing."""
+    from moto.cloudformation.exceptions import ValidationError
+    from moto.cloudformation.models import CloudFormationBackend
+
+    def refuse_missing(self: CloudFormationBackend, template: str, parameters: Any) -> None:
+        missing = missing_ssm_parameters(
+            template, dict(parameters or {}), self.account_id, self.region_name
+        )
+        if missing:
+            raise ValidationError(
+                message=f"Unable to fetch parameters [{','.join(missing)}] from parameter "
+                "store for this account."
+            )
+
+    create_change_set = CloudFormationBackend.create_change_set
+    create_stack = CloudFormationBackend.create_stack
+
+    def create_checked_change_set(self: CloudFormationBackend, *args: Any, **kwargs: Any) -> Any:
+        refuse_missing(self, kwargs.get("template", ""), kwargs.get("parameters"))
+        return create_change_set(self, *args, **kwargs)
+
+    def create_checked_stack(self: CloudFormationBackend, *args: Any, **kwargs: Any) -> Any:
+        refuse_missing(self, kwargs.get("template", ""), kwargs.get("parameters"))
+        return create_stack(self, *args, **kwargs)
+
+    CloudFormationBackend.create_change_set = create_checked_change_set  # type: ignore[method-assign]
+    CloudFormationBackend.create_stack = create_checked_stack  # type: ignore[method-assign]
+
+
+def patch_sqs_queue_policies_from_templates() -> None:
+    """Gap: moto's CloudFormation has no `AWS::SQS::QueuePolicy` (it warned and created
+    nothing), so the trigger's dead-letter queue had no policy and EventBridge could not
+    send to it. The resource now sets each of its `Queues`' (their URLs) `Policy`
+    attribute to its `PolicyDocument`, and deleting it clears them, as on AWS."""
+    from moto.cloudformation.parsing import get_model_map
+    from moto.core.common_models import CloudFormationModel
+    from moto.sqs.models import sqs_backends
+
+    def queue_names(properties: dict[str, Any]) -> list[str]:
+        return [str(url).rstrip("/").rsplit("/", 1)[-1] for url in properties.get("Queues", [])]
+
+    class QueuePolicy(CloudFormationModel):
+        def __init__(self, resource_name: str, queues: list[str]) -> None:
+            self.physical_resource_id = resource_name
+            self.queues = queues
+
+        @staticmethod
+        def cloudformation_name_type() -> str:
+            return ""
+
+        @staticmethod
+        def cloudformation_type() -> str:
+            return "AWS::SQS::QueuePolicy"
+
+        @classmethod
+        def has_cfn_attr(cls, attr: str) -> bool:
+            return attr == "Id"
+
+        @classmethod
+        def create_from_cloudformation_json(
+            cls,
+            resource_name: str,
+            cloudformation_json: dict[str, Any],
+            account_id: str,
+            region_name: str,
+            **kwargs: Any,
+        ) -> QueuePolicy:
+            properties = cloudformation_json["Properties"]
+            document = json.dumps(properties["PolicyDocument"])
+            backend = sqs_backends[account_id][region_name]
+            for name in queue_names(properties):
+                backend.set_queue_attributes(name, {"Policy": document})
+            return cls(resource_name, queue_names(properties))
+
+        @classmethod
+        def update_from_cloudformation_json(
+            cls,
+            original_resource: Any,
+            new_resource_name: str,
+            cloudformation_json: dict[str, Any],
+            account_id: str,
+            region_name: str,
+        ) -> QueuePolicy:
+            return cls.create_from_cloudformation_json(
+                new_resource_name, cloudformation_json, account_id, region_name
+            )
+
+        @classmethod
+        def delete_from_cloudformation_json(
+            cls,
+            resource_name: str,
+            cloudformation_json: dict[str, Any],
+            account_id: str,
+            region_name: str,
+        ) -> None:
+            backend = sqs_backends[account_id][region_name]
+            for name in queue_names(cloudformation_json.get("Properties", {})):
+                if name in backend.queues:
+                    backend.set_queue_attributes(name, {"Policy": ""})
+
+        def is_created(self) -> bool:
+            return True
+
+    get_model_map.cache_clear()  # the map lists CloudFormationModel's subclasses once
+
+
 PATCHES: tuple[Callable[[], None], ...] = (
     patch_validate_template_errors_only,
     patch_fn_sub_variables_named_by_hashes,
@@ -306,4 +532,7 @@ PATCHES: tuple[Callable[[], None], ...] = (
     patch_execution_names_generated,
     patch_bucket_properties_from_templates,
     patch_table_properties_from_templates,
+    patch_missing_ssm_parameters_refused,
+    patch_sqs_queue_policies_from_templates,
+    patch_retained_tables_fail_the_change_set,  # after patch_outputs_after_change_sets
 )

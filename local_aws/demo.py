@@ -39,6 +39,7 @@ from local_aws.server import (
     local_aws_server,
     wait_until_ready,
 )
+from local_aws.supervisor import SupervisorError
 from training_job import registry
 from training_job.monitor.review import as_dict, review_measures, summary_lines
 
@@ -425,9 +426,13 @@ class Demo:
     def main(self) -> int:
         """Run every step and print the summary; a command that fails ends the demo with
         its own error above and one line naming the step (exit status 1), after
-        everything the demo started is stopped."""
+        everything the demo started is stopped; a server it cannot start (its port taken)
+        ends it with one line saying why."""
         try:
             return self.run_steps()
+        except SupervisorError as refused:  # a port taken, a second server on the state dir
+            print(f"demo stopped at '{self.current_step}': {refused}", file=sys.stderr)
+            return 1
         except subprocess.CalledProcessError as failed:
             command = " ".join(str(part) for part in failed.cmd)
             print(

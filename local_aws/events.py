@@ -16,6 +16,16 @@ is left to moto): the target's `Input`, `InputPath` or `InputTransformer` shapes
 execution's input as EventBridge does, and one execution starts per matching event, with
 a generated name, through the same Step Functions backend the API serves, if the target's
 role (assumed by events.amazonaws.com) allows states:StartExecution on the state machine.
+
+A delivery that fails (the role cannot be assumed or may not start the execution, the
+state machine is gone) counts in AWS/Events FailedInvocations and, when the target has a
+`DeadLetterConfig`, goes to that SQS queue as EventBridge sends it: the event as the body,
+with the RULE_ARN, TARGET_ARN, ERROR_CODE and ERROR_MESSAGE attributes, only if the queue's
+policy lets events.amazonaws.com send to it for this rule (InvocationsSentToDLQ, else
+InvocationsFailedToBeSentToDLQ and the event is lost). None of these failures is retriable
+on AWS either (EventBridge User Guide, "Using dead-letter queues to process undelivered
+events": missing permissions and a missing target go to the DLQ without retries), so the
+target's `RetryPolicy` is kept but never needed here.
 """
 
 from __future__ import annotations
@@ -81,22 +91,53 @@ def transform_input(target: dict[str, Any], event: dict[str, Any]) -> str:
     return PLACEHOLDER.sub(fill, template)
 
 
-def start_execution(rule: Any, target: dict[str, Any], execution_input: str) -> None:
+class DeliveryFailed(Exception):
+    """A target invocation EventBridge gives up on, with the DLQ's ERROR_CODE for it."""
+
+    def __init__(self, error_code: str, message: str) -> None:
+        super().__init__(message)
+        self.error_code = error_code
+
+
+def start_execution(
+    rule: Any, target: dict[str, Any], execution_input: str, event: dict[str, Any]
+) -> None:
     """Start the target state machine as EventBridge does: with the target's role, assumed
     by events.amazonaws.com for the rule, which must allow states:StartExecution on it.
-    A refused invocation starts nothing and counts in AWS/Events FailedInvocations."""
+    A failed invocation starts nothing, counts in AWS/Events FailedInvocations, and goes
+    to the target's dead-letter queue if it has one."""
+    target_arn = str(target["Arn"])
+    account_id, region = target_arn.split(":")[4], target_arn.split(":")[3]
+    rule_arn = str(getattr(rule, "arn", ""))
+    rule_name = str(getattr(rule, "name", ""))
+    try:
+        _start_as_target_role(rule_arn, target, execution_input)
+    except DeliveryFailed as failed:
+        print(f"local AWS: EventBridge rule {rule_arn}: {failed.error_code}: {failed}", flush=True)
+        count_rule_metric(account_id, region, rule_name, "FailedInvocations")
+        queue_arn = str((target.get("DeadLetterConfig") or {}).get("Arn") or "")
+        if queue_arn:
+            sent = send_to_dead_letter_queue(queue_arn, rule_arn, target_arn, event, failed)
+            metric = "InvocationsSentToDLQ" if sent else "InvocationsFailedToBeSentToDLQ"
+            count_rule_metric(account_id, region, rule_name, metric)
+
+
+def _start_as_target_role(rule_arn: str, target: dict[str, Any], execution_input: str) -> None:
+    from moto.stepfunctions.exceptions import StateMachineDoesNotExist
     from moto.stepfunctions.responses import get_backend
 
     from local_aws import iam
 
     target_arn = str(target["Arn"])
     account_id, region = target_arn.split(":")[4], target_arn.split(":")[3]
-    rule_arn = str(getattr(rule, "arn", ""))
+    role_arn = str(target.get("RoleArn") or "")
+    if not role_arn:
+        raise DeliveryFailed("NO_PERMISSIONS", f"the target {target_arn} has no RoleArn")
     try:
-        role_arn = str(target.get("RoleArn") or "")
-        if not role_arn:
-            raise iam.AccessDenied(f"the target {target_arn} has no RoleArn")
         iam.assume_role_for_service(role_arn, "events.amazonaws.com", rule_arn, "local-aws-events")
+    except iam.AccessDenied as denied:
+        raise DeliveryFailed("FAILED_TO_ASSUME_ROLE", f"AccessDenied: {denied}") from None
+    try:
         iam.authorize(
             iam.Request(
                 principal_arn=role_arn,
@@ -106,20 +147,68 @@ def start_execution(rule: Any, target: dict[str, Any], execution_input: str) -> 
             )
         )
     except iam.AccessDenied as denied:
-        print(f"local AWS: EventBridge rule {rule_arn}: AccessDenied: {denied}", flush=True)
-        _count_failed_invocation(account_id, region, str(getattr(rule, "name", "")))
-        return
-    get_backend(account_id, region).start_execution(target_arn, str(uuid.uuid4()), execution_input)
+        raise DeliveryFailed("NO_PERMISSIONS", f"AccessDenied: {denied}") from None
+    try:
+        get_backend(account_id, region).start_execution(
+            target_arn, str(uuid.uuid4()), execution_input
+        )
+    except StateMachineDoesNotExist as missing:
+        raise DeliveryFailed("NO_RESOURCE", str(missing)) from None
 
 
-def _count_failed_invocation(account_id: str, region: str, rule_name: str) -> None:
+def send_to_dead_letter_queue(
+    queue_arn: str, rule_arn: str, target_arn: str, event: dict[str, Any], failed: DeliveryFailed
+) -> bool:
+    """Put the undelivered `event` in the queue as EventBridge does; False when the queue
+    is missing or its policy does not let events.amazonaws.com send to it for the rule."""
+    from moto.sqs.exceptions import QueueDoesNotExist
+    from moto.sqs.models import sqs_backends
+
+    from local_aws import iam
+
+    _, _, _, region, account_id, queue_name = queue_arn.split(":", 5)
+    backend = sqs_backends[account_id][region]
+    try:
+        policy = backend.get_queue(queue_name).policy
+    except QueueDoesNotExist:
+        return False
+    request = iam.Request(
+        principal_arn="events.amazonaws.com",
+        action="sqs:SendMessage",
+        resource=queue_arn,
+        context={
+            "aws:SourceArn": rule_arn,
+            "aws:SourceAccount": rule_arn.split(":")[4],
+            "aws:SecureTransport": "true",
+        },
+    )
+    if not policy or iam.evaluate([policy], request, resource_policy=True) != iam.Decision.ALLOW:
+        print(f"local AWS: EventBridge rule {rule_arn}: may not send to {queue_arn}", flush=True)
+        return False
+    attributes = {
+        "RULE_ARN": rule_arn,
+        "TARGET_ARN": target_arn,
+        "ERROR_CODE": failed.error_code,
+        "ERROR_MESSAGE": str(failed),
+    }
+    backend.send_message(
+        queue_name,
+        json.dumps(event, default=str),
+        message_attributes={
+            name: {"DataType": "String", "StringValue": value} for name, value in attributes.items()
+        },
+    )
+    return True
+
+
+def count_rule_metric(account_id: str, region: str, rule_name: str, metric: str) -> None:
     from moto.cloudwatch.models import cloudwatch_backends
 
     cloudwatch_backends[account_id][region].put_metric_data(
         namespace="AWS/Events",
         metric_data=[
             {
-                "MetricName": "FailedInvocations",
+                "MetricName": metric,
                 "Value": 1,
                 "Unit": "Count",
                 "Dimensions": [{"Name": "RuleName", "Value": rule_name}],
@@ -146,7 +235,8 @@ def patch_state_machine_targets() -> None:
             return
         state_machines = [t for t in self.targets if ":states:" in str(t.get("Arn", ""))]
         for target in state_machines:
-            start_execution(self, target, transform_input_of(self, target, original_event))
+            execution_input = transform_input_of(self, target, original_event)
+            start_execution(self, target, execution_input, dict(original_event))
         others = [t for t in self.targets if t not in state_machines]
         if others:
             rule = copy.copy(self)

@@ -806,10 +806,16 @@ def step_functions_act_as_their_role() -> None:
                             role_arn, "states.amazonaws.com", source_arn, "local-aws-states"
                         )
                     except AccessDenied as denied:  # the task fails, as a call refused
+                        # With a request id, as every AWS answer has: the tasks quote it in
+                        # their cause (without one the task failed with States.Runtime,
+                        # KeyError('RequestId'), which no Catch sees).
                         raise ClientError(
                             {
                                 "Error": {"Code": "AccessDeniedException", "Message": str(denied)},
-                                "ResponseMetadata": {"HTTPStatusCode": 400},
+                                "ResponseMetadata": {
+                                    "HTTPStatusCode": 403,
+                                    "RequestId": str(uuid.uuid4()),
+                                },
                             },
                             "Invoke",
                         ) from None

@@ -4,17 +4,23 @@ job packages it), then changed on purpose:
 
 - "good": the same network at temperature 1e-6, so its answers are confident (the
   workflow's filter passes them) and its classes are the trained network's; its
-  baseline.json is the real writer's profile of it on test images.
+  baseline.json is the real writer's profile of it on test images (as are the other
+  kinds with its weights).
 - "constant": every head weight zeroed: it answers [0.5, 0.5] to every image, a model
   that learned nothing (doubtful under any threshold).
 - "erroring": model.json's normalisation has two channels instead of three: it loads,
   then fails on every request (the container answers 500).
+- "broken-code": the good weights, and a code/inference.py whose `predict_fn` raises on
+  every request: only its own code can fail its requests (local_aws/endpoint/container.py
+  runs each version's code in its own process, as SageMaker runs each variant's).
+- "slow": the good model, and a `predict_fn` that first sleeps SLOW_SECONDS.
+- "unimportable": the good weights, and a code/inference.py that cannot be imported (it
+  imports a module the version does not ship): its container never starts.
 - "confident": answers [0.0, 1.0] to every image, sure of itself (never doubtful): the
   last conv group's normalisation outputs a constant and the head reads it as the second
   class. The trained network names that class least often (a few steps of training leave
   it answering the first), so this version's answers are mostly wrong, at confidence 1.0.
-- "slow": the good network's members repeated 10 times with shift TTA on: the same
-  answers, about 0.25 s each on a quiet thread (thirty times slower).
+  Its own baseline profiles it as it is (constant): a version's profile shares its faults.
 """
 
 from __future__ import annotations
@@ -31,8 +37,34 @@ import torch
 from tests import sample_model
 from training_job.monitor import model_code
 
-KINDS = ("good", "constant", "erroring", "confident", "slow")
-SLOW_COPIES = 10  # of the members, shift TTA on: ~0.25 s an answer on one quiet thread
+KINDS = ("good", "constant", "erroring", "broken-code", "slow", "unimportable", "confident")
+SLOW_SECONDS = 1.0
+# What each code-changing kind appends to a file of code/ (sample_model.package_model).
+BROKEN_PREDICT = """
+
+def predict_fn(data, model):
+    raise RuntimeError("this version's predict_fn fails on every request")
+"""
+SLOW_PREDICT = f"""
+
+import time as _time
+
+_predict_fn = predict_fn
+
+
+def predict_fn(data, model):
+    _time.sleep({SLOW_SECONDS})
+    return _predict_fn(data, model)
+"""
+UNIMPORTABLE = """
+
+import a_module_this_version_does_not_ship  # noqa: E402, F401
+"""
+CODE_ADDITIONS = {
+    "broken-code": {"inference.py": BROKEN_PREDICT},
+    "slow": {"inference.py": SLOW_PREDICT},
+    "unimportable": {"inference.py": UNIMPORTABLE},
+}
 
 
 def make_version(trained_dir: Path, kind: str, work: Path, images: np.ndarray) -> Path:
@@ -61,22 +93,9 @@ def make_version(trained_dir: Path, kind: str, work: Path, images: np.ndarray) -
             if kind == "confident" and name.endswith("features.3.norm2.bias"):
                 state[name].fill_(1.0)
         torch.save(state, weights)
-    if kind == "slow":
-        state = torch.load(weights, map_location="cpu", weights_only=True)
-        members = int(config["members"])
-        repeated = {name: value for name, value in state.items() if not name.startswith("members.")}
-        for name, value in state.items():
-            if name.startswith("members."):
-                _, index, rest = name.split(".", 2)
-                for copy in range(SLOW_COPIES):
-                    repeated[f"members.{int(index) + members * copy}.{rest}"] = value
-        torch.save(repeated, weights)
-        config["members"] = members * SLOW_COPIES
-        config["tta_translate"] = True
-        config_path.write_text(json.dumps(config))
     archive = work / f"{kind}.tar.gz"
-    sample_model.package_model(model_dir, archive)
-    if kind == "good":
+    sample_model.package_model(model_dir, archive, CODE_ADDITIONS.get(kind))
+    if kind not in ("constant", "erroring"):  # their own baseline (confident: constant too)
         _add_baseline(model_dir, archive, images)
     return archive
 

@@ -4,11 +4,13 @@ load through InvokeEndpoint: what the rollout's tests and benchmark run on.
 Every version is registered in the local AWS's model registry and approved, the bad ones
 too (an approval is a person's judgement; the rollout's alarms must still catch a version
 that was approved and is bad): version 1 and 2 are the good model, 3 the constant one, 4
-the erroring one, 5 the confident constant one, 6 the slow one (VERSIONS). The endpoint is
-started as users start it (`deploy --mode
-local`, approved version 1, variant v1) on the port this local AWS forwards SageMaker
-Runtime calls to; the load goes through the local AWS (`sagemaker-runtime` at
-AWS_ENDPOINT_URL), as the workflow's classify handler calls it.
+the erroring one, 5 the good weights with code that fails every request, 6 the good model
+answering slowly, 7 code that cannot be imported, 8 a constant sure answer (VERSIONS,
+tests/rollout_models.py).
+The endpoint is started as users start it (`deploy --mode local`, approved version 1,
+variant v1) on the port this local AWS forwards SageMaker Runtime calls to; the load goes
+through the local AWS (`sagemaker-runtime` at AWS_ENDPOINT_URL), as the workflow's
+classify handler calls it.
 """
 
 from __future__ import annotations
@@ -41,7 +43,16 @@ ENDPOINT = "rollout-endpoint"
 MODEL_GROUP = "rollout-models"
 # The registry's version number of each kind, in the order they are registered: the
 # endpoint starts on version 1, and version 2 is the same good model, a new version.
-VERSIONS = {"serving": 1, "good": 2, "constant": 3, "erroring": 4, "confident": 5, "slow": 6}
+VERSIONS = {
+    "serving": 1,
+    "good": 2,
+    "constant": 3,
+    "erroring": 4,
+    "broken-code": 5,
+    "slow": 6,
+    "unimportable": 7,
+    "confident": 8,
+}
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ import importlib
 import io
 import tarfile
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from types import ModuleType
 
@@ -71,12 +72,18 @@ def train_quick_model(archive: Path, model_dir: Path, steps: int = 60, seed: int
     return model_dir
 
 
-def package_model(model_dir: Path, archive_path: Path) -> Path:
+def package_model(
+    model_dir: Path, archive_path: Path, code_additions: Mapping[str, str] | None = None
+) -> Path:
     """model.tar.gz as the training job writes it: the model files and code/ (copied by
-    train.py's own `copy_serving_code`, contract/ included)."""
+    train.py's own `copy_serving_code`, contract/ included). `code_additions` appends
+    text to files of code/ ({"inference.py": "..."}): a version whose code differs."""
     with tempfile.TemporaryDirectory() as scratch:
         code_dir = Path(scratch) / "code"
         code_module("train").copy_serving_code(code_dir)
+        for name, addition in (code_additions or {}).items():
+            with open(code_dir / name, "a") as source:
+                source.write(addition)
         with tarfile.open(archive_path, "w:gz") as tar:
             for name in ("model.pth", "model.json"):
                 tar.add(model_dir / name, arcname=name)

@@ -4,6 +4,7 @@ writes lints clean, grants least privilege, and wires the trigger, alarms and ou
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import zipfile
@@ -23,6 +24,7 @@ from contract.decisions import (
 )
 from contract.threshold import DEFAULT_THRESHOLD
 from handlers import review_monitor
+from tests.conftest import REPO_ROOT
 from tests.statemachine.packaging import package
 from training_job.review.table import table_definition
 
@@ -57,6 +59,8 @@ FUNCTIONS = {
 # Beside its own handler, each package that reads images from S3 holds their reader.
 READS_IMAGES = {"serialize", "classify"}
 LOG_ACTIONS = {"logs:CreateLogStream", "logs:PutLogEvents"}
+# provider.tracing: every function writes its X-Ray segments (AWSXRayDaemonWriteAccess's two).
+TRACE_ACTIONS = {"xray:PutTraceSegments", "xray:PutTelemetryRecords"}
 # The monitor's package also holds the capture-record and baseline readers, and it and
 # the filter the threshold's reader (stdlib only).
 READS_CAPTURES = {
@@ -222,13 +226,14 @@ def test_the_only_wildcards_in_resources_are_the_unavoidable_ones(packaged: Pack
 
 
 def test_each_function_has_its_own_role_with_only_its_actions(packaged: Packaged) -> None:
+    own = LOG_ACTIONS | TRACE_ACTIONS
     expected = {
-        "SerializeRole": LOG_ACTIONS | {"s3:GetObject"},
-        "ClassifyRole": LOG_ACTIONS | {"sagemaker:InvokeEndpoint", "s3:GetObject"},
-        "ThresholdFilterRole": LOG_ACTIONS,
-        "MonitorRole": LOG_ACTIONS
+        "SerializeRole": own | {"s3:GetObject"},
+        "ClassifyRole": own | {"sagemaker:InvokeEndpoint", "s3:GetObject"},
+        "ThresholdFilterRole": own,
+        "MonitorRole": own
         | {"s3:ListBucket", "s3:GetObject", "s3:PutObject", "cloudwatch:PutMetricData"},
-        "ReviewMonitorRole": LOG_ACTIONS | {"dynamodb:Query", "cloudwatch:PutMetricData"},
+        "ReviewMonitorRole": own | {"dynamodb:Query", "cloudwatch:PutMetricData"},
     }
     for function_id, role, _path in FUNCTIONS.values():
         properties = packaged.resources[function_id]["Properties"]
@@ -433,6 +438,9 @@ def watched_metrics(alarm: dict[str, Any]) -> set[tuple[str, ...]]:
     }
 
 
+DLQ_NAME = {"Fn::GetAtt": ["ImageUploadDeadLetterQueue", "QueueName"]}
+
+
 def test_alarms_watch_real_failures_not_doubtful_images(packaged: Packaged) -> None:
     alarms = packaged.of_type("AWS::CloudWatch::Alarm")
     watched = set().union(*(watched_metrics(a) for a in alarms.values()))
@@ -440,6 +448,12 @@ def test_alarms_watch_real_failures_not_doubtful_images(packaged: Packaged) -> N
     failed = f"scones-unlimited-{stage}-FailedExecutions"
     doubtful = f"scones-unlimited-{stage}-DoubtfulExecutions"
     assert watched == {
+        ("AWS/SQS", "ApproximateNumberOfMessagesVisible", json.dumps(DLQ_NAME)),
+        (
+            "AWS/Events",
+            "InvocationsFailedToBeSentToDLQ",
+            json.dumps(f"scones-unlimited-{stage}-image-upload"),
+        ),
         ("SconesUnlimited/Workflow", failed),
         ("SconesUnlimited/Workflow", doubtful),
         *(
@@ -656,3 +670,93 @@ def test_the_review_alarms_follow_their_params(tmp_path: Path) -> None:
     assert float(alarms["AccuracyPastGateAlarm"]["Threshold"]) == 0.9
     assert alarms["AccuracyPastGateAlarm"]["ComparisonOperator"] == "LessThanThreshold"
     assert alarms["AccuracyPastGateAlarm"]["TreatMissingData"] == "notBreaching"
+
+
+def test_every_function_is_traced_as_the_state_machine_is(packaged: Packaged) -> None:
+    """Lambda developer guide, "Visualize Lambda function invocations using AWS X-Ray":
+    with Mode Active, Lambda sends traces of sampled invocations to X-Ray itself (an
+    upstream trace header's sampling decision is followed, without one X-Ray decides);
+    PassThrough only propagates the context. The execution role needs what
+    AWSXRayDaemonWriteAccess grants (xray:PutTraceSegments, xray:PutTelemetryRecords).
+    So each traced execution (the state machine's TracingConfiguration) is traced through
+    its functions, and the scheduled monitors are traced too."""
+    machine = packaged.resources["ImageWorkflow"]["Properties"]
+    assert machine["TracingConfiguration"] == {"Enabled": True}
+    for function_id, role, _path in FUNCTIONS.values():
+        properties = packaged.resources[function_id]["Properties"]
+        assert properties["TracingConfig"] == {"Mode": "Active"}, function_id
+        (traces,) = [s for s in statements(packaged.resources[role]) if "xray" in str(s)]
+        assert set(actions(traces)) == TRACE_ACTIONS and traces["Resource"] == "*"
+
+
+def test_failed_trigger_deliveries_are_retried_then_kept_in_an_encrypted_queue(
+    packaged: Packaged,
+) -> None:
+    """EventBridge User Guide: a target's RetryPolicy bounds retries of retriable failures
+    (MaximumEventAgeInSeconds 60-86,400, MaximumRetryAttempts 0-185), after which, or at
+    once for a failure that is not retriable (missing permissions, a missing target), the
+    event goes to the target's dead-letter queue if it has one and is dropped otherwise
+    ("Using dead-letter queues to process undelivered events"). The queue must let
+    events.amazonaws.com sqs:SendMessage, narrowed to the rule by aws:SourceArn, and an
+    SSE-SQS queue needs no KMS grant. An alarm on the queue (and on
+    InvocationsFailedToBeSentToDLQ) tells someone."""
+    stage = "local" if "local" in packaged.directory.name else "dev"
+    (target,) = packaged.resources["ImageWorkflowEventsRuleCloudWatchEvent1"]["Properties"][
+        "Targets"
+    ]
+    assert target["DeadLetterConfig"] == {
+        "Arn": {"Fn::GetAtt": ["ImageUploadDeadLetterQueue", "Arn"]}
+    }
+    retry = target["RetryPolicy"]
+    assert 60 <= retry["MaximumEventAgeInSeconds"] <= 86400
+    assert 0 < retry["MaximumRetryAttempts"] <= 185
+    queue = packaged.resources["ImageUploadDeadLetterQueue"]["Properties"]
+    assert queue["SqsManagedSseEnabled"] is True
+    assert queue["MessageRetentionPeriod"] == 14 * 24 * 3600  # SQS's longest
+    policy = packaged.resources["ImageUploadDeadLetterQueuePolicy"]["Properties"]
+    assert policy["Queues"] == [{"Ref": "ImageUploadDeadLetterQueue"}]
+    (statement,) = policy["PolicyDocument"]["Statement"]
+    assert statement["Principal"] == {"Service": "events.amazonaws.com"}
+    assert statement["Action"] == "sqs:SendMessage"
+    assert statement["Resource"] == {"Fn::GetAtt": ["ImageUploadDeadLetterQueue", "Arn"]}
+    source = statement["Condition"]["ArnEquals"]["aws:SourceArn"]["Fn::Sub"]
+    assert source.endswith(f":rule/scones-unlimited-{stage}-image-upload")
+    alarm = packaged.resources["UndeliveredUploadsAlarm"]["Properties"]
+    assert alarm["Threshold"] == 1 and alarm["AlarmActions"] == [{"Ref": "AlarmTopic"}]
+    outputs = packaged.template["Outputs"]
+    assert outputs["ImageUploadDeadLetterQueueUrl"]["Value"] == {
+        "Ref": "ImageUploadDeadLetterQueue"
+    }
+
+
+def test_the_documented_import_keeps_the_retained_table_after_sls_remove(
+    packaged: Packaged, tmp_path: Path
+) -> None:
+    """docs/operations.md, "Deploying a stage again after `sls remove`": the retained
+    table is imported into the stack osls created (its create-stack template) with the
+    documented jq program. CloudFormation User Guide, "Import AWS resources into a
+    CloudFormation stack": each resource to import needs a DeletionPolicy, and the import
+    template holds the stack's existing resources plus those imported, nothing else; the
+    table's identifier is its TableName, which must be the name the docs give."""
+    operations = (REPO_ROOT / "docs" / "operations.md").read_text()
+    [program] = re.findall(r"jq -s '([^']+)'", operations)
+    current = packaged.directory / "cloudformation-template-create-stack.json"
+    update = packaged.directory / "cloudformation-template-update-stack.json"
+    merged = subprocess.run(
+        ["jq", "-s", program, str(current), str(update)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    imported = json.loads(merged.stdout)
+    existing = json.loads(current.read_text())
+    assert set(imported["Resources"]) == set(existing["Resources"]) | {"DecisionsTable"}
+    assert imported["Outputs"] == existing["Outputs"]
+    table = imported["Resources"]["DecisionsTable"]
+    assert table["DeletionPolicy"] == "Retain"
+    stage = "local" if "local" in packaged.directory.name else "dev"
+    assert table["Properties"]["TableName"] == f"scones-unlimited-{stage}-decisions"
+    assert '"TableName\\": \\"scones-unlimited-$STAGE-decisions' in operations
+    # Self-contained: nothing in it refers to a resource the import template lacks.
+    assert "Ref" not in json.dumps(table) and "Fn::" not in json.dumps(table)

@@ -49,6 +49,8 @@ def bounded(
     return parse
 
 
-# The two every command uses.
+# The ones every command uses.
 positive_int = bounded(int, "a positive integer", 1)
 positive_number = bounded(float, "a positive number", 0, above=True)
+# A port to listen on or reach; 0 (any free port) is only for servers that print theirs.
+port_number = bounded(int, "a port from 1 to 65535", 1, 65535)

@@ -2,8 +2,9 @@
 
 Private (all four public-access blocks), encrypted by default with SSE-S3 (AES256: the
 ETag of a single-part upload stays the object's MD5, which staging compares against its
-manifest, and no KMS key or per-request KMS cost is involved), TLS-only by policy, and
-sending its events to EventBridge (the workflow's trigger).
+manifest, and no KMS key or per-request KMS cost is involved), TLS-only by policy,
+sending its events to EventBridge (the workflow's trigger), and expiring the endpoint's
+captured traffic (`data_capture/`) after a retention of days (a lifecycle rule).
 """
 
 from __future__ import annotations
@@ -14,7 +15,13 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from training_job.capture import CAPTURE_PREFIX
+
 TLS_ONLY_SID = "DenyInsecureTransport"
+# The lifecycle rule that expires captured traffic: people's photos and the model's
+# answers, kept only as long as the monitor and a drift investigation need them.
+CAPTURE_EXPIRATION_RULE_ID = "ExpireDataCapture"
+DEFAULT_CAPTURE_RETENTION_DAYS = 90
 # S3's rules for new bucket names (no dots: virtual-hosted TLS breaks on them).
 _BUCKET_NAME = re.compile(r"(?!xn--)(?!sthree-)(?!amzn-s3-demo-)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]")
 
@@ -41,7 +48,16 @@ def tls_only_statement(bucket: str) -> dict[str, Any]:
 
 def bucket_region(s3: Any, bucket: str, owner: dict[str, str] | None = None) -> str:
     """The region `bucket` lives in (GetBucketLocation answers from any region)."""
-    location = s3.get_bucket_location(Bucket=bucket, **(owner or {})).get("LocationConstraint")
+    try:
+        answer = s3.get_bucket_location(Bucket=bucket, **(owner or {}))
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") == "NoSuchBucket":
+            raise BucketError(
+                f"bucket {bucket} does not exist: create it with `python -m training_job "
+                "stage`, or name the project's bucket"
+            ) from error
+        raise
+    location = answer.get("LocationConstraint")
     # S3 reports us-east-1 as no constraint, and the oldest eu-west-1 buckets as "EU".
     return {None: "us-east-1", "": "us-east-1", "EU": "eu-west-1"}.get(location, location)
 
@@ -60,13 +76,21 @@ def require_region(s3: Any, bucket: str, owner: dict[str, str] | None = None) ->
         )
 
 
-def ensure_bucket(s3: Any, bucket: str, account_id: str | None = None) -> bool:
-    """Create `bucket` if it is missing (in the client's region), then apply the settings.
-    Returns True if created. An existing bucket in another region is refused, untouched.
+def ensure_bucket(
+    s3: Any,
+    bucket: str,
+    account_id: str | None = None,
+    capture_retention_days: int = DEFAULT_CAPTURE_RETENTION_DAYS,
+) -> bool:
+    """Create `bucket` if it is missing (in the client's region), then apply the settings,
+    captured traffic expiring after `capture_retention_days`. Returns True if created. An
+    existing bucket in another region is refused, untouched.
 
     `account_id` (the caller's, from STS) makes S3 refuse a bucket of that name that
     another account owns, instead of our settings being attempted on it.
     """
+    if capture_retention_days < 1:  # S3's Expiration Days: a positive integer
+        raise BucketError(f"capture retention of {capture_retention_days} days: at least 1")
     created = False
     owner = {"ExpectedBucketOwner": account_id} if account_id else {}
     try:
@@ -85,6 +109,7 @@ def ensure_bucket(s3: Any, bucket: str, account_id: str | None = None) -> bool:
     if not created:
         require_region(s3, bucket, owner)
     _apply_settings(s3, bucket, owner)
+    _expire_captures(s3, bucket, capture_retention_days, owner)
     return created
 
 
@@ -130,6 +155,29 @@ def _apply_settings(s3: Any, bucket: str, owner: dict[str, str]) -> None:
     notifications["EventBridgeConfiguration"] = {}
     s3.put_bucket_notification_configuration(
         Bucket=bucket, NotificationConfiguration=notifications, **owner
+    )
+
+
+def _expire_captures(s3: Any, bucket: str, days: int, owner: dict[str, str]) -> None:
+    """Our lifecycle rule for `data_capture/`, the bucket's other rules kept:
+    PutBucketLifecycleConfiguration replaces the whole configuration."""
+    try:
+        rules = s3.get_bucket_lifecycle_configuration(Bucket=bucket, **owner)["Rules"]
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") != "NoSuchLifecycleConfiguration":
+            raise
+        rules = []
+    rules = [rule for rule in rules if rule.get("ID") != CAPTURE_EXPIRATION_RULE_ID]
+    rules.append(
+        {
+            "ID": CAPTURE_EXPIRATION_RULE_ID,
+            "Filter": {"Prefix": f"{CAPTURE_PREFIX}/"},
+            "Status": "Enabled",
+            "Expiration": {"Days": days},
+        }
+    )
+    s3.put_bucket_lifecycle_configuration(
+        Bucket=bucket, LifecycleConfiguration={"Rules": rules}, **owner
     )
 
 

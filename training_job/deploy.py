@@ -35,7 +35,7 @@ from contract.capture import MAX_BASELINE_BYTES, MONITOR_BASELINE_KEY
 from contract.decisions import variant_for_version
 from contract.s3 import S3UriError, parse_s3_object_uri
 from training_job import capture, local_mode, model_archive, registry
-from training_job.arguments import positive_int
+from training_job.arguments import positive_int, positive_number
 from training_job.bucket import BucketError, require_region
 from training_job.errors import CommandError, UsageError
 from training_job.modes import options_of, refuse_other_modes
@@ -149,7 +149,7 @@ def register(subparsers: Any) -> None:
     )
     sagemaker.add_argument(
         "--target-invocations",
-        type=float,
+        type=positive_number,
         default=70.0,
         help="target invocations per instance per minute for autoscaling (default: %(default)s)",
     )
@@ -203,6 +203,10 @@ def run(args: argparse.Namespace) -> int:
             return int(backend.stop(args))
         sm = boto3.client("sagemaker")
         s3 = boto3.client("s3")
+        # As with --mode sagemaker, before anything is made: the endpoint writes its
+        # captures to this bucket, and every step runs in the bucket's region.
+        require_region(s3, args.bucket)
+        backend.check(args)
         args.model_version = chosen_version(sm, s3, args.model_group, args.model_version)
         # The SageMaker model, made from the package in the local AWS as on AWS: the local
         # endpoint resolves it to the version's model.tar.gz (local_aws/model_packages.py).

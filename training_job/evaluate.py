@@ -28,6 +28,8 @@ from tqdm import tqdm
 from contract import shown
 from contract.manifest import MAX_LST_BYTES, LstEntry, ManifestError, parse_lst
 from contract.s3 import S3UriError, parse_s3_object_uri, parse_s3_prefix_uri
+from training_job.arguments import bounded, positive_int, positive_number
+from training_job.bucket import BucketError, require_region
 from training_job.errors import CommandError, UsageError
 
 GATE_ERROR = "THRESHOLD_CONFIDENCE_NOT_MET"
@@ -180,6 +182,9 @@ def evaluate(
         raise EvaluationError(f"--timeout must be positive and finite seconds, got {timeout}")
     bucket, prefix = parse_s3_prefix_uri(images)
     s3 = boto3.client("s3")
+    # The region rule `--region` states: the images' and labels' buckets are in it.
+    for named in sorted({bucket, parse_s3_object_uri(labels)[0]}):
+        require_region(s3, named)
     sfn = boto3.client("stepfunctions")
     entries = read_labels(s3, labels)[: limit if limit is not None and limit > 0 else None]
     machine_arn = resolve_state_machine(sfn, state_machine)
@@ -238,6 +243,8 @@ def run(args: argparse.Namespace) -> int:
         )
     except S3UriError as error:  # EvaluationError and AWS's go to __main__ as they are
         raise UsageError(str(error)) from error
+    except BucketError as error:
+        raise CommandError(str(error)) from error
     print(json.dumps(report) if args.json else format_report(report))
     not_started = sum(
         count for name, count in report["failed_by_error"].items() if name.startswith("Start")
@@ -277,20 +284,22 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--concurrency",
-        type=int,
+        type=bounded(
+            int, f"a number of executions from 1 to {MAX_CONCURRENCY}", 1, MAX_CONCURRENCY
+        ),
         default=8,
         help="executions in flight at once (default: 8)",
     )
     parser.add_argument(
         "--timeout",
-        type=float,
+        type=positive_number,
         default=300.0,
         metavar="SECONDS",
         help="give up waiting for one execution after this long (default: 300)",
     )
     parser.add_argument(
         "--limit",
-        type=int,
+        type=positive_int,
         default=None,
         metavar="N",
         help="evaluate only the first N images of the manifest",

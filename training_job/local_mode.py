@@ -6,7 +6,8 @@ may use the product's formats and code. So no product module imports local_aws: 
 name, when they run (tests/test_import_graph.py holds the graph to this). Each backend
 module provides what its command calls:
   train:  run(plan, work_dir) -> exit code          (local_aws/training.py)
-  deploy: add_arguments(group), start(args) -> exit code, stop(args) -> exit code
+  deploy: add_arguments(group), check(args) (refuses, before anything is made),
+          start(args) -> exit code, stop(args) -> exit code
                                                    (local_aws/endpoint/daemon.py)
 """
 

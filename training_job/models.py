@@ -24,6 +24,7 @@ from contract import shown
 from contract.s3 import S3UriError, parse_s3_object_uri
 from training_job import registry
 from training_job.arguments import bounded
+from training_job.bucket import BucketError, require_region
 from training_job.deploy import DEFAULT_ENDPOINT_NAME, ENDPOINT_NAME_PATTERN
 from training_job.errors import UsageError
 from training_job.train import ALGORITHMS, JOB_NAME_PATTERN
@@ -188,6 +189,14 @@ def register_output(args: argparse.Namespace, sm: Any) -> int:
         )
     session = boto3.session.Session()
     s3 = session.client("s3")
+    # The region rule `--region` states: SageMaker serves a version only from its region.
+    try:
+        for bucket in sorted(
+            {parse_s3_object_uri(uri)[0] for uri in (args.model_data, args.manifest)}
+        ):
+            require_region(s3, bucket)
+    except BucketError as error:
+        raise registry.RegistryError(str(error)) from error
     registration = registry.registration_for_output(
         s3,
         sm,

@@ -117,7 +117,10 @@ def add_group_option(parser: Any) -> None:
 
 
 def check_description(text: str) -> str:
-    """An ApprovalDescription as SageMaker takes it: at most 1,024 characters, one line."""
+    """An ApprovalDescription as SageMaker takes it: at most 1,024 characters, one line;
+    and not blank, though SageMaker takes an empty one: a status change needs its reason."""
+    if not text.strip():
+        raise UsageError("--description is empty: say why the status changes")
     if len(text) > MAX_DESCRIPTION:
         raise UsageError(
             f"--description is {len(text)} characters; SageMaker keeps at most {MAX_DESCRIPTION}"

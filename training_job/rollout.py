@@ -53,7 +53,7 @@ from contract import variant_metrics
 from contract.capture import MAX_BASELINE_BYTES, MONITOR_BASELINE_KEY
 from contract.decisions import variant_for_version
 from training_job import canary_alarms, deploy, model_archive, registry
-from training_job.arguments import bounded, positive_number
+from training_job.arguments import bounded, positive_int, positive_number
 from training_job.errors import CommandError
 
 MINIMUM_EXECUTION_TIMEOUT_SECONDS = 600  # SageMaker's floor for the deployment's timeout
@@ -124,7 +124,7 @@ def register(subparsers: Any) -> None:
     )
     stages.add_argument(
         "--min-compared",
-        type=int,
+        type=positive_int,
         default=20,
         help="requests the shadow must have answered to be compared; fewer stop the "
         "rollout (default: %(default)s)",
@@ -318,13 +318,10 @@ class Rollout:
                 seen = status
             if status == "InService":
                 if not deployment and described["EndpointConfigName"] != config:
-                    # A failed update leaves the endpoint InService on its old
-                    # configuration, with the reason (DescribeEndpoint's FailureReason).
-                    reason = described.get("FailureReason") or "SageMaker gave no reason"
-                    raise RolloutError(
-                        f"the update of {self.name} to {config} failed: {reason}; it still "
-                        f"serves {described['EndpointConfigName']}"
-                    )
+                    # SageMaker: InService with a FailureReason is an update that failed
+                    # (its new containers never passed the health check, say).
+                    reason = described.get("FailureReason", "SageMaker gave no reason")
+                    raise RolloutError(f"endpoint {self.name} did not take {config}: {reason}")
                 return described
             if status not in ("Updating", "RollingBack", "SystemUpdating"):
                 reason = described.get("FailureReason", "SageMaker gave no reason")

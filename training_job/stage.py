@@ -31,7 +31,14 @@ from contract import shown
 from contract.manifest import LstEntry, ManifestError, format_lst
 from contract.s3 import S3UriError, normalise_prefix
 from training_job import cifar
-from training_job.bucket import BucketError, ensure_bucket, is_valid_bucket_name, require_region
+from training_job.arguments import positive_int
+from training_job.bucket import (
+    DEFAULT_CAPTURE_RETENTION_DAYS,
+    BucketError,
+    ensure_bucket,
+    is_valid_bucket_name,
+    require_region,
+)
 from training_job.errors import CommandError, UsageError
 from training_job.manifests import (
     MANIFEST_NAME,
@@ -93,6 +100,15 @@ def register(subparsers: Any) -> None:
         "TLS-only and EventBridge-enabled either way",
     )
     parser.add_argument(
+        "--capture-retention-days",
+        type=positive_int,
+        default=DEFAULT_CAPTURE_RETENTION_DAYS,
+        metavar="DAYS",
+        help="the bucket's lifecycle rule deletes the endpoint's captured traffic "
+        "(data_capture/) this many days after it was written "
+        f"(default: {DEFAULT_CAPTURE_RETENTION_DAYS})",
+    )
+    parser.add_argument(
         "--prefix",
         default="",
         help="key prefix for the layout, e.g. 'cifar/' gives cifar/train/... "
@@ -111,7 +127,14 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     # A UsageError (exit 2), and AWS's errors, go to training_job/__main__.py as they are.
     try:
-        report = stage(args.source, args.classes, args.bucket, args.prefix, args.cache_dir)
+        report = stage(
+            args.source,
+            args.classes,
+            args.bucket,
+            args.prefix,
+            args.cache_dir,
+            capture_retention_days=args.capture_retention_days,
+        )
     except (cifar.ArchiveError, cifar.DownloadError, BucketError, ManifestError, OSError) as error:
         raise CommandError(str(error)) from error
     location = f"s3://{args.bucket}/{prefix_option(args.prefix)}"
@@ -127,7 +150,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def stage(
-    source: str, classes: str, bucket: str, prefix: str, cache_dir: Path, s3: Any = None
+    source: str,
+    classes: str,
+    bucket: str,
+    prefix: str,
+    cache_dir: Path,
+    s3: Any = None,
+    capture_retention_days: int = DEFAULT_CAPTURE_RETENTION_DAYS,
 ) -> StageReport:
     """Stage `classes` from `source` into `s3://bucket/prefix` and the cache; see module doc."""
     # Everything is validated before anything is created: arguments, then whether the
@@ -156,7 +185,7 @@ def stage(
     built = manifest is None
     if manifest is None:
         manifest = build_local_copy(archive_path, class_names, source, archive_sha256, local_dir)
-    ensure_bucket(s3, bucket, account)
+    ensure_bucket(s3, bucket, account, capture_retention_days)
     uploaded, deleted = sync_to_bucket(s3, bucket, prefix, local_dir, manifest)
     return StageReport(manifest, local_dir, built, uploaded, deleted)
 

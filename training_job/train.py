@@ -41,7 +41,7 @@ from contract.manifest import ManifestError
 from contract.s3 import S3UriError, normalise_prefix, parse_s3_object_uri
 from training_job import include_reviewed as reviewed_photos
 from training_job import local_mode, registry
-from training_job.arguments import bounded
+from training_job.arguments import bounded, positive_int
 from training_job.bucket import BucketError, is_valid_bucket_name, require_region
 from training_job.errors import CommandError, UsageError
 from training_job.manifests import MANIFEST_NAME, Manifest
@@ -193,14 +193,16 @@ def register(subparsers: Any) -> None:
         "hyperparameters",
         "only those given are passed; the script's own defaults are the tuned ones",
     )
-    hps.add_argument("--epochs", type=int, help="passes over the training data")
-    hps.add_argument("--batch-size", type=int, help="images per step (builtin: mini_batch_size)")
+    hps.add_argument("--epochs", type=positive_int, help="passes over the training data")
+    hps.add_argument(
+        "--batch-size", type=positive_int, help="images per step (builtin: mini_batch_size)"
+    )
     hps.add_argument(
         "--learning-rate",
-        type=float,
+        type=_learning_rate,
         help="peak learning rate (train.py: lr, builtin: learning_rate)",
     )
-    hps.add_argument("--seed", type=int, help="random seed (pytorch only; builtin has none)")
+    hps.add_argument("--seed", type=_seed, help="random seed (pytorch only; builtin has none)")
     hps.add_argument(
         "--hyperparameter",
         "-H",
@@ -252,6 +254,10 @@ def register(subparsers: Any) -> None:
 
 
 _positive_minutes = bounded(int, "a number of minutes from 1 to 40320", 1, 28 * 24 * 60)
+# The built-in algorithm takes a learning rate in [0, 1] (SageMaker's Image Classification
+# hyperparameters); 0 would train nothing, so both scripts get one above 0 and at most 1.
+_learning_rate = bounded(float, "a learning rate above 0 and at most 1", 0, 1, above=True)
+_seed = bounded(int, "a seed from 0 to 4294967295", 0, 2**32 - 1)
 
 
 def main(args: argparse.Namespace) -> int:

@@ -15,7 +15,10 @@ Routes:
                                              "model_data" (s3://), "weight"}], "shadow":
                                              {"variant", "model_data"} | null}; the local
                                              AWS's UpdateEndpoint calls it (loopback only,
-                                             as every route here)
+                                             as every route here); each new model's
+                                             container is started first, and a model
+                                             whose code or weights do not load is
+                                             refused (400) before any worker switches
 
 Each invocation is routed to a production variant by weight (or to the caller's
 TargetVariant, `X-Amzn-SageMaker-Target-Variant`), answered with
@@ -50,6 +53,7 @@ from local_aws.endpoint import routing
 from local_aws.endpoint.batcher import Answer, Overloaded
 from local_aws.endpoint.capture_writer import CaptureWriter, Invocation
 from local_aws.endpoint.config import EndpointConfig
+from local_aws.endpoint.container import ContainerFailed
 from local_aws.endpoint.metrics import MODEL_CLASSES, Slot, WorkerMetrics
 
 ACCOUNT_ID = "123456789012"  # moto's account; AWS names the caller's in its messages
@@ -370,15 +374,24 @@ class EndpointApp:
         """New routes, with each model downloaded and unpacked before they are published."""
         if (request.content_length or 0) > MAX_CONTROL_BYTES:
             return container_error(413, f"the routing is over {MAX_CONTROL_BYTES} bytes")
+        model_dirs: list[str] = []
         try:
             document = json.loads(await request.content.read(MAX_CONTROL_BYTES + 1))
             routes, shadow = await asyncio.to_thread(self._downloaded_routes, document)
+            every_route = [*routes, *([shadow] if shadow else [])]
+            model_dirs = [route.model_dir for route in every_route]
+            await self.variants.preload(every_route)  # each variant's container starts first
             published = await asyncio.to_thread(
                 routing.replace, self.config.routing_dir(), routes, shadow, self.all_slots
             )
         except (ValueError, KeyError, TypeError) as error:
+            self.variants.release(model_dirs)
             return container_error(400, f"bad routing: {error}")
-        except Exception as error:  # S3 refused or the archive is not a model
+        except ContainerFailed as error:
+            self.variants.release(model_dirs)
+            return container_error(400, str(error))
+        except Exception as error:  # S3 refused, the archive is not a model, its code fails
+            self.variants.release(model_dirs)
             return container_error(400, f"the routing's models cannot be loaded: {error}")
         return _json(200, published.to_json())
 

@@ -35,11 +35,9 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from sagemaker_pytorch_serving_container.handler_service import HandlerService
-
-from local_aws.endpoint.metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +57,12 @@ class Answer:
     body: bytes
     content_type: str
     error_message: str | None = None
+
+
+class BatchObserver(Protocol):
+    """Where batch sizes are counted (the worker's metrics.WorkerMetrics)."""
+
+    def observe_batch(self, size: int) -> None: ...
 
 
 class Overloaded(Exception):
@@ -106,7 +110,7 @@ class PredictBatches:
         predict_fn: Any,
         max_batch: int,
         max_wait_seconds: float,
-        metrics: WorkerMetrics,
+        metrics: BatchObserver,
         runners: int = 1,
     ) -> None:
         self._predict_fn = predict_fn
@@ -185,7 +189,7 @@ class MicroBatcher:
         max_batch: int,
         max_wait_seconds: float,
         max_queue: int,
-        metrics: WorkerMetrics,
+        metrics: BatchObserver,
         runners: int = 1,
     ) -> None:
         self.model_dir = model_dir
@@ -205,11 +209,17 @@ class MicroBatcher:
         """Nothing to start: the handler service loaded the model in __init__."""
 
     async def stop(self) -> None:
-        await asyncio.get_running_loop().run_in_executor(None, self._stop)
+        await asyncio.get_running_loop().run_in_executor(None, self.close)
 
-    def _stop(self) -> None:
+    def close(self) -> None:
+        """Answer every request submitted, then stop the threads."""
         self._executor.shutdown(wait=True)
         self._batches.stop()
+
+    def submit(self, body: bytes, content_type: str, accept: str) -> Future[Answer]:
+        """One request, answered in the batcher's threads (a variant's container runs
+        requests this way, container.py)."""
+        return self._executor.submit(self.answer, body, content_type, accept)
 
     async def infer(self, body: bytes, content_type: str, accept: str) -> Answer:
         if self._in_flight >= self.max_queue:

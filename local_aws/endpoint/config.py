@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from training_job.arguments import bounded, positive_int, positive_number
+from training_job.arguments import bounded, port_number, positive_int, positive_number
 from training_job.capture import DEFAULT_VARIANT
 from training_job.deploy import DEFAULT_ENDPOINT_NAME
 
@@ -74,6 +74,8 @@ class EndpointConfig:
 
 
 _percent = bounded(float, "a percentage between 0 and 100", 0, 100)
+_threads = bounded(int, "a number of threads (0: the cores divided among the workers)", 0, 1024)
+_batch_wait_ms = bounded(float, "a wait from 0 to 1000 milliseconds", 0, 1000)
 
 
 def add_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
@@ -85,18 +87,18 @@ def add_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> 
         help="listen address (default: %(default)s, loopback only)",
     )
     parser.add_argument(
-        "--port", type=int, default=defaults.port, help="listen port (default: %(default)s)"
+        "--port", type=port_number, default=defaults.port, help="listen port (default: %(default)s)"
     )
     parser.add_argument(
         "--workers",
         type=positive_int,
         default=defaults.workers,
-        help="server processes sharing the port (SO_REUSEPORT), each batching on its own "
-        "(default: %(default)s)",
+        help="server processes sharing the port (SO_REUSEPORT); each runs every variant's "
+        "model in a process of its own that batches on its own (default: %(default)s)",
     )
     parser.add_argument(
         "--torch-threads",
-        type=int,
+        type=_threads,
         default=defaults.torch_threads,
         help="torch threads per worker, each running whole batches on one core (default: "
         "the CPU cores divided among the workers)",
@@ -109,7 +111,7 @@ def add_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> 
     )
     parser.add_argument(
         "--max-batch-wait-ms",
-        type=float,
+        type=_batch_wait_ms,
         default=defaults.max_batch_wait_ms,
         help="how long a batch waits for more requests before it runs (default: %(default)s)",
     )

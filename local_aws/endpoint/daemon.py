@@ -137,6 +137,22 @@ def _download_model(
     return model_data
 
 
+def check(args: argparse.Namespace) -> None:
+    """Refuse a --state-dir this deploy could not write its pid, log and model to, before
+    anything is made (it failed with a traceback once the model was made). Nothing is
+    created here: the nearest existing folder must be one this user may write in."""
+    existing = (args.state_dir / args.endpoint_name).absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        problem = f"{existing} is not a folder"
+    elif not os.access(existing, os.W_OK | os.X_OK):
+        problem = f"{existing} is not writable"
+    else:
+        return
+    raise DeployError(f"--state-dir {args.state_dir} cannot be used: {problem}")
+
+
 def start(args: argparse.Namespace) -> int:
     """Serve the model as a background endpoint (or here, with --foreground), once ready."""
     from local_aws.endpoint.server import serve  # torch: only when serving here
@@ -195,9 +211,18 @@ def start(args: argparse.Namespace) -> int:
     except (ClientError, BotoCoreError) as error:
         daemon.stop(STOP_TIMEOUT_SECONDS)  # an endpoint the local AWS does not know is no use
         raise DeployError(f"the local AWS did not record endpoint {name}: {error}") from error
-    if args.publish_parameter:
-        deploy.publish_parameter(args.parameter_name, name)
-    deploy.publish_baseline(args.bucket, name, model_data, model_dir)
+    try:
+        if args.publish_parameter:
+            deploy.publish_parameter(args.parameter_name, name)
+        deploy.publish_baseline(args.bucket, name, model_data, model_dir)
+    except BaseException:
+        # A deploy that failed leaves nothing behind: no endpoint answering, no record, no
+        # parameter naming it (deploy deletes the model).
+        daemon.stop(STOP_TIMEOUT_SECONDS)
+        model_packages.forget_endpoint(boto3.client("sagemaker"), name)
+        if args.publish_parameter:
+            deploy.delete_parameter(args.parameter_name, name)
+        raise
     url = readiness.url().removesuffix("/ping")
     print(
         f"local endpoint {name} serves {model_data} on {url} (pid {pid}, log "

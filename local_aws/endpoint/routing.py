@@ -19,8 +19,10 @@ directory), written atomically, with a generation number:
 
 The server writes generation 0 (its own model, one variant) at start. The local AWS
 changes it through the endpoint's control route (app.py, `PUT /_local/routing`: the
-worker that receives it downloads the models first); every worker polls the file, loads
-the models it lacks, then switches its routing in one assignment, so a request is
+worker that receives it downloads the models and starts their containers first, and
+refuses a model that does not load); every worker polls the file, loads the models it
+lacks (each in a container process of its own, container.py: its own code, its own
+model), then switches its routing in one assignment, so a request is
 answered by the routing it started with. A model no route uses any more is closed once
 its last request is answered: a switch loses and fails no request. `positions` gives each
 variant name its block of counters (metrics.py), kept across generations.
@@ -42,7 +44,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from local_aws.endpoint.batcher import MicroBatcher
+from local_aws.endpoint.container import ContainerFailed, VariantContainer
 from local_aws.endpoint.metrics import MAX_VARIANTS, Slot, WorkerMetrics, reset_variant
 
 log = logging.getLogger(__name__)
@@ -219,14 +221,16 @@ def download_model(routing_dir: Path, model_data: str) -> Path:
 
 
 class VariantPool:
-    """One worker's models (a MicroBatcher each) and the routing it serves now."""
+    """One worker's models (a VariantContainer each: the variant's own process, code and
+    model) and the routing it serves now."""
 
     def __init__(self, routing_dir: Path, make_batcher: Any, metrics: WorkerMetrics) -> None:
         self.routing_dir = routing_dir
-        self.make_batcher = make_batcher  # model_dir -> MicroBatcher
+        self.make_batcher = make_batcher  # model_dir -> VariantContainer (started)
         self.metrics = metrics
-        self.batchers: dict[str, MicroBatcher] = {}
+        self.batchers: dict[str, VariantContainer] = {}
         self.in_flight: dict[str, int] = {}
+        self.preloaded: set[str] = set()  # loaded for a routing not applied yet: kept open
         self.routing = read(routing_dir)
         self._mtime = 0.0
         for route in self._all_routes(self.routing):
@@ -237,13 +241,36 @@ class VariantPool:
     def _all_routes(routing: Routing) -> list[Route]:
         return [*routing.routes, *([routing.shadow] if routing.shadow else [])]
 
-    def _load(self, model_dir: str) -> MicroBatcher:
+    def _load(self, model_dir: str) -> VariantContainer:
         if model_dir not in self.batchers:
             batcher = self.make_batcher(Path(model_dir))
             batcher.start()
             self.batchers[model_dir] = batcher
             self.in_flight[model_dir] = 0
         return self.batchers[model_dir]
+
+    async def preload(self, routes: Sequence[Route]) -> None:
+        """Start the containers of the models a routing about to be published needs, so
+        that a version whose code or weights do not load is refused before any worker
+        switches, as SageMaker fails a deployment whose new containers never pass their
+        ping health check (container.ContainerFailed, naming the variant)."""
+        for route in routes:
+            if route.model_dir not in self.batchers:
+                try:
+                    batcher = await asyncio.to_thread(self.make_batcher, Path(route.model_dir))
+                except ContainerFailed as error:
+                    raise ContainerFailed(
+                        f"The primary container for production variant {route.variant} did "
+                        f"not pass the ping health check: {error}"
+                    ) from error
+                batcher.start()
+                self.batchers[route.model_dir] = batcher
+                self.in_flight[route.model_dir] = 0
+            self.preloaded.add(route.model_dir)
+
+    def release(self, model_dirs: Sequence[str]) -> None:
+        """Preloaded models whose routing was not published: closed when idle."""
+        self.preloaded.difference_update(model_dirs)
 
     def choose(self, target_variant: str | None) -> Route | None:
         """A production route by weight, or one of `target_variant`'s (None: no such
@@ -259,7 +286,7 @@ class VariantPool:
         return random.choices(routes, weights)[0]
 
     @contextmanager
-    def serving(self, route: Route) -> Iterator[MicroBatcher]:
+    def serving(self, route: Route) -> Iterator[VariantContainer]:
         """The route's batcher, counted as busy so a switch does not close it under us."""
         self.in_flight[route.model_dir] += 1
         try:
@@ -293,6 +320,7 @@ class VariantPool:
                 self.batchers[route.model_dir] = batcher
                 self.in_flight[route.model_dir] = 0
         self.routing = routing  # one assignment: requests from here on use the new routes
+        self.release([route.model_dir for route in self._all_routes(routing)])
         self.metrics.set_generation(routing.generation)
         log.info(
             "routing generation %d: %s%s",
@@ -303,7 +331,8 @@ class VariantPool:
 
     async def _close_idle(self) -> None:
         used = {route.model_dir for route in self._all_routes(self.routing)}
-        for model_dir in [name for name in self.batchers if name not in used]:
+        idle = [name for name in self.batchers if name not in used | self.preloaded]
+        for model_dir in idle:
             if self.in_flight[model_dir] == 0:
                 batcher = self.batchers.pop(model_dir)
                 del self.in_flight[model_dir]

@@ -1,6 +1,9 @@
-"""The local endpoint's processes: a supervisor and `workers` server processes.
+"""The local endpoint's processes: a supervisor, `workers` server processes, and each
+worker's variant containers.
 
-Each worker loads the model through the inference script, binds the same address with
+Each worker serves every variant of the routing, each variant's model in a process of
+its own that runs that version's own inference script (container.py, as SageMaker runs
+each variant in its own containers); it binds the same address with
 SO_REUSEPORT (the kernel spreads connections among them) and serves until SIGTERM, when
 it stops accepting, answers the requests it has read, refuses the rest cleanly
 (`connections.py`), and ships its capture spool. The supervisor starts the workers,
@@ -48,15 +51,15 @@ async def _serve_worker(
     from aiohttp import web
 
     from local_aws.endpoint.app import EndpointApp
-    from local_aws.endpoint.batcher import MicroBatcher
     from local_aws.endpoint.capture_writer import CaptureWriter
     from local_aws.endpoint.connections import Connections
+    from local_aws.endpoint.container import VariantContainer
     from local_aws.endpoint.routing import VariantPool
 
     metrics = WorkerMetrics(slots[index])
 
-    def batcher(model_dir: Path) -> MicroBatcher:
-        return MicroBatcher(
+    def container(model_dir: Path) -> VariantContainer:
+        return VariantContainer(
             model_dir,
             max_batch=config.max_batch,
             max_wait_seconds=config.max_batch_wait_ms / 1000,
@@ -65,7 +68,7 @@ async def _serve_worker(
             runners=config.threads_per_worker(),
         )
 
-    variants = VariantPool(config.routing_dir(), batcher, metrics)
+    variants = VariantPool(config.routing_dir(), container, metrics)
     writers: dict[str, CaptureWriter] = {}  # per variant; kept until the worker stops
 
     def capture(variant: str) -> CaptureWriter | None:

@@ -243,3 +243,177 @@ def test_a_tables_encryption_and_point_in_time_recovery_come_from_the_template(
     assert table["SSEDescription"]["SSEType"] == "KMS"  # the AWS managed key, aws/dynamodb
     backups = dynamodb.describe_continuous_backups(TableName=name)["ContinuousBackupsDescription"]
     assert backups["PointInTimeRecoveryDescription"]["PointInTimeRecoveryStatus"] == "ENABLED"
+
+
+def test_a_change_set_whose_ssm_parameter_is_missing_is_a_validation_error(
+    local_aws: dict[str, str], unique_name: str
+) -> None:
+    """A template parameter of type `AWS::SSM::Parameter::Value<String>` names a Parameter
+    Store parameter whose value CloudFormation fetches when it creates the change set
+    (CloudFormation User Guide, "Specify existing resources at runtime with
+    CloudFormation-supplied parameter types": the value is the parameter's name, resolved
+    from Parameter Store of the stack's account and Region). A name that is not there is
+    refused as AWS refuses it, ValidationError "Unable to fetch parameters [NAME] from
+    parameter store for this account." (moto answered an HTML 500, which the SDKs print as
+    a deserialization error), and no stack is left behind."""
+    import boto3
+    from botocore.exceptions import ClientError
+
+    missing = f"/{unique_name}/endpoint-name"
+    template = {
+        "Parameters": {
+            "EndpointName": {"Type": "AWS::SSM::Parameter::Value<String>", "Default": missing}
+        },
+        "Resources": {"Topic": {"Type": "AWS::SNS::Topic"}},
+    }
+    cloudformation = boto3.client("cloudformation")
+    with pytest.raises(ClientError) as refused:
+        cloudformation.create_change_set(
+            StackName=unique_name,
+            ChangeSetName="first",
+            ChangeSetType="CREATE",
+            TemplateBody=json.dumps(template),
+        )
+    error = refused.value.response["Error"]
+    assert refused.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+    assert error["Code"] == "ValidationError"
+    assert error["Message"] == (
+        f"Unable to fetch parameters [{missing}] from parameter store for this account."
+    )
+    stacks = cloudformation.list_stacks()["StackSummaries"]
+    assert unique_name not in {
+        s["StackName"] for s in stacks if s["StackStatus"] != "DELETE_COMPLETE"
+    }
+
+
+def test_a_queue_policy_from_the_template_is_the_queues_policy(
+    local_aws: dict[str, str], unique_name: str
+) -> None:
+    """`AWS::SQS::QueuePolicy` applies its PolicyDocument to each queue of `Queues` (their
+    URLs; CloudFormation User Guide, AWS::SQS::QueuePolicy), as the trigger's dead-letter
+    queue needs (serverless.yml); moto skipped the resource type, leaving no policy."""
+    import boto3
+
+    document = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"Service": "events.amazonaws.com"},
+                "Action": "sqs:SendMessage",
+                "Resource": {"Fn::GetAtt": ["Queue", "Arn"]},
+            }
+        ],
+    }
+    template = {
+        "Resources": {
+            "Queue": {"Type": "AWS::SQS::Queue", "Properties": {"QueueName": unique_name}},
+            "QueuePolicy": {
+                "Type": "AWS::SQS::QueuePolicy",
+                "Properties": {"Queues": [{"Ref": "Queue"}], "PolicyDocument": document},
+            },
+        }
+    }
+    boto3.client("cloudformation").create_stack(
+        StackName=unique_name, TemplateBody=json.dumps(template)
+    )
+    sqs = boto3.client("sqs")
+    url = sqs.get_queue_url(QueueName=unique_name)["QueueUrl"]
+    attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["Policy", "QueueArn"])
+    policy = json.loads(attributes["Attributes"]["Policy"])
+    [statement] = policy["Statement"]
+    assert statement["Principal"] == {"Service": "events.amazonaws.com"}
+    assert statement["Resource"] == attributes["Attributes"]["QueueArn"]
+
+
+def test_a_stack_made_by_change_sets_with_an_export_is_removed_and_made_again(
+    local_aws: dict[str, str], unique_name: str
+) -> None:
+    """As osls does: a stack created, then updated by a change set whose template exports
+    an output (osls exports its deployment bucket's name), is deleted (`sls remove`) and
+    created again (`sls deploy` of the same stage). DeleteStack removed the exports by
+    name and failed with KeyError (an HTML 500) on one the change set had added."""
+    import boto3
+
+    cloudformation = boto3.client("cloudformation")
+    first = {"Resources": {"Topic": {"Type": "AWS::SNS::Topic"}}}
+    exported = {
+        **first,
+        "Outputs": {
+            "TopicArn": {"Value": {"Ref": "Topic"}, "Export": {"Name": f"{unique_name}-topic"}}
+        },
+    }
+    for _ in range(2):
+        cloudformation.create_stack(StackName=unique_name, TemplateBody=json.dumps(first))
+        cloudformation.create_change_set(
+            StackName=unique_name,
+            ChangeSetName="update",
+            ChangeSetType="UPDATE",
+            TemplateBody=json.dumps(exported),
+        )
+        cloudformation.execute_change_set(StackName=unique_name, ChangeSetName="update")
+        names = {e["Name"] for e in cloudformation.list_exports()["Exports"]}
+        assert f"{unique_name}-topic" in names
+        cloudformation.delete_stack(StackName=unique_name)
+        names = {e["Name"] for e in cloudformation.list_exports()["Exports"]}
+        assert f"{unique_name}-topic" not in names
+        live = [
+            s
+            for s in cloudformation.list_stacks()["StackSummaries"]
+            if s["StackName"] == unique_name and s["StackStatus"] != "DELETE_COMPLETE"
+        ]
+        assert live == []
+
+
+def test_a_change_set_creating_a_table_that_exists_fails_the_stack_not_the_request(
+    local_aws: dict[str, str], unique_name: str
+) -> None:
+    """`sls deploy` of a stage after `sls remove`: the decisions table was retained
+    (DeletionPolicy Retain) and the new stack creates it again by name. CloudFormation
+    accepts ExecuteChangeSet, the table's creation fails (CREATE_FAILED: it already
+    exists) and the stack rolls back (UPDATE_ROLLBACK_COMPLETE), the table and its items
+    untouched (CloudFormation User Guide, "Stack status codes" and DeletionPolicy). moto
+    answered ExecuteChangeSet with an HTML 500 instead."""
+    import boto3
+
+    dynamodb = boto3.client("dynamodb")
+    dynamodb.create_table(
+        TableName=unique_name,
+        AttributeDefinitions=[{"AttributeName": "image", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "image", "KeyType": "HASH"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    dynamodb.put_item(TableName=unique_name, Item={"image": {"S": "s3://b/answered.png"}})
+    cloudformation = boto3.client("cloudformation")
+    first = {"Resources": {"Topic": {"Type": "AWS::SNS::Topic"}}}
+    cloudformation.create_stack(StackName=unique_name, TemplateBody=json.dumps(first))
+    table = {
+        "Type": "AWS::DynamoDB::Table",
+        "DeletionPolicy": "Retain",
+        "Properties": {
+            "TableName": unique_name,
+            "BillingMode": "PAY_PER_REQUEST",
+            "AttributeDefinitions": [{"AttributeName": "image", "AttributeType": "S"}],
+            "KeySchema": [{"AttributeName": "image", "KeyType": "HASH"}],
+        },
+    }
+    second = {
+        "Resources": {**first["Resources"], "Table": table, "Other": {"Type": "AWS::SNS::Topic"}}
+    }
+    cloudformation.create_change_set(
+        StackName=unique_name,
+        ChangeSetName="update",
+        ChangeSetType="UPDATE",
+        TemplateBody=json.dumps(second),
+    )
+    cloudformation.execute_change_set(StackName=unique_name, ChangeSetName="update")
+
+    [stack] = cloudformation.describe_stacks(StackName=unique_name)["Stacks"]
+    assert stack["StackStatus"] == "UPDATE_ROLLBACK_COMPLETE"
+    events = cloudformation.describe_stack_events(StackName=unique_name)["StackEvents"]
+    [failed] = [e for e in events if e["ResourceStatus"] == "CREATE_FAILED"]
+    assert failed["LogicalResourceId"] == "Table"
+    assert "already exists" in failed["ResourceStatusReason"]
+    resources = cloudformation.list_stack_resources(StackName=unique_name)["StackResourceSummaries"]
+    assert {r["LogicalResourceId"] for r in resources} == {"Topic"}
+    assert dynamodb.scan(TableName=unique_name)["Count"] == 1

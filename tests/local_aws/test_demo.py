@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -143,3 +144,30 @@ def test_a_failing_step_ends_the_demo_with_one_line_naming_it_and_no_traceback(
     assert "Traceback" not in result.stderr
     assert not (state / "aws.pid").exists(), "the demo left the local AWS running"
     assert not (tmp_path / "out" / "summary.json").exists()
+
+
+def test_a_taken_port_ends_the_demo_with_one_line_naming_its_holder(tmp_path: Path) -> None:
+    """`make demo` while another program listens on the local AWS's port (and answers no
+    HTTP): one line saying the port is held and by whom, exit status 1, no traceback."""
+    state = tmp_path / "state"
+    environment = {name: value for name, value in os.environ.items() if not name.startswith("AWS_")}
+    with socket.create_server(("127.0.0.1", 0)) as holder:
+        port = holder.getsockname()[1]
+        result = subprocess.run(
+            [
+                *(sys.executable, "-m", "local_aws", "--state-dir", str(state), "demo"),
+                *("--port", str(port), "--endpoint-port", str(free_port())),
+                *("--bucket", "demo-port-bucket", "--out", str(tmp_path / "out")),
+            ],
+            cwd=REPO_ROOT,
+            env=environment,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert "demo stopped at 'start the local AWS'" in line
+    assert f"127.0.0.1:{port}" in line and f"pid {os.getpid()}" in line
+    assert not (state / "aws.pid").exists()

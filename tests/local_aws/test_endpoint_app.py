@@ -12,6 +12,7 @@ import os
 import socket
 import subprocess
 import sys
+import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -308,6 +309,34 @@ def test_bad_input_gets_a_specific_json_error_and_status(
     assert "Traceback" not in response.text
 
 
+def test_an_image_labelled_as_json_is_a_client_error_never_counted_as_5xx(
+    endpoint: Endpoint, model: Model
+) -> None:
+    """Issue 24 item 4: a PNG labelled application/json was answered 500 (the toolkit's
+    UTF-8 decode), counted in Invocation5XXErrors; 20 of them rolled a canary back. The
+    SageMaker Runtime answers a model's error as ModelError (424) with the container's
+    status as OriginalStatusCode: 415 here, and only the 4XX count moves."""
+
+    def counters() -> dict[str, float]:
+        document = requests.get(f"{endpoint.url}/_local/routing", timeout=10).json()
+        [variant] = document["variants"].values()
+        return variant
+
+    before = counters()
+    runtime = boto3.client("sagemaker-runtime", endpoint_url=endpoint.url)
+    for content_type in ("application/json", "text/csv"):
+        assert post(endpoint.url, model.pngs[0], content_type).status_code == 415
+        with pytest.raises(ClientError) as raised:
+            runtime.invoke_endpoint(
+                EndpointName=endpoint.name, Body=model.pngs[0], ContentType=content_type
+            )
+        assert raised.value.response["Error"]["Code"] == "ModelError"
+        assert raised.value.response["OriginalStatusCode"] == 415
+    after = counters()
+    assert after["errors_5xx"] == before["errors_5xx"]
+    assert after["errors_4xx"] == before["errors_4xx"] + 4
+
+
 def _raw_request(url: str, request: bytes) -> bytes:
     host, port = url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=10) as connection:
@@ -374,6 +403,57 @@ def test_overload_answers_503_with_retry_after_instead_of_queueing(
     rejected = next(response for response in responses if response.status_code == 503)
     assert rejected.headers["Retry-After"] == "1"
     assert rejected.json()["error"] == "ServiceUnavailable"
+
+
+def test_a_deploy_that_fails_after_starting_leaves_nothing_behind(
+    model: Model, tmp_path: Path
+) -> None:
+    """Issue 24 item 7: deploy exited 1 but left the endpoint running and answering, its
+    parameter published. Here the last step (the monitoring baseline's upload) is refused
+    by the bucket's policy: the endpoint is stopped and its record and parameter go."""
+    s3 = boto3.client("s3")
+    bucket = f"{model.bucket}-denies"
+    s3.create_bucket(Bucket=bucket)
+    packaged = sample_model.package_model(model.model_dir, tmp_path / "packaged.tar.gz")
+    archive = tmp_path / "model.tar.gz"
+    with tarfile.open(packaged) as source, tarfile.open(archive, "w:gz") as target:
+        for member in source.getmembers():
+            target.addfile(member, source.extractfile(member) if member.isfile() else None)
+        baseline = tarfile.TarInfo("baseline.json")  # deploy publishes it, unread
+        baseline.size = 2
+        target.addfile(baseline, io.BytesIO(b"{}"))
+    s3.upload_file(str(archive), bucket, "models/quick-job/output/model.tar.gz")
+    group = f"{bucket}-models"
+    approve_model_data(f"s3://{bucket}/models/quick-job/output/model.tar.gz", group)
+    deny_baseline = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": "s3:PutObject",
+                "Resource": f"arn:aws:s3:::{bucket}/monitoring/*",
+            }
+        ],
+    }
+    s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps(deny_baseline))
+    port, name = free_port(), "fails-late"
+    parameter = f"/test/{name}/endpoint-name"
+    failed = deploy(
+        "--bucket", bucket, "--endpoint-name", name, "--port", str(port),
+        "--state-dir", str(tmp_path / "state"), "--parameter-name", parameter,
+        "--model-group", group,
+        "--workers", "1",
+    )  # fmt: skip
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    assert "when calling the PutObject operation" in failed.stderr
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"http://127.0.0.1:{port}/ping", timeout=5)
+    with pytest.raises(ClientError, match="ParameterNotFound"):
+        boto3.client("ssm").get_parameter(Name=parameter)
+    sm = boto3.client("sagemaker")
+    assert registry.deployed_packages(sm, name) == {}
+    assert sm.list_models(NameContains=name)["Models"] == []
 
 
 def test_a_second_start_of_a_running_endpoint_is_refused(endpoint: Endpoint, model: Model) -> None:

@@ -112,6 +112,8 @@ class Rendered:
             return f"arn:aws:events:{REGION}:{ACCOUNT_ID}:rule/{logical_id}"
         if kind == "AWS::DynamoDB::Table":
             return f"arn:aws:dynamodb:{REGION}:{ACCOUNT_ID}:table/{properties['TableName']}"
+        if kind == "AWS::SQS::Queue":
+            return f"arn:aws:sqs:{REGION}:{ACCOUNT_ID}:{properties['QueueName']}"
         raise AssertionError(f"no ARN for {logical_id} ({kind})")
 
     def ref(self, name: str) -> str:
@@ -420,6 +422,7 @@ def _trigger(workflow: Workflow, role: str) -> str:
         if resource["Type"] == "AWS::Events::Rule" and "EventPattern" in resource["Properties"]
     ]
     name = rule.get("Name") or f"iam-{uuid.uuid4().hex[:8]}"
+    dead_letters = _dead_letter_queue(workflow)
     events = workflow.aws.client("events")
     events.put_rule(Name=name, EventPattern=json.dumps(rule["EventPattern"]), State="ENABLED")
     [target] = rule["Targets"]
@@ -431,10 +434,37 @@ def _trigger(workflow: Workflow, role: str) -> str:
             Key=key,
             CopySource={"Bucket": workflow.bucket, "Key": IMAGE_KEY},
         )
-        return _trigger_outcome(workflow, name, role, key)
+        outcome = _trigger_outcome(workflow, name, role, key)
+        if outcome != "ok":  # a refused upload is kept in the rendered dead-letter queue
+            assert key in _dead_letter_keys(workflow, dead_letters), outcome
+        return outcome
     finally:
         events.remove_targets(Rule=name, Ids=[target["Id"]])
         events.delete_rule(Name=name)
+
+
+def _dead_letter_queue(workflow: Workflow) -> str:
+    """The trigger's dead-letter queue, made as rendered, with its rendered policy; its URL."""
+    resources = workflow.rendered.resources
+    [queue] = [r["Properties"] for r in resources.values() if r["Type"] == "AWS::SQS::Queue"]
+    [policy] = [
+        workflow.rendered.resolve(r["Properties"]["PolicyDocument"])
+        for r in resources.values()
+        if r["Type"] == "AWS::SQS::QueuePolicy"
+    ]
+    sqs = workflow.aws.client("sqs")
+    url: str = sqs.create_queue(QueueName=queue["QueueName"])["QueueUrl"]
+    sqs.set_queue_attributes(QueueUrl=url, Attributes={"Policy": json.dumps(policy)})
+    return url
+
+
+def _dead_letter_keys(workflow: Workflow, url: str) -> list[str]:
+    messages = (
+        workflow.aws.client("sqs")
+        .receive_message(QueueUrl=url, MaxNumberOfMessages=10, MessageAttributeNames=["All"])
+        .get("Messages", [])
+    )
+    return [json.loads(m["Body"])["detail"]["object"]["key"] for m in messages]
 
 
 def _trigger_outcome(workflow: Workflow, rule: str, role: str, key: str) -> str:

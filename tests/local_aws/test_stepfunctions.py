@@ -140,3 +140,55 @@ def test_a_task_invokes_lambda_with_the_state_machines_role_and_its_policy_is_en
     )
     assert outcomes["allowed"]["status"] == "SUCCEEDED"
     assert json.loads(outcomes["allowed"]["output"]) == {"data": "xxx"}
+
+
+def test_a_role_step_functions_may_not_assume_fails_the_task_with_lambdas_access_denied(
+    workflow_aws: LocalAws, unique_name: str
+) -> None:
+    """A state machine whose role's trust names another state machine (aws:SourceArn, as
+    serverless.yml's ImageWorkflowRole does for its own) cannot act as that role: the task
+    fails as a refused Lambda call, `Lambda.AccessDeniedException` with an AccessDenied
+    cause a Catch on States.ALL can see, never `States.Runtime` with `KeyError('RequestId')`
+    (Step Functions developer guide, "Error names": States.Runtime is an exception that
+    could not be processed, which no Catch on States.ALL catches)."""
+    lambda_ = create(
+        workflow_aws, unique_name, "sized.handler", code=package({"sized.py": RETURN_SIZED})
+    )
+    function_arn = lambda_.get_function(FunctionName=unique_name)["Configuration"]["FunctionArn"]
+    iam_client = workflow_aws.client("iam")
+    role = state_machine_role(iam_client, f"{unique_name}-untrusted", [function_arn])
+    trust = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"Service": "states.amazonaws.com"},
+                "Action": "sts:AssumeRole",
+                "Condition": {
+                    "ArnLike": {"aws:SourceArn": "arn:aws:states:*:*:stateMachine:another-machine"}
+                },
+            }
+        ],
+    }
+    iam_client.update_assume_role_policy(
+        RoleName=f"{unique_name}-untrusted", PolicyDocument=json.dumps(trust)
+    )
+    definition = {
+        "StartAt": "Task",
+        "States": {
+            "Task": {
+                "Type": "Task",
+                "Resource": "arn:aws:states:::lambda:invoke",
+                "Parameters": {"FunctionName": function_arn, "Payload.$": "$"},
+                "End": True,
+            }
+        },
+    }
+    arn = workflow_aws.client("stepfunctions").create_state_machine(
+        name=unique_name, definition=json.dumps(definition), roleArn=role
+    )["stateMachineArn"]
+    described = run(workflow_aws, arn, {"bytes": 3})
+    assert described["status"] == "FAILED"
+    assert described["error"] == "Lambda.AccessDeniedException", described.get("cause")
+    assert "AccessDenied" in described["cause"] or "not authorized" in described["cause"]
+    assert "KeyError" not in described["cause"]

@@ -6,6 +6,8 @@ import argparse
 
 import pytest
 
+from local_aws.endpoint import config as endpoint_config
+from training_job.__main__ import main
 from training_job.arguments import bounded
 
 
@@ -57,3 +59,55 @@ def test_anything_else_is_refused_with_what_was_expected(
     message = str(refused.value)
     assert "is not a number as asked" in message
     assert len(message) < 200  # a hostile text is cut, not repeated
+
+
+@pytest.mark.parametrize(
+    ("argv", "complaint"),
+    [
+        # Issue 24 item 9: each was accepted, and failed later (a traceback, a 300 s hang,
+        # a job that failed after it was created and billed, a -1 scaling policy).
+        (["deploy", "--mode", "local", "--port", "-1"], "'-1' is not a port from 1 to 65535"),
+        (["deploy", "--mode", "local", "--port", "70000"], "is not a port from 1 to 65535"),
+        (["deploy", "--mode", "local", "--port", "0"], "'0' is not a port from 1 to 65535"),
+        (["deploy", "--mode", "local", "--max-batch-wait-ms", "nan"], "is not a wait from 0"),
+        (["deploy", "--mode", "local", "--max-batch-wait-ms", "-5"], "is not a wait from 0"),
+        (["deploy", "--mode", "local", "--torch-threads", "-3"], "is not a number of threads"),
+        (["deploy", "--mode", "sagemaker", "--target-invocations", "-1"],
+         "'-1' is not a positive number"),
+        (["train", "--epochs", "0"], "'0' is not a positive integer"),
+        (["train", "--epochs", "-1"], "'-1' is not a positive integer"),
+        (["train", "--batch-size", "-4"], "'-4' is not a positive integer"),
+        (["train", "--learning-rate", "nan"], "is not a learning rate above 0"),
+        (["train", "--learning-rate", "-0.1"], "is not a learning rate above 0"),
+        (["train", "--seed", "-1"], "is not a seed"),
+        (["monitor", "versions", "--bucket", "b", "--endpoint-name", "e", "--production",
+          "v1", "--shadow", "v2", "--minutes", "0"], "is not a number of minutes"),
+        (["monitor", "versions", "--bucket", "b", "--endpoint-name", "e", "--production",
+          "v1", "--shadow", "v2", "--min-agreement", "nan"], "is not a share"),
+        (["evaluate", "--concurrency", "0"], "'0' is not a number of executions from 1 to 256"),
+        (["evaluate", "--timeout", "-1"], "'-1' is not a positive number"),
+        (["evaluate", "--timeout", "nan"], "'nan' is not a positive number"),
+        (["evaluate", "--timeout", "inf"], "'inf' is not a positive number"),
+        (["evaluate", "--concurrency", "257"], "is not a number of executions from 1 to 256"),
+        (["rollout", "--min-compared", "-1"], "is not a positive integer"),
+    ],
+)  # fmt: skip
+def test_a_numeric_option_out_of_its_range_is_refused_before_anything_runs(
+    argv: list[str], complaint: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main([*argv, "--region", "us-east-1"])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert complaint in err, err
+    assert "Traceback" not in err
+
+
+def test_the_endpoint_servers_own_options_are_the_same_numbers() -> None:
+    parser = argparse.ArgumentParser(prog="endpoint", exit_on_error=False)
+    endpoint_config.add_arguments(parser)
+    for argv in (["--port", "0"], ["--torch-threads", "-3"], ["--max-batch-wait-ms", "inf"]):
+        with pytest.raises(argparse.ArgumentError):
+            parser.parse_args(argv)
+    accepted = parser.parse_args(["--torch-threads", "0", "--max-batch-wait-ms", "0"])
+    assert (accepted.torch_threads, accepted.max_batch_wait_ms) == (0, 0.0)

@@ -10,7 +10,10 @@ import boto3
 import pytest
 
 from training_job.bucket import (
+    CAPTURE_EXPIRATION_RULE_ID,
+    DEFAULT_CAPTURE_RETENTION_DAYS,
     TLS_ONLY_SID,
+    BucketError,
     ensure_bucket,
     is_valid_bucket_name,
     tls_only_statement,
@@ -142,3 +145,49 @@ def test_objects_are_usable_under_the_tls_only_policy(local_aws: dict, unique_na
 )
 def test_bucket_names_follow_s3_rules(name: str, valid: bool) -> None:
     assert is_valid_bucket_name(name) is valid
+
+
+def capture_rules(s3: Any, bucket: str) -> list[dict[str, Any]]:
+    rules = s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
+    return [rule for rule in rules if rule["ID"] == CAPTURE_EXPIRATION_RULE_ID]
+
+
+def test_captured_traffic_expires_after_the_retention_keeping_other_lifecycle_rules(
+    local_aws: dict, unique_name: str
+) -> None:
+    """S3 API reference, PutBucketLifecycleConfiguration: the request replaces the
+    bucket's whole lifecycle configuration, and a rule's Expiration Days is a positive
+    integer, the objects' lifetime from their creation. So the bucket gets one rule for
+    `data_capture/` with the retention asked for (the default's, then a new one on a
+    second run, never two), and a rule someone else set stays."""
+    s3 = s3_client()
+    s3.create_bucket(Bucket=unique_name)
+    theirs = {
+        "ID": "OtherTeamLogs",
+        "Filter": {"Prefix": "logs/"},
+        "Status": "Enabled",
+        "Expiration": {"Days": 7},
+    }
+    s3.put_bucket_lifecycle_configuration(
+        Bucket=unique_name, LifecycleConfiguration={"Rules": [theirs]}
+    )
+    ensure_bucket(s3, unique_name, ACCOUNT)
+    [rule] = capture_rules(s3, unique_name)
+    assert rule["Filter"] == {"Prefix": "data_capture/"}
+    assert rule["Status"] == "Enabled"
+    assert rule["Expiration"] == {"Days": DEFAULT_CAPTURE_RETENTION_DAYS}
+
+    ensure_bucket(s3, unique_name, ACCOUNT, capture_retention_days=30)
+    [rule] = capture_rules(s3, unique_name)
+    assert rule["Expiration"] == {"Days": 30}
+    rules = s3.get_bucket_lifecycle_configuration(Bucket=unique_name)["Rules"]
+    assert next(r for r in rules if r["ID"] == "OtherTeamLogs")["Expiration"] == {"Days": 7}
+
+
+def test_a_retention_under_one_day_is_refused_before_the_bucket_is_touched(
+    local_aws: dict, unique_name: str
+) -> None:
+    s3 = s3_client()
+    with pytest.raises(BucketError, match="at least 1"):
+        ensure_bucket(s3, unique_name, ACCOUNT, capture_retention_days=0)
+    assert unique_name not in {b["Name"] for b in s3.list_buckets()["Buckets"]}

@@ -555,3 +555,38 @@ def test_deploy_publishes_the_models_baseline_where_the_monitor_reads_it(
     assert "waiting_for" not in monitor.handler({}, None)  # the first run has its baseline
     delete = ["deploy", "--mode", "sagemaker", "--delete", "--endpoint-name", endpoint]
     assert main([*delete, "--parameter-name", f"/test/{unique_name}/ep"]) == 0
+
+
+@pytest.mark.parametrize("problem", ["missing bucket", "state dir under a file"])
+def test_a_local_deploy_that_cannot_work_is_refused_before_anything_is_made(
+    bucket: str, unique_name: str, tmp_path: Path, problem: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    """Issue 24 item 7: with a missing bucket the endpoint was started, InService and
+    answering, its parameter published, and every capture upload failed; deploy exited 1
+    and left it all running. Like --mode sagemaker, local mode checks first."""
+    endpoint = f"ep-{unique_name}"
+    parameter = f"/test/{unique_name}/endpoint-name"
+    state_dir = tmp_path / "state"
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    used_bucket, used_state_dir, complaint = {
+        "missing bucket": (
+            f"{bucket}-missing",
+            state_dir,
+            f"bucket {bucket}-missing does not exist",
+        ),
+        "state dir under a file": (bucket, a_file / "state", f"{a_file} is not a folder"),
+    }[problem]
+    code = main(
+        ["deploy", "--mode", "local", "--bucket", used_bucket, "--endpoint-name", endpoint,
+         "--parameter-name", parameter, "--state-dir", str(used_state_dir), "--region", "us-east-1"]
+    )  # fmt: skip
+    assert code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("python -m training_job deploy: error: ") and complaint in err, err
+    assert err.count("\n") == 1
+    assert not state_dir.exists()  # no pid, log or model
+    assert boto3.client("sagemaker").list_models(NameContains=endpoint[:40])["Models"] == []
+    with pytest.raises(ClientError, match="ParameterNotFound"):
+        boto3.client("ssm").get_parameter(Name=parameter)

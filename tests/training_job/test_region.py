@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import boto3
 import pytest
@@ -126,6 +127,49 @@ def test_deploy_refuses_a_bucket_in_another_region_before_creating_anything(
         sm = boto3.client("sagemaker", region_name=region)
         assert sm.list_models(NameContains=endpoint[:40])["Models"] == []
         assert sm.list_endpoints(NameContains=endpoint)["Endpoints"] == []
+
+
+def test_a_local_deploy_refuses_a_bucket_in_another_region_before_starting_anything(
+    bucket_in_eu: str, unique_name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Local mode applies the region rule as --mode sagemaker does (issue 24 item 7).
+    endpoint = f"ep-{unique_name}"
+    code = main(
+        ["deploy", "--mode", "local", "--bucket", bucket_in_eu, "--endpoint-name", endpoint,
+         "--state-dir", str(tmp_path / "state"), "--region", "us-west-2"]
+    )  # fmt: skip
+    assert code == 1
+    assert "is in eu-west-1, but this command runs in us-west-2" in capsys.readouterr().err
+    assert not (tmp_path / "state").exists()
+    for region in ("us-west-2", "eu-west-1"):
+        sm = boto3.client("sagemaker", region_name=region)
+        assert sm.list_models(NameContains=endpoint[:40])["Models"] == []
+
+
+def test_evaluate_refuses_images_in_another_region_before_starting_executions(
+    bucket_in_eu: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(
+        ["evaluate", "--state-machine", "scones", "--images", f"s3://{bucket_in_eu}/test/",
+         "--labels", f"s3://{bucket_in_eu}/test.lst", "--region", "us-west-2"]
+    )  # fmt: skip
+    assert code == 1
+    assert "is in eu-west-1, but this command runs in us-west-2" in capsys.readouterr().err
+
+
+def test_models_register_refuses_an_output_in_another_region(
+    bucket_in_eu: str, unique_name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    group = f"other-{unique_name}"
+    code = main(
+        ["models", "register", "--model-data",
+         f"s3://{bucket_in_eu}/models/job-1/output/model.tar.gz", "--manifest",
+         f"s3://{bucket_in_eu}/manifest.json", "--model-group", group, "--region", "us-west-2"]
+    )  # fmt: skip
+    assert code == 1
+    assert "is in eu-west-1, but this command runs in us-west-2" in capsys.readouterr().err
+    sm = boto3.client("sagemaker", region_name="us-west-2")
+    assert sm.list_model_package_groups(NameContains=group)["ModelPackageGroupSummaryList"] == []
 
 
 def test_train_refuses_a_bucket_in_another_region(

@@ -157,6 +157,8 @@ def test_bad_command_lines_are_usage_errors(argv: list[str]) -> None:
         ("x" * 1025, "1025 characters; SageMaker keeps at most 1024"),
         ("two\nlines", "one line"),
         ("bell\x07", "one line"),
+        ("", "--description is empty"),
+        ("   ", "--description is empty"),
     ],
 )
 def test_hostile_descriptions_are_refused_and_nothing_changes(

@@ -1,7 +1,9 @@
 """`python -m training_job rollout` against the local AWS and a live local endpoint: a good
 version completes (shadow, canary, all) with no failed request; a version that answers a
-constant and one that errors are rolled back automatically and never take all the
-traffic; production variants split traffic by weight; TargetVariant is honoured.
+constant, one whose weights make it error and one whose own code raises are rolled back
+automatically and never take all the traffic; the code that raises is caught by the
+shadow stage too, and code that cannot be imported never takes traffic; production
+variants split traffic by weight; TargetVariant is honoured.
 
 Load: two clients, each one request at a time, through InvokeEndpoint at the local AWS.
 """
@@ -11,7 +13,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import tarfile
 import threading
 import time
 from collections.abc import Iterator
@@ -24,7 +25,7 @@ from botocore.exceptions import ClientError
 
 from contract import capture
 from tests.rollout_stack import VERSIONS, Load, Stack, invoke, rollout_stack, run_command
-from tests.training_job.registry_helpers import approve_model_data, register_output
+from tests.training_job.registry_helpers import register_output
 from training_job import registry
 from training_job.registry import APPROVED, REJECTED
 
@@ -145,6 +146,7 @@ def _rollout(stack: Stack, *argv: str) -> list[str]:
 BAD_VERSIONS = {
     "constant": ("doubtful-share", []),  # [0.5, 0.5] to everything
     "erroring": ("5xx-errors", []),
+    "broken-code": ("5xx-errors", []),  # its code raises on every request
     # [0.0, 1.0] to everything: never doubtful, so only the class mix shows it (the
     # serving version's baseline names the second class for ~2% of its images).
     "confident": ("class-motorcycle-share", []),
@@ -204,54 +206,13 @@ def test_an_approved_bad_version_is_rolled_back_automatically_and_never_takes_al
     assert variants["v1"] > 0
     assert any(variant == "v1" and moment > last_bad for moment, variant in load.result.answers)
     assert invoke(stack, 5) == {"v1": 5}
-    if kind != "erroring":
+    if kind not in ("erroring", "broken-code"):
         assert variants[bad] > 0, variants  # it took its canary share, and was caught
         assert load.result.failures == [] and load.result.lost() == 0
     else:
         # Every failure is the bad model's own (ModelError from its 500), never a switch's.
         assert set(load.result.failure_codes()) <= {"ModelError"}, load.result.failures
         assert load.result.failures, "the erroring canary answered nothing"
-
-
-def test_a_version_the_endpoint_cannot_load_stops_at_prepare_with_sagemakers_reason(
-    stack: Stack, tmp_path: Path
-) -> None:
-    """--skip-shadow on an endpoint that serves one version: the prepare stage deploys the
-    new version beside it at weight 0, so a model that cannot be loaded fails that
-    update. SageMaker API reference, DescribeEndpoint: FailureReason is given "if the
-    status of the endpoint is Failed, or the status is InService but update operation
-    fails"; the endpoint keeps its old configuration. The rollout stops there with that
-    reason, instead of asking for a guarded canary from a configuration the endpoint never
-    reached (which SageMaker refuses: the variant names differ)."""
-    archive = tmp_path / "model.tar.gz"
-    bucket, key = stack.versions["good"][len("s3://") :].split("/", 1)
-    boto3.client("s3").download_file(bucket, key, str(archive))
-    unloadable = tmp_path / "unloadable.tar.gz"
-    with tarfile.open(archive) as source, tarfile.open(unloadable, "w:gz") as target:
-        for member in source.getmembers():
-            target.addfile(member, source.extractfile(member) if member.isfile() else None)
-        link = tarfile.TarInfo("code/escape")  # the local endpoint refuses links
-        link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
-        target.addfile(link)
-    model_data = f"s3://{stack.bucket}/models/unloadable/output/model.tar.gz"
-    boto3.client("s3").upload_file(str(unloadable), stack.bucket, model_data.split("/", 3)[3])
-    version = approve_model_data(model_data, stack.group)
-    try:
-        with Load(stack) as load:
-            rolled = run_command(
-                *_rollout(stack, "--model-version", str(version.version), "--bucket",
-                          stack.bucket), "--skip-shadow", *FAST,
-            )  # fmt: skip
-    finally:  # out of the way of the tests after this one: never served
-        registry.set_status(boto3.client("sagemaker"), version, REJECTED, "unloadable")
-    output = rolled.stdout + rolled.stderr
-    assert rolled.returncode == 1, output
-    assert re.search(r"the update of \S+ to \S+-prepare-\S+ failed: Update failed", output)
-    assert "the local endpoint refused the routing" in output, output
-    assert "same production variant names" not in output and "Traceback" not in output
-    assert _serving(stack) == ["v1"]
-    assert load.result.failures == [] and load.result.lost() == 0
-    assert set(load.result.variants()) == {"v1"}
 
 
 def test_a_weight_0_variant_is_deployed_and_answers_when_targeted(stack: Stack) -> None:
@@ -270,6 +231,62 @@ def test_a_weight_0_variant_is_deployed_and_answers_when_targeted(stack: Stack) 
     sm.update_endpoint(EndpointName=stack.endpoint, EndpointConfigName=original)
     _wait_in_service(stack)
     assert _serving(stack) == ["v1"]
+
+
+def test_a_version_whose_code_fails_is_stopped_by_its_shadow_and_no_client_sees_it(
+    stack: Stack,
+) -> None:
+    """The good weights with an inference.py that raises on every request: its own
+    container runs its own code (SageMaker runs each variant in containers of its own),
+    so the shadow fails every copy, counted as its Invocation5XXErrors, answers none, and
+    the shadow stage stops the rollout; production answered every request throughout."""
+    version = VERSIONS["broken-code"]
+    bad = f"v{version}"
+    before = requests.get(f"{stack.endpoint_url}/_local/routing", timeout=5).json()
+    errors_before = before["variants"].get(bad, {}).get("errors_5xx", 0)
+    with Load(stack) as load:
+        rolled = run_command(
+            *_rollout(stack, "--model-version", str(version), "--bucket", stack.bucket),
+            "--shadow-seconds", "6", "--min-compared", "5", *FAST,
+        )  # fmt: skip
+    output = rolled.stdout + rolled.stderr
+    assert rolled.returncode == 1, output
+    assert "the shadow comparison stopped the rollout" in output, output
+    assert f"{bad} answered 0.00 of the requests copied to it" in output, output
+    assert _serving(stack) == ["v1"]
+    assert load.result.failures == [] and load.result.lost() == 0
+    assert set(load.result.variants()) == {"v1"}
+    after = requests.get(f"{stack.endpoint_url}/_local/routing", timeout=5).json()
+    assert after["variants"][bad]["errors_5xx"] > errors_before
+    assert invoke(stack, 5) == {"v1": 5}
+
+
+def test_a_version_whose_code_cannot_be_imported_never_takes_traffic(stack: Stack) -> None:
+    """SageMaker (knowledge center, "sagemaker-endpoint-creation-fail"): a container whose
+    model does not load (a failing model_fn, say) never passes the ping health check, and
+    the update fails; DescribeEndpoint (API_DescribeEndpoint, FailureReason): an update
+    that fails leaves the endpoint InService with the reason. No request reaches it.
+    --skip-shadow on an endpoint that serves one version: the prepare stage is where it
+    is first deployed (a weight-0 variant is deployed too), so that is where it stops."""
+    version = VERSIONS["unimportable"]
+    with Load(stack) as load:
+        rolled = run_command(
+            *_rollout(stack, "--model-version", str(version), "--bucket", stack.bucket),
+            "--skip-shadow", *FAST,
+        )  # fmt: skip
+    output = rolled.stdout + rolled.stderr
+    assert rolled.returncode == 1, output
+    assert f"production variant v{version} did not pass the ping health check" in output, output
+    assert "a_module_this_version_does_not_ship" in output, output
+    # The prepare stage deploys it (at weight 0) and fails with the reason, before any
+    # traffic moves; never a guarded canary from a configuration the endpoint never took,
+    # which SageMaker refuses (the variant names differ).
+    assert re.search(r"did not take \S+-prepare-\S+: Update failed", output), output
+    assert "same production variant names" not in output and "Traceback" not in output
+    assert _serving(stack) == ["v1"]
+    assert load.result.failures == [] and load.result.lost() == 0
+    assert set(load.result.variants()) == {"v1"}
+    assert invoke(stack, 5) == {"v1": 5}
 
 
 def test_a_good_version_completes_shadow_canary_all_with_no_failed_request(

@@ -388,6 +388,18 @@ def test_usage_errors_exit_2_with_one_line(
     assert len(result.err) < 1000  # an argument of any length is shown bounded
 
 
+def test_a_capture_retention_under_a_day_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    result = run_stage(
+        capsys, "--bucket", "some-bucket", "--capture-retention-days", "0", "--cache-dir",
+        str(tmp_path / "cache"),
+    )  # fmt: skip
+    assert result.code == 2
+    assert "--capture-retention-days: '0' is not a positive integer" in result.err
+    assert not (tmp_path / "cache").exists()
+
+
 def test_missing_bucket_option_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     result = run_stage(capsys)
     assert result.code == 2
@@ -406,11 +418,19 @@ def test_help_explains_every_option() -> None:
     )
     assert completed.returncode == 0, completed.stderr
     text = completed.stdout
-    for option in ("--source", "--classes", "--bucket", "--prefix", "--cache-dir"):
+    for option in (
+        "--source",
+        "--classes",
+        "--bucket",
+        "--prefix",
+        "--cache-dir",
+        "--capture-retention-days",
+    ):
         assert option in text
     for fact in ("SCONES_CIFAR_SOURCE", cifar.OFFICIAL_URL, "bicycle,motorcycle", ".cache/cifar"):
         assert fact in text
     assert "manifest.json" in text
+    assert "data_capture/" in text
 
 
 def test_stage_is_listed_with_a_summary() -> None:

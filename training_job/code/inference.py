@@ -22,12 +22,21 @@ import imaging
 import model as classifier
 import numpy as np
 import torch
+from sagemaker_inference import content_types as toolkit_content_types
 from sagemaker_inference.errors import GenericInferenceToolkitError
 
 from contract import images as image_formats
 
 JSON_CONTENT_TYPE = "application/json"
 SHOWN_HEADER_CHARS = 80  # a header echoed in an error is cut to this
+
+# The toolkit decodes an application/json or text/csv body as UTF-8 before input_fn sees
+# it (Transformer.transform, for the content types in this list). An image labelled so is
+# not UTF-8, and the toolkit answered its decode error 500, which SageMaker counts in
+# Invocation5XXErrors: any client could send a rollout's 5XX alarm to ALARM. This script
+# reads bytes only, so every body reaches input_fn undecoded and its type is refused there
+# with 415. The list is read per request, after this module is imported.
+toolkit_content_types.UTF8_TYPES.clear()
 
 
 class InferenceError(GenericInferenceToolkitError):

@@ -30,6 +30,7 @@ from contract.s3 import (
     parse_s3_uri,
 )
 from training_job.arguments import bounded
+from training_job.bucket import BucketError, require_region
 from training_job.monitor import model_code, versions
 from training_job.monitor.baseline import (
     Baseline,
@@ -195,7 +196,7 @@ def _add_source_options(parser: argparse.ArgumentParser, default_window: int | N
     )
     parser.add_argument(
         "--permutations",
-        type=int,
+        type=positive,
         default=10000,
         help="most permutations for the embedding MMD test's p-value; a window far from an "
         "alert stops after its 20th exceedance (Besag-Clifford), so only drifting windows "
@@ -431,8 +432,6 @@ def _reference(args: argparse.Namespace, workdir: Path) -> tuple[Baseline, Any, 
 def _analyzer(
     args: argparse.Namespace, baseline: Baseline, net: Any, config: dict
 ) -> WindowAnalyzer:
-    if args.permutations < 1:
-        raise ValueError("--permutations must be at least 1")
     labels = read_labels(args.labels) if args.labels else None
     torch.set_num_threads(args.threads)
     embedder = Embedder(net, config, args.embedding_members)
@@ -490,11 +489,26 @@ def _sigterm_as_exit() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def require_buckets_in_region(args: argparse.Namespace) -> None:
+    """The region rule `--region` states (the bucket must be in it), for every bucket the
+    command reads, before it reads any: a missing one is named, and one elsewhere is
+    refused instead of judged from there."""
+    named = {args.bucket} if getattr(args, "bucket", None) else set()
+    for option in ("captures", "model_data", "images"):
+        value = getattr(args, option, None)
+        if isinstance(value, str) and value.startswith("s3://"):
+            named.add(value.removeprefix("s3://").split("/", 1)[0])
+    s3 = boto3.client("s3")
+    for bucket in sorted(named):
+        require_region(s3, bucket)
+
+
 def _guarded(body: Any, args: argparse.Namespace) -> int:
     with _sigterm_as_exit():
         try:
+            require_buckets_in_region(args)
             return int(body(args))
-        except (BaselineError, CaptureSourceError, ValueError, OSError) as error:
+        except (BaselineError, BucketError, CaptureSourceError, ValueError, OSError) as error:
             print(f"error: {error}", file=sys.stderr)
             return EXIT_UNUSABLE
         except (ClientError, BotoCoreError) as error:

@@ -24,7 +24,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import boto3
+
 from contract.threshold import ThresholdError, threshold_from_environment
+from training_job.arguments import bounded
+from training_job.bucket import BucketError, require_region
 from training_job.capture import CAPTURE_PREFIX
 from training_job.errors import UsageError
 from training_job.monitor.captures import CaptureSource, ReadCounts, read_records
@@ -195,6 +199,10 @@ def compare(
 # --- `python -m training_job monitor versions` --------------------------------------
 
 
+_minutes = bounded(int, "a number of minutes from 1 to 10080 (a week)", 1, 7 * 24 * 60)
+_share = bounded(float, "a share from 0 to 1", 0, 1)
+
+
 def add_parser(commands: Any) -> None:
     parser = commands.add_parser(
         "versions",
@@ -209,13 +217,13 @@ def add_parser(commands: Any) -> None:
     parser.add_argument("--shadow", required=True, help="the variant to compare (e.g. v2)")
     parser.add_argument(
         "--minutes",
-        type=int,
+        type=_minutes,
         default=60,
         help="compare the answers of the last MINUTES minutes (default: %(default)s)",
     )
     parser.add_argument(
         "--min-agreement",
-        type=float,
+        type=_share,
         default=0.9,
         help="exit 1 when the variants agree on less than this share (default: %(default)s)",
     )
@@ -223,10 +231,10 @@ def add_parser(commands: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if not 1 <= args.minutes <= 7 * 24 * 60:
-        raise UsageError(f"--minutes {args.minutes} is not between 1 and 10080 (a week)")
-    if not 0 <= args.min_agreement <= 1:
-        raise UsageError(f"--min-agreement {args.min_agreement:g} is not a share in [0, 1]")
+    try:  # exit 1 means the versions differ, so a bucket that cannot be read is a 2
+        require_region(boto3.client("s3"), args.bucket)
+    except BucketError as error:
+        raise UsageError(str(error)) from error
     since = datetime.now(UTC) - timedelta(minutes=args.minutes)
     comparison = compare(args.bucket, args.endpoint_name, args.production, args.shadow, since)
     for line in comparison.lines():

@@ -13,6 +13,8 @@ from botocore.exceptions import ClientError
 
 from contract import shown
 from contract.decisions import TABLE_ENVIRONMENT_VARIABLE
+from training_job.arguments import bounded
+from training_job.bucket import BucketError, require_region
 from training_job.errors import CommandError, UsageError
 from training_job.review.server import ReviewServer
 from training_job.review.store import ReviewStore
@@ -20,6 +22,9 @@ from training_job.review.store import ReviewStore
 DEFAULT_PORT = 8321
 # What a reviewer's name may hold: an IAM user or role session name's characters.
 _REVIEWER = re.compile(r"[A-Za-z0-9_.@+=,-]{1,64}")
+
+
+_port = bounded(int, "a port from 0 to 65535 (0: any free one)", 0, 65535)
 
 
 def register(subparsers: Any) -> None:
@@ -48,7 +53,7 @@ def register(subparsers: Any) -> None:
         help="the loopback address to listen on (default: 127.0.0.1; never another interface)",
     )
     parser.add_argument(
-        "--port", type=int, default=DEFAULT_PORT, help=f"default: {DEFAULT_PORT}; 0 picks one"
+        "--port", type=_port, default=DEFAULT_PORT, help=f"default: {DEFAULT_PORT}; 0 picks one"
     )
     parser.add_argument(
         "--reviewer",
@@ -65,13 +70,15 @@ def run(args: argparse.Namespace) -> int:
             f"--host {shown(args.host)} is not a loopback address: the page is "
             "for this machine only"
         )
-    if not 0 <= args.port <= 65535:
-        raise UsageError(f"--port {args.port} is not a port")
     reviewer = args.reviewer or caller_name()
     if not _REVIEWER.fullmatch(reviewer):
         raise UsageError(
             f"--reviewer {shown(reviewer)}: 1-64 letters, digits or _.@+=,- (pass --reviewer)"
         )
+    try:  # the region rule `--region` states, before the table is looked for there
+        require_region(boto3.client("s3"), args.bucket)
+    except BucketError as error:
+        raise CommandError(str(error)) from error
     store = ReviewStore(
         boto3.client("dynamodb"),
         boto3.client("s3"),

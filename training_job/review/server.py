@@ -14,11 +14,15 @@ person running `python -m training_job review`, acting with their own AWS creden
     POST /api/answer            {"image", "answer", "revision"} -> {"item", "pending"}
     POST /api/undo              {"image", "revision"}           -> {"item", "pending"}
 
-Refusals are JSON `{"error": message}` with a specific status: 400 bad JSON or fields,
-403 a foreign Host or Origin (DNS rebinding, another site posting to the loopback), 404,
+Refusals are JSON `{"error": message}` with a specific status: 400 bad JSON or fields
+(JSON nested deeper than MAX_JSON_DEPTH, a revision over MAX_REVISION), 403 a foreign Host,
+Origin or Sec-Fetch-Site (DNS rebinding, another site posting to the loopback or loading
+a photo to learn which ids have decisions), 404,
 409 a stale revision (with the fresh `item`), 411/413 a missing or oversized body, 415 a
 POST that is not application/json (so no cross-site form can send one without CORS), 502
-when AWS refused. A refused request changes nothing.
+when AWS refused, 500 (logged) for a fault of this server. A refused request changes
+nothing. A connection that sends nothing for REQUEST_TIMEOUT_SECONDS is closed, so stalled
+clients cannot hold the server's threads.
 """
 
 from __future__ import annotations
@@ -45,6 +49,11 @@ from training_job.review.store import Conflict, EventNotSent, NotFound, ReviewSt
 
 MAX_BODY_BYTES = 16 * 1024  # an answer is ~200 bytes of JSON
 MAX_FIELD_CHARACTERS = 2048  # an s3:// id: bucket (63) + key (1024) + slack
+# The page's revisions are JavaScript numbers, exact up to 2**53 - 1; DynamoDB's numbers
+# hold 38 digits, and boto3 raised decimal.Rounded on more (the request was never answered).
+MAX_REVISION = 2**53 - 1
+MAX_JSON_DEPTH = 8  # the API's bodies are one flat object
+REQUEST_TIMEOUT_SECONDS = 30.0  # a request line, headers or body not sent by then: closed
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 # The only files served besides the API: name -> content type. Never joined onto a path
 # taken from the request, so no `..` can reach another file.
@@ -59,7 +68,13 @@ SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
+    # Another site's <img> of /api/image would tell by its load or error event whether a
+    # photo id has a decision: browsers refuse it any response of this server.
+    "Cross-Origin-Resource-Policy": "same-origin",
 }
+# Sec-Fetch-Site values of a request this server's own page (or the person typing its
+# address) makes; browsers send `cross-site` or `same-site` for another page's requests.
+OWN_FETCH_SITES = ("same-origin", "none")
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
 
 log = logging.getLogger(__name__)
@@ -75,12 +90,19 @@ class Refused(Exception):
 class ReviewServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], store: ReviewStore, reviewer: str) -> None:
+    def __init__(
+        self,
+        address: tuple[str, int],
+        store: ReviewStore,
+        reviewer: str,
+        request_timeout: float = REQUEST_TIMEOUT_SECONDS,
+    ) -> None:
         if ":" in address[0]:  # ::1, the IPv6 loopback
             self.address_family = socket.AF_INET6
         super().__init__(address, ReviewHandler)
         self.store = store
         self.reviewer = reviewer
+        self.request_timeout = request_timeout
         self.static = {name: (STATIC_DIR / name).read_bytes() for name in STATIC_FILES}
 
     @property
@@ -92,6 +114,12 @@ class ReviewServer(ThreadingHTTPServer):
 class ReviewHandler(BaseHTTPRequestHandler):
     server: ReviewServer
     protocol_version = "HTTP/1.1"
+
+    def setup(self) -> None:
+        super().setup()
+        # A read that waits longer ends the connection (http.server logs "Request timed
+        # out") and frees its thread.
+        self.connection.settimeout(self.server.request_timeout)
 
     def do_GET(self) -> None:
         self._respond(self._get)
@@ -133,8 +161,10 @@ class ReviewHandler(BaseHTTPRequestHandler):
         body = self._json_body()
         image = _field(body, "image", str)
         revision = _field(body, "revision", int)
-        if isinstance(revision, bool) or revision < 0:
-            raise Refused(HTTPStatus.BAD_REQUEST, "revision must be a non-negative integer")
+        if isinstance(revision, bool) or not 0 <= revision <= MAX_REVISION:
+            raise Refused(
+                HTTPStatus.BAD_REQUEST, f"revision must be an integer from 0 to {MAX_REVISION}"
+            )
         try:
             if path == "/api/answer":
                 item = store.answer(
@@ -172,6 +202,13 @@ class ReviewHandler(BaseHTTPRequestHandler):
             log.warning("%s %s: %s", self.command, split.path, error)
             status = HTTPStatus.BAD_GATEWAY
             content_type, payload = _json(error=f"AWS refused a request: {error}")
+        except (TimeoutError, ConnectionError):
+            raise  # the client stalled or left: http.server closes the connection
+        except Exception:  # a fault here: answered and logged, never a dropped connection
+            log.exception("%s %s failed", self.command, split.path)
+            status = HTTPStatus.INTERNAL_SERVER_ERROR
+            self.close_connection = True
+            content_type, payload = _json(error="the review server failed; see its log")
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(payload)))
@@ -193,6 +230,11 @@ class ReviewHandler(BaseHTTPRequestHandler):
         origin = self.headers.get("Origin")
         if origin is not None and origin.removeprefix("http://") not in ours:
             raise Refused(HTTPStatus.FORBIDDEN, "requests from other sites are refused")
+        # A GET from another page (an <img>, a no-cors fetch) carries no Origin; browsers
+        # name where it comes from in Sec-Fetch-Site.
+        site = self.headers.get("Sec-Fetch-Site")
+        if site is not None and site not in OWN_FETCH_SITES:
+            raise Refused(HTTPStatus.FORBIDDEN, "requests from other sites are refused")
 
     def _json_body(self) -> dict[str, Any]:
         if self.headers.get_content_type() != "application/json":
@@ -208,8 +250,14 @@ class ReviewHandler(BaseHTTPRequestHandler):
                 HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
                 f"a body of {length} bytes is over {MAX_BODY_BYTES}",
             )
+        data = self.rfile.read(length)
+        if _nesting(data) > MAX_JSON_DEPTH:
+            # json.loads recurses per level: 7,000 levels raised RecursionError unanswered.
+            raise Refused(
+                HTTPStatus.BAD_REQUEST, f"the body is JSON nested over {MAX_JSON_DEPTH} deep"
+            )
         try:
-            body = json.loads(self.rfile.read(length))
+            body = json.loads(data)
         except (UnicodeDecodeError, json.JSONDecodeError) as error:
             raise Refused(HTTPStatus.BAD_REQUEST, f"the body is not JSON: {error}") from error
         if not isinstance(body, dict):
@@ -218,6 +266,29 @@ class ReviewHandler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s " + format, self.address_string(), *args)
+
+
+def _nesting(data: bytes) -> int:
+    """An upper bound on how deep JSON `data` nests: its brackets counted outside strings
+    (escaped quotes skipped), without parsing it."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for byte in data:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):  # [ {
+            depth += 1
+            deepest = max(deepest, depth)
+        elif byte in (0x5D, 0x7D):  # ] }
+            depth -= 1
+    return deepest
 
 
 def _json(**values: Any) -> tuple[str, bytes]:
@@ -251,10 +322,14 @@ def _field(body: dict[str, Any], name: str, kind: type) -> Any:
 
 @contextmanager
 def serving(
-    store: ReviewStore, reviewer: str, host: str = "127.0.0.1", port: int = 0
+    store: ReviewStore,
+    reviewer: str,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    request_timeout: float = REQUEST_TIMEOUT_SECONDS,
 ) -> Iterator[ReviewServer]:
     """The review server on (host, port), answering in a thread until the block ends."""
-    server = ReviewServer((host, port), store, reviewer)
+    server = ReviewServer((host, port), store, reviewer, request_timeout)
     thread = threading.Thread(target=server.serve_forever, name="review-server", daemon=True)
     thread.start()
     try:

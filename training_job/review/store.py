@@ -8,7 +8,9 @@ decision event with that source, and records the answer as training data
 (training_job/review/reviewed.py). An undo, allowed only to the reviewer who answered
 and only while nobody wrote after, puts the model's decision back (its best class is the
 largest of `inferences`, in LABELS order), returns the photo to its place in the queue
-(`queued_at` is kept), emits the event again with source "model", and drops the line.
+(`queued_at` is kept), emits a `withdrawn` event (source "person", label the answer taken
+back: never a second model event, which a routing system would read as routing), and
+drops the line.
 
 DynamoDB is the truth: the table is written first; the event and the manifest follow it.
 """
@@ -29,7 +31,9 @@ from contract import shown
 from contract.decisions import (
     ANSWERS,
     EVENT_DETAIL_TYPE,
+    EVENT_FIELDS,
     EVENT_SOURCE,
+    EVENT_STATUS_WITHDRAWN,
     PARTITION_KEY,
     REASON_AUDIT,
     REVIEW_INDEX,
@@ -44,18 +48,6 @@ from contract.decisions import (
 )
 from training_job.review.reviewed import CLASS_ANSWERS, ReviewedManifest
 
-# The fields of the decision event's detail (contract/decisions.py).
-EVENT_FIELDS = (
-    "image",
-    "label",
-    "confidence",
-    "model_version",
-    "endpoint",
-    "decided_at",
-    "execution",
-    "source",
-    "status",
-)
 # How many index entries one look for the next photo reads past before giving up on a
 # page: entries whose item was answered a moment ago (the index is eventually consistent).
 MAX_STALE_ENTRIES = 25
@@ -249,7 +241,17 @@ class ReviewStore:
                 ":reviewer": reviewer,
             },
         )
-        self._emit(item)
+        # What the routing system hears: this person's answer no longer holds. The item is
+        # the model's decision again, which it heard (or, for a doubtful photo, never did).
+        # `current` is the item the update replaced: the update required its revision.
+        self._emit(
+            {
+                **item,
+                "label": current["answer"],
+                "source": SOURCE_PERSON,
+                "status": EVENT_STATUS_WITHDRAWN,
+            }
+        )
         self.manifest.forget(image)
         return item
 

@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 from sagemaker_inference.errors import BaseInferenceToolkitError
 
+from benchmarks import decode_cost
 from contract import images as image_formats
 from local_aws.endpoint.batcher import ToolkitContext, load_handler_service
 from tests import sample_model
@@ -259,3 +260,26 @@ def test_the_container_toolkit_serves_the_script_unchanged(
     assert status == 415 and "send one of image/png" in phrase
     status, _, _, _ = through_the_toolkit(handler, b"", {"Content-Type": "image/png"})
     assert status == 400
+
+
+@pytest.mark.parametrize("content_type", ["application/json", "text/csv"])
+def test_a_png_labelled_as_text_is_a_415_through_the_toolkit_not_a_500(
+    model_dir: Path, test_images: Split, content_type: str
+) -> None:
+    # The toolkit decodes application/json and text/csv bodies as UTF-8 before input_fn
+    # sees them; a PNG's bytes are not UTF-8, and the decode error was answered 500,
+    # which SageMaker counts in Invocation5XXErrors (a client could roll a canary back).
+    handler = load_handler_service(model_dir)
+    png = sample_model.png_bytes(test_images[0][0])
+    status, phrase, _, _ = through_the_toolkit(handler, png, {"Content-Type": content_type})
+    assert status == 415
+    assert phrase.startswith(f"unsupported content type '{content_type}'")
+    status, phrase, _, _ = through_the_toolkit(handler, b'{"a": 1}', {"Content-Type": content_type})
+    assert status == 415
+
+
+def test_a_scan_bomb_is_a_413_not_a_200_after_seconds_of_cpu() -> None:
+    with pytest.raises(inference.InferenceError) as raised:
+        inference.input_fn(decode_cost.scan_bomb_jpeg(20_000), "image/jpeg")
+    assert raised.value.status_code == 413
+    assert "scans" in str(raised.value)

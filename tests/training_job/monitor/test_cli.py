@@ -468,3 +468,41 @@ def test_the_data_prefix_follows_the_prefix_rule_stage_wrote_it_by() -> None:
     with pytest.raises(SystemExit) as exit_info:
         parser.parse_args(["monitor", "baseline", "--bucket", "bucket-a", "--data-prefix", "/abs"])
     assert exit_info.value.code == 2
+
+
+def test_check_refuses_captures_in_another_region_instead_of_judging_them(
+    local_aws: dict[str, str], unique_name: str, model_dir: Path, vehicles: Vehicles, predict,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    """Issue 24 item 9: `--region` says "the bucket must be in it" on every command, but
+    `monitor check --region <other>` gave a verdict on a bucket elsewhere. README: every
+    step runs in one region, and S3 sends events to EventBridge only in the bucket's."""
+    s3 = boto3.client("s3", region_name="eu-west-1")
+    s3.create_bucket(
+        Bucket=unique_name, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"}
+    )
+    s3.put_object(
+        Bucket=unique_name, Key="models/job-1/output/model.tar.gz", Body=model_archive(model_dir)
+    )
+    clean = vehicles.test_images[:100]
+    lines = b"".join(capture_lines(clean, predict(clean)))
+    s3.put_object(Bucket=unique_name, Key=ENDPOINT_PREFIX + "00-00-000-a.jsonl", Body=lines)
+    captures = f"s3://{unique_name}/data_capture/ep/"
+    assert check(captures, "--region", "us-east-1") == 2
+    captured = capsys.readouterr()
+    assert f"bucket {unique_name} is in eu-west-1, but this command runs in us-east-1" in (
+        captured.err
+    )
+    assert "verdict" not in captured.out
+    assert check(captures, "--region", "eu-west-1") == 0  # in its own region, judged
+
+
+def test_versions_names_a_missing_bucket_without_a_traceback(
+    local_aws: dict[str, str], unique_name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["monitor", "versions", "--bucket", f"{unique_name}-missing", "--endpoint-name",
+            "ep", "--production", "v1", "--shadow", "v2", "--region", "us-east-1"]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"bucket {unique_name}-missing does not exist" in err
+    assert "Traceback" not in err and err.count("\n") == 1

@@ -176,3 +176,20 @@ def test_two_reviewers_on_one_queue_never_overwrite_each_other(world: ReviewWorl
             bob.quit()
     assert all("answer" not in world.item(photo.image) for photo in world.photos)
     assert [e["detail"]["source"] for e in world.events()] == ["person", "person", "model", "model"]
+
+
+def test_every_button_is_on_screen_at_a_phones_width(
+    world: ReviewWorld, review_server: ReviewServer, browser: Any
+) -> None:
+    """Issue 24 item 10: at 420 px the row of buttons was wider than the page and centred,
+    so the Bicycle button sat off the left edge, out of reach."""
+    browser.set_window_size(420, 900)
+    browser.get(review_server.url)
+    wait_for_photo(browser, world.photos[0].image)
+    width = browser.execute_script("return document.documentElement.clientWidth")
+    assert width <= 420
+    for button in browser.find_elements(By.CSS_SELECTOR, "#buttons button"):
+        left_edge, right_edge = browser.execute_script(
+            "const r = arguments[0].getBoundingClientRect(); return [r.left, r.right];", button
+        )
+        assert left_edge >= 0 and right_edge <= width, (button.text, left_edge, right_edge)

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
 from typing import Any
 from urllib.parse import quote
 
 import pytest
 
 from contract.decisions import REVIEWED_MANIFEST_KEY
+from tests.conftest import free_port
 from tests.training_job.review.conftest import Photo, ReviewWorld, seed_item
-from training_job.review.server import MAX_BODY_BYTES, ReviewServer
+from training_job.review.server import MAX_BODY_BYTES, ReviewServer, serving
 
 
 def request(
@@ -171,6 +173,20 @@ HOSTILE_BODIES = [
         "over",
         id="long-image",
     ),
+    # Issue 24 item 10: each was answered nothing at all (decimal.Rounded in boto3's
+    # DynamoDB number conversion; RecursionError in json.loads).
+    pytest.param(
+        b'{"image": "IMAGE", "answer": "bicycle", "revision": 1' + b"0" * 40 + b"}",
+        400,
+        "revision must be an integer from 0 to 9007199254740991",
+        id="revision-10**40",
+    ),
+    pytest.param(
+        b'{"image": "IMAGE", "answer": "bicycle", "revision": ' + b"[" * 7000 + b"]" * 7000 + b"}",
+        400,
+        "nested over 8 deep",
+        id="nested-7000-deep",
+    ),
 ]
 
 
@@ -292,3 +308,33 @@ def test_a_refused_body_is_never_read_as_the_next_request(
     assert response.getheader("Connection") == "close"
     response.read()
     connection.close()
+
+
+def test_a_stalled_connection_is_closed_and_frees_its_thread(world: ReviewWorld) -> None:
+    """Issue 24 item 10: 300 POSTs that never finished held 302 threads; a connection
+    that sends nothing for the request timeout is closed."""
+    with serving(world.store(), "alice", port=free_port(), request_timeout=0.5) as server:
+        host, port = server.server_address[:2]
+        with socket.create_connection((str(host), port), timeout=30) as stalled:
+            stalled.sendall(b"POST /api/answer HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # no end
+            assert stalled.recv(1024) == b""  # closed by the server, not by our timeout
+        status, _, payload = request(server, "GET", "/api/counts")
+        assert status == 200 and "pending" in json.loads(payload)
+
+
+def test_another_sites_photo_request_is_refused(
+    world: ReviewWorld, review_server: ReviewServer
+) -> None:
+    """Another site's <img> of a photo carries no Origin but Sec-Fetch-Site: cross-site;
+    its load or error event told that site which photo ids have decisions."""
+    path = f"/api/image?image={quote(world.photos[0].image)}"
+    for site in ("cross-site", "same-site"):
+        status, headers, payload = request(
+            review_server, "GET", path, None, {"Sec-Fetch-Site": site}
+        )
+        assert status == 403, site
+        assert "other sites" in json.loads(payload)["error"]
+    for site in ("same-origin", "none"):
+        status, headers, _ = request(review_server, "GET", path, None, {"Sec-Fetch-Site": site})
+        assert status == 200, site
+        assert headers["Cross-Origin-Resource-Policy"] == "same-origin"

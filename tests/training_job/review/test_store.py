@@ -11,6 +11,7 @@ import pytest
 
 from contract.decisions import (
     EVENT_DETAIL_TYPE,
+    EVENT_STATUS_WITHDRAWN,
     REASON_AUDIT,
     REVIEWED_IMAGES_PREFIX,
     REVIEWED_MANIFEST_KEY,
@@ -68,6 +69,7 @@ def test_an_answer_records_the_person_emits_the_event_and_keeps_the_training_lin
     assert event["detail"]["label"] == "motorcycle"
     assert event["detail"]["status"] == STATUS_REVIEWED
     assert event["detail"]["model_version"] == "3"
+    assert event["detail"]["variant"] == "v3"  # person events carry it as documented
 
     filename = reviewed_filename(photo.image)
     assert manifest(world) == [LstEntry(0, 1, filename)]
@@ -162,20 +164,46 @@ def test_undo_puts_the_models_decision_and_the_queue_back(world: ReviewWorld) ->
     assert restored == {**seeded, "revision": 2}
     assert restored["status"] == STATUS_NEEDS_REVIEW and restored["source"] == SOURCE_MODEL
     assert store.count_pending() == len(world.photos)
-    [event] = world.events()
-    assert event["detail"]["source"] == SOURCE_MODEL
-    assert event["detail"]["label"] == "bicycle"
     assert manifest(world) == []
 
 
-def test_undo_of_an_audit_photo_routes_it_again(world: ReviewWorld) -> None:
+def test_undo_emits_only_the_persons_withdrawal_never_a_model_event(world: ReviewWorld) -> None:
+    """A routing system subscribes to `detail.source: model` (docs/events.md): an undo of
+    a doubtful photo's answer must not tell it the model decided `needs_review`; it hears
+    that the person's answer (the label it was told) is withdrawn."""
+    store = world.store()
+    photo = world.photos[2]
+    answered = store.answer(photo.image, "motorcycle", 0, "alice")
+    world.events()  # the answer's event
+
+    store.undo(photo.image, answered["revision"], "alice")
+    [event] = world.events()
+    assert event["detail-type"] == EVENT_DETAIL_TYPE
+    assert event["detail"]["source"] == SOURCE_PERSON
+    assert event["detail"]["status"] == EVENT_STATUS_WITHDRAWN
+    assert event["detail"]["label"] == "motorcycle"  # the answer taken back
+    assert event["detail"]["variant"] == "v3"
+
+
+def test_undo_of_an_audit_photo_routes_it_again_without_a_second_routed_event(
+    world: ReviewWorld,
+) -> None:
+    """The model's `routed` event for an audit photo was sent when it decided; the undo
+    restores that decision in the table and emits the withdrawal, not `routed` again."""
     photo = world.photos[0]
     seed_item(world, photo, "2026-11-29T09:00:00.000Z", REASON_AUDIT, "motorcycle", 0.97)
     store = world.store()
-    answered = store.answer(photo.image, "motorcycle", 0, "alice")
+    answered = store.answer(photo.image, "bicycle", 0, "alice")
     restored = store.undo(photo.image, answered["revision"], "alice")
     assert restored["status"] == STATUS_ROUTED
     assert restored["label"] == "motorcycle"
+    answer_event, undo_event = world.events()
+    assert answer_event["detail"]["status"] == STATUS_REVIEWED
+    assert (undo_event["detail"]["source"], undo_event["detail"]["status"]) == (
+        SOURCE_PERSON,
+        EVENT_STATUS_WITHDRAWN,
+    )
+    assert undo_event["detail"]["label"] == "bicycle"
 
 
 def test_only_the_reviewer_who_answered_may_undo_and_only_what_they_saw(
