@@ -3,8 +3,15 @@
 Each scenario starts its own local AWS (`python -m local_aws serve`, reached through a relay)
 and a local endpoint (`python -m local_aws.endpoint`, 2 workers, capture on), drives it
 with closed-loop keep-alive clients that send a unique X-Amzn-SageMaker-Inference-Id each,
+with one of two kinds of body:
+
+  png             CIFAR-100 test images, 32x32 PNGs (about 3 KB)
+  phone           phone-sized JPEGs, 4032x3024 at 2 to 5 MiB (made here: a gradient
+                  under film grain, never a photo from the data set)
+
 and when a third of the requests are answered does one of:
 
+  steady          nothing: S3 healthy all along (capture must keep up with the endpoint)
   worker-kill-9   kill -9 of one worker (the endpoint restarts it)
   group-kill-9    kill -9 of the endpoint's whole process group, then a fresh start
                   on the same spool (the load stops: nothing is listening)
@@ -18,6 +25,7 @@ requests are in the capture (lost = answered but not captured; duplicates = capt
 The last table is the spool's append cost with and without an fsync per record.
 
     .venv/bin/python benchmarks/capture_durability.py [--requests 1800] [--clients 16]
+        [--phone-requests 160] [--bodies png phone]
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
+import io
 import os
 import signal
 import socket
@@ -39,7 +48,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import requests
+from PIL import Image
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
@@ -51,7 +62,12 @@ from tests import sample_model  # noqa: E402
 from training_job import capture  # noqa: E402
 
 DEFAULT_ARCHIVE = REPO_ROOT.parent / "shared" / "data" / "cifar-100-python-vehicles.tar.gz"
-SCENARIOS = ("worker-kill-9", "group-kill-9", "sigterm", "s3-outage")
+from contract.images import MAX_IMAGE_BYTES  # noqa: E402
+
+SCENARIOS = ("steady", "worker-kill-9", "group-kill-9", "sigterm", "s3-outage")
+BODIES = ("png", "phone")
+CONTENT_TYPES = {"png": "image/png", "phone": "image/jpeg"}
+PHONE_GRAIN = (6.0, 9.0, 13.0)  # the grain's strength sets the JPEG's size: 2.4-4.4 MiB
 
 
 class Relay:
@@ -185,7 +201,8 @@ class Load:
 
     url: str
     name: str
-    pngs: list[bytes]
+    bodies: list[bytes]
+    content_type: str
     total: int
     clients: int
     answered: list[str] = field(default_factory=list)
@@ -208,9 +225,9 @@ class Load:
             try:
                 response = session.post(
                     f"{self.url}/endpoints/{self.name}/invocations",
-                    data=self.pngs[number % len(self.pngs)],
+                    data=self.bodies[number % len(self.bodies)],
                     headers={
-                        "Content-Type": "image/png",
+                        "Content-Type": self.content_type,
                         "X-Amzn-SageMaker-Inference-Id": inference_id,
                     },
                     timeout=60,
@@ -270,11 +287,12 @@ class Result:
 def run_scenario(
     scenario: str,
     model_dir: Path,
-    pngs: list[bytes],
+    bodies: list[bytes],
     work: Path,
     total: int,
     clients: int,
     outage_seconds: float = 6.0,
+    content_type: str = "image/png",
 ) -> Result:
     """One scenario end to end, with a local AWS and an endpoint of its own."""
     if scenario not in SCENARIOS:
@@ -294,7 +312,7 @@ def run_scenario(
             work,
         )
         endpoint.start()
-        load = Load(endpoint.url, name, pngs, total, clients)
+        load = Load(endpoint.url, name, bodies, content_type, total, clients)
         put_failures = -1  # not measured where the scenario itself stops the endpoint
         stopped: list[float] = []  # seconds from SIGTERM to the endpoint's exit
         outage = threading.Timer(outage_seconds, relay.restore)
@@ -353,6 +371,30 @@ def append_cost(directory: Path, records: int, line: bytes) -> dict[str, float]:
     return costs
 
 
+def phone_photo(grain: float, seed: int) -> bytes:
+    """A 4032x3024 JPEG (a 12 MP phone camera's) of a colour gradient under Gaussian grain;
+    stronger grain compresses less, so `grain` sets the size (6: 2.4 MiB, 13: 4.4 MiB)."""
+    height, width, tile = 3024, 4032, 504  # the grain is a tile repeated: cheap to make
+    y = np.linspace(0, 1, height, dtype=np.float32)[:, None]
+    x = np.linspace(0, 1, width, dtype=np.float32)[None, :]
+    scene = np.stack(
+        np.broadcast_arrays(200 * x + 40 * y, 120 + 80 * y + 0 * x, 220 - 150 * x * y), axis=-1
+    )
+    noise = np.random.default_rng(seed).normal(0, grain, (tile, tile, 3)).astype(np.float32)
+    pixels = np.clip(scene + np.tile(noise, (height // tile, width // tile, 1)), 0, 255)
+    out = io.BytesIO()
+    Image.fromarray(pixels.astype(np.uint8)).save(out, "JPEG", quality=90)
+    return out.getvalue()
+
+
+def phone_photos() -> list[bytes]:
+    photos = [phone_photo(grain, seed) for seed, grain in enumerate(PHONE_GRAIN)]
+    for photo in photos:
+        if not 2 * 1024 * 1024 <= len(photo) < MAX_IMAGE_BYTES:
+            raise RuntimeError(f"a phone photo of {len(photo)} bytes is not 2 to 5 MiB")
+    return photos
+
+
 def prepare_model(archive: Path, work: Path) -> tuple[Path, list[bytes]]:
     model_dir = sample_model.train_quick_model(archive, work / "model", steps=3)
     images, _labels = sample_model.load_split(archive, "test")
@@ -362,24 +404,35 @@ def prepare_model(archive: Path, work: Path) -> tuple[Path, list[bytes]]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--archive", type=Path, default=DEFAULT_ARCHIVE)
-    parser.add_argument("--requests", type=int, default=1800, help="per scenario")
+    parser.add_argument("--requests", type=int, default=1800, help="per scenario, png bodies")
+    parser.add_argument(
+        "--phone-requests", type=int, default=160, help="per scenario, phone bodies"
+    )
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--outage-seconds", type=float, default=6.0)
     parser.add_argument("--scenarios", nargs="+", choices=SCENARIOS, default=list(SCENARIOS))
+    parser.add_argument("--bodies", nargs="+", choices=BODIES, default=list(BODIES))
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="capture-durability-") as scratch:
         work = Path(scratch)
         model_dir, pngs = prepare_model(args.archive, work)
+        bodies = {"png": pngs, "phone": phone_photos() if "phone" in args.bodies else []}
+        totals = {"png": args.requests, "phone": args.phone_requests}
         results = [
-            run_scenario(
-                scenario,
-                model_dir,
-                pngs,
-                work / scenario,
-                args.requests,
-                args.clients,
-                args.outage_seconds,
+            (
+                kind,
+                run_scenario(
+                    scenario,
+                    model_dir,
+                    bodies[kind],
+                    work / f"{scenario}-{kind}",
+                    totals[kind],
+                    args.clients,
+                    args.outage_seconds,
+                    CONTENT_TYPES[kind],
+                ),
             )
+            for kind in args.bodies
             for scenario in args.scenarios
         ]
         record = capture.encode_lines(
@@ -394,23 +447,28 @@ def main() -> int:
             ]
         )
         costs = append_cost(work, 2000, record)
-    print(f"\n{args.requests} requests per scenario, {args.clients} keep-alive clients, 2 workers")
+    sizes = {k: f"{min(map(len, b)):,}-{max(map(len, b)):,} B" for k, b in bodies.items() if b}
     print(
-        f"{'scenario':<15}{'answered':>9}{'captured':>9}{'lost':>6}{'dupes':>6}"
+        f"\n{args.clients} keep-alive clients, 2 workers; requests per scenario: "
+        + ", ".join(f"{kind} {totals[kind]} ({sizes[kind]})" for kind in args.bodies)
+    )
+    print(
+        f"{'scenario':<15}{'bodies':<7}{'answered':>9}{'captured':>9}{'lost':>6}{'dupes':>6}"
         f"{'S3 fails':>9}{'stop s':>8}  other"
     )
-    for result in results:
+    for kind, result in results:
         others = ", ".join(f"{k}:{v}" for k, v in sorted(result.statuses.items()) if k != "200")
         print(
-            f"{result.scenario:<15}{result.answered:>9}{result.captured:>9}{result.lost:>6}"
-            f"{result.duplicates:>6}{result.put_failures if result.put_failures >= 0 else '-':>9}"
+            f"{result.scenario:<15}{kind:<7}{result.answered:>9}{result.captured:>9}"
+            f"{result.lost:>6}{result.duplicates:>6}"
+            f"{result.put_failures if result.put_failures >= 0 else '-':>9}"
             f"{result.stop_seconds:>8.2f}"
             f"  {others or '-'}"
         )
     print(f"\nspool append, {len(record)}-byte record: " + ", ".join(
         f"{mode} {micros:.0f} us" for mode, micros in costs.items()
     ))  # fmt: skip
-    return 0 if all(result.lost == 0 for result in results) else 1
+    return 0 if all(result.lost == 0 for _, result in results) else 1
 
 
 if __name__ == "__main__":

@@ -33,12 +33,22 @@ from datetime import UTC, datetime
 
 EVENT_VERSION = "0"
 ENCODINGS = ("BASE64", "JSON", "CSV")
-# Base64 of the largest image the endpoint accepts (contract.images, 5 MiB) is 6.7 MiB;
-# a longer line is not a capture of this workflow, and reading it would only cost memory.
-MAX_LINE_BYTES = 8 * 1024 * 1024
-# Bytes read from one object, unpacked: thousands of captured photos, and what the
-# monitor's Lambda (256 MB, 120 s) parses in well under its time. A gzip bomb (1 MB that
-# unpacks to 1 GB) stops here, counted as damage; it is never held in memory whole.
+# The limits below are the writer's and every reader's: the local endpoint's capture
+# writer keeps each line and object within them, and the readers count what is over them
+# as damage. They follow from the largest request body a capture holds: SageMaker's
+# InvokeEndpoint limit (6 MB: 6,291,456 bytes, the `max` of botocore's BodyBlob), which the
+# local endpoint enforces too and never raises (local_aws/endpoint/config.py).
+MAX_CAPTURED_BODY_BYTES = 6 * 1024 * 1024
+# Beside the base64 body, a line holds the answer (a list of probabilities: bytes) and the
+# metadata; a MiB of room for them.
+LINE_ROOM_BYTES = 1024 * 1024
+# 9 MiB: a longer line is not a capture of this workflow, and reading it would only cost
+# memory.
+MAX_LINE_BYTES = 4 * -(-MAX_CAPTURED_BODY_BYTES // 3) + LINE_ROOM_BYTES
+# Bytes read from one object, unpacked: seven of the largest lines, thousands of captured
+# photos, and what the monitor's Lambda (256 MB, 120 s) parses in well under its time. A
+# gzip bomb (1 MB that unpacks to 1 GB) stops here, counted as damage; it is never held in
+# memory whole.
 MAX_OBJECT_BYTES = 64 * 1024 * 1024
 # Lines read from one object: a record of this workflow holds a base64 image (kilobytes),
 # so MAX_OBJECT_BYTES holds well under this many; a bomb of newlines would otherwise cost

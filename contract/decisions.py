@@ -6,9 +6,10 @@ training_job review`) answers it; the monitor measures from it; `train
 --include-reviewed` learns from the answers. All of them read these names.
 
 Item attributes (DynamoDB types in brackets):
-- `image` [S], the partition key: `s3://<bucket>/<key>` of the photo. One photo, one
-  decision: the workflow's write is conditional on the item not existing (or being the
-  same execution's retry), so processing a photo twice leaves one decision.
+- `image` [S], the partition key: `s3://<bucket>/<key>#<etag>` of the photo (image_id):
+  one decision per uploaded version. The workflow's write is conditional on the item not
+  existing (or being the same execution's retry), so processing the same upload twice
+  leaves one decision, and an upload over it under the same key gets its own.
 - `label` [S] and `confidence` [N]: the model's best class and its probability;
   `inferences` [L of N]: the whole distribution, in LABELS order.
 - `model_version` [S], `endpoint` [S], `variant` [S]: what decided (the variant that
@@ -20,6 +21,10 @@ Item attributes (DynamoDB types in brackets):
   REVIEW_PENDING) only while a photo waits for a person, with `queued_at` [S] as the
   index's sort key, so the oldest waits first. Answering removes it.
 - `answer` [S] (one of ANSWERS), `reviewer` [S], `reviewed_at` [S]: the person's answer.
+- `event_pending` [S]: present while a routed decision's event is still to be put (the
+  outbox, EVENT_OUTBOX_INDEX below).
+- `rejection` [S] (one of REJECTION_REASONS), `rejection_cause` [S]: why an upload was
+  rejected (status STATUS_REJECTED); such an item has no label.
 - `revision` [N]: bumped by every write after the first; each answer and undo is
   conditional on the revision the reviewer saw, so two reviewers never overwrite
   each other (the second gets ConditionalCheckFailedException and a fresh item).
@@ -37,6 +42,10 @@ Standard library only: packaged into the Lambdas and read by training_job.
 
 from __future__ import annotations
 
+import re
+
+from contract import shown
+
 TABLE_ENVIRONMENT_VARIABLE = "DECISIONS_TABLE"
 AUDIT_RATE_ENVIRONMENT_VARIABLE = "AUDIT_RATE"
 DEFAULT_AUDIT_RATE = 0.05  # share of passed photos also queued for review (unbiased sample)
@@ -50,7 +59,13 @@ REVIEW_PENDING = "pending"
 STATUS_ROUTED = "routed"  # passed the gate; the routing system has its answer
 STATUS_NEEDS_REVIEW = "needs_review"  # stopped at the gate, waiting for a person
 STATUS_REVIEWED = "reviewed"  # a person answered
-STATUSES = (STATUS_ROUTED, STATUS_NEEDS_REVIEW, STATUS_REVIEWED)
+STATUS_REJECTED = "rejected"  # the upload could not be classified; `rejection` says why
+STATUSES = (STATUS_ROUTED, STATUS_NEEDS_REVIEW, STATUS_REVIEWED, STATUS_REJECTED)
+
+# Why an upload was rejected: the handler error that refused it (handlers/), the item's
+# `rejection` [S], with the handler's message in `rejection_cause` [S]. Each is the
+# driver's upload, never the endpoint: the state machine records these as decisions.
+REJECTION_REASONS = ("NotAnImage", "ImageTooLarge", "ImageChanged", "ImageNotFound")
 
 REASON_DOUBTFUL = "doubtful"  # below the threshold
 REASON_AUDIT = "audit"  # passed, sampled for an unbiased measure of accuracy past the gate
@@ -83,10 +98,56 @@ EVENT_FIELDS = (
     "status",
 )
 
+# The outbox: a routed decision is written with `event_pending` [S] = EVENT_PENDING, which
+# the workflow removes once its event went out. The sparse index EVENT_OUTBOX_INDEX
+# (partition key `event_pending`, sort key `decided_at`) holds only the decisions whose
+# event is still to be put; publishDecisions (handlers/publish_decisions.py) puts them.
+EVENT_PENDING_ATTRIBUTE = "event_pending"
+EVENT_PENDING = "pending"
+EVENT_OUTBOX_INDEX = "unsent-events"
+EVENT_OUTBOX_SORT_KEY = "decided_at"
 
-def image_id(bucket: str, key: str) -> str:
-    """The partition key of the photo at `bucket`/`key`."""
-    return f"s3://{bucket}/{key}"
+
+# The decision id names one version of a photo: `s3://<bucket>/<key>#<etag>`. S3 tells an
+# upload over an earlier one under the same key apart by its ETag (the S3 EventBridge event's
+# detail.object.etag), so a motorcycle uploaded over a bicycle gets a decision of its own,
+# and a redelivery of the same upload finds its decision. An ETag is hex digits, with
+# `-<parts>` for a multipart upload: it never holds ETAG_SEPARATOR, a key may.
+ETAG_SEPARATOR = "#"
+_ETAG = re.compile(r"^[0-9a-f]{32}(-[0-9]{1,5})?$")
+MAX_ETAG_LENGTH = 38
+
+
+def image_id(bucket: str, key: str, etag: str = "") -> str:
+    """The partition key of the photo at `bucket`/`key` whose content has ETag `etag`
+    (without its quotes); without an ETag, the id of the key alone (items written before
+    decisions were per version)."""
+    location = f"s3://{bucket}/{key}"
+    return f"{location}{ETAG_SEPARATOR}{etag}" if etag else location
+
+
+def is_etag(value: str) -> bool:
+    """Whether `value` is an S3 ETag as the decision id carries it (no quotes)."""
+    return bool(_ETAG.match(value))
+
+
+def photo_location(image: str) -> str:
+    """The `s3://bucket/key` a decision id names, without its ETag: what a list of photos
+    by key (a test set's true labels) is keyed by."""
+    bucket, key, _etag = split_image_id(image)
+    return image_id(bucket, key)
+
+
+def split_image_id(image: str) -> tuple[str, str, str]:
+    """(bucket, key, etag) of a decision id (etag "" for an id without one); ValueError for
+    anything that is not an `s3://bucket/key` id."""
+    location, separator, etag = image.rpartition(ETAG_SEPARATOR)
+    if not (separator and is_etag(etag)):
+        location, etag = image, ""
+    bucket, _, key = location.removeprefix("s3://").partition("/")
+    if not location.startswith("s3://") or not bucket or not key:
+        raise ValueError(f"not an s3://bucket/key photo id: {shown(image, 200)}")
+    return bucket, key, etag
 
 
 # Answers as training data, in the workflow's bucket: a `.lst` manifest

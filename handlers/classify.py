@@ -24,6 +24,10 @@ machine's Classify state retries with backoff. That is the one layer that retrie
 waits cost no Lambda time, are not squeezed into the function's timeout, and show in the
 execution history. botocore's own retries would be a second layer under it (3 state
 attempts x 3 client attempts = 9 calls to a struggling endpoint), so they are off.
+
+An image the model cannot read (the container answers 400, 413 or 415, which SageMaker
+returns as ModelError with that OriginalStatusCode) is the upload's fault, not the
+endpoint's: NotAnImage or ImageTooLarge, as serialize names them, never EndpointError.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ from handlers.workflow_event import (
     ConfigurationError,
     ImageTooLarge,
     InvalidEvent,
+    NotAnImage,
     WorkflowError,
     WorkflowEvent,
     aws_client,
@@ -83,6 +88,16 @@ TRANSIENT_ERROR_CODES = frozenset(
 )
 
 
+# The model container's own statuses for an upload it cannot use (training_job/code/
+# inference.py), which SageMaker passes on in ModelError's OriginalStatusCode: the bytes are
+# the driver's problem, not the endpoint's (the state machine records them as rejected).
+UPLOAD_REFUSALS: dict[int, type[WorkflowError]] = {
+    400: NotAnImage,  # undecodable: a truncated or corrupt image
+    413: ImageTooLarge,  # more pixels than the model decodes
+    415: NotAnImage,  # not an accepted format
+}
+
+
 class EndpointError(WorkflowError):
     """The endpoint refused or failed the request; the message is the endpoint's."""
 
@@ -110,7 +125,9 @@ def handler(event: object, context: object = None) -> dict[str, Any]:
         content_type = image_content_type(image, "image_data")
     else:
         # serialize left a large image in S3: read it by the event's reference.
-        stored = read_image(workflow_event.s3_bucket, workflow_event.s3_key, limit)
+        stored = read_image(
+            workflow_event.s3_bucket, workflow_event.s3_key, limit, etag=workflow_event.s3_etag
+        )
         image, content_type = stored.data, stored.content_type
     inference_id = getattr(context, "aws_request_id", None) or str(uuid.uuid4())
     workflow_event.inferences, workflow_event.variant = invoke(
@@ -208,6 +225,9 @@ def invoke(
         message = f"endpoint {endpoint_name}: {code}: {details.get('Message') or error}"
         if code in TRANSIENT_ERROR_CODES or status == 429 or status >= 500:
             raise EndpointUnavailable(message) from None
+        refused_upload = UPLOAD_REFUSALS.get(int(error.response.get("OriginalStatusCode") or 0))
+        if code == "ModelError" and refused_upload:
+            raise refused_upload(f"the model could not read the image: {message}") from None
         raise EndpointError(message) from None
     except ReadTimeoutError:
         raise EndpointTimeout(

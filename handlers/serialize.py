@@ -6,6 +6,8 @@ accepted formats (handlers/image_source.py). An image up to INLINE_IMAGE_BYTES t
 base64 in `image_data`; a larger one (a phone photo) would push the state over Step
 Functions' 256 KiB limit, so `image_data` stays empty and classify reads the image from
 S3 by the event's `s3_bucket`/`s3_key`. Either way the image's format has been checked.
+The read is of the upload the event names (its `s3_etag`, If-Match): a key uploaded over
+since fails as ImageChanged.
 """
 
 from __future__ import annotations
@@ -25,7 +27,11 @@ from handlers.workflow_event import (
 def handler(event: object, context: object = None) -> dict[str, Any]:
     workflow_event = WorkflowEvent.parse(event)
     bucket, key = workflow_event.s3_bucket, workflow_event.s3_key
-    image = read_image(bucket, key, max_image_bytes(), read_up_to=INLINE_IMAGE_BYTES)
+    image = read_image(
+        bucket, key, max_image_bytes(), read_up_to=INLINE_IMAGE_BYTES, etag=workflow_event.s3_etag
+    )
+    # The decision's id names the upload read (an event without the trigger's ETag gets it here).
+    workflow_event.s3_etag = image.etag
     workflow_event.image_data = (
         base64.b64encode(image.data).decode("ascii") if image.complete else ""
     )

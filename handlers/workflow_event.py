@@ -1,7 +1,9 @@
 """The workflow event every handler reads and returns, its errors, and JSON logging.
 
 The event is the reference's `{"image_data": "", "s3_bucket": "", "s3_key": "",
-"inferences": []}`. Each handler returns `{"statusCode": 200, "body": <event>}` and also
+"inferences": []}`, plus `s3_etag`: the ETag of the upload (the S3 event's), which the
+decision's id carries (contract/decisions.py) and every read of the key must match.
+Each handler returns `{"statusCode": 200, "body": <event>}` and also
 accepts such a return value as its event, so the handlers chain as the reference does.
 
 classify adds what answered to the body (`endpoint`, `variant`: the production variant,
@@ -36,7 +38,7 @@ from decimal import Decimal
 from typing import Any
 
 from contract import shown
-from contract.decisions import image_id, version_of_variant
+from contract.decisions import image_id, is_etag, version_of_variant
 from contract.images import FORMAT_NAMES, MAX_IMAGE_BYTES, content_type_of
 
 # The classifier's output order: label 0 is bicycle, 1 is motorcycle (as in the manifests).
@@ -93,6 +95,7 @@ class WorkflowEvent:
         s3_bucket: str = "",
         s3_key: str = "",
         inferences: list[float] | None = None,
+        s3_etag: str = "",
         endpoint: str = "",
         variant: str = "",
         decided_at: str = "",
@@ -100,6 +103,9 @@ class WorkflowEvent:
         self.image_data = image_data
         self.s3_bucket = s3_bucket
         self.s3_key = s3_key
+        # The ETag of the upload this run decides (the trigger's, else the one serialize read):
+        # part of the decision's id, and every read of the key must find that content.
+        self.s3_etag = s3_etag
         self.inferences = inferences if inferences is not None else []
         # What answered, set by classify (empty before).
         self.endpoint = endpoint
@@ -118,6 +124,9 @@ class WorkflowEvent:
         s3_bucket = _field(event, "s3_bucket", str, "")
         s3_key = _field(event, "s3_key", str, "")
         inferences = _field(event, "inferences", list, [])
+        s3_etag = _field(event, "s3_etag", str, "").strip('"')
+        if s3_etag and not is_etag(s3_etag):
+            raise InvalidEvent(f"s3_etag {shown(s3_etag)} is not an S3 ETag")
         if len(s3_key) > MAX_KEY_LENGTH:
             raise InvalidEvent(f"s3_key is longer than S3's limit of {MAX_KEY_LENGTH} characters")
         if not all(_is_probability(value) for value in inferences):
@@ -128,7 +137,12 @@ class WorkflowEvent:
             if len(answered[name]) > limit:
                 raise InvalidEvent(f"{name} is longer than {limit} characters")
         return cls(
-            image_data, s3_bucket, s3_key, [float(value) for value in inferences], **answered
+            image_data,
+            s3_bucket,
+            s3_key,
+            [float(value) for value in inferences],
+            s3_etag,
+            **answered,
         )
 
     def check_inferences(self) -> None:
@@ -144,6 +158,8 @@ class WorkflowEvent:
             "s3_key": self.s3_key,
             "inferences": self.inferences,
         }
+        if self.s3_etag:
+            body["s3_etag"] = self.s3_etag
         if not self.endpoint:
             return {"statusCode": 200, "body": body}
         body.update(endpoint=self.endpoint, variant=self.variant, decided_at=self.decided_at)
@@ -156,7 +172,7 @@ class WorkflowEvent:
         self.check_inferences()
         label, confidence = self.top_inference()
         return {
-            "image": image_id(self.s3_bucket, self.s3_key),
+            "image": image_id(self.s3_bucket, self.s3_key, self.s3_etag),
             "label": label,
             "confidence": confidence,
             "model_version": version_of_variant(self.variant),

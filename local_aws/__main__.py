@@ -24,6 +24,7 @@ from local_aws.server import (
     write_env_file,
 )
 from local_aws.supervisor import AlreadyRunning, Daemon, SupervisorError
+from training_job.arguments import port_number, positive_int
 
 STATE_DIR = Path(".local")
 
@@ -74,13 +75,13 @@ def main(argv: list[str] | None = None) -> int:
         ("serve", "serve in the foreground until Ctrl-C or SIGTERM"),
     ):
         command = commands.add_parser(name, help=text, description=text)
-        command.add_argument("--port", type=int, default=DEFAULT_PORT)
+        command.add_argument("--port", type=port_number, default=DEFAULT_PORT)
         command.add_argument(
             "--host", default=DEFAULT_HOST, help="listen address (default: loopback only)"
         )
         command.add_argument(
             "--endpoint-port",
-            type=int,
+            type=port_number,
             default=DEFAULT_ENDPOINT_PORT,
             help="where the local SageMaker endpoint listens; the Lambda handlers and "
             "aws.env's AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME point there",
@@ -94,11 +95,14 @@ def main(argv: list[str] | None = None) -> int:
         "SCONES_CIFAR_SOURCE to a local copy of the CIFAR-100 archive.",
     )
     demo.add_argument("--bucket", default="scones-unlimited-local", help="the data bucket")
-    demo.add_argument("--port", type=int, default=DEFAULT_PORT, help="the local AWS port")
+    demo.add_argument("--port", type=port_number, default=DEFAULT_PORT, help="the local AWS port")
     demo.add_argument(
-        "--endpoint-port", type=int, default=DEFAULT_ENDPOINT_PORT, help="the local endpoint port"
+        "--endpoint-port",
+        type=port_number,
+        default=DEFAULT_ENDPOINT_PORT,
+        help="the local endpoint port",
     )
-    demo.add_argument("--epochs", type=int, help="training epochs (default: the recipe's)")
+    demo.add_argument("--epochs", type=positive_int, help="training epochs (default: the recipe's)")
     demo.add_argument(
         "--out", type=Path, default=Path("out/demo"), help="where summary.json and the report go"
     )

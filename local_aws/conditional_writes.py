@@ -44,4 +44,33 @@ def serialize_conditional_writes() -> None:
     S3Response.put_object = _serialized(S3Response.put_object)  # type: ignore[method-assign]
 
 
-PATCHES = [serialize_conditional_writes]
+def check_copy_source_if_match() -> None:
+    """Gap: moto's CopyObject checked `x-amz-copy-source-if-none-match` but ignored
+    `x-amz-copy-source-if-match`; S3 copies only if the source's ETag matches, else 412
+    PreconditionFailed (S3 API reference, CopyObject). The review store copies an answered
+    photo with it, so a key uploaded over since is never learned from."""
+    from urllib.parse import parse_qs, unquote, urlparse
+
+    from moto.s3.exceptions import PreconditionFailed
+    from moto.s3.responses import S3Response
+
+    copy_object = S3Response.copy_object
+    if getattr(copy_object, "_checks_if_match", False):
+        return
+
+    def copy_checked(self: Any) -> Any:
+        wanted = self.headers.get("x-amz-copy-source-if-match")
+        if wanted:
+            source = urlparse(str(self.headers.get("x-amz-copy-source")))
+            bucket, key = unquote(source.path).lstrip("/").split("/", 1)
+            version = parse_qs(source.query).get("versionId", [None])[0]
+            found = self.backend.get_object(bucket, key, version_id=version)
+            if found is not None and wanted.strip('"') != found.etag.strip('"'):
+                raise PreconditionFailed(failed_condition="x-amz-copy-source-If-Match")
+        return copy_object(self)
+
+    copy_checked._checks_if_match = True  # type: ignore[attr-defined]
+    S3Response.copy_object = copy_checked  # type: ignore[method-assign]
+
+
+PATCHES = [serialize_conditional_writes, check_copy_source_if_match]

@@ -9,7 +9,10 @@ remained in moto 5.2.5's `Rule.send_to_targets`:
 1. a Step Functions state machine target was not supported at all (it raised
    `NotImplementedError`, which S3's notifier swallows: no execution ever started);
 2. for events from S3, moto skips the target's `InputTransformer` (`transform_input=False`),
-   and its template filler inserts string values without their JSON quotes.
+   and its template filler inserts string values without their JSON quotes;
+3. moto's S3 event names the object's ETag `eTag` (the name in S3's own notification
+   format); in the EventBridge event AWS sends it is `etag` (S3 user guide, "EventBridge
+   event message structure"), which the trigger's `$.detail.object.etag` reads.
 
 `patch_state_machine_targets` handles state machine targets itself (every other target
 is left to moto): the target's `Input`, `InputPath` or `InputTransformer` shapes the
@@ -231,6 +234,7 @@ def patch_state_machine_targets() -> None:
         # rules, so the rules after it (the workflow's trigger) never fired.
         if getattr(self, "scheduled_expression", None):
             return
+        original_event = s3_event_as_aws_sends_it(original_event)
         if not self.event_pattern.matches_event(original_event):
             return
         state_machines = [t for t in self.targets if ":states:" in str(t.get("Arn", ""))]
@@ -244,6 +248,19 @@ def patch_state_machine_targets() -> None:
             send_to_targets(rule, original_event, transform_input)
 
     Rule.send_to_targets = send_to_targets_and_state_machines  # type: ignore[method-assign]
+
+
+def s3_event_as_aws_sends_it(event: Any) -> Any:
+    """`event` with an S3 object's `eTag` named `etag`, as AWS's EventBridge event has it (a
+    copy: moto hands the same event to every rule)."""
+    if not isinstance(event, dict) or event.get("source") != "aws.s3":
+        return event
+    detail = event.get("detail")
+    found = detail.get("object") if isinstance(detail, dict) else None
+    if not isinstance(detail, dict) or not isinstance(found, dict) or "eTag" not in found:
+        return event
+    renamed = {("etag" if name == "eTag" else name): value for name, value in found.items()}
+    return {**event, "detail": {**detail, "object": renamed}}
 
 
 def transform_input_of(rule: Any, target: dict[str, Any], event: Any) -> str:

@@ -56,11 +56,13 @@ CONTEXT_KEYS = frozenset(
         "s3:prefix",
         "cloudwatch:namespace",
         *("dynamodb:leadingkeys", "dynamodb:attributes", "events:source", "events:detail-type"),
+        "dynamodb:returnvalues",
     }
 )
 # Of those, the keys the local AWS fills in only for some requests of their service
-# (DynamoDB's for PutItem, EventBridge's for PutEvents): on any other request it does not
-# know them, which is not the same as knowing they are absent.
+# (DynamoDB's for PutItem and UpdateItem, EventBridge's for PutEvents): on any other request
+# it does not know them, which is not the same as knowing they are absent.
+# (dynamodb:ReturnValues is not one: a request without ReturnValues has no such key.)
 REQUEST_SPECIFIC_KEYS = frozenset(
     {"dynamodb:leadingkeys", "dynamodb:attributes", "events:source", "events:detail-type"}
 )
@@ -519,12 +521,24 @@ def _dynamodb_request(
 ) -> str:
     """The table's ARN, or its index's when the request names one (Query, Scan); for
     PutItem, dynamodb:LeadingKeys (the item's partition key value) and dynamodb:Attributes
-    (its attribute names), as DynamoDB fills them in."""
+    (its attribute names), as DynamoDB fills them in; for UpdateItem, the key's partition
+    value and the attributes it names (the key, and those of its update and condition
+    expressions); dynamodb:ReturnValues when the request has ReturnValues."""
     name = str(response._get_param("TableName") or "*")
     arn = name if name.startswith("arn:") else f"arn:aws:dynamodb:{region}:{account}:table/{name}"
     index = response._get_param("IndexName")
     if index:
         return f"{arn}/index/{index}"
+    return_values = response._get_param("ReturnValues")
+    if return_values:
+        context["dynamodb:ReturnValues"] = str(return_values)
+    key = response._get_param("Key")
+    if action == "dynamodb:UpdateItem" and isinstance(key, dict):
+        partition = next(iter(key.values()), None)
+        if isinstance(partition, dict) and len(partition) == 1:
+            context["dynamodb:LeadingKeys"] = (str(next(iter(partition.values()))),)
+        context["dynamodb:Attributes"] = tuple(sorted(set(key) | _expression_attributes(response)))
+        return arn
     item = response._get_param("Item")
     if action == "dynamodb:PutItem" and isinstance(item, dict):
         from moto.dynamodb.models import dynamodb_backends
@@ -538,6 +552,36 @@ def _dynamodb_request(
             context["dynamodb:LeadingKeys"] = (str(next(iter(key.values()))),)
         context["dynamodb:Attributes"] = tuple(str(attribute) for attribute in item)
     return arn
+
+
+# Words of DynamoDB's update and condition expressions that are not attribute names.
+_EXPRESSION_WORDS = frozenset(
+    {
+        *("set", "remove", "add", "delete", "and", "or", "not", "between", "in"),
+        *("if_not_exists", "list_append", "attribute_exists", "attribute_not_exists"),
+        *("attribute_type", "begins_with", "contains", "size"),
+    }
+)
+_EXPRESSION_NAME = re.compile(r"(?<![:#\w])(#?[A-Za-z_][A-Za-z0-9_]*)")
+
+
+def _expression_attributes(response: Any) -> set[str]:
+    """The top-level attribute names an UpdateItem's expressions use (`#name` resolved)."""
+    names = response._get_param("ExpressionAttributeNames") or {}
+    found: set[str] = set()
+    for parameter in ("UpdateExpression", "ConditionExpression"):
+        expression = str(response._get_param(parameter) or "")
+        # Only a path's first element is an item's attribute (a.b[0] is attribute a).
+        for match in _EXPRESSION_NAME.finditer(expression):
+            start = match.start()
+            if start and expression[start - 1] in ".]":
+                continue
+            token = match.group(1)
+            if token.startswith("#"):
+                found.add(str(names.get(token, token)))
+            elif token.lower() not in _EXPRESSION_WORDS:
+                found.add(token)
+    return found
 
 
 def _events_request(

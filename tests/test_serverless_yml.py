@@ -232,7 +232,13 @@ def test_each_function_has_its_own_role_with_only_its_actions(packaged: Packaged
         "ClassifyRole": own | {"sagemaker:InvokeEndpoint", "s3:GetObject"},
         "ThresholdFilterRole": own,
         "MonitorRole": own
-        | {"s3:ListBucket", "s3:GetObject", "s3:PutObject", "cloudwatch:PutMetricData"},
+        | {
+            "s3:ListBucket",
+            "s3:GetObject",
+            "s3:PutObject",
+            "sagemaker:DescribeEndpoint",  # which variants are shadows
+            "cloudwatch:PutMetricData",
+        },
         "ReviewMonitorRole": own | {"dynamodb:Query", "cloudwatch:PutMetricData"},
     }
     for function_id, role, _path in FUNCTIONS.values():
@@ -276,7 +282,7 @@ def test_the_trigger_may_only_start_the_workflow(packaged: Packaged) -> None:
     workflow_role = packaged.resources["ImageWorkflowRole"]
     assert (
         role_actions(packaged, "ImageWorkflowRole")
-        == {"lambda:InvokeFunction", "dynamodb:PutItem", "events:PutEvents"}
+        == {"lambda:InvokeFunction", "dynamodb:PutItem", "dynamodb:UpdateItem", "events:PutEvents"}
         | STATE_MACHINE_LOG_AND_TRACE_ACTIONS
     )
     (invoke,) = [s for s in statements(workflow_role) if actions(s) == ["lambda:InvokeFunction"]]
@@ -299,6 +305,18 @@ def test_the_state_machine_writes_only_its_decisions_and_puts_only_its_event(
     named = put_item["Condition"]["ForAllValues:StringEquals"]["dynamodb:Attributes"]
     for attribute in named:
         assert f'\\"{attribute}\\"' in definition or f'\\"{attribute}.$\\"' in definition
+    (update_item,) = [s for s in statements(role) if actions(s) == ["dynamodb:UpdateItem"]]
+    assert update_item["Resource"] == {"Fn::GetAtt": ["DecisionsTable", "Arn"]}
+    assert update_item["Condition"]["ForAllValues:StringLike"] == {"dynamodb:LeadingKeys": leading}
+    # MarkEventSent names its key, the outbox mark and its own execution, nothing else.
+    assert update_item["Condition"]["ForAllValues:StringEquals"] == {
+        "dynamodb:Attributes": ["image", "event_pending", "execution"]
+    }
+    for write in (put_item, update_item):
+        # Nothing read back (DynamoDB developer guide, "Using IAM policy conditions for
+        # fine-grained access control": dynamodb:ReturnValues is the request's ReturnValues;
+        # PutItem's API reference: without it, or with NONE, nothing is returned).
+        assert write["Condition"]["StringEqualsIfExists"] == {"dynamodb:ReturnValues": "NONE"}
     (put_events,) = [s for s in statements(role) if actions(s) == ["events:PutEvents"]]
     assert put_events["Resource"]["Fn::Sub"].endswith(":event-bus/default")
     assert put_events["Condition"] == {
@@ -406,17 +424,23 @@ def test_an_upload_under_incoming_starts_the_workflow_with_the_reference_event(
     assert transformer["InputPathsMap"] == {
         "bucket": "$.detail.bucket.name",
         "key": "$.detail.object.key",
+        # The upload's own ETag (S3 user guide, "EventBridge event message structure": an
+        # Object Created event's detail.object has the key, size, etag, version-id and
+        # sequencer): the decision's id carries it (issue 21, item 6).
+        "etag": "$.detail.object.etag",
     }
     # EventBridge puts each value in place of its <name>; the result is the reference event.
     rendered = (
         transformer["InputTemplate"]
         .replace("<bucket>", "scones-unlimited-local")
         .replace("<key>", "incoming/photo.png")
+        .replace("<etag>", "d41d8cd98f00b204e9800998ecf8427e")
     )
     assert json.loads(rendered) == {
         "image_data": "",
         "s3_bucket": "scones-unlimited-local",
         "s3_key": "incoming/photo.png",
+        "s3_etag": "d41d8cd98f00b204e9800998ecf8427e",
         "inferences": [],
     }
 
@@ -447,6 +471,7 @@ def test_alarms_watch_real_failures_not_doubtful_images(packaged: Packaged) -> N
     stage = "local" if "local" in packaged.directory.name else "dev"
     failed = f"scones-unlimited-{stage}-FailedExecutions"
     doubtful = f"scones-unlimited-{stage}-DoubtfulExecutions"
+    rejected = f"scones-unlimited-{stage}-RejectedExecutions"
     assert watched == {
         ("AWS/SQS", "ApproximateNumberOfMessagesVisible", json.dumps(DLQ_NAME)),
         (
@@ -456,6 +481,7 @@ def test_alarms_watch_real_failures_not_doubtful_images(packaged: Packaged) -> N
         ),
         ("SconesUnlimited/Workflow", failed),
         ("SconesUnlimited/Workflow", doubtful),
+        ("SconesUnlimited/Workflow", rejected),
         *(
             ("AWS/Lambda", "Errors", json.dumps({"Ref": function_id}))
             for function_id in (
@@ -463,6 +489,7 @@ def test_alarms_watch_real_failures_not_doubtful_images(packaged: Packaged) -> N
                 "ClassifyLambdaFunction",
                 "MonitorLambdaFunction",
                 "ReviewMonitorLambdaFunction",
+                "PublishDecisionsLambdaFunction",
             )
         ),
         *(
@@ -483,7 +510,8 @@ def test_alarms_watch_real_failures_not_doubtful_images(packaged: Packaged) -> N
     expression = [
         m for m in alarms["ExecutionsFailedAlarm"]["Properties"]["Metrics"] if m.get("ReturnData")
     ]
-    assert [m["Expression"] for m in expression] == ["failed - doubtful"]
+    # A rejected upload is an outcome too (issue 21, item 13): not an endpoint outage.
+    assert [m["Expression"] for m in expression] == ["failed - doubtful - rejected"]
     filters = {
         f["Properties"]["MetricTransformations"][0]["MetricName"]: f["Properties"]
         for f in packaged.of_type("AWS::Logs::MetricFilter").values()
@@ -492,6 +520,7 @@ def test_alarms_watch_real_failures_not_doubtful_images(packaged: Packaged) -> N
     assert '"ExecutionFailed"' in filters[failed]["FilterPattern"]
     assert '"ConfidenceTooLow"' in filters[doubtful]["FilterPattern"]
     assert '"FailStateEntered"' in filters[doubtful]["FilterPattern"]
+    assert '"UploadRejected"' in filters[rejected]["FilterPattern"]
     assert all(a["Properties"]["AlarmActions"] == [{"Ref": "AlarmTopic"}] for a in alarms.values())
 
 

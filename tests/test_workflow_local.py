@@ -495,21 +495,26 @@ def test_a_real_photo_completes_the_workflow_and_every_payload_stays_under_the_l
         (b"", "NotAnImage"),  # empty
         (b"<?xml version='1.0'?><!DOCTYPE x [<!ENTITY a 'a'>]><x>&a;</x>", "NotAnImage"),
         (b"\x89PNG\r\n\x1a\n" + b"\x00" * (5 * 1024 * 1024), "ImageTooLarge"),  # oversized
-        (b"\x89PNG\r\n\x1a\n" + b"not the rest of a png", "EndpointError"),  # malformed
+        # The model cannot decode it: the upload's fault, not an endpoint outage.
+        (b"\x89PNG\r\n\x1a\n" + b"not the rest of a png", "NotAnImage"),
     ],
     ids=["empty", "not-an-image", "oversized", "truncated-png"],
 )
-def test_a_bad_upload_fails_the_workflow_naming_the_handlers_error(
+def test_a_bad_upload_is_a_rejected_decision_naming_the_handlers_error(
     workflow: Workflow, body: bytes, handler_error: str
 ) -> None:
+    """Issue 21, item 13: a bad upload ends in UploadRejected (not WorkflowFailed, which
+    the alarm counts) and leaves a decision item, `rejected` with the handler's error."""
     key = f"incoming/{uuid.uuid4().hex}.png"
     workflow.client("s3").put_object(Bucket=workflow.bucket, Key=key, Body=body)
     [execution] = wait_finished(workflow, key)
     assert execution["status"] == "FAILED"
-    assert execution["error"] == "WorkflowFailed"
+    assert execution["error"] == "UploadRejected"
     events = history(workflow, execution["executionArn"])
     failures = [e["taskFailedEventDetails"]["error"] for e in events if e["type"] == "TaskFailed"]
     assert failures == [handler_error]
+    decision = decision_of(workflow, key)
+    assert (decision["status"], decision["rejection"]) == ("rejected", handler_error)
 
 
 @pytest.mark.parametrize(
@@ -538,14 +543,19 @@ def test_a_hostile_or_malformed_event_fails_at_serialize(
         assert time.monotonic() < deadline
         time.sleep(0.2)
     assert described["status"] == "FAILED"
-    assert described["error"] == "WorkflowFailed"
     events = history(workflow, arn)
     failures = [e["taskFailedEventDetails"]["error"] for e in events if e["type"] == "TaskFailed"]
     assert failures == [handler_error]
     entered = [
         e["stateEnteredEventDetails"]["name"] for e in events if "stateEnteredEventDetails" in e
     ]
-    assert entered == ["Serialize", "WorkflowFailed"]
+    if handler_error == "ImageNotFound":
+        # An upload gone before its run read it leaves a trace: a rejected decision.
+        assert described["error"] == "UploadRejected"
+        assert (entered[0], entered[-2:]) == ("Serialize", ["RecordRejection", "UploadRejected"])
+    else:
+        assert described["error"] == "WorkflowFailed"
+        assert entered == ["Serialize", "WorkflowFailed"]
 
 
 def test_evaluate_counts_agree_with_the_endpoints_own_answers(workflow: Workflow) -> None:
@@ -689,13 +699,20 @@ def subscriber(workflow: Workflow) -> Subscriber:
     return Subscriber(sqs, queue_url)
 
 
+def photo_id(flow: Workflow, key: str) -> str:
+    """The decision id of the upload at `key` now: its location and its ETag."""
+    etag = flow.client("s3").head_object(Bucket=flow.bucket, Key=key)["ETag"].strip('"')
+    return image_id(flow.bucket, key, etag)
+
+
 def copy_of(flow: Workflow, key: str, audited: bool | None = False, name: str = "") -> str:
     """A new key holding the image at `key` (a photo the workflow has not seen), chosen in
     or out of the audit sample (`audited`; None: either)."""
     s3 = flow.client("s3")
+    etag = photo_id(flow, key).rpartition("#")[2]  # a copy keeps its source's ETag
     for attempt in range(10_000):
         new_key = f"test/decisions-{uuid.uuid4().hex[:8]}-{attempt}{name}.png"
-        sampled = in_audit_sample(image_id(flow.bucket, new_key), DEFAULT_AUDIT_RATE)
+        sampled = in_audit_sample(image_id(flow.bucket, new_key, etag), DEFAULT_AUDIT_RATE)
         if audited is None or sampled == audited:
             s3.copy_object(
                 Bucket=flow.bucket, Key=new_key, CopySource={"Bucket": flow.bucket, "Key": key}
@@ -708,7 +725,7 @@ def decision_of(flow: Workflow, key: str) -> dict[str, Any]:
     """The photo's decision item, as plain values."""
     item = flow.client("dynamodb").get_item(
         TableName=DECISIONS_TABLE,
-        Key={"image": {"S": image_id(flow.bucket, key)}},
+        Key={"image": {"S": photo_id(flow, key)}},
         ConsistentRead=True,
     )["Item"]
     return {name: _plain(value) for name, value in item.items()}
@@ -767,16 +784,17 @@ def test_a_confident_photo_is_recorded_as_routed_and_announced_once(
     key = copy_of(workflow, workflow.confident_key())
     execution = run_execution(workflow, key)
     assert execution["status"] == "SUCCEEDED", execution
-    assert entered_states(workflow, execution["executionArn"])[-2:] == [
+    assert entered_states(workflow, execution["executionArn"])[-3:] == [
         "RecordDecision",
         "PublishDecision",
+        "MarkEventSent",  # the event went out: the outbox mark is gone
     ]
     probabilities = workflow.probabilities[workflow.confident_key()]
     decision = decision_of(workflow, key)
     decided_at = decision.pop("decided_at")
     assert datetime.fromisoformat(decided_at).tzinfo is not None
     assert decision == {
-        "image": image_id(workflow.bucket, key),
+        "image": photo_id(workflow, key),
         "label": ("bicycle", "motorcycle")[probabilities.index(max(probabilities))],
         "confidence": pytest.approx(max(probabilities), abs=1e-5),
         "inferences": pytest.approx(probabilities, abs=1e-5),
@@ -790,8 +808,8 @@ def test_a_confident_photo_is_recorded_as_routed_and_announced_once(
     }
     # The variant that answered, named after the approved version deploy serves.
     assert (decision["variant"], decision["model_version"]) == ("v1", "1")
-    assert image_id(workflow.bucket, key) not in review_queue(workflow)
-    [event] = subscriber.events_for(image_id(workflow.bucket, key))
+    assert photo_id(workflow, key) not in review_queue(workflow)
+    [event] = subscriber.events_for(photo_id(workflow, key))
     assert (event["source"], event["detail-type"]) == (EVENT_SOURCE, EVENT_DETAIL_TYPE)
     assert event["detail"] == {
         "image": decision["image"],
@@ -828,7 +846,7 @@ def test_the_same_photo_twice_leaves_one_decision_and_one_event(
     assert failures == ["DynamoDB.ConditionalCheckFailedException"]
     assert decision_of(workflow, key) == decided  # the first execution's, untouched
     assert decided["execution"] == first["executionArn"]
-    events = subscriber.events_for(image_id(workflow.bucket, key))
+    events = subscriber.events_for(photo_id(workflow, key))
     assert [e["detail"]["execution"] for e in events] == [first["executionArn"]]
 
 
@@ -836,7 +854,7 @@ def test_a_doubtful_photo_is_queued_for_review_and_still_stops_at_the_gate(
     workflow: Workflow, subscriber: Subscriber
 ) -> None:
     key = copy_of(workflow, workflow.doubtful_key(), audited=None)
-    image = image_id(workflow.bucket, key)
+    image = photo_id(workflow, key)
     execution = run_execution(workflow, key)
     assert (execution["status"], execution["error"]) == ("FAILED", GATE_ERROR)
     decision = decision_of(workflow, key)
@@ -874,14 +892,14 @@ def test_the_readmes_review_queue_command_lists_a_queued_photo(workflow: Workflo
     )
     assert result.returncode == 0, result.stderr
     queued = [item["image"]["S"] for item in json.loads(result.stdout)["Items"]]
-    assert image_id(workflow.bucket, key) in queued
+    assert photo_id(workflow, key) in queued
 
 
 def test_an_audit_sampled_photo_is_routed_and_queued_for_review(
     workflow: Workflow, subscriber: Subscriber
 ) -> None:
     key = copy_of(workflow, workflow.confident_key(), audited=True)
-    image = image_id(workflow.bucket, key)
+    image = photo_id(workflow, key)
     execution = run_execution(workflow, key)
     assert execution["status"] == "SUCCEEDED", execution
     assert "RecordAuditedDecision" in entered_states(workflow, execution["executionArn"])
@@ -898,7 +916,7 @@ def test_a_photo_with_a_hostile_key_is_decided_under_exactly_its_id(
 ) -> None:
     # Quotes, braces and a DynamoDB type tag in the key must stay data, never structure.
     key = copy_of(workflow, workflow.confident_key(), name=' "}, {"S": "x"} ünï $.decision')
-    image = image_id(workflow.bucket, key)
+    image = photo_id(workflow, key)
     execution = run_execution(workflow, key)
     assert execution["status"] == "SUCCEEDED", execution
     assert decision_of(workflow, key)["image"] == image

@@ -262,7 +262,7 @@ class EndpointApp:
         answer = await self._answer(route, current, body, content_type, accept)
         event_id = str(uuid.uuid4())
         inference_id = request.headers.get("X-Amzn-SageMaker-Inference-Id")
-        self._capture(route.variant, body, content_type, answer, inference_id, event_id)
+        await self._capture(route.variant, body, content_type, answer, inference_id, event_id)
         if current.shadow is not None and answer.status == 200:
             task = asyncio.create_task(
                 self._shadow(current, body, content_type, accept, answer, inference_id, event_id)
@@ -303,7 +303,7 @@ class EndpointApp:
             self.metrics.count_variant(position, "errors_4xx")
         return answer
 
-    def _capture(
+    async def _capture(
         self,
         variant: str,
         body: bytes,
@@ -313,12 +313,13 @@ class EndpointApp:
         event_id: str,
     ) -> None:
         """Capture a variant's answered request, when sampled (the production and the
-        shadow records of one request share its event id)."""
+        shadow records of one request share its event id); a full spool holds the answer
+        while S3 catches up (capture_writer.py, backpressure)."""
         if answer.status != 200 or not self._sampled(variant):
             return
         writer = self.capture(variant)
         assert writer is not None
-        writer.offer(
+        await writer.offer_waiting(
             Invocation(
                 input_body=body,
                 input_content_type=content_type,
@@ -355,7 +356,7 @@ class EndpointApp:
             self.metrics.count_variant(position, "shadow_compared")
             if ours[0] == theirs[0]:
                 self.metrics.count_variant(position, "shadow_agreed")
-        self._capture(shadow.variant, body, content_type, answer, inference_id, event_id)
+        await self._capture(shadow.variant, body, content_type, answer, inference_id, event_id)
 
     # --- the control routes, for the local AWS's UpdateEndpoint ----------------------
 

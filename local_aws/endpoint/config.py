@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from contract.capture import MAX_CAPTURED_BODY_BYTES
 from training_job.arguments import bounded, port_number, positive_int, positive_number
 from training_job.capture import DEFAULT_VARIANT
 from training_job.deploy import DEFAULT_ENDPOINT_NAME
@@ -19,8 +20,10 @@ from training_job.deploy import DEFAULT_ENDPOINT_NAME
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
 # SageMaker's InvokeEndpoint body limit (6 MB: 6,291,456 bytes, the `max` of botocore's
-# BodyBlob shape); the Runtime API route answers a larger body as AWS does.
-DEFAULT_MAX_BODY_BYTES = 6 * 1024 * 1024
+# BodyBlob shape); the Runtime API route answers a larger body as AWS does. It is also the
+# most the option allows: every accepted body must fit in a capture line that the monitor
+# reads (contract/capture.py sizes its limits for it).
+DEFAULT_MAX_BODY_BYTES = MAX_CAPTURED_BODY_BYTES
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,9 @@ class EndpointConfig:
 
 
 _percent = bounded(float, "a percentage between 0 and 100", 0, 100)
+_body_bytes = bounded(
+    int, f"a body size from 1 to {MAX_CAPTURED_BODY_BYTES} bytes", 1, MAX_CAPTURED_BODY_BYTES
+)
 _threads = bounded(int, "a number of threads (0: the cores divided among the workers)", 0, 1024)
 _batch_wait_ms = bounded(float, "a wait from 0 to 1000 milliseconds", 0, 1000)
 
@@ -124,9 +130,10 @@ def add_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> 
     )
     parser.add_argument(
         "--max-body-bytes",
-        type=positive_int,
+        type=_body_bytes,
         default=defaults.max_body_bytes,
-        help="largest request body; larger ones get 413 (default: %(default)s)",
+        help="largest request body; larger ones get 413 (default and most: %(default)s, "
+        "InvokeEndpoint's limit, which capture lines are sized for)",
     )
     parser.add_argument(
         "--body-timeout-seconds",
@@ -159,8 +166,8 @@ def add_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> 
         type=positive_int,
         default=defaults.capture_spool_bytes,
         help="local disk per worker for captured records S3 does not have yet; when it is "
-        "full, records are dropped, counted and logged, never the request (default: "
-        "%(default)s)",
+        "full, an answer waits (up to 20 s) while S3 takes uploads, and while S3 is away "
+        "records are dropped, counted and logged, never the request (default: %(default)s)",
     )
     parser.add_argument(
         "--capture-spool-dir",

@@ -124,8 +124,8 @@ async def _serve_worker(
     await runner.cleanup()
     await asyncio.gather(*endpoint.shadow_tasks, return_exceptions=True)
     await variants.stop()
-    for writer in writers.values():
-        await asyncio.to_thread(writer.close)
+    # Together: each writer's close is bounded (CLOSE_SHIP_SECONDS), and so is all of it.
+    await asyncio.gather(*(asyncio.to_thread(writer.close) for writer in writers.values()))
 
 
 async def _stop_when_orphaned(stopping: asyncio.Event) -> None:

@@ -112,3 +112,25 @@ def test_the_strict_parser_names_what_is_wrong() -> None:
     with pytest.raises(capture.CaptureFormatError, match="unknown encoding") as error:
         capture.parse_line(json.dumps(record))
     assert error.value.kind == "invalid" and len(str(error.value)) < 200
+
+
+def test_the_capture_of_the_largest_body_the_endpoint_accepts_is_read_as_a_record() -> None:
+    """Issue 24, item 2: the endpoint accepts a body up to InvokeEndpoint's limit (6 MB:
+    6,291,456 bytes, botocore's BodyBlob `max`; the SageMaker Runtime answers a larger one
+    413), whose capture line is 8.4 MB; the readers' line cap was 8 MiB, so every monitor
+    counted it `oversized`. The cap follows from that largest body."""
+    from local_aws.endpoint.config import DEFAULT_MAX_BODY_BYTES
+
+    body = b"\xff\xd8\xff" + bytes(range(256)) * (DEFAULT_MAX_BODY_BYTES // 256)
+    line = encode_lines(
+        [
+            build_record(
+                input_body=body[:DEFAULT_MAX_BODY_BYTES],
+                input_content_type="image/jpeg",
+                output_body=b"[0.9, 0.1]",
+                output_content_type="application/json",
+                inference_time=datetime(2026, 11, 24, 9, tzinfo=UTC),
+            )
+        ]
+    )
+    assert read(line) == (1, {"lines": 1})

@@ -261,16 +261,47 @@ def test_an_endpoint_name_of_63_characters_is_accepted(
     assert classify.handler(event(png_image))["statusCode"] == 200
 
 
+def model_error(original_status: int, message: str) -> Answer:
+    """SageMaker's answer when the model container answered `original_status` (InvokeEndpoint
+    API reference, ModelError: OriginalStatusCode and OriginalMessage are the container's)."""
+    body = {
+        "ErrorCode": "CLIENT_ERROR_FROM_MODEL",
+        "Message": f"Received client error ({original_status}) from primary: {message}",
+        "OriginalStatusCode": original_status,
+        "OriginalMessage": message,
+    }
+    return Answer(424, json.dumps(body).encode(), {"x-amzn-ErrorType": "ModelError"})
+
+
 def test_a_model_error_is_an_endpoint_error_with_the_endpoints_message(
     endpoint: RuntimeServer, png_image: bytes, unique_name: str
 ) -> None:
-    message = "Received client error (400) from primary with message: cannot decode image"
     endpoint.answers[unique_name] = Answer(
         424,
-        json.dumps({"ErrorCode": "CLIENT_ERROR_FROM_MODEL", "Message": message}).encode(),
+        json.dumps({"ErrorCode": "SERVER_ERROR_FROM_MODEL", "Message": "out of memory"}).encode(),
         {"x-amzn-ErrorType": "ModelError"},
     )
-    with pytest.raises(classify.EndpointError, match="ModelError: Received client error"):
+    with pytest.raises(classify.EndpointError, match="ModelError: out of memory"):
+        classify.handler(event(png_image))
+
+
+@pytest.mark.parametrize(
+    ("original_status", "error"),
+    [(400, NotAnImage), (415, NotAnImage), (413, ImageTooLarge)],
+    ids=["undecodable", "not-an-image", "too-many-pixels"],
+)
+def test_an_image_the_model_cannot_read_is_the_uploads_error_not_the_endpoints(
+    endpoint: RuntimeServer,
+    png_image: bytes,
+    unique_name: str,
+    original_status: int,
+    error: type[Exception],
+) -> None:
+    """A truncated JPEG is a bad upload, not an endpoint outage (issue 21, item 13): the
+    container's 4xx reaches classify as ModelError with that OriginalStatusCode, which
+    becomes the same error serialize raises for a bad upload, never EndpointError."""
+    endpoint.answers[unique_name] = model_error(original_status, "image file is truncated")
+    with pytest.raises(error, match=r"could not read the image.*image file is truncated"):
         classify.handler(event(png_image))
 
 

@@ -81,8 +81,8 @@ def capture_bucket(
     yield unique_name
 
 
-def put(bucket: str, minute: int, body: bytes) -> None:
-    key = f"{PREFIX}AllTraffic/2026/11/24/09/{minute:02d}-00-000-x.jsonl"
+def put(bucket: str, minute: int, body: bytes, variant: str = "AllTraffic") -> None:
+    key = f"{PREFIX}{variant}/2026/11/24/09/{minute:02d}-00-000-x.jsonl"
     boto3.client("s3").put_object(Bucket=bucket, Key=key, Body=body)
 
 
@@ -121,7 +121,8 @@ def test_each_object_is_read_once(capture_bucket: str) -> None:
     assert monitor.handler({}, None)["records"] == 0
     put(capture_bucket, 5, lines([[0.01, 0.99]] * 2, 5))
     second = monitor.handler({}, None)
-    assert second["records"] == 2 and second["last_key"].endswith("05-00-000-x.jsonl")
+    assert second["records"] == 2
+    assert second["cursors"]["AllTraffic"].endswith("05-00-000-x.jsonl")
     assert "ConfidenceDrift" not in second["metrics"]  # too few records to judge
 
 
@@ -265,7 +266,7 @@ def test_a_deeply_nested_line_is_counted_and_the_position_advances(capture_bucke
     put(capture_bucket, 1, lines([[0.99, 0.01]] * 2, 1) + nested + lines([[0.2, 0.8]], 1))
     first = monitor.handler({}, None)
     assert (first["records"], first["damaged"]) == (3, 1)
-    assert first["last_key"].endswith("01-00-000-x.jsonl")
+    assert first["cursors"]["AllTraffic"].endswith("01-00-000-x.jsonl")
     assert monitor.handler({}, None)["objects"] == 0  # read once, never again
 
 
@@ -296,7 +297,7 @@ def test_a_gzip_bomb_is_counted_and_skipped_in_bounded_memory(
     finally:
         tracemalloc.stop()
     assert (summary["objects"], summary["records"], summary["damaged"]) == (3, 3, 1)
-    assert summary["last_key"].endswith("03-00-000-x.jsonl")
+    assert summary["cursors"]["AllTraffic"].endswith("03-00-000-x.jsonl")
     assert peak < 128 * 1024 * 1024  # the Lambda has 256 MB; the bomb unpacks to 1 GiB
 
 
@@ -324,7 +325,7 @@ def test_a_run_short_of_time_stops_between_objects_and_the_next_goes_on(
     put(capture_bucket, 2, lines([[0.99, 0.01]] * 2, 2))
     first = monitor.handler({}, RunningOutOfTime(objects_in_time=1))
     assert (first["objects"], first["records"]) == (1, 1)
-    assert first["last_key"].endswith("01-00-000-x.jsonl")
+    assert first["cursors"]["AllTraffic"].endswith("01-00-000-x.jsonl")
     second = monitor.handler({}, None)
     assert (second["objects"], second["records"]) == (1, 2)
 
@@ -401,3 +402,118 @@ def test_a_malformed_threshold_stops_the_monitor_as_it_stops_the_filter(
         monitor.handler({}, None)
     with pytest.raises(ConfigurationError, match="THRESHOLD"):
         threshold_filter.handler(filter_event([0.99, 0.01]))
+
+
+# --- variants: rollouts, rollbacks and shadows ------------------------------------------
+
+
+def test_after_a_rollout_from_v9_to_v10_the_next_run_reads_v10s_captures(
+    capture_bucket: str,
+) -> None:
+    """S3 lists keys in UTF-8 binary order and StartAfter starts the listing after the
+    given key (ListObjectsV2, API reference: "Amazon S3 starts listing after this
+    specified key"). `.../v10/...` sorts before `.../v9/...`: with one cursor across
+    variants, every capture of v10 was skipped. Each variant keeps its own cursor."""
+    put(capture_bucket, 1, lines([[0.99, 0.01]] * 3, 1), variant="v9")
+    assert monitor.handler({}, None)["records"] == 3
+    put(capture_bucket, 2, lines([[0.01, 0.99]] * 4, 2), variant="v10")  # the rollout
+    after = monitor.handler({}, None)
+    assert after["records"] == 4
+    assert after["variants"]["v10"] == {
+        "role": "production",
+        "objects": 1,
+        "records": 4,
+        "damaged": 0,
+    }
+    assert set(after["cursors"]) == {"v9", "v10"}
+    assert monitor.handler({}, None)["records"] == 0  # each object read once
+
+
+def test_after_a_rollback_from_v2_to_v1_the_next_run_reads_v1s_new_captures(
+    capture_bucket: str,
+) -> None:
+    """v1 served, v2 was rolled out, then rolled back to v1: v1's new captures sort before
+    v2's cursor (ListObjectsV2 lists in key order), so one cursor never read them."""
+    put(capture_bucket, 1, lines([[0.99, 0.01]] * 2, 1), variant="v1")
+    put(capture_bucket, 2, lines([[0.99, 0.01]] * 3, 2), variant="v2")
+    assert monitor.handler({}, None)["records"] == 5
+    put(capture_bucket, 3, lines([[0.01, 0.99]] * 6, 3), variant="v1")  # the rollback
+    after = monitor.handler({}, None)
+    assert after["records"] == 6
+    assert after["variants"]["v1"]["records"] == 6
+    assert after["cursors"]["v1"].endswith("v1/2026/11/24/09/03-00-000-x.jsonl")
+
+
+def test_a_one_cursor_state_is_read_as_its_variants_cursor(capture_bucket: str) -> None:
+    """The state an earlier monitor wrote ({"last_key": KEY}) stays valid: KEY's variant
+    goes on after KEY, and a variant sorting before it (v10's, never read) is read."""
+    put(capture_bucket, 1, lines([[0.99, 0.01]] * 2, 1), variant="v9")
+    put(capture_bucket, 2, lines([[0.99, 0.01]] * 3, 2), variant="v9")
+    put(capture_bucket, 3, lines([[0.01, 0.99]] * 4, 3), variant="v10")
+    old_state = {"last_key": f"{PREFIX}v9/2026/11/24/09/01-00-000-x.jsonl"}
+    boto3.client("s3").put_object(
+        Bucket=capture_bucket,
+        Key=f"monitoring/{capture_bucket}.json",
+        Body=json.dumps(old_state).encode(),
+    )
+    summary = monitor.handler({}, None)
+    assert {v: s["records"] for v, s in summary["variants"].items()} == {"v10": 4, "v9": 3}
+
+
+def serve_with_shadow(endpoint: str, production: str, shadow: str) -> None:
+    """An endpoint in the local AWS whose configuration names a production and a shadow
+    variant (its models' artifacts are never loaded: nothing invokes it here)."""
+    sm = boto3.client("sagemaker")
+    variants = []
+    for variant in (production, shadow):
+        model = f"{endpoint}-{variant}"
+        sm.create_model(
+            ModelName=model,
+            ExecutionRoleArn="arn:aws:iam::123456789012:role/test",
+            PrimaryContainer={"Image": "local", "ModelDataUrl": f"s3://b/{variant}/model.tar.gz"},
+        )
+        variants.append(
+            {
+                "VariantName": variant,
+                "ModelName": model,
+                "InstanceType": "ml.m5.xlarge",
+                "InitialInstanceCount": 1,
+            }
+        )
+    sm.create_endpoint_config(
+        EndpointConfigName=endpoint,
+        ProductionVariants=[{**variants[0], "InitialVariantWeight": 1.0}],
+        ShadowProductionVariants=[variants[1]],
+    )
+    sm.create_endpoint(EndpointName=endpoint, EndpointConfigName=endpoint)
+
+
+def test_shadow_captures_are_kept_apart_from_productions_statistics(
+    capture_bucket: str,
+) -> None:
+    """DescribeEndpoint's ShadowProductionVariants lists the variants that get copies of
+    production's requests, whose answers nobody sees (SageMaker API reference,
+    DescribeEndpoint; CreateEndpointConfig allows one production and one shadow variant
+    then). The endpoint's metrics, which the alarms watch, count production's answers
+    only; the shadow's are published under their own VariantName."""
+    serve_with_shadow(capture_bucket, "v1", "v2")
+    put(capture_bucket, 1, lines([[0.99, 0.01]] * 10 + [[0.01, 0.99]] * 10, 1), variant="v1")
+    put(capture_bucket, 1, lines([[0.6, 0.4]] * 20, 1), variant="v2")  # a doubtful shadow
+    summary = monitor.handler({}, None)
+    assert (summary["records"], summary["metrics"]["LowConfidenceRate"]) == (20, 0.0)
+    assert summary["variants"]["v2"]["role"] == "shadow"
+    assert summary["variants"]["v2"]["records"] == 20
+    cloudwatch = boto3.client("cloudwatch")
+    shadow_low = cloudwatch.get_metric_statistics(
+        Namespace=f"Test/{capture_bucket}",
+        MetricName="LowConfidenceRate",
+        Dimensions=[
+            {"Name": "EndpointName", "Value": capture_bucket},
+            {"Name": "VariantName", "Value": "v2"},
+        ],
+        StartTime=datetime(2020, 1, 1, tzinfo=UTC),
+        EndTime=datetime(2100, 1, 1, tzinfo=UTC),
+        Period=60,
+        Statistics=["Maximum"],
+    )["Datapoints"]
+    assert [point["Maximum"] for point in shadow_low] == [1.0]

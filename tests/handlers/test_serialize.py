@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import subprocess
 import sys
@@ -13,7 +14,13 @@ import pytest
 
 from contract.images import MAX_IMAGE_BYTES
 from handlers import image_source, serialize
-from handlers.image_source import BucketNotAllowed, ImageNotFound, KeyNotAllowed, object_size
+from handlers.image_source import (
+    BucketNotAllowed,
+    ImageChanged,
+    ImageNotFound,
+    KeyNotAllowed,
+    object_size,
+)
 from handlers.workflow_event import (
     INLINE_IMAGE_BYTES,
     ConfigurationError,
@@ -49,6 +56,7 @@ def test_an_image_under_test_is_returned_base64_encoded(
         "s3_bucket": data_bucket,
         "s3_key": "test/bike_s_000001.png",
         "inferences": [],
+        "s3_etag": hashlib.md5(png_image).hexdigest(),  # the upload read: the decision's id
     }
     record = json.loads(capsys.readouterr().out.splitlines()[-1])
     assert record["request_id"] == lambda_context.aws_request_id
@@ -60,6 +68,30 @@ def test_every_allowed_prefix_is_served(data_bucket: str, jpeg_image: bytes, pre
     put(data_bucket, f"{prefix}photo.jpg", jpeg_image)
     body = serialize.handler(event(data_bucket, f"{prefix}photo.jpg"))["body"]
     assert base64.b64decode(body["image_data"]) == jpeg_image
+
+
+def test_the_upload_the_event_names_is_read_and_a_later_one_is_image_changed(
+    data_bucket: str, png_image: bytes, jpeg_image: bytes
+) -> None:
+    """A photo uploaded over an earlier one under the same key is decided on its own
+    (issue 21, item 6): the run of the earlier upload reads only its own bytes (GetObject
+    If-Match its ETag; S3 API reference, GetObject: "Return the object only if its entity
+    tag (ETag) is the same as the one specified; otherwise, return a 412 (precondition
+    failed) error"), so it never decides the later photo under the earlier one's id."""
+    put(data_bucket, "incoming/same.png", png_image)
+    first = hashlib.md5(png_image).hexdigest()
+    body = serialize.handler({**event(data_bucket, "incoming/same.png"), "s3_etag": first})["body"]
+    assert (body["s3_etag"], base64.b64decode(body["image_data"])) == (first, png_image)
+    put(data_bucket, "incoming/same.png", jpeg_image)
+    with pytest.raises(ImageChanged, match=f"no longer the upload with ETag {first}"):
+        serialize.handler({**event(data_bucket, "incoming/same.png"), "s3_etag": first})
+    second = serialize.handler(event(data_bucket, "incoming/same.png"))["body"]
+    assert second["s3_etag"] == hashlib.md5(jpeg_image).hexdigest()
+
+
+def test_an_s3_etag_that_is_not_an_etag_is_an_invalid_event(data_bucket: str) -> None:
+    with pytest.raises(InvalidEvent, match="s3_etag 'x' is not an S3 ETag"):
+        serialize.handler({**event(data_bucket, "incoming/a.png"), "s3_etag": "x"})
 
 
 def test_a_previous_return_value_is_accepted_as_the_event(
@@ -161,7 +193,8 @@ def test_an_image_over_the_inline_budget_stays_in_s3_and_the_event_refers_to_it(
     key = "incoming/" + "k" * 1000 + ".png"  # the longest key S3 allows, nearly
     put(data_bucket, key, image)
     result = serialize.handler(event(data_bucket, key))
-    assert result["body"] == event(data_bucket, key)  # image_data stays empty
+    # image_data stays empty; the reference names the upload read, by its ETag
+    assert result["body"] == {**event(data_bucket, key), "s3_etag": hashlib.md5(image).hexdigest()}
     assert len(json.dumps(result)) < 4096
     record = json.loads(capsys.readouterr().out.splitlines()[-1])
     assert record["bytes"] == len(image)

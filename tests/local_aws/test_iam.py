@@ -234,8 +234,75 @@ def test_dynamodb_leading_keys_and_attributes_are_evaluated_for_put_item(
         assert _code(denied) == "AccessDeniedException"
 
 
+def test_dynamodb_return_values_and_update_item_keys_are_evaluated(
+    local_aws: dict[str, str], unique_name: str
+) -> None:
+    """The decision writes may read nothing back (issue 21, item 12). DynamoDB developer
+    guide, "Using IAM policy conditions for fine-grained access control": dynamodb:ReturnValues
+    is the request's ReturnValues parameter, and dynamodb:LeadingKeys/dynamodb:Attributes
+    apply to UpdateItem as to PutItem (its key's partition value; the attributes it names)."""
+    table = boto3.client("dynamodb")
+    table.create_table(
+        TableName=unique_name,
+        AttributeDefinitions=[{"AttributeName": "image", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "image", "KeyType": "HASH"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    condition = {
+        "ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["s3://ours/*"]},
+        "StringEqualsIfExists": {"dynamodb:ReturnValues": "NONE"},
+    }
+    arn = f"arn:aws:dynamodb:us-east-1:123456789012:table/{unique_name}"
+    role = _role(
+        unique_name,
+        [
+            {
+                "Effect": "Allow",
+                "Action": "dynamodb:PutItem",
+                "Resource": arn,
+                "Condition": condition,
+            },
+            {
+                "Effect": "Allow",
+                "Action": "dynamodb:UpdateItem",
+                "Resource": arn,
+                "Condition": {
+                    **condition,
+                    "ForAllValues:StringEquals": {
+                        "dynamodb:Attributes": ["image", "event_pending", "execution"]
+                    },
+                },
+            },
+        ],
+    )
+    dynamodb = _as_role(role, "dynamodb")
+    ours = {"image": {"S": "s3://ours/a.png"}, "execution": {"S": "e"}}
+    dynamodb.put_item(TableName=unique_name, Item=ours)  # no ReturnValues: the key is absent
+    dynamodb.put_item(TableName=unique_name, Item=ours, ReturnValues="NONE")
+    clear = {
+        "TableName": unique_name,
+        "Key": {"image": ours["image"]},
+        "UpdateExpression": "REMOVE #pending",
+        "ConditionExpression": "#execution = :execution",
+        "ExpressionAttributeNames": {"#pending": "event_pending", "#execution": "execution"},
+        "ExpressionAttributeValues": {":execution": {"S": "e"}},
+    }
+    dynamodb.update_item(**clear, ReturnValues="NONE")
+    refused: list[tuple[str, dict[str, Any]]] = [
+        ("put_item", {"TableName": unique_name, "Item": ours, "ReturnValues": "ALL_OLD"}),
+        ("update_item", {**clear, "ReturnValues": "ALL_NEW"}),
+        ("update_item", {**clear, "Key": {"image": {"S": "s3://theirs/a.png"}}}),
+        ("update_item", {**clear, "UpdateExpression": "REMOVE #pending, label"}),
+    ]
+    for operation, arguments in refused:
+        with pytest.raises(ClientError) as denied:
+            getattr(dynamodb, operation)(**arguments)
+        assert _code(denied) == "AccessDeniedException", arguments
+
+
 def test_dynamodb_keys_on_an_action_that_does_not_fill_them_grant_nothing() -> None:
-    # The local AWS fills dynamodb:LeadingKeys and dynamodb:Attributes in for PutItem only:
+    # The local AWS fills dynamodb:LeadingKeys and dynamodb:Attributes in for PutItem and
+    # UpdateItem only:
     # on another request they are unknown, not absent, and ForAllValues must not hold.
     statement = {
         "Effect": "Allow",

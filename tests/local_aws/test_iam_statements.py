@@ -377,6 +377,27 @@ def _review_monitor(workflow: Workflow, role: str) -> str:
     return _invoke(workflow, "ReviewMonitorRole", {})
 
 
+def _publish_decisions(workflow: Workflow, role: str) -> str:
+    """One sweep of the outbox over a routed decision whose event is still pending: it
+    queries the outbox index, puts the event and clears the mark."""
+    workflow.use_roles(PublishDecisionsRole=role)
+    table = workflow.environments["PublishDecisionsRole"]["DECISIONS_TABLE"]
+    image = f"s3://{workflow.bucket}/incoming/{uuid.uuid4().hex}.png"
+    item = {
+        "image": image,
+        "label": "bicycle",
+        "decided_at": "2020-01-01T00:00:00.000+00:00",  # long settled
+        "execution": f"arn:aws:states:{REGION}:{ACCOUNT_ID}:execution:m:{uuid.uuid4().hex}",
+        "status": "routed",
+        "source": "model",
+        "event_pending": "pending",
+    }
+    workflow.aws.client("dynamodb").put_item(
+        TableName=table, Item={name: {"S": value} for name, value in item.items()}
+    )
+    return _invoke(workflow, "PublishDecisionsRole", {})
+
+
 def _wait_for_execution(workflow: Workflow, arn: str) -> dict[str, Any]:
     sfn = workflow.aws.client("stepfunctions")
     deadline = time.monotonic() + 120
@@ -500,6 +521,7 @@ SCENARIOS: dict[str, Callable[[Workflow, str], str]] = {
     "ClassifyRole": _classify,
     "MonitorRole": _monitor,
     "ReviewMonitorRole": _review_monitor,
+    "PublishDecisionsRole": _publish_decisions,
     "ImageWorkflowRole": _state_machine,
     "ImageWorkflowEventToStepFunctionsRole": _trigger,
 }

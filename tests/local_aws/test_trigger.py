@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -58,10 +59,13 @@ def test_each_upload_under_incoming_starts_exactly_one_execution(
     sfn = workflow_aws.client("stepfunctions")
     for execution in started:
         event = json.loads(str(execution["input"]))
+        # The upload's ETag comes with it (the S3 EventBridge event's detail.object.etag):
+        # the decision's id names the upload, not only its key (issue 21, item 6).
         assert event == {
             "image_data": "",
             "s3_bucket": IMAGES_BUCKET,
             "s3_key": event["s3_key"],
+            "s3_etag": hashlib.md5(b"xx").hexdigest(),
             "inferences": [],
         }
         assert wait_for_execution(sfn, str(execution["executionArn"]))["status"] == "SUCCEEDED"

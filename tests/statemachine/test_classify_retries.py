@@ -65,6 +65,8 @@ def classify_machine(
     classify["Parameters"]["FunctionName"] = function_arn
     classify.pop("Next")
     classify["End"] = True
+    # Only the states this machine has: a bad upload's catch leads to the rejection states.
+    classify["Catch"] = [c for c in classify["Catch"] if c["Next"] == "WorkflowFailed"]
     machine = {
         "StartAt": "Classify",
         "States": {"Classify": classify, "WorkflowFailed": definition["States"]["WorkflowFailed"]},

@@ -15,9 +15,11 @@ from contract.decisions import (
     EVENT_SOURCE,
     REASON_AUDIT,
     REASON_DOUBTFUL,
+    REJECTION_REASONS,
     REVIEW_PENDING,
     SOURCE_MODEL,
     STATUS_NEEDS_REVIEW,
+    STATUS_REJECTED,
     STATUS_ROUTED,
 )
 from tests.statemachine.packaging import REPO_ROOT, package, resolve_definition
@@ -26,7 +28,7 @@ from tests.statemachine.packaging import REPO_ROOT, package, resolve_definition
 WRITTEN_ATTRIBUTES = {
     "image", "label", "confidence", "inferences", "model_version", "endpoint", "variant",
     "decided_at", "execution", "status", "source", "revision", "review_reason",
-    "review_pending", "queued_at",
+    "review_pending", "queued_at", "event_pending", "rejection", "rejection_cause",
 }  # fmt: skip
 
 ASL_VALIDATOR = REPO_ROOT / "node_modules" / ".bin" / "asl-validator"
@@ -160,7 +162,40 @@ def test_only_the_threshold_filter_catches_the_threshold_error(
 ) -> None:
     for state in ("Serialize", "Classify"):
         caught = {e for c in definition["States"][state]["Catch"] for e in c["ErrorEquals"]}
-        assert caught == {"States.ALL"}
+        assert caught == {"States.ALL", *REJECTION_REASONS}
+
+
+@pytest.mark.parametrize(
+    ("state", "result_path", "next_state"),
+    [
+        ("Serialize", "$.rejection", "IdentifyRejectedUpload"),
+        ("Classify", "$.body.rejection", "UnwrapRejectedUpload"),
+    ],
+)
+def test_a_refused_upload_is_recorded_as_rejected_and_ends_in_its_own_fail_state(
+    definition: dict[str, Any], state: str, result_path: str, next_state: str
+) -> None:
+    """A bad upload is the driver's, not an endpoint outage (issue 21, item 13): the
+    handlers' errors for it are caught before States.ALL, beside the event (the id needs
+    the event's bucket, key and ETag), and end in a rejected decision item."""
+    first_catch = definition["States"][state]["Catch"][0]
+    assert first_catch == {
+        "ErrorEquals": list(REJECTION_REASONS),
+        "ResultPath": result_path,
+        "Next": next_state,
+    }
+    states = definition["States"]
+    record = states["RecordRejection"]
+    item = record["Parameters"]["Item"]
+    assert item["status"] == {"S": STATUS_REJECTED}
+    assert item["rejection"] == {"S.$": "$.rejection.Error"}
+    assert {name.removesuffix(".$") for name in item} <= WRITTEN_ATTRIBUTES
+    assert record["Parameters"]["ReturnValues"] == "NONE"
+    assert record["Next"] == "UploadRejected"
+    assert (states["UploadRejected"]["Type"], states["UploadRejected"]["Error"]) == (
+        "Fail",
+        "UploadRejected",
+    )
 
 
 DECISION_WRITES = {
@@ -186,6 +221,10 @@ def test_each_decision_is_one_conditional_put_in_the_contracts_shape(
     assert item["source"] == {"S": SOURCE_MODEL}
     assert item["execution"] == {"S.$": "$$.Execution.Id"}
     assert item["revision"] == {"N": "0"}
+    # A routed decision's event is still to be put (the outbox); a doubtful one has none.
+    assert ("event_pending" in item) == (status == STATUS_ROUTED)
+    # The role allows a write only with ReturnValues NONE (serverless.yml).
+    assert parameters["ReturnValues"] == "NONE"
     if reason is None:
         assert not {"review_reason", "review_pending", "queued_at"} & set(item)
     else:
@@ -217,7 +256,7 @@ def test_a_photo_decided_before_ends_without_a_second_event(definition: dict[str
 def test_the_routing_event_is_the_contracts(definition: dict[str, Any]) -> None:
     publish = definition["States"]["PublishDecision"]
     assert publish["Resource"] == "arn:aws:states:::events:putEvents"
-    assert publish["End"] is True
+    assert publish["Next"] == "MarkEventSent"
     (entry,) = publish["Parameters"]["Entries"]
     assert entry["EventBusName"] == "default"
     assert (entry["Source"], entry["DetailType"]) == (EVENT_SOURCE, EVENT_DETAIL_TYPE)
@@ -228,3 +267,29 @@ def test_the_routing_event_is_the_contracts(definition: dict[str, Any]) -> None:
         "decided_at", "execution", "source", "status",
     }  # fmt: skip
     assert publish["Catch"] == [{"ErrorEquals": ["States.ALL"], "Next": "WorkflowFailed"}]
+
+
+def test_every_transient_put_events_error_is_retried_then_the_outbox_mark_cleared(
+    definition: dict[str, Any],
+) -> None:
+    """Routing events are never lost (issue 21, item 7): PublishDecision retries every
+    transient error with backoff, not only a failed entry, and only then clears the
+    decision's outbox mark, with an UpdateItem of its own execution's item."""
+    publish = definition["States"]["PublishDecision"]
+    (retry,) = publish["Retry"]
+    assert set(retry["ErrorEquals"]) == {
+        "EventBridge.FailedEntry",
+        "EventBridge.InternalException",
+        "EventBridge.ThrottlingException",
+        "EventBridge.SdkClientException",
+        "States.Timeout",
+    }
+    assert retry["BackoffRate"] > 1
+    assert retry["MaxAttempts"] >= 3
+    mark = definition["States"]["MarkEventSent"]
+    assert mark["Resource"] == "arn:aws:states:::dynamodb:updateItem"
+    parameters = mark["Parameters"]
+    assert parameters["UpdateExpression"] == "REMOVE #event_pending"
+    assert parameters["ConditionExpression"] == "#execution = :execution"
+    assert parameters["ReturnValues"] == "NONE"
+    assert mark["End"] is True

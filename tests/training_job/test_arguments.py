@@ -6,6 +6,7 @@ import argparse
 
 import pytest
 
+from local_aws.__main__ import main as local_aws_main
 from local_aws.endpoint import config as endpoint_config
 from training_job.__main__ import main
 from training_job.arguments import bounded
@@ -95,6 +96,12 @@ def test_anything_else_is_refused_with_what_was_expected(
 def test_a_numeric_option_out_of_its_range_is_refused_before_anything_runs(
     argv: list[str], complaint: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """AWS refuses some of these only late, or never: SageMaker's Image Classification
+    Hyperparameters page takes epochs and mini_batch_size as positive integers and
+    learning_rate as a float in [0, 1], checked once the job runs (created, billed);
+    Application Auto Scaling's TargetTrackingScalingPolicyConfiguration takes any
+    TargetValue from -2^360 to 2^360, so a -1 target policy was created. Each is refused
+    here, by the parser, before any request."""
     with pytest.raises(SystemExit) as exited:
         main([*argv, "--region", "us-east-1"])
     assert exited.value.code == 2
@@ -111,3 +118,22 @@ def test_the_endpoint_servers_own_options_are_the_same_numbers() -> None:
             parser.parse_args(argv)
     accepted = parser.parse_args(["--torch-threads", "0", "--max-batch-wait-ms", "0"])
     assert (accepted.torch_threads, accepted.max_batch_wait_ms) == (0, 0.0)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["serve", "--port", "70000"],
+        ["up", "--port", "0"],
+        ["up", "--endpoint-port", "-1"],
+        ["demo", "--port", "abc"],
+        ["demo", "--epochs", "0"],
+    ],
+)
+def test_the_local_aws_commands_take_the_same_numbers(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        local_aws_main(argv)
+    assert exited.value.code == 2
+    assert "is not a" in capsys.readouterr().err

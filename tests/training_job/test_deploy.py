@@ -302,6 +302,8 @@ def test_no_publish_parameter_leaves_the_stages_parameter_alone(
         ["--mode", "local", "--bucket", "b", "--capture-sampling", "101"],
         ["--mode", "local", "--bucket", "b", "--workers", "0"],
         ["--mode", "local", "--bucket", "b", "--max-body-bytes", "-1"],
+        # Over InvokeEndpoint's 6 MB: its capture line would be over every reader's cap.
+        ["--mode", "local", "--bucket", "b", "--max-body-bytes", "6291457"],
     ],
 )
 def test_hostile_option_values_are_usage_errors(argv: list[str]) -> None:

@@ -29,6 +29,7 @@ from contract.s3 import (
     parse_s3_prefix_uri,
     parse_s3_uri,
 )
+from training_job import registry
 from training_job.arguments import bounded
 from training_job.bucket import BucketError, require_region
 from training_job.monitor import model_code, versions
@@ -73,6 +74,13 @@ from training_job.monitor.report import (
     write_summary,
 )
 from training_job.monitor.review import as_dict, review_measures, summary_lines
+from training_job.monitor.variants import (
+    PRODUCTION,
+    SHADOW,
+    VariantCaptures,
+    model_for_variant,
+    split_by_variant,
+)
 
 # One code per outcome, so a cron job can page on answers, log input drift, and never
 # mistake a broken run for either. SIGTERM exits 143 and Ctrl-C 130, as shells do.
@@ -151,7 +159,17 @@ def _add_source_options(parser: argparse.ArgumentParser, default_window: int | N
         required=True,
         metavar="URL",
         help="capture prefix: s3://BUCKET/data_capture/<endpoint>/ (or a local folder of "
-        "capture .jsonl / .jsonl.gz files); every object under it is read, in key order",
+        "capture .jsonl / .jsonl.gz files); each variant's folder (<variant>/YYYY/MM/DD/HH/) "
+        "is read and judged apart, in key (time) order, against the baseline of the model "
+        "version that answered it",
+    )
+    parser.add_argument(
+        "--variant",
+        action="append",
+        metavar="NAME",
+        help="judge only this variant (repeatable; default: the endpoint's production and "
+        "shadow variants now, or every variant when the endpoint is unknown). A shadow's "
+        "verdict is shown apart and never sets the exit status",
     )
     parser.add_argument(
         "--since",
@@ -169,8 +187,10 @@ def _add_source_options(parser: argparse.ArgumentParser, default_window: int | N
     reference.add_argument(
         "--model-data",
         metavar="S3_URL",
-        help="the model artifact s3://.../model.tar.gz whose baseline to compare against "
-        "(default: the newest models/*/output/model.tar.gz in the captures' bucket)",
+        help="the model artifact s3://.../model.tar.gz whose baseline to compare every "
+        "variant against (default: each variant's own: variant v<N> serves version N of "
+        "--model-group, approved or not; a variant named otherwise, the newest "
+        "models/*/output/model.tar.gz in the captures' bucket)",
     )
     reference.add_argument(
         "--model-dir",
@@ -179,6 +199,7 @@ def _add_source_options(parser: argparse.ArgumentParser, default_window: int | N
         help="an unpacked model directory holding model.pth, model.json, baseline.json "
         "and baseline_embeddings.npy, instead of a model in S3",
     )
+    registry.add_group_option(parser)
     parser.add_argument(
         "--labels",
         type=Path,
@@ -403,21 +424,24 @@ def _register_review(commands: Any) -> None:
     review.set_defaults(func=run_review)
 
 
-def _reference(args: argparse.Namespace, workdir: Path) -> tuple[Baseline, Any, Any, str]:
-    """The baseline, the model that embeds captured images, and a description of both."""
+def _reference(
+    args: argparse.Namespace, workdir: Path, captures: VariantCaptures
+) -> tuple[Baseline, Any, Any, str]:
+    """The baseline `captures` are judged against (the answering version's, unless
+    --model-dir or --model-data names one), the model that embeds captured images, and a
+    description of both."""
     if args.model_dir is not None:
         model_dir = args.model_dir
         baseline = Baseline.from_dir(model_dir)
         where = str(model_dir)
     else:
-        if args.model_data:
-            bucket, key = parse_s3_object_uri(args.model_data)
-        else:
-            if not args.captures.startswith(S3_SCHEME):
-                raise BaselineError("local captures need --model-dir or --model-data")
-            bucket = parse_s3_uri(args.captures)[0]
-            key = newest_model(bucket)
-        model_dir = fetch_model(bucket, key, workdir)
+        model_data = args.model_data or model_for_variant(
+            captures.variant, args.model_group, captures.source.bucket
+        )
+        bucket, key = parse_s3_object_uri(model_data)
+        into = workdir / captures.name  # a VariantName: letters, digits, hyphens
+        into.mkdir()
+        model_dir = fetch_model(bucket, key, into)
         baseline = load_baseline(bucket, key, model_dir)
         where = f"s3://{bucket}/{key}"
     try:
@@ -427,6 +451,28 @@ def _reference(args: argparse.Namespace, workdir: Path) -> tuple[Baseline, Any, 
     if list(config.classes) != baseline.classes:
         raise BaselineError(f"{where}: the baseline's classes differ from the model's")
     return baseline, net, config, where
+
+
+def _chosen(args: argparse.Namespace, source: CaptureSource) -> list[VariantCaptures]:
+    """The captures to judge, one entry per variant: --variant's, or those serving now."""
+    found = split_by_variant(source) or [VariantCaptures(None, source, None)]
+    if args.variant:
+        named = [c for c in found if c.variant in args.variant]
+        missing = sorted(set(args.variant) - {c.variant for c in named})
+        if missing:
+            there = ", ".join(c.name for c in found)
+            raise CaptureSourceError(
+                f"no captures of variant {', '.join(missing)} under {args.captures} "
+                f"(variants there: {there})"
+            )
+        return named
+    serving = [c for c in found if c.role in (None, PRODUCTION, SHADOW)]
+    for retired in (c for c in found if c not in serving):
+        print(
+            f"note: variant {retired.name} is not on the endpoint now: not judged "
+            "(--variant names it)"
+        )
+    return serving
 
 
 def _analyzer(
@@ -540,51 +586,73 @@ def run_baseline(args: argparse.Namespace) -> int:
     return _guarded(body, args)
 
 
+def _report_variant(
+    args: argparse.Namespace,
+    captures: VariantCaptures,
+    workdir: Path,
+    out: Path,
+    review: dict[str, VersionMeasures] | None,
+) -> bool:
+    """One variant's report in `out`, judged against its own baseline; whether any of
+    its windows was judged."""
+    baseline, net, config, where = _reference(args, workdir, captures)
+    analyzer = _analyzer(args, baseline, net, config)
+    counts = ReadCounts()
+    records = read_records(captures.source, counts, args.since, args.until)
+    if args.every:
+        windows = windows_by_time(records, args.every, analyzer.counts)
+    else:
+        windows = windows_by_count(records, args.window or 200)
+    _note_missing_statistics(baseline, analyzer)
+    run = Run()
+    run.analyze_all(analyzer, windows)
+    out.mkdir(parents=True, exist_ok=True)
+    summary = _summary(args, where, run, analyzer, counts, review)
+    summary["variant"] = captures.variant
+    summary["role"] = captures.role
+    plots = write_plots(run.results, analyzer, args.alpha, out)
+    write_summary(summary, out / "summary.json")
+    photos = (
+        baseline_photos(_baseline_images(args), analyzer.imaging)
+        if analyzer.galleries.kept
+        else ([], "")
+    )
+    write_html(
+        summary,
+        plots,
+        out / "report.html",
+        analyzer.galleries.kept,
+        photos,
+        analyzer.galleries.dropped,
+    )
+    if captures.variant is not None:
+        print(f"variant {captures.variant}" + (f" ({captures.role})" if captures.role else ""))
+    print(
+        f"{summary['windows']} windows: {summary['answer_drift_windows']} where the "
+        f"model's answers moved, {summary['input_drift_windows']} with input drift only; "
+        f"{counts.records} records; report: {out / 'report.html'}"
+    )
+    for sentence in summary["verdict"]:
+        print(sentence)
+    return bool(summary["judged_windows"])
+
+
 def run_report(args: argparse.Namespace) -> int:
     def body(args: argparse.Namespace) -> int:
         source = CaptureSource.parse(args.captures)
-        with tempfile.TemporaryDirectory(prefix="monitor-") as workdir:
-            baseline, net, config, where = _reference(args, Path(workdir))
-            analyzer = _analyzer(args, baseline, net, config)
-            counts = ReadCounts()
-            records = read_records(source, counts, args.since, args.until)
-            if args.every:
-                windows = windows_by_time(records, args.every, analyzer.counts)
-            else:
-                windows = windows_by_count(records, args.window or 200)
-            _note_missing_statistics(baseline, analyzer)
-            run = Run()
-            run.analyze_all(analyzer, windows)
-            args.out.mkdir(parents=True, exist_ok=True)
-            review = (
-                review_measures(args.decisions_table, args.since, args.until)
-                if args.decisions_table
-                else None
-            )
-            summary = _summary(args, where, run, analyzer, counts, review)
-            plots = write_plots(run.results, analyzer, args.alpha, args.out)
-            write_summary(summary, args.out / "summary.json")
-            photos = (
-                baseline_photos(_baseline_images(args), analyzer.imaging)
-                if analyzer.galleries.kept
-                else ([], "")
-            )
-            write_html(
-                summary,
-                plots,
-                args.out / "report.html",
-                analyzer.galleries.kept,
-                photos,
-                analyzer.galleries.dropped,
-            )
-        print(
-            f"{summary['windows']} windows: {summary['answer_drift_windows']} where the "
-            f"model's answers moved, {summary['input_drift_windows']} with input drift only; "
-            f"{counts.records} records; report: {args.out / 'report.html'}"
+        chosen = _chosen(args, source)
+        review = (
+            review_measures(args.decisions_table, args.since, args.until)
+            if args.decisions_table
+            else None
         )
-        for sentence in summary["verdict"]:
-            print(sentence)
-        if not summary["judged_windows"]:
+        judged = False
+        with tempfile.TemporaryDirectory(prefix="monitor-") as workdir:
+            for captures in chosen:
+                # One variant: the report in --out; several: one folder each.
+                out = args.out if len(chosen) == 1 else args.out / captures.name
+                judged |= _report_variant(args, captures, Path(workdir), out, review)
+        if not judged:
             print(
                 f"error: no window held {MIN_SAMPLES} usable records: nothing was judged",
                 file=sys.stderr,
@@ -613,10 +681,40 @@ def _note_missing_statistics(baseline: Baseline, analyzer: WindowAnalyzer) -> No
         )
 
 
-def _publish(namespace: str, captures: str, result: WindowResult) -> None:
-    """The verdict as CloudWatch metrics: alarm on AnswerDrift to page, InputDrift to log."""
+def _publish(namespace: str, captures: str, judged: list[tuple[str, str, WindowResult]]) -> None:
+    """The verdict as CloudWatch metrics: alarm on AnswerDrift to page, InputDrift to log.
+    Under dimension Captures, production's (the worst of its variants, their usable
+    records summed); under Captures and VariantName, each judged variant's."""
+    # A dimension value is at most 1,024 ASCII characters.
+    value = captures.encode("ascii", "replace").decode("ascii")[:1024]
+    data: list[dict[str, Any]] = []
+    production = [result for role, _, result in judged if role != SHADOW]
+    for result in production:
+        data += _verdict_data(result, [{"Name": "Captures", "Value": value}])
+    by_name: dict[str, dict[str, Any]] = {}
+    for datum in data:  # one datum per metric: the sum of usable records, the worst drift
+        kept = by_name.setdefault(datum["MetricName"], datum)
+        if kept is not datum:
+            if datum["MetricName"] == "UsableRecords":
+                kept["Value"] += datum["Value"]
+            else:
+                kept["Value"] = max(kept["Value"], datum["Value"])
+    data = list(by_name.values())
+    if len(judged) > 1 or any(role == SHADOW for role, _, _ in judged):
+        for _, name, result in judged:
+            variant = [
+                {"Name": "Captures", "Value": value},
+                {"Name": "VariantName", "Value": name},
+            ]
+            data += _verdict_data(result, variant)
+    cloudwatch = boto3.client("cloudwatch")
+    for start in range(0, len(data), 20):
+        cloudwatch.put_metric_data(Namespace=namespace, MetricData=data[start : start + 20])
+
+
+def _verdict_data(result: WindowResult, dimensions: list[dict[str, str]]) -> list[dict[str, Any]]:
     data: list[dict[str, Any]] = [
-        {"MetricName": "UsableRecords", "Value": result.used, "Unit": "Count"}
+        {"MetricName": "UsableRecords", "Value": float(result.used), "Unit": "Count"}
     ]
     if result.findings:
         alerting = {f.detector for f in result.findings if f.alert}
@@ -624,65 +722,99 @@ def _publish(namespace: str, captures: str, result: WindowResult) -> None:
             {"MetricName": "InputDrift", "Value": float(bool(alerting & INPUT_DETECTORS))},
             {"MetricName": "AnswerDrift", "Value": float(bool(alerting & ANSWER_DETECTORS))},
         ]
-    # A dimension value is at most 1,024 ASCII characters.
-    value = captures.encode("ascii", "replace").decode("ascii")[:1024]
-    dimensions = [{"Name": "Captures", "Value": value}]
     for datum in data:
         datum.setdefault("Unit", "None")
         datum["Dimensions"] = dimensions
-    boto3.client("cloudwatch").put_metric_data(Namespace=namespace, MetricData=data)
+    return data
+
+
+# The exit status of a check over several variants: the most urgent of theirs.
+_URGENCY = (EXIT_ANSWERS, EXIT_INPUT_DRIFT, EXIT_OK, EXIT_UNUSABLE)
+
+
+def _check_variant(
+    args: argparse.Namespace, captures: VariantCaptures, workdir: Path
+) -> tuple[int, WindowResult]:
+    """Judge the latest window of one variant's captures and print it; its exit status."""
+    baseline, net, config, where = _reference(args, workdir, captures)
+    analyzer = _analyzer(args, baseline, net, config)
+    counts = ReadCounts()
+    records, total = last_records(
+        read_records(captures.source, counts, args.since, args.until), args.window
+    )
+    result = analyzer.analyze(0, records, total)
+    damage = {
+        k: v
+        for k, v in {**counts.as_dict(), **analyzer.counts.as_dict()}.items()
+        if v and k not in ("objects", "lines", "records")
+    }
+    if captures.variant is not None:
+        role = f" ({captures.role})" if captures.role else ""
+        print(f"variant: {captures.variant}{role}")
+    print(f"baseline: {where}")
+    _note_missing_statistics(baseline, analyzer)
+    print(
+        f"window: last {result.records} records ({result.used} usable); damage: "
+        + (", ".join(f"{k}={v}" for k, v in damage.items()) or "none")
+    )
+    if not result.findings:
+        print(
+            f"error: no verdict: {result.used} usable records of {result.records} read "
+            f"(at least {MIN_SAMPLES} needed; records that are not images or come from "
+            "another model are not usable)",
+            file=sys.stderr,
+        )
+        return EXIT_UNUSABLE, result
+    print(f"{'detector':<10} {'test':<20} {'statistic':>10} {'adj. p':>9}  verdict")
+    for f in result.findings:
+        print(
+            f"{f.detector:<10} {f.test:<20} {f.statistic:>10.4g} {f.p_adjusted:>9.3g}  "
+            + ("ALERT" if f.alert else "ok")
+        )
+    if result.performance:
+        print(
+            "performance: "
+            + ", ".join(
+                f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
+                for k, v in result.performance.items()
+            )
+        )
+    print(f"verdict: {describe_drift(result.findings)}")
+    return {ANSWER_DRIFT: EXIT_ANSWERS, INPUT_DRIFT: EXIT_INPUT_DRIFT}.get(
+        result.drift, EXIT_OK
+    ), result
 
 
 def run_check(args: argparse.Namespace) -> int:
     def body(args: argparse.Namespace) -> int:
         source = CaptureSource.parse(args.captures)
-        with tempfile.TemporaryDirectory(prefix="monitor-") as workdir:
-            baseline, net, config, where = _reference(args, Path(workdir))
-            analyzer = _analyzer(args, baseline, net, config)
-            counts = ReadCounts()
-            records, total = last_records(
-                read_records(source, counts, args.since, args.until), args.window
-            )
-            result = analyzer.analyze(0, records, total)
-        damage = {
-            k: v
-            for k, v in {**counts.as_dict(), **analyzer.counts.as_dict()}.items()
-            if v and k not in ("objects", "lines", "records")
-        }
-        print(f"baseline: {where}")
-        _note_missing_statistics(baseline, analyzer)
-        print(
-            f"window: last {result.records} records ({result.used} usable); damage: "
-            + (", ".join(f"{k}={v}" for k, v in damage.items()) or "none")
-        )
-        if args.metrics_namespace:
-            _publish(args.metrics_namespace, args.captures, result)
-        if not result.findings:
+        chosen = _chosen(args, source)
+        if not chosen:
             print(
-                f"error: no verdict: {result.used} usable records of {result.records} read "
-                f"(at least {MIN_SAMPLES} needed; records that are not images or come from "
-                "another model are not usable)",
+                "error: no verdict: no captures of the endpoint's variants now "
+                "(--variant judges another)",
                 file=sys.stderr,
             )
             return EXIT_UNUSABLE
-        print(f"{'detector':<10} {'test':<20} {'statistic':>10} {'adj. p':>9}  verdict")
-        for f in result.findings:
-            print(
-                f"{f.detector:<10} {f.test:<20} {f.statistic:>10.4g} {f.p_adjusted:>9.3g}  "
-                + ("ALERT" if f.alert else "ok")
-            )
-        if result.performance:
-            print(
-                "performance: "
-                + ", ".join(
-                    f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
-                    for k, v in result.performance.items()
-                )
-            )
-        print(f"verdict: {describe_drift(result.findings)}")
-        return {ANSWER_DRIFT: EXIT_ANSWERS, INPUT_DRIFT: EXIT_INPUT_DRIFT}.get(
-            result.drift, EXIT_OK
-        )
+        codes: list[int] = []
+        judged: list[tuple[str, str, WindowResult]] = []
+        with tempfile.TemporaryDirectory(prefix="monitor-") as workdir:
+            for number, captures in enumerate(chosen):
+                if number:
+                    print()
+                code, result = _check_variant(args, captures, Path(workdir))
+                judged.append((captures.role or "", captures.name, result))
+                if captures.role == SHADOW:
+                    print(f"({captures.name} is a shadow: its verdict sets no exit status)")
+                else:
+                    codes.append(code)
+        if args.metrics_namespace:
+            _publish(args.metrics_namespace, args.captures, judged)
+        if not codes:
+            print("error: no verdict: only a shadow's captures were judged", file=sys.stderr)
+            return EXIT_UNUSABLE
+        # A variant without enough records does not hide another's verdict.
+        return min(codes, key=_URGENCY.index)
 
     return _guarded(body, args)
 

@@ -55,14 +55,17 @@ class ReviewedManifest:
         self.s3 = s3
         self.bucket = bucket
 
-    def record(self, image: str, key: str, answer: str) -> None:
-        """Photo `image` (at `key` in the bucket) was answered `answer`."""
+    def record(self, image: str, key: str, answer: str, etag: str = "") -> None:
+        """Photo `image` (at `key` in the bucket, the upload with ETag `etag` when given)
+        was answered `answer`. A key uploaded over since holds another photo: S3 refuses the
+        copy (PreconditionFailed), so that photo never becomes training data for this answer."""
         filename = reviewed_filename(image)
         if answer != ANSWER_NEITHER:
             self.s3.copy_object(
                 Bucket=self.bucket,
                 Key=REVIEWED_IMAGES_PREFIX + filename,
                 CopySource={"Bucket": self.bucket, "Key": key},
+                **({"CopySourceIfMatch": f'"{etag}"'} if etag else {}),
             )
         label = CLASS_ANSWERS.index(answer) if answer in CLASS_ANSWERS else None
         self._update(filename, label)

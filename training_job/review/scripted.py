@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
 
+from contract.decisions import photo_location
+
 TIMEOUT_SECONDS = 30.0
 
 
@@ -40,7 +42,7 @@ def review_queue(url: str, truth: Mapping[str, str]) -> ScriptedReview:
     # Past the last photo skipped: an answered photo leaves the queue, a skipped one stays.
     position = ""
     while item is not None and item["image"] not in skipped:
-        answer = truth.get(item["image"])
+        answer = truth.get(photo_location(item["image"]))  # truth is by key, ids by upload
         if answer is None:
             skipped.add(item["image"])
             result.unknown += 1

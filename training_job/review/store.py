@@ -45,6 +45,7 @@ from contract.decisions import (
     STATUS_NEEDS_REVIEW,
     STATUS_REVIEWED,
     STATUS_ROUTED,
+    split_image_id,
 )
 from training_job.review.reviewed import CLASS_ANSWERS, ReviewedManifest
 
@@ -89,10 +90,9 @@ def _typed(values: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def split_image(image: str) -> tuple[str, str]:
-    """(bucket, key) of an `s3://bucket/key` photo id; ValueError for anything else."""
-    bucket, _, key = image.removeprefix("s3://").partition("/")
-    if not image.startswith("s3://") or not bucket or not key:
-        raise ValueError(f"not an s3://bucket/key photo id: {shown(image)}")
+    """(bucket, key) of a photo id (`s3://bucket/key#etag`, or an older one without the
+    ETag); ValueError for anything else."""
+    bucket, key, _etag = split_image_id(image)
     return bucket, key
 
 
@@ -176,10 +176,21 @@ class ReviewStore:
         """The photo of a decision in this store's bucket, at most `limit` bytes."""
         if self.get(image) is None:
             raise NotFound(f"no decision for {shown(image, 200)}")
-        bucket, key = split_image(image)
+        bucket, key, etag = split_image_id(image)
         if bucket != self.bucket:
             raise NotFound(f"{shown(image, 200)} is not in the bucket s3://{self.bucket}")
-        response = self.s3.get_object(Bucket=bucket, Key=key, Range=f"bytes=0-{limit}")
+        # Only the upload the decision is about: a key uploaded over since holds another photo.
+        condition = {"IfMatch": f'"{etag}"'} if etag else {}
+        try:
+            response = self.s3.get_object(
+                Bucket=bucket, Key=key, Range=f"bytes=0-{limit}", **condition
+            )
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") not in ("PreconditionFailed", "412"):
+                raise
+            raise NotFound(
+                f"{shown(image, 200)}: the key holds a later upload now; this photo is gone"
+            ) from error
         data: bytes = response["Body"].read()
         if len(data) > limit:
             raise ValueError(f"{shown(image, 200)} is over {limit} bytes")
@@ -191,7 +202,7 @@ class ReviewStore:
         """Answer the pending photo `image` as seen at `revision`; the updated item."""
         if answer not in ANSWERS:
             raise ValueError(f"unknown answer {shown(answer)}: one of {', '.join(ANSWERS)}")
-        bucket, key = split_image(image)
+        bucket, key, etag = split_image_id(image)
         if bucket != self.bucket:
             raise NotFound(f"{shown(image, 200)} is not in the bucket s3://{self.bucket}")
         item = self._update(
@@ -210,7 +221,7 @@ class ReviewStore:
             },
         )
         self._emit(item)
-        self.manifest.record(image, key, answer)
+        self.manifest.record(image, key, answer, etag)
         return item
 
     def undo(self, image: str, revision: int, reviewer: str) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """The decisions table's key schema, in one place: what serverless.yml declares (partition
 key `image`, the sparse `review-queue` index on `review_pending`/`queued_at`, the sparse
-`answered` index on `review_reason`/`reviewed_at`), written as CreateTable arguments for
+`answered` index on `review_reason`/`reviewed_at`, the sparse `unsent-events` outbox
+index on `event_pending`/`decided_at`), written as CreateTable arguments for
 the tests and the docs that make a table of their own. tests/test_serverless_yml.py holds
 serverless.yml's DecisionsTable to it."""
 
@@ -13,6 +14,9 @@ from contract.decisions import (
     ANSWERED_INDEX_PARTITION_KEY,
     ANSWERED_INDEX_PROJECTION,
     ANSWERED_INDEX_SORT_KEY,
+    EVENT_OUTBOX_INDEX,
+    EVENT_OUTBOX_SORT_KEY,
+    EVENT_PENDING_ATTRIBUTE,
     PARTITION_KEY,
     REVIEW_INDEX,
     REVIEW_INDEX_PARTITION_KEY,
@@ -33,6 +37,8 @@ def table_definition(name: str) -> dict[str, Any]:
             {"AttributeName": REVIEW_INDEX_SORT_KEY, "AttributeType": "S"},
             {"AttributeName": ANSWERED_INDEX_PARTITION_KEY, "AttributeType": "S"},
             {"AttributeName": ANSWERED_INDEX_SORT_KEY, "AttributeType": "S"},
+            {"AttributeName": EVENT_PENDING_ATTRIBUTE, "AttributeType": "S"},
+            {"AttributeName": EVENT_OUTBOX_SORT_KEY, "AttributeType": "S"},
         ],
         "KeySchema": [{"AttributeName": PARTITION_KEY, "KeyType": "HASH"}],
         "GlobalSecondaryIndexes": [
@@ -54,6 +60,14 @@ def table_definition(name: str) -> dict[str, Any]:
                     "ProjectionType": "INCLUDE",
                     "NonKeyAttributes": list(ANSWERED_INDEX_PROJECTION),
                 },
+            },
+            {
+                "IndexName": EVENT_OUTBOX_INDEX,
+                "KeySchema": [
+                    {"AttributeName": EVENT_PENDING_ATTRIBUTE, "KeyType": "HASH"},
+                    {"AttributeName": EVENT_OUTBOX_SORT_KEY, "KeyType": "RANGE"},
+                ],
+                "Projection": {"ProjectionType": "ALL"},
             },
         ],
         "SSESpecification": {"Enabled": True},

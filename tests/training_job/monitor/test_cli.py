@@ -349,7 +349,7 @@ def test_sigterm_removes_the_extracted_model(bucket: str, tmp_path: Path) -> Non
     )
     try:
         deadline = time.monotonic() + 120
-        while not list(temporary.glob("monitor-*/model/model.*")):
+        while not list(temporary.glob("monitor-*/*/model/model.*")):  # one folder per variant
             assert process.poll() is None, process.communicate()
             assert time.monotonic() < deadline, "the model was never unpacked"
             time.sleep(0.05)

@@ -9,6 +9,7 @@ the decision events to an SQS queue the test reads, and the review server on a f
 from __future__ import annotations
 
 import functools
+import hashlib
 import io
 import json
 from collections.abc import Iterator
@@ -168,7 +169,8 @@ def world(
     uploads.append(("incoming/IMG_0001.jpg", "bicycle", phone_jpeg(), PHONE_SIZE))
     for number, (key, truth, data, size) in enumerate(uploads):
         s3.put_object(Bucket=unique_name, Key=key, Body=data)
-        photo = Photo(image_id(unique_name, key), key, truth, size)
+        # The id the workflow gives an upload: its location and its ETag.
+        photo = Photo(image_id(unique_name, key, hashlib.md5(data).hexdigest()), key, truth, size)
         world.photos.append(photo)
         seed_item(world, photo, f"2026-11-29T10:00:{number:02d}.000Z")
     try:

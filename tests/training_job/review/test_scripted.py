@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from contract.decisions import REVIEWED_MANIFEST_KEY
+from contract.decisions import REVIEWED_MANIFEST_KEY, photo_location
 from contract.manifest import parse_lst
 from tests.training_job.review.conftest import ReviewWorld
 from training_job.review.reviewed import reviewed_filename
@@ -17,7 +17,10 @@ def test_the_scripted_reviewer_answers_what_it_knows_and_skips_the_rest(
     truth = {photo.image: photo.truth for photo in world.photos if photo is not unknown}
     truth[world.photos[3].image] = "neither"
 
-    result = review_queue(review_server.url, truth)
+    # A test set's labels are by key; the queue's ids name the upload (key and ETag).
+    result = review_queue(
+        review_server.url, {photo_location(image): answer for image, answer in truth.items()}
+    )
 
     assert result.pending_before == len(world.photos)
     assert result.pending_after == 1
@@ -44,5 +47,7 @@ def test_an_empty_queue_is_nothing_to_do(world: ReviewWorld, review_server: Revi
     store = world.store()
     for photo in world.photos:
         store.answer(photo.image, photo.truth, 0, "bob")
-    result = review_queue(review_server.url, {p.image: p.truth for p in world.photos})
+    result = review_queue(
+        review_server.url, {photo_location(p.image): p.truth for p in world.photos}
+    )
     assert (result.pending_before, result.pending_after, sum(result.answers.values())) == (0, 0, 0)

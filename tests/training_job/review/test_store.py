@@ -8,6 +8,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from botocore.exceptions import ClientError
 
 from contract.decisions import (
     EVENT_DETAIL_TYPE,
@@ -76,6 +77,29 @@ def test_an_answer_records_the_person_emits_the_event_and_keeps_the_training_lin
     copied = world.s3.get_object(Bucket=world.bucket, Key=REVIEWED_IMAGES_PREFIX + filename)
     original = world.s3.get_object(Bucket=world.bucket, Key=photo.key)
     assert copied["Body"].read() == original["Body"].read()
+
+
+def test_a_photo_uploaded_over_since_is_neither_shown_nor_learned_from(
+    world: ReviewWorld,
+) -> None:
+    """A reviewer's answer is about the upload the model decided (issue 21, item 6): the
+    id carries its ETag, and the store reads and copies the key only while it holds that
+    upload (S3 API reference: GetObject If-Match, CopyObject x-amz-copy-source-if-match
+    answer 412 PreconditionFailed otherwise)."""
+    store = world.store()
+    photo = world.photos[0]
+    assert (
+        store.image_bytes(photo.image, 10_000_000)
+        == world.s3.get_object(Bucket=world.bucket, Key=photo.key)["Body"].read()
+    )
+    world.s3.put_object(Bucket=world.bucket, Key=photo.key, Body=b"a later upload")
+    with pytest.raises(NotFound, match="holds a later upload now"):
+        store.image_bytes(photo.image, 10_000_000)
+    with pytest.raises(ClientError) as refused:
+        store.answer(photo.image, "motorcycle", 0, "alice")
+    assert refused.value.response["Error"]["Code"] == "PreconditionFailed"
+    with pytest.raises(ClientError):  # no training line, no copy of the later upload
+        world.s3.get_object(Bucket=world.bucket, Key=REVIEWED_MANIFEST_KEY)
 
 
 def test_neither_writes_no_training_line_and_no_image(world: ReviewWorld) -> None:
