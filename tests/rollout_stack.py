@@ -131,8 +131,10 @@ class LoadResult:
     """What each request got: its variant, or the error code that failed it."""
 
     sent: int = 0
-    answers: list[tuple[float, str]] = field(default_factory=list)  # (time, variant)
-    failures: list[tuple[float, str]] = field(default_factory=list)  # (time, error code)
+    # In the order they completed, each with the time its request was sent (a slow
+    # answer completes after requests sent later).
+    answers: list[tuple[float, str]] = field(default_factory=list)  # (sent, variant)
+    failures: list[tuple[float, str]] = field(default_factory=list)  # (sent, error code)
 
     def variants(self) -> Counter[str]:
         return Counter(variant for _, variant in self.answers)
@@ -180,6 +182,7 @@ class Load:
             body = self.stack.pngs[int(rng.integers(len(self.stack.pngs)))]
             with self._lock:
                 self.result.sent += 1
+            sent_at = time.monotonic()
             try:
                 answer = runtime.invoke_endpoint(
                     EndpointName=self.stack.endpoint,
@@ -194,11 +197,10 @@ class Load:
             except BotoCoreError as error:
                 outcome = ("failure", type(error).__name__)
             with self._lock:
-                moment = time.monotonic()
                 if outcome[0] == "answer":
-                    self.result.answers.append((moment, outcome[1]))
+                    self.result.answers.append((sent_at, outcome[1]))
                 else:
-                    self.result.failures.append((moment, outcome[1]))
+                    self.result.failures.append((sent_at, outcome[1]))
             if self.pause:
                 time.sleep(self.pause)
 

@@ -182,8 +182,8 @@ def test_an_approved_bad_version_is_rolled_back_automatically_and_never_takes_al
             *_rollout(stack, "--model-version", str(version), "--bucket", stack.bucket),
             "--skip-shadow", *FAST, *extra,
         )  # fmt: skip
-        # A slow version's requests sent before the rollback finish after it: the load
-        # goes on until the old version has answered once after them.
+        # The load goes on until the old version has answered a request sent after the
+        # bad one's last (a slow version's answers complete late; the times are sends).
         _wait_for_answer_after_the_last_of(load, f"v{version}", by="v1")
     output = rolled.stdout + rolled.stderr
     assert rolled.returncode == 1, output
