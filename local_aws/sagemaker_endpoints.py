@@ -8,9 +8,13 @@ Here (patches installed by local_aws/server.py):
 - CreateEndpointConfig keeps ShadowProductionVariants and refuses what SageMaker refuses
   (a shadow variant with more than one production variant or more than one shadow, a
   variant name used twice, more than 10 production variants), with ValidationException.
-- UpdateEndpoint validates the DeploymentConfig as the API reference bounds it, refuses a
-  blue/green deployment whose new configuration does not name the same production
-  variants as the old one (deployment guardrails' exclusions), sets the endpoint
+- UpdateEndpoint validates the DeploymentConfig as the API reference bounds it (a
+  CanarySize at most half the variant's instances, a LinearStepSize 10-50% of them),
+  refuses a blue/green deployment whose new configuration does not name the same
+  production variants as the old one (deployment guardrails' exclusions) and an update
+  that removes an autoscaled variant or changes its instance type (Application Auto
+  Scaling's scalable targets, per variant, in moto) or whose models' execution role may
+  not read its rollback alarms (cloudwatch:DescribeAlarms), sets the endpoint
   `Updating` and deploys in a thread, as SageMaker does: without guardrails, all at once;
   with a BlueGreenUpdatePolicy, the new fleet's share of the traffic goes CanarySize
   (CANARY) or LinearStepSize at a time (LINEAR) or all at once, each step baked for
@@ -28,6 +32,7 @@ Here (patches installed by local_aws/server.py):
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from dataclasses import dataclass
@@ -37,7 +42,7 @@ from typing import Any
 import requests
 
 from contract import variant_metrics
-from local_aws import alarms
+from local_aws import alarms, iam
 from local_aws.endpoint.metrics import ANSWER_COUNTERS
 from local_aws.sagemaker_runtime import UPSTREAM_VARIABLE
 
@@ -49,6 +54,7 @@ MAX_PRODUCTION_VARIANTS = 10
 TRAFFIC_TYPES = ("ALL_AT_ONCE", "CANARY", "LINEAR")
 CAPACITY_TYPES = ("INSTANCE_COUNT", "CAPACITY_PERCENT")
 MAX_ALARMS = 10
+SCALABLE_DIMENSION = "sagemaker:variant:DesiredInstanceCount"
 LATENCY_OVERFLOW_SECONDS = 10.0  # the value published for answers past the last bucket
 
 
@@ -187,6 +193,110 @@ def check_deployment_config(deployment: dict[str, Any]) -> None:
             raise _validation(f"AutoRollbackConfiguration.Alarms must hold 1 to {MAX_ALARMS}.")
         if any(not isinstance(alarm, dict) or not alarm.get("AlarmName") for alarm in names):
             raise _validation("Each AutoRollbackConfiguration alarm needs an AlarmName.")
+
+
+def _serving_instances(config: Any) -> int:
+    """The instances of the configuration's variants that take traffic (weight above 0)."""
+    return sum(
+        int(variant.get("InitialInstanceCount", 1))
+        for variant in config.production_variants
+        if float(variant.get("InitialVariantWeight", 1.0)) > 0
+    )
+
+
+def _instances_of(size: dict[str, Any], fleet: int) -> int:
+    """A CapacitySize in whole instances of a `fleet`-instance variant (a percentage is
+    rounded up: a step moves at least one instance)."""
+    if size["Type"] == "INSTANCE_COUNT":
+        return int(size["Value"])
+    return max(1, math.ceil(size["Value"] * fleet / 100))
+
+
+def check_traffic_sizes(deployment: dict[str, Any], new_config: Any) -> None:
+    """TrafficRoutingConfig's sizes against the new fleet (API reference: CanarySize "must
+    be less than or equal to 50% of the variant's total instance count"; LinearStepSize
+    "must be 10-50%" of it). The variant's count is that of the new configuration's
+    variants that take traffic."""
+    routing = (deployment.get("BlueGreenUpdatePolicy") or {}).get("TrafficRoutingConfiguration")
+    if not routing or routing["Type"] == "ALL_AT_ONCE":
+        return
+    fleet = _serving_instances(new_config)
+    if routing["Type"] == "CANARY":
+        canary = _instances_of(routing["CanarySize"], fleet)
+        if 2 * canary > fleet:
+            raise _validation(
+                f"CanarySize of {canary} instance(s) is more than 50% of the variant's total "
+                f"instance count ({fleet}): it must be less than or equal to 50%."
+            )
+        return
+    step = routing["LinearStepSize"]
+    instances = _instances_of(step, fleet)
+    percent = step["Value"] if step["Type"] == "CAPACITY_PERCENT" else 100 * instances / fleet
+    if not 10 <= percent <= 50 or 2 * instances > fleet:
+        raise _validation(
+            f"LinearStepSize of {instances} instance(s) must be 10-50% of the variant's total "
+            f"instance count ({fleet})."
+        )
+
+
+def check_autoscaled_variants_kept(backend: Any, endpoint_name: str, old: Any, new: Any) -> None:
+    """SageMaker refuses an update that removes a variant registered with Application Auto
+    Scaling or changes its instance type ("Update endpoints that use auto scaling":
+    deregister it first, then register the updated variant again)."""
+    from moto.applicationautoscaling.models import applicationautoscaling_backends
+
+    scaling = applicationautoscaling_backends[backend.account_id][backend.region_name]
+    targets = scaling.targets.get(SCALABLE_DIMENSION, {})
+    kept = {variant["VariantName"]: variant for variant in new.production_variants}
+    for variant in old.production_variants:
+        name = variant["VariantName"]
+        if f"endpoint/{endpoint_name}/variant/{name}" not in targets:
+            continue
+        if name not in kept:
+            raise _validation(
+                f"The variant {name} of endpoint {endpoint_name} is a scalable target of "
+                "Application Auto Scaling: deregister it (DeregisterScalableTarget) before "
+                "an update that removes it."
+            )
+        if kept[name].get("InstanceType") != variant.get("InstanceType"):
+            raise _validation(
+                f"The variant {name} of endpoint {endpoint_name} is a scalable target of "
+                "Application Auto Scaling: deregister it (DeregisterScalableTarget) before "
+                "an update that changes its instance type."
+            )
+
+
+def check_rollback_alarms_readable(
+    backend: Any, new_config: Any, deployment: dict[str, Any]
+) -> None:
+    """SageMaker reads the AutoRollbackConfiguration alarms as the models' execution role
+    (deployment guardrails, "Auto-Rollback Configuration and Monitoring": the execution
+    role needs cloudwatch:DescribeAlarms on them); a deployment it could not watch is
+    refused here rather than left without its rollback. Roles this IAM does not hold
+    (a model made with a made-up ARN) are not evaluated."""
+    from moto.iam.exceptions import NotFoundException
+
+    names = [
+        alarm["AlarmName"]
+        for alarm in (deployment.get("AutoRollbackConfiguration") or {}).get("Alarms", [])
+    ]
+    roles = {
+        backend._models[variant["ModelName"]].execution_role_arn
+        for variant in new_config.production_variants
+        if variant["ModelName"] in backend._models
+    }
+    for role in sorted(role for role in roles if role):
+        for name in names:
+            alarm = f"arn:aws:cloudwatch:{backend.region_name}:{backend.account_id}:alarm:{name}"
+            try:
+                iam.authorize(iam.Request(role, "cloudwatch:DescribeAlarms", alarm, {}))
+            except (NotFoundException, KeyError):
+                break  # not a role of this IAM
+            except iam.AccessDenied as denied:
+                raise _validation(
+                    f"The execution role {role} cannot read the rollback alarm {name}: "
+                    f"{denied} (it needs cloudwatch:DescribeAlarms on the alarm)."
+                ) from None
 
 
 @dataclass(frozen=True)
@@ -427,6 +537,9 @@ def patch_update_endpoint() -> None:
             raise _validation(
                 f"The endpoint's configuration {endpoint.endpoint_config_name} is gone."
             )
+        check_traffic_sizes(deployment, new_config)
+        check_rollback_alarms_readable(backend, new_config, deployment)
+        check_autoscaled_variants_kept(backend, name, old_config, new_config)
         endpoint.endpoint_status = "Updating"
         endpoint.failure_reason = None
         endpoint.last_deployment_config = deployment or None

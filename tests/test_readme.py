@@ -17,8 +17,11 @@ from typing import Any
 import pytest
 import yaml
 
+from contract.decisions import variant_for_version
+from local_aws import iam
 from local_aws.__main__ import main as local_aws_main
 from training_job.__main__ import COMMANDS, build_parser
+from training_job.deploy import DEFAULT_ENDPOINT_NAME
 from training_job.modes import refuse_other_modes
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -182,6 +185,26 @@ def test_the_sagemaker_role_policy_is_least_privilege_on_the_bucket() -> None:
     assert not {a for a in granted if a.startswith("s3:")} - {
         "s3:ListBucket", "s3:GetObject", "s3:PutObject"
     }  # fmt: skip
+
+
+def test_the_sagemaker_role_may_read_the_rollouts_alarms_and_nothing_more() -> None:
+    """SageMaker's deployment guardrails ("Auto-Rollback Configuration and Monitoring"):
+    the execution role needs cloudwatch:DescribeAlarms on the auto-rollback alarms the
+    rollout names (`<endpoint>-v<version>-...`); it may not change alarms."""
+    policy = filled_policy("docs/iam/sagemaker-execution-policy.json")
+    alarm = "arn:aws:cloudwatch:eu-west-1:123456789012:alarm:{}"
+    prefix = f"{DEFAULT_ENDPOINT_NAME}-{variant_for_version(2)}"
+
+    def decision(action: str, resource: str) -> iam.Decision:
+        return iam.evaluate([policy], iam.Request("role", action, resource, {}))
+
+    for name in (f"{prefix}-5xx-errors", f"{prefix}-doubtful-share"):
+        assert decision("cloudwatch:DescribeAlarms", alarm.format(name)) == iam.Decision.ALLOW
+    for action in ("cloudwatch:PutMetricAlarm", "cloudwatch:DeleteAlarms"):
+        assert decision(action, alarm.format(f"{prefix}-5xx-errors")) == iam.Decision.NONE
+    other_account = "arn:aws:cloudwatch:eu-west-1:210987654321:alarm:{}"
+    denied = decision("cloudwatch:DescribeAlarms", other_account.format(f"{prefix}-5xx-errors"))
+    assert denied == iam.Decision.NONE
 
 
 def test_the_registry_policy_reaches_only_the_projects_groups_and_models() -> None:

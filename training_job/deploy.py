@@ -34,8 +34,15 @@ from botocore.exceptions import ClientError
 from contract.capture import MAX_BASELINE_BYTES, MONITOR_BASELINE_KEY
 from contract.decisions import variant_for_version
 from contract.s3 import S3UriError, parse_s3_object_uri
-from training_job import capture, local_mode, model_archive, registry
-from training_job.arguments import positive_int, positive_number
+from training_job import (
+    autoscaling,
+    capture,
+    local_mode,
+    log_retention,
+    model_archive,
+    registry,
+)
+from training_job.arguments import bounded, positive_int
 from training_job.bucket import BucketError, require_region
 from training_job.errors import CommandError, UsageError
 from training_job.modes import options_of, refuse_other_modes
@@ -45,11 +52,21 @@ from training_job.modes import options_of, refuse_other_modes
 PARAMETER_NAME_TEMPLATE = "/scones-unlimited/{stage}/endpoint-name"
 STAGE_PATTERN = re.compile(r"^[a-zA-Z0-9-]{1,32}$")
 BASELINE_FILE = "baseline.json"
-SCALABLE_DIMENSION = "sagemaker:variant:DesiredInstanceCount"
 # What training_job/code/inference.py needs in the archive: the container runs code/ from it.
 SERVABLE_MEMBERS = ("model.pth", "model.json", "code/inference.py")
 DEFAULT_ENDPOINT_NAME = "scones-image-classifier"
 ENDPOINT_NAME_PATTERN = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+
+
+# One instance serves hundreds of requests a second; a target past 100x the measured
+# rate would never scale out at all.
+_target_invocations = bounded(
+    float,
+    "a number of invocations per instance per minute from 1 to "
+    f"{100 * autoscaling.DEFAULT_TARGET_INVOCATIONS_PER_MINUTE}",
+    1,
+    100 * autoscaling.DEFAULT_TARGET_INVOCATIONS_PER_MINUTE,
+)
 
 
 class DeployError(CommandError):
@@ -149,9 +166,16 @@ def register(subparsers: Any) -> None:
     )
     sagemaker.add_argument(
         "--target-invocations",
-        type=positive_number,
-        default=70.0,
-        help="target invocations per instance per minute for autoscaling (default: %(default)s)",
+        type=_target_invocations,
+        default=autoscaling.DEFAULT_TARGET_INVOCATIONS_PER_MINUTE,
+        help="autoscaling's target of invocations per instance per minute (default: "
+        "%(default)s = the measured "
+        f"{autoscaling.MEASURED_MAX_RPS_PER_INSTANCE:g} requests/s one instance serves x "
+        f"safety factor {autoscaling.SAFETY_FACTOR:g} x 60, AWS's load-test formula; "
+        "docs/benchmarks.md, Autoscaling target)",
+    )
+    log_retention.add_option(
+        sagemaker, log_retention.ENDPOINT_LOG_GROUP.format(endpoint="ENDPOINT_NAME")
     )
     sagemaker.add_argument(
         "--delete",
@@ -336,14 +360,6 @@ def delete_parameter(name: str, endpoint_name: str) -> None:
 # --- --mode sagemaker ---------------------------------------------------------------
 
 
-def _resource_id(endpoint_name: str, variant: str) -> str:
-    return f"endpoint/{endpoint_name}/variant/{variant}"
-
-
-def _policy_name(endpoint_name: str) -> str:
-    return f"{endpoint_name}-invocations-per-instance"
-
-
 def _endpoint_exists(sagemaker: Any, endpoint_name: str) -> bool:
     try:
         sagemaker.describe_endpoint(EndpointName=endpoint_name)
@@ -362,7 +378,7 @@ def deploy_sagemaker(args: argparse.Namespace) -> int:
     session = boto3.session.Session()
     s3 = session.client("s3")
     sm = session.client("sagemaker")
-    autoscaling = session.client("application-autoscaling")
+    application_autoscaling = session.client("application-autoscaling")
     name = args.endpoint_name
     # SageMaker reads the model and writes captures only in its own region.
     require_region(s3, args.bucket)
@@ -412,27 +428,24 @@ def deploy_sagemaker(args: argparse.Namespace) -> int:
         _remove_created(sm, created)
         undone = ", ".join(f"{kind} {item}" for kind, item in reversed(created)) or "nothing"
         raise DeployError(f"{error} (removed what this deploy created: {undone})") from error
-    autoscaling.register_scalable_target(
-        ServiceNamespace="sagemaker",
-        ResourceId=_resource_id(name, variant),
-        ScalableDimension=SCALABLE_DIMENSION,
-        MinCapacity=args.min_instances,
-        MaxCapacity=args.max_instances,
+    scaling = autoscaling.Scaling(
+        args.min_instances,
+        args.max_instances,
+        [
+            {
+                "PolicyName": autoscaling.policy_name(name),
+                "PolicyType": "TargetTrackingScaling",
+                "TargetTrackingScalingPolicyConfiguration": autoscaling.target_tracking(
+                    args.target_invocations
+                ),
+            }
+        ],
     )
-    autoscaling.put_scaling_policy(
-        PolicyName=_policy_name(name),
-        ServiceNamespace="sagemaker",
-        ResourceId=_resource_id(name, variant),
-        ScalableDimension=SCALABLE_DIMENSION,
-        PolicyType="TargetTrackingScaling",
-        TargetTrackingScalingPolicyConfiguration={
-            "TargetValue": args.target_invocations,
-            "PredefinedMetricSpecification": {
-                "PredefinedMetricType": "SageMakerVariantInvocationsPerInstance"
-            },
-            "ScaleOutCooldown": 60,
-            "ScaleInCooldown": 300,
-        },
+    scaling.apply(application_autoscaling, name, variant)
+    log_retention.keep(
+        session.client("logs"),
+        log_retention.ENDPOINT_LOG_GROUP.format(endpoint=name),
+        args.log_retention_days,
     )
     if args.publish_parameter:
         publish_parameter(args.parameter_name, name)
@@ -522,7 +535,7 @@ def delete_sagemaker(args: argparse.Namespace) -> int:
     """Remove what deploy_sagemaker created, in the reverse order; missing parts are fine."""
     session = boto3.session.Session()
     sm = session.client("sagemaker")
-    autoscaling = session.client("application-autoscaling")
+    application_autoscaling = session.client("application-autoscaling")
     name = args.endpoint_name
     config_names: list[str] = []
     variants: list[str] = []
@@ -531,19 +544,9 @@ def delete_sagemaker(args: argparse.Namespace) -> int:
         config = sm.describe_endpoint_config(EndpointConfigName=config_names[0])
         variants = [variant["VariantName"] for variant in config["ProductionVariants"]]
     for variant in variants:  # each variant's scaling, before its endpoint goes
-        _ignore_missing(
-            autoscaling.delete_scaling_policy,
-            PolicyName=_policy_name(name),
-            ServiceNamespace="sagemaker",
-            ResourceId=_resource_id(name, variant),
-            ScalableDimension=SCALABLE_DIMENSION,
-        )
-        _ignore_missing(
-            autoscaling.deregister_scalable_target,
-            ServiceNamespace="sagemaker",
-            ResourceId=_resource_id(name, variant),
-            ScalableDimension=SCALABLE_DIMENSION,
-        )
+        scaling = autoscaling.Scaling.of(application_autoscaling, name, variant)
+        if scaling is not None:
+            scaling.remove(application_autoscaling, name, variant)
     if config_names:
         sm.delete_endpoint(EndpointName=name)
         sm.get_waiter("endpoint_deleted").wait(

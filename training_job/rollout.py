@@ -30,7 +30,14 @@ same on SageMaker and on the local AWS (`source .local/aws.env`):
    Guardrails require the new configuration to name the same variants as the old one:
    that is why stage 2 exists, and why each answer still names the version that gave it
    (X-Amzn-Invoked-Production-Variant, contract.decisions.variant_for_version).
-4. all: the new version alone. Its baseline becomes the monitor's.
+   SageMaker allows a canary of at most half a variant's instances: from stage 2 the new
+   version runs as many instances as the old one runs now, and at least 2.
+4. all: the new version alone, on the old one's live instance count. Its baseline
+   becomes the monitor's. An autoscaled old variant is deregistered first (SageMaker
+   refuses to remove a scalable target) and the new one registered with the same bounds
+   and policy.
+
+However it ends, the alarms it created are deleted.
 
 A rollback (by SageMaker, or a failed shadow comparison) ends with the endpoint restored
 to the configuration it had before (an UpdateEndpoint, no traffic lost) and exit status 1.
@@ -52,11 +59,15 @@ from contract import baseline as baseline_contract
 from contract import variant_metrics
 from contract.capture import MAX_BASELINE_BYTES, MONITOR_BASELINE_KEY
 from contract.decisions import variant_for_version
-from training_job import canary_alarms, deploy, model_archive, registry
+from training_job import autoscaling, canary_alarms, deploy, model_archive, registry
 from training_job.arguments import bounded, positive_int, positive_number
 from training_job.errors import CommandError
 
 MINIMUM_EXECUTION_TIMEOUT_SECONDS = 600  # SageMaker's floor for the deployment's timeout
+# TrafficRoutingConfig.CanarySize "must be less than or equal to 50% of the variant's total
+# instance count" (SageMaker API reference), and a canary is at least one instance: a
+# one-instance variant cannot take a canary, two can take any --canary-percent up to 50.
+MINIMUM_CANARY_INSTANCES = 2
 
 
 class RolloutError(CommandError):
@@ -134,7 +145,9 @@ def register(subparsers: Any) -> None:
         type=_percent,
         default=10,
         help="share of the traffic the new version takes first, in percent of the new "
-        "fleet's capacity (CanarySize CAPACITY_PERCENT; default: %(default)s)",
+        "fleet's capacity (CanarySize CAPACITY_PERCENT; default: %(default)s). SageMaker "
+        "allows a canary of at most half the variant's instances, so the new version runs "
+        "at least 2 instances during the canary, then as many as the old one ran",
     )
     stages.add_argument(
         "--canary-seconds",
@@ -213,6 +226,7 @@ class Rollout:
         self.model_data = version.model_data
         self.variant = variant_for_version(version.version)
         self.stamp = f"{datetime.now(UTC):%Y%m%d-%H%M%S}"
+        self.live_instances = 1  # the serving variant's, from DescribeEndpoint in run()
 
     def stage(self, name: str, text: str) -> None:
         print(f"[{datetime.now(UTC):%H:%M:%S}] {name}: {text}", flush=True)
@@ -246,18 +260,31 @@ class Rollout:
             f"{self.version.version} of {self.version.group} ({self.model_data})",
         )
         new_model = self._create_model(serving["ModelName"])
+        # Every configuration of the rollout keeps the fleet as it is now, autoscaled or not
+        # (the old configuration's InitialInstanceCount is only what deploy started with).
+        self.live_instances = live_instances(described, serving["VariantName"])
+        serving = {**serving, "InitialInstanceCount": self.live_instances}
         new = {**serving, "VariantName": self.variant, "ModelName": new_model}
         new.pop("InitialVariantWeight", None)
+        canary_new = {**new, "InitialInstanceCount": canary_instances(self.live_instances)}
+        if canary_new["InitialInstanceCount"] > self.live_instances:
+            self.stage(
+                "start",
+                f"{self.variant} runs {canary_new['InitialInstanceCount']} instances during "
+                f"the canary (SageMaker: a canary is at most half a variant's instances, so "
+                f"{self.live_instances} cannot take one); {self.live_instances} after it",
+            )
         capture = original.get("DataCaptureConfig")
         try:
             if not self.args.skip_shadow:
                 self._shadow(serving, new, capture)
-            self._canary(serving, new, capture)
+            self._canary(serving, canary_new, capture)
         except RolloutError:
             self._restore(original["EndpointConfigName"], serving["VariantName"])
             raise
-        final = self._config("all", [{**new, "InitialVariantWeight": 1.0}], capture)
-        self._update(final)
+        finally:
+            self._delete_alarms()
+        final = self._all(serving, new, capture)
         if self.args.bucket:
             deploy.publish_baseline(self.args.bucket, self.name, self.model_data, None)
         self.stage("all", f"{self.variant} serves all traffic of {self.name} ({final})")
@@ -270,6 +297,65 @@ class Rollout:
             self.stage("restore", f"back to {config}")
             self._update(config)
         self.stage("restore", f"endpoint {self.name} serves {variant} again")
+
+    def _all(
+        self, serving: dict[str, Any], new: dict[str, Any], capture: dict[str, Any] | None
+    ) -> str:
+        """Stage 4, the new version alone, with the old variant's autoscaling moved to it:
+        SageMaker refuses to remove a variant that is a scalable target ("Update endpoints
+        that use auto scaling": deregister, update, register the updated variant and
+        attach its policy again). It keeps the fleet the old version had before the canary
+        (within the target's bounds)."""
+        client = boto3.client("application-autoscaling")
+        old = serving["VariantName"]
+        scaling = autoscaling.Scaling.of(client, self.name, old)
+        instances = self.live_instances
+        if scaling is not None:
+            instances = scaling.capacity_for(instances)
+        final = self._config(
+            "all",
+            [{**new, "InitialVariantWeight": 1.0, "InitialInstanceCount": instances}],
+            capture,
+        )
+        if scaling is None:
+            self._update(final)
+            return final
+        scaling.remove(client, self.name, old)
+        self.stage(
+            "autoscaling",
+            f"{old} deregistered ({scaling.min_capacity}-{scaling.max_capacity} instances)",
+        )
+        try:
+            self._update(final)
+        except RolloutError:
+            scaling.apply(client, self.name, old)  # the endpoint still has the old variant
+            self.stage("autoscaling", f"{old} registered again: the last update failed")
+            raise
+        scaling.apply(client, self.name, self.variant)
+        policies = ", ".join(policy["PolicyName"] for policy in scaling.policies) or "no policy"
+        self.stage(
+            "autoscaling",
+            f"{self.variant} registered: {scaling.min_capacity}-{scaling.max_capacity} "
+            f"instances ({policies}), serving with {instances}",
+        )
+        return final
+
+    def _delete_alarms(self) -> None:
+        """The rollout's alarms end with it (they judge one deployment; left behind, each
+        costs its monthly price and shows INSUFFICIENT_DATA forever)."""
+        cloudwatch = boto3.client("cloudwatch")
+        prefix = f"{self.name}-{self.variant}-"
+        names = [
+            alarm["AlarmName"]
+            for page in cloudwatch.get_paginator("describe_alarms").paginate(
+                AlarmNamePrefix=prefix, AlarmTypes=["MetricAlarm"]
+            )
+            for alarm in page["MetricAlarms"]
+        ]
+        for start in range(0, len(names), 100):  # DeleteAlarms takes up to 100 names
+            cloudwatch.delete_alarms(AlarmNames=names[start : start + 100])
+        if names:
+            self.stage("alarms", f"deleted {', '.join(names)}")
 
     def _describe(self) -> dict[str, Any]:
         try:
@@ -395,6 +481,7 @@ class Rollout:
             },
             "AutoRollbackConfiguration": {"Alarms": [{"AlarmName": name} for name in names]},
         }
+        self.live_instances = live_instances(self._describe(), serving["VariantName"])
         self.stage(
             "canary",
             f"{self.args.canary_percent}% of the traffic to {self.variant} for {wait}s, then "
@@ -499,3 +586,20 @@ class Rollout:
             print(f"note: no {what}: {error}", file=sys.stderr)
             return None
         return canary_alarms.Reference.of(profile, what)
+
+
+def live_instances(described: dict[str, Any], variant: str) -> int:
+    """The instances `variant` runs now (DescribeEndpoint: what autoscaling asked for, else
+    what runs), at least 1."""
+    for shown in described.get("ProductionVariants", []):
+        if shown["VariantName"] == variant:
+            count = shown.get("DesiredInstanceCount") or shown.get("CurrentInstanceCount") or 1
+            return max(1, int(count))
+    return 1
+
+
+def canary_instances(instances: int) -> int:
+    """The new variant's instances during the canary: as many as the old one runs, and at
+    least MINIMUM_CANARY_INSTANCES, so a canary of up to 50% (rounded up to whole
+    instances) is within CanarySize's bound."""
+    return max(instances, MINIMUM_CANARY_INSTANCES)

@@ -40,7 +40,7 @@ from botocore.exceptions import ClientError
 from contract.manifest import ManifestError
 from contract.s3 import S3UriError, normalise_prefix, parse_s3_object_uri
 from training_job import include_reviewed as reviewed_photos
-from training_job import local_mode, registry
+from training_job import local_mode, log_retention, registry
 from training_job.arguments import bounded, positive_int
 from training_job.bucket import BucketError, is_valid_bucket_name, require_region
 from training_job.errors import CommandError, UsageError
@@ -240,6 +240,7 @@ def register(subparsers: Any) -> None:
         help="turn on SageMaker Debugger's hook and Profiler (off by default: they add "
         "a rule job and profile data to every run, and nothing here reads them)",
     )
+    log_retention.add_option(cloud, log_retention.TRAINING_LOG_GROUP)
     cloud.add_argument(
         "--wait",
         action=argparse.BooleanOptionalAction,
@@ -440,6 +441,10 @@ def train_on_sagemaker(plan: Plan, args: argparse.Namespace) -> int:
         instance_type=instance_type,
         max_runtime_seconds=args.max_runtime * 60,
         debugger=args.debugger,
+    )
+    # SageMaker creates the group with no retention: logs kept forever, billed per GB.
+    log_retention.keep(
+        boto3.client("logs"), log_retention.TRAINING_LOG_GROUP, args.log_retention_days
     )
     print(f"training job {plan.job_name} ({plan.algorithm} on {instance_type})")
     estimator.fit(inputs=inputs, job_name=plan.job_name, wait=args.wait, logs="All")

@@ -9,6 +9,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from moto.sagemaker.exceptions import ValidationError
 
 from local_aws import sagemaker_endpoints
 from local_aws.endpoint import routing
@@ -123,3 +124,47 @@ def test_traffic_steps_follow_canary_linear_and_all_at_once() -> None:
     linear = _policy("LINEAR", LinearStepSize={"Type": "CAPACITY_PERCENT", "Value": 40})
     assert sagemaker_endpoints.traffic_steps(linear, config) == pytest.approx([0.4, 0.8, 1.0])
     assert sagemaker_endpoints.traffic_steps(_policy("ALL_AT_ONCE"), config) == [1.0]
+
+
+@pytest.mark.parametrize(
+    ("instances", "size", "accepted"),
+    [
+        ([1], {"Type": "CAPACITY_PERCENT", "Value": 10}, False),  # one instance is 100%
+        ([2], {"Type": "CAPACITY_PERCENT", "Value": 10}, True),  # one of two: 50%
+        ([2], {"Type": "CAPACITY_PERCENT", "Value": 50}, True),
+        ([3], {"Type": "CAPACITY_PERCENT", "Value": 50}, False),  # rounded up: 2 of 3
+        ([4], {"Type": "INSTANCE_COUNT", "Value": 2}, True),
+        ([4], {"Type": "INSTANCE_COUNT", "Value": 3}, False),
+        ([1, 2], {"Type": "INSTANCE_COUNT", "Value": 1}, True),  # the weighted variants' 3
+    ],
+)
+def test_a_canary_is_at_most_half_the_variants_instances(
+    instances: list[int], size: dict[str, Any], accepted: bool
+) -> None:
+    """SageMaker API reference, TrafficRoutingConfig: CanarySize "must be less than or
+    equal to 50% of the variant's total instance count"."""
+    config = SimpleNamespace(
+        production_variants=[{"InitialInstanceCount": count} for count in instances]
+        + [{"InitialInstanceCount": 5, "InitialVariantWeight": 0.0}]  # takes no traffic
+    )
+    deployment = _policy("CANARY", CanarySize=size)
+    if accepted:
+        sagemaker_endpoints.check_traffic_sizes(deployment, config)
+    else:
+        with pytest.raises(ValidationError, match="50% of the variant's total instance count"):
+            sagemaker_endpoints.check_traffic_sizes(deployment, config)
+
+
+@pytest.mark.parametrize(("percent", "accepted"), [(5, False), (10, True), (50, True), (60, False)])
+def test_a_linear_step_is_10_to_50_percent_of_the_variants_instances(
+    percent: int, accepted: bool
+) -> None:
+    """SageMaker API reference, TrafficRoutingConfig: LinearStepSize "must be 10-50% of
+    the variant's total instance count"."""
+    config = SimpleNamespace(production_variants=[{"InitialInstanceCount": 10}])
+    deployment = _policy("LINEAR", LinearStepSize={"Type": "CAPACITY_PERCENT", "Value": percent})
+    if accepted:
+        sagemaker_endpoints.check_traffic_sizes(deployment, config)
+    else:
+        with pytest.raises(ValidationError, match="must be 10-50% of the variant's total"):
+            sagemaker_endpoints.check_traffic_sizes(deployment, config)

@@ -232,6 +232,40 @@ def test_a_chosen_approved_version_is_deployed_and_marked_in_the_list(
     assert main(["deploy", "--mode", "sagemaker", "--delete", *common]) == 0
 
 
+def test_the_default_scaling_target_is_the_load_test_formula_and_logs_expire(
+    bucket: str, unique_name: str
+) -> None:
+    """The target comes from a measurement, as SageMaker's "Load testing your auto scaling
+    configuration" derives it: SageMakerVariantInvocationsPerInstance = MAX_RPS x
+    SAFETY_FACTOR x 60, with 0.5 as the starting safety factor (70 a minute pinned the
+    endpoint at its maximum from ~5 requests/s). SageMaker creates the endpoint's log group
+    /aws/sagemaker/Endpoints/NAME with no retention (CloudWatch Logs keeps it forever);
+    PutRetentionPolicy takes one of CloudWatch's periods."""
+    endpoint = f"ep-{unique_name}"
+    common = ["--endpoint-name", endpoint, "--parameter-name", f"/t/{unique_name}"]
+    argv = ["deploy", "--mode", "sagemaker", "--bucket", bucket, "--role", ROLE, *common]
+    assert main(argv) == 0
+    [policy] = boto3.client("application-autoscaling").describe_scaling_policies(
+        ServiceNamespace="sagemaker", ResourceId=f"endpoint/{endpoint}/variant/v2"
+    )["ScalingPolicies"]
+    target = policy["TargetTrackingScalingPolicyConfiguration"]["TargetValue"]
+    assert target == 318 * 0.5 * 60 == 9540
+    groups = boto3.client("logs").describe_log_groups(
+        logGroupNamePrefix=f"/aws/sagemaker/Endpoints/{endpoint}"
+    )["logGroups"]
+    assert [(group["logGroupName"], group.get("retentionInDays")) for group in groups] == [
+        (f"/aws/sagemaker/Endpoints/{endpoint}", 30)
+    ]
+    assert main(["deploy", "--mode", "sagemaker", "--delete", *common]) == 0
+    # A second deployment of the same name finds the group and sets the chosen retention.
+    assert main([*argv, "--log-retention-days", "7"]) == 0
+    groups = boto3.client("logs").describe_log_groups(
+        logGroupNamePrefix=f"/aws/sagemaker/Endpoints/{endpoint}"
+    )["logGroups"]
+    assert [group.get("retentionInDays") for group in groups] == [7]
+    assert main(["deploy", "--mode", "sagemaker", "--delete", *common]) == 0
+
+
 @pytest.mark.parametrize(
     ("argv", "complaint"),
     [
@@ -302,6 +336,11 @@ def test_no_publish_parameter_leaves_the_stages_parameter_alone(
         ["--mode", "local", "--bucket", "b", "--capture-sampling", "101"],
         ["--mode", "local", "--bucket", "b", "--workers", "0"],
         ["--mode", "local", "--bucket", "b", "--max-body-bytes", "-1"],
+        # A target of 0 never scales in; past 100x the measured rate it never scales out.
+        ["--mode", "sagemaker", "--bucket", "b", "--target-invocations", "0"],
+        ["--mode", "sagemaker", "--bucket", "b", "--target-invocations", "1e7"],
+        ["--mode", "sagemaker", "--bucket", "b", "--target-invocations", "nan"],
+        ["--mode", "sagemaker", "--bucket", "b", "--log-retention-days", "10"],
         # Over InvokeEndpoint's 6 MB: its capture line would be over every reader's cap.
         ["--mode", "local", "--bucket", "b", "--max-body-bytes", "6291457"],
     ],
@@ -322,7 +361,8 @@ def test_help_explains_every_option(capsys: pytest.CaptureFixture[str]) -> None:
         "--parameter-name",
         "--role", "--region",
         "--instance-type", "--min-instances", "--max-instances", "--target-invocations",
-        "--delete", "--host", "--port", "--workers", "--max-batch", "--max-body-bytes",
+        "--log-retention-days", "--delete", "--host", "--port", "--workers", "--max-batch",
+        "--max-body-bytes",
         "--capture-sampling", "--capture-flush-seconds", "--foreground", "--stop",
     ):  # fmt: skip
         assert option in text

@@ -24,9 +24,10 @@ import requests
 from botocore.exceptions import ClientError
 
 from contract import capture
+from local_aws.demo import create_sagemaker_role
 from tests.rollout_stack import VERSIONS, Load, Stack, invoke, rollout_stack, run_command
 from tests.training_job.registry_helpers import register_output
-from training_job import registry
+from training_job import autoscaling, registry
 from training_job.registry import APPROVED, REJECTED
 
 # A rollout's clock, short enough for a test on a busy machine. The alarms' period is 10 s
@@ -188,6 +189,11 @@ def test_an_approved_bad_version_is_rolled_back_automatically_and_never_takes_al
     output = rolled.stdout + rolled.stderr
     assert rolled.returncode == 1, output
     assert "rolled back automatically" in output, output
+    # One instance cannot take a canary (CanarySize is at most half the variant's
+    # instances): the new variant ran two during it.
+    assert f"v{version} runs 2 instances during the canary" in output, output
+    # The rollout's alarms ended with it.
+    assert _alarms(stack, f"v{version}") == [], output
     # DescribeEndpoint went Updating -> RollingBack -> InService, as SageMaker's does. The
     # rollout then restores the original configuration (Updating -> InService); the watch
     # may miss the short InService before that restore, but UpdateEndpoint is refused
@@ -231,6 +237,25 @@ def test_a_weight_0_variant_is_deployed_and_answers_when_targeted(stack: Stack) 
     sm.update_endpoint(EndpointName=stack.endpoint, EndpointConfigName=original)
     _wait_in_service(stack)
     assert _serving(stack) == ["v1"]
+
+
+def _alarms(stack: Stack, variant: str) -> list[str]:
+    described = boto3.client("cloudwatch").describe_alarms(
+        AlarmNamePrefix=f"{stack.endpoint}-{variant}-"
+    )
+    return [alarm["AlarmName"] for alarm in described["MetricAlarms"]]
+
+
+def _scaling(stack: Stack, variant: str) -> tuple[list[dict], list[dict]]:
+    client = boto3.client("application-autoscaling")
+    resource = f"endpoint/{stack.endpoint}/variant/{variant}"
+    targets = client.describe_scalable_targets(
+        ServiceNamespace="sagemaker", ResourceIds=[resource]
+    )["ScalableTargets"]
+    policies = client.describe_scaling_policies(ServiceNamespace="sagemaker", ResourceId=resource)[
+        "ScalingPolicies"
+    ]
+    return targets, policies
 
 
 def test_a_version_whose_code_fails_is_stopped_by_its_shadow_and_no_client_sees_it(
@@ -292,6 +317,32 @@ def test_a_version_whose_code_cannot_be_imported_never_takes_traffic(stack: Stac
 def test_a_good_version_completes_shadow_canary_all_with_no_failed_request(
     stack: Stack,
 ) -> None:
+    """Also: the autoscaling deploy registered moves to the new variant, and a fleet
+    autoscaling had scaled out stays that size. SageMaker's "Update endpoints that use
+    auto scaling": an UpdateEndpoint that removes a variant registered as a scalable
+    target fails; deregister it first, update, then register the updated variant and
+    attach its scaling policy again."""
+    # As deploy --mode sagemaker leaves it, then scaled out to 3 as Application Auto
+    # Scaling does it (UpdateEndpointWeightsAndCapacities).
+    scaling = autoscaling.Scaling(
+        1,
+        4,
+        [
+            {
+                "PolicyName": autoscaling.policy_name(stack.endpoint),
+                "PolicyType": "TargetTrackingScaling",
+                "TargetTrackingScalingPolicyConfiguration": autoscaling.target_tracking(9540),
+            }
+        ],
+    )
+    scaling.apply(boto3.client("application-autoscaling"), stack.endpoint, "v1")
+    sm = boto3.client("sagemaker")
+    sm.update_endpoint_weights_and_capacities(
+        EndpointName=stack.endpoint,
+        DesiredWeightsAndCapacities=[
+            {"VariantName": "v1", "DesiredWeight": 1.0, "DesiredInstanceCount": 3}
+        ],
+    )
     with Load(stack) as load:
         rolled = run_command(
             *_rollout(stack, "--model-version", str(VERSIONS["good"]), "--bucket", stack.bucket),
@@ -313,6 +364,18 @@ def test_a_good_version_completes_shadow_canary_all_with_no_failed_request(
         {"variant": "v2", "model_dir": routing["routes"][0]["model_dir"], "weight": 1.0}
     ]
     assert routing["variants"]["v2"]["shadow_compared"] > 0  # it was a shadow first
+    # The autoscaling moved: v1 has none left, v2 the same bounds and policy.
+    assert _scaling(stack, "v1") == ([], []), output
+    [target], [policy] = _scaling(stack, "v2")
+    assert (target["MinCapacity"], target["MaxCapacity"]) == (1, 4)
+    assert policy["PolicyName"] == autoscaling.policy_name(stack.endpoint)
+    assert policy["TargetTrackingScalingPolicyConfiguration"]["TargetValue"] == 9540
+    # The scaled-out fleet kept its size: v2 serves with 3 instances, not deploy's 1.
+    [shown] = sm.describe_endpoint(EndpointName=stack.endpoint)["ProductionVariants"]
+    assert (shown["VariantName"], shown["CurrentInstanceCount"]) == ("v2", 3), shown
+    assert _alarms(stack, "v2") == [], output
+    # Left for the tests after this one: no autoscaling on the serving variant.
+    scaling.remove(boto3.client("application-autoscaling"), stack.endpoint, "v2")
 
 
 # --- what the local AWS refuses, as SageMaker does ------------------------------------
@@ -379,6 +442,69 @@ def test_deployment_configs_outside_sagemakers_bounds_are_refused(
     assert _serving(stack)  # untouched, InService
 
 
+def test_a_canary_over_half_the_variants_instances_is_refused(stack: Stack) -> None:
+    """SageMaker API reference, TrafficRoutingConfig: CanarySize "must be less than or
+    equal to 50% of the variant's total instance count", LinearStepSize "must be 10-50%"
+    of it. A 10% canary of a one-instance variant is one instance, 100% of it."""
+    sm = boto3.client("sagemaker")
+    [serving] = _serving(stack)
+    config = _config(stack, f"one-instance-{serving}", [(serving, stack.versions["good"], 1.0)])
+    routings = [
+        {"Type": "CANARY", "CanarySize": {"Type": "CAPACITY_PERCENT", "Value": 10}},
+        {"Type": "CANARY", "CanarySize": {"Type": "INSTANCE_COUNT", "Value": 1}},
+        {"Type": "LINEAR", "LinearStepSize": {"Type": "CAPACITY_PERCENT", "Value": 5}},
+    ]
+    for routing in routings:
+        message = _refused(
+            sm.update_endpoint,
+            EndpointName=stack.endpoint,
+            EndpointConfigName=config,
+            DeploymentConfig={
+                "BlueGreenUpdatePolicy": {
+                    "TrafficRoutingConfiguration": {**routing, "WaitIntervalInSeconds": 1}
+                }
+            },
+        )
+        assert "of the variant's total instance count (1)" in message, message
+    assert _serving(stack) == [serving]  # untouched, InService
+
+
+def test_an_update_that_removes_an_autoscaled_variant_is_refused(stack: Stack) -> None:
+    """SageMaker's "Update endpoints that use auto scaling": an update that removes a
+    variant registered with Application Auto Scaling, or changes its instance type, fails
+    until the variant is deregistered (DeregisterScalableTarget)."""
+    sm = boto3.client("sagemaker")
+    client = boto3.client("application-autoscaling")
+    [serving] = _serving(stack)
+    autoscaling.register(client, stack.endpoint, serving, 1, 2)
+    try:
+        elsewhere = _config(stack, "autoscaled-away", [("v8", stack.versions["good"], 1.0)])
+        message = _refused(
+            sm.update_endpoint, EndpointName=stack.endpoint, EndpointConfigName=elsewhere
+        )
+        assert f"The variant {serving} of endpoint {stack.endpoint} is a scalable target" in message
+        assert "removes it" in message
+        resized = f"autoscaled-resized-{serving}"
+        sm.create_endpoint_config(
+            EndpointConfigName=resized,
+            ProductionVariants=[
+                {
+                    "VariantName": serving,
+                    "ModelName": "autoscaled-away-v8",
+                    "InitialInstanceCount": 1,
+                    "InstanceType": "ml.c5.xlarge",
+                }
+            ],
+        )
+        message = _refused(
+            sm.update_endpoint, EndpointName=stack.endpoint, EndpointConfigName=resized
+        )
+        assert "changes its instance type" in message
+        assert _serving(stack) == [serving]
+    finally:
+        autoscaling.Scaling(1, 2).remove(client, stack.endpoint, serving)
+
+
 def test_a_guarded_deployment_that_renames_the_variants_is_refused(stack: Stack) -> None:
     # Deployment guardrails' exclusions: the new configuration must name the same variants.
     sm = boto3.client("sagemaker")
@@ -394,6 +520,68 @@ def test_a_guarded_deployment_that_renames_the_variants_is_refused(stack: Stack)
         },
     )
     assert "same production variant names" in message
+
+
+def test_a_guarded_deployment_whose_role_cannot_read_its_alarms_is_refused(
+    stack: Stack,
+) -> None:
+    """SageMaker's deployment guardrails ("Auto-Rollback Configuration and Monitoring"):
+    the IAM execution role needs cloudwatch:DescribeAlarms on the auto-rollback alarms.
+    The role docs/iam/ describes cannot without its ReadTheRolloutAlarms statement, and
+    can with it."""
+    sm, cloudwatch = boto3.client("sagemaker"), boto3.client("cloudwatch")
+    [serving] = _serving(stack)
+    region = boto3.session.Session().region_name
+    account = boto3.client("sts").get_caller_identity()["Account"]
+    alarm = f"{stack.endpoint}-{serving}-5xx-errors"
+    cloudwatch.put_metric_alarm(
+        AlarmName=alarm,
+        Namespace="AWS/SageMaker",
+        MetricName="Invocation5XXErrors",
+        Statistic="Sum",
+        Period=10,
+        EvaluationPeriods=1,
+        Threshold=0.0,
+        ComparisonOperator="GreaterThanThreshold",
+        TreatMissingData="notBreaching",
+    )
+    deployment = {
+        "BlueGreenUpdatePolicy": {
+            "TrafficRoutingConfiguration": {"Type": "ALL_AT_ONCE", "WaitIntervalInSeconds": 0}
+        },
+        "AutoRollbackConfiguration": {"Alarms": [{"AlarmName": alarm}]},
+    }
+    for name, without in (("alarm-blind", ("ReadTheRolloutAlarms",)), ("alarm-reader", ())):
+        role = create_sagemaker_role(
+            boto3.client("iam"), stack.bucket, region, account, without=without, name=name
+        )
+        sm.create_model(
+            ModelName=name,
+            ExecutionRoleArn=role,
+            PrimaryContainer={"Image": "local", "ModelDataUrl": stack.versions["good"]},
+        )
+        sm.create_endpoint_config(
+            EndpointConfigName=name,
+            ProductionVariants=[
+                {
+                    "VariantName": serving,
+                    "ModelName": name,
+                    "InitialInstanceCount": 1,
+                    "InstanceType": "ml.m5.xlarge",
+                }
+            ],
+        )
+        update = {"EndpointName": stack.endpoint, "EndpointConfigName": name}
+        if without:
+            message = _refused(sm.update_endpoint, **update, DeploymentConfig=deployment)
+            assert f"{role} cannot read the rollback alarm {alarm}" in message, message
+            assert "cloudwatch:DescribeAlarms" in message
+            assert _serving(stack) == [serving]
+        else:
+            sm.update_endpoint(**update, DeploymentConfig=deployment)
+            assert _wait_in_service(stack)["EndpointConfigName"] == name
+    cloudwatch.delete_alarms(AlarmNames=[alarm])
+    assert invoke(stack, 2) == {serving: 2}
 
 
 def test_an_endpoint_that_is_updating_takes_no_other_update(stack: Stack) -> None:

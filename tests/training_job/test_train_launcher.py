@@ -183,6 +183,27 @@ def test_sagemaker_pytorch_job_is_created_as_the_sdk_would(
     assert "contract/images.py" in names  # the estimator's `dependencies`, beside train.py
 
 
+def test_a_sagemaker_job_gives_the_training_log_group_a_retention(
+    bucket: str, unique_name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """SageMaker writes every training job's logs to /aws/sagemaker/TrainingJobs and creates
+    that group with no retention (CloudWatch Logs keeps it forever); PutRetentionPolicy
+    takes one of CloudWatch's periods."""
+    logs = boto3.client("logs")
+    group = "/aws/sagemaker/TrainingJobs"
+    argv = ["--bucket", bucket, "--mode", "sagemaker", "--role", ROLE, "--no-wait"]
+    assert launch(*argv, "--job-name", f"{unique_name}-a") == 0, capsys.readouterr().err
+    [found] = logs.describe_log_groups(logGroupNamePrefix=group)["logGroups"]
+    assert (found["logGroupName"], found.get("retentionInDays")) == (group, 30)
+    # The group exists now: the next job sets the retention it is given.
+    assert launch(*argv, "--job-name", f"{unique_name}-b", "--log-retention-days", "14") == 0
+    [found] = logs.describe_log_groups(logGroupNamePrefix=group)["logGroups"]
+    assert found.get("retentionInDays") == 14
+    with pytest.raises(SystemExit) as refused:
+        launch(*argv, "--log-retention-days", "10")
+    assert refused.value.code == 2
+
+
 @pytest.mark.parametrize("algorithm", ["pytorch", "builtin"])
 def test_debugger_and_profiler_are_off_unless_asked(bucket: str, algorithm: str) -> None:
     """moto keeps neither DebugHookConfig nor ProfilerConfig, so the SDK's estimator is
