@@ -4,8 +4,9 @@ Starts a local AWS and a local endpoint (`deploy --mode local` of approved versi
 variant v1, one worker) with more approved versions in its model registry
 (tests/rollout_stack.py VERSIONS, made by tests/rollout_models.py: the good one again as
 version 2, one that answers a constant, one whose weights error, one whose own code
-raises, one that answers slowly), then drives a bounded load (--clients threads, each one
-InvokeEndpoint at a time through the local AWS, no retries) through these phases:
+raises, one that answers slowly, one sure of one class for every photo), then drives a
+bounded load (--clients threads, each one InvokeEndpoint at a time through the local AWS,
+no retries) through these phases:
 
   steady              no switch: the reference the other phases are compared with
   good rollout        `training_job rollout` of the good version: shadow, canary, all
@@ -13,6 +14,8 @@ InvokeEndpoint at a time through the local AWS, no retries) through these phases
   broken-code canary  `rollout --skip-shadow` of the version whose code raises
   broken-code shadow  `rollout` of the same version with its shadow stage first
   constant canary     `rollout --skip-shadow` of the constant version
+  confident canary    `rollout --skip-shadow` of the version sure of one class for every
+                      photo (caught by the class-mix alarm)
   slow canary         `rollout --skip-shadow --max-latency-ms 500` of the slow version
 
 and prints, per phase, requests, answers per variant, the client failures: the bad
@@ -119,6 +122,11 @@ def main() -> int:
             (
                 "constant canary (rolled back)",
                 [*rollout, "--model-version", str(VERSIONS["constant"]), "--skip-shadow", *FAST],
+            ),
+            (
+                "confident-constant canary (rolled back)",
+                [*rollout, "--model-version", str(VERSIONS["confident"]), "--skip-shadow",
+                 *FAST],
             ),
             (
                 "slow canary (rolled back)",

@@ -9,6 +9,14 @@ for the container's life. The event it returns names what answered: the endpoint
 production variant that answered (InvokeEndpoint's InvokedProductionVariant, named after
 the model version it serves) and when, so the photo's decision says which model made it.
 
+Each call passes an InferenceId (the Lambda request id), which data capture records as
+eventMetadata.inferenceId for the production answer and the shadow's copy alike, so
+`monitor versions` pairs them exactly. Each answer is also published as the variant's
+answer metrics (contract/variant_metrics.py: doubtful share, confidence, class mix) in
+CloudWatch's embedded metric format: one JSON log line that CloudWatch Logs turns into
+metrics, no PutMetricData call and no permission for one. The rollout's canary alarms
+judge the new version's answers on them.
+
 Timeouts and retries: one attempt per invocation, with timeouts that end it well inside
 the function's 30 s (ENDPOINT_CLIENT_CONFIG). Transient endpoint errors (throttling, a
 model not ready, 5xx, no connection) are raised as EndpointUnavailable, which the state
@@ -29,11 +37,16 @@ import binascii
 import json
 import os
 import re
+import sys
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+from contract import variant_metrics
+from contract.threshold import ThresholdError, threshold_from_environment
 from handlers.image_source import read_image
 from handlers.workflow_event import (
+    LABELS,
     ConfigurationError,
     ImageTooLarge,
     InvalidEvent,
@@ -104,6 +117,7 @@ class InvalidEndpointResponse(WorkflowError):
 
 def handler(event: object, context: object = None) -> dict[str, Any]:
     endpoint_name = configured_endpoint_name()
+    threshold = configured_threshold()
     workflow_event = WorkflowEvent.parse(event)
     limit = max_image_bytes()
     if workflow_event.image_data:
@@ -115,9 +129,16 @@ def handler(event: object, context: object = None) -> dict[str, Any]:
             workflow_event.s3_bucket, workflow_event.s3_key, limit, etag=workflow_event.s3_etag
         )
         image, content_type = stored.data, stored.content_type
-    workflow_event.inferences, workflow_event.variant = invoke(endpoint_name, image, content_type)
+    inference_id = getattr(context, "aws_request_id", None) or str(uuid.uuid4())
+    workflow_event.inferences, workflow_event.variant = invoke(
+        endpoint_name, image, content_type, inference_id
+    )
     workflow_event.endpoint = endpoint_name
     workflow_event.decided_at = datetime.now(UTC).isoformat(timespec="milliseconds")
+    if workflow_event.variant:  # SageMaker always names it; without it there is no metric
+        publish_answer_metrics(
+            endpoint_name, workflow_event.variant, workflow_event.inferences, threshold
+        )
     label, confidence = workflow_event.top_inference()
     log(
         "INFO",
@@ -129,8 +150,27 @@ def handler(event: object, context: object = None) -> dict[str, Any]:
         confidence=confidence,
         endpoint=endpoint_name,
         variant=workflow_event.variant,
+        inference_id=inference_id,
     )
     return workflow_event.response()
+
+
+def publish_answer_metrics(
+    endpoint_name: str, variant: str, probabilities: list[float], threshold: float
+) -> None:
+    """The answer's metrics as one embedded-metric-format line on stdout (the log)."""
+    values = variant_metrics.answer_values(probabilities, LABELS, threshold)
+    document = variant_metrics.emf_document(endpoint_name, variant, values)
+    sys.stdout.write(json.dumps(document) + "\n")
+    sys.stdout.flush()
+
+
+def configured_threshold() -> float:
+    """THRESHOLD as the threshold filter reads it: "doubtful" means the same in both."""
+    try:
+        return threshold_from_environment(os.environ)
+    except ThresholdError as error:
+        raise ConfigurationError(str(error)) from None
 
 
 def configured_endpoint_name() -> str:
@@ -155,8 +195,11 @@ def decode_image(image_data: str, limit: int) -> bytes:
     return image
 
 
-def invoke(endpoint_name: str, image: bytes, content_type: str) -> tuple[list[float], str]:
-    """The endpoint's probabilities for `image`, and the name of the variant that answered."""
+def invoke(
+    endpoint_name: str, image: bytes, content_type: str, inference_id: str
+) -> tuple[list[float], str]:
+    """The endpoint's probabilities for `image`, and the name of the variant that answered;
+    `inference_id` goes into the endpoint's captures of this request."""
     from botocore.exceptions import (
         BotoCoreError,
         ClientError,
@@ -171,6 +214,7 @@ def invoke(endpoint_name: str, image: bytes, content_type: str) -> tuple[list[fl
             ContentType=content_type,
             Accept="application/json",
             Body=image,
+            InferenceId=inference_id,
         )
         payload = response["Body"].read()
         variant = str(response.get("InvokedProductionVariant") or "")

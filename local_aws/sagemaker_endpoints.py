@@ -43,6 +43,7 @@ import requests
 
 from contract import variant_metrics
 from local_aws import alarms, iam
+from local_aws.endpoint.metrics import ANSWER_COUNTERS
 from local_aws.sagemaker_runtime import UPSTREAM_VARIABLE
 
 log = logging.getLogger(__name__)
@@ -346,11 +347,16 @@ def fleet_of(backend: Any, config: Any) -> Fleet:
 
 def mixed(old: Fleet, new: Fleet, share: float) -> dict[str, Any]:
     """The routing with `share` of the traffic on the new fleet and the rest on the old:
-    each fleet's variants keep their weights' proportions within their share."""
-    routes = [
-        {**route, "weight": route["weight"] / old.total() * (1 - share)} for route in old.routes
-    ] + [{**route, "weight": route["weight"] / new.total() * share} for route in new.routes]
-    routes = [route for route in routes if route["weight"] > 0]
+    each fleet's variants keep their weights' proportions within their share. A fleet
+    that takes all the traffic keeps its weight-0 variants too: SageMaker deploys every
+    production variant of a configuration (its model loaded, TargetVariant answered), so
+    a model that cannot be loaded fails the update whatever its weight."""
+    routes = []
+    for fleet, part in ((old, 1 - share), (new, share)):
+        for route in fleet.routes:
+            weight = route["weight"] / fleet.total() * part
+            if weight > 0 or part >= 1:
+                routes.append({**route, "weight": weight})
     return {"routes": routes, "shadow": new.shadow if share >= 1 else old.shadow}
 
 
@@ -602,24 +608,31 @@ def publish(account: str, region: str, state: dict[str, Any], previous: dict[str
         cloudwatch.put_metric_data(variant_metrics.SAGEMAKER_NAMESPACE, data)
         answered = grown["invocations"]
         if answered > 0:
-            doubtful = grown["doubtful"]
             cloudwatch.put_metric_data(
                 variant_metrics.ENDPOINT_NAMESPACE,
                 [
                     {
-                        "MetricName": variant_metrics.DOUBTFUL_SHARE,
+                        "MetricName": metric,
                         "Dimensions": dimensions,
                         "Timestamp": now,
                         "Unit": "None",
-                        "StatisticValues": {
-                            "SampleCount": answered,
-                            "Sum": doubtful,
-                            "Minimum": 0.0 if doubtful < answered else 1.0,
-                            "Maximum": 1.0 if doubtful > 0 else 0.0,
-                        },
+                        "StatisticValues": _answer_statistics(metric, grown[counter], answered),
                     }
+                    for metric, counter in ANSWER_COUNTERS.items()
                 ],
             )
+
+
+def _answer_statistics(metric: str, total: float, answered: float) -> dict[str, float]:
+    """A period's statistic set of an answer metric from its sum: exact for the 0-or-1
+    metrics (a share); Confidence's Minimum and Maximum are its mean, since the local
+    endpoint keeps sums, not extremes (docs/local-mode.md)."""
+    if metric == variant_metrics.CONFIDENCE:
+        low = high = total / answered
+    else:
+        low = 0.0 if total < answered else 1.0
+        high = 1.0 if total > 0 else 0.0
+    return {"SampleCount": answered, "Sum": total, "Minimum": low, "Maximum": high}
 
 
 class Publisher:

@@ -16,6 +16,11 @@ job packages it), then changed on purpose:
 - "slow": the good model, and a `predict_fn` that first sleeps SLOW_SECONDS.
 - "unimportable": the good weights, and a code/inference.py that cannot be imported (it
   imports a module the version does not ship): its container never starts.
+- "confident": answers [0.0, 1.0] to every image, sure of itself (never doubtful): the
+  last conv group's normalisation outputs a constant and the head reads it as the second
+  class. The trained network names that class least often (a few steps of training leave
+  it answering the first), so this version's answers are mostly wrong, at confidence 1.0.
+  Its own baseline profiles it as it is (constant): a version's profile shares its faults.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ import torch
 from tests import sample_model
 from training_job.monitor import model_code
 
-KINDS = ("good", "constant", "erroring", "broken-code", "slow", "unimportable")
+KINDS = ("good", "constant", "erroring", "broken-code", "slow", "unimportable", "confident")
 SLOW_SECONDS = 1.0
 # What each code-changing kind appends to a file of code/ (sample_model.package_model).
 BROKEN_PREDICT = """
@@ -75,16 +80,22 @@ def make_version(trained_dir: Path, kind: str, work: Path, images: np.ndarray) -
     if kind == "erroring":
         config["mean"], config["std"] = config["mean"][:2], config["std"][:2]
     config_path.write_text(json.dumps(config))
-    if kind == "constant":
-        weights = model_dir / "model.pth"
+    weights = model_dir / "model.pth"
+    if kind in ("constant", "confident"):
         state = torch.load(weights, map_location="cpu", weights_only=True)
         for name in state:
             if name.endswith("head.weight"):
                 state[name].zero_()
+                if kind == "confident":
+                    state[name][1] = 1.0  # the second class's logit: the sum of the features
+            if kind == "confident" and name.endswith("features.3.norm2.weight"):
+                state[name].zero_()  # every feature is then GELU(bias) = GELU(1) > 0
+            if kind == "confident" and name.endswith("features.3.norm2.bias"):
+                state[name].fill_(1.0)
         torch.save(state, weights)
     archive = work / f"{kind}.tar.gz"
     sample_model.package_model(model_dir, archive, CODE_ADDITIONS.get(kind))
-    if kind not in ("constant", "erroring"):  # the good weights: their own baseline
+    if kind not in ("constant", "erroring"):  # their own baseline (confident: constant too)
         _add_baseline(model_dir, archive, images)
     return archive
 

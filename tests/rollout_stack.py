@@ -5,7 +5,8 @@ Every version is registered in the local AWS's model registry and approved, the 
 too (an approval is a person's judgement; the rollout's alarms must still catch a version
 that was approved and is bad): version 1 and 2 are the good model, 3 the constant one, 4
 the erroring one, 5 the good weights with code that fails every request, 6 the good model
-answering slowly, 7 code that cannot be imported (VERSIONS, tests/rollout_models.py).
+answering slowly, 7 code that cannot be imported, 8 a constant sure answer (VERSIONS,
+tests/rollout_models.py).
 The endpoint is started as users start it (`deploy --mode local`, approved version 1,
 variant v1) on the port this local AWS forwards SageMaker Runtime calls to; the load goes
 through the local AWS (`sagemaker-runtime` at AWS_ENDPOINT_URL), as the workflow's
@@ -19,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -49,6 +51,7 @@ VERSIONS = {
     "broken-code": 5,
     "slow": 6,
     "unimportable": 7,
+    "confident": 8,
 }
 
 
@@ -128,8 +131,10 @@ class LoadResult:
     """What each request got: its variant, or the error code that failed it."""
 
     sent: int = 0
-    answers: list[tuple[float, str]] = field(default_factory=list)  # (time, variant)
-    failures: list[tuple[float, str]] = field(default_factory=list)  # (time, error code)
+    # In the order they completed, each with the time its request was sent (a slow
+    # answer completes after requests sent later).
+    answers: list[tuple[float, str]] = field(default_factory=list)  # (sent, variant)
+    failures: list[tuple[float, str]] = field(default_factory=list)  # (sent, error code)
 
     def variants(self) -> Counter[str]:
         return Counter(variant for _, variant in self.answers)
@@ -177,9 +182,13 @@ class Load:
             body = self.stack.pngs[int(rng.integers(len(self.stack.pngs)))]
             with self._lock:
                 self.result.sent += 1
+            sent_at = time.monotonic()
             try:
                 answer = runtime.invoke_endpoint(
-                    EndpointName=self.stack.endpoint, ContentType="image/png", Body=body
+                    EndpointName=self.stack.endpoint,
+                    ContentType="image/png",
+                    Body=body,
+                    InferenceId=str(uuid.uuid4()),  # as the classify handler sends one
                 )
                 answer["Body"].read()
                 outcome = ("answer", answer["InvokedProductionVariant"])
@@ -188,11 +197,10 @@ class Load:
             except BotoCoreError as error:
                 outcome = ("failure", type(error).__name__)
             with self._lock:
-                moment = time.monotonic()
                 if outcome[0] == "answer":
-                    self.result.answers.append((moment, outcome[1]))
+                    self.result.answers.append((sent_at, outcome[1]))
                 else:
-                    self.result.failures.append((moment, outcome[1]))
+                    self.result.failures.append((sent_at, outcome[1]))
             if self.pause:
                 time.sleep(self.pause)
 

@@ -66,6 +66,8 @@ TRACE_ACTIONS = {"xray:PutTraceSegments", "xray:PutTelemetryRecords"}
 READS_CAPTURES = {
     "monitor": {"contract/baseline.py", "contract/capture.py", "contract/threshold.py"},
     "thresholdFilter": {"contract/threshold.py"},
+    # classify logs its answers' metrics (contract/variant_metrics.py) at the threshold.
+    "classify": {"contract/threshold.py", "contract/variant_metrics.py"},
     "reviewMonitor": {"contract/decisions.py", "contract/review_quality.py"},
 }
 
@@ -377,7 +379,8 @@ def test_params_reach_the_environment_the_iam_and_the_trigger(with_params: Packa
     }
     classify_env = resources["ClassifyLambdaFunction"]["Properties"]["Environment"]["Variables"]
     # classify reads a photo too large for the state payload from S3, under serialize's rules
-    assert classify_env == {**serialize_env, "ENDPOINT_NAME": "bikes-v2"}
+    # and judges its answers' doubtful share at the filter's threshold
+    assert classify_env == {**serialize_env, "ENDPOINT_NAME": "bikes-v2", "THRESHOLD": "0.8"}
     threshold_env = resources["ThresholdFilterLambdaFunction"]["Properties"]["Environment"]
     assert threshold_env["Variables"] == {"THRESHOLD": "0.8", "AUDIT_RATE": "0.1"}
     # `--param threshold` moves the monitor with the filter (it once kept 0.93).

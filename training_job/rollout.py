@@ -16,12 +16,17 @@ same on SageMaker and on the local AWS (`source .local/aws.env`):
    live traffic that nobody sees, for --shadow-seconds; then its answers are compared with
    production's (training_job/monitor/versions.py: agreement, confidence and doubtful
    share, errors). A version that disagrees or errors stops here, before any traffic moves.
-2. prepare: both versions as production variants, the new one at weight 0 (nothing moves).
+   --skip-shadow skips it: the canary's alarms on the answers are then the check on them.
+2. prepare: both versions as production variants, the new one at weight 0 (nothing moves;
+   the new model is loaded, so one that cannot be loaded stops here, with SageMaker's
+   FailureReason, on the configuration the endpoint had).
 3. canary: UpdateEndpoint with SageMaker's deployment guardrails to the same two variants,
    weights swapped: blue/green with CANARY traffic shifting (--canary-percent of the
    traffic for --canary-seconds, then all, baked --termination-wait-seconds more), and
    automatic rollback when one of the alarms this command creates for the new variant
-   goes to ALARM (5XX errors, p99 model latency, doubtful share above its baseline's).
+   goes to ALARM: 5XX errors, p99 model latency, and the answers themselves against the
+   baselines, both ways: doubtful share, mean confidence, class mix
+   (training_job/canary_alarms.py).
    Guardrails require the new configuration to name the same variants as the old one:
    that is why stage 2 exists, and why each answer still names the version that gave it
    (X-Amzn-Invoked-Production-Variant, contract.decisions.variant_for_version).
@@ -54,7 +59,7 @@ from contract import baseline as baseline_contract
 from contract import variant_metrics
 from contract.capture import MAX_BASELINE_BYTES, MONITOR_BASELINE_KEY
 from contract.decisions import variant_for_version
-from training_job import autoscaling, deploy, model_archive, registry
+from training_job import autoscaling, canary_alarms, deploy, model_archive, registry
 from training_job.arguments import bounded, positive_int, positive_number
 from training_job.errors import CommandError
 
@@ -116,7 +121,10 @@ def register(subparsers: Any) -> None:
         help="how long the shadow variant answers copies of live traffic (default: %(default)s)",
     )
     stages.add_argument(
-        "--skip-shadow", action="store_true", help="go straight to the canary (no comparison)"
+        "--skip-shadow",
+        action="store_true",
+        help="go straight to the canary (no comparison; the canary's alarms on the "
+        "answers still judge them)",
     )
     stages.add_argument(
         "--min-agreement",
@@ -172,8 +180,22 @@ def register(subparsers: Any) -> None:
         type=_share,
         default=0.15,
         help="a doubtful share above the baseline share (the lower of the new model's and "
-        "the serving model's) plus this is an alarm "
-        "(default: %(default)s)",
+        "the serving model's) plus this, or below the serving model's minus this, is an "
+        "alarm (default: %(default)s)",
+    )
+    guards.add_argument(
+        "--confidence-margin",
+        type=_share,
+        default=0.1,
+        help="a mean confidence this far below or above the serving model's baseline is an "
+        "alarm (default: %(default)s)",
+    )
+    guards.add_argument(
+        "--class-share-margin",
+        type=_share,
+        default=0.25,
+        help="a class's share of the answers this far above its share in the serving "
+        "model's baseline is an alarm (default: %(default)s)",
     )
     guards.add_argument(
         "--alarm-period-seconds",
@@ -258,9 +280,7 @@ class Rollout:
                 self._shadow(serving, new, capture)
             self._canary(serving, canary_new, capture)
         except RolloutError:
-            self.stage("restore", f"back to {original['EndpointConfigName']}")
-            self._update(original["EndpointConfigName"])
-            self.stage("restore", f"endpoint {self.name} serves {serving['VariantName']} again")
+            self._restore(original["EndpointConfigName"], serving["VariantName"])
             raise
         finally:
             self._delete_alarms()
@@ -269,6 +289,14 @@ class Rollout:
             deploy.publish_baseline(self.args.bucket, self.name, self.model_data, None)
         self.stage("all", f"{self.variant} serves all traffic of {self.name} ({final})")
         return 0
+
+    def _restore(self, config: str, variant: str) -> None:
+        """Back to the configuration the endpoint had before, unless a failed update
+        already left it there: then there is nothing to undo."""
+        if self._describe()["EndpointConfigName"] != config:
+            self.stage("restore", f"back to {config}")
+            self._update(config)
+        self.stage("restore", f"endpoint {self.name} serves {variant} again")
 
     def _all(
         self, serving: dict[str, Any], new: dict[str, Any], capture: dict[str, Any] | None
@@ -507,63 +535,57 @@ class Rollout:
                 "ComparisonOperator": "GreaterThanThreshold",
             },
         ]
-        reference = self._baseline_doubtful_share()
-        if reference is not None:
-            baseline_share, source = reference
-            limit = min(1.0, baseline_share + self.args.doubtful_margin)
-            alarms.append(
-                {
-                    "AlarmName": f"{prefix}-doubtful-share",
-                    "AlarmDescription": f"{self.variant}'s doubtful share is over {limit:.3f} "
-                    f"({source}: {baseline_share:.3f}, + {self.args.doubtful_margin:g})",
-                    "Namespace": variant_metrics.ENDPOINT_NAMESPACE,
-                    "MetricName": variant_metrics.DOUBTFUL_SHARE,
-                    "Statistic": "Average",
-                    "Threshold": limit,
-                    "ComparisonOperator": "GreaterThanThreshold",
-                }
-            )
+        serving, new = self._references()
+        margins = canary_alarms.Margins(
+            self.args.doubtful_margin, self.args.confidence_margin, self.args.class_share_margin
+        )
+        alarms += canary_alarms.answer_alarms(prefix, self.variant, serving, new, margins)
         for alarm in alarms:
             cloudwatch.put_metric_alarm(**common, **alarm)
             self.stage("alarms", f"{alarm['AlarmName']}: {alarm['AlarmDescription']}")
         return [str(alarm["AlarmName"]) for alarm in alarms]
 
-    def _baseline_doubtful_share(self) -> tuple[float, str] | None:
-        """The doubtful share the new version must stay near: the lower of its own
-        baseline's (its validation images below the threshold it was profiled at) and the
-        serving version's (the monitor's baseline in --bucket), so a version that doubts
-        more than production did is caught even when its own profile says it would.
-        None (no doubtful-share alarm) when neither can be read."""
-        found: list[tuple[float, str]] = []
+    def _references(
+        self,
+    ) -> tuple[canary_alarms.Reference | None, canary_alarms.Reference | None]:
+        """What the new version's answers are judged against (training_job/canary_alarms.py):
+        the serving version's baseline (the monitor's, in --bucket) and the new version's
+        own (in its model.tar.gz); None for one that cannot be read."""
         bucket, key = deploy.split_s3_uri(self.model_data)
-        sources = [(bucket, key, f"{self.variant}'s baseline")]
+        new = self._reference(bucket, key, f"{self.variant}'s baseline")
+        serving = None
         if self.args.bucket:
             serving_key = MONITOR_BASELINE_KEY.format(endpoint=self.name)
-            sources.append((self.args.bucket, serving_key, "the serving version's baseline"))
+            serving = self._reference(
+                self.args.bucket, serving_key, "the serving version's baseline"
+            )
+        if serving is None and new is not None:
+            print(
+                "warning: no serving version's baseline: the answers are judged against the "
+                "new version's own profile, which shares its faults",
+                file=sys.stderr,
+            )
+        if serving is None and new is None:
+            print("warning: no baseline at all: no alarm on the answers", file=sys.stderr)
+        return serving, new
+
+    def _reference(self, bucket: str, key: str, what: str) -> canary_alarms.Reference | None:
         s3 = boto3.client("s3")
-        for source_bucket, source_key, what in sources:
-            try:
-                body = s3.get_object(Bucket=source_bucket, Key=source_key)["Body"]
-                with body:
-                    document = (
-                        body.read(MAX_BASELINE_BYTES + 1)
-                        if source_key.endswith(".json")
-                        else model_archive.read_member(
-                            body, deploy.BASELINE_FILE, MAX_BASELINE_BYTES
-                        )
-                    )
-                if document is None:
-                    raise ValueError(f"s3://{source_bucket}/{source_key} holds no baseline")
-                profile = baseline_contract.loads(document, f"s3://{source_bucket}/{source_key}")
-            except (ClientError, ValueError, model_archive.ModelArchiveError) as error:
-                print(f"note: no {what}: {error}", file=sys.stderr)
-                continue
-            below = sum(1 for value in profile.confidences if value < profile.threshold)
-            found.append((below / max(1, len(profile.confidences)), what))
-        if not found:
-            print("warning: no baseline at all: no doubtful-share alarm", file=sys.stderr)
+        try:
+            body = s3.get_object(Bucket=bucket, Key=key)["Body"]
+            with body:
+                document = (
+                    body.read(MAX_BASELINE_BYTES + 1)
+                    if key.endswith(".json")
+                    else model_archive.read_member(body, deploy.BASELINE_FILE, MAX_BASELINE_BYTES)
+                )
+            if document is None:
+                raise ValueError(f"s3://{bucket}/{key} holds no baseline")
+            profile = baseline_contract.loads(document, f"s3://{bucket}/{key}")
+        except (ClientError, ValueError, model_archive.ModelArchiveError) as error:
+            print(f"note: no {what}: {error}", file=sys.stderr)
             return None
-        return min(found)
+        return canary_alarms.Reference.of(profile, what)
 
 
 def live_instances(described: dict[str, Any], variant: str) -> int:

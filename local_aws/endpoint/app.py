@@ -46,6 +46,7 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
+from contract import variant_metrics
 from contract.threshold import ThresholdError, threshold_from_environment
 from local_aws.endpoint import metrics as metrics_text
 from local_aws.endpoint import routing
@@ -53,7 +54,7 @@ from local_aws.endpoint.batcher import Answer, Overloaded
 from local_aws.endpoint.capture_writer import CaptureWriter, Invocation
 from local_aws.endpoint.config import EndpointConfig
 from local_aws.endpoint.container import ContainerFailed
-from local_aws.endpoint.metrics import Slot, WorkerMetrics
+from local_aws.endpoint.metrics import MODEL_CLASSES, Slot, WorkerMetrics
 
 ACCOUNT_ID = "123456789012"  # moto's account; AWS names the caller's in its messages
 REGION = "us-east-1"
@@ -264,7 +265,7 @@ class EndpointApp:
         await self._capture(route.variant, body, content_type, answer, inference_id, event_id)
         if current.shadow is not None and answer.status == 200:
             task = asyncio.create_task(
-                self._shadow(current, body, content_type, accept, answer, event_id)
+                self._shadow(current, body, content_type, accept, answer, inference_id, event_id)
             )
             self.shadow_tasks.add(task)
             task.add_done_callback(self.shadow_tasks.discard)
@@ -289,11 +290,13 @@ class EndpointApp:
         self.metrics.observe_variant_latency(position, time.perf_counter() - started)
         if answer.status == 200:
             self.metrics.count_variant(position, "invocations")
-            best = _best(answer)
-            if best is not None:
-                self.metrics.count_variant(position, "confidence_sum", best[1])
-                if best[1] < self.threshold:
-                    self.metrics.count_variant(position, "doubtful")
+            probabilities = _probabilities(answer)
+            if probabilities is not None and len(probabilities) == len(MODEL_CLASSES):
+                # The same values the classify Lambda publishes on AWS (EMF).
+                self.metrics.count_answer(
+                    position,
+                    variant_metrics.answer_values(probabilities, MODEL_CLASSES, self.threshold),
+                )
         elif answer.status >= 500:
             self.metrics.count_variant(position, "errors_5xx")
         else:
@@ -335,10 +338,12 @@ class EndpointApp:
         content_type: str,
         accept: str,
         production: Answer,
+        inference_id: str | None,
         event_id: str,
     ) -> None:
         """The shadow variant's answer to a copy of the request: metered, compared with
-        the production answer, captured, and dropped."""
+        the production answer, captured (with the caller's InferenceId, as production's
+        record: the pair's key), and dropped."""
         shadow = current.shadow
         assert shadow is not None
         try:
@@ -351,7 +356,7 @@ class EndpointApp:
             self.metrics.count_variant(position, "shadow_compared")
             if ours[0] == theirs[0]:
                 self.metrics.count_variant(position, "shadow_agreed")
-        await self._capture(shadow.variant, body, content_type, answer, None, event_id)
+        await self._capture(shadow.variant, body, content_type, answer, inference_id, event_id)
 
     # --- the control routes, for the local AWS's UpdateEndpoint ----------------------
 
@@ -397,18 +402,18 @@ class EndpointApp:
         if not isinstance(document, dict) or not isinstance(document.get("routes"), list):
             raise ValueError("expected {'routes': [...], 'shadow': {...} or null}")
 
-        def resolved(item: object) -> routing.Route:
+        def downloaded(item: object) -> dict[str, object]:
             if not isinstance(item, dict) or not isinstance(item.get("model_data"), str):
                 raise ValueError("each route needs variant, model_data (s3://) and weight")
             model_dir = routing.download_model(self.config.routing_dir(), item["model_data"])
-            return routing.parse(
-                {"routes": [{**item, "model_dir": str(model_dir), "model_data": None}]}
-            ).routes[0]
+            return {**item, "model_dir": str(model_dir), "model_data": None}
 
-        routes = [resolved(item) for item in document["routes"][: routing.MAX_ROUTES + 1]]
+        # Checked as a whole: a weight-0 route is served (TargetVariant) beside others.
+        routes = [downloaded(item) for item in document["routes"][: routing.MAX_ROUTES + 1]]
         shadow_document = document.get("shadow")
-        shadow = resolved(shadow_document) if shadow_document is not None else None
-        return routes, shadow
+        shadow = downloaded(shadow_document) if shadow_document is not None else None
+        parsed = routing.parse({"routes": routes, "shadow": shadow})
+        return list(parsed.routes), parsed.shadow
 
     def _sampled(self, variant: str) -> bool:
         if self.config.capture_sampling <= 0 or self.capture(variant) is None:
@@ -416,14 +421,23 @@ class EndpointApp:
         return random.uniform(0, 100) < self.config.capture_sampling
 
 
-def _best(answer: Answer) -> tuple[int, float] | None:
-    """(class index, probability) of an answer's best class; None if it is no list of
-    probabilities (another Accept type, an error)."""
+def _probabilities(answer: Answer) -> list[float] | None:
+    """An answer's probabilities; None if it is no list of them (another Accept type, an
+    error)."""
     if answer.status != 200 or not answer.content_type.startswith("application/json"):
         return None
     try:
-        probabilities = json.loads(answer.body)
-        best = max(range(len(probabilities)), key=lambda index: probabilities[index])
-        return best, float(probabilities[best])
+        probabilities = [float(value) for value in json.loads(answer.body)]
     except (ValueError, TypeError):
         return None
+    return probabilities or None
+
+
+def _best(answer: Answer) -> tuple[int, float] | None:
+    """(class index, probability) of an answer's best class; None if it is no list of
+    probabilities."""
+    probabilities = _probabilities(answer)
+    if probabilities is None:
+        return None
+    best = max(range(len(probabilities)), key=lambda index: probabilities[index])
+    return best, probabilities[best]

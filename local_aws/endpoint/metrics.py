@@ -12,6 +12,8 @@ import multiprocessing.sharedctypes
 from collections.abc import Sequence
 from typing import Any
 
+from contract import review_quality, variant_metrics
+
 STATUSES = (200, 400, 404, 405, 406, 408, 413, 415, 424, 500, 503)
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
@@ -26,16 +28,21 @@ CAPTURE_COUNTERS = (
 
 # Per variant (production and shadow), at the variant's position in the routing
 # (local_aws/endpoint/routing.py): what CloudWatch's per-variant metrics and the rollout's
-# alarms are made of. "doubtful": answers whose best probability is below the workflow's
-# threshold; "shadow_compared"/"shadow_agreed": shadow answers, and those naming the same
-# class as the production answer to the same request.
+# alarms are made of. "doubtful", "confidence_sum" and "class_<i>": the sums of the answer
+# metrics (contract/variant_metrics.py, ANSWER_COUNTERS); "shadow_compared"/"shadow_agreed":
+# shadow answers, and those naming the same class as the production answer to the request.
 MAX_VARIANTS = 8
+MODEL_CLASSES = review_quality.MODEL_CLASSES
+ANSWER_COUNTERS = {
+    variant_metrics.DOUBTFUL_SHARE: "doubtful",
+    variant_metrics.CONFIDENCE: "confidence_sum",
+    **{variant_metrics.class_share(label): f"class_{i}" for i, label in enumerate(MODEL_CLASSES)},
+}
 VARIANT_COUNTERS = (
     "invocations",
     "errors_4xx",
     "errors_5xx",
-    "doubtful",
-    "confidence_sum",
+    *ANSWER_COUNTERS.values(),
     "shadow_compared",
     "shadow_agreed",
     "latency_sum",
@@ -100,6 +107,11 @@ class WorkerMetrics:
 
     def count_variant(self, position: int, counter: str, amount: float = 1) -> None:
         self.slot[_variant_index(position, VARIANT_COUNTERS.index(counter))] += amount
+
+    def count_answer(self, position: int, values: dict[str, float]) -> None:
+        """One answer's answer metrics (variant_metrics.answer_values), summed per variant."""
+        for metric, value in values.items():
+            self.count_variant(position, ANSWER_COUNTERS[metric], value)
 
     def observe_variant_latency(self, position: int, seconds: float) -> None:
         start = _variant_index(position, len(VARIANT_COUNTERS))

@@ -133,6 +133,7 @@ def runtime_server() -> Iterator[RuntimeServer]:
                     "path": self.path,
                     "endpoint": name,
                     "content_type": self.headers.get("Content-Type"),
+                    "inference_id": self.headers.get("X-Amzn-SageMaker-Inference-Id"),
                     "body": body,
                 }
             )

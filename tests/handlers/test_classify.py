@@ -7,13 +7,16 @@ import json
 import os
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
 import yaml
 
+from contract import variant_metrics
 from handlers import classify
 from handlers.image_source import (
     S3_CLIENT_CONFIG,
@@ -91,6 +94,86 @@ def test_the_image_is_sent_to_the_endpoint_and_its_probabilities_returned(
     assert record["confidence"] == 0.973
     assert record["s3_key"] == "test/bike_s_000001.png"
     assert record["request_id"] == lambda_context.aws_request_id
+
+
+def test_the_inference_id_is_the_lambda_request_id(
+    endpoint: RuntimeServer, png_image: bytes, lambda_context: LambdaContext
+) -> None:
+    """InvokeEndpoint's InferenceId "is added to the captured data when you enable data
+    capture on the endpoint" (SageMaker API reference, runtime InvokeEndpoint; 1 to 64
+    characters): the production answer and the shadow's copy share it, so `monitor
+    versions` pairs them exactly. A Lambda request id is one per invocation."""
+    classify.handler(event(png_image), lambda_context)
+    assert endpoint.requests[-1]["inference_id"] == lambda_context.aws_request_id
+    classify.handler(event(png_image))  # no context (sls invoke local): a fresh uuid
+    generated = str(endpoint.requests[-1]["inference_id"])
+    assert len(generated) == 36 and generated != lambda_context.aws_request_id
+
+
+def _emf_documents(output: str) -> list[dict[str, Any]]:
+    documents = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    return [document for document in documents if "_aws" in document]
+
+
+@pytest.mark.parametrize(
+    ("threshold", "doubtful"), [("0.93", 0.0), ("0.99", 1.0), ("", 0.0)]
+)  # fmt: skip
+def test_each_answer_is_logged_as_the_variants_answer_metrics_in_embedded_metric_format(
+    endpoint: RuntimeServer,
+    png_image: bytes,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    threshold: str,
+    doubtful: float,
+) -> None:
+    """The doubtful share, confidence and class mix the canary alarms judge, published on
+    AWS as the local endpoint publishes them locally (contract/variant_metrics.py).
+    "Using the embedded metric format with Lambda" (CloudWatch user guide): Lambda sends
+    what the function writes to stdout to CloudWatch Logs, which extracts metrics from
+    any log event that follows the specification; no agent, no PutMetricData. The
+    embedded metric format specification (CloudWatch user guide, "Specification: Embedded
+    metric format"): the log event is one JSON object whose `_aws` member holds Timestamp
+    (epoch milliseconds) and CloudWatchMetrics directives (Namespace, Dimensions as arrays
+    of dimension-set names, Metrics with Name and Unit), and every dimension and metric a
+    directive names is a member of the root, dimensions as strings, metrics as numbers."""
+    monkeypatch.setenv("THRESHOLD", threshold)
+    before = time.time() * 1000
+    classify.handler(event(png_image))
+    [document] = _emf_documents(capsys.readouterr().out)
+    metadata = document["_aws"]
+    assert before <= metadata["Timestamp"] <= time.time() * 1000
+    [directive] = metadata["CloudWatchMetrics"]
+    assert directive["Namespace"] == variant_metrics.ENDPOINT_NAMESPACE
+    assert directive["Dimensions"] == [["EndpointName", "VariantName"]]
+    assert document["EndpointName"] == os.environ["ENDPOINT_NAME"]
+    assert document["VariantName"] == ANSWERING_VARIANT
+    names = [metric["Name"] for metric in directive["Metrics"]]
+    assert names == variant_metrics.answer_metrics(["bicycle", "motorcycle"])
+    assert {document[name] for name in names} <= {doubtful, 0.973, 0.0, 1.0}
+    assert document["DoubtfulShare"] == doubtful
+    assert document["Confidence"] == 0.973
+    assert (document["ClassShareBicycle"], document["ClassShareMotorcycle"]) == (1.0, 0.0)
+    # The local endpoint's counters sum the very same values (one function computes both).
+    assert {name: document[name] for name in names} == variant_metrics.answer_values(
+        [0.973, 0.027], ["bicycle", "motorcycle"], float(threshold or "0.93")
+    )
+
+
+def test_an_answer_without_a_variant_publishes_no_metric(
+    endpoint: RuntimeServer, png_image: bytes, capsys: pytest.CaptureFixture[str]
+) -> None:
+    endpoint.answers[os.environ["ENDPOINT_NAME"]] = Answer(headers={})
+    classify.handler(event(png_image))
+    assert _emf_documents(capsys.readouterr().out) == []
+
+
+def test_a_malformed_threshold_is_a_configuration_error(
+    endpoint: RuntimeServer, png_image: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("THRESHOLD", "high")
+    with pytest.raises(ConfigurationError, match="THRESHOLD must be a number"):
+        classify.handler(event(png_image))
+    assert endpoint.requests == []  # refused before the endpoint is called
 
 
 def request_endpoint(endpoint: RuntimeServer) -> str:

@@ -80,8 +80,24 @@ def test_a_canary_share_splits_each_fleet_by_its_own_weights() -> None:
         ("v1", "s3://b/v1", 0.8),
         ("v2", "s3://b/v2", 0.2),
     ]
+    # All on the new fleet: its weight-0 variant stays deployed (see the next test).
     assert sagemaker_endpoints.mixed(old, new, 1.0)["routes"] == [
-        {"variant": "v2", "model_data": "s3://b/v2", "weight": 1.0}
+        {"variant": "v1", "model_data": "s3://b/v1", "weight": 0.0},
+        {"variant": "v2", "model_data": "s3://b/v2", "weight": 1.0},
+    ]
+
+
+def test_a_configuration_applied_whole_keeps_its_weight_0_variants() -> None:
+    """SageMaker API reference, runtime InvokeEndpoint: TargetVariant "overrides the
+    default behavior for the endpoint, which is to distribute the invocation traffic based
+    on the variant weights": a weight-0 production variant gets no share of the traffic,
+    yet it is deployed with its instances and answers when targeted. So a rollout's
+    prepare stage (new version at weight 0) loads the new model, as on AWS, and a model
+    that cannot be loaded fails that update there, not in the canary."""
+    serving, prepare = _fleet(("v1", 1.0)), _fleet(("v1", 1.0), ("v4", 0.0))
+    assert sagemaker_endpoints.mixed(serving, prepare, 1.0)["routes"] == [
+        {"variant": "v1", "model_data": "s3://b/v1", "weight": 1.0},
+        {"variant": "v4", "model_data": "s3://b/v4", "weight": 0.0},
     ]
 
 

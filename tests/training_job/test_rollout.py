@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +23,7 @@ import pytest
 import requests
 from botocore.exceptions import ClientError
 
+from contract import capture
 from local_aws.demo import create_sagemaker_role
 from tests.rollout_stack import VERSIONS, Load, Stack, invoke, rollout_stack, run_command
 from tests.training_job.registry_helpers import register_output
@@ -51,8 +54,6 @@ def _serving(stack: Stack) -> list[str]:
 
 
 def _wait_in_service(stack: Stack) -> dict:
-    import time
-
     sm = boto3.client("sagemaker")
     for _ in range(600):
         described = sm.describe_endpoint(EndpointName=stack.endpoint)
@@ -142,19 +143,49 @@ def _rollout(stack: Stack, *argv: str) -> list[str]:
     return ["rollout", "--model-group", stack.group, "--endpoint-name", stack.endpoint, *argv]
 
 
-@pytest.mark.parametrize("kind", ["constant", "erroring", "broken-code"])
+# Each bad version, the alarm that must catch it, and the rollout's extra arguments.
+BAD_VERSIONS = {
+    "constant": ("doubtful-share", []),  # [0.5, 0.5] to everything
+    "erroring": ("5xx-errors", []),
+    "broken-code": ("5xx-errors", []),  # its code raises on every request
+    # [0.0, 1.0] to everything: never doubtful, so only the class mix shows it (the
+    # serving version's baseline names the second class for ~2% of its images).
+    "confident": ("class-motorcycle-share", []),
+    # ~0.25 s an answer (more under load) where the serving version takes ~10 ms; a
+    # longer canary, so that some of its answers complete (latency is an answer's).
+    "slow": ("model-latency-p99", ["--max-latency-ms", "100", "--canary-seconds", "12"]),
+}
+
+
+def _wait_for_answer_after_the_last_of(load: Load, bad: str, by: str) -> None:
+    for _ in range(600):
+        answers = list(load.result.answers)
+        last_bad = max((moment for moment, variant in answers if variant == bad), default=0)
+        if any(variant == by and moment > last_bad for moment, variant in answers):
+            return
+        time.sleep(0.1)
+
+
+@pytest.mark.parametrize("kind", list(BAD_VERSIONS))
 def test_an_approved_bad_version_is_rolled_back_automatically_and_never_takes_all_traffic(
     stack: Stack, kind: str
 ) -> None:
+    """--skip-shadow leaves the canary's alarms as the only check, and they judge the
+    answers too: a version that answers a constant with full confidence (the issue's
+    [1.0, 0.0]) and one that answers slowly are stopped like one that errors."""
     # Approved, and bad: the approval does not spare it the alarms.
     version = VERSIONS[kind]
     described = registry.version(boto3.client("sagemaker"), stack.group, version)
     assert described.status == APPROVED
+    alarm, extra = BAD_VERSIONS[kind]
     with Load(stack) as load, StatusWatch(stack) as statuses:
         rolled = run_command(
             *_rollout(stack, "--model-version", str(version), "--bucket", stack.bucket),
-            "--skip-shadow", *FAST,
+            "--skip-shadow", *FAST, *extra,
         )  # fmt: skip
+        # The load goes on until the old version has answered a request sent after the
+        # bad one's last (a slow version's answers complete late; the times are sends).
+        _wait_for_answer_after_the_last_of(load, f"v{version}", by="v1")
     output = rolled.stdout + rolled.stderr
     assert rolled.returncode == 1, output
     assert "rolled back automatically" in output, output
@@ -172,7 +203,6 @@ def test_an_approved_bad_version_is_rolled_back_automatically_and_never_takes_al
     assert statuses.seen[rolling + 1] in ("InService", "Updating"), statuses.seen
     assert "RollingBack" not in statuses.seen[rolling + 1 :], statuses.seen
     bad = f"v{version}"
-    alarm = "doubtful-share" if kind == "constant" else "5xx-errors"
     assert f"{stack.endpoint}-{bad}-{alarm}" in output.split("in ALARM:")[-1], output
     assert _serving(stack) == ["v1"]
     variants = load.result.variants()
@@ -182,13 +212,31 @@ def test_an_approved_bad_version_is_rolled_back_automatically_and_never_takes_al
     assert variants["v1"] > 0
     assert any(variant == "v1" and moment > last_bad for moment, variant in load.result.answers)
     assert invoke(stack, 5) == {"v1": 5}
-    if kind == "constant":
+    if kind not in ("erroring", "broken-code"):
         assert variants[bad] > 0, variants  # it took its canary share, and was caught
         assert load.result.failures == [] and load.result.lost() == 0
     else:
         # Every failure is the bad model's own (ModelError from its 500), never a switch's.
         assert set(load.result.failure_codes()) <= {"ModelError"}, load.result.failures
         assert load.result.failures, "the erroring canary answered nothing"
+
+
+def test_a_weight_0_variant_is_deployed_and_answers_when_targeted(stack: Stack) -> None:
+    """InvokeEndpoint's TargetVariant "overrides the default behavior for the endpoint,
+    which is to distribute the invocation traffic based on the variant weights" (SageMaker
+    API reference): a production variant at weight 0 takes no share, and answers when
+    targeted."""
+    sm = boto3.client("sagemaker")
+    original = sm.describe_endpoint(EndpointName=stack.endpoint)["EndpointConfigName"]
+    good = stack.versions["good"]
+    standby = _config(stack, "standby-0", [("v1", good, 1.0), ("v8", good, 0.0)])
+    sm.update_endpoint(EndpointName=stack.endpoint, EndpointConfigName=standby)
+    assert _wait_in_service(stack)["EndpointConfigName"] == standby
+    assert invoke(stack, 20) == {"v1": 20}
+    assert invoke(stack, 3, target_variant="v8") == {"v8": 3}
+    sm.update_endpoint(EndpointName=stack.endpoint, EndpointConfigName=original)
+    _wait_in_service(stack)
+    assert _serving(stack) == ["v1"]
 
 
 def _alarms(stack: Stack, variant: str) -> list[str]:
@@ -242,7 +290,9 @@ def test_a_version_whose_code_cannot_be_imported_never_takes_traffic(stack: Stac
     """SageMaker (knowledge center, "sagemaker-endpoint-creation-fail"): a container whose
     model does not load (a failing model_fn, say) never passes the ping health check, and
     the update fails; DescribeEndpoint (API_DescribeEndpoint, FailureReason): an update
-    that fails leaves the endpoint InService with the reason. No request reaches it."""
+    that fails leaves the endpoint InService with the reason. No request reaches it.
+    --skip-shadow on an endpoint that serves one version: the prepare stage is where it
+    is first deployed (a weight-0 variant is deployed too), so that is where it stops."""
     version = VERSIONS["unimportable"]
     with Load(stack) as load:
         rolled = run_command(
@@ -253,6 +303,11 @@ def test_a_version_whose_code_cannot_be_imported_never_takes_traffic(stack: Stac
     assert rolled.returncode == 1, output
     assert f"production variant v{version} did not pass the ping health check" in output, output
     assert "a_module_this_version_does_not_ship" in output, output
+    # The prepare stage deploys it (at weight 0) and fails with the reason, before any
+    # traffic moves; never a guarded canary from a configuration the endpoint never took,
+    # which SageMaker refuses (the variant names differ).
+    assert re.search(r"did not take \S+-prepare-\S+: Update failed", output), output
+    assert "same production variant names" not in output and "Traceback" not in output
     assert _serving(stack) == ["v1"]
     assert load.result.failures == [] and load.result.lost() == 0
     assert set(load.result.variants()) == {"v1"}
@@ -614,6 +669,20 @@ def test_rollout_serves_only_an_approved_unchanged_version(stack: Stack) -> None
         registry.set_status(sm, version, REJECTED, "refused by the rollout test")
 
 
+def _captured_ids(stack: Stack, variant: str) -> dict[str, str | None]:
+    """eventId -> inferenceId of every record captured for `variant`."""
+    s3 = boto3.client("s3")
+    prefix = f"data_capture/{stack.endpoint}/{variant}/"
+    ids: dict[str, str | None] = {}
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=stack.bucket, Prefix=prefix):
+        for item in page.get("Contents", []):
+            body = s3.get_object(Bucket=stack.bucket, Key=item["Key"])["Body"].read()
+            for line in body.splitlines():
+                record = capture.parse_line(line)
+                ids[record.event_id] = record.inference_id
+    return ids
+
+
 def test_monitor_versions_compares_the_shadow_with_production(stack: Stack) -> None:
     # After the good rollout above, v2 answered copies of v1's requests as the shadow.
     compared = run_command(
@@ -629,6 +698,17 @@ def test_monitor_versions_compares_the_shadow_with_production(stack: Stack) -> N
     if compared.returncode == 1:
         assert "versions differ: v2 answered" in compared.stdout, compared.stdout
     assert "doubtful share" in compared.stdout
+    # The shadow's copy of a request is captured with the caller's InferenceId, as the
+    # production answer is: the key that pairs them (on AWS their eventIds differ).
+    # (The local endpoint gives both records one eventId: that finds the shadow's copies.)
+    production = _captured_ids(stack, "v1")
+    copies = {
+        event: inference
+        for event, inference in _captured_ids(stack, "v2").items()
+        if event in production
+    }
+    assert [inference for inference in copies.values() if inference], "no shadow copies"
+    assert all(inference == production[event] for event, inference in copies.items())
     for bad in (["--minutes", "0"], ["--min-agreement", "2"]):
         refused = run_command(
             "monitor", "versions", "--bucket", stack.bucket, "--endpoint-name", stack.endpoint,
