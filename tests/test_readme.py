@@ -224,6 +224,9 @@ def test_the_registry_policy_reaches_only_the_projects_groups_and_models() -> No
         if resources == ["*"]:  # ListModelPackages has no resource ARN
             assert actions == ["sagemaker:ListModelPackages"], statement
             continue
+        if actions == ["s3:GetBucketLocation"]:  # the region check, on the bucket alone
+            assert resources == [f"arn:aws:s3:::{bucket}"], statement
+            continue
         for resource in resources:
             assert resource.startswith(
                 (

@@ -28,6 +28,7 @@ from contract.decisions import EVENT_DETAIL_TYPE, EVENT_SOURCE
 from local_aws import iam
 from tests.conftest import REPO_ROOT
 from tests.training_job.review.conftest import ReviewWorld
+from training_job.bucket import require_region
 from training_job.review.store import ReviewStore
 
 ACCOUNT = "123456789012"
@@ -57,6 +58,8 @@ def iam_requests(service: str, operation: str, params: dict[str, Any]) -> list[i
         if "IndexName" in params:
             table += f"/index/{params['IndexName']}"
         return [request(f"dynamodb:{operation}", table)]
+    if service == "s3" and operation == "GetBucketLocation":
+        return [request("s3:GetBucketLocation", f"arn:aws:s3:::{params['Bucket']}")]
     if service == "s3":
         target = f"arn:aws:s3:::{params['Bucket']}/{params['Key']}"
         if operation == "CopyObject":
@@ -81,7 +84,8 @@ def iam_requests(service: str, operation: str, params: dict[str, Any]) -> list[i
 
 @pytest.fixture
 def recorded(world: ReviewWorld) -> list[iam.Request]:
-    """The IAM requests of a review session: browse, fetch, answer, undo, answer again."""
+    """The IAM requests of a review session: the command's region check of the bucket, then
+    browse, fetch, answer, undo, answer again."""
     calls: list[iam.Request] = []
 
     def record(model: Any, params: dict[str, Any], **_: Any) -> None:
@@ -92,9 +96,9 @@ def recorded(world: ReviewWorld) -> list[iam.Request]:
         made.meta.events.register("provide-client-params", record)
         return made
 
-    store = ReviewStore(
-        client("dynamodb"), client("s3"), client("events"), world.table, world.bucket
-    )
+    s3 = client("s3")
+    require_region(s3, world.bucket)  # what `training_job review` checks before serving
+    store = ReviewStore(client("dynamodb"), s3, client("events"), world.table, world.bucket)
     first, phone = world.photos[0], world.photos[-1]
     item = store.next_pending()
     assert item is not None
@@ -123,7 +127,7 @@ def test_every_call_of_a_review_session_is_allowed(
     actions = {request.action for request in recorded}
     assert actions == {
         "dynamodb:Query", "dynamodb:GetItem", "dynamodb:UpdateItem",
-        "s3:GetObject", "s3:PutObject", "events:PutEvents",
+        "s3:GetBucketLocation", "s3:GetObject", "s3:PutObject", "events:PutEvents",
     }  # fmt: skip
     refused = [r for r in recorded if iam.evaluate([policy], r) is not iam.Decision.ALLOW]
     assert refused == []
