@@ -113,6 +113,16 @@ def deployed_project(tmp_path_factory: pytest.TempPathFactory, workflow_aws: Loc
     return project
 
 
+@pytest.fixture(scope="session")
+def workflow(workflow_aws: LocalAws, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The packaged stack made call by call (tests/local_aws/test_iam_statements.py), once a
+    session: its table, functions and state machine carry the stage's own names, so the
+    modules that run it (the IAM statements, the decision safeguards) share one."""
+    from tests.local_aws.test_iam_statements import build_workflow
+
+    return build_workflow(workflow_aws, tmp_path_factory)
+
+
 def wait_for_execution(sfn: Any, arn: str, timeout: float = 60) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while True:

@@ -33,9 +33,7 @@ from contract.decisions import (
 )
 from handlers.workflow_event import WorkflowEvent
 from tests.handlers.conftest import encode_image
-from tests.local_aws.test_iam_statements import Workflow, workflow
-
-__all__ = ["workflow"]  # the rendered workflow, created once for this module
+from tests.local_aws.test_iam_statements import Workflow
 
 pytestmark = pytest.mark.timeout(600)
 

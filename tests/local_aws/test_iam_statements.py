@@ -221,8 +221,10 @@ def _functions(rendered: Rendered) -> Iterator[dict[str, Any]]:
             yield {**rendered.resolve(properties), "Code": code}
 
 
-@pytest.fixture(scope="module")
-def workflow(workflow_aws: LocalAws, tmp_path_factory: pytest.TempPathFactory) -> Workflow:
+def build_workflow(workflow_aws: LocalAws, tmp_path_factory: pytest.TempPathFactory) -> Workflow:
+    """The packaged stack's roles, table, functions and state machine, made one by one in
+    the local AWS (the `workflow` fixture in conftest.py: once a session, since the names
+    are the stage's own and every module that runs the workflow shares them)."""
     artifacts = tmp_path_factory.mktemp("iam-package")
     rendered = Rendered(package("local", artifacts), artifacts)
     aws = workflow_aws

@@ -74,7 +74,7 @@ def test_anything_else_is_refused_with_what_was_expected(
         (["deploy", "--mode", "local", "--max-batch-wait-ms", "-5"], "is not a wait from 0"),
         (["deploy", "--mode", "local", "--torch-threads", "-3"], "is not a number of threads"),
         (["deploy", "--mode", "sagemaker", "--target-invocations", "-1"],
-         "'-1' is not a positive number"),
+         "'-1' is not a number of invocations per instance per minute"),
         (["train", "--epochs", "0"], "'0' is not a positive integer"),
         (["train", "--epochs", "-1"], "'-1' is not a positive integer"),
         (["train", "--batch-size", "-4"], "'-4' is not a positive integer"),

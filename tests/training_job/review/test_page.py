@@ -175,7 +175,11 @@ def test_two_reviewers_on_one_queue_never_overwrite_each_other(world: ReviewWorl
             alice.quit()
             bob.quit()
     assert all("answer" not in world.item(photo.image) for photo in world.photos)
-    assert [e["detail"]["source"] for e in world.events()] == ["person", "person", "model", "model"]
+    # Two answers, then their undos: each undo is the person's withdrawal, never a model
+    # event a routing system would act on (docs/events.md, "A person's events").
+    events = [e["detail"] for e in world.events()]
+    assert [e["source"] for e in events] == ["person"] * 4
+    assert [e["status"] for e in events][2:] == ["withdrawn", "withdrawn"]
 
 
 def test_every_button_is_on_screen_at_a_phones_width(
