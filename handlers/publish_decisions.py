@@ -24,6 +24,7 @@ from typing import Any
 
 from contract.decisions import (
     EVENT_DETAIL_TYPE,
+    EVENT_FIELDS,
     EVENT_OUTBOX_INDEX,
     EVENT_PENDING,
     EVENT_PENDING_ATTRIBUTE,
@@ -35,19 +36,6 @@ from contract.decisions import (
 from handlers.workflow_event import ConfigurationError, WorkflowError, aws_client, log
 
 DEFAULT_SETTLE_SECONDS = 120
-# The detail's fields, as the state machine's PublishDecision puts them (docs/events.md).
-EVENT_FIELDS = (
-    "image",
-    "label",
-    "confidence",
-    "model_version",
-    "endpoint",
-    "variant",
-    "decided_at",
-    "execution",
-    "source",
-    "status",
-)
 PUT_EVENTS_BATCH = 10  # PutEvents' most entries per request
 
 
