@@ -166,6 +166,17 @@ class Endpoint:
             )
         )
 
+    def wait_until_every_worker_serves(self) -> None:
+        """`/ping` answers once one worker serves; the scenario's disruption is meant for
+        a worker that answers traffic, so wait for the server's line that all of them do
+        (a bounded wait: the scenario fails on its own counts if it never comes)."""
+        assert self.running is not None
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if f"serving on {self.url}" in self.running.log_file.read_text(errors="replace"):
+                return
+            time.sleep(0.1)
+
     def workers(self) -> list[int]:
         assert self.running is not None
         pid = self.running.pid
@@ -312,6 +323,7 @@ def run_scenario(
             work,
         )
         endpoint.start()
+        endpoint.wait_until_every_worker_serves()
         load = Load(endpoint.url, name, bodies, content_type, total, clients)
         put_failures = -1  # not measured where the scenario itself stops the endpoint
         stopped: list[float] = []  # seconds from SIGTERM to the endpoint's exit

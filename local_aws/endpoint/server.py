@@ -153,13 +153,17 @@ def run_worker(config: EndpointConfig, slots: Sequence[Slot], index: int, ready:
 
 
 def _wait_until_ready(processes: list[BaseProcess], ready: Any, stopping: threading.Event) -> bool:
+    """Until every worker serves. A worker that dies before any serves fails the start (the
+    model or its code does not load); one that dies once another already answers traffic
+    was killed or crashed on its own, and the supervising loop restarts it, as it does
+    for a worker that dies later: the serving ones must not be stopped for it."""
     deadline = time.monotonic() + READY_TIMEOUT_SECONDS
     started = 0
     while started < len(processes):
         if stopping.is_set() or time.monotonic() > deadline:
             return False
         if not all(process.is_alive() for process in processes):
-            return False
+            return started > 0
         try:
             ready.get(timeout=0.2)
         except queue.Empty:
