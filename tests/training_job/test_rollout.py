@@ -158,7 +158,9 @@ BAD_VERSIONS = {
 
 
 def _wait_for_answer_after_the_last_of(load: Load, bad: str, by: str) -> None:
-    for _ in range(600):
+    """A bounded wait (the test's asserts say what went wrong if it ends unmet): long
+    enough for a client held by a slow version's request, up to the Load's read timeout."""
+    for _ in range(1800):
         answers = list(load.result.answers)
         last_bad = max((moment for moment, variant in answers if variant == bad), default=0)
         if any(variant == by and moment > last_bad for moment, variant in answers):

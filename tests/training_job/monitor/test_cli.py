@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import gzip
 import io
 import json
@@ -347,15 +348,26 @@ def test_sigterm_removes_the_extracted_model(bucket: str, tmp_path: Path) -> Non
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
+    writer = -1
     try:
+        # The FIFO opens for writing only once the check opens it for reading: then the
+        # model is unpacked and the check waits in the labels' read, where the signal comes.
         deadline = time.monotonic() + 120
-        while not list(temporary.glob("monitor-*/*/model/model.*")):  # one folder per variant
+        while writer < 0:
             assert process.poll() is None, process.communicate()
-            assert time.monotonic() < deadline, "the model was never unpacked"
-            time.sleep(0.05)
+            assert time.monotonic() < deadline, "the check never read its labels"
+            try:
+                writer = os.open(labels, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError as error:
+                if error.errno != errno.ENXIO:  # ENXIO: no reader yet
+                    raise
+                time.sleep(0.05)
+        assert list(temporary.glob("monitor-*/*/model/model.*"))  # one folder per variant
         process.send_signal(signal.SIGTERM)
         _, err = process.communicate(timeout=60)
     finally:
+        if writer >= 0:
+            os.close(writer)
         if process.poll() is None:
             process.kill()
             process.wait()
