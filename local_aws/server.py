@@ -26,6 +26,7 @@ import requests
 from local_aws import (
     cloudformation,
     conditional_writes,
+    distributed_map,
     events,
     iam,
     lambda_executor,
@@ -56,6 +57,7 @@ ACCESS_LOG_VARIABLE = "LOCAL_AWS_ACCESS_LOG"
 EMULATOR_PATCHES: list[Callable[[], None]] = [
     *cloudformation.PATCHES,
     *conditional_writes.PATCHES,
+    *distributed_map.PATCHES,
     *events.PATCHES,
     *iam.PATCHES,
     *lambda_executor.PATCHES,

@@ -1,0 +1,603 @@
+"""Step Functions' Distributed Map in the local AWS: the subset the backfill
+(statemachine/backfill.asl.yml) uses, with AWS's limits and error names.
+
+moto's interpreter parses a Distributed Map but cannot run ours: its grammar refuses
+`ItemBatcher`, `ExecutionType: EXPRESS` and an integer `ToleratedFailurePercentage`; its
+S3 listing reads one page (and fails on an empty prefix) without the execution role; its
+ResultWriter writes a manifest naming no result files; its child failures never fail the
+Map. So, two hooks:
+
+- `patch_distributed_map_definitions`: before moto parses a definition, each Map in
+  DISTRIBUTED mode is checked against AWS's rules (InvalidDefinition otherwise), stored
+  here under a token, and handed to moto without the fields its grammar refuses (the
+  token rides in the ItemProcessor's Comment);
+- `patch_distributed_map_runs`: moto's map run of such a Map is replaced by `run_map`:
+  the S3 listing (ItemReader `s3:listObjectsV2`, every page, with the role), batches
+  (ItemBatcher), the ItemProcessor run as one child per batch through moto's own
+  interpreter (at most MaxConcurrency at once), the tolerated-failure thresholds, and
+  the results exported as AWS's ResultWriter writes them (manifest.json, SUCCEEDED_n.json,
+  FAILED_n.json, PENDING_n.json under `<Prefix>/<map run id>/`).
+
+The subset: ItemReader over an S3 prefix (`arn:aws:states:::s3:listObjectsV2`), ItemBatcher
+(MaxItemsPerBatch, MaxInputBytesPerBatch, BatchInput with `.$` paths), MaxConcurrency,
+ToleratedFailurePercentage/Count, ResultWriter (`arn:aws:states:::s3:putObject`), the
+ItemProcessor in EXPRESS or STANDARD. Not emulated (docs/local-mode.md): ItemSelector,
+ReaderConfig, the child executions' own ARNs in ListExecutions, Express's at-least-once
+re-runs and its 5-minute duration limit, redrive.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+# AWS's limits (Step Functions developer guide, "Using Map state in Distributed mode" and
+# "ItemBatcher (Map)"; Service quotas): up to 10,000 child executions at once; a batch's
+# input is a state input, at most 256 KiB.
+MAX_CONCURRENCY = 10_000
+MAX_BATCH_INPUT_BYTES = 256 * 1024
+# The children run here on threads; past this many the machine only queues them.
+LOCAL_CHILD_THREADS = 16
+ITEM_READER_RESOURCE = "arn:aws:states:::s3:listObjectsV2"
+RESULT_WRITER_RESOURCE = "arn:aws:states:::s3:putObject"
+EXECUTION_TYPES = ("EXPRESS", "STANDARD")
+TOKEN_PREFIX = "local_aws.distributed_map:"
+
+ITEM_READER_FAILED = "States.ItemReaderFailed"
+RESULT_WRITER_FAILED = "States.ResultWriterFailed"
+EXCEED_TOLERATED_FAILURE_THRESHOLD = "States.ExceedToleratedFailureThreshold"
+
+
+class InvalidMapDefinition(ValueError):
+    """A Distributed Map AWS would refuse at CreateStateMachine (InvalidDefinition)."""
+
+
+class MapRunFailed(Exception):
+    """The map run failed with a States.* error, which fails the Map state."""
+
+    def __init__(self, error: str, cause: str) -> None:
+        super().__init__(f"{error}: {cause}")
+        self.error = error
+        self.cause = cause
+
+
+@dataclass
+class MapSpec:
+    """What moto's grammar cannot hold of one Distributed Map state."""
+
+    state: dict[str, Any]
+
+    @property
+    def batcher(self) -> dict[str, Any] | None:
+        batcher: dict[str, Any] | None = self.state.get("ItemBatcher")
+        return batcher
+
+    @property
+    def max_concurrency(self) -> int:
+        return int(self.state.get("MaxConcurrency") or 0) or MAX_CONCURRENCY
+
+    @property
+    def execution_type(self) -> str:
+        return str(self.state["ItemProcessor"]["ProcessorConfig"].get("ExecutionType", ""))
+
+
+_SPECS: dict[str, MapSpec] = {}
+_SPECS_LOCK = threading.Lock()
+
+
+def is_distributed(state: dict[str, Any]) -> bool:
+    processor = state.get("ItemProcessor") if state.get("Type") == "Map" else None
+    config = processor.get("ProcessorConfig", {}) if isinstance(processor, dict) else {}
+    return isinstance(config, dict) and config.get("Mode") == "DISTRIBUTED"
+
+
+def check(state: dict[str, Any]) -> None:
+    """AWS's rules for the fields this emulator takes over; InvalidMapDefinition names
+    the first one broken."""
+    config = state["ItemProcessor"]["ProcessorConfig"]
+    if config.get("ExecutionType") not in EXECUTION_TYPES:
+        raise InvalidMapDefinition(
+            "a Map in DISTRIBUTED mode needs ProcessorConfig.ExecutionType EXPRESS or STANDARD"
+        )
+    if "ItemSelector" in state or "ReaderConfig" in state.get("ItemReader", {}):
+        raise InvalidMapDefinition(
+            "the local AWS runs no ItemSelector or ReaderConfig in a Distributed Map"
+        )
+    reader = state.get("ItemReader")
+    if reader is not None and reader.get("Resource") != ITEM_READER_RESOURCE:
+        raise InvalidMapDefinition(f"the local AWS reads items only with {ITEM_READER_RESOURCE}")
+    concurrency = state.get("MaxConcurrency", 0)
+    if not isinstance(concurrency, int) or not 0 <= concurrency <= MAX_CONCURRENCY:
+        raise InvalidMapDefinition(f"MaxConcurrency must be an integer from 0 to {MAX_CONCURRENCY}")
+    percentage = state.get("ToleratedFailurePercentage", 0)
+    if not isinstance(percentage, int | float) or not 0 <= percentage <= 100:
+        raise InvalidMapDefinition("ToleratedFailurePercentage must be a number from 0 to 100")
+    count = state.get("ToleratedFailureCount", 0)
+    if not isinstance(count, int) or count < 0:
+        raise InvalidMapDefinition("ToleratedFailureCount must be a non-negative integer")
+    batcher = state.get("ItemBatcher")
+    if batcher is not None:
+        items, size = batcher.get("MaxItemsPerBatch"), batcher.get("MaxInputBytesPerBatch")
+        if items is None and size is None:
+            raise InvalidMapDefinition(
+                "ItemBatcher needs MaxItemsPerBatch or MaxInputBytesPerBatch (or both)"
+            )
+        if items is not None and (not isinstance(items, int) or items < 1):
+            raise InvalidMapDefinition("MaxItemsPerBatch must be a positive integer")
+        if size is not None and (
+            not isinstance(size, int) or not 1 <= size <= MAX_BATCH_INPUT_BYTES
+        ):
+            raise InvalidMapDefinition(
+                f"MaxInputBytesPerBatch must be an integer from 1 to {MAX_BATCH_INPUT_BYTES}"
+            )
+    writer = state.get("ResultWriter")
+    if writer is not None and writer.get("Resource") != RESULT_WRITER_RESOURCE:
+        raise InvalidMapDefinition(
+            f"the local AWS writes results only with {RESULT_WRITER_RESOURCE}"
+        )
+
+
+def for_moto(definition: str) -> str:
+    """The definition with each Distributed Map stored here and reduced to what moto's
+    grammar parses; any other definition unchanged."""
+    try:
+        document = json.loads(definition)
+    except ValueError:
+        return definition  # moto's own parser names the syntax error
+    if not isinstance(document, dict) or not _reduce_states(document):
+        return definition
+    return json.dumps(document)
+
+
+def _reduce_states(machine: dict[str, Any]) -> bool:
+    changed = False
+    for state in (machine.get("States") or {}).values():
+        if not isinstance(state, dict):
+            continue
+        processor = state.get("ItemProcessor") or state.get("Iterator")
+        if isinstance(processor, dict) and _reduce_states(processor):
+            changed = True
+        if not is_distributed(state):
+            continue
+        check(state)
+        token = f"{TOKEN_PREFIX}{uuid.uuid4()}"
+        with _SPECS_LOCK:
+            _SPECS[token] = MapSpec(json.loads(json.dumps(state)))
+        for name in ("ItemBatcher", "ResultWriter", "ToleratedFailurePercentage",
+                     "ToleratedFailureCount"):  # fmt: skip
+            state.pop(name, None)
+        state["ItemProcessor"]["ProcessorConfig"]["ExecutionType"] = "STANDARD"
+        state["ItemProcessor"]["Comment"] = token
+        changed = True
+    return changed
+
+
+# --- the map run ---------------------------------------------------------------------
+
+
+def resolve(template: Any, document: Any, context: dict[str, Any]) -> Any:
+    """`template` with each `"key.$": path` replaced by `"key": value`: paths `$.a.b` into
+    `document`, `$$.a.b` into the context object (the subset of JSONPath the backfill's
+    Parameters and BatchInput use)."""
+    if isinstance(template, list):
+        return [resolve(value, document, context) for value in template]
+    if not isinstance(template, dict):
+        return template
+    resolved: dict[str, Any] = {}
+    for key, value in template.items():
+        if key.endswith(".$") and isinstance(value, str):
+            resolved[key[:-2]] = _path(value, document, context)
+        else:
+            resolved[key] = resolve(value, document, context)
+    return resolved
+
+
+def _path(path: str, document: Any, context: dict[str, Any]) -> Any:
+    value, rest = (context, path[3:]) if path.startswith("$$.") else (document, path[2:])
+    if path in ("$", "$$"):
+        return context if path == "$$" else document
+    for part in rest.split("."):
+        if not isinstance(value, dict) or part not in value:
+            raise MapRunFailed(
+                "States.Runtime", f"The JSONPath '{path}' could not be found in the input"
+            )
+        value = value[part]
+    return value
+
+
+def list_items(s3: Any, parameters: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every object under the prefix, as AWS's ItemReader gives them (Key, Etag with its
+    quotes, LastModified in epoch seconds, Size, StorageClass): all pages."""
+    items: list[dict[str, Any]] = []
+    arguments = {"Bucket": parameters.get("Bucket"), "Prefix": parameters.get("Prefix", "")}
+    try:
+        for page in s3.get_paginator("list_objects_v2").paginate(**arguments):
+            for entry in page.get("Contents", []):
+                items.append(
+                    {
+                        "Etag": entry["ETag"],
+                        "Key": entry["Key"],
+                        "LastModified": int(entry["LastModified"].timestamp()),
+                        "Size": entry["Size"],
+                        "StorageClass": entry.get("StorageClass", "STANDARD"),
+                    }
+                )
+    except Exception as error:  # a refused or failed listing: the reader failed
+        raise MapRunFailed(ITEM_READER_FAILED, f"S3 ListObjectsV2 failed: {error}") from None
+    return items
+
+
+def batches(
+    items: list[Any], batcher: dict[str, Any] | None, batch_input: dict[str, Any] | None
+) -> list[Any]:
+    """The children's inputs: each item alone, or `{"Items": [...], "BatchInput": ...}`
+    holding at most MaxItemsPerBatch items and MaxInputBytesPerBatch bytes."""
+    if batcher is None:
+        return list(items)
+    most_items = batcher.get("MaxItemsPerBatch") or len(items) or 1
+    most_bytes = batcher.get("MaxInputBytesPerBatch") or MAX_BATCH_INPUT_BYTES
+    extra = {"BatchInput": batch_input} if batch_input is not None else {}
+    overhead = len(json.dumps({"Items": [], **extra}).encode())
+    groups: list[list[Any]] = []
+    size = overhead
+    for item in items:
+        item_bytes = len(json.dumps(item).encode()) + 1
+        if overhead + item_bytes > most_bytes:
+            raise MapRunFailed(
+                ITEM_READER_FAILED,
+                f"an item of {item_bytes} bytes does not fit a batch of {most_bytes} bytes",
+            )
+        if not groups or len(groups[-1]) >= most_items or size + item_bytes > most_bytes:
+            groups.append([])
+            size = overhead
+        groups[-1].append(item)
+        size += item_bytes
+    return [{"Items": group, **extra} for group in groups]
+
+
+@dataclass
+class ChildResult:
+    """One child execution as ResultWriter reports it."""
+
+    name: str
+    input: Any
+    start: datetime
+    status: str = "PENDING"
+    output: Any = None
+    error: str = ""
+    cause: str = ""
+    stop: datetime | None = None
+    items: int = 1
+
+    def record(self, map_run_arn: str, state_machine_arn: str) -> dict[str, Any]:
+        record: dict[str, Any] = {
+            "ExecutionArn": f"{map_run_arn.replace(':mapRun:', ':execution:')}:{self.name}",
+            "Input": json.dumps(self.input),
+            "InputDetails": {"Included": True},
+            "Name": self.name,
+            "RedriveCount": 0,
+            "RedriveStatus": "NOT_REDRIVABLE",
+            "StartDate": self.start.isoformat(timespec="milliseconds"),
+            "StateMachineArn": state_machine_arn,
+            "Status": self.status,
+        }
+        if self.stop is not None:
+            record["StopDate"] = self.stop.isoformat(timespec="milliseconds")
+        if self.status == "SUCCEEDED":
+            record["Output"] = json.dumps(self.output)
+            record["OutputDetails"] = {"Included": True}
+        elif self.status == "FAILED":
+            record["Error"], record["Cause"] = self.error, self.cause
+        return record
+
+
+@dataclass
+class Tally:
+    """Failed items against the thresholds: AWS fails the map run once either the count
+    or the percentage of failed items is exceeded."""
+
+    total: int
+    tolerated_count: int | None
+    tolerated_percentage: float
+    failed: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def fail(self, items: int) -> bool:
+        """Counts `items` failed; True once a threshold is exceeded."""
+        with self.lock:
+            self.failed += items
+            return self.exceeded()
+
+    def exceeded(self) -> bool:
+        over_count = self.tolerated_count is not None and self.failed > self.tolerated_count
+        share = 100 * self.failed / self.total if self.total else 0
+        return over_count or share > self.tolerated_percentage
+
+
+def run_children(
+    inputs: list[Any],
+    run_child: Callable[[Any], Any],
+    concurrency: int,
+    tally: Tally,
+) -> list[ChildResult]:
+    """Each input through `run_child` (which raises MapRunFailed for a failed child), at
+    most `concurrency` at once; none started once the failure threshold is exceeded."""
+    now = datetime.now(UTC)
+    results = [
+        ChildResult(name=str(uuid.uuid4()), input=child_input, start=now,
+                    items=len(child_input["Items"]) if _is_batch(child_input) else 1)
+        for child_input in inputs
+    ]  # fmt: skip
+
+    def run(result: ChildResult) -> None:
+        result.start = datetime.now(UTC)
+        result.status = "RUNNING"
+        try:
+            result.output = run_child(result.input)
+            result.status = "SUCCEEDED"
+        except MapRunFailed as failure:
+            result.status, result.error, result.cause = "FAILED", failure.error, failure.cause
+            tally.fail(result.items)
+        except Exception as error:  # the interpreter's own fault: the child failed
+            result.status, result.error, result.cause = "FAILED", "States.Runtime", repr(error)
+            tally.fail(result.items)
+        result.stop = datetime.now(UTC)
+
+    pending = iter(results)
+    running: set[Future[None]] = set()
+    stopped = False
+    workers = max(1, min(concurrency, LOCAL_CHILD_THREADS, len(results)))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="map-child") as pool:
+        while True:
+            while not stopped and len(running) < workers:
+                result = next(pending, None)
+                if result is None:
+                    break
+                running.add(pool.submit(run, result))
+            if not running:
+                break
+            _done, running = wait(running, return_when=FIRST_COMPLETED)
+            stopped = stopped or tally.exceeded()
+    return results
+
+
+def _is_batch(child_input: Any) -> bool:
+    return isinstance(child_input, dict) and isinstance(child_input.get("Items"), list)
+
+
+def write_results(
+    s3: Any,
+    parameters: dict[str, Any],
+    map_run_arn: str,
+    state_machine_arn: str,
+    results: list[ChildResult],
+) -> dict[str, Any]:
+    """ResultWriter's export: one file per status that has children, and the manifest
+    naming them; the Map's output names the manifest."""
+    bucket = parameters.get("Bucket")
+    prefix = str(parameters.get("Prefix", ""))
+    prefix = prefix if not prefix or prefix.endswith("/") else prefix + "/"
+    run_id = map_run_arn.rsplit(":", 1)[-1]
+    files: dict[str, list[dict[str, Any]]] = {"FAILED": [], "PENDING": [], "SUCCEEDED": []}
+    try:
+        for status in files:
+            records = [
+                r.record(map_run_arn, state_machine_arn)
+                for r in results
+                if (r.status if r.status != "RUNNING" else "PENDING") == status
+            ]
+            if not records:
+                continue
+            key = f"{prefix}{run_id}/{status}_0.json"
+            body = json.dumps(records).encode()
+            s3.put_object(Bucket=bucket, Key=key, Body=body)
+            files[status].append({"Key": key, "Size": len(body)})
+        manifest_key = f"{prefix}{run_id}/manifest.json"
+        manifest = {"DestinationBucket": bucket, "MapRunArn": map_run_arn, "ResultFiles": files}
+        s3.put_object(Bucket=bucket, Key=manifest_key, Body=json.dumps(manifest).encode())
+    except Exception as error:
+        raise MapRunFailed(RESULT_WRITER_FAILED, f"S3 PutObject failed: {error}") from None
+    return {
+        "MapRunArn": map_run_arn,
+        "ResultWriterDetails": {"Bucket": bucket, "Key": manifest_key},
+    }
+
+
+def run_map(
+    spec: MapSpec,
+    state_input: Any,
+    context: dict[str, Any],
+    map_run_arn: str,
+    s3: Any,
+    run_child: Callable[[Any], Any],
+) -> Any:
+    """One map run of `spec`: the Map state's result (the ResultWriter's details, or the
+    children's outputs in order). MapRunFailed for AWS's map-run errors."""
+    state = spec.state
+    reader = state.get("ItemReader")
+    if reader is not None:
+        items = list_items(s3, resolve(reader.get("Parameters", {}), state_input, context))
+    else:
+        items = _path(state.get("ItemsPath", "$"), state_input, context)
+    batch_input = None
+    if spec.batcher is not None and "BatchInput" in spec.batcher:
+        batch_input = resolve(spec.batcher["BatchInput"], state_input, context)
+    inputs = batches(items, spec.batcher, batch_input)
+    tally = Tally(
+        total=len(items),
+        tolerated_count=state.get("ToleratedFailureCount"),
+        tolerated_percentage=float(state.get("ToleratedFailurePercentage", 0)),
+    )
+    if "ToleratedFailureCount" not in state and "ToleratedFailurePercentage" in state:
+        tally.tolerated_count = None  # the percentage alone decides
+    results = run_children(inputs, run_child, spec.max_concurrency, tally)
+    writer = state.get("ResultWriter")
+    output = (
+        write_results(
+            s3,
+            resolve(writer.get("Parameters", {}), state_input, context),
+            map_run_arn,
+            context["StateMachine"]["Id"],
+            results,
+        )
+        if writer is not None
+        else [r.output for r in results]
+    )
+    if tally.exceeded():
+        raise MapRunFailed(
+            EXCEED_TOLERATED_FAILURE_THRESHOLD,
+            f"{tally.failed} of {tally.total} items failed, over the tolerated "
+            f"{tally.tolerated_count if tally.tolerated_count is not None else 'any'} items "
+            f"or {tally.tolerated_percentage:g} %",
+        )
+    return output
+
+
+# --- the hooks into moto -------------------------------------------------------------
+
+
+def patch_distributed_map_definitions() -> None:
+    """Every definition moto parses (CreateStateMachine's check, each execution's start)
+    goes through `for_moto` first; a broken Distributed Map is InvalidDefinition, under
+    that error code (moto's parser backend answered an empty code for every
+    InvalidDefinition)."""
+    from moto.core.exceptions import AWSError
+    from moto.stepfunctions.parser.api import InvalidDefinition
+    from moto.stepfunctions.parser.asl.parse.asl_parser import AmazonStateLanguageParser
+    from moto.stepfunctions.parser.models import StepFunctionsParserBackend
+
+    class InvalidDefinitionError(AWSError):
+        TYPE = "InvalidDefinition"
+        STATUS = 400
+
+    validate = StepFunctionsParserBackend._validate_definition
+
+    def validate_named(definition: str) -> None:
+        try:
+            validate(definition)
+        except InvalidDefinition as invalid:
+            raise InvalidDefinitionError(str(invalid.message)) from None
+
+    StepFunctionsParserBackend._validate_definition = staticmethod(validate_named)  # type: ignore[method-assign]
+    parse = AmazonStateLanguageParser.parse
+
+    def parse_with_distributed_maps(definition: str) -> Any:
+        try:
+            reduced = for_moto(definition)
+        except InvalidMapDefinition as invalid:
+            # CreateStateMachine turns a parser exception into InvalidDefinition.
+            raise ValueError(f"Invalid Distributed Map: {invalid}") from None
+        return parse(reduced)
+
+    AmazonStateLanguageParser.parse = staticmethod(parse_with_distributed_maps)  # type: ignore[method-assign]
+
+
+def patch_distributed_map_runs() -> None:
+    """A Distributed Map stored by `for_moto` runs through `run_map`; a child is its
+    ItemProcessor run by moto's interpreter in a frame of its own."""
+    from moto.stepfunctions.parser.api import HistoryEventType, MapRunFailedEventDetails
+    from moto.stepfunctions.parser.asl.component.common.error_name.custom_error_name import (
+        CustomErrorName,
+    )
+    from moto.stepfunctions.parser.asl.component.common.error_name.failure_event import (
+        FailureEvent,
+        FailureEventException,
+    )
+    from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name import (
+        StatesErrorName,
+    )
+    from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name_type import (
+        StatesErrorNameType,
+    )
+    from moto.stepfunctions.parser.asl.component.state.exec.state_map.iteration import (
+        distributed_iteration_component as component,
+    )
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task import (
+        lambda_eval_utils,
+    )
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task.credentials import (
+        StateCredentials,
+    )
+    from moto.stepfunctions.parser.asl.eval.environment import Environment
+    from moto.stepfunctions.parser.asl.eval.event.event_detail import EventDetails
+    from moto.stepfunctions.parser.asl.eval.program_state import ProgramEnded, ProgramError
+    from moto.stepfunctions.parser.asl.eval.states import ItemData, MapData
+
+    Component = component.DistributedIterationComponent
+    eval_body = Component._eval_body
+
+    def run_distributed(self: Any, env: Environment) -> None:
+        comment = getattr(getattr(self, "_comment", None), "comment", "")
+        with _SPECS_LOCK:
+            spec = _SPECS.get(comment)
+        if spec is None:
+            eval_body(self, env)
+            return
+        eval_input = env.stack.pop()
+        record = eval_input.map_run_record
+        context: dict[str, Any] = dict(env.states.context_object.context_object_data)
+        program = self._get_iteration_program()
+        # The role's clients, as the state machine's own tasks get them (local_aws.iam).
+        credentials = StateCredentials(role_arn=env.aws_execution_details.role_arn)
+        credentials.source_arn = context["StateMachine"]["Id"]  # type: ignore[attr-defined]
+        s3 = lambda_eval_utils.boto_client_for(env.aws_execution_details.region, "s3", credentials)
+
+        def run_child(child_input: Any) -> Any:
+            frame = env.open_inner_frame()
+            try:
+                frame.states.context_object.context_object_data["Map"] = MapData(
+                    Item=ItemData(Index=0, Value=child_input)
+                )
+                frame.states.reset(child_input)
+                program.eval(frame)
+                state = frame.program_state()
+                if isinstance(state, ProgramError):
+                    failed: dict[str, Any] = dict(state.error or {})
+                    raise MapRunFailed(str(failed.get("error", "")), str(failed.get("cause", "")))
+                if not isinstance(state, ProgramEnded):
+                    raise MapRunFailed("States.Runtime", f"the child ended {type(state).__name__}")
+                return frame.states.get_input()
+            except FailureEventException as failure:
+                error, cause = failure.extract_error_cause_pair() or ("States.Runtime", "")
+                raise MapRunFailed(str(error), str(cause)) from None
+            finally:
+                env.delete_frame(frame)
+
+        try:
+            output = run_map(
+                spec, env.states.get_input(), context, record.map_run_arn, s3, run_child
+            )
+        except MapRunFailed as failure:
+            details = MapRunFailedEventDetails(error=failure.error, cause=failure.cause)
+            env.event_manager.add_event(
+                context=env.event_history_context,
+                event_type=HistoryEventType.MapRunFailed,
+                event_details=EventDetails(mapRunFailedEventDetails=details),  # type: ignore[typeddict-item]
+            )
+            raise FailureEventException(
+                FailureEvent(
+                    env=env,
+                    error_name=(
+                        StatesErrorName(typ=StatesErrorNameType.from_name(failure.error))
+                        if failure.error.startswith("States.")
+                        else CustomErrorName(failure.error)
+                    ),
+                    event_type=HistoryEventType.MapRunFailed,
+                    event_details=EventDetails(mapRunFailedEventDetails=details),  # type: ignore[typeddict-item]
+                )
+            ) from None
+        env.event_manager.add_event(
+            context=env.event_history_context, event_type=HistoryEventType.MapRunSucceeded
+        )
+        env.stack.append(output)
+
+    Component._eval_body = run_distributed  # type: ignore[method-assign]
+
+
+PATCHES = (patch_distributed_map_definitions, patch_distributed_map_runs)
