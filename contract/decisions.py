@@ -25,6 +25,8 @@ Item attributes (DynamoDB types in brackets):
   outbox, EVENT_OUTBOX_INDEX below).
 - `rejection` [S] (one of REJECTION_REASONS), `rejection_cause` [S]: why an upload was
   rejected (status STATUS_REJECTED); such an item has no label.
+- `backfill` [S]: the backfill that wrote the decision (contract/backfill.py), absent on
+  the live workflow's; a backfill puts no event (docs/events.md).
 - `revision` [N]: bumped by every write after the first; each answer and undo is
   conditional on the revision the reviewer saw, so two reviewers never overwrite
   each other (the second gets ConditionalCheckFailedException and a fresh item).
@@ -193,3 +195,12 @@ ANSWERED_INDEX = "answered"
 ANSWERED_INDEX_PARTITION_KEY = "review_reason"
 ANSWERED_INDEX_SORT_KEY = "reviewed_at"
 ANSWERED_INDEX_PROJECTION = ("label", "inferences", "source", "model_version", "answer")
+
+
+# The first write of a photo's decision (the image workflow's ConditionExpression, and the
+# backfill's): written if the photo has none, or if this execution wrote it and nobody has
+# changed it since (a retry after a lost answer). Its names and values: `#image`,
+# `#execution`, `#revision`; `:execution` (the writer's execution ARN), `:first` (0).
+FIRST_WRITE_CONDITION = (
+    "attribute_not_exists(#image) OR (#execution = :execution AND #revision = :first)"
+)

@@ -196,10 +196,11 @@ def decode_image(image_data: str, limit: int) -> bytes:
 
 
 def invoke(
-    endpoint_name: str, image: bytes, content_type: str, inference_id: str
+    endpoint_name: str, image: bytes, content_type: str, inference_id: str, target_variant: str = ""
 ) -> tuple[list[float], str]:
     """The endpoint's probabilities for `image`, and the name of the variant that answered;
-    `inference_id` goes into the endpoint's captures of this request."""
+    `inference_id` goes into the endpoint's captures of this request. With `target_variant`
+    that variant answers (InvokeEndpoint's TargetVariant: a backfill's chosen version)."""
     from botocore.exceptions import (
         BotoCoreError,
         ClientError,
@@ -215,6 +216,7 @@ def invoke(
             Accept="application/json",
             Body=image,
             InferenceId=inference_id,
+            **({"TargetVariant": target_variant} if target_variant else {}),
         )
         payload = response["Body"].read()
         variant = str(response.get("InvokedProductionVariant") or "")
