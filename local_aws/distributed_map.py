@@ -325,9 +325,13 @@ def run_children(
     run_child: Callable[[Any], Any],
     concurrency: int,
     tally: Tally,
+    parent_running: Callable[[], bool] = lambda: True,
+    counted: Callable[[str, int], None] = lambda _status, _items: None,
 ) -> list[ChildResult]:
     """Each input through `run_child` (which raises MapRunFailed for a failed child), at
-    most `concurrency` at once; none started once the failure threshold is exceeded."""
+    most `concurrency` at once; none started once the failure threshold is exceeded, or
+    once the parent execution is not running (stopped). `counted(status, items)` hears
+    of each child that ended (DescribeMapRun's counts)."""
     now = datetime.now(UTC)
     results = [
         ChildResult(name=str(uuid.uuid4()), input=child_input, start=now,
@@ -341,12 +345,15 @@ def run_children(
         try:
             result.output = run_child(result.input)
             result.status = "SUCCEEDED"
+            counted("succeeded", result.items)
         except MapRunFailed as failure:
             result.status, result.error, result.cause = "FAILED", failure.error, failure.cause
             tally.fail(result.items)
+            counted("failed", result.items)
         except Exception as error:  # the interpreter's own fault: the child failed
             result.status, result.error, result.cause = "FAILED", "States.Runtime", repr(error)
             tally.fail(result.items)
+            counted("failed", result.items)
         result.stop = datetime.now(UTC)
 
     pending = iter(results)
@@ -363,7 +370,7 @@ def run_children(
             if not running:
                 break
             _done, running = wait(running, return_when=FIRST_COMPLETED)
-            stopped = stopped or tally.exceeded()
+            stopped = stopped or tally.exceeded() or not parent_running()
     return results
 
 
@@ -416,9 +423,12 @@ def run_map(
     map_run_arn: str,
     s3: Any,
     run_child: Callable[[Any], Any],
+    parent_running: Callable[[], bool] = lambda: True,
+    counted: Callable[[str, int], None] = lambda _status, _items: None,
 ) -> Any:
     """One map run of `spec`: the Map state's result (the ResultWriter's details, or the
-    children's outputs in order). MapRunFailed for AWS's map-run errors."""
+    children's outputs in order). MapRunFailed for AWS's map-run errors. A parent stopped
+    (StopExecution) starts no more children and exports nothing: its run is aborted."""
     state = spec.state
     reader = state.get("ItemReader")
     if reader is not None:
@@ -429,6 +439,7 @@ def run_map(
     if spec.batcher is not None and "BatchInput" in spec.batcher:
         batch_input = resolve(spec.batcher["BatchInput"], state_input, context)
     inputs = batches(items, spec.batcher, batch_input)
+    counted("total", len(items))
     tally = Tally(
         total=len(items),
         tolerated_count=state.get("ToleratedFailureCount"),
@@ -436,7 +447,9 @@ def run_map(
     )
     if "ToleratedFailureCount" not in state and "ToleratedFailurePercentage" in state:
         tally.tolerated_count = None  # the percentage alone decides
-    results = run_children(inputs, run_child, spec.max_concurrency, tally)
+    results = run_children(inputs, run_child, spec.max_concurrency, tally, parent_running, counted)
+    if not parent_running():
+        return None
     writer = state.get("ResultWriter")
     output = (
         write_results(
@@ -569,9 +582,20 @@ def patch_distributed_map_runs() -> None:
             finally:
                 env.delete_frame(frame)
 
+        def counted(status: str, items: int) -> None:
+            getattr(record.item_counter, status).count(items)
+            getattr(record.execution_counter, status).count()
+
         try:
             output = run_map(
-                spec, env.states.get_input(), context, record.map_run_arn, s3, run_child
+                spec,
+                env.states.get_input(),
+                context,
+                record.map_run_arn,
+                s3,
+                run_child,
+                env.is_running,
+                counted,
             )
         except MapRunFailed as failure:
             details = MapRunFailedEventDetails(error=failure.error, cause=failure.cause)
