@@ -425,11 +425,18 @@ def run_map(
     run_child: Callable[[Any], Any],
     parent_running: Callable[[], bool] = lambda: True,
     counted: Callable[[str, int], None] = lambda _status, _items: None,
+    authorize: Callable[[str, str], None] = lambda _action, _resource: None,
 ) -> Any:
     """One map run of `spec`: the Map state's result (the ResultWriter's details, or the
     children's outputs in order). MapRunFailed for AWS's map-run errors. A parent stopped
     (StopExecution) starts no more children and exports nothing: its run is aborted."""
     state = spec.state
+    # The children are executions the parent's role starts, follows and stops ("IAM
+    # policies for running Distributed Map states"): refused, the map run cannot start.
+    machine = context["StateMachine"]["Id"]
+    children = f"{map_run_arn.replace(':mapRun:', ':execution:')}:child"
+    authorize("states:StartExecution", machine)
+    authorize("states:DescribeExecution", children)
     reader = state.get("ItemReader")
     if reader is not None:
         items = list_items(s3, resolve(reader.get("Parameters", {}), state_input, context))
@@ -542,6 +549,8 @@ def patch_distributed_map_runs() -> None:
     from moto.stepfunctions.parser.asl.eval.program_state import ProgramEnded, ProgramError
     from moto.stepfunctions.parser.asl.eval.states import ItemData, MapData
 
+    from local_aws import iam
+
     Component = component.DistributedIterationComponent
     eval_body = Component._eval_body
 
@@ -582,6 +591,14 @@ def patch_distributed_map_runs() -> None:
             finally:
                 env.delete_frame(frame)
 
+        def authorize(action: str, resource: str) -> None:
+            role = env.aws_execution_details.role_arn
+            try:
+                iam.authorize(iam.Request(role, action, resource, {}))
+            except iam.AccessDenied as denied:
+                print(f"local AWS: AccessDenied: {denied}", flush=True)
+                raise MapRunFailed("States.Runtime", f"AccessDeniedException: {denied}") from None
+
         def counted(status: str, items: int) -> None:
             getattr(record.item_counter, status).count(items)
             getattr(record.execution_counter, status).count()
@@ -596,6 +613,7 @@ def patch_distributed_map_runs() -> None:
                 run_child,
                 env.is_running,
                 counted,
+                authorize,
             )
         except MapRunFailed as failure:
             details = MapRunFailedEventDetails(error=failure.error, cause=failure.cause)

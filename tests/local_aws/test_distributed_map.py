@@ -47,6 +47,7 @@ def map_machine(
     results_bucket: str | None = None,
     fail_batch_of: int = -1,
     list_allowed: bool = True,
+    children_allowed: bool = True,
 ) -> str:
     """A Distributed Map over s3://bucket/in/ whose child passes its batch through (or
     fails when it holds `fail_batch_of` items), results to results/."""
@@ -88,8 +89,19 @@ def map_machine(
     }
     iam = local.client("iam")
     role = iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(TRUST))
+    machine = f"arn:aws:states:us-east-1:123456789012:stateMachine:{name}"
     statements = [
-        {"Effect": "Allow", "Action": "s3:PutObject", "Resource": f"arn:aws:s3:::{bucket}/*"}
+        {"Effect": "Allow", "Action": "s3:PutObject", "Resource": f"arn:aws:s3:::{bucket}/*"},
+        {
+            "Effect": "Allow",
+            "Action": "states:StartExecution",
+            "Resource": machine if children_allowed else f"{machine}-other",
+        },
+        {
+            "Effect": "Allow",
+            "Action": ["states:DescribeExecution", "states:StopExecution"],
+            "Resource": f"arn:aws:states:us-east-1:123456789012:execution:{name}/*",
+        },
     ]
     if list_allowed:
         statements.append(
@@ -227,6 +239,18 @@ def test_results_the_role_may_not_write_fail_with_result_writer_failed(
     described = run(workflow_aws, machine, unique_name)
     assert described["status"] == "FAILED"
     assert described["error"] == "States.ResultWriterFailed"
+
+
+def test_a_role_that_may_not_start_its_children_fails_the_map(
+    workflow_aws: LocalAws, unique_name: str
+) -> None:
+    """ "IAM policies for running Distributed Map states": the state machine's role needs
+    states:StartExecution on the state machine itself to start the child executions."""
+    photos(workflow_aws, unique_name, 3)
+    machine = map_machine(workflow_aws, unique_name, unique_name, children_allowed=False)
+    described = run(workflow_aws, machine, unique_name)
+    assert described["status"] == "FAILED"
+    assert "states:StartExecution" in described["cause"]
 
 
 @pytest.mark.parametrize(

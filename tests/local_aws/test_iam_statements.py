@@ -184,6 +184,7 @@ class Workflow:
     rendered: Rendered
     bucket: str
     machine_arn: str
+    backfill_arn: str = ""
     functions: dict[str, str] = field(default_factory=dict)  # role logical id -> function
     environments: dict[str, dict[str, str]] = field(default_factory=dict)  # ... -> variables
     whole_roles: dict[str, str] = field(default_factory=dict)  # role logical id -> ARN
@@ -294,13 +295,18 @@ def build_workflow(workflow_aws: LocalAws, tmp_path_factory: pytest.TempPathFact
         )
         workflow.functions[role_id] = properties["FunctionName"]
         workflow.environments[role_id] = {k: str(v) for k, v in variables.items()}
-    machine = rendered.resources["ImageWorkflow"]["Properties"]
-    definition = rendered.resolve(machine["DefinitionString"])
-    aws.client("stepfunctions").create_state_machine(
-        name=machine["StateMachineName"],
-        definition=definition,
-        roleArn=workflow.whole_roles["ImageWorkflowRole"],
-    )
+    for logical_id, role_id in (
+        ("ImageWorkflow", "ImageWorkflowRole"),
+        ("Backfill", "BackfillWorkflowRole"),
+    ):
+        machine = rendered.resources[logical_id]["Properties"]
+        definition = rendered.resolve(machine["DefinitionString"])
+        created = aws.client("stepfunctions").create_state_machine(
+            name=machine["StateMachineName"],
+            definition=definition,
+            roleArn=workflow.whole_roles[role_id],
+        )
+    workflow.backfill_arn = created["stateMachineArn"]
     return workflow
 
 
@@ -518,6 +524,60 @@ def _trigger_outcome(workflow: Workflow, rule: str, role: str, key: str) -> str:
     raise AssertionError(f"the upload of {key} neither started an execution nor failed")
 
 
+def _backfill_batch(workflow: Workflow, role: str) -> str:
+    """One batch of a backfill, one photo not decided before: the scorer reads which
+    photos are decided (BatchGetItem), reads the photo, calls the endpoint and writes its
+    decision."""
+    workflow.use_roles(BackfillRole=role)
+    s3 = workflow.aws.client("s3")
+    key = f"archive/iam-{uuid.uuid4().hex}.png"
+    s3.copy_object(
+        Bucket=workflow.bucket, Key=key, CopySource={"Bucket": workflow.bucket, "Key": IMAGE_KEY}
+    )
+    etag = s3.head_object(Bucket=workflow.bucket, Key=key)["ETag"]
+    execution = f"arn:aws:states:{REGION}:{ACCOUNT_ID}:execution:iam:{uuid.uuid4().hex}"
+    batch = {
+        "Items": [{"Key": key, "Etag": etag}],
+        "BatchInput": {
+            "bucket": workflow.bucket,
+            "backfill": "iam",
+            "execution": execution,
+            "target_variant": "",
+            "redecide": False,
+        },
+    }
+    response = workflow.aws.client("lambda").invoke(
+        FunctionName=workflow.functions["BackfillRole"], Payload=json.dumps(batch).encode()
+    )
+    payload = response["Payload"].read().decode()
+    if "FunctionError" in response:
+        return f"{response['FunctionError']}: {payload}"
+    outcomes = [photo["outcome"] for photo in json.loads(payload)["photos"]]
+    return "ok" if outcomes == ["routed"] else payload
+
+
+def _backfill_workflow(workflow: Workflow, role: str) -> str:
+    """A backfill of a prefix holding one photo: the map lists it, starts its child,
+    invokes the scorer and exports the results."""
+    workflow.use_roles()
+    sfn = workflow.aws.client("stepfunctions")
+    sfn.update_state_machine(stateMachineArn=workflow.backfill_arn, roleArn=role)
+    prefix = f"archive/iam-{uuid.uuid4().hex}/"
+    workflow.aws.client("s3").copy_object(
+        Bucket=workflow.bucket,
+        Key=f"{prefix}photo.png",
+        CopySource={"Bucket": workflow.bucket, "Key": IMAGE_KEY},
+    )
+    arn = sfn.start_execution(
+        stateMachineArn=workflow.backfill_arn,
+        input=json.dumps({"prefix": prefix, "target_variant": "", "redecide": False}),
+    )["executionArn"]
+    described = _wait_for_execution(workflow, arn)
+    if described["status"] == "SUCCEEDED":
+        return "ok"
+    return f"{described['status']}: {described.get('error')}: {described.get('cause')}"
+
+
 SCENARIOS: dict[str, Callable[[Workflow, str], str]] = {
     "SerializeRole": _serialize,
     "ClassifyRole": _classify,
@@ -526,6 +586,8 @@ SCENARIOS: dict[str, Callable[[Workflow, str], str]] = {
     "PublishDecisionsRole": _publish_decisions,
     "ImageWorkflowRole": _state_machine,
     "ImageWorkflowEventToStepFunctionsRole": _trigger,
+    "BackfillRole": _backfill_batch,
+    "BackfillWorkflowRole": _backfill_workflow,
 }
 
 
