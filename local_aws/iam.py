@@ -523,8 +523,14 @@ def _dynamodb_request(
     PutItem, dynamodb:LeadingKeys (the item's partition key value) and dynamodb:Attributes
     (its attribute names), as DynamoDB fills them in; for UpdateItem, the key's partition
     value and the attributes it names (the key, and those of its update and condition
-    expressions); dynamodb:ReturnValues when the request has ReturnValues."""
+    expressions); for BatchGetItem, its keys and projection (`_batch_get_keys`);
+    dynamodb:ReturnValues when the request has ReturnValues."""
     name = str(response._get_param("TableName") or "*")
+    requested = response._get_param("RequestItems")
+    if action == "dynamodb:BatchGetItem" and isinstance(requested, dict) and requested:
+        # Evaluated per table on AWS; here the first table's (the project reads one).
+        name, reads = next(iter(requested.items()))
+        _batch_get_keys(reads, context)
     arn = name if name.startswith("arn:") else f"arn:aws:dynamodb:{region}:{account}:table/{name}"
     index = response._get_param("IndexName")
     if index:
@@ -552,6 +558,24 @@ def _dynamodb_request(
             context["dynamodb:LeadingKeys"] = (str(next(iter(key.values()))),)
         context["dynamodb:Attributes"] = tuple(str(attribute) for attribute in item)
     return arn
+
+
+def _batch_get_keys(reads: Any, context: dict[str, ContextValue]) -> None:
+    """A BatchGetItem's dynamodb:LeadingKeys (every key's partition value) and
+    dynamodb:Attributes (its ProjectionExpression's names, `#name` resolved)."""
+    if not isinstance(reads, dict):
+        return
+    leading = []
+    for key in reads.get("Keys") or []:
+        partition = next(iter(key.values()), None) if isinstance(key, dict) else None
+        if isinstance(partition, dict) and len(partition) == 1:
+            leading.append(str(next(iter(partition.values()))))
+    context["dynamodb:LeadingKeys"] = tuple(leading)
+    names = reads.get("ExpressionAttributeNames") or {}
+    projection = str(reads.get("ProjectionExpression") or "")
+    if projection:
+        attributes = [names.get(p.strip(), p.strip()) for p in projection.split(",")]
+        context["dynamodb:Attributes"] = tuple(str(a).split(".")[0] for a in attributes)
 
 
 # Words of DynamoDB's update and condition expressions that are not attribute names.
