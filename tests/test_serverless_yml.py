@@ -209,6 +209,12 @@ def test_the_only_wildcards_in_resources_are_the_unavoidable_ones(packaged: Pack
         f"arn:aws:s3:::{bucket}/test/*",
         f"arn:aws:s3:::{bucket}/train/*",
         f"arn:aws:s3:::{bucket}/incoming/*",
+        f"arn:aws:s3:::{bucket}/archive/*",  # what a backfill may score too
+        # A backfill's exported results, under its map run's id, and its child executions,
+        # named when the map run starts them.
+        f"arn:aws:s3:::{bucket}/backfills/*",
+        "arn:${AWS::Partition}:states:${AWS::Region}:${AWS::AccountId}:execution:"
+        f"{bucket}-backfill/*",  # the stage's machine is named as its bucket
         # The monitor: capture objects, its own state, and each model's baseline profile.
         f"arn:aws:s3:::{bucket}/data_capture/*",
         f"arn:aws:s3:::{bucket}/monitoring/*",
