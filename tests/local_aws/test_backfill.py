@@ -113,6 +113,37 @@ def test_a_backfill_run_again_decides_nothing_twice(workflow: Workflow, tmp_path
     assert decisions(workflow, prefix) == before
 
 
+def test_redecide_replaces_the_models_decisions_and_keeps_a_persons_answer(
+    workflow: Workflow, tmp_path: Path
+) -> None:
+    prefix = f"archive/bf-{uuid.uuid4().hex}/"
+    upload(workflow, prefix, {f"p{i}.png": image(True) for i in range(3)})
+    first = backfill(workflow, prefix, tmp_path)
+    answered = f"{prefix}p0.png"
+    table = workflow.environments["BackfillRole"]["DECISIONS_TABLE"]
+    image_id = next(row["image"] for row in first["rows"] if row["key"] == answered)
+    workflow.aws.client("dynamodb").update_item(  # a person's answer, as the review writes it
+        TableName=table,
+        Key={"image": {"S": image_id}},
+        UpdateExpression="SET #source = :person, #status = :reviewed, #revision = :one",
+        ExpressionAttributeNames={
+            "#source": "source", "#status": "status", "#revision": "revision",
+        },
+        ExpressionAttributeValues={
+            ":person": {"S": "person"}, ":reviewed": {"S": "reviewed"}, ":one": {"N": "1"},
+        },
+    )  # fmt: skip
+
+    again = backfill(workflow, prefix, tmp_path, "--redecide")
+
+    assert again["outcomes"]["routed"] == 2 and again["outcomes"]["already_decided"] == 1
+    stored = decisions(workflow, prefix)
+    assert stored[answered]["source"] == "person" and stored[answered]["revision"] == "1"
+    for key in (f"{prefix}p1.png", f"{prefix}p2.png"):
+        assert stored[key][BACKFILL_ATTRIBUTE] == again["backfill"]
+        assert stored[key]["revision"] == "1"  # bumped, as every write after the first
+
+
 def test_a_backfill_stopped_midway_and_restarted_decides_each_photo_once(
     workflow: Workflow, tmp_path: Path
 ) -> None:
