@@ -5,8 +5,7 @@ A backfill is one Standard execution holding a Distributed Map: the parent's few
 transitions, and one transition per child it starts; each child is an Express execution
 (a request, and its duration rounded up to 100 ms times 64 MB: Step Functions pricing)
 running one Lambda invocation that scores the batch (handlers/backfill.py): per photo one
-ranged S3 GET, one endpoint request and one conditional PutItem (1 write unit, items under
-1 KB), per batch one BatchGetItem (an eventually consistent read: half a read unit per
+ranged S3 GET, one endpoint request and one conditional PutItem (WRITE_UNITS_PER_PHOTO), per batch one BatchGetItem (an eventually consistent read: half a read unit per
 item under 4 KB) and one log line; the listing is one LIST per 1,000 objects, the results
 a few PUTs per map run. The endpoint's time is what the photos take at the measured
 throughput of one instance (training_job/autoscaling.py's MEASURED_MAX_RPS_PER_INSTANCE,
@@ -27,7 +26,9 @@ LIST_PAGE_OBJECTS = 1000  # ListObjectsV2's page
 RESULT_PUTS = 4  # the manifest and one file per status, per map run
 EXPRESS_MEMORY_GB = 64 / 1024  # Express bills memory in 64-MB chunks; a child needs one
 EXPRESS_DURATION_UNIT_SECONDS = 0.1
-WRITE_UNITS_PER_PHOTO = 1.0  # a decision item is well under 1 KB
+# A decision item is well under 1 KB: one unit, and one more in the review queue's index
+# for the photos queued (doubtful or audit-sampled, about one in ten).
+WRITE_UNITS_PER_PHOTO = 1.1
 READ_UNITS_PER_PHOTO = 0.5  # BatchGetItem, eventually consistent, items under 4 KB
 LOG_BYTES_PER_BATCH = 700  # Lambda's START/END/REPORT lines and the handler's one line
 
