@@ -5,8 +5,9 @@ A backfill is one Standard execution holding a Distributed Map: the parent's few
 transitions, and one transition per child it starts; each child is an Express execution
 (a request, and its duration rounded up to 100 ms times 64 MB: Step Functions pricing)
 running one Lambda invocation that scores the batch (handlers/backfill.py): per photo one
-ranged S3 GET, one endpoint request and one conditional PutItem (WRITE_UNITS_PER_PHOTO), per batch one BatchGetItem (an eventually consistent read: half a read unit per
-item under 4 KB) and one log line; the listing is one LIST per 1,000 objects, the results
+ranged S3 GET, one endpoint request and one conditional PutItem (WRITE_UNITS_PER_PHOTO),
+per batch one BatchGetItem (an eventually consistent read: half a read unit per item under
+4 KB) and one log line; the listing is one LIST per 1,000 objects, the results
 a few PUTs per map run. The endpoint's time is what the photos take at the measured
 throughput of one instance (training_job/autoscaling.py's MEASURED_MAX_RPS_PER_INSTANCE,
 the number the autoscaling target is made of), billed by the instance-hour.
