@@ -28,6 +28,7 @@ re-runs and its 5-minute duration limit, redrive.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 import uuid
@@ -166,9 +167,11 @@ def _reduce_states(machine: dict[str, Any]) -> bool:
         if not is_distributed(state):
             continue
         check(state)
-        token = f"{TOKEN_PREFIX}{uuid.uuid4()}"
+        # Named by its content: parsing the same definition again stores nothing new.
+        text = json.dumps(state, sort_keys=True)
+        token = f"{TOKEN_PREFIX}{hashlib.sha256(text.encode()).hexdigest()}"
         with _SPECS_LOCK:
-            _SPECS[token] = MapSpec(json.loads(json.dumps(state)))
+            _SPECS.setdefault(token, MapSpec(json.loads(text)))
         for name in ("ItemBatcher", "ResultWriter", "ToleratedFailurePercentage",
                      "ToleratedFailureCount"):  # fmt: skip
             state.pop(name, None)
