@@ -189,6 +189,8 @@ class Scorer:
                     "ExpressionAttributeNames": {"#image": PARTITION_KEY, "#revision": "revision"},
                 }
             }
+            # Keys still unprocessed after the last round are scored as undecided: the
+            # conditional write still keeps a decision that exists.
             for _round in range(BATCH_GET_ROUNDS):
                 answer = self.dynamodb.batch_get_item(RequestItems=request)
                 for item in answer.get("Responses", {}).get(self.table, []):
@@ -196,8 +198,6 @@ class Scorer:
                 request = answer.get("UnprocessedKeys") or {}
                 if not request:
                     break
-            else:  # never all answered: score them; the conditional write still guards
-                continue
         return found
 
     def score(self, photo: Photo, decided: dict[str, int]) -> dict[str, Any]:
@@ -224,7 +224,7 @@ class Scorer:
                 "rejection_cause": {"S": cause},
             }
             written = self._write(photo, item, decided_at, decided.get(photo.image))
-            return {**outcome, **written, "error": name}
+            return {**outcome, **written, "error": name, "cause": cause}
         best = max(range(len(inferences)), key=inferences.__getitem__)
         label, confidence = LABELS[best], inferences[best]
         item = {
