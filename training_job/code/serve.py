@@ -77,6 +77,10 @@ class ScriptError(Exception):
     """The model's code or weights did not load: the container never passes /ping."""
 
 
+class SettingsError(ValueError):
+    """An environment variable of the server's that is not a value it can use."""
+
+
 @dataclass(frozen=True)
 class Settings:
     """What the environment sets; `from_environment` reads SageMaker's variables."""
@@ -100,7 +104,7 @@ class Settings:
             except ValueError:
                 value = -1
             if value <= 0:
-                raise ScriptError(f"{name} must be a positive number, got {text!r}")
+                raise SettingsError(f"{name} must be a positive number, got {text!r}")
             return value
 
         return cls(
@@ -326,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         settings = Settings.from_environment(os.environ)
-    except ScriptError as error:
+    except SettingsError as error:
         print(f"serve.py: {error}", file=sys.stderr)
         return 2
     one_thread_per_forward_pass()

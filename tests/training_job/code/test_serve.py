@@ -188,6 +188,30 @@ def test_a_version_whose_code_does_not_import_never_passes_ping(
     assert "ModuleNotFoundError" in stderr and "a_module_this_version_does_not_ship" in stderr
 
 
+def test_an_answer_slower_than_the_server_timeout_is_a_500(trained: Path, tmp_path: Path) -> None:
+    """SAGEMAKER_MODEL_SERVER_TIMEOUT bounds one request's answer (the inference toolkit's
+    variable; SageMaker itself waits 60 s for a container's answer)."""
+    archive = sample_model.package_model(
+        trained, tmp_path / "model.tar.gz", rollout_models.CODE_ADDITIONS["slow"]
+    )
+    port = free_port()
+    process = start_server(
+        extracted(archive, tmp_path / "ml"), port, SAGEMAKER_MODEL_SERVER_TIMEOUT="0.2"
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_ping(process, url)
+        png = sample_model.png_bytes(np.zeros((32, 32, 3), np.uint8))
+        response = requests.post(
+            f"{url}/invocations", data=png, headers={"Content-Type": "image/png"}, timeout=60
+        )
+        assert response.status_code == 500
+        assert response.json()["message"] == "the model failed on this request"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=60)
+
+
 @pytest.mark.parametrize(
     ("name", "value"),
     [("SAGEMAKER_MODEL_SERVER_WORKERS", "0"), ("SAGEMAKER_MODEL_SERVER_TIMEOUT", "soon")],
