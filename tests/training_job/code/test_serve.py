@@ -173,6 +173,53 @@ def test_a_refused_request_keeps_its_status_and_a_json_message(
     assert document["error"] and "Traceback" not in response.text
 
 
+GATED_MODEL_FN = """
+
+import os as _os
+import time as _time
+
+_model_fn = model_fn
+
+
+def model_fn(model_dir):
+    while not _os.path.exists(_os.environ["TEST_LOAD_GATE"]):  # the test opens it
+        _time.sleep(0.05)
+    return _model_fn(model_dir)
+"""
+
+
+def test_ping_answers_503_while_the_model_loads_and_200_once_it_serves(
+    trained: Path, tmp_path: Path
+) -> None:
+    """AWS: SageMaker sends traffic only once /ping answers 200; until the model is
+    loaded the server answers /ping (and /invocations) 503."""
+    archive = sample_model.package_model(
+        trained, tmp_path / "model.tar.gz", {"inference.py": GATED_MODEL_FN}
+    )
+    gate = tmp_path / "gate"
+    port = free_port()
+    process = start_server(extracted(archive, tmp_path / "ml"), port, TEST_LOAD_GATE=str(gate))
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + START_SECONDS
+        while True:  # until the server listens (its model_fn waits for the gate)
+            assert process.poll() is None, process.communicate()[1][-2000:]
+            assert time.monotonic() < deadline, "the server never listened"
+            try:
+                loading = requests.get(f"{url}/ping", timeout=5)
+                break
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        assert loading.status_code == 503
+        refused = requests.post(f"{url}/invocations", data=b"x", timeout=10)
+        assert refused.status_code == 503 and refused.headers["Retry-After"] == "1"
+        gate.touch()
+        wait_for_ping(process, url)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=60)
+
+
 def test_a_version_whose_code_does_not_import_never_passes_ping(
     trained: Path, tmp_path: Path
 ) -> None:
