@@ -20,11 +20,21 @@ For each seed (0, 1, 2 by default), without ever training on the test split:
        reviewed  the reviewed photos (stopped + audited);
        random    as many held-back photos, chosen at random (labelling without the gate);
        all       every held-back photo (the whole train split labelled);
+       erring    the reviewed photos as a reviewer who errs on --error-rate (5%) of answers
+                 labels them (training_job/review/scripted.py's SimulatedPerson);
+       checked   the same answers after the review store's agreement check
+                 (training_job/review/agreement.py): an answer the initial model
+                 contradicts strongly gets a second, independent reviewer's answer and is
+                 trained on only if the two agree;
      and each model, the initial one too, is scored on the test split: accuracy, the share
-     of test photos past the gate, the accuracy of those.
+     of test photos past the gate, the accuracy of those, the temperature train.py fit.
+     The gate's tables also show what each labelling policy adds (class mix, the initial
+     model's confidence on it) and, for several levels of the agreement check, how many
+     second opinions it asks for and how many wrong answers still become training lines.
 
   .venv/bin/python benchmarks/review_loop.py --quick     # development: 20 epochs, 1 member
   .venv/bin/python benchmarks/review_loop.py             # train.py's own defaults
+  .venv/bin/python benchmarks/review_loop.py --quick --arms reviewed,random --seeds 3,4
 """
 
 from __future__ import annotations
