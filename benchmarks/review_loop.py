@@ -319,6 +319,7 @@ def answered_by_erring_reviewer(
     wrong_answers = sum(first != truth for first, truth in zip(firsts, truths, strict=True))
     counts: dict[str, Any] = {"wrong_answers": wrong_answers}
     checked: list[Photo] = []
+    # The product's level last: its photos are the `checked` arm's.
     for level in (*SECOND_OPINION_LEVELS, SECOND_OPINION_BELOW):
         asked = wrong = held = 0
         kept: list[Photo] = []
@@ -364,7 +365,7 @@ def print_tables(scores: list[Score], flows: list[dict[str, Any]], threshold: fl
             f"{f['random_motorcycle_share']:>11.2f}  {f['reviewed_old_confidence']:>13.3f}  "
             f"{f['random_old_confidence']:>11.3f}"
         )
-    levels = (*SECOND_OPINION_LEVELS, SECOND_OPINION_BELOW)
+    levels = sorted({*SECOND_OPINION_LEVELS, SECOND_OPINION_BELOW}, reverse=True)
     print(
         "\nthe erring reviewer's answers: second opinions asked / answers held back / wrong "
         "lines kept, by the level below which the model's probability for the answer asks "
