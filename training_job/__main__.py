@@ -27,6 +27,7 @@ COMMANDS = (
     "monitor",
     "review",
     "cost",
+    "image",
     "backfill",
 )
 # The variables the AWS CLI (AWS_REGION first), boto3 (AWS_DEFAULT_REGION) and
