@@ -19,9 +19,10 @@ evaluation, the endpoint) gets the same test-time augmentation.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -32,6 +33,7 @@ CONFIG_FILE = "model.json"
 WHITEN_KERNEL = 2
 WHITEN_WIDTH = 2 * 3 * WHITEN_KERNEL**2  # each patch eigenvector and its negation
 LOGIT_SCALE = 1 / 9  # airbench's output scaling, which suits label smoothing
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
 
 class Conv(nn.Conv2d):
@@ -160,16 +162,118 @@ class Net(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training:
             return self.member_logits(x).mean(0)
-        logits = self.views_logits(x)
-        if self.tta_translate:
-            # airbench's translation TTA: the image (with its mirror) weighs half, and the
-            # image shifted one pixel up-left and one down-right (reflect padding) a quarter each.
-            padded = nn.functional.pad(x, (1, 1, 1, 1), mode="reflect")
-            shifted = self.views_logits(padded[..., :-2, :-2]) + self.views_logits(
-                padded[..., 2:, 2:]
-            )
-            logits = (logits + shifted / 2) / 2
-        return logits / self.temperature
+        return augmented_logits(self.views_logits, x, self.tta_translate, self.temperature)
+
+
+def augmented_logits(
+    views_logits: Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    tta_translate: bool,
+    temperature: float,
+) -> torch.Tensor:
+    """The eval-mode logits of `Net` and `ServingNet`: `views_logits` (the image with its
+    mirror) and, with translate TTA, its shifted copies, divided by the temperature."""
+    logits = views_logits(x)
+    if tta_translate:
+        # airbench's translation TTA: the image (with its mirror) weighs half, and the
+        # image shifted one pixel up-left and one down-right (reflect padding) a quarter each.
+        padded = nn.functional.pad(x, (1, 1, 1, 1), mode="reflect")
+        shifted = views_logits(padded[..., :-2, :-2]) + views_logits(padded[..., 2:, 2:])
+        logits = (logits + shifted / 2) / 2
+    return logits / temperature
+
+
+class ServingNet(nn.Module):
+    """A `Net`'s eval-mode answers computed as one network: what the endpoint serves.
+
+    The members become one network of their channels side by side: the whitening convs
+    one conv, every 3×3 conv one conv grouped by member (no member sees another's
+    channels), each eval-mode BatchNorm (a per-channel scale and shift) folded into the
+    conv before it, and the heads one linear layer that averages the members' logits.
+    The image and its mirror still go through as one batch. The answers are the Net's up
+    to float rounding (~1e-6); what is saved in model.pth does not change. The same
+    arithmetic in about a quarter of the operations saves most at the endpoint's small
+    batches, where each operation's fixed cost counts (docs/benchmarks.md, "Issue 22").
+    Eval only: build it from a trained net, after its last weight update.
+    """
+
+    def __init__(self, net: Net) -> None:
+        super().__init__()
+        with torch.no_grad():  # the weights are copied and folded, not learned
+            self._fold(net, [member for member in net.members if isinstance(member, Member)])
+
+    def _fold(self, net: Net, members: list[Member]) -> None:
+        self.tta_flip = net.tta_flip
+        self.tta_translate = net.tta_translate
+        self.temperature = net.temperature
+        count = len(members)
+        whiten = nn.Conv2d(3, WHITEN_WIDTH * count, WHITEN_KERNEL, bias=True)
+        whiten.weight.copy_(torch.cat([member.whiten.weight for member in members]))
+        _bias(whiten).copy_(torch.cat([_bias(member.whiten) for member in members]))
+        layers: list[nn.Module] = [whiten, nn.GELU()]
+        for index in range(1, 4):  # the ConvGroups' places in Member.features
+            groups = [member.features[index] for member in members]
+            for conv, norm, pool in (("conv1", "norm1", True), ("conv2", "norm2", False)):
+                layers.append(_grouped_conv([(getattr(g, conv), getattr(g, norm)) for g in groups]))
+                if pool:
+                    layers.append(nn.MaxPool2d(2))
+                layers.append(nn.GELU())
+        self.features = nn.Sequential(*layers, nn.AdaptiveMaxPool2d(1), nn.Flatten())
+        heads = torch.cat([member.head.weight for member in members], dim=1)
+        self.head = nn.Linear(heads.shape[1], heads.shape[0], bias=False)
+        self.head.weight.copy_(heads * (LOGIT_SCALE / count))
+
+    def views_logits(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.tta_flip:
+            return self.head(self.features(x))
+        both = self.features(torch.cat((x, x.flip(-1))))
+        # The head is linear: the mean of the views' logits is the head of their mean.
+        return self.head((both[: len(x)] + both[len(x) :]) / 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return augmented_logits(self.views_logits, x, self.tta_translate, self.temperature)
+
+
+def _bias(layer: nn.Conv2d) -> torch.Tensor:
+    assert layer.bias is not None
+    return layer.bias
+
+
+def _norm_scale(norm: nn.Module) -> torch.Tensor:
+    """An eval-mode BatchNorm's per-channel scale."""
+    assert isinstance(norm, nn.BatchNorm2d) and norm.running_var is not None
+    return norm.weight / torch.sqrt(norm.running_var + norm.eps)
+
+
+def _grouped_conv(pairs: list[tuple[nn.Conv2d, nn.Module]]) -> nn.Conv2d:
+    """The members' (3×3 conv, BatchNorm) pairs as one conv with a bias, grouped by member:
+    norm(conv(x)) = scale * conv(x) + (bias - mean * scale), per channel."""
+    weights, biases = [], []
+    for conv, norm in pairs:
+        assert isinstance(norm, nn.BatchNorm2d) and norm.running_mean is not None
+        scale = _norm_scale(norm)
+        weights.append(conv.weight * scale.view(-1, 1, 1, 1))
+        biases.append(norm.bias - norm.running_mean * scale)
+    weight = torch.cat(weights)
+    groups = len(pairs)
+    fused = nn.Conv2d(weight.shape[1] * groups, weight.shape[0], 3, padding=1, groups=groups)
+    fused.weight.copy_(weight)
+    _bias(fused).copy_(torch.cat(biases))
+    return fused
+
+
+def can_fold_norms(net: Net) -> bool:
+    """Whether every BatchNorm after a max pool scales by a positive factor, so that
+    folding it into the conv before the pool keeps the answers: max(s * a, s * b) is
+    s * max(a, b) only for s > 0. Training keeps these scales at 1 (their weights are
+    frozen); a net where one is not is served as it is."""
+    with torch.no_grad():
+        return all(
+            bool((_norm_scale(group.norm1) > 0).all())
+            for member in net.members
+            for group in member.modules()
+            if isinstance(group, ConvGroup)
+        )
 
 
 @dataclass
@@ -254,9 +358,18 @@ def load_model(model_dir: Path) -> tuple[Net, ModelConfig]:
     return to_fast_layout(model), config
 
 
-def to_fast_layout(model: Net) -> Net:
+def to_fast_layout(model: ModuleT) -> ModuleT:
     """The network with its weights in channels-last layout, in which oneDNN's CPU
     convolutions run this net 1.5-2.4x faster than in the default layout (batches of 1 to
     32, one thread; docs/benchmarks.md, "Endpoint throughput"). The answers are the same
     up to float rounding (~1e-8)."""
     return model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # a documented keyword its stubs lack
+
+
+def for_serving(net: Net) -> nn.Module:
+    """The network the endpoint runs: `ServingNet` (the same answers, less CPU per
+    image), or the net itself where its BatchNorms cannot be folded (`can_fold_norms`)."""
+    if not can_fold_norms(net):
+        return net
+    served = ServingNet(net.eval()).requires_grad_(False).eval()
+    return to_fast_layout(served)
