@@ -33,6 +33,7 @@ CONFIG_FILE = "model.json"
 WHITEN_KERNEL = 2
 WHITEN_WIDTH = 2 * 3 * WHITEN_KERNEL**2  # each patch eigenvector and its negation
 LOGIT_SCALE = 1 / 9  # airbench's output scaling, which suits label smoothing
+GROUPED_MAX_VIEWS = 8  # ServingNet's largest pass (images x views) in grouped convolutions
 ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
 
@@ -225,10 +226,32 @@ class ServingNet(nn.Module):
 
     def views_logits(self, x: torch.Tensor) -> torch.Tensor:
         if not self.tta_flip:
-            return self.head(self.features(x))
-        both = self.features(torch.cat((x, x.flip(-1))))
+            return self.head(self.embed(x))
+        both = self.embed(torch.cat((x, x.flip(-1))))
         # The head is linear: the mean of the views' logits is the head of their mean.
         return self.head((both[: len(x)] + both[len(x) :]) / 2)
+
+    def embed(self, views: torch.Tensor) -> torch.Tensor:
+        """The members' embeddings side by side, as `Net.embed` gives them. oneDNN's
+        grouped convolutions cost less than the members' own up to a few images and more
+        from ~16 (one thread, docs/benchmarks.md, "Issue 22"), so larger passes run the
+        members apart, on the same folded weights."""
+        if len(views) <= GROUPED_MAX_VIEWS:
+            return self.features(views)
+        parts = [views]
+        for layer in self.features:
+            if isinstance(layer, nn.Conv2d) and layer.groups > 1:
+                if len(parts) == 1:
+                    parts = list(parts[0].chunk(layer.groups, dim=1))
+                weights = layer.weight.chunk(layer.groups)
+                biases = _bias(layer).chunk(layer.groups)
+                parts = [
+                    nn.functional.conv2d(part, weight, bias, padding=1)
+                    for part, weight, bias in zip(parts, weights, biases, strict=True)
+                ]
+            else:
+                parts = [layer(part) for part in parts]
+        return torch.cat(parts, dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return augmented_logits(self.views_logits, x, self.tta_translate, self.temperature)
