@@ -185,44 +185,34 @@ def augmented_logits(
 
 
 class ServingNet(nn.Module):
-    """A `Net`'s eval-mode answers computed as one network: what the endpoint serves.
+    """A `Net`'s eval-mode answers computed with less CPU: what the endpoint serves.
 
-    The members become one network of their channels side by side: the whitening convs
-    one conv, every 3×3 conv one conv grouped by member (no member sees another's
-    channels), each eval-mode BatchNorm (a per-channel scale and shift) folded into the
-    conv before it, and the heads one linear layer that averages the members' logits.
-    The image and its mirror still go through as one batch. The answers are the Net's up
-    to float rounding (~1e-6); what is saved in model.pth does not change. The same
-    arithmetic in about a quarter of the operations saves most at the endpoint's small
-    batches, where each operation's fixed cost counts (docs/benchmarks.md, "Issue 22").
-    Eval only: build it from a trained net, after its last weight update.
+    Each member's eval-mode BatchNorms (a per-channel scale and shift) are folded into the
+    conv before them, and the heads become one linear layer that averages the members'
+    logits. Small passes run the members as one network of their channels side by side
+    (`grouped`: the whitening convs one conv, each 3×3 conv one conv grouped by member, so
+    no member sees another's channels): the same arithmetic in about a quarter of the
+    operations, which saves most where each operation's fixed cost counts. oneDNN's
+    grouped convolutions cost more than the members' own from ~16 views (one thread), so
+    larger passes run the folded members apart (docs/benchmarks.md, "Issue 22"). The image
+    and its mirror still go through as one batch. The answers are the Net's up to float
+    rounding (~1e-6); what is saved in model.pth does not change. Eval only: build it from
+    a trained net, after its last weight update.
     """
 
     def __init__(self, net: Net) -> None:
         super().__init__()
-        with torch.no_grad():  # the weights are copied and folded, not learned
-            self._fold(net, [member for member in net.members if isinstance(member, Member)])
-
-    def _fold(self, net: Net, members: list[Member]) -> None:
         self.tta_flip = net.tta_flip
         self.tta_translate = net.tta_translate
         self.temperature = net.temperature
-        count = len(members)
-        whiten = nn.Conv2d(3, WHITEN_WIDTH * count, WHITEN_KERNEL, bias=True)
-        whiten.weight.copy_(torch.cat([member.whiten.weight for member in members]))
-        _bias(whiten).copy_(torch.cat([_bias(member.whiten) for member in members]))
-        layers: list[nn.Module] = [whiten, nn.GELU()]
-        for index in range(1, 4):  # the ConvGroups' places in Member.features
-            groups = [member.features[index] for member in members]
-            for conv, norm, pool in (("conv1", "norm1", True), ("conv2", "norm2", False)):
-                layers.append(_grouped_conv([(getattr(g, conv), getattr(g, norm)) for g in groups]))
-                if pool:
-                    layers.append(nn.MaxPool2d(2))
-                layers.append(nn.GELU())
-        self.features = nn.Sequential(*layers, nn.AdaptiveMaxPool2d(1), nn.Flatten())
-        heads = torch.cat([member.head.weight for member in members], dim=1)
-        self.head = nn.Linear(heads.shape[1], heads.shape[0], bias=False)
-        self.head.weight.copy_(heads * (LOGIT_SCALE / count))
+        members = [member for member in net.members if isinstance(member, Member)]
+        with torch.no_grad():  # the weights are copied and folded, not learned
+            folded = [_folded(member) for member in members]
+            self.members = nn.ModuleList(folded)
+            self.grouped = _grouped(folded)
+            heads = torch.cat([member.head.weight for member in members], dim=1)
+            self.head = nn.Linear(heads.shape[1], heads.shape[0], bias=False)
+            self.head.weight.copy_(heads * (LOGIT_SCALE / len(members)))
 
     def views_logits(self, x: torch.Tensor) -> torch.Tensor:
         if not self.tta_flip:
@@ -232,29 +222,64 @@ class ServingNet(nn.Module):
         return self.head((both[: len(x)] + both[len(x) :]) / 2)
 
     def embed(self, views: torch.Tensor) -> torch.Tensor:
-        """The members' embeddings side by side, as `Net.embed` gives them. oneDNN's
-        grouped convolutions cost less than the members' own up to a few images and more
-        from ~16 (one thread, docs/benchmarks.md, "Issue 22"), so larger passes run the
-        members apart, on the same folded weights."""
+        """The members' embeddings side by side, as `Net.embed` gives them."""
         if len(views) <= GROUPED_MAX_VIEWS:
-            return self.features(views)
-        parts = [views]
-        for layer in self.features:
-            if isinstance(layer, nn.Conv2d) and layer.groups > 1:
-                if len(parts) == 1:
-                    parts = list(parts[0].chunk(layer.groups, dim=1))
-                weights = layer.weight.chunk(layer.groups)
-                biases = _bias(layer).chunk(layer.groups)
-                parts = [
-                    nn.functional.conv2d(part, weight, bias, padding=1)
-                    for part, weight, bias in zip(parts, weights, biases, strict=True)
-                ]
-            else:
-                parts = [layer(part) for part in parts]
-        return torch.cat(parts, dim=1)
+            return self.grouped(views)
+        return torch.cat([member(views) for member in self.members], dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return augmented_logits(self.views_logits, x, self.tta_translate, self.temperature)
+
+
+def _folded(member: Member) -> nn.Sequential:
+    """A member's embedding network with each BatchNorm folded into the conv before it:
+    norm(conv(x)) = scale * conv(x) + (bias - mean * scale), per channel. The max pool
+    between conv1 and norm1 commutes with the scale where it is positive
+    (`can_fold_norms`)."""
+    layers: list[nn.Module] = [_copy_conv(member.whiten.weight, _bias(member.whiten)), nn.GELU()]
+    for group in member.features:
+        if not isinstance(group, ConvGroup):
+            continue
+        layers += [_folded_conv(group.conv1, group.norm1), nn.MaxPool2d(2), nn.GELU()]
+        layers += [_folded_conv(group.conv2, group.norm2), nn.GELU()]
+    return nn.Sequential(*layers, nn.AdaptiveMaxPool2d(1), nn.Flatten())
+
+
+def _grouped(members: list[nn.Sequential]) -> nn.Sequential:
+    """The folded members as one network: their convs' channels side by side, each 3×3
+    conv grouped by member (the first conv, the whitening, reads the image all share)."""
+    count = len(members)
+    layers: list[nn.Module] = []
+    for index, layer in enumerate(members[0]):
+        if not isinstance(layer, nn.Conv2d):
+            layers.append(layer)
+            continue
+        convs = [conv for member in members if isinstance(conv := member[index], nn.Conv2d)]
+        weight = torch.cat([conv.weight for conv in convs])
+        bias = torch.cat([_bias(conv) for conv in convs])
+        layers.append(_copy_conv(weight, bias, groups=1 if index == 0 else count))
+    return nn.Sequential(*layers)
+
+
+def _folded_conv(conv: nn.Conv2d, norm: nn.BatchNorm2d) -> nn.Conv2d:
+    assert norm.running_mean is not None
+    scale = _norm_scale(norm)
+    return _copy_conv(conv.weight * scale.view(-1, 1, 1, 1), norm.bias - norm.running_mean * scale)
+
+
+def _copy_conv(weight: torch.Tensor, bias: torch.Tensor, groups: int = 1) -> nn.Conv2d:
+    """A conv with these weights, 'same' padding for odd kernels (none for the whitening's 2×2)."""
+    out_channels, in_channels, kernel, _ = weight.shape
+    conv = nn.Conv2d(
+        in_channels * groups,
+        out_channels,
+        kernel,
+        padding=kernel // 2 if kernel % 2 else 0,
+        groups=groups,
+    )
+    conv.weight.copy_(weight)
+    _bias(conv).copy_(bias)
+    return conv
 
 
 def _bias(layer: nn.Conv2d) -> torch.Tensor:
@@ -266,23 +291,6 @@ def _norm_scale(norm: nn.Module) -> torch.Tensor:
     """An eval-mode BatchNorm's per-channel scale."""
     assert isinstance(norm, nn.BatchNorm2d) and norm.running_var is not None
     return norm.weight / torch.sqrt(norm.running_var + norm.eps)
-
-
-def _grouped_conv(pairs: list[tuple[nn.Conv2d, nn.Module]]) -> nn.Conv2d:
-    """The members' (3×3 conv, BatchNorm) pairs as one conv with a bias, grouped by member:
-    norm(conv(x)) = scale * conv(x) + (bias - mean * scale), per channel."""
-    weights, biases = [], []
-    for conv, norm in pairs:
-        assert isinstance(norm, nn.BatchNorm2d) and norm.running_mean is not None
-        scale = _norm_scale(norm)
-        weights.append(conv.weight * scale.view(-1, 1, 1, 1))
-        biases.append(norm.bias - norm.running_mean * scale)
-    weight = torch.cat(weights)
-    groups = len(pairs)
-    fused = nn.Conv2d(weight.shape[1] * groups, weight.shape[0], 3, padding=1, groups=groups)
-    fused.weight.copy_(weight)
-    _bias(fused).copy_(torch.cat(biases))
-    return fused
 
 
 def can_fold_norms(net: Net) -> bool:
