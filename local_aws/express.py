@@ -197,7 +197,7 @@ def patch_executions_logged() -> None:
     Execution.start = start_logged  # type: ignore[method-assign]
 
 
-def _capped_at_five_minutes(worker: Any) -> None:
+def cap_at_five_minutes(worker: Any) -> None:
     """The execution times out at five minutes, or at the definition's own TimeoutSeconds
     if shorter (the parsed program is shared between executions: change a copy)."""
     from moto.stepfunctions.parser.asl.component.common.timeouts.timeout import TimeoutSeconds
@@ -251,7 +251,7 @@ def start_express(
 
     def capped_worker() -> Any:
         worker = worker_of()
-        _capped_at_five_minutes(worker)
+        cap_at_five_minutes(worker)
         return worker
 
     execution._get_start_execution_worker = capped_worker  # type: ignore[method-assign]

@@ -1058,6 +1058,23 @@ def test_the_express_stage_runs_the_workflow_and_is_priced_per_request(
         ends[key] = (ended["status"], ended.get("error"))
     assert ends[workflow.confident_key()] == ("SUCCEEDED", None)
     assert ends[workflow.doubtful_key()] == ("FAILED", GATE_ERROR)
+    # The S3 trigger starts the Express workflow as it starts a Standard one (EventBridge's
+    # Step Functions target: StartExecution), and the run records its decision.
+    dynamodb = workflow.client("dynamodb")
+    key = f"incoming/{uuid.uuid4().hex}.png"
+    body = workflow.client("s3").get_object(Bucket=workflow.bucket, Key=workflow.confident_key())
+    workflow.client("s3").put_object(Bucket=workflow.bucket, Key=key, Body=body["Body"].read())
+    deadline = time.monotonic() + 60
+    while "Item" not in (
+        found := dynamodb.get_item(
+            TableName=f"scones-unlimited-{EXPRESS_STAGE}-decisions",
+            Key={"image": {"S": photo_id(workflow, key)}},
+            ConsistentRead=True,
+        )
+    ):
+        assert time.monotonic() < deadline, f"no decision for {key} from the Express stage"
+        time.sleep(0.2)
+    assert ":express:" in found["Item"]["execution"]["S"]
     reports = cost_reports(workflow, f"scones-unlimited-{EXPRESS_STAGE}")
     for report in reports.values():
         workflow_line = report["Step Functions"]

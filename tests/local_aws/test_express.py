@@ -215,3 +215,31 @@ def test_a_stack_makes_the_state_machine_of_its_type_with_its_logging(
     assert described["loggingConfiguration"]["includeExecutionData"] is False
     assert sfn.start_sync_execution(stateMachineArn=arn, input="{}")["status"] == "SUCCEEDED"
     assert logged_records(workflow_aws, unique_name, ends=1)
+
+
+@pytest.mark.parametrize(("own", "expected"), [(None, 300), (600, 300), (60, 60)])
+def test_an_express_program_times_out_at_five_minutes_or_its_own_sooner_timeout(
+    own: int | None, expected: int
+) -> None:
+    """ "Express Workflows can run for up to five minutes" (Step Functions developer guide,
+    "Standard vs. Express Workflows"): the program an Express execution runs gets that
+    timeout unless its definition's TimeoutSeconds is shorter; the parsed program itself,
+    shared by every execution of the definition (local_aws.server), keeps its own. (A
+    running execution is not waited out here: that would take five minutes.)"""
+    from moto.stepfunctions.parser.asl.parse.asl_parser import AmazonStateLanguageParser
+
+    from local_aws.express import cap_at_five_minutes
+
+    definition = dict(PASS, **({"TimeoutSeconds": own} if own else {}))
+    program = AmazonStateLanguageParser.parse(json.dumps(definition))[0]
+
+    class Worker:  # the one method of moto's ExecutionWorker the cap wraps
+        def _get_evaluation_entrypoint(self) -> Any:
+            return program
+
+    worker = Worker()
+    cap_at_five_minutes(worker)
+    capped = worker._get_evaluation_entrypoint()
+    assert capped.timeout_seconds.timeout_seconds == expected
+    assert capped is not program
+    assert getattr(program.timeout_seconds, "timeout_seconds", None) == own
