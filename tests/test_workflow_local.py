@@ -1038,6 +1038,10 @@ def express_stage(workflow: Workflow) -> str:
     return str(next(m["stateMachineArn"] for m in machines if m["name"] == name))
 
 
+# Run alone, it also carries the module's setup (staging, a quick training, the endpoint
+# and the first stack) on top of its own stage's `sls deploy`: 300 s is the module's limit
+# for one test after that setup.
+@pytest.mark.timeout(600)
 def test_the_express_stage_runs_the_workflow_and_is_priced_per_request(
     workflow: Workflow, express_stage: str
 ) -> None:
