@@ -1083,8 +1083,8 @@ def test_the_express_stage_runs_the_workflow_and_is_priced_per_request(
     for report in reports.values():
         workflow_line = report["Step Functions"]
         assert workflow_line["what"].startswith("1 request, ")
-        gb_seconds = float(workflow_line["what"].split()[2])
+        gb_seconds = float(workflow_line["what"].split()[2])  # printed to 4 digits
         units = gb_seconds / (64 / 1024 * 0.1)  # 64 MB x 100 ms, each execution's own
-        assert units >= 1 and abs(units * 2 - round(units * 2)) < 1e-6  # 2 executions' mean
-        assert workflow_line["per_million"] == pytest.approx(1.0 + gb_seconds * 16.67)
+        assert units >= 1 and abs(units * 2 - round(units * 2)) < 0.01  # 2 executions' mean
+        assert workflow_line["per_million"] == pytest.approx(1.0 + gb_seconds * 16.67, rel=1e-3)
         assert report["Lambda"]["what"].startswith("3 invocations")
