@@ -64,6 +64,14 @@ def decisions_by_outcome(dynamodb: Any, table: str) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
+def _sigint_stops() -> None:
+    """`preexec_fn` of the review server: SIGINT at its default action, so the stop below
+    is a Ctrl-C (KeyboardInterrupt, a clean exit 0) even when the demo itself runs with
+    SIGINT ignored (started with a shell's `&`, or by a CI runner), which a child would
+    inherit: the stop then did nothing, and the server was killed after the timeout."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def scripted_review(bucket: str, table: str) -> dict[str, Any]:
     """Serve the review page with the real command and answer its queue with the truth."""
     truth = true_answers(boto3.client("s3"), bucket)
@@ -73,7 +81,9 @@ def scripted_review(bucket: str, table: str) -> dict[str, Any]:
         "--bucket", bucket, "--port", str(port), "--reviewer", REVIEWER,
     ]  # fmt: skip
     print(f"    $ {' '.join(command[1:])}", flush=True)
-    server = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)
+    server = subprocess.Popen(
+        command, cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True, preexec_fn=_sigint_stops
+    )
     try:
         assert server.stdout is not None
         banner = server.stdout.readline()  # printed once it listens
@@ -95,6 +105,7 @@ def scripted_review(bucket: str, table: str) -> dict[str, Any]:
         "conflicts": result.conflicts,
         "unknown": result.unknown,
         "decisions": decisions_by_outcome(boto3.client("dynamodb"), table),
+        "server_exit_status": server.returncode,  # 0: stopped as Ctrl-C stops it
     }
 
 
