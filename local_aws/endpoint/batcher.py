@@ -57,6 +57,8 @@ class Answer:
     body: bytes
     content_type: str
     error_message: str | None = None
+    # The X-Amzn-SageMaker-Custom-Attributes value the model's code set ("" for none).
+    custom_attributes: str = ""
 
 
 class BatchObserver(Protocol):
@@ -200,6 +202,20 @@ class MicroBatcher:
             transformer._predict_fn, max_batch, max_wait_seconds, metrics, runners
         )
         transformer._predict_fn = self._batches.predict
+        # The script's custom attributes hook (inference.custom_attributes_fn), read per
+        # request on the thread that runs it: the toolkit's output_fn result carries only
+        # the body and its type.
+        self._custom_attributes = threading.local()
+        script = sys.modules.get(transformer._environment.module_name)
+        custom_attributes_fn = getattr(script, "custom_attributes_fn", None)
+        if custom_attributes_fn is not None:
+            output_fn = transformer._output_fn
+
+            def output_with_attributes(prediction: Any, accept: str) -> Any:
+                self._custom_attributes.value = custom_attributes_fn(prediction)
+                return output_fn(prediction, accept)
+
+            transformer._output_fn = output_with_attributes
         # As many requests decode at once as one batch holds, so batches can fill (more
         # threads would only contend for the GIL: the runners share one batch's worth).
         self._executor = ThreadPoolExecutor(max_batch, thread_name_prefix="inference")
@@ -241,6 +257,7 @@ class MicroBatcher:
         if accept:
             headers["Accept"] = accept
         context = ToolkitContext(self.model_dir, headers)
+        self._custom_attributes.value = ""
         try:
             [response] = self.handler.handle([{"body": body}], context)
         except Exception as error:  # the toolkit catches the script's errors; not its own
@@ -253,7 +270,7 @@ class MicroBatcher:
             message = context.phrase if context.status < 500 else INTERNAL_ERROR_MESSAGE
             return Answer(context.status, b"", "application/json", message)
         data = response.encode() if isinstance(response, str) else bytes(response)
-        return Answer(200, data, context.content_type)
+        return Answer(200, data, context.content_type, None, self._custom_attributes.value)
 
 
 def load_handler_service(model_dir: Path) -> HandlerService:

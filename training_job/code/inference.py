@@ -6,6 +6,12 @@ the contract: `model_fn` once, then `input_fn`, `predict_fn` and `output_fn` per
 The local endpoint (local_aws/endpoint) runs the same toolkit, and passes `predict_fn` a
 list of images to run a micro-batch.
 
+Each answer's familiarity (familiarity.py) travels beside the body, never in it: the body
+stays the JSON list of probabilities, and `custom_attributes_fn(prediction)` gives the
+value of the response's `X-Amzn-SageMaker-Custom-Attributes` header (contract/
+familiarity.py), which the serving layer sets after `output_fn` (the local endpoint's:
+local_aws/endpoint/batcher.py). A model without familiarity statistics gives "".
+
 Bad input raises `InferenceError`, a toolkit error carrying an HTTP status: the toolkit
 answers it with that status (any other exception becomes a 500). The accepted image
 formats are `contract.images`, which travels inside `code/` (the training estimator's
@@ -18,6 +24,7 @@ import json
 from pathlib import Path
 from typing import NamedTuple
 
+import familiarity as familiarity_lib
 import imaging
 import model as classifier
 import numpy as np
@@ -25,6 +32,7 @@ import torch
 from sagemaker_inference import content_types as toolkit_content_types
 from sagemaker_inference.errors import GenericInferenceToolkitError
 
+from contract import familiarity as familiarity_attributes
 from contract import images as image_formats
 
 JSON_CONTENT_TYPE = "application/json"
@@ -52,11 +60,19 @@ class InferenceError(GenericInferenceToolkitError):
 class LoadedModel(NamedTuple):
     network: torch.nn.Module
     config: classifier.ModelConfig
+    familiarity: familiarity_lib.Familiarity | None = None  # None: a version without it
+
+
+class Prediction(list[float]):
+    """One image's class probabilities (a plain list to `output_fn` and json), with the
+    custom attributes that travel beside them ("" when the model has no familiarity)."""
+
+    custom_attributes: str = ""
 
 
 def model_fn(model_dir: str) -> LoadedModel:
     net, config = classifier.load_model(Path(model_dir))
-    return LoadedModel(net, config)
+    return LoadedModel(net, config, familiarity_lib.load(Path(model_dir)))
 
 
 def media_type(content_type: str | None) -> str:
@@ -106,10 +122,25 @@ def predict_fn(
     batch (a list of images, or an (N, 32, 32, 3) array)."""
     single = isinstance(data, np.ndarray) and data.ndim == 3
     images = np.stack([data]) if single else np.stack(list(data))
+    batch = classifier.to_tensor(images, model.config)
     with torch.inference_mode():
-        logits = model.network(classifier.to_tensor(images, model.config))
-        probabilities = torch.softmax(logits, dim=1).tolist()
-    return probabilities[0] if single else probabilities
+        logits = model.network(batch)
+        predictions = [Prediction(row) for row in torch.softmax(logits, dim=1).tolist()]
+    if model.familiarity is not None:
+        distances = model.familiarity.distances(model.network, batch)
+        scores = model.familiarity.scores(distances)
+        for prediction, score, familiar in zip(
+            predictions, scores, model.familiarity.familiar(distances), strict=True
+        ):
+            prediction.custom_attributes = familiarity_attributes.format_attributes(
+                float(score), bool(familiar)
+            )
+    return predictions[0] if single else predictions  # type: ignore[return-value]
+
+
+def custom_attributes_fn(prediction: list[float]) -> str:
+    """The `X-Amzn-SageMaker-Custom-Attributes` value of an answer ("" for none)."""
+    return getattr(prediction, "custom_attributes", "")
 
 
 def accepts_json(accept: str | None) -> bool:
