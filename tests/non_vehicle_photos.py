@@ -32,7 +32,9 @@ def _to_image(array: np.ndarray) -> np.ndarray:
     """A float (H, W, 3) array in [0, 1] (or uint8) to uint8 (32, 32, 3)."""
     if array.dtype != np.uint8:
         array = (np.clip(array, 0, 1) * 255).astype(np.uint8)
-    return np.asarray(Image.fromarray(array).convert("RGB").resize((SIZE, SIZE), Image.BILINEAR))
+    return np.asarray(
+        Image.fromarray(array).convert("RGB").resize((SIZE, SIZE), Image.Resampling.BILINEAR)
+    )
 
 
 def _noise(rng: Rng) -> np.ndarray:
@@ -41,7 +43,9 @@ def _noise(rng: Rng) -> np.ndarray:
 
 def _blurred_pocket(rng: Rng) -> np.ndarray:
     base = rng.random((8, 8, 3)) * rng.uniform(0.1, 0.6)
-    image = Image.fromarray((base * 255).astype(np.uint8)).resize((SIZE, SIZE), Image.BICUBIC)
+    image = Image.fromarray((base * 255).astype(np.uint8)).resize(
+        (SIZE, SIZE), Image.Resampling.BICUBIC
+    )
     return np.asarray(image.filter(ImageFilter.GaussianBlur(rng.uniform(1, 4))))
 
 
@@ -109,7 +113,7 @@ def _clouds(rng: Rng) -> np.ndarray:
     for octave in range(1, 5):
         cells = 2**octave
         layer = Image.fromarray((rng.random((cells, cells)) * 255).astype(np.uint8))
-        total += np.asarray(layer.resize((SIZE, SIZE), Image.BICUBIC)) / 255 / octave
+        total += np.asarray(layer.resize((SIZE, SIZE), Image.Resampling.BICUBIC)) / 255 / octave
     total = (total - total.min()) / (np.ptp(total) + 1e-9)
     sky, cloud = np.array([0.3, 0.5, 0.9]) * rng.uniform(0.5, 1), np.ones(3)
     return _to_image(sky + total[..., None] * (cloud - sky))
