@@ -67,7 +67,7 @@ READS_CAPTURES = {
     "monitor": {"contract/baseline.py", "contract/capture.py", "contract/threshold.py"},
     "thresholdFilter": {"contract/threshold.py"},
     # classify logs its answers' metrics (contract/variant_metrics.py) at the threshold.
-    "classify": {"contract/threshold.py", "contract/variant_metrics.py"},
+    "classify": {"contract/threshold.py", "contract/variant_metrics.py", "contract/familiarity.py"},
     "reviewMonitor": {"contract/decisions.py", "contract/review_quality.py"},
 }
 
