@@ -20,11 +20,21 @@ For each seed (0, 1, 2 by default), without ever training on the test split:
        reviewed  the reviewed photos (stopped + audited);
        random    as many held-back photos, chosen at random (labelling without the gate);
        all       every held-back photo (the whole train split labelled);
+       erring    the reviewed photos as a reviewer who errs on --error-rate (5%) of answers
+                 labels them (training_job/review/scripted.py's SimulatedPerson);
+       checked   the same answers after the review store's agreement check
+                 (training_job/review/agreement.py): an answer the initial model
+                 contradicts strongly gets a second, independent reviewer's answer and is
+                 trained on only if the two agree;
      and each model, the initial one too, is scored on the test split: accuracy, the share
-     of test photos past the gate, the accuracy of those.
+     of test photos past the gate, the accuracy of those, the temperature train.py fit.
+     The gate's tables also show what each labelling policy adds (class mix, the initial
+     model's confidence on it) and, for several levels of the agreement check, how many
+     second opinions it asks for and how many wrong answers still become training lines.
 
   .venv/bin/python benchmarks/review_loop.py --quick     # development: 20 epochs, 1 member
   .venv/bin/python benchmarks/review_loop.py             # train.py's own defaults
+  .venv/bin/python benchmarks/review_loop.py --quick --arms reviewed,random --seeds 3,4
 """
 
 from __future__ import annotations
@@ -54,6 +64,12 @@ from contract.threshold import DEFAULT_THRESHOLD  # noqa: E402
 from handlers.threshold_filter import in_audit_sample  # noqa: E402
 from training_job import cifar  # noqa: E402
 from training_job.monitor import model_code  # noqa: E402
+from training_job.review.agreement import (  # noqa: E402
+    SECOND_OPINION_BELOW,
+    contradicts_model,
+    training_answer,
+)
+from training_job.review.scripted import SimulatedPerson  # noqa: E402
 from training_job.stage import encode_png  # noqa: E402
 
 TRAIN_SCRIPT = REPO_ROOT / "training_job" / "code" / "train.py"
@@ -67,7 +83,11 @@ HOLD_BACK = 0.4
 # Uploads land under incoming/ in the workflow's bucket; the id is what the audit hashes.
 UPLOAD_BUCKET = "scones-unlimited-local"
 QUICK = ["--epochs", "20", "--members", "1"]
-ARMS = ("initial", "reviewed", "random", "all")
+ARMS = ("initial", "reviewed", "random", "all", "erring", "checked")
+# The simulated reviewer's share of wrong answers (issue 23: "errs on 5 % of answers").
+ERROR_RATE = 0.05
+# Levels of agreement.SECOND_OPINION_BELOW the gate's table compares (no training needed).
+SECOND_OPINION_LEVELS = (0.5, 0.3, 0.2, 0.1)
 
 
 @dataclass
@@ -85,6 +105,7 @@ class Score:
     past_gate: float
     accuracy_past_gate: float
     cpu_seconds: float
+    temperature: float
 
 
 def stage(archive_path: Path, images_dir: Path) -> dict[str, list[Photo]]:
@@ -92,7 +113,7 @@ def stage(archive_path: Path, images_dir: Path) -> dict[str, list[Photo]]:
     directory serves every channel: train.py reads only what a .lst names)."""
     archive = cifar.read_archive(archive_path)
     label_of = {archive.fine_label_names.index(name): label for label, name in enumerate(CLASSES)}
-    images_dir.mkdir(parents=True)
+    images_dir.mkdir(parents=True, exist_ok=True)
     photos: dict[str, list[Photo]] = {}
     for split_name in ("train", "test"):
         split = archive.split(split_name)
@@ -120,7 +141,7 @@ def hold_back(photos: list[Photo], fraction: float, seed: int) -> tuple[list[Pho
 
 
 def lst_dir(directory: Path, name: str, photos: list[Photo]) -> Path:
-    directory.mkdir(parents=True)
+    directory.mkdir(parents=True, exist_ok=True)
     (directory / name).write_text(format_lst(photo.entry for photo in photos))
     return directory
 
@@ -196,6 +217,7 @@ def score(
         past_gate=float(passed.mean()),
         accuracy_past_gate=float(correct[passed].mean()) if passed.any() else float("nan"),
         cpu_seconds=cpu,
+        temperature=json.loads((model_dir / "metrics.json").read_text())["temperature"],
     )
 
 
@@ -214,7 +236,8 @@ def gate(
     )
     labels = np.array([photo.entry.label for photo in stream])
     return {
-        "reviewed": [photo for photo, ask in zip(stream, stopped | audited, strict=True) if ask],
+        "probabilities": probs,
+        "asked": stopped | audited,
         "stopped": int(stopped.sum()),
         "audited": int(audited.sum()),
         "stream_accuracy": float((probs.argmax(1) == labels).mean()),
@@ -238,23 +261,85 @@ def run_seed(
 
     def step(arm: str, added: list[Photo] | None) -> Score:
         progress.set_description(f"seed {seed}: {arm}")
-        model_dir, cpu = train(
-            base / arm, images, kept, test_lst, added, seed, args.train_arg, args.threads
-        )
+        model_dir, cpu = base / arm / "model", float("nan")
+        if not (args.resume and (model_dir / "metrics.json").is_file()):
+            model_dir, cpu = train(
+                base / arm, images, kept, test_lst, added, seed, args.train_arg, args.threads
+            )
         result = score(seed, arm, len(added or []), model_dir, test, args.threshold, cpu)
         progress.update()
         return result
 
     scores = [step("initial", None)]
     flow = gate(base / "initial" / "model", stream, args.threshold, args.audit_rate)
-    reviewed = flow.pop("reviewed")
+    probs, asked = flow.pop("probabilities"), flow.pop("asked")
+    reviewed = [photo for photo, ask in zip(stream, asked, strict=True) if ask]
     rng = np.random.default_rng(1000 + seed)
     chosen = sorted(rng.choice(len(stream), size=len(reviewed), replace=False))
-    scores.append(step("reviewed", reviewed))
-    scores.append(step("random", [stream[i] for i in chosen]))
-    scores.append(step("all", stream))
+    erring, checked, counts = answered_by_erring_reviewer(
+        reviewed, probs[asked], args.error_rate, seed
+    )
+    added = {
+        "reviewed": reviewed,
+        "random": [stream[i] for i in chosen],
+        "all": stream,
+        "erring": erring,
+        "checked": checked,
+    }
+    flow.update(counts)
+    # What the two labelling policies add: the class mix, and how sure the old model was.
+    for name, picked in (("reviewed", np.flatnonzero(asked)), ("random", np.array(chosen))):
+        flow[f"{name}_motorcycle_share"] = float(np.mean([stream[i].entry.label for i in picked]))
+        flow[f"{name}_old_confidence"] = float(probs[picked].max(1).mean())
+    for arm in args.arms:
+        if arm != "initial":
+            scores.append(step(arm, added[arm]))
     flow.update(seed=seed, kept=len(kept), held_back=len(stream), reviewed=len(reviewed))
     return scores, flow
+
+
+def relabelled(photo: Photo, answer: str) -> Photo:
+    entry = photo.entry
+    return Photo(LstEntry(entry.row, CLASSES.index(answer), entry.filename), photo.png)
+
+
+def answered_by_erring_reviewer(
+    reviewed: list[Photo], probs: np.ndarray, error_rate: float, seed: int
+) -> tuple[list[Photo], list[Photo], dict[str, Any]]:
+    """The reviewed photos as a reviewer who errs on `error_rate` of answers labels them:
+    (every answer as given, what the agreement check keeps, counts). The check is the
+    review store's (training_job/review/agreement.py): an answer the old model (`probs`,
+    what the decision item holds) contradicts strongly gets a second, independent
+    reviewer's answer, and is trained on only if the two agree."""
+    first_person = SimulatedPerson(error_rate, seed)
+    second_person = SimulatedPerson(error_rate, 10_000 + seed)
+    truths = [CLASSES[photo.entry.label] for photo in reviewed]
+    firsts = [first_person.answer(truth) for truth in truths]
+    seconds = [second_person.answer(truth) for truth in truths]  # asked only where needed
+    wrong_answers = sum(first != truth for first, truth in zip(firsts, truths, strict=True))
+    counts: dict[str, Any] = {"wrong_answers": wrong_answers}
+    checked: list[Photo] = []
+    # The product's level last: its photos are the `checked` arm's.
+    for level in (*SECOND_OPINION_LEVELS, SECOND_OPINION_BELOW):
+        asked = wrong = held = 0
+        kept: list[Photo] = []
+        for photo, p, truth, first, second in zip(
+            reviewed, probs, truths, firsts, seconds, strict=True
+        ):
+            needed = contradicts_model(p, first, below=level)
+            asked += needed
+            learned = training_answer(first, second if needed else None)
+            if learned is None:
+                held += 1
+                continue
+            wrong += learned != truth
+            kept.append(relabelled(photo, learned))
+        counts[f"second_opinions@{level}"] = asked
+        counts[f"held_back@{level}"] = held
+        counts[f"wrong_lines@{level}"] = wrong
+        checked = kept  # the last level is the product's
+    erring = [relabelled(photo, first) for photo, first in zip(reviewed, firsts, strict=True)]
+    return erring, checked, counts
 
 
 def print_tables(scores: list[Score], flows: list[dict[str, Any]], threshold: float) -> None:
@@ -269,34 +354,65 @@ def print_tables(scores: list[Score], flows: list[dict[str, Any]], threshold: fl
             f"{f['audited']:>7}  {f['reviewed']:>8}  {f['stream_accuracy']:>10.4f}  "
             f"{f['stopped_accuracy']:>11.4f}"
         )
+    print("\nwhat each policy adds (initial model's mean best probability on them):")
+    print(
+        f"{'seed':>4}  {'reviewed moto':>13}  {'random moto':>11}  {'reviewed conf':>13}  "
+        f"{'random conf':>11}"
+    )
+    for f in flows:
+        print(
+            f"{f['seed']:>4}  {f['reviewed_motorcycle_share']:>13.2f}  "
+            f"{f['random_motorcycle_share']:>11.2f}  {f['reviewed_old_confidence']:>13.3f}  "
+            f"{f['random_old_confidence']:>11.3f}"
+        )
+    levels = sorted({*SECOND_OPINION_LEVELS, SECOND_OPINION_BELOW}, reverse=True)
+    print(
+        "\nthe erring reviewer's answers: second opinions asked / answers held back / wrong "
+        "lines kept, by the level below which the model's probability for the answer asks "
+        f"for a second reviewer (the product's: {SECOND_OPINION_BELOW})"
+    )
+    print(f"{'seed':>4}  {'wrong':>5}  " + "  ".join(f"{f'@{level}':>12}" for level in levels))
+    for f in flows:
+        cells = "  ".join(
+            f"{f[f'second_opinions@{level}']:>4}/{f[f'held_back@{level}']:>3}/"
+            f"{f[f'wrong_lines@{level}']:>3}"
+            for level in levels
+        )
+        print(f"{f['seed']:>4}  {f['wrong_answers']:>5}  {cells}")
     print("\non the test split (200 photos):")
     header = (
         f"{'seed':>4}  {'model':<9}  {'added':>5}  {'test acc':>8}  {'past gate':>9}  "
-        f"{'acc past gate':>13}  {'cpu s':>6}"
+        f"{'acc past gate':>13}  {'temp':>6}  {'cpu s':>6}"
     )
     print(header)
     for s in scores:
         print(
             f"{s.seed:>4}  {s.arm:<9}  {s.added:>5}  {s.test_accuracy:>8.4f}  "
-            f"{s.past_gate:>9.4f}  {s.accuracy_past_gate:>13.4f}  {s.cpu_seconds:>6.0f}"
+            f"{s.past_gate:>9.4f}  {s.accuracy_past_gate:>13.4f}  {s.temperature:>6.3f}  "
+            f"{s.cpu_seconds:>6.0f}"
         )
-    for arm in ARMS:
+    arms = [arm for arm in ARMS if any(s.arm == arm for s in scores)]
+    for arm in arms:
         rows = [s for s in scores if s.arm == arm]
         print(
             f"{'mean':>4}  {arm:<9}  {statistics.mean(s.added for s in rows):>5.0f}  "
             f"{statistics.mean(s.test_accuracy for s in rows):>8.4f}  "
             f"{statistics.mean(s.past_gate for s in rows):>9.4f}  "
-            f"{statistics.mean(s.accuracy_past_gate for s in rows):>13.4f}"
+            f"{statistics.mean(s.accuracy_past_gate for s in rows):>13.4f}  "
+            f"{statistics.mean(s.temperature for s in rows):>6.3f}"
         )
     by = {(s.seed, s.arm): s for s in scores}
     seeds = sorted({s.seed for s in scores})
-    for measure in ("test_accuracy", "past_gate"):
-        gains = [
-            getattr(by[seed, "reviewed"], measure) - getattr(by[seed, "random"], measure)
-            for seed in seeds
-        ]
-        shown = ", ".join(f"{gain:+.4f}" for gain in gains)
-        print(f"reviewed - random, {measure}: {shown} (mean {statistics.mean(gains):+.4f})")
+    for better, worse in (("reviewed", "random"), ("checked", "reviewed"), ("erring", "reviewed")):
+        if not {better, worse} <= set(arms):
+            continue
+        for measure in ("test_accuracy", "past_gate"):
+            gains = [
+                getattr(by[seed, better], measure) - getattr(by[seed, worse], measure)
+                for seed in seeds
+            ]
+            shown = ", ".join(f"{gain:+.4f}" for gain in gains)
+            print(f"{better} - {worse}, {measure}: {shown} (mean {statistics.mean(gains):+.4f})")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -336,6 +452,13 @@ def main(argv: list[str] | None = None) -> int:
         help=f"share of passed photos audited (default {DEFAULT_AUDIT_RATE})",
     )
     parser.add_argument(
+        "--error-rate",
+        type=float,
+        default=ERROR_RATE,
+        help=f"share of wrong answers of the erring reviewer (arms erring, checked; default "
+        f"{ERROR_RATE})",
+    )
+    parser.add_argument(
         "--threads",
         type=int,
         default=1,
@@ -348,7 +471,27 @@ def main(argv: list[str] | None = None) -> int:
         "--work-dir", type=Path, help="keep models and logs here (default: temporary)"
     )
     parser.add_argument("--json", type=Path, help="also write the results here as JSON")
+    parser.add_argument(
+        "--arms",
+        default=",".join(ARMS),
+        help=f"comma-separated models to train and score, of {','.join(ARMS)} (initial is "
+        "always trained: the gate needs it)",
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="with --work-dir: score a model a previous run left there instead of training "
+        "it again (same settings and code only: nothing checks)",
+    )
     args = parser.parse_args(argv)
+    args.arms = ["initial", *(a for a in args.arms.split(",") if a != "initial")]
+    unknown = sorted(set(args.arms) - set(ARMS))
+    if unknown:
+        parser.error(f"--arms: unknown {','.join(unknown)}; choose from {','.join(ARMS)}")
+    if args.resume and args.work_dir is None:
+        parser.error("--resume needs --work-dir")
+    if not 0 <= args.error_rate < 1:
+        parser.error(f"--error-rate must be in [0, 1), got {args.error_rate}")
     if not 0 < args.hold_back < 1:
         parser.error(f"--hold-back must be between 0 and 1, got {args.hold_back}")
     if args.quick:
@@ -361,7 +504,7 @@ def main(argv: list[str] | None = None) -> int:
         photos = stage(args.archive, work / "images")
         lst_dir(work / "test_lst", "test.lst", photos["test"])
         scores, flows = [], []
-        with tqdm(total=len(seeds) * len(ARMS), unit="model", file=sys.stderr) as progress:
+        with tqdm(total=len(seeds) * len(args.arms), unit="model", file=sys.stderr) as progress:
             for seed in seeds:
                 seed_scores, flow = run_seed(seed, photos, work, args, progress)
                 scores += seed_scores

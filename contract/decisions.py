@@ -23,6 +23,8 @@ Item attributes (DynamoDB types in brackets):
   REVIEW_PENDING) only while a photo waits for a person, with `queued_at` [S] as the
   index's sort key, so the oldest waits first. Answering removes it.
 - `answer` [S] (one of ANSWERS), `reviewer` [S], `reviewed_at` [S]: the person's answer.
+- `first_answer` [S], `first_reviewer` [S]: an answer held for a second reviewer (it
+  contradicted a confident model: training_job/review/agreement.py); the photo stays queued.
 - `event_pending` [S]: present while a routed decision's event is still to be put (the
   outbox, EVENT_OUTBOX_INDEX below).
 - `rejection` [S] (one of REJECTION_REASONS), `rejection_cause` [S]: why an upload was

@@ -4,8 +4,10 @@ After the workflow has run on every test image, the photos it queued wait in the
 decisions table. This step runs the real `python -m training_job review` command (the
 page's server) and answers every queued photo through the same HTTP API the page uses
 (training_job.review.scripted), with the photos' true labels from `test.lst` standing in
-for a person's eye. It returns what the summary shows: the queue before and after, the
-answers, and the decisions by status and source.
+for a person's eye. An answer that contradicts a confident model waits for a second
+person (training_job/review/agreement.py), so a second scripted reviewer then answers
+what the first left for someone else. It returns what the summary shows: the queue
+before and after, the answers, and the decisions by status and source.
 """
 
 from __future__ import annotations
@@ -23,10 +25,11 @@ from contract.decisions import image_id
 from contract.manifest import parse_lst
 from local_aws.server import free_port
 from training_job.review.reviewed import CLASS_ANSWERS
-from training_job.review.scripted import review_queue
+from training_job.review.scripted import ScriptedReview, review_queue
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 REVIEWER = "demo-reviewer"
+SECOND_REVIEWER = "demo-second-reviewer"  # for the answers held for a second opinion
 STOP_TIMEOUT_SECONDS = 30.0
 
 
@@ -65,12 +68,28 @@ def decisions_by_outcome(dynamodb: Any, table: str) -> dict[str, int]:
 
 
 def scripted_review(bucket: str, table: str) -> dict[str, Any]:
-    """Serve the review page with the real command and answer its queue with the truth."""
+    """Serve the review page with the real command and answer its queue with the truth,
+    then as a second reviewer, the photos held for a second opinion."""
     truth = true_answers(boto3.client("s3"), bucket)
+    result = review_as(REVIEWER, bucket, table, truth)
+    second = review_as(SECOND_REVIEWER, bucket, table, truth) if result.pending_after else None
+    return {
+        "queue_before": result.pending_before,
+        "queue_after": (second or result).pending_after,
+        "answers": dict(sorted(result.answers.items())),
+        "second_opinions": sum(second.answers.values()) if second else 0,
+        "conflicts": result.conflicts + (second.conflicts if second else 0),
+        "unknown": (second or result).unknown,
+        "decisions": decisions_by_outcome(boto3.client("dynamodb"), table),
+    }
+
+
+def review_as(reviewer: str, bucket: str, table: str, truth: dict[str, str]) -> ScriptedReview:
+    """Run `training_job review` as `reviewer` and answer the queue through its page."""
     port = free_port()
     command = [
         sys.executable, "-m", "training_job", "review", "--table", table,
-        "--bucket", bucket, "--port", str(port), "--reviewer", REVIEWER,
+        "--bucket", bucket, "--port", str(port), "--reviewer", reviewer,
     ]  # fmt: skip
     print(f"    $ {' '.join(command[1:])}", flush=True)
     server = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)
@@ -88,14 +107,7 @@ def scripted_review(bucket: str, table: str) -> dict[str, Any]:
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
-    return {
-        "queue_before": result.pending_before,
-        "queue_after": result.pending_after,
-        "answers": dict(sorted(result.answers.items())),
-        "conflicts": result.conflicts,
-        "unknown": result.unknown,
-        "decisions": decisions_by_outcome(boto3.client("dynamodb"), table),
-    }
+    return result
 
 
 def review_step(bucket: str, stack: str) -> dict[str, Any] | None:
@@ -112,9 +124,11 @@ def summary_lines(review: dict[str, Any] | None) -> list[tuple[str, str]]:
     if review is None:
         return [("review queue", "n/a (no decisions table)")]
     answers = ", ".join(f"{answer} {count}" for answer, count in review["answers"].items())
-    for name in ("unknown", "conflicts"):  # photos left unanswered: with no true label, or
-        if review[name]:  # answered by someone else first
-            answers += f"{', ' if answers else ''}{name} {review[name]}"
+    # Photos left unanswered (with no true label, or answered by someone else first), and
+    # those a second reviewer answered (the first contradicted a confident model).
+    for name in ("unknown", "conflicts", "second_opinions"):
+        if review.get(name):
+            answers += f"{', ' if answers else ''}{name.replace('_', ' ')} {review[name]}"
     decisions = ", ".join(f"{name} {count}" for name, count in review["decisions"].items())
     return [
         ("review queue", f"{review['queue_before']} before, {review['queue_after']} after"),

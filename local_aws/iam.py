@@ -508,6 +508,11 @@ def _request_of(response: Any, assumed: Any, service: str, region: str) -> Reque
         resource = _dynamodb_request(response, action, region, account, context)
     elif service == "events":
         resource = _events_request(response, action, region, account, context)
+    elif service == "ssm" and response._get_param("Name"):
+        # A parameter's ARN (SSM's resource types): "parameter" + its name, whose leading
+        # "/" is the separator for a hierarchical name.
+        name = str(response._get_param("Name")).lstrip("/")
+        resource = f"arn:aws:ssm:{region}:{account}:parameter/{name}"
     elif service == "sagemaker":  # the registry and what deploy reads (model_packages)
         from local_aws.model_packages import iam_resource
 

@@ -227,6 +227,11 @@ def test_the_registry_policy_reaches_only_the_projects_groups_and_models() -> No
         if actions == ["s3:GetBucketLocation"]:  # the region check, on the bucket alone
             assert resources == [f"arn:aws:s3:::{bucket}"], statement
             continue
+        if actions == ["ssm:GetParameter"]:  # the serving image `image push` recorded
+            assert resources == [
+                "arn:aws:ssm:eu-west-1:123456789012:parameter/scones-unlimited/serving-image"
+            ], statement
+            continue
         for resource in resources:
             assert resource.startswith(
                 (

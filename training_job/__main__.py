@@ -27,6 +27,7 @@ COMMANDS = (
     "monitor",
     "review",
     "cost",
+    "image",
 )
 # The variables the AWS CLI (AWS_REGION first), boto3 (AWS_DEFAULT_REGION) and
 # serverless.yml read for the region; each command sets both to the one it runs in.

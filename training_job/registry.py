@@ -401,10 +401,14 @@ METRICS_FILE = "metrics.json"  # what train.py writes beside model.tar.gz
 MAX_METRICS_BYTES = 16 << 20
 
 
-def serving_container(algorithm: str, region: str) -> tuple[str, dict[str, str]]:
-    """The inference image and its environment for a model of `algorithm`: PyTorch's
-    serving container running code/inference.py from model.tar.gz (the PyTorch version
-    training ran on), or the built-in image-classification algorithm's own image."""
+def serving_container(
+    algorithm: str, region: str, recorded_image: str | None = None
+) -> tuple[str, dict[str, str]]:
+    """The inference image and its environment for a model of `algorithm`: the project's
+    serving image by digest (`recorded_image`, what `image push` recorded in the region)
+    running code/inference.py from model.tar.gz, or, where none is recorded yet, AWS's
+    PyTorch serving container of the version training ran on; the built-in
+    image-classification algorithm's versions keep that algorithm's own image."""
     import logging
     import os
 
@@ -416,6 +420,9 @@ def serving_container(algorithm: str, region: str) -> tuple[str, dict[str, str]]
 
     if algorithm == "builtin":
         return sagemaker.image_uris.retrieve("image-classification", region), {}
+    if recorded_image is not None:
+        # The model server reads the program's name; the model is in /opt/ml/model.
+        return recorded_image, {"SAGEMAKER_PROGRAM": "inference.py"}
     image = sagemaker.image_uris.retrieve(
         "pytorch",
         region,
@@ -435,9 +442,12 @@ def serving_container(algorithm: str, region: str) -> tuple[str, dict[str, str]]
 
 
 def is_pytorch_image(image: str) -> bool:
-    """Whether a version's image is the PyTorch serving container (ours), not the built-in
-    algorithm's: the local endpoint serves only the former."""
-    return "/pytorch-inference:" in image
+    """Whether a version's image serves our inference.py (the project's serving image, or
+    AWS's PyTorch serving container), not the built-in algorithm's: the local endpoint
+    serves only the former."""
+    from training_job.image import is_serving_image
+
+    return "/pytorch-inference:" in image or is_serving_image(image)
 
 
 def read_metrics(s3: Any, model_data: str) -> dict[str, Any]:
@@ -501,7 +511,19 @@ def registration_for_output(
         if isinstance(recorded, str) and recorded not in ("", "unknown")
         else "unknown: the training job recorded no commit"
     )
-    image, environment = serving_container(algorithm, region)
+    recorded = None
+    if algorithm != "builtin":
+        import boto3
+
+        from training_job.image import recorded_image
+
+        recorded = recorded_image(boto3.client("ssm", region_name=region))
+        if recorded is None:
+            print(
+                f"no serving image recorded in {region} (`python -m training_job image push`): "
+                "this version names AWS's PyTorch serving container"
+            )
+    image, environment = serving_container(algorithm, region, recorded)
     return Registration(
         group=group,
         model_data=model_data,

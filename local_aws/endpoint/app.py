@@ -52,10 +52,9 @@ from contract.familiarity import CUSTOM_ATTRIBUTES_HEADER, MAX_CUSTOM_ATTRIBUTES
 from contract.threshold import ThresholdError, threshold_from_environment
 from local_aws.endpoint import metrics as metrics_text
 from local_aws.endpoint import routing
-from local_aws.endpoint.batcher import Answer, Overloaded
 from local_aws.endpoint.capture_writer import CaptureWriter, Invocation
 from local_aws.endpoint.config import EndpointConfig
-from local_aws.endpoint.container import ContainerFailed
+from local_aws.endpoint.container import Answer, ContainerFailed, Overloaded
 from local_aws.endpoint.metrics import MODEL_CLASSES, Slot, WorkerMetrics
 
 log = logging.getLogger(__name__)

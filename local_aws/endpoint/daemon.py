@@ -32,7 +32,7 @@ READY_TIMEOUT_SECONDS = 300.0
 STOP_TIMEOUT_SECONDS = 90.0
 SAGEMAKER_PRINCIPAL = "sagemaker.amazonaws.com"
 # The local AWS's record of the endpoint names the container as a placeholder: the
-# local endpoint runs the PyTorch serving container's handler service itself.
+# local endpoint runs the serving image's model server (training_job/code/serve.py) itself.
 LOCAL_IMAGE = "local-endpoint/pytorch-inference"
 LOCAL_INSTANCE_TYPE = "ml.m5.xlarge"
 # Without --role the endpoint acts with the operator's credentials; the record still
@@ -116,8 +116,8 @@ def _download_model(
     if not registry.is_pytorch_image(source.image):
         raise DeployError(
             f"{source.package_arn} runs {source.image}: the local endpoint serves only the "
-            "PyTorch inference container (train --algorithm pytorch); serve the built-in "
-            "algorithm's versions with --mode sagemaker"
+            "project's serving image or the PyTorch inference container (train --algorithm "
+            "pytorch); serve the built-in algorithm's versions with --mode sagemaker"
         )
     model_data = source.model_data_url
     reader: Any = boto3.client(

@@ -143,7 +143,7 @@ def run_worker(config: EndpointConfig, slots: Sequence[Slot], index: int, ready:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the supervisor, which stops us
     import torch
 
-    # The worker's cores each run a batch of their own (batcher.PredictBatches' runners).
+    # The worker's cores each run a batch of their own (the model server's runners).
     torch.set_num_threads(1)
     asyncio.run(_serve_worker(config, slots, index, ready))
     # Everything is answered and shipped; the interpreter's own teardown (torch's above

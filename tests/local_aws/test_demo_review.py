@@ -67,6 +67,44 @@ def test_the_review_step_answers_the_queue_with_the_true_labels(
     assert printed["review queue"] == "3 before, 0 after"
 
 
+def test_a_second_scripted_reviewer_decides_what_contradicts_a_confident_model(
+    local_aws: dict[str, str],
+    unique_name: str,
+    cifar_test_photos: list[tuple[str, str, bytes]],
+) -> None:
+    """The model 95% sure of the wrong class: the first reviewer's true answer waits for a
+    second person (training_job/review/agreement.py); the second empties the queue."""
+    s3, dynamodb = boto3.client("s3"), boto3.client("dynamodb")
+    s3.create_bucket(Bucket=unique_name)
+    boto3.client("cloudformation").create_stack(
+        StackName=unique_name, TemplateBody=stack_template(unique_name)
+    )
+    world = ReviewWorld(unique_name, unique_name, dynamodb, s3, events_queue="")
+    name, truth, data = cifar_test_photos[0]
+    s3.put_object(Bucket=unique_name, Key=f"test/{name}", Body=data)
+    s3.put_object(
+        Bucket=unique_name,
+        Key="test.lst",
+        Body=f"0\t{('bicycle', 'motorcycle').index(truth)}\t{name}\n".encode(),
+    )
+    wrong = "motorcycle" if truth == "bicycle" else "bicycle"
+    photo = Photo(image_id(unique_name, f"test/{name}"), f"test/{name}", truth, (32, 32))
+    seed_item(world, photo, "2026-11-29T10:00:00.000Z", guess=wrong, confidence=0.95)
+
+    review = demo_review.review_step(unique_name, unique_name)
+
+    assert review is not None
+    assert (review["queue_before"], review["queue_after"]) == (1, 0)
+    assert review["answers"] == {truth: 1} and review["second_opinions"] == 1
+    item = world.item(photo.image)
+    assert (item["first_reviewer"], item["reviewer"]) == (
+        demo_review.REVIEWER,
+        demo_review.SECOND_REVIEWER,
+    )
+    assert item["label"] == truth
+    assert "second opinions 1" in dict(demo_review.summary_lines(review))["scripted answers"]
+
+
 def test_a_stack_without_a_decisions_table_has_nothing_to_review(
     local_aws: dict[str, str], unique_name: str, capsys: pytest.CaptureFixture[str]
 ) -> None:

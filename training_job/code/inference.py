@@ -1,20 +1,20 @@
 """The SageMaker inference script: image bytes in, class probabilities (JSON) out.
 
-SageMaker's PyTorch serving container imports this file from `code/` in model.tar.gz and
-its inference toolkit (sagemaker-inference's Transformer) calls the four functions of
-the contract: `model_fn` once, then `input_fn`, `predict_fn` and `output_fn` per request.
-The local endpoint (local_aws/endpoint) runs the same toolkit, and passes `predict_fn` a
-list of images to run a micro-batch.
+The model server (serve.py, the serving image's entrypoint; the local endpoint runs it
+too) imports this file from `code/` in model.tar.gz and calls the four functions of the
+contract: `model_fn` once, then `input_fn`, `predict_fn` and `output_fn` per request,
+with `predict_fn` given a list of images to run a micro-batch.
 
 Each answer's familiarity (familiarity.py) travels beside the body, never in it: the body
 stays the JSON list of probabilities, and `custom_attributes_fn(prediction)` gives the
 value of the response's `X-Amzn-SageMaker-Custom-Attributes` header (contract/
-familiarity.py), which the serving layer sets after `output_fn` (the local endpoint's:
-local_aws/endpoint/batcher.py). A model without familiarity statistics gives "".
+familiarity.py), which the model server sets after `output_fn` (serve.py). A model
+without familiarity statistics gives "".
 
-Bad input raises `InferenceError`, a toolkit error carrying an HTTP status: the toolkit
-answers it with that status (any other exception becomes a 500). The accepted image
-formats are `contract.images`, which travels inside `code/` (the training estimator's
+Bad input raises `InferenceError`, which carries an HTTP status: the server answers it
+with that status (any other exception becomes a 500). The body reaches `input_fn` as
+bytes, whatever its content type says. The accepted image formats are
+`contract.images`, which travels inside `code/` (the training estimator's
 `dependencies`).
 """
 
@@ -29,8 +29,6 @@ import imaging
 import model as classifier
 import numpy as np
 import torch
-from sagemaker_inference import content_types as toolkit_content_types
-from sagemaker_inference.errors import GenericInferenceToolkitError
 
 from contract import familiarity as familiarity_attributes
 from contract import images as image_formats
@@ -38,20 +36,15 @@ from contract import images as image_formats
 JSON_CONTENT_TYPE = "application/json"
 SHOWN_HEADER_CHARS = 80  # a header echoed in an error is cut to this
 
-# The toolkit decodes an application/json or text/csv body as UTF-8 before input_fn sees
-# it (Transformer.transform, for the content types in this list). An image labelled so is
-# not UTF-8, and the toolkit answered its decode error 500, which SageMaker counts in
-# Invocation5XXErrors: any client could send a rollout's 5XX alarm to ALARM. This script
-# reads bytes only, so every body reaches input_fn undecoded and its type is refused there
-# with 415. The list is read per request, after this module is imported.
-toolkit_content_types.UTF8_TYPES.clear()
 
-
-class InferenceError(GenericInferenceToolkitError):
-    """A request this endpoint refuses, with the HTTP status the caller should get."""
+class InferenceError(Exception):
+    """A request this endpoint refuses, with the HTTP status the caller should get (the
+    server reads `status_code` and `message`)."""
 
     def __init__(self, status_code: int, message: str) -> None:
-        super().__init__(status_code, message, message)
+        super().__init__(message)
+        self.status_code = status_code
+        self.message = message
 
     def __str__(self) -> str:
         return str(self.message)

@@ -70,6 +70,8 @@ CODE_DIR = Path(__file__).resolve().parent
 # Modules the serving container needs next to inference.py: all but the training-only ones.
 SERVING_SUFFIXES = (".py", ".txt")
 TRAINING_ONLY = ("train.py", "data.py", "metrics.py")
+# The model server travels in the serving image, not with each version (serve.py).
+SERVER_ONLY = ("serve.py", "batching.py")
 # Packages inference.py imports that live at the repository's root: SageMaker copies the
 # estimator's `dependencies` beside this file (local_aws/training.py does the same).
 SERVING_PACKAGES = ("contract",)
@@ -547,7 +549,7 @@ def copy_serving_code(code_dir: Path) -> list[str]:
     for source in sorted(CODE_DIR.iterdir()):
         if (
             source.suffix in SERVING_SUFFIXES
-            and source.name not in TRAINING_ONLY
+            and source.name not in TRAINING_ONLY + SERVER_ONLY
             and source.is_file()
         ):
             shutil.copy2(source, code_dir / source.name)

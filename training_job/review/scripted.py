@@ -2,12 +2,15 @@
 
 The demo has no person at the keyboard; this stands in for one, with the true labels,
 and goes through exactly the requests the page makes (GET /api/next, POST /api/answer,
-skipping a photo it has no label for), so the demo exercises the same path.
+skipping a photo it has no label for), so the demo exercises the same path. A
+`SimulatedPerson` with an error rate answers wrongly on that share of photos, as people
+do (benchmarks/review_loop.py measures what such answers teach the model).
 """
 
 from __future__ import annotations
 
 import json
+import random
 import urllib.error
 import urllib.request
 from collections import Counter
@@ -17,8 +20,32 @@ from typing import Any
 from urllib.parse import urlencode
 
 from contract.decisions import photo_location
+from contract.review_quality import MODEL_CLASSES
 
 TIMEOUT_SECONDS = 30.0
+
+
+@dataclass
+class SimulatedPerson:
+    """A reviewer who knows the truth and still answers wrongly on `error_rate` of the
+    photos of a class (the other class instead), at random by `seed`: the same seed makes
+    the same mistakes. A photo that is neither class is always answered right."""
+
+    error_rate: float = 0.0
+    seed: int = 0
+    _rng: random.Random = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.error_rate < 1:
+            raise ValueError(f"error_rate must be in [0, 1), got {self.error_rate}")
+        self._rng = random.Random(self.seed)
+
+    def answer(self, truth: str) -> str:
+        # One draw per answer, whatever the rate, so two rates see the same photos' draws.
+        errs = self._rng.random() < self.error_rate
+        if truth not in MODEL_CLASSES or not errs:
+            return truth
+        return self._rng.choice([name for name in MODEL_CLASSES if name != truth])
 
 
 @dataclass
@@ -32,9 +59,13 @@ class ScriptedReview:
     unknown: int = 0  # photos it had no true label for (left in the queue)
 
 
-def review_queue(url: str, truth: Mapping[str, str]) -> ScriptedReview:
+def review_queue(
+    url: str, truth: Mapping[str, str], person: SimulatedPerson | None = None
+) -> ScriptedReview:
     """Answer every queued photo that `truth` (s3:// id -> answer) labels, at the review
-    server `url` (http://127.0.0.1:PORT/); photos it does not know are skipped."""
+    server `url` (http://127.0.0.1:PORT/), as `person` would (right every time when
+    none); photos it does not know are skipped."""
+    person = person or SimulatedPerson()
     base = url.rstrip("/")
     first = _call(f"{base}/api/next")
     result = ScriptedReview(pending_before=first["pending"])
@@ -48,6 +79,7 @@ def review_queue(url: str, truth: Mapping[str, str]) -> ScriptedReview:
             result.unknown += 1
             position = "?" + urlencode({"after": item["image"], "queued_at": item["queued_at"]})
         else:
+            answer = person.answer(answer)
             body = {"image": item["image"], "answer": answer, "revision": item.get("revision", 0)}
             status, _ = _post(f"{base}/api/answer", body)
             if status == 200:

@@ -142,7 +142,7 @@ class ReviewHandler(BaseHTTPRequestHandler):
             after = None
             if "after" in query or "queued_at" in query:
                 after = (_required(query, "after"), _required(query, "queued_at"))
-            item = store.next_pending(after)
+            item = store.next_pending(after, self.server.reviewer)
             return _json(item=item, pending=store.count_pending(), reviewer=self.server.reviewer)
         if path == "/api/counts":
             return _json(pending=store.count_pending())

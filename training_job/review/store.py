@@ -12,6 +12,12 @@ largest of `inferences`, in LABELS order), returns the photo to its place in the
 back: never a second model event, which a routing system would read as routing), and
 drops the line.
 
+An answer that contradicts a confident model (training_job/review/agreement.py) is held
+instead: the item keeps its place in the queue with `first_answer` and `first_reviewer`,
+nothing else changes, and the next answer, by another reviewer, decides; the photo
+becomes training data only if the two people agree. A reviewer is not shown the photos
+they answered first.
+
 DynamoDB is the truth: the table is written first; the event and the manifest follow it.
 """
 
@@ -47,6 +53,7 @@ from contract.decisions import (
     STATUS_ROUTED,
     split_image_id,
 )
+from training_job.review.agreement import contradicts_model, training_answer
 from training_job.review.reviewed import CLASS_ANSWERS, ReviewedManifest
 
 # How many index entries one look for the next photo reads past before giving up on a
@@ -113,15 +120,20 @@ class ReviewStore:
 
     # Reading the queue
 
-    def next_pending(self, after: tuple[str, str] | None = None) -> dict[str, Any] | None:
+    def next_pending(
+        self, after: tuple[str, str] | None = None, reviewer: str | None = None
+    ) -> dict[str, Any] | None:
         """The oldest photo waiting for a person, or the first after `after` (its
-        (image, queued_at): skipping), wrapping round to the oldest; None when none waits."""
-        found = self._first_pending(after)
+        (image, queued_at): skipping), wrapping round to the oldest; None when none waits.
+        A photo `reviewer` answered first waits for someone else, so it is not theirs."""
+        found = self._first_pending(after, reviewer)
         if found is None and after is not None:
-            found = self._first_pending(None)
+            found = self._first_pending(None, reviewer)
         return found
 
-    def _first_pending(self, after: tuple[str, str] | None) -> dict[str, Any] | None:
+    def _first_pending(
+        self, after: tuple[str, str] | None, reviewer: str | None
+    ) -> dict[str, Any] | None:
         query: dict[str, Any] = {
             "TableName": self.table,
             "IndexName": REVIEW_INDEX,
@@ -143,7 +155,11 @@ class ReviewStore:
             page = self.dynamodb.query(**query)
             for entry in page.get("Items", []):
                 item = self.get(entry[PARTITION_KEY]["S"])
-                if item is not None and item.get(REVIEW_INDEX_PARTITION_KEY) == REVIEW_PENDING:
+                if (
+                    item is not None
+                    and item.get(REVIEW_INDEX_PARTITION_KEY) == REVIEW_PENDING
+                    and (reviewer is None or item.get("first_reviewer") != reviewer)
+                ):
                     return item
             if "LastEvaluatedKey" not in page:
                 return None
@@ -205,6 +221,16 @@ class ReviewStore:
         bucket, key, etag = split_image_id(image)
         if bucket != self.bucket:
             raise NotFound(f"{shown(image, 200)} is not in the bucket s3://{self.bucket}")
+        current = self.get(image)
+        if current is None:
+            raise NotFound(f"no decision for {shown(image, 200)}")
+        first = current.get("first_answer")
+        if first is None and contradicts_model(current.get("inferences") or [], answer):
+            return self._hold(image, answer, revision, reviewer)
+        if first is not None and current.get("first_reviewer") == reviewer:
+            raise Conflict(
+                f"you answered {shown(image, 200)} first; another reviewer decides it", current
+            )
         item = self._update(
             image,
             revision,
@@ -221,8 +247,21 @@ class ReviewStore:
             },
         )
         self._emit(item)
-        self.manifest.record(image, key, answer, etag)
+        learned = training_answer(first, answer) if first is not None else answer
+        if learned is not None:
+            self.manifest.record(image, key, learned, etag)
         return item
+
+    def _hold(self, image: str, answer: str, revision: int, reviewer: str) -> dict[str, Any]:
+        """Keep `answer` as the first of two: the photo stays queued for another reviewer."""
+        return self._update(
+            image,
+            revision,
+            "SET #first_answer = :answer, #first_reviewer = :reviewer, "
+            "#revision = if_not_exists(#revision, :zero) + :one",
+            "attribute_exists(#pending) AND attribute_not_exists(#first_answer)",
+            {":answer": answer, ":reviewer": reviewer},
+        )
 
     def undo(self, image: str, revision: int, reviewer: str) -> dict[str, Any]:
         """Take back `reviewer`'s answer to `image`, seen at `revision`: the restored item."""
@@ -279,6 +318,8 @@ class ReviewStore:
                 "reviewed_at",
                 "source",
                 "revision",
+                "first_answer",
+                "first_reviewer",
             )
         }
         names["#pending"] = REVIEW_INDEX_PARTITION_KEY

@@ -12,11 +12,9 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from sagemaker_inference.errors import BaseInferenceToolkitError
 
 from benchmarks import decode_cost
 from contract import images as image_formats
-from local_aws.endpoint.batcher import ToolkitContext, load_handler_service
 from tests import sample_model
 
 inference: ModuleType = sample_model.code_module("inference")
@@ -123,7 +121,7 @@ def test_bad_input_raises_an_error_carrying_a_4xx_status(
     with pytest.raises(inference.InferenceError) as raised:
         inference.input_fn(body, content_type)
     assert raised.value.status_code == status
-    assert raised.value.message and raised.value.phrase
+    assert raised.value.message and str(raised.value) == raised.value.message
 
 
 def test_accepted_content_types_are_the_contracts() -> None:
@@ -167,13 +165,12 @@ def test_a_truncated_png_is_refused_with_400(test_images: Split) -> None:
     assert raised.value.status_code == 400
 
 
-def test_the_error_is_the_toolkits_error() -> None:
-    # sagemaker_inference answers a BaseInferenceToolkitError with its status_code and
-    # any other exception with 500.
+def test_the_error_carries_the_status_and_message_the_server_answers() -> None:
+    # serve.py answers an exception with an HTTP `status_code` with that status and its
+    # `message`, and any other exception with 500; no toolkit class is needed.
     error = inference.InferenceError(415, "nope")
-    assert isinstance(error, BaseInferenceToolkitError)
-    assert (error.status_code, error.message, error.phrase) == (415, "nope", "nope")
-    assert str(error) == "nope"
+    assert (error.status_code, error.message, str(error)) == (415, "nope", "nope")
+    assert type(error).__mro__[1] is Exception
 
 
 @pytest.mark.parametrize(
@@ -216,66 +213,6 @@ def test_an_accept_that_excludes_json_is_refused_with_406(accept: str) -> None:
     with pytest.raises(inference.InferenceError) as raised:
         inference.output_fn([0.25, 0.75], accept)
     assert raised.value.status_code == 406
-
-
-def through_the_toolkit(
-    handler: Any, body: bytes, headers: dict[str, str]
-) -> tuple[int, str, str, str]:
-    """One request through the PyTorch container's handler service, as TorchServe hands
-    it over: (status, phrase, content type, body)."""
-    context = ToolkitContext(Path("unused"), headers)
-    [response] = handler.handle([{"body": body}], context)
-    return context.status, context.phrase, context.content_type, response
-
-
-def test_the_container_toolkit_serves_the_script_unchanged(
-    model_dir: Path, loaded: Any, test_images: Split
-) -> None:
-    # sagemaker-pytorch-inference's HandlerService imports inference.py from code/ (here
-    # the repository's), calls model_fn, and runs input_fn/predict_fn/output_fn per
-    # request with its own Accept default and error mapping.
-    handler = load_handler_service(model_dir)
-    png = sample_model.png_bytes(test_images[0][0])
-    expected = json.dumps(inference.predict_fn(inference.input_fn(png, "image/png"), loaded))
-    ok = (200, "", "application/json", expected)
-    assert through_the_toolkit(handler, png, {"Content-Type": "image/png"}) == ok
-    assert through_the_toolkit(handler, png, {"content-type": "image/png", "Accept": "*/*"}) == ok
-    assert (
-        through_the_toolkit(
-            handler,
-            png,
-            {"Content-Type": "image/png", "Accept": "application/json, text/plain, */*"},
-        )
-        == ok
-    )
-    status, phrase, _, body = through_the_toolkit(
-        handler, png, {"Content-Type": "image/png", "Accept": "text/csv"}
-    )
-    assert (status, phrase) == (
-        406,
-        "cannot answer Accept 'text/csv': this endpoint answers application/json",
-    )
-    assert body.startswith(phrase) and "Traceback" in body  # the toolkit adds the trace
-    status, phrase, _, _ = through_the_toolkit(handler, png, {"Content-Type": "image/gif"})
-    assert status == 415 and "send one of image/png" in phrase
-    status, _, _, _ = through_the_toolkit(handler, b"", {"Content-Type": "image/png"})
-    assert status == 400
-
-
-@pytest.mark.parametrize("content_type", ["application/json", "text/csv"])
-def test_a_png_labelled_as_text_is_a_415_through_the_toolkit_not_a_500(
-    model_dir: Path, test_images: Split, content_type: str
-) -> None:
-    # The toolkit decodes application/json and text/csv bodies as UTF-8 before input_fn
-    # sees them; a PNG's bytes are not UTF-8, and the decode error was answered 500,
-    # which SageMaker counts in Invocation5XXErrors (a client could roll a canary back).
-    handler = load_handler_service(model_dir)
-    png = sample_model.png_bytes(test_images[0][0])
-    status, phrase, _, _ = through_the_toolkit(handler, png, {"Content-Type": content_type})
-    assert status == 415
-    assert phrase.startswith(f"unsupported content type '{content_type}'")
-    status, phrase, _, _ = through_the_toolkit(handler, b'{"a": 1}', {"Content-Type": content_type})
-    assert status == 415
 
 
 def test_a_scan_bomb_is_a_413_not_a_200_after_seconds_of_cpu() -> None:

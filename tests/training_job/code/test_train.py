@@ -395,6 +395,8 @@ def test_the_packed_model_serves_with_only_its_code_dir_on_the_path(
     extracted = tmp_path / "extracted"
     with tarfile.open(archive) as tar:
         tar.extractall(extracted, filter="data")
+    # The model server travels in the serving image, not in each version's code/.
+    assert not {"serve.py", "batching.py"} & {path.name for path in (extracted / "code").iterdir()}
     image = tmp_path / "image.png"
     Image.new("RGB", (40, 30), (200, 30, 30)).save(image)
     script = (

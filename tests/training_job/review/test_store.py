@@ -213,12 +213,14 @@ def test_undo_of_an_audit_photo_routes_it_again_without_a_second_routed_event(
     world: ReviewWorld,
 ) -> None:
     """The model's `routed` event for an audit photo was sent when it decided; the undo
-    restores that decision in the table and emits the withdrawal, not `routed` again."""
+    restores that decision in the table and emits the withdrawal, not `routed` again.
+    (Alice contradicts a model 97% sure: her answer waits for Bob's, which decides.)"""
     photo = world.photos[0]
     seed_item(world, photo, "2026-11-29T09:00:00.000Z", REASON_AUDIT, "motorcycle", 0.97)
     store = world.store()
-    answered = store.answer(photo.image, "bicycle", 0, "alice")
-    restored = store.undo(photo.image, answered["revision"], "alice")
+    held = store.answer(photo.image, "bicycle", 0, "alice")
+    answered = store.answer(photo.image, "bicycle", held["revision"], "bob")
+    restored = store.undo(photo.image, answered["revision"], "bob")
     assert restored["status"] == STATUS_ROUTED
     assert restored["label"] == "motorcycle"
     answer_event, undo_event = world.events()

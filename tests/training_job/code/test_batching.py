@@ -1,4 +1,5 @@
-"""local_aws/endpoint/batcher.py: the micro-batcher the toolkit's threads hand images to."""
+"""training_job/code/batching.py: the model server's micro-batcher, which its request
+threads hand images to."""
 
 from __future__ import annotations
 
@@ -8,12 +9,13 @@ import time
 
 import pytest
 
-from local_aws.endpoint.batcher import PredictBatches
-from local_aws.endpoint.metrics import WorkerMetrics, allocate_slots
+from tests import sample_model
+
+PredictBatches = sample_model.code_module("batching").PredictBatches
 
 
 def test_concurrent_requests_share_one_predict_call_and_a_failure_stays_in_its_batch() -> None:
-    # The toolkit's threads each hand over one image; PredictBatches calls predict_fn once
+    # The server's request threads each hand over one image; PredictBatches calls predict_fn once
     # for those waiting together, and a failing call fails that batch, not the thread.
     calls: list[int] = []
     started = threading.Barrier(4)
@@ -24,9 +26,11 @@ def test_concurrent_requests_share_one_predict_call_and_a_failure_stays_in_its_b
             raise ValueError("boom")
         return [image * 2 for image in images]
 
-    metrics = WorkerMetrics(allocate_slots(1)[0])
-    together = PredictBatches(predict_fn, max_batch=4, max_wait_seconds=60, metrics=metrics)
-    alone = PredictBatches(predict_fn, max_batch=1, max_wait_seconds=0, metrics=metrics)
+    sizes: list[int] = []
+    together = PredictBatches(
+        predict_fn, max_batch=4, max_wait_seconds=60, observe_batch=sizes.append
+    )
+    alone = PredictBatches(predict_fn, max_batch=1, max_wait_seconds=0, observe_batch=sizes.append)
     try:
 
         def one(image: int) -> int:
@@ -36,6 +40,7 @@ def test_concurrent_requests_share_one_predict_call_and_a_failure_stays_in_its_b
         with concurrent.futures.ThreadPoolExecutor(4) as pool:
             assert list(pool.map(one, [1, 2, 3, 4])) == [2, 4, 6, 8]
         assert calls == [4]  # a full batch runs at once, without waiting out max_wait
+        assert sizes == [4]  # and is reported as one batch of 4
         with pytest.raises(ValueError, match="boom"):
             alone.predict(5, "broken")
         assert alone.predict(5, "model") == 10  # the thread survived the failure
@@ -55,9 +60,9 @@ def test_runners_take_batches_from_one_queue_while_another_batch_computes() -> N
             assert release_first.wait(30)
         return [image.upper() for image in images]
 
-    metrics = WorkerMetrics(allocate_slots(1)[0])
+    sizes: list[int] = []
     batches = PredictBatches(
-        predict_fn, max_batch=4, max_wait_seconds=0, metrics=metrics, runners=2
+        predict_fn, max_batch=4, max_wait_seconds=0, observe_batch=sizes.append, runners=2
     )
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         slow = pool.submit(batches.predict, "slow", "model")
@@ -84,9 +89,9 @@ def test_a_runner_takes_only_its_share_of_the_requests_in_the_worker() -> None:
             assert release[images[0]].wait(30)
         return list(images)
 
-    metrics = WorkerMetrics(allocate_slots(1)[0])
+    sizes: list[int] = []
     batches = PredictBatches(
-        predict_fn, max_batch=8, max_wait_seconds=0, metrics=metrics, runners=2
+        predict_fn, max_batch=8, max_wait_seconds=0, observe_batch=sizes.append, runners=2
     )
     with concurrent.futures.ThreadPoolExecutor(6) as pool:
         answers = [pool.submit(batches.predict, "a", "model")]
