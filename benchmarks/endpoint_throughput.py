@@ -14,6 +14,9 @@ processes do not inflate the way they inflate latency. For the endpoint, the mea
 (images per forward pass, from its /metrics) shows how well it batched.
 
     .venv/bin/python benchmarks/endpoint_throughput.py [--model-dir DIR] [--workers 2]
+
+The model's own CPU per image, by batch size and against the reference computation, is
+benchmarks/model_compute.py's.
 """
 
 from __future__ import annotations

@@ -67,12 +67,24 @@ def decisions_by_outcome(dynamodb: Any, table: str) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
+def _sigint_stops() -> None:
+    """`preexec_fn` of the review server: SIGINT at its default action, so the stop below
+    is a Ctrl-C (KeyboardInterrupt, a clean exit 0) even when the demo itself runs with
+    SIGINT ignored (started with a shell's `&`, or by a CI runner), which a child would
+    inherit: the stop then did nothing, and the server was killed after the timeout."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def scripted_review(bucket: str, table: str) -> dict[str, Any]:
     """Serve the review page with the real command and answer its queue with the truth,
     then as a second reviewer, the photos held for a second opinion."""
     truth = true_answers(boto3.client("s3"), bucket)
-    result = review_as(REVIEWER, bucket, table, truth)
-    second = review_as(SECOND_REVIEWER, bucket, table, truth) if result.pending_after else None
+    result, stopped = review_as(REVIEWER, bucket, table, truth)
+    exit_statuses = [stopped]
+    second = None
+    if result.pending_after:
+        second, stopped = review_as(SECOND_REVIEWER, bucket, table, truth)
+        exit_statuses.append(stopped)
     return {
         "queue_before": result.pending_before,
         "queue_after": (second or result).pending_after,
@@ -81,18 +93,25 @@ def scripted_review(bucket: str, table: str) -> dict[str, Any]:
         "conflicts": result.conflicts + (second.conflicts if second else 0),
         "unknown": (second or result).unknown,
         "decisions": decisions_by_outcome(boto3.client("dynamodb"), table),
+        # Each review server's exit status: 0 when it stopped as Ctrl-C stops it.
+        "server_exit_statuses": exit_statuses,
     }
 
 
-def review_as(reviewer: str, bucket: str, table: str, truth: dict[str, str]) -> ScriptedReview:
-    """Run `training_job review` as `reviewer` and answer the queue through its page."""
+def review_as(
+    reviewer: str, bucket: str, table: str, truth: dict[str, str]
+) -> tuple[ScriptedReview, int]:
+    """Run `training_job review` as `reviewer` and answer the queue through its page; what
+    was answered, and the server's exit status once stopped."""
     port = free_port()
     command = [
         sys.executable, "-m", "training_job", "review", "--table", table,
         "--bucket", bucket, "--port", str(port), "--reviewer", reviewer,
     ]  # fmt: skip
     print(f"    $ {' '.join(command[1:])}", flush=True)
-    server = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)
+    server = subprocess.Popen(
+        command, cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True, preexec_fn=_sigint_stops
+    )
     try:
         assert server.stdout is not None
         banner = server.stdout.readline()  # printed once it listens
@@ -107,7 +126,7 @@ def review_as(reviewer: str, bucket: str, table: str, truth: dict[str, str]) -> 
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
-    return result
+    return result, server.returncode
 
 
 def review_step(bucket: str, stack: str) -> dict[str, Any] | None:

@@ -22,6 +22,7 @@ from urllib.parse import unquote, urlsplit
 
 import boto3
 import requests
+from botocore.config import Config
 
 from local_aws import (
     cloudformation,
@@ -94,6 +95,9 @@ def client_environment(
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_SESSION_TOKEN": "testing",
+        # StartSyncExecution's host prefix (`sync-`) would make `sync-127.0.0.1`, which
+        # resolves nowhere; the SDKs' own setting sends it to the endpoint as given.
+        "AWS_DISABLE_HOST_PREFIX_INJECTION": "true",
     }
 
 
@@ -306,8 +310,12 @@ def without_aws_variables(environment: Mapping[str, str]) -> dict[str, str]:
 def local_client(variables: Mapping[str, str], service: str, **kwargs: Any) -> Any:
     """A boto3 client for the local AWS that `variables` (client_environment's) describe,
     whatever this process's own environment says."""
+    config = Config(inject_host_prefix=False)  # as AWS_DISABLE_HOST_PREFIX_INJECTION above
+    if "config" in kwargs:
+        config = config.merge(kwargs.pop("config"))
     return boto3.client(
         service,
+        config=config,
         endpoint_url=kwargs.pop("endpoint_url", variables["AWS_ENDPOINT_URL"]),
         region_name=kwargs.pop("region_name", variables["AWS_DEFAULT_REGION"]),
         aws_access_key_id=variables["AWS_ACCESS_KEY_ID"],

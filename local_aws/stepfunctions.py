@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from local_aws import express
+
 # Step Functions' quota on a task's, state's or execution's input or output: 256 KiB of
 # UTF-8 (the same number StartExecution's API reference gives as `input`'s maximum length).
 MAX_PAYLOAD_BYTES = 256 * 1024
@@ -52,10 +54,20 @@ def patch_states_all_leaves_terminal_errors() -> None:
     ErrorEqualsDecl._eval_body = eval_body  # type: ignore[method-assign]
 
 
-def patch_execution_input_size_checked() -> None:
-    """StartExecution accepted any input; AWS refuses one over 256 KiB with
-    ValidationException before an execution exists."""
+def check_execution_input(execution_input: str | None) -> None:
+    """AWS refuses an execution input over 256 KiB with ValidationException (StartExecution
+    and StartSyncExecution alike), before an execution exists."""
     from moto.stepfunctions.exceptions import ValidationException
+
+    if execution_input and len(str(execution_input).encode()) > MAX_PAYLOAD_BYTES:
+        raise ValidationException(
+            "1 validation error detected: Value at 'input' failed to satisfy "
+            f"constraint: Member must have length less than or equal to {MAX_PAYLOAD_BYTES}"
+        )
+
+
+def patch_execution_input_size_checked() -> None:
+    """StartExecution accepted any input (check_execution_input)."""
     from moto.stepfunctions.parser.models import StepFunctionsParserBackend
 
     start_execution = StepFunctionsParserBackend.start_execution
@@ -63,12 +75,7 @@ def patch_execution_input_size_checked() -> None:
     def start_checked_execution(
         self: StepFunctionsParserBackend, state_machine_arn: str, *args: Any, **kwargs: Any
     ) -> Any:
-        execution_input = kwargs.get("execution_input", args[1] if len(args) > 1 else None)
-        if execution_input and len(str(execution_input).encode()) > MAX_PAYLOAD_BYTES:
-            raise ValidationException(
-                "1 validation error detected: Value at 'input' failed to satisfy "
-                f"constraint: Member must have length less than or equal to {MAX_PAYLOAD_BYTES}"
-            )
+        check_execution_input(kwargs.get("execution_input", args[1] if len(args) > 1 else None))
         return start_execution(self, state_machine_arn, *args, **kwargs)
 
     StepFunctionsParserBackend.start_execution = start_checked_execution  # type: ignore[method-assign]
@@ -119,6 +126,9 @@ def patch_eventbridge_task_errors_named() -> None:
 
 PATCHES = (
     patch_states_all_leaves_terminal_errors,
+    # Express workflows (local_aws/express.py); their starts before the input check
+    # below, which then wraps Standard and Express starts alike.
+    *express.PATCHES,
     patch_execution_input_size_checked,
     patch_eventbridge_task_errors_named,
 )

@@ -210,9 +210,12 @@ def workflow(
     )
     try:
         # The endpoint's name reaches the stack through the SSM parameter deploy published.
+        # STANDARD: these tests read each execution's history (the Express stage is
+        # `express_stage`'s, below).
         deployed = flow.sls(
-            "deploy", "--stage", STAGE, "--region", REGION, "--param", f"bucket={flow.bucket}"
-        )
+            "deploy", "--stage", STAGE, "--region", REGION, "--param", f"bucket={flow.bucket}",
+            "--param", "workflowType=STANDARD",
+        )  # fmt: skip
         _check(deployed, "sls deploy")
         _probe_endpoint(flow)
         yield flow
@@ -946,6 +949,49 @@ def test_the_stack_names_its_decisions_table(workflow: Workflow) -> None:
     assert REVIEW_INDEX in declared
 
 
+def cost_reports(flow: Workflow, stack: str) -> dict[str, dict[str, Any]]:
+    """`training_job cost` of `stack` at 1M photos a month and a day (its lines by service),
+    with the endpoint's autoscaling as `deploy --mode sagemaker` registers it (min 1, max
+    4, the load-tested target); the tables are printed for docs/benchmarks.md (pytest -s)."""
+    scaling_client = flow.client("application-autoscaling")
+    config = flow.client("sagemaker").describe_endpoint_config(
+        EndpointConfigName=flow.client("sagemaker").describe_endpoint(
+            EndpointName=flow.endpoint_name
+        )["EndpointConfigName"]
+    )
+    variant = config["ProductionVariants"][0]["VariantName"]
+    autoscaling.register(scaling_client, flow.endpoint_name, variant, 1, 4)
+    scaling_client.put_scaling_policy(
+        PolicyName=autoscaling.policy_name(flow.endpoint_name),
+        ServiceNamespace=autoscaling.SERVICE_NAMESPACE,
+        ResourceId=autoscaling.resource_id(flow.endpoint_name, variant),
+        ScalableDimension=autoscaling.SCALABLE_DIMENSION,
+        PolicyType="TargetTrackingScaling",
+        TargetTrackingScalingPolicyConfiguration=autoscaling.target_tracking(
+            autoscaling.DEFAULT_TARGET_INVOCATIONS_PER_MINUTE
+        ),
+    )
+    try:
+        reports = {}
+        for volume in ("--photos-per-month", "--photos-per-day"):
+            command = ("cost", "--stack", stack, "--executions", "2")
+            result = flow.training_job(
+                *command, "--endpoint", flow.endpoint_name, volume, "1000000"
+            )
+            _check(result, "training_job cost")
+            print(result.stdout)  # the table docs/benchmarks.md records (pytest -s)
+            result = flow.training_job(
+                *command, "--endpoint", flow.endpoint_name, volume, "1000000", "--json"
+            )
+            _check(result, "training_job cost --json")
+            reports[volume] = {line["service"]: line for line in json.loads(result.stdout)["lines"]}
+        return reports
+    finally:
+        scaling = autoscaling.Scaling.of(scaling_client, flow.endpoint_name, variant)
+        assert scaling is not None
+        scaling.remove(scaling_client, flow.endpoint_name, variant)
+
+
 def test_the_cost_model_counts_the_deployed_workflows_executions(workflow: Workflow) -> None:
     """`training_job cost` over the stack's own executions (a confident and a doubtful
     photo at least) and its endpoint, with the autoscaling `deploy --mode sagemaker`
@@ -956,42 +1002,7 @@ def test_the_cost_model_counts_the_deployed_workflows_executions(workflow: Workf
     instance at 1M photos a month and 4, its maximum, only past 4 x 9,540 a minute."""
     run_execution(workflow, workflow.confident_key())
     run_execution(workflow, workflow.doubtful_key())
-    scaling_client = workflow.client("application-autoscaling")
-    config = workflow.client("sagemaker").describe_endpoint_config(
-        EndpointConfigName=workflow.client("sagemaker").describe_endpoint(
-            EndpointName=workflow.endpoint_name
-        )["EndpointConfigName"]
-    )
-    variant = config["ProductionVariants"][0]["VariantName"]
-    autoscaling.register(scaling_client, workflow.endpoint_name, variant, 1, 4)
-    scaling_client.put_scaling_policy(
-        PolicyName=autoscaling.policy_name(workflow.endpoint_name),
-        ServiceNamespace=autoscaling.SERVICE_NAMESPACE,
-        ResourceId=autoscaling.resource_id(workflow.endpoint_name, variant),
-        ScalableDimension=autoscaling.SCALABLE_DIMENSION,
-        PolicyType="TargetTrackingScaling",
-        TargetTrackingScalingPolicyConfiguration=autoscaling.target_tracking(
-            autoscaling.DEFAULT_TARGET_INVOCATIONS_PER_MINUTE
-        ),
-    )
-    try:
-        reports = {}
-        for volume in ("--photos-per-month", "--photos-per-day"):
-            command = ("cost", "--stack", f"scones-unlimited-{STAGE}", "--executions", "2")
-            result = workflow.training_job(
-                *command, "--endpoint", workflow.endpoint_name, volume, "1000000"
-            )
-            _check(result, "training_job cost")
-            print(result.stdout)  # the table docs/benchmarks.md records (pytest -s)
-            result = workflow.training_job(
-                *command, "--endpoint", workflow.endpoint_name, volume, "1000000", "--json"
-            )
-            _check(result, "training_job cost --json")
-            reports[volume] = {line["service"]: line for line in json.loads(result.stdout)["lines"]}
-    finally:
-        scaling = autoscaling.Scaling.of(scaling_client, workflow.endpoint_name, variant)
-        assert scaling is not None
-        scaling.remove(scaling_client, workflow.endpoint_name, variant)
+    reports = cost_reports(workflow, f"scones-unlimited-{STAGE}")
     monthly = reports["--photos-per-month"]
     transitions = float(monthly["Step Functions"]["what"].split()[0])
     invocations = float(monthly["Lambda"]["what"].split()[0])
@@ -1000,3 +1011,80 @@ def test_the_cost_model_counts_the_deployed_workflows_executions(workflow: Workf
     for report in reports.values():  # 23 and 694 photos a minute: under one instance's target
         assert report["SageMaker endpoint"]["what"].startswith("1 x ml.m5.xlarge")
         assert report["SageMaker endpoint"]["monthly"] == pytest.approx(0.23 * 730)
+
+
+# The same project deployed again as an EXPRESS stage over the same bucket and endpoint:
+# last in this module, since its trigger also starts on the bucket's uploads.
+EXPRESS_STAGE = "localx"
+
+
+@pytest.fixture(scope="module")
+def express_stage(workflow: Workflow) -> str:
+    """`sls deploy --param workflowType=EXPRESS` of a second stage; its state machine's ARN."""
+    # What `training_job deploy` publishes for a stage: its endpoint's name.
+    workflow.client("ssm").put_parameter(
+        Name=f"/scones-unlimited/{EXPRESS_STAGE}/endpoint-name",
+        Value=workflow.endpoint_name,
+        Type="String",
+        Overwrite=True,
+    )
+    deployed = workflow.sls(
+        "deploy", "--stage", EXPRESS_STAGE, "--region", REGION,
+        "--param", f"bucket={workflow.bucket}", "--param", "workflowType=EXPRESS",
+    )  # fmt: skip
+    _check(deployed, "sls deploy (EXPRESS)")
+    name = f"scones-unlimited-{EXPRESS_STAGE}-image-workflow"
+    machines = workflow.client("stepfunctions").list_state_machines()["stateMachines"]
+    return str(next(m["stateMachineArn"] for m in machines if m["name"] == name))
+
+
+# Run alone, it also carries the module's setup (staging, a quick training, the endpoint
+# and the first stack) on top of its own stage's `sls deploy`: 300 s is the module's limit
+# for one test after that setup.
+@pytest.mark.timeout(600)
+def test_the_express_stage_runs_the_workflow_and_is_priced_per_request(
+    workflow: Workflow, express_stage: str
+) -> None:
+    """The deployed EXPRESS workflow, run synchronously (StartSyncExecution answers with
+    the end: "200 OK response, even if your execution fails"), decides a confident photo
+    and stops a doubtful one at the gate, as the Standard stage does; its cost is read from
+    its log group (Express: "Execution history is not captured by Step Functions") and
+    priced per request and GB-second (Step Functions pricing: $1.00 a million requests,
+    duration rounded up to 100 ms times 64 MB at $0.00001667 a GB-second), with no
+    transitions. The tables are docs/benchmarks.md's ("Express workflows"), where the $25
+    goal is judged."""
+    sfn = workflow.client("stepfunctions")
+    assert sfn.describe_state_machine(stateMachineArn=express_stage)["type"] == "EXPRESS"
+    ends = {}
+    for key in (workflow.confident_key(), workflow.doubtful_key()):
+        event = {"image_data": "", "s3_bucket": workflow.bucket, "s3_key": key, "inferences": []}
+        ended = sfn.start_sync_execution(stateMachineArn=express_stage, input=json.dumps(event))
+        ends[key] = (ended["status"], ended.get("error"))
+    assert ends[workflow.confident_key()] == ("SUCCEEDED", None)
+    assert ends[workflow.doubtful_key()] == ("FAILED", GATE_ERROR)
+    # The S3 trigger starts the Express workflow as it starts a Standard one (EventBridge's
+    # Step Functions target: StartExecution), and the run records its decision.
+    dynamodb = workflow.client("dynamodb")
+    key = f"incoming/{uuid.uuid4().hex}.png"
+    body = workflow.client("s3").get_object(Bucket=workflow.bucket, Key=workflow.confident_key())
+    workflow.client("s3").put_object(Bucket=workflow.bucket, Key=key, Body=body["Body"].read())
+    deadline = time.monotonic() + 60
+    while "Item" not in (
+        found := dynamodb.get_item(
+            TableName=f"scones-unlimited-{EXPRESS_STAGE}-decisions",
+            Key={"image": {"S": photo_id(workflow, key)}},
+            ConsistentRead=True,
+        )
+    ):
+        assert time.monotonic() < deadline, f"no decision for {key} from the Express stage"
+        time.sleep(0.2)
+    assert ":express:" in found["Item"]["execution"]["S"]
+    reports = cost_reports(workflow, f"scones-unlimited-{EXPRESS_STAGE}")
+    for report in reports.values():
+        workflow_line = report["Step Functions"]
+        assert workflow_line["what"].startswith("1 request, ")
+        gb_seconds = float(workflow_line["what"].split()[2])  # printed to 4 digits
+        units = gb_seconds / (64 / 1024 * 0.1)  # 64 MB x 100 ms, each execution's own
+        assert units >= 1 and abs(units * 2 - round(units * 2)) < 0.01  # 2 executions' mean
+        assert workflow_line["per_million"] == pytest.approx(1.0 + gb_seconds * 16.67, rel=1e-3)
+        assert report["Lambda"]["what"].startswith("3 invocations")

@@ -1,13 +1,15 @@
 """`python -m training_job cost`: what a photo costs on AWS, per service, per million photos.
 
-Reads the deployed stack: the state machine's last executions (state transitions, Lambda
+Reads the deployed stack: the state machine's last executions (a Standard workflow's
+from their histories, an Express one's from its log group: state transitions, Lambda
 invocations and their measured durations times each function's memory, DynamoDB writes,
-custom events, log records), the endpoint's production variants with their autoscaling
-(instances from the target-tracking value, invocations per instance per minute, at a
-steady rate), data capture's sampling, and the stack's alarms and custom metrics. Prices
-come from one dated file (training_job/prices-us-east-1.json: its date, region and each
-price's source page), which the report names. A steady rate is assumed: a peaky month
-needs more endpoint instances at its peaks than the average says.
+custom events, log records; Express: each execution and its billed GB-seconds), the
+endpoint's production variants with their autoscaling (instances from the target-tracking
+value, invocations per instance per minute, at a steady rate), data capture's sampling,
+and the stack's alarms and custom metrics. Prices come from one dated file
+(training_job/prices-us-east-1.json: its date, region and each price's source page), which
+the report names. A steady rate is assumed: a peaky month needs more endpoint instances at
+its peaks than the average says.
 """
 
 from __future__ import annotations
@@ -54,7 +56,12 @@ def read_usage(args: argparse.Namespace, photos_per_month: float) -> tuple[Usage
     sfn = boto3.client("stepfunctions")
     machine = resolve_state_machine(sfn, args.state_machine or f"{args.stack}{WORKFLOW_SUFFIX}")
     workflow = workflow_usage(
-        sfn, boto3.client("lambda"), boto3.client("dynamodb"), machine, args.executions
+        sfn,
+        boto3.client("lambda"),
+        boto3.client("dynamodb"),
+        machine,
+        args.executions,
+        boto3.client("logs"),
     )
     variants: tuple[Endpoint, ...] = ()
     capture_share = 0.0
@@ -80,6 +87,7 @@ def read_usage(args: argparse.Namespace, photos_per_month: float) -> tuple[Usage
         endpoint=variants,
         alarms=alarm_count(boto3.client("cloudformation"), args.stack),
         custom_metrics=custom_metric_count(cloudwatch),
+        express_gb_seconds=workflow.express_gb_seconds,
     )
     return usage, workflow.executions
 

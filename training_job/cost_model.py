@@ -61,6 +61,8 @@ class Usage:
     endpoint: tuple[Endpoint, ...]  # its production variants; none: priced without it
     alarms: int = 0  # per month
     custom_metrics: int = 0  # per month
+    # An Express workflow's billed GB-seconds a photo (one request each); None: Standard.
+    express_gb_seconds: float | None = None
 
 
 @dataclass(frozen=True)
@@ -117,13 +119,7 @@ def cost_per_million(usage: Usage, prices: Prices) -> list[Line]:
 def _monthly(usage: Usage, prices: Prices) -> list[Line]:
     photos = usage.photos_per_month
     lines = [
-        Line(
-            "Step Functions",
-            photos
-            * usage.state_transitions
-            * prices("step_functions", "standard_per_state_transition"),
-            f"{usage.state_transitions:g} state transitions a photo (Standard)",
-        ),
+        _workflow_line(usage, prices),
         Line(
             "Lambda",
             photos
@@ -165,6 +161,30 @@ def _monthly(usage: Usage, prices: Prices) -> list[Line]:
         ),
     ]
     return lines
+
+
+def _workflow_line(usage: Usage, prices: Prices) -> Line:
+    """Standard: each state transition. Express: each execution (a request), and its
+    billed duration times its billed memory in GB-seconds (Step Functions pricing)."""
+    photos = usage.photos_per_month
+    if usage.express_gb_seconds is None:
+        return Line(
+            "Step Functions",
+            photos
+            * usage.state_transitions
+            * prices("step_functions", "standard_per_state_transition"),
+            f"{usage.state_transitions:g} state transitions a photo (Standard)",
+        )
+    return Line(
+        "Step Functions",
+        photos
+        * (
+            prices("step_functions", "express_per_request")
+            + usage.express_gb_seconds * prices("step_functions", "express_per_gb_second")
+        ),
+        f"1 request, {usage.express_gb_seconds:.4g} GB-s a photo (Express: 64 MB x billed "
+        "duration)",
+    )
 
 
 def _endpoint_line(endpoint: Endpoint, photos: float, prices: Prices) -> Line:

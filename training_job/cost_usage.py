@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -25,6 +25,7 @@ from training_job.autoscaling import (
     SERVICE_NAMESPACE,
     resource_id,
 )
+from training_job.cost_express import express_histories
 from training_job.cost_model import Endpoint
 from training_job.errors import UsageError
 
@@ -46,7 +47,8 @@ class CostReadError(UsageError):
 
 @dataclass(frozen=True)
 class WorkflowUsage:
-    """Per photo, averaged over the sampled executions."""
+    """Per photo, averaged over the sampled executions. `express_gb_seconds` is None for a
+    Standard workflow (billed per transition), an Express one's billed GB-seconds else."""
 
     executions: int
     state_transitions: float
@@ -55,21 +57,22 @@ class WorkflowUsage:
     dynamodb_write_units: float
     custom_events: float
     log_bytes: float
+    express_gb_seconds: float | None = None
 
 
 def workflow_usage(
-    sfn: Any, lambda_: Any, dynamodb: Any, machine_arn: str, sample: int
+    sfn: Any, lambda_: Any, dynamodb: Any, machine_arn: str, sample: int, logs: Any = None
 ) -> WorkflowUsage:
-    """The last `sample` finished executions of the state machine, counted and averaged."""
+    """The last `sample` finished executions of the state machine, counted and averaged:
+    a Standard one's from their histories, an Express one's from its log group (`logs`)."""
     machine = sfn.describe_state_machine(stateMachineArn=machine_arn)
-    if machine.get("type", "STANDARD") != "STANDARD":
-        # Express workflows bill per request and GB-second, and keep no history to count.
-        raise CostReadError(
-            f"{machine_arn} is a {machine['type']} workflow: this model prices Standard "
-            "workflows (state transitions) only"
-        )
+    express = machine.get("type", "STANDARD") == "EXPRESS"
     logged = machine.get("loggingConfiguration", {}).get("level", "OFF") != "OFF"
-    histories = [_history(sfn, arn) for arn in _finished_executions(sfn, machine_arn, sample)]
+    if express:
+        read = express_histories(logs, machine, sample)
+        histories = [events for events, _, _ in read]
+    else:
+        histories = [_history(sfn, arn) for arn in _finished_executions(sfn, machine_arn, sample)]
     if not histories:
         raise CostReadError(
             f"{machine_arn} has no finished executions to count: run the workflow on a few "
@@ -79,10 +82,17 @@ def workflow_usage(
     indexes = _Memo(lambda table: _index_keys(dynamodb, table))
     totals = [0.0] * 6
     for events in histories:
-        counted = _count(events, memory, indexes, logged)
+        # An Express execution's records are counted as they were ingested, below.
+        counted = _count(events, memory, indexes, logged and not express)
         totals = [a + b for a, b in zip(totals, counted, strict=True)]
     n = len(histories)
-    return WorkflowUsage(n, *(total / n for total in totals))
+    if not express:
+        return WorkflowUsage(n, *(total / n for total in totals))
+    totals[5] += sum(record_bytes for _, _, record_bytes in read)
+    gb_seconds = sum(billed for _, billed, _ in read) / n
+    return replace(
+        WorkflowUsage(n, *(total / n for total in totals)), express_gb_seconds=gb_seconds
+    )
 
 
 def _finished_executions(sfn: Any, machine_arn: str, sample: int) -> list[str]:

@@ -2,10 +2,14 @@
 
 Starts one execution of the state machine per image listed in the test `.lst` (input: the
 workflow event `{"image_data": "", "s3_bucket", "s3_key", "inferences": []}`), at most
-`--concurrency` at a time, waits for each (DescribeExecution with back-off), and reports
+`--concurrency` at a time, waits for each, and reports
 how many succeeded and failed, the failures by error name, the accuracy of the predictions
 that passed the confidence gate, and the share the gate stopped. It calls only Step
 Functions and S3, so it runs the same against AWS and against the local AWS.
+
+A STANDARD workflow's executions are started and followed with DescribeExecution (with
+back-off); an EXPRESS workflow keeps no execution history to describe, so each of its
+executions is run with StartSyncExecution, which answers with the execution's end.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import boto3
+from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from tqdm import tqdm
 
@@ -138,6 +143,22 @@ def summarize(outcomes: list[Outcome]) -> dict[str, Any]:
     }
 
 
+def run_one_synchronously(
+    sfn: Any, machine_arn: str, name: str, bucket: str, key: str, label: int
+) -> Outcome:
+    """An Express execution, run to its end by StartSyncExecution (the client's read
+    timeout is the wait: see `evaluate`)."""
+    event = {"image_data": "", "s3_bucket": bucket, "s3_key": key, "inferences": []}
+    try:
+        ended = sfn.start_sync_execution(
+            stateMachineArn=machine_arn, name=name, input=json.dumps(event)
+        )
+    except (ClientError, BotoCoreError) as error:
+        code = error.response["Error"]["Code"] if isinstance(error, ClientError) else "Client"
+        return Outcome(key, label, "NOT_STARTED", f"StartSync.{code}")
+    return Outcome(key, label, ended["status"], ended.get("error"), ended.get("output"))
+
+
 def run_one(
     sfn: Any, machine_arn: str, name: str, bucket: str, key: str, label: int, timeout: float
 ) -> Outcome:
@@ -188,6 +209,14 @@ def evaluate(
     sfn = boto3.client("stepfunctions")
     entries = read_labels(s3, labels)[: limit if limit is not None and limit > 0 else None]
     machine_arn = resolve_state_machine(sfn, state_machine)
+    express = sfn.describe_state_machine(stateMachineArn=machine_arn).get("type") == "EXPRESS"
+    if express:
+        # A synchronous start waits in its response: up to --timeout, and never retried
+        # (a retried start would run the photo twice).
+        sfn = boto3.client(
+            "stepfunctions",
+            config=Config(read_timeout=timeout, retries={"total_max_attempts": 1}),
+        )
     run_id = uuid.uuid4().hex[:12]  # execution names are unique per state machine for 90 days
     outcomes: list[Outcome] = []
     with (
@@ -195,17 +224,11 @@ def evaluate(
         tqdm(total=len(entries), desc="executions", unit="image", disable=not progress) as bar,
     ):
         futures = [
-            pool.submit(
-                run_one,
-                sfn,
-                machine_arn,
-                f"evaluate-{run_id}-{index:05d}",
-                bucket,
-                prefix + entry.filename,
-                entry.label,
-                timeout,
-            )
+            pool.submit(run_one_synchronously, sfn, machine_arn, name, bucket, key, entry.label)
+            if express
+            else pool.submit(run_one, sfn, machine_arn, name, bucket, key, entry.label, timeout)
             for index, entry in enumerate(entries)
+            for name, key in [(f"evaluate-{run_id}-{index:05d}", prefix + entry.filename)]
         ]
         for future in as_completed(futures):
             outcomes.append(future.result())

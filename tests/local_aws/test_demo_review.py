@@ -5,6 +5,7 @@ test photo with its true label, and the summary shows the queue and the decision
 from __future__ import annotations
 
 import json
+import signal
 
 import boto3
 import pytest
@@ -40,6 +41,9 @@ def test_the_review_step_answers_the_queue_with_the_true_labels(
     unique_name: str,
     cifar_test_photos: list[tuple[str, str, bytes]],
 ) -> None:
+    """Also: the review server stops as Ctrl-C stops it (exit 0) when the demo runs with
+    SIGINT ignored, as a demo started in the background or by CI does; it was killed
+    after the 30 s stop timeout instead (-9), which every such run waited for."""
     s3, dynamodb = boto3.client("s3"), boto3.client("dynamodb")
     cloudformation = boto3.client("cloudformation")
     s3.create_bucket(Bucket=unique_name)
@@ -54,7 +58,11 @@ def test_the_review_step_answers_the_queue_with_the_true_labels(
             seed_item(world, photo, f"2026-11-29T10:00:{row:02d}.000Z")
     s3.put_object(Bucket=unique_name, Key="test.lst", Body="".join(lines).encode())
 
-    review = demo_review.review_step(unique_name, unique_name)
+    ignored = signal.signal(signal.SIGINT, signal.SIG_IGN)  # as `make demo &` runs it
+    try:
+        review = demo_review.review_step(unique_name, unique_name)
+    finally:
+        signal.signal(signal.SIGINT, ignored)
 
     assert review is not None
     assert (review["queue_before"], review["queue_after"]) == (3, 0)
@@ -62,6 +70,7 @@ def test_the_review_step_answers_the_queue_with_the_true_labels(
     assert review["answers"] == {answer: queued.count(answer) for answer in set(queued)}
     assert review["decisions"] == {"reviewed/person": 3}
     assert (review["conflicts"], review["unknown"]) == (0, 0)
+    assert review["server_exit_statuses"] == [0]
     assert s3.get_object(Bucket=unique_name, Key=REVIEWED_MANIFEST_KEY)["ContentLength"] > 0
     printed = dict(demo_review.summary_lines(review))
     assert printed["review queue"] == "3 before, 0 after"
@@ -96,6 +105,7 @@ def test_a_second_scripted_reviewer_decides_what_contradicts_a_confident_model(
     assert review is not None
     assert (review["queue_before"], review["queue_after"]) == (1, 0)
     assert review["answers"] == {truth: 1} and review["second_opinions"] == 1
+    assert review["server_exit_statuses"] == [0, 0]  # each reviewer's server, stopped
     item = world.item(photo.image)
     assert (item["first_reviewer"], item["reviewer"]) == (
         demo_review.REVIEWER,

@@ -27,11 +27,25 @@ from tests.local_aws.test_endpoint_app import Model, deploy, model  # noqa: F401
 HEADER_TIMEOUT = "1"
 
 
+OPTIONS = ["--workers", "1", "--torch-threads", "1", "--header-timeout-seconds", HEADER_TIMEOUT]
+
+
 @pytest.fixture
 def endpoint_process(model: Model, tmp_path: Path) -> Iterator[RunningEndpoint]:  # noqa: F811
-    """`python -m local_aws.endpoint`, one worker, no capture, a one-second head timeout."""
-    options = ["--workers", "1", "--torch-threads", "1", "--header-timeout-seconds", HEADER_TIMEOUT]
-    with local_endpoint(model.model_dir, tmp_path, options) as endpoint:
+    """`python -m local_aws.endpoint`, one worker, no capture, a one-second head timeout:
+    for a test that stops it."""
+    with local_endpoint(model.model_dir, tmp_path, OPTIONS) as endpoint:
+        yield endpoint
+
+
+@pytest.fixture(scope="module")
+def shared_endpoint(
+    model: Model,  # noqa: F811
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[RunningEndpoint]:
+    """The same endpoint, started once for the tests that only connect to it (each on
+    connections of its own): an endpoint's start is most of such a test's time."""
+    with local_endpoint(model.model_dir, tmp_path_factory.mktemp("served"), OPTIONS) as endpoint:
         yield endpoint
 
 
@@ -43,9 +57,9 @@ def _read_until_closed(connection: socket.socket) -> bytes:
 
 
 def test_a_slowly_sent_request_head_is_answered_408_and_closed(
-    endpoint_process: RunningEndpoint,
+    shared_endpoint: RunningEndpoint,
 ) -> None:
-    port = endpoint_process.port
+    port = shared_endpoint.port
     with socket.create_connection(("127.0.0.1", port), timeout=30) as connection:
         connection.sendall(b"POST /invocations HTTP/1.1\r\nHost: x\r\n")
         connection.settimeout(0.2)
@@ -67,18 +81,18 @@ def test_a_slowly_sent_request_head_is_answered_408_and_closed(
 
 
 def test_a_connection_that_sends_nothing_is_closed(
-    endpoint_process: RunningEndpoint,
+    shared_endpoint: RunningEndpoint,
 ) -> None:
-    port = endpoint_process.port
+    port = shared_endpoint.port
     with socket.create_connection(("127.0.0.1", port), timeout=60) as connection:
         assert _read_until_closed(connection).startswith(b"HTTP/1.1 408 ")
 
 
 def test_an_idle_keep_alive_connection_still_serves_its_next_request(
-    endpoint_process: RunningEndpoint,
+    shared_endpoint: RunningEndpoint,
     model: Model,  # noqa: F811
 ) -> None:
-    port = endpoint_process.port
+    port = shared_endpoint.port
     session = requests.Session()
     url = f"http://127.0.0.1:{port}/invocations"
     headers = {"Content-Type": "image/png"}

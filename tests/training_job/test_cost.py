@@ -82,6 +82,18 @@ def test_a_million_photos_a_month_costs_each_service_as_computed_by_hand() -> No
     assert sum(costs.values()) == pytest.approx(334.65, abs=0.01)
 
 
+def test_an_express_workflow_costs_its_requests_and_gb_seconds_not_transitions() -> None:
+    """Express (Step Functions pricing): $1.00 per million requests plus $0.00001667 per
+    GB-second; a photo of 64 MB x 800 ms billed is 0.05 GB-s: $1.00 + $0.8335 a million,
+    whatever its state transitions."""
+    from dataclasses import replace
+
+    lines = cost_per_million(replace(usage(1_000_000, ()), express_gb_seconds=0.05), PRICES)
+    workflow = next(line for line in lines if line.service == "Step Functions")
+    assert workflow.per_million == pytest.approx(1.0 + 0.05 * 16.67)
+    assert workflow.what.startswith("1 request, 0.05 GB-s a photo (Express")
+
+
 def test_a_million_photos_a_day_pins_the_endpoint_at_its_maximum() -> None:
     """1M/day is 694 photos/min; at 70 invocations per instance per minute target
     tracking wants 10 instances, the scalable target allows 4: 4 x $0.23 x 730 hours over
@@ -296,6 +308,64 @@ def test_usage_is_counted_from_real_execution_histories(
     assert "SageMaker endpoint" not in lines
 
 
+@pytest.fixture
+def executed_express(executed: str) -> str:
+    """The same workflow as an EXPRESS state machine logging every event (level ALL,
+    without execution data) to a group of its own, run synchronously as `executed` ran:
+    once plainly, once with its task failing once and retried after a second."""
+    sfn, logs = boto3.client("stepfunctions"), boto3.client("logs")
+    standard = sfn.describe_state_machine(
+        stateMachineArn=f"arn:aws:states:us-east-1:123456789012:stateMachine:{executed}"
+    )
+    name = f"{executed}-express"
+    logs.create_log_group(logGroupName=f"/aws/vendedlogs/states/{name}")
+    group_arn = f"arn:aws:logs:us-east-1:123456789012:log-group:/aws/vendedlogs/states/{name}:*"
+    machine = sfn.create_state_machine(
+        name=name,
+        definition=standard["definition"],
+        roleArn=standard["roleArn"],
+        type="EXPRESS",
+        loggingConfiguration={
+            "level": "ALL",
+            "includeExecutionData": False,
+            "destinations": [{"cloudWatchLogsLogGroup": {"logGroupArn": group_arn}}],
+        },
+    )["stateMachineArn"]
+    for number, fail in enumerate((False, True)):
+        ended = sfn.start_sync_execution(
+            stateMachineArn=machine, input=json.dumps({"image": f"x{number}", "fail": fail})
+        )
+        assert ended["status"] == "SUCCEEDED"
+    return name
+
+
+def test_an_express_workflow_is_priced_per_request_and_gb_second_from_its_log_group(
+    executed: str, executed_express: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Step Functions pricing: Express workflows are charged $1.00 per million requests
+    and for their duration, "rounded up to the nearest 100 ms", times the memory used,
+    "billed in 64-MB chunks" ($0.00001667 per GB-second, the first tier), and no state
+    transitions. Their history is read from the log group ("Using CloudWatch Logs to log
+    execution history": Express workflows "don't record execution history in AWS Step
+    Functions"). The handlers' usage is the Standard run's: 1.5 Lambda requests, 2 write
+    units a photo."""
+    code = main(
+        ["cost", "--stack", executed, "--state-machine", executed_express, "--skip-endpoint",
+         "--json"]
+    )  # fmt: skip
+    assert code == 0
+    lines = {line["service"]: line for line in json.loads(capsys.readouterr().out)["lines"]}
+    workflow = lines["Step Functions"]
+    assert workflow["what"].startswith("1 request, ")
+    gb_seconds = float(workflow["what"].split()[2])
+    # 64 MB for at least 100 ms plainly, and 1.1 s with the retry's one-second interval.
+    assert gb_seconds >= 0.0625 * (0.1 + 1.1) / 2 - 1e-9
+    assert workflow["per_million"] == pytest.approx(1.0 + gb_seconds * 16.67)
+    assert lines["Lambda"]["what"].startswith("1.5 invocations")
+    assert lines["DynamoDB"]["per_million"] == pytest.approx(2 * 0.625)
+    assert lines["CloudWatch Logs"]["per_million"] > 1.5 * 1000 / 1024**3 * 0.5 * 1e6
+
+
 def pass_machine(name: str, kind: str) -> None:
     iam = boto3.client("iam")
     trust = {
@@ -313,7 +383,7 @@ def pass_machine(name: str, kind: str) -> None:
     ("kind", "message"),
     [
         ("STANDARD", "has no finished executions to count"),
-        ("EXPRESS", "is a EXPRESS workflow: this model prices Standard workflows"),
+        ("EXPRESS", "is an EXPRESS workflow without logging at level ALL"),
     ],
 )
 def test_a_workflow_it_cannot_count_is_refused_with_the_reason(
@@ -323,8 +393,9 @@ def test_a_workflow_it_cannot_count_is_refused_with_the_reason(
     message: str,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """Express workflows are billed per request and GB-second, not per transition (Step
-    Functions pricing), and GetExecutionHistory does not serve them."""
+    """A Standard workflow's executions are counted from their histories; an Express
+    workflow keeps none (GetExecutionHistory does not serve it), so without logging every
+    event to a log group there is nothing to count."""
     pass_machine(unique_name, kind)
     code = main(["cost", "--state-machine", unique_name, "--stack", "-", "--skip-endpoint"])
     assert code == 2

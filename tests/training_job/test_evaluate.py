@@ -136,6 +136,49 @@ def test_evaluate_reports_the_gate_and_the_accuracy_behind_it(
     assert all(i["image_data"] == "" and i["inferences"] == [] for i in inputs)
 
 
+def test_evaluate_runs_an_express_workflow_with_synchronous_starts(
+    deployed: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The same workflow as an EXPRESS state machine: Express keeps no execution history
+    ("Execution guarantees", Step Functions developer guide: "Execution history is not
+    captured by Step Functions"; DescribeExecution refuses an Express ARN), so evaluate
+    runs each image with StartSyncExecution ("Starts a Synchronous Express state machine
+    execution", API reference), whose answer holds the status, error and output."""
+    sfn = boto3.client("stepfunctions")
+    standard = sfn.describe_state_machine(
+        stateMachineArn=f"arn:aws:states:us-east-1:123456789012:stateMachine:{deployed}"
+    )
+    express = sfn.create_state_machine(
+        name=f"{deployed}-express",
+        definition=standard["definition"],
+        roleArn=standard["roleArn"],
+        type="EXPRESS",
+    )["stateMachineArn"]
+    code = main(
+        [
+            "evaluate",
+            "--state-machine",
+            f"{deployed}-express",
+            "--images",
+            f"s3://{deployed}/test/",
+            "--labels",
+            f"s3://{deployed}/test.lst",
+            "--json",
+        ]
+    )
+    assert code == 0
+    assert json.loads(capsys.readouterr().out) == {
+        "executions": 4,
+        "succeeded": 3,
+        "failed": 1,
+        "failed_by_error": {"THRESHOLD_CONFIDENCE_NOT_MET": 1},
+        "gate_accuracy": pytest.approx(2 / 3),
+        "stopped_share": 0.25,
+    }
+    with pytest.raises(sfn.exceptions.StateMachineTypeNotSupported):
+        sfn.list_executions(stateMachineArn=express)
+
+
 def test_evaluate_prints_a_readable_report(
     deployed: str, capsys: pytest.CaptureFixture[str]
 ) -> None:

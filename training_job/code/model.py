@@ -19,9 +19,10 @@ evaluation, the endpoint) gets the same test-time augmentation.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -32,6 +33,8 @@ CONFIG_FILE = "model.json"
 WHITEN_KERNEL = 2
 WHITEN_WIDTH = 2 * 3 * WHITEN_KERNEL**2  # each patch eigenvector and its negation
 LOGIT_SCALE = 1 / 9  # airbench's output scaling, which suits label smoothing
+GROUPED_MAX_VIEWS = 8  # ServingNet's largest pass (images x views) in grouped convolutions
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
 
 class Conv(nn.Conv2d):
@@ -160,16 +163,148 @@ class Net(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training:
             return self.member_logits(x).mean(0)
-        logits = self.views_logits(x)
-        if self.tta_translate:
-            # airbench's translation TTA: the image (with its mirror) weighs half, and the
-            # image shifted one pixel up-left and one down-right (reflect padding) a quarter each.
-            padded = nn.functional.pad(x, (1, 1, 1, 1), mode="reflect")
-            shifted = self.views_logits(padded[..., :-2, :-2]) + self.views_logits(
-                padded[..., 2:, 2:]
-            )
-            logits = (logits + shifted / 2) / 2
-        return logits / self.temperature
+        return augmented_logits(self.views_logits, x, self.tta_translate, self.temperature)
+
+
+def augmented_logits(
+    views_logits: Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    tta_translate: bool,
+    temperature: float,
+) -> torch.Tensor:
+    """The eval-mode logits of `Net` and `ServingNet`: `views_logits` (the image with its
+    mirror) and, with translate TTA, its shifted copies, divided by the temperature."""
+    logits = views_logits(x)
+    if tta_translate:
+        # airbench's translation TTA: the image (with its mirror) weighs half, and the
+        # image shifted one pixel up-left and one down-right (reflect padding) a quarter each.
+        padded = nn.functional.pad(x, (1, 1, 1, 1), mode="reflect")
+        shifted = views_logits(padded[..., :-2, :-2]) + views_logits(padded[..., 2:, 2:])
+        logits = (logits + shifted / 2) / 2
+    return logits / temperature
+
+
+class ServingNet(nn.Module):
+    """A `Net`'s eval-mode answers computed with less CPU: what the endpoint serves.
+
+    Each member's eval-mode BatchNorms (a per-channel scale and shift) are folded into the
+    conv before them, and the heads become one linear layer that averages the members'
+    logits. Small passes run the members as one network of their channels side by side
+    (`grouped`: the whitening convs one conv, each 3×3 conv one conv grouped by member, so
+    no member sees another's channels): the same arithmetic in about a quarter of the
+    operations, which saves most where each operation's fixed cost counts. oneDNN's
+    grouped convolutions cost more than the members' own from ~16 views (one thread), so
+    larger passes run the folded members apart (docs/benchmarks.md, "Issue 22"). The image
+    and its mirror still go through as one batch. The answers are the Net's up to float
+    rounding (~1e-6); what is saved in model.pth does not change. Eval only: build it from
+    a trained net, after its last weight update.
+    """
+
+    def __init__(self, net: Net) -> None:
+        super().__init__()
+        self.tta_flip = net.tta_flip
+        self.tta_translate = net.tta_translate
+        self.temperature = net.temperature
+        members = [member for member in net.members if isinstance(member, Member)]
+        with torch.no_grad():  # the weights are copied and folded, not learned
+            folded = [_folded(member) for member in members]
+            self.members = nn.ModuleList(folded)
+            self.grouped = _grouped(folded)
+            heads = torch.cat([member.head.weight for member in members], dim=1)
+            self.head = nn.Linear(heads.shape[1], heads.shape[0], bias=False)
+            self.head.weight.copy_(heads * (LOGIT_SCALE / len(members)))
+
+    def views_logits(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.tta_flip:
+            return self.head(self.embed(x))
+        both = self.embed(torch.cat((x, x.flip(-1))))
+        # The head is linear: the mean of the views' logits is the head of their mean.
+        return self.head((both[: len(x)] + both[len(x) :]) / 2)
+
+    def embed(self, views: torch.Tensor) -> torch.Tensor:
+        """The members' embeddings side by side, as `Net.embed` gives them."""
+        if len(views) <= GROUPED_MAX_VIEWS:
+            return self.grouped(views)
+        return torch.cat([member(views) for member in self.members], dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return augmented_logits(self.views_logits, x, self.tta_translate, self.temperature)
+
+
+def _folded(member: Member) -> nn.Sequential:
+    """A member's embedding network with each BatchNorm folded into the conv before it:
+    norm(conv(x)) = scale * conv(x) + (bias - mean * scale), per channel. The max pool
+    between conv1 and norm1 commutes with the scale where it is positive
+    (`can_fold_norms`)."""
+    layers: list[nn.Module] = [_copy_conv(member.whiten.weight, _bias(member.whiten)), nn.GELU()]
+    for group in member.features:
+        if not isinstance(group, ConvGroup):
+            continue
+        layers += [_folded_conv(group.conv1, group.norm1), nn.MaxPool2d(2), nn.GELU()]
+        layers += [_folded_conv(group.conv2, group.norm2), nn.GELU()]
+    return nn.Sequential(*layers, nn.AdaptiveMaxPool2d(1), nn.Flatten())
+
+
+def _grouped(members: list[nn.Sequential]) -> nn.Sequential:
+    """The folded members as one network: their convs' channels side by side, each 3×3
+    conv grouped by member (the first conv, the whitening, reads the image all share)."""
+    count = len(members)
+    layers: list[nn.Module] = []
+    for index, layer in enumerate(members[0]):
+        if not isinstance(layer, nn.Conv2d):
+            layers.append(layer)
+            continue
+        convs = [conv for member in members if isinstance(conv := member[index], nn.Conv2d)]
+        weight = torch.cat([conv.weight for conv in convs])
+        bias = torch.cat([_bias(conv) for conv in convs])
+        layers.append(_copy_conv(weight, bias, groups=1 if index == 0 else count))
+    return nn.Sequential(*layers)
+
+
+def _folded_conv(conv: nn.Conv2d, norm: nn.BatchNorm2d) -> nn.Conv2d:
+    assert norm.running_mean is not None
+    scale = _norm_scale(norm)
+    return _copy_conv(conv.weight * scale.view(-1, 1, 1, 1), norm.bias - norm.running_mean * scale)
+
+
+def _copy_conv(weight: torch.Tensor, bias: torch.Tensor, groups: int = 1) -> nn.Conv2d:
+    """A conv with these weights, 'same' padding for odd kernels (none for the whitening's 2×2)."""
+    out_channels, in_channels, kernel, _ = weight.shape
+    conv = nn.Conv2d(
+        in_channels * groups,
+        out_channels,
+        kernel,
+        padding=kernel // 2 if kernel % 2 else 0,
+        groups=groups,
+    )
+    conv.weight.copy_(weight)
+    _bias(conv).copy_(bias)
+    return conv
+
+
+def _bias(layer: nn.Conv2d) -> torch.Tensor:
+    assert layer.bias is not None
+    return layer.bias
+
+
+def _norm_scale(norm: nn.Module) -> torch.Tensor:
+    """An eval-mode BatchNorm's per-channel scale."""
+    assert isinstance(norm, nn.BatchNorm2d) and norm.running_var is not None
+    return norm.weight / torch.sqrt(norm.running_var + norm.eps)
+
+
+def can_fold_norms(net: Net) -> bool:
+    """Whether every BatchNorm after a max pool scales by a positive factor, so that
+    folding it into the conv before the pool keeps the answers: max(s * a, s * b) is
+    s * max(a, b) only for s > 0. Training keeps these scales at 1 (their weights are
+    frozen); a net where one is not is served as it is."""
+    with torch.no_grad():
+        return all(
+            bool((_norm_scale(group.norm1) > 0).all())
+            for member in net.members
+            for group in member.modules()
+            if isinstance(group, ConvGroup)
+        )
 
 
 @dataclass
@@ -254,9 +389,18 @@ def load_model(model_dir: Path) -> tuple[Net, ModelConfig]:
     return to_fast_layout(model), config
 
 
-def to_fast_layout(model: Net) -> Net:
+def to_fast_layout(model: ModuleT) -> ModuleT:
     """The network with its weights in channels-last layout, in which oneDNN's CPU
     convolutions run this net 1.5-2.4x faster than in the default layout (batches of 1 to
     32, one thread; docs/benchmarks.md, "Endpoint throughput"). The answers are the same
     up to float rounding (~1e-8)."""
     return model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # a documented keyword its stubs lack
+
+
+def for_serving(net: Net) -> nn.Module:
+    """The network the endpoint runs: `ServingNet` (the same answers, less CPU per
+    image), or the net itself where its BatchNorms cannot be folded (`can_fold_norms`)."""
+    if not can_fold_norms(net):
+        return net
+    served = ServingNet(net.eval()).requires_grad_(False).eval()
+    return to_fast_layout(served)

@@ -71,6 +71,19 @@ def test_a_batch_predicts_what_single_images_predict(loaded: Any, test_images: S
     np.testing.assert_allclose(together, one_by_one, atol=1e-5)
 
 
+def test_model_fn_serves_the_folded_network_with_the_ensembles_answers(
+    model_dir: Path, loaded: Any, test_images: Split
+) -> None:
+    """model_fn serves the members folded into one network (model.ServingNet), and
+    predict_fn answers the 200 test photos as the saved ensemble does."""
+    classifier = sample_model.code_module("model")
+    assert isinstance(loaded.network, classifier.ServingNet)
+    images, _labels = test_images
+    net, config = classifier.load_model(model_dir)
+    expected = classifier.predict(net, classifier.to_tensor(images, config))
+    np.testing.assert_allclose(inference.predict_fn(images, loaded), expected, rtol=0, atol=1e-5)
+
+
 @pytest.mark.parametrize(
     ("fmt", "content_type", "mode", "size"),
     [

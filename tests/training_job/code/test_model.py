@@ -11,6 +11,8 @@ import pytest
 import torch
 from torch import nn
 
+from tests.training_job.monitor.conftest import Vehicles
+
 # Two cores shared with other work: one thread each is faster and fairer.
 torch.set_num_threads(1)
 
@@ -127,3 +129,62 @@ def test_a_loaded_model_is_in_the_fast_layout_and_answers_as_the_saved_one(
     conv = loaded.members[0].whiten.weight  # type: ignore[union-attr]
     assert conv.is_contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(answered, saved, rtol=0, atol=1e-6)
+
+
+def with_config(model_dir: Path, tmp_path: Path, **changes: Any) -> Path:
+    """A copy of a model directory (its trained weights) whose model.json says `changes`."""
+    copy = tmp_path / "model"
+    copy.mkdir()
+    (copy / model_lib.WEIGHTS_FILE).write_bytes((model_dir / model_lib.WEIGHTS_FILE).read_bytes())
+    written = json.loads((model_dir / model_lib.CONFIG_FILE).read_text())
+    (copy / model_lib.CONFIG_FILE).write_text(json.dumps({**written, **changes}))
+    return copy
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {},  # as trained: three members, flip TTA
+        {"temperature": 0.45},
+        {"tta_translate": True},
+        {"tta_flip": False},
+    ],
+)
+def test_the_served_network_answers_as_the_ensemble_on_the_real_test_images(
+    model_dir: Path, vehicles: Vehicles, tmp_path: Path, changes: dict[str, Any]
+) -> None:
+    """The endpoint's folded network (members' convs grouped, BatchNorms folded in, one
+    head) gives the trained ensemble's probabilities on the 200 test photos, so the same
+    classes and the same side of the 0.93 gate: in passes of two photos (its grouped
+    convolutions) and of all 200 (the members apart)."""
+    net, config = model_lib.load_model(with_config(model_dir, tmp_path, **changes))
+    served = model_lib.for_serving(net)
+    assert isinstance(served, model_lib.ServingNet)
+    images = model_lib.to_tensor(vehicles.test_images, config)
+    assert 2 * 2 <= model_lib.GROUPED_MAX_VIEWS < len(images)
+    with torch.inference_mode():
+        expected = net(images).softmax(1)
+        whole = served(images).softmax(1)
+        in_pairs = torch.cat([served(pair) for pair in images.split(2)]).softmax(1)
+    for answered in (whole, in_pairs):
+        torch.testing.assert_close(answered, expected, rtol=0, atol=1e-5)
+        assert torch.equal(answered.argmax(1), expected.argmax(1))
+        gate = 0.93
+        assert torch.equal(answered.max(1).values >= gate, expected.max(1).values >= gate)
+
+
+def test_a_net_whose_pooled_batchnorm_flips_signs_is_served_as_it_is(
+    model_dir: Path, vehicles: Vehicles
+) -> None:
+    """A BatchNorm after a max pool folds into the conv before the pool only when it
+    scales by a positive factor (max(-a, -b) is not -max(a, b)); a net with a negative
+    scale there is served unfolded, with its own answers."""
+    net, config = model_lib.load_model(model_dir)
+    norm = net.members[1].features[2].norm1  # type: ignore[index]
+    with torch.no_grad():
+        norm.weight[0] = -1.0
+    served = model_lib.for_serving(net)
+    assert served is net
+    images = model_lib.to_tensor(vehicles.test_images[:8], config)
+    with torch.inference_mode():
+        assert torch.equal(served(images), net(images))
