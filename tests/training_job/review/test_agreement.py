@@ -62,6 +62,10 @@ def test_which_answers_contradict_the_model_strongly() -> None:
 def test_an_answer_against_a_confident_model_waits_for_a_second_reviewer(
     world: ReviewWorld,
 ) -> None:
+    """The hold is one conditional UpdateItem (`attribute_not_exists(first_answer)` and the
+    revision seen): DynamoDB developer guide, "Condition expressions": a conditional write
+    succeeds only if its condition is true, else ConditionalCheckFailedException and the
+    item is unchanged, so of two first answers at once one holds and the other conflicts."""
     store = world.store()
     image = confident_bicycle(world)
 
