@@ -15,6 +15,8 @@ Item attributes (DynamoDB types in brackets):
 - `model_version` [S], `endpoint` [S], `variant` [S]: what decided (the variant that
   answered, `X-Amzn-Invoked-Production-Variant`).
 - `decided_at` [S]: ISO 8601 UTC; `execution` [S]: the Step Functions execution ARN.
+- `familiarity` [N, or NULL]: the model's familiarity score for the photo (contract/
+  familiarity.py), NULL when the model version has none (familiarity unknown).
 - `status` [S]: one of STATUSES. `source` [S]: one of SOURCES (who set `label` last).
 - `review_reason` [S]: one of REVIEW_REASONS, present when the photo was queued.
 - `review_pending` [S]: the queue, a sparse index (REVIEW_INDEX): present (value
@@ -73,7 +75,10 @@ REJECTION_REASONS = ("NotAnImage", "ImageTooLarge", "ImageChanged", "ImageNotFou
 
 REASON_DOUBTFUL = "doubtful"  # below the threshold
 REASON_AUDIT = "audit"  # passed, sampled for an unbiased measure of accuracy past the gate
-REVIEW_REASONS = (REASON_DOUBTFUL, REASON_AUDIT)
+# Unlike the model's training photos (contract/familiarity.py): never routed, whatever the
+# model's confidence.
+REASON_UNFAMILIAR = "unfamiliar"
+REVIEW_REASONS = (REASON_DOUBTFUL, REASON_AUDIT, REASON_UNFAMILIAR)
 
 SOURCE_MODEL = "model"
 SOURCE_PERSON = "person"

@@ -12,6 +12,11 @@ decisions table holds them (contract/decisions.py), plain Python values.
 - Agreement on doubtful photos: of the doubtful photos a person answered, the share where
   the answer is the model's best class.
 
+- The unfamiliar share: of all the version's decisions, the share the model called
+  unfamiliar (review_reason "unfamiliar", contract/familiarity.py), and of those a person
+  answered, the share they confirmed as "neither" (`unfamiliar_confirmed`): how often the
+  familiarity check stops a real bicycle or motorcycle.
+
 "neither" (the photo is no bicycle and no motorcycle) is counted as the model being wrong,
 in both accuracy and agreement: the model gave it one of the two labels, and past the gate
 the routing system acted on that label. It is also counted apart (`neither`) so a reader
@@ -32,6 +37,7 @@ from contract.decisions import (
     ANSWERS,
     REASON_AUDIT,
     REASON_DOUBTFUL,
+    REASON_UNFAMILIAR,
     SOURCE_PERSON,
     UNVERSIONED,
 )
@@ -100,16 +106,25 @@ class VersionMeasures:
     unjudged: int = 0  # answered, without the model's own answer on the item
     accuracy_past_gate: Proportion = field(default_factory=Proportion)
     doubtful_agreement: Proportion = field(default_factory=Proportion)
+    unfamiliar: int = 0
+    # Of the unfamiliar photos answered, those a person called "neither" (successes).
+    unfamiliar_confirmed: Proportion = field(default_factory=Proportion)
 
     @property
     def doubtful_share(self) -> float | None:
         return self.doubtful / self.decisions if self.decisions else None
 
+    @property
+    def unfamiliar_share(self) -> float | None:
+        return self.unfamiliar / self.decisions if self.decisions else None
+
     def as_dict(self) -> dict[str, Any]:
         measures = asdict(self)
         measures["doubtful_share"] = self.doubtful_share
+        measures["unfamiliar_share"] = self.unfamiliar_share
         measures["accuracy_past_gate"] = self.accuracy_past_gate.as_dict()
         measures["doubtful_agreement"] = self.doubtful_agreement.as_dict()
+        measures["unfamiliar_confirmed"] = self.unfamiliar_confirmed.as_dict()
         return measures
 
 
@@ -142,10 +157,16 @@ def _add(measures: VersionMeasures, item: Mapping[str, Any]) -> None:
     measures.decisions += 1
     measures.doubtful += reason == REASON_DOUBTFUL
     measures.audited += reason == REASON_AUDIT
-    if reason not in (REASON_AUDIT, REASON_DOUBTFUL):
+    measures.unfamiliar += reason == REASON_UNFAMILIAR
+    if reason not in (REASON_AUDIT, REASON_DOUBTFUL, REASON_UNFAMILIAR):
         return
     if answer not in ANSWERS:  # not answered yet (or an answer this contract does not know)
         measures.pending += 1
+        return
+    if reason == REASON_UNFAMILIAR:  # judged by "neither", not by the model's label
+        measures.unfamiliar_confirmed.n += 1
+        measures.unfamiliar_confirmed.successes += answer == ANSWER_NEITHER
+        measures.unfamiliar_confirmed.neither += answer == ANSWER_NEITHER
         return
     if not label:  # answered, but what the model said is lost: it cannot be judged
         measures.unjudged += 1
@@ -204,6 +225,17 @@ def describe(measures: VersionMeasures) -> str:
         parts.append(
             f"model-person agreement on doubtful photos {agreement.value:.1%} "
             f"({agreement.successes}/{agreement.n})"
+        )
+    if measures.unfamiliar_share is not None and measures.unfamiliar:
+        parts.append(
+            f"unfamiliar share {measures.unfamiliar_share:.1%} "
+            f"({measures.unfamiliar}/{measures.decisions} decisions)"
+        )
+    confirmed = measures.unfamiliar_confirmed
+    if confirmed.n:
+        parts.append(
+            f"unfamiliar photos a person called 'neither' {confirmed.value:.1%} "
+            f"({confirmed.successes}/{confirmed.n})"
         )
     if measures.pending:
         parts.append(f"{measures.pending} waiting for a person")

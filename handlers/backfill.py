@@ -41,6 +41,7 @@ from contract.decisions import (
     PARTITION_KEY,
     REASON_AUDIT,
     REASON_DOUBTFUL,
+    REASON_UNFAMILIAR,
     REJECTION_REASONS,
     REVIEW_PENDING,
     SOURCE_MODEL,
@@ -52,6 +53,7 @@ from contract.decisions import (
     version_of_variant,
 )
 from handlers.classify import (
+    EndpointAnswer,
     EndpointUnavailable,
     configured_endpoint_name,
     configured_threshold,
@@ -207,7 +209,7 @@ class Scorer:
         decided_at = datetime.now(UTC).isoformat(timespec="milliseconds")
         try:
             stored = read_image(self.batch.bucket, photo.key, self.limit, etag=photo.etag)
-            inferences, variant = self._classify(stored.data, stored.content_type, photo)
+            answer = self._classify(stored.data, stored.content_type, photo)
         except Exception as error:  # named per photo: the batch goes on
             name = type(error).__name__
             cause = str(error)[:300]
@@ -225,6 +227,7 @@ class Scorer:
             }
             written = self._write(photo, item, decided_at, decided.get(photo.image))
             return {**outcome, **written, "error": name, "cause": cause}
+        inferences, variant = answer.probabilities, answer.variant
         best = max(range(len(inferences)), key=inferences.__getitem__)
         label, confidence = LABELS[best], inferences[best]
         item = {
@@ -236,7 +239,13 @@ class Scorer:
             "variant": {"S": variant},
             "status": {"S": STATUS_ROUTED},
         }
-        if confidence < self.threshold:
+        if answer.familiarity is not None:
+            item["familiarity"] = {"N": dynamodb_number(answer.familiarity[0])}
+        if answer.familiarity is not None and not answer.familiarity[1]:
+            # As the live workflow: a photo unlike the training photos is never routed.
+            item["status"] = {"S": STATUS_NEEDS_REVIEW}
+            item.update(self._queued(REASON_UNFAMILIAR, decided_at))
+        elif confidence < self.threshold:
             item["status"] = {"S": STATUS_NEEDS_REVIEW}
             item.update(self._queued(REASON_DOUBTFUL, decided_at))
         elif in_audit_sample(photo.image, self.audit_rate):
@@ -244,7 +253,7 @@ class Scorer:
         written = self._write(photo, item, decided_at, decided.get(photo.image))
         return {**outcome, **written, "label": label, "confidence": confidence}
 
-    def _classify(self, image: bytes, content_type: str, photo: Photo) -> tuple[list[float], str]:
+    def _classify(self, image: bytes, content_type: str, photo: Photo) -> EndpointAnswer:
         inference_id = f"{self.batch.backfill}:{photo.image}"[-64:]
         for wait in (*ENDPOINT_RETRY_WAITS, None):
             try:

@@ -25,6 +25,11 @@ waits cost no Lambda time, are not squeezed into the function's timeout, and sho
 execution history. botocore's own retries would be a second layer under it (3 state
 attempts x 3 client attempts = 9 calls to a struggling endpoint), so they are off.
 
+The model's familiarity score (is the photo like the ones it was trained on?) travels in
+the answer's CustomAttributes (contract/familiarity.py), not in the body, which stays the
+list of probabilities; classify adds it to the event as `familiarity` and `familiar`. A
+model version that sends none leaves both out: familiarity unknown, routed as before.
+
 An image the model cannot read (the container answers 400, 413 or 415, which SageMaker
 returns as ModelError with that OriginalStatusCode) is the upload's fault, not the
 endpoint's: NotAnImage or ImageTooLarge, as serialize names them, never EndpointError.
@@ -40,9 +45,10 @@ import re
 import sys
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from contract import variant_metrics
+from contract.familiarity import FamiliarityAttributeError, parse_attributes
 from contract.threshold import ThresholdError, threshold_from_environment
 from handlers.image_source import read_image
 from handlers.workflow_event import (
@@ -130,9 +136,10 @@ def handler(event: object, context: object = None) -> dict[str, Any]:
         )
         image, content_type = stored.data, stored.content_type
     inference_id = getattr(context, "aws_request_id", None) or str(uuid.uuid4())
-    workflow_event.inferences, workflow_event.variant = invoke(
-        endpoint_name, image, content_type, inference_id
-    )
+    answer = invoke(endpoint_name, image, content_type, inference_id)
+    workflow_event.inferences, workflow_event.variant = answer.probabilities, answer.variant
+    if answer.familiarity is not None:
+        workflow_event.familiarity, workflow_event.familiar = answer.familiarity
     workflow_event.endpoint = endpoint_name
     workflow_event.decided_at = datetime.now(UTC).isoformat(timespec="milliseconds")
     if workflow_event.variant:  # SageMaker always names it; without it there is no metric
@@ -151,6 +158,8 @@ def handler(event: object, context: object = None) -> dict[str, Any]:
         endpoint=endpoint_name,
         variant=workflow_event.variant,
         inference_id=inference_id,
+        familiarity=workflow_event.familiarity,
+        familiar=workflow_event.familiar,
     )
     return workflow_event.response()
 
@@ -195,12 +204,19 @@ def decode_image(image_data: str, limit: int) -> bytes:
     return image
 
 
+class EndpointAnswer(NamedTuple):
+    probabilities: list[float]
+    variant: str  # "" when unnamed
+    familiarity: tuple[float, bool] | None  # (score, familiar); None when the model has none
+
+
 def invoke(
     endpoint_name: str, image: bytes, content_type: str, inference_id: str, target_variant: str = ""
-) -> tuple[list[float], str]:
-    """The endpoint's probabilities for `image`, and the name of the variant that answered;
-    `inference_id` goes into the endpoint's captures of this request. With `target_variant`
-    that variant answers (InvokeEndpoint's TargetVariant: a backfill's chosen version)."""
+) -> EndpointAnswer:
+    """The endpoint's probabilities for `image`, the name of the variant that answered and
+    the model's familiarity; `inference_id` goes into the endpoint's captures of this
+    request. With `target_variant` that variant answers (InvokeEndpoint's TargetVariant: a
+    backfill's chosen version)."""
     from botocore.exceptions import (
         BotoCoreError,
         ClientError,
@@ -220,6 +236,7 @@ def invoke(
         )
         payload = response["Body"].read()
         variant = str(response.get("InvokedProductionVariant") or "")
+        custom_attributes = response.get("CustomAttributes")
     except ClientError as error:
         details = error.response.get("Error", {})
         code = details.get("Code", "Unknown")
@@ -242,7 +259,11 @@ def invoke(
     except BotoCoreError as error:  # e.g. the answer broke off mid-body
         raise EndpointError(f"endpoint {endpoint_name}: {error}") from None
     # SageMaker always names the variant; an answer without it is recorded as unversioned.
-    return parse_probabilities(payload), variant
+    try:
+        familiarity = parse_attributes(custom_attributes)
+    except FamiliarityAttributeError as error:
+        raise InvalidEndpointResponse(f"endpoint {endpoint_name}: {error}") from None
+    return EndpointAnswer(parse_probabilities(payload), variant, familiarity)
 
 
 def parse_probabilities(payload: bytes) -> list[float]:

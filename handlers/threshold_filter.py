@@ -5,6 +5,12 @@ otherwise). It passes when some probability reaches THRESHOLD (default and rules
 contract.threshold, which the scheduled monitor reads too); otherwise the handler raises
 THRESHOLD_CONFIDENCE_NOT_MET, the error type the state machine catches.
 
+A photo the model calls unfamiliar (classify's `familiar` is false: it looks like none of
+the photos the model learned from) never passes, whatever its confidence: the handler
+raises PHOTO_UNFAMILIAR, which the state machine catches to queue it for review with the
+reason `unfamiliar`. A photo whose familiarity is unknown (a model version without it)
+is judged by its confidence alone, as before.
+
 A classified photo that passes also gets `decision.audit`: whether it belongs to the
 audit sample, the share AUDIT_RATE (default contract.decisions.DEFAULT_AUDIT_RATE) of
 passed photos that the state machine queues for review too, so that accuracy past the
@@ -38,6 +44,10 @@ class THRESHOLD_CONFIDENCE_NOT_MET(WorkflowError):  # named as the state machine
     """No class reaches the confidence threshold."""
 
 
+class PHOTO_UNFAMILIAR(WorkflowError):  # named as the state machine Catches it
+    """The model does not know photos like this one (contract/familiarity.py)."""
+
+
 def handler(event: object, context: object = None) -> dict[str, Any]:
     threshold = configured_threshold()
     audit_rate = configured_audit_rate()
@@ -49,6 +59,15 @@ def handler(event: object, context: object = None) -> dict[str, Any]:
     workflow_event.check_inferences()
     label, confidence = workflow_event.top_inference()
     fields = {"s3_key": workflow_event.s3_key, "label": label, "confidence": confidence}
+    if workflow_event.familiar is False:
+        log(
+            "WARNING", "photo unfamiliar", context, familiarity=workflow_event.familiarity, **fields
+        )
+        raise PHOTO_UNFAMILIAR(
+            f"the photo is unlike the model's training photos (familiarity "
+            f"{workflow_event.familiarity:.4f}); its best inference {label} at "
+            f"{confidence:.4f} is not routed"
+        )
     if confidence < threshold:
         log("WARNING", "confidence below threshold", context, threshold=threshold, **fields)
         raise THRESHOLD_CONFIDENCE_NOT_MET(

@@ -7,7 +7,9 @@ Each handler returns `{"statusCode": 200, "body": <event>}` and also
 accepts such a return value as its event, so the handlers chain as the reference does.
 
 classify adds what answered to the body (`endpoint`, `variant`: the production variant,
-named after the model version it serves; `decided_at`: when), and from then on each
+named after the model version it serves; `decided_at`: when; `familiarity` and
+`familiar`: the model's familiarity score and verdict, contract/familiarity.py, both
+absent when the model version says nothing of familiarity), and from then on each
 return value carries `decision` beside `body`: the photo's decision as the state machine
 writes it to the decisions table and puts it on the event bus (contract/decisions.py),
 its numbers also typed for DynamoDB (`dynamodb`), since Amazon States Language cannot
@@ -99,6 +101,8 @@ class WorkflowEvent:
         endpoint: str = "",
         variant: str = "",
         decided_at: str = "",
+        familiarity: float | None = None,
+        familiar: bool | None = None,
     ) -> None:
         self.image_data = image_data
         self.s3_bucket = s3_bucket
@@ -111,6 +115,9 @@ class WorkflowEvent:
         self.endpoint = endpoint
         self.variant = variant
         self.decided_at = decided_at
+        # The model's familiarity score and verdict (None: the model version has none).
+        self.familiarity = familiarity
+        self.familiar = familiar
 
     @classmethod
     def parse(cls, event: object) -> WorkflowEvent:
@@ -131,6 +138,12 @@ class WorkflowEvent:
             raise InvalidEvent(f"s3_key is longer than S3's limit of {MAX_KEY_LENGTH} characters")
         if not all(_is_probability(value) for value in inferences):
             raise InvalidEvent("inferences must be a list of numbers between 0 and 1")
+        familiarity = event.get("familiarity")
+        if familiarity is not None and not _is_probability(familiarity):
+            raise InvalidEvent("familiarity must be a number between 0 and 1")
+        familiar = _field(event, "familiar", bool, None)
+        if (familiarity is None) != (familiar is None):
+            raise InvalidEvent("familiarity and familiar come together, or neither")
         answered = {}
         for name, limit in ANSWERED_FIELDS:
             answered[name] = _field(event, name, str, "")
@@ -143,6 +156,8 @@ class WorkflowEvent:
             [float(value) for value in inferences],
             s3_etag,
             **answered,
+            familiarity=None if familiarity is None else float(familiarity),
+            familiar=familiar,
         )
 
     def check_inferences(self) -> None:
@@ -163,6 +178,8 @@ class WorkflowEvent:
         if not self.endpoint:
             return {"statusCode": 200, "body": body}
         body.update(endpoint=self.endpoint, variant=self.variant, decided_at=self.decided_at)
+        if self.familiarity is not None:
+            body.update(familiarity=self.familiarity, familiar=self.familiar)
         return {"statusCode": 200, "body": body, "decision": self.decision()}
 
     def decision(self) -> dict[str, Any]:
@@ -179,9 +196,16 @@ class WorkflowEvent:
             "endpoint": self.endpoint,
             "variant": self.variant,
             "decided_at": self.decided_at,
+            "familiarity": self.familiarity,
             "dynamodb": {
                 "confidence": {"N": dynamodb_number(confidence)},
                 "inferences": {"L": [{"N": dynamodb_number(v)} for v in self.inferences]},
+                # NULL when unknown: the state machine's item always names the attribute.
+                "familiarity": (
+                    {"NULL": True}
+                    if self.familiarity is None
+                    else {"N": dynamodb_number(self.familiarity)}
+                ),
             },
         }
 

@@ -72,6 +72,17 @@ def train_quick_model(archive: Path, model_dir: Path, steps: int = 60, seed: int
     return model_dir
 
 
+def fit_familiarity(archive: Path, model_dir: Path) -> Path:
+    """Fit the model's familiarity check (training_job/code/familiarity.py) as train.py
+    does: on the first 900 train photos, calibrated on the last 100; saved beside it."""
+    model = code_module("model")
+    familiarity = code_module("familiarity")
+    net, config = model.load_model(model_dir)
+    images, labels = load_split(archive, "train")
+    familiarity.fit(net, config, images[:900], labels[:900], images[900:]).save(model_dir)
+    return model_dir
+
+
 def package_model(
     model_dir: Path, archive_path: Path, code_additions: Mapping[str, str] | None = None
 ) -> Path:
@@ -85,8 +96,9 @@ def package_model(
             with open(code_dir / name, "a") as source:
                 source.write(addition)
         with tarfile.open(archive_path, "w:gz") as tar:
-            for name in ("model.pth", "model.json"):
-                tar.add(model_dir / name, arcname=name)
+            for name in ("model.pth", "model.json", "familiarity.npz"):
+                if (model_dir / name).is_file():  # familiarity.npz: a model that has it
+                    tar.add(model_dir / name, arcname=name)
             tar.add(code_dir, arcname="code")
     return archive_path
 

@@ -67,7 +67,7 @@ READS_CAPTURES = {
     "monitor": {"contract/baseline.py", "contract/capture.py", "contract/threshold.py"},
     "thresholdFilter": {"contract/threshold.py"},
     # classify logs its answers' metrics (contract/variant_metrics.py) at the threshold.
-    "classify": {"contract/threshold.py", "contract/variant_metrics.py"},
+    "classify": {"contract/threshold.py", "contract/variant_metrics.py", "contract/familiarity.py"},
     "reviewMonitor": {"contract/decisions.py", "contract/review_quality.py"},
 }
 
@@ -478,6 +478,8 @@ def test_alarms_watch_real_failures_not_doubtful_images(packaged: Packaged) -> N
     failed = f"scones-unlimited-{stage}-FailedExecutions"
     doubtful = f"scones-unlimited-{stage}-DoubtfulExecutions"
     rejected = f"scones-unlimited-{stage}-RejectedExecutions"
+    unfamiliar = f"scones-unlimited-{stage}-UnfamiliarExecutions"
+    started = f"scones-unlimited-{stage}-StartedExecutions"
     assert watched == {
         ("AWS/SQS", "ApproximateNumberOfMessagesVisible", json.dumps(DLQ_NAME)),
         (
@@ -488,6 +490,8 @@ def test_alarms_watch_real_failures_not_doubtful_images(packaged: Packaged) -> N
         ("SconesUnlimited/Workflow", failed),
         ("SconesUnlimited/Workflow", doubtful),
         ("SconesUnlimited/Workflow", rejected),
+        ("SconesUnlimited/Workflow", unfamiliar),
+        ("SconesUnlimited/Workflow", started),
         *(
             ("AWS/Lambda", "Errors", json.dumps({"Ref": function_id}))
             for function_id in (
@@ -517,7 +521,8 @@ def test_alarms_watch_real_failures_not_doubtful_images(packaged: Packaged) -> N
         m for m in alarms["ExecutionsFailedAlarm"]["Properties"]["Metrics"] if m.get("ReturnData")
     ]
     # A rejected upload is an outcome too (issue 21, item 13): not an endpoint outage.
-    assert [m["Expression"] for m in expression] == ["failed - doubtful - rejected"]
+    # So is an unfamiliar photo (issue 23): queued for review, never routed.
+    assert [m["Expression"] for m in expression] == ["failed - doubtful - rejected - unfamiliar"]
     filters = {
         f["Properties"]["MetricTransformations"][0]["MetricName"]: f["Properties"]
         for f in packaged.of_type("AWS::Logs::MetricFilter").values()
@@ -527,6 +532,8 @@ def test_alarms_watch_real_failures_not_doubtful_images(packaged: Packaged) -> N
     assert '"ConfidenceTooLow"' in filters[doubtful]["FilterPattern"]
     assert '"FailStateEntered"' in filters[doubtful]["FilterPattern"]
     assert '"UploadRejected"' in filters[rejected]["FilterPattern"]
+    assert '"PhotoUnfamiliar"' in filters[unfamiliar]["FilterPattern"]
+    assert '"ExecutionStarted"' in filters[started]["FilterPattern"]
     assert all(a["Properties"]["AlarmActions"] == [{"Ref": "AlarmTopic"}] for a in alarms.values())
 
 
@@ -822,3 +829,25 @@ def test_the_documented_import_keeps_the_retained_table_after_sls_remove(
     assert '"TableName\\": \\"scones-unlimited-$STAGE-decisions' in operations
     # Self-contained: nothing in it refers to a resource the import template lacks.
     assert "Ref" not in json.dumps(table) and "Fn::" not in json.dumps(table)
+
+
+def test_the_unfamiliar_share_of_an_hours_photos_alarms_above_its_parameter(
+    packaged: Packaged,
+) -> None:
+    """Issue 23: the share of photos called unfamiliar is alarmed on, from the execution
+    log (entries into PhotoUnfamiliar over executions started), as CloudWatch metric math
+    (AWS::CloudWatch::Alarm Metrics: one MetricDataQuery returns data, the rest do not)."""
+    alarm = packaged.resources["UnfamiliarShareAlarm"]["Properties"]
+    returned = [m for m in alarm["Metrics"] if m.get("ReturnData")]
+    assert [m["Expression"] for m in returned] == ["unfamiliar / started"]
+    assert {m["MetricStat"]["Period"] for m in alarm["Metrics"] if "MetricStat" in m} == {3600}
+    assert float(alarm["Threshold"]) == 0.1  # twice the 5 % the model is calibrated for
+    assert alarm["ComparisonOperator"] == "GreaterThanThreshold"
+    assert alarm["TreatMissingData"] == "notBreaching"
+
+
+def test_the_unfamiliar_filter_names_the_state_that_stops_an_unfamiliar_photo() -> None:
+    import yaml
+
+    definition = yaml.safe_load((REPO_ROOT / "statemachine" / "image_workflow.asl.yml").read_text())
+    assert definition["States"]["PhotoUnfamiliar"]["Error"] == "PHOTO_UNFAMILIAR"

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import random
 import time
@@ -47,6 +48,7 @@ from datetime import UTC, datetime
 from aiohttp import web
 
 from contract import variant_metrics
+from contract.familiarity import CUSTOM_ATTRIBUTES_HEADER, MAX_CUSTOM_ATTRIBUTES_LENGTH
 from contract.threshold import ThresholdError, threshold_from_environment
 from local_aws.endpoint import metrics as metrics_text
 from local_aws.endpoint import routing
@@ -54,6 +56,8 @@ from local_aws.endpoint.capture_writer import CaptureWriter, Invocation
 from local_aws.endpoint.config import EndpointConfig
 from local_aws.endpoint.container import Answer, ContainerFailed, Overloaded
 from local_aws.endpoint.metrics import MODEL_CLASSES, Slot, WorkerMetrics
+
+log = logging.getLogger(__name__)
 
 ACCOUNT_ID = "123456789012"  # moto's account; AWS names the caller's in its messages
 REGION = "us-east-1"
@@ -157,7 +161,11 @@ class EndpointApp:
             response = container_error(refused.status, refused.message)
         else:
             if answer.status == 200:
-                response = web.Response(body=answer.body, content_type=answer.content_type)
+                response = web.Response(
+                    body=answer.body,
+                    content_type=answer.content_type,
+                    headers=custom_attributes_header(answer),
+                )
             else:
                 response = container_error(answer.status, answer.error_message or "")
         self.metrics.observe_request(response.status, time.perf_counter() - started)
@@ -191,7 +199,11 @@ class EndpointApp:
             if answer.status == 200:
                 response = web.Response(
                     body=answer.body,
-                    headers={"Content-Type": answer.content_type, VARIANT_HEADER: variant},
+                    headers={
+                        "Content-Type": answer.content_type,
+                        VARIANT_HEADER: variant,
+                        **custom_attributes_header(answer),
+                    },
                 )
             elif answer.status == 503:
                 response = runtime_error(
@@ -418,6 +430,21 @@ class EndpointApp:
         if self.config.capture_sampling <= 0 or self.capture(variant) is None:
             return False
         return random.uniform(0, 100) < self.config.capture_sampling
+
+
+def custom_attributes_header(answer: Answer) -> dict[str, str]:
+    """The model's custom attributes, forwarded verbatim as SageMaker forwards them
+    (InvokeEndpoint's CustomAttributes: at most 1024 visible US-ASCII characters); a
+    value outside those rules is left out and logged, and none is sent when empty."""
+    value = answer.custom_attributes
+    if not value:
+        return {}
+    if len(value) > MAX_CUSTOM_ATTRIBUTES_LENGTH or not all(
+        " " <= character <= "~" for character in value
+    ):
+        log.error("the model's custom attributes break SageMaker's rules: %.80r", value)
+        return {}
+    return {CUSTOM_ATTRIBUTES_HEADER: value}
 
 
 def _probabilities(answer: Answer) -> list[float] | None:

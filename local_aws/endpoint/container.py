@@ -39,6 +39,7 @@ from typing import Any
 
 import aiohttp
 
+from contract.familiarity import CUSTOM_ATTRIBUTES_HEADER
 from local_aws.endpoint.metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,8 @@ class Answer:
     body: bytes
     content_type: str
     error_message: str | None = None
+    # The X-Amzn-SageMaker-Custom-Attributes value the model's server sent ("" for none).
+    custom_attributes: str = ""
 
 
 class Overloaded(Exception):
@@ -220,6 +223,7 @@ class VariantContainer:
             async with self._session.post(self._url, data=body, headers=headers) as response:
                 answer_body = await response.read()
                 answered_type = response.headers.get("Content-Type", "")
+                attributes = response.headers.get(CUSTOM_ATTRIBUTES_HEADER, "")
                 status = response.status
         except aiohttp.ClientError as error:
             log.error("the container of %s did not answer: %r", self.model_dir, error)
@@ -227,7 +231,7 @@ class VariantContainer:
         finally:
             self._in_flight -= 1
         if status == 200:
-            return Answer(200, answer_body, answered_type)
+            return Answer(200, answer_body, answered_type, None, attributes)
         return Answer(status, b"", "application/json", _error_message(answer_body))
 
     def _read(self) -> None:

@@ -147,3 +147,26 @@ def test_wire_format_items_read_as_plain_values() -> None:
     plain = from_attribute_values(wire)
     assert plain == {"label": "bicycle", "inferences": ["0.2", "0.8"]}
     assert model_label(plain) == "motorcycle"
+
+
+def test_unfamiliar_photos_are_counted_and_a_persons_neither_confirms_them() -> None:
+    """Issue 23: the share the familiarity check stops, and how often a person agrees the
+    photo is neither (a bicycle it stopped counts against it); not accuracy past the gate."""
+    items = [
+        item(),
+        item("unfamiliar", ANSWER_NEITHER),
+        item("unfamiliar", ANSWER_NEITHER),
+        item("unfamiliar", "bicycle"),
+        item("unfamiliar"),
+    ]
+    measured = measure(items)["3"]
+    assert measured.unfamiliar == 4
+    assert measured.unfamiliar_share == pytest.approx(4 / 5)
+    assert measured.pending == 1
+    confirmed = measured.unfamiliar_confirmed
+    assert (confirmed.successes, confirmed.n, confirmed.neither) == (2, 3, 2)
+    assert measured.accuracy_past_gate.n == 0 and measured.doubtful_agreement.n == 0
+    assert measured.as_dict()["unfamiliar_confirmed"]["value"] == pytest.approx(2 / 3)
+    line = describe(measured)
+    assert "unfamiliar share 80.0% (4/5 decisions)" in line
+    assert "called 'neither' 66.7% (2/3)" in line

@@ -80,9 +80,11 @@ def test_the_image_is_sent_to_the_endpoint_and_its_probabilities_returned(
         "endpoint": request_endpoint(endpoint),
         "variant": ANSWERING_VARIANT,
         "decided_at": decided_at.isoformat(timespec="milliseconds"),
+        "familiarity": None,  # the scripted answer has no custom attributes: unknown
         "dynamodb": {
             "confidence": {"N": "0.973"},
             "inferences": {"L": [{"N": "0.973"}, {"N": "0.027"}]},
+            "familiarity": {"NULL": True},
         },
     }
     (request,) = endpoint.requests
@@ -493,3 +495,37 @@ def test_importing_the_handler_does_not_import_botocore() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT
     )
     assert result.stdout.strip() == "False", result.stderr
+
+
+def test_the_models_familiarity_comes_from_the_answers_custom_attributes(
+    endpoint: RuntimeServer, png_image: bytes, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 23: the body stays the list of probabilities; the familiarity travels in
+    X-Amzn-SageMaker-Custom-Attributes, which botocore returns as InvokeEndpoint's
+    CustomAttributes (SageMaker Runtime API reference: forwarded verbatim)."""
+    endpoint.answers[request_endpoint_name(endpoint)] = Answer(
+        headers={
+            "X-Amzn-Invoked-Production-Variant": ANSWERING_VARIANT,
+            "X-Amzn-SageMaker-Custom-Attributes": "familiarity=0.0099;familiar=false",
+        }
+    )
+    result = classify.handler(event(png_image))
+    assert result["body"]["inferences"] == [0.973, 0.027]
+    assert (result["body"]["familiarity"], result["body"]["familiar"]) == (0.0099, False)
+    assert result["decision"]["dynamodb"]["familiarity"] == {"N": "0.0099"}
+    record = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert (record["familiarity"], record["familiar"]) == (0.0099, False)
+
+
+def test_malformed_familiarity_attributes_are_an_invalid_endpoint_response(
+    endpoint: RuntimeServer, png_image: bytes
+) -> None:
+    endpoint.answers[request_endpoint_name(endpoint)] = Answer(
+        headers={"X-Amzn-SageMaker-Custom-Attributes": "familiarity=very;familiar=true"}
+    )
+    with pytest.raises(classify.InvalidEndpointResponse, match="familiarity"):
+        classify.handler(event(png_image))
+
+
+def request_endpoint_name(endpoint: RuntimeServer) -> str:
+    return os.environ["ENDPOINT_NAME"]

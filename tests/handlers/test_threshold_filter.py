@@ -192,9 +192,11 @@ def test_a_classified_photo_that_passes_carries_its_decision() -> None:
         "endpoint": "scones-image-classifier",
         "variant": "v7",
         "decided_at": "2026-11-29T12:00:00.000+00:00",
+        "familiarity": None,  # the model version said nothing of it
         "dynamodb": {
             "confidence": {"N": "0.98"},
             "inferences": {"L": [{"N": "0.02"}, {"N": "0.98"}]},
+            "familiarity": {"NULL": True},
         },
         "audit": decision["audit"],
     }
@@ -255,3 +257,51 @@ def test_hostile_answered_fields_are_invalid_events(field: str, value: object) -
 def test_a_doubtful_classified_photo_is_still_stopped() -> None:
     with pytest.raises(threshold_filter.THRESHOLD_CONFIDENCE_NOT_MET):
         threshold_filter.handler(classified("incoming/f.png", 0.6, 0.4))
+
+
+def familiar_event(key: str, familiarity: float, familiar: bool, *inferences: float) -> dict:
+    answered = classified(key, *inferences)
+    answered["body"].update(familiarity=familiarity, familiar=familiar)  # type: ignore[union-attr]
+    return answered
+
+
+def test_an_unfamiliar_photo_is_stopped_whatever_its_confidence(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Issue 23: an unfamiliar photo is never routed, even at 0.999 (a softmax is confident
+    about what it has never seen); the error is the name the state machine catches."""
+    with pytest.raises(threshold_filter.PHOTO_UNFAMILIAR, match=r"familiarity 0\.0099"):
+        threshold_filter.handler(familiar_event("incoming/u.png", 0.0099, False, 0.999, 0.001))
+    record = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert record["message"] == "photo unfamiliar"
+    assert record["familiarity"] == 0.0099
+
+
+def test_a_familiar_photo_carries_its_familiarity_into_the_decision() -> None:
+    decision = threshold_filter.handler(familiar_event("incoming/v.png", 0.42, True, 0.99, 0.01))[
+        "decision"
+    ]
+    assert decision["familiarity"] == 0.42
+    assert decision["dynamodb"]["familiarity"] == {"N": "0.42"}
+
+
+def test_a_doubtful_familiar_photo_is_stopped_as_doubtful() -> None:
+    with pytest.raises(threshold_filter.THRESHOLD_CONFIDENCE_NOT_MET):
+        threshold_filter.handler(familiar_event("incoming/w.png", 0.5, True, 0.6, 0.4))
+
+
+@pytest.mark.parametrize(
+    ("familiarity", "familiar"), [(1.5, True), (-0.1, False), ("0.5", True), (0.5, "no")]
+)
+def test_a_malformed_familiarity_is_an_invalid_event(familiarity: object, familiar: object) -> None:
+    hostile = familiar_event("incoming/x.png", 0.5, True, 0.99, 0.01)
+    hostile["body"].update(familiarity=familiarity, familiar=familiar)
+    with pytest.raises(InvalidEvent, match="familiar"):
+        threshold_filter.handler(hostile)
+
+
+def test_a_familiarity_without_its_verdict_is_an_invalid_event() -> None:
+    hostile = classified("incoming/y.png", 0.99, 0.01)
+    hostile["body"]["familiarity"] = 0.5  # type: ignore[index]
+    with pytest.raises(InvalidEvent, match="together"):
+        threshold_filter.handler(hostile)

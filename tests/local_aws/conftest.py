@@ -7,6 +7,7 @@ a server of their own, through the same `local_aws_server` as the shared `local_
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -19,8 +20,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+from PIL import Image
 
+from contract.familiarity import CUSTOM_ATTRIBUTES_HEADER
 from local_aws.server import local_aws_server, local_client
 from tests.conftest import REPO_ROOT, free_port
 
@@ -30,10 +34,29 @@ STACK = "localaws-fixture-local"
 IMAGES_BUCKET = "localaws-fixture-local-images"
 CONFIDENT = [0.97, 0.03]
 DOUBTFUL = [0.6, 0.4]
+# What the scripted endpoint answers for a dark image (a night sky): confident, and the
+# model's familiarity check calling it unfamiliar (contract/familiarity.py).
+UNFAMILIAR = [0.99, 0.01]
+UNFAMILIAR_ATTRIBUTES = "familiarity=0.0099;familiar=false"
+DARK_MEAN = 40  # a decodable image whose mean pixel is below this is "unfamiliar"
+
+
+def scripted_answer(body: bytes) -> tuple[list[float], str]:
+    """The scripted endpoint's probabilities and custom attributes for a body."""
+    try:
+        with Image.open(io.BytesIO(body)) as image:
+            dark = float(np.asarray(image.convert("RGB")).mean()) < DARK_MEAN
+    except (OSError, ValueError):
+        dark = False
+    if dark:
+        return UNFAMILIAR, UNFAMILIAR_ATTRIBUTES
+    return (CONFIDENT if len(body) % 2 == 0 else DOUBTFUL), ""
 
 
 class EndpointHandler(BaseHTTPRequestHandler):
-    """`POST /endpoints/<name>/invocations`: confident for even-sized bodies, else doubtful.
+    """`POST /endpoints/<name>/invocations`: confident for even-sized bodies, else doubtful;
+    for a dark image, confident and unfamiliar (custom attributes, as SageMaker returns the
+    model's).
 
     Scripted on purpose, not a stand-in for the local endpoint: the fixture workflow's tests
     choose each execution's outcome by the body they upload (`b"xx"` passes the threshold),
@@ -43,9 +66,12 @@ class EndpointHandler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
         ok = self.path.startswith("/endpoints/") and self.path.endswith("/invocations")
-        answer = json.dumps(CONFIDENT if len(body) % 2 == 0 else DOUBTFUL).encode()
+        probabilities, attributes = scripted_answer(body)
+        answer = json.dumps(probabilities).encode()
         self.send_response(200 if ok else 404)
         self.send_header("Content-Type", "application/json")
+        if attributes:
+            self.send_header(CUSTOM_ATTRIBUTES_HEADER, attributes)
         self.send_header("Content-Length", str(len(answer)))
         self.end_headers()
         self.wfile.write(answer)

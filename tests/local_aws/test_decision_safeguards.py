@@ -26,14 +26,17 @@ from contract.decisions import (
     EVENT_DETAIL_TYPE,
     EVENT_PENDING_ATTRIBUTE,
     EVENT_SOURCE,
+    REASON_UNFAMILIAR,
     STATUS_NEEDS_REVIEW,
     STATUS_REJECTED,
     STATUS_ROUTED,
     image_id,
 )
 from handlers.workflow_event import WorkflowEvent
+from tests import non_vehicle_photos
 from tests.handlers.conftest import encode_image
 from tests.local_aws.test_iam_statements import Workflow
+from tests.sample_model import png_bytes
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -191,6 +194,30 @@ def test_a_stale_event_for_an_upload_replaced_since_is_rejected_not_misdecided(
     assert decision["image"] == image_id(workflow.bucket, key, older)
     assert (decision["status"], decision["rejection"]) == (STATUS_REJECTED, "ImageChanged")
     assert "label" not in decision
+
+
+def test_an_unfamiliar_photo_is_queued_as_unfamiliar_and_never_routed(
+    workflow: Workflow, subscriber: Any
+) -> None:
+    """Issue 23, through the packaged workflow: a real non-vehicle photo (a night sky,
+    tests/non_vehicle_photos.py) that the endpoint answers confidently (0.99) but calls
+    unfamiliar in its CustomAttributes is queued for review with the reason `unfamiliar`
+    and its familiarity, ends in PhotoUnfamiliar, and puts no event. (The stand-in
+    endpoint scripts the verdict; the real model's is pinned in tests/training_job/code/
+    test_familiarity.py.)"""
+    night_sky = non_vehicle_photos.procedural(8)[7]  # the families in turn: the 8th
+    key = f"incoming/{uuid.uuid4().hex}.png"
+    etag = upload(workflow, key, png_bytes(night_sky))
+    execution = run(workflow, key, etag)
+    assert (execution["status"], execution["error"]) == ("FAILED", "PHOTO_UNFAMILIAR")
+    [decision] = decisions_of(workflow, key).values()
+    assert decision["status"] == STATUS_NEEDS_REVIEW
+    assert decision["review_reason"] == REASON_UNFAMILIAR
+    assert float(decision["confidence"]) == pytest.approx(0.99)
+    assert float(decision["familiarity"]) == pytest.approx(0.0099)
+    assert decision["review_pending"] == "pending"
+    assert "event_pending" not in decision
+    assert subscriber(decision["image"]) == []
 
 
 def test_an_upload_that_is_not_an_image_leaves_a_rejected_decision(workflow: Workflow) -> None:

@@ -25,6 +25,7 @@ import torch
 from botocore.exceptions import ClientError
 from PIL import Image
 
+from contract.familiarity import CUSTOM_ATTRIBUTES_HEADER, parse_attributes
 from tests import sample_model
 from tests.conftest import REPO_ROOT, free_port
 from tests.training_job.registry_helpers import approve_model_data
@@ -56,6 +57,7 @@ def model(
     archive = shared_data / "cifar-100-python-vehicles.tar.gz"
     work = tmp_path_factory.mktemp("endpoint-model")
     model_dir = sample_model.train_quick_model(archive, work / "model", steps=3)
+    sample_model.fit_familiarity(archive, model_dir)  # as every model trained now has
     tarball = sample_model.package_model(model_dir, work / "model.tar.gz")
     bucket = f"endpoint-{os.getpid()}-{free_port()}"
     s3 = boto3.client("s3")
@@ -170,6 +172,27 @@ def test_boto3_invoke_endpoint_reaches_it_through_the_runtime_endpoint_url(
     with pytest.raises(runtime.exceptions.ModelError) as not_image:
         runtime.invoke_endpoint(EndpointName=endpoint.name, ContentType="image/png", Body=b"x")
     assert not_image.value.response["OriginalStatusCode"] == 415
+
+
+def test_the_models_familiarity_comes_back_as_custom_attributes_beside_the_same_body(
+    endpoint: Endpoint, model: Model, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 23: SageMaker forwards the container's X-Amzn-SageMaker-Custom-Attributes
+    verbatim as InvokeEndpoint's CustomAttributes (SageMaker Runtime API reference,
+    InvokeEndpoint: at most 1024 visible US-ASCII characters, set by the model's code); the
+    body stays the JSON list of two probabilities."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME", endpoint.url)
+    response = boto3.client("sagemaker-runtime").invoke_endpoint(
+        EndpointName=endpoint.name, ContentType="image/png", Body=model.pngs[0]
+    )
+    probabilities = json.loads(response["Body"].read())
+    assert isinstance(probabilities, list) and len(probabilities) == 2
+    parsed = parse_attributes(response["CustomAttributes"])
+    assert parsed is not None and 0 < parsed[0] <= 1
+    # The container's own route answers with the same header.
+    direct = post(endpoint.url, model.pngs[0])
+    assert parse_attributes(direct.headers[CUSTOM_ATTRIBUTES_HEADER]) == parsed
+    assert direct.json() == pytest.approx(probabilities)
 
 
 def test_the_runtime_api_refuses_a_body_over_6_mb_as_aws_does(

@@ -15,6 +15,7 @@ from contract.decisions import (
     EVENT_SOURCE,
     REASON_AUDIT,
     REASON_DOUBTFUL,
+    REASON_UNFAMILIAR,
     REJECTION_REASONS,
     REVIEW_PENDING,
     SOURCE_MODEL,
@@ -29,6 +30,7 @@ WRITTEN_ATTRIBUTES = {
     "image", "label", "confidence", "inferences", "model_version", "endpoint", "variant",
     "decided_at", "execution", "status", "source", "revision", "review_reason",
     "review_pending", "queued_at", "event_pending", "rejection", "rejection_cause",
+    "familiarity",
 }  # fmt: skip
 
 ASL_VALIDATOR = REPO_ROOT / "node_modules" / ".bin" / "asl-validator"
@@ -157,6 +159,30 @@ def test_a_doubtful_inference_is_queued_then_ends_in_its_own_fail_state(
     assert stop != definition["States"]["WorkflowFailed"]
 
 
+def test_an_unfamiliar_photo_is_queued_with_its_reason_then_ends_in_its_own_fail_state(
+    definition: dict[str, Any],
+) -> None:
+    """Issue 23: the threshold filter's PHOTO_UNFAMILIAR (raised whatever the confidence) is
+    caught beside the decision, queued for review as `unfamiliar`, and never routed."""
+    states = definition["States"]
+    catches = states["FilterLowConfidence"]["Catch"]
+    assert catches[1] == {
+        "ErrorEquals": ["PHOTO_UNFAMILIAR"],
+        "ResultPath": "$.gate",
+        "Next": "QueueUnfamiliar",
+    }
+    queue = states["QueueUnfamiliar"]
+    assert queue["Next"] == "PhotoUnfamiliar"
+    assert queue["Parameters"]["Item"]["familiarity.$"] == "$.decision.dynamodb.familiarity"
+    assert [(c["ErrorEquals"], c["Next"]) for c in queue["Catch"]] == [
+        (["DynamoDB.ConditionalCheckFailedException"], "PhotoUnfamiliar"),
+        (["States.ALL"], "WorkflowFailed"),
+    ]
+    stop = states["PhotoUnfamiliar"]
+    assert (stop["Type"], stop["Error"]) == ("Fail", "PHOTO_UNFAMILIAR")
+    assert "unfamiliar" in stop["Cause"]
+
+
 def test_only_the_threshold_filter_catches_the_threshold_error(
     definition: dict[str, Any],
 ) -> None:
@@ -202,6 +228,7 @@ DECISION_WRITES = {
     "RecordDecision": (STATUS_ROUTED, None),
     "RecordAuditedDecision": (STATUS_ROUTED, REASON_AUDIT),
     "QueueForReview": (STATUS_NEEDS_REVIEW, REASON_DOUBTFUL),
+    "QueueUnfamiliar": (STATUS_NEEDS_REVIEW, REASON_UNFAMILIAR),
 }
 
 

@@ -5,6 +5,12 @@ too) imports this file from `code/` in model.tar.gz and calls the four functions
 contract: `model_fn` once, then `input_fn`, `predict_fn` and `output_fn` per request,
 with `predict_fn` given a list of images to run a micro-batch.
 
+Each answer's familiarity (familiarity.py) travels beside the body, never in it: the body
+stays the JSON list of probabilities, and `custom_attributes_fn(prediction)` gives the
+value of the response's `X-Amzn-SageMaker-Custom-Attributes` header (contract/
+familiarity.py), which the model server sets after `output_fn` (serve.py). A model
+without familiarity statistics gives "".
+
 Bad input raises `InferenceError`, which carries an HTTP status: the server answers it
 with that status (any other exception becomes a 500). The body reaches `input_fn` as
 bytes, whatever its content type says. The accepted image formats are
@@ -18,11 +24,13 @@ import json
 from pathlib import Path
 from typing import NamedTuple
 
+import familiarity as familiarity_lib
 import imaging
 import model as classifier
 import numpy as np
 import torch
 
+from contract import familiarity as familiarity_attributes
 from contract import images as image_formats
 
 JSON_CONTENT_TYPE = "application/json"
@@ -45,13 +53,26 @@ class InferenceError(Exception):
 class LoadedModel(NamedTuple):
     network: torch.nn.Module
     config: classifier.ModelConfig
+    familiarity: familiarity_lib.Familiarity | None = None  # None: a version without it
+    trained_network: torch.nn.Module | None = None  # the unfolded net the check reads
+
+
+class Prediction(list[float]):
+    """One image's class probabilities (a plain list to `output_fn` and json), with the
+    custom attributes that travel beside them ("" when the model has no familiarity)."""
+
+    custom_attributes: str = ""
 
 
 def model_fn(model_dir: str) -> LoadedModel:
     """The model directory's network as served: its members folded into one network
     (`model.for_serving`: the same answers, less CPU per image)."""
     net, config = classifier.load_model(Path(model_dir))
-    return LoadedModel(classifier.for_serving(net), config)
+    familiarity = familiarity_lib.load(Path(model_dir))
+    # The familiarity check reads the trained net's own first conv group (familiarity.py),
+    # which the served network folds away: that net is kept beside it, only when needed.
+    trained = net if familiarity is not None else None
+    return LoadedModel(classifier.for_serving(net), config, familiarity, trained)
 
 
 def media_type(content_type: str | None) -> str:
@@ -101,10 +122,25 @@ def predict_fn(
     batch (a list of images, or an (N, 32, 32, 3) array)."""
     single = isinstance(data, np.ndarray) and data.ndim == 3
     images = np.stack([data]) if single else np.stack(list(data))
+    batch = classifier.to_tensor(images, model.config)
     with torch.inference_mode():
-        logits = model.network(classifier.to_tensor(images, model.config))
-        probabilities = torch.softmax(logits, dim=1).tolist()
-    return probabilities[0] if single else probabilities
+        logits = model.network(batch)
+        predictions = [Prediction(row) for row in torch.softmax(logits, dim=1).tolist()]
+    if model.familiarity is not None and model.trained_network is not None:
+        distances = model.familiarity.distances(model.trained_network, batch)
+        scores = model.familiarity.scores(distances)
+        for prediction, score, familiar in zip(
+            predictions, scores, model.familiarity.familiar(distances), strict=True
+        ):
+            prediction.custom_attributes = familiarity_attributes.format_attributes(
+                float(score), bool(familiar)
+            )
+    return predictions[0] if single else predictions  # type: ignore[return-value]
+
+
+def custom_attributes_fn(prediction: list[float]) -> str:
+    """The `X-Amzn-SageMaker-Custom-Attributes` value of an answer ("" for none)."""
+    return getattr(prediction, "custom_attributes", "")
 
 
 def accepts_json(accept: str | None) -> bool:

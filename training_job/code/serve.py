@@ -60,6 +60,9 @@ DEFAULT_HOST = "127.0.0.1"  # the image passes 0.0.0.0 (Dockerfile)
 DEFAULT_ACCEPT = "application/json"
 # SageMaker Runtime's InvokeEndpoint takes at most 6 MB; nothing larger reaches a container.
 MAX_BODY_BYTES = 6 * 1024 * 1024
+# The response header SageMaker forwards verbatim as InvokeEndpoint's CustomAttributes
+# (named here, not imported from contract/: a version's code/ may predate the module).
+CUSTOM_ATTRIBUTES_HEADER = "X-Amzn-SageMaker-Custom-Attributes"
 SCRIPT_FUNCTIONS = ("model_fn", "input_fn", "predict_fn", "output_fn")
 INTERNAL_ERROR_MESSAGE = "the model failed on this request"
 ERROR_NAMES = {
@@ -123,6 +126,8 @@ class Answer:
     status: int
     body: bytes
     content_type: str
+    # The script's custom attributes for this answer ("" for none): see `answer`.
+    custom_attributes: str = ""
 
 
 def error_answer(status: int, message: str) -> Answer:
@@ -230,7 +235,11 @@ class ModelServer:
             return error_answer(status, message)
         response, response_type = result if isinstance(result, tuple) else (result, accept)
         data_bytes = response.encode() if isinstance(response, str) else bytes(response)
-        return Answer(200, data_bytes, str(response_type))
+        # A script may say more than its body, in the header SageMaker forwards verbatim
+        # as InvokeEndpoint's CustomAttributes (this project's: the familiarity score).
+        custom_attributes_fn = getattr(self._script, "custom_attributes_fn", None)
+        attributes = custom_attributes_fn(prediction) if custom_attributes_fn else ""
+        return Answer(200, data_bytes, str(response_type), attributes)
 
     async def ping(self, _request: web.Request) -> web.Response:
         return web.Response(status=200 if self.loaded else 503)
@@ -254,11 +263,13 @@ class ModelServer:
             except TimeoutError:
                 log.error("no answer in %g s", self.settings.timeout_seconds)
                 answer = error_answer(500, INTERNAL_ERROR_MESSAGE)
-        headers = {"Retry-After": "1"} if answer.status == 503 else None
+        headers = {"Retry-After": "1"} if answer.status == 503 else {}
+        if answer.custom_attributes:
+            headers[CUSTOM_ATTRIBUTES_HEADER] = answer.custom_attributes
         return web.Response(
             status=answer.status,
             body=answer.body,
-            headers={"Content-Type": answer.content_type, **(headers or {})},
+            headers={"Content-Type": answer.content_type, **headers},
         )
 
     def build(self) -> web.Application:

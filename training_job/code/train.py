@@ -12,6 +12,8 @@ self-contained model directory:
   SM_MODEL_DIR/metrics.json                 test/val metrics, hyperparameters, provenance
   SM_MODEL_DIR/plots/*.png                  confusion matrix, training curves
   SM_MODEL_DIR/baseline*.{json,npy}         the drift monitor's baseline (baseline_profile)
+  SM_MODEL_DIR/familiarity.npz              what the familiarity check compares each photo
+                                            with, and its calibration (familiarity.py)
   SM_MODEL_DIR/code/*.py                    what SageMaker's serving container imports
   SM_OUTPUT_DATA_DIR/metrics.json           the metrics again, beside model.tar.gz
 
@@ -44,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 import baseline_profile
+import familiarity as familiarity_lib
 import metrics as metrics_lib
 import model as model_lib
 import numpy as np
@@ -617,6 +620,8 @@ def run(hp: Hyperparameters) -> dict[str, Any]:
     if hp.calibrate:
         net.temperature = config.temperature = metrics_lib.fit_temperature(net, val_x, val.labels)
         print(f"temperature {net.temperature:.4f} (fit on validation)", flush=True)
+    # Fitted on the training part, calibrated on the validation split (familiarity.py).
+    familiarity = familiarity_lib.fit(net, config, train.images, train.labels, val.images)
     training_seconds = time.monotonic() - started
 
     test_x = model_lib.to_tensor(test.images, config)
@@ -642,6 +647,10 @@ def run(hp: Hyperparameters) -> dict[str, Any]:
         "confidence_gate": metrics_lib.confidence_gate(
             test_probabilities, test.labels, DEFAULT_THRESHOLD
         ),
+        # The whole gate: confident and familiar (familiarity.py), on the test split.
+        "familiarity": familiarity_lib.gate_measures(
+            familiarity, net, test_x, test_probabilities, test.labels, DEFAULT_THRESHOLD
+        ),
         "training_seconds": training_seconds,
         "seed": hp.seed,
         "git_commit": os.environ.get("SCONES_GIT_COMMIT") or "unknown",
@@ -657,6 +666,7 @@ def run(hp: Hyperparameters) -> dict[str, Any]:
 
     model_dir = hp.model_dir
     model_lib.save_model(net, config, model_dir)
+    familiarity.save(model_dir)
     metrics_lib.write_plots(model_dir / "plots", history, metrics["confusion_matrix"], hp.classes)
     metrics["serving_code"] = copy_serving_code(model_dir / "code")
     baseline_profile.write_baseline(
@@ -677,6 +687,7 @@ def run(hp: Hyperparameters) -> dict[str, Any]:
         f"test_accuracy {metrics['test_accuracy']:.4f} val_accuracy {metrics['val_accuracy']:.4f} "
         f"ece {metrics['expected_calibration_error']:.4f} "
         f"past_gate {metrics['confidence_gate']['share_passed']:.3f} "
+        f"past_whole_gate {metrics['familiarity']['share_passed']:.3f} "
         f"training_seconds {training_seconds:.1f}",
         flush=True,
     )

@@ -426,10 +426,10 @@ def _register_review(commands: Any) -> None:
 
 def _reference(
     args: argparse.Namespace, workdir: Path, captures: VariantCaptures
-) -> tuple[Baseline, Any, Any, str]:
+) -> tuple[Baseline, Any, Any, str, Any]:
     """The baseline `captures` are judged against (the answering version's, unless
-    --model-dir or --model-data names one), the model that embeds captured images, and a
-    description of both."""
+    --model-dir or --model-data names one), the model that embeds captured images, a
+    description of both, and the model's familiarity check (None for a version without)."""
     if args.model_dir is not None:
         model_dir = args.model_dir
         baseline = Baseline.from_dir(model_dir)
@@ -450,7 +450,8 @@ def _reference(
         raise BaselineError(f"{where}: cannot load the model ({error})") from error
     if list(config.classes) != baseline.classes:
         raise BaselineError(f"{where}: the baseline's classes differ from the model's")
-    return baseline, net, config, where
+    # The unfamiliar share needs the version's own familiarity statistics (issue 23).
+    return baseline, net, config, where, model_code.familiarity().load(model_dir)
 
 
 def _chosen(args: argparse.Namespace, source: CaptureSource) -> list[VariantCaptures]:
@@ -476,7 +477,7 @@ def _chosen(args: argparse.Namespace, source: CaptureSource) -> list[VariantCapt
 
 
 def _analyzer(
-    args: argparse.Namespace, baseline: Baseline, net: Any, config: dict
+    args: argparse.Namespace, baseline: Baseline, net: Any, config: dict, familiarity: Any
 ) -> WindowAnalyzer:
     labels = read_labels(args.labels) if args.labels else None
     torch.set_num_threads(args.threads)
@@ -486,7 +487,14 @@ def _analyzer(
         permutations=args.permutations,
         embedding_dimensions=embedder.dimensions,
     ).fit(baseline)
-    return WindowAnalyzer(baseline, embedder, monitor, args.embedding_sample, labels)
+    return WindowAnalyzer(
+        baseline,
+        embedder,
+        monitor,
+        args.embedding_sample,
+        labels,
+        familiarity=familiarity,
+    )
 
 
 def _summary(
@@ -595,8 +603,8 @@ def _report_variant(
 ) -> bool:
     """One variant's report in `out`, judged against its own baseline; whether any of
     its windows was judged."""
-    baseline, net, config, where = _reference(args, workdir, captures)
-    analyzer = _analyzer(args, baseline, net, config)
+    baseline, net, config, where, familiarity = _reference(args, workdir, captures)
+    analyzer = _analyzer(args, baseline, net, config, familiarity)
     counts = ReadCounts()
     records = read_records(captures.source, counts, args.since, args.until)
     if args.every:
@@ -736,8 +744,8 @@ def _check_variant(
     args: argparse.Namespace, captures: VariantCaptures, workdir: Path
 ) -> tuple[int, WindowResult]:
     """Judge the latest window of one variant's captures and print it; its exit status."""
-    baseline, net, config, where = _reference(args, workdir, captures)
-    analyzer = _analyzer(args, baseline, net, config)
+    baseline, net, config, where, familiarity = _reference(args, workdir, captures)
+    analyzer = _analyzer(args, baseline, net, config, familiarity)
     counts = ReadCounts()
     records, total = last_records(
         read_records(captures.source, counts, args.since, args.until), args.window
@@ -770,6 +778,12 @@ def _check_variant(
         print(
             f"{f.detector:<10} {f.test:<20} {f.statistic:>10.4g} {f.p_adjusted:>9.3g}  "
             + ("ALERT" if f.alert else "ok")
+        )
+    if result.unfamiliar_rate is not None:
+        print(
+            f"unfamiliar share: {result.unfamiliar_rate:.1%} of the embedded sample "
+            "(photos unlike the model's training photos; the model is calibrated to call "
+            f"{1 - analyzer.familiarity.familiar_share:.0%} of ordinary photos so)"
         )
     if result.performance:
         print(

@@ -59,6 +59,9 @@ class Window:
     probabilities: np.ndarray
     embeddings: np.ndarray | None = None
     labels: np.ndarray | None = None  # class index per record, -1 where unknown
+    # Per embedded record, whether the model's familiarity check calls it unfamiliar
+    # (None: the model version has no familiarity statistics).
+    unfamiliar: np.ndarray | None = None
 
     @property
     def size(self) -> int:

@@ -54,6 +54,11 @@ def metrics() -> ModuleType:
     return _load("metrics")
 
 
+def familiarity() -> ModuleType:
+    """familiarity.py: the model's familiarity check, fitted and calibrated at training."""
+    return _load("familiarity")
+
+
 def profile() -> ModuleType:
     """baseline_profile.py: the baseline profile's statistics, embeddings and predictions."""
     return _load("baseline_profile")

@@ -87,6 +87,9 @@ class WindowResult:
     statistic_quantiles: dict[str, list[float]]
     findings: list[Finding]
     performance: dict[str, Any] | None
+    # The share of the window's embedded sample the model calls unfamiliar (issue 23);
+    # None when the model version has no familiarity statistics.
+    unfamiliar_rate: float | None = None
 
     @property
     def alert(self) -> bool:
@@ -108,6 +111,7 @@ class WindowResult:
             "not_image": self.not_image,
             "other_model": self.other_model,
             "low_confidence_rate": self.low_confidence_rate,
+            "unfamiliar_rate": self.unfamiliar_rate,
             "class_share": self.class_share,
             "confidence_quantiles": self.confidence_quantiles,
             "alert": self.alert,
@@ -166,6 +170,7 @@ class WindowAnalyzer:
         embedding_sample: int,
         labels: dict[str, str] | None = None,
         seed: int = 0,
+        familiarity: Any = None,
     ) -> None:
         if embedder.full_dimensions != baseline.embeddings.shape[1]:
             raise ValueError(
@@ -174,6 +179,9 @@ class WindowAnalyzer:
             )
         self.baseline = baseline
         self.embedder = embedder
+        # The model's familiarity check (familiarity.Familiarity), None for a version
+        # without it: the windows' unfamiliar share is then unknown.
+        self.familiarity = familiarity
         self.monitor = monitor
         self.embedding_sample = embedding_sample
         self.labels = labels
@@ -275,11 +283,19 @@ class WindowAnalyzer:
     def finish(self, batch: PreparedBatch) -> list[WindowResult]:
         """The model pass over the batch's embedding samples, then each window's tests."""
         embeddings = self.embedder(batch.to_embed)
+        unfamiliar = None
+        if self.familiarity is not None and len(batch.to_embed):
+            tensor = self.embedder.model.to_tensor(batch.to_embed, self.embedder.config)
+            unfamiliar = ~self.familiarity.familiar(
+                self.familiarity.distances(self.embedder.net, tensor)
+            )
         offsets = batch.embedding_offsets
         results = {}
         for number, (w, window) in enumerate(batch.windows):
             rows = slice(offsets[number], offsets[number + 1])
             window.embeddings = embeddings[rows]
+            if unfamiliar is not None:
+                window.unfamiliar = unfamiliar[rows]
             results[w.index] = self._result(w, window)
             if results[w.index].alert:
                 self.galleries.add(self._gallery(w, window, batch.to_embed[rows], embeddings[rows]))
@@ -345,6 +361,11 @@ class WindowAnalyzer:
             },
             findings=findings,
             performance=performance(window, classes),
+            unfamiliar_rate=(
+                float(window.unfamiliar.mean())
+                if window.unfamiliar is not None and len(window.unfamiliar)
+                else None
+            ),
         )
 
 

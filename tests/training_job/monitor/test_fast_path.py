@@ -200,3 +200,47 @@ def test_work_ahead_hands_over_items_and_errors_in_order() -> None:
     stopped_at = len(produced)
     assert stopped_at <= 4
     assert list(ahead) == [] and len(produced) == stopped_at
+
+
+def test_the_unfamiliar_share_is_an_output_statistic_of_each_window(
+    loaded: tuple[torch.nn.Module, dict], model_dir: Path, vehicles: Vehicles, predict
+) -> None:
+    """Issue 23: a window of photos that are neither class (numpy noise and flat colour)
+    has a larger unfamiliar share than a window of vehicles; a version without familiarity
+    statistics has none (unknown, not 0)."""
+    from tests import non_vehicle_photos
+
+    net, config = loaded
+    reference = Baseline.from_dir(model_dir)
+    familiarity = model_code.familiarity().fit(
+        net,
+        config,
+        vehicles.train_images[:800],
+        vehicles.train_labels[:800],
+        vehicles.train_images[800:],
+    )
+    photos = non_vehicle_photos.procedural(120, seed=4)
+    families = list(non_vehicle_photos.PROCEDURAL_FAMILIES)
+    others = photos[[i for i in range(120) if families[i % 10] in ("noise", "flat")]]
+    vehicle_records = _records(vehicles.test_images[:60], predict(vehicles.test_images[:60]))
+    other_records = _records(others, predict(others))
+
+    def analyzer(with_familiarity: bool) -> WindowAnalyzer:
+        embedder = Embedder(net, config)
+        monitor = DriftMonitor(permutations=50, embedding_dimensions=embedder.dimensions)
+        return WindowAnalyzer(
+            reference,
+            embedder,
+            monitor.fit(reference),
+            64,
+            familiarity=familiarity if with_familiarity else None,
+        )
+
+    ordinary, odd = analyzer(True).analyze_many(
+        [(0, vehicle_records, 60), (1, other_records, len(other_records))]
+    )
+    assert ordinary.unfamiliar_rate is not None and ordinary.unfamiliar_rate <= 0.15
+    assert odd.unfamiliar_rate is not None and odd.unfamiliar_rate >= 0.8
+    assert odd.as_dict()["unfamiliar_rate"] == odd.unfamiliar_rate
+    unknown = analyzer(False).analyze(0, vehicle_records, 60)
+    assert unknown.unfamiliar_rate is None

@@ -197,3 +197,23 @@ def test_every_button_is_on_screen_at_a_phones_width(
             "const r = arguments[0].getBoundingClientRect(); return [r.left, r.right];", button
         )
         assert left_edge >= 0 and right_edge <= width, (button.text, left_edge, right_edge)
+
+
+def test_an_unfamiliar_photo_says_why_and_a_neither_answer_is_kept(
+    world: ReviewWorld, review_server: ReviewServer, browser: Any
+) -> None:
+    """Issue 23: the page shows the reason `unfamiliar` in words (the model's confidence
+    means little there), and the person's "neither" is kept on the item."""
+    from contract.decisions import ANSWER_NEITHER, REASON_UNFAMILIAR
+    from tests.training_job.review.conftest import seed_item
+
+    first = world.photos[0]
+    seed_item(world, first, "2026-11-29T09:00:00.000Z", REASON_UNFAMILIAR, "motorcycle", 0.99)
+    browser.get(review_server.url)
+    wait_for_photo(browser, first.image)
+    guess = browser.find_element(By.ID, "guess").text
+    assert "Unfamiliar: the model has not seen photos like this one" in guess
+    assert "motorcycle, 99% sure" in guess
+    press(browser, "n")
+    item = world.item(first.image)
+    assert (item["answer"], item["review_reason"]) == (ANSWER_NEITHER, REASON_UNFAMILIAR)

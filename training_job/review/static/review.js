@@ -49,6 +49,13 @@ function show(item) {
   photo.dataset.image = item.image;
   photo.src = `/api/image?image=${encodeURIComponent(item.image)}`;
   const percent = Math.round(Number(item.confidence) * 100);
+  if (item.review_reason === "unfamiliar") {
+    // Never routed, whatever its confidence: the person says what it is, or "neither".
+    $("guess").textContent =
+      `Unfamiliar: the model has not seen photos like this one ` +
+      `(its guess: ${item.label}, ${percent}% sure).`;
+    return;
+  }
   const reason = item.review_reason ? ` (${item.review_reason})` : "";
   $("guess").textContent = `The model says ${item.label}, ${percent}% sure${reason}.`;
 }
