@@ -20,8 +20,11 @@ from typing import Any
 import pytest
 
 from contract.backfill import BACKFILL_ATTRIBUTE
+from contract.decisions import REASON_UNFAMILIAR, STATUS_NEEDS_REVIEW
+from tests import non_vehicle_photos
 from tests.handlers.conftest import encode_image
 from tests.local_aws.test_iam_statements import Workflow
+from tests.sample_model import png_bytes
 from training_job.__main__ import main
 from training_job.environment import overridden
 
@@ -98,6 +101,28 @@ def test_every_photo_ends_in_a_decision_named_in_the_results_file(
         .read()
     )
     assert [json.loads(line) for line in s3_copy.decode().splitlines()] == summary["rows"]
+
+
+def test_an_unfamiliar_photo_in_a_backfill_is_queued_never_routed(
+    workflow: Workflow, tmp_path: Path
+) -> None:
+    """Issue 23's third outcome holds for the backfill as for the live workflow: a real
+    non-vehicle photo (a night sky) that the endpoint answers confidently but calls
+    unfamiliar in its CustomAttributes is queued with the reason `unfamiliar` and its
+    familiarity, never routed."""
+    prefix = f"archive/bf-{uuid.uuid4().hex}/"
+    night_sky = non_vehicle_photos.procedural(8)[7]  # the families in turn: the 8th
+    upload(workflow, prefix, {"sky.png": png_bytes(night_sky), "bike.png": image(True)})
+
+    summary = backfill(workflow, prefix, tmp_path)
+
+    assert summary["exit_status"] == 0, summary
+    assert summary["outcomes"]["routed"] == 1
+    assert summary["outcomes"]["needs_review"] == 1
+    sky = decisions(workflow, prefix)[f"{prefix}sky.png"]
+    assert sky["status"] == STATUS_NEEDS_REVIEW
+    assert sky["review_reason"] == REASON_UNFAMILIAR
+    assert float(sky["familiarity"]) == pytest.approx(0.0099)
 
 
 def test_a_backfill_run_again_decides_nothing_twice(workflow: Workflow, tmp_path: Path) -> None:
