@@ -14,6 +14,10 @@ person running `python -m training_job review`, acting with their own AWS creden
     POST /api/answer            {"image", "answer", "revision"} -> {"item", "pending"}
     POST /api/undo              {"image", "revision"}           -> {"item", "pending"}
 
+An item held for a second opinion (store.py) carries `"second_opinion": true`; its
+`first_answer` and `first_reviewer` reach only the reviewer who gave them, so another
+reviewer's answer stays their own (the first reviewer is not offered it by /api/next).
+
 Refusals are JSON `{"error": message}` with a specific status: 400 bad JSON or fields
 (JSON nested deeper than MAX_JSON_DEPTH, a revision over MAX_REVISION), 403 a foreign Host,
 Origin or Sec-Fetch-Site (DNS rebinding, another site posting to the loopback or loading
@@ -142,8 +146,9 @@ class ReviewHandler(BaseHTTPRequestHandler):
             after = None
             if "after" in query or "queued_at" in query:
                 after = (_required(query, "after"), _required(query, "queued_at"))
-            item = store.next_pending(after, self.server.reviewer)
-            return _json(item=item, pending=store.count_pending(), reviewer=self.server.reviewer)
+            reviewer = self.server.reviewer
+            item = _as_seen_by(store.next_pending(after, reviewer), reviewer)
+            return _json(item=item, pending=store.count_pending(), reviewer=reviewer)
         if path == "/api/counts":
             return _json(pending=store.count_pending())
         if path == "/api/image":
@@ -173,8 +178,9 @@ class ReviewHandler(BaseHTTPRequestHandler):
             else:
                 item = store.undo(image, revision, self.server.reviewer)
         except Conflict as conflict:
-            raise Refused(HTTPStatus.CONFLICT, str(conflict), item=conflict.item) from conflict
-        return _json(item=item, pending=store.count_pending())
+            fresh = _as_seen_by(conflict.item, self.server.reviewer)
+            raise Refused(HTTPStatus.CONFLICT, str(conflict), item=fresh) from conflict
+        return _json(item=_as_seen_by(item, self.server.reviewer), pending=store.count_pending())
 
     # Plumbing
 
@@ -289,6 +295,18 @@ def _nesting(data: bytes) -> int:
         elif byte in (0x5D, 0x7D):  # ] }
             depth -= 1
     return deepest
+
+
+def _as_seen_by(item: dict[str, Any] | None, reviewer: str) -> dict[str, Any] | None:
+    """`item` as `reviewer`'s page gets it: a held answer is marked `second_opinion`, and
+    its words and author are left out unless `reviewer` gave it."""
+    if item is None or "first_answer" not in item:
+        return item
+    seen = {**item, "second_opinion": True}
+    if item.get("first_reviewer") != reviewer:
+        del seen["first_answer"]
+        seen.pop("first_reviewer", None)
+    return seen
 
 
 def _json(**values: Any) -> tuple[str, bytes]:

@@ -217,3 +217,41 @@ def test_an_unfamiliar_photo_says_why_and_a_neither_answer_is_kept(
     press(browser, "n")
     item = world.item(first.image)
     assert (item["answer"], item["review_reason"]) == (ANSWER_NEITHER, REASON_UNFAMILIAR)
+
+
+@pytest.mark.timeout(300)
+def test_a_held_answer_waits_for_a_second_reviewer_who_is_not_told_it(
+    world: ReviewWorld, browser: Any
+) -> None:
+    """Alice contradicts a model 95% sure: her page says the answer is held and moves on,
+    and never offers the photo again; Bob's page offers it as a second opinion without
+    Alice's answer or the model's guess (which, with two classes, would give hers away),
+    and his answer decides it (docs/review.md, "A second opinion")."""
+    from tests.training_job.review.conftest import seed_item
+
+    first, second = world.photos[0], world.photos[1]
+    seed_item(world, first, "2026-11-29T09:00:00.000Z", confidence=0.95)
+    with (
+        serving(world.store(), "alice", port=free_port()) as alice_server,
+        serving(world.store(), "bob", port=free_port()) as bob_server,
+    ):
+        browser.get(alice_server.url)
+        wait_for_photo(browser, first.image)
+        press(browser, "m")
+        wait_for_photo(browser, second.image)
+        message = browser.find_element(By.ID, "message").text
+        assert "held" in message and "another reviewer" in message
+        assert browser.find_element(By.ID, "undo").get_attribute("disabled") is not None
+        browser.refresh()  # a fresh page: the held photo is not hers to answer
+        wait_for_photo(browser, second.image)
+
+        browser.get(bob_server.url)
+        wait_for_photo(browser, first.image)
+        guess = browser.find_element(By.ID, "guess").text
+        assert "Second opinion" in guess
+        assert not any(word in guess for word in ("motorcycle", "bicycle", "alice", "95%"))
+        press(browser, "b")
+        wait_for_photo(browser, second.image)
+        assert "bicycle: saved" in browser.find_element(By.ID, "message").text
+    item = world.item(first.image)
+    assert (item["label"], item["reviewer"], item["first_reviewer"]) == ("bicycle", "bob", "alice")

@@ -338,3 +338,45 @@ def test_another_sites_photo_request_is_refused(
         status, headers, _ = request(review_server, "GET", path, None, {"Sec-Fetch-Site": site})
         assert status == 200, site
         assert headers["Cross-Origin-Resource-Policy"] == "same-origin"
+
+
+def test_a_held_answer_reaches_only_its_reviewer(world: ReviewWorld) -> None:
+    """A photo held for a second opinion is marked `second_opinion` for every reviewer;
+    the held answer and who gave it reach only that reviewer, so the second is not told
+    what to answer (docs/review.md, "A second opinion")."""
+    image = world.photos[0].image
+    seed_item(world, world.photos[0], "2026-11-29T09:00:00.000Z", confidence=0.95)
+    with (
+        serving(world.store(), "alice", port=free_port()) as alice,
+        serving(world.store(), "bob", port=free_port()) as bob,
+    ):
+        status, held = post(
+            alice, "/api/answer", {"image": image, "answer": "motorcycle", "revision": 0}
+        )
+        assert status == 200
+        assert held["item"]["second_opinion"] is True
+        assert (held["item"]["first_answer"], held["item"]["first_reviewer"]) == (
+            "motorcycle",
+            "alice",
+        )
+
+        _, _, payload = request(bob, "GET", "/api/next")
+        offered = json.loads(payload)["item"]
+        assert offered["image"] == image and offered["second_opinion"] is True
+        assert "first_answer" not in offered and "first_reviewer" not in offered
+        _, _, payload = request(alice, "GET", "/api/next")
+        assert json.loads(payload)["item"]["image"] == world.photos[1].image  # not hers
+
+        status, stale = post(
+            bob, "/api/answer", {"image": image, "answer": "bicycle", "revision": 0}
+        )
+        assert status == 409 and stale["item"]["second_opinion"] is True
+        assert "first_answer" not in stale["item"] and "motorcycle" not in stale["error"]
+
+        status, decided = post(
+            bob,
+            "/api/answer",
+            {"image": image, "answer": "bicycle", "revision": offered["revision"]},
+        )
+        assert status == 200 and "first_answer" not in decided["item"]
+    assert world.item(image)["first_answer"] == "motorcycle"  # the table keeps it

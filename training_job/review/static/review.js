@@ -1,6 +1,7 @@
 // The review page: one photo at a time from /api/next, answered with the buttons or the
 // keys B, M, N (answer), S (skip), U (undo). Every answer carries the revision the page
-// saw; a 409 means another reviewer got there first, and the page moves on.
+// saw; a 409 means another reviewer got there first, and the page moves on. An answer held
+// for a second opinion is said so, and a photo waiting for one hides the first answer.
 "use strict";
 
 const SMALL_PIXELS = 256; // an image this small or smaller is drawn with visible pixels
@@ -48,6 +49,14 @@ function show(item) {
   photo.classList.remove("small");
   photo.dataset.image = item.image;
   photo.src = `/api/image?image=${encodeURIComponent(item.image)}`;
+  if (item.second_opinion) {
+    // Another reviewer contradicted a confident model. Their answer, and the model's guess
+    // (with two classes it would give theirs away), stay hidden: this answer is one's own.
+    $("guess").textContent =
+      "Second opinion: another reviewer answered this photo, and yours decides it. " +
+      "Their answer and the model's guess are hidden, so that yours is your own.";
+    return;
+  }
   const percent = Math.round(Number(item.confidence) * 100);
   if (item.review_reason === "unfamiliar") {
     // Never routed, whatever its confidence: the person says what it is, or "neither".
@@ -84,7 +93,12 @@ async function answer(choice) {
     answer: choice,
     revision: item.revision || 0,
   });
-  if (status === 200) {
+  if (status === 200 && data.item.review_pending !== undefined) {
+    // Answered yet still queued: held for a second opinion (docs/review.md), not taken,
+    // so there is nothing to undo.
+    say(`${choice}: held. It contradicts a confident model, so it waits for another reviewer.`);
+    await loadNext(null);
+  } else if (status === 200) {
     state.answered.push({ image: item.image, revision: data.item.revision });
     $("undo").disabled = false;
     say(`${choice}: saved.`);
