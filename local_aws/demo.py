@@ -492,6 +492,9 @@ class Demo:
             "stopped_by_threshold": evaluation["failed_by_error"].get(
                 "THRESHOLD_CONFIDENCE_NOT_MET", 0
             ),
+            # Photos the model's familiarity check called unlike its training photos:
+            # queued for a person with the reason unfamiliar, whatever the confidence.
+            "unfamiliar": evaluation["failed_by_error"].get("PHOTO_UNFAMILIAR", 0),
             "gate_accuracy": evaluation["gate_accuracy"],
             "decisions": decisions,
             "review": review,
@@ -560,6 +563,7 @@ def print_summary(summary: dict[str, Any]) -> None:
         ("executions", f"{summary['executions']}"),
         ("passed the gate", f"{summary['passed']}"),
         ("stopped (< threshold)", f"{summary['stopped_by_threshold']}"),
+        ("stopped (unfamiliar)", f"{summary['unfamiliar']}"),
         ("accuracy past the gate", "n/a" if gate is None else f"{gate:.3f}"),
         ("decisions", describe_decisions(summary["decisions"])),
         ("endpoint (8 clients)", f"{summary['endpoint_requests_per_second']} requests/s"),

@@ -741,6 +741,8 @@ def _plain(value: dict[str, Any]) -> Any:
         return float(inner)
     if kind == "L":
         return [_plain(v) for v in inner]
+    if kind == "NULL":
+        return None
     return inner
 
 
@@ -809,6 +811,8 @@ def test_a_confident_photo_is_recorded_as_routed_and_announced_once(
         "status": STATUS_ROUTED,
         "source": SOURCE_MODEL,
         "revision": 0,
+        # The sample model was trained without familiarity statistics: unknown (NULL).
+        "familiarity": None,
     }
     # The variant that answered, named after the approved version deploy serves.
     assert (decision["variant"], decision["model_version"]) == ("v1", "1")

@@ -61,9 +61,12 @@ def test_the_demo_runs_end_to_end_and_stops_what_it_started(
     assert "PendingManualApproval -> Approved" in result.stdout
     assert summary["model_version"] >= 1
     assert 0.5 <= summary["test_accuracy"] <= 1.0
-    # Every test image went through the workflow: passed the gate or stopped by it.
+    # Every test image went through the workflow: passed the gate or stopped by it, as
+    # doubtful or as unfamiliar (the familiarity check calls about 5 % of ordinary photos
+    # unfamiliar: its calibration).
     assert summary["executions"] == 200
-    assert summary["passed"] + summary["stopped_by_threshold"] == 200
+    assert summary["passed"] + summary["stopped_by_threshold"] + summary["unfamiliar"] == 200
+    assert summary["unfamiliar"] < 200 // 4
     assert summary["endpoint_requests_per_second"] > 0
     # The drifted batch (camera noise) is the last window; the monitor flags it.
     assert summary["monitoring_windows"] >= 2
@@ -72,7 +75,7 @@ def test_the_demo_runs_end_to_end_and_stops_what_it_started(
     # Every photo ends in one decision; the scripted reviewer empties the review queue.
     decisions = summary["decisions"]
     assert decisions["routed"] + decisions["needs_review"] == 200
-    assert decisions["needs_review"] == summary["stopped_by_threshold"]
+    assert decisions["needs_review"] == summary["stopped_by_threshold"] + summary["unfamiliar"]
     assert summary["review"]["queue_before"] == decisions["review_queue"]
     assert summary["review"]["queue_after"] == 0
     # Accuracy past the gate from the audit sample: people's answers in the decisions table.

@@ -71,7 +71,8 @@ def test_the_printed_summary_carries_the_audit_line(capsys: pytest.CaptureFixtur
             "model_version": 2,
             "executions": 200,
             "passed": 180,
-            "stopped_by_threshold": 20,
+            "stopped_by_threshold": 18,
+            "unfamiliar": 2,
             "gate_accuracy": 0.97,
             "decisions": {
                 "routed": 180,
