@@ -125,6 +125,44 @@ def test_an_unfamiliar_photo_in_a_backfill_is_queued_never_routed(
     assert float(sky["familiarity"]) == pytest.approx(0.0099)
 
 
+def test_a_photo_overwritten_after_its_listing_is_not_scored_as_the_old_version(
+    workflow: Workflow, tmp_path: Path
+) -> None:
+    """An object overwritten between the map's listing and its batch: the scorer reads with
+    If-Match on the listed ETag, so the old version's decision is `rejected` with
+    ImageChanged (never the new bytes' answer under the old version's id), and the next
+    backfill of the prefix scores the new version."""
+    prefix = f"archive/bf-{uuid.uuid4().hex}/"
+    key = f"{prefix}p.png"
+    upload(workflow, prefix, {"p.png": image(True)})
+    s3 = workflow.aws.client("s3")
+    listed = s3.head_object(Bucket=workflow.bucket, Key=key)["ETag"]
+    upload(workflow, prefix, {"p.png": image(False)})  # overwritten after the listing
+    batch = {
+        "Items": [{"Key": key, "Etag": listed}],
+        "BatchInput": {
+            "bucket": workflow.bucket,
+            "backfill": "overwritten",
+            "execution": f"arn:aws:states:us-east-1:123456789012:execution:bf:{uuid.uuid4().hex}",
+            "target_variant": "",
+            "redecide": False,
+        },
+    }
+    response = workflow.aws.client("lambda").invoke(
+        FunctionName=workflow.functions["BackfillRole"], Payload=json.dumps(batch).encode()
+    )
+    assert "FunctionError" not in response
+    [photo] = json.loads(response["Payload"].read())["photos"]
+    assert (photo["outcome"], photo["error"]) == ("rejected", "ImageChanged")
+
+    summary = backfill(workflow, prefix, tmp_path)
+
+    assert summary["exit_status"] == 0, summary
+    [row] = summary["rows"]
+    assert row["etag"] != listed.strip('"')
+    assert row["outcome"] == "needs_review"  # the new bytes' own (doubtful) answer
+
+
 def test_a_backfill_run_again_decides_nothing_twice(workflow: Workflow, tmp_path: Path) -> None:
     prefix = f"archive/bf-{uuid.uuid4().hex}/"
     upload(workflow, prefix, {f"p{i}.png": image(i % 2 == 0) for i in range(4)})
