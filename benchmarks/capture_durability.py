@@ -88,6 +88,11 @@ class Relay:
 
     def cut(self) -> None:
         assert self._listener is not None
+        # close() alone leaves the socket listening while accept() blocks in the relay's
+        # thread (Linux): the next connection would still get through. shutdown() stops
+        # the listening and wakes accept().
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)
         self._listener.close()
         with self._lock:
             for sock in self._sockets:

@@ -65,6 +65,26 @@ def test_every_answered_request_is_captured_exactly_once(
         assert result.put_failures > 0  # the outage was real: uploads failed, then retried
 
 
+def test_the_outage_relay_refuses_the_first_connection_after_a_cut() -> None:
+    """The s3-outage scenario's relay: a cut takes effect at once (the first connection
+    after it is refused, not accepted by the relay's blocked accept()), and a restore
+    serves again on the same port."""
+    upstream = socket.create_server(("127.0.0.1", 0))
+    relay = capture_durability.Relay(upstream.getsockname()[1])  # listening
+    try:
+        socket.create_connection(("127.0.0.1", relay.port), timeout=5).close()
+        time.sleep(0.5)  # the relay's thread is back in accept(), as it is under load
+        relay.cut()
+        for _ in range(3):
+            with pytest.raises(ConnectionRefusedError):
+                socket.create_connection(("127.0.0.1", relay.port), timeout=5)
+        relay.restore()
+        socket.create_connection(("127.0.0.1", relay.port), timeout=5).close()
+    finally:
+        relay.cut()
+        upstream.close()
+
+
 def _invocation(number: int, body_bytes: int = 0) -> Invocation:
     """A request's capture; `body_bytes` makes its body that large (random bytes behind
     a JPEG signature: the writer never decodes it)."""
