@@ -72,6 +72,8 @@ SERVING_SUFFIXES = (".py", ".txt")
 TRAINING_ONLY = ("train.py", "data.py", "metrics.py")
 # The model server travels in the serving image, not with each version (serve.py).
 SERVER_ONLY = ("serve.py", "batching.py")
+# The image's entry point (`train` and `serve`) travels in the image too.
+IMAGE_ONLY = ("container.py",)
 # Packages inference.py imports that live at the repository's root: SageMaker copies the
 # estimator's `dependencies` beside this file (local_aws/training.py does the same).
 SERVING_PACKAGES = ("contract",)
@@ -549,7 +551,7 @@ def copy_serving_code(code_dir: Path) -> list[str]:
     for source in sorted(CODE_DIR.iterdir()):
         if (
             source.suffix in SERVING_SUFFIXES
-            and source.name not in TRAINING_ONLY + SERVER_ONLY
+            and source.name not in TRAINING_ONLY + SERVER_ONLY + IMAGE_ONLY
             and source.is_file()
         ):
             shutil.copy2(source, code_dir / source.name)
@@ -584,7 +586,8 @@ def choose_device() -> torch.device:
     if torch.cuda.is_available():
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         return torch.device("cuda")
-    threads = int(os.environ.get("SM_NUM_CPUS") or 0) or os.cpu_count() or 1
+    # The CPUs this process may run on (a container's or a job's share), not the host's.
+    threads = int(os.environ.get("SM_NUM_CPUS") or 0) or len(os.sched_getaffinity(0))
     torch.set_num_threads(threads)
     return torch.device("cpu")
 

@@ -1,5 +1,6 @@
 """The container code (`training_job/code/`) imported from the host side: the monitor,
-the benchmarks and the tests all reach it through this module, the one place that puts
+the training launcher, the local training runner, the benchmarks and the tests all reach
+it through this module, the one place that puts
 that directory on sys.path.
 
 Those files import each other as top-level modules (`import model`), as SageMaker puts
@@ -62,3 +63,9 @@ def familiarity() -> ModuleType:
 def profile() -> ModuleType:
     """baseline_profile.py: the baseline profile's statistics, embeddings and predictions."""
     return _load("baseline_profile")
+
+
+def container() -> ModuleType:
+    """container.py: the image's entry point, its training program and the hyperparameter
+    encoding that the launcher and the local training runner share with it."""
+    return _load("container")
