@@ -1,5 +1,7 @@
-# The serving image: the project's model server (training_job/code/serve.py) on a
-# patched slim base, PyTorch's CPU build, every wheel pinned by hash, a non-root user.
+# The project's image: the model server (training_job/code/serve.py) and the training
+# program (training_job/code/container.py train) on a patched slim base, PyTorch's CPU
+# build, every wheel pinned by hash, a non-root user. SageMaker runs it as
+# `docker run IMAGE serve` on an endpoint and `docker run IMAGE train` in a training job.
 # Build and publish it with `python -m training_job image build|push`; docs/serving-image.md
 # says where the base's and the framework's support dates come from.
 
@@ -12,18 +14,22 @@ RUN python -m venv /opt/venv \
         --extra-index-url https://download.pytorch.org/whl/cpu \
         -r /tmp/requirements-serving.txt
 
-# --- serve: the environment, the server, and nothing to build with -----------------------
+# --- run: the environment, the server, the training code, and nothing to build with -----
 FROM python:3.11-slim-trixie
 COPY --from=build /opt/venv /opt/venv
-COPY training_job/code/serve.py training_job/code/batching.py /opt/program/
+# What training_job/train.py names (SOURCE_DIR and DEPENDENCIES): train.py imports its
+# siblings by name and contract/ beside them, and packs both into each model's code/.
+COPY training_job/code/*.py /opt/program/
+COPY contract/*.py /opt/program/contract/
 RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin model-server
 USER 10001
 ENV PATH="/opt/venv/bin:${PATH}" \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1
 EXPOSE 8080
-# SageMaker runs `docker run IMAGE serve` and reaches the container from outside it: the
-# server binds every interface here (it binds 127.0.0.1 by default). Exec form, so the
-# server itself receives SageMaker's SIGTERM. No HEALTHCHECK: SageMaker pings /ping.
-ENTRYPOINT ["python", "/opt/program/serve.py", "--host", "0.0.0.0"]
+# SageMaker's argument picks the program (container.py): `serve` execs the server, bound
+# to every interface (SageMaker reaches it from outside; serve.py binds 127.0.0.1 by
+# default), `train` trains on /opt/ml. Exec form, and the server replaces the dispatcher,
+# so SageMaker's SIGTERM reaches the program itself. No HEALTHCHECK: SageMaker pings /ping.
+ENTRYPOINT ["python", "/opt/program/container.py"]
 CMD ["serve"]

@@ -1,17 +1,22 @@
-"""The serving image's Dockerfile, linted by hadolint (requirements-dev.txt) and held to
-the rules the serving image exists for (issue 22): a pinned, patched slim base; the
-framework from hashed wheels; no compiler in the final stage; a non-root user; the model
-server as an exec-form ENTRYPOINT taking SageMaker's `serve`; no HEALTHCHECK.
+"""The project image's Dockerfile, linted by hadolint (requirements-dev.txt) and held to
+the rules the image exists for (issue 22): a pinned, patched slim base; the framework from
+hashed wheels; no compiler in the final stage; a non-root user; an exec-form ENTRYPOINT
+(training_job/code/container.py) taking SageMaker's `serve` or `train`; no HEALTHCHECK;
+the training code and what it imports in the image.
 
 SageMaker ("Custom Inference Code with Hosting Services", docs.aws.amazon.com/sagemaker/
 latest/dg/your-algorithms-inference-code.html): it runs `docker run IMAGE serve`, which
 overrides CMD; the exec form of ENTRYPOINT lets the server receive SIGTERM itself; the
-container listens on port 8080.
+container listens on port 8080. ("How Amazon SageMaker AI Runs Your Training Image",
+your-algorithms-training-algo-dockerfile.html): a training job runs `docker run IMAGE
+train`.
 """
 
 from __future__ import annotations
 
+import ast
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -80,10 +85,10 @@ def test_no_build_tool_is_installed_in_the_final_stage() -> None:
     assert not [tool for tool in BUILD_TOOLS if tool in runs]
 
 
-def test_the_entrypoint_is_the_model_server_in_exec_form_bound_for_sagemaker() -> None:
+def test_the_entrypoint_is_the_image_program_in_exec_form_serving_by_default() -> None:
     stage = final_stage()
     [entrypoint] = [json.loads(arguments) for name, arguments in stage if name == "ENTRYPOINT"]
-    assert entrypoint == ["python", "/opt/program/serve.py", "--host", "0.0.0.0"]
+    assert entrypoint == ["python", "/opt/program/container.py"]
     assert [json.loads(arguments) for name, arguments in stage if name == "CMD"] == [["serve"]]
     assert not [name for name, _ in instructions() if name == "HEALTHCHECK"]
     assert ("EXPOSE", "8080") in stage
@@ -102,3 +107,69 @@ def test_every_serving_wheel_is_pinned_with_its_hash_and_torch_is_the_cpu_build(
     assert pins["torch"] == "2.13.0+cpu"
     installs = " ".join(arguments for name, arguments in instructions() if name == "RUN")
     assert "--require-hashes" in installs and "--only-binary=:all:" in installs
+
+
+def entrypoint_argv(command: str) -> list[str]:
+    """What `docker run IMAGE COMMAND` runs, with this checkout's code for /opt/program."""
+    [entrypoint] = [
+        json.loads(arguments) for name, arguments in final_stage() if name == "ENTRYPOINT"
+    ]
+    program = REPO_ROOT / "training_job" / "code" / Path(entrypoint[1]).name
+    return [sys.executable, str(program), *entrypoint[2:], command]
+
+
+def run_entrypoint(*argv: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}  # contract/, as in /opt/program
+    return subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env)
+
+
+def test_serve_replaces_the_entrypoint_with_the_model_server_bound_for_sagemaker() -> None:
+    result = run_entrypoint(*entrypoint_argv("serve"), "--help")
+    assert result.returncode == 0, result.stderr
+    assert "serve.py" in result.stdout and "--host" in result.stdout  # serve.py's own help
+
+
+def test_train_runs_the_training_program_on_opt_ml() -> None:
+    result = run_entrypoint(*entrypoint_argv("train"), "--help")
+    assert result.returncode == 0, result.stderr
+    assert "--ml-root" in result.stdout and "/opt/ml" in result.stdout
+
+
+def copied_into_the_image() -> list[tuple[list[str], str]]:
+    """(sources, destination) of each COPY from the build context into the final stage."""
+    copies = []
+    for name, arguments in final_stage():
+        words = arguments.split()
+        if name == "COPY" and not words[0].startswith("--from"):
+            copies.append((words[:-1], words[-1]))
+    return copies
+
+
+def test_the_training_code_and_what_it_imports_are_in_the_image() -> None:
+    """training_job/train.py's SOURCE_DIR (every module of it) and DEPENDENCIES (contract/,
+    beside them in /opt/program), so `train` runs what local mode runs."""
+    copies = dict((tuple(sources), destination) for sources, destination in copied_into_the_image())
+    assert copies[("training_job/code/*.py",)] == "/opt/program/"
+    assert copies[("contract/*.py",)] == "/opt/program/contract/"
+    assert not [
+        path
+        for path in (REPO_ROOT / "contract").iterdir()
+        if path.is_dir() and path.name != "__pycache__"
+    ]
+
+
+def test_every_package_the_image_code_imports_is_a_serving_wheel() -> None:
+    """The image installs requirements-serving.txt only: what training needs must be there."""
+    code = REPO_ROOT / "training_job" / "code"
+    local = {path.stem for path in code.glob("*.py")} | {"contract"}
+    imported: set[str] = set()
+    for path in code.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                imported.add(node.module.split(".")[0])
+    third_party = imported - local - set(sys.stdlib_module_names) - {"__future__"}
+    wheels = {"PIL": "pillow"}
+    pins = {line.split("==")[0] for line in REQUIREMENTS.read_text().splitlines() if "==" in line}
+    assert third_party and {wheels.get(name, name) for name in third_party} <= pins

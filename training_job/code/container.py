@@ -228,6 +228,9 @@ def serve(arguments: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    arguments = sys.argv[1:] if argv is None else argv
+    if arguments[:1] == ["serve"]:  # the rest are the server's own options
+        return serve(arguments[1:])
     parser = argparse.ArgumentParser(
         prog="container.py",
         description="The project image's entry point: SageMaker runs it with `train` "
@@ -241,12 +244,8 @@ def main(argv: list[str] | None = None) -> int:
         default=DEFAULT_ML_ROOT,
         help="the job directory (default: %(default)s, where SageMaker puts it)",
     )
-    commands.add_parser("serve", help="run the model server (serve.py) on port 8080")
-    args, rest = parser.parse_known_args(argv)
-    if args.command == "serve":
-        return serve(rest)
-    if rest:
-        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    commands.add_parser("serve", help="run the model server (serve.py; its options follow)")
+    args = parser.parse_args(arguments)
     return train(args.ml_root)
 
 
