@@ -1,19 +1,23 @@
-"""The local SageMaker training runner: runs a script-mode entry point the way SageMaker's
-training container does, with its data in S3 (the local AWS, or AWS itself).
+"""The local SageMaker training runner: runs a training program the way SageMaker runs
+a bring-your-own training image (`docker run IMAGE train`), with its data in S3 (the local
+AWS, or AWS itself). The project's program is training_job/code/container.py, the entry
+point of the image (Dockerfile) that SageMaker mode trains with.
 
 What a SageMaker job does, and so what this does, in order:
   1. lay out a job directory like `/opt/ml`: `input/data/<channel>/` (downloaded from each
-     channel's S3 prefix), `input/config/{hyperparameters,inputdataconfig,resourceconfig}.json`,
-     `model/`, `output/data/`, and `code/` (a copy of the source directory, with each
-     of the job's dependency directories copied into it, as the SageMaker SDK packs them);
-  2. run `python <entry point> --name value ...` from `code/` with the `SM_*` environment of
-     the SageMaker training toolkit, streaming its output;
+     channel's S3 prefix), `input/config/{hyperparameters,inputdataconfig,resourceconfig}.json`
+     (hyperparameters JSON-encoded, as the launcher sends them), `model/`, `output/data/`,
+     and `code/` (the program's directory, with each of the job's dependency directories
+     copied into it, as the Dockerfile copies them into /opt/program);
+  2. run `python code/<program> train --ml-root <job directory>` from `code/` with this
+     process's environment, the job's Environment and TRAINING_JOB_NAME, streaming its
+     output;
   3. on success, tar `model/` into `model.tar.gz` and `output/data/` into `output.tar.gz`
      (files at the archive root) and upload both to `<output path><job name>/output/`.
-     The `metrics.json` the script wrote into `model/` is copied beside `model.tar.gz`, last,
-     so a reader that sees it knows the artifacts are complete.
-On failure the script's exit code and `output/failure` (or the tail of its output) are
-reported and nothing is uploaded; an interrupt kills the script and removes any upload.
+     The `metrics.json` the program wrote into `model/` is copied beside `model.tar.gz`,
+     last, so a reader that sees it knows the artifacts are complete.
+On failure the program's exit code and `output/failure` (or the tail of its output) are
+reported and nothing is uploaded; an interrupt kills the program and removes any upload.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from tqdm import tqdm
 from contract.s3 import S3UriError, parse_s3_prefix_uri, parse_s3_uri
 from training_job import train as launcher
 from training_job.errors import CommandError
+from training_job.monitor import model_code
 from training_job.train import JOB_NAME_PATTERN, METRICS_FILE
 
 CURRENT_HOST = "algo-1"
@@ -58,7 +63,7 @@ class TrainingJobError(Exception):
 
 
 class TrainingJobFailed(TrainingJobError):
-    """The entry point exited non-zero; nothing was uploaded."""
+    """The program exited non-zero; nothing was uploaded."""
 
     def __init__(self, job_name: str, exit_code: int, failure: str) -> None:
         super().__init__(f"training job {job_name} failed with exit code {exit_code}")
@@ -76,7 +81,7 @@ class Channel:
 @dataclass(frozen=True)
 class TrainingJob:
     name: str
-    entry_point: str  # a file inside source_dir
+    entry_point: str  # the training program, a file inside source_dir: `train --ml-root DIR`
     source_dir: Path
     channels: list[Channel]
     output_path: str  # s3://bucket/prefix/; the job writes under <output_path><name>/output/
@@ -90,7 +95,7 @@ class TrainingJob:
 class TrainingResult:
     model_artifacts: str  # s3:// URI of model.tar.gz
     output_artifacts: str  # s3:// URI of output.tar.gz
-    metrics_uri: str | None  # s3:// URI of the metrics.json copy, when the script wrote one
+    metrics_uri: str | None  # s3:// URI of the metrics.json copy, when the program wrote one
     metrics: dict[str, Any] | None
     seconds: float
 
@@ -137,11 +142,9 @@ def run_training_job(
                 dirs_exist_ok=True,
             )
         download_channels(s3, job.channels, paths.data)
-        hyperparameters = encode_hyperparameters(job.hyperparameters)
-        write_config(paths, job, hyperparameters)
-        environment = container_environment(paths, job, hyperparameters)
-        command = [sys.executable, job.entry_point, *user_args(hyperparameters)]
-        exit_code, tail = run_entry_point(command, paths.code, environment, stream)
+        write_config(paths, job, model_code.container().encode_hyperparameters(job.hyperparameters))
+        command = [sys.executable, job.entry_point, "train", "--ml-root", str(root)]
+        exit_code, tail = run_entry_point(command, paths.code, job_environment(job), stream)
         if exit_code != 0:
             failure = _failure_text(paths, exit_code, tail, command)
             paths.failure.write_text(failure)
@@ -289,30 +292,6 @@ def _channel_target(channel_dir: Path, relative: str, uri: str) -> Path:
     return target
 
 
-def encode_hyperparameters(hyperparameters: dict[str, Any]) -> dict[str, str]:
-    """What the SageMaker SDK sends for a framework estimator: each value JSON-encoded."""
-    return {str(name): json.dumps(value) for name, value in hyperparameters.items()}
-
-
-def decode_hyperparameters(encoded: dict[str, str]) -> dict[str, Any]:
-    """What the training toolkit hands the script: JSON values decoded, others as text."""
-    decoded: dict[str, Any] = {}
-    for name, value in encoded.items():
-        try:
-            decoded[name] = json.loads(value)
-        except json.JSONDecodeError:
-            decoded[name] = value
-    return decoded
-
-
-def user_args(encoded: dict[str, str]) -> list[str]:
-    """`--name value` pairs in name order, as the training toolkit builds them."""
-    args: list[str] = []
-    for name, value in sorted(decode_hyperparameters(encoded).items()):
-        args += [f"--{name}" if len(name) > 1 else f"-{name}", str(value)]
-    return args
-
-
 def _resource_config() -> dict[str, Any]:
     return {
         "current_host": CURRENT_HOST,
@@ -353,64 +332,12 @@ def write_config(paths: JobPaths, job: TrainingJob, hyperparameters: dict[str, s
         (paths.config / name).write_text(json.dumps(content, indent=2))
 
 
-def _num_gpus() -> int:
-    # The training toolkit counts GPUs the same way; no torch import needed here.
-    if shutil.which("nvidia-smi") is None:
-        return 0
-    try:
-        listing = subprocess.run(
-            ["nvidia-smi", "--list-gpus"], capture_output=True, text=True, timeout=30
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return 0
-    return sum(1 for line in listing.stdout.splitlines() if line.startswith("GPU "))
-
-
-def container_environment(
-    paths: JobPaths, job: TrainingJob, hyperparameters: dict[str, str]
-) -> dict[str, str]:
-    """This process's environment plus the `SM_*` variables the training toolkit sets
-    (names and JSON encodings as in its `environment.py` and `mapping.to_env_vars`)."""
-    decoded = decode_hyperparameters(hyperparameters)
-    channel_dirs = {channel.name: str(paths.data / channel.name) for channel in job.channels}
-    settings: dict[str, Any] = {
-        "model_dir": str(paths.model),
-        "channels": sorted(channel_dirs),
-        "hps": decoded,
-        "user_args": user_args(hyperparameters),
-        "user_entry_point": job.entry_point,
-        "module_name": Path(job.entry_point).stem,
-        "module_dir": str(paths.code),
-        "framework_module": "",
-        "current_host": CURRENT_HOST,
-        "hosts": [CURRENT_HOST],
-        "current_instance_type": "local",
-        "network_interface_name": "eth0",
-        "num_cpus": len(os.sched_getaffinity(0)),
-        "num_gpus": _num_gpus(),
-        "log_level": 20,
-        "input_dir": str(paths.input),
-        "input_config_dir": str(paths.config),
-        "input_data_config": _input_data_config(job.channels),
-        "resource_config": _resource_config(),
-        "output_dir": str(paths.output),
-        "output_data_dir": str(paths.output_data),
-        "output_intermediate_dir": str(paths.output_intermediate),
-    }
-    settings["training_env"] = {
-        **settings,
-        "channel_input_dirs": channel_dirs,
-        "hyperparameters": decoded,
-        "job_name": job.name,
-    }
-    settings.update({f"channel_{name}": path for name, path in channel_dirs.items()})
-    settings.update({f"hp_{name}": value for name, value in decoded.items()})
+def job_environment(job: TrainingJob) -> dict[str, str]:
+    """This process's environment plus what SageMaker sets in a training container: the
+    job's name and the Environment of its CreateTrainingJob request."""
     environment = dict(os.environ)
-    for key, value in settings.items():
-        text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
-        environment[f"SM_{key.upper()}"] = text
     environment["TRAINING_JOB_NAME"] = job.name
-    environment["PYTHONUNBUFFERED"] = "1"  # so the output streams as the script writes it
+    environment["PYTHONUNBUFFERED"] = "1"  # so the output streams as the program writes it
     environment.update(job.environment)
     return environment
 
@@ -418,14 +345,14 @@ def container_environment(
 def run_entry_point(
     command: list[str], cwd: Path, environment: dict[str, str], stream: IO[bytes] | None
 ) -> tuple[int, bytes]:
-    """Run the script, copying its output to `stream` as it comes (progress bars included);
+    """Run the program, copying its output to `stream` as it comes (progress bars included);
     return its exit code (128+N for signal N, as a shell reports it) and the output's tail.
-    An interrupt (Ctrl-C, SIGTERM) kills the script's whole process group, then re-raises."""
+    An interrupt (Ctrl-C, SIGTERM) kills the program's whole process group, then re-raises."""
     if stream is None:
-        sys.stdout.flush()  # what we printed comes before the script's bytes
+        sys.stdout.flush()  # what we printed comes before the program's bytes
     sink = stream if stream is not None else sys.stdout.buffer
     tail = bytearray()
-    # Its own session, so our interrupt handling decides when the script (and any
+    # Its own session, so our interrupt handling decides when the program (and any
     # data-loader workers it forked) goes, and nothing outlives us.
     process = subprocess.Popen(
         command,
@@ -468,7 +395,7 @@ def _kill_group(process: subprocess.Popen[bytes]) -> None:
 
 @contextmanager
 def _sigterm_as_interrupt() -> Iterator[None]:
-    """Treat SIGTERM like Ctrl-C while the script runs, so it is killed, not orphaned."""
+    """Treat SIGTERM like Ctrl-C while the program runs, so it is killed, not orphaned."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -522,7 +449,7 @@ def run(plan: launcher.Plan, work_dir: Path | None) -> int:
     """Run the launcher's planned job here as SageMaker would, and print its metrics."""
     job = TrainingJob(
         name=plan.job_name,
-        entry_point=launcher.ENTRY_POINT,
+        entry_point=launcher.TRAINING_PROGRAM,
         source_dir=launcher.SOURCE_DIR,
         dependencies=list(launcher.DEPENDENCIES),
         channels=[Channel(name, uri) for name, uri in plan.channels().items()],
@@ -534,7 +461,7 @@ def run(plan: launcher.Plan, work_dir: Path | None) -> int:
     try:
         result = run_training_job(job, work_dir=work_dir)
     except TrainingJobFailed as failed:
-        print(failed.failure, file=sys.stderr)  # the script's own traceback, as it wrote it
+        print(failed.failure, file=sys.stderr)  # the program's own reason, as it wrote it
         raise CommandError(str(failed), exit_code=failed.exit_code) from failed
     except TrainingJobError as error:
         raise CommandError(str(error)) from error

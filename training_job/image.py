@@ -179,6 +179,27 @@ def is_serving_image(image: str) -> bool:
     return name.endswith(f"/{REPOSITORY}") and digest.startswith("sha256:")
 
 
+def require_recorded_image(ssm: Any, region: str) -> str:
+    """The image `push` recorded in `region` (REPOSITORY_URI@sha256:...), or an ImageError
+    naming the command that records one: a PyTorch version is registered (and a training
+    job that would register one is launched) only with the project's image by digest,
+    never with a fallback."""
+    image = recorded_image(ssm)
+    if image is None:
+        raise ImageError(
+            f"no serving image recorded in {region} ({IMAGE_PARAMETER}): run "
+            f"`python -m training_job image push --region {region}` first; a model version "
+            "names the project's image by digest, and nothing else is registered"
+        )
+    if not is_serving_image(image):
+        raise ImageError(
+            f"{IMAGE_PARAMETER} in {region} holds {image[:200]!r}, not "
+            f".../{REPOSITORY}@sha256:...: run `python -m training_job image push "
+            f"--region {region}` to record the pushed image again"
+        )
+    return image
+
+
 def push(args: argparse.Namespace) -> int:
     engine = find_engine()  # before any AWS call: nothing is created without one
     tag = args.tag or default_tag()

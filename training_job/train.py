@@ -5,9 +5,12 @@ bucket that `python -m training_job stage` filled, output under `s3://BUCKET/mod
   --mode local      runs training_job/code/train.py here, as SageMaker's container would
                     (local_aws/training.py, reached through training_job/local_mode.py), and
                     uploads the artifacts where a job would;
-  --mode sagemaker  launches a SageMaker training job through the SageMaker SDK, with that
-                    script (--algorithm pytorch) or the built-in image-classification
-                    algorithm (--algorithm builtin), as the reference does.
+  --mode sagemaker  launches a SageMaker training job through the SageMaker SDK: with
+                    --algorithm pytorch, the project's own image (Dockerfile; the same
+                    container that serves) runs that script as `train`, by the digest
+                    `python -m training_job image push` recorded in the region (refused
+                    before anything starts where none is); with --algorithm builtin,
+                    the built-in image-classification algorithm, as the reference does.
 Either way it ends by printing the test metrics. --mode is required, as deploy's is, and
 an option of one mode is refused in the other.
 
@@ -44,20 +47,23 @@ from training_job import local_mode, log_retention, registry
 from training_job.arguments import bounded, positive_int
 from training_job.bucket import BucketError, is_valid_bucket_name, require_region
 from training_job.errors import CommandError, UsageError
+from training_job.image import require_recorded_image
 from training_job.manifests import MANIFEST_NAME, Manifest
 from training_job.modes import options_of, refuse_other_modes
+from training_job.monitor import model_code
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SOURCE_DIR = REPO_ROOT / "training_job" / "code"
-ENTRY_POINT = "train.py"
-# Copied beside the entry point (the estimator's `dependencies`): inference.py imports
-# contract/, and train.py packs it into model.tar.gz's code/.
+# The image's entry point, run as `container.py train` (by SageMaker, in /opt/program) or
+# `container.py train --ml-root DIR` (by local mode, in the job's code/ directory).
+TRAINING_PROGRAM = "container.py"
+# Copied beside the program (the Dockerfile copies it into /opt/program too): inference.py
+# imports contract/, and train.py packs it into model.tar.gz's code/.
 DEPENDENCIES = (REPO_ROOT / "contract",)
 MODELS_PREFIX = "models/"
 ALGORITHMS = ("pytorch", "builtin")
-# The training image's PyTorch version (deploy imports these): 2.6 is the newest with a
-# SageMaker training image this launcher uses; serving runs on the project's own image
-# (Dockerfile) where `image push` recorded one. See docs/operations.md, "Supported versions".
+# AWS's PyTorch 2.6 container, out of patches: only registry.serving_container's fallback
+# still names it (training runs on the project's image); both go once nothing serves it.
 PYTORCH_VERSION = "2.6.0"
 PYTHON_VERSION = "py312"
 DEFAULT_INSTANCE_TYPES = {"pytorch": "ml.m5.xlarge", "builtin": "ml.p3.2xlarge"}
@@ -266,6 +272,11 @@ def main(args: argparse.Namespace) -> int:
     refuse_other_modes(args, args.mode_options)
     try:
         plan = make_plan(args)
+        training_image = None
+        if args.mode == "sagemaker" and plan.algorithm == "pytorch":
+            # Before anything is written or launched: the job runs in that image only.
+            session = boto3.session.Session()
+            training_image = require_recorded_image(session.client("ssm"), str(session.region_name))
         if plan.reviewed is not None:
             uri = reviewed_photos.pin(boto3.client("s3"), plan.reviewed, plan.reviewed_snapshot_key)
             added = len(plan.reviewed.entries)
@@ -275,7 +286,7 @@ def main(args: argparse.Namespace) -> int:
             if code == 0 and args.register:
                 register_model(plan, args.model_group, plan.model_data())
             return code
-        return train_on_sagemaker(plan, args)
+        return train_on_sagemaker(plan, args, training_image)
     except (ManifestError, BucketError) as error:
         raise LaunchError(str(error)) from error
     except ClientError as error:
@@ -433,12 +444,13 @@ def git_commit() -> str:
 # --- SageMaker mode ---------------------------------------------------------------------
 
 
-def train_on_sagemaker(plan: Plan, args: argparse.Namespace) -> int:
+def train_on_sagemaker(plan: Plan, args: argparse.Namespace, training_image: str | None) -> int:
     instance_type = args.instance_type or DEFAULT_INSTANCE_TYPES[plan.algorithm]
     estimator, inputs = build_estimator(
         plan,
         role=args.role,
         instance_type=instance_type,
+        training_image=training_image,
         max_runtime_seconds=args.max_runtime * 60,
         debugger=args.debugger,
     )
@@ -498,10 +510,12 @@ def build_estimator(
     plan: Plan,
     role: str,
     instance_type: str,
+    training_image: str | None = None,
     max_runtime_seconds: int = DEFAULT_MAX_RUNTIME_MINUTES * 60,
     debugger: bool = False,
 ) -> tuple[Any, dict[str, Any]]:
-    """The SDK estimator and its inputs; sagemaker is imported here only, as it is slow."""
+    """The SDK estimator and its inputs; sagemaker is imported here only, as it is slow.
+    `training_image` (the project's image by digest) is what --algorithm pytorch runs."""
     os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")
     logging.getLogger("sagemaker.config").setLevel(logging.WARNING)
     import sagemaker
@@ -522,27 +536,29 @@ def build_estimator(
         "instance_type": instance_type,
         "output_path": plan.output_path,
         "sagemaker_session": session,
-        "hyperparameters": plan.hyperparameters,
         "max_run": max_runtime_seconds,
     }
     if not debugger:
         common.update(disable_profiler=True, debugger_hook_config=False)
     if plan.algorithm == "pytorch":
-        from sagemaker.pytorch import PyTorch
-
-        estimator = PyTorch(
-            entry_point=ENTRY_POINT,
-            source_dir=str(SOURCE_DIR),
-            dependencies=[str(path) for path in DEPENDENCIES],
-            framework_version=PYTORCH_VERSION,
-            py_version=PYTHON_VERSION,
-            code_location=plan.output_path.rstrip("/"),
-            environment=plan.environment(),
+        if training_image is None:
+            raise LaunchError("--algorithm pytorch trains in the project's image: none given")
+        # A bring-your-own image: SageMaker runs it as `train` with the code it holds
+        # (container.py). The generic Estimator passes values through str(), so they are
+        # JSON-encoded here as a framework estimator's are, and as local mode writes them.
+        encoded = model_code.container().encode_hyperparameters(plan.hyperparameters)
+        environment: dict[str, Any] = plan.environment()
+        estimator = sagemaker.estimator.Estimator(
+            image_uri=training_image,
+            hyperparameters=encoded,
+            environment=environment,
             **common,
         )
         return estimator, {name: TrainingInput(uri) for name, uri in plan.channels().items()}
     image = sagemaker.image_uris.retrieve("image-classification", session.boto_region_name)
-    estimator = sagemaker.estimator.Estimator(image_uri=image, **common)
+    estimator = sagemaker.estimator.Estimator(
+        image_uri=image, hyperparameters=plan.hyperparameters, **common
+    )
     inputs = {
         name: TrainingInput(uri, content_type="application/x-image")
         for name, uri in plan.channels().items()

@@ -1,5 +1,6 @@
-"""The local training runner gives a script SageMaker's container contract (job directory,
-SM_* environment, channels from S3) and puts the artifacts where a SageMaker job would."""
+"""The local training runner gives a training program SageMaker's contract for a training
+image (`train`, the /opt/ml job directory at --ml-root, channels from S3, the job's name and
+Environment) and puts the artifacts where a SageMaker job would."""
 
 from __future__ import annotations
 
@@ -113,23 +114,27 @@ def tar_members(data: bytes) -> dict[str, bytes | None]:
         }
 
 
-# A script that follows the SageMaker contract and reports what it saw.
-CONTRACT_SCRIPT = textwrap.dedent(
+# A training program that follows SageMaker's contract for an image (`train`, /opt/ml
+# at --ml-root here) and reports what it saw.
+CONTRACT_PROGRAM = textwrap.dedent(
     """
     import json, os, sys
     from pathlib import Path
 
-    model_dir = Path(os.environ["SM_MODEL_DIR"])
+    root = Path(sys.argv[3])
+    model_dir = root / "model"
     seen = {
         "argv": sys.argv[1:],
         "cwd": os.getcwd(),
-        "env": {k: v for k, v in os.environ.items() if k.startswith(("SM_", "SCONES_"))},
+        "env": {
+            k: v for k, v in os.environ.items() if k.startswith(("SM_", "SCONES_", "TRAINING_"))
+        },
         "files": {
-            name: sorted(os.listdir(os.environ["SM_CHANNEL_" + name.upper()]))
-            for name in json.loads(os.environ["SM_CHANNELS"])
+            name: sorted(os.listdir(root / "input" / "data" / name))
+            for name in os.listdir(root / "input" / "data")
         },
         "config": {
-            name: json.loads((Path(os.environ["SM_INPUT_CONFIG_DIR"]) / name).read_text())
+            name: json.loads((root / "input" / "config" / name).read_text())
             for name in ("hyperparameters.json", "inputdataconfig.json", "resourceconfig.json")
         },
         "sibling": Path("helper.py").is_file(),
@@ -138,8 +143,8 @@ CONTRACT_SCRIPT = textwrap.dedent(
     (model_dir / "plots").mkdir()
     (model_dir / "plots" / "curve.txt").write_text("curve")
     (model_dir / "metrics.json").write_text(json.dumps({"test_accuracy": 0.5}))
-    (Path(os.environ["SM_OUTPUT_DATA_DIR"]) / "extra.txt").write_text("extra")
-    print("hello from the script", flush=True)
+    (root / "output" / "data" / "extra.txt").write_text("extra")
+    print("hello from the program", flush=True)
     """
 )
 
@@ -172,14 +177,21 @@ def staged_bucket(local_aws: dict[str, str], shared_data: Path) -> str:
     return bucket
 
 
-def test_script_sees_the_sagemaker_contract_and_artifacts_land_where_a_job_puts_them(
+def test_program_sees_the_sagemaker_contract_and_artifacts_land_where_a_job_puts_them(
     staged_bucket: str, tmp_path: Path, unique_name: str
 ) -> None:
-    source = make_source(tmp_path, CONTRACT_SCRIPT)
+    """ "How Amazon SageMaker AI Runs Your Training Image": the image runs as `train`;
+    "How Amazon SageMaker AI Provides Training Information": hyperparameters.json (string
+    values), inputdataconfig.json, resourceconfig.json in input/config, each channel in
+    input/data/<channel>/, TRAINING_JOB_NAME and the job's Environment as variables."""
+    source = make_source(tmp_path, CONTRACT_PROGRAM)
     output = io.BytesIO()
-    result = run_training_job(make_job(source, staged_bucket, name=unique_name), stream=output)
+    job_dir = tmp_path / "job"
+    result = run_training_job(
+        make_job(source, staged_bucket, name=unique_name), stream=output, work_dir=job_dir
+    )
 
-    assert b"hello from the script" in output.getvalue()
+    assert b"hello from the program" in output.getvalue()
     base = f"models/{unique_name}/output/"
     assert keys_under(staged_bucket, f"models/{unique_name}/") == [
         base + "metrics.json",
@@ -198,29 +210,16 @@ def test_script_sees_the_sagemaker_contract_and_artifacts_land_where_a_job_puts_
 
     seen = json.loads(model["seen.json"] or b"")
     env = seen["env"]
-    assert seen["argv"] == ["--batch-size", "4", "--classes", "bicycle,motorcycle", "--epochs", "1"]
-    assert seen["sibling"] and seen["cwd"].endswith("/code")
+    assert seen["argv"] == ["train", "--ml-root", str(job_dir)]
+    assert seen["sibling"] and seen["cwd"] == str(job_dir / "code")
     assert seen["files"]["train"] == sorted(
         key.rsplit("/", 1)[1] for key in keys_under(staged_bucket, "train/")
     )
     assert seen["files"]["train_lst"] == ["train.lst"]
     assert seen["files"]["test_lst"] == ["test.lst"]
-    assert json.loads(env["SM_CHANNELS"]) == ["test", "test_lst", "train", "train_lst"]
-    assert env["SM_CHANNEL_TRAIN"].endswith("/input/data/train")
-    assert env["SM_MODEL_DIR"].endswith("/model")
-    assert env["SM_OUTPUT_DATA_DIR"].endswith("/output/data")
-    assert env["SM_INPUT_CONFIG_DIR"].endswith("/input/config")
-    assert json.loads(env["SM_HPS"]) == {
-        "epochs": 1,
-        "batch-size": 4,
-        "classes": "bicycle,motorcycle",
-    }
-    assert env["SM_HP_EPOCHS"] == "1" and env["SM_HP_BATCH-SIZE"] == "4"
-    assert env["SM_USER_ENTRY_POINT"] == "train.py"
-    assert env["SM_CURRENT_HOST"] == "algo-1" and json.loads(env["SM_HOSTS"]) == ["algo-1"]
-    assert int(env["SM_NUM_CPUS"]) == len(os.sched_getaffinity(0))
-    assert int(env["SM_NUM_GPUS"]) >= 0
-    assert env["SCONES_GIT_COMMIT"] == "abc123"
+    assert set(seen["files"]) == {"test", "test_lst", "train", "train_lst"}
+    # No script-mode toolkit variables: the program reads the job directory.
+    assert env == {"SCONES_GIT_COMMIT": "abc123", "TRAINING_JOB_NAME": unique_name}
     # As the API stores them: every value JSON-encoded as a string.
     assert seen["config"]["hyperparameters.json"] == {
         "epochs": "1",
@@ -241,8 +240,8 @@ def test_dependencies_are_copied_beside_the_entry_point(
     (library / "__init__.py").write_text("GREETING = 'from the dependency'\n")
     script = textwrap.dedent(
         """
-        import os, shared_package
-        path = os.path.join(os.environ["SM_MODEL_DIR"], "greeting.txt")
+        import os, sys, shared_package
+        path = os.path.join(sys.argv[3], "model", "greeting.txt")
         open(path, "w").write(shared_package.GREETING)
         """
     )
@@ -259,7 +258,7 @@ def test_channel_under_a_prefix_downloads_relative_to_its_folder(
     local_aws: dict[str, str], shared_data: Path, tmp_path: Path, unique_name: str
 ) -> None:
     stage_sample(unique_name, shared_data, prefix="runs/one/", train=1, test=1)
-    source = make_source(tmp_path, CONTRACT_SCRIPT)
+    source = make_source(tmp_path, CONTRACT_PROGRAM)
     job = make_job(
         source, unique_name, name="prefixed", channels=channels(unique_name, "runs/one/")
     )
@@ -288,7 +287,7 @@ def test_failure_file_written_by_the_script_is_the_reported_reason(
     script = textwrap.dedent(
         """
         import os, sys
-        open(os.path.join(os.environ["SM_OUTPUT_DIR"], "failure"), "w").write("no GPU")
+        open(os.path.join(sys.argv[3], "output", "failure"), "w").write("no GPU")
         sys.exit(7)
         """
     )
@@ -356,7 +355,7 @@ def test_job_name_whose_output_exists_is_refused(
 ) -> None:
     key = f"models/{unique_name}/output/model.tar.gz"
     boto3.client("s3").put_object(Bucket=staged_bucket, Key=key, Body=b"earlier")
-    job = make_job(make_source(tmp_path, CONTRACT_SCRIPT), staged_bucket, name=unique_name)
+    job = make_job(make_source(tmp_path, CONTRACT_PROGRAM), staged_bucket, name=unique_name)
     with pytest.raises(TrainingJobError, match="already exists"):
         run_training_job(job, stream=io.BytesIO())
     assert read_object(staged_bucket, key) == b"earlier"

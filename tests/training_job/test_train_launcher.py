@@ -1,5 +1,7 @@
-"""`python -m training_job train`: local mode runs training_job/code/train.py as SageMaker
-would; SageMaker mode creates the jobs the reference does (checked against the local AWS)."""
+"""`python -m training_job train`: local mode runs the image's training program
+(training_job/code/container.py) as SageMaker would; SageMaker mode creates the jobs the
+reference does, --algorithm pytorch in the project's own image (checked against the local
+AWS)."""
 
 from __future__ import annotations
 
@@ -20,10 +22,12 @@ from botocore.exceptions import ClientError
 
 from tests.conftest import REPO_ROOT
 from tests.local_aws.test_training import keys_under, read_object, stage_sample, tar_members
-from training_job import registry, train
+from training_job import image, registry, train
 from training_job.__main__ import main
 
 ROLE = "arn:aws:iam::123456789012:role/scones-training"
+IMAGE_REPOSITORY = f"123456789012.dkr.ecr.us-east-1.amazonaws.com/{image.REPOSITORY}"
+IMAGE_DIGEST = "sha256:" + "ab" * 32
 TRAIN_PER_CLASS, TEST_PER_CLASS = 20, 10
 
 
@@ -38,6 +42,15 @@ def bucket(local_aws: dict[str, str], shared_data: Path) -> str:
     name = "launcher-sample"
     stage_sample(name, shared_data, train=TRAIN_PER_CLASS, test=TEST_PER_CLASS)
     return name
+
+
+@pytest.fixture
+def recorded_image(local_aws: dict[str, str]) -> Iterator[str]:
+    """The project's image, as `image push` records it in the region; removed after."""
+    ssm = boto3.client("ssm")
+    recorded = image.record_image(ssm, IMAGE_REPOSITORY, IMAGE_DIGEST)
+    yield recorded
+    ssm.delete_parameter(Name=image.IMAGE_PARAMETER)
 
 
 @pytest.fixture
@@ -141,25 +154,24 @@ def test_local_mode_failure_reports_the_script_error_and_uploads_nothing(
     assert keys_under(bucket, f"models/{unique_name}/") == []
 
 
-def test_sagemaker_pytorch_job_is_created_as_the_sdk_would(
-    bucket: str, unique_name: str, capsys: pytest.CaptureFixture[str]
+def test_sagemaker_pytorch_job_runs_the_recorded_project_image_by_digest(
+    bucket: str, unique_name: str, recorded_image: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """A bring-your-own training image ("How Amazon SageMaker AI Runs Your Training Image":
+    SageMaker runs it as `docker run IMAGE train`), the one `image push` recorded: the
+    same container that serves, not AWS's PyTorch 2.6 training image."""
     code = launch(
         "--bucket", bucket, "--mode", "sagemaker", "--role", ROLE, "--job-name", unique_name,
         "--epochs", "3", "--learning-rate", "0.1", "--seed", "7", "--no-wait",
     )  # fmt: skip
     assert code == 0, capsys.readouterr().err
     job = describe(unique_name)
-    assert job["AlgorithmSpecification"]["TrainingImage"].endswith(
-        f"/pytorch-training:{train.PYTORCH_VERSION}-cpu-{train.PYTHON_VERSION}"
-    )
+    assert job["AlgorithmSpecification"]["TrainingImage"] == recorded_image
+    assert recorded_image == f"{IMAGE_REPOSITORY}@{IMAGE_DIGEST}"
     assert job["RoleArn"] == ROLE
     assert job["ResourceConfig"]["InstanceType"] == "ml.m5.xlarge"
     # Sized to the job (an hour), not SageMaker's default day; Debugger and Profiler off.
     assert job["StoppingCondition"]["MaxRuntimeInSeconds"] == 3600
-    # Training runs on the version its registry versions are served with.
-    image, _ = registry.serving_container("pytorch", "us-east-1")
-    assert f"pytorch-inference:{train.PYTORCH_VERSION}-cpu-{train.PYTHON_VERSION}" in image
     assert job["OutputDataConfig"]["S3OutputPath"] == f"s3://{bucket}/models/"
     assert channel_uris(job) == {
         "train": (f"s3://{bucket}/train/", None),
@@ -167,24 +179,43 @@ def test_sagemaker_pytorch_job_is_created_as_the_sdk_would(
         "test": (f"s3://{bucket}/test/", None),
         "test_lst": (f"s3://{bucket}/test.lst", None),
     }
-    hps = job["HyperParameters"]
-    source = f"s3://{bucket}/models/{unique_name}/source/sourcedir.tar.gz"
-    assert {name: json.loads(value) for name, value in hps.items() if "sagemaker_" not in name} == {
-        "epochs": 3,
-        "lr": 0.1,
-        "seed": 7,
-        "classes": "bicycle,motorcycle",
-    }  # and nothing else: train.py's own defaults apply
-    assert json.loads(hps["sagemaker_program"]) == "train.py"
-    assert json.loads(hps["sagemaker_submit_directory"]) == source
-    with tarfile.open(fileobj=io.BytesIO(read_object(bucket, source.split("/", 3)[3]))) as tar:
-        names = set(tar.getnames())
-    assert {"train.py", "model.py", "imaging.py", "inference.py"} <= names
-    assert "contract/images.py" in names  # the estimator's `dependencies`, beside train.py
+    # JSON-encoded, as local mode writes them and container.py decodes them; nothing else
+    # (train.py's own defaults apply), and no script-mode sagemaker_* entries.
+    assert job["HyperParameters"] == {
+        "epochs": "3",
+        "lr": "0.1",
+        "seed": "7",
+        "classes": '"bicycle,motorcycle"',
+    }
+    # The code is the image's: no source archive is uploaded beside the job's output.
+    assert keys_under(bucket, f"models/{unique_name}/") == []
+
+
+def test_sagemaker_pytorch_is_refused_before_anything_without_a_recorded_image(
+    bucket: str, unique_name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ssm = boto3.client("ssm")
+    assert image.recorded_image(ssm) is None
+    code = launch(
+        "--bucket", bucket, "--mode", "sagemaker", "--role", ROLE, "--job-name", unique_name,
+        "--no-wait",
+    )  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "no serving image recorded in us-east-1" in err
+    assert "python -m training_job image push" in err
+    with pytest.raises(ClientError):
+        describe(unique_name)
+    assert keys_under(bucket, f"models/{unique_name}/") == []
+    # The built-in algorithm runs AWS's own image: it needs none of ours.
+    assert launch(
+        "--bucket", bucket, "--mode", "sagemaker", "--algorithm", "builtin", "--role", ROLE,
+        "--job-name", f"{unique_name}-b", "--no-wait",
+    ) == 0  # fmt: skip
 
 
 def test_a_sagemaker_job_gives_the_training_log_group_a_retention(
-    bucket: str, unique_name: str, capsys: pytest.CaptureFixture[str]
+    bucket: str, unique_name: str, recorded_image: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """SageMaker writes every training job's logs to /aws/sagemaker/TrainingJobs and creates
     that group with no retention (CloudWatch Logs keeps it forever); PutRetentionPolicy
@@ -212,11 +243,12 @@ def test_debugger_and_profiler_are_off_unless_asked(bucket: str, algorithm: str)
     train.register(parser.add_subparsers(dest="command", required=True))
     argv = ["train", "--bucket", bucket, "--mode", "sagemaker", "--role", ROLE]
     plan = train.make_plan(parser.parse_args([*argv, "--algorithm", algorithm]))
-    quiet, _ = train.build_estimator(plan, role=ROLE, instance_type="ml.m5.xlarge")
+    ours = f"{IMAGE_REPOSITORY}@{IMAGE_DIGEST}"
+    quiet, _ = train.build_estimator(plan, ROLE, "ml.m5.xlarge", training_image=ours)
     assert quiet.debugger_hook_config is False
     assert quiet.disable_profiler is True
     assert quiet.max_run == 3600
-    asked, _ = train.build_estimator(plan, ROLE, "ml.m5.xlarge", debugger=True)
+    asked, _ = train.build_estimator(plan, ROLE, "ml.m5.xlarge", ours, debugger=True)
     assert asked.debugger_hook_config is not False
 
 
@@ -257,7 +289,7 @@ def test_sagemaker_builtin_job_matches_the_reference(
 
 
 def test_sagemaker_wait_reads_metrics_out_of_the_model_and_copies_them_beside_it(
-    bucket: str, unique_name: str, capsys: pytest.CaptureFixture[str]
+    bucket: str, unique_name: str, recorded_image: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # The local AWS "completes" a job without running it: put its model where it would be.
     metrics = {
@@ -297,7 +329,7 @@ def test_sagemaker_wait_reads_metrics_out_of_the_model_and_copies_them_beside_it
 
 
 def test_no_register_trains_without_touching_the_registry(
-    bucket: str, unique_name: str, capsys: pytest.CaptureFixture[str]
+    bucket: str, unique_name: str, recorded_image: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     archive = io.BytesIO()
     with tarfile.open(fileobj=archive, mode="w:gz") as tar:
@@ -319,7 +351,7 @@ def test_no_register_trains_without_touching_the_registry(
 
 
 def test_sagemaker_wait_without_a_model_is_one_clear_error(
-    bucket: str, unique_name: str, capsys: pytest.CaptureFixture[str]
+    bucket: str, unique_name: str, recorded_image: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     code = launch(
         "--bucket", bucket, "--mode", "sagemaker", "--role", ROLE, "--job-name", unique_name
