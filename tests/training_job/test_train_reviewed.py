@@ -25,12 +25,23 @@ from contract.decisions import (
 )
 from contract.manifest import LstEntry, format_lst
 from tests.local_aws.test_training import keys_under, read_object, sample_images, stage_sample
-from tests.training_job.test_train_launcher import ROLE, channel_uris, describe, launch, one_cpu
+from tests.training_job.test_train_launcher import (
+    IMAGE_DIGEST,
+    IMAGE_REPOSITORY,
+    ROLE,
+    channel_uris,
+    describe,
+    launch,
+    one_cpu,
+    recorded_image,
+)
 from training_job import include_reviewed as reviewed_photos
 from training_job import train
 from training_job.review.reviewed import ReviewedManifest as ReviewedAnswers
 
-__all__ = ["one_cpu"]  # a fixture, used by name
+__all__ = ["one_cpu", "recorded_image"]  # fixtures, used by name
+# SageMaker mode trains in the project's image: every job here finds one recorded.
+pytestmark = pytest.mark.usefixtures("recorded_image")
 STAGED_PER_CLASS = 4
 CLASSES = ("bicycle", "motorcycle")
 
@@ -129,7 +140,9 @@ def test_sagemaker_job_gets_the_reviewed_channels_and_the_manifest_it_was_checke
              "--job-name", "another", "--include-reviewed"]
         )
     )  # fmt: skip
-    estimator, _ = train.build_estimator(plan, ROLE, "ml.m5.xlarge")
+    estimator, _ = train.build_estimator(
+        plan, ROLE, "ml.m5.xlarge", training_image=f"{IMAGE_REPOSITORY}@{IMAGE_DIGEST}"
+    )
     assert estimator.environment[REVIEWED_MANIFEST_VARIABLE] == (
         f"s3://{bucket}/{REVIEWED_MANIFEST_KEY}"
     )
