@@ -2,9 +2,10 @@
 
 Both modes run the same job: channels `train`, `train_lst`, `test`, `test_lst` from the
 bucket that `python -m training_job stage` filled, output under `s3://BUCKET/models/`:
-  --mode local      runs training_job/code/train.py here, as SageMaker's container would
-                    (local_aws/training.py, reached through training_job/local_mode.py), and
-                    uploads the artifacts where a job would;
+  --mode local      runs the image's training program (training_job/code/container.py
+                    train, which runs train.py) here on a job directory laid out as
+                    SageMaker's /opt/ml (local_aws/training.py, reached through
+                    training_job/local_mode.py), and uploads the artifacts where a job would;
   --mode sagemaker  launches a SageMaker training job through the SageMaker SDK: with
                     --algorithm pytorch, the project's own image (Dockerfile; the same
                     container that serves) runs that script as `train`, by the digest

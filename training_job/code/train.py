@@ -1,9 +1,10 @@
-"""SageMaker script-mode training entry point for the bicycle/motorcycle classifier.
+"""The training script of the bicycle/motorcycle classifier.
 
-SageMaker's PyTorch container runs `python train.py --epochs 80 ...` with the
-hyperparameters as arguments and the data as channels (`SM_CHANNEL_<NAME>` directories);
-`python -m training_job train --mode local` runs this same file with the same
-environment. It reads the PNGs listed in `train.lst`/`test.lst` (data.py), carves a
+The project's image runs it as `train` (container.py: SageMaker's /opt/ml, or a local
+job directory with --ml-root), passing the job's hyperparameters as options and its
+channels and model directory as the location options; run by hand, the locations default
+to the script-mode `SM_*` variables (`SM_CHANNEL_<NAME>`, `SM_MODEL_DIR`, ...).
+It reads the PNGs listed in `train.lst`/`test.lst` (data.py), carves a
 stratified validation split from train (the only data any choice is made on), trains
 the network (model.py), evaluates on test once (metrics.py), and writes a
 self-contained model directory:
