@@ -55,7 +55,7 @@ def recorded_image(local_aws: dict[str, str]) -> Iterator[str]:
 
 @pytest.fixture
 def one_cpu() -> Iterator[None]:
-    """The job sees one CPU (SM_NUM_CPUS follows the affinity), so it trains on one thread."""
+    """The job sees one CPU (train.py counts the CPUs it may run on), so it trains on one thread."""
     saved = os.sched_getaffinity(0)
     os.sched_setaffinity(0, {min(saved)})
     try:

@@ -45,8 +45,8 @@ SERVE_HOST = "0.0.0.0"
 REQUIRED_CHANNELS = ("train", "train_lst", "test", "test_lst")
 OPTIONAL_CHANNELS = ("reviewed", "reviewed_lst")
 # CreateTrainingJob takes at most 100 hyperparameters of 256-character names and
-# 2500-character values: a file far larger than that is not SageMaker's.
-MAX_HYPERPARAMETERS_BYTES = 1 << 20
+# 2500-character values, and 20 channels: a config file far larger is not SageMaker's.
+MAX_CONFIG_BYTES = 1 << 20
 BAD_JOB_EXIT = 2
 FAILED_EXIT = 1
 FAILURE_LINES = 5  # of a traceback, in output/failure (the whole one goes to the log)
@@ -90,7 +90,7 @@ def read_config(path: Path) -> dict[str, Any]:
     name = f"input/config/{path.name}"
     if not path.is_file():
         raise JobError(f"{name} is missing")
-    if path.stat().st_size > MAX_HYPERPARAMETERS_BYTES:
+    if path.stat().st_size > MAX_CONFIG_BYTES:
         raise JobError(f"{name} is {path.stat().st_size} bytes: not SageMaker's")
     try:
         content = json.loads(path.read_bytes())
@@ -187,6 +187,10 @@ def train(root: Path) -> int:
         from data import TrainingError
 
         known = set(training.Hyperparameters().recipe())
+        # The job directory is the one source of locations: a stray script-mode variable
+        # (SM_CHANNEL_REVIEWED, say) must not become a default of train.py's parser.
+        for name in [name for name in os.environ if name.startswith("SM_")]:
+            del os.environ[name]
         try:
             parser = training.build_parser()
             arguments = job_arguments(paths, known)
@@ -204,8 +208,8 @@ def train(root: Path) -> int:
 
 
 def fail(paths: MlRoot, written_before: dict[Path, set[Path]], reason: str, code: int) -> int:
-    """Remove what this run wrote into model/ and output/data/ (SageMaker uploads neither
-    for a failed job, and local mode must not either), then write the reason."""
+    """Remove what this run wrote into model/ and output/data/, so nothing half-written
+    of a failed job is ever packed as a model, then write the reason."""
     for directory, before in written_before.items():
         if not directory.is_dir():
             continue

@@ -53,11 +53,11 @@ def lay_out_job(
     return root
 
 
-def run_program(root: Path) -> subprocess.CompletedProcess[str]:
+def run_program(root: Path, **extra_env: str) -> subprocess.CompletedProcess[str]:
     """`container.py train --ml-root ROOT`, with no SM_* variable: the program needs none."""
     env = {name: value for name, value in os.environ.items() if not name.startswith("SM_")}
     # contract/ is beside the program in the image (/opt/program); here, at the root.
-    env.update(PYTHONPATH=str(CODE_DIR.parents[1]), SCONES_GIT_COMMIT="0123abc")
+    env.update(PYTHONPATH=str(CODE_DIR.parents[1]), SCONES_GIT_COMMIT="0123abc", **extra_env)
     return subprocess.run(
         [sys.executable, str(CODE_DIR / "container.py"), "train", "--ml-root", str(root)],
         env=env,
@@ -71,7 +71,10 @@ def test_train_on_a_job_directory_writes_the_model_and_the_output_data(
     staged_sample: dict[str, Path], tmp_path: Path
 ) -> None:
     root = lay_out_job(tmp_path, staged_sample)
-    result = run_program(root)
+    # A script-mode variable left in the environment is no channel of the job's.
+    stray = tmp_path / "stray"
+    stray.mkdir()
+    result = run_program(root, SM_CHANNEL_REVIEWED=str(stray), SM_MODEL_DIR=str(stray))
     assert result.returncode == 0, result.stderr
     model = root / "model"
     assert {"model.pth", "model.json", "metrics.json", "code", "earlier.txt"} <= {
@@ -84,6 +87,7 @@ def test_train_on_a_job_directory_writes_the_model_and_the_output_data(
     assert (recipe["epochs"], recipe["batch_size"], recipe["widths"]) == (2, 20, [8, 16, 16])
     assert (recipe["members"], recipe["val_fraction"], recipe["seed"]) == (2, 0.2, 3)
     assert metrics["counts"]["test"] == 20 and metrics["git_commit"] == "0123abc"
+    assert metrics["reviewed"] is None and list(stray.iterdir()) == []
     assert not (root / "output" / "failure").exists()
     # The image's entry point is not served with a model version.
     assert not (model / "code" / "container.py").exists()
