@@ -75,8 +75,9 @@ TRAINING_ONLY = ("train.py", "data.py", "metrics.py")
 SERVER_ONLY = ("serve.py", "batching.py")
 # The image's entry point (`train` and `serve`) travels in the image too.
 IMAGE_ONLY = ("container.py",)
-# Packages inference.py imports that live at the repository's root: SageMaker copies the
-# estimator's `dependencies` beside this file (local_aws/training.py does the same).
+# Packages inference.py imports that live at the repository's root: the image has them
+# beside this file in /opt/program (Dockerfile), as a local job has them in its code/
+# (local_aws/training.py copies the launcher's DEPENDENCIES there).
 SERVING_PACKAGES = ("contract",)
 
 
