@@ -245,7 +245,9 @@ def register(subparsers: Any) -> None:
         "--debugger",
         action="store_true",
         help="turn on SageMaker Debugger's hook and Profiler (off by default: they add "
-        "a rule job and profile data to every run, and nothing here reads them)",
+        "a rule job and profile data to every run, and nothing here reads them; with "
+        "--algorithm pytorch the hook collects no tensors: the project's image has no "
+        "smdebug and train.py registers no hook, which a custom container needs)",
     )
     log_retention.add_option(cloud, log_retention.TRAINING_LOG_GROUP)
     cloud.add_argument(
