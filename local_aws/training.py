@@ -55,6 +55,11 @@ CURRENT_HOST = "algo-1"
 # SageMaker's own rules for channel names (for job names, training_job.train's).
 CHANNEL_NAME_PATTERN = re.compile(r"^[A-Za-z0-9\.\-_]{1,64}$")
 FAILURE_TAIL_BYTES = 4096
+# CreateTrainingJob's HyperParameters (API reference): at most 100 entries, each key at
+# most 256 characters and each value (as sent: JSON-encoded) at most 2500.
+MAX_HYPERPARAMETERS = 100
+MAX_HYPERPARAMETER_KEY = 256
+MAX_HYPERPARAMETER_VALUE = 2500
 DOWNLOAD_THREADS = 8
 
 
@@ -178,6 +183,7 @@ def _validate(job: TrainingJob) -> None:
     for dependency in job.dependencies:
         if not dependency.is_dir():
             raise TrainingJobError(f"dependency {dependency} is not a directory")
+    _validate_hyperparameters(model_code.container().encode_hyperparameters(job.hyperparameters))
     names = [channel.name for channel in job.channels]
     if len(set(names)) != len(names):
         raise TrainingJobError(f"channel names repeat: {names}")
@@ -190,6 +196,24 @@ def _validate(job: TrainingJob) -> None:
         parse_s3_prefix_uri(job.output_path)
     except S3UriError as error:
         raise TrainingJobError(str(error)) from None
+
+
+def _validate_hyperparameters(encoded: dict[str, str]) -> None:
+    """CreateTrainingJob's limits, which the API answers with a ValidationException."""
+    if len(encoded) > MAX_HYPERPARAMETERS:
+        raise TrainingJobError(
+            f"{len(encoded)} hyperparameters: a training job takes at most {MAX_HYPERPARAMETERS}"
+        )
+    for name, value in encoded.items():
+        if len(name) > MAX_HYPERPARAMETER_KEY:
+            raise TrainingJobError(
+                f"hyperparameter name {name[:40]!r}... is longer than {MAX_HYPERPARAMETER_KEY}"
+            )
+        if len(value) > MAX_HYPERPARAMETER_VALUE:
+            raise TrainingJobError(
+                f"hyperparameter {name!r} is {len(value)} characters as sent (JSON-encoded): "
+                f"a training job takes at most {MAX_HYPERPARAMETER_VALUE}"
+            )
 
 
 def _exists(s3: Any, bucket: str, key: str) -> bool:

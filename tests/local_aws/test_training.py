@@ -339,6 +339,11 @@ def test_key_that_would_leave_the_channel_directory_is_refused(
         ({"channels": [Channel("../up", "s3://b/x")]}, "invalid channel name"),
         ({"output_path": "/tmp/out"}, "not an s3:// URI"),
         ({"dependencies": [Path("/no/such/dir")]}, "is not a directory"),
+        # CreateTrainingJob's HyperParameters: at most 100, keys of at most 256 characters,
+        # values of at most 2500 (API reference; a longer one is a ValidationException).
+        ({"hyperparameters": {f"h{i}": 1 for i in range(101)}}, "at most 100"),
+        ({"hyperparameters": {"k" * 257: 1}}, "longer than 256"),
+        ({"hyperparameters": {"classes": "c" * 2499}}, "2501 characters as sent"),
     ],
 )
 def test_malformed_job_is_refused_before_anything_happens(
