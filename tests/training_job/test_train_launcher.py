@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tarfile
 from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -44,13 +45,37 @@ def bucket(local_aws: dict[str, str], shared_data: Path) -> str:
     return name
 
 
+@contextmanager
+def image_parameter_restored() -> Iterator[Any]:
+    """The region's recorded image as it was before, whatever the test did to it."""
+    ssm = boto3.client("ssm")
+    before = image.recorded_image(ssm)
+    try:
+        yield ssm
+    finally:
+        if before is None:
+            with suppress(ssm.exceptions.ParameterNotFound):
+                ssm.delete_parameter(Name=image.IMAGE_PARAMETER)
+        else:
+            ssm.put_parameter(
+                Name=image.IMAGE_PARAMETER, Value=before, Type="String", Overwrite=True
+            )
+
+
 @pytest.fixture
 def recorded_image(local_aws: dict[str, str]) -> Iterator[str]:
-    """The project's image, as `image push` records it in the region; removed after."""
-    ssm = boto3.client("ssm")
-    recorded = image.record_image(ssm, IMAGE_REPOSITORY, IMAGE_DIGEST)
-    yield recorded
-    ssm.delete_parameter(Name=image.IMAGE_PARAMETER)
+    """The project's image, as `image push` records it in the region."""
+    with image_parameter_restored() as ssm:
+        yield image.record_image(ssm, IMAGE_REPOSITORY, IMAGE_DIGEST)
+
+
+@pytest.fixture
+def no_recorded_image(local_aws: dict[str, str]) -> Iterator[None]:
+    """A region where `image push` never ran."""
+    with image_parameter_restored() as ssm:
+        with suppress(ssm.exceptions.ParameterNotFound):
+            ssm.delete_parameter(Name=image.IMAGE_PARAMETER)
+        yield
 
 
 @pytest.fixture
@@ -192,10 +217,8 @@ def test_sagemaker_pytorch_job_runs_the_recorded_project_image_by_digest(
 
 
 def test_sagemaker_pytorch_is_refused_before_anything_without_a_recorded_image(
-    bucket: str, unique_name: str, capsys: pytest.CaptureFixture[str]
+    bucket: str, unique_name: str, no_recorded_image: None, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    ssm = boto3.client("ssm")
-    assert image.recorded_image(ssm) is None
     code = launch(
         "--bucket", bucket, "--mode", "sagemaker", "--role", ROLE, "--job-name", unique_name,
         "--no-wait",
