@@ -23,9 +23,13 @@ COPY training_job/code/*.py /opt/program/
 COPY contract/*.py /opt/program/contract/
 RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin model-server
 USER 10001
+# The commit the image's code came from (`image build` passes it): a training job in this
+# image records it in metrics.json, not the commit of whoever launched the job.
+ARG SCONES_GIT_COMMIT="unknown: built without --build-arg SCONES_GIT_COMMIT"
 ENV PATH="/opt/venv/bin:${PATH}" \
     PYTHONDONTWRITEBYTECODE=1 \
-    PYTHONUNBUFFERED=1
+    PYTHONUNBUFFERED=1 \
+    SCONES_GIT_COMMIT="${SCONES_GIT_COMMIT}"
 EXPOSE 8080
 # SageMaker's argument picks the program (container.py): `serve` execs the server, bound
 # to every interface (SageMaker reaches it from outside; serve.py binds 127.0.0.1 by

@@ -173,3 +173,14 @@ def test_every_package_the_image_code_imports_is_a_serving_wheel() -> None:
     wheels = {"PIL": "pillow"}
     pins = {line.split("==")[0] for line in REQUIREMENTS.read_text().splitlines() if "==" in line}
     assert third_party and {wheels.get(name, name) for name in third_party} <= pins
+
+
+def test_the_image_records_the_commit_its_code_came_from() -> None:
+    """A training job in the image writes SCONES_GIT_COMMIT into metrics.json: the build
+    argument `image build` passes, kept in the image's environment."""
+    stage = final_stage()
+    assert ("ARG", 'SCONES_GIT_COMMIT="unknown: built without --build-arg SCONES_GIT_COMMIT"') in [
+        (name, arguments.strip()) for name, arguments in stage
+    ]
+    [environment] = [arguments for name, arguments in stage if name == "ENV"]
+    assert 'SCONES_GIT_COMMIT="${SCONES_GIT_COMMIT}"' in environment

@@ -100,8 +100,14 @@ def _run(argv: list[str], stdin: str | None = None) -> None:
 
 
 def build_image(engine: str, tag: str) -> str:
+    """Build the image as REPOSITORY:TAG, recording the commit its code came from."""
+    from training_job.train import git_commit  # here: train imports this module
+
     local = f"{REPOSITORY}:{tag}"
-    _run([engine, "build", "-t", local, "-f", str(DOCKERFILE), str(REPO_ROOT)])
+    commit = f"SCONES_GIT_COMMIT={git_commit()}"
+    _run(
+        [engine, "build", "--build-arg", commit, "-t", local, "-f", str(DOCKERFILE), str(REPO_ROOT)]
+    )
     return local
 
 

@@ -550,7 +550,11 @@ def build_estimator(
         # (container.py). The generic Estimator passes values through str(), so they are
         # JSON-encoded here as a framework estimator's are, and as local mode writes them.
         encoded = model_code.container().encode_hyperparameters(plan.hyperparameters)
-        environment: dict[str, Any] = plan.environment()
+        # The code that runs is the image's: its own SCONES_GIT_COMMIT (`image build`
+        # records it) is the job's provenance, not this checkout's.
+        environment: dict[str, Any] = {
+            name: value for name, value in plan.environment().items() if name != "SCONES_GIT_COMMIT"
+        }
         estimator = sagemaker.estimator.Estimator(
             image_uri=training_image,
             hyperparameters=encoded,

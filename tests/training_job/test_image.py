@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +22,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from tests.training_job.registry_helpers import put_training_output
-from training_job import deploy, image, registry
+from training_job import deploy, image, registry, train
 from training_job.__main__ import main
 
 TEST_REGION = "eu-west-2"
@@ -160,3 +161,21 @@ def test_show_says_when_no_image_is_recorded(
 ) -> None:
     assert main(["image", "show", "--region", TEST_REGION]) == 1
     assert "no serving image recorded in this region" in capsys.readouterr().err
+
+
+def test_build_passes_the_commit_the_image_code_comes_from(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A stand-in `docker` on PATH (a real program that writes down its arguments): the
+    build gets SCONES_GIT_COMMIT, which the Dockerfile keeps for the training jobs."""
+    seen = tmp_path / "argv"
+    engine = tmp_path / "docker"
+    engine.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > {seen}\n')
+    engine.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")  # git too
+    assert main(["image", "build", "--tag", "t1", "--region", TEST_REGION]) == 0
+    argv = seen.read_text().splitlines()
+    commit = train.git_commit()
+    assert re.fullmatch(r"[0-9a-f]{40}(-dirty)?", commit), commit
+    assert argv[:3] == ["build", "--build-arg", f"SCONES_GIT_COMMIT={commit}"]
+    assert argv[3:5] == ["-t", f"{image.REPOSITORY}:t1"]

@@ -149,7 +149,8 @@ def test_sagemaker_job_gets_the_reviewed_channels_and_the_manifest_it_was_checke
     assert estimator.environment[REVIEWED_SHA256_VARIABLE] == (
         hashlib.sha256(lst.encode()).hexdigest()
     )
-    assert estimator.environment["SCONES_GIT_COMMIT"]
+    # The image records the commit its code came from (Dockerfile, `image build`).
+    assert "SCONES_GIT_COMMIT" not in estimator.environment
     # A later answer rewrites the manifest; the job's pinned copy does not change.
     put_reviewed(bucket, photos[:1])
     assert read_object(bucket, f"models/{job}/input/reviewed.lst") == lst.encode()
