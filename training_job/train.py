@@ -58,9 +58,9 @@ ENTRY_POINT = "train.py"
 DEPENDENCIES = (REPO_ROOT / "contract",)
 MODELS_PREFIX = "models/"
 ALGORITHMS = ("pytorch", "builtin")
-# The training image's PyTorch version (deploy imports these): 2.6 is the newest with a
-# SageMaker training image this launcher uses; serving runs on the project's own image
-# (Dockerfile) where `image push` recorded one. See docs/operations.md, "Supported versions".
+# The training image's PyTorch version: 2.6 is the newest with a SageMaker training image
+# this launcher uses; serving runs on the project's own image (Dockerfile), by the digest
+# `image push` recorded, and nothing else. See docs/operations.md, "Supported versions".
 PYTORCH_VERSION = "2.6.0"
 PYTHON_VERSION = "py312"
 DEFAULT_INSTANCE_TYPES = {"pytorch": "ml.m5.xlarge", "builtin": "ml.p3.2xlarge"}
