@@ -38,7 +38,9 @@ TAG_PREFIX = "local-"
 
 def image_sources(dockerfile: Path = DOCKERFILE) -> list[Path]:
     """The Dockerfile and the files its COPY lines take from the build context (not those
-    copied from another stage), in a stable order."""
+    copied from another stage; globs and folders as the engine expands them, bytecode
+    caches left out), in a stable order."""
+    context = dockerfile.parent
     text = dockerfile.read_text().replace("\\\n", " ")
     sources: set[Path] = set()
     for line in text.splitlines():
@@ -49,9 +51,19 @@ def image_sources(dockerfile: Path = DOCKERFILE) -> list[Path]:
             continue  # from another stage, made of what the lines above copied
         arguments = [word for word in words[1:] if not word.startswith("--")]
         for source in arguments[:-1]:  # the last one is the destination
-            path = dockerfile.parent / source
-            sources.update(path.rglob("*") if path.is_dir() else [path])
-    return [dockerfile, *sorted(p for p in sources if p.is_file())]
+            sources.update(_copied_files(context, source))
+    return [
+        dockerfile,
+        *sorted(p for p in sources if p.is_file() and "__pycache__" not in p.parts),
+    ]
+
+
+def _copied_files(context: Path, source: str) -> list[Path]:
+    """What one COPY source names: a glob's matches, a folder's files, or the file."""
+    matches = (
+        sorted(context.glob(source)) if any(c in source for c in "*?[") else [context / source]
+    )
+    return [file for path in matches for file in (path.rglob("*") if path.is_dir() else [path])]
 
 
 def sources_digest(dockerfile: Path = DOCKERFILE) -> str:

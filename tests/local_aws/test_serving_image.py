@@ -94,3 +94,39 @@ def test_a_changed_server_is_a_new_digest_and_an_unchanged_one_the_same(
         for detail in ecr.describe_images(repositoryName=image.REPOSITORY)["imageDetails"]
     }
     assert digests == {first.partition("@")[2], second.partition("@")[2]}
+
+
+def test_the_sources_follow_the_copy_lines_globs_and_folders_as_an_engine_expands_them(
+    tmp_path: Path,
+) -> None:
+    """Docker's COPY takes globs (filepath.Match rules) and whole folders from the build
+    context; `--from=STAGE` copies from an earlier stage, not from the context."""
+    for name in ("code/serve.py", "code/train.py", "code/notes.txt", "contract/a.py",
+                 "contract/__pycache__/a.cpython-311.pyc", "requirements.txt"):  # fmt: skip
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(name)
+    dockerfile = tmp_path / "Dockerfile"
+    dockerfile.write_text(
+        "FROM python:3.11-slim AS build\n"
+        "COPY requirements.txt /tmp/\n"
+        "FROM python:3.11-slim\n"
+        "COPY --from=build /opt/venv /opt/venv\n"
+        "COPY code/*.py \\\n    /opt/program/\n"
+        "COPY --chown=10001 contract /opt/program/contract/\n"
+    )
+    names = [
+        path.relative_to(tmp_path).as_posix() for path in serving_image.image_sources(dockerfile)
+    ]
+    assert names == [
+        "Dockerfile",
+        "code/serve.py",
+        "code/train.py",
+        "contract/a.py",
+        "requirements.txt",
+    ]
+    before = serving_image.sources_digest(dockerfile)
+    (tmp_path / "contract/a.py").write_text("changed")
+    assert serving_image.sources_digest(dockerfile) != before
+    (tmp_path / "code/notes.txt").write_text("not copied")
+    (tmp_path / "contract/a.py").write_text("contract/a.py")
+    assert serving_image.sources_digest(dockerfile) == before
