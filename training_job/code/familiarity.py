@@ -63,7 +63,7 @@ class Familiarity:
             return math.inf
         return float(self.calibration[len(self.calibration) - needed])
 
-    def distances(self, net: torch.nn.Module, batch: torch.Tensor) -> np.ndarray:
+    def distances(self, net: model_module.Net, batch: torch.Tensor) -> np.ndarray:
         """(N,) the distance of each (normalised) image to the nearest class mean."""
         return self.distances_of(features(net, batch))
 
@@ -94,27 +94,22 @@ class Familiarity:
         )
 
 
-def features(net: torch.nn.Module, batch: torch.Tensor) -> np.ndarray:
+def features(net: model_module.Net, batch: torch.Tensor) -> np.ndarray:
     """(N, D) float64: each member's first conv group's per-channel mean activation, the
-    members side by side, in eval mode, EMBED_BATCH images at a time."""
+    members side by side (`Net.first_group_means`), in eval mode, EMBED_BATCH images at a
+    time. The endpoint reads the same from its one pass (`ServingNet.forward_with_features`)."""
     net.eval()
-    parts = []
     with torch.inference_mode():
-        for start in range(0, len(batch), EMBED_BATCH):
-            images = batch[start : start + EMBED_BATCH]
-            parts.append(
-                torch.cat(
-                    [
-                        member.features[:2](member.whiten(images)).mean((2, 3))
-                        for member in net.members  # type: ignore[union-attr]
-                    ],
-                    dim=1,
-                )
-                .double()
-                .cpu()
-                .numpy()
-            )
+        parts = [
+            as_features(net.first_group_means(batch[start : start + EMBED_BATCH]))
+            for start in range(0, len(batch), EMBED_BATCH)
+        ]
     return np.concatenate(parts) if parts else np.zeros((0, 0))
+
+
+def as_features(first_group_means: torch.Tensor) -> np.ndarray:
+    """A network's first-group means as the float64 array the distances take."""
+    return first_group_means.double().cpu().numpy()
 
 
 def shrunk_covariance(centred: np.ndarray) -> np.ndarray:
@@ -135,7 +130,7 @@ def shrunk_covariance(centred: np.ndarray) -> np.ndarray:
 
 
 def fit(
-    net: torch.nn.Module,
+    net: model_module.Net,
     config: model_module.ModelConfig,
     train_images: np.ndarray,
     train_labels: np.ndarray,
@@ -155,7 +150,7 @@ def fit(
 
 def gate_measures(
     familiarity: Familiarity,
-    net: torch.nn.Module,
+    net: model_module.Net,
     batch: torch.Tensor,
     probabilities: np.ndarray,
     labels: np.ndarray,

@@ -51,10 +51,9 @@ class InferenceError(Exception):
 
 
 class LoadedModel(NamedTuple):
-    network: torch.nn.Module
+    network: classifier.Net | classifier.ServingNet
     config: classifier.ModelConfig
     familiarity: familiarity_lib.Familiarity | None = None  # None: a version without it
-    trained_network: torch.nn.Module | None = None  # the unfolded net the check reads
 
 
 class Prediction(list[float]):
@@ -66,13 +65,11 @@ class Prediction(list[float]):
 
 def model_fn(model_dir: str) -> LoadedModel:
     """The model directory's network as served: its members folded into one network
-    (`model.for_serving`: the same answers, less CPU per image)."""
+    (`model.for_serving`: the same answers, less CPU per image). The familiarity check's
+    features come from that network's own pass (`forward_with_features`), so the trained
+    net is not kept beside it."""
     net, config = classifier.load_model(Path(model_dir))
-    familiarity = familiarity_lib.load(Path(model_dir))
-    # The familiarity check reads the trained net's own first conv group (familiarity.py),
-    # which the served network folds away: that net is kept beside it, only when needed.
-    trained = net if familiarity is not None else None
-    return LoadedModel(classifier.for_serving(net), config, familiarity, trained)
+    return LoadedModel(classifier.for_serving(net), config, familiarity_lib.load(Path(model_dir)))
 
 
 def media_type(content_type: str | None) -> str:
@@ -124,10 +121,13 @@ def predict_fn(
     images = np.stack([data]) if single else np.stack(list(data))
     batch = classifier.to_tensor(images, model.config)
     with torch.inference_mode():
-        logits = model.network(batch)
+        if model.familiarity is None:
+            logits, first_group_means = model.network(batch), None
+        else:
+            logits, first_group_means = model.network.forward_with_features(batch)
         predictions = [Prediction(row) for row in torch.softmax(logits, dim=1).tolist()]
-    if model.familiarity is not None and model.trained_network is not None:
-        distances = model.familiarity.distances(model.trained_network, batch)
+    if model.familiarity is not None and first_group_means is not None:
+        distances = model.familiarity.distances_of(familiarity_lib.as_features(first_group_means))
         scores = model.familiarity.scores(distances)
         for prediction, score, familiar in zip(
             predictions, scores, model.familiarity.familiar(distances), strict=True

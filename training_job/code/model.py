@@ -34,6 +34,9 @@ WHITEN_KERNEL = 2
 WHITEN_WIDTH = 2 * 3 * WHITEN_KERNEL**2  # each patch eigenvector and its negation
 LOGIT_SCALE = 1 / 9  # airbench's output scaling, which suits label smoothing
 GROUPED_MAX_VIEWS = 8  # ServingNet's largest pass (images x views) in grouped convolutions
+# The folded sequence's first layers (`_folded`) up to the first conv group's output: the
+# whitening conv, GELU, then the group's conv1, max pool, GELU, conv2, GELU.
+FIRST_GROUP_END = 7
 ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
 
@@ -151,6 +154,19 @@ class Net(nn.Module):
         embeddings side by side."""
         return torch.cat([member.embed(x) for member in self.members], dim=1)  # type: ignore[operator]
 
+    def first_group_means(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, members x first width): each member's first conv group's per-channel mean
+        activation, the members side by side (what the familiarity check reads)."""
+        return torch.cat(
+            [member.features[:2](member.whiten(x)).mean((2, 3)) for member in self.members],  # type: ignore[index,operator]
+            dim=1,
+        )
+
+    def forward_with_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The eval-mode logits and `first_group_means` of the images: two passes over
+        the first group here (`ServingNet` taps its one pass)."""
+        return self(x), self.first_group_means(x)
+
     def views_logits(self, x: torch.Tensor) -> torch.Tensor:
         if not self.tta_flip:
             return self.member_logits(x).mean(0)
@@ -171,10 +187,12 @@ def augmented_logits(
     x: torch.Tensor,
     tta_translate: bool,
     temperature: float,
+    unshifted: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The eval-mode logits of `Net` and `ServingNet`: `views_logits` (the image with its
-    mirror) and, with translate TTA, its shifted copies, divided by the temperature."""
-    logits = views_logits(x)
+    mirror) and, with translate TTA, its shifted copies, divided by the temperature.
+    `unshifted`: `views_logits(x)`, when the caller has computed it already."""
+    logits = views_logits(x) if unshifted is None else unshifted
     if tta_translate:
         # airbench's translation TTA: the image (with its mirror) weighs half, and the
         # image shifted one pixel up-left and one down-right (reflect padding) a quarter each.
@@ -197,7 +215,9 @@ class ServingNet(nn.Module):
     larger passes run the folded members apart (docs/benchmarks.md, "Issue 22"). The image
     and its mirror still go through as one batch. The answers are the Net's up to float
     rounding (~1e-6); what is saved in model.pth does not change. Eval only: build it from
-    a trained net, after its last weight update.
+    a trained net, after its last weight update. `forward_with_features` also gives the
+    familiarity check's features (`Net.first_group_means`) from the same pass: the first
+    group's output is a layer of the folded sequence, so no second pass is made.
     """
 
     def __init__(self, net: Net) -> None:
@@ -215,20 +235,49 @@ class ServingNet(nn.Module):
             self.head.weight.copy_(heads * (LOGIT_SCALE / len(members)))
 
     def views_logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self._views_logits_and_features(x)[0]
+
+    def _views_logits_and_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The logits of the images with their mirrors, and the images' own (unmirrored)
+        `Net.first_group_means`, tapped from the same pass."""
         if not self.tta_flip:
-            return self.head(self.embed(x))
-        both = self.embed(torch.cat((x, x.flip(-1))))
+            embedded, means = self.embed_and_first_group_means(x)
+            return self.head(embedded), means
+        both, means = self.embed_and_first_group_means(torch.cat((x, x.flip(-1))))
         # The head is linear: the mean of the views' logits is the head of their mean.
-        return self.head((both[: len(x)] + both[len(x) :]) / 2)
+        return self.head((both[: len(x)] + both[len(x) :]) / 2), means[: len(x)]
 
     def embed(self, views: torch.Tensor) -> torch.Tensor:
         """The members' embeddings side by side, as `Net.embed` gives them."""
+        return self.embed_and_first_group_means(views)[0]
+
+    def embed_and_first_group_means(self, views: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`embed` and `Net.first_group_means` of the views, in one pass: the first group's
+        output is where the folded sequence reaches FIRST_GROUP_END. In the grouped network
+        the members' channels sit side by side in member order, as there."""
         if len(views) <= GROUPED_MAX_VIEWS:
-            return self.grouped(views)
-        return torch.cat([member(views) for member in self.members], dim=1)
+            return _tapped(self.grouped, views)
+        embedded, means = zip(*(_tapped(member, views) for member in self.members), strict=True)
+        return torch.cat(embedded, dim=1), torch.cat(means, dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return augmented_logits(self.views_logits, x, self.tta_translate, self.temperature)
+        return self.forward_with_features(x)[0]
+
+    def forward_with_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The logits and `Net.first_group_means` of the images (not of their mirrors or
+        shifts), from the one pass the logits take."""
+        logits, means = self._views_logits_and_features(x)
+        augmented = augmented_logits(
+            self.views_logits, x, self.tta_translate, self.temperature, unshifted=logits
+        )
+        return augmented, means
+
+
+def _tapped(network: nn.Module, views: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A folded sequence's output, and its first conv group's per-channel means."""
+    assert isinstance(network, nn.Sequential)
+    first_group = network[:FIRST_GROUP_END](views)
+    return network[FIRST_GROUP_END:](first_group), first_group.mean((2, 3))
 
 
 def _folded(member: Member) -> nn.Sequential:
@@ -397,7 +446,7 @@ def to_fast_layout(model: ModuleT) -> ModuleT:
     return model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # a documented keyword its stubs lack
 
 
-def for_serving(net: Net) -> nn.Module:
+def for_serving(net: Net) -> Net | ServingNet:
     """The network the endpoint runs: `ServingNet` (the same answers, less CPU per
     image), or the net itself where its BatchNorms cannot be folded (`can_fold_norms`)."""
     if not can_fold_norms(net):

@@ -8,11 +8,13 @@ import math
 import shutil
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
-from contract.familiarity import parse_attributes
+from contract.familiarity import format_attributes, parse_attributes
 from tests import non_vehicle_photos, sample_model
 from tests.training_job.monitor.conftest import Vehicles
 
@@ -121,3 +123,112 @@ def test_a_version_without_familiarity_answers_as_before_and_says_nothing_of_it(
     prediction = inference.predict_fn(vehicles.test_images[0], loaded)
     assert inference.custom_attributes_fn(prediction) == ""
     assert parse_attributes(inference.custom_attributes_fn(prediction)) is None
+
+
+def served_copy(fitted: Path, tmp_path: Path, **changes: Any) -> Path:
+    """A copy of the fitted model directory whose model.json says `changes`."""
+    copy = tmp_path / "model"
+    shutil.copytree(fitted, copy)
+    written = json.loads((copy / model_lib.CONFIG_FILE).read_text())
+    (copy / model_lib.CONFIG_FILE).write_text(json.dumps({**written, **changes}))
+    return copy
+
+
+TTA_SETTINGS = [
+    {},  # as trained: flip TTA
+    {"tta_flip": False},
+    {"tta_translate": True},
+    {"tta_flip": False, "tta_translate": True, "temperature": 0.5},
+]
+# Passes of 1 and 3 images run the grouped network (2 and 6 views with flip), 5 and 200
+# the members apart (10 and 400 views with flip; 200 without).
+PASSES = [1, 3, 5, 200]
+
+
+def photos(vehicles: Vehicles) -> np.ndarray:
+    """The 200 test photos and 20 non-vehicle ones, so that both flags occur."""
+    return np.concatenate([vehicles.test_images, non_vehicle_photos.procedural(20, seed=3)])
+
+
+@pytest.mark.parametrize("changes", TTA_SETTINGS)
+def test_the_served_network_reads_the_fitted_features_from_its_one_pass(
+    fitted: Path, vehicles: Vehicles, tmp_path: Path, changes: dict[str, Any]
+) -> None:
+    """ServingNet.forward_with_features taps the first conv group of the pass its logits
+    take, for the photos themselves (not their mirrors or shifts): the features equal
+    `familiarity.features` of the trained net, which the statistics were fitted on, within
+    1e-5 of the largest feature (float rounding of the folded BatchNorms), in passes
+    that run the members grouped and apart, with every TTA setting."""
+    net, config = model_lib.load_model(served_copy(fitted, tmp_path, **changes))
+    served = model_lib.for_serving(net)
+    assert isinstance(served, model_lib.ServingNet)
+    batch = model_lib.to_tensor(photos(vehicles), config)
+    fitted_features = familiarity_lib.features(net, batch)
+    tolerance = 1e-5 * np.abs(fitted_features).max()
+    for size in PASSES:
+        with torch.inference_mode():
+            passes = [served.forward_with_features(part) for part in batch.split(size)]
+            logits = torch.cat([answer for answer, _ in passes])
+            served_features = familiarity_lib.as_features(torch.cat([tap for _, tap in passes]))
+            torch.testing.assert_close(logits, served(batch), rtol=0, atol=1e-5)
+        np.testing.assert_allclose(served_features, fitted_features, rtol=0, atol=tolerance)
+
+
+@pytest.mark.parametrize("changes", TTA_SETTINGS)
+def test_predict_fn_attaches_the_scores_and_flags_of_the_trained_nets_own_pass(
+    fitted: Path, vehicles: Vehicles, tmp_path: Path, changes: dict[str, Any]
+) -> None:
+    """model_fn keeps no trained net beside the served one, and predict_fn's familiarity
+    attributes are, character for character, those of the second pass over the trained
+    net that it used to make (familiarity.distances), on the test photos and non-vehicle
+    ones, one photo, a few and more than GROUPED_MAX_VIEWS views at a time; the
+    probabilities stay the trained ensemble's."""
+    directory = served_copy(fitted, tmp_path, **changes)
+    loaded = inference.model_fn(str(directory))
+    assert isinstance(loaded.network, model_lib.ServingNet)
+    assert not any(isinstance(part, model_lib.Net) for part in loaded)
+    images = photos(vehicles)
+    expected_attributes, expected_probabilities = two_pass_answers(directory, images)
+    parsed = [parse_attributes(attributes) for attributes in expected_attributes]
+    assert {familiar for _score, familiar in filter(None, parsed)} == {True, False}
+    for size in PASSES:
+        answers = [
+            answer
+            for start in range(0, len(images), size)
+            for answer in inference.predict_fn(images[start : start + size], loaded)
+        ]
+        assert [inference.custom_attributes_fn(a) for a in answers] == expected_attributes
+        np.testing.assert_allclose(answers, expected_probabilities, rtol=0, atol=1e-5)
+
+
+def test_a_net_served_unfolded_still_attaches_its_own_familiarity(
+    fitted: Path, vehicles: Vehicles, tmp_path: Path
+) -> None:
+    """Where the BatchNorms cannot be folded (model.can_fold_norms), the trained net is
+    served as it is and its familiarity comes from its own first group, as before."""
+    directory = served_copy(fitted, tmp_path)
+    state = torch.load(directory / model_lib.WEIGHTS_FILE, weights_only=True)
+    state["members.1.features.2.norm1.weight"][0] = -1.0
+    torch.save(state, directory / model_lib.WEIGHTS_FILE)
+    loaded = inference.model_fn(str(directory))
+    assert isinstance(loaded.network, model_lib.Net)
+    images = photos(vehicles)
+    expected_attributes, _ = two_pass_answers(directory, images)
+    answers = inference.predict_fn(images, loaded)
+    assert [inference.custom_attributes_fn(a) for a in answers] == expected_attributes
+
+
+def two_pass_answers(directory: Path, images: np.ndarray) -> tuple[list[str], np.ndarray]:
+    """The attributes as predict_fn computed them before the one pass (a second pass
+    over the unfolded trained net), and the trained net's probabilities."""
+    net, config = model_lib.load_model(directory)
+    familiarity = familiarity_lib.load(directory)
+    batch = model_lib.to_tensor(images, config)
+    distances = familiarity.distances(net, batch)
+    attributes = [
+        format_attributes(float(score), bool(familiar))
+        for score, familiar in zip(
+            familiarity.scores(distances), familiarity.familiar(distances), strict=True
+        )
+    ]
+    return attributes, model_lib.predict(net, batch).numpy()
