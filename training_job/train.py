@@ -9,7 +9,9 @@ bucket that `python -m training_job stage` filled, output under `s3://BUCKET/mod
                     script (--algorithm pytorch) or the built-in image-classification
                     algorithm (--algorithm builtin), as the reference does.
 Either way it ends by printing the test metrics. --mode is required, as deploy's is, and
-an option of one mode is refused in the other.
+an option of one mode is refused in the other. A pytorch model is registered (--register,
+the default) only with the serving image `python -m training_job image push` recorded in
+the region, by digest: where none is, train refuses before the job starts.
 
 --include-reviewed adds the photos people labelled in the review queue to the training
 data (never to validation or test): the channels `reviewed` = s3://BUCKET/reviewed/images/
@@ -44,6 +46,7 @@ from training_job import local_mode, log_retention, registry
 from training_job.arguments import bounded, positive_int
 from training_job.bucket import BucketError, is_valid_bucket_name, require_region
 from training_job.errors import CommandError, UsageError
+from training_job.image import require_recorded_image
 from training_job.manifests import MANIFEST_NAME, Manifest
 from training_job.modes import options_of, refuse_other_modes
 
@@ -55,9 +58,9 @@ ENTRY_POINT = "train.py"
 DEPENDENCIES = (REPO_ROOT / "contract",)
 MODELS_PREFIX = "models/"
 ALGORITHMS = ("pytorch", "builtin")
-# The training image's PyTorch version (deploy imports these): 2.6 is the newest with a
-# SageMaker training image this launcher uses; serving runs on the project's own image
-# (Dockerfile) where `image push` recorded one. See docs/operations.md, "Supported versions".
+# The training image's PyTorch version: 2.6 is the newest with a SageMaker training image
+# this launcher uses; serving runs on the project's own image (Dockerfile), by the digest
+# `image push` recorded, and nothing else. See docs/operations.md, "Supported versions".
 PYTORCH_VERSION = "2.6.0"
 PYTHON_VERSION = "py312"
 DEFAULT_INSTANCE_TYPES = {"pytorch": "ml.m5.xlarge", "builtin": "ml.p3.2xlarge"}
@@ -266,6 +269,10 @@ def main(args: argparse.Namespace) -> int:
     refuse_other_modes(args, args.mode_options)
     try:
         plan = make_plan(args)
+        if args.register and plan.algorithm != "builtin":
+            # Before the job, not after it: an hour of training must not end in a refusal.
+            session = boto3.session.Session()
+            require_recorded_image(session.client("ssm"), str(session.region_name))
         if plan.reviewed is not None:
             uri = reviewed_photos.pin(boto3.client("s3"), plan.reviewed, plan.reviewed_snapshot_key)
             added = len(plan.reviewed.entries)

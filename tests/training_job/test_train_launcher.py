@@ -20,7 +20,7 @@ from botocore.exceptions import ClientError
 
 from tests.conftest import REPO_ROOT
 from tests.local_aws.test_training import keys_under, read_object, stage_sample, tar_members
-from training_job import registry, train
+from training_job import image, registry, train
 from training_job.__main__ import main
 
 ROLE = "arn:aws:iam::123456789012:role/scones-training"
@@ -157,9 +157,6 @@ def test_sagemaker_pytorch_job_is_created_as_the_sdk_would(
     assert job["ResourceConfig"]["InstanceType"] == "ml.m5.xlarge"
     # Sized to the job (an hour), not SageMaker's default day; Debugger and Profiler off.
     assert job["StoppingCondition"]["MaxRuntimeInSeconds"] == 3600
-    # Training runs on the version its registry versions are served with.
-    image, _ = registry.serving_container("pytorch", "us-east-1")
-    assert f"pytorch-inference:{train.PYTORCH_VERSION}-cpu-{train.PYTHON_VERSION}" in image
     assert job["OutputDataConfig"]["S3OutputPath"] == f"s3://{bucket}/models/"
     assert channel_uris(job) == {
         "train": (f"s3://{bucket}/train/", None),
@@ -181,6 +178,53 @@ def test_sagemaker_pytorch_job_is_created_as_the_sdk_would(
         names = set(tar.getnames())
     assert {"train.py", "model.py", "imaging.py", "inference.py"} <= names
     assert "contract/images.py" in names  # the estimator's `dependencies`, beside train.py
+
+
+@pytest.fixture
+def no_recorded_image(local_aws: dict[str, str]) -> Iterator[None]:
+    """The region without the serving image `image push` records (the local AWS records
+    one at start); put back afterwards for the tests that follow."""
+    ssm = boto3.client("ssm")
+    recorded = image.require_recorded_image(ssm, "us-east-1")
+    ssm.delete_parameter(Name=image.IMAGE_PARAMETER)
+    try:
+        yield
+    finally:
+        ssm.put_parameter(Name=image.IMAGE_PARAMETER, Value=recorded, Type="String")
+
+
+@pytest.mark.parametrize("mode", ["sagemaker", "local"])
+def test_training_that_would_register_refuses_before_the_job_without_a_recorded_image(
+    bucket: str,
+    unique_name: str,
+    no_recorded_image: None,
+    capsys: pytest.CaptureFixture[str],
+    mode: str,
+) -> None:
+    """A PyTorch version is registered only with the project's image by digest (no
+    fallback to AWS's out-of-patch 2.6 container), so `train` checks the region has one
+    recorded before it starts a job: an hour of training must not end in a refusal.
+    CreateTrainingJob is never called (no job by that name), and nothing is written
+    under the job's output."""
+    argv = ["--bucket", bucket, "--mode", mode, "--job-name", unique_name]
+    if mode == "sagemaker":
+        argv += ["--role", ROLE, "--no-wait"]
+    assert launch(*argv) == 1
+    error = capsys.readouterr().err
+    assert "no serving image recorded in us-east-1" in error
+    assert "python -m training_job image push --region us-east-1" in error
+    with pytest.raises(ClientError, match="Could not find training job"):
+        describe(unique_name)
+    assert keys_under(bucket, f"models/{unique_name}/") == []
+
+
+def test_training_with_no_registration_needs_no_recorded_image(
+    bucket: str, unique_name: str, no_recorded_image: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--no-register trains a model nobody registers: no image is named, none is needed."""
+    argv = ["--bucket", bucket, "--mode", "sagemaker", "--role", ROLE, "--no-wait"]
+    assert launch(*argv, "--job-name", unique_name, "--no-register") == 0, capsys.readouterr()
+    assert describe(unique_name)["TrainingJobName"] == unique_name
 
 
 def test_a_sagemaker_job_gives_the_training_log_group_a_retention(
