@@ -215,7 +215,9 @@ def prepare_model(args: argparse.Namespace, work: Path) -> Path:
             tar.extractall(work / "model", filter="data")
         return work / "model"
     print("no --model-dir: training a quick model on the shared archive (about a minute)")
-    return sample_model.train_quick_model(args.archive, work / "model", steps=60)
+    model_dir = sample_model.train_quick_model(args.archive, work / "model", steps=60)
+    # A served model has its familiarity check (train.py fits it): measure that work too.
+    return sample_model.fit_familiarity(args.archive, model_dir)
 
 
 def main() -> int:

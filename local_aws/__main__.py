@@ -1,6 +1,7 @@
 """`python -m local_aws up|down|serve|status`: the local AWS for development and tests.
 
-`up` starts moto's server on 127.0.0.1 in the background and writes `.local/aws.env`;
+`up` starts moto's server on 127.0.0.1 in the background, records this checkout's serving
+image in it (local_aws/serving_image.py) and writes `.local/aws.env`;
 `down` stops it. `make local-up` and `make local-down` call these. Both go through
 `local_aws.supervisor`, as the local endpoint's deploy does: `aws.env` is written only
 once the started server itself answers.
@@ -19,6 +20,7 @@ from local_aws.server import (
     STOP_TIMEOUT_SECONDS,
     client_environment,
     endpoint_url,
+    record_serving_image,
     serve,
     start_in_background,
     write_env_file,
@@ -46,6 +48,11 @@ def up(port: int, host: str, state_dir: Path, endpoint_port: int) -> int:
         if env_file.exists():
             print(f"local AWS already running; environment in {env_file}")
             return 0
+        raise
+    try:
+        record_serving_image(port, host)
+    except BaseException:
+        daemon.stop(STOP_TIMEOUT_SECONDS)  # a local AWS without its setup is not up
         raise
     write_env_file(env_file, variables)
     url = endpoint_url(port, host)

@@ -35,6 +35,7 @@ from local_aws import (
     s3_policy,
     sagemaker_endpoints,
     sagemaker_runtime,
+    serving_image,
     stepfunctions,
 )
 from local_aws.supervisor import Claim, Daemon, Readiness
@@ -409,21 +410,25 @@ def local_aws_server(
     host: str = DEFAULT_HOST,
     endpoint_port: int = DEFAULT_ENDPOINT_PORT,
     environment: Mapping[str, str] | None = None,
+    region: str = DEFAULT_REGION,
 ) -> Iterator[RunningServer]:
     """`python -m local_aws serve` in the background for the length of a `with` block: the
     one way the demo, the benchmarks and the test fixtures bring up a local AWS.
 
-    It runs under the supervisor as `make local-up`'s server does (name `aws` in
-    `state_dir`, log in `state_dir/aws.log`), so it is ready only once the process started
-    here answers, and a second server on the same state dir is refused. Its environment is
-    this process's without any AWS_* variable, plus `environment`: the Lambda handlers it
-    runs see only the endpoints given here (AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME, when set,
-    wins over `endpoint_port`).
+    Once it answers, this checkout's serving image is recorded in it in `region` (the one
+    its clients work in), as `up` records it (`record_serving_image`). It runs under the
+    supervisor as `make local-up`'s server does (name `aws` in `state_dir`, log in
+    `state_dir/aws.log`), so it is ready only once the process started here answers, and
+    a second server on the same state dir is refused. Its environment is this process's
+    without any AWS_* variable, plus `environment`: the Lambda handlers it runs see only
+    the endpoints given here (AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME, when set, wins over
+    `endpoint_port`).
     """
     daemon = Daemon("aws", state_dir)
     with daemon.claim() as claim:
         pid = start_in_background(claim, port, host, endpoint_port, environment or {})
     try:
+        record_serving_image(port, host, region)
         yield RunningServer(port, host, pid, daemon.log_file)
     finally:
         daemon.stop(STOP_TIMEOUT_SECONDS)
@@ -447,6 +452,16 @@ def start_in_background(
     variables = with_source_on_path(without_aws_variables(os.environ))
     variables.update(environment)
     return claim.start(argv, Readiness(host, port, READY_PATH, READY_TIMEOUT_SECONDS), variables)
+
+
+def record_serving_image(port: int, host: str = DEFAULT_HOST, region: str = DEFAULT_REGION) -> str:
+    """The one-time setup of a started local AWS (`up` and `local_aws_server` alike): this
+    checkout's serving image recorded in `region` as `image push` records one there
+    (serving_image.py)."""
+    variables = client_environment(port, host, region=region)
+    return serving_image.record_local_image(
+        local_client(variables, "ecr"), local_client(variables, "ssm")
+    )
 
 
 def write_env_file(path: Path, variables: dict[str, str]) -> None:

@@ -131,7 +131,7 @@ def local_aws_with_endpoint_port(
     endpoint_port = free_port()
     cache = {"LOCAL_AWS_LAMBDA_CACHE": str(work / "lambda-cache")}
     with local_aws_server(
-        work, free_port(), endpoint_port=endpoint_port, environment=cache
+        work, free_port(), endpoint_port=endpoint_port, environment=cache, region=REGION
     ) as server:
         yield server.client_environment(region=REGION), endpoint_port, work
 

@@ -266,6 +266,10 @@ def chosen_version(sm: Any, s3: Any, group: str, number: int | None) -> registry
         registry.require_unchanged(s3, found)
     except registry.RegistryError as error:
         raise DeployError(str(error)) from None
+    # Served still (rolling back to an old version is a safeguard), but never silently.
+    warning = registry.out_of_patch_warning(found)
+    if warning is not None:
+        print(warning, file=sys.stderr)
     return found
 
 

@@ -8,9 +8,10 @@ region, scanned, and its digest recorded for the model registry.
           immutable tags), the registry's enhanced scanning (Amazon Inspector) on push for
           it, the engine logged in with an ECR token, the image pushed; its digest
           (DescribeImages) is recorded as REPOSITORY_URI@sha256:... in the SSM parameter
-          /scones-unlimited/serving-image. `models register` gives every new PyTorch
-          version that image by digest, and `deploy --mode sagemaker` and `rollout`
-          serve a version's own image.
+          /scones-unlimited/serving-image. `train` and `models register` give every new
+          PyTorch version that image by digest and refuse where none is recorded (no
+          fallback to AWS's out-of-patch PyTorch 2.6 container); `deploy` and `rollout`
+          serve a version's own image. The local AWS records one of its own at start.
   show    the image recorded in the region, if any.
 
 ECR rules relied on (Amazon ECR API reference): CreateRepository's
@@ -228,11 +229,6 @@ def push(args: argparse.Namespace) -> int:
 
 
 def show_recorded(args: argparse.Namespace) -> int:
-    image = recorded_image(boto3.client("ssm"))
-    if image is None:
-        raise ImageError(
-            f"no serving image recorded in this region ({IMAGE_PARAMETER}): "
-            "run `python -m training_job image push`"
-        )
-    print(image)
+    session = boto3.session.Session()
+    print(require_recorded_image(session.client("ssm"), str(session.region_name)))
     return 0

@@ -10,12 +10,15 @@ approve or reject a version with the reason, which `deploy` then serves or refus
   approve VERSION       mark it Approved (UpdateModelPackage), with --description
   reject VERSION        mark it Rejected, with --description
   register              register a training job's existing output as a new version
+list and show warn (on stderr) of a version that serves AWS's out-of-patch PyTorch 2.6
+container, as versions registered before the project's serving image do.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
 import boto3
@@ -159,11 +162,13 @@ def run(args: argparse.Namespace) -> int:
                 print(json.dumps(as_json(model_version, served)))
         else:
             print(format_table(found, served, args.model_group, args.endpoint_name))
+        warn_out_of_patch(found)
         return 0
     model_version = registry.version(sm, args.model_group, args.version)
     if command == "show":
         served = registry.deployed_packages(sm, args.endpoint_name)
         print(format_version(model_version, served, args.endpoint_name))
+        warn_out_of_patch([model_version])
         return 0
     before = model_version.status
     if before == args.status:
@@ -174,6 +179,15 @@ def run(args: argparse.Namespace) -> int:
         f"({shown(changed.approval_description)})"
     )
     return 0
+
+
+def warn_out_of_patch(found: list[registry.ModelVersion]) -> None:
+    """A warning line (on stderr, so --json stays JSON) for each version that serves an
+    out-of-patch image."""
+    for model_version in found:
+        warning = registry.out_of_patch_warning(model_version)
+        if warning is not None:
+            print(warning, file=sys.stderr)
 
 
 def register_output(args: argparse.Namespace, sm: Any) -> int:

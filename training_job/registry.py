@@ -395,20 +395,16 @@ def deployed_packages(sm: Any, endpoint_name: str) -> dict[str, str]:
 
 # --- a training job's output as a version -------------------------------------------------
 
-SERVING_INSTANCE_TYPE = "ml.m5.xlarge"  # deploy's default: the CPU build of the image
+# What versions registered before the project's image serve (AWS's support policy).
+OUT_OF_PATCH_NOTE = "AWS's PyTorch 2.6 inference container, out of patch since 2026-06-30"
 MODEL_ARCHIVE = "model.tar.gz"
 METRICS_FILE = "metrics.json"  # what train.py writes beside model.tar.gz
 MAX_METRICS_BYTES = 16 << 20
 
 
-def serving_container(
-    algorithm: str, region: str, recorded_image: str | None = None
-) -> tuple[str, dict[str, str]]:
-    """The inference image and its environment for a model of `algorithm`: the project's
-    serving image by digest (`recorded_image`, what `image push` recorded in the region)
-    running code/inference.py from model.tar.gz, or, where none is recorded yet, AWS's
-    PyTorch serving container of the version training ran on; the built-in
-    image-classification algorithm's versions keep that algorithm's own image."""
+def builtin_algorithm_image(region: str) -> str:
+    """The built-in image-classification algorithm's image in `region`: its versions are
+    served by the algorithm's own image, not the project's."""
     import logging
     import os
 
@@ -416,38 +412,34 @@ def serving_container(
     logging.getLogger("sagemaker.config").setLevel(logging.WARNING)
     import sagemaker.image_uris  # heavy: only when a version is made
 
-    from training_job.train import PYTHON_VERSION, PYTORCH_VERSION
-
-    if algorithm == "builtin":
-        return sagemaker.image_uris.retrieve("image-classification", region), {}
-    if recorded_image is not None:
-        # The model server reads the program's name; the model is in /opt/ml/model.
-        return recorded_image, {"SAGEMAKER_PROGRAM": "inference.py"}
-    image = sagemaker.image_uris.retrieve(
-        "pytorch",
-        region,
-        version=PYTORCH_VERSION,
-        py_version=PYTHON_VERSION,
-        instance_type=SERVING_INSTANCE_TYPE,
-        image_scope="inference",
-    )
-    environment = {
-        # The PyTorch container runs code/inference.py from inside model.tar.gz.
-        "SAGEMAKER_PROGRAM": "inference.py",
-        "SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code",
-        "SAGEMAKER_CONTAINER_LOG_LEVEL": "20",
-        "SAGEMAKER_REGION": region,
-    }
-    return image, environment
+    return str(sagemaker.image_uris.retrieve("image-classification", region))
 
 
 def is_pytorch_image(image: str) -> bool:
     """Whether a version's image serves our inference.py (the project's serving image, or
-    AWS's PyTorch serving container), not the built-in algorithm's: the local endpoint
-    serves only the former."""
+    AWS's PyTorch serving container of versions registered before it), not the built-in
+    algorithm's: the local endpoint serves only the former."""
     from training_job.image import is_serving_image
 
-    return "/pytorch-inference:" in image or is_serving_image(image)
+    return is_out_of_patch_image(image) or is_serving_image(image)
+
+
+def is_out_of_patch_image(image: str) -> bool:
+    """AWS's PyTorch 2.6 inference container (TorchServe), which versions registered before
+    the project's image name: still served (a rollback to one is a safeguard), with a
+    warning, as its patches ended on 2026-06-30."""
+    return "/pytorch-inference:" in image
+
+
+def out_of_patch_warning(model_version: ModelVersion) -> str | None:
+    """The warning line for a version served by an out-of-patch image, None otherwise."""
+    if not is_out_of_patch_image(model_version.image):
+        return None
+    return (
+        f"warning: version {model_version.version} of {model_version.group} serves "
+        f"{OUT_OF_PATCH_NOTE} ({model_version.image}); retrain on the project's image "
+        "(python -m training_job image push, then train) to serve a patched one"
+    )
 
 
 def read_metrics(s3: Any, model_data: str) -> dict[str, Any]:
@@ -511,19 +503,19 @@ def registration_for_output(
         if isinstance(recorded, str) and recorded not in ("", "unknown")
         else "unknown: the training job recorded no commit"
     )
-    recorded = None
-    if algorithm != "builtin":
+    if algorithm == "builtin":
+        image, environment = builtin_algorithm_image(region), {}
+    else:
         import boto3
 
-        from training_job.image import recorded_image
+        from training_job.image import ImageError, require_recorded_image
 
-        recorded = recorded_image(boto3.client("ssm", region_name=region))
-        if recorded is None:
-            print(
-                f"no serving image recorded in {region} (`python -m training_job image push`): "
-                "this version names AWS's PyTorch serving container"
-            )
-    image, environment = serving_container(algorithm, region, recorded)
+        try:
+            image = require_recorded_image(boto3.client("ssm", region_name=region), region)
+        except ImageError as error:
+            raise RegistryError(str(error)) from None
+        # The model server reads the program's name; the model is in /opt/ml/model.
+        environment = {"SAGEMAKER_PROGRAM": "inference.py"}
     return Registration(
         group=group,
         model_data=model_data,

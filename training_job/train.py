@@ -13,7 +13,10 @@ bucket that `python -m training_job stage` filled, output under `s3://BUCKET/mod
                     before anything starts where none is); with --algorithm builtin,
                     the built-in image-classification algorithm, as the reference does.
 Either way it ends by printing the test metrics. --mode is required, as deploy's is, and
-an option of one mode is refused in the other.
+an option of one mode is refused in the other. A pytorch model is registered (--register,
+the default) only with the image `python -m training_job image push` recorded in the
+region, by digest, and a SageMaker job runs in it: where none is, train refuses before
+the job starts (--mode sagemaker always, --mode local when it would register).
 
 --include-reviewed adds the photos people labelled in the review queue to the training
 data (never to validation or test): the channels `reviewed` = s3://BUCKET/reviewed/images/
@@ -63,10 +66,6 @@ TRAINING_PROGRAM = "container.py"
 DEPENDENCIES = (REPO_ROOT / "contract",)
 MODELS_PREFIX = "models/"
 ALGORITHMS = ("pytorch", "builtin")
-# AWS's PyTorch 2.6 container, out of patches: only registry.serving_container's fallback
-# still names it (training runs on the project's image); both go once nothing serves it.
-PYTORCH_VERSION = "2.6.0"
-PYTHON_VERSION = "py312"
 DEFAULT_INSTANCE_TYPES = {"pytorch": "ml.m5.xlarge", "builtin": "ml.p3.2xlarge"}
 # MaxRuntime: a few times what the job takes here (the pytorch script's default epochs run
 # in minutes on ml.m5.xlarge, the built-in algorithm's in minutes on a GPU), so a job that
@@ -276,10 +275,12 @@ def main(args: argparse.Namespace) -> int:
     try:
         plan = make_plan(args)
         training_image = None
-        if args.mode == "sagemaker" and plan.algorithm == "pytorch":
-            # Before anything is written or launched: the job runs in that image only.
+        if plan.algorithm == "pytorch" and (args.mode == "sagemaker" or args.register):
+            # Before the job, not after it: a SageMaker job runs in that image, and a model
+            # is registered only with it; an hour of training must not end in a refusal.
             session = boto3.session.Session()
-            training_image = require_recorded_image(session.client("ssm"), str(session.region_name))
+            recorded = require_recorded_image(session.client("ssm"), str(session.region_name))
+            training_image = recorded if args.mode == "sagemaker" else None
         if plan.reviewed is not None:
             uri = reviewed_photos.pin(boto3.client("s3"), plan.reviewed, plan.reviewed_snapshot_key)
             added = len(plan.reviewed.entries)

@@ -54,7 +54,7 @@ from local_aws.endpoint import metrics as metrics_text
 from local_aws.endpoint import routing
 from local_aws.endpoint.capture_writer import CaptureWriter, Invocation
 from local_aws.endpoint.config import EndpointConfig
-from local_aws.endpoint.container import Answer, ContainerFailed, Overloaded
+from local_aws.endpoint.container import Answer, ContainerFailed, Overloaded, import_server
 from local_aws.endpoint.metrics import MODEL_CLASSES, Slot, WorkerMetrics
 
 log = logging.getLogger(__name__)
@@ -65,15 +65,9 @@ VARIANT_HEADER = "X-Amzn-Invoked-Production-Variant"
 TARGET_VARIANT_HEADER = "X-Amzn-SageMaker-Target-Variant"
 MAX_CONTROL_BYTES = 64 * 1024
 RETRY_AFTER_SECONDS = "1"
-ERROR_NAMES = {
-    400: "InvalidInput",
-    406: "NotAcceptable",
-    408: "RequestTimeout",
-    413: "PayloadTooLarge",
-    415: "UnsupportedMediaType",
-    500: "InternalFailure",
-    503: "ServiceUnavailable",
-}
+# The model server's own table (training_job/code/serve.py, in the image): what the
+# endpoint answers in front of the container names its refusals as the container does.
+ERROR_NAMES: dict[int, str] = import_server().ERROR_NAMES
 
 
 class _Refused(Exception):

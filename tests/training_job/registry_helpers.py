@@ -10,6 +10,7 @@ from typing import Any
 
 import boto3
 
+from local_aws import serving_image
 from training_job import registry
 
 
@@ -48,6 +49,13 @@ def put_training_output(
     body = json.dumps(METRICS if metrics is None else metrics).encode()
     s3.put_object(Bucket=bucket, Key=f"models/{job}/output/metrics.json", Body=body)
     return f"s3://{bucket}/models/{job}/output/model.tar.gz"
+
+
+def record_image_in(region: str) -> str:
+    """What `python -m training_job image push --region REGION` leaves: the serving image
+    recorded there by digest (the local AWS records one only in its clients' region)."""
+    session = boto3.session.Session(region_name=region)
+    return serving_image.record_local_image(session.client("ecr"), session.client("ssm"))
 
 
 def register_output(

@@ -26,6 +26,8 @@ from training_job import deploy, image, registry, train
 from training_job.__main__ import main
 
 TEST_REGION = "eu-west-2"
+# What versions registered before the project's image name (AWS's account in the region).
+OLD_IMAGE = f"764974769150.dkr.ecr.{TEST_REGION}.amazonaws.com/pytorch-inference:2.6.0-cpu-py312"
 MANIFEST = json.dumps(
     {
         "schemaVersion": 2,
@@ -160,7 +162,96 @@ def test_show_says_when_no_image_is_recorded(
     clients: dict[str, Any], capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert main(["image", "show", "--region", TEST_REGION]) == 1
-    assert "no serving image recorded in this region" in capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert f"no serving image recorded in {TEST_REGION}" in error
+    assert f"`python -m training_job image push --region {TEST_REGION}`" in error
+
+
+def test_registration_without_a_recorded_image_refuses_and_registers_nothing(
+    clients: dict[str, Any], unique_name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No fallback to AWS's PyTorch 2.6 serving container (out of patch since 2026-06-30,
+    AWS Deep Learning Containers support policy): with no image recorded in the region,
+    `models register` names the command that records one and the region, and neither a
+    version nor its quality report is written."""
+    sm, s3 = clients["sagemaker"], clients["s3"]
+    s3.create_bucket(
+        Bucket=unique_name, CreateBucketConfiguration={"LocationConstraint": TEST_REGION}
+    )
+    model_data = put_training_output(unique_name, "job-1", None)
+    group = f"g-{unique_name}"
+    argv = ["models", "register", "--model-data", model_data, "--model-group", group]
+    argv += ["--manifest", f"s3://{unique_name}/manifest.json", "--region", TEST_REGION]
+    assert main(argv) == 1
+    error = capsys.readouterr().err
+    assert f"no serving image recorded in {TEST_REGION} ({image.IMAGE_PARAMETER})" in error
+    assert f"python -m training_job image push --region {TEST_REGION}" in error
+    with pytest.raises(ClientError, match="does not exist"):
+        sm.describe_model_package_group(ModelPackageGroupName=group)
+    listed = s3.list_objects_v2(Bucket=unique_name, Prefix="models/job-1/output/")
+    assert sorted(o["Key"].rsplit("/", 1)[1] for o in listed["Contents"]) == [
+        "metrics.json",
+        "model.tar.gz",
+    ]  # no model-quality.json: nothing was half registered
+
+
+def test_a_recorded_value_that_is_not_the_project_image_by_digest_is_refused(
+    clients: dict[str, Any],
+) -> None:
+    """A tag can be moved to other content; only REPOSITORY_URI@sha256:... names what was
+    tested, so a hand-edited parameter holding a tag (or another repository) is refused."""
+    uri = image.prepare_repository(clients["ecr"])
+    for value in (f"{uri}:latest", "123456789012.dkr.ecr.eu-west-2.amazonaws.com/other@sha256:ab"):
+        clients["ssm"].put_parameter(
+            Name=image.IMAGE_PARAMETER, Value=value, Type="String", Overwrite=True
+        )
+        with pytest.raises(image.ImageError, match=r"not \.\.\./scones-model-server@sha256"):
+            image.require_recorded_image(clients["ssm"], TEST_REGION)
+
+
+def test_an_old_version_on_awss_out_of_patch_image_still_deploys_with_a_warning(
+    clients: dict[str, Any], unique_name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Versions registered before the project's image name AWS's PyTorch 2.6 inference
+    container; rolling back to one is a safeguard, so deploy and rollout still serve it
+    (deploy.chosen_version, which both call), and `models list`, `models show` and deploy
+    each say it is out of patch (AWS Deep Learning Containers support policy: 2.6's
+    patches ended on 2026-06-30)."""
+    sm, s3 = clients["sagemaker"], clients["s3"]
+    s3.create_bucket(
+        Bucket=unique_name, CreateBucketConfiguration={"LocationConstraint": TEST_REGION}
+    )
+    model_data = put_training_output(unique_name, "job-old", None)
+    group = f"g-{unique_name}"
+    registered = registry.register(
+        sm,
+        s3,
+        registry.Registration(
+            group=group,
+            model_data=model_data,
+            image=OLD_IMAGE,
+            environment={"SAGEMAKER_PROGRAM": "inference.py"},
+            algorithm="pytorch",
+            training_job="job-old",
+            metrics={},
+            manifest_uri=f"s3://{unique_name}/manifest.json",
+            commit="0123456789abcdef",
+        ),
+    )
+    registry.set_status(sm, registered, registry.APPROVED, "the version before the image")
+    capsys.readouterr()
+    warning = f"warning: version 1 of {group} serves {registry.OUT_OF_PATCH_NOTE} ({OLD_IMAGE})"
+
+    chosen = deploy.chosen_version(sm, s3, group, None)
+    assert chosen.arn == registered.arn and chosen.image == OLD_IMAGE
+    assert warning in capsys.readouterr().err
+    deploy.create_model(sm, f"{unique_name}-model", chosen, None)
+    model = sm.describe_model(ModelName=f"{unique_name}-model")
+    assert model["PrimaryContainer"]["ModelPackageName"] == registered.arn
+
+    for command in (["list"], ["show", "1"]):
+        assert main(["models", *command, "--model-group", group, "--region", TEST_REGION]) == 0
+        assert warning in capsys.readouterr().err
 
 
 def test_build_passes_the_commit_the_image_code_comes_from(

@@ -12,7 +12,7 @@ import boto3
 import pytest
 
 from tests.conftest import REPO_ROOT
-from tests.training_job.registry_helpers import register_output
+from tests.training_job.registry_helpers import record_image_in, register_output
 from training_job import registry
 from training_job.__main__ import COMMANDS, build_parser, main
 from training_job.environment import overridden
@@ -85,6 +85,7 @@ def bucket_in_eu(
     )
     group = f"g-{unique_name}"
     monkeypatch.setattr(registry, "DEFAULT_GROUP", group)
+    record_image_in("eu-west-1")
     with overridden({"AWS_REGION": "eu-west-1", "AWS_DEFAULT_REGION": "eu-west-1"}):
         register_output(unique_name, "job-1", group, status=registry.APPROVED)
     return unique_name

@@ -12,7 +12,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from tests.training_job.registry_helpers import METRICS, put_training_output, register_output
-from training_job import registry
+from training_job import image, registry
 from training_job.__main__ import main
 
 
@@ -49,8 +49,10 @@ def test_a_registered_version_carries_its_metrics_data_and_commit_pending_approv
     assert described["MetadataProperties"]["CommitId"] == METRICS["git_commit"]
     [container] = described["InferenceSpecification"]["Containers"]
     assert container["ModelDataUrl"] == f"s3://{bucket}/models/job-1/output/model.tar.gz"
-    # The serving image of the PyTorch version training ran on, and what runs inside it.
-    assert "pytorch-inference:2.6.0-cpu-py312" in container["Image"]
+    # The project's serving image by digest, as recorded in the region (the local AWS
+    # records this checkout's at start), and what runs inside it.
+    assert container["Image"] == image.recorded_image(boto3.client("ssm"))
+    assert image.is_serving_image(container["Image"])
     assert container["Environment"]["SAGEMAKER_PROGRAM"] == "inference.py"
     # The quality report in S3 is the one the version's digest names.
     statistics = described["ModelMetrics"]["ModelQuality"]["Statistics"]

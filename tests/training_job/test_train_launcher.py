@@ -237,6 +237,42 @@ def test_sagemaker_pytorch_is_refused_before_anything_without_a_recorded_image(
     ) == 0  # fmt: skip
 
 
+@pytest.mark.parametrize("mode", ["sagemaker", "local"])
+def test_training_that_would_register_refuses_before_the_job_without_a_recorded_image(
+    bucket: str,
+    unique_name: str,
+    no_recorded_image: None,
+    capsys: pytest.CaptureFixture[str],
+    mode: str,
+) -> None:
+    """A PyTorch version is registered only with the project's image by digest (no
+    fallback to AWS's out-of-patch 2.6 container), so `train` checks the region has one
+    recorded before it starts a job: an hour of training must not end in a refusal.
+    CreateTrainingJob is never called (no job by that name), and nothing is written
+    under the job's output."""
+    argv = ["--bucket", bucket, "--mode", mode, "--job-name", unique_name]
+    if mode == "sagemaker":
+        argv += ["--role", ROLE, "--no-wait"]
+    assert launch(*argv) == 1
+    error = capsys.readouterr().err
+    assert "no serving image recorded in us-east-1" in error
+    assert "python -m training_job image push --region us-east-1" in error
+    with pytest.raises(ClientError, match="Could not find training job"):
+        describe(unique_name)
+    assert keys_under(bucket, f"models/{unique_name}/") == []
+
+
+def test_a_sagemaker_job_needs_the_recorded_image_even_when_nothing_is_registered(
+    bucket: str, unique_name: str, no_recorded_image: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--no-register registers nothing, but the job still runs in the project's image."""
+    argv = ["--bucket", bucket, "--mode", "sagemaker", "--role", ROLE, "--no-wait"]
+    assert launch(*argv, "--job-name", unique_name, "--no-register") == 1
+    assert "no serving image recorded in us-east-1" in capsys.readouterr().err
+    with pytest.raises(ClientError, match="Could not find training job"):
+        describe(unique_name)
+
+
 def test_a_sagemaker_job_gives_the_training_log_group_a_retention(
     bucket: str, unique_name: str, recorded_image: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
