@@ -1,6 +1,6 @@
 # The project's image: the model server (training_job/code/serve.py) and the training
 # program (training_job/code/container.py train) on a patched slim base, PyTorch's CPU
-# build, every wheel pinned by hash, a non-root user. SageMaker runs it as
+# build, every wheel pinned by hash; the server runs as a non-root user. SageMaker runs it as
 # `docker run IMAGE serve` on an endpoint and `docker run IMAGE train` in a training job.
 # Build and publish it with `python -m training_job image build|push`; docs/serving-image.md
 # says where the base's and the framework's support dates come from.
@@ -21,8 +21,10 @@ COPY --from=build /opt/venv /opt/venv
 # siblings by name and contract/ beside them, and packs both into each model's code/.
 COPY training_job/code/*.py /opt/program/
 COPY contract/*.py /opt/program/contract/
+# The server's user. The image itself starts as root, as SageMaker expects: a training
+# job writes /opt/ml/model and /opt/ml/output, volumes SageMaker mounts owned by root;
+# `serve` drops to this user before the server starts (container.py: drop_root).
 RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin model-server
-USER 10001
 # The commit the image's code came from (`image build` passes it): a training job in this
 # image records it in metrics.json, not the commit of whoever launched the job.
 ARG SCONES_GIT_COMMIT="unknown: built without --build-arg SCONES_GIT_COMMIT"

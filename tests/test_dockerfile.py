@@ -74,9 +74,20 @@ def test_every_base_is_a_versioned_slim_debian_trixie_python() -> None:
         assert re.fullmatch(r"python:3\.\d+-slim-trixie(@sha256:[0-9a-f]{64})?", base), base
 
 
-def test_the_final_stage_runs_as_a_numbered_non_root_user() -> None:
-    users = [arguments.strip() for name, arguments in final_stage() if name == "USER"]
-    assert users and users[-1] not in ("root", "0")
+def test_the_image_starts_as_root_and_creates_the_servers_numbered_user() -> None:
+    """SageMaker "expects all containers to run with root users" (Use Your Own Inference
+    Code with Hosting Services), and a training job writes /opt/ml/model and
+    /opt/ml/output, volumes mounted owned by root: the image sets no other USER. The
+    server drops to the numbered user the final stage creates (container.py drop_root,
+    tests/training_job/code/test_container.py)."""
+    stage = final_stage()
+    users = [arguments.strip() for name, arguments in stage if name == "USER"]
+    assert users in ([], ["root"], ["0"])
+    runs = " ".join(arguments for name, arguments in stage if name == "RUN")
+    created = re.search(r"useradd [^&]*--uid (\d+)", runs)
+    assert created, runs
+    source = (REPO_ROOT / "training_job/code/container.py").read_text()
+    assert f"SERVER_UID = {created.group(1)}\n" in source
 
 
 def test_no_build_tool_is_installed_in_the_final_stage() -> None:

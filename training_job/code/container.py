@@ -42,6 +42,12 @@ SERVER = Path(__file__).resolve().parent / "serve.py"
 # SageMaker reaches a serving container from outside it: the server binds every interface
 # in the image (serve.py binds 127.0.0.1 by default, for local mode).
 SERVE_HOST = "0.0.0.0"
+# The numbered user the server runs as (the Dockerfile creates it). The image starts as
+# root, as SageMaker expects ("Use Your Own Inference Code": SageMaker "expects all
+# containers to run with root users"): a training job writes /opt/ml/model and
+# /opt/ml/output, volumes SageMaker mounts owned by root, which a non-root user cannot
+# write. The server writes nothing, so `serve` drops to this user before it starts.
+SERVER_UID = 10001
 REQUIRED_CHANNELS = ("train", "train_lst", "test", "test_lst")
 OPTIONAL_CHANNELS = ("reviewed", "reviewed_lst")
 # CreateTrainingJob takes at most 100 hyperparameters of 256-character names and
@@ -224,8 +230,20 @@ def fail(paths: MlRoot, written_before: dict[Path, set[Path]], reason: str, code
     return code
 
 
+def drop_root(uid: int = SERVER_UID) -> None:
+    """Run on as `uid` (group `uid`, no supplementary groups) when started as root; a
+    process that is not root keeps its user. For good: root cannot be regained."""
+    if os.geteuid() != 0:
+        return
+    os.setgroups([])
+    os.setgid(uid)
+    os.setuid(uid)
+
+
 def serve(arguments: list[str]) -> int:
-    """Replace this process with the model server, so SageMaker's SIGTERM reaches it."""
+    """Replace this process with the model server, as the server's own user, so
+    SageMaker's SIGTERM reaches it and it holds no root."""
+    drop_root()
     command = [sys.executable, str(SERVER), "--host", SERVE_HOST, "serve", *arguments]
     os.execv(sys.executable, command)
     return 1  # not reached: execv returns only by raising

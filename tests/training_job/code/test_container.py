@@ -194,3 +194,54 @@ def test_an_unknown_command_is_refused() -> None:
     with pytest.raises(SystemExit) as refused:
         container.main(["fit"])
     assert refused.value.code == 2
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="dropping root needs root")
+def test_serve_drops_root_for_good_before_the_server_starts() -> None:
+    """The image starts as root (SageMaker's expectation; a training job writes root-owned
+    /opt/ml volumes); `serve` runs the server as the numbered user instead. A forked
+    child drops as `serve` does and reports its ids, and that it cannot become root again."""
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # the child reports through the pipe
+        os.close(read)
+        try:
+            container.drop_root()
+            try:
+                os.setuid(0)
+                regained = "yes"
+            except PermissionError:
+                regained = "no"
+            ids = (*os.getresuid(), *os.getresgid(), len(os.getgroups()), regained)
+            os.write(write, json.dumps(ids).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as reader:
+        report = json.loads(reader.read())
+    os.waitpid(child, 0)
+    uid = container.SERVER_UID
+    assert report == [uid, uid, uid, uid, uid, uid, 0, "no"]
+
+
+def test_drop_root_leaves_a_process_that_is_not_root_as_it_is() -> None:
+    """Local mode and CI may run as an ordinary user: nothing to drop, nothing refused."""
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:
+        os.close(read)
+        try:
+            if os.geteuid() == 0:
+                os.setgroups([])
+                os.setgid(20002)
+                os.setuid(20002)
+            container.drop_root()
+            os.write(write, json.dumps(os.getresuid()).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as reader:
+        report = json.loads(reader.read())
+    os.waitpid(child, 0)
+    expected = 20002 if os.geteuid() == 0 else os.getuid()
+    assert report == [expected] * 3
