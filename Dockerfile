@@ -23,12 +23,13 @@ COPY training_job/code/*.py /opt/program/
 COPY contract/*.py /opt/program/contract/
 # The server's user. The image itself starts as root, as SageMaker expects: a training
 # job writes /opt/ml/model and /opt/ml/output, volumes SageMaker mounts owned by root;
-# `serve` drops to this user before the server starts (container.py: drop_root).
+# `serve` drops to this user before the server starts (container.py: MODEL_SERVER_UID).
 RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin model-server
 # The commit the image's code came from (`image build` passes it): a training job in this
 # image records it in metrics.json, not the commit of whoever launched the job.
 ARG SCONES_GIT_COMMIT="unknown: built without --build-arg SCONES_GIT_COMMIT"
 ENV PATH="/opt/venv/bin:${PATH}" \
+    MODEL_SERVER_UID=10001 \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     SCONES_GIT_COMMIT="${SCONES_GIT_COMMIT}"

@@ -86,8 +86,8 @@ def test_the_image_starts_as_root_and_creates_the_servers_numbered_user() -> Non
     runs = " ".join(arguments for name, arguments in stage if name == "RUN")
     created = re.search(r"useradd [^&]*--uid (\d+)", runs)
     assert created, runs
-    source = (REPO_ROOT / "training_job/code/container.py").read_text()
-    assert f"SERVER_UID = {created.group(1)}\n" in source
+    environment = " ".join(arguments for name, arguments in stage if name == "ENV")
+    assert f"MODEL_SERVER_UID={created.group(1)} " in environment
 
 
 def test_no_build_tool_is_installed_in_the_final_stage() -> None:

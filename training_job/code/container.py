@@ -42,12 +42,13 @@ SERVER = Path(__file__).resolve().parent / "serve.py"
 # SageMaker reaches a serving container from outside it: the server binds every interface
 # in the image (serve.py binds 127.0.0.1 by default, for local mode).
 SERVE_HOST = "0.0.0.0"
-# The numbered user the server runs as (the Dockerfile creates it). The image starts as
-# root, as SageMaker expects ("Use Your Own Inference Code": SageMaker "expects all
-# containers to run with root users"): a training job writes /opt/ml/model and
-# /opt/ml/output, volumes SageMaker mounts owned by root, which a non-root user cannot
-# write. The server writes nothing, so `serve` drops to this user before it starts.
-SERVER_UID = 10001
+# The numbered user the server runs as, named by the image (the Dockerfile creates the
+# user and sets this variable). The image starts as root, as SageMaker expects ("Use Your
+# Own Inference Code": SageMaker "expects all containers to run with root users"): a
+# training job writes /opt/ml/model and /opt/ml/output, volumes SageMaker mounts owned by
+# root, which a non-root user cannot write. The server writes nothing, so `serve` drops to
+# this user before it starts. Unset (a checkout), the server runs as whoever started it.
+SERVER_UID_VARIABLE = "MODEL_SERVER_UID"
 REQUIRED_CHANNELS = ("train", "train_lst", "test", "test_lst")
 OPTIONAL_CHANNELS = ("reviewed", "reviewed_lst")
 # CreateTrainingJob takes at most 100 hyperparameters of 256-character names and
@@ -230,7 +231,7 @@ def fail(paths: MlRoot, written_before: dict[Path, set[Path]], reason: str, code
     return code
 
 
-def drop_root(uid: int = SERVER_UID) -> None:
+def drop_root(uid: int) -> None:
     """Run on as `uid` (group `uid`, no supplementary groups) when started as root; a
     process that is not root keeps its user. For good: root cannot be regained."""
     if os.geteuid() != 0:
@@ -243,7 +244,15 @@ def drop_root(uid: int = SERVER_UID) -> None:
 def serve(arguments: list[str]) -> int:
     """Replace this process with the model server, as the server's own user, so
     SageMaker's SIGTERM reaches it and it holds no root."""
-    drop_root()
+    named = os.environ.get(SERVER_UID_VARIABLE)
+    if named is not None:
+        if not named.isdigit() or int(named) == 0:
+            print(
+                f"{SERVER_UID_VARIABLE} must be a user number other than 0, not {named!r}",
+                file=sys.stderr,
+            )
+            return BAD_JOB_EXIT
+        drop_root(int(named))
     command = [sys.executable, str(SERVER), "--host", SERVE_HOST, "serve", *arguments]
     os.execv(sys.executable, command)
     return 1  # not reached: execv returns only by raising

@@ -206,7 +206,7 @@ def test_serve_drops_root_for_good_before_the_server_starts() -> None:
     if child == 0:  # the child reports through the pipe
         os.close(read)
         try:
-            container.drop_root()
+            container.drop_root(10001)
             try:
                 os.setuid(0)
                 regained = "yes"
@@ -220,8 +220,7 @@ def test_serve_drops_root_for_good_before_the_server_starts() -> None:
     with os.fdopen(read) as reader:
         report = json.loads(reader.read())
     os.waitpid(child, 0)
-    uid = container.SERVER_UID
-    assert report == [uid, uid, uid, uid, uid, uid, 0, "no"]
+    assert report == [10001] * 6 + [0, "no"]
 
 
 def test_drop_root_leaves_a_process_that_is_not_root_as_it_is() -> None:
@@ -235,7 +234,7 @@ def test_drop_root_leaves_a_process_that_is_not_root_as_it_is() -> None:
                 os.setgroups([])
                 os.setgid(20002)
                 os.setuid(20002)
-            container.drop_root()
+            container.drop_root(10001)
             os.write(write, json.dumps(os.getresuid()).encode())
         finally:
             os._exit(0)
@@ -245,3 +244,19 @@ def test_drop_root_leaves_a_process_that_is_not_root_as_it_is() -> None:
     os.waitpid(child, 0)
     expected = 20002 if os.geteuid() == 0 else os.getuid()
     assert report == [expected] * 3
+
+
+@pytest.mark.parametrize("named", ["0", "", "model-server", "-1", "10001x"])
+def test_serve_refuses_a_server_user_that_is_not_a_number_other_than_root(named: str) -> None:
+    """MODEL_SERVER_UID names the server's user; root, a name or garbage is refused with
+    status 2 before anything runs (never a server left running as root)."""
+    result = subprocess.run(
+        [sys.executable, str(CODE_DIR / "container.py"), "serve", "--help"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "MODEL_SERVER_UID": named},
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "MODEL_SERVER_UID must be a user number other than 0" in result.stderr
+    assert "usage" not in result.stdout
