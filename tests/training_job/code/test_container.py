@@ -196,54 +196,54 @@ def test_an_unknown_command_is_refused() -> None:
     assert refused.value.code == 2
 
 
+def in_a_child(action: Callable[[], object]) -> object:
+    """What `action` returns (JSON), run in a forked child: ids changed there stay there."""
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # the child reports through the pipe, then exits at once
+        os.close(read)
+        try:
+            os.write(write, json.dumps(action()).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as reader:
+        report = json.loads(reader.read())
+    os.waitpid(child, 0)
+    return report
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="dropping root needs root")
 def test_serve_drops_root_for_good_before_the_server_starts() -> None:
     """The image starts as root (SageMaker's expectation; a training job writes root-owned
     /opt/ml volumes); `serve` runs the server as the numbered user instead. A forked
     child drops as `serve` does and reports its ids, and that it cannot become root again."""
-    read, write = os.pipe()
-    child = os.fork()
-    if child == 0:  # the child reports through the pipe
-        os.close(read)
+
+    def drop() -> list[object]:
+        container.drop_root(10001)
         try:
-            container.drop_root(10001)
-            try:
-                os.setuid(0)
-                regained = "yes"
-            except PermissionError:
-                regained = "no"
-            ids = (*os.getresuid(), *os.getresgid(), len(os.getgroups()), regained)
-            os.write(write, json.dumps(ids).encode())
-        finally:
-            os._exit(0)
-    os.close(write)
-    with os.fdopen(read) as reader:
-        report = json.loads(reader.read())
-    os.waitpid(child, 0)
-    assert report == [10001] * 6 + [0, "no"]
+            os.setuid(0)
+            regained = "yes"
+        except PermissionError:
+            regained = "no"
+        return [*os.getresuid(), *os.getresgid(), len(os.getgroups()), regained]
+
+    assert in_a_child(drop) == [10001] * 6 + [0, "no"]
 
 
 def test_drop_root_leaves_a_process_that_is_not_root_as_it_is() -> None:
     """Local mode and CI may run as an ordinary user: nothing to drop, nothing refused."""
-    read, write = os.pipe()
-    child = os.fork()
-    if child == 0:
-        os.close(read)
-        try:
-            if os.geteuid() == 0:
-                os.setgroups([])
-                os.setgid(20002)
-                os.setuid(20002)
-            container.drop_root(10001)
-            os.write(write, json.dumps(os.getresuid()).encode())
-        finally:
-            os._exit(0)
-    os.close(write)
-    with os.fdopen(read) as reader:
-        report = json.loads(reader.read())
-    os.waitpid(child, 0)
+
+    def drop_as_another_user() -> list[int]:
+        if os.geteuid() == 0:
+            os.setgroups([])
+            os.setgid(20002)
+            os.setuid(20002)
+        container.drop_root(10001)
+        return list(os.getresuid())
+
     expected = 20002 if os.geteuid() == 0 else os.getuid()
-    assert report == [expected] * 3
+    assert in_a_child(drop_as_another_user) == [expected] * 3
 
 
 @pytest.mark.parametrize("named", ["0", "", "model-server", "-1", "10001x"])
