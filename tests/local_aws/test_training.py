@@ -218,8 +218,15 @@ def test_program_sees_the_sagemaker_contract_and_artifacts_land_where_a_job_puts
     assert seen["files"]["train_lst"] == ["train.lst"]
     assert seen["files"]["test_lst"] == ["test.lst"]
     assert set(seen["files"]) == {"test", "test_lst", "train", "train_lst"}
-    # No script-mode toolkit variables: the program reads the job directory.
-    assert env == {"SCONES_GIT_COMMIT": "abc123", "TRAINING_JOB_NAME": unique_name}
+    # No script-mode toolkit variables: the program reads the job directory. The runner's
+    # own environment passes through (CI's SCONES_CIFAR_SOURCE, say), and the job's
+    # Environment and name are added on top, nothing else.
+    inherited = {
+        name: value
+        for name, value in os.environ.items()
+        if name.startswith(("SM_", "SCONES_", "TRAINING_"))
+    }
+    assert env == {**inherited, "SCONES_GIT_COMMIT": "abc123", "TRAINING_JOB_NAME": unique_name}
     # As the API stores them: every value JSON-encoded as a string.
     assert seen["config"]["hyperparameters.json"] == {
         "epochs": "1",
