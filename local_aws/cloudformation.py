@@ -228,40 +228,6 @@ def patch_retained_tables_fail_the_change_set() -> None:
     CloudFormationBackend.execute_change_set = execute_unless_a_table_exists  # type: ignore[method-assign]
 
 
-def patch_execution_names_generated() -> None:
-    """Gap: moto's executing Step Functions backend names an unnamed execution "None".
-
-    StartExecution's `name` is optional; AWS generates a UUID. The parser backend (the one
-    that runs executions) passed the missing name on as `None`, so the second unnamed
-    execution of a state machine failed with "Execution Already Exists: ...:None". That
-    broke `sls invoke stepf` (it sends no name) from its second run, and an EventBridge
-    target (which moto starts with the name ""). Generate the UUID, as the plain backend
-    and AWS do.
-    """
-    import uuid
-
-    from moto.stepfunctions.parser.models import StepFunctionsParserBackend
-
-    start_execution = StepFunctionsParserBackend.start_execution
-
-    def start_named_execution(
-        self: StepFunctionsParserBackend,
-        state_machine_arn: str,
-        name: str | None = None,
-        execution_input: str | None = None,
-        trace_header: str | None = None,
-    ) -> Any:
-        return start_execution(
-            self,
-            state_machine_arn,
-            name or str(uuid.uuid4()),
-            execution_input,  # type: ignore[arg-type]
-            trace_header,  # type: ignore[arg-type]
-        )
-
-    StepFunctionsParserBackend.start_execution = start_named_execution  # type: ignore[method-assign]
-
-
 def patch_bucket_properties_from_templates() -> None:
     """Gap: moto's `AWS::S3::Bucket` ignores `NotificationConfiguration` and
     `PublicAccessBlockConfiguration`.
@@ -529,7 +495,6 @@ PATCHES: tuple[Callable[[], None], ...] = (
     patch_fn_sub_variables_named_by_hashes,
     patch_state_machines_into_the_served_backend,
     patch_outputs_after_change_sets,
-    patch_execution_names_generated,
     patch_bucket_properties_from_templates,
     patch_table_properties_from_templates,
     patch_missing_ssm_parameters_refused,

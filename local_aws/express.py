@@ -260,7 +260,15 @@ def start_express(
 
 
 def patch_express_starts() -> None:
-    """StartExecution on an EXPRESS machine starts an Express execution (above)."""
+    """StartExecution, the one wrapper of moto's: an unnamed execution gets a UUID, and
+    on an EXPRESS machine it starts an Express execution (above).
+
+    Gap: StartExecution's `name` is optional and AWS generates a UUID; moto's parser
+    backend (the one that runs executions) passed the missing name on as `None`, so the
+    second unnamed execution of a state machine failed with "Execution Already Exists:
+    ...:None". That broke `sls invoke stepf` (it sends no name) from its second run, and
+    an EventBridge target (which moto starts with the name "").
+    """
     from moto.stepfunctions.parser.models import StepFunctionsParserBackend
 
     start_execution = StepFunctionsParserBackend.start_execution
@@ -272,6 +280,7 @@ def patch_express_starts() -> None:
         execution_input: str | None = None,
         trace_header: str | None = None,
     ) -> Any:
+        name = name or str(uuid.uuid4())
         machine = self.describe_state_machine(state_machine_arn)
         if is_express(machine):
             return start_express(self, machine, name, execution_input or "{}", sync=False)
