@@ -57,6 +57,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from training_job.monitor import model_code  # noqa: E402
+from training_job.monitor.analysis import WindowAnalyzer  # noqa: E402
 from training_job.monitor.baseline import Baseline  # noqa: E402
 from training_job.monitor.captures import parse_record  # noqa: E402
 from training_job.monitor.detectors import (  # noqa: E402
@@ -66,7 +67,6 @@ from training_job.monitor.detectors import (  # noqa: E402
     holm,
 )
 from training_job.monitor.embedding import Embedder  # noqa: E402
-from training_job.monitor.report import WindowAnalyzer  # noqa: E402
 from training_job.monitor.shifts import (  # noqa: E402
     LEVELS,
     SHIFTS,

@@ -24,7 +24,7 @@ from contract.manifest import LstEntry, format_lst
 from tests.conftest import REPO_ROOT
 from tests.training_job.monitor.conftest import START, Vehicles, capture_line, capture_lines, png
 from training_job.__main__ import build_parser, main
-from training_job.monitor import cli
+from training_job.monitor import check_command
 from training_job.monitor.captures import CaptureSource, ReadCounts, read_records
 from training_job.monitor.shifts import SHIFTS
 
@@ -317,7 +317,7 @@ def test_a_bug_exits_4_with_its_traceback_never_as_an_alert(
     def broken(*args: object, **kwargs: object) -> None:
         raise KeyError("a bug")
 
-    monkeypatch.setattr(cli, "last_records", broken)
+    monkeypatch.setattr(check_command, "last_records", broken)
     assert check(f"s3://{bucket}/data_capture/ep/") == 4
     err = capsys.readouterr().err
     assert "Traceback" in err and "KeyError: 'a bug'" in err and "internal error" in err

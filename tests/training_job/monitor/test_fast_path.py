@@ -5,9 +5,7 @@ verdicts they get one at a time, and early-stopped permutation p-values stay val
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Generator, Iterator
 from pathlib import Path
-from typing import cast
 
 import numpy as np
 import pytest
@@ -17,11 +15,11 @@ from tests.training_job.monitor.conftest import Vehicles, png
 from tests.training_job.monitor.test_detectors import baseline, window
 from training_job.__main__ import main
 from training_job.monitor import model_code
+from training_job.monitor.analysis import WindowAnalyzer
 from training_job.monitor.baseline import Baseline
-from training_job.monitor.captures import CapturedInference, CaptureSourceError
+from training_job.monitor.captures import CapturedInference
 from training_job.monitor.detectors import DriftMonitor, EmbeddingDetector, Window
 from training_job.monitor.embedding import Embedder
-from training_job.monitor.report import WindowAnalyzer, _ahead
 
 
 @pytest.fixture(scope="module")
@@ -172,34 +170,6 @@ def test_help_names_the_speed_options(capsys: pytest.CaptureFixture[str]) -> Non
     text = capsys.readouterr().out
     for option in ("--embedding-sample", "--embedding-members", "--threads", "--permutations"):
         assert option in text
-
-
-def test_work_ahead_hands_over_items_and_errors_in_order() -> None:
-    assert list(_ahead(iter(range(10)))) == list(range(10))
-
-    def failing() -> Iterator[int]:
-        yield 1
-        raise CaptureSourceError("no such bucket: gone")
-
-    received = []
-    with pytest.raises(CaptureSourceError, match="no such bucket"):
-        for item in _ahead(failing()):
-            received.append(item)
-    assert received == [1]
-
-    produced: list[int] = []
-
-    def endless() -> Iterator[int]:
-        while True:
-            produced.append(len(produced))
-            yield produced[-1]
-
-    ahead = cast(Generator[int, None, None], _ahead(endless(), depth=2))
-    assert next(ahead) == 0
-    ahead.close()  # joins the thread: nothing is produced after this
-    stopped_at = len(produced)
-    assert stopped_at <= 4
-    assert list(ahead) == [] and len(produced) == stopped_at
 
 
 def test_the_unfamiliar_share_is_an_output_statistic_of_each_window(

@@ -11,6 +11,7 @@ import pytest
 
 from tests.training_job.monitor.conftest import Vehicles, png
 from training_job.monitor import model_code
+from training_job.monitor.analysis import WindowResult
 from training_job.monitor.detectors import Finding
 from training_job.monitor.gallery import (
     FIRST_GALLERIES,
@@ -23,7 +24,7 @@ from training_job.monitor.gallery import (
     most_unusual,
     unusualness,
 )
-from training_job.monitor.report import WindowResult, verdict
+from training_job.monitor.verdict import verdict
 
 
 def test_unusualness_is_the_distance_to_the_nearest_baseline_photos() -> None:

@@ -11,7 +11,7 @@ import pytest
 
 from tests.decisions_table import Traffic, create_decisions_table, put_items, simulate
 from training_job.__main__ import main
-from training_job.monitor.cli import EXIT_ANSWERS, EXIT_OK, EXIT_UNUSABLE
+from training_job.monitor.exits import EXIT_ANSWERS, EXIT_OK, EXIT_UNUSABLE
 
 START = datetime(2026, 11, 20, tzinfo=UTC)
 
