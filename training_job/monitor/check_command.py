@@ -14,9 +14,8 @@ import boto3
 from training_job.monitor.analysis import WindowResult
 from training_job.monitor.captures import CaptureSource, ReadCounts, read_records
 from training_job.monitor.detectors import (
-    ANSWER_DETECTORS,
     ANSWER_DRIFT,
-    INPUT_DETECTORS,
+    DETECTORS,
     INPUT_DRIFT,
     MIN_SAMPLES,
     describe_drift,
@@ -74,10 +73,13 @@ def _verdict_data(result: WindowResult, dimensions: list[dict[str, str]]) -> lis
         {"MetricName": "UsableRecords", "Value": float(result.used), "Unit": "Count"}
     ]
     if result.findings:
+        # Each kind of drift from the registry's detectors of that kind (detectors.py).
         alerting = {f.detector for f in result.findings if f.alert}
+        inputs = bool(alerting & DETECTORS.names(INPUT_DRIFT))
+        answers = bool(alerting & DETECTORS.names(ANSWER_DRIFT))
         data += [
-            {"MetricName": "InputDrift", "Value": float(bool(alerting & INPUT_DETECTORS))},
-            {"MetricName": "AnswerDrift", "Value": float(bool(alerting & ANSWER_DETECTORS))},
+            {"MetricName": "InputDrift", "Value": float(inputs)},
+            {"MetricName": "AnswerDrift", "Value": float(answers)},
         ]
     for datum in data:
         datum.setdefault("Unit", "None")

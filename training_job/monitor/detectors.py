@@ -25,16 +25,20 @@ What each detector catches:
   One-sided conditional binomial test of two rates (Przyborowski & Wilenski, 1940).
 - performance(): accuracy, precision and recall when ground truth arrives later.
 
-`drift_kind` names what moved: the inputs only (input and embedding tests: the model is
-seeing something new but answers as before, worth a log line) or the model's answers
-(class mix, confidence, doubtful share: worth a page).
+Every detector is registered in DETECTORS with its kind: what it watches (the inputs, the
+model's embedding of them, or the model's answers). `DriftMonitor` runs every registered
+detector, and `drift_kind` names what moved from the kinds of the alerting ones: the
+inputs only (input and embedding kinds: the model is seeing something new but answers as
+before, worth a log line) or the model's answers (worth a page). `monitor check`'s exit
+code and metrics and the report read the same registry, so a detector registered there
+counts everywhere (docs/how-to-extend.md, "How to add a drift detector").
 """
 
 from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -47,6 +51,13 @@ from training_job.monitor.baseline import Baseline
 
 # Below this many values a two-sample test says little; the window is reported as thin.
 MIN_SAMPLES = 20
+
+# What a detector watches; its kind says what its alert means. The inputs (what reaches
+# the endpoint) and the model's embedding of them (what it sees) moving is input drift:
+# the workflow still does what it did with the images. The answers moving is a page.
+INPUT, EMBEDDING, ANSWERS = "input", "embedding", "answers"
+NO_DRIFT, INPUT_DRIFT, ANSWER_DRIFT = "none", "input", "answers"
+DRIFT_OF_KIND = {INPUT: INPUT_DRIFT, EMBEDDING: INPUT_DRIFT, ANSWERS: ANSWER_DRIFT}
 
 
 @dataclass
@@ -79,6 +90,11 @@ class Finding:
     alert: bool = False
     note: str = ""
 
+    def __post_init__(self) -> None:
+        # Plain floats whatever a detector computed with (numpy's are not JSON numbers, and
+        # their comparisons give numpy booleans): summary.json and the metrics need these.
+        self.statistic, self.p_value = float(self.statistic), float(self.p_value)
+
     def as_dict(self) -> dict[str, Any]:
         return {
             name: (None if isinstance(v, float) and math.isnan(v) else v)
@@ -87,7 +103,8 @@ class Finding:
 
 
 class Detector(Protocol):
-    name: str
+    name: str  # its findings' `detector`
+    kind: str  # INPUT, EMBEDDING or ANSWERS: what it watches
 
     def fit(self, baseline: Baseline) -> Detector: ...
 
@@ -116,6 +133,7 @@ class InputStatisticsDetector:
     """Per-image input statistics and the upload's size and format, against the baseline."""
 
     name = "input"
+    kind = INPUT
 
     def fit(self, baseline: Baseline) -> InputStatisticsDetector:
         self.reference = dict(baseline.statistics)
@@ -180,6 +198,7 @@ class EmbeddingDetector:
     cheaper. `stop_after=None` always runs every permutation."""
 
     name = "embedding"
+    kind = EMBEDDING
 
     def __init__(
         self,
@@ -261,6 +280,7 @@ class ClassMixDetector:
     """Predicted-class counts of the window against the baseline's."""
 
     name = "output"
+    kind = ANSWERS
 
     def fit(self, baseline: Baseline) -> ClassMixDetector:
         self.classes = baseline.classes
@@ -281,6 +301,7 @@ class ConfidenceDetector:
     """The distribution of the top-class probability, two-sample KS."""
 
     name = "output"
+    kind = ANSWERS
 
     def fit(self, baseline: Baseline) -> ConfidenceDetector:
         self.reference = baseline.confidences
@@ -302,6 +323,7 @@ class LowConfidenceDetector:
     """
 
     name = "output"
+    kind = ANSWERS
 
     def fit(self, baseline: Baseline) -> LowConfidenceDetector:
         self.threshold = baseline.threshold
@@ -322,20 +344,85 @@ class LowConfidenceDetector:
         return [_finding(self.name, "low_confidence_rate", rate, p_value)]
 
 
-# Which detectors watch the inputs (what reaches the model, what it sees) and which its
-# answers. A drift that moves only the first kind has not (yet) changed what the workflow
-# does with the images.
-INPUT_DETECTORS = frozenset({"input", "embedding"})
-ANSWER_DETECTORS = frozenset({"output"})
-NO_DRIFT, INPUT_DRIFT, ANSWER_DRIFT = "none", "input", "answers"
+class DetectorRegistrationError(ValueError):
+    """A detector the registry refuses: no name, no kind or an unknown one, registered
+    twice, or a name another kind already uses."""
+
+
+@dataclass(frozen=True)
+class RegisteredDetector:
+    detector: type
+    name: str
+    kind: str
+    build: Callable[[DriftMonitor], Detector]  # an unfitted detector, from the settings
+
+
+class DetectorRegistry:
+    """The drift detectors every monitor runs, each with its kind. `DriftMonitor`,
+    `drift_kind`, `monitor check`'s exit code and metrics and the report all read it."""
+
+    def __init__(self) -> None:
+        self._entries: list[RegisteredDetector] = []
+
+    def register(
+        self, detector: type, build: Callable[[DriftMonitor], Detector] | None = None
+    ) -> RegisteredDetector:
+        """Run `detector` in every monitor from now on; `build` makes one from the monitor's
+        settings (default: `detector()`)."""
+        label = getattr(detector, "__name__", repr(detector))
+        name, kind = getattr(detector, "name", None), getattr(detector, "kind", None)
+        if not isinstance(name, str) or not name:
+            raise DetectorRegistrationError(
+                f"{label} has no name: set `name`, the `detector` of its findings"
+            )
+        if kind not in DRIFT_OF_KIND:
+            raise DetectorRegistrationError(
+                f"{label} declares no known kind ({kind!r}): set `kind` to one of "
+                f"{', '.join(DRIFT_OF_KIND)}, which says whether its alert means the inputs "
+                "or the model's answers moved"
+            )
+        for entry in self._entries:
+            if entry.detector is detector:
+                raise DetectorRegistrationError(f"{label} is registered already")
+            if entry.name == name and entry.kind != kind:
+                raise DetectorRegistrationError(
+                    f"{label}: the name {name!r} is {entry.detector.__name__}'s, of kind "
+                    f"{entry.kind}; a name has one kind"
+                )
+        entry = RegisteredDetector(detector, name, kind, build or (lambda monitor: detector()))
+        self._entries.append(entry)
+        return entry
+
+    def unregister(self, entry: RegisteredDetector) -> None:
+        self._entries.remove(entry)
+
+    def __iter__(self) -> Iterator[RegisteredDetector]:
+        return iter(list(self._entries))
+
+    def names(self, drift: str) -> frozenset[str]:
+        """The names of the detectors whose alerts mean `drift` (INPUT_DRIFT or ANSWER_DRIFT)."""
+        return frozenset(e.name for e in self._entries if DRIFT_OF_KIND[e.kind] == drift)
+
+
+DETECTORS = DetectorRegistry()
+DETECTORS.register(InputStatisticsDetector)
+DETECTORS.register(
+    EmbeddingDetector,
+    lambda monitor: EmbeddingDetector(
+        monitor.permutations, monitor.seed, dimensions=monitor.embedding_dimensions
+    ),
+)
+DETECTORS.register(ClassMixDetector)
+DETECTORS.register(ConfidenceDetector)
+DETECTORS.register(LowConfidenceDetector)
 
 
 def drift_kind(findings: list[Finding]) -> str:
     """NO_DRIFT, INPUT_DRIFT (inputs moved, answers did not) or ANSWER_DRIFT."""
     alerting = {f.detector for f in findings if f.alert}
-    if alerting & ANSWER_DETECTORS:
+    if alerting & DETECTORS.names(ANSWER_DRIFT):
         return ANSWER_DRIFT
-    if alerting & INPUT_DETECTORS:
+    if alerting & DETECTORS.names(INPUT_DRIFT):
         return INPUT_DRIFT
     return NO_DRIFT
 
@@ -347,8 +434,9 @@ def describe_drift(findings: list[Finding]) -> str:
         return "no drift"
     if kind == INPUT_DRIFT:
         return "input drift, model answers unchanged"
-    inputs = any(f.alert and f.detector in INPUT_DETECTORS for f in findings)
-    return "model answers moved, " + ("inputs moved too" if inputs else "inputs unchanged")
+    inputs = DETECTORS.names(INPUT_DRIFT)
+    moved = any(f.alert and f.detector in inputs for f in findings)
+    return "model answers moved, " + ("inputs moved too" if moved else "inputs unchanged")
 
 
 def holm(findings: list[Finding], alpha: float) -> list[Finding]:
@@ -366,7 +454,8 @@ def holm(findings: list[Finding], alpha: float) -> list[Finding]:
 
 @dataclass
 class DriftMonitor:
-    """Every detector, fitted on one baseline, with one family-wise error rate per window."""
+    """Every registered detector (in registration order), fitted on one baseline, with one
+    family-wise error rate per window."""
 
     alpha: float = 0.01
     permutations: int = 10_000
@@ -377,15 +466,7 @@ class DriftMonitor:
     def fit(self, baseline: Baseline) -> DriftMonitor:
         if not 0.0 < self.alpha < 1.0:
             raise ValueError(f"alpha must be in (0, 1), got {self.alpha}")
-        self.detectors = [
-            InputStatisticsDetector().fit(baseline),
-            EmbeddingDetector(
-                self.permutations, self.seed, dimensions=self.embedding_dimensions
-            ).fit(baseline),
-            ClassMixDetector().fit(baseline),
-            ConfidenceDetector().fit(baseline),
-            LowConfidenceDetector().fit(baseline),
-        ]
+        self.detectors = [entry.build(self).fit(baseline) for entry in DETECTORS]
         return self
 
     def test(self, window: Window) -> list[Finding]:

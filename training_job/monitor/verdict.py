@@ -4,11 +4,7 @@ from __future__ import annotations
 
 from contract.review_quality import ALL_VERSIONS, VersionMeasures
 from training_job.monitor.analysis import WindowResult, window_span
-from training_job.monitor.detectors import (
-    ANSWER_DETECTORS,
-    ANSWER_DRIFT,
-    INPUT_DETECTORS,
-)
+from training_job.monitor.detectors import ANSWER_DRIFT, DETECTORS, INPUT_DRIFT
 
 
 def _tests(results: list[WindowResult], detectors: frozenset[str], shown: int = 4) -> str:
@@ -36,6 +32,8 @@ def verdict(
         )
     else:
         alerting = [r for r in judged if r.alert]
+        answer_detectors = DETECTORS.names(ANSWER_DRIFT)
+        input_detectors = DETECTORS.names(INPUT_DRIFT)
         answers = [r for r in alerting if r.drift == ANSWER_DRIFT]
         if alerting:
             first = answers[0] if answers else alerting[0]
@@ -44,12 +42,12 @@ def verdict(
             if answers:
                 what = (
                     "The model's answers changed ("
-                    + _tests(answers, ANSWER_DETECTORS)
+                    + _tests(answers, answer_detectors)
                     + ")"
                     + (
-                        ", and so did the photos (" + _tests(answers, INPUT_DETECTORS) + ")"
+                        ", and so did the photos (" + _tests(answers, input_detectors) + ")"
                         if any(
-                            f.alert and f.detector in INPUT_DETECTORS
+                            f.alert and f.detector in input_detectors
                             for r in answers
                             for f in r.findings
                         )
@@ -58,7 +56,7 @@ def verdict(
                 )
             else:
                 what = (
-                    "The photos changed (" + _tests(alerting, INPUT_DETECTORS) + ") but the "
+                    "The photos changed (" + _tests(alerting, input_detectors) + ") but the "
                     "model's answers did not"
                 )
             sentences.append(

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import pickle
 import tarfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,8 +17,18 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from scipy import stats
 
 from training_job.monitor import model_code
+from training_job.monitor.baseline import Baseline
+from training_job.monitor.detectors import (
+    ANSWERS,
+    DETECTORS,
+    MIN_SAMPLES,
+    Finding,
+    RegisteredDetector,
+    Window,
+)
 from training_job.serving import capture
 
 BICYCLE, MOTORCYCLE = 8, 48
@@ -136,3 +148,36 @@ def capture_lines(
         capture_line(png(image), [float(p) for p in row], start + timedelta(seconds=i * step_s))
         for i, (image, row) in enumerate(zip(images, probabilities, strict=True))
     ]
+
+
+class WrongAnswersDetector:
+    """A detector the registry does not ship, as a user would add one: more of the
+    window's labelled records answered wrongly than the baseline's confidences promise
+    (their mean shortfall from 1, a calibrated model's error rate). One-sided binomial
+    test: fewer wrong answers than promised is no reason to page anyone."""
+
+    name = "ground_truth"
+    kind = ANSWERS
+
+    def fit(self, baseline: Baseline) -> WrongAnswersDetector:
+        self.promised_error = float((1.0 - baseline.confidences).mean())
+        return self
+
+    def test(self, window: Window) -> list[Finding]:
+        if window.labels is None or (window.labels >= 0).sum() < MIN_SAMPLES:
+            return []
+        known = window.labels >= 0
+        answered = window.probabilities[known].argmax(axis=1)
+        wrong = int((answered != window.labels[known]).sum())
+        p_value = stats.binomtest(
+            wrong, int(known.sum()), self.promised_error, alternative="greater"
+        ).pvalue
+        return [Finding(self.name, "wrong_answers", wrong / int(known.sum()), p_value, math.nan)]
+
+
+@pytest.fixture
+def wrong_answers_detector() -> Iterator[RegisteredDetector]:
+    """WrongAnswersDetector registered for one test (every monitor runs it meanwhile)."""
+    entry = DETECTORS.register(WrongAnswersDetector)
+    yield entry
+    DETECTORS.unregister(entry)

@@ -22,10 +22,18 @@ import pytest
 
 from contract.manifest import LstEntry, format_lst
 from tests.conftest import REPO_ROOT
-from tests.training_job.monitor.conftest import START, Vehicles, capture_line, capture_lines, png
+from tests.training_job.monitor.conftest import (
+    START,
+    Vehicles,
+    WrongAnswersDetector,
+    capture_line,
+    capture_lines,
+    png,
+)
 from training_job.__main__ import build_parser, main
 from training_job.monitor import check_command
 from training_job.monitor.captures import CaptureSource, ReadCounts, read_records
+from training_job.monitor.detectors import DETECTORS, RegisteredDetector
 from training_job.monitor.shifts import SHIFTS
 
 ENDPOINT_PREFIX = "data_capture/ep/AllTraffic/2026/11/24/09/"
@@ -249,6 +257,68 @@ def test_check_publishes_the_kind_of_drift_as_metrics(
         )["Datapoints"]
         values[name] = statistics[0]["Maximum"]
     assert values == {"InputDrift": 1.0, "AnswerDrift": 0.0, "UsableRecords": 100.0}
+
+
+def drift_metrics(namespace: str, captures: str) -> dict[str, float]:
+    cloudwatch = boto3.client("cloudwatch")
+    values = {}
+    for name in ("InputDrift", "AnswerDrift"):
+        statistics = cloudwatch.get_metric_statistics(
+            Namespace=namespace,
+            MetricName=name,
+            Dimensions=[{"Name": "Captures", "Value": captures}],
+            StartTime=datetime.now(UTC) - timedelta(hours=1),
+            EndTime=datetime.now(UTC) + timedelta(hours=1),
+            Period=60,
+            Statistics=["Maximum"],
+        )["Datapoints"]
+        values[name] = statistics[0]["Maximum"]
+    return values
+
+
+def test_a_registered_detector_moves_the_exit_code_the_metrics_and_the_report(
+    bucket: str, vehicles: Vehicles, predict, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A detector registered in detectors.DETECTORS (tests' WrongAnswersDetector, of kind
+    answers) counts wherever the shipped ones do: `monitor check`'s exit code and its
+    AnswerDrift metric, and the report's verdict and counts. Clean photos, but people's
+    labels say every answer was wrong: before registration nothing else notices."""
+    clean = vehicles.test_images[:100]
+    answers = predict(clean)
+    lines = capture_lines(clean, answers)
+    put_captures(bucket, {"00-00-000-a.jsonl": b"".join(lines)})
+    labels = tmp_path / "labels.csv"
+    labels.write_text(
+        "eventId,label\n"
+        + "".join(
+            f"{json.loads(line)['eventMetadata']['eventId']},{['motorcycle', 'bicycle'][top]}\n"
+            for line, top in zip(lines, answers.argmax(axis=1), strict=True)
+        )
+    )
+    captures = f"s3://{bucket}/data_capture/ep/"
+    labelled = ("--labels", str(labels), "--permutations", "2000")
+    assert check(captures, *labelled, "--metrics-namespace", f"Test/{bucket}/before") == 0
+    assert drift_metrics(f"Test/{bucket}/before", captures)["AnswerDrift"] == 0.0
+
+    entry: RegisteredDetector = DETECTORS.register(WrongAnswersDetector)
+    try:
+        capsys.readouterr()
+        namespace = f"Test/{bucket}/after"
+        assert check(captures, *labelled, "--metrics-namespace", namespace) == 1
+        out = capsys.readouterr().out
+        assert "ground_truth" in out and "wrong_answers" in out
+        assert "verdict: model answers moved, inputs unchanged" in out
+        assert drift_metrics(namespace, captures) == {"InputDrift": 0.0, "AnswerDrift": 1.0}
+
+        report = tmp_path / "report"
+        arguments = ["--window", "100", "--out", str(report), *labelled]
+        assert main(["monitor", "report", "--captures", captures, *arguments]) == 0
+    finally:
+        DETECTORS.unregister(entry)
+    summary = json.loads((report / "summary.json").read_text())
+    assert (summary["answer_drift_windows"], summary["input_drift_windows"]) == (1, 0)
+    assert summary["verdict"][0].startswith("The model's answers changed (wrong answers)")
+    assert "ALERT: the model&#x27;s answers moved" in (report / "report.html").read_text()
 
 
 def test_a_baseline_without_colour_moments_is_used_and_named(

@@ -7,18 +7,23 @@ from collections import Counter
 import numpy as np
 import pytest
 
+from tests.training_job.monitor.conftest import WrongAnswersDetector
 from training_job.monitor.baseline import Baseline
 from training_job.monitor.detectors import (
     ANSWER_DRIFT,
+    ANSWERS,
+    DETECTORS,
     INPUT_DRIFT,
     NO_DRIFT,
     ClassMixDetector,
     ConfidenceDetector,
+    DetectorRegistrationError,
     DriftMonitor,
     EmbeddingDetector,
     Finding,
     InputStatisticsDetector,
     LowConfidenceDetector,
+    RegisteredDetector,
     Window,
     describe_drift,
     drift_kind,
@@ -202,3 +207,49 @@ def test_answers_moved_with_the_inputs_says_both() -> None:
     findings = monitor.test(window(rng, brightness=0.7, motorcycle_share=0.95))
     assert drift_kind(findings) == ANSWER_DRIFT
     assert describe_drift(findings) == "model answers moved, inputs moved too"
+
+
+def test_a_registered_detector_runs_in_every_monitor_and_counts_in_drift_kind(
+    wrong_answers_detector: RegisteredDetector,
+) -> None:
+    """The registry is the one list of detectors: a detector registered there runs in a
+    DriftMonitor, joins the window's Holm family, and its kind (answers) decides
+    drift_kind and the words, like the detectors that ship."""
+    rng = np.random.default_rng(8)
+    monitor = DriftMonitor(alpha=0.01, permutations=2000).fit(baseline(rng))
+    clean = window(rng)
+    # People's labels say every answer was wrong; nothing else about the window moved.
+    clean.labels = 1 - clean.probabilities.argmax(axis=1)
+    findings = monitor.test(clean)
+    assert {(f.detector, f.test) for f in findings if f.alert} == {
+        ("ground_truth", "wrong_answers")
+    }
+    assert drift_kind(findings) == ANSWER_DRIFT
+    assert describe_drift(findings) == "model answers moved, inputs unchanged"
+    assert "ground_truth" in DETECTORS.names(ANSWER_DRIFT)
+
+
+def test_a_detector_without_a_kind_is_refused_at_registration() -> None:
+    """A detector must say what its alert means (its kind) before any monitor runs it:
+    without one it could alert in the report yet move neither the exit code nor the
+    metrics. Refused too: an unknown kind, a name another kind holds, a second
+    registration. A refusal leaves the registry as it was."""
+
+    class MeanConfidenceShift(WrongAnswersDetector):
+        name = "mean_confidence"
+        kind = None  # type: ignore[assignment]
+
+    registered = list(DETECTORS)
+    with pytest.raises(
+        DetectorRegistrationError, match="MeanConfidenceShift declares no known kind"
+    ):
+        DETECTORS.register(MeanConfidenceShift)
+    MeanConfidenceShift.kind = "outputs"
+    with pytest.raises(DetectorRegistrationError, match="one of input, embedding, answers"):
+        DETECTORS.register(MeanConfidenceShift)
+    MeanConfidenceShift.kind, MeanConfidenceShift.name = ANSWERS, "input"
+    with pytest.raises(DetectorRegistrationError, match="a name has one kind"):
+        DETECTORS.register(MeanConfidenceShift)
+    with pytest.raises(DetectorRegistrationError, match="registered already"):
+        DETECTORS.register(ClassMixDetector)
+    assert list(DETECTORS) == registered
