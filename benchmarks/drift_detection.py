@@ -60,12 +60,8 @@ from training_job.monitor import model_code  # noqa: E402
 from training_job.monitor.analysis import WindowAnalyzer  # noqa: E402
 from training_job.monitor.baseline import Baseline  # noqa: E402
 from training_job.monitor.captures import parse_record  # noqa: E402
-from training_job.monitor.detectors import (  # noqa: E402
-    ANSWER_DRIFT,
-    DriftMonitor,
-    LowConfidenceDetector,
-    holm,
-)
+from training_job.monitor.detectors import LowConfidenceDetector  # noqa: E402
+from training_job.monitor.drift_monitor import ANSWER_DRIFT, DriftMonitor, holm  # noqa: E402
 from training_job.monitor.embedding import Embedder  # noqa: E402
 from training_job.monitor.shifts import (  # noqa: E402
     LEVELS,

@@ -51,7 +51,6 @@ Environment:
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -69,6 +68,7 @@ from contract.capture import (
     damaged,
     read_object,
 )
+from contract.drift_statistics import below_threshold, class_mix_shift, drift_score, top_class
 from contract.threshold import ThresholdError, threshold_from_environment
 from handlers.workflow_event import ConfigurationError, log
 
@@ -81,7 +81,6 @@ MAX_OBJECTS_PER_RUN = 500
 # MAX_OBJECT_BYTES unpacked), the metrics and the position must still fit in the run.
 RESERVED_MILLIS = 40_000
 MIN_RECORDS_FOR_DRIFT = 20
-KS_ALPHA = 0.01
 
 
 @dataclass
@@ -91,27 +90,6 @@ class PeriodStats:
     damaged: int = 0
     confidences: list[float] = field(default_factory=list)
     predicted: dict[str, int] = field(default_factory=dict)
-
-
-def ks_distance(sorted_a: list[float], sorted_b: list[float]) -> float:
-    """The two-sample Kolmogorov-Smirnov statistic of two sorted samples."""
-    i = j = 0
-    distance = 0.0
-    while i < len(sorted_a) and j < len(sorted_b):
-        value = min(sorted_a[i], sorted_b[j])
-        while i < len(sorted_a) and sorted_a[i] <= value:
-            i += 1
-        while j < len(sorted_b) and sorted_b[j] <= value:
-            j += 1
-        distance = max(distance, abs(i / len(sorted_a) - j / len(sorted_b)))
-    return distance
-
-
-def drift_score(baseline: list[float], current: list[float]) -> float:
-    """KS distance over its critical value at KS_ALPHA (asymptotic): above 1 is drift."""
-    n, m = len(baseline), len(current)
-    critical = math.sqrt(-math.log(KS_ALPHA / 2) / 2) * math.sqrt((n + m) / (n * m))
-    return ks_distance(baseline, sorted(current)) / critical
 
 
 def read_capture_object(
@@ -130,7 +108,7 @@ def read_capture_object(
                 stats.damaged += 1  # another model version's answer
                 continue
             stats.records += 1
-            top = max(range(len(values)), key=values.__getitem__)
+            top = top_class(values)
             stats.confidences.append(values[top])
             name = baseline.classes[top]
             stats.predicted[name] = stats.predicted.get(name, 0) + 1
@@ -186,13 +164,13 @@ def metrics(
         {"MetricName": "DamagedRecords", "Value": stats.damaged, "Unit": "Count"},
     ]
     if stats.records:
-        low = sum(c < threshold for c in stats.confidences) / stats.records
+        low = below_threshold(stats.confidences, threshold) / stats.records
         data.append({"MetricName": "LowConfidenceRate", "Value": low, "Unit": "None"})
         shares = {c: stats.predicted.get(c, 0) / stats.records for c in baseline.classes}
         data.append(
             {
                 "MetricName": "ClassMixShift",  # total variation distance from the baseline mix
-                "Value": sum(abs(shares[c] - baseline.class_share[c]) for c in shares) / 2,
+                "Value": class_mix_shift(shares, baseline.class_share),
                 "Unit": "None",
             }
         )

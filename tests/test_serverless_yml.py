@@ -72,10 +72,16 @@ READS_IMAGES = {"serialize", "classify"}
 LOG_ACTIONS = {"logs:CreateLogStream", "logs:PutLogEvents"}
 # provider.tracing: every function writes its X-Ray segments (AWSXRayDaemonWriteAccess's two).
 TRACE_ACTIONS = {"xray:PutTraceSegments", "xray:PutTelemetryRecords"}
-# The monitor's package also holds the capture-record and baseline readers, and it and
-# the filter the threshold's reader (stdlib only).
+# The monitor's package also holds the capture-record and baseline readers and the drift
+# statistics it shares with training_job monitor, and it and the filter the threshold's
+# reader (stdlib only).
 READS_CAPTURES = {
-    "monitor": {"contract/baseline.py", "contract/capture.py", "contract/threshold.py"},
+    "monitor": {
+        "contract/baseline.py",
+        "contract/capture.py",
+        "contract/drift_statistics.py",
+        "contract/threshold.py",
+    },
     "thresholdFilter": {"contract/threshold.py"},
     # classify logs its answers' metrics (contract/variant_metrics.py) at the threshold.
     "classify": {"contract/threshold.py", "contract/variant_metrics.py", "contract/familiarity.py"},

@@ -8,8 +8,9 @@ import io
 import json
 import tracemalloc
 import zlib
+from collections import Counter
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +19,17 @@ import numpy as np
 import pytest
 import yaml
 
+from contract.drift_statistics import ks_critical_distance
 from handlers import monitor, threshold_filter
 from handlers.workflow_event import ConfigurationError
 from tests.baselines import known_baseline
 from training_job.monitor.baseline import Baseline, BaselineError
+from training_job.monitor.detectors import (
+    ClassMixDetector,
+    ConfidenceDetector,
+    LowConfidenceDetector,
+    Window,
+)
 from training_job.serving import capture
 
 PREFIX = "data_capture/ep/"
@@ -174,10 +182,53 @@ def test_both_monitors_refuse_a_damaged_baseline_for_the_same_reason(
         assert "not a baseline document: " + reason in str(refusal.value)
 
 
-def test_ks_distance_matches_the_definition() -> None:
-    assert monitor.ks_distance([1, 2, 3], [1, 2, 3]) == 0.0
-    assert monitor.ks_distance([1, 2], [3, 4]) == 1.0
-    assert monitor.ks_distance([1, 2, 3, 4], [3, 4, 5, 6]) == pytest.approx(0.5)
+def test_the_lambda_and_the_monitor_command_measure_a_window_alike(
+    capture_bucket: str, baseline_document: bytes
+) -> None:
+    """One definition of each statistic (contract/drift_statistics.py): on the same
+    captured answers and the same baseline.json, the Lambda publishes the numbers the
+    monitor command's detectors test, to the last bit: LowConfidenceRate is the
+    low-confidence test's statistic, ConfidenceDrift the confidence test's KS distance over
+    its critical value, each ClassShare the class-mix test's count over the window."""
+    rng = np.random.default_rng(3)
+    # Rounded confidences tie, as real ones do; [0.5, 0.5] ties the two classes.
+    top = rng.uniform(0.51, 1.0, 150).round(2)
+    motorcycle = rng.random(150) < 0.7
+    outputs = [[1 - t, t] if m else [t, 1 - t] for t, m in zip(top, motorcycle, strict=True)]
+    outputs.append([0.5, 0.5])
+    put(capture_bucket, 1, lines(outputs, 1))
+    metrics = monitor.handler({}, None)["metrics"]
+
+    embeddings = io.BytesIO()
+    np.save(embeddings, np.zeros((40, 4), dtype=np.float32))
+    baseline = Baseline.from_bytes(baseline_document, embeddings.getvalue(), "the same")
+    window = Window({}, np.zeros(0), Counter(), np.asarray(outputs, dtype=np.float64))
+    class_mix = ClassMixDetector().fit(baseline)
+    findings = {
+        f.test: f
+        for detector in (class_mix, ConfidenceDetector(), LowConfidenceDetector())
+        for f in detector.fit(baseline).test(window)
+    }
+    assert metrics["LowConfidenceRate"] == findings["low_confidence_rate"].statistic
+    critical = ks_critical_distance(baseline.count, len(outputs))
+    assert metrics["ConfidenceDrift"] == findings["confidence"].statistic / critical
+    counts = class_mix.counts(window)
+    assert counts["bicycle"] == 150 - int(motorcycle.sum()) + 1  # the tie: the first class
+    cloudwatch = boto3.client("cloudwatch")
+    for name, count in counts.items():
+        datapoints = cloudwatch.get_metric_statistics(
+            Namespace=f"Test/{capture_bucket}",
+            MetricName="ClassShare",
+            Dimensions=[
+                {"Name": "EndpointName", "Value": capture_bucket},
+                {"Name": "Class", "Value": name},
+            ],
+            StartTime=datetime.now(UTC) - timedelta(hours=1),
+            EndTime=datetime.now(UTC) + timedelta(hours=1),
+            Period=60,
+            Statistics=["Maximum"],
+        )["Datapoints"]
+        assert datapoints[0]["Maximum"] == count / len(outputs)
 
 
 SERVERLESS_YML = Path(__file__).resolve().parents[2] / "serverless.yml"

@@ -15,17 +15,12 @@ from typing import Any
 
 import numpy as np
 
+from contract.drift_statistics import below_threshold, class_counts
 from training_job.monitor import model_code
 from training_job.monitor.baseline import Baseline
 from training_job.monitor.captures import CapturedInference
-from training_job.monitor.detectors import (
-    DriftMonitor,
-    Finding,
-    Window,
-    describe_drift,
-    drift_kind,
-    performance,
-)
+from training_job.monitor.detectors import Finding, Window, performance
+from training_job.monitor.drift_monitor import DriftMonitor, describe_drift, drift_kind
 from training_job.monitor.embedding import Embedder
 from training_job.monitor.gallery import (
     Galleries,
@@ -343,8 +338,13 @@ class WindowAnalyzer:
             used=window.size,
             not_image=w.not_image,
             other_model=w.other_model,
-            low_confidence_rate=float((confidences < self.baseline.threshold).mean()),
-            class_share={c: float((predicted == i).mean()) for i, c in enumerate(classes)},
+            # The Lambda's LowConfidenceRate and ClassShare (contract/drift_statistics.py).
+            low_confidence_rate=below_threshold(confidences.tolist(), self.baseline.threshold)
+            / window.size,
+            class_share={
+                c: count / window.size
+                for c, count in class_counts(predicted.tolist(), classes).items()
+            },
             confidence_quantiles=[float(q) for q in np.quantile(confidences, QUANTILES)],
             statistic_quantiles={
                 name: [float(q) for q in np.quantile(values, QUANTILES)]

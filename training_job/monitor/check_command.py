@@ -13,13 +13,8 @@ import boto3
 
 from training_job.monitor.analysis import WindowResult
 from training_job.monitor.captures import CaptureSource, ReadCounts, read_records
-from training_job.monitor.detectors import (
-    ANSWER_DRIFT,
-    DETECTORS,
-    INPUT_DRIFT,
-    MIN_SAMPLES,
-    describe_drift,
-)
+from training_job.monitor.detectors import MIN_SAMPLES
+from training_job.monitor.drift_monitor import ANSWER_DRIFT, DETECTORS, INPUT_DRIFT, describe_drift
 from training_job.monitor.exits import (
     EXIT_ANSWERS,
     EXIT_INPUT_DRIFT,

@@ -14,7 +14,7 @@ from training_job.monitor import model_code
 from training_job.monitor.analysis import WindowAnalyzer
 from training_job.monitor.baseline import Baseline, BaselineError, fetch_model, load_baseline
 from training_job.monitor.captures import CaptureSource, CaptureSourceError, read_labels
-from training_job.monitor.detectors import DriftMonitor
+from training_job.monitor.drift_monitor import DriftMonitor
 from training_job.monitor.embedding import Embedder
 from training_job.monitor.variants import (
     PRODUCTION,

@@ -13,7 +13,8 @@ from contract.review_quality import VersionMeasures
 from contract.s3 import S3_SCHEME, parse_s3_uri
 from training_job.monitor.analysis import WindowAnalyzer
 from training_job.monitor.captures import CaptureSource, ReadCounts, read_records
-from training_job.monitor.detectors import ANSWER_DRIFT, INPUT_DRIFT, MIN_SAMPLES
+from training_job.monitor.detectors import MIN_SAMPLES
+from training_job.monitor.drift_monitor import ANSWER_DRIFT, INPUT_DRIFT
 from training_job.monitor.exits import EXIT_OK, EXIT_UNUSABLE, guarded
 from training_job.monitor.gallery import baseline_photos
 from training_job.monitor.judging import (

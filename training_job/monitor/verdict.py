@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from contract.review_quality import ALL_VERSIONS, VersionMeasures
 from training_job.monitor.analysis import WindowResult, window_span
-from training_job.monitor.detectors import ANSWER_DRIFT, DETECTORS, INPUT_DRIFT
+from training_job.monitor.drift_monitor import ANSWER_DRIFT, DETECTORS, INPUT_DRIFT
 
 
 def _tests(results: list[WindowResult], detectors: frozenset[str], shown: int = 4) -> str:

@@ -21,14 +21,8 @@ from scipy import stats
 
 from training_job.monitor import model_code
 from training_job.monitor.baseline import Baseline
-from training_job.monitor.detectors import (
-    ANSWERS,
-    DETECTORS,
-    MIN_SAMPLES,
-    Finding,
-    RegisteredDetector,
-    Window,
-)
+from training_job.monitor.detectors import ANSWERS, MIN_SAMPLES, Finding, Window
+from training_job.monitor.drift_monitor import DETECTORS, RegisteredDetector
 from training_job.serving import capture
 
 BICYCLE, MOTORCYCLE = 8, 48

@@ -33,7 +33,7 @@ from tests.training_job.monitor.conftest import (
 from training_job.__main__ import build_parser, main
 from training_job.monitor import check_command
 from training_job.monitor.captures import CaptureSource, ReadCounts, read_records
-from training_job.monitor.detectors import DETECTORS, RegisteredDetector
+from training_job.monitor.drift_monitor import DETECTORS, RegisteredDetector
 from training_job.monitor.shifts import SHIFTS
 
 ENDPOINT_PREFIX = "data_capture/ep/AllTraffic/2026/11/24/09/"

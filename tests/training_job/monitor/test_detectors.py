@@ -10,25 +10,27 @@ import pytest
 from tests.training_job.monitor.conftest import WrongAnswersDetector
 from training_job.monitor.baseline import Baseline
 from training_job.monitor.detectors import (
-    ANSWER_DRIFT,
     ANSWERS,
-    DETECTORS,
-    INPUT_DRIFT,
-    NO_DRIFT,
     ClassMixDetector,
     ConfidenceDetector,
-    DetectorRegistrationError,
-    DriftMonitor,
     EmbeddingDetector,
     Finding,
     InputStatisticsDetector,
     LowConfidenceDetector,
-    RegisteredDetector,
     Window,
+    performance,
+)
+from training_job.monitor.drift_monitor import (
+    ANSWER_DRIFT,
+    DETECTORS,
+    INPUT_DRIFT,
+    NO_DRIFT,
+    DetectorRegistrationError,
+    DriftMonitor,
+    RegisteredDetector,
     describe_drift,
     drift_kind,
     holm,
-    performance,
 )
 
 STATS = ("brightness", "contrast", "noise")

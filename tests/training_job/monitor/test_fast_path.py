@@ -18,7 +18,8 @@ from training_job.monitor import model_code
 from training_job.monitor.analysis import WindowAnalyzer
 from training_job.monitor.baseline import Baseline
 from training_job.monitor.captures import CapturedInference
-from training_job.monitor.detectors import DriftMonitor, EmbeddingDetector, Window
+from training_job.monitor.detectors import EmbeddingDetector, Window
+from training_job.monitor.drift_monitor import DriftMonitor
 from training_job.monitor.embedding import Embedder
 
 

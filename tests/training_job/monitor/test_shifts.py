@@ -12,7 +12,8 @@ import pytest
 from tests.training_job.monitor.conftest import Vehicles
 from training_job.monitor import model_code
 from training_job.monitor.baseline import Baseline
-from training_job.monitor.detectors import InputStatisticsDetector, Window, holm
+from training_job.monitor.detectors import InputStatisticsDetector, Window
+from training_job.monitor.drift_monitor import holm
 from training_job.monitor.shifts import LEVELS, SHIFTS
 
 COLOUR_STATISTICS = {"red_green", "yellow_blue", "red_green_contrast", "yellow_blue_contrast"}
