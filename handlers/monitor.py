@@ -6,7 +6,9 @@ workflow's confidence threshold, the predicted class mix, and a confidence drift
 the two-sample Kolmogorov-Smirnov distance between this period's top-class confidences
 and the baseline's, divided by its critical value at alpha 0.01 (so the alarm threshold
 is 1 whatever the sample sizes). Alarms on those metrics page the AlarmTopic. Pure
-Python and boto3: the full statistics run in `training_job monitor`.
+Python and boto3: each statistic is `contract.drift_statistics`', the definition
+`training_job monitor`'s detectors test (with their p-values and the tests the Lambda
+does not run).
 
 Captures are kept per variant (`<CAPTURE_PREFIX><variant>/YYYY/MM/DD/HH/...`), and so is
 the position: one StartAfter cursor per variant, in the state object. S3 lists keys in

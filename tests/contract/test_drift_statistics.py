@@ -1,6 +1,6 @@
 """The drift statistics the monitor Lambda and `training_job monitor` share: their
-definitions on windows whose answers are known, and the detectors' scipy KS held to the
-one definition, bit for bit."""
+definitions on windows whose answers are known, and scipy's KS p-value (the detectors')
+computed for the same distance, bit for bit."""
 
 from __future__ import annotations
 
@@ -28,13 +28,13 @@ def test_ks_distance_matches_the_definition() -> None:
 @pytest.mark.parametrize(
     ("n", "m", "decimals"), [(40, 150, 2), (1000, 25, 3), (200, 200, 1), (10_000, 700, 3)]
 )
-def test_the_detectors_scipy_ks_is_ks_distance_to_the_last_bit(
+def test_scipys_ks_p_value_is_for_ks_distance_to_the_last_bit(
     n: int, m: int, decimals: int
 ) -> None:
-    """The detectors keep scipy's ks_2samp (numpy-fast over the input statistics of every
-    window, with its exact p-value) only because its statistic is this one, identical:
-    with ties (rounded values) and without, shifted and not, up to the 10,000 values of
-    scipy's exact mode (a window holds at most MAX_WINDOW_RECORDS, 10,000)."""
+    """The detectors take a KS test's statistic from ks_distance and only its p-value
+    from scipy's ks_2samp: the p-value is for the same distance, identical, with ties
+    (rounded values) and without, shifted and not, up to the 10,000 values of scipy's
+    exact mode (a window holds at most MAX_WINDOW_RECORDS, 10,000)."""
     rng = np.random.default_rng(n + m)
     for shift in (0.0, 0.1, 0.5):
         a = rng.normal(0.0, 1.0, n).round(decimals)

@@ -26,12 +26,10 @@ What each detector catches:
 - performance(): accuracy, precision and recall when ground truth arrives later.
 
 The statistics the hourly monitor Lambda publishes are defined once, in
-contract/drift_statistics.py (pure Python): the class counts, the share below the
-threshold, the KS distance. The KS tests call scipy's ks_2samp, numpy-fast over every
-input statistic of every window and with its exact p-value, because its statistic is
-contract's ks_distance to the last bit (tests/contract/test_drift_statistics.py) for
-samples of up to 10,000 values, scipy's exact mode: every window (MAX_WINDOW_RECORDS) and
-this project's baselines. Beyond, scipy's asymptotic mode keeps a float a few ulps off.
+contract/drift_statistics.py (pure Python), and the detectors compute them there: the
+class counts, the share below the threshold, the KS distance. A KS test's p-value is
+scipy's (ks_2samp: the exact two-sample distribution up to 10,000 values, every window),
+for the same distance to the last bit (tests/contract/test_drift_statistics.py).
 """
 
 from __future__ import annotations
@@ -47,7 +45,7 @@ import numpy as np
 import torch
 from scipy import stats
 
-from contract.drift_statistics import below_threshold, class_counts
+from contract.drift_statistics import below_threshold, class_counts, ks_distance
 from training_job.monitor.baseline import Baseline
 
 # Below this many values a two-sample test says little; the window is reported as thin.
@@ -112,6 +110,15 @@ def _finding(detector: str, test: str, statistic: float, p_value: float) -> Find
     return Finding(detector, test, float(statistic), float(p_value), threshold=math.nan)
 
 
+def _kolmogorov_smirnov(reference: np.ndarray, observed: np.ndarray) -> tuple[float, float]:
+    """The two-sample KS distance (contract's, the Lambda's ConfidenceDrift is built on it)
+    and its p-value. Pure Python measured as fast as scipy's numpy version here (one
+    window's 14 input statistics: 6.9 against 5.6 ms at 200 records, 66 against 68 ms at
+    10,000), so the one definition computes the statistic and scipy only its p-value."""
+    statistic = ks_distance(sorted(reference.tolist()), sorted(observed.tolist()))
+    return statistic, float(stats.ks_2samp(reference, observed).pvalue)
+
+
 def _homogeneity(reference: dict[str, int], observed: dict[str, int]) -> tuple[float, float]:
     """Chi-square test that two samples of categories share one distribution."""
     categories = sorted(set(reference) | set(observed))
@@ -146,11 +153,10 @@ class InputStatisticsDetector:
             observed = window.statistics.get(name)
             if observed is None or len(observed) < MIN_SAMPLES:
                 continue
-            result = stats.ks_2samp(reference, observed)
-            findings.append(_finding(self.name, name, result.statistic, result.pvalue))
+            findings.append(_finding(self.name, name, *_kolmogorov_smirnov(reference, observed)))
         if self.upload_bytes is not None and len(window.upload_bytes) >= MIN_SAMPLES:
-            result = stats.ks_2samp(self.upload_bytes, window.upload_bytes)
-            findings.append(_finding(self.name, "upload_bytes", result.statistic, result.pvalue))
+            statistic, p_value = _kolmogorov_smirnov(self.upload_bytes, window.upload_bytes)
+            findings.append(_finding(self.name, "upload_bytes", statistic, p_value))
         if self.content_types is not None:
             statistic, p_value = _homogeneity(self.content_types, dict(window.content_types))
             findings.append(_finding(self.name, "content_type", statistic, p_value))
@@ -309,8 +315,8 @@ class ConfidenceDetector:
     def test(self, window: Window) -> list[Finding]:
         if window.size < MIN_SAMPLES:
             return []
-        result = stats.ks_2samp(self.reference, window.probabilities.max(axis=1))
-        return [_finding(self.name, "confidence", result.statistic, result.pvalue)]
+        statistic, p_value = _kolmogorov_smirnov(self.reference, window.probabilities.max(axis=1))
+        return [_finding(self.name, "confidence", statistic, p_value)]
 
 
 class LowConfidenceDetector:
