@@ -151,7 +151,7 @@ def test_a_failing_step_ends_the_demo_with_one_line_naming_it_and_no_traceback(
     assert not (tmp_path / "out" / "summary.json").exists()
 
 
-@pytest.mark.slow  # starts the demo's local AWS
+@pytest.mark.slow  # runs the demo command, which stops before its local AWS here (4 s)
 def test_a_taken_port_ends_the_demo_with_one_line_naming_its_holder(tmp_path: Path) -> None:
     """`make demo` while another program listens on the local AWS's port (and answers no
     HTTP): one line saying the port is held and by whom, exit status 1, no traceback."""
