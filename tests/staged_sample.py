@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image
 
 from contract.manifest import LstEntry, format_lst
-from training_job.manifests import Manifest
+from training_job.data.manifests import Manifest
 
 CLASSES = ("bicycle", "motorcycle")
 

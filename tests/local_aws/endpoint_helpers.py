@@ -13,7 +13,7 @@ import boto3
 import requests
 
 from tests.conftest import REPO_ROOT, free_port
-from training_job import capture
+from training_job.serving import capture
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,8 @@ from tests.local_aws.endpoint_helpers import (
     stop,
 )
 from tests.training_job.registry_helpers import approve_model_data
-from training_job import capture, registry
+from training_job.models import registry
+from training_job.serving import capture
 
 
 @pytest.fixture(scope="module")
