@@ -144,6 +144,22 @@ def capture_lines(
     ]
 
 
+def model_archive(
+    model_dir: Path, with_baseline: bool = True, metrics: dict | None = None
+) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for path in model_dir.iterdir():
+            if with_baseline or not path.name.startswith("baseline"):
+                tar.add(path, arcname=path.name)
+        if metrics is not None:
+            data = json.dumps(metrics).encode()
+            info = tarfile.TarInfo("metrics.json")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
 class WrongAnswersDetector:
     """A detector the registry does not ship, as a user would add one: more of the
     window's labelled records answered wrongly than the baseline's confidences promise
