@@ -21,8 +21,8 @@ from contract.decisions import variant_for_version
 from local_aws import iam
 from local_aws.__main__ import main as local_aws_main
 from training_job.__main__ import COMMANDS, build_parser
-from training_job.deploy import DEFAULT_ENDPOINT_NAME
 from training_job.modes import refuse_other_modes
+from training_job.serving.deploy import DEFAULT_ENDPOINT_NAME
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 README = (REPO_ROOT / "README.md").read_text()
@@ -362,3 +362,11 @@ def test_every_link_into_the_benchmark_history_names_one_of_its_headings() -> No
     links = HISTORY_LINK.findall(BENCHMARKS_PAGE)
     assert links
     assert sorted(set(links) - anchors) == []
+
+
+def test_every_file_the_benchmarks_page_names_exists() -> None:
+    """A module that moves takes the page's path to it along (the page names files for the
+    reader to open)."""
+    named = re.findall(r"`((?:[\w.-]+/)+[\w.-]+\.(?:py|yml|json|md))`", BENCHMARKS_PAGE)
+    assert named
+    assert [path for path in named if not (REPO_ROOT / path).is_file()] == []
