@@ -908,3 +908,27 @@ def test_serverless_yml_includes_every_resources_file_once() -> None:
     declared = merged_resources()
     assert set(declared) <= {"Parameters", "Resources", "Outputs", "Conditions", "extensions"}
     assert declared["Resources"] and declared["Outputs"]
+
+
+def test_how_to_extend_names_only_tests_files_and_anchors_that_exist() -> None:
+    """docs/how-to-extend.md is followed step by step: every test, file and YAML anchor it
+    names must exist, so a renamed test or moved file fails here, not a reader."""
+    guide = (REPO_ROOT / "docs" / "how-to-extend.md").read_text()
+    quoted = re.findall(r"`([^`]+)`", guide)
+    defined_tests = {
+        name
+        for path in (REPO_ROOT / "tests").rglob("test_*.py")
+        for name in re.findall(r"^def (test_\w+)", path.read_text(), flags=re.MULTILINE)
+    }
+    # Test functions, not the modules their paths name (`tests/test_serverless_yml.py`).
+    named_tests = {name for text in quoted for name in re.findall(r"\b(test_\w+)\b(?!\.py)", text)}
+    assert named_tests and named_tests <= defined_tests, named_tests - defined_tests
+    paths = {
+        text.split("::")[0]
+        for text in quoted
+        if "/" in text and not re.search(r"[<*\s$]|\.\.\.", text)
+    }
+    assert paths and not [p for p in paths if not (REPO_ROOT / p).exists()]
+    declared_yaml = "".join(path.read_text() for path in resource_files())
+    anchors = {name for text in quoted for name in re.findall(r"[&*](\w+)", text)}
+    assert anchors and not [a for a in anchors if f"&{a}" not in declared_yaml]
