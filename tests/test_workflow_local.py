@@ -63,7 +63,15 @@ STAGE = "local"
 STATE_MACHINE = f"scones-unlimited-{STAGE}-image-workflow"
 THRESHOLD = 0.93  # serverless.yml's default `threshold` param, which this deploy keeps
 GATE_ERROR = "THRESHOLD_CONFIDENCE_NOT_MET"
-PROJECT_FILES = ("serverless.yml", "package.json", "handlers", "contract", "statemachine", "events")
+PROJECT_FILES = (
+    "serverless.yml",
+    "resources",  # the CloudFormation serverless.yml includes
+    "package.json",
+    "handlers",
+    "contract",
+    "statemachine",
+    "events",
+)
 PROBED_IMAGES = 40  # test images whose probabilities are read from the endpoint directly
 EVALUATED_IMAGES = 12
 QUICK_MODEL_STEPS = 60  # enough SGD steps for both confident and doubtful test images
