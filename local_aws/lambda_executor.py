@@ -162,10 +162,10 @@ def _bytes_io(data: bytes) -> IO[bytes]:
 def role_credentials(config: FunctionConfig) -> dict[str, str]:
     """The function's role, assumed by lambda.amazonaws.com for this function, as Lambda
     gives each execution environment: the handler's calls are evaluated against it."""
-    from local_aws import iam
+    from local_aws import iam, service_roles
 
     try:
-        credentials = iam.assume_role_for_service(
+        credentials = service_roles.assume_role_for_service(
             config.role, "lambda.amazonaws.com", config.arn, config.name
         )
     except iam.AccessDenied as error:
@@ -427,6 +427,3 @@ def _run_quietly(function: Any, body: Any, request_id: str) -> None:
         run(function, body, request_id)
     except InvokeError as error:
         print(f"local Lambda: async invocation {request_id} refused: {error}", file=sys.stderr)
-
-
-PATCHES = (install,)
