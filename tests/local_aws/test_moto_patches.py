@@ -119,3 +119,11 @@ def test_the_server_installs_every_patch_through_the_list() -> None:
         and path.name != "moto_patches.py"
     ]
     assert not own_lists, f"modules with a patch list of their own: {own_lists}"
+
+
+def test_local_mode_md_names_every_patch_and_the_moto_version() -> None:
+    """docs/local-mode.md's checklist lists, per service, what is patched: every entry."""
+    page = (REPO_ROOT / "docs" / "local-mode.md").read_text()
+    assert f"moto {moto_patches.MOTO_VERSION}" in page
+    unnamed = [p.name for p in moto_patches.PATCHES if p.install.__qualname__ not in page]
+    assert not unnamed, f"patches docs/local-mode.md does not name: {unnamed}"
