@@ -14,7 +14,7 @@ deployed: the image workflow and the backfill), then:
              process of the stack (engine, Lambda workers, endpoint, client) per photo
 
 and prints photos/s of each, the ratio (goal: at least 5x), the measured batch duration,
-and the backfill's cost per million photos from it (training_job/cost_backfill.py;
+and the backfill's cost per million photos from it (training_job/cost/backfill.py;
 goal: at most $2). The load average is printed: other processes share these CPUs.
 
     .venv/bin/python benchmarks/backfill_throughput.py [--photos 10000]
@@ -49,8 +49,8 @@ from workflow_throughput import (
 )
 
 sys.path.insert(0, str(REPO_ROOT))
-from training_job.cost_backfill import BatchUsage, backfill_cost_per_million
-from training_job.cost_model import DEFAULT_PRICES, Prices
+from training_job.cost.backfill import BatchUsage, backfill_cost_per_million
+from training_job.cost.model import DEFAULT_PRICES, Prices
 
 GOAL_RATIO = 5.0
 GOAL_PER_MILLION = 2.0

@@ -59,7 +59,7 @@ from local_aws.endpoint.background import RunningEndpoint, local_endpoint  # noq
 from local_aws.server import endpoint_url as local_url  # noqa: E402
 from local_aws.server import free_port, local_aws_server, local_client  # noqa: E402
 from tests import sample_model  # noqa: E402
-from training_job import capture  # noqa: E402
+from training_job.serving import capture  # noqa: E402
 
 DEFAULT_ARCHIVE = REPO_ROOT.parent / "shared" / "data" / "cifar-100-python-vehicles.tar.gz"
 from contract.images import MAX_IMAGE_BYTES  # noqa: E402

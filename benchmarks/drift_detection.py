@@ -5,7 +5,7 @@ baseline as train.py does (the model's answers from the validation split, the in
 statistics from the whole train split) with profile.write_baseline, then builds windows of
 captured traffic in-process: each request is an upload body (PNG, or what the shift
 sends), decoded as the endpoint decodes it, classified by the model, turned into a
-capture record by training_job/capture.py and parsed back by the monitor's reader.
+capture record by training_job/serving/capture.py and parsed back by the monitor's reader.
 
 Windows hold WINDOW test images drawn without replacement: a simple random sample of the
 test split (itself an i.i.d. sample) is an i.i.d. sample, so every two-sample test's
@@ -56,7 +56,6 @@ from scipy import stats
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from training_job import capture  # noqa: E402
 from training_job.monitor import model_code  # noqa: E402
 from training_job.monitor.baseline import Baseline  # noqa: E402
 from training_job.monitor.captures import parse_record  # noqa: E402
@@ -76,6 +75,7 @@ from training_job.monitor.shifts import (  # noqa: E402
     as_png,
     encode,
 )
+from training_job.serving import capture  # noqa: E402
 
 ARCHIVE = REPO.parent / "shared" / "data" / "cifar-100-python-vehicles.tar.gz"
 WINDOW = 100

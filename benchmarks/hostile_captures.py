@@ -38,7 +38,7 @@ def body_of(case: str) -> bytes:
         from PIL import Image
 
         from contract.capture import MAX_OBJECT_BYTES
-        from training_job.capture import build_record, encode_lines
+        from training_job.serving.capture import build_record, encode_lines
 
         png = io.BytesIO()
         pixels = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)

@@ -62,7 +62,8 @@ from contract.decisions import DEFAULT_AUDIT_RATE, image_id  # noqa: E402
 from contract.manifest import LstEntry, format_lst  # noqa: E402
 from contract.threshold import DEFAULT_THRESHOLD  # noqa: E402
 from handlers.threshold_filter import in_audit_sample  # noqa: E402
-from training_job import cifar  # noqa: E402
+from training_job.data import cifar  # noqa: E402
+from training_job.data.stage import encode_png  # noqa: E402
 from training_job.monitor import model_code  # noqa: E402
 from training_job.review.agreement import (  # noqa: E402
     SECOND_OPINION_BELOW,
@@ -70,7 +71,6 @@ from training_job.review.agreement import (  # noqa: E402
     training_answer,
 )
 from training_job.review.scripted import SimulatedPerson  # noqa: E402
-from training_job.stage import encode_png  # noqa: E402
 
 TRAIN_SCRIPT = REPO_ROOT / "training_job" / "code" / "train.py"
 DEFAULT_ARCHIVE = REPO_ROOT.parent / "shared" / "data" / "cifar-100-python-vehicles.tar.gz"

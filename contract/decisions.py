@@ -166,7 +166,7 @@ def split_image_id(image: str) -> tuple[str, str, str]:
 REVIEWED_MANIFEST_KEY = "reviewed/reviewed.lst"
 REVIEWED_IMAGES_PREFIX = "reviewed/images/"
 # What the training job is told about the manifest it gets (environment variables, set
-# by training_job/include_reviewed.py, read by training_job/code/data.py into metrics.json).
+# by training_job/data/reviewed_photos.py, read by training_job/code/data.py into metrics.json).
 REVIEWED_MANIFEST_VARIABLE = "SCONES_REVIEWED_MANIFEST"  # its s3:// URI
 REVIEWED_SHA256_VARIABLE = "SCONES_REVIEWED_SHA256"  # the SHA-256 of the bytes checked
 

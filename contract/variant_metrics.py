@@ -12,7 +12,7 @@ period is a share or a mean of that period's answers:
   Confidence         the best probability: the mean confidence
   ClassShare<Label>  1 when the answer names that class, else 0: the class mix
 
-`training_job rollout` alarms on these against the baselines (training_job/rollout.py).
+`training_job rollout` alarms on these against the baselines (training_job/serving/rollout.py).
 Two publishers compute them with `answer_values`, so they are the same metric: on AWS the
 classify Lambda, in CloudWatch's embedded metric format on its log (`emf_document`,
 handlers/classify.py), for every answer the workflow gets; locally the local endpoint

@@ -40,7 +40,7 @@ from local_aws.server import (
     wait_until_ready,
 )
 from local_aws.supervisor import SupervisorError
-from training_job import registry
+from training_job.models import registry
 from training_job.monitor.review import as_dict, review_measures, summary_lines
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

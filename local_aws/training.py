@@ -46,13 +46,13 @@ from botocore.exceptions import ClientError
 from tqdm import tqdm
 
 from contract.s3 import S3UriError, parse_s3_prefix_uri, parse_s3_uri
-from training_job import train as launcher
 from training_job.errors import CommandError
 from training_job.monitor import model_code
-from training_job.train import JOB_NAME_PATTERN, METRICS_FILE
+from training_job.training import launch as launcher
+from training_job.training.launch import JOB_NAME_PATTERN, METRICS_FILE
 
 CURRENT_HOST = "algo-1"
-# SageMaker's own rules for channel names (for job names, training_job.train's).
+# SageMaker's own rules for channel names (for job names, training_job.training.launch's).
 CHANNEL_NAME_PATTERN = re.compile(r"^[A-Za-z0-9\.\-_]{1,64}$")
 FAILURE_TAIL_BYTES = 4096
 # CreateTrainingJob's HyperParameters (API reference): at most 100 entries, each key at

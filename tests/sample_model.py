@@ -1,6 +1,6 @@
 """A quickly trained model.tar.gz and real test PNGs, for the endpoint's tests and benchmark.
 
-The images come from the shared CIFAR-100 archive (read by training_job.cifar); the
+The images come from the shared CIFAR-100 archive (read by training_job.data.cifar); the
 model is the project's network (training_job/code/model.py) after a few SGD steps,
 packaged the way the training job packages it: model.pth, model.json and
 code/ with inference.py, its sibling modules and contract/.
@@ -19,7 +19,7 @@ from types import ModuleType
 import numpy as np
 from PIL import Image
 
-from training_job import cifar
+from training_job.data import cifar
 from training_job.monitor import model_code
 
 CLASSES = ["bicycle", "motorcycle"]

@@ -51,8 +51,8 @@ from local_aws.server import (
     without_aws_variables,
 )
 from tests.conftest import REPO_ROOT, free_port
-from training_job import autoscaling
 from training_job.review.table import table_definition
+from training_job.serving import autoscaling
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -15,21 +15,22 @@ from botocore.exceptions import BotoCoreError, ClientError, ProfileNotFound
 from training_job.environment import overridden
 from training_job.errors import CommandError, one_line
 
-# Each command module exposes `register(subparsers)`, which adds its parser and sets
-# `func` (taking the parsed arguments, returning an exit code) as a default.
-COMMANDS = (
-    "stage",
-    "train",
-    "deploy",
-    "rollout",
-    "models",
-    "evaluate",
-    "monitor",
-    "review",
-    "cost",
-    "image",
-    "backfill",
-)
+# Each command's module, one per command, in the subpackage of its job. Each exposes
+# `register(subparsers)`, which adds its parser and sets `func` (taking the parsed
+# arguments, returning an exit code) as a default.
+COMMANDS = {
+    "stage": "training_job.data.stage",
+    "train": "training_job.training.launch",
+    "deploy": "training_job.serving.deploy",
+    "rollout": "training_job.serving.rollout",
+    "models": "training_job.models.cli",
+    "evaluate": "training_job.workflow.evaluate",
+    "monitor": "training_job.monitor.cli",
+    "review": "training_job.review.cli",
+    "cost": "training_job.cost.cli",
+    "image": "training_job.models.image",
+    "backfill": "training_job.workflow.backfill",
+}
 # The variables the AWS CLI (AWS_REGION first), boto3 (AWS_DEFAULT_REGION) and
 # serverless.yml read for the region; each command sets both to the one it runs in.
 REGION_VARIABLES = ("AWS_REGION", "AWS_DEFAULT_REGION")
@@ -46,7 +47,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS if only is None else (only,):
-        importlib.import_module(f"training_job.{name}").register(commands)
+        importlib.import_module(COMMANDS[name]).register(commands)
     # Every command takes the region the same way, so every step lands in one region.
     for command in commands.choices.values():
         _add_region_option(command)

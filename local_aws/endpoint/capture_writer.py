@@ -1,7 +1,7 @@
 """Data capture for the local endpoint: sampled requests to S3, as SageMaker writes them,
 through a local spool so that a request answered 200 is captured unless the disk is lost.
 
-`offer` turns the request into its capture record (`training_job.capture.build_record`,
+`offer` turns the request into its capture record (`training_job.serving.capture.build_record`,
 the Model Monitor JSON line) and appends that line to this worker's spool segment with
 one `write` before it returns; the app answers only after that. The line is then in the
 kernel's page cache: a kill -9 of the worker or of the whole endpoint loses nothing (the
@@ -62,7 +62,7 @@ from botocore.config import Config
 
 from contract.capture import MAX_LINE_BYTES, MAX_OBJECT_BYTES
 from local_aws.endpoint.metrics import WorkerMetrics
-from training_job import capture
+from training_job.serving import capture
 
 log = logging.getLogger(__name__)
 

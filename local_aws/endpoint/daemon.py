@@ -1,6 +1,6 @@
 """`python -m training_job deploy --mode local`: the classifier served here, in the background.
 
-training_job/deploy.py looks this module up through training_job/local_mode.py (the one
+training_job/serving/deploy.py looks this module up through training_job/local_mode.py (the one
 seam from the product to the emulator) and calls `add_arguments` for its `--mode local`
 options, then `start` or `stop`. `start` downloads the model.tar.gz that deploy chose,
 serves it with the same inference script on 127.0.0.1 (local_aws/endpoint), and
@@ -24,8 +24,9 @@ from botocore.exceptions import BotoCoreError, ClientError
 from contract.decisions import variant_for_version
 from local_aws import iam, model_packages, service_roles, supervisor
 from local_aws.endpoint import config as endpoint_config
-from training_job import capture, deploy, registry
-from training_job.deploy import DeployError
+from training_job.models import registry
+from training_job.serving import capture, deploy
+from training_job.serving.deploy import DeployError
 
 STATE_DIR = Path(".local") / "endpoints"
 READY_TIMEOUT_SECONDS = 300.0

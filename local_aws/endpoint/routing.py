@@ -200,8 +200,8 @@ def download_model(routing_dir: Path, model_data: str) -> Path:
 
     import boto3
 
-    from training_job import model_archive
-    from training_job.deploy import split_s3_uri
+    from training_job.models import archive as model_archive
+    from training_job.serving.deploy import split_s3_uri
 
     destination = model_dir_for(routing_dir, model_data)
     if (destination / "model.pth").is_file():

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 import pytest
 
 from contract import capture
-from training_job.capture import build_record, encode_lines
+from training_job.serving.capture import build_record, encode_lines
 
 
 def good_lines(count: int, output: bytes = b"[0.9, 0.1]") -> bytes:

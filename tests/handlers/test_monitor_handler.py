@@ -21,8 +21,8 @@ import yaml
 from handlers import monitor, threshold_filter
 from handlers.workflow_event import ConfigurationError
 from tests.baselines import known_baseline
-from training_job import capture
 from training_job.monitor.baseline import Baseline, BaselineError
+from training_job.serving import capture
 
 PREFIX = "data_capture/ep/"
 

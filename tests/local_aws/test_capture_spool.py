@@ -32,7 +32,7 @@ from local_aws.endpoint import metrics
 from local_aws.endpoint.capture_writer import CaptureWriter, Invocation
 from local_aws.endpoint.server import STOP_TIMEOUT_SECONDS
 from local_aws.server import free_port
-from training_job import capture
+from training_job.serving import capture
 
 # A phone photo's size (a 12 MP JPEG is typically 2-4 MB), as the issue measured.
 PHONE_PHOTO_BYTES = 2_700_000

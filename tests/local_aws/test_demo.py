@@ -17,7 +17,7 @@ import pytest
 from local_aws.demo import Demo
 from tests.conftest import REPO_ROOT, SHARED_ARCHIVE, free_port
 from tests.training_job.registry_helpers import register_output
-from training_job import registry
+from training_job.models import registry
 
 
 def test_the_demo_runs_end_to_end_and_stops_what_it_started(

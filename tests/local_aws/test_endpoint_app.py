@@ -29,7 +29,8 @@ from contract.familiarity import CUSTOM_ATTRIBUTES_HEADER, parse_attributes
 from tests import sample_model
 from tests.conftest import REPO_ROOT, free_port
 from tests.training_job.registry_helpers import approve_model_data
-from training_job import capture, registry
+from training_job.models import registry
+from training_job.serving import capture
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """The local endpoint's routing document (local_aws/endpoint/routing.py) and how the local
 AWS turns a deployment into routings (local_aws/endpoint_deployment.py, and the checks of
-local_aws/sagemaker_endpoints.py): pure functions,
-no servers. The live behaviour: tests/training_job/test_rollout.py."""
+local_aws/sagemaker_endpoints.py): pure functions, no servers. The live behaviour:
+tests/training_job/serving/test_rollout.py."""
 
 from __future__ import annotations
 

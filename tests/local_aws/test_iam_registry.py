@@ -14,9 +14,9 @@ import pytest
 
 from local_aws.demo import filled_policy
 from tests.training_job.registry_helpers import METRICS, put_training_output, register_output
-from training_job import registry
 from training_job.__main__ import main
 from training_job.environment import overridden
+from training_job.models import registry
 
 ACCOUNT = "123456789012"
 TRUST = {

@@ -19,8 +19,8 @@ from botocore.exceptions import ClientError
 from local_aws import serving_image
 from tests.conftest import REPO_ROOT
 from tests.training_job.registry_helpers import register_output
-from training_job import image
 from training_job.__main__ import main
+from training_job.models import image
 
 OTHER_REGION = "eu-west-3"  # a region of this test's own: the session's record stays
 

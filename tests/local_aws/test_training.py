@@ -32,7 +32,7 @@ from local_aws.training import (
     upload_all_or_nothing,
 )
 from tests.conftest import REPO_ROOT, interruptible
-from training_job.manifests import Manifest
+from training_job.data.manifests import Manifest
 
 CLASSES = ("bicycle", "motorcycle")
 FINE_LABELS = {8: 0, 48: 1}  # CIFAR-100 fine label -> our label

@@ -11,7 +11,7 @@ from typing import Any
 import boto3
 
 from local_aws import serving_image
-from training_job import registry
+from training_job.models import registry
 
 
 def archive_bytes(names: tuple[str, ...], extra: dict[str, bytes] | None = None) -> bytes:

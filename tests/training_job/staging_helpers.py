@@ -18,7 +18,7 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from training_job.cifar import FINE_LABEL_NAMES
+from training_job.data.cifar import FINE_LABEL_NAMES
 
 BICYCLE, MOTORCYCLE, APPLE = 8, 48, 0
 

@@ -13,9 +13,9 @@ import pytest
 
 from tests.conftest import REPO_ROOT
 from tests.training_job.registry_helpers import record_image_in, register_output
-from training_job import registry
 from training_job.__main__ import COMMANDS, build_parser, main
 from training_job.environment import overridden
+from training_job.models import registry
 
 ROLE = "arn:aws:iam::123456789012:role/scones-sagemaker"
 

@@ -17,11 +17,12 @@ SageMaker's rules followed (Developer Guide, "Use Your Own Training Algorithms")
     model.tar.gz, /opt/ml/output/data as output.tar.gz.
 
 Hyperparameters are JSON-encoded strings, as the SageMaker SDK encodes a framework
-estimator's (the launcher, training_job/train.py, sends them so; `encode_hyperparameters`),
-and become train.py's `--name value` options. A bad job (missing or malformed
-hyperparameters.json, an unknown hyperparameter, a missing or unknown channel) is refused
-before anything is written, with the reason in output/failure and exit status 2; a failure
-while training removes what it had written into model/ and output/data/.
+estimator's (the launcher, training_job/training/launch.py, sends them so;
+`encode_hyperparameters`), and become train.py's `--name value` options. A bad job
+(missing or malformed hyperparameters.json, an unknown hyperparameter, a missing or
+unknown channel) is refused before anything is written, with the reason in output/failure
+and exit status 2; a failure while training removes what it had written into model/ and
+output/data/.
 """
 
 from __future__ import annotations

@@ -21,11 +21,11 @@ import boto3
 from botocore.exceptions import ClientError
 
 from contract.decisions import UNVERSIONED, version_of_variant
-from training_job import registry
-from training_job.capture import CAPTURE_PREFIX
 from training_job.errors import CommandError
+from training_job.models import registry
 from training_job.monitor.baseline import BaselineError, newest_model
 from training_job.monitor.captures import CaptureSource, list_objects
+from training_job.serving.capture import CAPTURE_PREFIX
 
 # <variant>/YYYY/MM/DD/HH/<file> at the end of a key (SageMaker's capture layout); a
 # variant's name as SageMaker allows it (ProductionVariant.VariantName), so it is also a

@@ -28,10 +28,10 @@ import boto3
 
 from contract.threshold import ThresholdError, threshold_from_environment
 from training_job.arguments import bounded
-from training_job.bucket import BucketError, require_region
-from training_job.capture import CAPTURE_PREFIX
+from training_job.data.bucket import BucketError, require_region
 from training_job.errors import UsageError
 from training_job.monitor.captures import CaptureSource, ReadCounts, read_records
+from training_job.serving.capture import CAPTURE_PREFIX
 
 CAPTURE_SETTLE_SECONDS = 5.0  # the local endpoint ships captures every 2 s
 MIN_ANSWERED_SHARE = 0.9  # a shadow answering less than this share of requests is failing

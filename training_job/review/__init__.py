@@ -5,14 +5,3 @@ reviewed.py keeps the answers as a `.lst` manifest for training, server.py serve
 page (static/) and its JSON API on 127.0.0.1, scripted.py answers through that API for
 the demo, table.py describes the table's keys.
 """
-
-from __future__ import annotations
-
-from typing import Any
-
-
-def register(subparsers: Any) -> None:
-    # Imported here so `python -m training_job --help` stays fast for the other commands.
-    from training_job.review.cli import register as register_review
-
-    register_review(subparsers)

@@ -14,7 +14,7 @@ from botocore.exceptions import ClientError
 from contract import shown
 from contract.decisions import TABLE_ENVIRONMENT_VARIABLE
 from training_job.arguments import bounded
-from training_job.bucket import BucketError, require_region
+from training_job.data.bucket import BucketError, require_region
 from training_job.errors import CommandError, UsageError
 from training_job.review.server import ReviewServer
 from training_job.review.store import ReviewStore

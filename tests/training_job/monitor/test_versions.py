@@ -1,5 +1,5 @@
 """The version comparison's verdicts (training_job/monitor/versions.py), on summaries; the
-comparison of real captures: tests/training_job/test_rollout.py."""
+comparison of real captures: tests/training_job/serving/test_rollout.py."""
 
 from __future__ import annotations
 

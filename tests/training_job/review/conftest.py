@@ -33,11 +33,11 @@ from contract.decisions import (
     image_id,
 )
 from tests.conftest import SHARED_ARCHIVE, free_port
-from training_job.cifar import read_archive, row_to_image
+from training_job.data.cifar import read_archive, row_to_image
+from training_job.data.stage import encode_png
 from training_job.review.server import ReviewServer, serving
 from training_job.review.store import ReviewStore, plain
 from training_job.review.table import table_definition
-from training_job.stage import encode_png
 
 CLASSES = {8: "bicycle", 48: "motorcycle"}  # CIFAR-100 fine label -> our class
 PHONE_SIZE = (4032, 3024)

@@ -28,7 +28,7 @@ from contract.decisions import EVENT_DETAIL_TYPE, EVENT_SOURCE
 from local_aws import iam
 from tests.conftest import REPO_ROOT
 from tests.training_job.review.conftest import ReviewWorld
-from training_job.bucket import require_region
+from training_job.data.bucket import require_region
 from training_job.review.store import ReviewStore
 
 ACCOUNT = "123456789012"

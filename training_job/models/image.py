@@ -1,0 +1,234 @@
+"""`python -m training_job image build|push|show`: the serving image (the repository's
+Dockerfile: the model server, training_job/code/serve.py) built, published to ECR in the
+region, scanned, and its digest recorded for the model registry.
+
+  build   ENGINE build -t scones-model-server:TAG . with the first of docker, podman and
+          buildah on PATH (TAG: the commit, or --tag); without one it says so and stops.
+  push    build, then in the region: the ECR repository (created with scan on push and
+          immutable tags), the registry's enhanced scanning (Amazon Inspector) on push for
+          it, the engine logged in with an ECR token, the image pushed; its digest
+          (DescribeImages) is recorded as REPOSITORY_URI@sha256:... in the SSM parameter
+          /scones-unlimited/serving-image. `train` and `models register` give every new
+          PyTorch version that image by digest and refuse where none is recorded (no
+          fallback to AWS's out-of-patch PyTorch 2.6 container); `deploy` and `rollout`
+          serve a version's own image. The local AWS records one of its own at start.
+  show    the image recorded in the region, if any.
+
+ECR rules relied on (Amazon ECR API reference): CreateRepository's
+imageScanningConfiguration.scanOnPush and imageTagMutability=IMMUTABLE;
+PutRegistryScanningConfiguration replaces the registry's whole configuration, and with
+scanType ENHANCED the rules' scanFrequency is SCAN_ON_PUSH or CONTINUOUS_SCAN, each rule
+holding repositoryFilters of filterType WILDCARD (so the rules already there are kept);
+GetAuthorizationToken's token is base64 "AWS:password" for the registry's endpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import boto3
+from botocore.exceptions import ClientError
+
+from training_job.errors import CommandError
+
+REPOSITORY = "scones-model-server"
+IMAGE_PARAMETER = "/scones-unlimited/serving-image"
+ENGINES = ("docker", "podman", "buildah")
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DOCKERFILE = REPO_ROOT / "Dockerfile"
+SCAN_FREQUENCY = "SCAN_ON_PUSH"
+
+
+class ImageError(CommandError):
+    """The image cannot be built or published."""
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "image",
+        help="build and publish the serving image (the model server) to ECR",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="image_command", required=True, metavar="SUBCOMMAND")
+    for name, help_text in (
+        ("build", "build the image with docker, podman or buildah"),
+        ("push", "build, push to ECR in the region (scanned) and record the digest"),
+    ):
+        command = commands.add_parser(name, help=help_text)
+        command.add_argument("--tag", help="the image tag (default: the current commit)")
+        command.set_defaults(func=build if name == "build" else push)
+    show = commands.add_parser("show", help="the serving image recorded in the region")
+    show.set_defaults(func=show_recorded)
+
+
+def find_engine() -> str:
+    """The first container engine on PATH; ImageError naming all three when none is."""
+    for engine in ENGINES:
+        if shutil.which(engine):
+            return engine
+    raise ImageError(
+        "no container engine to build the serving image with: none of "
+        f"{', '.join(ENGINES)} is on PATH. Install one (or run this on a machine that has "
+        "one); everything else (the server's tests, `deploy --mode local`) needs none."
+    )
+
+
+def default_tag() -> str:
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        commit = ""
+    return commit or "latest-build"
+
+
+def _run(argv: list[str], stdin: str | None = None) -> None:
+    print("$ " + " ".join(argv), flush=True)
+    result = subprocess.run(argv, input=stdin, text=True, check=False)
+    if result.returncode != 0:
+        raise ImageError(f"{argv[0]} {argv[1]} failed with status {result.returncode}")
+
+
+def build_image(engine: str, tag: str) -> str:
+    """Build the image as REPOSITORY:TAG, recording the commit its code came from."""
+    from training_job.training.launch import git_commit  # here: train imports this module
+
+    local = f"{REPOSITORY}:{tag}"
+    commit = f"SCONES_GIT_COMMIT={git_commit()}"
+    _run(
+        [engine, "build", "--build-arg", commit, "-t", local, "-f", str(DOCKERFILE), str(REPO_ROOT)]
+    )
+    return local
+
+
+def build(args: argparse.Namespace) -> int:
+    local = build_image(find_engine(), args.tag or default_tag())
+    print(f"built {local}")
+    return 0
+
+
+def prepare_repository(ecr: Any) -> str:
+    """The repository's URI, created with scan on push and immutable tags when missing,
+    and the registry's enhanced scanning extended to it (other rules kept)."""
+    try:
+        repository = ecr.create_repository(
+            repositoryName=REPOSITORY,
+            imageTagMutability="IMMUTABLE",
+            imageScanningConfiguration={"scanOnPush": True},
+        )["repository"]
+    except ClientError as error:
+        if error.response["Error"]["Code"] != "RepositoryAlreadyExistsException":
+            raise
+        [repository] = ecr.describe_repositories(repositoryNames=[REPOSITORY])["repositories"]
+    current = ecr.get_registry_scanning_configuration()["scanningConfiguration"]
+    rules = list(current.get("rules") or [])
+    covered = current.get("scanType") == "ENHANCED" and any(
+        any(f.get("filter") in (REPOSITORY, "*") for f in rule.get("repositoryFilters", []))
+        for rule in rules
+    )
+    if not covered:
+        kept = [rule for rule in rules if rule.get("scanFrequency") != "MANUAL"]
+        ecr.put_registry_scanning_configuration(
+            scanType="ENHANCED",
+            rules=[
+                *kept,
+                {
+                    "scanFrequency": SCAN_FREQUENCY,
+                    "repositoryFilters": [{"filter": REPOSITORY, "filterType": "WILDCARD"}],
+                },
+            ],
+        )
+    return str(repository["repositoryUri"])
+
+
+def pushed_digest(ecr: Any, tag: str) -> str:
+    """The digest ECR holds for `tag` in the repository (sha256:...)."""
+    try:
+        [detail] = ecr.describe_images(repositoryName=REPOSITORY, imageIds=[{"imageTag": tag}])[
+            "imageDetails"
+        ]
+    except ClientError as error:
+        raise ImageError(f"ECR has no {REPOSITORY}:{tag} after the push: {error}") from error
+    return str(detail["imageDigest"])
+
+
+def record_image(ssm: Any, repository_uri: str, digest: str) -> str:
+    """Record REPOSITORY_URI@DIGEST as the region's serving image; returns it."""
+    image = f"{repository_uri}@{digest}"
+    ssm.put_parameter(Name=IMAGE_PARAMETER, Value=image, Type="String", Overwrite=True)
+    return image
+
+
+def recorded_image(ssm: Any) -> str | None:
+    """The region's recorded serving image (REPOSITORY_URI@sha256:...), None if none."""
+    try:
+        return str(ssm.get_parameter(Name=IMAGE_PARAMETER)["Parameter"]["Value"])
+    except ClientError as error:
+        if error.response["Error"]["Code"] == "ParameterNotFound":
+            return None
+        raise
+
+
+def is_serving_image(image: str) -> bool:
+    """Whether `image` is this project's serving image, by digest."""
+    name, _, digest = image.partition("@")
+    return name.endswith(f"/{REPOSITORY}") and digest.startswith("sha256:")
+
+
+def require_recorded_image(ssm: Any, region: str) -> str:
+    """The image `push` recorded in `region` (REPOSITORY_URI@sha256:...), or an ImageError
+    naming the command that records one: a PyTorch version is registered (and a training
+    job that would register one is launched) only with the project's image by digest,
+    never with a fallback."""
+    image = recorded_image(ssm)
+    if image is None:
+        raise ImageError(
+            f"no serving image recorded in {region} ({IMAGE_PARAMETER}): run "
+            f"`python -m training_job image push --region {region}` first; a model version "
+            "names the project's image by digest, and nothing else is registered"
+        )
+    if not is_serving_image(image):
+        raise ImageError(
+            f"{IMAGE_PARAMETER} in {region} holds {image[:200]!r}, not "
+            f".../{REPOSITORY}@sha256:...: run `python -m training_job image push "
+            f"--region {region}` to record the pushed image again"
+        )
+    return image
+
+
+def push(args: argparse.Namespace) -> int:
+    engine = find_engine()  # before any AWS call: nothing is created without one
+    tag = args.tag or default_tag()
+    local = build_image(engine, tag)
+    session = boto3.session.Session()
+    ecr, ssm = session.client("ecr"), session.client("ssm")
+    repository_uri = prepare_repository(ecr)
+    authorization = ecr.get_authorization_token()["authorizationData"][0]
+    user, _, password = (
+        base64.b64decode(authorization["authorizationToken"]).decode().partition(":")
+    )
+    registry_host = repository_uri.split("/", 1)[0]
+    _run([engine, "login", "--username", user, "--password-stdin", registry_host], password)
+    remote = f"{repository_uri}:{tag}"
+    _run([engine, "tag", local, remote])
+    _run([engine, "push", remote])
+    image = record_image(ssm, repository_uri, pushed_digest(ecr, tag))
+    print(f"serving image {image} recorded in {IMAGE_PARAMETER} ({session.region_name})")
+    return 0
+
+
+def show_recorded(args: argparse.Namespace) -> int:
+    session = boto3.session.Session()
+    print(require_recorded_image(session.client("ssm"), str(session.region_name)))
+    return 0

@@ -1,0 +1,689 @@
+"""`python -m training_job train`: train the classifier on the staged data, here or on SageMaker.
+
+Both modes run the same job: channels `train`, `train_lst`, `test`, `test_lst` from the
+bucket that `python -m training_job stage` filled, output under `s3://BUCKET/models/`:
+  --mode local      runs the image's training program (training_job/code/container.py
+                    train, which runs train.py) here on a job directory laid out as
+                    SageMaker's /opt/ml (local_aws/training.py, reached through
+                    training_job/local_mode.py), and uploads the artifacts where a job would;
+  --mode sagemaker  launches a SageMaker training job through the SageMaker SDK: with
+                    --algorithm pytorch, the project's own image (Dockerfile; the same
+                    container that serves) runs that script as `train`, by the digest
+                    `python -m training_job image push` recorded in the region (refused
+                    before anything starts where none is); with --algorithm builtin,
+                    the built-in image-classification algorithm, as the reference does.
+Either way it ends by printing the test metrics. --mode is required, as deploy's is, and
+an option of one mode is refused in the other. A pytorch model is registered (--register,
+the default) only with the image `python -m training_job image push` recorded in the
+region, by digest, and a SageMaker job runs in it: where none is, train refuses before
+the job starts (--mode sagemaker always, --mode local when it would register).
+
+--include-reviewed adds the photos people labelled in the review queue to the training
+data (never to validation or test): the channels `reviewed` = s3://BUCKET/reviewed/images/
+and `reviewed_lst` = a copy of s3://BUCKET/reviewed/reviewed.lst, checked first and pinned
+beside the job's output (training_job/data/reviewed_photos.py); metrics.json's "reviewed"
+says how many were added and from which manifest (its URI and SHA-256).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import re
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import boto3
+from botocore.exceptions import ClientError
+
+from contract.manifest import ManifestError
+from contract.s3 import S3UriError, normalise_prefix, parse_s3_object_uri
+from training_job import local_mode, log_retention
+from training_job.arguments import bounded, positive_int
+from training_job.data import reviewed_photos
+from training_job.data.bucket import BucketError, is_valid_bucket_name, require_region
+from training_job.data.manifests import MANIFEST_NAME, Manifest
+from training_job.errors import CommandError, UsageError
+from training_job.models import registry
+from training_job.models.image import require_recorded_image
+from training_job.modes import options_of, refuse_other_modes
+from training_job.monitor import model_code
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SOURCE_DIR = REPO_ROOT / "training_job" / "code"
+# The image's entry point, run as `container.py train` (by SageMaker, in /opt/program) or
+# `container.py train --ml-root DIR` (by local mode, in the job's code/ directory).
+TRAINING_PROGRAM = "container.py"
+# Copied beside the program (the Dockerfile copies it into /opt/program too): inference.py
+# imports contract/, and train.py packs it into model.tar.gz's code/.
+DEPENDENCIES = (REPO_ROOT / "contract",)
+MODELS_PREFIX = "models/"
+ALGORITHMS = ("pytorch", "builtin")
+DEFAULT_INSTANCE_TYPES = {"pytorch": "ml.m5.xlarge", "builtin": "ml.p3.2xlarge"}
+# MaxRuntime: a few times what the job takes here (the pytorch script's default epochs run
+# in minutes on ml.m5.xlarge, the built-in algorithm's in minutes on a GPU), so a job that
+# hangs is stopped in an hour rather than billed for SageMaker's default of a day.
+DEFAULT_MAX_RUNTIME_MINUTES = 60
+# The algorithms' names for the hyperparameters both take.
+SCRIPT_NAMES = {"epochs": "epochs", "batch-size": "batch-size", "learning-rate": "lr"}
+BUILTIN_NAMES = {
+    "epochs": "epochs",
+    "batch-size": "mini_batch_size",
+    "learning-rate": "learning_rate",
+}
+# Given to the SDK instead of its config files, so what runs is what this file says.
+SDK_CONFIG = {
+    "SchemaVersion": "1.0",
+    "SageMaker": {"PythonSDK": {"Modules": {"TelemetryOptOut": True}}},
+}
+# What the script writes into its model directory, and a job copies beside model.tar.gz.
+METRICS_FILE = "metrics.json"
+# SageMaker's rule for a training job's name (local_aws/training.py enforces it too).
+JOB_NAME_PATTERN = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+MAX_MANIFEST_BYTES = 1 << 20
+MAX_METRICS_BYTES = 16 << 20
+_HYPERPARAMETER_NAME = re.compile(r"[a-z][a-z0-9_-]{0,63}")
+
+
+class LaunchError(CommandError):
+    """The job cannot start or its result cannot be read: one line, exit status 1."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything about the job except where it runs."""
+
+    bucket: str
+    prefix: str
+    job_name: str
+    algorithm: str
+    manifest: Manifest
+    hyperparameters: dict[str, Any]
+    reviewed: reviewed_photos.CheckedManifest | None = None
+
+    @property
+    def output_path(self) -> str:
+        return f"s3://{self.bucket}/{MODELS_PREFIX}"
+
+    def uri(self, name: str) -> str:
+        return f"s3://{self.bucket}/{self.prefix}{name}"
+
+    def model_data(self) -> str:
+        """Where the job's model.tar.gz lands (SageMaker's <output path><job>/output/)."""
+        return f"{self.output_path}{self.job_name}/output/model.tar.gz"
+
+    def channels(self) -> dict[str, str]:
+        """Channel name -> S3 prefix. The built-in algorithm calls the test data
+        `validation`; the script calls it `test`."""
+        test = "validation" if self.algorithm == "builtin" else "test"
+        channels = {
+            "train": self.uri("train/"),
+            "train_lst": self.uri("train.lst"),
+            test: self.uri("test/"),
+            f"{test}_lst": self.uri("test.lst"),
+        }
+        if self.reviewed is not None:
+            channels["reviewed"] = self.reviewed.images_uri
+            channels["reviewed_lst"] = f"s3://{self.bucket}/{self.reviewed_snapshot_key}"
+        return channels
+
+    @property
+    def reviewed_snapshot_key(self) -> str:
+        return reviewed_photos.snapshot_key(MODELS_PREFIX, self.job_name)
+
+    def environment(self) -> dict[str, str]:
+        """The job's environment: where its code and its reviewed photos came from."""
+        reviewed = self.reviewed.environment() if self.reviewed is not None else {}
+        return {"SCONES_GIT_COMMIT": git_commit(), **reviewed}
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "train",
+        help="train the classifier on the staged data (locally or on SageMaker)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    where = parser.add_argument_group("data and job")
+    where.add_argument(
+        "--bucket",
+        required=True,
+        help="the bucket `stage` filled; output goes to s3://BUCKET/models/",
+    )
+    where.add_argument(
+        "--prefix", default="", help="the folder in the bucket `stage` wrote to (default: the root)"
+    )
+    where.add_argument(
+        "--mode",
+        choices=("local", "sagemaker"),
+        required=True,
+        help="local: run the training script here; sagemaker: launch a SageMaker job",
+    )
+    where.add_argument(
+        "--algorithm",
+        choices=ALGORITHMS,
+        default="pytorch",
+        help="pytorch: our script, training_job/code/train.py (default); builtin: SageMaker's "
+        "image-classification algorithm (--mode sagemaker only)",
+    )
+    where.add_argument(
+        "--job-name",
+        help="the training job's name (default: scones-ALGORITHM-YYYY-MM-DD-HH-MM-SS-mmm, "
+        "the SDK's form); its output goes to s3://BUCKET/models/JOB_NAME/output/",
+    )
+    registry.add_group_option(where)
+    where.add_argument(
+        "--register",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="register the trained model as a new version of --model-group, pending "
+        "manual approval, with its test metrics, data manifest and commit (default; "
+        "`models register` registers a job's output later)",
+    )
+    where.add_argument(
+        "--include-reviewed",
+        action="store_true",
+        help="also train on the photos people labelled in the review queue "
+        "(s3://BUCKET/reviewed/reviewed.lst and reviewed/images/; training part only, never "
+        "validation or test); refused if that manifest is missing, malformed, empty, or names "
+        "a photo that is not there or a staged train/test image (--algorithm pytorch only)",
+    )
+    hps = parser.add_argument_group(
+        "hyperparameters",
+        "only those given are passed; the script's own defaults are the tuned ones",
+    )
+    hps.add_argument("--epochs", type=positive_int, help="passes over the training data")
+    hps.add_argument(
+        "--batch-size", type=positive_int, help="images per step (builtin: mini_batch_size)"
+    )
+    hps.add_argument(
+        "--learning-rate",
+        type=_learning_rate,
+        help="peak learning rate (train.py: lr, builtin: learning_rate)",
+    )
+    hps.add_argument("--seed", type=_seed, help="random seed (pytorch only; builtin has none)")
+    hps.add_argument(
+        "--hyperparameter",
+        "-H",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="any other hyperparameter the algorithm takes, passed as given (repeatable)",
+    )
+    local = parser.add_argument_group("--mode local")
+    local.add_argument(
+        "--work-dir",
+        type=Path,
+        help="keep the job directory (the /opt/ml stand-in) here, a new or empty directory "
+        "(default: a temporary one, removed afterwards)",
+    )
+    cloud = parser.add_argument_group("--mode sagemaker")
+    cloud.add_argument("--role", help="the IAM role ARN the job runs as (required)")
+    cloud.add_argument(
+        "--instance-type",
+        help="default: ml.m5.xlarge for pytorch (CPU is enough), ml.p3.2xlarge for builtin "
+        "(the algorithm needs a GPU; new accounts often have a quota of 0 for it: check "
+        "Service Quotas, SageMaker, 'ml.p3.2xlarge for training job usage')",
+    )
+    cloud.add_argument(
+        "--max-runtime",
+        type=_positive_minutes,
+        default=DEFAULT_MAX_RUNTIME_MINUTES,
+        metavar="MINUTES",
+        help="stop the job after this long (MaxRuntime; default: %(default)s minutes; "
+        "raise it with --epochs well above the default)",
+    )
+    cloud.add_argument(
+        "--debugger",
+        action="store_true",
+        help="turn on SageMaker Debugger's hook and Profiler (off by default: they add "
+        "a rule job and profile data to every run, and nothing here reads them; with "
+        "--algorithm pytorch the hook collects no tensors: the project's image has no "
+        "smdebug and train.py registers no hook, which a custom container needs)",
+    )
+    log_retention.add_option(cloud, log_retention.TRAINING_LOG_GROUP)
+    cloud.add_argument(
+        "--wait",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="wait for the job, stream its logs and print its metrics (default; Ctrl-C stops "
+        "the waiting, not the job), or return once it is created (--no-wait)",
+    )
+    parser.set_defaults(
+        func=main,
+        mode_options={"local": options_of(local), "sagemaker": options_of(cloud)},
+    )
+
+
+_positive_minutes = bounded(int, "a number of minutes from 1 to 40320", 1, 28 * 24 * 60)
+# The built-in algorithm takes a learning rate in [0, 1] (SageMaker's Image Classification
+# hyperparameters); 0 would train nothing, so both scripts get one above 0 and at most 1.
+_learning_rate = bounded(float, "a learning rate above 0 and at most 1", 0, 1, above=True)
+_seed = bounded(int, "a seed from 0 to 4294967295", 0, 2**32 - 1)
+
+
+def main(args: argparse.Namespace) -> int:
+    """Errors are CommandErrors (and botocore's), printed by training_job/__main__.py."""
+    refuse_other_modes(args, args.mode_options)
+    try:
+        plan = make_plan(args)
+        training_image = None
+        if plan.algorithm == "pytorch" and (args.mode == "sagemaker" or args.register):
+            # Before the job, not after it: a SageMaker job runs in that image, and a model
+            # is registered only with it; an hour of training must not end in a refusal.
+            session = boto3.session.Session()
+            recorded = require_recorded_image(session.client("ssm"), str(session.region_name))
+            training_image = recorded if args.mode == "sagemaker" else None
+        if plan.reviewed is not None:
+            uri = reviewed_photos.pin(boto3.client("s3"), plan.reviewed, plan.reviewed_snapshot_key)
+            added = len(plan.reviewed.entries)
+            print(f"adding {added} reviewed photos from {plan.reviewed.uri} (pinned as {uri})")
+        if args.mode == "local":
+            code = int(local_mode.backend("train").run(plan, args.work_dir))
+            if code == 0 and args.register:
+                register_model(plan, args.model_group, plan.model_data())
+            return code
+        return train_on_sagemaker(plan, args, training_image)
+    except (ManifestError, BucketError) as error:
+        raise LaunchError(str(error)) from error
+    except ClientError as error:
+        if _error_code(error) == "ResourceLimitExceeded":
+            raise LaunchError(
+                f"AWS refused a request: {error}; the account's SageMaker quota for this "
+                "instance type is too low (often 0 for GPU types in new accounts): request an "
+                "increase in Service Quotas, SageMaker, '<instance type> for training job "
+                "usage', or pass --instance-type"
+            ) from error
+        raise
+
+
+def make_plan(args: argparse.Namespace) -> Plan:
+    if not is_valid_bucket_name(args.bucket):
+        raise UsageError(f"invalid bucket name {args.bucket!r}")
+    try:
+        prefix = normalise_prefix(args.prefix)  # the rule stage wrote it by
+    except S3UriError as error:
+        raise UsageError(f"invalid --prefix {error}") from None
+    if args.mode == "local" and args.algorithm == "builtin":
+        raise UsageError("--algorithm builtin runs only with --mode sagemaker")
+    if args.mode == "sagemaker" and not args.role:
+        raise UsageError("--mode sagemaker needs --role (the IAM role ARN the job runs as)")
+    job_name = args.job_name or default_job_name(args.algorithm)
+    if not JOB_NAME_PATTERN.fullmatch(job_name):
+        raise UsageError(
+            f"invalid --job-name {job_name!r}: 1-63 letters, digits and hyphens, "
+            "starting and ending with a letter or digit"
+        )
+    if args.include_reviewed and args.algorithm == "builtin":
+        raise UsageError("--include-reviewed applies to --algorithm pytorch only")
+    extra = parse_hyperparameters(args.hyperparameter)
+    manifest = read_manifest(args.bucket, prefix)
+    reviewed = None
+    if args.include_reviewed:
+        s3 = boto3.client("s3")
+        reviewed = reviewed_photos.read_reviewed(s3, args.bucket, manifest.classes, prefix)
+    return Plan(
+        bucket=args.bucket,
+        prefix=prefix,
+        job_name=job_name,
+        algorithm=args.algorithm,
+        manifest=manifest,
+        hyperparameters=hyperparameters_for(args, manifest, extra),
+        reviewed=reviewed,
+    )
+
+
+def default_job_name(algorithm: str) -> str:
+    """`scones-ALGORITHM-` and a UTC timestamp to the millisecond, like the SDK's names."""
+    now = time.time()
+    stamp = time.strftime("%Y-%m-%d-%H-%M-%S", time.gmtime(now))
+    return f"scones-{algorithm}-{stamp}-{int(now * 1000) % 1000:03d}"
+
+
+def parse_hyperparameters(pairs: list[str]) -> dict[str, str]:
+    extra: dict[str, str] = {}
+    for pair in pairs:
+        name, equals, value = pair.partition("=")
+        if not equals or not _HYPERPARAMETER_NAME.fullmatch(name) or not value:
+            raise UsageError(f"--hyperparameter expects NAME=VALUE, got {pair!r}")
+        extra[name] = value
+    return extra
+
+
+def hyperparameters_for(
+    args: argparse.Namespace, manifest: Manifest, extra: dict[str, str]
+) -> dict[str, Any]:
+    given = {
+        "epochs": args.epochs,
+        "batch-size": args.batch_size,
+        "learning-rate": args.learning_rate,
+    }
+    if args.algorithm == "pytorch":
+        chosen = {SCRIPT_NAMES[name]: value for name, value in given.items() if value is not None}
+        if args.seed is not None:
+            chosen["seed"] = args.seed
+        clash = {"classes"} & set(extra)
+        if clash:
+            raise UsageError("classes come from manifest.json; do not pass them")
+        return {**chosen, **extra, "classes": ",".join(manifest.classes)}
+    if args.seed is not None:
+        raise UsageError("--seed applies to --algorithm pytorch only (builtin has no seed)")
+    chosen = {BUILTIN_NAMES[name]: value for name, value in given.items() if value is not None}
+    return {
+        "image_shape": "3,32,32",
+        "num_classes": len(manifest.classes),
+        "num_training_samples": manifest.total("train"),
+        **chosen,
+        **extra,
+    }
+
+
+def read_manifest(bucket: str, prefix: str) -> Manifest:
+    s3 = boto3.client("s3")
+    try:
+        s3.head_bucket(Bucket=bucket)
+    except ClientError as error:
+        if _error_code(error) in {"404", "NoSuchBucket", "NotFound"}:
+            raise LaunchError(
+                f"bucket {bucket} does not exist: run `python -m training_job stage "
+                f"--bucket {bucket}` first"
+            ) from error
+        raise
+    # A training job reads its channels only from buckets in its own region.
+    require_region(s3, bucket)
+    key = f"{prefix}{MANIFEST_NAME}"
+    try:
+        head = s3.head_object(Bucket=bucket, Key=key)
+    except ClientError as error:
+        if _error_code(error) in {"404", "NoSuchKey", "NotFound"}:
+            raise LaunchError(
+                f"s3://{bucket}/{key} not found: run `python -m training_job stage "
+                f"--bucket {bucket}{f' --prefix {prefix}' if prefix else ''}` first"
+            ) from error
+        raise
+    if head["ContentLength"] > MAX_MANIFEST_BYTES:
+        raise LaunchError(f"s3://{bucket}/{key} is {head['ContentLength']} bytes: not a manifest")
+    body = s3.get_object(Bucket=bucket, Key=key)["Body"].read(MAX_MANIFEST_BYTES + 1)
+    try:
+        return Manifest.from_json(body)
+    except ManifestError as error:
+        raise LaunchError(f"s3://{bucket}/{key}: {error}") from error
+
+
+def _error_code(error: ClientError) -> str:
+    return str(error.response.get("Error", {}).get("Code", ""))
+
+
+def git_commit() -> str:
+    """The commit the code came from, `-dirty` when tracked files differ from it, or
+    `unknown: <why>` (no git, not a repository) so a reader sees why there is none."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+    except FileNotFoundError:
+        return "unknown: git is not installed"
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return f"unknown: git failed ({type(error).__name__})"
+    commit = head.stdout.strip()
+    if head.returncode != 0 or not commit:
+        return f"unknown: {REPO_ROOT.name} is not a git repository with a commit"
+    return f"{commit}-dirty" if dirty else commit
+
+
+# --- SageMaker mode ---------------------------------------------------------------------
+
+
+def train_on_sagemaker(plan: Plan, args: argparse.Namespace, training_image: str | None) -> int:
+    instance_type = args.instance_type or DEFAULT_INSTANCE_TYPES[plan.algorithm]
+    estimator, inputs = build_estimator(
+        plan,
+        role=args.role,
+        instance_type=instance_type,
+        training_image=training_image,
+        max_runtime_seconds=args.max_runtime * 60,
+        debugger=args.debugger,
+    )
+    # SageMaker creates the group with no retention: logs kept forever, billed per GB.
+    log_retention.keep(
+        boto3.client("logs"), log_retention.TRAINING_LOG_GROUP, args.log_retention_days
+    )
+    print(f"training job {plan.job_name} ({plan.algorithm} on {instance_type})")
+    estimator.fit(inputs=inputs, job_name=plan.job_name, wait=args.wait, logs="All")
+    if not args.wait:
+        print(
+            f"created; follow it with `aws sagemaker describe-training-job "
+            f"--training-job-name {plan.job_name}`; once it completes, register its model "
+            f"with `python -m training_job models register --model-data {plan.model_data()} "
+            f"--manifest {plan.uri(MANIFEST_NAME)} --algorithm {plan.algorithm}`"
+        )
+        return 0
+    print()  # the SDK's status line ends without one
+    code = report_sagemaker_job(plan)
+    if code == 0 and args.register:
+        job = boto3.client("sagemaker").describe_training_job(TrainingJobName=plan.job_name)
+        register_model(plan, args.model_group, job["ModelArtifacts"]["S3ModelArtifacts"])
+    return code
+
+
+def register_model(plan: Plan, group: str, model_data: str) -> None:
+    """The trained model as a new version of `group`, pending manual approval."""
+    session = boto3.session.Session()
+    s3 = session.client("s3")
+    sm = session.client("sagemaker")
+    # The built-in algorithm's job records no commit; this launcher's code is what ran it.
+    metrics = (
+        {**registry.builtin_metrics(sm, plan.job_name), "git_commit": git_commit()}
+        if plan.algorithm == "builtin"
+        else None
+    )
+    registration = registry.registration_for_output(
+        s3,
+        sm,
+        group=group,
+        model_data=model_data,
+        algorithm=plan.algorithm,
+        training_job=plan.job_name,
+        manifest_uri=plan.uri(MANIFEST_NAME),
+        region=session.region_name,
+        metrics=metrics,
+    )
+    version = registry.register(sm, s3, registration)
+    print(
+        f"registered as version {version.version} of model group {group} ({version.status}); "
+        f"compare it with `python -m training_job models list`, then `models approve "
+        f"{version.version} --description ...` before `deploy` serves it"
+    )
+
+
+def build_estimator(
+    plan: Plan,
+    role: str,
+    instance_type: str,
+    training_image: str | None = None,
+    max_runtime_seconds: int = DEFAULT_MAX_RUNTIME_MINUTES * 60,
+    debugger: bool = False,
+) -> tuple[Any, dict[str, Any]]:
+    """The SDK estimator and its inputs; sagemaker is imported here only, as it is slow.
+    `training_image` (the project's image by digest) is what --algorithm pytorch runs."""
+    os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")
+    logging.getLogger("sagemaker.config").setLevel(logging.WARNING)
+    import sagemaker
+    from sagemaker.inputs import TrainingInput
+
+    # The SDK switches INFO logging on; botocore's notes on endpoint lookup are noise.
+    logging.getLogger("botocore").setLevel(logging.WARNING)
+    # SDK_CONFIG opts out of the SDK's telemetry, a call to an AWS-owned bucket on every
+    # fit(): our jobs' metadata is not for a third party (and local mode has no route out).
+    session = sagemaker.Session(
+        boto_session=boto3.Session(),
+        default_bucket=plan.bucket,
+        sagemaker_config=SDK_CONFIG,
+    )
+    common: dict[str, Any] = {
+        "role": role,
+        "instance_count": 1,
+        "instance_type": instance_type,
+        "output_path": plan.output_path,
+        "sagemaker_session": session,
+        "max_run": max_runtime_seconds,
+    }
+    if not debugger:
+        common.update(disable_profiler=True, debugger_hook_config=False)
+    if plan.algorithm == "pytorch":
+        if training_image is None:
+            raise LaunchError("--algorithm pytorch trains in the project's image: none given")
+        # A bring-your-own image: SageMaker runs it as `train` with the code it holds
+        # (container.py). The generic Estimator passes values through str(), so they are
+        # JSON-encoded here as a framework estimator's are, and as local mode writes them.
+        encoded = model_code.container().encode_hyperparameters(plan.hyperparameters)
+        # The code that runs is the image's: its own SCONES_GIT_COMMIT (`image build`
+        # records it) is the job's provenance, not this checkout's.
+        environment: dict[str, Any] = {
+            name: value for name, value in plan.environment().items() if name != "SCONES_GIT_COMMIT"
+        }
+        estimator = sagemaker.estimator.Estimator(
+            image_uri=training_image,
+            hyperparameters=encoded,
+            environment=environment,
+            **common,
+        )
+        return estimator, {name: TrainingInput(uri) for name, uri in plan.channels().items()}
+    image = sagemaker.image_uris.retrieve("image-classification", session.boto_region_name)
+    estimator = sagemaker.estimator.Estimator(
+        image_uri=image, hyperparameters=plan.hyperparameters, **common
+    )
+    inputs = {
+        name: TrainingInput(uri, content_type="application/x-image")
+        for name, uri in plan.channels().items()
+    }
+    return estimator, inputs
+
+
+def report_sagemaker_job(plan: Plan) -> int:
+    job = boto3.client("sagemaker").describe_training_job(TrainingJobName=plan.job_name)
+    status = job["TrainingJobStatus"]
+    if status != "Completed":
+        print(
+            f"error: training job {plan.job_name} is {status}: "
+            f"{job.get('FailureReason', 'no reason given')}",
+            file=sys.stderr,
+        )
+        return 1
+    artifacts = job["ModelArtifacts"]["S3ModelArtifacts"]
+    print(f"model: {artifacts}")
+    if plan.algorithm == "builtin":
+        # Its model.tar.gz holds MXNet parameters, not our metrics.json: report its own.
+        for metric in job.get("FinalMetricDataList", []):
+            print(f"  {metric['MetricName']:<28} {metric['Value']:.4f}")
+        return 0
+    metrics = copy_metrics_beside(artifacts)
+    seconds = job.get("TrainingTimeInSeconds")
+    print(format_metrics(metrics, job_seconds=float(seconds) if seconds is not None else None))
+    return 0
+
+
+def copy_metrics_beside(model_uri: str) -> dict[str, Any]:
+    """Read metrics.json out of the job's model.tar.gz and put a copy beside it, as a
+    local job does, so tools read the metrics without untarring the model."""
+    try:
+        bucket, key = parse_s3_object_uri(model_uri)
+    except S3UriError as error:
+        raise LaunchError(f"unexpected model artifact location: {error}") from None
+    folder, _, name = key.rpartition("/")
+    if name != "model.tar.gz":
+        raise LaunchError(f"unexpected model artifact location {model_uri}")
+    folder = f"{folder}/" if folder else ""
+    s3 = boto3.client("s3")
+    with tempfile.TemporaryFile() as archive:
+        try:
+            s3.download_fileobj(bucket, key, archive)
+        except ClientError as error:
+            raise LaunchError(f"cannot read {model_uri}: {error}") from error
+        archive.seek(0)
+        raw = metrics_from_archive(archive, model_uri)
+    try:
+        metrics = json.loads(raw)
+    except ValueError as error:
+        raise LaunchError(f"{METRICS_FILE} in {model_uri} is not JSON: {error}") from error
+    if not isinstance(metrics, dict):
+        raise LaunchError(f"{METRICS_FILE} in {model_uri} is not a JSON object")
+    s3.put_object(Bucket=bucket, Key=f"{folder}{METRICS_FILE}", Body=raw)
+    print(f"metrics: s3://{bucket}/{folder}{METRICS_FILE}")
+    return metrics
+
+
+def metrics_from_archive(archive: IO[bytes], where: str) -> bytes:
+    try:
+        with tarfile.open(fileobj=archive, mode="r:gz") as tar:
+            for member in tar:
+                if member.name.removeprefix("./") != METRICS_FILE or not member.isfile():
+                    continue
+                if member.size > MAX_METRICS_BYTES:
+                    raise LaunchError(f"{METRICS_FILE} in {where} is {member.size} bytes")
+                extracted = tar.extractfile(member)
+                assert extracted is not None  # a regular file always extracts
+                return extracted.read()
+    except (tarfile.TarError, OSError, EOFError) as error:
+        raise LaunchError(f"{where} is not a readable .tar.gz: {error}") from error
+    raise LaunchError(f"{where} has no {METRICS_FILE} at its root")
+
+
+# --- the report -------------------------------------------------------------------------
+
+
+def format_metrics(metrics: dict[str, Any], job_seconds: float | None = None) -> str:
+    """The test metrics that training_job/code/train.py writes, as a short table."""
+    lines = [
+        "test metrics:",
+        f"  accuracy  {_number(metrics.get('test_accuracy'))}",
+        f"  ECE       {_number(metrics.get('expected_calibration_error'))}",
+        f"  {'class':<14}{'precision':>10}{'recall':>10}{'F1':>10}{'support':>9}",
+    ]
+    per_class = metrics.get("per_class")
+    for name, row in (per_class if isinstance(per_class, dict) else {}).items():
+        if isinstance(row, dict):
+            lines.append(
+                f"  {name!s:<14}{_number(row.get('precision')):>10}"
+                f"{_number(row.get('recall')):>10}{_number(row.get('f1')):>10}"
+                f"{row.get('support', '')!s:>9}"
+            )
+    matrix = metrics.get("confusion_matrix")
+    classes = metrics.get("classes")
+    if isinstance(matrix, list) and isinstance(classes, list) and len(classes) == len(matrix):
+        lines.append("  confusion matrix (rows: true class, columns: predicted)")
+        lines.append("  " + " " * 14 + "".join(f"{str(name)[:10]:>11}" for name in classes))
+        for name, row in zip(classes, matrix, strict=True):
+            cells = row if isinstance(row, list) else [row]
+            lines.append(f"  {str(name)[:13]:<14}" + "".join(f"{cell!s:>11}" for cell in cells))
+    reviewed = metrics.get("reviewed")
+    if isinstance(reviewed, dict):
+        lines.append(
+            f"  reviewed photos added  {reviewed.get('added')!s} from {reviewed.get('manifest')!s} "
+            f"(sha256 {reviewed.get('sha256')!s})"
+        )
+    lines.append(f"  training seconds  {_number(metrics.get('training_seconds'), 1)}")
+    if job_seconds is not None:
+        lines.append(f"  job seconds       {_number(job_seconds, 1)}")
+    return "\n".join(lines)
+
+
+def _number(value: Any, digits: int = 4) -> str:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return "n/a"
+    return f"{value:.{digits}f}"
