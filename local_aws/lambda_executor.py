@@ -1,7 +1,7 @@
 """Lambda functions in the local AWS run their deployed code for real.
 
 moto's Lambda without Docker (`awslambda_simple`) answers every Invoke with a canned
-string. `install()` replaces that one seam, `LambdaSimpleBackend.invoke`, with an executor
+string. `run_deployed_code()` replaces that one seam, `LambdaSimpleBackend.invoke`, with an executor
 that behaves like Lambda for the cases this project relies on:
 
 - the deployment package moto stores (`code_bytes`) is unpacked once per code sha256 into
@@ -383,7 +383,7 @@ def run(function: Any, body: Any, request_id: str) -> tuple[bytes, bool]:
         return worker.invoke(event, request_id)
 
 
-def install() -> None:
+def run_deployed_code() -> None:
     """Make moto's Docker-less Lambda run the deployed code (see the module docstring)."""
     from moto.awslambda.exceptions import LambdaClientError
     from moto.awslambda_simple.models import LambdaSimpleBackend

@@ -198,7 +198,7 @@ EMULATOR_PATCHES: tuple[Patch, ...] = (
     ),
     # Lambda (local_aws/lambda_executor.py).
     Patch(
-        lambda_executor.install,
+        lambda_executor.run_deployed_code,
         ("moto.awslambda_simple.models.LambdaSimpleBackend.invoke",),
         "Lambda without Docker answered every Invoke with a canned string",
     ),
