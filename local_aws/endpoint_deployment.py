@@ -20,7 +20,7 @@ from typing import Any
 import requests
 
 from local_aws import alarms
-from local_aws.sagemaker_runtime import UPSTREAM_VARIABLE
+from local_aws.sagemaker_runtime import EndpointUnavailable, upstream_url
 
 log = logging.getLogger(__name__)
 
@@ -121,19 +121,6 @@ def traffic_steps(deployment: dict[str, Any], new_config: Any) -> list[float]:
         steps = [min(1.0, step * index) for index in range(1, int(1 / step) + 2)]
         return sorted(set(steps))
     return [1.0]
-
-
-class EndpointUnavailable(Exception):
-    """The local endpoint did not take or apply a routing."""
-
-
-def upstream_url() -> str:
-    import os
-
-    url = os.environ.get(UPSTREAM_VARIABLE, "").rstrip("/")
-    if not url:
-        raise EndpointUnavailable(f"{UPSTREAM_VARIABLE} names no local endpoint")
-    return url
 
 
 def push(routing: dict[str, Any]) -> None:

@@ -9,6 +9,7 @@ forwarded unchanged to the local endpoint, the one the process that started the 
 names in `AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME`; the endpoint's answer (status, headers,
 body) comes back unchanged. So the Lambda executor gives handlers the local AWS as their
 SageMaker Runtime, and classify's role is what lets it call the endpoint, as on AWS.
+The deployments and the variants' metrics reach the same endpoint (`upstream_url`).
 """
 
 from __future__ import annotations
@@ -29,6 +30,18 @@ READ_TIMEOUT_SECONDS = 65.0
 HOP_BY_HOP = {"host", "content-length", "connection", "transfer-encoding", "keep-alive"}
 
 _sessions = threading.local()
+
+
+class EndpointUnavailable(Exception):
+    """No local endpoint is named, or it did not take or apply a routing."""
+
+
+def upstream_url() -> str:
+    """The local endpoint's address, as the process that started the local AWS names it."""
+    url = os.environ.get(UPSTREAM_VARIABLE, "").rstrip("/")
+    if not url:
+        raise EndpointUnavailable(f"{UPSTREAM_VARIABLE} names no local endpoint")
+    return url
 
 
 def _session() -> requests.Session:

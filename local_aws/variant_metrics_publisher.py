@@ -16,7 +16,7 @@ import requests
 from contract import variant_metrics
 from local_aws import alarms
 from local_aws.endpoint.metrics import ANSWER_COUNTERS
-from local_aws.endpoint_deployment import EndpointUnavailable, upstream_url
+from local_aws.sagemaker_runtime import EndpointUnavailable, upstream_url
 
 log = logging.getLogger(__name__)
 
