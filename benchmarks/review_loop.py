@@ -62,9 +62,9 @@ from contract.decisions import DEFAULT_AUDIT_RATE, image_id  # noqa: E402
 from contract.manifest import LstEntry, format_lst  # noqa: E402
 from contract.threshold import DEFAULT_THRESHOLD  # noqa: E402
 from handlers.threshold_filter import in_audit_sample  # noqa: E402
+from training_job import model_code  # noqa: E402
 from training_job.data import cifar  # noqa: E402
 from training_job.data.stage import encode_png  # noqa: E402
-from training_job.monitor import model_code  # noqa: E402
 from training_job.review.agreement import (  # noqa: E402
     SECOND_OPINION_BELOW,
     contradicts_model,

@@ -49,9 +49,9 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from contract.manifest import LstEntry, format_lst  # noqa: E402
 from contract.threshold import DEFAULT_THRESHOLD  # noqa: E402
+from training_job import model_code  # noqa: E402
 from training_job.data import cifar  # noqa: E402
 from training_job.data.stage import encode_png  # noqa: E402
-from training_job.monitor import model_code  # noqa: E402
 
 TRAIN_SCRIPT = REPO_ROOT / "training_job" / "code" / "train.py"
 DEFAULT_ARCHIVE = REPO_ROOT.parent / "shared" / "data" / "cifar-100-python-vehicles.tar.gz"

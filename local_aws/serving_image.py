@@ -22,7 +22,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from training_job.models.image import (
+from training_job.models.serving_image import (
     DOCKERFILE,
     REPOSITORY,
     prepare_repository,

@@ -22,7 +22,7 @@ from local_aws import iam
 from local_aws.__main__ import main as local_aws_main
 from training_job.__main__ import COMMANDS, build_parser
 from training_job.modes import refuse_other_modes
-from training_job.serving.deploy import DEFAULT_ENDPOINT_NAME
+from training_job.serving.deployment import DEFAULT_ENDPOINT_NAME
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 README = (REPO_ROOT / "README.md").read_text()

@@ -77,8 +77,14 @@ TRACE_ACTIONS = {"xray:PutTraceSegments", "xray:PutTelemetryRecords"}
 READS_CAPTURES = {
     "monitor": {"contract/baseline.py", "contract/capture.py", "contract/threshold.py"},
     "thresholdFilter": {"contract/threshold.py"},
-    # classify logs its answers' metrics (contract/variant_metrics.py) at the threshold.
-    "classify": {"contract/threshold.py", "contract/variant_metrics.py", "contract/familiarity.py"},
+    # classify logs its answers' metrics (contract/variant_metrics.py) at the threshold,
+    # and checks its endpoint's name by SageMaker's rule (contract/sagemaker_names.py).
+    "classify": {
+        "contract/threshold.py",
+        "contract/variant_metrics.py",
+        "contract/familiarity.py",
+        "contract/sagemaker_names.py",
+    },
     "reviewMonitor": {"contract/decisions.py", "contract/review_quality.py"},
 }
 

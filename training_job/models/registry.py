@@ -27,11 +27,16 @@ from botocore.exceptions import ClientError
 
 from contract import images
 from contract.s3 import S3UriError, parse_s3_object_uri
+from contract.sagemaker_names import NAME_PATTERN
 from training_job.errors import CommandError, UsageError
+from training_job.models.serving_image import (
+    ImageError,
+    is_out_of_patch_image,
+    require_recorded_image,
+)
 
 DEFAULT_GROUP = "scones-unlimited-classifier"
 GROUP_DESCRIPTION = "Scones Unlimited bicycle/motorcycle classifier: every trained model"
-GROUP_PATTERN = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")  # SageMaker's EntityName
 QUALITY_FILE = "model-quality.json"  # beside model.tar.gz
 PENDING, APPROVED, REJECTED = "PendingManualApproval", "Approved", "Rejected"
 STATUSES = (PENDING, APPROVED, REJECTED)
@@ -96,7 +101,7 @@ class ModelVersion:
 
 def group_name(text: str) -> str:
     """`--model-group`'s type: SageMaker's rule for a group's name."""
-    if not GROUP_PATTERN.fullmatch(text):
+    if not NAME_PATTERN.fullmatch(text):
         raise argparse.ArgumentTypeError(
             f"invalid model group name {text[:80]!r}: 1-63 letters, digits and hyphens, "
             "starting and ending with a letter or digit"
@@ -415,22 +420,6 @@ def builtin_algorithm_image(region: str) -> str:
     return str(sagemaker.image_uris.retrieve("image-classification", region))
 
 
-def is_pytorch_image(image: str) -> bool:
-    """Whether a version's image serves our inference.py (the project's serving image, or
-    AWS's PyTorch serving container of versions registered before it), not the built-in
-    algorithm's: the local endpoint serves only the former."""
-    from training_job.models.image import is_serving_image
-
-    return is_out_of_patch_image(image) or is_serving_image(image)
-
-
-def is_out_of_patch_image(image: str) -> bool:
-    """AWS's PyTorch 2.6 inference container (TorchServe), which versions registered before
-    the project's image name: still served (a rollback to one is a safeguard), with a
-    warning, as its patches ended on 2026-06-30."""
-    return "/pytorch-inference:" in image
-
-
 def out_of_patch_warning(model_version: ModelVersion) -> str | None:
     """The warning line for a version served by an out-of-patch image, None otherwise."""
     if not is_out_of_patch_image(model_version.image):
@@ -507,8 +496,6 @@ def registration_for_output(
         image, environment = builtin_algorithm_image(region), {}
     else:
         import boto3
-
-        from training_job.models.image import ImageError, require_recorded_image
 
         try:
             image = require_recorded_image(boto3.client("ssm", region_name=region), region)

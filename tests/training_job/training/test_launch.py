@@ -24,11 +24,11 @@ from botocore.exceptions import ClientError
 from tests.conftest import REPO_ROOT
 from tests.local_aws.test_training import keys_under, read_object, stage_sample, tar_members
 from training_job.__main__ import main
-from training_job.models import image, registry
+from training_job.models import registry, serving_image
 from training_job.training import launch as train
 
 ROLE = "arn:aws:iam::123456789012:role/scones-training"
-IMAGE_REPOSITORY = f"123456789012.dkr.ecr.us-east-1.amazonaws.com/{image.REPOSITORY}"
+IMAGE_REPOSITORY = f"123456789012.dkr.ecr.us-east-1.amazonaws.com/{serving_image.REPOSITORY}"
 IMAGE_DIGEST = "sha256:" + "ab" * 32
 TRAIN_PER_CLASS, TEST_PER_CLASS = 20, 10
 
@@ -50,16 +50,16 @@ def bucket(local_aws: dict[str, str], shared_data: Path) -> str:
 def image_parameter_restored() -> Iterator[Any]:
     """The region's recorded image as it was before, whatever the test did to it."""
     ssm = boto3.client("ssm")
-    before = image.recorded_image(ssm)
+    before = serving_image.recorded_image(ssm)
     try:
         yield ssm
     finally:
         if before is None:
             with suppress(ssm.exceptions.ParameterNotFound):
-                ssm.delete_parameter(Name=image.IMAGE_PARAMETER)
+                ssm.delete_parameter(Name=serving_image.IMAGE_PARAMETER)
         else:
             ssm.put_parameter(
-                Name=image.IMAGE_PARAMETER, Value=before, Type="String", Overwrite=True
+                Name=serving_image.IMAGE_PARAMETER, Value=before, Type="String", Overwrite=True
             )
 
 
@@ -67,7 +67,7 @@ def image_parameter_restored() -> Iterator[Any]:
 def recorded_image(local_aws: dict[str, str]) -> Iterator[str]:
     """The project's image, as `image push` records it in the region."""
     with image_parameter_restored() as ssm:
-        yield image.record_image(ssm, IMAGE_REPOSITORY, IMAGE_DIGEST)
+        yield serving_image.record_image(ssm, IMAGE_REPOSITORY, IMAGE_DIGEST)
 
 
 @pytest.fixture
@@ -75,7 +75,7 @@ def no_recorded_image(local_aws: dict[str, str]) -> Iterator[None]:
     """A region where `image push` never ran."""
     with image_parameter_restored() as ssm:
         with suppress(ssm.exceptions.ParameterNotFound):
-            ssm.delete_parameter(Name=image.IMAGE_PARAMETER)
+            ssm.delete_parameter(Name=serving_image.IMAGE_PARAMETER)
         yield
 
 
