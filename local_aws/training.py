@@ -45,6 +45,7 @@ import boto3
 from botocore.exceptions import ClientError
 from tqdm import tqdm
 
+from contract.aws_errors import error_code
 from contract.s3 import S3UriError, parse_s3_prefix_uri, parse_s3_uri
 from contract.sagemaker_names import NAME_PATTERN
 from training_job import model_code
@@ -222,7 +223,7 @@ def _exists(s3: Any, bucket: str, key: str) -> bool:
     try:
         s3.head_object(Bucket=bucket, Key=key)
     except ClientError as error:
-        if error.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
+        if error_code(error) in {"404", "NoSuchKey", "NotFound"}:
             return False
         raise
     return True

@@ -75,7 +75,12 @@ def test_only_the_seam_names_emulator_modules() -> None:
         and _MODULE_NAME.match(node.value)
     ]
     assert named == []
-    assert set(local_mode.BACKENDS.values()) == {"local_aws.training", "local_aws.endpoint.daemon"}
+    assert set(local_mode.BACKENDS.values()) == {
+        "local_aws.training",
+        "local_aws.endpoint.daemon",
+        "local_aws.server",
+        "local_aws.supervisor",
+    }
 
 
 def test_no_cycle_between_top_level_packages() -> None:
@@ -102,6 +107,13 @@ def test_the_seams_backends_exist_and_provide_what_the_commands_call() -> None:
     deploy = local_mode.backend("deploy")
     assert callable(train.run)
     assert callable(deploy.add_arguments) and callable(deploy.start) and callable(deploy.stop)
+    # What the demo (training_job/demo/) uses to start the local AWS and to name a refusal.
+    server = local_mode.backend("local-aws")
+    assert isinstance(server.DEFAULT_PORT, int) and isinstance(server.DEFAULT_ENDPOINT_PORT, int)
+    for name in ("client_environment", "endpoint_url", "wait_until_ready", "local_aws_server"):
+        assert callable(getattr(server, name)), name
+    assert callable(server.free_port)
+    assert issubclass(local_mode.backend("supervisor").SupervisorError, Exception)
 
 
 def test_a_missing_backend_is_a_command_error_not_a_traceback(

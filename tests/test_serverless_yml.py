@@ -36,6 +36,7 @@ SHARED_FILES = {
     "contract/__init__.py",
     "contract/images.py",
     "contract/decisions.py",
+    "contract/aws_errors.py",
 }
 WORKFLOW_FUNCTIONS = {
     "serialize": ("SerializeLambdaFunction", "SerializeRole", "handlers/serialize.py"),

@@ -11,7 +11,6 @@ import boto3
 import pytest
 import requests
 
-from local_aws.demo import create_sagemaker_role
 from tests.conftest import free_port
 from tests.local_aws.test_endpoint_app import (  # noqa: F401 (a fixture)
     Model,
@@ -20,6 +19,7 @@ from tests.local_aws.test_endpoint_app import (  # noqa: F401 (a fixture)
     model,
     post,
 )
+from training_job.demo.sagemaker_role import create_sagemaker_role
 
 CAPTURE_STATEMENT = "WriteModelsAndCapturedTraffic"  # s3:PutObject on data_capture/*
 WAIT_SECONDS = 60.0

@@ -26,6 +26,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from contract import images
+from contract.aws_errors import error_code
 from contract.s3 import S3UriError, parse_s3_object_uri
 from contract.sagemaker_names import NAME_PATTERN
 from training_job.errors import CommandError, UsageError
@@ -180,7 +181,7 @@ def require_group(sm: Any, group: str) -> None:
 
 
 def _is_missing(error: ClientError) -> bool:
-    code = error.response.get("Error", {}).get("Code", "")
+    code = error_code(error)
     message = str(error.response.get("Error", {}).get("Message", ""))
     return code in ("ValidationException", "ValidationError", "ResourceNotFound") and (
         "does not exist" in message or "not found" in message.lower()
@@ -379,7 +380,7 @@ def deployed_packages(sm: Any, endpoint_name: str) -> dict[str, str]:
     try:
         endpoint = sm.describe_endpoint(EndpointName=endpoint_name)
     except ClientError as error:
-        code = error.response.get("Error", {}).get("Code")
+        code = error_code(error)
         if code in ("ValidationException", "ValidationError"):
             return {}  # no such endpoint: nothing is deployed
         raise

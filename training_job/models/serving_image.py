@@ -12,6 +12,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from contract.aws_errors import error_code
 from training_job.errors import CommandError
 
 REPOSITORY = "scones-model-server"
@@ -35,7 +36,7 @@ def prepare_repository(ecr: Any) -> str:
             imageScanningConfiguration={"scanOnPush": True},
         )["repository"]
     except ClientError as error:
-        if error.response["Error"]["Code"] != "RepositoryAlreadyExistsException":
+        if error_code(error) != "RepositoryAlreadyExistsException":
             raise
         [repository] = ecr.describe_repositories(repositoryNames=[REPOSITORY])["repositories"]
     current = ecr.get_registry_scanning_configuration()["scanningConfiguration"]
@@ -82,7 +83,7 @@ def recorded_image(ssm: Any) -> str | None:
     try:
         return str(ssm.get_parameter(Name=IMAGE_PARAMETER)["Parameter"]["Value"])
     except ClientError as error:
-        if error.response["Error"]["Code"] == "ParameterNotFound":
+        if error_code(error) == "ParameterNotFound":
             return None
         raise
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import boto3
 from botocore.exceptions import ClientError
 
+from contract.aws_errors import error_code
 from contract.decisions import UNVERSIONED, version_of_variant
 from contract.sagemaker_names import NAME
 from training_job.errors import CommandError
@@ -92,7 +93,7 @@ def endpoint_roles(source: CaptureSource) -> dict[str, str] | None:
     try:
         described = sagemaker.describe_endpoint(EndpointName=parts[1])
     except ClientError as error:
-        if error.response.get("Error", {}).get("Code") in ("ValidationException",):
+        if error_code(error) in ("ValidationException",):
             return None  # SageMaker's answer for a missing endpoint
         raise
     roles = {str(v["VariantName"]): PRODUCTION for v in described.get("ProductionVariants", [])}

@@ -30,6 +30,7 @@ from typing import Any
 import boto3
 from botocore.exceptions import ClientError
 
+from contract.aws_errors import error_code
 from contract.decisions import variant_for_version
 from contract.sagemaker_names import NAME_PATTERN
 from training_job import local_mode, log_retention
@@ -282,7 +283,7 @@ def _endpoint_exists(sagemaker: Any, endpoint_name: str) -> bool:
     try:
         sagemaker.describe_endpoint(EndpointName=endpoint_name)
     except ClientError as error:
-        if error.response["Error"]["Code"] in ("ValidationException", "ValidationError"):
+        if error_code(error) in ("ValidationException", "ValidationError"):
             return False
         raise
     return True
@@ -444,7 +445,7 @@ def _ignore_missing(call: Any, **kwargs: Any) -> None:
     try:
         call(**kwargs)
     except ClientError as error:
-        code = error.response["Error"]["Code"]
+        code = error_code(error)
         if code not in ("ObjectNotFoundException", "ValidationException", "ValidationError"):
             raise
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import boto3
 from botocore.exceptions import ClientError
 
+from contract.aws_errors import error_code
 from contract.capture import MAX_BASELINE_BYTES, MONITOR_BASELINE_KEY
 from contract.s3 import S3UriError, parse_s3_object_uri
 from training_job.errors import CommandError
@@ -97,7 +98,7 @@ def delete_parameter(name: str, endpoint_name: str) -> None:
             return
         ssm.delete_parameter(Name=name)
     except ClientError as error:
-        if error.response["Error"]["Code"] != "ParameterNotFound":
+        if error_code(error) != "ParameterNotFound":
             raise
 
 

@@ -42,6 +42,7 @@ from typing import IO, Any
 import boto3
 from botocore.exceptions import ClientError
 
+from contract.aws_errors import error_code
 from contract.manifest import ManifestError
 from contract.s3 import S3UriError, normalise_prefix, parse_s3_object_uri
 from contract.sagemaker_names import NAME_PATTERN
@@ -239,7 +240,7 @@ def main(args: argparse.Namespace) -> int:
     except (ManifestError, BucketError) as error:
         raise LaunchError(str(error)) from error
     except ClientError as error:
-        if _error_code(error) == "ResourceLimitExceeded":
+        if error_code(error) == "ResourceLimitExceeded":
             raise LaunchError(
                 f"AWS refused a request: {error}; the account's SageMaker quota for this "
                 "instance type is too low (often 0 for GPU types in new accounts): request an "
@@ -335,7 +336,7 @@ def read_manifest(bucket: str, prefix: str) -> Manifest:
     try:
         s3.head_bucket(Bucket=bucket)
     except ClientError as error:
-        if _error_code(error) in {"404", "NoSuchBucket", "NotFound"}:
+        if error_code(error) in {"404", "NoSuchBucket", "NotFound"}:
             raise LaunchError(
                 f"bucket {bucket} does not exist: run `python -m training_job stage "
                 f"--bucket {bucket}` first"
@@ -347,7 +348,7 @@ def read_manifest(bucket: str, prefix: str) -> Manifest:
     try:
         head = s3.head_object(Bucket=bucket, Key=key)
     except ClientError as error:
-        if _error_code(error) in {"404", "NoSuchKey", "NotFound"}:
+        if error_code(error) in {"404", "NoSuchKey", "NotFound"}:
             raise LaunchError(
                 f"s3://{bucket}/{key} not found: run `python -m training_job stage "
                 f"--bucket {bucket}{f' --prefix {prefix}' if prefix else ''}` first"
@@ -360,10 +361,6 @@ def read_manifest(bucket: str, prefix: str) -> Manifest:
         return Manifest.from_json(body)
     except ManifestError as error:
         raise LaunchError(f"s3://{bucket}/{key}: {error}") from error
-
-
-def _error_code(error: ClientError) -> str:
-    return str(error.response.get("Error", {}).get("Code", ""))
 
 
 # --- SageMaker mode ---------------------------------------------------------------------

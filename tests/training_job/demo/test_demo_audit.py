@@ -12,9 +12,10 @@ import boto3
 import pytest
 import yaml
 
-from local_aws.demo import Demo, audit_lines, print_summary
 from tests.conftest import REPO_ROOT
 from tests.decisions_table import Traffic, put_items, simulate
+from training_job.demo.run import Demo
+from training_job.demo.summary import audit_lines, print_summary
 
 
 @pytest.fixture
