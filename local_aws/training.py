@@ -50,8 +50,13 @@ from contract.s3 import S3UriError, parse_s3_prefix_uri, parse_s3_uri
 from contract.sagemaker_names import NAME_PATTERN
 from training_job import model_code
 from training_job.errors import CommandError
-from training_job.training import job as training_job_files
-from training_job.training.job import METRICS_FILE, Plan
+from training_job.training.job import (
+    DEPENDENCIES,
+    METRICS_FILE,
+    SOURCE_DIR,
+    TRAINING_PROGRAM,
+    Plan,
+)
 from training_job.training.report import format_metrics
 
 CURRENT_HOST = "algo-1"
@@ -476,9 +481,9 @@ def run(plan: Plan, work_dir: Path | None) -> int:
     """Run the launcher's planned job here as SageMaker would, and print its metrics."""
     job = TrainingJob(
         name=plan.job_name,
-        entry_point=training_job_files.TRAINING_PROGRAM,
-        source_dir=training_job_files.SOURCE_DIR,
-        dependencies=list(training_job_files.DEPENDENCIES),
+        entry_point=TRAINING_PROGRAM,
+        source_dir=SOURCE_DIR,
+        dependencies=list(DEPENDENCIES),
         channels=[Channel(name, uri) for name, uri in plan.channels().items()],
         output_path=plan.output_path,
         hyperparameters=plan.hyperparameters,
