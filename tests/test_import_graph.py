@@ -1,8 +1,10 @@
 """The import graph between the top-level packages runs one way: the product (training_job,
 handlers, contract) never imports the local emulator (local_aws); local_aws may import the
 product. The product's one way to the emulator is training_job/local_mode.py, which names
-local_aws modules as strings for `--mode local`. Read from the source (ast), so an import
-inside a function counts as much as one at the top."""
+local_aws modules as strings for `--mode local` and the demo. Module by module: no cycle
+anywhere, and the emulator imports no command module (a command's options, prints and exit
+codes are not an API). Read from the source (ast), so an import inside a function counts
+as much as one at the top."""
 
 from __future__ import annotations
 
@@ -142,13 +144,13 @@ def _imports_of(path: Path, modules: set[str]) -> set[str]:
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            base = node.module
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
             if node.level:  # relative: from the importing module's package
                 package = module_name(path).split(".")
                 if path.name != "__init__.py":
                     package = package[:-1]
-                base = ".".join([*package[: len(package) - node.level + 1], node.module])
+                base = ".".join([*package[: len(package) - node.level + 1], *filter(None, [base])])
             for alias in node.names:
                 submodule = f"{base}.{alias.name}"
                 names.add(submodule if submodule in modules else base)
