@@ -56,10 +56,7 @@ from training_job.models import registry
 from training_job.models.image import require_recorded_image
 from training_job.modes import options_of, refuse_other_modes
 from training_job.provenance import git_commit
-from training_job.training.job import (
-    METRICS_FILE,
-    Plan,
-)
+from training_job.training.job import METRICS_FILE, Plan
 from training_job.training.report import format_metrics
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
