@@ -53,7 +53,7 @@ from training_job.data.bucket import BucketError, is_valid_bucket_name, require_
 from training_job.data.manifests import MANIFEST_NAME, Manifest
 from training_job.errors import CommandError, UsageError
 from training_job.models import registry
-from training_job.models.image import require_recorded_image
+from training_job.models.serving_image import require_recorded_image
 from training_job.modes import options_of, refuse_other_modes
 from training_job.provenance import git_commit
 from training_job.training.job import METRICS_FILE, Plan
