@@ -35,6 +35,7 @@ from training_job.demo.sagemaker_role import create_sagemaker_role
 from training_job.demo.summary import decision_counts, print_summary
 from training_job.models import registry
 from training_job.monitor.review import as_dict, review_measures, summary_lines
+from training_job.serving.deployment import DEFAULT_ENDPOINT_NAME
 
 # The local AWS the demo starts (or finds running) and the supervisor that refuses a port
 # already taken: the emulator, reached through the product's one seam to it.
@@ -42,7 +43,7 @@ LOCAL_AWS = local_mode.backend("local-aws")
 SUPERVISOR = local_mode.backend("supervisor")
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-ENDPOINT_NAME = "scones-image-classifier"
+ENDPOINT_NAME = DEFAULT_ENDPOINT_NAME  # what `deploy` names the endpoint by default
 STAGE = "local"
 STATE_MACHINE = f"scones-unlimited-{STAGE}-image-workflow"  # serverless.yml's name
 STACK = f"scones-unlimited-{STAGE}"  # the Serverless Framework's stack name: service-stage
