@@ -36,6 +36,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from contract import backfill as contract
+from contract.aws_errors import error_code
 from contract.decisions import (
     FIRST_WRITE_CONDITION,
     PARTITION_KEY,
@@ -317,7 +318,7 @@ class Scorer:
         try:
             self.dynamodb.put_item(TableName=self.table, Item=item, **condition)
         except ClientError as error:
-            if error.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+            if error_code(error) != "ConditionalCheckFailedException":
                 raise
             return {"outcome": contract.OUTCOME_ALREADY_DECIDED}
         return {"outcome": item["status"]["S"]}

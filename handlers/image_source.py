@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from contract.aws_errors import error_code
 from contract.images import SIGNATURE_BYTES
 from handlers.workflow_event import (
     ConfigurationError,
@@ -119,7 +120,7 @@ def read_image(
             Bucket=bucket, Key=key, Range=f"bytes=0-{wanted - 1}", **condition
         )
     except ClientError as error:
-        code = error.response.get("Error", {}).get("Code", "")
+        code = error_code(error)
         if code in ("PreconditionFailed", "412"):
             raise ImageChanged(
                 f"{where} is no longer the upload with ETag {etag} (uploaded over since)"

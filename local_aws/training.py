@@ -45,14 +45,22 @@ import boto3
 from botocore.exceptions import ClientError
 from tqdm import tqdm
 
+from contract.aws_errors import error_code
 from contract.s3 import S3UriError, parse_s3_prefix_uri, parse_s3_uri
+from contract.sagemaker_names import NAME_PATTERN
+from training_job import model_code
 from training_job.errors import CommandError
-from training_job.monitor import model_code
-from training_job.training import launch as launcher
-from training_job.training.launch import JOB_NAME_PATTERN, METRICS_FILE
+from training_job.training.job import (
+    DEPENDENCIES,
+    METRICS_FILE,
+    SOURCE_DIR,
+    TRAINING_PROGRAM,
+    Plan,
+)
+from training_job.training.report import format_metrics
 
 CURRENT_HOST = "algo-1"
-# SageMaker's own rules for channel names (for job names, training_job.training.launch's).
+# SageMaker's own rules for channel names (for job names, contract.sagemaker_names').
 CHANNEL_NAME_PATTERN = re.compile(r"^[A-Za-z0-9\.\-_]{1,64}$")
 FAILURE_TAIL_BYTES = 4096
 # CreateTrainingJob's HyperParameters (API reference): at most 100 entries, each key at
@@ -173,7 +181,7 @@ def run_training_job(
 
 
 def _validate(job: TrainingJob) -> None:
-    if not JOB_NAME_PATTERN.fullmatch(job.name):
+    if not NAME_PATTERN.fullmatch(job.name):
         raise TrainingJobError(
             f"invalid job name {job.name!r}: 1-63 letters, digits and hyphens, "
             "starting and ending with a letter or digit"
@@ -220,7 +228,7 @@ def _exists(s3: Any, bucket: str, key: str) -> bool:
     try:
         s3.head_object(Bucket=bucket, Key=key)
     except ClientError as error:
-        if error.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
+        if error_code(error) in {"404", "NoSuchKey", "NotFound"}:
             return False
         raise
     return True
@@ -469,13 +477,13 @@ def upload_all_or_nothing(s3: Any, bucket: str, uploads: list[tuple[Path, str]])
 # --- `python -m training_job train --mode local` (training_job/local_mode.py) -----------
 
 
-def run(plan: launcher.Plan, work_dir: Path | None) -> int:
+def run(plan: Plan, work_dir: Path | None) -> int:
     """Run the launcher's planned job here as SageMaker would, and print its metrics."""
     job = TrainingJob(
         name=plan.job_name,
-        entry_point=launcher.TRAINING_PROGRAM,
-        source_dir=launcher.SOURCE_DIR,
-        dependencies=list(launcher.DEPENDENCIES),
+        entry_point=TRAINING_PROGRAM,
+        source_dir=SOURCE_DIR,
+        dependencies=list(DEPENDENCIES),
         channels=[Channel(name, uri) for name, uri in plan.channels().items()],
         output_path=plan.output_path,
         hyperparameters=plan.hyperparameters,
@@ -494,5 +502,5 @@ def run(plan: launcher.Plan, work_dir: Path | None) -> int:
     if result.metrics is None:
         raise CommandError(f"the job wrote no {METRICS_FILE} into its model directory")
     print(f"metrics: {result.metrics_uri}")
-    print(launcher.format_metrics(result.metrics, job_seconds=result.seconds))
+    print(format_metrics(result.metrics, job_seconds=result.seconds))
     return 0

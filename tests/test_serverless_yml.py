@@ -37,6 +37,7 @@ SHARED_FILES = {
     "contract/__init__.py",
     "contract/images.py",
     "contract/decisions.py",
+    "contract/aws_errors.py",
 }
 WORKFLOW_FUNCTIONS = {
     "serialize": ("SerializeLambdaFunction", "SerializeRole", "handlers/serialize.py"),
@@ -84,8 +85,14 @@ READS_CAPTURES = {
         "contract/threshold.py",
     },
     "thresholdFilter": {"contract/threshold.py"},
-    # classify logs its answers' metrics (contract/variant_metrics.py) at the threshold.
-    "classify": {"contract/threshold.py", "contract/variant_metrics.py", "contract/familiarity.py"},
+    # classify logs its answers' metrics (contract/variant_metrics.py) at the threshold,
+    # and checks its endpoint's name by SageMaker's rule (contract/sagemaker_names.py).
+    "classify": {
+        "contract/threshold.py",
+        "contract/variant_metrics.py",
+        "contract/familiarity.py",
+        "contract/sagemaker_names.py",
+    },
     "reviewMonitor": {"contract/decisions.py", "contract/review_quality.py"},
 }
 

@@ -65,6 +65,7 @@ from data import (
 from metrics import History
 from torch import nn
 
+from contract.decisions import CLASSES
 from contract.threshold import DEFAULT_THRESHOLD
 
 CODE_DIR = Path(__file__).resolve().parent
@@ -221,7 +222,7 @@ class Hyperparameters:
     )
     seed: int = option(0, int, "seeds torch, numpy, random and the split")
     classes: list[str] = option(
-        ["bicycle", "motorcycle"], class_names, "class names in label order, comma-separated"
+        list(CLASSES), class_names, "class names in label order, comma-separated"
     )
     # Where the data and the outputs are: SageMaker's container contract.
     model_dir: Path | None = option(None, Path, "where the model is written", env="SM_MODEL_DIR")

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from contract.drift_statistics import below_threshold, class_counts
-from training_job.monitor import model_code
+from training_job import model_code
 from training_job.monitor.baseline import Baseline
 from training_job.monitor.captures import CapturedInference
 from training_job.monitor.detectors import Finding, Window, performance

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from contract.s3 import parse_s3_object_uri
-from training_job.monitor import model_code
+from training_job import model_code
 from training_job.monitor.analysis import WindowAnalyzer
 from training_job.monitor.baseline import Baseline, BaselineError, fetch_model, load_baseline
 from training_job.monitor.captures import CaptureSource, CaptureSourceError, read_labels

@@ -62,8 +62,8 @@ from contract.decisions import variant_for_version
 from training_job.arguments import bounded, positive_int, positive_number
 from training_job.errors import CommandError
 from training_job.models import archive as model_archive
-from training_job.models import registry
-from training_job.serving import autoscaling, canary_alarms, deploy
+from training_job.models import registry, serving_image
+from training_job.serving import autoscaling, canary_alarms, deploy, deployment
 
 MINIMUM_EXECUTION_TIMEOUT_SECONDS = 600  # SageMaker's floor for the deployment's timeout
 # TrafficRoutingConfig.CanarySize "must be less than or equal to 50% of the variant's total
@@ -106,7 +106,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--endpoint-name",
         type=deploy._endpoint_name,
-        default=deploy.DEFAULT_ENDPOINT_NAME,
+        default=deployment.DEFAULT_ENDPOINT_NAME,
         help="the endpoint to roll out on (default: %(default)s)",
     )
     parser.add_argument(
@@ -214,7 +214,7 @@ def run(args: argparse.Namespace) -> int:
     s3 = boto3.client("s3")
     # As deploy: only an Approved version, with the very archive that was registered.
     version = deploy.chosen_version(sm, s3, args.model_group, args.model_version)
-    if registry.is_pytorch_image(version.image):
+    if serving_image.is_pytorch_image(version.image):
         deploy.require_servable(s3, version.model_data)
     return Rollout(sm, args, version).run()
 
@@ -288,7 +288,7 @@ class Rollout:
             self._delete_alarms()
         final = self._all(serving, new, capture)
         if self.args.bucket:
-            deploy.publish_baseline(self.args.bucket, self.name, self.model_data, None)
+            deployment.publish_baseline(self.args.bucket, self.name, self.model_data, None)
         self.stage("all", f"{self.variant} serves all traffic of {self.name} ({final})")
         return 0
 
@@ -554,7 +554,7 @@ class Rollout:
         (training_job/serving/canary_alarms.py): the serving version's baseline (the
         monitor's, in --bucket) and the new version's own (in its model.tar.gz); None for
         one that cannot be read."""
-        bucket, key = deploy.split_s3_uri(self.model_data)
+        bucket, key = deployment.split_s3_uri(self.model_data)
         new = self._reference(bucket, key, f"{self.variant}'s baseline")
         serving = None
         if self.args.bucket:
@@ -580,7 +580,9 @@ class Rollout:
                 document = (
                     body.read(MAX_BASELINE_BYTES + 1)
                     if key.endswith(".json")
-                    else model_archive.read_member(body, deploy.BASELINE_FILE, MAX_BASELINE_BYTES)
+                    else model_archive.read_member(
+                        body, deployment.BASELINE_FILE, MAX_BASELINE_BYTES
+                    )
                 )
             if document is None:
                 raise ValueError(f"s3://{bucket}/{key} holds no baseline")

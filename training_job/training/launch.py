@@ -32,40 +32,34 @@ import json
 import logging
 import os
 import re
-import subprocess
 import sys
 import tarfile
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 import boto3
 from botocore.exceptions import ClientError
 
+from contract.aws_errors import error_code
 from contract.manifest import ManifestError
 from contract.s3 import S3UriError, normalise_prefix, parse_s3_object_uri
-from training_job import local_mode, log_retention
+from contract.sagemaker_names import NAME_PATTERN
+from training_job import local_mode, log_retention, model_code
 from training_job.arguments import bounded, positive_int
 from training_job.data import reviewed_photos
 from training_job.data.bucket import BucketError, is_valid_bucket_name, require_region
 from training_job.data.manifests import MANIFEST_NAME, Manifest
 from training_job.errors import CommandError, UsageError
 from training_job.models import registry
-from training_job.models.image import require_recorded_image
+from training_job.models.serving_image import require_recorded_image
 from training_job.modes import options_of, refuse_other_modes
-from training_job.monitor import model_code
+from training_job.provenance import git_commit
+from training_job.training.job import METRICS_FILE, Plan
+from training_job.training.report import format_metrics
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-SOURCE_DIR = REPO_ROOT / "training_job" / "code"
-# The image's entry point, run as `container.py train` (by SageMaker, in /opt/program) or
-# `container.py train --ml-root DIR` (by local mode, in the job's code/ directory).
-TRAINING_PROGRAM = "container.py"
-# Copied beside the program (the Dockerfile copies it into /opt/program too): inference.py
-# imports contract/, and train.py packs it into model.tar.gz's code/.
-DEPENDENCIES = (REPO_ROOT / "contract",)
-MODELS_PREFIX = "models/"
 ALGORITHMS = ("pytorch", "builtin")
 DEFAULT_INSTANCE_TYPES = {"pytorch": "ml.m5.xlarge", "builtin": "ml.p3.2xlarge"}
 # MaxRuntime: a few times what the job takes here (the pytorch script's default epochs run
@@ -84,10 +78,6 @@ SDK_CONFIG = {
     "SchemaVersion": "1.0",
     "SageMaker": {"PythonSDK": {"Modules": {"TelemetryOptOut": True}}},
 }
-# What the script writes into its model directory, and a job copies beside model.tar.gz.
-METRICS_FILE = "metrics.json"
-# SageMaker's rule for a training job's name (local_aws/training.py enforces it too).
-JOB_NAME_PATTERN = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 MAX_MANIFEST_BYTES = 1 << 20
 MAX_METRICS_BYTES = 16 << 20
 _HYPERPARAMETER_NAME = re.compile(r"[a-z][a-z0-9_-]{0,63}")
@@ -95,54 +85,6 @@ _HYPERPARAMETER_NAME = re.compile(r"[a-z][a-z0-9_-]{0,63}")
 
 class LaunchError(CommandError):
     """The job cannot start or its result cannot be read: one line, exit status 1."""
-
-
-@dataclass(frozen=True)
-class Plan:
-    """Everything about the job except where it runs."""
-
-    bucket: str
-    prefix: str
-    job_name: str
-    algorithm: str
-    manifest: Manifest
-    hyperparameters: dict[str, Any]
-    reviewed: reviewed_photos.CheckedManifest | None = None
-
-    @property
-    def output_path(self) -> str:
-        return f"s3://{self.bucket}/{MODELS_PREFIX}"
-
-    def uri(self, name: str) -> str:
-        return f"s3://{self.bucket}/{self.prefix}{name}"
-
-    def model_data(self) -> str:
-        """Where the job's model.tar.gz lands (SageMaker's <output path><job>/output/)."""
-        return f"{self.output_path}{self.job_name}/output/model.tar.gz"
-
-    def channels(self) -> dict[str, str]:
-        """Channel name -> S3 prefix. The built-in algorithm calls the test data
-        `validation`; the script calls it `test`."""
-        test = "validation" if self.algorithm == "builtin" else "test"
-        channels = {
-            "train": self.uri("train/"),
-            "train_lst": self.uri("train.lst"),
-            test: self.uri("test/"),
-            f"{test}_lst": self.uri("test.lst"),
-        }
-        if self.reviewed is not None:
-            channels["reviewed"] = self.reviewed.images_uri
-            channels["reviewed_lst"] = f"s3://{self.bucket}/{self.reviewed_snapshot_key}"
-        return channels
-
-    @property
-    def reviewed_snapshot_key(self) -> str:
-        return reviewed_photos.snapshot_key(MODELS_PREFIX, self.job_name)
-
-    def environment(self) -> dict[str, str]:
-        """The job's environment: where its code and its reviewed photos came from."""
-        reviewed = self.reviewed.environment() if self.reviewed is not None else {}
-        return {"SCONES_GIT_COMMIT": git_commit(), **reviewed}
 
 
 def register(subparsers: Any) -> None:
@@ -295,7 +237,7 @@ def main(args: argparse.Namespace) -> int:
     except (ManifestError, BucketError) as error:
         raise LaunchError(str(error)) from error
     except ClientError as error:
-        if _error_code(error) == "ResourceLimitExceeded":
+        if error_code(error) == "ResourceLimitExceeded":
             raise LaunchError(
                 f"AWS refused a request: {error}; the account's SageMaker quota for this "
                 "instance type is too low (often 0 for GPU types in new accounts): request an "
@@ -317,7 +259,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
     if args.mode == "sagemaker" and not args.role:
         raise UsageError("--mode sagemaker needs --role (the IAM role ARN the job runs as)")
     job_name = args.job_name or default_job_name(args.algorithm)
-    if not JOB_NAME_PATTERN.fullmatch(job_name):
+    if not NAME_PATTERN.fullmatch(job_name):
         raise UsageError(
             f"invalid --job-name {job_name!r}: 1-63 letters, digits and hyphens, "
             "starting and ending with a letter or digit"
@@ -391,7 +333,7 @@ def read_manifest(bucket: str, prefix: str) -> Manifest:
     try:
         s3.head_bucket(Bucket=bucket)
     except ClientError as error:
-        if _error_code(error) in {"404", "NoSuchBucket", "NotFound"}:
+        if error_code(error) in {"404", "NoSuchBucket", "NotFound"}:
             raise LaunchError(
                 f"bucket {bucket} does not exist: run `python -m training_job stage "
                 f"--bucket {bucket}` first"
@@ -403,7 +345,7 @@ def read_manifest(bucket: str, prefix: str) -> Manifest:
     try:
         head = s3.head_object(Bucket=bucket, Key=key)
     except ClientError as error:
-        if _error_code(error) in {"404", "NoSuchKey", "NotFound"}:
+        if error_code(error) in {"404", "NoSuchKey", "NotFound"}:
             raise LaunchError(
                 f"s3://{bucket}/{key} not found: run `python -m training_job stage "
                 f"--bucket {bucket}{f' --prefix {prefix}' if prefix else ''}` first"
@@ -416,34 +358,6 @@ def read_manifest(bucket: str, prefix: str) -> Manifest:
         return Manifest.from_json(body)
     except ManifestError as error:
         raise LaunchError(f"s3://{bucket}/{key}: {error}") from error
-
-
-def _error_code(error: ClientError) -> str:
-    return str(error.response.get("Error", {}).get("Code", ""))
-
-
-def git_commit() -> str:
-    """The commit the code came from, `-dirty` when tracked files differ from it, or
-    `unknown: <why>` (no git, not a repository) so a reader sees why there is none."""
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10
-        )
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.strip()
-    except FileNotFoundError:
-        return "unknown: git is not installed"
-    except (OSError, subprocess.TimeoutExpired) as error:
-        return f"unknown: git failed ({type(error).__name__})"
-    commit = head.stdout.strip()
-    if head.returncode != 0 or not commit:
-        return f"unknown: {REPO_ROOT.name} is not a git repository with a commit"
-    return f"{commit}-dirty" if dirty else commit
 
 
 # --- SageMaker mode ---------------------------------------------------------------------
@@ -642,48 +556,3 @@ def metrics_from_archive(archive: IO[bytes], where: str) -> bytes:
     except (tarfile.TarError, OSError, EOFError) as error:
         raise LaunchError(f"{where} is not a readable .tar.gz: {error}") from error
     raise LaunchError(f"{where} has no {METRICS_FILE} at its root")
-
-
-# --- the report -------------------------------------------------------------------------
-
-
-def format_metrics(metrics: dict[str, Any], job_seconds: float | None = None) -> str:
-    """The test metrics that training_job/code/train.py writes, as a short table."""
-    lines = [
-        "test metrics:",
-        f"  accuracy  {_number(metrics.get('test_accuracy'))}",
-        f"  ECE       {_number(metrics.get('expected_calibration_error'))}",
-        f"  {'class':<14}{'precision':>10}{'recall':>10}{'F1':>10}{'support':>9}",
-    ]
-    per_class = metrics.get("per_class")
-    for name, row in (per_class if isinstance(per_class, dict) else {}).items():
-        if isinstance(row, dict):
-            lines.append(
-                f"  {name!s:<14}{_number(row.get('precision')):>10}"
-                f"{_number(row.get('recall')):>10}{_number(row.get('f1')):>10}"
-                f"{row.get('support', '')!s:>9}"
-            )
-    matrix = metrics.get("confusion_matrix")
-    classes = metrics.get("classes")
-    if isinstance(matrix, list) and isinstance(classes, list) and len(classes) == len(matrix):
-        lines.append("  confusion matrix (rows: true class, columns: predicted)")
-        lines.append("  " + " " * 14 + "".join(f"{str(name)[:10]:>11}" for name in classes))
-        for name, row in zip(classes, matrix, strict=True):
-            cells = row if isinstance(row, list) else [row]
-            lines.append(f"  {str(name)[:13]:<14}" + "".join(f"{cell!s:>11}" for cell in cells))
-    reviewed = metrics.get("reviewed")
-    if isinstance(reviewed, dict):
-        lines.append(
-            f"  reviewed photos added  {reviewed.get('added')!s} from {reviewed.get('manifest')!s} "
-            f"(sha256 {reviewed.get('sha256')!s})"
-        )
-    lines.append(f"  training seconds  {_number(metrics.get('training_seconds'), 1)}")
-    if job_seconds is not None:
-        lines.append(f"  job seconds       {_number(job_seconds, 1)}")
-    return "\n".join(lines)
-
-
-def _number(value: Any, digits: int = 4) -> str:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return "n/a"
-    return f"{value:.{digits}f}"

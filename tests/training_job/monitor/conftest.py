@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 from scipy import stats
 
-from training_job.monitor import model_code
+from training_job import model_code
 from training_job.monitor.baseline import Baseline
 from training_job.monitor.detectors import ANSWERS, MIN_SAMPLES, Finding, Window
 from training_job.monitor.drift_monitor import DETECTORS, RegisteredDetector
