@@ -70,7 +70,8 @@ from contract.capture import (
     read_object,
 )
 from contract.threshold import ThresholdError, threshold_from_environment
-from handlers.workflow_event import ConfigurationError, log
+from handlers.errors import ConfigurationError
+from handlers.json_log import log
 
 DEFAULT_NAMESPACE = "SconesUnlimited/Monitoring"
 # Objects younger than this may still be followed by objects with smaller keys (one per

@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from handlers import monitor, threshold_filter
-from handlers.workflow_event import ConfigurationError
+from handlers.errors import ConfigurationError
 from tests.baselines import known_baseline
 from training_job.monitor.baseline import Baseline, BaselineError
 from training_job.serving import capture
