@@ -48,11 +48,18 @@ from tqdm import tqdm
 from contract.s3 import S3UriError, parse_s3_prefix_uri, parse_s3_uri
 from training_job.errors import CommandError
 from training_job.monitor import model_code
-from training_job.training import launch as launcher
-from training_job.training.launch import JOB_NAME_PATTERN, METRICS_FILE
+from training_job.training.job import (
+    DEPENDENCIES,
+    JOB_NAME_PATTERN,
+    METRICS_FILE,
+    SOURCE_DIR,
+    TRAINING_PROGRAM,
+    Plan,
+)
+from training_job.training.metrics_report import format_metrics
 
 CURRENT_HOST = "algo-1"
-# SageMaker's own rules for channel names (for job names, training_job.training.launch's).
+# SageMaker's own rules for channel names (for job names, training_job.training.job's).
 CHANNEL_NAME_PATTERN = re.compile(r"^[A-Za-z0-9\.\-_]{1,64}$")
 FAILURE_TAIL_BYTES = 4096
 # CreateTrainingJob's HyperParameters (API reference): at most 100 entries, each key at
@@ -469,13 +476,13 @@ def upload_all_or_nothing(s3: Any, bucket: str, uploads: list[tuple[Path, str]])
 # --- `python -m training_job train --mode local` (training_job/local_mode.py) -----------
 
 
-def run(plan: launcher.Plan, work_dir: Path | None) -> int:
+def run(plan: Plan, work_dir: Path | None) -> int:
     """Run the launcher's planned job here as SageMaker would, and print its metrics."""
     job = TrainingJob(
         name=plan.job_name,
-        entry_point=launcher.TRAINING_PROGRAM,
-        source_dir=launcher.SOURCE_DIR,
-        dependencies=list(launcher.DEPENDENCIES),
+        entry_point=TRAINING_PROGRAM,
+        source_dir=SOURCE_DIR,
+        dependencies=list(DEPENDENCIES),
         channels=[Channel(name, uri) for name, uri in plan.channels().items()],
         output_path=plan.output_path,
         hyperparameters=plan.hyperparameters,
@@ -494,5 +501,5 @@ def run(plan: launcher.Plan, work_dir: Path | None) -> int:
     if result.metrics is None:
         raise CommandError(f"the job wrote no {METRICS_FILE} into its model directory")
     print(f"metrics: {result.metrics_uri}")
-    print(launcher.format_metrics(result.metrics, job_seconds=result.seconds))
+    print(format_metrics(result.metrics, job_seconds=result.seconds))
     return 0

@@ -26,6 +26,7 @@ from tests.local_aws.test_training import keys_under, read_object, stage_sample,
 from training_job.__main__ import main
 from training_job.models import image, registry
 from training_job.training import launch as train
+from training_job.training import sagemaker_job
 
 ROLE = "arn:aws:iam::123456789012:role/scones-training"
 IMAGE_REPOSITORY = f"123456789012.dkr.ecr.us-east-1.amazonaws.com/{image.REPOSITORY}"
@@ -304,11 +305,11 @@ def test_debugger_and_profiler_are_off_unless_asked(bucket: str, algorithm: str)
     argv = ["train", "--bucket", bucket, "--mode", "sagemaker", "--role", ROLE]
     plan = train.make_plan(parser.parse_args([*argv, "--algorithm", algorithm]))
     ours = f"{IMAGE_REPOSITORY}@{IMAGE_DIGEST}"
-    quiet, _ = train.build_estimator(plan, ROLE, "ml.m5.xlarge", training_image=ours)
+    quiet, _ = sagemaker_job.build_estimator(plan, ROLE, "ml.m5.xlarge", training_image=ours)
     assert quiet.debugger_hook_config is False
     assert quiet.disable_profiler is True
     assert quiet.max_run == 3600
-    asked, _ = train.build_estimator(plan, ROLE, "ml.m5.xlarge", ours, debugger=True)
+    asked, _ = sagemaker_job.build_estimator(plan, ROLE, "ml.m5.xlarge", ours, debugger=True)
     assert asked.debugger_hook_config is not False
 
 
