@@ -15,7 +15,7 @@ Two ways to run it:
 
 and one way to choose hyperparameters without the test set:
   --cv K             K-fold stratified cross-validation over the 1,000 *train* images
-                     only, in-process with train.py's own fit(): prints each fold's
+                     only, in-process with training_loop.py's own fit(): prints each fold's
                      validation accuracy and the pooled mean (every train image is
                      validated once, so the estimate rests on 1,000 images, not 100).
                      Fold k trains with seed k, so two recipes compared on the same

@@ -22,7 +22,7 @@ SOURCE_DIR = REPO_ROOT / "training_job" / "code"
 # `container.py train --ml-root DIR` (by local mode, in the job's code/ directory).
 TRAINING_PROGRAM = "container.py"
 # Copied beside the program (the Dockerfile copies it into /opt/program too): inference.py
-# imports contract/, and train.py packs it into model.tar.gz's code/.
+# imports contract/, and serving_code.py packs it into model.tar.gz's code/.
 DEPENDENCIES = (REPO_ROOT / "contract",)
 MODELS_PREFIX = "models/"
 ALGORITHMS = ("pytorch", "builtin")
