@@ -20,8 +20,8 @@ image stays in S3 and `s3_bucket`/`s3_key` are the reference classify reads it b
 "claim check", AWS's advice for Step Functions payloads over its limit).
 
 Its errors are handlers/errors.py's (named for the state machine's Catch and Retry).
-This module imports only the standard library and contract/, so the threshold filter
-stays fast to load.
+This module imports only the standard library, contract/ and those errors, so the
+threshold filter stays fast to load.
 """
 
 from __future__ import annotations

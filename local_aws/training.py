@@ -50,16 +50,16 @@ from training_job.errors import CommandError
 from training_job.monitor import model_code
 from training_job.training.job import (
     DEPENDENCIES,
-    JOB_NAME_PATTERN,
     METRICS_FILE,
     SOURCE_DIR,
     TRAINING_PROGRAM,
     Plan,
 )
-from training_job.training.metrics_report import format_metrics
+from training_job.training.launch import JOB_NAME_PATTERN
+from training_job.training.report import format_metrics
 
 CURRENT_HOST = "algo-1"
-# SageMaker's own rules for channel names (for job names, training_job.training.job's).
+# SageMaker's own rules for channel names (for job names, training_job.training.launch's).
 CHANNEL_NAME_PATTERN = re.compile(r"^[A-Za-z0-9\.\-_]{1,64}$")
 FAILURE_TAIL_BYTES = 4096
 # CreateTrainingJob's HyperParameters (API reference): at most 100 entries, each key at

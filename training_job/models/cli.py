@@ -30,7 +30,7 @@ from training_job.data.bucket import BucketError, require_region
 from training_job.errors import UsageError
 from training_job.models import registry
 from training_job.serving.deploy import DEFAULT_ENDPOINT_NAME, ENDPOINT_NAME_PATTERN
-from training_job.training.job import ALGORITHMS, JOB_NAME_PATTERN
+from training_job.training.launch import ALGORITHMS, JOB_NAME_PATTERN
 
 MAX_VERSION = 999_999_999  # SageMaker's versioned ARNs end in /1 to /999999999
 DEFAULT_LIMIT = 20

@@ -102,7 +102,7 @@ def _run(argv: list[str], stdin: str | None = None) -> None:
 
 def build_image(engine: str, tag: str) -> str:
     """Build the image as REPOSITORY:TAG, recording the commit its code came from."""
-    from training_job.training.job import git_commit  # here: train imports this module
+    from training_job.provenance import git_commit  # here: train imports this module
 
     local = f"{REPOSITORY}:{tag}"
     commit = f"SCONES_GIT_COMMIT={git_commit()}"

@@ -1,13 +1,9 @@
-"""A training job, wherever it runs: what it runs (the image's program and its sources),
-its name's rule, its plan (data channels, output, hyperparameters, environment) and what
-it writes beside its model. `train` makes the plan (launch.py); SageMaker
-(sagemaker_job.py) or the local training runner (local_aws/training.py, through
-training_job/local_mode.py) runs it."""
+"""A training job as the `train` command (both modes) and the local runner
+(local_aws/training.py) share it: the program it runs, where its code and its output go,
+what it writes, and its plan (the data, the name, the hyperparameters, the channels)."""
 
 from __future__ import annotations
 
-import re
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +11,7 @@ from typing import Any
 from training_job.data import reviewed_photos
 from training_job.data.manifests import Manifest
 from training_job.errors import CommandError
+from training_job.provenance import git_commit
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SOURCE_DIR = REPO_ROOT / "training_job" / "code"
@@ -25,15 +22,8 @@ TRAINING_PROGRAM = "container.py"
 # imports contract/, and serving_code.py packs it into model.tar.gz's code/.
 DEPENDENCIES = (REPO_ROOT / "contract",)
 MODELS_PREFIX = "models/"
-ALGORITHMS = ("pytorch", "builtin")
 # What the script writes into its model directory, and a job copies beside model.tar.gz.
 METRICS_FILE = "metrics.json"
-# SageMaker's rule for a training job's name (local_aws/training.py enforces it too).
-JOB_NAME_PATTERN = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
-
-
-class LaunchError(CommandError):
-    """The job cannot start or its result cannot be read: one line, exit status 1."""
 
 
 @dataclass(frozen=True)
@@ -84,25 +74,5 @@ class Plan:
         return {"SCONES_GIT_COMMIT": git_commit(), **reviewed}
 
 
-def git_commit() -> str:
-    """The commit the code came from, `-dirty` when tracked files differ from it, or
-    `unknown: <why>` (no git, not a repository) so a reader sees why there is none."""
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10
-        )
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.strip()
-    except FileNotFoundError:
-        return "unknown: git is not installed"
-    except (OSError, subprocess.TimeoutExpired) as error:
-        return f"unknown: git failed ({type(error).__name__})"
-    commit = head.stdout.strip()
-    if head.returncode != 0 or not commit:
-        return f"unknown: {REPO_ROOT.name} is not a git repository with a commit"
-    return f"{commit}-dirty" if dirty else commit
+class LaunchError(CommandError):
+    """The job cannot start or its result cannot be read: one line, exit status 1."""

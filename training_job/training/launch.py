@@ -47,15 +47,13 @@ from training_job.errors import UsageError
 from training_job.models import registry
 from training_job.models.image import require_recorded_image
 from training_job.modes import options_of, refuse_other_modes
-from training_job.training.job import (
-    ALGORITHMS,
-    JOB_NAME_PATTERN,
-    LaunchError,
-    Plan,
-    git_commit,
-)
+from training_job.provenance import git_commit
+from training_job.training.job import LaunchError, Plan
 from training_job.training.sagemaker_job import DEFAULT_MAX_RUNTIME_MINUTES, train_on_sagemaker
 
+ALGORITHMS = ("pytorch", "builtin")
+# SageMaker's rule for a training job's name (local_aws/training.py enforces it too).
+JOB_NAME_PATTERN = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 # The algorithms' names for the hyperparameters both take.
 SCRIPT_NAMES = {"epochs": "epochs", "batch-size": "batch-size", "learning-rate": "lr"}
 BUILTIN_NAMES = {

@@ -22,7 +22,7 @@ from training_job import log_retention
 from training_job.data.manifests import MANIFEST_NAME
 from training_job.monitor import model_code
 from training_job.training.job import METRICS_FILE, LaunchError, Plan
-from training_job.training.metrics_report import format_metrics
+from training_job.training.report import format_metrics
 
 DEFAULT_INSTANCE_TYPES = {"pytorch": "ml.m5.xlarge", "builtin": "ml.p3.2xlarge"}
 # MaxRuntime: a few times what the job takes here (the pytorch script's default epochs run

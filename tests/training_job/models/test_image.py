@@ -22,10 +22,10 @@ import pytest
 from botocore.exceptions import ClientError
 
 from tests.training_job.registry_helpers import put_training_output
+from training_job import provenance
 from training_job.__main__ import main
 from training_job.models import image, registry
 from training_job.serving import deploy
-from training_job.training import job
 
 TEST_REGION = "eu-west-2"
 # What versions registered before the project's image name (AWS's account in the region).
@@ -268,7 +268,7 @@ def test_build_passes_the_commit_the_image_code_comes_from(
     monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")  # git too
     assert main(["image", "build", "--tag", "t1", "--region", TEST_REGION]) == 0
     argv = seen.read_text().splitlines()
-    commit = job.git_commit()
+    commit = provenance.git_commit()
     assert re.fullmatch(r"[0-9a-f]{40}(-dirty)?", commit), commit
     assert argv[:3] == ["build", "--build-arg", f"SCONES_GIT_COMMIT={commit}"]
     assert argv[3:5] == ["-t", f"{image.REPOSITORY}:t1"]

@@ -1,5 +1,5 @@
 """The test metrics a training job wrote (training_job/code/train.py's metrics.json), as
-the short table `train` prints at the end of a job, in either mode."""
+the short table `train` prints in both modes."""
 
 from __future__ import annotations
 
