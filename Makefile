@@ -1,5 +1,6 @@
 # Scones Unlimited ML workflow. `make demo` runs the main job in local mode;
 # `make test` runs the linters and the tests. Both install what they need first.
+# `make test-fast` runs the tests that start no server and train nothing, in under a minute.
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 .DEFAULT_GOAL := help
@@ -12,7 +13,7 @@ LOCAL_AWS_PORT ?= 4566
 BUCKET ?= scones-unlimited-local
 DEMO_EPOCHS ?=
 
-.PHONY: help setup test lint demo local-up local-down clean
+.PHONY: help setup test test-fast lint demo local-up local-down clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -46,6 +47,11 @@ lint: setup ## ruff and mypy
 
 test: lint ## ruff, mypy, then the whole test suite
 	$(PYTHON) -m pytest
+
+# No lint: mypy alone takes longer than the tier. The tests marked `slow` (tests/conftest.py
+# marks every test that uses a fixture starting a server or a training) are left out.
+test-fast: setup ## the tests that need no local AWS and no training (under a minute; no lint)
+	$(PYTHON) -m pytest -m "not slow" -q
 
 local-up: setup ## start the local AWS on 127.0.0.1:$(LOCAL_AWS_PORT), write $(AWS_ENV)
 	$(PYTHON) -m local_aws up --port $(LOCAL_AWS_PORT)

@@ -110,3 +110,38 @@ def test_a_missing_backend_is_a_command_error_not_a_traceback(
     monkeypatch.setitem(local_mode.BACKENDS, "train", "local_aws.no_such_backend")
     with pytest.raises(CommandError, match=r"--mode local needs the local AWS"):
         local_mode.backend("train")
+
+
+def _imported_test_modules(path: Path) -> set[str]:
+    """The tests' `test_*.py` modules `path` imports, however it names them: `import
+    tests.a.test_b`, `from tests.a.test_b import x`, `from tests.a import test_b`,
+    `from .test_b import x`."""
+    package = path.relative_to(REPO_ROOT).parent.parts
+    named: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            named.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = package[: len(package) - node.level + 1] if node.level else ()
+            module = ".".join((*base, *(node.module or "").split("."))).strip(".")
+            named.add(module)
+            named.update(f"{module}.{alias.name}" for alias in node.names)
+    return {
+        name
+        for name in named
+        if name.rsplit(".", 1)[-1].startswith("test_")
+        and (REPO_ROOT / f"{name.replace('.', '/')}.py").is_file()
+    }
+
+
+def test_no_module_of_the_tests_imports_a_test_module() -> None:
+    """What tests share lives in a conftest.py (fixtures) or a helper module (functions,
+    constants), never in a test module: a test module imported elsewhere cannot be moved,
+    renamed or trimmed without breaking tests it does not show, and a fixture imported by
+    name is a second fixture of its own, hidden behind `noqa` markers."""
+    offenders = [
+        f"{path.relative_to(REPO_ROOT)} imports {module}"
+        for path in sorted((REPO_ROOT / "tests").rglob("*.py"))
+        for module in sorted(_imported_test_modules(path))
+    ]
+    assert offenders == []

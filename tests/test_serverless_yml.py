@@ -700,6 +700,7 @@ def test_the_workflow_is_express_unless_the_stage_asks_for_standard(
     assert '"type" must be one of [STANDARD, EXPRESS]' in refused.stdout + refused.stderr
 
 
+@pytest.mark.slow  # runs `sls package`
 def test_the_stack_follows_aws_region_and_refuses_to_guess(tmp_path: Path) -> None:
     from tests.statemachine.packaging import sls
 
@@ -747,6 +748,7 @@ def test_outputs_name_the_state_machine_and_the_alarm_topic(packaged: Packaged) 
     assert name.startswith("scones-unlimited-") and name.endswith("-image-workflow")
 
 
+@pytest.mark.slow  # runs `sls package`
 def test_an_unknown_stage_still_packages_with_its_own_bucket(tmp_path: Path) -> None:
     template = package("qa", tmp_path)
     env = template["Resources"]["SerializeLambdaFunction"]["Properties"]["Environment"]
@@ -799,6 +801,7 @@ def test_the_review_monitor_may_query_only_the_two_sparse_indexes(packaged: Pack
     assert env["Variables"] == {TABLE_ENVIRONMENT_VARIABLE: {"Ref": "DecisionsTable"}}
 
 
+@pytest.mark.slow  # runs `sls package`
 def test_the_review_alarms_follow_their_params(tmp_path: Path) -> None:
     template = package("dev", tmp_path, "reviewWaitAlarm=3600", "accuracyAlarm=0.9")
     alarms = {n: r["Properties"] for n, r in template["Resources"].items()}

@@ -12,26 +12,7 @@ import pytest
 
 from contract.baseline import READABLE_VERSIONS, BaselineFormatError, loads, parse
 from contract.threshold import DEFAULT_THRESHOLD
-
-
-def document(version: int = 2, **changes: Any) -> dict[str, Any]:
-    """A version-`version` document of three validation images and two classes."""
-    base: dict[str, Any] = {
-        "format_version": version,
-        "count": 3,
-        "classes": ["bicycle", "motorcycle"],
-        "confidence_threshold": 0.9,
-        "input_statistics": {"brightness": [0.1, 0.2, 0.3]},
-        "upload_bytes": [100, 200, 300],
-        "content_types": {"image/png": 3},
-        "class_counts": {"bicycle": 2, "motorcycle": 1},
-        "probabilities": [[0.9, 0.1], [0.6, 0.4], [0.2, 0.8]],
-        "confidences": [0.9, 0.6, 0.8],
-        "embeddings_file": "baseline_embeddings.npy",
-        "embedding_dim": 4,
-    }
-    base.update(changes)
-    return {name: value for name, value in base.items() if value is not ...}
+from tests.contract.baseline_documents import document
 
 
 @pytest.mark.parametrize("version", READABLE_VERSIONS)

@@ -40,6 +40,7 @@ def test_each_sample_event_is_a_workflow_event(path: Path) -> None:
     assert event.s3_key.startswith(("test/", "train/", "incoming/"))
 
 
+@pytest.mark.slow  # runs the Serverless CLI (`sls invoke local`)
 def test_the_threshold_filter_passes_the_sample_event() -> None:
     run = sls(
         "invoke", "local", "-f", "thresholdFilter", "--path", str(EVENTS / "threshold_filter.json")
@@ -52,6 +53,7 @@ def test_the_threshold_filter_passes_the_sample_event() -> None:
     assert record["function"] == "scones-unlimited-dev-thresholdFilter"
 
 
+@pytest.mark.slow  # runs the Serverless CLI (`sls invoke local`)
 def test_the_threshold_filter_stops_a_doubtful_event_with_its_error_name() -> None:
     event = {"s3_key": "test/a.png", "inferences": [0.6, 0.4]}
     run = sls("invoke", "local", "-f", "thresholdFilter", "--data", json.dumps(event))
@@ -98,6 +100,7 @@ def test_serialize_refuses_a_bucket_that_is_not_the_stages(local_aws: dict[str, 
     assert "BucketNotAllowed" in run.stdout + run.stderr
 
 
+@pytest.mark.slow  # runs the Serverless CLI (`sls invoke local`)
 def test_classify_calls_the_endpoint_named_by_the_endpoint_param(
     endpoint: RuntimeServer, unique_name: str
 ) -> None:

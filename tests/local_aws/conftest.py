@@ -1,4 +1,5 @@
-"""A local AWS of this folder's own, a scripted endpoint, and the fixture project deployed.
+"""A local AWS of this folder's own, a scripted endpoint, the fixture project deployed, and
+a small trained model approved in the registry for the local endpoint's tests.
 
 These tests need the server to carry `AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME` (the executor
 passes it to the handlers) and a secret variable the handlers must *not* see, so they start
@@ -20,13 +21,18 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import boto3
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from contract.familiarity import CUSTOM_ATTRIBUTES_HEADER
 from local_aws.server import local_aws_server, local_client
+from tests import sample_model
 from tests.conftest import REPO_ROOT, free_port
+from tests.local_aws.endpoint_helpers import Model
+from tests.training_job.registry_helpers import approve_model_data
 
 FIXTURE_PROJECT = Path(__file__).resolve().parent / "fixtures" / "workflow"
 SERVER_SECRET = "LOCAL_AWS_TEST_SERVER_ONLY"
@@ -141,12 +147,36 @@ def deployed_project(tmp_path_factory: pytest.TempPathFactory, workflow_aws: Loc
 
 @pytest.fixture(scope="session")
 def workflow(workflow_aws: LocalAws, tmp_path_factory: pytest.TempPathFactory) -> Any:
-    """The packaged stack made call by call (tests/local_aws/test_iam_statements.py), once a
+    """The packaged stack made call by call (tests/local_aws/rendered_workflow.py), once a
     session: its table, functions and state machine carry the stage's own names, so the
     modules that run it (the IAM statements, the decision safeguards) share one."""
-    from tests.local_aws.test_iam_statements import build_workflow
+    # Imported here: rendered_workflow.py imports this module's LocalAws.
+    from tests.local_aws.rendered_workflow import build_workflow
 
     return build_workflow(workflow_aws, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def model(
+    local_aws: dict[str, str], shared_data: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Model:
+    """A quick model of the shared data, uploaded and approved in the registry, for the
+    local endpoint's tests (test_endpoint_*.py): once a module, as each module trained its own."""
+    torch.set_num_threads(1)
+    archive = shared_data / "cifar-100-python-vehicles.tar.gz"
+    work = tmp_path_factory.mktemp("endpoint-model")
+    model_dir = sample_model.train_quick_model(archive, work / "model", steps=3)
+    sample_model.fit_familiarity(archive, model_dir)  # as every model trained now has
+    tarball = sample_model.package_model(model_dir, work / "model.tar.gz")
+    bucket = f"endpoint-{os.getpid()}-{free_port()}"
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket=bucket)
+    s3.upload_file(str(tarball), bucket, "models/quick-job/output/model.tar.gz")
+    # deploy serves only an approved version of the registry.
+    group = f"{bucket}-models"
+    approve_model_data(f"s3://{bucket}/models/quick-job/output/model.tar.gz", group)
+    images, _labels = sample_model.load_split(archive, "test")
+    return Model(bucket, model_dir, [sample_model.png_bytes(image) for image in images], group)
 
 
 def wait_for_execution(sfn: Any, arn: str, timeout: float = 60) -> dict[str, Any]:

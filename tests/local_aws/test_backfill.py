@@ -23,7 +23,7 @@ from contract.backfill import BACKFILL_ATTRIBUTE
 from contract.decisions import REASON_UNFAMILIAR, STATUS_NEEDS_REVIEW
 from tests import non_vehicle_photos
 from tests.handlers.conftest import encode_image
-from tests.local_aws.test_iam_statements import Workflow
+from tests.local_aws.rendered_workflow import Workflow
 from tests.sample_model import png_bytes
 from training_job.__main__ import main
 from training_job.environment import overridden

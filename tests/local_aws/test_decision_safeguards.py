@@ -35,7 +35,7 @@ from contract.decisions import (
 from handlers.workflow_event import WorkflowEvent
 from tests import non_vehicle_photos
 from tests.handlers.conftest import encode_image
-from tests.local_aws.test_iam_statements import Workflow
+from tests.local_aws.rendered_workflow import Workflow
 from tests.sample_model import png_bytes
 
 pytestmark = pytest.mark.timeout(600)

@@ -20,6 +20,7 @@ from tests.training_job.registry_helpers import register_output
 from training_job.models import registry
 
 
+@pytest.mark.slow  # starts the demo: a local AWS, training, an endpoint
 def test_the_demo_runs_end_to_end_and_stops_what_it_started(
     shared_data: Path, tmp_path: Path
 ) -> None:
@@ -120,6 +121,7 @@ def test_the_demo_approves_the_version_its_training_job_became(
     assert "models list" in out  # it showed the versions side by side first
 
 
+@pytest.mark.slow  # starts the demo's local AWS
 def test_a_failing_step_ends_the_demo_with_one_line_naming_it_and_no_traceback(
     tmp_path: Path,
 ) -> None:
@@ -149,6 +151,7 @@ def test_a_failing_step_ends_the_demo_with_one_line_naming_it_and_no_traceback(
     assert not (tmp_path / "out" / "summary.json").exists()
 
 
+@pytest.mark.slow  # runs the demo command, which stops before its local AWS here (4 s)
 def test_a_taken_port_ends_the_demo_with_one_line_naming_its_holder(tmp_path: Path) -> None:
     """`make demo` while another program listens on the local AWS's port (and answers no
     HTTP): one line saying the port is held and by whom, exit status 1, no traceback."""

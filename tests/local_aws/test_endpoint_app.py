@@ -8,98 +8,32 @@ from __future__ import annotations
 import concurrent.futures
 import io
 import json
-import os
 import socket
-import subprocess
-import sys
 import tarfile
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import boto3
 import numpy as np
 import pytest
 import requests
-import torch
 from botocore.exceptions import ClientError
 from PIL import Image
 
 from contract.familiarity import CUSTOM_ATTRIBUTES_HEADER, parse_attributes
 from tests import sample_model
-from tests.conftest import REPO_ROOT, free_port
+from tests.conftest import free_port
+from tests.local_aws.endpoint_helpers import (
+    Endpoint,
+    Model,
+    deploy,
+    post,
+    start,
+    stop,
+)
 from tests.training_job.registry_helpers import approve_model_data
 from training_job.models import registry
 from training_job.serving import capture
-
-
-@dataclass(frozen=True)
-class Model:
-    bucket: str
-    model_dir: Path
-    pngs: list[bytes]
-    group: str  # the model group where it is an approved version
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    name: str
-    url: str
-    bucket: str
-    state_dir: Path
-    parameter: str
-
-
-@pytest.fixture(scope="module")
-def model(
-    local_aws: dict[str, str], shared_data: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Model:
-    torch.set_num_threads(1)
-    archive = shared_data / "cifar-100-python-vehicles.tar.gz"
-    work = tmp_path_factory.mktemp("endpoint-model")
-    model_dir = sample_model.train_quick_model(archive, work / "model", steps=3)
-    sample_model.fit_familiarity(archive, model_dir)  # as every model trained now has
-    tarball = sample_model.package_model(model_dir, work / "model.tar.gz")
-    bucket = f"endpoint-{os.getpid()}-{free_port()}"
-    s3 = boto3.client("s3")
-    s3.create_bucket(Bucket=bucket)
-    s3.upload_file(str(tarball), bucket, "models/quick-job/output/model.tar.gz")
-    # deploy serves only an approved version of the registry.
-    group = f"{bucket}-models"
-    approve_model_data(f"s3://{bucket}/models/quick-job/output/model.tar.gz", group)
-    images, _labels = sample_model.load_split(archive, "test")
-    return Model(bucket, model_dir, [sample_model.png_bytes(image) for image in images], group)
-
-
-def deploy(*argv: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "training_job", "deploy", "--mode", "local", *argv],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
-def start(model: Model, state_dir: Path, name: str, *options: str) -> Endpoint:
-    port = free_port()
-    parameter = f"/test/{name}/endpoint-name"
-    started = deploy(
-        "--bucket", model.bucket, "--endpoint-name", name, "--port", str(port),
-        "--state-dir", str(state_dir), "--parameter-name", parameter,
-        "--capture-flush-seconds", "0.5", "--model-group", model.group, *options,
-    )  # fmt: skip
-    assert started.returncode == 0, started.stdout + started.stderr
-    return Endpoint(name, f"http://127.0.0.1:{port}", model.bucket, state_dir, parameter)
-
-
-def stop(endpoint: Endpoint) -> None:
-    stopped = deploy(
-        "--endpoint-name", endpoint.name, "--state-dir", str(endpoint.state_dir),
-        "--parameter-name", endpoint.parameter, "--stop",
-    )  # fmt: skip
-    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
-    assert "stopped" in stopped.stdout
 
 
 @pytest.fixture(scope="module")
@@ -107,24 +41,6 @@ def endpoint(model: Model, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     running = start(model, tmp_path_factory.mktemp("state"), "classifier", "--workers", "2")
     yield running
     stop(running)
-
-
-def post(url: str, body: bytes, content_type: str | None = "image/png") -> requests.Response:
-    headers = {"Content-Type": content_type} if content_type is not None else {}
-    return requests.post(f"{url}/invocations", data=body, headers=headers, timeout=30)
-
-
-def captured_records(bucket: str, endpoint_name: str) -> list[capture.CaptureRecord]:
-    s3 = boto3.client("s3")
-    prefix = f"{capture.CAPTURE_PREFIX}/{endpoint_name}/"
-    records = []
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-        for item in page.get("Contents", []):
-            assert item["Key"].endswith(".jsonl")
-            body = s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read().decode()
-            assert body.endswith("\n")
-            records += [capture.parse_line(line) for line in body.splitlines()]
-    return records
 
 
 def test_predictions_equal_in_process_predictions(endpoint: Endpoint, model: Model) -> None:

@@ -12,18 +12,17 @@ from pathlib import Path
 
 import requests
 
-from tests.local_aws.test_endpoint_app import (  # noqa: F401 (model: a fixture)
+from tests.local_aws.endpoint_helpers import (
     Model,
     captured_records,
     deploy,
-    model,
     post,
     start,
     stop,
 )
 
 
-def test_sampled_requests_are_all_in_the_bucket_after_sigterm(model: Model, tmp_path: Path) -> None:  # noqa: F811
+def test_sampled_requests_are_all_in_the_bucket_after_sigterm(model: Model, tmp_path: Path) -> None:
     captured = start(model, tmp_path, "captured", "--capture-flush-seconds", "60")
     sent = model.pngs[:25]
     answers = []
@@ -50,7 +49,7 @@ def test_sampled_requests_are_all_in_the_bucket_after_sigterm(model: Model, tmp_
         assert json.loads(record.output.body()) == answers[index]
 
 
-def test_sampling_zero_writes_no_capture(model: Model, tmp_path: Path) -> None:  # noqa: F811
+def test_sampling_zero_writes_no_capture(model: Model, tmp_path: Path) -> None:
     silent = start(model, tmp_path, "silent", "--capture-sampling", "0")
     try:
         for png in model.pngs[:10]:
@@ -61,7 +60,7 @@ def test_sampling_zero_writes_no_capture(model: Model, tmp_path: Path) -> None: 
 
 
 def test_kill_9_loses_at_most_the_last_flush_interval_and_never_breaks_a_line(
-    model: Model,  # noqa: F811
+    model: Model,
     tmp_path: Path,
 ) -> None:
     killed = start(model, tmp_path, "killed", "--capture-flush-seconds", "0.5")

@@ -13,11 +13,10 @@ import requests
 
 from local_aws.demo import create_sagemaker_role
 from tests.conftest import free_port
-from tests.local_aws.test_endpoint_app import (  # noqa: F401 (a fixture)
+from tests.local_aws.endpoint_helpers import (
     Model,
     captured_records,
     deploy,
-    model,
     post,
 )
 
@@ -44,7 +43,7 @@ def _wait_for_metric(url: str, name: str) -> dict[str, float]:
     raise AssertionError(f"{name} stayed 0 for {WAIT_SECONDS:.0f}s: {_metrics(url)}")
 
 
-def _role(model: Model, name: str, without: tuple[str, ...] = (), region: str = "") -> str:  # noqa: F811
+def _role(model: Model, name: str, without: tuple[str, ...] = (), region: str = "") -> str:
     session = boto3.session.Session()
     return create_sagemaker_role(
         session.client("iam"),
@@ -56,7 +55,7 @@ def _role(model: Model, name: str, without: tuple[str, ...] = (), region: str = 
     )
 
 
-def _start(model: Model, state_dir: Path, name: str, role: str) -> str:  # noqa: F811
+def _start(model: Model, state_dir: Path, name: str, role: str) -> str:
     port = free_port()
     started = deploy(
         "--bucket", model.bucket, "--endpoint-name", name, "--port", str(port),
@@ -75,7 +74,7 @@ def _stop(state_dir: Path, name: str) -> None:
 
 
 def test_captures_need_the_execution_policys_capture_statement(
-    model: Model,  # noqa: F811
+    model: Model,
     tmp_path: Path,
 ) -> None:
     """Without the statement that allows s3:PutObject on data_capture/*, every capture
@@ -102,7 +101,7 @@ def test_captures_need_the_execution_policys_capture_statement(
     assert len(captured_records(model.bucket, name)) == 3
 
 
-def test_the_model_is_read_with_the_role(model: Model, tmp_path: Path) -> None:  # noqa: F811
+def test_the_model_is_read_with_the_role(model: Model, tmp_path: Path) -> None:
     """SageMaker reads model.tar.gz with the execution role: without s3:GetObject on
     models/* the deploy fails with AccessDenied and starts nothing."""
     role = _role(model, "EndpointRoleWithoutModels", without=("ReadTrainingDataAndModels",))
@@ -117,7 +116,7 @@ def test_the_model_is_read_with_the_role(model: Model, tmp_path: Path) -> None: 
 
 @pytest.mark.parametrize("problem", ["another region", "no such role"])
 def test_a_role_sagemaker_may_not_assume_for_the_endpoint_is_refused(
-    model: Model,  # noqa: F811
+    model: Model,
     tmp_path: Path,
     problem: str,
 ) -> None:

@@ -22,7 +22,7 @@ from botocore.exceptions import ClientError
 
 from local_aws.endpoint.background import RunningEndpoint, local_endpoint
 from tests.conftest import free_port
-from tests.local_aws.test_endpoint_app import Model, deploy, model  # noqa: F401 (a fixture)
+from tests.local_aws.endpoint_helpers import Model, deploy
 
 HEADER_TIMEOUT = "1"
 
@@ -31,7 +31,7 @@ OPTIONS = ["--workers", "1", "--torch-threads", "1", "--header-timeout-seconds",
 
 
 @pytest.fixture
-def endpoint_process(model: Model, tmp_path: Path) -> Iterator[RunningEndpoint]:  # noqa: F811
+def endpoint_process(model: Model, tmp_path: Path) -> Iterator[RunningEndpoint]:
     """`python -m local_aws.endpoint`, one worker, no capture, a one-second head timeout:
     for a test that stops it."""
     with local_endpoint(model.model_dir, tmp_path, OPTIONS) as endpoint:
@@ -40,7 +40,7 @@ def endpoint_process(model: Model, tmp_path: Path) -> Iterator[RunningEndpoint]:
 
 @pytest.fixture(scope="module")
 def shared_endpoint(
-    model: Model,  # noqa: F811
+    model: Model,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[RunningEndpoint]:
     """The same endpoint, started once for the tests that only connect to it (each on
@@ -90,7 +90,7 @@ def test_a_connection_that_sends_nothing_is_closed(
 
 def test_an_idle_keep_alive_connection_still_serves_its_next_request(
     shared_endpoint: RunningEndpoint,
-    model: Model,  # noqa: F811
+    model: Model,
 ) -> None:
     port = shared_endpoint.port
     session = requests.Session()
@@ -103,7 +103,7 @@ def test_an_idle_keep_alive_connection_still_serves_its_next_request(
 
 def test_sigterm_answers_the_request_whose_body_is_still_arriving(
     endpoint_process: RunningEndpoint,
-    model: Model,  # noqa: F811
+    model: Model,
 ) -> None:
     """The reported defect: a stop under keep-alive load took ~31 s and answered fully
     sent requests 408, because reading stopped at SIGTERM."""
@@ -141,7 +141,7 @@ def _wait_until_refused(port: int) -> None:
     raise AssertionError(f"port {port} still accepts connections")
 
 
-def _deploy_args(model: Model, state_dir: Path, name: str, port: int) -> list[str]:  # noqa: F811
+def _deploy_args(model: Model, state_dir: Path, name: str, port: int) -> list[str]:
     return [
         "--bucket", model.bucket, "--endpoint-name", name, "--port", str(port),
         "--state-dir", str(state_dir), "--parameter-name", f"/test/{name}/endpoint-name",
@@ -150,7 +150,7 @@ def _deploy_args(model: Model, state_dir: Path, name: str, port: int) -> list[st
 
 
 def test_deploy_on_a_port_another_server_answers_fails_naming_it(
-    model: Model,  # noqa: F811
+    model: Model,
     tmp_path: Path,
 ) -> None:
     """The reported defect: deploy accepted any server's /ping, exited 0 and published
@@ -173,7 +173,7 @@ def test_deploy_on_a_port_another_server_answers_fails_naming_it(
 
 
 def test_two_concurrent_deploys_of_one_name_start_one_endpoint(
-    model: Model,  # noqa: F811
+    model: Model,
     tmp_path: Path,
 ) -> None:
     ports = [free_port(), free_port()]
@@ -203,7 +203,7 @@ def _wait_for_http(port: int) -> None:
     raise AssertionError(f"nothing answered on port {port}")
 
 
-def test_the_process_started_is_the_one_deploy_reports(model: Model, tmp_path: Path) -> None:  # noqa: F811
+def test_the_process_started_is_the_one_deploy_reports(model: Model, tmp_path: Path) -> None:
     port = free_port()
     started = deploy(*_deploy_args(model, tmp_path, "reported", port))
     try:

@@ -9,7 +9,7 @@ from typing import Any
 
 import boto3
 
-from tests.local_aws.test_iam import state_machine_role
+from tests.local_aws.iam_helpers import state_machine_role
 
 PASS_MACHINE = {"StartAt": "Done", "States": {"Done": {"Type": "Pass", "End": True}}}
 

@@ -13,7 +13,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from tests.local_aws.conftest import LocalAws
-from tests.local_aws.test_iam import state_machine_role
+from tests.local_aws.iam_helpers import state_machine_role
 
 PASS = {"StartAt": "Done", "States": {"Done": {"Type": "Pass", "End": True}}}
 FAIL = {

@@ -32,6 +32,7 @@ def test_boto3_reaches_the_local_aws_through_the_endpoint_variable(
     assert local_aws["AWS_ENDPOINT_URL"].startswith("http://127.0.0.1:")
 
 
+@pytest.mark.slow  # starts a local AWS (`local_aws up`)
 def test_up_writes_the_env_file_and_down_stops_the_server(tmp_path: Path) -> None:
     port = free_port()
     state = tmp_path / "state"
@@ -62,6 +63,7 @@ def test_up_writes_the_env_file_and_down_stops_the_server(tmp_path: Path) -> Non
     assert not still_up
 
 
+@pytest.mark.slow  # starts a local AWS
 def test_local_aws_server_serves_for_its_block_from_any_directory_and_then_stops(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

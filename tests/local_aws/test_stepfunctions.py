@@ -11,8 +11,8 @@ import pytest
 from botocore.exceptions import ClientError
 
 from tests.local_aws.conftest import LocalAws, wait_for_execution
-from tests.local_aws.test_iam import state_machine_role
-from tests.local_aws.test_lambda_executor import create, package
+from tests.local_aws.iam_helpers import state_machine_role
+from tests.local_aws.lambda_helpers import create, package
 
 STATE_LIMIT_BYTES = 256 * 1024
 

@@ -15,7 +15,7 @@ import boto3
 import pytest
 
 from tests.handlers.conftest import Answer, RuntimeServer, encode_image, runtime_error
-from tests.local_aws.test_iam import state_machine_role
+from tests.local_aws.iam_helpers import state_machine_role
 from tests.statemachine.packaging import package, resolve_definition
 
 ASSUME = {

@@ -19,7 +19,7 @@ from PIL import Image
 
 from contract.decisions import REVIEWED_MANIFEST_VARIABLE, REVIEWED_SHA256_VARIABLE
 from tests.training_job.code.conftest import CLASSES
-from tests.training_job.code.test_train import TINY, run_train, sagemaker_env
+from tests.training_job.code.train_helpers import TINY, run_train, sagemaker_env
 
 MANIFEST_URI = "s3://scones-bucket/reviewed/reviewed.lst"
 

@@ -21,6 +21,7 @@ from PIL import Image
 
 from contract.manifest import LstEntry, format_lst, parse_lst, read_lst
 from tests.conftest import REPO_ROOT
+from tests.training_job.data.bucket_helpers import assert_settings
 from tests.training_job.staging_helpers import (
     member,
     python2_pickle,
@@ -29,7 +30,6 @@ from tests.training_job.staging_helpers import (
     standard_members,
     write_archive,
 )
-from tests.training_job.data.test_bucket import assert_settings
 from training_job.__main__ import main
 from training_job.data import cifar, stage
 from training_job.data.manifests import Manifest

@@ -136,3 +136,19 @@ def capture_lines(
         capture_line(png(image), [float(p) for p in row], start + timedelta(seconds=i * step_s))
         for i, (image, row) in enumerate(zip(images, probabilities, strict=True))
     ]
+
+
+def model_archive(
+    model_dir: Path, with_baseline: bool = True, metrics: dict | None = None
+) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for path in model_dir.iterdir():
+            if with_baseline or not path.name.startswith("baseline"):
+                tar.add(path, arcname=path.name)
+        if metrics is not None:
+            data = json.dumps(metrics).encode()
+            info = tarfile.TarInfo("metrics.json")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()

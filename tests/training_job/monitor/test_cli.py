@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import errno
 import gzip
-import io
 import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
-import tarfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,29 +20,20 @@ import pytest
 
 from contract.manifest import LstEntry, format_lst
 from tests.conftest import REPO_ROOT
-from tests.training_job.monitor.conftest import START, Vehicles, capture_line, capture_lines, png
+from tests.training_job.monitor.conftest import (
+    START,
+    Vehicles,
+    capture_line,
+    capture_lines,
+    model_archive,
+    png,
+)
 from training_job.__main__ import build_parser, main
 from training_job.monitor import cli
 from training_job.monitor.captures import CaptureSource, ReadCounts, read_records
 from training_job.monitor.shifts import SHIFTS
 
 ENDPOINT_PREFIX = "data_capture/ep/AllTraffic/2026/11/24/09/"
-
-
-def model_archive(
-    model_dir: Path, with_baseline: bool = True, metrics: dict | None = None
-) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        for path in model_dir.iterdir():
-            if with_baseline or not path.name.startswith("baseline"):
-                tar.add(path, arcname=path.name)
-        if metrics is not None:
-            data = json.dumps(metrics).encode()
-            info = tarfile.TarInfo("metrics.json")
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
 
 
 @pytest.fixture

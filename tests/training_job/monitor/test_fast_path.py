@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from tests.training_job.monitor.conftest import Vehicles, png
-from tests.training_job.monitor.test_detectors import baseline, window
+from tests.training_job.monitor.drift_helpers import baseline, window
 from training_job.__main__ import main
 from training_job.monitor import model_code
 from training_job.monitor.baseline import Baseline

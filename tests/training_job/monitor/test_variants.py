@@ -12,8 +12,7 @@ import boto3
 import numpy as np
 import pytest
 
-from tests.training_job.monitor.conftest import Vehicles, capture_lines
-from tests.training_job.monitor.test_cli import model_archive
+from tests.training_job.monitor.conftest import Vehicles, capture_lines, model_archive
 from training_job.__main__ import main
 from training_job.monitor.variants import variant_of
 

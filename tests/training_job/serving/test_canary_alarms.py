@@ -16,7 +16,7 @@ from moto import mock_aws
 from contract import baseline, variant_metrics
 from local_aws import alarms, sagemaker_endpoints
 from local_aws.endpoint import metrics
-from tests.contract.test_baseline import document
+from tests.contract.baseline_documents import document
 from training_job.serving.canary_alarms import Margins, Reference, answer_alarms
 
 ACCOUNT, REGION = "123456789012", "us-east-1"

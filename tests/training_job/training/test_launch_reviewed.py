@@ -24,23 +24,20 @@ from contract.decisions import (
     image_id,
 )
 from contract.manifest import LstEntry, format_lst
-from tests.local_aws.test_training import keys_under, read_object, sample_images, stage_sample
-from tests.training_job.training.test_launch import (
+from tests.staged_sample import keys_under, read_object, sample_images, stage_sample
+from tests.training_job.training.launch_helpers import (
     IMAGE_DIGEST,
     IMAGE_REPOSITORY,
     ROLE,
     channel_uris,
     describe,
     launch,
-    one_cpu,
-    recorded_image,
 )
 from training_job.data import reviewed_photos
 from training_job.review.reviewed import ReviewedManifest as ReviewedAnswers
 from training_job.training import launch as train
 from training_job.training import sagemaker_job
 
-__all__ = ["one_cpu", "recorded_image"]  # fixtures, used by name
 # SageMaker mode trains in the project's image: every job here finds one recorded.
 pytestmark = pytest.mark.usefixtures("recorded_image")
 STAGED_PER_CLASS = 4
