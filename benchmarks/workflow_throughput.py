@@ -62,7 +62,15 @@ from training_job.environment import overridden  # noqa: E402
 DEFAULT_ARCHIVE = REPO_ROOT.parent / "shared" / "data" / "cifar-100-python-vehicles.tar.gz"
 STAGE = "local"
 STATE_MACHINE = f"scones-unlimited-{STAGE}-image-workflow"
-PROJECT_FILES = ("serverless.yml", "package.json", "handlers", "contract", "statemachine")
+# serverless.yml includes resources/*.yml: the deployed copy needs both.
+PROJECT_FILES = (
+    "serverless.yml",
+    "resources",
+    "package.json",
+    "handlers",
+    "contract",
+    "statemachine",
+)
 TERMINAL = ("SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED")
 GOAL_EXECUTIONS_PER_SECOND = 50.0
 GOAL_P50_SECONDS = 0.100

@@ -1,7 +1,7 @@
 """Thin fixes for the gaps between moto 5.2.5's CloudFormation and AWS that `sls deploy` hits.
 
 Each `patch_*` function closes one gap, names it in its docstring, and is installed in the
-server process by `local_aws.server.configure_moto` (through `EMULATOR_PATCHES`). Each has a
+server process by `local_aws.moto_patches.install_all` (listed there). Each has a
 test in tests/local_aws/test_cloudformation.py named after the gap. They change how moto
 behaves, never what the project deploys: the template `sls package` writes is the one AWS
 gets.
@@ -79,15 +79,6 @@ def patch_state_machines_into_the_served_backend() -> None:
     from moto.stepfunctions import models
     from moto.stepfunctions.responses import get_backend
 
-    original_classmethods: dict[str, Callable[..., Any]] = {
-        name: getattr(models.StateMachine, name).__func__
-        for name in (
-            "create_from_cloudformation_json",
-            "update_from_cloudformation_json",
-            "delete_from_cloudformation_json",
-        )
-    }
-
     class ServedBackends:
         """Stands in for `stepfunctions_backends[account][region]` inside the three methods."""
 
@@ -115,8 +106,12 @@ def patch_state_machines_into_the_served_backend() -> None:
         )
         return classmethod(function)  # type: ignore[return-value]
 
-    for name, original in original_classmethods.items():
-        setattr(models.StateMachine, name, routed(original))
+    for name in (
+        "create_from_cloudformation_json",
+        "update_from_cloudformation_json",
+        "delete_from_cloudformation_json",
+    ):
+        setattr(models.StateMachine, name, routed(getattr(models.StateMachine, name).__func__))
 
 
 def patch_outputs_after_change_sets() -> None:
@@ -488,16 +483,3 @@ def patch_sqs_queue_policies_from_templates() -> None:
             return True
 
     get_model_map.cache_clear()  # the map lists CloudFormationModel's subclasses once
-
-
-PATCHES: tuple[Callable[[], None], ...] = (
-    patch_validate_template_errors_only,
-    patch_fn_sub_variables_named_by_hashes,
-    patch_state_machines_into_the_served_backend,
-    patch_outputs_after_change_sets,
-    patch_bucket_properties_from_templates,
-    patch_table_properties_from_templates,
-    patch_missing_ssm_parameters_refused,
-    patch_sqs_queue_policies_from_templates,
-    patch_retained_tables_fail_the_change_set,  # after patch_outputs_after_change_sets
-)

@@ -71,6 +71,3 @@ def check_copy_source_if_match() -> None:
 
     copy_checked._checks_if_match = True  # type: ignore[attr-defined]
     S3Response.copy_object = copy_checked  # type: ignore[method-assign]
-
-
-PATCHES = [serialize_conditional_writes, check_copy_source_if_match]

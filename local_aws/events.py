@@ -129,7 +129,7 @@ def _start_as_target_role(rule_arn: str, target: dict[str, Any], execution_input
     from moto.stepfunctions.exceptions import StateMachineDoesNotExist
     from moto.stepfunctions.responses import get_backend
 
-    from local_aws import iam
+    from local_aws import iam, service_roles
 
     target_arn = str(target["Arn"])
     account_id, region = target_arn.split(":")[4], target_arn.split(":")[3]
@@ -137,7 +137,9 @@ def _start_as_target_role(rule_arn: str, target: dict[str, Any], execution_input
     if not role_arn:
         raise DeliveryFailed("NO_PERMISSIONS", f"the target {target_arn} has no RoleArn")
     try:
-        iam.assume_role_for_service(role_arn, "events.amazonaws.com", rule_arn, "local-aws-events")
+        service_roles.assume_role_for_service(
+            role_arn, "events.amazonaws.com", rule_arn, "local-aws-events"
+        )
     except iam.AccessDenied as denied:
         raise DeliveryFailed("FAILED_TO_ASSUME_ROLE", f"AccessDenied: {denied}") from None
     try:
@@ -295,6 +297,3 @@ def patch_put_events_size_checked() -> None:
         return put_events(self, events)
 
     EventsBackend.put_events = put_events_checked  # type: ignore[method-assign]
-
-
-PATCHES = (patch_state_machine_targets, patch_put_events_size_checked)

@@ -1,5 +1,5 @@
 """Express workflows in the local AWS, with AWS's semantics (hooked in by
-local_aws/stepfunctions.py's PATCHES).
+local_aws/moto_patches.py, between two of local_aws/stepfunctions.py's patches).
 
 moto 5.2.5 ran every state machine as a Standard one: CloudFormation's `StateMachineType`
 and `LoggingConfiguration` were dropped, StartSyncExecution did not exist, and no
@@ -374,12 +374,3 @@ def patch_start_sync_execution() -> None:
         return ActionResult(sync_result(execution))
 
     StepFunctionResponse.start_sync_execution = start_sync_execution  # type: ignore[attr-defined]
-
-
-PATCHES = (
-    patch_type_and_logging_from_templates,
-    patch_executions_logged,
-    patch_express_starts,
-    patch_express_history_not_kept,
-    patch_start_sync_execution,
-)

@@ -1,7 +1,7 @@
 """Lambda functions in the local AWS run their deployed code for real.
 
 moto's Lambda without Docker (`awslambda_simple`) answers every Invoke with a canned
-string. `install()` replaces that one seam, `LambdaSimpleBackend.invoke`, with an executor
+string. `run_deployed_code()` replaces that one seam, `LambdaSimpleBackend.invoke`, with an executor
 that behaves like Lambda for the cases this project relies on:
 
 - the deployment package moto stores (`code_bytes`) is unpacked once per code sha256 into
@@ -162,10 +162,10 @@ def _bytes_io(data: bytes) -> IO[bytes]:
 def role_credentials(config: FunctionConfig) -> dict[str, str]:
     """The function's role, assumed by lambda.amazonaws.com for this function, as Lambda
     gives each execution environment: the handler's calls are evaluated against it."""
-    from local_aws import iam
+    from local_aws import iam, service_roles
 
     try:
-        credentials = iam.assume_role_for_service(
+        credentials = service_roles.assume_role_for_service(
             config.role, "lambda.amazonaws.com", config.arn, config.name
         )
     except iam.AccessDenied as error:
@@ -383,7 +383,7 @@ def run(function: Any, body: Any, request_id: str) -> tuple[bytes, bool]:
         return worker.invoke(event, request_id)
 
 
-def install() -> None:
+def run_deployed_code() -> None:
     """Make moto's Docker-less Lambda run the deployed code (see the module docstring)."""
     from moto.awslambda.exceptions import LambdaClientError
     from moto.awslambda_simple.models import LambdaSimpleBackend
@@ -427,6 +427,3 @@ def _run_quietly(function: Any, body: Any, request_id: str) -> None:
         run(function, body, request_id)
     except InvokeError as error:
         print(f"local Lambda: async invocation {request_id} refused: {error}", file=sys.stderr)
-
-
-PATCHES = (install,)

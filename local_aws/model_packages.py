@@ -324,12 +324,3 @@ def list_models_by_name() -> None:
         return ActionResult({"Models": models})
 
     SageMakerResponse.list_models = listed  # type: ignore[method-assign]
-
-
-PATCHES = (
-    create_model_only_from_approved_packages,
-    refuse_what_the_registry_refuses,
-    update_keeps_what_it_was_not_given,
-    a_model_without_a_role_has_none,
-    list_models_by_name,
-)

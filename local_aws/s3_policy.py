@@ -33,6 +33,3 @@ def evaluate_bucket_policy_conditions() -> None:
         return results[iam.bucket_permission(self.policy.decode(), action, resource)]
 
     FakeBucket.get_permission = get_permission  # type: ignore[method-assign]
-
-
-PATCHES = [evaluate_bucket_policy_conditions]

@@ -4,11 +4,12 @@ On AWS, InvokeEndpoint reaches SageMaker's runtime API, which evaluates the call
 (sagemaker:InvokeEndpoint on the endpoint's ARN) before the request reaches the model's
 container. moto's runtime answers canned strings (and fails on a binary body). Here the
 local AWS serves `POST /endpoints/<name>/invocations` itself: a request signed with a
-role's temporary credentials is evaluated (`local_aws.iam.authorize_signed`), then
+role's temporary credentials is evaluated (`local_aws.iam_enforcement.authorize_signed`), then
 forwarded unchanged to the local endpoint, the one the process that started the local AWS
 names in `AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME`; the endpoint's answer (status, headers,
 body) comes back unchanged. So the Lambda executor gives handlers the local AWS as their
 SageMaker Runtime, and classify's role is what lets it call the endpoint, as on AWS.
+The deployments and the variants' metrics reach the same endpoint (`upstream_url`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from urllib.parse import unquote
 
 import requests
 
-from local_aws import iam
+from local_aws import iam, iam_enforcement
 
 UPSTREAM_VARIABLE = "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME"
 # SageMaker Runtime waits 60 s for the container's answer; a little more for the hop.
@@ -29,6 +30,18 @@ READ_TIMEOUT_SECONDS = 65.0
 HOP_BY_HOP = {"host", "content-length", "connection", "transfer-encoding", "keep-alive"}
 
 _sessions = threading.local()
+
+
+class EndpointUnavailable(Exception):
+    """No local endpoint is named, or it did not take or apply a routing."""
+
+
+def upstream_url() -> str:
+    """The local endpoint's address, as the process that started the local AWS names it."""
+    url = os.environ.get(UPSTREAM_VARIABLE, "").rstrip("/")
+    if not url:
+        raise EndpointUnavailable(f"{UPSTREAM_VARIABLE} names no local endpoint")
+    return url
 
 
 def _session() -> requests.Session:
@@ -53,10 +66,10 @@ def invoke_endpoint(request: Any, full_url: str, headers: dict[str, str]) -> Any
     account = iam.ACCOUNT_ID
     resource = f"arn:aws:sagemaker:{region}:{account}:endpoint/{name.lower()}"
     try:
-        iam.authorize_signed(
+        iam_enforcement.authorize_signed(
             request.method, path, headers, body, "sagemaker:InvokeEndpoint", resource
         )
-    except iam.InvalidSignature as error:
+    except iam_enforcement.InvalidSignature as error:
         return _error(403, "InvalidSignatureException", str(error))
     except iam.AccessDenied as denied:
         return _error(403, "AccessDeniedException", str(denied))
@@ -89,6 +102,3 @@ def serve_invocations_here() -> None:
     for pattern in list(urls.url_paths):
         if pattern.endswith("/invocations$"):
             urls.url_paths[pattern] = invoke_endpoint
-
-
-PATCHES = (serve_invocations_here,)

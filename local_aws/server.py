@@ -1,4 +1,5 @@
-"""The local AWS: moto's server on 127.0.0.1, configured the way this project needs it.
+"""The local AWS: moto's server on 127.0.0.1, configured the way this project needs it
+(local_aws/moto_patches.py: every change to moto), started, found and stopped.
 
 Everything that makes local mode differ from AWS lives in `local_aws/`; `handlers/`,
 `statemachine/` and `training_job/` only ever see endpoint URLs (`AWS_ENDPOINT_URL*`).
@@ -13,31 +14,17 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import boto3
 import requests
 from botocore.config import Config
 
-from local_aws import (
-    cloudformation,
-    conditional_writes,
-    distributed_map,
-    events,
-    iam,
-    lambda_executor,
-    model_packages,
-    s3_policy,
-    sagemaker_endpoints,
-    sagemaker_runtime,
-    serving_image,
-    stepfunctions,
-)
+from local_aws import lambda_executor, moto_patches, moto_speedups, serving_image
 from local_aws.supervisor import Claim, Daemon, Readiness
 
 DEFAULT_HOST = "127.0.0.1"
@@ -53,22 +40,6 @@ STOP_TIMEOUT_SECONDS = 10.0
 # default: a line per request, under a lock every request thread takes, cost ~2% of the
 # server's CPU in the workflow benchmark. Errors and refusals are logged either way.
 ACCESS_LOG_VARIABLE = "LOCAL_AWS_ACCESS_LOG"
-
-# Gaps in the emulator that this project closes are installed here, one function each,
-# before the server takes its first request (see docs/local-mode.md).
-EMULATOR_PATCHES: list[Callable[[], None]] = [
-    *cloudformation.PATCHES,
-    *conditional_writes.PATCHES,
-    *distributed_map.PATCHES,
-    *events.PATCHES,
-    *iam.PATCHES,
-    *lambda_executor.PATCHES,
-    *model_packages.PATCHES,
-    *s3_policy.PATCHES,
-    *sagemaker_endpoints.PATCHES,
-    *sagemaker_runtime.PATCHES,
-    *stepfunctions.PATCHES,
-]
 
 
 def free_port(host: str = DEFAULT_HOST) -> int:
@@ -104,206 +75,6 @@ def client_environment(
     }
 
 
-def cache_moto_module_list() -> None:
-    """Speed: moto's dispatcher lists its own package folder (a listdir and ~190 stats)
-    twice per request, holding the lock every request passes through, so under load the
-    requests queue behind it. The folders cannot change while the server runs."""
-    import functools
-
-    from moto import backends
-
-    modules = tuple(backends.list_of_moto_modules())
-    backends.list_of_moto_modules = functools.cache(lambda: modules)
-
-
-def reuse_parsed_state_machines() -> None:
-    """Speed: moto parses the state machine's definition (an ANTLR grammar in pure Python)
-    on every execution, the largest part of the engine's own CPU per execution. Parse once
-    per definition.
-
-    An execution keeps its state in its own `Environment` (the retriers' attempt counts
-    live in `env.heap`, under each component's `heap_key`), not in the parsed components,
-    so executions can share one parsed program, as long as nothing sets an attribute on
-    a component while it runs: the one lazy attribute (`heap_key`) is set here, before the
-    program is shared, and Map and Parallel states (whose pools and run records are made
-    while they run) get a deep copy per execution, as every program did before. A deep
-    copy cost a fifth of the engine's CPU per execution (docs/benchmarks.md)."""
-    import copy
-    import functools
-
-    from moto.stepfunctions.parser.asl.parse.asl_parser import AmazonStateLanguageParser
-    from moto.stepfunctions.parser.backend.execution_worker import ExecutionWorker
-
-    @functools.lru_cache(maxsize=64)
-    def parsed(definition: str) -> tuple[Any, bool]:
-        program = AmazonStateLanguageParser.parse(definition)[0]
-        return program, prepare_for_sharing(program)
-
-    def evaluation_entrypoint(self: ExecutionWorker) -> Any:
-        definition = self._evaluation_details.state_machine_details.definition
-        program, shared = parsed(definition)
-        if shared:
-            return program
-        try:
-            return copy.deepcopy(program)
-        except (TypeError, copy.Error):  # a component that cannot be copied: parse afresh
-            return AmazonStateLanguageParser.parse(definition)[0]
-
-    ExecutionWorker._get_evaluation_entrypoint = evaluation_entrypoint  # type: ignore[method-assign]
-
-
-def prepare_for_sharing(program: Any) -> bool:
-    """Set every component's lazy `heap_key` of a parsed program, and say whether
-    executions may share it: not when it has a Map or Parallel state."""
-    from moto.stepfunctions.parser.asl.component.eval_component import EvalComponent
-    from moto.stepfunctions.parser.asl.component.state.exec.state_map.state_map import StateMap
-    from moto.stepfunctions.parser.asl.component.state.exec.state_parallel.state_parallel import (
-        StateParallel,
-    )
-
-    shareable = True
-    for component in components_of(program):
-        if isinstance(component, (StateMap, StateParallel)):
-            shareable = False
-        if isinstance(component, EvalComponent):
-            _ = component.heap_key
-    return shareable
-
-
-def components_of(program: Any) -> Iterator[Any]:
-    """Every component of a parsed ASL program, each once: the program, its states and
-    all they hold (in attributes, lists and dicts)."""
-    from moto.stepfunctions.parser.asl.component.component import Component
-
-    seen: set[int] = set()
-    pending: list[Any] = [program]
-    while pending:
-        item = pending.pop()
-        if id(item) in seen:
-            continue
-        seen.add(id(item))
-        if isinstance(item, (list, tuple, set, frozenset)):
-            pending.extend(item)
-        elif isinstance(item, dict):
-            pending.extend(item.values())
-        elif isinstance(item, Component):
-            yield item
-            pending.extend(vars(item).values())
-
-
-def cache_response_method_names() -> None:
-    """Speed: moto lists a response class's methods (`inspect.getmembers`) on every
-    request to see whether the action is one of them, ~2% of the engine's CPU. The
-    classes do not change once the server runs (every patch is installed before it
-    starts): list each class once."""
-    import functools
-
-    from moto.core import responses
-
-    listing = responses.method_names_from_class
-
-    @functools.cache
-    def method_names(clazz: type) -> frozenset[str]:
-        return frozenset(listing(clazz))
-
-    responses.method_names_from_class = method_names  # type: ignore[assignment]
-
-
-def reuse_parsed_json_paths() -> None:
-    """Speed: jsonpath_ng's `parse` builds a new PLY parser (its LALR tables included)
-    for every expression, and moto's interpreter parses each state's InputPath, OutputPath
-    and ResultPath on every state of every execution: about 5 parser builds an execution.
-    An expression parses to the same immutable tree every time; parse each once."""
-    import functools
-
-    from moto.stepfunctions.parser.asl.component.common.path import result_path
-    from moto.stepfunctions.parser.asl.utils import json_path
-
-    json_path.parse = functools.lru_cache(maxsize=1024)(json_path.parse)
-    result_path.parse = functools.lru_cache(maxsize=1024)(result_path.parse)
-
-
-def answer_own_requests_in_process(app: Any, host: str, port: int) -> None:
-    """Speed: the local AWS calls itself. Step Functions' interpreter reaches Lambda (and
-    any other service a task calls) through a boto3 client at this server's own address,
-    so each task paid for a loopback connection, a server thread and werkzeug's HTTP
-    parsing on top of the request itself. A botocore `before-send` handler now hands a
-    request addressed to this server straight to the same WSGI application the socket
-    feeds, with the environ werkzeug's server would build: the request is still
-    serialized, signed (and its signature checked), routed, authorized against the
-    caller's role and answered by the same code; only the socket is skipped."""
-    import io
-
-    from botocore.awsrequest import AWSPreparedRequest, AWSResponse
-    from botocore.handlers import BUILTIN_HANDLERS
-    from werkzeug.test import run_wsgi_app
-
-    own = {f"{name}:{port}" for name in (host, "localhost", "127.0.0.1")}
-
-    class Body(io.BytesIO):
-        """The answer's body as botocore reads a raw response: read() or stream()."""
-
-        def stream(self, **_kwargs: Any) -> Iterator[bytes]:
-            while chunk := self.read(64 * 1024):
-                yield chunk
-
-    def send_in_process(request: AWSPreparedRequest, **_kwargs: Any) -> AWSResponse | None:
-        url = urlsplit(request.url)
-        if url.netloc not in own:
-            return None
-        body = request.body or b""
-        if hasattr(body, "read"):
-            body = body.read()
-        if isinstance(body, str):
-            body = body.encode()
-        raw_path = url.path + (f"?{url.query}" if url.query else "")
-        environ: dict[str, Any] = {  # as werkzeug.serving's make_environ builds it
-            "wsgi.version": (1, 0),
-            "wsgi.url_scheme": "http",
-            "wsgi.input": io.BytesIO(body),
-            "wsgi.errors": sys.stderr,
-            "wsgi.multithread": True,
-            "wsgi.multiprocess": False,
-            "wsgi.run_once": False,
-            "REQUEST_METHOD": request.method,
-            "SCRIPT_NAME": "",
-            "PATH_INFO": unquote(url.path).encode().decode("latin-1"),
-            "QUERY_STRING": url.query,
-            "REQUEST_URI": raw_path,
-            "RAW_URI": raw_path,
-            "REMOTE_ADDR": "127.0.0.1",
-            "REMOTE_PORT": 0,
-            "SERVER_NAME": host,
-            "SERVER_PORT": str(port),
-            "SERVER_PROTOCOL": "HTTP/1.1",
-            "HTTP_HOST": url.netloc,
-            "CONTENT_LENGTH": str(len(body)),
-        }
-        for name, value in request.headers.items():
-            key = name.upper().replace("-", "_")
-            text = value.decode("latin-1") if isinstance(value, bytes) else str(value)
-            environ[key if key == "CONTENT_TYPE" else f"HTTP_{key}"] = text
-        answer, status, headers = run_wsgi_app(app, environ)
-        try:
-            content = b"".join(answer)
-        finally:
-            if hasattr(answer, "close"):
-                answer.close()
-        return AWSResponse(request.url, int(status.split()[0]), dict(headers), Body(content))
-
-    # Sessions made from now on (boto3's default one is made on first use) get it.
-    BUILTIN_HANDLERS.append(("before-send", send_in_process))
-
-
-# Changes for speed only: what the emulator answers stays the same.
-PERFORMANCE_PATCHES: list[Callable[[], None]] = [
-    cache_moto_module_list,
-    cache_response_method_names,
-    reuse_parsed_state_machines,
-    reuse_parsed_json_paths,
-]
-
-
 def without_aws_variables(environment: Mapping[str, str]) -> dict[str, str]:
     """A process environment with every AWS_* variable left out, so that only the local
     AWS's variables (added back by the caller) decide where AWS calls go."""
@@ -328,17 +99,6 @@ def local_client(variables: Mapping[str, str], service: str, **kwargs: Any) -> A
     )
 
 
-def configure_moto() -> None:
-    """Run state machines for real and keep Lambda off Docker (no engine here)."""
-    from moto.core.config import default_user_config
-
-    default_user_config["stepfunctions"] = {"execute_state_machine": True}
-    default_user_config["lambda"] = {"use_docker": False}
-    default_user_config["batch"] = {"use_docker": False}
-    for patch in [*EMULATOR_PATCHES, *PERFORMANCE_PATCHES]:
-        patch()
-
-
 def serve(
     port: int = DEFAULT_PORT, host: str = DEFAULT_HOST, endpoint_port: int = DEFAULT_ENDPOINT_PORT
 ) -> None:
@@ -349,7 +109,7 @@ def serve(
     os.environ["MOTO_PORT"] = str(port)
     # Lambda handlers run by the local executor reach this server when nothing else is set.
     os.environ[lambda_executor.SERVER_URL_VARIABLE] = endpoint_url(port, host)
-    configure_moto()
+    moto_patches.install_all()  # every change to moto, before the first request
     if os.environ.get(ACCESS_LOG_VARIABLE) != "1":
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
     from moto.moto_server.threaded_moto_server import ThreadedMotoServer
@@ -363,7 +123,7 @@ def serve(
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     server.start()
-    answer_own_requests_in_process(server._server.app, host, port)  # type: ignore[union-attr]
+    moto_speedups.answer_own_requests_in_process(server._server.app, host, port)  # type: ignore[union-attr]
     print(f"local AWS listening on {endpoint_url(port, host)}", flush=True)
     stopped.wait()
     server.stop()

@@ -1,5 +1,5 @@
 """Step Functions in the local AWS: where moto's ASL interpreter is laxer than AWS, one
-patch per gap (registered in local_aws.server.EMULATOR_PATCHES).
+patch per gap (listed and installed by local_aws/moto_patches.py).
 
 moto's interpreter (moto/stepfunctions/parser, derived from LocalStack's) already fails a
 task or state whose output is over 256 KiB with `States.DataLimitExceeded`. What it got
@@ -11,8 +11,6 @@ machine can catch.
 from __future__ import annotations
 
 from typing import Any
-
-from local_aws import express
 
 # Step Functions' quota on a task's, state's or execution's input or output: 256 KiB of
 # UTF-8 (the same number StartExecution's API reference gives as `input`'s maximum length).
@@ -122,13 +120,3 @@ def patch_eventbridge_task_errors_named() -> None:
         )
 
     StateTaskServiceEvents._from_error = from_client_error  # type: ignore[method-assign]
-
-
-PATCHES = (
-    patch_states_all_leaves_terminal_errors,
-    # Express workflows (local_aws/express.py); their starts before the input check
-    # below, which then wraps Standard and Express starts alike.
-    *express.PATCHES,
-    patch_execution_input_size_checked,
-    patch_eventbridge_task_errors_named,
-)

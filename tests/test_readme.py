@@ -70,11 +70,15 @@ def test_each_training_job_command_parses(command: str) -> None:
         refuse_other_modes(parsed, parsed.mode_options)
 
 
-@pytest.mark.parametrize("command", MAKE)
-def test_each_make_target_exists(command: str) -> None:
+def makefile_has_target(command: str) -> bool:
     makefile = (REPO_ROOT / "Makefile").read_text()
     target = shlex.split(command)[1]
-    assert re.search(rf"^{re.escape(target)}:", makefile, flags=re.MULTILINE), target
+    return bool(re.search(rf"^{re.escape(target)}:", makefile, flags=re.MULTILINE))
+
+
+@pytest.mark.parametrize("command", MAKE)
+def test_each_make_target_exists(command: str) -> None:
+    assert makefile_has_target(command), command
 
 
 @pytest.mark.parametrize("command", SLS)
@@ -263,3 +267,106 @@ def test_operations_describes_no_rollout_that_strands_the_handlers() -> None:
         words = shlex.split(command)
         if "training_job" in command and words[words.index("training_job") + 1] == "deploy":
             assert "--endpoint-name" not in words, command
+
+
+BENCHMARKS_PAGE = (REPO_ROOT / "docs" / "benchmarks.md").read_text()
+BENCHMARKS_HISTORY = (REPO_ROOT / "docs" / "benchmarks-history.md").read_text()
+HISTORY_LINK = re.compile(r"\(benchmarks-history\.md#([^)\s]+)\)")
+
+
+def table_cells(line: str) -> list[str]:
+    return [cell.strip() for cell in line.strip().strip("|").split("|")]
+
+
+def goal_rows() -> list[dict[str, str]]:
+    """The goal table under benchmarks.md's "## Goals", one {column: cell} per goal."""
+    if "\n## Goals\n" not in BENCHMARKS_PAGE:
+        return []
+    section = BENCHMARKS_PAGE.split("\n## Goals\n", 1)[1].split("\n## ", 1)[0]
+    lines = [line for line in section.splitlines() if line.startswith("|")]
+    columns = table_cells(lines[0])
+    return [dict(zip(columns, table_cells(line), strict=True)) for line in lines[2:]]
+
+
+def heading_anchors(markdown: str) -> set[str]:
+    """The anchors GitHub gives the headings outside code blocks: lowercased, punctuation
+    dropped, spaces as hyphens, and -1, -2 ... after repeats."""
+    anchors: set[str] = set()
+    seen: dict[str, int] = {}
+    in_code = False
+    for line in markdown.splitlines():
+        if line.startswith("```"):
+            in_code = not in_code
+        heading = re.match(r"#{1,6} (.+)", line)
+        if heading and not in_code:
+            slug = re.sub(r"[^\w\- ]", "", heading.group(1).strip().lower()).replace(" ", "-")
+            repeats = seen.get(slug, 0)
+            seen[slug] = repeats + 1
+            anchors.add(f"{slug}-{repeats}" if repeats else slug)
+    return anchors
+
+
+def check_benchmark_command(command: str, more_options: list[str]) -> None:
+    """A benchmarks/ script that exists, given only options its argparse declares."""
+    named = re.search(r"benchmarks/\S+\.py", command)
+    assert named, command
+    script = REPO_ROOT / named.group(0)
+    assert script.is_file(), script
+    source = script.read_text()
+    words = shlex.split(command) + [w for o in more_options for w in shlex.split(o)]
+    for option in (word.split("=", 1)[0] for word in words if word.startswith("--")):
+        assert f'"{option}"' in source, f"{script.name} declares no {option}"
+
+
+def check_pytest_command(command: str) -> None:
+    """A test module that exists, and a -k naming tests it holds."""
+    words = shlex.split(command)
+    module = REPO_ROOT / next(word for word in words if word.startswith("tests/"))
+    tests = set(re.findall(r"^def (test_\w+)", module.read_text(), flags=re.MULTILINE))
+    for name in words[words.index("-k") + 1].split():
+        if name not in {"or", "and", "not"}:
+            assert any(name in test for test in tests), f"no test in {module.name} matches {name}"
+
+
+def test_the_benchmarks_page_is_a_goal_table_under_300_lines() -> None:
+    assert len(BENCHMARKS_PAGE.splitlines()) < 300
+    assert goal_rows()
+
+
+@pytest.mark.parametrize("row", goal_rows(), ids=lambda row: row["Goal (issue)"][:60])
+def test_each_goal_is_measured_by_a_command_that_exists(row: dict[str, str]) -> None:
+    """The first backquoted command runs a benchmarks/ script with options it declares
+    (options in further backquotes are for the same script), `make demo`, or a pytest
+    selection of tests that exist: a renamed script, option or test fails here."""
+    command, *more_options = re.findall(r"`([^`]+)`", row["Command"])
+    if "benchmarks/" in command:
+        check_benchmark_command(command, more_options)
+    elif command.startswith("make "):
+        assert makefile_has_target(command), command
+    else:
+        assert "-m pytest" in command, command
+        check_pytest_command(command)
+
+
+@pytest.mark.parametrize("row", goal_rows(), ids=lambda row: row["Goal (issue)"][:60])
+def test_each_goal_has_a_current_figure_a_verdict_a_date_and_its_record(
+    row: dict[str, str],
+) -> None:
+    assert row["Current figure"] and row["Met"]
+    assert re.search(r"\b20\d\d-\d\d-\d\d\b", row["Measured"]), row["Measured"]
+    assert HISTORY_LINK.search(row["Full tables"]), row["Full tables"]
+
+
+def test_every_link_into_the_benchmark_history_names_one_of_its_headings() -> None:
+    anchors = heading_anchors(BENCHMARKS_HISTORY)
+    links = HISTORY_LINK.findall(BENCHMARKS_PAGE)
+    assert links
+    assert sorted(set(links) - anchors) == []
+
+
+def test_every_file_the_benchmarks_page_names_exists() -> None:
+    """A module that moves takes the page's path to it along (the page names files for the
+    reader to open)."""
+    named = re.findall(r"`((?:[\w.-]+/)+[\w.-]+\.(?:py|yml|json|md))`", BENCHMARKS_PAGE)
+    assert named
+    assert [path for path in named if not (REPO_ROOT / path).is_file()] == []

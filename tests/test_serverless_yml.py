@@ -26,6 +26,7 @@ from contract.decisions import (
 from contract.threshold import DEFAULT_THRESHOLD
 from handlers import review_monitor
 from tests.conftest import REPO_ROOT
+from tests.serverless_config import declared_service, merged_resources, resource_files
 from tests.statemachine.packaging import package
 from training_job.review.table import table_definition
 
@@ -922,3 +923,72 @@ def test_the_unfamiliar_filter_names_the_state_that_stops_an_unfamiliar_photo() 
 
     definition = yaml.safe_load((REPO_ROOT / "statemachine" / "image_workflow.asl.yml").read_text())
     assert definition["States"]["PhotoUnfamiliar"]["Error"] == "PHOTO_UNFAMILIAR"
+
+
+def documented_handlers() -> dict[str, str]:
+    """docs/architecture.md's handler table: each function's name and its handler's file."""
+    architecture = (REPO_ROOT / "docs" / "architecture.md").read_text()
+    assert "\n## The handlers\n" in architecture, "docs/architecture.md has no handler table"
+    section = architecture.split("\n## The handlers\n", 1)[1].split("\n## ", 1)[0]
+    return dict(re.findall(r"^\| `(\w+)` \| `([^`]+)` \|", section, flags=re.MULTILINE))
+
+
+def test_the_architecture_handler_table_lists_every_function_serverless_yml_declares() -> None:
+    """Issue 26: adding a handler touches serverless.yml, this module's EVERY_FUNCTION and
+    docs/architecture.md's handler table (docs/how-to-extend.md). A function the table
+    leaves out, or a row naming no function or another handler file, fails here."""
+    functions = declared_service()["functions"]
+    documented = documented_handlers()
+    assert set(documented) == set(functions)
+    for name, function in functions.items():
+        module_path = function["handler"].rsplit(".", 1)[0]
+        assert documented[name] == f"{module_path}.py", name
+        assert (REPO_ROOT / documented[name]).is_file(), name
+
+
+def test_the_package_checks_cover_every_function_serverless_yml_declares() -> None:
+    """EVERY_FUNCTION drives the per-package import check: a function missing from it
+    would ship a package nobody checked (docs/how-to-extend.md, "How to add a handler")."""
+    functions = declared_service()["functions"]
+    assert set(EVERY_FUNCTION) == set(functions)
+    for name, (_function_id, role, path) in EVERY_FUNCTION.items():
+        assert functions[name]["role"] == role, name
+        assert functions[name]["handler"] == f"{path.removesuffix('.py')}.handler", name
+
+
+def test_serverless_yml_includes_every_resources_file_once() -> None:
+    """The Framework's variables guide, "Multiple Configuration Files": `resources:` may be
+    a list of `${file(...)}` includes, each a mapping of CloudFormation sections, merged
+    into one. A file under resources/ left out of the list would drop its resources from
+    the stack without an error, and a logical id in two files would be merged into one
+    (tests/serverless_config.py refuses it)."""
+    included = resource_files()
+    assert sorted(included) == sorted((REPO_ROOT / "resources").glob("*.yml"))
+    assert len(set(included)) == len(included)
+    declared = merged_resources()
+    assert set(declared) <= {"Parameters", "Resources", "Outputs", "Conditions", "extensions"}
+    assert declared["Resources"] and declared["Outputs"]
+
+
+def test_how_to_extend_names_only_tests_files_and_anchors_that_exist() -> None:
+    """docs/how-to-extend.md is followed step by step: every test, file and YAML anchor it
+    names must exist, so a renamed test or moved file fails here, not a reader."""
+    guide = (REPO_ROOT / "docs" / "how-to-extend.md").read_text()
+    quoted = re.findall(r"`([^`]+)`", guide)
+    defined_tests = {
+        name
+        for path in (REPO_ROOT / "tests").rglob("test_*.py")
+        for name in re.findall(r"^def (test_\w+)", path.read_text(), flags=re.MULTILINE)
+    }
+    # Test functions, not the modules their paths name (`tests/test_serverless_yml.py`).
+    named_tests = {name for text in quoted for name in re.findall(r"\b(test_\w+)\b(?!\.py)", text)}
+    assert named_tests and named_tests <= defined_tests, named_tests - defined_tests
+    paths = {
+        text.split("::")[0]
+        for text in quoted
+        if "/" in text and not re.search(r"[<*\s$]|\.\.\.", text)
+    }
+    assert paths and not [p for p in paths if not (REPO_ROOT / p).exists()]
+    declared_yaml = "".join(path.read_text() for path in resource_files())
+    anchors = {name for text in quoted for name in re.findall(r"[&*](\w+)", text)}
+    assert anchors and not [a for a in anchors if f"&{a}" not in declared_yaml]

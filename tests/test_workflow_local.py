@@ -63,7 +63,15 @@ STAGE = "local"
 STATE_MACHINE = f"scones-unlimited-{STAGE}-image-workflow"
 THRESHOLD = 0.93  # serverless.yml's default `threshold` param, which this deploy keeps
 GATE_ERROR = "THRESHOLD_CONFIDENCE_NOT_MET"
-PROJECT_FILES = ("serverless.yml", "package.json", "handlers", "contract", "statemachine", "events")
+PROJECT_FILES = (
+    "serverless.yml",
+    "resources",  # the CloudFormation serverless.yml includes
+    "package.json",
+    "handlers",
+    "contract",
+    "statemachine",
+    "events",
+)
 PROBED_IMAGES = 40  # test images whose probabilities are read from the endpoint directly
 EVALUATED_IMAGES = 12
 QUICK_MODEL_STEPS = 60  # enough SGD steps for both confident and doubtful test images
@@ -956,7 +964,8 @@ def test_the_stack_names_its_decisions_table(workflow: Workflow) -> None:
 def cost_reports(flow: Workflow, stack: str) -> dict[str, dict[str, Any]]:
     """`training_job cost` of `stack` at 1M photos a month and a day (its lines by service),
     with the endpoint's autoscaling as `deploy --mode sagemaker` registers it (min 1, max
-    4, the load-tested target); the tables are printed for docs/benchmarks.md (pytest -s)."""
+    4, the load-tested target); the tables are printed for docs/benchmarks-history.md
+    (pytest -s)."""
     scaling_client = flow.client("application-autoscaling")
     config = flow.client("sagemaker").describe_endpoint_config(
         EndpointConfigName=flow.client("sagemaker").describe_endpoint(
@@ -983,7 +992,7 @@ def cost_reports(flow: Workflow, stack: str) -> dict[str, dict[str, Any]]:
                 *command, "--endpoint", flow.endpoint_name, volume, "1000000"
             )
             _check(result, "training_job cost")
-            print(result.stdout)  # the table docs/benchmarks.md records (pytest -s)
+            print(result.stdout)  # the table docs/benchmarks-history.md records (pytest -s)
             result = flow.training_job(
                 *command, "--endpoint", flow.endpoint_name, volume, "1000000", "--json"
             )
@@ -1055,8 +1064,8 @@ def test_the_express_stage_runs_the_workflow_and_is_priced_per_request(
     its log group (Express: "Execution history is not captured by Step Functions") and
     priced per request and GB-second (Step Functions pricing: $1.00 a million requests,
     duration rounded up to 100 ms times 64 MB at $0.00001667 a GB-second), with no
-    transitions. The tables are docs/benchmarks.md's ("Express workflows"), where the $25
-    goal is judged."""
+    transitions. The tables are in docs/benchmarks-history.md ("Express workflows"); the $25
+    goal's row is in docs/benchmarks.md."""
     sfn = workflow.client("stepfunctions")
     assert sfn.describe_state_machine(stateMachineArn=express_stage)["type"] == "EXPRESS"
     ends = {}

@@ -22,7 +22,7 @@ import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
 from contract.decisions import variant_for_version
-from local_aws import iam, model_packages, supervisor
+from local_aws import iam, model_packages, service_roles, supervisor
 from local_aws.endpoint import config as endpoint_config
 from training_job.models import registry
 from training_job.serving import capture, deploy
@@ -81,7 +81,7 @@ def assume_execution_role(role_arn: str, endpoint_name: str) -> dict[str, str]:
         f"arn:aws:sagemaker:{session.region_name}:{account}:endpoint/{endpoint_name.lower()}"
     )
     try:
-        credentials, expires = iam.assume_role_for_service_through_api(
+        credentials, expires = service_roles.assume_role_for_service_through_api(
             session, role_arn, SAGEMAKER_PRINCIPAL, source_arn, f"local-endpoint-{endpoint_name}"
         )
     except iam.AccessDenied as denied:

@@ -10,17 +10,16 @@ import tracemalloc
 import zlib
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import boto3
 import numpy as np
 import pytest
-import yaml
 
 from handlers import monitor, threshold_filter
 from handlers.errors import ConfigurationError
 from tests.baselines import known_baseline
+from tests.serverless_config import declared_service
 from training_job.monitor.baseline import Baseline, BaselineError
 from training_job.serving import capture
 
@@ -180,13 +179,9 @@ def test_ks_distance_matches_the_definition() -> None:
     assert monitor.ks_distance([1, 2, 3, 4], [3, 4, 5, 6]) == pytest.approx(0.5)
 
 
-SERVERLESS_YML = Path(__file__).resolve().parents[2] / "serverless.yml"
-
-
 def monitor_role_list_prefixes() -> list[str]:
     """The key prefixes MonitorRole may list (its s3:ListBucket statement's s3:prefix)."""
-    template = yaml.safe_load(SERVERLESS_YML.read_text())
-    role = template["resources"]["Resources"]["MonitorRole"]
+    role = declared_service()["resources"]["Resources"]["MonitorRole"]
     (statement,) = [
         s
         for policy in role["Properties"]["Policies"]
@@ -253,8 +248,7 @@ def test_first_run_works_under_its_role_and_waits_for_the_baseline(
 
 
 def test_the_baseline_key_serverless_names_by_default_is_under_the_listable_prefixes() -> None:
-    template = yaml.safe_load(SERVERLESS_YML.read_text())
-    default = template["custom"]["deployedBaselineKey"]["Fn::Sub"][0]
+    default = declared_service()["custom"]["deployedBaselineKey"]["Fn::Sub"][0]
     assert default == "monitoring/${Name}/baseline.json"
     allowed = monitor_role_list_prefixes()
     assert any(fnmatch.fnmatchcase(default.replace("${Name}", "ep"), p) for p in allowed)

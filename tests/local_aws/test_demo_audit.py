@@ -1,6 +1,6 @@
 """The demo's audit step: accuracy past the gate from the audit sample, read from the
-decisions table of the deployed stack (serverless.yml's DecisionsTable, created by the
-local AWS's CloudFormation as `sls deploy` creates it)."""
+decisions table of the deployed stack (resources/decisions-table.yml's DecisionsTable,
+created by the local AWS's CloudFormation as `sls deploy` creates it)."""
 
 from __future__ import annotations
 
@@ -10,27 +10,25 @@ from datetime import UTC, datetime
 
 import boto3
 import pytest
-import yaml
 
 from local_aws.demo import Demo, audit_lines, print_summary
-from tests.conftest import REPO_ROOT
 from tests.decisions_table import Traffic, put_items, simulate
+from tests.serverless_config import merged_resources
 
 
 @pytest.fixture
 def stack(local_aws: dict[str, str], unique_name: str) -> str:
-    """A stack holding serverless.yml's DecisionsTable as written (its name made unique)."""
-    declared = yaml.safe_load((REPO_ROOT / "serverless.yml").read_text())
-    table = declared["resources"]["Resources"]["DecisionsTable"]
+    """A stack holding resources/decisions-table.yml's DecisionsTable as written (its name
+    made unique)."""
+    declared = merged_resources()
+    table = declared["Resources"]["DecisionsTable"]
     table["Properties"]["TableName"] = f"{unique_name}-decisions"
     boto3.client("cloudformation").create_stack(
         StackName=unique_name,
         TemplateBody=json.dumps(
             {
                 "Resources": {"DecisionsTable": table},
-                "Outputs": {
-                    "DecisionsTableName": declared["resources"]["Outputs"]["DecisionsTableName"]
-                },
+                "Outputs": {"DecisionsTableName": declared["Outputs"]["DecisionsTableName"]},
             }
         ),
     )

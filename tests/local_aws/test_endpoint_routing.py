@@ -1,6 +1,7 @@
 """The local endpoint's routing document (local_aws/endpoint/routing.py) and how the local
-AWS turns a deployment into routings (local_aws/sagemaker_endpoints.py): pure functions,
-no servers. The live behaviour: tests/training_job/serving/test_rollout.py."""
+AWS turns a deployment into routings (local_aws/endpoint_deployment.py, and the checks of
+local_aws/sagemaker_endpoints.py): pure functions, no servers. The live behaviour:
+tests/training_job/serving/test_rollout.py."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any
 import pytest
 from moto.sagemaker.exceptions import ValidationError
 
-from local_aws import sagemaker_endpoints
+from local_aws import endpoint_deployment, sagemaker_endpoints
 from local_aws.endpoint import routing
 from local_aws.endpoint.metrics import MAX_VARIANTS, allocate_slots, variant_counters
 
@@ -63,8 +64,8 @@ def test_new_variants_take_counter_positions_and_reuse_the_oldest_unused_one(
     assert variant_counters(slots, 1)["invocations"] == 0
 
 
-def _fleet(*routes: tuple[str, float]) -> sagemaker_endpoints.Fleet:
-    return sagemaker_endpoints.Fleet(
+def _fleet(*routes: tuple[str, float]) -> endpoint_deployment.Fleet:
+    return endpoint_deployment.Fleet(
         [
             {"variant": name, "model_data": f"s3://b/{name}", "weight": weight}
             for name, weight in routes
@@ -75,13 +76,13 @@ def _fleet(*routes: tuple[str, float]) -> sagemaker_endpoints.Fleet:
 
 def test_a_canary_share_splits_each_fleet_by_its_own_weights() -> None:
     old, new = _fleet(("v1", 1.0), ("v2", 0.0)), _fleet(("v1", 0.0), ("v2", 3.0))
-    mixed = sagemaker_endpoints.mixed(old, new, 0.2)
+    mixed = endpoint_deployment.mixed(old, new, 0.2)
     assert [(r["variant"], r["model_data"], round(r["weight"], 6)) for r in mixed["routes"]] == [
         ("v1", "s3://b/v1", 0.8),
         ("v2", "s3://b/v2", 0.2),
     ]
     # All on the new fleet: its weight-0 variant stays deployed (see the next test).
-    assert sagemaker_endpoints.mixed(old, new, 1.0)["routes"] == [
+    assert endpoint_deployment.mixed(old, new, 1.0)["routes"] == [
         {"variant": "v1", "model_data": "s3://b/v1", "weight": 0.0},
         {"variant": "v2", "model_data": "s3://b/v2", "weight": 1.0},
     ]
@@ -95,7 +96,7 @@ def test_a_configuration_applied_whole_keeps_its_weight_0_variants() -> None:
     prepare stage (new version at weight 0) loads the new model, as on AWS, and a model
     that cannot be loaded fails that update there, not in the canary."""
     serving, prepare = _fleet(("v1", 1.0)), _fleet(("v1", 1.0), ("v4", 0.0))
-    assert sagemaker_endpoints.mixed(serving, prepare, 1.0)["routes"] == [
+    assert endpoint_deployment.mixed(serving, prepare, 1.0)["routes"] == [
         {"variant": "v1", "model_data": "s3://b/v1", "weight": 1.0},
         {"variant": "v4", "model_data": "s3://b/v4", "weight": 0.0},
     ]
@@ -118,12 +119,12 @@ def test_traffic_steps_follow_canary_linear_and_all_at_once() -> None:
         production_variants=[{"InitialInstanceCount": 2}, {"InitialInstanceCount": 2}]
     )
     canary = _policy("CANARY", CanarySize={"Type": "CAPACITY_PERCENT", "Value": 10})
-    assert sagemaker_endpoints.traffic_steps(canary, config) == [0.1, 1.0]
+    assert endpoint_deployment.traffic_steps(canary, config) == [0.1, 1.0]
     by_instance = _policy("CANARY", CanarySize={"Type": "INSTANCE_COUNT", "Value": 1})
-    assert sagemaker_endpoints.traffic_steps(by_instance, config) == [0.25, 1.0]
+    assert endpoint_deployment.traffic_steps(by_instance, config) == [0.25, 1.0]
     linear = _policy("LINEAR", LinearStepSize={"Type": "CAPACITY_PERCENT", "Value": 40})
-    assert sagemaker_endpoints.traffic_steps(linear, config) == pytest.approx([0.4, 0.8, 1.0])
-    assert sagemaker_endpoints.traffic_steps(_policy("ALL_AT_ONCE"), config) == [1.0]
+    assert endpoint_deployment.traffic_steps(linear, config) == pytest.approx([0.4, 0.8, 1.0])
+    assert endpoint_deployment.traffic_steps(_policy("ALL_AT_ONCE"), config) == [1.0]
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,7 @@ The real `serverless.yml` is rendered once (`sls package --stage local`); its fu
 created in the local AWS from the packaged zips, its state machine from the rendered
 definition, its decisions table from the rendered table, its EventBridge rule from the
 rendered pattern and target. For each statement
-of each role (those in `serverless.yml` and those serverless-step-functions generates), the
+of each role (those in `resources/iam.yml` and those serverless-step-functions generates), the
 role is created without that one statement and the part of the workflow that acts with it
 runs: it must fail with AccessDenied. With the whole role it must succeed.
 
@@ -24,10 +24,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-import yaml
 
 from tests.baselines import known_baseline
-from tests.conftest import REPO_ROOT
 from tests.local_aws.rendered_workflow import (
     IMAGE_KEY,
     REGION,
@@ -35,6 +33,7 @@ from tests.local_aws.rendered_workflow import (
     listed_statements,
     statement_actions,
 )
+from tests.serverless_config import merged_resources
 from tests.statemachine.packaging import ACCOUNT_ID
 
 pytestmark = pytest.mark.timeout(600)
@@ -66,10 +65,8 @@ def _statements(resources: dict[str, Any]) -> list[tuple[str, str]]:
     return found
 
 
-# Read at collection, without the Serverless CLI: the statements written in serverless.yml.
-DECLARED = _statements(
-    yaml.safe_load((REPO_ROOT / "serverless.yml").read_text())["resources"]["Resources"]
-)
+# Read at collection, without the Serverless CLI: the statements written in resources/iam.yml.
+DECLARED = _statements(merged_resources()["Resources"])
 PARAMETERS = [
     pytest.param(role, actions, id=f"{role}-{actions}")
     for role, actions in DECLARED + PLUGIN_STATEMENTS

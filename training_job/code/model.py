@@ -212,8 +212,8 @@ class ServingNet(nn.Module):
     no member sees another's channels): the same arithmetic in about a quarter of the
     operations, which saves most where each operation's fixed cost counts. oneDNN's
     grouped convolutions cost more than the members' own from ~16 views (one thread), so
-    larger passes run the folded members apart (docs/benchmarks.md, "Issue 22"). The image
-    and its mirror still go through as one batch. The answers are the Net's up to float
+    larger passes run the folded members apart (docs/benchmarks-history.md, "Issue 22").
+    The image and its mirror still go through as one batch. The answers are the Net's up to float
     rounding (~1e-6); what is saved in model.pth does not change. Eval only: build it from
     a trained net, after its last weight update. `forward_with_features` also gives the
     familiarity check's features (`Net.first_group_means`) from the same pass: the first

@@ -12,7 +12,7 @@ model does not contradict strongly, and "neither" (no class, never training data
 taken at once.
 
 benchmarks/review_loop.py measures it with a simulated reviewer who errs on 5% of answers
-(docs/benchmarks.md, "Review loop again").
+(docs/benchmarks-history.md, "Review loop again").
 """
 
 from __future__ import annotations

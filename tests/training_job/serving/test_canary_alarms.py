@@ -14,7 +14,7 @@ import pytest
 from moto import mock_aws
 
 from contract import baseline, variant_metrics
-from local_aws import alarms, sagemaker_endpoints
+from local_aws import alarms, sagemaker_endpoints, variant_metrics_publisher
 from local_aws.endpoint import metrics
 from tests.contract.baseline_documents import document
 from training_job.serving.canary_alarms import Margins, Reference, answer_alarms
@@ -93,7 +93,7 @@ def _answers_published(answers: list[list[float]], threshold: float = 0.8) -> No
         worker.count_variant(0, "invocations")
         worker.count_answer(0, variant_metrics.answer_values(probabilities, LABELS, threshold))
     state = {"endpoint_name": "e", "variants": {"v2": metrics.variant_counters(slots, 0)}}
-    sagemaker_endpoints.publish(ACCOUNT, REGION, state, {})
+    variant_metrics_publisher.publish(ACCOUNT, REGION, state, {})
 
 
 def _firing(cloudwatch: Any) -> list[str]:
