@@ -60,7 +60,7 @@ local-down: ## stop the local AWS
 	@if [ -x $(PYTHON) ]; then $(PYTHON) -m local_aws down; fi
 
 demo: setup ## the main job in local mode (set SCONES_CIFAR_SOURCE offline)
-	$(PYTHON) -m local_aws demo --bucket $(BUCKET) --port $(LOCAL_AWS_PORT) $(if $(DEMO_EPOCHS),--epochs $(DEMO_EPOCHS))
+	$(PYTHON) -m training_job.demo --bucket $(BUCKET) --port $(LOCAL_AWS_PORT) $(if $(DEMO_EPOCHS),--epochs $(DEMO_EPOCHS))
 
 clean: local-down ## remove local state and caches (keeps .venv and node_modules)
 	rm -rf $(LOCAL) .serverless .cache

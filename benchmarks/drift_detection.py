@@ -56,7 +56,7 @@ from scipy import stats
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from training_job.monitor import model_code  # noqa: E402
+from training_job import model_code  # noqa: E402
 from training_job.monitor.baseline import Baseline  # noqa: E402
 from training_job.monitor.captures import parse_record  # noqa: E402
 from training_job.monitor.detectors import (  # noqa: E402

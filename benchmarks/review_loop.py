@@ -58,13 +58,13 @@ from tqdm import tqdm
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from contract.decisions import DEFAULT_AUDIT_RATE, image_id  # noqa: E402
+from contract.decisions import CLASSES, DEFAULT_AUDIT_RATE, image_id  # noqa: E402
 from contract.manifest import LstEntry, format_lst  # noqa: E402
 from contract.threshold import DEFAULT_THRESHOLD  # noqa: E402
 from handlers.threshold_filter import in_audit_sample  # noqa: E402
+from training_job import model_code  # noqa: E402
 from training_job.data import cifar  # noqa: E402
 from training_job.data.stage import encode_png  # noqa: E402
-from training_job.monitor import model_code  # noqa: E402
 from training_job.review.agreement import (  # noqa: E402
     SECOND_OPINION_BELOW,
     contradicts_model,
@@ -74,7 +74,6 @@ from training_job.review.scripted import SimulatedPerson  # noqa: E402
 
 TRAIN_SCRIPT = REPO_ROOT / "training_job" / "code" / "train.py"
 DEFAULT_ARCHIVE = REPO_ROOT.parent / "shared" / "data" / "cifar-100-python-vehicles.tar.gz"
-CLASSES = ("bicycle", "motorcycle")
 # 40% held back: the initial model (600 images) must be a plausible production model, and
 # the held-back stream (400 photos) must stop enough photos for the answers to matter
 # (about a quarter of them): at 20% the reviewed set is ~50 photos, within the noise of

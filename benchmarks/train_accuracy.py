@@ -47,15 +47,15 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
+from contract.decisions import CLASSES  # noqa: E402
 from contract.manifest import LstEntry, format_lst  # noqa: E402
 from contract.threshold import DEFAULT_THRESHOLD  # noqa: E402
+from training_job import model_code  # noqa: E402
 from training_job.data import cifar  # noqa: E402
 from training_job.data.stage import encode_png  # noqa: E402
-from training_job.monitor import model_code  # noqa: E402
 
 TRAIN_SCRIPT = REPO_ROOT / "training_job" / "code" / "train.py"
 DEFAULT_ARCHIVE = REPO_ROOT.parent / "shared" / "data" / "cifar-100-python-vehicles.tar.gz"
-CLASSES = ("bicycle", "motorcycle")
 REFERENCE_ACCURACY = 0.83  # SageMaker's built-in image-classification job (the reference)
 GOAL_ACCURACY = 0.95
 GOAL_WALL_SECONDS = 600.0

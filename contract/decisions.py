@@ -84,8 +84,11 @@ SOURCE_MODEL = "model"
 SOURCE_PERSON = "person"
 SOURCES = (SOURCE_MODEL, SOURCE_PERSON)
 
+# The classifier's classes in label order: label 0 is bicycle, 1 is motorcycle, in the
+# manifests, the model's output, an item's `inferences` and the reviewed manifest alike.
+CLASSES = ("bicycle", "motorcycle")
 ANSWER_NEITHER = "neither"  # neither a bicycle nor a motorcycle: never a training label
-ANSWERS = ("bicycle", "motorcycle", ANSWER_NEITHER)
+ANSWERS = (*CLASSES, ANSWER_NEITHER)
 
 EVENT_SOURCE = "scones-unlimited.image-workflow"
 EVENT_DETAIL_TYPE = "Vehicle Classified"

@@ -37,6 +37,7 @@ from typing import Any
 
 from contract import backfill as contract
 from contract import shown
+from contract.aws_errors import error_code
 from contract.decisions import (
     FIRST_WRITE_CONDITION,
     PARTITION_KEY,
@@ -312,7 +313,7 @@ class Scorer:
         try:
             self.dynamodb.put_item(TableName=self.table, Item=item, **condition)
         except ClientError as error:
-            if error.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+            if error_code(error) != "ConditionalCheckFailedException":
                 raise
             return {"outcome": contract.OUTCOME_ALREADY_DECIDED}
         return {"outcome": item["status"]["S"]}

@@ -41,7 +41,6 @@ import base64
 import binascii
 import json
 import os
-import re
 import sys
 import uuid
 from datetime import UTC, datetime
@@ -49,6 +48,7 @@ from typing import Any, NamedTuple
 
 from contract import shown, variant_metrics
 from contract.familiarity import FamiliarityAttributeError, parse_attributes
+from contract.sagemaker_names import NAME_PATTERN
 from contract.threshold import ThresholdError, threshold_from_environment
 from handlers.aws_clients import aws_client
 from handlers.errors import (
@@ -61,9 +61,6 @@ from handlers.errors import (
 from handlers.image_source import image_content_type, max_image_bytes, read_image
 from handlers.json_log import log
 from handlers.workflow_event import LABELS, WorkflowEvent, distribution_problem
-
-# SageMaker's own rule for endpoint names.
-ENDPOINT_NAME_PATTERN = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 
 # botocore's defaults (60 s to connect, 60 s per read, several attempts) outlast the
 # function's 30 s timeout, so Lambda would kill a waiting handler with no named error. 2 s
@@ -181,7 +178,7 @@ def configured_endpoint_name() -> str:
     name = os.environ.get("ENDPOINT_NAME", "").strip()
     if not name:
         raise ConfigurationError("ENDPOINT_NAME is not set")
-    if not ENDPOINT_NAME_PATTERN.match(name):
+    if not NAME_PATTERN.match(name):
         raise ConfigurationError(f"ENDPOINT_NAME {shown(name)} is not a SageMaker endpoint name")
     return name
 

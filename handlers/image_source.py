@@ -21,6 +21,7 @@ import os
 from typing import Any
 
 from contract import shown
+from contract.aws_errors import error_code
 from contract.images import FORMAT_NAMES, MAX_IMAGE_BYTES, SIGNATURE_BYTES, content_type_of
 from handlers.aws_clients import aws_client
 from handlers.errors import (
@@ -119,7 +120,7 @@ def read_image(
             Bucket=bucket, Key=key, Range=f"bytes=0-{wanted - 1}", **condition
         )
     except ClientError as error:
-        code = error.response.get("Error", {}).get("Code", "")
+        code = error_code(error)
         if code in ("PreconditionFailed", "412"):
             raise ImageChanged(
                 f"{where} is no longer the upload with ETag {etag} (uploaded over since)"

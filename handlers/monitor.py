@@ -60,6 +60,7 @@ from typing import Any
 import boto3
 from botocore.exceptions import ClientError
 
+from contract.aws_errors import error_code
 from contract.baseline import BaselineDocument, BaselineFormatError, loads
 from contract.capture import (
     MAX_BASELINE_BYTES,
@@ -274,7 +275,7 @@ def shadow_variants(endpoint: str, context: object) -> set[str]:
     except ClientError as error:
         # SageMaker answers a missing endpoint with ValidationException "Could not find
         # endpoint"; AccessDenied and the rest are real errors.
-        if error.response.get("Error", {}).get("Code") not in ("ValidationException",):
+        if error_code(error) not in ("ValidationException",):
             raise
         log("INFO", "no such endpoint: every variant counted as production", context)
         return set()

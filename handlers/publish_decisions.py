@@ -22,6 +22,7 @@ import os
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from contract.aws_errors import error_code
 from contract.decisions import (
     EVENT_DETAIL_TYPE,
     EVENT_FIELDS,
@@ -163,5 +164,5 @@ def clear_mark(table: str, item: dict[str, Any]) -> None:
             ReturnValues="NONE",
         )
     except ClientError as error:
-        if error.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+        if error_code(error) != "ConditionalCheckFailedException":
             raise

@@ -31,11 +31,11 @@ from decimal import Decimal
 from typing import Any
 
 from contract import shown
-from contract.decisions import image_id, is_etag, version_of_variant
+from contract.decisions import CLASSES, image_id, is_etag, version_of_variant
 from handlers.errors import InvalidEvent
 
-# The classifier's output order: label 0 is bicycle, 1 is motorcycle (as in the manifests).
-LABELS = ("bicycle", "motorcycle")
+# The classifier's output order (contract/decisions.py's CLASSES, as in the manifests).
+LABELS = CLASSES
 
 MAX_KEY_LENGTH = 1024  # S3's own limit on a key
 MAX_NAME_LENGTH = 63  # SageMaker's limit on an endpoint's and a variant's name

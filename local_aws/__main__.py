@@ -26,7 +26,7 @@ from local_aws.server import (
     write_env_file,
 )
 from local_aws.supervisor import AlreadyRunning, Daemon, SupervisorError
-from training_job.arguments import port_number, positive_int
+from training_job.arguments import port_number
 
 STATE_DIR = Path(".local")
 
@@ -94,37 +94,7 @@ def main(argv: list[str] | None = None) -> int:
             "aws.env's AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME point there",
         )
     commands.add_parser("down", help="stop the server that `up` started")
-    demo = commands.add_parser(
-        "demo",
-        help="the main job: the whole workflow in local mode, end to end",
-        description="Start the local AWS (unless one runs), stage the data, train, and print "
-        "a summary; stops everything it started, on Ctrl-C too. Offline, set "
-        "SCONES_CIFAR_SOURCE to a local copy of the CIFAR-100 archive.",
-    )
-    demo.add_argument("--bucket", default="scones-unlimited-local", help="the data bucket")
-    demo.add_argument("--port", type=port_number, default=DEFAULT_PORT, help="the local AWS port")
-    demo.add_argument(
-        "--endpoint-port",
-        type=port_number,
-        default=DEFAULT_ENDPOINT_PORT,
-        help="the local endpoint port",
-    )
-    demo.add_argument("--epochs", type=positive_int, help="training epochs (default: the recipe's)")
-    demo.add_argument(
-        "--out", type=Path, default=Path("out/demo"), help="where summary.json and the report go"
-    )
     args = parser.parse_args(argv)
-    if args.command == "demo":
-        from local_aws.demo import Demo
-
-        return Demo(
-            bucket=args.bucket,
-            port=args.port,
-            endpoint_port=args.endpoint_port,
-            state_dir=args.state_dir,
-            out_dir=args.out,
-            epochs=args.epochs,
-        ).main()
     try:
         if args.command == "up":
             return up(args.port, args.host, args.state_dir, args.endpoint_port)

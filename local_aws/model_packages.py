@@ -31,13 +31,14 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from contract.sagemaker_names import NAME_PATTERN
+
 APPROVED = "Approved"
 MAX_METADATA_ENTRIES = 50
 _METADATA_TEXT = r"[\w .:/=+\-@]"
 METADATA_KEY = re.compile(rf"^{_METADATA_TEXT}{{1,128}}$", re.UNICODE)
 METADATA_VALUE = re.compile(rf"^{_METADATA_TEXT}{{1,256}}$", re.UNICODE)
 MAX_DESCRIPTION = 1024
-ENTITY_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 
 
 class ModelSourceError(Exception):
@@ -236,11 +237,11 @@ def refuse_what_the_registry_refuses() -> None:
 
     def checked_group(self: Any, *args: Any, **kwargs: Any) -> Any:
         name = kwargs.get("model_package_group_name") or (args[0] if args else "")
-        if not ENTITY_NAME.fullmatch(str(name)):
+        if not NAME_PATTERN.fullmatch(str(name)):
             raise _invalid(
                 "1 validation error detected: Value at 'modelPackageGroupName' failed to "
                 "satisfy constraint: Member must satisfy regular expression pattern: "
-                "^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$"
+                f"{NAME_PATTERN.pattern}"
             )
         description = kwargs.get("model_package_group_description")
         _check_description(description, "modelPackageGroupDescription")

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from contract.aws_errors import error_code
 from local_aws.iam import AccessDenied, Decision, Request, evaluate, iam_backend
 
 
@@ -118,7 +119,7 @@ def assume_role_for_service_through_api(
     try:
         role = session.client("iam").get_role(RoleName=role_name)["Role"]
     except ClientError as error:
-        if error.response["Error"]["Code"] == "NoSuchEntity":
+        if error_code(error) == "NoSuchEntity":
             raise AccessDenied(f"{service} cannot assume {role_arn}: no such role") from None
         raise
     if role["Arn"] != role_arn:

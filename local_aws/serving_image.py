@@ -22,7 +22,8 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from training_job.models.image import (
+from contract.aws_errors import error_code
+from training_job.models.serving_image import (
     DOCKERFILE,
     REPOSITORY,
     prepare_repository,
@@ -106,6 +107,6 @@ def record_local_image(ecr: Any, ssm: Any, dockerfile: Path = DOCKERFILE) -> str
         )
     except ClientError as error:
         # Tags are immutable: the same sources were recorded by an earlier start.
-        if error.response["Error"]["Code"] != "ImageAlreadyExistsException":
+        if error_code(error) != "ImageAlreadyExistsException":
             raise
     return record_image(ssm, repository_uri, pushed_digest(ecr, tag))

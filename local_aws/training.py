@@ -45,9 +45,11 @@ import boto3
 from botocore.exceptions import ClientError
 from tqdm import tqdm
 
+from contract.aws_errors import error_code
 from contract.s3 import S3UriError, parse_s3_prefix_uri, parse_s3_uri
+from contract.sagemaker_names import NAME_PATTERN
+from training_job import model_code
 from training_job.errors import CommandError
-from training_job.monitor import model_code
 from training_job.training.job import (
     DEPENDENCIES,
     METRICS_FILE,
@@ -55,11 +57,10 @@ from training_job.training.job import (
     TRAINING_PROGRAM,
     Plan,
 )
-from training_job.training.launch import JOB_NAME_PATTERN
 from training_job.training.report import format_metrics
 
 CURRENT_HOST = "algo-1"
-# SageMaker's own rules for channel names (for job names, training_job.training.launch's).
+# SageMaker's own rules for channel names (for job names, contract.sagemaker_names').
 CHANNEL_NAME_PATTERN = re.compile(r"^[A-Za-z0-9\.\-_]{1,64}$")
 FAILURE_TAIL_BYTES = 4096
 # CreateTrainingJob's HyperParameters (API reference): at most 100 entries, each key at
@@ -180,7 +181,7 @@ def run_training_job(
 
 
 def _validate(job: TrainingJob) -> None:
-    if not JOB_NAME_PATTERN.fullmatch(job.name):
+    if not NAME_PATTERN.fullmatch(job.name):
         raise TrainingJobError(
             f"invalid job name {job.name!r}: 1-63 letters, digits and hyphens, "
             "starting and ending with a letter or digit"
@@ -227,7 +228,7 @@ def _exists(s3: Any, bucket: str, key: str) -> bool:
     try:
         s3.head_object(Bucket=bucket, Key=key)
     except ClientError as error:
-        if error.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
+        if error_code(error) in {"404", "NoSuchKey", "NotFound"}:
             return False
         raise
     return True

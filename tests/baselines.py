@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from training_job.monitor import model_code
+from training_job import model_code
 
 CLASSES = ["bicycle", "motorcycle"]
 

@@ -21,6 +21,7 @@ import boto3
 
 from contract.decisions import (
     ANSWER_NEITHER,
+    CLASSES,
     DEFAULT_AUDIT_RATE,
     REASON_AUDIT,
     REASON_DOUBTFUL,
@@ -36,8 +37,6 @@ from contract.decisions import (
     variant_for_version,
 )
 from training_job.review.table import table_definition
-
-CLASSES = ("bicycle", "motorcycle")
 
 
 def create_decisions_table(name: str) -> None:

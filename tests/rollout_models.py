@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from tests import sample_model
-from training_job.monitor import model_code
+from training_job import model_code
 
 KINDS = ("good", "constant", "erroring", "broken-code", "slow", "unimportable", "confident")
 SLOW_SECONDS = 1.0

@@ -4,7 +4,7 @@ calls something that starts a server or a browser, trains or runs the Serverless
 marked `slow`, by that list (directly or through the fixtures it uses, resolved as pytest
 resolves them) or by a `@pytest.mark.slow` of its own or its module's `pytestmark`. Read
 from the source (ast): it sees direct calls of STARTERS only, so a test that starts one
-through a helper of its own or a subprocess (test_demo.py runs `python -m local_aws demo`)
+through a helper of its own or a subprocess (test_demo.py runs `python -m training_job.demo`)
 carries its mark by hand."""
 
 from __future__ import annotations

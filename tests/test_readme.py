@@ -21,8 +21,9 @@ from contract.decisions import variant_for_version
 from local_aws import iam
 from local_aws.__main__ import main as local_aws_main
 from training_job.__main__ import COMMANDS, build_parser
+from training_job.demo.__main__ import main as demo_main
 from training_job.modes import refuse_other_modes
-from training_job.serving.deploy import DEFAULT_ENDPOINT_NAME
+from training_job.serving.deployment import DEFAULT_ENDPOINT_NAME
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 README = (REPO_ROOT / "README.md").read_text()
@@ -255,8 +256,18 @@ def test_local_aws_help_lists_the_commands_the_readme_names(
         local_aws_main(["--help"])
     assert exit_info.value.code == 0
     help_text = capsys.readouterr().out
-    for name in ("up", "down", "serve", "demo"):
+    for name in ("up", "down", "serve"):
         assert name in help_text
+
+
+def test_the_demos_help_is_where_the_readme_says(capsys: pytest.CaptureFixture[str]) -> None:
+    """`python -m training_job.demo --help` (the README's command table) lists its options."""
+    with pytest.raises(SystemExit) as exit_info:
+        demo_main(["--help"])
+    assert exit_info.value.code == 0
+    help_text = capsys.readouterr().out
+    for option in ("--bucket", "--port", "--endpoint-port", "--epochs", "--out", "--state-dir"):
+        assert option in help_text
 
 
 def test_operations_describes_no_rollout_that_strands_the_handlers() -> None:

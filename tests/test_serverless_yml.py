@@ -72,21 +72,42 @@ EVERY_FUNCTION = {
 LOG_ACTIONS = {"logs:CreateLogStream", "logs:PutLogEvents"}
 # provider.tracing: every function writes its X-Ray segments (AWSXRayDaemonWriteAccess's two).
 TRACE_ACTIONS = {"xray:PutTraceSegments", "xray:PutTelemetryRecords"}
-# The workflow event, and the image reader with its client and the accepted formats.
+# The workflow event, and the image reader with its client, the accepted formats and the
+# error code of a failed AWS call (contract/aws_errors.py).
 WORKFLOW_EVENT = {"handlers/workflow_event.py", "contract/decisions.py"}
-READS_IMAGES = {"handlers/image_source.py", "handlers/aws_clients.py", "contract/images.py"}
+READS_IMAGES = {
+    "handlers/image_source.py",
+    "handlers/aws_clients.py",
+    "contract/images.py",
+    "contract/aws_errors.py",
+}
 # Beside its own handler and SHARED_FILES, what each package holds: the monitor the
 # capture-record and baseline readers, it and the filter the threshold's reader (stdlib
-# only); classify logs its answers' metrics (contract/variant_metrics.py) at the threshold.
+# only); classify logs its answers' metrics (contract/variant_metrics.py) at the threshold
+# and checks its endpoint's name by SageMaker's rule (contract/sagemaker_names.py).
 OWN_FILES = {
     "serialize": WORKFLOW_EVENT | READS_IMAGES,
     "classify": WORKFLOW_EVENT
     | READS_IMAGES
-    | {"contract/threshold.py", "contract/variant_metrics.py", "contract/familiarity.py"},
+    | {
+        "contract/threshold.py",
+        "contract/variant_metrics.py",
+        "contract/familiarity.py",
+        "contract/sagemaker_names.py",
+    },
     "thresholdFilter": WORKFLOW_EVENT | {"contract/threshold.py"},
-    "monitor": {"contract/baseline.py", "contract/capture.py", "contract/threshold.py"},
+    "monitor": {
+        "contract/aws_errors.py",
+        "contract/baseline.py",
+        "contract/capture.py",
+        "contract/threshold.py",
+    },
     "reviewMonitor": {"contract/decisions.py", "contract/review_quality.py"},
-    "publishDecisions": {"handlers/aws_clients.py", "contract/decisions.py"},
+    "publishDecisions": {
+        "handlers/aws_clients.py",
+        "contract/aws_errors.py",
+        "contract/decisions.py",
+    },
     "backfill": WORKFLOW_EVENT
     | READS_IMAGES
     | {
@@ -96,6 +117,7 @@ OWN_FILES = {
         "contract/threshold.py",
         "contract/variant_metrics.py",
         "contract/familiarity.py",
+        "contract/sagemaker_names.py",
     },
 }
 

@@ -43,7 +43,6 @@ from contract.decisions import (
 )
 from contract.manifest import parse_lst
 from handlers.threshold_filter import in_audit_sample
-from local_aws.demo import create_sagemaker_role
 from local_aws.server import (
     endpoint_url,
     local_aws_server,
@@ -51,6 +50,7 @@ from local_aws.server import (
     without_aws_variables,
 )
 from tests.conftest import REPO_ROOT, free_port
+from training_job.demo.sagemaker_role import create_sagemaker_role
 from training_job.review.table import table_definition
 from training_job.serving import autoscaling
 

@@ -9,6 +9,13 @@ module provides what its command calls:
   deploy: add_arguments(group), check(args) (refuses, before anything is made),
           start(args) -> exit code, stop(args) -> exit code
                                                    (local_aws/endpoint/daemon.py)
+The demo (training_job/demo/), which starts the local AWS itself, uses two more:
+  local-aws:  DEFAULT_PORT, DEFAULT_ENDPOINT_PORT, client_environment(port,
+              endpoint_port=), endpoint_url(port), wait_until_ready(url, timeout),
+              local_aws_server(state_dir, port, endpoint_port=) (a context manager),
+              free_port()                          (local_aws/server.py)
+  supervisor: SupervisorError, what a refused start raises
+                                                   (local_aws/supervisor.py)
 """
 
 from __future__ import annotations
@@ -21,11 +28,13 @@ from training_job.errors import CommandError
 BACKENDS = {
     "train": "local_aws.training",
     "deploy": "local_aws.endpoint.daemon",
+    "local-aws": "local_aws.server",
+    "supervisor": "local_aws.supervisor",
 }
 
 
 def backend(command: str) -> ModuleType:
-    """The local_aws module that runs `command --mode local`."""
+    """The local_aws module that runs `command --mode local` (or that the demo uses)."""
     name = BACKENDS[command]
     try:
         return importlib.import_module(name)

@@ -13,6 +13,8 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from contract.aws_errors import error_code
+
 TRAINING_LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 ENDPOINT_LOG_GROUP = "/aws/sagemaker/Endpoints/{endpoint}"
 # PutRetentionPolicy's retentionInDays values (CloudWatch Logs API reference).
@@ -40,7 +42,7 @@ def keep(logs: Any, group: str, days: int) -> None:
     try:
         logs.create_log_group(logGroupName=group)
     except ClientError as error:
-        if error.response["Error"]["Code"] != "ResourceAlreadyExistsException":
+        if error_code(error) != "ResourceAlreadyExistsException":
             raise
     logs.put_retention_policy(logGroupName=group, retentionInDays=days)
     print(f"log group {group} keeps its logs {days} days")

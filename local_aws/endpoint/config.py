@@ -15,7 +15,7 @@ from pathlib import Path
 from contract.capture import MAX_CAPTURED_BODY_BYTES
 from training_job.arguments import bounded, port_number, positive_int, positive_number
 from training_job.serving.capture import DEFAULT_VARIANT
-from training_job.serving.deploy import DEFAULT_ENDPOINT_NAME
+from training_job.serving.deployment import DEFAULT_ENDPOINT_NAME
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080

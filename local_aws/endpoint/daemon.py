@@ -24,9 +24,9 @@ from botocore.exceptions import BotoCoreError, ClientError
 from contract.decisions import variant_for_version
 from local_aws import iam, model_packages, service_roles, supervisor
 from local_aws.endpoint import config as endpoint_config
-from training_job.models import registry
-from training_job.serving import capture, deploy
-from training_job.serving.deploy import DeployError
+from training_job.models import serving_image
+from training_job.serving import capture, deployment
+from training_job.serving.deployment import DeployError
 
 STATE_DIR = Path(".local") / "endpoints"
 READY_TIMEOUT_SECONDS = 300.0
@@ -114,7 +114,7 @@ def _download_model(
         source = model_packages.serving_source(boto3.client("sagemaker"), args.model_name)
     except model_packages.ModelSourceError as error:
         raise DeployError(str(error)) from None
-    if not registry.is_pytorch_image(source.image):
+    if not serving_image.is_pytorch_image(source.image):
         raise DeployError(
             f"{source.package_arn} runs {source.image}: the local endpoint serves only the "
             "project's serving image or the PyTorch inference container (train --algorithm "
@@ -127,14 +127,14 @@ def _download_model(
         aws_secret_access_key=(credentials or {}).get("AWS_SECRET_ACCESS_KEY"),
         aws_session_token=(credentials or {}).get("AWS_SESSION_TOKEN"),
     )
-    bucket, key = deploy.split_s3_uri(model_data)
+    bucket, key = deployment.split_s3_uri(model_data)
     archive = model_dir.with_name("model.tar.gz")
     archive.parent.mkdir(parents=True, exist_ok=True)
     try:
         reader.download_file(bucket, key, str(archive))
     except ClientError as error:
         raise DeployError(f"cannot download {model_data}: {error}") from error
-    deploy.extract_model(archive, model_dir)
+    deployment.extract_model(archive, model_dir)
     return model_data
 
 
@@ -186,7 +186,7 @@ def start(args: argparse.Namespace) -> int:
                 claim.hold_here()
                 _record(args)
                 if args.publish_parameter:
-                    deploy.publish_parameter(args.parameter_name, name)
+                    deployment.publish_parameter(args.parameter_name, name)
                 print(f"serving {model_data} as local endpoint {name} (Ctrl-C stops it)")
                 operator = boto3.client("sagemaker")  # made before the role's keys replace ours
                 os.environ.clear()  # the workers this starts inherit the role's credentials
@@ -214,15 +214,15 @@ def start(args: argparse.Namespace) -> int:
         raise DeployError(f"the local AWS did not record endpoint {name}: {error}") from error
     try:
         if args.publish_parameter:
-            deploy.publish_parameter(args.parameter_name, name)
-        deploy.publish_baseline(args.bucket, name, model_data, model_dir)
+            deployment.publish_parameter(args.parameter_name, name)
+        deployment.publish_baseline(args.bucket, name, model_data, model_dir)
     except BaseException:
         # A deploy that failed leaves nothing behind: no endpoint answering, no record, no
         # parameter naming it (deploy deletes the model).
         daemon.stop(STOP_TIMEOUT_SECONDS)
         model_packages.forget_endpoint(boto3.client("sagemaker"), name)
         if args.publish_parameter:
-            deploy.delete_parameter(args.parameter_name, name)
+            deployment.delete_parameter(args.parameter_name, name)
         raise
     url = readiness.url().removesuffix("/ping")
     print(
@@ -253,5 +253,5 @@ def stop(args: argparse.Namespace) -> int:
     print(f"local endpoint {args.endpoint_name} {outcome}")
     model_packages.forget_endpoint(boto3.client("sagemaker"), args.endpoint_name)
     if args.publish_parameter:
-        deploy.delete_parameter(args.parameter_name, args.endpoint_name)
+        deployment.delete_parameter(args.parameter_name, args.endpoint_name)
     return 0

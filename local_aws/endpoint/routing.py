@@ -37,13 +37,13 @@ import json
 import logging
 import os
 import random
-import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from contract.sagemaker_names import NAME_PATTERN
 from local_aws.endpoint.container import ContainerFailed, VariantContainer
 from local_aws.endpoint.metrics import MAX_VARIANTS, Slot, WorkerMetrics, reset_variant
 
@@ -52,7 +52,6 @@ log = logging.getLogger(__name__)
 ROUTING_FILE = "routing.json"
 POLL_SECONDS = 0.2
 MAX_ROUTES = 10  # SageMaker's production variants per endpoint configuration
-VARIANT_NAME_PATTERN = r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$"
 
 
 class RoutingError(ValueError):
@@ -94,7 +93,7 @@ def _route(document: Any, what: str) -> Route:
         raise RoutingError(f"{what} must be an object")
     variant, model_dir = document.get("variant"), document.get("model_dir")
     weight = document.get("weight", 1.0)
-    if not isinstance(variant, str) or not re.match(VARIANT_NAME_PATTERN, variant):
+    if not isinstance(variant, str) or not NAME_PATTERN.match(variant):
         raise RoutingError(f"{what}: variant must be a SageMaker variant name, got {variant!r}")
     if not isinstance(model_dir, str) or not model_dir:
         raise RoutingError(f"{what}: model_dir must be a path")
@@ -201,7 +200,7 @@ def download_model(routing_dir: Path, model_data: str) -> Path:
     import boto3
 
     from training_job.models import archive as model_archive
-    from training_job.serving.deploy import split_s3_uri
+    from training_job.serving.deployment import split_s3_uri
 
     destination = model_dir_for(routing_dir, model_data)
     if (destination / "model.pth").is_file():

@@ -11,7 +11,7 @@ from contract.threshold import (
     parse_threshold,
     threshold_from_environment,
 )
-from training_job.monitor import model_code
+from training_job import model_code
 
 
 @pytest.mark.parametrize("environ", [{}, {"THRESHOLD": ""}, {"THRESHOLD": "  "}])

@@ -11,7 +11,6 @@ import boto3
 import pytest
 import requests
 
-from local_aws.demo import create_sagemaker_role
 from tests.conftest import free_port
 from tests.local_aws.endpoint_helpers import (
     Model,
@@ -19,6 +18,7 @@ from tests.local_aws.endpoint_helpers import (
     deploy,
     post,
 )
+from training_job.demo.sagemaker_role import create_sagemaker_role
 
 CAPTURE_STATEMENT = "WriteModelsAndCapturedTraffic"  # s3:PutObject on data_capture/*
 WAIT_SECONDS = 60.0

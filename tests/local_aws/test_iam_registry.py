@@ -12,9 +12,9 @@ from typing import Any
 import boto3
 import pytest
 
-from local_aws.demo import filled_policy
 from tests.training_job.registry_helpers import METRICS, put_training_output, register_output
 from training_job.__main__ import main
+from training_job.demo.sagemaker_role import filled_policy
 from training_job.environment import overridden
 from training_job.models import registry
 

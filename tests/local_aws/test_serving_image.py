@@ -20,7 +20,13 @@ from local_aws import serving_image
 from tests.conftest import REPO_ROOT
 from tests.training_job.registry_helpers import register_output
 from training_job.__main__ import main
-from training_job.models import image
+from training_job.models.serving_image import (
+    IMAGE_PARAMETER,
+    REPOSITORY,
+    is_serving_image,
+    recorded_image,
+    require_recorded_image,
+)
 
 OTHER_REGION = "eu-west-3"  # a region of this test's own: the session's record stays
 
@@ -37,12 +43,12 @@ def test_the_started_local_aws_has_this_checkouts_image_recorded(
     sources = serving_image.sources_digest()
     manifest = serving_image.image_manifest(sources)
     ecr = boto3.client("ecr")
-    [repository] = ecr.describe_repositories(repositoryNames=[image.REPOSITORY])["repositories"]
+    [repository] = ecr.describe_repositories(repositoryNames=[REPOSITORY])["repositories"]
     digest = f"sha256:{hashlib.sha256(manifest.encode()).hexdigest()}"
     assert shown == f"{repository['repositoryUri']}@{digest}"
-    assert image.is_serving_image(shown)
+    assert is_serving_image(shown)
     tag = "local-" + sources.removeprefix("sha256:")[:12]
-    [detail] = ecr.describe_images(repositoryName=image.REPOSITORY, imageIds=[{"imageTag": tag}])[
+    [detail] = ecr.describe_images(repositoryName=REPOSITORY, imageIds=[{"imageTag": tag}])[
         "imageDetails"
     ]
     assert detail["imageDigest"] == digest
@@ -64,9 +70,9 @@ def other_region(local_aws: dict[str, str]) -> Iterator[dict[str, Any]]:
     clients = {name: session.client(name) for name in ("ecr", "ssm")}
     yield clients
     with contextlib.suppress(ClientError):
-        clients["ssm"].delete_parameter(Name=image.IMAGE_PARAMETER)
+        clients["ssm"].delete_parameter(Name=IMAGE_PARAMETER)
     with contextlib.suppress(ClientError):
-        clients["ecr"].delete_repository(repositoryName=image.REPOSITORY, force=True)
+        clients["ecr"].delete_repository(repositoryName=REPOSITORY, force=True)
 
 
 def test_a_changed_server_is_a_new_digest_and_an_unchanged_one_the_same(
@@ -87,11 +93,11 @@ def test_a_changed_server_is_a_new_digest_and_an_unchanged_one_the_same(
     with (copy / "training_job/code/serve.py").open("a") as server:
         server.write("# changed\n")
     second = serving_image.record_local_image(ecr, ssm, dockerfile)
-    assert second != first and image.recorded_image(ssm) == second
-    assert image.require_recorded_image(ssm, OTHER_REGION) == second
+    assert second != first and recorded_image(ssm) == second
+    assert require_recorded_image(ssm, OTHER_REGION) == second
     digests = {
         detail["imageDigest"]
-        for detail in ecr.describe_images(repositoryName=image.REPOSITORY)["imageDetails"]
+        for detail in ecr.describe_images(repositoryName=REPOSITORY)["imageDetails"]
     }
     assert digests == {first.partition("@")[2], second.partition("@")[2]}
 

@@ -10,6 +10,7 @@ from local_aws.__main__ import main as local_aws_main
 from local_aws.endpoint import config as endpoint_config
 from training_job.__main__ import main
 from training_job.arguments import bounded
+from training_job.demo.__main__ import main as demo_main
 
 
 def parser_with(kind: type, *bounds: float | None, **open_ends: bool) -> argparse.ArgumentParser:
@@ -126,8 +127,6 @@ def test_the_endpoint_servers_own_options_are_the_same_numbers() -> None:
         ["serve", "--port", "70000"],
         ["up", "--port", "0"],
         ["up", "--endpoint-port", "-1"],
-        ["demo", "--port", "abc"],
-        ["demo", "--epochs", "0"],
     ],
 )
 def test_the_local_aws_commands_take_the_same_numbers(
@@ -135,5 +134,15 @@ def test_the_local_aws_commands_take_the_same_numbers(
 ) -> None:
     with pytest.raises(SystemExit) as exited:
         local_aws_main(argv)
+    assert exited.value.code == 2
+    assert "is not a" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["--port", "abc"], ["--epochs", "0"]])
+def test_the_demo_takes_the_same_numbers(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        demo_main(argv)
     assert exited.value.code == 2
     assert "is not a" in capsys.readouterr().err

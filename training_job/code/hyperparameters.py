@@ -16,6 +16,8 @@ from typing import Any
 
 from data import TrainingError
 
+from contract.decisions import CLASSES
+
 
 def positive_int(text: str) -> int:
     value = int(text)
@@ -154,7 +156,7 @@ class Hyperparameters:
     )
     seed: int = option(0, int, "seeds torch, numpy, random and the split")
     classes: list[str] = option(
-        ["bicycle", "motorcycle"], class_names, "class names in label order, comma-separated"
+        list(CLASSES), class_names, "class names in label order, comma-separated"
     )
     # Where the data and the outputs are: SageMaker's container contract.
     model_dir: Path | None = option(None, Path, "where the model is written", env="SM_MODEL_DIR")

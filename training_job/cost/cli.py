@@ -41,7 +41,7 @@ from training_job.cost.usage import (
 )
 from training_job.errors import UsageError
 from training_job.serving.autoscaling import DEFAULT_TARGET_INVOCATIONS_PER_MINUTE
-from training_job.serving.deploy import DEFAULT_ENDPOINT_NAME
+from training_job.serving.deployment import DEFAULT_ENDPOINT_NAME
 from training_job.workflow.evaluate import resolve_state_machine
 
 DEFAULT_STACK = "scones-unlimited-dev"

@@ -20,6 +20,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from contract.aws_errors import error_code
 from training_job.cost.express import express_histories
 from training_job.cost.model import Endpoint
 from training_job.errors import UsageError
@@ -205,7 +206,7 @@ def endpoint_usage(
     try:
         described = sagemaker.describe_endpoint(EndpointName=endpoint_name)
     except ClientError as error:
-        if error.response["Error"]["Code"] == "ValidationException":
+        if error_code(error) == "ValidationException":
             raise CostReadError(
                 f"no endpoint {endpoint_name!r} in this account and region: pass --endpoint "
                 "NAME, or --skip-endpoint to price the workflow without it"
@@ -264,7 +265,7 @@ def alarm_count(cloudformation: Any, stack: str) -> int:
     try:
         body = cloudformation.get_template(StackName=stack)["TemplateBody"]
     except ClientError as error:
-        if error.response["Error"]["Code"] == "ValidationError":  # no such stack
+        if error_code(error) == "ValidationError":  # no such stack
             raise CostReadError(
                 f"no stack {stack!r} in this account and region: pass --stack SERVICE-STAGE"
             ) from error

@@ -15,6 +15,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from contract.aws_errors import error_code
 from training_job.serving.capture import CAPTURE_PREFIX
 
 TLS_ONLY_SID = "DenyInsecureTransport"
@@ -51,7 +52,7 @@ def bucket_region(s3: Any, bucket: str, owner: dict[str, str] | None = None) -> 
     try:
         answer = s3.get_bucket_location(Bucket=bucket, **(owner or {}))
     except ClientError as error:
-        if error.response.get("Error", {}).get("Code") == "NoSuchBucket":
+        if error_code(error) == "NoSuchBucket":
             raise BucketError(
                 f"bucket {bucket} does not exist: create it with `python -m training_job "
                 "stage`, or name the project's bucket"
@@ -122,7 +123,7 @@ def _create(s3: Any, bucket: str) -> None:
     try:
         s3.create_bucket(**arguments)
     except ClientError as error:
-        code = error.response.get("Error", {}).get("Code")
+        code = error_code(error)
         if code == "BucketAlreadyOwnedByYou":
             return  # created by a concurrent run of ours between head and create
         if code == "BucketAlreadyExists":
@@ -164,7 +165,7 @@ def _expire_captures(s3: Any, bucket: str, days: int, owner: dict[str, str]) -> 
     try:
         rules = s3.get_bucket_lifecycle_configuration(Bucket=bucket, **owner)["Rules"]
     except ClientError as error:
-        if error.response.get("Error", {}).get("Code") != "NoSuchLifecycleConfiguration":
+        if error_code(error) != "NoSuchLifecycleConfiguration":
             raise
         rules = []
     rules = [rule for rule in rules if rule.get("ID") != CAPTURE_EXPIRATION_RULE_ID]
@@ -186,7 +187,7 @@ def _policy(s3: Any, bucket: str, owner: dict[str, str]) -> dict[str, Any]:
     try:
         policy = json.loads(s3.get_bucket_policy(Bucket=bucket, **owner)["Policy"])
     except ClientError as error:
-        if error.response.get("Error", {}).get("Code") != "NoSuchBucketPolicy":
+        if error_code(error) != "NoSuchBucketPolicy":
             raise
         policy = {"Version": "2012-10-17", "Statement": []}
     statements = policy.get("Statement", [])

@@ -25,6 +25,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from contract import shown
+from contract.aws_errors import error_code
 from contract.decisions import (
     REVIEWED_IMAGES_PREFIX,
     REVIEWED_MANIFEST_KEY,
@@ -79,7 +80,7 @@ def read_reviewed(
     try:
         head = s3.head_object(Bucket=bucket, Key=REVIEWED_MANIFEST_KEY)
     except ClientError as error:
-        if _code(error) in {"404", "NoSuchKey", "NotFound"}:
+        if error_code(error) in {"404", "NoSuchKey", "NotFound"}:
             raise ReviewedError(
                 f"{uri} not found: no photo has been reviewed yet (answer the review queue "
                 "with `python -m training_job review`), or train without --include-reviewed"
@@ -115,7 +116,7 @@ def pin(s3: Any, reviewed: CheckedManifest, key: str) -> str:
     try:
         s3.put_object(Bucket=reviewed.bucket, Key=key, Body=reviewed.body, IfNoneMatch="*")
     except ClientError as error:
-        if _code(error) in {"PreconditionFailed", "412", "ConditionalRequestConflict"}:
+        if error_code(error) in {"PreconditionFailed", "412", "ConditionalRequestConflict"}:
             raise ReviewedError(
                 f"s3://{reviewed.bucket}/{key} exists: a job of this name was started "
                 "before; choose another --job-name"
@@ -175,7 +176,3 @@ def _refuse_staged_images(
                     f"{reviewed.uri} names {len(copies)} photo(s) whose bytes are a test "
                     f"image's: {_some(copies)}; the test split is never trained on"
                 )
-
-
-def _code(error: ClientError) -> str:
-    return str(error.response.get("Error", {}).get("Code", ""))

@@ -28,6 +28,8 @@ from PIL import Image
 from tqdm import tqdm
 
 from contract import shown
+from contract.aws_errors import error_code
+from contract.decisions import CLASSES
 from contract.manifest import LstEntry, ManifestError, format_lst
 from contract.s3 import S3UriError, normalise_prefix
 from training_job.arguments import positive_int
@@ -49,7 +51,7 @@ from training_job.data.manifests import (
 )
 from training_job.errors import CommandError, UsageError
 
-DEFAULT_CLASSES = "bicycle,motorcycle"
+DEFAULT_CLASSES = ",".join(CLASSES)
 SOURCE_ENV = "SCONES_CIFAR_SOURCE"
 DEFAULT_CACHE_DIR = Path(".cache/cifar")
 UPLOAD_WORKERS = 16
@@ -344,7 +346,7 @@ def _bucket_manifest(s3: Any, bucket: str, key: str) -> Manifest | None:
     try:
         body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
     except ClientError as error:
-        if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+        if error_code(error) in ("NoSuchKey", "404"):
             return None
         raise
     try:

@@ -25,12 +25,13 @@ import boto3
 
 from contract import shown
 from contract.s3 import S3UriError, parse_s3_object_uri
+from contract.sagemaker_names import NAME_PATTERN
 from training_job.arguments import bounded
 from training_job.data.bucket import BucketError, require_region
 from training_job.errors import UsageError
 from training_job.models import registry
-from training_job.serving.deploy import DEFAULT_ENDPOINT_NAME, ENDPOINT_NAME_PATTERN
-from training_job.training.launch import ALGORITHMS, JOB_NAME_PATTERN
+from training_job.serving.deployment import DEFAULT_ENDPOINT_NAME
+from training_job.training.launch import ALGORITHMS
 
 MAX_VERSION = 999_999_999  # SageMaker's versioned ARNs end in /1 to /999999999
 DEFAULT_LIMIT = 20
@@ -55,7 +56,7 @@ _limit = bounded(int, "a number from 1 to 1000", 1, 1000)
 
 
 def _endpoint(text: str) -> str:
-    if not ENDPOINT_NAME_PATTERN.match(text):
+    if not NAME_PATTERN.match(text):
         raise argparse.ArgumentTypeError(f"{text[:80]!r} is not a SageMaker endpoint name")
     return text
 
@@ -196,7 +197,7 @@ def register_output(args: argparse.Namespace, sm: Any) -> int:
         # models/<job>/output/model.tar.gz, as train writes it.
         parts = parse_s3_object_uri(args.model_data)[1].split("/")
         job = parts[-3] if len(parts) >= 3 and parts[-2] == "output" else ""
-    if not JOB_NAME_PATTERN.fullmatch(job):
+    if not NAME_PATTERN.fullmatch(job):
         raise UsageError(
             f"cannot tell the training job's name from {shown(args.model_data)}: "
             "pass --training-job"

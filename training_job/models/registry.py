@@ -26,12 +26,18 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from contract import images
+from contract.aws_errors import error_code
 from contract.s3 import S3UriError, parse_s3_object_uri
+from contract.sagemaker_names import NAME_PATTERN
 from training_job.errors import CommandError, UsageError
+from training_job.models.serving_image import (
+    ImageError,
+    is_out_of_patch_image,
+    require_recorded_image,
+)
 
 DEFAULT_GROUP = "scones-unlimited-classifier"
 GROUP_DESCRIPTION = "Scones Unlimited bicycle/motorcycle classifier: every trained model"
-GROUP_PATTERN = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")  # SageMaker's EntityName
 QUALITY_FILE = "model-quality.json"  # beside model.tar.gz
 PENDING, APPROVED, REJECTED = "PendingManualApproval", "Approved", "Rejected"
 STATUSES = (PENDING, APPROVED, REJECTED)
@@ -96,7 +102,7 @@ class ModelVersion:
 
 def group_name(text: str) -> str:
     """`--model-group`'s type: SageMaker's rule for a group's name."""
-    if not GROUP_PATTERN.fullmatch(text):
+    if not NAME_PATTERN.fullmatch(text):
         raise argparse.ArgumentTypeError(
             f"invalid model group name {text[:80]!r}: 1-63 letters, digits and hyphens, "
             "starting and ending with a letter or digit"
@@ -175,7 +181,7 @@ def require_group(sm: Any, group: str) -> None:
 
 
 def _is_missing(error: ClientError) -> bool:
-    code = error.response.get("Error", {}).get("Code", "")
+    code = error_code(error)
     message = str(error.response.get("Error", {}).get("Message", ""))
     return code in ("ValidationException", "ValidationError", "ResourceNotFound") and (
         "does not exist" in message or "not found" in message.lower()
@@ -374,7 +380,7 @@ def deployed_packages(sm: Any, endpoint_name: str) -> dict[str, str]:
     try:
         endpoint = sm.describe_endpoint(EndpointName=endpoint_name)
     except ClientError as error:
-        code = error.response.get("Error", {}).get("Code")
+        code = error_code(error)
         if code in ("ValidationException", "ValidationError"):
             return {}  # no such endpoint: nothing is deployed
         raise
@@ -413,22 +419,6 @@ def builtin_algorithm_image(region: str) -> str:
     import sagemaker.image_uris  # heavy: only when a version is made
 
     return str(sagemaker.image_uris.retrieve("image-classification", region))
-
-
-def is_pytorch_image(image: str) -> bool:
-    """Whether a version's image serves our inference.py (the project's serving image, or
-    AWS's PyTorch serving container of versions registered before it), not the built-in
-    algorithm's: the local endpoint serves only the former."""
-    from training_job.models.image import is_serving_image
-
-    return is_out_of_patch_image(image) or is_serving_image(image)
-
-
-def is_out_of_patch_image(image: str) -> bool:
-    """AWS's PyTorch 2.6 inference container (TorchServe), which versions registered before
-    the project's image name: still served (a rollback to one is a safeguard), with a
-    warning, as its patches ended on 2026-06-30."""
-    return "/pytorch-inference:" in image
 
 
 def out_of_patch_warning(model_version: ModelVersion) -> str | None:
@@ -507,8 +497,6 @@ def registration_for_output(
         image, environment = builtin_algorithm_image(region), {}
     else:
         import boto3
-
-        from training_job.models.image import ImageError, require_recorded_image
 
         try:
             image = require_recorded_image(boto3.client("ssm", region_name=region), region)

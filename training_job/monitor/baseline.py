@@ -22,8 +22,8 @@ from tqdm import tqdm
 
 from contract import baseline as baseline_format
 from contract.baseline import BASELINE_FILE, EMBEDDINGS_FILE
+from training_job import model_code
 from training_job.models import archive as model_archive
-from training_job.monitor import model_code
 
 MODEL_ARTIFACT = "model.tar.gz"
 MODELS_PREFIX = "models/"

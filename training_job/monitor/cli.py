@@ -29,10 +29,11 @@ from contract.s3 import (
     parse_s3_prefix_uri,
     parse_s3_uri,
 )
+from training_job import model_code
 from training_job.arguments import bounded
 from training_job.data.bucket import BucketError, require_region
 from training_job.models import registry
-from training_job.monitor import model_code, versions
+from training_job.monitor import versions
 from training_job.monitor.baseline import (
     Baseline,
     BaselineError,

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from training_job.monitor import model_code
+from training_job import model_code
 
 # Images per forward pass. With one torch thread (see `threads` in cli.py) the CPU per
 # image barely depends on the batch size; 256 keeps the activations near 30 MB.

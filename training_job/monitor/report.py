@@ -26,7 +26,7 @@ import numpy as np
 from tqdm import tqdm
 
 from contract.review_quality import ALL_VERSIONS, VersionMeasures
-from training_job.monitor import model_code
+from training_job import model_code
 from training_job.monitor.baseline import Baseline
 from training_job.monitor.captures import CapturedInference
 from training_job.monitor.detectors import (

@@ -20,7 +20,9 @@ from dataclasses import dataclass
 import boto3
 from botocore.exceptions import ClientError
 
+from contract.aws_errors import error_code
 from contract.decisions import UNVERSIONED, version_of_variant
+from contract.sagemaker_names import NAME
 from training_job.errors import CommandError
 from training_job.models import registry
 from training_job.monitor.baseline import BaselineError, newest_model
@@ -30,9 +32,7 @@ from training_job.serving.capture import CAPTURE_PREFIX
 # <variant>/YYYY/MM/DD/HH/<file> at the end of a key (SageMaker's capture layout); a
 # variant's name as SageMaker allows it (ProductionVariant.VariantName), so it is also a
 # safe folder name for the model and the report.
-_VARIANT_IN_KEY = re.compile(
-    r"(?:^|/)([a-zA-Z0-9](?:-*[a-zA-Z0-9]){0,62})/\d{4}/\d{2}/\d{2}/\d{2}/[^/]+$"
-)
+_VARIANT_IN_KEY = re.compile(r"(?:^|/)(" + NAME + r")/\d{4}/\d{2}/\d{2}/\d{2}/[^/]+$")
 
 PRODUCTION, SHADOW, RETIRED = "production", "shadow", "not on the endpoint now"
 
@@ -93,7 +93,7 @@ def endpoint_roles(source: CaptureSource) -> dict[str, str] | None:
     try:
         described = sagemaker.describe_endpoint(EndpointName=parts[1])
     except ClientError as error:
-        if error.response.get("Error", {}).get("Code") in ("ValidationException",):
+        if error_code(error) in ("ValidationException",):
             return None  # SageMaker's answer for a missing endpoint
         raise
     roles = {str(v["VariantName"]): PRODUCTION for v in described.get("ProductionVariants", [])}

@@ -12,6 +12,7 @@ import boto3
 from botocore.exceptions import ClientError
 
 from contract import shown
+from contract.aws_errors import error_code
 from contract.decisions import TABLE_ENVIRONMENT_VARIABLE
 from training_job.arguments import bounded
 from training_job.data.bucket import BucketError, require_region
@@ -89,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         pending = store.count_pending()  # the table and its queue index, checked up front
     except ClientError as error:
-        if error.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
+        if error_code(error) == "ResourceNotFoundException":
             raise CommandError(f"no decisions table {shown(args.table)} in this region") from error
         raise
     try:

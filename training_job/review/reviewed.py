@@ -26,11 +26,15 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from contract.decisions import ANSWER_NEITHER, REVIEWED_IMAGES_PREFIX, REVIEWED_MANIFEST_KEY
+from contract.aws_errors import error_code
+from contract.decisions import (
+    ANSWER_NEITHER,
+    CLASSES,
+    REVIEWED_IMAGES_PREFIX,
+    REVIEWED_MANIFEST_KEY,
+)
 from contract.manifest import LstEntry, format_lst, parse_lst
 
-# The manifest's label is the class index in LABELS order; ANSWERS lists the classes first.
-CLASS_ANSWERS = ("bicycle", "motorcycle")
 # Enough for dozens of reviewers answering at the same second; each retry re-reads.
 MAX_ATTEMPTS = 50
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
@@ -67,7 +71,8 @@ class ReviewedManifest:
                 CopySource={"Bucket": self.bucket, "Key": key},
                 **({"CopySourceIfMatch": f'"{etag}"'} if etag else {}),
             )
-        label = CLASS_ANSWERS.index(answer) if answer in CLASS_ANSWERS else None
+        # The manifest's label is the class's index in CLASSES.
+        label = CLASSES.index(answer) if answer in CLASSES else None
         self._update(filename, label)
 
     def forget(self, image: str) -> None:
@@ -84,7 +89,7 @@ class ReviewedManifest:
             except ClientError as error:
                 # A missing key reads as AccessDenied to a reviewer who may not list the
                 # bucket (the least-privilege policy): creating it answers which it was.
-                if _code(error) not in ("AccessDenied", "403"):
+                if error_code(error) not in ("AccessDenied", "403"):
                     raise
                 entries, etag, unreadable = [], None, error
             else:
@@ -106,7 +111,7 @@ class ReviewedManifest:
                 )
                 return
             except ClientError as error:
-                if _code(error) not in _CONFLICTS:
+                if error_code(error) not in _CONFLICTS:
                     raise
                 if unreadable is not None:
                     raise unreadable from error  # it exists, and may not be read
@@ -120,13 +125,9 @@ class ReviewedManifest:
         try:
             response = self.s3.get_object(Bucket=self.bucket, Key=REVIEWED_MANIFEST_KEY)
         except ClientError as error:
-            if _code(error) in ("NoSuchKey", "404"):
+            if error_code(error) in ("NoSuchKey", "404"):
                 return [], None
             raise
         text = response["Body"].read().decode("utf-8")
         # parse_lst refuses a hand-edited or cut manifest rather than rewriting it wrongly.
         return parse_lst(text), response["ETag"]
-
-
-def _code(error: ClientError) -> str:
-    return str(error.response.get("Error", {}).get("Code", ""))

@@ -34,8 +34,10 @@ from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
 from contract import shown
+from contract.aws_errors import error_code
 from contract.decisions import (
     ANSWERS,
+    CLASSES,
     EVENT_DETAIL_TYPE,
     EVENT_FIELDS,
     EVENT_SOURCE,
@@ -54,7 +56,7 @@ from contract.decisions import (
     split_image_id,
 )
 from training_job.review.agreement import contradicts_model, training_answer
-from training_job.review.reviewed import CLASS_ANSWERS, ReviewedManifest
+from training_job.review.reviewed import ReviewedManifest
 
 # How many index entries one look for the next photo reads past before giving up on a
 # page: entries whose item was answered a moment ago (the index is eventually consistent).
@@ -202,7 +204,7 @@ class ReviewStore:
                 Bucket=bucket, Key=key, Range=f"bytes=0-{limit}", **condition
             )
         except ClientError as error:
-            if error.response.get("Error", {}).get("Code") not in ("PreconditionFailed", "412"):
+            if error_code(error) not in ("PreconditionFailed", "412"):
                 raise
             raise NotFound(
                 f"{shown(image, 200)}: the key holds a later upload now; this photo is gone"
@@ -269,9 +271,9 @@ class ReviewStore:
         if current is None:
             raise NotFound(f"no decision for {shown(image, 200)}")
         inferences = current.get("inferences") or []
-        if len(inferences) != len(CLASS_ANSWERS) or REVIEW_INDEX_SORT_KEY not in current:
+        if len(inferences) != len(CLASSES) or REVIEW_INDEX_SORT_KEY not in current:
             raise Conflict(f"{shown(image, 200)} has no model decision to go back to", current)
-        model_label = CLASS_ANSWERS[max(range(len(inferences)), key=inferences.__getitem__)]
+        model_label = CLASSES[max(range(len(inferences)), key=inferences.__getitem__)]
         status = (
             STATUS_ROUTED if current.get("review_reason") == REASON_AUDIT else STATUS_NEEDS_REVIEW
         )
@@ -345,7 +347,7 @@ class ReviewStore:
                 ReturnValues="ALL_NEW",
             )
         except ClientError as error:
-            if error.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+            if error_code(error) != "ConditionalCheckFailedException":
                 raise
             fresh = self.get(image)
             if fresh is None:

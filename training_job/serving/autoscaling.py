@@ -21,6 +21,8 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from contract.aws_errors import error_code
+
 SERVICE_NAMESPACE = "sagemaker"
 SCALABLE_DIMENSION = "sagemaker:variant:DesiredInstanceCount"
 INVOCATIONS_METRIC = "SageMakerVariantInvocationsPerInstance"
@@ -140,7 +142,7 @@ def _ignore_missing(call: Any, **kwargs: Any) -> None:
     try:
         call(**kwargs)
     except ClientError as error:
-        if error.response["Error"]["Code"] not in (
+        if error_code(error) not in (
             "ObjectNotFoundException",
             "ValidationException",
         ):

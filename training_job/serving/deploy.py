@@ -25,33 +25,36 @@ import sys
 import tarfile
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import boto3
 from botocore.exceptions import ClientError
 
-from contract.capture import MAX_BASELINE_BYTES, MONITOR_BASELINE_KEY
+from contract.aws_errors import error_code
 from contract.decisions import variant_for_version
-from contract.s3 import S3UriError, parse_s3_object_uri
+from contract.sagemaker_names import NAME_PATTERN
 from training_job import local_mode, log_retention
 from training_job.arguments import bounded, positive_int
 from training_job.data.bucket import BucketError, require_region
-from training_job.errors import CommandError, UsageError
-from training_job.models import archive as model_archive
-from training_job.models import registry
+from training_job.errors import UsageError
+from training_job.models import registry, serving_image
 from training_job.modes import options_of, refuse_other_modes
 from training_job.serving import autoscaling, capture
+from training_job.serving.deployment import (
+    DEFAULT_ENDPOINT_NAME,
+    DeployError,
+    delete_parameter,
+    publish_baseline,
+    publish_parameter,
+    split_s3_uri,
+)
 
 # One parameter per stage (serverless.yml reads /scones-unlimited/${sls:stage}/endpoint-name),
 # so dev and prod never share an endpoint.
 PARAMETER_NAME_TEMPLATE = "/scones-unlimited/{stage}/endpoint-name"
 STAGE_PATTERN = re.compile(r"^[a-zA-Z0-9-]{1,32}$")
-BASELINE_FILE = "baseline.json"
 # What training_job/code/inference.py needs in the archive: the container runs code/ from it.
 SERVABLE_MEMBERS = ("model.pth", "model.json", "code/inference.py")
-DEFAULT_ENDPOINT_NAME = "scones-image-classifier"
-ENDPOINT_NAME_PATTERN = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 
 
 # One instance serves hundreds of requests a second; a target past 100x the measured
@@ -65,24 +68,12 @@ _target_invocations = bounded(
 )
 
 
-class DeployError(CommandError):
-    """A deployment that cannot go on, with a message for the user."""
-
-
 def _endpoint_name(text: str) -> str:
-    if not ENDPOINT_NAME_PATTERN.match(text):
+    if not NAME_PATTERN.match(text):
         raise argparse.ArgumentTypeError(
             f"{text!r} is not a SageMaker endpoint name (letters, digits and hyphens, 1-63)"
         )
     return text
-
-
-def split_s3_uri(uri: str) -> tuple[str, str]:
-    """(bucket, key) by contract.s3's rule, as a DeployError when `uri` breaks it."""
-    try:
-        return parse_s3_object_uri(uri)
-    except S3UriError as error:
-        raise DeployError(str(error)) from None
 
 
 def _stage(text: str) -> str:
@@ -288,83 +279,11 @@ def create_model(sm: Any, name: str, version: registry.ModelVersion, role: str |
     sm.create_model(**request)
 
 
-def extract_model(archive: Path, destination: Path) -> Path:
-    """Unpack model.tar.gz safely (training_job.models.archive, which the monitor uses too)."""
-    try:
-        return model_archive.extract_model(archive, destination)
-    except model_archive.ModelArchiveError as error:
-        raise DeployError(str(error)) from error
-
-
-# --- the SSM parameter --------------------------------------------------------------
-
-
-def publish_parameter(name: str, endpoint_name: str) -> None:
-    boto3.client("ssm").put_parameter(
-        Name=name,
-        Value=endpoint_name,
-        Type="String",
-        Overwrite=True,
-        Description="The classifier endpoint the workflow's handlers invoke",
-    )
-    print(f"published {endpoint_name} as SSM parameter {name}")
-
-
-def publish_baseline(
-    bucket: str, endpoint_name: str, model_data: str, model_dir: Path | None
-) -> None:
-    """Copy the served model's baseline.json to where the scheduled monitor reads it by
-    default (MONITOR_BASELINE_KEY), from the unpacked model or streamed out of its archive.
-    A model without a readable baseline stays deployed: the monitor logs that it waits."""
-    key = MONITOR_BASELINE_KEY.format(endpoint=endpoint_name)
-    s3 = boto3.client("s3")
-    document: bytes | None = None
-    problem = f"{model_data} holds no {BASELINE_FILE}"
-    try:
-        if model_dir is not None:
-            path = model_dir / BASELINE_FILE
-            document = path.read_bytes() if path.is_file() else None
-        else:
-            source_bucket, source_key = split_s3_uri(model_data)
-            body = s3.get_object(Bucket=source_bucket, Key=source_key)["Body"]
-            with body:
-                document = model_archive.read_member(body, BASELINE_FILE, MAX_BASELINE_BYTES)
-    except (model_archive.ModelArchiveError, ClientError, OSError) as error:
-        problem = f"cannot read {BASELINE_FILE} from {model_data}: {error}"
-    if document is None:
-        print(
-            f"warning: {problem}; the scheduled monitor waits for one at s3://{bucket}/{key} "
-            "(python -m training_job monitor baseline builds one)",
-            file=sys.stderr,
-        )
-        return
-    s3.put_object(Bucket=bucket, Key=key, Body=document, ContentType="application/json")
-    print(f"published the model's monitoring baseline at s3://{bucket}/{key}")
-
-
-def delete_parameter(name: str, endpoint_name: str) -> None:
-    """Remove the parameter only while it still names this endpoint: once another endpoint
-    of the stage published its name there, the workflow must keep using that one."""
-    ssm = boto3.client("ssm")
-    try:
-        current = ssm.get_parameter(Name=name)["Parameter"]["Value"]
-        if current != endpoint_name:
-            print(f"kept SSM parameter {name}: it names {current}, not {endpoint_name}")
-            return
-        ssm.delete_parameter(Name=name)
-    except ClientError as error:
-        if error.response["Error"]["Code"] != "ParameterNotFound":
-            raise
-
-
-# --- --mode sagemaker ---------------------------------------------------------------
-
-
 def _endpoint_exists(sagemaker: Any, endpoint_name: str) -> bool:
     try:
         sagemaker.describe_endpoint(EndpointName=endpoint_name)
     except ClientError as error:
-        if error.response["Error"]["Code"] in ("ValidationException", "ValidationError"):
+        if error_code(error) in ("ValidationException", "ValidationError"):
             return False
         raise
     return True
@@ -389,7 +308,7 @@ def deploy_sagemaker(args: argparse.Namespace) -> int:
     version = chosen_version(sm, s3, args.model_group, args.model_version)
     model_data = version.model_data
     require_region(s3, split_s3_uri(model_data)[0])
-    if registry.is_pytorch_image(version.image):
+    if serving_image.is_pytorch_image(version.image):
         require_servable(s3, model_data)
     variant = variant_for_version(version.version)
     resource_name = model_resource_name(name)
@@ -526,7 +445,7 @@ def _ignore_missing(call: Any, **kwargs: Any) -> None:
     try:
         call(**kwargs)
     except ClientError as error:
-        code = error.response["Error"]["Code"]
+        code = error_code(error)
         if code not in ("ObjectNotFoundException", "ValidationException", "ValidationError"):
             raise
 

@@ -57,8 +57,8 @@ from botocore.exceptions import ClientError
 from contract.decisions import variant_for_version
 from training_job.arguments import bounded, positive_int, positive_number
 from training_job.errors import CommandError
-from training_job.models import registry
-from training_job.serving import autoscaling, canary_alarms, deploy, rollout_alarms
+from training_job.models import registry, serving_image
+from training_job.serving import autoscaling, canary_alarms, deploy, deployment, rollout_alarms
 
 MINIMUM_EXECUTION_TIMEOUT_SECONDS = 600  # SageMaker's floor for the deployment's timeout
 # TrafficRoutingConfig.CanarySize "must be less than or equal to 50% of the variant's total
@@ -101,7 +101,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--endpoint-name",
         type=deploy._endpoint_name,
-        default=deploy.DEFAULT_ENDPOINT_NAME,
+        default=deployment.DEFAULT_ENDPOINT_NAME,
         help="the endpoint to roll out on (default: %(default)s)",
     )
     parser.add_argument(
@@ -209,7 +209,7 @@ def run(args: argparse.Namespace) -> int:
     s3 = boto3.client("s3")
     # As deploy: only an Approved version, with the very archive that was registered.
     version = deploy.chosen_version(sm, s3, args.model_group, args.model_version)
-    if registry.is_pytorch_image(version.image):
+    if serving_image.is_pytorch_image(version.image):
         deploy.require_servable(s3, version.model_data)
     return Rollout(sm, args, version).run()
 
@@ -283,7 +283,7 @@ class Rollout:
             rollout_alarms.delete(self.name, self.variant, self.stage)
         final = self._all(serving, new, capture)
         if self.args.bucket:
-            deploy.publish_baseline(self.args.bucket, self.name, self.model_data, None)
+            deployment.publish_baseline(self.args.bucket, self.name, self.model_data, None)
         self.stage("all", f"{self.variant} serves all traffic of {self.name} ({final})")
         return 0
 

@@ -15,7 +15,7 @@ from contract import baseline as baseline_contract
 from contract import variant_metrics
 from contract.capture import MAX_BASELINE_BYTES, MONITOR_BASELINE_KEY
 from training_job.models import archive as model_archive
-from training_job.serving import canary_alarms, deploy
+from training_job.serving import canary_alarms, deployment
 
 # A rollout's progress line: (stage, text).
 Stage = Callable[[str, str], None]
@@ -109,7 +109,7 @@ def references(
     (training_job/serving/canary_alarms.py): the serving version's baseline (the
     monitor's, in `bucket`) and the new version's own (in its model.tar.gz); None for
     one that cannot be read."""
-    model_bucket, key = deploy.split_s3_uri(model_data)
+    model_bucket, key = deployment.split_s3_uri(model_data)
     new = reference(model_bucket, key, f"{variant}'s baseline")
     serving = None
     if bucket:
@@ -135,7 +135,7 @@ def reference(bucket: str, key: str, what: str) -> canary_alarms.Reference | Non
             document = (
                 body.read(MAX_BASELINE_BYTES + 1)
                 if key.endswith(".json")
-                else model_archive.read_member(body, deploy.BASELINE_FILE, MAX_BASELINE_BYTES)
+                else model_archive.read_member(body, deployment.BASELINE_FILE, MAX_BASELINE_BYTES)
             )
         if document is None:
             raise ValueError(f"s3://{bucket}/{key} holds no baseline")

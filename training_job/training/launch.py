@@ -36,8 +36,10 @@ from typing import Any
 import boto3
 from botocore.exceptions import ClientError
 
+from contract.aws_errors import error_code
 from contract.manifest import ManifestError
 from contract.s3 import S3UriError, normalise_prefix
+from contract.sagemaker_names import NAME_PATTERN
 from training_job import local_mode, log_retention
 from training_job.arguments import bounded, positive_int
 from training_job.data import reviewed_photos
@@ -45,15 +47,13 @@ from training_job.data.bucket import BucketError, is_valid_bucket_name, require_
 from training_job.data.manifests import MANIFEST_NAME, Manifest
 from training_job.errors import UsageError
 from training_job.models import registry
-from training_job.models.image import require_recorded_image
+from training_job.models.serving_image import require_recorded_image
 from training_job.modes import options_of, refuse_other_modes
 from training_job.provenance import git_commit
 from training_job.training.job import LaunchError, Plan
 from training_job.training.sagemaker_job import DEFAULT_MAX_RUNTIME_MINUTES, train_on_sagemaker
 
 ALGORITHMS = ("pytorch", "builtin")
-# SageMaker's rule for a training job's name (local_aws/training.py enforces it too).
-JOB_NAME_PATTERN = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 # The algorithms' names for the hyperparameters both take.
 SCRIPT_NAMES = {"epochs": "epochs", "batch-size": "batch-size", "learning-rate": "lr"}
 BUILTIN_NAMES = {
@@ -217,7 +217,7 @@ def main(args: argparse.Namespace) -> int:
     except (ManifestError, BucketError) as error:
         raise LaunchError(str(error)) from error
     except ClientError as error:
-        if _error_code(error) == "ResourceLimitExceeded":
+        if error_code(error) == "ResourceLimitExceeded":
             raise LaunchError(
                 f"AWS refused a request: {error}; the account's SageMaker quota for this "
                 "instance type is too low (often 0 for GPU types in new accounts): request an "
@@ -239,7 +239,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
     if args.mode == "sagemaker" and not args.role:
         raise UsageError("--mode sagemaker needs --role (the IAM role ARN the job runs as)")
     job_name = args.job_name or default_job_name(args.algorithm)
-    if not JOB_NAME_PATTERN.fullmatch(job_name):
+    if not NAME_PATTERN.fullmatch(job_name):
         raise UsageError(
             f"invalid --job-name {job_name!r}: 1-63 letters, digits and hyphens, "
             "starting and ending with a letter or digit"
@@ -313,7 +313,7 @@ def read_manifest(bucket: str, prefix: str) -> Manifest:
     try:
         s3.head_bucket(Bucket=bucket)
     except ClientError as error:
-        if _error_code(error) in {"404", "NoSuchBucket", "NotFound"}:
+        if error_code(error) in {"404", "NoSuchBucket", "NotFound"}:
             raise LaunchError(
                 f"bucket {bucket} does not exist: run `python -m training_job stage "
                 f"--bucket {bucket}` first"
@@ -325,7 +325,7 @@ def read_manifest(bucket: str, prefix: str) -> Manifest:
     try:
         head = s3.head_object(Bucket=bucket, Key=key)
     except ClientError as error:
-        if _error_code(error) in {"404", "NoSuchKey", "NotFound"}:
+        if error_code(error) in {"404", "NoSuchKey", "NotFound"}:
             raise LaunchError(
                 f"s3://{bucket}/{key} not found: run `python -m training_job stage "
                 f"--bucket {bucket}{f' --prefix {prefix}' if prefix else ''}` first"
@@ -338,10 +338,6 @@ def read_manifest(bucket: str, prefix: str) -> Manifest:
         return Manifest.from_json(body)
     except ManifestError as error:
         raise LaunchError(f"s3://{bucket}/{key}: {error}") from error
-
-
-def _error_code(error: ClientError) -> str:
-    return str(error.response.get("Error", {}).get("Code", ""))
 
 
 def register_model(plan: Plan, group: str, model_data: str) -> None:

@@ -18,9 +18,8 @@ import boto3
 from botocore.exceptions import ClientError
 
 from contract.s3 import S3UriError, parse_s3_object_uri
-from training_job import log_retention
+from training_job import log_retention, model_code
 from training_job.data.manifests import MANIFEST_NAME
-from training_job.monitor import model_code
 from training_job.training.job import METRICS_FILE, LaunchError, Plan
 from training_job.training.report import format_metrics
 

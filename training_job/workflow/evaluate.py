@@ -31,6 +31,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from tqdm import tqdm
 
 from contract import shown
+from contract.aws_errors import error_code
 from contract.manifest import MAX_LST_BYTES, LstEntry, ManifestError, parse_lst
 from contract.s3 import S3UriError, parse_s3_object_uri, parse_s3_prefix_uri
 from training_job.arguments import bounded, positive_int, positive_number
@@ -85,7 +86,7 @@ def resolve_state_machine(sfn: Any, name_or_arn: str) -> str:
         try:
             sfn.describe_state_machine(stateMachineArn=name_or_arn)
         except ClientError as error:
-            code = error.response["Error"]["Code"]
+            code = error_code(error)
             if code in ("StateMachineDoesNotExist", "InvalidArn"):
                 raise EvaluationError(
                     f"no state machine {shown(name_or_arn)} in this account and region ({code})"
@@ -154,7 +155,7 @@ def run_one_synchronously(
             stateMachineArn=machine_arn, name=name, input=json.dumps(event)
         )
     except (ClientError, BotoCoreError) as error:
-        code = error.response["Error"]["Code"] if isinstance(error, ClientError) else "Client"
+        code = error_code(error) if isinstance(error, ClientError) else "Client"
         return Outcome(key, label, "NOT_STARTED", f"StartSync.{code}")
     return Outcome(key, label, ended["status"], ended.get("error"), ended.get("output"))
 
@@ -184,7 +185,7 @@ def run_one(
             time.sleep(pause)
             pause = min(pause * 1.5, MAX_POLL_SECONDS)
     except (ClientError, BotoCoreError) as error:
-        code = error.response["Error"]["Code"] if isinstance(error, ClientError) else "Client"
+        code = error_code(error) if isinstance(error, ClientError) else "Client"
         return Outcome(key, label, "NOT_STARTED", f"StartOrDescribe.{code}")
 
 

@@ -16,7 +16,7 @@ from PIL import Image
 # test_baseline_profile.py profiles the monitor tests' small trained model and images:
 # shared, rather than trained twice.
 from tests.training_job.monitor.conftest import model_dir, vehicles  # noqa: F401
-from training_job.monitor import model_code
+from training_job import model_code
 
 CODE_DIR = model_code.CODE_DIR
 # The container code imports its siblings by name (`import model`), as in SageMaker.

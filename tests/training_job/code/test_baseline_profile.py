@@ -10,7 +10,7 @@ import pytest
 
 from contract import baseline as baseline_format
 from tests.training_job.monitor.conftest import Vehicles, png
-from training_job.monitor import model_code
+from training_job import model_code
 from training_job.monitor.baseline import Baseline, BaselineError
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from training_job.models import archive as model_archive
 from training_job.monitor import baseline
-from training_job.serving import deploy
+from training_job.serving import deployment
 
 
 def zeros_archive(path: Path, size: int) -> Path:
@@ -62,8 +62,8 @@ def test_the_monitor_refuses_what_deploy_refuses(
     monkeypatch.setattr(model_archive, "MAX_EXTRACTED_BYTES", 64 * 1024**2)
     archive = zeros_archive(tmp_path / "model.tar.gz", 100 * 1024**2)
     assert archive.stat().st_size < 1024**2
-    with pytest.raises(deploy.DeployError, match="unpacks to over"):
-        deploy.extract_model(archive, tmp_path / "deployed")
+    with pytest.raises(deployment.DeployError, match="unpacks to over"):
+        deployment.extract_model(archive, tmp_path / "deployed")
 
     s3 = boto3.client("s3")
     s3.create_bucket(Bucket=unique_name)

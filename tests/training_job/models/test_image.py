@@ -24,7 +24,7 @@ from botocore.exceptions import ClientError
 from tests.training_job.registry_helpers import put_training_output
 from training_job import provenance
 from training_job.__main__ import main
-from training_job.models import image, registry
+from training_job.models import registry, serving_image
 from training_job.serving import deploy
 
 TEST_REGION = "eu-west-2"
@@ -50,9 +50,9 @@ def clients(local_aws: dict[str, str]) -> Iterator[dict[str, Any]]:
     made = {name: session.client(name) for name in ("ecr", "ssm", "sagemaker", "s3")}
     yield made
     with contextlib.suppress(ClientError):
-        made["ssm"].delete_parameter(Name=image.IMAGE_PARAMETER)
+        made["ssm"].delete_parameter(Name=serving_image.IMAGE_PARAMETER)
     with contextlib.suppress(ClientError):
-        made["ecr"].delete_repository(repositoryName=image.REPOSITORY, force=True)
+        made["ecr"].delete_repository(repositoryName=serving_image.REPOSITORY, force=True)
 
 
 @pytest.mark.parametrize("command", ["build", "push"])
@@ -70,7 +70,7 @@ def test_without_a_container_engine_the_command_names_what_is_missing(
     assert "docker, podman, buildah" in error
     # Nothing was created in AWS before the engine was found missing.
     with pytest.raises(ClientError, match="RepositoryNotFoundException"):
-        clients["ecr"].describe_repositories(repositoryNames=[image.REPOSITORY])
+        clients["ecr"].describe_repositories(repositoryNames=[serving_image.REPOSITORY])
 
 
 def test_the_repository_is_made_scanned_on_push_with_immutable_tags_and_enhanced_scanning(
@@ -86,10 +86,12 @@ def test_the_repository_is_made_scanned_on_push_with_immutable_tags_and_enhanced
         "repositoryFilters": [{"filter": "team-*", "filterType": "WILDCARD"}],
     }
     ecr.put_registry_scanning_configuration(scanType="ENHANCED", rules=[other_rule])
-    uri = image.prepare_repository(ecr)
-    assert uri == image.prepare_repository(ecr)  # a second push finds it as it is
-    [repository] = ecr.describe_repositories(repositoryNames=[image.REPOSITORY])["repositories"]
-    assert repository["repositoryUri"] == uri and uri.endswith(f"/{image.REPOSITORY}")
+    uri = serving_image.prepare_repository(ecr)
+    assert uri == serving_image.prepare_repository(ecr)  # a second push finds it as it is
+    [repository] = ecr.describe_repositories(repositoryNames=[serving_image.REPOSITORY])[
+        "repositories"
+    ]
+    assert repository["repositoryUri"] == uri and uri.endswith(f"/{serving_image.REPOSITORY}")
     assert repository["imageScanningConfiguration"] == {"scanOnPush": True}
     assert repository["imageTagMutability"] == "IMMUTABLE"
     scanning = ecr.get_registry_scanning_configuration()["scanningConfiguration"]
@@ -98,7 +100,10 @@ def test_the_repository_is_made_scanned_on_push_with_immutable_tags_and_enhanced
         (rule["scanFrequency"], tuple(f["filter"] for f in rule["repositoryFilters"]))
         for rule in scanning["rules"]
     }
-    assert filters == {("CONTINUOUS_SCAN", ("team-*",)), ("SCAN_ON_PUSH", (image.REPOSITORY,))}
+    assert filters == {
+        ("CONTINUOUS_SCAN", ("team-*",)),
+        ("SCAN_ON_PUSH", (serving_image.REPOSITORY,)),
+    }
 
 
 def test_the_pushed_digest_is_recorded_and_every_new_pytorch_version_serves_it(
@@ -109,15 +114,17 @@ def test_the_pushed_digest_is_recorded_and_every_new_pytorch_version_serves_it(
     package's InferenceSpecification image, so a version registered with
     REPOSITORY_URI@sha256:... is served by that digest on AWS."""
     ecr, ssm, sm, s3 = clients["ecr"], clients["ssm"], clients["sagemaker"], clients["s3"]
-    uri = image.prepare_repository(ecr)
+    uri = serving_image.prepare_repository(ecr)
     # What the engine's push ends in: the manifest under the tag (ECR's PutImage).
-    ecr.put_image(repositoryName=image.REPOSITORY, imageManifest=MANIFEST, imageTag="abc123")
-    digest = image.pushed_digest(ecr, "abc123")
+    ecr.put_image(
+        repositoryName=serving_image.REPOSITORY, imageManifest=MANIFEST, imageTag="abc123"
+    )
+    digest = serving_image.pushed_digest(ecr, "abc123")
     # (AWS's digest is the manifest's sha256; moto 5.2.5 hashes an empty string.)
     assert re.fullmatch(r"sha256:[0-9a-f]{64}", digest)
-    recorded = image.record_image(ssm, uri, digest)
-    assert image.recorded_image(ssm) == recorded == f"{uri}@{digest}"
-    assert registry.is_pytorch_image(recorded)  # the local endpoint serves such versions
+    recorded = serving_image.record_image(ssm, uri, digest)
+    assert serving_image.recorded_image(ssm) == recorded == f"{uri}@{digest}"
+    assert serving_image.is_pytorch_image(recorded)  # the local endpoint serves such versions
 
     versions = {}
     for algorithm in ("pytorch", "builtin"):
@@ -150,7 +157,7 @@ def test_the_pushed_digest_is_recorded_and_every_new_pytorch_version_serves_it(
     builtin = sm.describe_model_package(ModelPackageName=versions["builtin"].arn)
     [container] = builtin["InferenceSpecification"]["Containers"]
     assert "/image-classification:" in container["Image"]
-    assert not registry.is_pytorch_image(container["Image"])
+    assert not serving_image.is_pytorch_image(container["Image"])
 
     # deploy --mode sagemaker and rollout create their models from the approved package.
     approved = registry.set_status(sm, versions["pytorch"], registry.APPROVED, "tested")
@@ -186,7 +193,7 @@ def test_registration_without_a_recorded_image_refuses_and_registers_nothing(
     argv += ["--manifest", f"s3://{unique_name}/manifest.json", "--region", TEST_REGION]
     assert main(argv) == 1
     error = capsys.readouterr().err
-    assert f"no serving image recorded in {TEST_REGION} ({image.IMAGE_PARAMETER})" in error
+    assert f"no serving image recorded in {TEST_REGION} ({serving_image.IMAGE_PARAMETER})" in error
     assert f"python -m training_job image push --region {TEST_REGION}" in error
     with pytest.raises(ClientError, match="does not exist"):
         sm.describe_model_package_group(ModelPackageGroupName=group)
@@ -202,13 +209,15 @@ def test_a_recorded_value_that_is_not_the_project_image_by_digest_is_refused(
 ) -> None:
     """A tag can be moved to other content; only REPOSITORY_URI@sha256:... names what was
     tested, so a hand-edited parameter holding a tag (or another repository) is refused."""
-    uri = image.prepare_repository(clients["ecr"])
+    uri = serving_image.prepare_repository(clients["ecr"])
     for value in (f"{uri}:latest", "123456789012.dkr.ecr.eu-west-2.amazonaws.com/other@sha256:ab"):
         clients["ssm"].put_parameter(
-            Name=image.IMAGE_PARAMETER, Value=value, Type="String", Overwrite=True
+            Name=serving_image.IMAGE_PARAMETER, Value=value, Type="String", Overwrite=True
         )
-        with pytest.raises(image.ImageError, match=r"not \.\.\./scones-model-server@sha256"):
-            image.require_recorded_image(clients["ssm"], TEST_REGION)
+        with pytest.raises(
+            serving_image.ImageError, match=r"not \.\.\./scones-model-server@sha256"
+        ):
+            serving_image.require_recorded_image(clients["ssm"], TEST_REGION)
 
 
 def test_an_old_version_on_awss_out_of_patch_image_still_deploys_with_a_warning(
@@ -271,4 +280,4 @@ def test_build_passes_the_commit_the_image_code_comes_from(
     commit = provenance.git_commit()
     assert re.fullmatch(r"[0-9a-f]{40}(-dirty)?", commit), commit
     assert argv[:3] == ["build", "--build-arg", f"SCONES_GIT_COMMIT={commit}"]
-    assert argv[3:5] == ["-t", f"{image.REPOSITORY}:t1"]
+    assert argv[3:5] == ["-t", f"{serving_image.REPOSITORY}:t1"]

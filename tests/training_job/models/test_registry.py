@@ -13,7 +13,7 @@ from botocore.exceptions import ClientError
 
 from tests.training_job.registry_helpers import METRICS, put_training_output, register_output
 from training_job.__main__ import main
-from training_job.models import image, registry
+from training_job.models import registry, serving_image
 
 
 @pytest.fixture
@@ -51,8 +51,8 @@ def test_a_registered_version_carries_its_metrics_data_and_commit_pending_approv
     assert container["ModelDataUrl"] == f"s3://{bucket}/models/job-1/output/model.tar.gz"
     # The project's serving image by digest, as recorded in the region (the local AWS
     # records this checkout's at start), and what runs inside it.
-    assert container["Image"] == image.recorded_image(boto3.client("ssm"))
-    assert image.is_serving_image(container["Image"])
+    assert container["Image"] == serving_image.recorded_image(boto3.client("ssm"))
+    assert serving_image.is_serving_image(container["Image"])
     assert container["Environment"]["SAGEMAKER_PROGRAM"] == "inference.py"
     # The quality report in S3 is the one the version's digest names.
     statistics = described["ModelMetrics"]["ModelQuality"]["Statistics"]
@@ -81,7 +81,7 @@ def test_the_builtin_algorithm_version_carries_its_own_image(bucket: str, group:
         bucket, "builtin-1", group, metrics={"test_accuracy": 0.91}, algorithm="builtin"
     )
     assert "image-classification" in version.image
-    assert not registry.is_pytorch_image(version.image)
+    assert not serving_image.is_pytorch_image(version.image)
 
 
 def test_list_shows_versions_side_by_side_newest_first(

@@ -16,7 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
-from training_job.monitor import model_code
+from training_job import model_code
 from training_job.serving import capture
 
 BICYCLE, MOTORCYCLE = 8, 48

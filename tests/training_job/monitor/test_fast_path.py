@@ -15,8 +15,8 @@ import torch
 
 from tests.training_job.monitor.conftest import Vehicles, png
 from tests.training_job.monitor.drift_helpers import baseline, window
+from training_job import model_code
 from training_job.__main__ import main
-from training_job.monitor import model_code
 from training_job.monitor.baseline import Baseline
 from training_job.monitor.captures import CapturedInference, CaptureSourceError
 from training_job.monitor.detectors import DriftMonitor, EmbeddingDetector, Window

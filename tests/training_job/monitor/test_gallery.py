@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tests.training_job.monitor.conftest import Vehicles, png
-from training_job.monitor import model_code
+from training_job import model_code
 from training_job.monitor.detectors import Finding
 from training_job.monitor.gallery import (
     FIRST_GALLERIES,

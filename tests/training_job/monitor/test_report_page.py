@@ -21,8 +21,8 @@ from selenium.webdriver.common.by import By
 from tests.browser import browser  # noqa: F401  (the fixture)
 from tests.decisions_table import Traffic, create_decisions_table, put_items, simulate
 from tests.training_job.monitor.conftest import START, Vehicles, capture_line, capture_lines, png
+from training_job import model_code
 from training_job.__main__ import main
-from training_job.monitor import model_code
 from training_job.monitor.shifts import SHIFTS
 
 pytestmark = pytest.mark.timeout(900)

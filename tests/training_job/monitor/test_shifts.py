@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tests.training_job.monitor.conftest import Vehicles
-from training_job.monitor import model_code
+from training_job import model_code
 from training_job.monitor.baseline import Baseline
 from training_job.monitor.detectors import InputStatisticsDetector, Window, holm
 from training_job.monitor.shifts import LEVELS, SHIFTS

@@ -17,7 +17,7 @@ from tests.baselines import known_baseline
 from tests.training_job.registry_helpers import archive_bytes, register_output
 from training_job.__main__ import main
 from training_job.models import registry
-from training_job.serving import deploy
+from training_job.serving import deploy, deployment
 
 ROLE = "arn:aws:iam::123456789012:role/scones-sagemaker"
 
@@ -397,7 +397,7 @@ MODEL_FILES = [_file("model.pth"), _file("model.json", b"{}")]
 def test_a_model_archive_unpacks_whole(tmp_path: Path) -> None:
     archive = _archive(tmp_path / "model.tar.gz", [*MODEL_FILES, _file("code/inference.py")])
     destination = tmp_path / "model"
-    deploy.extract_model(archive, destination)
+    deployment.extract_model(archive, destination)
     assert sorted(p.relative_to(destination).as_posix() for p in destination.rglob("*")) == [
         "code",
         "code/inference.py",
@@ -425,8 +425,8 @@ def test_unsafe_or_incomplete_archives_are_refused_and_nothing_is_written(
     archive = _archive(tmp_path / "model.tar.gz", entries)
     destination = tmp_path / "out" / "model"
     destination.parent.mkdir()
-    with pytest.raises(deploy.DeployError, match=complaint):
-        deploy.extract_model(archive, destination)
+    with pytest.raises(deployment.DeployError, match=complaint):
+        deployment.extract_model(archive, destination)
     assert list(destination.parent.iterdir()) == []
     assert not (tmp_path / "evil.py").exists()
 
@@ -435,8 +435,8 @@ def test_unsafe_or_incomplete_archives_are_refused_and_nothing_is_written(
 def test_unreadable_archives_are_refused(tmp_path: Path, content: bytes) -> None:
     archive = tmp_path / "model.tar.gz"
     archive.write_bytes(content)
-    with pytest.raises(deploy.DeployError, match="not a readable"):
-        deploy.extract_model(archive, tmp_path / "model")
+    with pytest.raises(deployment.DeployError, match="not a readable"):
+        deployment.extract_model(archive, tmp_path / "model")
     assert not (tmp_path / "model").exists()
 
 

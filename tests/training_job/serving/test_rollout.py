@@ -25,9 +25,9 @@ import requests
 from botocore.exceptions import ClientError
 
 from contract import capture
-from local_aws.demo import create_sagemaker_role
 from tests.rollout_stack import VERSIONS, Load, Stack, invoke, rollout_stack, run_command
 from tests.training_job.registry_helpers import register_output
+from training_job.demo.sagemaker_role import create_sagemaker_role
 from training_job.models import registry
 from training_job.models.registry import APPROVED, REJECTED
 from training_job.serving import autoscaling

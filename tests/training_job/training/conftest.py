@@ -12,23 +12,23 @@ import boto3
 import pytest
 
 from tests.training_job.training.launch_helpers import IMAGE_DIGEST, IMAGE_REPOSITORY
-from training_job.models import image
+from training_job.models import serving_image
 
 
 @contextmanager
 def image_parameter_restored() -> Iterator[Any]:
     """The region's recorded image as it was before, whatever the test did to it."""
     ssm = boto3.client("ssm")
-    before = image.recorded_image(ssm)
+    before = serving_image.recorded_image(ssm)
     try:
         yield ssm
     finally:
         if before is None:
             with suppress(ssm.exceptions.ParameterNotFound):
-                ssm.delete_parameter(Name=image.IMAGE_PARAMETER)
+                ssm.delete_parameter(Name=serving_image.IMAGE_PARAMETER)
         else:
             ssm.put_parameter(
-                Name=image.IMAGE_PARAMETER, Value=before, Type="String", Overwrite=True
+                Name=serving_image.IMAGE_PARAMETER, Value=before, Type="String", Overwrite=True
             )
 
 
@@ -36,7 +36,7 @@ def image_parameter_restored() -> Iterator[Any]:
 def recorded_image(local_aws: dict[str, str]) -> Iterator[str]:
     """The project's image, as `image push` records it in the region."""
     with image_parameter_restored() as ssm:
-        yield image.record_image(ssm, IMAGE_REPOSITORY, IMAGE_DIGEST)
+        yield serving_image.record_image(ssm, IMAGE_REPOSITORY, IMAGE_DIGEST)
 
 
 @pytest.fixture
@@ -44,7 +44,7 @@ def no_recorded_image(local_aws: dict[str, str]) -> Iterator[None]:
     """A region where `image push` never ran."""
     with image_parameter_restored() as ssm:
         with suppress(ssm.exceptions.ParameterNotFound):
-            ssm.delete_parameter(Name=image.IMAGE_PARAMETER)
+            ssm.delete_parameter(Name=serving_image.IMAGE_PARAMETER)
         yield
 
 

@@ -8,12 +8,12 @@ from typing import Any
 import boto3
 
 from training_job.__main__ import main
-from training_job.models import image
+from training_job.models import serving_image
 
 ROLE = "arn:aws:iam::123456789012:role/scones-training"
 
 
-IMAGE_REPOSITORY = f"123456789012.dkr.ecr.us-east-1.amazonaws.com/{image.REPOSITORY}"
+IMAGE_REPOSITORY = f"123456789012.dkr.ecr.us-east-1.amazonaws.com/{serving_image.REPOSITORY}"
 
 
 IMAGE_DIGEST = "sha256:" + "ab" * 32

@@ -21,13 +21,12 @@ from typing import Any
 
 import boto3
 
-from contract.decisions import image_id
+from contract.decisions import CLASSES, image_id
 from contract.manifest import parse_lst
-from local_aws.server import free_port
-from training_job.review.reviewed import CLASS_ANSWERS
+from training_job import local_mode
 from training_job.review.scripted import ScriptedReview, review_queue
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 REVIEWER = "demo-reviewer"
 SECOND_REVIEWER = "demo-second-reviewer"  # for the answers held for a second opinion
 STOP_TIMEOUT_SECONDS = 30.0
@@ -49,7 +48,7 @@ def true_answers(s3: Any, bucket: str) -> dict[str, str]:
     """The test images' true classes by s3:// id, from the staged `test.lst`."""
     text = s3.get_object(Bucket=bucket, Key="test.lst")["Body"].read().decode("utf-8")
     return {
-        image_id(bucket, f"test/{entry.filename}"): CLASS_ANSWERS[entry.label]
+        image_id(bucket, f"test/{entry.filename}"): CLASSES[entry.label]
         for entry in parse_lst(text)
     }
 
@@ -103,7 +102,7 @@ def review_as(
 ) -> tuple[ScriptedReview, int]:
     """Run `training_job review` as `reviewer` and answer the queue through its page; what
     was answered, and the server's exit status once stopped."""
-    port = free_port()
+    port = local_mode.backend("local-aws").free_port()
     command = [
         sys.executable, "-m", "training_job", "review", "--table", table,
         "--bucket", bucket, "--port", str(port), "--reviewer", reviewer,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import boto3
 
-from local_aws.demo import decision_counts, describe_decisions
+from training_job.demo.summary import decision_counts, describe_decisions
 
 
 def test_decisions_are_counted_by_status_audit_and_queue(

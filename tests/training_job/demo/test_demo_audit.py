@@ -11,9 +11,10 @@ from datetime import UTC, datetime
 import boto3
 import pytest
 
-from local_aws.demo import Demo, audit_lines, print_summary
 from tests.decisions_table import Traffic, put_items, simulate
 from tests.serverless_config import merged_resources
+from training_job.demo.run import Demo
+from training_job.demo.summary import audit_lines, print_summary
 
 
 @pytest.fixture

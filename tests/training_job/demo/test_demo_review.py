@@ -1,4 +1,4 @@
-"""The demo's review step (local_aws/demo_review.py) on a stack with a decisions table:
+"""The demo's review step (training_job/demo/review_step.py) on a stack with a decisions table:
 the real `training_job review` command serves, the scripted reviewer answers every queued
 test photo with its true label, and the summary shows the queue and the decisions."""
 
@@ -11,7 +11,6 @@ import boto3
 import pytest
 
 from contract.decisions import REVIEWED_MANIFEST_KEY, image_id
-from local_aws import demo_review
 from tests.training_job.review.conftest import (
     Photo,
     ReviewWorld,
@@ -20,6 +19,7 @@ from tests.training_job.review.conftest import (
 from tests.training_job.review.conftest import (
     cifar_test_photos as cifar_test_photos,  # the fixture, for this folder
 )
+from training_job.demo import review_step
 from training_job.review.table import table_definition
 
 
@@ -60,7 +60,7 @@ def test_the_review_step_answers_the_queue_with_the_true_labels(
 
     ignored = signal.signal(signal.SIGINT, signal.SIG_IGN)  # as `make demo &` runs it
     try:
-        review = demo_review.review_step(unique_name, unique_name)
+        review = review_step.review_step(unique_name, unique_name)
     finally:
         signal.signal(signal.SIGINT, ignored)
 
@@ -72,7 +72,7 @@ def test_the_review_step_answers_the_queue_with_the_true_labels(
     assert (review["conflicts"], review["unknown"]) == (0, 0)
     assert review["server_exit_statuses"] == [0]
     assert s3.get_object(Bucket=unique_name, Key=REVIEWED_MANIFEST_KEY)["ContentLength"] > 0
-    printed = dict(demo_review.summary_lines(review))
+    printed = dict(review_step.summary_lines(review))
     assert printed["review queue"] == "3 before, 0 after"
 
 
@@ -100,7 +100,7 @@ def test_a_second_scripted_reviewer_decides_what_contradicts_a_confident_model(
     photo = Photo(image_id(unique_name, f"test/{name}"), f"test/{name}", truth, (32, 32))
     seed_item(world, photo, "2026-11-29T10:00:00.000Z", guess=wrong, confidence=0.95)
 
-    review = demo_review.review_step(unique_name, unique_name)
+    review = review_step.review_step(unique_name, unique_name)
 
     assert review is not None
     assert (review["queue_before"], review["queue_after"]) == (1, 0)
@@ -108,11 +108,11 @@ def test_a_second_scripted_reviewer_decides_what_contradicts_a_confident_model(
     assert review["server_exit_statuses"] == [0, 0]  # each reviewer's server, stopped
     item = world.item(photo.image)
     assert (item["first_reviewer"], item["reviewer"]) == (
-        demo_review.REVIEWER,
-        demo_review.SECOND_REVIEWER,
+        review_step.REVIEWER,
+        review_step.SECOND_REVIEWER,
     )
     assert item["label"] == truth
-    assert "second opinions 1" in dict(demo_review.summary_lines(review))["scripted answers"]
+    assert "second opinions 1" in dict(review_step.summary_lines(review))["scripted answers"]
 
 
 def test_a_stack_without_a_decisions_table_has_nothing_to_review(
@@ -122,6 +122,6 @@ def test_a_stack_without_a_decisions_table_has_nothing_to_review(
     boto3.client("cloudformation").create_stack(
         StackName=unique_name, TemplateBody=json.dumps(template)
     )
-    assert demo_review.review_step(unique_name, unique_name) is None
+    assert review_step.review_step(unique_name, unique_name) is None
     assert "no decisions table" in capsys.readouterr().out
-    assert demo_review.summary_lines(None) == [("review queue", "n/a (no decisions table)")]
+    assert review_step.summary_lines(None) == [("review queue", "n/a (no decisions table)")]

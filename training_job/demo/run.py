@@ -1,4 +1,4 @@
-"""`python -m local_aws demo`: the main job, the whole workflow in local mode.
+"""`python -m training_job.demo`: the main job, the whole workflow in local mode.
 
 It runs the commands a user runs against AWS (`python -m training_job ...`, `npx sls
 ...`) with the local AWS standing in for AWS and the compute done here, then prints one
@@ -29,73 +29,35 @@ import boto3
 import numpy as np
 from PIL import Image
 
-from contract.review_quality import ALL_VERSIONS
-from local_aws import demo_review
-from local_aws.server import (
-    DEFAULT_ENDPOINT_PORT,
-    DEFAULT_PORT,
-    client_environment,
-    endpoint_url,
-    local_aws_server,
-    wait_until_ready,
-)
-from local_aws.supervisor import SupervisorError
+from training_job import local_mode
+from training_job.demo import review_step
+from training_job.demo.sagemaker_role import create_sagemaker_role
+from training_job.demo.summary import decision_counts, print_summary
 from training_job.models import registry
 from training_job.monitor.review import as_dict, review_measures, summary_lines
+from training_job.serving.deployment import DEFAULT_ENDPOINT_NAME
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-ENDPOINT_NAME = "scones-image-classifier"
+# The local AWS the demo starts (or finds running) and the supervisor that refuses a port
+# already taken: the emulator, reached through the product's one seam to it.
+LOCAL_AWS = local_mode.backend("local-aws")
+SUPERVISOR = local_mode.backend("supervisor")
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+ENDPOINT_NAME = DEFAULT_ENDPOINT_NAME  # what `deploy` names the endpoint by default
 STAGE = "local"
 STATE_MACHINE = f"scones-unlimited-{STAGE}-image-workflow"  # serverless.yml's name
 STACK = f"scones-unlimited-{STAGE}"  # the Serverless Framework's stack name: service-stage
 DECISIONS_TABLE = f"scones-unlimited-{STAGE}-decisions"  # serverless.yml's decisionsTable
 TRAINING_CODE = REPO_ROOT / "training_job" / "code"
 DRIFT_NOISE_SIGMA = 40.0  # Gaussian pixel noise of the drifted batch (uint8 scale)
-# The SageMaker execution role, made from the files the README's AWS path makes it from.
-IAM_DIR = REPO_ROOT / "docs" / "iam"
-SAGEMAKER_ROLE = "SconesSageMakerRole"
 CAPTURE_WAIT_SECONDS = 120  # the endpoint ships its spool every 2 s, retrying S3 for longer
-
-
-def filled_policy(name: str, bucket: str, region: str, account: str) -> dict[str, Any]:
-    """docs/iam/NAME with its placeholders filled as the README's `fill` does."""
-    text = (IAM_DIR / name).read_text()
-    for placeholder, value in (("ACCOUNT_ID", account), ("REGION", region), ("BUCKET", bucket)):
-        text = text.replace(placeholder, value)
-    policy: dict[str, Any] = json.loads(text)
-    return policy
-
-
-def create_sagemaker_role(
-    iam: Any,
-    bucket: str,
-    region: str,
-    account: str,
-    without: tuple[str, ...] = (),
-    name: str = SAGEMAKER_ROLE,
-) -> str:
-    """Create (or update) the SageMaker execution role from docs/iam/ as the README's AWS
-    path does, leaving out the execution policy's statements whose Sid is in `without`;
-    returns its ARN."""
-    trust = json.dumps(filled_policy("sagemaker-trust-policy.json", bucket, region, account))
-    policy = filled_policy("sagemaker-execution-policy.json", bucket, region, account)
-    policy["Statement"] = [s for s in policy["Statement"] if s.get("Sid") not in without]
-    try:
-        arn: str = iam.create_role(RoleName=name, AssumeRolePolicyDocument=trust)["Role"]["Arn"]
-    except iam.exceptions.EntityAlreadyExistsException:  # a local AWS already running
-        iam.update_assume_role_policy(RoleName=name, PolicyDocument=trust)
-        arn = iam.get_role(RoleName=name)["Role"]["Arn"]
-    iam.put_role_policy(
-        RoleName=name, PolicyName="scones-bucket", PolicyDocument=json.dumps(policy)
-    )
-    return arn
 
 
 @dataclass
 class Demo:
     bucket: str
-    port: int = DEFAULT_PORT
-    endpoint_port: int = DEFAULT_ENDPOINT_PORT
+    port: int = LOCAL_AWS.DEFAULT_PORT
+    endpoint_port: int = LOCAL_AWS.DEFAULT_ENDPOINT_PORT
     state_dir: Path = REPO_ROOT / ".local"
     out_dir: Path = REPO_ROOT / "out" / "demo"
     cache_dir: Path = REPO_ROOT / ".cache" / "demo-models"
@@ -143,17 +105,17 @@ class Demo:
     # -- the steps -------------------------------------------------------------------
 
     def start_local_aws(self) -> None:
-        environment = client_environment(self.port, endpoint_port=self.endpoint_port)
+        environment = LOCAL_AWS.client_environment(self.port, endpoint_port=self.endpoint_port)
         os.environ.update(environment)
         try:
-            wait_until_ready(endpoint_url(self.port), timeout=0.5)
-            print(f"    using the local AWS already running on {endpoint_url(self.port)}")
+            LOCAL_AWS.wait_until_ready(LOCAL_AWS.endpoint_url(self.port), timeout=0.5)
+            print(f"    using the local AWS already running on {LOCAL_AWS.endpoint_url(self.port)}")
             return
         except TimeoutError:
             pass
-        print(f"    starting the local AWS on {endpoint_url(self.port)}", flush=True)
+        print(f"    starting the local AWS on {LOCAL_AWS.endpoint_url(self.port)}", flush=True)
         self.servers.enter_context(
-            local_aws_server(self.state_dir, self.port, endpoint_port=self.endpoint_port)
+            LOCAL_AWS.local_aws_server(self.state_dir, self.port, endpoint_port=self.endpoint_port)
         )
 
     def training_key(self) -> str:
@@ -430,7 +392,8 @@ class Demo:
         ends it with one line saying why."""
         try:
             return self.run_steps()
-        except SupervisorError as refused:  # a port taken, a second server on the state dir
+        # A port taken, a second server on the state dir.
+        except SUPERVISOR.SupervisorError as refused:
             print(f"demo stopped at '{self.current_step}': {refused}", file=sys.stderr)
             return 1
         except subprocess.CalledProcessError as failed:
@@ -466,7 +429,7 @@ class Demo:
                 evaluation = self.evaluate()
                 decisions = decision_counts(DECISIONS_TABLE)
             with self.step("a scripted reviewer answers the review queue (true labels)"):
-                review = demo_review.review_step(self.bucket, STACK)
+                review = review_step.review_step(self.bucket, STACK)
             with self.step("measure accuracy past the gate from the audit sample"):
                 audit = self.review_measures()
             with self.step("send a drifted batch (camera noise) to the endpoint"):
@@ -524,91 +487,3 @@ class Demo:
         (self.out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         print_summary(summary)
         return 0
-
-
-def decision_counts(table: str) -> dict[str, int]:
-    """How the photos were decided, from the decisions table (docs/events.md): items by
-    status, the audited ones among the routed, and the review queue's length."""
-    counts = {"routed": 0, "needs_review": 0, "reviewed": 0, "audited": 0, "review_queue": 0}
-    pages = (
-        boto3.client("dynamodb")
-        .get_paginator("scan")
-        .paginate(
-            TableName=table,
-            ProjectionExpression="#status, review_reason, review_pending",
-            ExpressionAttributeNames={"#status": "status"},
-        )
-    )
-    for page in pages:
-        for item in page["Items"]:
-            status = item["status"]["S"]
-            counts[status] = counts.get(status, 0) + 1
-            counts["audited"] += item.get("review_reason", {}).get("S") == "audit"
-            counts["review_queue"] += "review_pending" in item
-    return counts
-
-
-def describe_decisions(counts: dict[str, int]) -> str:
-    return (
-        f"{counts['routed']} routed ({counts['audited']} audited), "
-        f"{counts['needs_review']} need review; {counts['review_queue']} in the review queue"
-    )
-
-
-def print_summary(summary: dict[str, Any]) -> None:
-    gate = summary["gate_accuracy"]
-    lines = [
-        ("model version (approved)", f"{summary['model_version']}"),
-        ("test accuracy", f"{summary['test_accuracy']:.3f}"),
-        ("executions", f"{summary['executions']}"),
-        ("passed the gate", f"{summary['passed']}"),
-        ("stopped (< threshold)", f"{summary['stopped_by_threshold']}"),
-        ("stopped (unfamiliar)", f"{summary['unfamiliar']}"),
-        ("accuracy past the gate", "n/a" if gate is None else f"{gate:.3f}"),
-        ("decisions", describe_decisions(summary["decisions"])),
-        ("endpoint (8 clients)", f"{summary['endpoint_requests_per_second']} requests/s"),
-        (
-            "drift",
-            f"{summary['alerting_windows']} of {summary['monitoring_windows']} windows alerting",
-        ),
-        *(
-            (
-                f"  window {verdict['window']} ({verdict['records']} records)",
-                "ALERT: " + ", ".join(verdict["alerting_tests"])
-                if verdict["alert"]
-                else "no drift",
-            )
-            for verdict in summary["drift_verdicts"]
-        ),
-        *demo_review.summary_lines(summary["review"]),
-        *audit_lines(summary["audit"]),
-        ("report", summary["report"]),
-        (
-            f"rollout of version {summary['rollout']['model_version']}",
-            ("completed" if summary["rollout"]["exit_status"] == 0 else "stopped")
-            + " under load: "
-            + ", ".join(f"{k} {v}" for k, v in sorted(summary["rollout"]["answers"].items())),
-        ),
-        ("total time", f"{summary['seconds']:.0f} s"),
-    ]
-    print("\n==> summary")
-    for name, value in lines:
-        print(f"    {name:<28}{value}")
-
-
-def audit_lines(review: dict[str, Any]) -> list[tuple[str, str]]:
-    """Accuracy past the gate as measured from the audit sample (people's answers), per
-    model version: the number with its 95% interval and sample size."""
-    lines = []
-    for version, measures in review.items():
-        if version == ALL_VERSIONS:
-            continue
-        accuracy = measures["accuracy_past_gate"]
-        value = (
-            f"{accuracy['value']:.3f} (95% CI {accuracy['low']:.3f}-{accuracy['high']:.3f}, "
-            f"{accuracy['n']} audited answers)"
-            if accuracy["n"]
-            else "n/a (no audited answer yet)"
-        )
-        lines.append((f"  from the audit, version {version}", value))
-    return lines or [("  from the audit", "n/a (no decisions)")]

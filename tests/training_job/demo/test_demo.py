@@ -14,9 +14,9 @@ from pathlib import Path
 import boto3
 import pytest
 
-from local_aws.demo import Demo
 from tests.conftest import REPO_ROOT, SHARED_ARCHIVE, free_port
 from tests.training_job.registry_helpers import register_output
+from training_job.demo.run import Demo
 from training_job.models import registry
 
 
@@ -33,10 +33,9 @@ def test_the_demo_runs_end_to_end_and_stops_what_it_started(
         [
             sys.executable,
             "-m",
-            "local_aws",
+            "training_job.demo",
             "--state-dir",
             str(state),
-            "demo",
             "--port",
             str(port),
             "--endpoint-port",
@@ -133,7 +132,7 @@ def test_a_failing_step_ends_the_demo_with_one_line_naming_it_and_no_traceback(
         del environment[name]
     result = subprocess.run(
         [
-            *(sys.executable, "-m", "local_aws", "--state-dir", str(state), "demo"),
+            *(sys.executable, "-m", "training_job.demo", "--state-dir", str(state)),
             *("--port", str(free_port()), "--endpoint-port", str(free_port())),
             *("--bucket", "demo-fail-bucket", "--out", str(tmp_path / "out")),
         ],
@@ -161,7 +160,7 @@ def test_a_taken_port_ends_the_demo_with_one_line_naming_its_holder(tmp_path: Pa
         port = holder.getsockname()[1]
         result = subprocess.run(
             [
-                *(sys.executable, "-m", "local_aws", "--state-dir", str(state), "demo"),
+                *(sys.executable, "-m", "training_job.demo", "--state-dir", str(state)),
                 *("--port", str(port), "--endpoint-port", str(free_port())),
                 *("--bucket", "demo-port-bucket", "--out", str(tmp_path / "out")),
             ],

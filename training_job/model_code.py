@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
-CODE_DIR = Path(__file__).resolve().parent.parent / "code"
+CODE_DIR = Path(__file__).resolve().parent / "code"
 
 
 def put_on_path() -> None:
