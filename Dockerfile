@@ -17,7 +17,7 @@ RUN python -m venv /opt/venv \
 # --- run: the environment, the server, the training code, and nothing to build with -----
 FROM python:3.11-slim-trixie
 COPY --from=build /opt/venv /opt/venv
-# What training_job/training/launch.py names (SOURCE_DIR and DEPENDENCIES): train.py imports its
+# What training_job/training/job.py names (SOURCE_DIR and DEPENDENCIES): train.py imports its
 # siblings by name and contract/ beside them, and packs both into each model's code/.
 COPY training_job/code/*.py /opt/program/
 COPY contract/*.py /opt/program/contract/

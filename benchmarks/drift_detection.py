@@ -1,6 +1,6 @@
 """Drift detection: detection rate per shift and severity, false alarms on clean traffic.
 
-Trains the classifier with train.py's own `fit` (or loads --model-dir), writes its
+Trains the classifier with training_loop.py's own `fit` (or loads --model-dir), writes its
 baseline as train.py does (the model's answers from the validation split, the input
 statistics from the whole train split) with profile.write_baseline, then builds windows of
 captured traffic in-process: each request is an upload body (PNG, or what the shift
@@ -94,7 +94,7 @@ def training_split(epochs: int) -> tuple[Any, Any, np.ndarray, np.ndarray]:
     data = model_code.data()
     images, labels = load_split("train")
     split = data.Split(images, labels, [len(encode(i)) for i in images])
-    hp = model_code.train().Hyperparameters(epochs=epochs)
+    hp = model_code.hyperparameters().Hyperparameters(epochs=epochs)
     train_idx, val_idx = data.stratified_split(split.labels, hp.val_fraction, hp.seed)
     return hp, split, train_idx, val_idx
 
@@ -109,9 +109,9 @@ def write_baseline(model_dir: Path, net: torch.nn.Module, config: Any) -> None:
 
 
 def train_model(epochs: int, out: Path) -> Path:
-    train, data = model_code.train(), model_code.data()
+    training_loop, data = model_code.training_loop(), model_code.data()
     hp, split, train_idx, val_idx = training_split(epochs)
-    net, config, _ = train.fit(
+    net, config, _ = training_loop.fit(
         hp,
         data.subset(split, train_idx),
         data.subset(split, val_idx),

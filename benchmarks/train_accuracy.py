@@ -15,7 +15,7 @@ Two ways to run it:
 
 and one way to choose hyperparameters without the test set:
   --cv K             K-fold stratified cross-validation over the 1,000 *train* images
-                     only, in-process with train.py's own fit(): prints each fold's
+                     only, in-process with training_loop.py's own fit(): prints each fold's
                      validation accuracy and the pooled mean (every train image is
                      validated once, so the estimate rests on 1,000 images, not 100).
                      Fold k trains with seed k, so two recipes compared on the same
@@ -204,7 +204,8 @@ def cross_validate(archive_path: Path, folds: int, extra: list[str], threads: in
     import numpy as np
     import torch
 
-    data, model, train = model_code.data(), model_code.model(), model_code.train()
+    data, model = model_code.data(), model_code.model()
+    hyperparameters, training_loop = model_code.hyperparameters(), model_code.training_loop()
     metrics = model_code.metrics()
 
     torch.set_num_threads(threads)
@@ -228,11 +229,13 @@ def cross_validate(archive_path: Path, folds: int, extra: list[str], threads: in
             np.flatnonzero(fold_of != fold),
             np.flatnonzero(fold_of == fold),
         )
-        args = train.build_parser().parse_args([*extra, "--seed", str(fold)])
-        hp = train.Hyperparameters.from_args(args)
+        args = hyperparameters.build_parser().parse_args([*extra, "--seed", str(fold)])
+        hp = hyperparameters.Hyperparameters.from_args(args)
         train_part = data.subset(everything, train_indices)
         val_part = data.subset(everything, val_indices)
-        net, config, _ = train.fit(hp, train_part, val_part, torch.device("cpu"), progress=False)
+        net, config, _ = training_loop.fit(
+            hp, train_part, val_part, torch.device("cpu"), progress=False
+        )
         with torch.no_grad():
             logits[val_indices] = net(model.to_tensor(val_part.images, config)).double()
         fold_correct = logits[val_indices].argmax(1).numpy() == val_part.labels

@@ -374,7 +374,7 @@ def handler_environment(stack: Stack) -> Iterator[None]:
 def run_reference(stack: Stack, concurrency: int, executions: int) -> Row:
     """The three handlers in sequence, in this process: what the workflow adds nothing to."""
     from handlers import classify, serialize, threshold_filter
-    from handlers.workflow_event import WorkflowError
+    from handlers.errors import WorkflowError
 
     bar = tqdm(total=executions, desc=f"reference x{concurrency}", unit="img", leave=False)
     failures = 0

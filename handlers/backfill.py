@@ -36,6 +36,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from contract import backfill as contract
+from contract import shown
 from contract.aws_errors import error_code
 from contract.decisions import (
     FIRST_WRITE_CONDITION,
@@ -53,6 +54,7 @@ from contract.decisions import (
     image_id,
     version_of_variant,
 )
+from handlers.aws_clients import aws_client
 from handlers.classify import (
     EndpointAnswer,
     EndpointUnavailable,
@@ -60,18 +62,11 @@ from handlers.classify import (
     configured_threshold,
     invoke,
 )
-from handlers.image_source import read_image
+from handlers.errors import ConfigurationError, InvalidEvent
+from handlers.image_source import max_image_bytes, read_image
+from handlers.json_log import log
 from handlers.threshold_filter import configured_audit_rate, in_audit_sample
-from handlers.workflow_event import (
-    LABELS,
-    ConfigurationError,
-    InvalidEvent,
-    aws_client,
-    dynamodb_number,
-    log,
-    max_image_bytes,
-    shown,
-)
+from handlers.workflow_event import LABELS, dynamodb_number
 
 # Photos scored at once by one invocation: the endpoint's latency overlapped, and few
 # enough that a 128 MB-class function is not CPU-bound on the requests.

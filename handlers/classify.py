@@ -46,26 +46,21 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
-from contract import variant_metrics
+from contract import shown, variant_metrics
 from contract.familiarity import FamiliarityAttributeError, parse_attributes
 from contract.sagemaker_names import NAME_PATTERN
 from contract.threshold import ThresholdError, threshold_from_environment
-from handlers.image_source import read_image
-from handlers.workflow_event import (
-    LABELS,
+from handlers.aws_clients import aws_client
+from handlers.errors import (
     ConfigurationError,
     ImageTooLarge,
     InvalidEvent,
     NotAnImage,
     WorkflowError,
-    WorkflowEvent,
-    aws_client,
-    distribution_problem,
-    image_content_type,
-    log,
-    max_image_bytes,
-    shown,
 )
+from handlers.image_source import image_content_type, max_image_bytes, read_image
+from handlers.json_log import log
+from handlers.workflow_event import LABELS, WorkflowEvent, distribution_problem
 
 # botocore's defaults (60 s to connect, 60 s per read, several attempts) outlast the
 # function's 30 s timeout, so Lambda would kill a waiting handler with no named error. 2 s

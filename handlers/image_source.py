@@ -20,16 +20,16 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from contract import shown
 from contract.aws_errors import error_code
-from contract.images import SIGNATURE_BYTES
-from handlers.workflow_event import (
+from contract.images import FORMAT_NAMES, MAX_IMAGE_BYTES, SIGNATURE_BYTES, content_type_of
+from handlers.aws_clients import aws_client
+from handlers.errors import (
     ConfigurationError,
     ImageTooLarge,
     InvalidEvent,
+    NotAnImage,
     WorkflowError,
-    aws_client,
-    image_content_type,
-    shown,
 )
 
 DEFAULT_ALLOWED_PREFIXES = "test/,train/,incoming/"
@@ -150,3 +150,31 @@ def object_size(response: dict[str, Any], where: str) -> int:
     if not total.isdigit():
         raise WorkflowError(f"{where}: S3 answered an unusable Content-Range {content_range!r}")
     return int(total)
+
+
+def image_content_type(data: bytes, what: str) -> str:
+    """The content type of `data` (contract.images' formats), or NotAnImage naming `what`."""
+    content_type = content_type_of(data)
+    if content_type is None:
+        raise NotAnImage(f"{what} is not a {FORMAT_NAMES} image")
+    return content_type
+
+
+def max_image_bytes() -> int:
+    """MAX_IMAGE_BYTES from the environment (default and ceiling: the contract's limit,
+    which the endpoint enforces too), validated."""
+    raw = os.environ.get("MAX_IMAGE_BYTES", "").strip()
+    if not raw:
+        return MAX_IMAGE_BYTES
+    try:
+        limit = int(raw)
+    except ValueError:
+        raise ConfigurationError(
+            f"MAX_IMAGE_BYTES must be a whole number, got {shown(raw)}"
+        ) from None
+    if not 0 < limit <= MAX_IMAGE_BYTES:
+        raise ConfigurationError(
+            f"MAX_IMAGE_BYTES must be between 1 and {MAX_IMAGE_BYTES} (what the endpoint "
+            f"accepts), got {limit}"
+        )
+    return limit

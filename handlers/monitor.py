@@ -73,7 +73,8 @@ from contract.capture import (
 )
 from contract.drift_statistics import below_threshold, class_mix_shift, drift_score, top_class
 from contract.threshold import ThresholdError, threshold_from_environment
-from handlers.workflow_event import ConfigurationError, log
+from handlers.errors import ConfigurationError
+from handlers.json_log import log
 
 DEFAULT_NAMESPACE = "SconesUnlimited/Monitoring"
 # Objects younger than this may still be followed by objects with smaller keys (one per

@@ -34,7 +34,9 @@ from contract.decisions import (
     STATUS_ROUTED,
     TABLE_ENVIRONMENT_VARIABLE,
 )
-from handlers.workflow_event import ConfigurationError, WorkflowError, aws_client, log
+from handlers.aws_clients import aws_client
+from handlers.errors import ConfigurationError, WorkflowError
+from handlers.json_log import log
 
 DEFAULT_SETTLE_SECONDS = 120
 PUT_EVENTS_BATCH = 10  # PutEvents' most entries per request

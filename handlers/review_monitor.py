@@ -51,7 +51,8 @@ from contract.review_quality import (
     from_attribute_values,
     measure,
 )
-from handlers.workflow_event import ConfigurationError, log
+from handlers.errors import ConfigurationError
+from handlers.json_log import log
 
 DEFAULT_NAMESPACE = "SconesUnlimited/Monitoring"
 AUDIT_WINDOW_HOURS = 168

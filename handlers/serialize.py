@@ -15,13 +15,9 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from handlers.image_source import read_image
-from handlers.workflow_event import (
-    INLINE_IMAGE_BYTES,
-    WorkflowEvent,
-    log,
-    max_image_bytes,
-)
+from handlers.image_source import max_image_bytes, read_image
+from handlers.json_log import log
+from handlers.workflow_event import INLINE_IMAGE_BYTES, WorkflowEvent
 
 
 def handler(event: object, context: object = None) -> dict[str, Any]:

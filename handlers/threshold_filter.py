@@ -31,13 +31,9 @@ from typing import Any
 from contract import shown
 from contract.decisions import AUDIT_RATE_ENVIRONMENT_VARIABLE, DEFAULT_AUDIT_RATE
 from contract.threshold import ThresholdError, threshold_from_environment
-from handlers.workflow_event import (
-    ConfigurationError,
-    InvalidEvent,
-    WorkflowError,
-    WorkflowEvent,
-    log,
-)
+from handlers.errors import ConfigurationError, InvalidEvent, WorkflowError
+from handlers.json_log import log
+from handlers.workflow_event import WorkflowEvent
 
 
 class THRESHOLD_CONFIDENCE_NOT_MET(WorkflowError):  # named as the state machine Catches it

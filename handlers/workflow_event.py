@@ -1,4 +1,4 @@
-"""The workflow event every handler reads and returns, its errors, and JSON logging.
+"""The workflow event the workflow's handlers read and return.
 
 The event is the reference's `{"image_data": "", "s3_bucket": "", "s3_key": "",
 "inferences": []}`, plus `s3_etag`: the ETag of the upload (the S3 event's), which the
@@ -19,29 +19,20 @@ turn a JSON number into DynamoDB's string-typed N.
 image stays in S3 and `s3_bucket`/`s3_key` are the reference classify reads it by (a
 "claim check", AWS's advice for Step Functions payloads over its limit).
 
-Error classes are named for the state machine: Lambda reports an unhandled exception's
-class name as its `errorType`, which is what a Catch or Retry matches.
-
-Logging is a few lines of stdlib json rather than AWS Lambda Powertools: Powertools would
-be a dependency in every package and tens of milliseconds of cold start, for one JSON
-object per line.
-
-This module imports only the standard library, so the threshold filter stays fast to load.
+Its errors are handlers/errors.py's (named for the state machine's Catch and Retry).
+This module imports only the standard library, contract/ and those errors, so the
+threshold filter stays fast to load.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import sys
-import time
 from decimal import Decimal
 from typing import Any
 
 from contract import shown
 from contract.decisions import CLASSES, image_id, is_etag, version_of_variant
-from contract.images import FORMAT_NAMES, MAX_IMAGE_BYTES, content_type_of
+from handlers.errors import InvalidEvent
 
 # The classifier's output order (contract/decisions.py's CLASSES, as in the manifests).
 LABELS = CLASSES
@@ -67,26 +58,6 @@ INLINE_IMAGE_BYTES = 96 * 1024
 # Sums of a model's probabilities differ from 1 by float rounding only (~1e-7 for a
 # float32 softmax); anything further off is not a distribution over the classes.
 PROBABILITY_SUM_TOLERANCE = 1e-4
-
-
-class WorkflowError(Exception):
-    """Base of the errors a handler raises on purpose (never caught by a handler)."""
-
-
-class InvalidEvent(WorkflowError):
-    """The event is not a workflow event, or lacks what this handler needs."""
-
-
-class ConfigurationError(WorkflowError):
-    """An environment variable the handler needs is missing or malformed."""
-
-
-class ImageTooLarge(WorkflowError):
-    """The image is over MAX_IMAGE_BYTES."""
-
-
-class NotAnImage(WorkflowError):
-    """The bytes are not one of the accepted formats (contract.images.FORMATS)."""
 
 
 class WorkflowEvent:
@@ -246,67 +217,3 @@ def distribution_problem(values: list[Any]) -> str | None:
     if abs(total - 1.0) > PROBABILITY_SUM_TOLERANCE:
         return f"must sum to 1, not {total:.6g}"
     return None
-
-
-_clients: dict[str, Any] = {}
-
-
-def aws_client(service: str, **config: Any) -> Any:
-    """One client per AWS service and container, created on first use with `config`
-    (botocore.config.Config's arguments: timeouts and retries; see classify and
-    image_source for why theirs are what they are).
-
-    botocore's session rather than boto3's: the same client without boto3's own imports,
-    which cost ~40 ms of every cold start (benchmarks/handler_cold_start.py)."""
-    client = _clients.get(service)
-    if client is None:
-        import botocore.config
-        import botocore.session
-
-        client = _clients[service] = botocore.session.get_session().create_client(
-            service, config=botocore.config.Config(**config)
-        )
-    return client
-
-
-def image_content_type(data: bytes, what: str) -> str:
-    """The content type of `data` (contract.images' formats), or NotAnImage naming `what`."""
-    content_type = content_type_of(data)
-    if content_type is None:
-        raise NotAnImage(f"{what} is not a {FORMAT_NAMES} image")
-    return content_type
-
-
-def max_image_bytes() -> int:
-    """MAX_IMAGE_BYTES from the environment (default and ceiling: the contract's limit,
-    which the endpoint enforces too), validated."""
-    raw = os.environ.get("MAX_IMAGE_BYTES", "").strip()
-    if not raw:
-        return MAX_IMAGE_BYTES
-    try:
-        limit = int(raw)
-    except ValueError:
-        raise ConfigurationError(
-            f"MAX_IMAGE_BYTES must be a whole number, got {shown(raw)}"
-        ) from None
-    if not 0 < limit <= MAX_IMAGE_BYTES:
-        raise ConfigurationError(
-            f"MAX_IMAGE_BYTES must be between 1 and {MAX_IMAGE_BYTES} (what the endpoint "
-            f"accepts), got {limit}"
-        )
-    return limit
-
-
-def log(level: str, message: str, context: object = None, **fields: Any) -> None:
-    """Write one JSON object on a line of stdout, which CloudWatch Logs keeps as is."""
-    record: dict[str, Any] = {
-        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()),
-        "level": level,
-        "message": message,
-        "function": getattr(context, "function_name", None)
-        or os.environ.get("AWS_LAMBDA_FUNCTION_NAME", ""),
-        "request_id": getattr(context, "aws_request_id", None),
-    }
-    record.update({name: value for name, value in fields.items() if value is not None})
-    sys.stdout.write(json.dumps(record, default=str) + "\n")
-    sys.stdout.flush()

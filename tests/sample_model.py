@@ -88,11 +88,11 @@ def package_model(
     model_dir: Path, archive_path: Path, code_additions: Mapping[str, str] | None = None
 ) -> Path:
     """model.tar.gz as the training job writes it: the model files and code/ (copied by
-    train.py's own `copy_serving_code`, contract/ included). `code_additions` appends
+    serving_code.py's own `copy_serving_code`, contract/ included). `code_additions` appends
     text to files of code/ ({"inference.py": "..."}): a version whose code differs."""
     with tempfile.TemporaryDirectory() as scratch:
         code_dir = Path(scratch) / "code"
-        code_module("train").copy_serving_code(code_dir)
+        code_module("serving_code").copy_serving_code(code_dir)
         for name, addition in (code_additions or {}).items():
             with open(code_dir / name, "a") as source:
                 source.write(addition)

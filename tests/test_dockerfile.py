@@ -157,7 +157,7 @@ def copied_into_the_image() -> list[tuple[list[str], str]]:
 
 
 def test_the_training_code_and_what_it_imports_are_in_the_image() -> None:
-    """training_job/training/launch.py's SOURCE_DIR (every module of it) and DEPENDENCIES
+    """training_job/training/job.py's SOURCE_DIR (every module of it) and DEPENDENCIES
     (contract/, beside them in /opt/program), so `train` runs what local mode runs."""
     copies = dict((tuple(sources), destination) for sources, destination in copied_into_the_image())
     assert copies[("training_job/code/*.py",)] == "/opt/program/"

@@ -3,6 +3,7 @@ writes lints clean, grants least privilege, and wires the trigger, alarms and ou
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 import subprocess
@@ -31,13 +32,12 @@ from training_job.review.table import table_definition
 
 CFN_LINT = Path(sys.executable).parent / "cfn-lint"
 MAX_PACKAGE_BYTES = 100 * 1024
+# What every handler imports: the errors the state machine matches and the JSON log.
 SHARED_FILES = {
     "handlers/__init__.py",
-    "handlers/workflow_event.py",
+    "handlers/errors.py",
+    "handlers/json_log.py",
     "contract/__init__.py",
-    "contract/images.py",
-    "contract/decisions.py",
-    "contract/aws_errors.py",
 }
 WORKFLOW_FUNCTIONS = {
     "serialize": ("SerializeLambdaFunction", "SerializeRole", "handlers/serialize.py"),
@@ -69,31 +69,58 @@ EVERY_FUNCTION = {
     ),
     "backfill": ("BackfillLambdaFunction", "BackfillRole", "handlers/backfill.py"),
 }
-# Beside its own handler, each package that reads images from S3 holds their reader.
-READS_IMAGES = {"serialize", "classify"}
 LOG_ACTIONS = {"logs:CreateLogStream", "logs:PutLogEvents"}
 # provider.tracing: every function writes its X-Ray segments (AWSXRayDaemonWriteAccess's two).
 TRACE_ACTIONS = {"xray:PutTraceSegments", "xray:PutTelemetryRecords"}
-# The monitor's package also holds the capture-record and baseline readers and the drift
-# statistics it shares with training_job monitor, and it and the filter the threshold's
-# reader (stdlib only).
-READS_CAPTURES = {
-    "monitor": {
-        "contract/baseline.py",
-        "contract/capture.py",
-        "contract/drift_statistics.py",
-        "contract/threshold.py",
-    },
-    "thresholdFilter": {"contract/threshold.py"},
-    # classify logs its answers' metrics (contract/variant_metrics.py) at the threshold,
-    # and checks its endpoint's name by SageMaker's rule (contract/sagemaker_names.py).
-    "classify": {
+# The workflow event, and the image reader with its client, the accepted formats and the
+# error code of a failed AWS call (contract/aws_errors.py).
+WORKFLOW_EVENT = {"handlers/workflow_event.py", "contract/decisions.py"}
+READS_IMAGES = {
+    "handlers/image_source.py",
+    "handlers/aws_clients.py",
+    "contract/images.py",
+    "contract/aws_errors.py",
+}
+# Beside its own handler and SHARED_FILES, what each package holds: the monitor the
+# capture-record and baseline readers and the drift statistics it shares with training_job
+# monitor, it and the filter the threshold's reader (stdlib only); classify logs its
+# answers' metrics (contract/variant_metrics.py) at the threshold and checks its
+# endpoint's name by SageMaker's rule (contract/sagemaker_names.py).
+OWN_FILES = {
+    "serialize": WORKFLOW_EVENT | READS_IMAGES,
+    "classify": WORKFLOW_EVENT
+    | READS_IMAGES
+    | {
         "contract/threshold.py",
         "contract/variant_metrics.py",
         "contract/familiarity.py",
         "contract/sagemaker_names.py",
     },
+    "thresholdFilter": WORKFLOW_EVENT | {"contract/threshold.py"},
+    "monitor": {
+        "contract/aws_errors.py",
+        "contract/baseline.py",
+        "contract/capture.py",
+        "contract/drift_statistics.py",
+        "contract/threshold.py",
+    },
     "reviewMonitor": {"contract/decisions.py", "contract/review_quality.py"},
+    "publishDecisions": {
+        "handlers/aws_clients.py",
+        "contract/aws_errors.py",
+        "contract/decisions.py",
+    },
+    "backfill": WORKFLOW_EVENT
+    | READS_IMAGES
+    | {
+        "handlers/classify.py",
+        "handlers/threshold_filter.py",
+        "contract/backfill.py",
+        "contract/threshold.py",
+        "contract/variant_metrics.py",
+        "contract/familiarity.py",
+        "contract/sagemaker_names.py",
+    },
 }
 
 
@@ -371,17 +398,58 @@ def test_the_decisions_table_is_private_encrypted_recoverable_and_as_the_code_re
     assert packaged.template["Outputs"]["DecisionsTableName"]["Value"] == {"Ref": "DecisionsTable"}
 
 
-@pytest.mark.parametrize("function", FUNCTIONS)
-def test_each_package_holds_only_its_handler_and_the_shared_module(
+@pytest.mark.parametrize("function", EVERY_FUNCTION)
+def test_each_package_holds_only_its_handler_and_the_shared_modules(
     packaged: Packaged, function: str
 ) -> None:
     artifact = packaged.directory / f"{function}.zip"
     assert artifact.stat().st_size < MAX_PACKAGE_BYTES
     with zipfile.ZipFile(artifact) as archive:
-        reader = {"handlers/image_source.py"} if function in READS_IMAGES else set()
-        assert set(archive.namelist()) == SHARED_FILES | {FUNCTIONS[function][2]} | reader | (
-            READS_CAPTURES.get(function, set())
+        assert (
+            set(archive.namelist())
+            == SHARED_FILES | {EVERY_FUNCTION[function][2]} | (OWN_FILES[function])
         )
+
+
+@pytest.mark.parametrize("function", EVERY_FUNCTION)
+def test_each_package_holds_exactly_what_its_handler_imports(
+    packaged: Packaged, function: str
+) -> None:
+    """A package ships the modules of handlers/ and contract/ its handler imports, directly
+    or through another (read from the source), and nothing else: the monitors, which
+    import only the log and the errors, do not carry the workflow event."""
+    with zipfile.ZipFile(packaged.directory / f"{function}.zip") as archive:
+        shipped = set(archive.namelist())
+    assert shipped == imported_files(EVERY_FUNCTION[function][2])
+
+
+def imported_files(handler: str) -> set[str]:
+    """`handler` and every module of handlers/ and contract/ it imports, transitively,
+    with their packages' __init__.py, as paths relative to the repository."""
+    found: set[str] = set()
+    pending = [handler]
+    while pending:
+        path = pending.pop()
+        if path in found:
+            continue
+        found.add(path)
+        for node in ast.walk(ast.parse((REPO_ROOT / path).read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                names = [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            else:
+                continue
+            for name in names:
+                parts = name.split(".")
+                if parts[0] not in ("handlers", "contract"):
+                    continue
+                for depth in range(1, len(parts) + 1):
+                    stem = "/".join(parts[:depth])
+                    for candidate in (f"{stem}/__init__.py", f"{stem}.py"):
+                        if (REPO_ROOT / candidate).is_file():
+                            pending.append(candidate)
+    return found
 
 
 def test_the_functions_run_python_3_13_with_stated_sizes(packaged: Packaged) -> None:

@@ -45,9 +45,14 @@ def data() -> ModuleType:
     return _load("data")
 
 
-def train() -> ModuleType:
-    """train.py: its Hyperparameters and its training loop (`fit`)."""
-    return _load("train")
+def hyperparameters() -> ModuleType:
+    """hyperparameters.py: train.py's Hyperparameters and the parser made from them."""
+    return _load("hyperparameters")
+
+
+def training_loop() -> ModuleType:
+    """training_loop.py: the ensemble's training loop (`fit`)."""
+    return _load("training_loop")
 
 
 def metrics() -> ModuleType:

@@ -17,7 +17,7 @@ import boto3
 import pytest
 from PIL import Image
 
-from handlers import workflow_event
+from handlers import aws_clients
 
 
 def encode_image(image_format: str, size: tuple[int, int] = (32, 32)) -> bytes:
@@ -78,7 +78,7 @@ def data_bucket(
     monkeypatch.delenv("ALLOWED_PREFIXES", raising=False)
     monkeypatch.delenv("MAX_IMAGE_BYTES", raising=False)
     # A client cached by an earlier test may point at another endpoint.
-    monkeypatch.setattr(workflow_event, "_clients", {})
+    monkeypatch.setattr(aws_clients, "_clients", {})
     yield unique_name
 
 
@@ -185,5 +185,5 @@ def endpoint(
     }.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("MAX_IMAGE_BYTES", raising=False)
-    monkeypatch.setattr(workflow_event, "_clients", {})
+    monkeypatch.setattr(aws_clients, "_clients", {})
     return runtime_server

@@ -11,7 +11,7 @@ import pytest
 
 from contract.decisions import image_id
 from handlers.backfill import MAX_BATCH_ITEMS, Batch
-from handlers.workflow_event import InvalidEvent
+from handlers.errors import InvalidEvent
 
 SETTINGS = {"bucket": "photos", "backfill": "b-1", "execution": "arn:x", "target_variant": ""}
 ETAG = "0123456789abcdef0123456789abcdef"

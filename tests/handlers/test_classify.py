@@ -18,20 +18,15 @@ import yaml
 
 from contract import variant_metrics
 from handlers import classify
+from handlers.aws_clients import aws_client
+from handlers.errors import ConfigurationError, ImageTooLarge, InvalidEvent, NotAnImage
 from handlers.image_source import (
     S3_CLIENT_CONFIG,
     BucketNotAllowed,
     ImageNotFound,
     KeyNotAllowed,
 )
-from handlers.workflow_event import (
-    INLINE_IMAGE_BYTES,
-    ConfigurationError,
-    ImageTooLarge,
-    InvalidEvent,
-    NotAnImage,
-    aws_client,
-)
+from handlers.workflow_event import INLINE_IMAGE_BYTES
 from tests.conftest import free_port
 from tests.handlers.conftest import (
     ANSWERING_VARIANT,

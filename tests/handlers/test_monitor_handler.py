@@ -19,7 +19,7 @@ import pytest
 
 from contract.drift_statistics import ks_critical_distance
 from handlers import monitor, threshold_filter
-from handlers.workflow_event import ConfigurationError
+from handlers.errors import ConfigurationError
 from tests.baselines import known_baseline
 from tests.serverless_config import declared_service
 from training_job.monitor.baseline import Baseline, BaselineError

@@ -12,8 +12,8 @@ import boto3
 import pytest
 
 from contract.decisions import EVENT_DETAIL_TYPE, EVENT_PENDING_ATTRIBUTE, EVENT_SOURCE
-from handlers import publish_decisions, workflow_event
-from handlers.workflow_event import ConfigurationError
+from handlers import aws_clients, publish_decisions
+from handlers.errors import ConfigurationError
 from tests.decisions_table import create_decisions_table
 
 
@@ -24,7 +24,7 @@ def table(
     create_decisions_table(unique_name)
     monkeypatch.setenv("DECISIONS_TABLE", unique_name)
     monkeypatch.delenv("SETTLE_SECONDS", raising=False)
-    monkeypatch.setattr(workflow_event, "_clients", {})
+    monkeypatch.setattr(aws_clients, "_clients", {})
     yield unique_name
 
 

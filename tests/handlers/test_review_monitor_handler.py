@@ -10,7 +10,7 @@ import boto3
 import pytest
 
 from handlers import review_monitor
-from handlers.workflow_event import ConfigurationError
+from handlers.errors import ConfigurationError
 from tests.decisions_table import Traffic, create_decisions_table, put_items, simulate
 
 

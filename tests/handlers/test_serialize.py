@@ -14,6 +14,13 @@ import pytest
 
 from contract.images import MAX_IMAGE_BYTES
 from handlers import image_source, serialize
+from handlers.errors import (
+    ConfigurationError,
+    ImageTooLarge,
+    InvalidEvent,
+    NotAnImage,
+    WorkflowError,
+)
 from handlers.image_source import (
     BucketNotAllowed,
     ImageChanged,
@@ -21,14 +28,7 @@ from handlers.image_source import (
     KeyNotAllowed,
     object_size,
 )
-from handlers.workflow_event import (
-    INLINE_IMAGE_BYTES,
-    ConfigurationError,
-    ImageTooLarge,
-    InvalidEvent,
-    NotAnImage,
-    WorkflowError,
-)
+from handlers.workflow_event import INLINE_IMAGE_BYTES
 from tests.handlers.conftest import LambdaContext, encode_noise
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -12,7 +12,7 @@ import pytest
 
 from contract.decisions import DEFAULT_AUDIT_RATE
 from handlers import threshold_filter
-from handlers.workflow_event import ConfigurationError, InvalidEvent
+from handlers.errors import ConfigurationError, InvalidEvent
 from tests.handlers.conftest import LambdaContext
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -193,18 +193,17 @@ def train(root: Path) -> int:
         # Imported here: `serve` needs none of it, and a failing import is a job failure.
         import train as training
         from data import TrainingError
+        from hyperparameters import Hyperparameters, build_parser
 
-        known = set(training.Hyperparameters().recipe())
+        known = set(Hyperparameters().recipe())
         # The job directory is the one source of locations: a stray script-mode variable
         # (SM_CHANNEL_REVIEWED, say) must not become a default of train.py's parser.
         for name in [name for name in os.environ if name.startswith("SM_")]:
             del os.environ[name]
         try:
-            parser = training.build_parser()
+            parser = build_parser()
             arguments = job_arguments(paths, known)
-            hyperparameters = training.Hyperparameters.from_args(
-                parse_training_arguments(parser, arguments)
-            )
+            hyperparameters = Hyperparameters.from_args(parse_training_arguments(parser, arguments))
             training.run(hyperparameters)
         except (JobError, TrainingError) as error:
             return fail(paths, written_before, f"{type(error).__name__}: {error}", BAD_JOB_EXIT)

@@ -26,7 +26,7 @@ same on SageMaker and on the local AWS (`source .local/aws.env`):
    automatic rollback when one of the alarms this command creates for the new variant
    goes to ALARM: 5XX errors, p99 model latency, and the answers themselves against the
    baselines, both ways: doubtful share, mean confidence, class mix
-   (training_job/serving/canary_alarms.py).
+   (training_job/serving/canary_alarms.py; rollout_alarms.py makes and deletes them).
    Guardrails require the new configuration to name the same variants as the old one:
    that is why stage 2 exists, and why each answer still names the version that gave it
    (X-Amzn-Invoked-Production-Variant, contract.decisions.variant_for_version).
@@ -47,7 +47,6 @@ Rolling back by hand, and what each alarm means: docs/operations.md.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -55,15 +54,11 @@ from typing import Any
 import boto3
 from botocore.exceptions import ClientError
 
-from contract import baseline as baseline_contract
-from contract import variant_metrics
-from contract.capture import MAX_BASELINE_BYTES, MONITOR_BASELINE_KEY
 from contract.decisions import variant_for_version
 from training_job.arguments import bounded, positive_int, positive_number
 from training_job.errors import CommandError
-from training_job.models import archive as model_archive
 from training_job.models import registry, serving_image
-from training_job.serving import autoscaling, canary_alarms, deploy, deployment
+from training_job.serving import autoscaling, canary_alarms, deploy, deployment, rollout_alarms
 
 MINIMUM_EXECUTION_TIMEOUT_SECONDS = 600  # SageMaker's floor for the deployment's timeout
 # TrafficRoutingConfig.CanarySize "must be less than or equal to 50% of the variant's total
@@ -285,7 +280,7 @@ class Rollout:
             self._restore(original["EndpointConfigName"], serving["VariantName"])
             raise
         finally:
-            self._delete_alarms()
+            rollout_alarms.delete(self.name, self.variant, self.stage)
         final = self._all(serving, new, capture)
         if self.args.bucket:
             deployment.publish_baseline(self.args.bucket, self.name, self.model_data, None)
@@ -341,23 +336,6 @@ class Rollout:
             f"instances ({policies}), serving with {instances}",
         )
         return final
-
-    def _delete_alarms(self) -> None:
-        """The rollout's alarms end with it (they judge one deployment; left behind, each
-        costs its monthly price and shows INSUFFICIENT_DATA forever)."""
-        cloudwatch = boto3.client("cloudwatch")
-        prefix = f"{self.name}-{self.variant}-"
-        names = [
-            alarm["AlarmName"]
-            for page in cloudwatch.get_paginator("describe_alarms").paginate(
-                AlarmNamePrefix=prefix, AlarmTypes=["MetricAlarm"]
-            )
-            for alarm in page["MetricAlarms"]
-        ]
-        for start in range(0, len(names), 100):  # DeleteAlarms takes up to 100 names
-            cloudwatch.delete_alarms(AlarmNames=names[start : start + 100])
-        if names:
-            self.stage("alarms", f"deleted {', '.join(names)}")
 
     def _describe(self) -> dict[str, Any]:
         try:
@@ -491,13 +469,7 @@ class Rollout:
         )
         described = self._update(swapped, deployment)
         if described["EndpointConfigName"] != swapped:
-            firing = [
-                alarm["AlarmName"]
-                for alarm in boto3.client("cloudwatch").describe_alarms(AlarmNames=names)[
-                    "MetricAlarms"
-                ]
-                if alarm["StateValue"] == "ALARM"
-            ]
+            firing = rollout_alarms.firing(names)
             reason = described.get("FailureReason") or "SageMaker rolled the deployment back"
             raise RolloutError(
                 f"{self.variant} was rolled back automatically ({reason}; in ALARM: "
@@ -506,91 +478,23 @@ class Rollout:
         self.stage("canary", f"{self.variant} took all the traffic and passed its baking")
 
     def _create_alarms(self) -> list[str]:
-        """The alarms that roll the canary back (docs/operations.md says what each means)."""
-        cloudwatch = boto3.client("cloudwatch")
-        dimensions = variant_metrics.dimensions(self.name, self.variant)
-        prefix = f"{self.name}-{self.variant}"
-        common = {
-            "Dimensions": dimensions,
-            "Period": self.args.alarm_period_seconds,
-            "EvaluationPeriods": 1,
-            "TreatMissingData": "notBreaching",
-        }
-        alarms = [
-            {
-                "AlarmName": f"{prefix}-5xx-errors",
-                "AlarmDescription": f"{self.variant} answered a request with a 5XX error",
-                "Namespace": variant_metrics.SAGEMAKER_NAMESPACE,
-                "MetricName": variant_metrics.INVOCATION_5XX_ERRORS,
-                "Statistic": "Sum",
-                "Threshold": 0.0,
-                "ComparisonOperator": "GreaterThanThreshold",
-            },
-            {
-                "AlarmName": f"{prefix}-model-latency-p99",
-                "AlarmDescription": f"{self.variant}'s p99 model latency is over "
-                f"{self.args.max_latency_ms:g} ms",
-                "Namespace": variant_metrics.SAGEMAKER_NAMESPACE,
-                "MetricName": variant_metrics.MODEL_LATENCY,
-                "ExtendedStatistic": "p99",
-                "Threshold": self.args.max_latency_ms * 1000,  # ModelLatency is in µs
-                "ComparisonOperator": "GreaterThanThreshold",
-            },
-        ]
-        serving, new = self._references()
+        """The alarms that roll the canary back (docs/operations.md says what each means),
+        judged against the serving version's baseline and the new version's own."""
+        serving, new = rollout_alarms.references(
+            self.name, self.variant, self.model_data, self.args.bucket
+        )
         margins = canary_alarms.Margins(
             self.args.doubtful_margin, self.args.confidence_margin, self.args.class_share_margin
         )
-        alarms += canary_alarms.answer_alarms(prefix, self.variant, serving, new, margins)
-        for alarm in alarms:
-            cloudwatch.put_metric_alarm(**common, **alarm)
-            self.stage("alarms", f"{alarm['AlarmName']}: {alarm['AlarmDescription']}")
-        return [str(alarm["AlarmName"]) for alarm in alarms]
-
-    def _references(
-        self,
-    ) -> tuple[canary_alarms.Reference | None, canary_alarms.Reference | None]:
-        """What the new version's answers are judged against
-        (training_job/serving/canary_alarms.py): the serving version's baseline (the
-        monitor's, in --bucket) and the new version's own (in its model.tar.gz); None for
-        one that cannot be read."""
-        bucket, key = deployment.split_s3_uri(self.model_data)
-        new = self._reference(bucket, key, f"{self.variant}'s baseline")
-        serving = None
-        if self.args.bucket:
-            serving_key = MONITOR_BASELINE_KEY.format(endpoint=self.name)
-            serving = self._reference(
-                self.args.bucket, serving_key, "the serving version's baseline"
-            )
-        if serving is None and new is not None:
-            print(
-                "warning: no serving version's baseline: the answers are judged against the "
-                "new version's own profile, which shares its faults",
-                file=sys.stderr,
-            )
-        if serving is None and new is None:
-            print("warning: no baseline at all: no alarm on the answers", file=sys.stderr)
-        return serving, new
-
-    def _reference(self, bucket: str, key: str, what: str) -> canary_alarms.Reference | None:
-        s3 = boto3.client("s3")
-        try:
-            body = s3.get_object(Bucket=bucket, Key=key)["Body"]
-            with body:
-                document = (
-                    body.read(MAX_BASELINE_BYTES + 1)
-                    if key.endswith(".json")
-                    else model_archive.read_member(
-                        body, deployment.BASELINE_FILE, MAX_BASELINE_BYTES
-                    )
-                )
-            if document is None:
-                raise ValueError(f"s3://{bucket}/{key} holds no baseline")
-            profile = baseline_contract.loads(document, f"s3://{bucket}/{key}")
-        except (ClientError, ValueError, model_archive.ModelArchiveError) as error:
-            print(f"note: no {what}: {error}", file=sys.stderr)
-            return None
-        return canary_alarms.Reference.of(profile, what)
+        return rollout_alarms.create(
+            self.name,
+            self.variant,
+            rollout_alarms.Limits(
+                self.args.alarm_period_seconds, self.args.max_latency_ms, margins
+            ),
+            (serving, new),
+            self.stage,
+        )
 
 
 def live_instances(described: dict[str, Any], variant: str) -> int:

@@ -10,6 +10,7 @@ from typing import Any
 
 from training_job.data import reviewed_photos
 from training_job.data.manifests import Manifest
+from training_job.errors import CommandError
 from training_job.provenance import git_commit
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -18,7 +19,7 @@ SOURCE_DIR = REPO_ROOT / "training_job" / "code"
 # `container.py train --ml-root DIR` (by local mode, in the job's code/ directory).
 TRAINING_PROGRAM = "container.py"
 # Copied beside the program (the Dockerfile copies it into /opt/program too): inference.py
-# imports contract/, and train.py packs it into model.tar.gz's code/.
+# imports contract/, and serving_code.py packs it into model.tar.gz's code/.
 DEPENDENCIES = (REPO_ROOT / "contract",)
 MODELS_PREFIX = "models/"
 # What the script writes into its model directory, and a job copies beside model.tar.gz.
@@ -71,3 +72,7 @@ class Plan:
         """The job's environment: where its code and its reviewed photos came from."""
         reviewed = self.reviewed.environment() if self.reviewed is not None else {}
         return {"SCONES_GIT_COMMIT": git_commit(), **reviewed}
+
+
+class LaunchError(CommandError):
+    """The job cannot start or its result cannot be read: one line, exit status 1."""

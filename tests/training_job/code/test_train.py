@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import data
+import hyperparameters
 import model as model_lib
 import numpy as np
 import pytest
@@ -281,20 +282,20 @@ def test_every_hyperparameter_is_an_option_whose_locations_default_to_sm_variabl
     for variable in ("SM_MODEL_DIR", "SM_OUTPUT_DATA_DIR", "SM_CHANNEL_TRAIN", "SM_CHANNEL_TEST"):
         monkeypatch.setenv(variable, str(tmp_path / variable.lower()))
     monkeypatch.delenv("SM_CHANNEL_TRAIN_LST", raising=False)
-    hp = train_module.Hyperparameters.from_args(train_module.build_parser().parse_args([]))
+    hp = hyperparameters.Hyperparameters.from_args(hyperparameters.build_parser().parse_args([]))
     assert hp.model_dir == tmp_path / "sm_model_dir"
     assert hp.train == tmp_path / "sm_channel_train" and hp.train_lst is None
     # The defaults the parser gives are the dataclass's own: declared once.
-    declared = train_module.Hyperparameters()
+    declared = hyperparameters.Hyperparameters()
     assert hp.recipe() == declared.recipe()
     assert "model_dir" not in hp.recipe() and hp.recipe()["widths"] == [32, 128, 128]
-    help_text = train_module.build_parser().format_help()
+    help_text = hyperparameters.build_parser().format_help()
     for name in hp.recipe():
         assert f"--{name.replace('_', '-')}" in help_text, name
 
 
 def test_underscore_spellings_are_accepted_as_sagemaker_passes_them() -> None:
-    args = train_module.build_parser().parse_args(
+    args = hyperparameters.build_parser().parse_args(
         ["--batch_size", "64", "--val_fraction", "0.2", "--weight_decay", "0.001"]
     )
     assert (args.batch_size, args.val_fraction, args.weight_decay) == (64, 0.2, 0.001)

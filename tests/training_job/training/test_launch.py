@@ -29,6 +29,7 @@ from tests.training_job.training.launch_helpers import (
 )
 from training_job.models import registry
 from training_job.training import launch as train
+from training_job.training import sagemaker_job
 
 TRAIN_PER_CLASS, TEST_PER_CLASS = 20, 10
 
@@ -240,11 +241,11 @@ def test_debugger_and_profiler_are_off_unless_asked(bucket: str, algorithm: str)
     argv = ["train", "--bucket", bucket, "--mode", "sagemaker", "--role", ROLE]
     plan = train.make_plan(parser.parse_args([*argv, "--algorithm", algorithm]))
     ours = f"{IMAGE_REPOSITORY}@{IMAGE_DIGEST}"
-    quiet, _ = train.build_estimator(plan, ROLE, "ml.m5.xlarge", training_image=ours)
+    quiet, _ = sagemaker_job.build_estimator(plan, ROLE, "ml.m5.xlarge", training_image=ours)
     assert quiet.debugger_hook_config is False
     assert quiet.disable_profiler is True
     assert quiet.max_run == 3600
-    asked, _ = train.build_estimator(plan, ROLE, "ml.m5.xlarge", ours, debugger=True)
+    asked, _ = sagemaker_job.build_estimator(plan, ROLE, "ml.m5.xlarge", ours, debugger=True)
     assert asked.debugger_hook_config is not False
 
 

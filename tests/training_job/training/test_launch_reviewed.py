@@ -36,6 +36,7 @@ from tests.training_job.training.launch_helpers import (
 from training_job.data import reviewed_photos
 from training_job.review.reviewed import ReviewedManifest as ReviewedAnswers
 from training_job.training import launch as train
+from training_job.training import sagemaker_job
 
 # SageMaker mode trains in the project's image: every job here finds one recorded.
 pytestmark = pytest.mark.usefixtures("recorded_image")
@@ -137,7 +138,7 @@ def test_sagemaker_job_gets_the_reviewed_channels_and_the_manifest_it_was_checke
              "--job-name", "another", "--include-reviewed"]
         )
     )  # fmt: skip
-    estimator, _ = train.build_estimator(
+    estimator, _ = sagemaker_job.build_estimator(
         plan, ROLE, "ml.m5.xlarge", training_image=f"{IMAGE_REPOSITORY}@{IMAGE_DIGEST}"
     )
     assert estimator.environment[REVIEWED_MANIFEST_VARIABLE] == (
