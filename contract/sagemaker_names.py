@@ -16,4 +16,6 @@ import re
 
 # The pattern as the API reference writes it (unanchored, for use inside other patterns).
 NAME = r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}"
-NAME_PATTERN = re.compile(f"^{NAME}$")
+# \Z, not $: `$` also matches before a trailing newline, so NAME_PATTERN.match("name\n")
+# would pass a name SageMaker refuses (deploy's and models' options call .match()).
+NAME_PATTERN = re.compile(rf"^{NAME}\Z")

@@ -15,7 +15,11 @@ def test_names_sagemaker_accepts_match(name: str) -> None:
     assert NAME_PATTERN.match(name)
 
 
-@pytest.mark.parametrize("name", ["", "-a", "a-", "a_b", "a.b", "a" * 64, "scones image"])
+@pytest.mark.parametrize(
+    "name", ["", "-a", "a-", "a_b", "a.b", "a" * 64, "scones image", "endpoint\n", "a\nb"]
+)
 def test_names_sagemaker_refuses_do_not(name: str) -> None:
-    """Over 63 characters, a leading or trailing hyphen, any other character."""
+    """Over 63 characters, a leading or trailing hyphen, any other character; a trailing
+    newline too (a regex `$` would let one through `.match()`)."""
     assert not NAME_PATTERN.match(name)
+    assert not NAME_PATTERN.fullmatch(name)
