@@ -31,7 +31,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from contract.sagemaker_names import NAME_PATTERN
+from contract.sagemaker_names import NAME, NAME_PATTERN
 
 APPROVED = "Approved"
 MAX_METADATA_ENTRIES = 50
@@ -241,7 +241,7 @@ def refuse_what_the_registry_refuses() -> None:
             raise _invalid(
                 "1 validation error detected: Value at 'modelPackageGroupName' failed to "
                 "satisfy constraint: Member must satisfy regular expression pattern: "
-                f"{NAME_PATTERN.pattern}"
+                f"{NAME}"
             )
         description = kwargs.get("model_package_group_description")
         _check_description(description, "modelPackageGroupDescription")
