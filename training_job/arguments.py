@@ -14,6 +14,8 @@ import math
 from collections.abc import Callable
 from typing import TypeVar
 
+from contract.sagemaker_names import NAME_PATTERN
+
 Number = TypeVar("Number", int, float)
 SHOWN_CHARACTERS = 40  # of a refused text, in the error
 
@@ -54,3 +56,14 @@ positive_int = bounded(int, "a positive integer", 1)
 positive_number = bounded(float, "a positive number", 0, above=True)
 # A port to listen on or reach; 0 (any free port) is only for servers that print theirs.
 port_number = bounded(int, "a port from 1 to 65535", 1, 65535)
+
+
+def endpoint_name(text: str) -> str:
+    """An argparse `type`: a SageMaker endpoint name (contract.sagemaker_names' rule), the
+    one check of `--endpoint-name` for every command that takes it."""
+    if not NAME_PATTERN.match(text):
+        raise argparse.ArgumentTypeError(
+            f"{text[:SHOWN_CHARACTERS]!r} is not a SageMaker endpoint name "
+            "(letters, digits and hyphens, 1-63)"
+        )
+    return text

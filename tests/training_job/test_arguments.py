@@ -146,3 +146,24 @@ def test_the_demo_takes_the_same_numbers(
         demo_main(argv)
     assert exited.value.code == 2
     assert "is not a" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["deploy", "--mode", "local", "--bucket", "b"],
+        ["rollout", "--bucket", "b", "--model-version", "2"],
+        ["models", "list"],
+    ],
+    ids=["deploy", "rollout", "models"],
+)
+@pytest.mark.parametrize("name", ["scones_endpoint", "-scones", "e" * 64, "scones\n", ""])
+def test_every_endpoint_name_option_refuses_what_sagemaker_refuses(
+    argv: list[str], name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One check (training_job.arguments.endpoint_name, SageMaker's name rule) for every
+    `--endpoint-name`: a usage error (exit 2) before any AWS call, a trailing newline too."""
+    with pytest.raises(SystemExit) as exited:
+        main([*argv, f"--endpoint-name={name}", "--region", "us-east-1"])
+    assert exited.value.code == 2
+    assert "is not a SageMaker endpoint name" in capsys.readouterr().err

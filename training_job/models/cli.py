@@ -26,7 +26,7 @@ import boto3
 from contract import shown
 from contract.s3 import S3UriError, parse_s3_object_uri
 from contract.sagemaker_names import NAME_PATTERN
-from training_job.arguments import bounded
+from training_job.arguments import bounded, endpoint_name
 from training_job.data.bucket import BucketError, require_region
 from training_job.errors import UsageError
 from training_job.models import registry
@@ -53,12 +53,6 @@ _version = bounded(
 )
 
 _limit = bounded(int, "a number from 1 to 1000", 1, 1000)
-
-
-def _endpoint(text: str) -> str:
-    if not NAME_PATTERN.match(text):
-        raise argparse.ArgumentTypeError(f"{text[:80]!r} is not a SageMaker endpoint name")
-    return text
 
 
 def _s3_object(text: str) -> str:
@@ -143,7 +137,7 @@ def register(subparsers: Any) -> None:
         if command.prog.split()[-1] in ("list", "show"):
             command.add_argument(
                 "--endpoint-name",
-                type=_endpoint,
+                type=endpoint_name,
                 default=DEFAULT_ENDPOINT_NAME,
                 help="the endpoint whose served version is marked (default: %(default)s)",
             )

@@ -32,9 +32,8 @@ from botocore.exceptions import ClientError
 
 from contract.aws_errors import error_code
 from contract.decisions import variant_for_version
-from contract.sagemaker_names import NAME_PATTERN
 from training_job import local_mode, log_retention
-from training_job.arguments import bounded, positive_int
+from training_job.arguments import bounded, endpoint_name, positive_int
 from training_job.data.bucket import BucketError, require_region
 from training_job.errors import UsageError
 from training_job.models import registry, serving_image
@@ -66,14 +65,6 @@ _target_invocations = bounded(
     1,
     100 * autoscaling.DEFAULT_TARGET_INVOCATIONS_PER_MINUTE,
 )
-
-
-def _endpoint_name(text: str) -> str:
-    if not NAME_PATTERN.match(text):
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a SageMaker endpoint name (letters, digits and hyphens, 1-63)"
-        )
-    return text
 
 
 def _stage(text: str) -> str:
@@ -111,7 +102,7 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--endpoint-name",
-        type=_endpoint_name,
+        type=endpoint_name,
         default=DEFAULT_ENDPOINT_NAME,
         help="the endpoint's name (default: %(default)s)",
     )

@@ -55,7 +55,7 @@ import boto3
 from botocore.exceptions import ClientError
 
 from contract.decisions import variant_for_version
-from training_job.arguments import bounded, positive_int, positive_number
+from training_job.arguments import bounded, endpoint_name, positive_int, positive_number
 from training_job.errors import CommandError
 from training_job.models import registry, serving_image
 from training_job.serving import autoscaling, canary_alarms, deploy, deployment, rollout_alarms
@@ -100,7 +100,7 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--endpoint-name",
-        type=deploy._endpoint_name,
+        type=endpoint_name,
         default=deployment.DEFAULT_ENDPOINT_NAME,
         help="the endpoint to roll out on (default: %(default)s)",
     )
